@@ -1,0 +1,63 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/deployer-dev/deployer/hclspec"
+)
+
+func newFmt(g *globals) *cobra.Command {
+	var check bool
+	cmd := &cobra.Command{
+		Use:   "fmt [-check] [DIR|FILE...]",
+		Short: "Rewrite configuration files in canonical HCL style",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			files, err := hclspec.FormatFiles(args)
+			if err != nil {
+				return err
+			}
+			changed, broken := 0, 0
+			for _, f := range files {
+				src, err := os.ReadFile(f)
+				if err != nil {
+					return err
+				}
+				out, diags := hclspec.Format(src, f)
+				if diags.HasErrors() {
+					hclspec.NewSourceResult(map[string][]byte{f: src}).WriteDiagnostics(g.stderr, diags, g.color(g.stderr))
+					broken++
+					continue
+				}
+				if !hclspec.Changed(src, out) {
+					continue
+				}
+				changed++
+				fmt.Fprintln(g.stdout, f)
+				if check {
+					continue
+				}
+				st, err := os.Stat(f)
+				if err != nil {
+					return err
+				}
+				if err := os.WriteFile(f, out, st.Mode().Perm()); err != nil {
+					return err
+				}
+			}
+			if broken > 0 {
+				fmt.Fprintf(g.stderr, "%s could not be formatted: fix the syntax errors above first.\n", plural(broken, "file"))
+				return failed
+			}
+			if check && changed > 0 {
+				fmt.Fprintf(g.stderr, "%s not in canonical style; run `deployer fmt` to rewrite.\n", plural(changed, "file"))
+				return exitError{3}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&check, "check", false, "list the files that would change and exit non-zero, without writing")
+	return cmd
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/docker"
+	"github.com/deployer-dev/deployer/hclspec"
+)
+
+func newPlan(g *globals) *cobra.Command {
+	var (
+		out      string
+		asJSON   bool
+		detailed bool
+		targets  []string
+	)
+	cmd := &cobra.Command{
+		Use:   "plan [DIR]",
+		Short: "Show what apply would change, and the steps it would run",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			res, err := g.load(args)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			defer stop()
+			plan, err := g.makePlan(ctx, res.Project, targets)
+			if err != nil {
+				return err
+			}
+			if out != "" {
+				if err := executor.WritePlanFile(out, savedPlan(plan, res, g.files)); err != nil {
+					return err
+				}
+			}
+			if asJSON {
+				if err := plan.WriteJSON(g.stdout); err != nil {
+					return err
+				}
+			} else {
+				if err := plan.WriteText(g.stdout, executor.RenderOptions{Color: g.color(g.stdout)}); err != nil {
+					return err
+				}
+				if out != "" {
+					fmt.Fprintf(g.stdout, "\nSaved the plan to %s. Apply exactly this plan with:\n    deployer apply %s\n", out, out)
+				}
+			}
+			if detailed && plan.HasChanges() {
+				return exitError{2}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&out, "out", "", "save the plan to FILE for `deployer apply FILE`")
+	f.BoolVar(&asJSON, "json", false, "print the plan as one JSON object")
+	f.BoolVar(&detailed, "detailed-exitcode", false, "exit 0 for no changes, 1 for an error, 2 for changes")
+	f.StringArrayVar(&targets, "target", nil, "plan only service.NAME (repeatable)")
+	return cmd
+}
+
+// engine connects to the configured Docker engine.
+func (g *globals) engine(p *config.Project) (*docker.Engine, error) {
+	return docker.New(p.Docker.Host)
+}
+
+func (g *globals) makePlan(ctx context.Context, p *config.Project, targets []string) (*executor.Plan, error) {
+	names, err := targetNames(targets)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := g.engine(p)
+	if err != nil {
+		return nil, err
+	}
+	defer eng.Close()
+	return executor.MakePlan(ctx, p, eng, executor.PlanOptions{Targets: names})
+}
+
+func targetNames(targets []string) ([]string, error) {
+	var out []string
+	for _, t := range targets {
+		name, ok := strings.CutPrefix(t, "service.")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("-target %q: name a service as service.NAME", t)
+		}
+		out = append(out, name)
+	}
+	return out, nil
+}
+
+func savedPlan(plan *executor.Plan, res *hclspec.Result, files []string) *executor.SavedPlan {
+	dir, _ := filepath.Abs(res.Project.Dir)
+	sp := &executor.SavedPlan{Plan: plan, Dir: dir}
+	for _, f := range files {
+		abs, _ := filepath.Abs(f)
+		sp.Files = append(sp.Files, abs)
+	}
+	for _, v := range res.Variables {
+		sv := executor.SavedVariable{Name: v.Name, Sensitive: v.Sensitive, Source: v.Source}
+		if v.Sensitive {
+			sv.Hash = executor.SensitiveValue(v.Value)
+		} else {
+			sv.Value = v.Value
+		}
+		sp.Variables = append(sp.Variables, sv)
+	}
+	return sp
+}

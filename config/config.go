@@ -1,0 +1,189 @@
+// Package config holds the desired state of a project as plain Go values: what the operator declared,
+// with defaults applied in one place (Defaults) and semantic checks (Validate). It knows neither HCL
+// nor Docker; hclspec fills it in and executor acts on it.
+package config
+
+import (
+	"sort"
+	"time"
+)
+
+// Pos is a position in a configuration file; lines and columns count from 1.
+type Pos struct {
+	Line, Column, Byte int
+}
+
+// Range is the source of a value, so an error can point at it.
+type Range struct {
+	Filename   string
+	Start, End Pos
+}
+
+// Project is a whole configuration: every service deployed together under one name.
+type Project struct {
+	Name      string
+	NameRange Range
+	Dir       string   // the configuration directory; relative paths resolve against it
+	Files     []string // the files read, in order
+
+	Docker    Docker
+	Stores    map[string]*Store
+	Services  []*Service // sorted by name
+	Notifies  []*Notify
+	Variables []*Variable
+
+	// Sensitive holds the attribute paths (as Service.Attributes names them, prefixed by
+	// "service.NAME.", or "notify.KIND.NAME.url") whose values derive from a sensitive variable.
+	Sensitive map[string]bool
+}
+
+// Variable is an input variable after its value was resolved; the value itself stays in hclspec.
+type Variable struct {
+	Name        string
+	Description string
+	Sensitive   bool
+	Source      string // where the value came from: default, env, file name, -var
+}
+
+// Docker says which engine to talk to. An empty Host means DOCKER_HOST, then the local socket.
+type Docker struct {
+	Host      string
+	HostRange Range
+}
+
+// Store is a backup destination.
+type Store struct {
+	Name      string
+	Kind      string // "s3" or "local"
+	Bucket    string
+	Prefix    string
+	Region    string
+	Endpoint  string
+	PathStyle bool
+	Directory string // local stores
+	DeclRange Range
+}
+
+// Service is one blue-green deployed container.
+type Service struct {
+	Name          string
+	ContainerName string
+	Image         string
+	Build         *Build
+	Command       []string
+	Env           map[string]string
+	Ports         []*Port
+	Volumes       []*Volume
+	HealthCheck   *HealthCheck
+	Canaries      []*Canary
+	SQLite        []*SQLite
+	Backup        *Backup
+	Hooks         []*Hook
+	Deploy        Deploy
+
+	DeclRange Range
+	// Ranges of individual attributes, for semantic errors; keyed like Attributes.
+	Ranges map[string]Range
+}
+
+// Build builds the service image locally before a deploy.
+type Build struct {
+	Context    string // relative to the project directory
+	Dockerfile string // relative to Context
+	Args       map[string]string
+	Before     []string // a local command run first, in the project directory
+}
+
+// Port publishes a container port.
+type Port struct {
+	Container int
+	Host      int
+	Candidate int    // 0: the engine picks a free port on 127.0.0.1
+	Protocol  string // "http" or "tcp"
+}
+
+// Volume is a named Docker volume mounted into the service.
+type Volume struct {
+	Name   string
+	Target string
+}
+
+// HealthCheck decides when a candidate or a new live release is healthy.
+type HealthCheck struct {
+	Path     string
+	Status   []int // empty: any 2xx
+	Interval time.Duration
+	Timeout  time.Duration
+	Healthy  int
+	Deadline time.Duration
+}
+
+// Canary is an extra HTTP check of the candidate before cutover.
+type Canary struct {
+	Name         string
+	Path         string
+	Status       []int
+	BodyContains string
+}
+
+// SQLite declares a database file inside a volume.
+type SQLite struct {
+	Name        string
+	Volume      string
+	Path        string
+	QuickCheck  bool
+	SeedIfEmpty []string
+}
+
+// Backup is the service's backup policy, run right before cutover.
+type Backup struct {
+	Store       string
+	Volumes     []string
+	Consistency string // "pause" or "none"
+	Keep        int
+	Logs        bool
+}
+
+// Hook is a one-off container of the new image run at a point of the deploy.
+type Hook struct {
+	When    string // "before_cutover"
+	Command []string
+}
+
+// Deploy holds how the cutover is made.
+type Deploy struct {
+	Cutover      string // "proxy" or "restart"
+	Drain        time.Duration
+	StopTimeout  time.Duration
+	AutoRollback bool
+	KeepReleases int
+}
+
+// Notify sends deploy notices.
+type Notify struct {
+	Kind      string // "slack" or "webhook"
+	Name      string
+	URL       string
+	On        []string
+	DeclRange Range
+}
+
+// Service returns the service with the given name, or nil.
+func (p *Project) Service(name string) *Service {
+	for _, s := range p.Services {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// SortServices orders services by name, so plans and hashes do not depend on file order.
+func (p *Project) SortServices() {
+	sort.Slice(p.Services, func(i, j int) bool { return p.Services[i].Name < p.Services[j].Name })
+}
+
+// IsSensitive reports whether the attribute path of a service derives from a sensitive value.
+func (p *Project) IsSensitive(service, attr string) bool {
+	return p.Sensitive["service."+service+"."+attr]
+}

@@ -1,0 +1,314 @@
+package config
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Error is a semantic error in a configuration, pointing at the offending expression.
+type Error struct {
+	Range   Range
+	Summary string
+	Detail  string // what to do about it
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s:%d:%d: %s: %s", e.Range.Filename, e.Range.Start.Line, e.Range.Start.Column, e.Summary, e.Detail)
+}
+
+var (
+	nameRE      = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
+	containerRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+	envKeyRE    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.]*$`)
+)
+
+// Validate runs the semantic checks of a defaulted project. It returns every error it finds, in
+// file order, not only the first.
+func Validate(p *Project) []*Error {
+	v := &validator{p: p}
+	v.project()
+	sort.SliceStable(v.errs, func(i, j int) bool {
+		a, b := v.errs[i].Range, v.errs[j].Range
+		if a.Filename != b.Filename {
+			return a.Filename < b.Filename
+		}
+		return a.Start.Byte < b.Start.Byte
+	})
+	return v.errs
+}
+
+type validator struct {
+	p    *Project
+	errs []*Error
+}
+
+func (v *validator) add(r Range, summary, detail string, args ...any) {
+	v.errs = append(v.errs, &Error{Range: r, Summary: summary, Detail: fmt.Sprintf(detail, args...)})
+}
+
+// at is the range of a service attribute, or of the service block when the attribute has none.
+func at(s *Service, key string) Range {
+	if r, ok := s.Ranges[key]; ok {
+		return r
+	}
+	return s.DeclRange
+}
+
+func (v *validator) project() {
+	p := v.p
+	if !nameRE.MatchString(p.Name) {
+		v.add(p.NameRange, "Invalid project name",
+			"The project name %q becomes part of container names and labels: use lower-case letters, digits, '.', '_' and '-', starting with a letter or digit.", p.Name)
+	}
+	for _, st := range sortedStores(p.Stores) {
+		v.store(st)
+	}
+	seenService := map[string]*Service{}
+	seenContainer := map[string]*Service{}
+	type portUse struct {
+		s    *Service
+		what string
+	}
+	seenPort := map[int]portUse{}
+	for _, s := range p.Services {
+		if prev, ok := seenService[s.Name]; ok {
+			v.add(s.DeclRange, "Duplicate service", "A service named %q is already declared at %s; give each service its own name.", s.Name, pos(prev.DeclRange))
+			continue
+		}
+		seenService[s.Name] = s
+		if prev, ok := seenContainer[s.ContainerName]; ok {
+			v.add(at(s, "container_name"), "Duplicate container name",
+				"Service %q and service %q would both run as container %q; set container_name on one of them.", prev.Name, s.Name, s.ContainerName)
+		} else {
+			seenContainer[s.ContainerName] = s
+		}
+		v.service(s)
+		for _, port := range s.Ports {
+			for _, u := range []struct {
+				n    int
+				what string
+			}{{port.Host, "host"}, {port.Candidate, "candidate"}} {
+				if u.n == 0 {
+					continue
+				}
+				key := fmt.Sprintf("port.%d.%s", port.Container, u.what)
+				if prev, ok := seenPort[u.n]; ok {
+					if prev.s == s && u.what == "candidate" && prev.what == "host" && port.Host == port.Candidate {
+						continue // reported by service() as candidate == host
+					}
+					v.add(at(s, key), "Port used twice",
+						"Port %d is already the %s port of service %q; each host and candidate port must be used once across all services.", u.n, prev.what, prev.s.Name)
+					continue
+				}
+				seenPort[u.n] = portUse{s, u.what}
+			}
+		}
+	}
+	for _, n := range p.Notifies {
+		if !slices.Contains(NotifyKinds, n.Kind) {
+			v.add(n.DeclRange, "Unknown notify kind", "notify %q is not a kind the deployer knows; use one of %s.", n.Kind, quoted(NotifyKinds))
+		}
+		for _, e := range n.On {
+			if !slices.Contains(NotifyEvents, e) {
+				v.add(n.DeclRange, "Unknown notify event", "notify %q %q: %q is not an event; use any of %s.", n.Kind, n.Name, e, quoted(NotifyEvents))
+			}
+		}
+	}
+}
+
+func (v *validator) store(st *Store) {
+	switch st.Kind {
+	case "s3":
+		if len(st.Bucket) < 3 {
+			v.add(st.DeclRange, "Invalid bucket", "backup_store %q needs a bucket name of at least 3 characters.", st.Name)
+		}
+	case "local":
+		if st.Directory == "" {
+			v.add(st.DeclRange, "Missing directory", "backup_store %q of kind local needs a directory.", st.Name)
+		}
+	default:
+		v.add(st.DeclRange, "Unknown store kind", "backup_store %q: set kind to one of %s, or name the store \"s3\" or \"local\".", st.Name, quoted(StoreKinds))
+	}
+}
+
+func (v *validator) service(s *Service) {
+	if !nameRE.MatchString(s.Name) {
+		v.add(s.DeclRange, "Invalid service name", "Service name %q: use lower-case letters, digits, '.', '_' and '-', starting with a letter or digit.", s.Name)
+	}
+	if !containerRE.MatchString(s.ContainerName) {
+		v.add(at(s, "container_name"), "Invalid container name", "%q is not a valid Docker container name: use letters, digits, '.', '_' and '-'.", s.ContainerName)
+	}
+	if s.Image == "" {
+		v.add(s.DeclRange, "Missing image", "Service %q needs an image (the image to run, or the tag to build when it has a build block).", s.Name)
+	} else if strings.ContainsAny(s.Image, " \t\n") || s.Image != strings.TrimSpace(s.Image) {
+		v.add(at(s, "image"), "Invalid image", "%q is not an image reference: it must not contain spaces.", s.Image)
+	}
+	if b := s.Build; b != nil {
+		if path.IsAbs(b.Dockerfile) || strings.HasPrefix(path.Clean(b.Dockerfile), "..") {
+			v.add(at(s, "build.dockerfile"), "Invalid dockerfile", "dockerfile %q must be a path inside the build context.", b.Dockerfile)
+		}
+	}
+	for k := range s.Env {
+		if !envKeyRE.MatchString(k) {
+			v.add(at(s, "env"), "Invalid environment variable name", "%q is not a valid environment variable name: use letters, digits and '_', not starting with a digit.", k)
+		}
+	}
+	for _, port := range s.Ports {
+		key := fmt.Sprintf("port.%d.", port.Container)
+		if port.Container < 1 || port.Container > 65535 {
+			v.add(at(s, key+"container"), "Invalid port", "container port %d is out of range; use 1 to 65535.", port.Container)
+		}
+		if port.Host < 1 || port.Host > 65535 {
+			v.add(at(s, key+"host"), "Invalid port", "host port %d is out of range; use 1 to 65535.", port.Host)
+		}
+		if port.Candidate < 0 || port.Candidate > 65535 {
+			v.add(at(s, key+"candidate"), "Invalid port", "candidate port %d is out of range; use 1 to 65535, or leave it out for a free port.", port.Candidate)
+		}
+		if port.Candidate != 0 && port.Candidate == port.Host {
+			v.add(at(s, key+"candidate"), "Candidate port equals host port",
+				"The candidate runs beside the live release, so it needs its own port: change candidate (%d) or leave it out to let the engine pick a free one.", port.Candidate)
+		}
+		if !slices.Contains(Protocols, port.Protocol) {
+			v.add(at(s, key+"protocol"), "Invalid protocol", "protocol %q: use one of %s.", port.Protocol, quoted(Protocols))
+		}
+	}
+	volNames := map[string]bool{}
+	targets := map[string]string{}
+	for _, vol := range s.Volumes {
+		key := "volume." + vol.Name
+		if volNames[vol.Name] {
+			v.add(at(s, key), "Duplicate volume", "Volume %q is mounted twice in service %q; mount each volume once.", vol.Name, s.Name)
+		}
+		volNames[vol.Name] = true
+		if !path.IsAbs(vol.Target) {
+			v.add(at(s, key+".target"), "Invalid volume target", "target %q must be an absolute path inside the container.", vol.Target)
+		} else if other, ok := targets[path.Clean(vol.Target)]; ok {
+			v.add(at(s, key+".target"), "Duplicate volume target", "Volumes %q and %q both mount at %s; give each its own target.", other, vol.Name, vol.Target)
+		} else {
+			targets[path.Clean(vol.Target)] = vol.Name
+		}
+	}
+	if h := s.HealthCheck; h != nil {
+		if s.HTTPPort() == nil {
+			v.add(at(s, "health_check"), "Health check without an HTTP port", "Service %q has a health_check but no port with protocol \"http\"; add a port block or remove the check.", s.Name)
+		}
+		v.httpPath(s, "health_check.path", h.Path)
+		v.statuses(s, "health_check.status", h.Status)
+		v.positive(s, "health_check.interval", h.Interval)
+		v.positive(s, "health_check.timeout", h.Timeout)
+		v.positive(s, "health_check.deadline", h.Deadline)
+		if h.Healthy < 1 {
+			v.add(at(s, "health_check.healthy"), "Invalid healthy count", "healthy is %d; at least 1 consecutive pass is needed.", h.Healthy)
+		}
+	}
+	for _, c := range s.Canaries {
+		key := "canary." + c.Name
+		if s.HTTPPort() == nil {
+			v.add(at(s, key), "Canary without an HTTP port", "canary %q needs a port with protocol \"http\" on service %q.", c.Name, s.Name)
+		}
+		v.httpPath(s, key+".path", c.Path)
+		v.statuses(s, key+".status", c.Status)
+	}
+	for _, db := range s.SQLite {
+		key := "sqlite." + db.Name
+		if !volNames[db.Volume] {
+			v.add(at(s, key+".volume"), "Unknown volume", "sqlite %q names volume %q, which service %q does not mount; use one of %s.", db.Name, db.Volume, s.Name, quoted(volumeNames(s)))
+		}
+		if db.Path == "" || path.IsAbs(db.Path) || strings.HasPrefix(path.Clean(db.Path), "..") {
+			v.add(at(s, key+".path"), "Invalid database path", "path %q must be a file path relative to the volume.", db.Path)
+		}
+	}
+	if b := s.Backup; b != nil {
+		if v.p.Stores[b.Store] == nil {
+			v.add(at(s, "backup.store"), "Unknown backup store", "backup_store %q is not declared; declare it or leave store out for the local default.", b.Store)
+		}
+		if len(b.Volumes) == 0 {
+			v.add(at(s, "backup.volumes"), "Nothing to back up", "backup needs at least one volume in volumes; use one of %s.", quoted(volumeNames(s)))
+		}
+		for _, name := range b.Volumes {
+			if !volNames[name] {
+				v.add(at(s, "backup.volumes"), "Unknown volume", "backup names volume %q, which service %q does not mount; use one of %s.", name, s.Name, quoted(volumeNames(s)))
+			}
+		}
+		if !slices.Contains(Consistencies, b.Consistency) {
+			v.add(at(s, "backup.consistency"), "Invalid consistency", "consistency %q: use one of %s.", b.Consistency, quoted(Consistencies))
+		}
+		if b.Keep < 1 {
+			v.add(at(s, "backup.keep"), "Invalid keep", "keep is %d; at least 1 backup must be kept.", b.Keep)
+		}
+	}
+	for _, h := range s.Hooks {
+		if !slices.Contains(HookPoints, h.When) {
+			v.add(at(s, "hook."+h.When), "Unknown hook", "hook %q: the deployer runs hooks at %s.", h.When, quoted(HookPoints))
+		}
+		if len(h.Command) == 0 {
+			v.add(at(s, "hook."+h.When+".command"), "Empty hook command", "hook %q needs a command to run.", h.When)
+		}
+	}
+	d := s.Deploy
+	if !slices.Contains(CutoverModes, d.Cutover) {
+		v.add(at(s, "deploy.cutover"), "Invalid cutover", "cutover %q: use one of %s.", d.Cutover, quoted(CutoverModes))
+	}
+	v.positive(s, "deploy.drain", d.Drain)
+	v.positive(s, "deploy.stop_timeout", d.StopTimeout)
+	if d.KeepReleases < 1 {
+		v.add(at(s, "deploy.keep_releases"), "Invalid keep_releases", "keep_releases is %d; keep at least 1 previous release so that rollback has a target.", d.KeepReleases)
+	}
+}
+
+func (v *validator) positive(s *Service, key string, d time.Duration) {
+	if d <= 0 {
+		v.add(at(s, key), "Invalid duration", "%s must be a positive duration such as \"500ms\", \"2s\" or \"1m30s\".", key)
+	}
+}
+
+func (v *validator) httpPath(s *Service, key, p string) {
+	if !strings.HasPrefix(p, "/") {
+		v.add(at(s, key), "Invalid path", "%s %q must start with \"/\".", key, p)
+	}
+}
+
+func (v *validator) statuses(s *Service, key string, codes []int) {
+	for _, c := range codes {
+		if c < 100 || c > 599 {
+			v.add(at(s, key), "Invalid status", "%d is not an HTTP status; use codes from 100 to 599.", c)
+		}
+	}
+}
+
+func volumeNames(s *Service) []string {
+	var names []string
+	for _, v := range s.Volumes {
+		names = append(names, v.Name)
+	}
+	return names
+}
+
+func sortedStores(m map[string]*Store) []*Store {
+	var out []*Store
+	for _, st := range m {
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func quoted(list []string) string {
+	if len(list) == 0 {
+		return "(none)"
+	}
+	q := make([]string, len(list))
+	for i, s := range list {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return strings.Join(q, ", ")
+}
+
+func pos(r Range) string {
+	return fmt.Sprintf("%s:%d", r.Filename, r.Start.Line)
+}

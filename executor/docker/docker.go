@@ -1,0 +1,117 @@
+// Package docker is the deployer's one door to the Docker engine: containers, images, volumes,
+// networks, exec and copy, through the engine's API. It is the only package that imports the
+// Docker SDK, so another kind of host is an addition here, not a rewrite elsewhere.
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/errdefs"
+
+	"github.com/deployer-dev/deployer/executor"
+)
+
+// PingTimeout bounds how long an engine may take to answer before the deployer says it does not.
+const PingTimeout = 5 * time.Second
+
+// Engine talks to one Docker engine.
+type Engine struct {
+	cli  *client.Client
+	host string
+}
+
+// New connects to the engine at host; an empty host means DOCKER_HOST, then the local socket.
+// Nothing is sent until the first call.
+func New(host string) (*Engine, error) {
+	opts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
+	if host != "" {
+		opts = append(opts, client.WithHost(host))
+	}
+	cli, err := client.NewClientWithOpts(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("docker engine %s: %w", describeHost(host), err)
+	}
+	return &Engine{cli: cli, host: cli.DaemonHost()}, nil
+}
+
+func describeHost(host string) string {
+	if host != "" {
+		return host
+	}
+	if h := os.Getenv("DOCKER_HOST"); h != "" {
+		return h
+	}
+	return client.DefaultDockerHost
+}
+
+// Close releases the connection.
+func (e *Engine) Close() error { return e.cli.Close() }
+
+// Host names the engine.
+func (e *Engine) Host() string { return e.host }
+
+// Client is the SDK client, for the packages that extend the engine (tests among them).
+func (e *Engine) Client() *client.Client { return e.cli }
+
+// Ping checks that the engine answers, within PingTimeout.
+func (e *Engine) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, PingTimeout)
+	defer cancel()
+	if _, err := e.cli.Ping(ctx); err != nil {
+		msg := err.Error()
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			msg = fmt.Sprintf("no answer within %s", PingTimeout)
+		}
+		return fmt.Errorf("docker engine at %s does not answer: %s (is the engine running, and is DOCKER_HOST or docker.host right?)", e.host, msg)
+	}
+	return nil
+}
+
+// Containers lists every container labelled with the project, running or not, in one call.
+func (e *Engine) Containers(ctx context.Context, project string) ([]executor.Container, error) {
+	list, err := e.cli.ContainerList(ctx, container.ListOptions{
+		All:     true,
+		Filters: filters.NewArgs(filters.Arg("label", executor.LabelProject+"="+project)),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("docker engine at %s: list containers of project %q: %w", e.host, project, err)
+	}
+	out := make([]executor.Container, 0, len(list))
+	for _, c := range list {
+		name := ""
+		if len(c.Names) > 0 {
+			name = strings.TrimPrefix(c.Names[0], "/")
+		}
+		out = append(out, executor.Container{
+			ID:      c.ID,
+			Name:    name,
+			Image:   c.Image,
+			ImageID: c.ImageID,
+			State:   string(c.State),
+			Status:  c.Status,
+			Labels:  c.Labels,
+			Created: time.Unix(c.Created, 0),
+		})
+	}
+	return out, nil
+}
+
+// ImageID resolves a local image reference to its ID.
+func (e *Engine) ImageID(ctx context.Context, ref string) (string, error) {
+	img, err := e.cli.ImageInspect(ctx, ref)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return "", fmt.Errorf("image %s: %w", ref, executor.ErrNotFound)
+		}
+		return "", fmt.Errorf("docker engine at %s: inspect image %s: %w", e.host, ref, err)
+	}
+	return img.ID, nil
+}

@@ -1,0 +1,459 @@
+package executor
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/deployer-dev/deployer/config"
+)
+
+// FormatVersion is the version of the JSON form of plans and events. It changes only when a
+// field changes meaning or goes away.
+const FormatVersion = "1"
+
+// Action is what a plan does to a service.
+type Action string
+
+const (
+	ActionNone    Action = "no-op"
+	ActionCreate  Action = "create"
+	ActionReplace Action = "replace" // blue-green
+	ActionUpdate  Action = "update"  // in place: start a stopped live release
+	ActionDelete  Action = "delete"
+)
+
+// Symbol is the plan's mark for the action, after Terraform's.
+func (a Action) Symbol() string {
+	switch a {
+	case ActionCreate:
+		return "+"
+	case ActionReplace:
+		return "+/-"
+	case ActionUpdate:
+		return "~"
+	case ActionDelete:
+		return "-"
+	}
+	return " "
+}
+
+// Plan is what apply will do, as a value: it is rendered as text or JSON, saved with -out, and
+// drives apply. It never holds a sensitive value.
+type Plan struct {
+	FormatVersion string      `json:"format_version"`
+	Project       string      `json:"project"`
+	Engine        string      `json:"engine"`
+	Changes       []*Change   `json:"changes"`
+	Steps         []*Step     `json:"steps"`
+	Leftovers     []Leftover  `json:"leftovers,omitempty"`
+	Summary       Summary     `json:"summary"`
+	Fingerprint   Fingerprint `json:"fingerprint"`
+}
+
+// Summary counts the changes.
+type Summary struct {
+	Create  int `json:"create"`
+	Replace int `json:"replace"`
+	Update  int `json:"update"`
+	Delete  int `json:"delete"`
+}
+
+// Fingerprint identifies what a plan was made from, so that a saved plan is applied only to the
+// same state and configuration.
+type Fingerprint struct {
+	State  string `json:"state"`
+	Config string `json:"config"`
+}
+
+// Change is the plan for one service.
+type Change struct {
+	Service    string       `json:"service"`
+	Action     Action       `json:"action"`
+	Reasons    []string     `json:"reasons,omitempty"`
+	Attributes []AttrChange `json:"attributes,omitempty"`
+
+	Container   string   `json:"container,omitempty"` // the live container name after apply
+	LiveRelease int      `json:"live_release,omitempty"`
+	LiveImageID string   `json:"live_image_id,omitempty"`
+	NextRelease int      `json:"next_release,omitempty"`
+	Image       string   `json:"image,omitempty"`
+	ImageID     string   `json:"image_id,omitempty"` // empty when apply builds or pulls it
+	ContextHash string   `json:"context_hash,omitempty"`
+	SpecHash    string   `json:"spec_hash,omitempty"` // when the image ID is known
+	RemoveIDs   []string `json:"remove_container_ids,omitempty"`
+}
+
+// AttrChange is one attribute that differs. Sensitive values read "(sensitive)".
+type AttrChange struct {
+	Path      string `json:"path"`
+	Old       string `json:"old,omitempty"`
+	New       string `json:"new,omitempty"`
+	HasOld    bool   `json:"has_old"`
+	HasNew    bool   `json:"has_new"`
+	Sensitive bool   `json:"sensitive,omitempty"`
+	Default   bool   `json:"default,omitempty"` // the new value is a default
+}
+
+// Step is one thing apply will do, in order.
+type Step struct {
+	Service string `json:"service,omitempty"`
+	Name    string `json:"name"`
+	Detail  string `json:"detail"`
+}
+
+// Leftover is something an interrupted apply left behind, which the next apply deals with.
+type Leftover struct {
+	Service string `json:"service,omitempty"`
+	Kind    string `json:"kind"` // lock, candidate, stopped-live, extra-live
+	Detail  string `json:"detail"`
+}
+
+// PlanOptions narrow a plan.
+type PlanOptions struct {
+	Targets []string // service names; empty means all
+}
+
+// HasChanges reports whether applying the plan would do anything.
+func (p *Plan) HasChanges() bool {
+	for _, c := range p.Changes {
+		if c.Action != ActionNone {
+			return true
+		}
+	}
+	return false
+}
+
+// Change returns the change of a service, or nil.
+func (p *Plan) Change(service string) *Change {
+	for _, c := range p.Changes {
+		if c.Service == service {
+			return c
+		}
+	}
+	return nil
+}
+
+// SensitiveValue is how a sensitive value is recorded where a value must be compared but never
+// shown: in spec docs on containers and in saved plans.
+func SensitiveValue(v string) string {
+	sum := sha256.Sum256([]byte(v))
+	return "(sensitive) sha256:" + hex.EncodeToString(sum[:])
+}
+
+// SpecDoc is the normalized spec of a service as recorded on its containers, with sensitive
+// values hashed.
+func SpecDoc(p *config.Project, s *config.Service) map[string]string {
+	doc := s.Attributes()
+	for k, v := range doc {
+		if p.IsSensitive(s.Name, k) {
+			doc[k] = SensitiveValue(v)
+		}
+	}
+	return doc
+}
+
+// SpecHash is the deployer.spec label: the normalized spec plus the image ID.
+func SpecHash(doc map[string]string, imageID string) string {
+	b, _ := json.Marshal(doc) // map keys marshal sorted
+	h := sha256.New()
+	h.Write(b)
+	h.Write([]byte{0})
+	h.Write([]byte(imageID))
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// ConfigFingerprint hashes everything of the configuration that apply acts on, sensitive values
+// included (as a hash), plus the build context hashes.
+func ConfigFingerprint(p *config.Project, contextHashes map[string]string) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "project %s\ndocker %s\n", p.Name, p.Docker.Host)
+	for _, s := range p.Services {
+		b, _ := json.Marshal(s.Attributes())
+		fmt.Fprintf(h, "service %s %s %s\n", s.Name, b, contextHashes[s.Name])
+	}
+	for _, name := range sortedKeys(p.Stores) {
+		b, _ := json.Marshal(p.Stores[name])
+		fmt.Fprintf(h, "store %s\n", b)
+	}
+	for _, n := range p.Notifies {
+		fmt.Fprintf(h, "notify %s %s %s %q\n", n.Kind, n.Name, SensitiveValue(n.URL), n.On)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// StateFingerprint hashes the observed containers and the image IDs the plan resolved.
+func StateFingerprint(o *Observed, imageIDs map[string]string) string {
+	var lines []string
+	for _, c := range o.All {
+		lines = append(lines, strings.Join([]string{c.ID, c.ImageID, c.State, c.Labels[LabelRole], c.Labels[LabelSpec]}, " "))
+	}
+	for ref, id := range imageIDs {
+		lines = append(lines, "image "+ref+" "+id)
+	}
+	sort.Strings(lines)
+	sum := sha256.Sum256([]byte(strings.Join(lines, "\n")))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// MakePlan reads the observed state of the project from the engine and diffs it against the
+// configuration.
+func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptions) (*Plan, error) {
+	if err := eng.Ping(ctx); err != nil {
+		return nil, err
+	}
+	for _, t := range opts.Targets {
+		if p.Service(t) == nil {
+			return nil, fmt.Errorf("-target service.%s: no service %q in the configuration", t, t)
+		}
+	}
+	obs, err := Observe(ctx, eng, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	plan := &Plan{FormatVersion: FormatVersion, Project: p.Name, Engine: eng.Host(), Changes: []*Change{}, Steps: []*Step{}}
+	targeted := func(name string) bool { return len(opts.Targets) == 0 || contains(opts.Targets, name) }
+	imageIDs := map[string]string{}
+	contextHashes := map[string]string{}
+	for _, s := range p.Services {
+		if !targeted(s.Name) {
+			continue
+		}
+		st := obs.Services[s.Name]
+		if st == nil {
+			st = &ServiceState{Name: s.Name}
+		}
+		ch, err := planService(ctx, p, s, st, eng, imageIDs, contextHashes)
+		if err != nil {
+			return nil, err
+		}
+		plan.Changes = append(plan.Changes, ch)
+	}
+	for _, name := range obs.ServiceNames() {
+		if p.Service(name) != nil || !targeted(name) {
+			continue
+		}
+		st := obs.Services[name]
+		ch := &Change{Service: name, Action: ActionDelete, Reasons: []string{"not in the configuration any more"}}
+		for _, list := range [][]*Container{{st.Live}, st.Candidates, st.Previous, st.Others} {
+			for _, c := range list {
+				if c != nil {
+					ch.RemoveIDs = append(ch.RemoveIDs, c.ID)
+				}
+			}
+		}
+		if st.Live != nil {
+			ch.LiveRelease, ch.Container, ch.LiveImageID = st.Live.Release(), st.Live.Name, st.Live.ImageID
+		}
+		plan.Changes = append(plan.Changes, ch)
+	}
+	plan.Leftovers = leftovers(obs, p, targeted)
+	plan.Steps = steps(p, plan)
+	for _, c := range plan.Changes {
+		switch c.Action {
+		case ActionCreate:
+			plan.Summary.Create++
+		case ActionReplace:
+			plan.Summary.Replace++
+		case ActionUpdate:
+			plan.Summary.Update++
+		case ActionDelete:
+			plan.Summary.Delete++
+		}
+	}
+	plan.Fingerprint = Fingerprint{State: StateFingerprint(obs, imageIDs), Config: ConfigFingerprint(p, contextHashes)}
+	return plan, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func planService(ctx context.Context, p *config.Project, s *config.Service, st *ServiceState, eng Engine, imageIDs, contextHashes map[string]string) (*Change, error) {
+	ch := &Change{Service: s.Name, Container: s.ContainerName, Image: s.Image, NextRelease: st.MaxRelease() + 1}
+	live := st.Live
+	doc := SpecDoc(p, s)
+	var oldDoc map[string]string
+	if live != nil {
+		ch.LiveRelease, ch.LiveImageID = live.Release(), live.ImageID
+		if raw := live.Labels[LabelSpecDoc]; raw != "" {
+			_ = json.Unmarshal([]byte(raw), &oldDoc) // an unreadable doc shows every attribute as new
+		}
+	}
+
+	// The image: built from a context (compare content hashes), or a named image (compare IDs).
+	imageChanged := false
+	if s.Build != nil {
+		dir := filepath.Join(p.Dir, s.Build.Context)
+		hash, err := ContextHash(dir, s.Build.Dockerfile)
+		if err != nil {
+			return nil, fmt.Errorf("service.%s: %w", s.Name, err)
+		}
+		ch.ContextHash = hash
+		contextHashes[s.Name] = hash
+		if live != nil && live.Labels[LabelContextHash] == hash {
+			ch.ImageID = live.ImageID // unchanged context: apply reuses the live image, no rebuild
+		} else if live != nil {
+			imageChanged = true
+			ch.Reasons = append(ch.Reasons, "build context changed")
+		}
+	} else {
+		id, err := eng.ImageID(ctx, s.Image)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			imageIDs[s.Image] = ""
+			if live != nil {
+				imageChanged = true
+				ch.Reasons = append(ch.Reasons, fmt.Sprintf("image %s is not on the engine: apply pulls it", s.Image))
+			}
+		case err != nil:
+			return nil, fmt.Errorf("service.%s: image %s: %w", s.Name, s.Image, err)
+		default:
+			imageIDs[s.Image] = id
+			ch.ImageID = id
+			if live != nil && live.ImageID != id {
+				imageChanged = true
+				ch.Reasons = append(ch.Reasons, fmt.Sprintf("image changed: %s -> %s", short(live.ImageID), short(id)))
+			}
+		}
+	}
+	if ch.ImageID != "" {
+		ch.SpecHash = SpecHash(doc, ch.ImageID)
+	}
+
+	ch.Attributes = diffAttrs(p, s, oldDoc, doc, live == nil)
+	switch {
+	case live == nil:
+		ch.Action = ActionCreate
+		ch.Reasons = append(ch.Reasons, "no live release")
+	case len(ch.Attributes) > 0 || imageChanged:
+		ch.Action = ActionReplace
+		if len(ch.Attributes) > 0 {
+			ch.Reasons = append(ch.Reasons, fmt.Sprintf("spec changed (%s)", plural(len(ch.Attributes), "attribute")))
+		}
+	case !live.Running():
+		ch.Action = ActionUpdate
+		ch.Reasons = append(ch.Reasons, fmt.Sprintf("live release %d is %s: apply starts it", live.Release(), live.State))
+	default:
+		ch.Action = ActionNone
+	}
+	if ch.Action == ActionNone || ch.Action == ActionUpdate {
+		ch.NextRelease = 0
+	}
+	return ch, nil
+}
+
+// diffAttrs lists the attributes that differ; for a new service, every attribute.
+func diffAttrs(p *config.Project, s *config.Service, oldDoc, doc map[string]string, create bool) []AttrChange {
+	keys := map[string]bool{}
+	for k := range oldDoc {
+		keys[k] = true
+	}
+	for k := range doc {
+		keys[k] = true
+	}
+	var out []AttrChange
+	for _, k := range sortedKeys(keys) {
+		o, hasOld := oldDoc[k]
+		n, hasNew := doc[k]
+		if create {
+			hasOld = false
+		} else if hasOld == hasNew && o == n {
+			continue
+		}
+		ac := AttrChange{Path: k, Old: o, New: n, HasOld: hasOld, HasNew: hasNew}
+		if p.IsSensitive(s.Name, k) || strings.HasPrefix(o, "(sensitive)") {
+			ac.Sensitive = true
+			ac.Old, ac.New = mask(hasOld), mask(hasNew)
+		}
+		if _, set := s.Ranges[rangeKey(k)]; hasNew && !set {
+			ac.Default = true
+		}
+		out = append(out, ac)
+	}
+	return out
+}
+
+func mask(has bool) string {
+	if has {
+		return "(sensitive)"
+	}
+	return ""
+}
+
+// rangeKey maps an attribute path to the key under which its source range was recorded: the map
+// attributes (env, build.args) are recorded as a whole.
+func rangeKey(k string) string {
+	for _, m := range []string{"env.", "build.args."} {
+		if strings.HasPrefix(k, m) {
+			return strings.TrimSuffix(m, ".")
+		}
+	}
+	return k
+}
+
+func leftovers(o *Observed, p *config.Project, targeted func(string) bool) []Leftover {
+	var out []Leftover
+	if o.Lock != nil {
+		out = append(out, Leftover{Kind: "lock", Detail: fmt.Sprintf("deploy lock held by %s since %s; apply waits for it (-lock-timeout) or run `deployer unlock -force`",
+			orUnknown(o.Lock.Labels[LabelHolder]), orUnknown(o.Lock.Labels[LabelCreatedAt]))})
+	}
+	for _, name := range o.ServiceNames() {
+		if !targeted(name) {
+			continue
+		}
+		st := o.Services[name]
+		for _, c := range st.Candidates {
+			out = append(out, Leftover{Service: name, Kind: "candidate", Detail: fmt.Sprintf("candidate %s (release %d, %s) from an interrupted apply; apply removes it", c.Name, c.Release(), c.State)})
+		}
+		if st.Live != nil && !st.Live.Running() {
+			out = append(out, Leftover{Service: name, Kind: "stopped-live", Detail: fmt.Sprintf("live container %s (release %d) is %s", st.Live.Name, st.Live.Release(), st.Live.State)})
+		}
+		for _, c := range st.Others {
+			out = append(out, Leftover{Service: name, Kind: "extra", Detail: fmt.Sprintf("container %s (role %q, release %d) besides the live one; apply keeps it as a previous release", c.Name, c.Role(), c.Release())})
+		}
+	}
+	return out
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "(unknown)"
+	}
+	return s
+}
+
+func short(id string) string {
+	id = strings.TrimPrefix(id, "sha256:")
+	if len(id) > 12 {
+		id = id[:12]
+	}
+	return id
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}

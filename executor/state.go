@@ -1,0 +1,168 @@
+// Package executor turns a configuration into action: it reads what runs from the Docker engine,
+// diffs it against the configuration into a Plan (a value with changes and ordered steps), renders
+// plans as text and JSON, and carries plans out. The outside world sits behind narrow interfaces
+// whose implementations live in the subpackages (docker, ...). Nothing here prints.
+package executor
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strconv"
+	"time"
+)
+
+// Labels the deployer writes on everything it creates. What runs is read back from them: there is
+// no state file.
+const (
+	LabelProject     = "deployer.project"
+	LabelService     = "deployer.service"
+	LabelRole        = "deployer.role"
+	LabelRelease     = "deployer.release"
+	LabelSpec        = "deployer.spec"         // hash of the normalized spec and the image ID
+	LabelSpecDoc     = "deployer.spec-doc"     // the normalized spec, sensitive values hashed
+	LabelContextHash = "deployer.context-hash" // content hash of the build context, when built
+	LabelCreatedAt   = "deployer.created-at"
+	LabelSource      = "deployer.source"
+	LabelHolder      = "deployer.holder" // on the lock: who holds it
+)
+
+// Roles of containers.
+const (
+	RoleLive      = "live"
+	RoleCandidate = "candidate"
+	RolePrevious  = "previous"
+	RoleProxy     = "proxy"
+	RoleLock      = "lock"
+)
+
+// ErrNotFound is returned by an Engine for an image or container that does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Container is what the engine reports of one labelled container.
+type Container struct {
+	ID      string
+	Name    string
+	Image   string // the reference it was created from
+	ImageID string
+	State   string // created, running, paused, restarting, exited, dead
+	Status  string // the engine's human wording, e.g. "Up 3 minutes"
+	Labels  map[string]string
+	Created time.Time
+}
+
+func (c *Container) Role() string    { return c.Labels[LabelRole] }
+func (c *Container) Service() string { return c.Labels[LabelService] }
+func (c *Container) Running() bool   { return c.State == "running" || c.State == "restarting" }
+
+// Release is the container's release number, 0 when it has none.
+func (c *Container) Release() int {
+	n, _ := strconv.Atoi(c.Labels[LabelRelease])
+	return n
+}
+
+// Engine is what planning needs of a Docker engine.
+type Engine interface {
+	// Host names the engine for messages, e.g. unix:///var/run/docker.sock.
+	Host() string
+	// Ping fails when the engine does not answer.
+	Ping(ctx context.Context) error
+	// Containers lists every container labelled with the project, in one call.
+	Containers(ctx context.Context, project string) ([]Container, error)
+	// ImageID resolves a local image reference; ErrNotFound when the engine does not have it.
+	ImageID(ctx context.Context, ref string) (string, error)
+}
+
+// Observed is a project's state as the engine reports it.
+type Observed struct {
+	Services map[string]*ServiceState
+	Lock     *Container
+	Proxy    *Container
+	All      []Container
+}
+
+// ServiceState is what runs of one service.
+type ServiceState struct {
+	Name       string
+	Live       *Container   // the newest container labelled live
+	Candidates []*Container // left over by an interrupted apply
+	Previous   []*Container // stopped earlier releases, newest first
+	Others     []*Container // more than one live container, or unknown roles
+}
+
+// MaxRelease is the highest release number seen for the service, in any role.
+func (s *ServiceState) MaxRelease() int {
+	n := 0
+	for _, list := range [][]*Container{{s.Live}, s.Candidates, s.Previous, s.Others} {
+		for _, c := range list {
+			if c != nil && c.Release() > n {
+				n = c.Release()
+			}
+		}
+	}
+	return n
+}
+
+// Observe reads the project's state with one label-filtered list call.
+func Observe(ctx context.Context, eng Engine, project string) (*Observed, error) {
+	list, err := eng.Containers(ctx, project)
+	if err != nil {
+		return nil, err
+	}
+	return group(list), nil
+}
+
+func group(list []Container) *Observed {
+	sort.Slice(list, func(i, j int) bool {
+		if a, b := list[i].Release(), list[j].Release(); a != b {
+			return a > b
+		}
+		return list[i].Created.After(list[j].Created)
+	})
+	o := &Observed{Services: map[string]*ServiceState{}, All: list}
+	for i := range list {
+		c := &list[i]
+		switch c.Role() {
+		case RoleLock:
+			o.Lock = c
+			continue
+		case RoleProxy:
+			o.Proxy = c
+			continue
+		}
+		name := c.Service()
+		if name == "" {
+			continue
+		}
+		s := o.Services[name]
+		if s == nil {
+			s = &ServiceState{Name: name}
+			o.Services[name] = s
+		}
+		switch c.Role() {
+		case RoleLive:
+			if s.Live == nil {
+				s.Live = c
+			} else {
+				s.Others = append(s.Others, c)
+			}
+		case RoleCandidate:
+			s.Candidates = append(s.Candidates, c)
+		case RolePrevious:
+			s.Previous = append(s.Previous, c)
+		default:
+			s.Others = append(s.Others, c)
+		}
+	}
+	return o
+}
+
+// ServiceNames lists the observed services, sorted.
+func (o *Observed) ServiceNames() []string {
+	var names []string
+	for n := range o.Services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

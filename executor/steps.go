@@ -1,0 +1,187 @@
+package executor
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/deployer-dev/deployer/config"
+)
+
+// Step names, in the order of the apply sequence. Apply runs a plan's steps by these names.
+const (
+	StepLock      = "lock"
+	StepClean     = "clean" // remove leftovers of an interrupted apply
+	StepBuild     = "build" // build.before, then an image build
+	StepImage     = "image" // use (or pull) a named image
+	StepCandidate = "candidate"
+	StepRunning   = "check.running"
+	StepHealth    = "check.health"
+	StepCanary    = "check.canary" // + "." + name
+	StepSQLite    = "check.sqlite" // + "." + name
+	StepHook      = "hook"         // + "." + when
+	StepBackup    = "backup"
+	StepCutover   = "cutover"
+	StepStart     = "start" // first release of a new service
+	StepVerify    = "verify"
+	StepCleanup   = "cleanup"
+	StepResume    = "resume" // start a stopped live release
+	StepRemove    = "remove"
+	StepUnlock    = "unlock"
+)
+
+// steps orders what apply will do: the lock, then each changed service through the sequence of
+// the design (image, candidate, checks, backup, cutover, verify, clean-up), then the unlock.
+func steps(p *config.Project, plan *Plan) []*Step {
+	var out []*Step
+	add := func(service, name, detail string, args ...any) {
+		out = append(out, &Step{Service: service, Name: name, Detail: fmt.Sprintf(detail, args...)})
+	}
+	if !plan.HasChanges() && !hasLeftoverCandidates(plan) {
+		return []*Step{}
+	}
+	add("", StepLock, "take the deploy lock of project %q", p.Name)
+	for _, l := range plan.Leftovers {
+		if l.Kind == "candidate" {
+			add(l.Service, StepClean, "remove the leftover %s", strings.SplitN(l.Detail, " from", 2)[0])
+		}
+	}
+	for _, ch := range plan.Changes {
+		s := p.Service(ch.Service)
+		switch ch.Action {
+		case ActionDelete:
+			add(ch.Service, StepRemove, "stop and remove %s of service %q (its volumes are kept)", plural(len(ch.RemoveIDs), "container"), ch.Service)
+			continue
+		case ActionUpdate:
+			add(ch.Service, StepResume, "start the stopped live release %d (%s), then health-check it", ch.LiveRelease, ch.Container)
+			continue
+		case ActionNone:
+			continue
+		}
+		switch {
+		case s.Build != nil && ch.ImageID == "":
+			before := ""
+			if len(s.Build.Before) > 0 {
+				before = fmt.Sprintf("run `%s`, then ", shellWords(s.Build.Before))
+			}
+			add(s.Name, StepBuild, "%sbuild %s from %s (%s)", before, s.Image, s.Build.Context, s.Build.Dockerfile)
+		case ch.ImageID == "":
+			add(s.Name, StepImage, "pull %s", s.Image)
+		default:
+			add(s.Name, StepImage, "use %s (%s)", s.Image, short(ch.ImageID))
+		}
+		where := "no published port"
+		if port := s.HTTPPort(); port != nil || len(s.Ports) > 0 {
+			if port == nil {
+				port = s.Ports[0]
+			}
+			where = "127.0.0.1:" + candidatePort(port)
+		}
+		add(s.Name, StepCandidate, "create and start %s-green (release %d) on %s", s.ContainerName, ch.NextRelease, where)
+		add(s.Name, StepRunning, "the candidate keeps running")
+		if h := s.HealthCheck; h != nil {
+			add(s.Name, StepHealth, "GET %s until %d consecutive %s, every %s, within %s", h.Path, h.Healthy, statusText(h.Status), dur(h.Interval), dur(h.Deadline))
+		}
+		for _, c := range s.Canaries {
+			body := ""
+			if c.BodyContains != "" {
+				body = fmt.Sprintf(" with a body containing %q", c.BodyContains)
+			}
+			add(s.Name, StepCanary+"."+c.Name, "GET %s answers %s%s", c.Path, statusText(c.Status), body)
+		}
+		for _, db := range s.SQLite {
+			what := ""
+			if len(db.SeedIfEmpty) > 0 {
+				what = fmt.Sprintf("seed with `%s` if empty, then ", shellWords(db.SeedIfEmpty))
+			}
+			if db.QuickCheck {
+				what += "PRAGMA quick_check"
+			} else {
+				what = strings.TrimSuffix(what, ", then ")
+			}
+			add(s.Name, StepSQLite+"."+db.Name, "%s/%s: %s", db.Volume, db.Path, what)
+		}
+		for _, h := range s.Hooks {
+			add(s.Name, StepHook+"."+h.When, "run `%s` in a one-off container of the new image", shellWords(h.Command))
+		}
+		if b := s.Backup; b != nil && ch.Action == ActionReplace {
+			extra := ""
+			if b.Consistency == "pause" {
+				extra = ", pausing the live release while its files are read"
+			}
+			if b.Logs {
+				extra += ", with its logs"
+			}
+			add(s.Name, StepBackup, "back up %s of release %d to backup_store.%s%s; keep %d", strings.Join(b.Volumes, ", "), ch.LiveRelease, b.Store, extra, b.Keep)
+		}
+		hostPorts := hostPortList(s)
+		if ch.Action == ActionCreate {
+			add(s.Name, StepStart, "start release %d as %s on %s", ch.NextRelease, s.ContainerName, hostPorts)
+		} else if s.Deploy.Cutover == "proxy" {
+			add(s.Name, StepCutover, "proxy: route new requests on %s to release %d, drain release %d for up to %s, then stop it", hostPorts, ch.NextRelease, ch.LiveRelease, dur(s.Deploy.Drain))
+		} else {
+			add(s.Name, StepCutover, "restart: stop release %d (%s, up to %s), start release %d as %s on %s", ch.LiveRelease, ch.Container, dur(s.Deploy.StopTimeout), ch.NextRelease, s.ContainerName, hostPorts)
+		}
+		verify := "health-check the new live release through " + hostPorts
+		if ch.Action == ActionReplace && s.Deploy.AutoRollback {
+			verify += fmt.Sprintf("; on failure roll back to release %d", ch.LiveRelease)
+		}
+		add(s.Name, StepVerify, "%s", verify)
+		add(s.Name, StepCleanup, "remove the candidate, keep %s", plural(s.Deploy.KeepReleases, "previous release"))
+	}
+	add("", StepUnlock, "release the deploy lock")
+	return out
+}
+
+func hasLeftoverCandidates(plan *Plan) bool {
+	for _, l := range plan.Leftovers {
+		if l.Kind == "candidate" {
+			return true
+		}
+	}
+	return false
+}
+
+func candidatePort(p *config.Port) string {
+	if p.Candidate == 0 {
+		return "(a free port)"
+	}
+	return fmt.Sprint(p.Candidate)
+}
+
+func hostPortList(s *config.Service) string {
+	if len(s.Ports) == 0 {
+		return "no published port"
+	}
+	var parts []string
+	for _, p := range s.Ports {
+		parts = append(parts, fmt.Sprintf(":%d", p.Host))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func statusText(codes []int) string {
+	if len(codes) == 0 {
+		return "2xx"
+	}
+	var parts []string
+	for _, c := range codes {
+		parts = append(parts, fmt.Sprint(c))
+	}
+	return strings.Join(parts, " or ")
+}
+
+func dur(d time.Duration) string { return d.String() }
+
+// shellWords shows a command the way a shell would need it typed.
+func shellWords(argv []string) string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		if a != "" && !strings.ContainsAny(a, " \t\n'\"\\$`*?[]{}()<>|&;#~") {
+			out[i] = a
+			continue
+		}
+		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(out, " ")
+}

@@ -1,0 +1,98 @@
+package hclspec
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// WriteDiagnostics renders diagnostics for a person: severity and summary, file:line:col, the
+// source line with the offending range marked, then what to do.
+func (r *Result) WriteDiagnostics(w io.Writer, diags hcl.Diagnostics, color bool) {
+	for _, d := range diags {
+		r.writeDiagnostic(w, d, color)
+	}
+}
+
+const (
+	red    = "\x1b[1;31m"
+	yellow = "\x1b[1;33m"
+	bold   = "\x1b[1m"
+	reset  = "\x1b[0m"
+)
+
+func (r *Result) writeDiagnostic(w io.Writer, d *hcl.Diagnostic, color bool) {
+	paint := func(code, s string) string {
+		if !color {
+			return s
+		}
+		return code + s + reset
+	}
+	label, code := "Error", red
+	if d.Severity == hcl.DiagWarning {
+		label, code = "Warning", yellow
+	}
+	fmt.Fprintf(w, "%s %s\n", paint(code, label+":"), paint(bold, d.Summary))
+	if d.Subject != nil {
+		s := d.Subject
+		fmt.Fprintf(w, "\n  --> %s:%d:%d\n", s.Filename, s.Start.Line, s.Start.Column)
+		if line, marker, ok := r.sourceLine(*s); ok {
+			num := fmt.Sprintf("%d", s.Start.Line)
+			pad := strings.Repeat(" ", len(num))
+			fmt.Fprintf(w, "  %s |\n  %s | %s\n  %s | %s\n", pad, num, line, pad, paint(code, marker))
+		}
+	}
+	if d.Detail != "" {
+		fmt.Fprintln(w)
+		for _, line := range strings.Split(d.Detail, "\n") {
+			fmt.Fprintln(w, strings.TrimRight("  "+line, " "))
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+// sourceLine returns the first line of the range with tabs expanded, and a marker of ^ under the
+// range (to the end of the line when the range spans more).
+func (r *Result) sourceLine(rng hcl.Range) (string, string, bool) {
+	var f *hcl.File
+	if r != nil && r.files != nil {
+		f = r.files[rng.Filename]
+	}
+	if f == nil || rng.Start.Byte > len(f.Bytes) || rng.Start.Byte < 0 {
+		return "", "", false
+	}
+	src := f.Bytes
+	start := bytes.LastIndexByte(src[:rng.Start.Byte], '\n') + 1
+	end := bytes.IndexByte(src[rng.Start.Byte:], '\n')
+	if end < 0 {
+		end = len(src)
+	} else {
+		end += rng.Start.Byte
+	}
+	stop := rng.End.Byte
+	if stop > end || stop < rng.Start.Byte {
+		stop = end
+	}
+	line := strings.TrimRight(expandTabs(string(src[start:end])), "\r")
+	before := expandTabs(string(src[start:rng.Start.Byte]))
+	width := utf8.RuneCountInString(expandTabs(string(src[rng.Start.Byte:stop])))
+	if width < 1 {
+		width = 1
+	}
+	return line, strings.Repeat(" ", utf8.RuneCountInString(before)) + strings.Repeat("^", width), true
+}
+
+func expandTabs(s string) string {
+	return strings.ReplaceAll(s, "\t", "    ")
+}
+
+// DiagnosticsText renders diagnostics without color; tests and JSON output use it.
+func (r *Result) DiagnosticsText(diags hcl.Diagnostics) string {
+	var b strings.Builder
+	r.WriteDiagnostics(&b, diags, false)
+	return b.String()
+}

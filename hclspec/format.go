@@ -1,0 +1,72 @@
+package hclspec
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/hashicorp/hcl/v2/hclwrite"
+)
+
+// FormatFiles lists the native-syntax files that fmt works on: the arguments, or for a directory
+// its configuration and variable files. JSON files are left alone.
+func FormatFiles(args []string) ([]string, error) {
+	if len(args) == 0 {
+		args = []string{"."}
+	}
+	var out []string
+	for _, a := range args {
+		st, err := os.Stat(a)
+		if err != nil {
+			return nil, err
+		}
+		if !st.IsDir() {
+			out = append(out, a)
+			continue
+		}
+		files, vars, err := configFiles(a)
+		if err != nil {
+			return nil, err
+		}
+		more, _ := filepath.Glob(filepath.Join(a, "*.vars.hcl"))
+		for _, f := range append(append(files, vars...), more...) {
+			if filepath.Ext(f) == ".hcl" && !contains(out, f) {
+				out = append(out, f)
+			}
+		}
+	}
+	return out, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Format returns src in canonical style. A file that does not parse is not rewritten: its syntax
+// errors come back instead, since formatting broken input would guess at what was meant.
+func Format(src []byte, filename string) ([]byte, hcl.Diagnostics) {
+	_, diags := hclsyntax.ParseConfig(src, filename, hcl.Pos{Line: 1, Column: 1})
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	return hclwrite.Format(src), nil
+}
+
+// NewSourceResult returns a Result that can render diagnostics of files parsed outside Load.
+func NewSourceResult(files map[string][]byte) *Result {
+	r := &Result{files: map[string]*hcl.File{}}
+	for name, src := range files {
+		r.files[name] = &hcl.File{Bytes: src}
+	}
+	return r
+}
+
+// Changed reports whether formatting changes src.
+func Changed(src, formatted []byte) bool { return !bytes.Equal(src, formatted) }

@@ -1,0 +1,291 @@
+// Package hclspec reads a deployer configuration written in HCL (native or JSON syntax) into
+// config.Project: files, variables, locals, functions, references, and diagnostics that point at
+// the source. It knows HCL and nothing of Docker or S3. Inputs from outside the files (variable
+// values, the environment) are passed in, so loading is a pure function of its Options.
+package hclspec
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/zclconf/go-cty/cty"
+	ctyjson "github.com/zclconf/go-cty/cty/json"
+
+	"github.com/deployer-dev/deployer/config"
+)
+
+// VarArg is one -var or -var-file from the command line, kept in command-line order because later
+// ones win.
+type VarArg struct {
+	File  string // -var-file FILE, or
+	Name  string // -var NAME=VALUE
+	Value string
+}
+
+// Options are everything loading depends on.
+type Options struct {
+	Dir   string   // the configuration directory
+	Files []string // -f: exactly these files instead of the directory's *.hcl
+	Vars  []VarArg
+	// Env is the process environment as KEY=VALUE (os.Environ()); it feeds DEPLOYER_VAR_* and env().
+	Env []string
+}
+
+// Result is a loaded configuration with what the CLI needs to render errors and save plans.
+type Result struct {
+	Project   *config.Project
+	Variables []*VarValue
+	files     map[string]*hcl.File
+}
+
+// VarValue is a resolved variable. Value is its JSON rendering; for sensitive variables callers
+// must use Hash instead.
+type VarValue struct {
+	Name      string
+	Sensitive bool
+	Source    string
+	Value     string
+}
+
+// Load reads, evaluates, defaults and validates a configuration. The Result is non-nil even when
+// there are errors, so that the diagnostics can be rendered with their source lines.
+func Load(opts Options) (*Result, hcl.Diagnostics) {
+	l := &loader{
+		opts:   opts,
+		parser: hclparse.NewParser(),
+		env:    envMap(opts.Env),
+	}
+	res := &Result{}
+	project, diags := l.load()
+	res.files = l.parser.Files()
+	if project == nil || diags.HasErrors() {
+		return res, diags
+	}
+	config.Defaults(project)
+	for _, e := range config.Validate(project) {
+		diags = append(diags, &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  e.Summary,
+			Detail:   e.Detail,
+			Subject:  hclRange(e.Range).Ptr(),
+		})
+	}
+	res.Project = project
+	for _, v := range l.vars {
+		vv := &VarValue{Name: v.name, Sensitive: v.sensitive, Source: v.source}
+		if b, err := ctyJSON(v.value); err == nil {
+			vv.Value = b
+		}
+		res.Variables = append(res.Variables, vv)
+	}
+	return res, diags
+}
+
+type loader struct {
+	opts   Options
+	parser *hclparse.Parser
+	env    map[string]string
+	dir    string
+
+	bodies   []hcl.Body
+	vars     []*variable
+	varByKey map[string]*variable
+	locals   map[string]cty.Value
+	stores   map[string]*config.Store
+	ctx      *hcl.EvalContext
+}
+
+func envMap(env []string) map[string]string {
+	m := map[string]string{}
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// configFiles lists the configuration files of a directory: *.hcl and *.hcl.json, sorted,
+// without dotfiles, editor backups and variable files (*.vars.hcl).
+func configFiles(dir string) ([]string, []string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	var files, autoVars []string
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || strings.HasPrefix(name, ".") || strings.HasPrefix(name, "#") || strings.HasSuffix(name, "~") {
+			continue
+		}
+		switch {
+		case strings.HasSuffix(name, ".auto.vars.hcl"), strings.HasSuffix(name, ".auto.vars.hcl.json"):
+			autoVars = append(autoVars, filepath.Join(dir, name))
+		case strings.HasSuffix(name, ".vars.hcl"), strings.HasSuffix(name, ".vars.hcl.json"):
+			// loaded only when named with -var-file
+		case strings.HasSuffix(name, ".hcl"), strings.HasSuffix(name, ".hcl.json"):
+			files = append(files, filepath.Join(dir, name))
+		}
+	}
+	sort.Strings(files)
+	sort.Strings(autoVars)
+	return files, autoVars, nil
+}
+
+// parse reads one file in the syntax its name says.
+func (l *loader) parse(path string) (*hcl.File, hcl.Diagnostics) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Cannot read configuration file",
+			Detail:   fmt.Sprintf("%s: %s. Check that the file exists and is readable.", path, unwrapPathErr(err)),
+		}}
+	}
+	if strings.HasSuffix(path, ".json") {
+		return l.parser.ParseJSON(src, path)
+	}
+	return l.parser.ParseHCL(src, path)
+}
+
+func unwrapPathErr(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
+
+func (l *loader) load() (*config.Project, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	dir := l.opts.Dir
+	if dir == "" {
+		dir = "."
+	}
+	l.dir = dir
+	var files, autoVars []string
+	if len(l.opts.Files) > 0 {
+		files = l.opts.Files
+		l.dir = filepath.Dir(files[0])
+		if l.opts.Dir != "" {
+			l.dir = l.opts.Dir
+		}
+	} else {
+		st, err := os.Stat(dir)
+		switch {
+		case err != nil:
+			return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read configuration directory",
+				Detail: fmt.Sprintf("%s: %s. Run the command in the service's directory or pass the directory as an argument.", dir, unwrapPathErr(err))}}
+		case !st.IsDir():
+			files = []string{dir}
+			l.dir = filepath.Dir(dir)
+		default:
+			files, autoVars, err = configFiles(dir)
+			if err != nil {
+				return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read configuration directory",
+					Detail: fmt.Sprintf("%s: %s.", dir, unwrapPathErr(err))}}
+			}
+		}
+	}
+	if len(files) == 0 {
+		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "No configuration files",
+			Detail: fmt.Sprintf("%s holds no *.hcl or *.hcl.json file. Create one (see examples/quickstart) or pass the directory that holds it.", dir)}}
+	}
+	for _, f := range files {
+		file, d := l.parse(f)
+		diags = append(diags, d...)
+		if file != nil {
+			l.bodies = append(l.bodies, file.Body)
+		}
+	}
+	if diags.HasErrors() {
+		return nil, diags
+	}
+
+	top, d := l.topLevel()
+	diags = append(diags, d...)
+	if d.HasErrors() {
+		return nil, diags
+	}
+
+	diags = append(diags, l.declareVariables(top.variables)...)
+	diags = append(diags, l.assignVariables(autoVars)...)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	diags = append(diags, l.validateVariables()...)
+	diags = append(diags, l.evalLocals(top.locals)...)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+
+	p := &config.Project{Dir: l.dir, Files: files, Sensitive: map[string]bool{}}
+	l.ctx = l.evalContext(true)
+	d = l.decodeProject(p, top)
+	diags = append(diags, d...)
+	for _, v := range l.vars {
+		p.Variables = append(p.Variables, &config.Variable{Name: v.name, Description: v.description, Sensitive: v.sensitive, Source: v.source})
+	}
+	return p, diags
+}
+
+// evalContext is what expressions may refer to: var.*, local.*, backup_store.* and the functions.
+func (l *loader) evalContext(withStores bool) *hcl.EvalContext {
+	vars := map[string]cty.Value{}
+	for _, v := range l.vars {
+		vars[v.name] = v.value
+	}
+	ctx := &hcl.EvalContext{
+		Variables: map[string]cty.Value{
+			"var":   cty.ObjectVal(vars),
+			"local": cty.ObjectVal(l.locals),
+		},
+		Functions: functions(l.dir, l.env),
+	}
+	if withStores {
+		stores := map[string]cty.Value{}
+		for name, st := range l.stores {
+			stores[name] = storeValue(st)
+		}
+		ctx.Variables["backup_store"] = cty.ObjectVal(stores)
+	}
+	return ctx
+}
+
+func storeValue(st *config.Store) cty.Value {
+	return cty.ObjectVal(map[string]cty.Value{
+		"name":      cty.StringVal(st.Name),
+		"kind":      cty.StringVal(st.Kind),
+		"bucket":    cty.StringVal(st.Bucket),
+		"prefix":    cty.StringVal(st.Prefix),
+		"region":    cty.StringVal(st.Region),
+		"endpoint":  cty.StringVal(st.Endpoint),
+		"directory": cty.StringVal(st.Directory),
+	})
+}
+
+func hclRange(r config.Range) hcl.Range {
+	return hcl.Range{
+		Filename: r.Filename,
+		Start:    hcl.Pos{Line: r.Start.Line, Column: r.Start.Column, Byte: r.Start.Byte},
+		End:      hcl.Pos{Line: r.End.Line, Column: r.End.Column, Byte: r.End.Byte},
+	}
+}
+
+func cfgRange(r hcl.Range) config.Range {
+	return config.Range{
+		Filename: r.Filename,
+		Start:    config.Pos{Line: r.Start.Line, Column: r.Start.Column, Byte: r.Start.Byte},
+		End:      config.Pos{Line: r.End.Line, Column: r.End.Column, Byte: r.End.Byte},
+	}
+}
+
+func ctyJSON(v cty.Value) (string, error) {
+	v, _ = v.UnmarkDeep()
+	b, err := ctyjson.Marshal(v, v.Type())
+	return string(b), err
+}

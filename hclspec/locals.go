@@ -1,0 +1,179 @@
+package hclspec
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/agext/levenshtein"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
+)
+
+// evalLocals evaluates every local in dependency order; a cycle is an error naming its members.
+func (l *loader) evalLocals(blocks []*hcl.Block) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	defs := map[string]*hcl.Attribute{}
+	for _, b := range blocks {
+		attrs, d := b.Body.JustAttributes()
+		diags = append(diags, d...)
+		for _, attr := range sortedAttrs(attrs) {
+			if first, ok := defs[attr.Name]; ok {
+				diags = append(diags, duplicate("local."+attr.Name, attr.NameRange, first.NameRange))
+				continue
+			}
+			defs[attr.Name] = attr
+		}
+	}
+	l.locals = map[string]cty.Value{}
+	names := make([]string, 0, len(defs))
+	for n := range defs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	// Check references first so an undefined one is reported at the reference, not as a failure
+	// to evaluate.
+	bad := map[string]bool{}
+	for _, n := range names {
+		d := l.checkRefs(defs[n].Expr, false, names)
+		if d.HasErrors() {
+			bad[n] = true
+			diags = append(diags, d...)
+		}
+	}
+	const (
+		unvisited = iota
+		visiting
+		done
+	)
+	state := map[string]int{}
+	var stack []string
+	var visit func(name string) bool
+	visit = func(name string) bool {
+		switch state[name] {
+		case done:
+			return !bad[name]
+		case visiting:
+			i := indexOf(stack, name)
+			cycle := append(append([]string{}, stack[i:]...), name)
+			for j := range cycle {
+				cycle[j] = "local." + cycle[j]
+			}
+			attr := defs[name]
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cycle in locals",
+				Detail:  fmt.Sprintf("These locals refer to each other in a circle: %s. Break the circle by computing one of them from variables only.", strings.Join(cycle, " -> ")),
+				Subject: attr.NameRange.Ptr()})
+			for _, c := range stack[i:] {
+				bad[c] = true
+			}
+			return false
+		}
+		state[name] = visiting
+		stack = append(stack, name)
+		ok := !bad[name]
+		attr := defs[name]
+		for _, tr := range attr.Expr.Variables() {
+			if tr.RootName() != "local" || len(tr) < 2 {
+				continue
+			}
+			dep := attrName(tr[1])
+			if defs[dep] == nil {
+				continue
+			}
+			if !visit(dep) {
+				ok = false
+			}
+		}
+		stack = stack[:len(stack)-1]
+		state[name] = done
+		if !ok {
+			bad[name] = true
+			return false
+		}
+		val, d := attr.Expr.Value(l.evalContext(false))
+		diags = append(diags, d...)
+		if d.HasErrors() {
+			bad[name] = true
+			return false
+		}
+		l.locals[name] = val
+		return true
+	}
+	for _, n := range names {
+		visit(n)
+	}
+	return diags
+}
+
+func indexOf(list []string, s string) int {
+	for i, x := range list {
+		if x == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// checkRefs reports every reference in expr to something that does not exist, at the reference.
+// localNames is nil once locals are evaluated (then l.locals is the truth).
+func (l *loader) checkRefs(expr hcl.Expression, storesAllowed bool, localNames []string) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	if localNames == nil {
+		for n := range l.locals {
+			localNames = append(localNames, n)
+		}
+	}
+	for _, tr := range expr.Variables() {
+		root := tr.RootName()
+		rng := tr.SourceRange()
+		var names []string
+		var kind string
+		switch root {
+		case "var":
+			names, kind = l.varNames(), "input variable"
+		case "local":
+			names, kind = localNames, "local value"
+		case "backup_store":
+			if !storesAllowed {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Reference not allowed here",
+					Detail: "backup_store.* may be used in services, not in locals or variables.", Subject: &rng})
+				continue
+			}
+			for n := range l.stores {
+				names = append(names, n)
+			}
+			kind = "backup store"
+		default:
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Unknown reference",
+				Detail:  fmt.Sprintf("There is nothing called %q here. References are var.NAME, local.NAME and backup_store.NAME.%s", root, suggest(root, []string{"var", "local", "backup_store"})),
+				Subject: &rng})
+			continue
+		}
+		if len(tr) < 2 || attrName(tr[1]) == "" {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Incomplete reference",
+				Detail: fmt.Sprintf("%s must be followed by a name, as in %s.NAME.", root, root), Subject: &rng})
+			continue
+		}
+		name := attrName(tr[1])
+		if indexOf(names, name) < 0 {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Reference to undeclared " + kind,
+				Detail:  fmt.Sprintf("No %s named %q is declared.%s Declare it, or fix the name.", kind, name, suggest(name, names)),
+				Subject: &rng})
+		}
+	}
+	return diags
+}
+
+// suggest returns ` Did you mean "x"?` for the closest name, or "".
+func suggest(given string, names []string) string {
+	best, bestDist := "", 3
+	for _, n := range names {
+		if d := levenshtein.Distance(given, n, nil); d < bestDist {
+			best, bestDist = n, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" Did you mean %q?", best)
+}
