@@ -36,9 +36,46 @@ var (
 	DefaultNotifyOn = NotifyEvents
 )
 
-// Defaults fills in every value the operator left out. hclspec calls it once after decoding; values
-// that were set explicitly are never changed. A zero duration or count means "not set" here, because
-// the language rejects zero for all of them.
+// The constructors return blocks with every default set; the decoder overwrites what the operator
+// wrote, so an explicit value, even an invalid zero, is never mistaken for "not set".
+
+// NewService returns a service with its block-independent defaults.
+func NewService(name string) *Service {
+	return &Service{Name: name, Env: map[string]string{}, Deploy: NewDeploy(), Ranges: map[string]Range{}}
+}
+
+// NewBuild returns a build block with its defaults.
+func NewBuild() *Build {
+	return &Build{Context: DefaultBuildContext, Dockerfile: DefaultDockerfile}
+}
+
+// NewPort returns a port block with its defaults.
+func NewPort() *Port { return &Port{Protocol: DefaultProtocol} }
+
+// NewHealthCheck returns a health check with its defaults.
+func NewHealthCheck() *HealthCheck {
+	return &HealthCheck{Path: DefaultHealthPath, Interval: DefaultHealthInterval, Timeout: DefaultHealthTimeout,
+		Healthy: DefaultHealthy, Deadline: DefaultHealthDeadline}
+}
+
+// NewSQLite returns an sqlite block with its defaults.
+func NewSQLite(name string) *SQLite { return &SQLite{Name: name, QuickCheck: DefaultQuickCheck} }
+
+// NewBackup returns a backup policy with its defaults; an empty Store means the embedded local one.
+func NewBackup() *Backup { return &Backup{Consistency: DefaultConsistency, Keep: DefaultBackupKeep} }
+
+// NewDeploy returns the deploy settings with their defaults.
+func NewDeploy() Deploy {
+	return Deploy{Cutover: DefaultCutover, Drain: DefaultDrain, StopTimeout: DefaultStopTimeout,
+		AutoRollback: DefaultAutoRollback, KeepReleases: DefaultKeepReleases}
+}
+
+// NewStore returns a store; a local store defaults its directory.
+func NewStore(name string) *Store { return &Store{Name: name} }
+
+// Defaults fills in the defaults that depend on other values: names derived from the project,
+// the image tag of a built service, the health check of an HTTP service, the embedded store, the
+// events a notice is sent for. hclspec calls it once after decoding.
 func Defaults(p *Project) {
 	if p.Stores == nil {
 		p.Stores = map[string]*Store{}
@@ -53,68 +90,17 @@ func Defaults(p *Project) {
 		if s.Image == "" && s.Build != nil {
 			s.Image = p.Name + "-" + s.Name + ":latest"
 		}
-		if s.Build != nil {
-			if s.Build.Context == "" {
-				s.Build.Context = DefaultBuildContext
-			}
-			if s.Build.Dockerfile == "" {
-				s.Build.Dockerfile = DefaultDockerfile
-			}
-		}
 		if s.Env == nil {
 			s.Env = map[string]string{}
 		}
-		for _, port := range s.Ports {
-			if port.Protocol == "" {
-				port.Protocol = DefaultProtocol
-			}
-		}
 		if s.HealthCheck == nil && s.HTTPPort() != nil {
-			s.HealthCheck = &HealthCheck{}
+			s.HealthCheck = NewHealthCheck()
 		}
-		if h := s.HealthCheck; h != nil {
-			if h.Path == "" {
-				h.Path = DefaultHealthPath
+		if b := s.Backup; b != nil && b.Store == "" {
+			b.Store = DefaultStoreName
+			if p.Stores[DefaultStoreName] == nil {
+				p.Stores[DefaultStoreName] = &Store{Name: DefaultStoreName, Kind: "local", Directory: DefaultStoreDirectory}
 			}
-			if h.Interval == 0 {
-				h.Interval = DefaultHealthInterval
-			}
-			if h.Timeout == 0 {
-				h.Timeout = DefaultHealthTimeout
-			}
-			if h.Healthy == 0 {
-				h.Healthy = DefaultHealthy
-			}
-			if h.Deadline == 0 {
-				h.Deadline = DefaultHealthDeadline
-			}
-		}
-		if b := s.Backup; b != nil {
-			if b.Consistency == "" {
-				b.Consistency = DefaultConsistency
-			}
-			if b.Keep == 0 {
-				b.Keep = DefaultBackupKeep
-			}
-			if b.Store == "" {
-				b.Store = DefaultStoreName
-				if p.Stores[DefaultStoreName] == nil {
-					p.Stores[DefaultStoreName] = &Store{Name: DefaultStoreName, Kind: "local", Directory: DefaultStoreDirectory}
-				}
-			}
-		}
-		d := &s.Deploy
-		if d.Cutover == "" {
-			d.Cutover = DefaultCutover
-		}
-		if d.Drain == 0 {
-			d.Drain = DefaultDrain
-		}
-		if d.StopTimeout == 0 {
-			d.StopTimeout = DefaultStopTimeout
-		}
-		if d.KeepReleases == 0 {
-			d.KeepReleases = DefaultKeepReleases
 		}
 	}
 	for _, st := range p.Stores {

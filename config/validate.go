@@ -140,7 +140,7 @@ func (v *validator) service(s *Service) {
 	if !nameRE.MatchString(s.Name) {
 		v.add(s.DeclRange, "Invalid service name", "Service name %q: use lower-case letters, digits, '.', '_' and '-', starting with a letter or digit.", s.Name)
 	}
-	if !containerRE.MatchString(s.ContainerName) {
+	if _, set := s.Ranges["container_name"]; set && !containerRE.MatchString(s.ContainerName) {
 		v.add(at(s, "container_name"), "Invalid container name", "%q is not a valid Docker container name: use letters, digits, '.', '_' and '-'.", s.ContainerName)
 	}
 	if s.Image == "" {

@@ -90,11 +90,12 @@ type Change struct {
 	RemoveIDs   []string `json:"remove_container_ids,omitempty"`
 }
 
-// AttrChange is one attribute that differs. Sensitive values read "(sensitive)".
+// AttrChange is one attribute that differs. Old and New are JSON values; sensitive ones are
+// the string "(sensitive)".
 type AttrChange struct {
-	Path      string `json:"path"`
-	Old       string `json:"old,omitempty"`
-	New       string `json:"new,omitempty"`
+	Path      string          `json:"path"`
+	Old       json.RawMessage `json:"old,omitempty"`
+	New       json.RawMessage `json:"new,omitempty"`
 	HasOld    bool   `json:"has_old"`
 	HasNew    bool   `json:"has_new"`
 	Sensitive bool   `json:"sensitive,omitempty"`
@@ -141,10 +142,11 @@ func (p *Plan) Change(service string) *Change {
 }
 
 // SensitiveValue is how a sensitive value is recorded where a value must be compared but never
-// shown: in spec docs on containers and in saved plans.
+// shown: in spec docs on containers and in saved plans. It is a JSON string, like the attribute
+// values it stands for.
 func SensitiveValue(v string) string {
 	sum := sha256.Sum256([]byte(v))
-	return "(sensitive) sha256:" + hex.EncodeToString(sum[:])
+	return `"(sensitive) sha256:` + hex.EncodeToString(sum[:]) + `"`
 }
 
 // SpecDoc is the normalized spec of a service as recorded on its containers, with sensitive
@@ -381,8 +383,14 @@ func diffAttrs(p *config.Project, s *config.Service, oldDoc, doc map[string]stri
 		} else if hasOld == hasNew && o == n {
 			continue
 		}
-		ac := AttrChange{Path: k, Old: o, New: n, HasOld: hasOld, HasNew: hasNew}
-		if p.IsSensitive(s.Name, k) || strings.HasPrefix(o, "(sensitive)") {
+		ac := AttrChange{Path: k, HasOld: hasOld, HasNew: hasNew}
+		if hasOld {
+			ac.Old = json.RawMessage(o)
+		}
+		if hasNew {
+			ac.New = json.RawMessage(n)
+		}
+		if p.IsSensitive(s.Name, k) || strings.HasPrefix(o, `"(sensitive)`) {
 			ac.Sensitive = true
 			ac.Old, ac.New = mask(hasOld), mask(hasNew)
 		}
@@ -394,11 +402,11 @@ func diffAttrs(p *config.Project, s *config.Service, oldDoc, doc map[string]stri
 	return out
 }
 
-func mask(has bool) string {
+func mask(has bool) json.RawMessage {
 	if has {
-		return "(sensitive)"
+		return json.RawMessage(`"(sensitive)"`)
 	}
-	return ""
+	return nil
 }
 
 // rangeKey maps an attribute path to the key under which its source range was recorded: the map

@@ -99,8 +99,10 @@ func attrText(a AttrChange, action Action) string {
 		def = "  (default)"
 	}
 	switch {
-	case action == ActionCreate || !a.HasOld:
+	case action == ActionCreate:
 		return quote(a.New, a.Sensitive) + def
+	case !a.HasOld:
+		return "(unset) -> " + quote(a.New, a.Sensitive) + def
 	case !a.HasNew:
 		return quote(a.Old, a.Sensitive) + " -> (removed)"
 	}
@@ -108,16 +110,17 @@ func attrText(a AttrChange, action Action) string {
 }
 
 // quote shows a value: attribute values are JSON literals already.
-func quote(v string, sensitive bool) string {
+func quote(v json.RawMessage, sensitive bool) string {
 	if sensitive {
 		return "(sensitive)"
 	}
-	return v
+	return string(v)
 }
 
 // WriteJSON renders the plan as one JSON object.
 func (p *Plan) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	return enc.Encode(p)
 }

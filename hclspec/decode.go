@@ -219,7 +219,8 @@ func (l *loader) decodeProject(p *config.Project, t *top) hcl.Diagnostics {
 	p.Stores = map[string]*config.Store{}
 	l.stores = p.Stores
 	for _, b := range t.stores {
-		st := &config.Store{Name: b.Labels[0], DeclRange: cfgRange(b.DefRange)}
+		st := config.NewStore(b.Labels[0])
+		st.DeclRange = cfgRange(b.DefRange)
 		c := d.content(b.Body, storeSchema)
 		d.str(c.Attributes, "kind", "", &st.Kind)
 		if st.Kind == "" && (st.Name == "s3" || st.Name == "local") {
@@ -257,8 +258,8 @@ func (l *loader) decodeProject(p *config.Project, t *top) hcl.Diagnostics {
 }
 
 func (d *decoder) service(b *hcl.Block) *config.Service {
-	s := &config.Service{Name: b.Labels[0], DeclRange: cfgRange(b.DefRange), Ranges: map[string]config.Range{}}
-	s.Deploy.AutoRollback = config.DefaultAutoRollback
+	s := config.NewService(b.Labels[0])
+	s.DeclRange = cfgRange(b.DefRange)
 	d.prefix = "service." + s.Name + "."
 	d.ranges = s.Ranges
 	c := d.content(b.Body, serviceSchema)
@@ -284,7 +285,7 @@ func (d *decoder) service(b *hcl.Block) *config.Service {
 		}
 		switch blk.Type {
 		case "port":
-			port := &config.Port{}
+			port := config.NewPort()
 			pa := d.content(blk.Body, portSchema).Attributes
 			d.integer(pa, "container", "port.container", &port.Container)
 			// Ports are keyed by their container port, as config.Service.Attributes keys them.
@@ -317,7 +318,7 @@ func (d *decoder) service(b *hcl.Block) *config.Service {
 			d.str(ca, "body_contains", key+".body_contains", &cn.BodyContains)
 			s.Canaries = append(s.Canaries, cn)
 		case "sqlite":
-			db := &config.SQLite{Name: blk.Labels[0], QuickCheck: config.DefaultQuickCheck}
+			db := config.NewSQLite(blk.Labels[0])
 			key := "sqlite." + db.Name
 			s.Ranges[key] = cfgRange(blk.DefRange)
 			sa := d.content(blk.Body, sqliteSchema).Attributes
@@ -334,7 +335,7 @@ func (d *decoder) service(b *hcl.Block) *config.Service {
 		}
 	}
 	if blk := single["build"]; blk != nil {
-		s.Build = &config.Build{}
+		s.Build = config.NewBuild()
 		ba := d.content(blk.Body, buildSchema).Attributes
 		d.str(ba, "context", "build.context", &s.Build.Context)
 		d.str(ba, "dockerfile", "build.dockerfile", &s.Build.Dockerfile)
@@ -342,7 +343,7 @@ func (d *decoder) service(b *hcl.Block) *config.Service {
 		d.strList(ba, "before", "build.before", &s.Build.Before)
 	}
 	if blk := single["health_check"]; blk != nil {
-		h := &config.HealthCheck{}
+		h := config.NewHealthCheck()
 		s.Ranges["health_check"] = cfgRange(blk.DefRange)
 		ha := d.content(blk.Body, healthSchema).Attributes
 		d.str(ha, "path", "health_check.path", &h.Path)
@@ -350,23 +351,17 @@ func (d *decoder) service(b *hcl.Block) *config.Service {
 		d.duration(ha, "interval", "health_check.interval", &h.Interval)
 		d.duration(ha, "timeout", "health_check.timeout", &h.Timeout)
 		d.duration(ha, "deadline", "health_check.deadline", &h.Deadline)
-		if ha["healthy"] != nil {
-			h.Healthy = -1 // so that an explicit 0 is reported rather than defaulted
-			d.integer(ha, "healthy", "health_check.healthy", &h.Healthy)
-		}
+		d.integer(ha, "healthy", "health_check.healthy", &h.Healthy)
 		s.HealthCheck = h
 	}
 	if blk := single["backup"]; blk != nil {
-		bk := &config.Backup{}
+		bk := config.NewBackup()
 		s.Ranges["backup"] = cfgRange(blk.DefRange)
 		ba := d.content(blk.Body, backupSchema).Attributes
 		d.storeRef(ba["store"], &bk.Store)
 		d.strList(ba, "volumes", "backup.volumes", &bk.Volumes)
 		d.str(ba, "consistency", "backup.consistency", &bk.Consistency)
-		if ba["keep"] != nil {
-			bk.Keep = -1
-			d.integer(ba, "keep", "backup.keep", &bk.Keep)
-		}
+		d.integer(ba, "keep", "backup.keep", &bk.Keep)
 		d.boolean(ba, "logs", "backup.logs", &bk.Logs)
 		s.Backup = bk
 	}
@@ -377,10 +372,7 @@ func (d *decoder) service(b *hcl.Block) *config.Service {
 		d.duration(da, "drain", "deploy.drain", &dp.Drain)
 		d.duration(da, "stop_timeout", "deploy.stop_timeout", &dp.StopTimeout)
 		d.boolean(da, "auto_rollback", "deploy.auto_rollback", &dp.AutoRollback)
-		if da["keep_releases"] != nil {
-			dp.KeepReleases = -1
-			d.integer(da, "keep_releases", "deploy.keep_releases", &dp.KeepReleases)
-		}
+		d.integer(da, "keep_releases", "deploy.keep_releases", &dp.KeepReleases)
 	}
 	return s
 }

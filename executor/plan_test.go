@@ -1,0 +1,267 @@
+package executor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deployer-dev/deployer/config"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// fakeEngine is an engine with a fixed set of containers and images.
+type fakeEngine struct {
+	containers []Container
+	images     map[string]string
+	down       bool
+	lists      int
+}
+
+func (f *fakeEngine) Host() string { return "fake://engine" }
+func (f *fakeEngine) Ping(context.Context) error {
+	if f.down {
+		return errors.New("docker engine at fake://engine does not answer")
+	}
+	return nil
+}
+func (f *fakeEngine) Containers(_ context.Context, project string) ([]Container, error) {
+	f.lists++
+	var out []Container
+	for _, c := range f.containers {
+		if c.Labels[LabelProject] == project {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+func (f *fakeEngine) ImageID(_ context.Context, ref string) (string, error) {
+	if id, ok := f.images[ref]; ok {
+		return id, nil
+	}
+	return "", fmt.Errorf("image %s: %w", ref, ErrNotFound)
+}
+
+// project builds a small project as hclspec would hand it over.
+func project(mod func(s *config.Service)) *config.Project {
+	s := config.NewService("web")
+	s.Image = "web:1"
+	s.Env = map[string]string{"MODE": "prod", "TOKEN": "s3cr3t-token"}
+	port := config.NewPort()
+	port.Container, port.Host, port.Candidate = 8080, 80, 8081
+	s.Ports = []*config.Port{port}
+	s.Volumes = []*config.Volume{{Name: "data", Target: "/data"}}
+	explicit(s, "image", "env", "port.8080.host", "port.8080.candidate", "port.8080.container", "volume.data.target")
+	if mod != nil {
+		mod(s)
+	}
+	p := &config.Project{Name: "shop", Services: []*config.Service{s}, Sensitive: map[string]bool{"service.web.env.TOKEN": true}}
+	config.Defaults(p)
+	return p
+}
+
+// explicit records attributes as written in the configuration, as hclspec does with their ranges.
+func explicit(s *config.Service, keys ...string) {
+	for _, k := range keys {
+		s.Ranges[k] = config.Range{}
+	}
+}
+
+// live is a container as an earlier apply of p would have left it.
+func live(p *config.Project, imageID string, release int, state string) Container {
+	s := p.Services[0]
+	doc, _ := json.Marshal(SpecDoc(p, s))
+	return Container{
+		ID: fmt.Sprintf("c%d", release), Name: s.ContainerName, Image: s.Image, ImageID: imageID, State: state,
+		Created: time.Unix(1700000000, 0),
+		Labels: map[string]string{
+			LabelProject: p.Name, LabelService: s.Name, LabelRole: RoleLive, LabelRelease: fmt.Sprint(release),
+			LabelSpecDoc: string(doc), LabelSpec: SpecHash(SpecDoc(p, s), imageID),
+		},
+	}
+}
+
+func TestPlanActions(t *testing.T) {
+	base := project(nil)
+	cases := []struct {
+		name    string
+		p       *config.Project
+		eng     *fakeEngine
+		action  Action
+		reasons string
+		attrs   string
+	}{
+		{"new service", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}}, ActionCreate, "no live release", ""},
+		{"nothing changed", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, ActionNone, "", ""},
+		{"image ID changed", base, &fakeEngine{images: map[string]string{"web:1": "sha256:bbb"}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "image changed: aaa -> bbb", ""},
+		{"env changed", project(func(s *config.Service) { s.Env["MODE"] = "debug" }), &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "spec changed (1 attribute)", `env.MODE "prod"->"debug"`},
+		{"secret changed", project(func(s *config.Service) { s.Env["TOKEN"] = "new-token" }), &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "spec changed (1 attribute)", `env.TOKEN "(sensitive)"->"(sensitive)"`},
+		{"live stopped", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(base, "sha256:aaa", 3, "exited")}}, ActionUpdate, "live release 3 is exited: apply starts it", ""},
+		{"image missing locally", base, &fakeEngine{images: map[string]string{}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "image web:1 is not on the engine: apply pulls it", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			plan, err := MakePlan(context.Background(), c.p, c.eng, PlanOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.eng.lists != 1 {
+				t.Errorf("%d list calls; the observed state must come from one", c.eng.lists)
+			}
+			ch := plan.Change("web")
+			if ch.Action != c.action {
+				t.Fatalf("action %s, want %s (reasons %v)", ch.Action, c.action, ch.Reasons)
+			}
+			if got := strings.Join(ch.Reasons, "; "); got != c.reasons {
+				t.Errorf("reasons %q, want %q", got, c.reasons)
+			}
+			if ch.Action == ActionReplace && c.attrs != "" {
+				var got []string
+				for _, a := range ch.Attributes {
+					got = append(got, a.Path+" "+string(a.Old)+"->"+string(a.New))
+				}
+				if strings.Join(got, ", ") != c.attrs {
+					t.Errorf("attributes %q, want %q", got, c.attrs)
+				}
+			}
+			if ch.Action == ActionReplace && ch.NextRelease != 4 {
+				t.Errorf("next release %d, want 4", ch.NextRelease)
+			}
+			var text bytes.Buffer
+			plan.WriteText(&text, RenderOptions{})
+			plan.WriteJSON(&text)
+			if strings.Contains(text.String(), "s3cr3t") || strings.Contains(text.String(), "new-token") {
+				t.Errorf("a sensitive value is in the plan output:\n%s", text.String())
+			}
+		})
+	}
+}
+
+func TestPlanDeleteLeftoversAndTarget(t *testing.T) {
+	p := project(nil)
+	old := live(p, "sha256:aaa", 2, "running")
+	old.Labels[LabelService], old.ID, old.Name = "legacy", "c-legacy", "shop-legacy"
+	cand := live(p, "sha256:bbb", 4, "running")
+	cand.Labels[LabelRole], cand.ID, cand.Name = RoleCandidate, "c-cand", "shop-web-green"
+	lock := Container{ID: "c-lock", Name: "shop-deployer-lock", State: "created", Labels: map[string]string{
+		LabelProject: "shop", LabelRole: RoleLock, LabelHolder: "ci@runner-7 pid 4242", LabelCreatedAt: "2026-11-27T10:00:00Z"}}
+	eng := &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(p, "sha256:aaa", 3, "running"), old, cand, lock}}
+
+	plan, err := MakePlan(context.Background(), p, eng, PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch := plan.Change("legacy"); ch == nil || ch.Action != ActionDelete || len(ch.RemoveIDs) != 1 {
+		t.Fatalf("legacy: %+v", ch)
+	}
+	kinds := map[string]bool{}
+	for _, l := range plan.Leftovers {
+		kinds[l.Kind] = true
+	}
+	if !kinds["lock"] || !kinds["candidate"] {
+		t.Errorf("leftovers %+v", plan.Leftovers)
+	}
+	if next := plan.Change("web").NextRelease; next != 0 {
+		t.Errorf("no-op has next release %d", next)
+	}
+
+	targeted, err := MakePlan(context.Background(), p, eng, PlanOptions{Targets: []string{"web"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(targeted.Changes) != 1 || targeted.Change("legacy") != nil {
+		t.Errorf("-target web planned %d changes", len(targeted.Changes))
+	}
+	if _, err := MakePlan(context.Background(), p, eng, PlanOptions{Targets: []string{"nope"}}); err == nil || !strings.Contains(err.Error(), `no service "nope"`) {
+		t.Errorf("unknown target: %v", err)
+	}
+}
+
+func TestPlanEngineDown(t *testing.T) {
+	_, err := MakePlan(context.Background(), project(nil), &fakeEngine{down: true}, PlanOptions{})
+	if err == nil || !strings.Contains(err.Error(), "does not answer") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestPlanFingerprints(t *testing.T) {
+	p := project(nil)
+	eng := &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(p, "sha256:aaa", 3, "running")}}
+	a, _ := MakePlan(context.Background(), p, eng, PlanOptions{})
+	b, _ := MakePlan(context.Background(), p, eng, PlanOptions{})
+	if a.Fingerprint != b.Fingerprint {
+		t.Fatal("fingerprints differ for the same state and configuration")
+	}
+	eng.containers[0].State = "exited"
+	c, _ := MakePlan(context.Background(), p, eng, PlanOptions{})
+	if c.Fingerprint.State == a.Fingerprint.State || c.Fingerprint.Config != a.Fingerprint.Config {
+		t.Error("a stopped container must change the state fingerprint only")
+	}
+	p2 := project(func(s *config.Service) { s.Env["TOKEN"] = "rotated" })
+	d, _ := MakePlan(context.Background(), p2, eng, PlanOptions{})
+	if d.Fingerprint.Config == c.Fingerprint.Config {
+		t.Error("a changed secret must change the configuration fingerprint")
+	}
+}
+
+// The text and JSON forms of a plan with every kind of change, against golden files.
+func TestPlanGolden(t *testing.T) {
+	p := project(func(s *config.Service) {
+		s.Env["MODE"] = "debug"
+		s.Env["TOKEN"] = "rotated-secret"
+		s.HealthCheck = config.NewHealthCheck()
+		s.HealthCheck.Path = "/health"
+		s.Canaries = []*config.Canary{{Name: "home", Path: "/", BodyContains: "Welcome"}}
+		s.Hooks = []*config.Hook{{When: "before_cutover", Command: []string{"./migrate", "--to", "latest version"}}}
+		s.Backup = config.NewBackup()
+		s.Backup.Volumes = []string{"data"}
+		explicit(s, "health_check.path", "canary.home.path", "canary.home.body_contains", "hook.before_cutover.command", "backup.volumes")
+	})
+	orig := project(nil)
+	gone := live(orig, "sha256:aaa", 2, "running")
+	gone.Labels[LabelService], gone.ID, gone.Name = "legacy", "c-legacy", "shop-legacy"
+	eng := &fakeEngine{images: map[string]string{"web:1": "sha256:bbbbbbbbbbbbbbbb"}, containers: []Container{live(orig, "sha256:aaaaaaaaaaaaaaaa", 3, "running"), gone}}
+	plan, err := MakePlan(context.Background(), p, eng, PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text, js bytes.Buffer
+	if err := plan.WriteText(&text, RenderOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := plan.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "plan.txt", text.Bytes())
+	golden(t, "plan.json", js.Bytes())
+	if bytes.Contains(text.Bytes(), []byte("rotated-secret")) || bytes.Contains(js.Bytes(), []byte("rotated-secret")) {
+		t.Error("secret in plan output")
+	}
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		os.MkdirAll("testdata", 0o755)
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the golden file (go test -update rewrites it):\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}

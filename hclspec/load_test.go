@@ -1,0 +1,325 @@
+package hclspec
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/deployer-dev/deployer/config"
+)
+
+// Each file in testdata/invalid holds one or more "# want: LINE:COL Summary | detail part" lines;
+// loading it must report exactly those errors, each at its line and column.
+func TestInvalidFiles(t *testing.T) {
+	files, err := filepath.Glob("testdata/invalid/*.hcl")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no test files: %v", err)
+	}
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".hcl"), func(t *testing.T) {
+			wants := readWants(t, f)
+			res, diags := Load(Options{Files: []string{f}, Dir: "testdata/invalid"})
+			text := res.DiagnosticsText(diags)
+			if !diags.HasErrors() {
+				t.Fatalf("no error; want %v", wants)
+			}
+			errs := 0
+			for _, d := range diags {
+				if d.Severity == hcl.DiagError {
+					errs++
+				}
+			}
+			if errs != len(wants) {
+				t.Errorf("got %d errors, want %d:\n%s", errs, len(wants), text)
+			}
+			for _, w := range wants {
+				if !matchDiag(diags, w) {
+					t.Errorf("no error %q at %d:%d (detail containing %q); got:\n%s", w.summary, w.line, w.col, w.detail, text)
+				}
+			}
+			// Every error shows where it is and the source line.
+			for _, d := range diags {
+				if d.Subject == nil {
+					continue
+				}
+				loc := fmt.Sprintf("%s:%d:%d", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column)
+				if !strings.Contains(text, loc) || !strings.Contains(text, "^") {
+					t.Errorf("rendered diagnostics lack %s or a marker:\n%s", loc, text)
+				}
+			}
+		})
+	}
+}
+
+type want struct {
+	line, col       int
+	summary, detail string
+}
+
+func readWants(t *testing.T, path string) []want {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []want
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), "# want: ")
+		if !ok {
+			continue
+		}
+		var w want
+		pos, text, _ := strings.Cut(rest, " ")
+		if _, err := fmt.Sscanf(pos, "%d:%d", &w.line, &w.col); err != nil {
+			t.Fatalf("bad want line %q", sc.Text())
+		}
+		w.summary, w.detail, _ = strings.Cut(text, " | ")
+		w.summary = strings.TrimSpace(w.summary)
+		out = append(out, w)
+	}
+	if len(out) == 0 {
+		t.Fatalf("%s has no # want: line", path)
+	}
+	return out
+}
+
+func matchDiag(diags hcl.Diagnostics, w want) bool {
+	for _, d := range diags {
+		if d.Severity != hcl.DiagError || d.Subject == nil {
+			continue
+		}
+		if d.Subject.Start.Line == w.line && d.Subject.Start.Column == w.col &&
+			strings.Contains(d.Summary, w.summary) && strings.Contains(d.Detail, w.detail) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestRenderedDiagnostic(t *testing.T) {
+	res, diags := Load(Options{Files: []string{"testdata/invalid/candidate-equals-host.hcl"}})
+	got := res.DiagnosticsText(diags)
+	want := `Error: Candidate port equals host port
+
+  --> testdata/invalid/candidate-equals-host.hcl:8:17
+    |
+  8 |     candidate = 8080
+    |                 ^^^^
+
+  The candidate runs beside the live release, so it needs its own port: change candidate (8080) or leave it out to let the engine pick a free one.
+
+`
+	if got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func load(t *testing.T, opts Options) *config.Project {
+	t.Helper()
+	res, diags := Load(opts)
+	if diags.HasErrors() {
+		t.Fatalf("load: %s", res.DiagnosticsText(diags))
+	}
+	return res.Project
+}
+
+func TestJSONSyntax(t *testing.T) {
+	p := load(t, Options{Dir: "testdata/json"})
+	s := p.Service("web")
+	if p.Name != "jsonproj" || s == nil {
+		t.Fatalf("project %q, services %v", p.Name, p.Services)
+	}
+	if s.Image != "app:v1" || s.Env["MODE"] != "json" {
+		t.Errorf("image %q env %v", s.Image, s.Env)
+	}
+	if len(s.Ports) != 1 || s.Ports[0].Host != 8080 || s.Volume("data") == nil {
+		t.Errorf("ports %v volumes %v", s.Ports, s.Volumes)
+	}
+	if s.Backup == nil || s.Backup.Store != "s3" || p.Stores["s3"].Bucket != "my-bucket" {
+		t.Errorf("backup %+v", s.Backup)
+	}
+}
+
+func TestVariablePrecedence(t *testing.T) {
+	env := []string{"HOME_FOR_TEST=/home/op"}
+	cases := []struct {
+		name     string
+		env      []string
+		vars     []VarArg
+		tag      string
+		replicas string
+	}{
+		{"auto vars file beats default", nil, nil, "from-auto", "1"},
+		{"auto vars file beats environment", []string{"DEPLOYER_VAR_tag=from-env"}, nil, "from-auto", "1"},
+		{"environment beats default", []string{"DEPLOYER_VAR_replicas=2"}, nil, "from-auto", "2"},
+		{"var-file beats auto vars", nil, []VarArg{{File: "testdata/vars/prod.vars.hcl"}}, "from-var-file", "3"},
+		{"later -var beats earlier -var-file", nil, []VarArg{{File: "testdata/vars/prod.vars.hcl"}, {Name: "tag", Value: "from-flag"}}, "from-flag", "3"},
+		{"later -var-file beats earlier -var", nil, []VarArg{{Name: "tag", Value: "from-flag"}, {File: "testdata/vars/prod.vars.hcl"}}, "from-var-file", "3"},
+		{"-var number parsed as HCL", nil, []VarArg{{Name: "replicas", Value: "7"}}, "from-auto", "7"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := load(t, Options{Dir: "testdata/vars", Env: append(env, c.env...), Vars: c.vars})
+			s := p.Service("web")
+			if s.Image != "app:"+c.tag {
+				t.Errorf("image %q, want tag %q", s.Image, c.tag)
+			}
+			if s.Env["REPLICAS"] != c.replicas {
+				t.Errorf("REPLICAS %q, want %q", s.Env["REPLICAS"], c.replicas)
+			}
+		})
+	}
+}
+
+func TestFunctionsAndSensitivity(t *testing.T) {
+	p := load(t, Options{Dir: "testdata/vars", Env: []string{"HOME_FOR_TEST=/home/op"},
+		Vars: []VarArg{{Name: "labels", Value: `{ team = "ops" }`}}})
+	s := p.Service("web")
+	want := map[string]string{
+		"UPPER": "FROM-AUTO", "HOME_ENV": "/home/op", "GREETING": "hello from a file",
+		"TOKEN": "default-secret", "DERIVED": "t-def", "team": "ops",
+	}
+	for k, v := range want {
+		if s.Env[k] != v {
+			t.Errorf("env %s = %q, want %q", k, s.Env[k], v)
+		}
+	}
+	// A sensitive variable, and anything derived from it, is marked; nothing else is.
+	for _, k := range []string{"env.TOKEN", "env.DERIVED"} {
+		if !p.IsSensitive("web", k) {
+			t.Errorf("%s is not marked sensitive", k)
+		}
+	}
+	for _, k := range []string{"env.UPPER", "env.team", "image"} {
+		if p.IsSensitive("web", k) {
+			t.Errorf("%s is marked sensitive", k)
+		}
+	}
+}
+
+func TestVariableErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		opts Options
+		want string
+	}{
+		{"undeclared -var", Options{Dir: "testdata/vars", Vars: []VarArg{{Name: "tga", Value: "x"}}}, `no variable "tga" is declared. Did you mean "tag"?`},
+		{"-var of the wrong type", Options{Dir: "testdata/vars", Vars: []VarArg{{Name: "replicas", Value: "many"}}}, "<value for var.replicas from -var replicas>:1:1"},
+		{"environment of the wrong type", Options{Dir: "testdata/vars", Env: []string{"DEPLOYER_VAR_labels=[1"}}, "environment variable DEPLOYER_VAR_labels"},
+		{"missing var-file", Options{Dir: "testdata/vars", Vars: []VarArg{{File: "testdata/vars/nope.vars.hcl"}}}, "nope.vars.hcl: no such file or directory"},
+		{"empty directory", Options{Dir: "testdata/empty"}, "holds no *.hcl or *.hcl.json file"},
+		{"missing directory", Options{Dir: "testdata/does-not-exist"}, "testdata/does-not-exist: no such file or directory"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			res, diags := Load(c.opts)
+			if !diags.HasErrors() {
+				t.Fatal("no error")
+			}
+			if text := res.DiagnosticsText(diags); !strings.Contains(text, c.want) {
+				t.Errorf("error does not contain %q:\n%s", c.want, text)
+			}
+		})
+	}
+}
+
+func TestUnreadableFile(t *testing.T) {
+	if os.Geteuid() == 0 {
+		// root reads any file; a directory in place of a file fails the same way for everyone.
+		dir := t.TempDir()
+		os.Mkdir(filepath.Join(dir, "main.hcl"), 0o755)
+		_, diags := Load(Options{Files: []string{filepath.Join(dir, "main.hcl")}})
+		if !diags.HasErrors() || !strings.Contains(diags[0].Detail, "main.hcl") {
+			t.Fatalf("diags: %v", diags)
+		}
+		return
+	}
+	dir := t.TempDir()
+	f := filepath.Join(dir, "main.hcl")
+	os.WriteFile(f, []byte(`project = "x"`), 0o000)
+	_, diags := Load(Options{Dir: dir})
+	if !diags.HasErrors() || !strings.Contains(diags[0].Detail, "permission denied") {
+		t.Fatalf("diags: %v", diags)
+	}
+}
+
+func TestSensitiveNeverInDiagnostics(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "main.hcl"), []byte(`
+project = "x"
+variable "token" {
+  type      = string
+  sensitive = true
+  validation {
+    condition     = length(var.token) > 20
+    error_message = "token ${var.token} is too short."
+  }
+}
+service "a" { image = "a" }
+`), 0o644)
+	res, diags := Load(Options{Dir: dir, Vars: []VarArg{{Name: "token", Value: "hunter2-secret"}}})
+	text := res.DiagnosticsText(diags)
+	if !diags.HasErrors() || strings.Contains(text, "hunter2") {
+		t.Fatalf("want an error without the secret, got:\n%s", text)
+	}
+}
+
+func TestDefaultsAndLocals(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "b.hcl"), []byte(`
+locals {
+  name = "${local.base}-svc"
+}
+service "api" {
+  image = "api:1"
+  env   = { NAME = local.name }
+  port {
+    container = 80
+    host      = 9000
+  }
+  volume "data" { target = "/data" }
+  backup { volumes = ["data"] }
+}
+`), 0o644)
+	os.WriteFile(filepath.Join(dir, "a.hcl"), []byte(`
+project = "multi"
+locals { base = "core" }
+`), 0o644)
+	os.WriteFile(filepath.Join(dir, "notes.hcl~"), []byte(`this is an editor backup {{{`), 0o644)
+	os.WriteFile(filepath.Join(dir, ".hidden.hcl"), []byte(`broken {{{`), 0o644)
+	p := load(t, Options{Dir: dir})
+	s := p.Service("api")
+	if s.Env["NAME"] != "core-svc" {
+		t.Errorf("NAME = %q", s.Env["NAME"])
+	}
+	if s.ContainerName != "multi-api" || s.Deploy.Cutover != config.DefaultCutover || !s.Deploy.AutoRollback ||
+		s.HealthCheck == nil || s.HealthCheck.Path != "/" || s.Ports[0].Protocol != "http" {
+		t.Errorf("defaults not applied: %+v %+v %+v", s, s.Deploy, s.HealthCheck)
+	}
+	if s.Backup.Store != config.DefaultStoreName || p.Stores[config.DefaultStoreName].Directory != config.DefaultStoreDirectory {
+		t.Errorf("backup store default: %+v", s.Backup)
+	}
+	if len(p.Files) != 2 {
+		t.Errorf("files %v: dotfiles and backups must be skipped", p.Files)
+	}
+}
+
+func TestExamplesLoad(t *testing.T) {
+	for _, dir := range []string{"../examples/quickstart", "../examples/manual-generator"} {
+		p := load(t, Options{Dir: dir})
+		if len(p.Services) != 1 {
+			t.Errorf("%s: %d services", dir, len(p.Services))
+		}
+	}
+	p := load(t, Options{Dir: "../examples/manual-generator", Vars: []VarArg{{Name: "slack_webhook", Value: "https://hooks.example/T0/B0/secret"}}})
+	if !p.Sensitive["notify.slack.ops.url"] {
+		t.Errorf("the slack webhook is not marked sensitive: %v", p.Sensitive)
+	}
+}

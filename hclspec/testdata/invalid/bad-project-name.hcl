@@ -1,0 +1,3 @@
+# want: 2:11 Invalid project name
+project = "My Project"
+service "a" { image = "a" }

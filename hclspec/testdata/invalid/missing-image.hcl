@@ -1,0 +1,5 @@
+# want: 3:1 Missing image
+project = "x"
+service "web" {
+  env = { A = "b" }
+}

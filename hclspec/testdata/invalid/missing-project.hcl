@@ -1,0 +1,4 @@
+# want: 1:1 Missing project
+service "web" {
+  image = "nginx"
+}

@@ -1,0 +1,5 @@
+# want: 4:11 Invalid expression
+project = "x"
+service "web" {
+  image = 
+}

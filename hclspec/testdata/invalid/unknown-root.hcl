@@ -1,0 +1,3 @@
+# want: 3:25 Unknown reference | Did you mean "var"?
+project = "x"
+service "web" { image = vars.tag }

@@ -1,0 +1,2 @@
+tag      = "from-var-file"
+replicas = 3
