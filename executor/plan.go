@@ -96,10 +96,10 @@ type AttrChange struct {
 	Path      string          `json:"path"`
 	Old       json.RawMessage `json:"old,omitempty"`
 	New       json.RawMessage `json:"new,omitempty"`
-	HasOld    bool   `json:"has_old"`
-	HasNew    bool   `json:"has_new"`
-	Sensitive bool   `json:"sensitive,omitempty"`
-	Default   bool   `json:"default,omitempty"` // the new value is a default
+	HasOld    bool            `json:"has_old"`
+	HasNew    bool            `json:"has_new"`
+	Sensitive bool            `json:"sensitive,omitempty"`
+	Default   bool            `json:"default,omitempty"` // the new value is a default
 }
 
 // Step is one thing apply will do, in order.
