@@ -170,17 +170,18 @@ type Notify struct {
 
 // Service returns the service with the given name, or nil.
 func (p *Project) Service(name string) *Service {
-	for _, s := range p.Services {
-		if s.Name == name {
-			return s
-		}
+	// Services are sorted by name (SortServices), so a lookup is a binary search.
+	i := sort.Search(len(p.Services), func(i int) bool { return p.Services[i].Name >= name })
+	if i < len(p.Services) && p.Services[i].Name == name {
+		return p.Services[i]
 	}
 	return nil
 }
 
-// SortServices orders services by name, so plans and hashes do not depend on file order.
+// SortServices orders services by name, so plans and hashes do not depend on file order and
+// Service can search.
 func (p *Project) SortServices() {
-	sort.Slice(p.Services, func(i, j int) bool { return p.Services[i].Name < p.Services[j].Name })
+	sort.SliceStable(p.Services, func(i, j int) bool { return p.Services[i].Name < p.Services[j].Name })
 }
 
 // IsSensitive reports whether the attribute path of a service derives from a sensitive value.

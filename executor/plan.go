@@ -320,7 +320,15 @@ func planService(ctx context.Context, p *config.Project, s *config.Service, st *
 			ch.Reasons = append(ch.Reasons, "build context changed")
 		}
 	} else {
-		id, err := eng.ImageID(ctx, s.Image)
+		id, err := "", error(nil)
+		if cached, ok := imageIDs[s.Image]; ok { // services sharing an image cost one inspect
+			id = cached
+			if id == "" {
+				err = ErrNotFound
+			}
+		} else {
+			id, err = eng.ImageID(ctx, s.Image)
+		}
 		switch {
 		case errors.Is(err, ErrNotFound):
 			imageIDs[s.Image] = ""
@@ -427,8 +435,8 @@ func leftovers(o *Observed, p *config.Project, targeted func(string) bool) []Lef
 			orUnknown(o.Lock.Labels[LabelHolder]), orUnknown(o.Lock.Labels[LabelCreatedAt]))})
 	}
 	for _, name := range o.ServiceNames() {
-		if !targeted(name) {
-			continue
+		if !targeted(name) || p.Service(name) == nil {
+			continue // a service no longer configured is removed whole
 		}
 		st := o.Services[name]
 		for _, c := range st.Candidates {

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/deployer-dev/deployer/executor/docker"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"deployer": func() { os.Exit(main1()) },
+	})
+}
+
+// TestScripts runs testdata/script/*.txtar: each runs the real deployer binary and checks its
+// output, exit code and files. Scripts that need the engine say [docker]; when CI is set and no
+// engine answers, they fail instead of being skipped.
+func TestScripts(t *testing.T) {
+	examples, _ := filepath.Abs("../../examples")
+	testscript.Run(t, testscript.Params{
+		Dir: "testdata/script",
+		Setup: func(env *testscript.Env) error {
+			b := make([]byte, 4)
+			rand.Read(b)
+			env.Setenv("RUN", hex.EncodeToString(b))
+			env.Setenv("EXAMPLES", examples)
+			if h := os.Getenv("DOCKER_HOST"); h != "" {
+				env.Setenv("DOCKER_HOST", h)
+			}
+			return nil
+		},
+		Condition: func(cond string) (bool, error) {
+			if cond != "docker" {
+				return false, nil
+			}
+			eng, err := docker.New("")
+			if err == nil {
+				defer eng.Close()
+				err = eng.Ping(context.Background())
+			}
+			if err != nil && os.Getenv("CI") != "" {
+				t.Fatalf("CI is set but no Docker engine answers: %v", err)
+			}
+			return err == nil, nil
+		},
+	})
+}

@@ -1,0 +1,173 @@
+package docker
+
+import (
+	"archive/tar"
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/docker/docker/api/types/build"
+	"github.com/docker/docker/api/types/image"
+
+	"github.com/deployer-dev/deployer/executor"
+)
+
+// BuildOptions describe one image build.
+type BuildOptions struct {
+	Dir        string // the context directory
+	Dockerfile string // relative to Dir
+	Tag        string
+	Args       map[string]string
+	Labels     map[string]string
+	Log        io.Writer // the builder's output, line by line; may be nil
+}
+
+// BuildImage builds an image with the engine's classic builder, streaming the context (what
+// .dockerignore leaves) as a tar without holding it in memory, and returns the image ID. No
+// registry is involved unless the Dockerfile pulls a base image.
+func (e *Engine) BuildImage(ctx context.Context, o BuildOptions) (string, error) {
+	pr, pw := io.Pipe()
+	go func() {
+		pw.CloseWithError(writeContext(pw, o.Dir, o.Dockerfile))
+	}()
+	defer pr.Close()
+	args := map[string]*string{}
+	for k, v := range o.Args {
+		args[k] = &v
+	}
+	resp, err := e.cli.ImageBuild(ctx, pr, build.ImageBuildOptions{
+		Tags:        []string{o.Tag},
+		Dockerfile:  o.Dockerfile,
+		BuildArgs:   args,
+		Labels:      o.Labels,
+		Remove:      true,
+		ForceRemove: true,
+		Version:     build.BuilderV1,
+	})
+	if err != nil {
+		return "", fmt.Errorf("build %s: %w", o.Tag, err)
+	}
+	defer resp.Body.Close()
+	if err := readJSONMessages(resp.Body, o.Log); err != nil {
+		return "", fmt.Errorf("build %s: %w", o.Tag, err)
+	}
+	return e.ImageID(ctx, o.Tag)
+}
+
+func writeContext(w io.Writer, dir, dockerfile string) error {
+	tw := tar.NewWriter(w)
+	err := executor.WalkContext(dir, dockerfile, func(f executor.ContextFile) error {
+		hdr, err := tar.FileInfoHeader(f.Info, f.Link)
+		if err != nil {
+			return err
+		}
+		hdr.Name = f.Rel
+		if f.Info.IsDir() {
+			hdr.Name += "/"
+		}
+		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if !f.Info.Mode().IsRegular() {
+			return nil
+		}
+		file, err := os.Open(f.Path)
+		if err != nil {
+			return err
+		}
+		defer file.Close()
+		_, err = io.Copy(tw, file)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// jsonMessage is one line of the engine's progress stream (build, pull, load).
+type jsonMessage struct {
+	Stream      string `json:"stream"`
+	Status      string `json:"status"`
+	Error       string `json:"error"`
+	ErrorDetail *struct {
+		Message string `json:"message"`
+	} `json:"errorDetail"`
+}
+
+// readJSONMessages drains a progress stream, copying its text to log, and returns the first error
+// it reports, with the last lines of output before it.
+func readJSONMessages(r io.Reader, log io.Writer) error {
+	var tail []string
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+	for sc.Scan() {
+		var m jsonMessage
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			continue
+		}
+		if m.Error != "" || m.ErrorDetail != nil {
+			msg := m.Error
+			if m.ErrorDetail != nil && m.ErrorDetail.Message != "" {
+				msg = m.ErrorDetail.Message
+			}
+			if len(tail) > 0 {
+				msg += " (after: " + strings.Join(tail, " | ") + ")"
+			}
+			return errors.New(strings.TrimSpace(msg))
+		}
+		text := m.Stream
+		if text == "" {
+			text = m.Status
+		}
+		if strings.TrimSpace(text) == "" {
+			continue
+		}
+		if log != nil {
+			io.WriteString(log, strings.TrimRight(text, "\n")+"\n")
+		}
+		tail = append(tail, strings.TrimSpace(text))
+		if len(tail) > 3 {
+			tail = tail[1:]
+		}
+	}
+	return sc.Err()
+}
+
+// PullImage pulls an image from its registry.
+func (e *Engine) PullImage(ctx context.Context, ref string, log io.Writer) (string, error) {
+	rc, err := e.cli.ImagePull(ctx, ref, image.PullOptions{})
+	if err != nil {
+		return "", fmt.Errorf("pull %s: %w", ref, err)
+	}
+	defer rc.Close()
+	if err := readJSONMessages(rc, log); err != nil {
+		return "", fmt.Errorf("pull %s: %w", ref, err)
+	}
+	return e.ImageID(ctx, ref)
+}
+
+// LoadImage imports images from a tar stream (docker save format), for engines without a registry.
+func (e *Engine) LoadImage(ctx context.Context, r io.Reader) error {
+	resp, err := e.cli.ImageLoad(ctx, r)
+	if err != nil {
+		return fmt.Errorf("load image: %w", err)
+	}
+	defer resp.Body.Close()
+	return readJSONMessages(resp.Body, nil)
+}
+
+// RemoveImage removes an image; one still used by a container stays, which is not an error.
+func (e *Engine) RemoveImage(ctx context.Context, id string) error {
+	_, err := e.cli.ImageRemove(ctx, id, image.RemoveOptions{PruneChildren: true})
+	if err != nil && !isNotFound(err) && !isConflict(err) {
+		return fmt.Errorf("remove image %s: %w", id, err)
+	}
+	return nil
+}

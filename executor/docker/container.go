@@ -1,0 +1,217 @@
+package docker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/errdefs"
+	"github.com/docker/docker/pkg/stdcopy"
+	"github.com/docker/go-connections/nat"
+
+	"github.com/deployer-dev/deployer/executor"
+)
+
+// ContainerSpec is what the deployer creates a container from.
+type ContainerSpec struct {
+	Name    string
+	Image   string
+	Cmd     []string
+	Env     map[string]string
+	Labels  map[string]string
+	Ports   []PortBinding
+	Volumes []VolumeMount
+	// Restart is the engine's restart policy: "" (none) or "unless-stopped" for live releases, so
+	// that a host reboot brings the service back without the deployer.
+	Restart string
+}
+
+// PortBinding publishes a container port on the host.
+type PortBinding struct {
+	Container int
+	HostIP    string // "" for all interfaces
+	HostPort  int    // 0: the engine picks a free port
+}
+
+// VolumeMount mounts a named volume.
+type VolumeMount struct {
+	Name   string
+	Target string
+}
+
+// State is what inspect tells of a container.
+type State struct {
+	ID       string
+	Name     string
+	Running  bool
+	Status   string
+	ExitCode int
+	Error    string
+	OOM      bool
+	Ports    map[int]int // container port -> published host port
+	Labels   map[string]string
+	ImageID  string
+}
+
+// CreateContainer creates (not starts) a container and returns its ID.
+func (e *Engine) CreateContainer(ctx context.Context, s ContainerSpec) (string, error) {
+	env := make([]string, 0, len(s.Env))
+	for _, k := range sortedKeys(s.Env) {
+		env = append(env, k+"="+s.Env[k])
+	}
+	exposed := nat.PortSet{}
+	bindings := nat.PortMap{}
+	for _, p := range s.Ports {
+		port := nat.Port(fmt.Sprintf("%d/tcp", p.Container))
+		exposed[port] = struct{}{}
+		host := ""
+		if p.HostPort != 0 {
+			host = strconv.Itoa(p.HostPort)
+		}
+		bindings[port] = append(bindings[port], nat.PortBinding{HostIP: p.HostIP, HostPort: host})
+	}
+	var mounts []mount.Mount
+	for _, v := range s.Volumes {
+		mounts = append(mounts, mount.Mount{Type: mount.TypeVolume, Source: v.Name, Target: v.Target})
+	}
+	cfg := &container.Config{Image: s.Image, Env: env, Labels: s.Labels, ExposedPorts: exposed}
+	if len(s.Cmd) > 0 {
+		cfg.Cmd = s.Cmd
+	}
+	host := &container.HostConfig{PortBindings: bindings, Mounts: mounts}
+	if s.Restart != "" {
+		host.RestartPolicy = container.RestartPolicy{Name: container.RestartPolicyMode(s.Restart)}
+	}
+	resp, err := e.cli.ContainerCreate(ctx, cfg, host, nil, nil, s.Name)
+	if err != nil {
+		if isConflict(err) {
+			return "", fmt.Errorf("create container %s: %w: %v", s.Name, ErrNameTaken, err)
+		}
+		return "", fmt.Errorf("create container %s: %w", s.Name, err)
+	}
+	return resp.ID, nil
+}
+
+// ErrNameTaken is returned when a container of that name exists already.
+var ErrNameTaken = fmt.Errorf("name taken")
+
+// StartContainer starts a created or stopped container.
+func (e *Engine) StartContainer(ctx context.Context, id string) error {
+	if err := e.cli.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+		return fmt.Errorf("start container %s: %w", short(id), err)
+	}
+	return nil
+}
+
+// StopContainer sends SIGTERM, then SIGKILL after timeout.
+func (e *Engine) StopContainer(ctx context.Context, id string, timeout time.Duration) error {
+	secs := int(timeout.Round(time.Second) / time.Second)
+	if err := e.cli.ContainerStop(ctx, id, container.StopOptions{Timeout: &secs}); err != nil && !isNotFound(err) {
+		return fmt.Errorf("stop container %s: %w", short(id), err)
+	}
+	return nil
+}
+
+// RemoveContainer removes a container (forcing a running one down); its named volumes stay.
+func (e *Engine) RemoveContainer(ctx context.Context, id string) error {
+	err := e.cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: false})
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("remove container %s: %w", short(id), err)
+	}
+	return nil
+}
+
+// RenameContainer gives a container another name.
+func (e *Engine) RenameContainer(ctx context.Context, id, name string) error {
+	if err := e.cli.ContainerRename(ctx, id, name); err != nil {
+		return fmt.Errorf("rename container %s to %s: %w", short(id), name, err)
+	}
+	return nil
+}
+
+// Inspect reports a container's state and published ports.
+func (e *Engine) Inspect(ctx context.Context, id string) (*State, error) {
+	c, err := e.cli.ContainerInspect(ctx, id)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, fmt.Errorf("container %s: %w", short(id), executor.ErrNotFound)
+		}
+		return nil, fmt.Errorf("inspect container %s: %w", short(id), err)
+	}
+	st := &State{ID: c.ID, Name: strings.TrimPrefix(c.Name, "/"), Ports: map[int]int{}, ImageID: c.Image}
+	if c.State != nil {
+		st.Running = c.State.Running || c.State.Restarting
+		st.Status = string(c.State.Status)
+		st.ExitCode = c.State.ExitCode
+		st.Error = c.State.Error
+		st.OOM = c.State.OOMKilled
+	}
+	if c.Config != nil {
+		st.Labels = c.Config.Labels
+	}
+	if c.NetworkSettings != nil {
+		for port, binds := range c.NetworkSettings.Ports {
+			for _, b := range binds {
+				if hp, err := strconv.Atoi(b.HostPort); err == nil && hp > 0 {
+					st.Ports[port.Int()] = hp
+					break
+				}
+			}
+		}
+	}
+	return st, nil
+}
+
+// Logs returns the last lines of a container's output (stdout and stderr interleaved).
+func (e *Engine) Logs(ctx context.Context, id string, lines int) (string, error) {
+	rc, err := e.cli.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(lines)})
+	if err != nil {
+		return "", fmt.Errorf("logs of %s: %w", short(id), err)
+	}
+	defer rc.Close()
+	var buf bytes.Buffer
+	if _, err := stdcopy.StdCopy(&buf, &buf, io.LimitReader(rc, 1<<20)); err != nil {
+		return buf.String(), nil // a TTY container's log is not multiplexed; what was read is still useful
+	}
+	return buf.String(), nil
+}
+
+// Wait blocks until the container exits and returns its exit code.
+func (e *Engine) Wait(ctx context.Context, id string) (int, error) {
+	okC, errC := e.cli.ContainerWait(ctx, id, container.WaitConditionNotRunning)
+	select {
+	case r := <-okC:
+		if r.Error != nil && r.Error.Message != "" {
+			return int(r.StatusCode), fmt.Errorf("wait for %s: %s", short(id), r.Error.Message)
+		}
+		return int(r.StatusCode), nil
+	case err := <-errC:
+		return -1, fmt.Errorf("wait for %s: %w", short(id), err)
+	}
+}
+
+func isNotFound(err error) bool { return errdefs.IsNotFound(err) }
+func isConflict(err error) bool { return errdefs.IsConflict(err) }
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

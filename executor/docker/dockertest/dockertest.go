@@ -1,0 +1,148 @@
+// Package dockertest gives integration tests a real Docker engine: a connection that fails the
+// test when CI expects an engine and there is none, a unique project per test whose containers
+// and volumes are removed afterwards, free ports, and the test app image built FROM scratch from
+// a static binary, so no registry is ever needed.
+package dockertest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/volume"
+
+	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/docker"
+)
+
+// Engine connects to the engine of DOCKER_HOST or the local socket. Without one, the test fails
+// when CI is set and is skipped otherwise.
+func Engine(t testing.TB) *docker.Engine {
+	t.Helper()
+	eng, err := docker.New("")
+	if err == nil {
+		err = eng.Ping(context.Background())
+	}
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI is set but no Docker engine answers: %v", err)
+		}
+		t.Skipf("no Docker engine: %v", err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	return eng
+}
+
+var nameRE = regexp.MustCompile(`[^a-z0-9]+`)
+
+// Project returns a project name no other test or run uses, and removes everything labelled with
+// it (containers, and volumes named with it as prefix) when the test ends.
+func Project(t testing.TB, eng *docker.Engine) string {
+	t.Helper()
+	b := make([]byte, 3)
+	rand.Read(b)
+	base := strings.Trim(nameRE.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
+	if len(base) > 30 {
+		base = base[len(base)-30:]
+	}
+	name := "dt-" + strings.Trim(base, "-") + "-" + hex.EncodeToString(b)
+	t.Cleanup(func() { RemoveProject(eng, name) })
+	return name
+}
+
+// RemoveProject removes a project's containers and the volumes whose names start with it.
+func RemoveProject(eng *docker.Engine, project string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cli := eng.Client()
+	list, _ := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", executor.LabelProject+"="+project))})
+	for _, c := range list {
+		cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
+	}
+	vols, _ := cli.VolumeList(ctx, volume.ListOptions{Filters: filters.NewArgs(filters.Arg("name", project))})
+	for _, v := range vols.Volumes {
+		if strings.HasPrefix(v.Name, project) {
+			cli.VolumeRemove(ctx, v.Name, true)
+		}
+	}
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that nothing listens on right now.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+var (
+	appOnce  sync.Once
+	appImage string
+	appErr   error
+)
+
+// AppImage builds the test app image once per test binary and returns its tag.
+func AppImage(t testing.TB, eng *docker.Engine) string {
+	t.Helper()
+	appOnce.Do(func() { appImage, appErr = buildApp(eng) })
+	if appErr != nil {
+		t.Fatalf("build the test app image: %v", appErr)
+	}
+	return appImage
+}
+
+// AppContext writes a build context for the test app into dir (binary and Dockerfile), for
+// tests that exercise the deployer's own build step.
+func AppContext(t testing.TB, dir string) {
+	t.Helper()
+	if err := writeAppContext(dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeAppContext(dir string) error {
+	_, file, _, _ := runtime.Caller(0)
+	src := filepath.Join(filepath.Dir(file), "testapp")
+	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-o", filepath.Join(dir, "app"), ".")
+	cmd.Dir = src
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build testapp: %v: %s", err, out)
+	}
+	dockerfile := "FROM scratch\nCOPY app /bin/app\nEXPOSE 8080\nENTRYPOINT [\"/bin/app\"]\n"
+	return os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644)
+}
+
+func buildApp(eng *docker.Engine) (string, error) {
+	dir, err := os.MkdirTemp("", "testapp")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	if err := writeAppContext(dir); err != nil {
+		return "", err
+	}
+	const tag = "deployer-testapp:test"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := eng.BuildImage(ctx, docker.BuildOptions{Dir: dir, Dockerfile: "Dockerfile", Tag: tag}); err != nil {
+		return "", err
+	}
+	return tag, nil
+}

@@ -1,0 +1,72 @@
+// Command testapp is the service that integration tests deploy. Environment switches make it
+// healthy, unhealthy, crash at start, or slow to start:
+//
+//	APP_MODE=healthy|unhealthy|crash|slow   (default healthy)
+//	APP_START_DELAY=2s                      (slow: wait before listening)
+//	APP_VERSION=v2                          (returned by / and the X-App-Version header)
+//	APP_PORT=8080
+//
+// Run as `testapp exit N` it prints a line and exits with N, for hooks and one-off containers.
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 2 && os.Args[1] == "exit" {
+		code, _ := strconv.Atoi(os.Args[2])
+		fmt.Printf("testapp: exiting with %d\n", code)
+		os.Exit(code)
+	}
+	mode := os.Getenv("APP_MODE")
+	version := os.Getenv("APP_VERSION")
+	port := os.Getenv("APP_PORT")
+	if port == "" {
+		port = "8080"
+	}
+	fmt.Printf("testapp %s starting in mode %q\n", version, mode)
+	switch mode {
+	case "crash":
+		fmt.Fprintln(os.Stderr, "testapp: configured to crash: database unreachable")
+		os.Exit(3)
+	case "slow":
+		d, _ := time.ParseDuration(os.Getenv("APP_START_DELAY"))
+		time.Sleep(d)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
+		if mode == "unhealthy" {
+			http.Error(w, "db locked", http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if ms, err := strconv.Atoi(r.URL.Query().Get("sleep_ms")); err == nil {
+			time.Sleep(time.Duration(ms) * time.Millisecond)
+		}
+		w.Header().Set("X-App-Version", version)
+		fmt.Fprintf(w, "version=%s\n", version)
+	})
+	srv := &http.Server{Addr: ":" + port, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(c)
+	}()
+	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,136 @@
+package executor_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/docker"
+	"github.com/deployer-dev/deployer/executor/docker/dockertest"
+)
+
+func testProject(name, image string, env map[string]string) *config.Project {
+	s := config.NewService("api")
+	s.Image = image
+	s.Env = env
+	port := config.NewPort()
+	port.Container, port.Host = 8080, 18080
+	s.Ports = []*config.Port{port}
+	p := &config.Project{Name: name, Services: []*config.Service{s}, Sensitive: map[string]bool{}}
+	config.Defaults(p)
+	return p
+}
+
+// createReleased creates a container labelled as apply labels a release of the service.
+func createReleased(t *testing.T, eng *docker.Engine, p *config.Project, service, role string, release int, start bool) string {
+	t.Helper()
+	ctx := context.Background()
+	s := p.Service(service)
+	imageID, err := eng.ImageID(ctx, s.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := executor.SpecDoc(p, s)
+	raw, _ := json.Marshal(doc)
+	name := s.ContainerName
+	if role != executor.RoleLive {
+		name = fmt.Sprintf("%s-%s-%d", s.ContainerName, role, release)
+	}
+	id, err := eng.CreateContainer(ctx, docker.ContainerSpec{
+		Name: name, Image: s.Image, Env: s.Env,
+		Labels: map[string]string{
+			executor.LabelProject: p.Name, executor.LabelService: service, executor.LabelRole: role,
+			executor.LabelRelease: fmt.Sprint(release), executor.LabelSpecDoc: string(raw),
+			executor.LabelSpec: executor.SpecHash(doc, imageID),
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if start {
+		if err := eng.StartContainer(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return id
+}
+
+func TestPlanAgainstEngine(t *testing.T) {
+	eng := dockertest.Engine(t)
+	name := dockertest.Project(t, eng)
+	image := dockertest.AppImage(t, eng)
+	ctx := context.Background()
+	p := testProject(name, image, map[string]string{"APP_VERSION": "v1"})
+
+	plan, err := executor.MakePlan(ctx, p, eng, executor.PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch := plan.Change("api"); ch.Action != executor.ActionCreate || ch.NextRelease != 1 {
+		t.Fatalf("empty engine: %+v", ch)
+	}
+
+	liveID := createReleased(t, eng, p, "api", executor.RoleLive, 4, true)
+	plan, err = executor.MakePlan(ctx, p, eng, executor.PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.HasChanges() {
+		t.Fatalf("a live release matching the configuration must plan no changes: %+v", plan.Changes[0])
+	}
+
+	changed := testProject(name, image, map[string]string{"APP_VERSION": "v2"})
+	plan, err = executor.MakePlan(ctx, changed, eng, executor.PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := plan.Change("api")
+	if ch.Action != executor.ActionReplace || ch.LiveRelease != 4 || ch.NextRelease != 5 {
+		t.Fatalf("changed env: %+v", ch)
+	}
+	if len(ch.Attributes) != 1 || ch.Attributes[0].Path != "env.APP_VERSION" || string(ch.Attributes[0].Old) != `"v1"` {
+		t.Errorf("attributes: %+v", ch.Attributes)
+	}
+
+	if err := eng.StopContainer(ctx, liveID, 0); err != nil {
+		t.Fatal(err)
+	}
+	createReleased(t, eng, p, "api", executor.RoleCandidate, 5, false)
+	other := testProject(name, image, nil)
+	other.Services[0].Name, other.Services[0].ContainerName = "worker", name+"-worker"
+	createReleased(t, eng, other, "worker", executor.RoleLive, 1, false)
+
+	plan, err = executor.MakePlan(ctx, p, eng, executor.PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch := plan.Change("api"); ch.Action != executor.ActionUpdate {
+		t.Errorf("stopped live: %+v", ch)
+	}
+	if ch := plan.Change("worker"); ch == nil || ch.Action != executor.ActionDelete {
+		t.Errorf("service gone from the configuration: %+v", ch)
+	}
+	var kinds []string
+	for _, l := range plan.Leftovers {
+		kinds = append(kinds, l.Kind)
+	}
+	if got := strings.Join(kinds, ","); got != "candidate,stopped-live" {
+		t.Errorf("leftovers %q", got)
+	}
+}
+
+func TestPlanEngineNotAnswering(t *testing.T) {
+	port := dockertest.FreePort(t)
+	eng, err := docker.New(fmt.Sprintf("tcp://127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = executor.MakePlan(context.Background(), testProject("x", "x", nil), eng, executor.PlanOptions{})
+	if err == nil || !strings.Contains(err.Error(), "does not answer") {
+		t.Fatalf("err = %v", err)
+	}
+}
