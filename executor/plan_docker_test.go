@@ -40,7 +40,7 @@ func createReleased(t *testing.T, eng *docker.Engine, p *config.Project, service
 	if role != executor.RoleLive {
 		name = fmt.Sprintf("%s-%s-%d", s.ContainerName, role, release)
 	}
-	id, err := eng.CreateContainer(ctx, docker.ContainerSpec{
+	id, err := eng.CreateContainer(ctx, executor.ContainerSpec{
 		Name: name, Image: s.Image, Env: s.Env,
 		Labels: map[string]string{
 			executor.LabelProject: p.Name, executor.LabelService: service, executor.LabelRole: role,

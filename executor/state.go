@@ -25,6 +25,7 @@ const (
 	LabelCreatedAt   = "deployer.created-at"
 	LabelSource      = "deployer.source"
 	LabelHolder      = "deployer.holder" // on the lock: who holds it
+	LabelImage       = "deployer.image"  // the image reference (containers are created by ID)
 )
 
 // Roles of containers.
@@ -52,6 +53,14 @@ type Container struct {
 }
 
 func (c *Container) Role() string    { return c.Labels[LabelRole] }
+
+// ImageRef is the image reference the release was deployed from.
+func (c *Container) ImageRef() string {
+	if ref := c.Labels[LabelImage]; ref != "" {
+		return ref
+	}
+	return c.Image
+}
 func (c *Container) Service() string { return c.Labels[LabelService] }
 func (c *Container) Running() bool   { return c.State == "running" || c.State == "restarting" }
 

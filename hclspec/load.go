@@ -25,6 +25,7 @@ type VarArg struct {
 	File  string // -var-file FILE, or
 	Name  string // -var NAME=VALUE
 	Value string
+	JSON  bool // Value is JSON (a saved plan's value), not command-line text
 }
 
 // Options are everything loading depends on.

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
+	ctyjson "github.com/zclconf/go-cty/cty/json"
 )
 
 // sensitiveMark is the cty mark carried by values derived from a sensitive variable; functions
@@ -172,6 +173,10 @@ func (l *loader) assignVariables(autoVars []string) hcl.Diagnostics {
 				Detail: fmt.Sprintf("-var %s=...: no variable %q is declared.%s Declare it with a variable block, or fix the name.", arg.Name, arg.Name, suggest(arg.Name, l.varNames()))})
 			continue
 		}
+		if arg.JSON {
+			diags = append(diags, l.assignJSON(v, arg.Value)...)
+			continue
+		}
 		diags = append(diags, l.assignRaw(v, arg.Value, "-var "+arg.Name)...)
 	}
 	for _, v := range l.vars {
@@ -203,6 +208,23 @@ func (l *loader) assignRaw(v *variable, raw, source string) hcl.Diagnostics {
 		return d
 	}
 	return v.assign(val, source, expr.Range().Ptr())
+}
+
+// assignJSON sets a variable from the JSON a saved plan recorded.
+func (l *loader) assignJSON(v *variable, raw string) hcl.Diagnostics {
+	ty := v.typ
+	if ty == cty.DynamicPseudoType {
+		implied, err := ctyjson.ImpliedType([]byte(raw))
+		if err != nil {
+			return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid saved value", Detail: fmt.Sprintf("var.%s in the plan file: %v", v.name, err)}}
+		}
+		ty = implied
+	}
+	val, err := ctyjson.Unmarshal([]byte(raw), ty)
+	if err != nil {
+		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid saved value", Detail: fmt.Sprintf("var.%s in the plan file: %v", v.name, err)}}
+	}
+	return v.assign(val, "the plan file", nil)
 }
 
 func (l *loader) assignFile(path string) hcl.Diagnostics {

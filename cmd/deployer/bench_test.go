@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/deployer-dev/deployer/executor"
-	"github.com/deployer-dev/deployer/executor/docker"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 	"github.com/deployer-dev/deployer/hclspec"
 )
@@ -86,7 +85,7 @@ func BenchmarkPlan(b *testing.B) {
 			for _, s := range p.Services {
 				doc := executor.SpecDoc(p, s)
 				raw, _ := json.Marshal(doc)
-				_, err := eng.CreateContainer(ctx, docker.ContainerSpec{Name: s.ContainerName, Image: image, Labels: map[string]string{
+				_, err := eng.CreateContainer(ctx, executor.ContainerSpec{Name: s.ContainerName, Image: image, Labels: map[string]string{
 					executor.LabelProject: p.Name, executor.LabelService: s.Name, executor.LabelRole: executor.RoleLive,
 					executor.LabelRelease: "1", executor.LabelSpecDoc: string(raw), executor.LabelSpec: executor.SpecHash(doc, imageID),
 				}})

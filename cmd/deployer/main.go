@@ -90,6 +90,11 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *global
 		newValidate(g),
 		newFmt(g),
 		newPlan(g),
+		newApply(g),
+		newStatus(g),
+		newReleases(g),
+		newRollback(g),
+		newUnlock(g),
 		newVersion(g),
 	)
 	return root, g

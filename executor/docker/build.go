@@ -17,20 +17,10 @@ import (
 	"github.com/deployer-dev/deployer/executor"
 )
 
-// BuildOptions describe one image build.
-type BuildOptions struct {
-	Dir        string // the context directory
-	Dockerfile string // relative to Dir
-	Tag        string
-	Args       map[string]string
-	Labels     map[string]string
-	Log        io.Writer // the builder's output, line by line; may be nil
-}
-
 // BuildImage builds an image with the engine's classic builder, streaming the context (what
 // .dockerignore leaves) as a tar without holding it in memory, and returns the image ID. No
 // registry is involved unless the Dockerfile pulls a base image.
-func (e *Engine) BuildImage(ctx context.Context, o BuildOptions) (string, error) {
+func (e *Engine) BuildImage(ctx context.Context, o executor.BuildOptions) (string, error) {
 	pr, pw := io.Pipe()
 	go func() {
 		pw.CloseWithError(writeContext(pw, o.Dir, o.Dockerfile))
@@ -170,4 +160,25 @@ func (e *Engine) RemoveImage(ctx context.Context, id string) error {
 		return fmt.Errorf("remove image %s: %w", id, err)
 	}
 	return nil
+}
+
+// LockImage is the image lock containers are created from: no layers, never started.
+const LockImage = "deployer-lock:1"
+
+// EnsureLockImage builds the lock image when the engine lacks it. It has no layers, so it costs
+// nothing and needs no registry.
+func (e *Engine) EnsureLockImage(ctx context.Context) (string, error) {
+	if id, err := e.ImageID(ctx, LockImage); err == nil {
+		return id, nil
+	}
+	dir, err := os.MkdirTemp("", "deployer-lock")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	df := "FROM scratch\nLABEL deployer.image=lock\nCMD [\"/deployer-lock\"]\n"
+	if err := os.WriteFile(dir+"/Dockerfile", []byte(df), 0o644); err != nil {
+		return "", err
+	}
+	return e.BuildImage(ctx, executor.BuildOptions{Dir: dir, Dockerfile: "Dockerfile", Tag: LockImage})
 }

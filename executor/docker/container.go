@@ -19,49 +19,8 @@ import (
 	"github.com/deployer-dev/deployer/executor"
 )
 
-// ContainerSpec is what the deployer creates a container from.
-type ContainerSpec struct {
-	Name    string
-	Image   string
-	Cmd     []string
-	Env     map[string]string
-	Labels  map[string]string
-	Ports   []PortBinding
-	Volumes []VolumeMount
-	// Restart is the engine's restart policy: "" (none) or "unless-stopped" for live releases, so
-	// that a host reboot brings the service back without the deployer.
-	Restart string
-}
-
-// PortBinding publishes a container port on the host.
-type PortBinding struct {
-	Container int
-	HostIP    string // "" for all interfaces
-	HostPort  int    // 0: the engine picks a free port
-}
-
-// VolumeMount mounts a named volume.
-type VolumeMount struct {
-	Name   string
-	Target string
-}
-
-// State is what inspect tells of a container.
-type State struct {
-	ID       string
-	Name     string
-	Running  bool
-	Status   string
-	ExitCode int
-	Error    string
-	OOM      bool
-	Ports    map[int]int // container port -> published host port
-	Labels   map[string]string
-	ImageID  string
-}
-
 // CreateContainer creates (not starts) a container and returns its ID.
-func (e *Engine) CreateContainer(ctx context.Context, s ContainerSpec) (string, error) {
+func (e *Engine) CreateContainer(ctx context.Context, s executor.ContainerSpec) (string, error) {
 	env := make([]string, 0, len(s.Env))
 	for _, k := range sortedKeys(s.Env) {
 		env = append(env, k+"="+s.Env[k])
@@ -92,15 +51,12 @@ func (e *Engine) CreateContainer(ctx context.Context, s ContainerSpec) (string, 
 	resp, err := e.cli.ContainerCreate(ctx, cfg, host, nil, nil, s.Name)
 	if err != nil {
 		if isConflict(err) {
-			return "", fmt.Errorf("create container %s: %w: %v", s.Name, ErrNameTaken, err)
+			return "", fmt.Errorf("create container %s: %w: %v", s.Name, executor.ErrNameTaken, err)
 		}
 		return "", fmt.Errorf("create container %s: %w", s.Name, err)
 	}
 	return resp.ID, nil
 }
-
-// ErrNameTaken is returned when a container of that name exists already.
-var ErrNameTaken = fmt.Errorf("name taken")
 
 // StartContainer starts a created or stopped container.
 func (e *Engine) StartContainer(ctx context.Context, id string) error {
@@ -136,8 +92,8 @@ func (e *Engine) RenameContainer(ctx context.Context, id, name string) error {
 	return nil
 }
 
-// Inspect reports a container's state and published ports.
-func (e *Engine) Inspect(ctx context.Context, id string) (*State, error) {
+// Inspect reports a container's state, published ports and the spec it was created from.
+func (e *Engine) Inspect(ctx context.Context, id string) (*executor.ContainerState, error) {
 	c, err := e.cli.ContainerInspect(ctx, id)
 	if err != nil {
 		if isNotFound(err) {
@@ -145,7 +101,24 @@ func (e *Engine) Inspect(ctx context.Context, id string) (*State, error) {
 		}
 		return nil, fmt.Errorf("inspect container %s: %w", short(id), err)
 	}
-	st := &State{ID: c.ID, Name: strings.TrimPrefix(c.Name, "/"), Ports: map[int]int{}, ImageID: c.Image}
+	st := &executor.ContainerState{ID: c.ID, Name: strings.TrimPrefix(c.Name, "/"), Ports: map[int]int{}, ImageID: c.Image}
+	st.Spec.Name = st.Name
+	st.Spec.Image = c.Image
+	if c.HostConfig != nil {
+		st.Spec.Restart = string(c.HostConfig.RestartPolicy.Name)
+		for port, binds := range c.HostConfig.PortBindings {
+			for _, b := range binds {
+				hp, _ := strconv.Atoi(b.HostPort)
+				st.Spec.Ports = append(st.Spec.Ports, executor.PortBinding{Container: port.Int(), HostIP: b.HostIP, HostPort: hp})
+			}
+		}
+		sort.Slice(st.Spec.Ports, func(i, j int) bool { return st.Spec.Ports[i].Container < st.Spec.Ports[j].Container })
+	}
+	for _, m := range c.Mounts {
+		if m.Type == mount.TypeVolume {
+			st.Spec.Volumes = append(st.Spec.Volumes, executor.VolumeMount{Name: m.Name, Target: m.Destination})
+		}
+	}
 	if c.State != nil {
 		st.Running = c.State.Running || c.State.Restarting
 		st.Status = string(c.State.Status)
@@ -154,7 +127,14 @@ func (e *Engine) Inspect(ctx context.Context, id string) (*State, error) {
 		st.OOM = c.State.OOMKilled
 	}
 	if c.Config != nil {
-		st.Labels = c.Config.Labels
+		st.Spec.Labels = c.Config.Labels
+		st.Spec.Cmd = c.Config.Cmd
+		st.Spec.Env = map[string]string{}
+		for _, kv := range c.Config.Env {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				st.Spec.Env[k] = v
+			}
+		}
 	}
 	if c.NetworkSettings != nil {
 		for port, binds := range c.NetworkSettings.Ports {

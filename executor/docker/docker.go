@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -114,4 +115,16 @@ func (e *Engine) ImageID(ctx context.Context, ref string) (string, error) {
 		return "", fmt.Errorf("docker engine at %s: inspect image %s: %w", e.host, ref, err)
 	}
 	return img.ID, nil
+}
+
+var _ executor.Runtime = (*Engine)(nil)
+
+// ProbeHost is the address where ports published by the engine at host are reached: the
+// loopback address for a local socket, the engine's host name for a TCP or SSH engine.
+func ProbeHost(host string) string {
+	u, err := url.Parse(host)
+	if err != nil || u.Scheme == "unix" || u.Scheme == "npipe" || u.Hostname() == "" {
+		return "127.0.0.1"
+	}
+	return u.Hostname()
 }

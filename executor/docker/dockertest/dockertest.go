@@ -141,7 +141,7 @@ func buildApp(eng *docker.Engine) (string, error) {
 	const tag = "deployer-testapp:test"
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := eng.BuildImage(ctx, docker.BuildOptions{Dir: dir, Dockerfile: "Dockerfile", Tag: tag}); err != nil {
+	if _, err := eng.BuildImage(ctx, executor.BuildOptions{Dir: dir, Dockerfile: "Dockerfile", Tag: tag}); err != nil {
 		return "", err
 	}
 	return tag, nil

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/deployer-dev/deployer/executor"
+)
+
+// renderer shows apply's events: on a terminal the running step with its elapsed seconds,
+// rewritten in place; without one (CI) one line per finished step with its duration; with -json
+// one JSON object per event per line.
+type renderer struct {
+	w     io.Writer
+	json  bool
+	tty   bool
+	mu    sync.Mutex
+	cur   *executor.Event
+	start time.Time
+	stop  chan struct{}
+	done  sync.WaitGroup
+}
+
+func newRenderer(w io.Writer, asJSON, tty bool) *renderer {
+	r := &renderer{w: w, json: asJSON, tty: tty && !asJSON, stop: make(chan struct{})}
+	if r.tty {
+		r.done.Add(1)
+		go r.tick()
+	}
+	return r
+}
+
+func (r *renderer) tick() {
+	defer r.done.Done()
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+			r.mu.Lock()
+			if r.cur != nil {
+				fmt.Fprintf(r.w, "\r\x1b[K  ... %s %.0fs", stepName(*r.cur), time.Since(r.start).Seconds())
+			}
+			r.mu.Unlock()
+		}
+	}
+}
+
+func (r *renderer) close() {
+	select {
+	case <-r.stop:
+	default:
+		close(r.stop)
+		r.done.Wait()
+	}
+}
+
+func stepName(e executor.Event) string {
+	if e.Service != "" {
+		return e.Service + ": " + e.Step
+	}
+	return e.Step
+}
+
+func (r *renderer) event(e executor.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.json {
+		b, _ := json.Marshal(e)
+		fmt.Fprintf(r.w, "%s\n", b)
+		return
+	}
+	clear := ""
+	if r.tty && r.cur != nil {
+		clear = "\r\x1b[K"
+	}
+	switch e.Type {
+	case executor.EventStep:
+		if e.Phase == "start" {
+			if r.tty {
+				cur := e
+				r.cur, r.start = &cur, time.Now()
+				fmt.Fprintf(r.w, "%s  ... %s", clear, stepName(e))
+			}
+			return
+		}
+		r.cur = nil
+		mark := map[string]string{executor.OutcomeOK: "ok", executor.OutcomeFailed: "FAILED", executor.OutcomeSkipped: "skipped"}[e.Outcome]
+		line := fmt.Sprintf("  %-7s %-28s %5.1fs", mark, stepName(e), e.Seconds)
+		if e.Detail != "" && e.Outcome != executor.OutcomeOK {
+			line += "  " + strings.ReplaceAll(e.Detail, "\n", "\n          ")
+		}
+		fmt.Fprintf(r.w, "%s%s\n", clear, line)
+	case executor.EventLog:
+		fmt.Fprintf(r.w, "%s          | %s\n", clear, e.Detail)
+		r.redraw()
+	case executor.EventWarning:
+		fmt.Fprintf(r.w, "%s  Warning: %s\n", clear, e.Detail)
+		r.redraw()
+	}
+}
+
+// redraw shows the running step again after a line was printed above it.
+func (r *renderer) redraw() {
+	if r.tty && r.cur != nil {
+		fmt.Fprintf(r.w, "  ... %s %.0fs", stepName(*r.cur), time.Since(r.start).Seconds())
+	}
+}
+
+// final prints a closing line (never in JSON mode, where the result events say it).
+func (r *renderer) final(line string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.json {
+		if strings.HasPrefix(line, "Error: ") {
+			b, _ := json.Marshal(map[string]string{"format_version": executor.FormatVersion, "type": "error", "detail": strings.TrimPrefix(line, "Error: ")})
+			fmt.Fprintf(r.w, "%s\n", b)
+		}
+		return
+	}
+	fmt.Fprintln(r.w, line)
+}

@@ -1,0 +1,865 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/notify"
+	"github.com/deployer-dev/deployer/executor/probe"
+)
+
+// Applier carries out plans against one engine.
+type Applier struct {
+	Project *config.Project
+	Runtime Runtime
+	// Events receives every event, in order, from one goroutine at a time.
+	Events func(Event)
+	// Holder says who runs this apply, for the lock ("ci@runner-7 pid 4242").
+	Holder      string
+	LockTimeout time.Duration
+	// Source is recorded on new releases (a git commit when known).
+	Source string
+	// ProbeHost is where published ports are reached: 127.0.0.1 for a local engine.
+	ProbeHost string
+	// Backup runs the backup step of a service against its live release. Nil means this build
+	// cannot back up, and a service that asks for backups fails before cutover.
+	Backup func(ctx context.Context, s *config.Service, live *ContainerState, events func(Event)) error
+	// KillAt makes the process kill itself (SIGKILL) when it reaches the named point; crash
+	// tests use it to stop the deployer at every step. Empty in normal use.
+	KillAt string
+
+	red *redactor
+}
+
+// ServiceOutcome is what apply did to one service.
+type ServiceOutcome struct {
+	Service      string  `json:"service"`
+	Action       Action  `json:"action"`
+	Release      int     `json:"release,omitempty"` // live after apply
+	ImageID      string  `json:"image_id,omitempty"`
+	Seconds      float64 `json:"seconds"`
+	RolledBack   bool    `json:"rolled_back,omitempty"`
+	RolledBackTo int     `json:"rolled_back_to,omitempty"`
+	Error        string  `json:"error,omitempty"`
+}
+
+// Outcome is what apply did.
+type Outcome struct {
+	Services []*ServiceOutcome `json:"services"`
+}
+
+// Failed reports whether any service failed or was rolled back.
+func (o *Outcome) Failed() bool {
+	for _, s := range o.Services {
+		if s.Error != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// Candidate names and timing.
+const (
+	candidateSuffix = "-green"
+	// hookTimeout bounds one hook (a migration may take long, but not forever).
+	hookTimeout = 30 * time.Minute
+	// settle is how long a service without a health check must keep running to pass.
+	settle   = 2 * time.Second
+	logLines = 20
+)
+
+func (a *Applier) emit(e Event) {
+	if a.Events == nil {
+		return
+	}
+	e.FormatVersion = FormatVersion
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	e.Detail = a.red.redact(e.Detail)
+	a.Events(e)
+}
+
+func (a *Applier) warn(service, format string, args ...any) {
+	a.emit(Event{Type: EventWarning, Service: service, Detail: fmt.Sprintf(format, args...)})
+}
+
+// step runs fn as one named step, reporting its start, end and duration.
+func (a *Applier) step(service, name, detail string, fn func() error) error {
+	a.crash(name)
+	start := time.Now()
+	a.emit(Event{Type: EventStep, Service: service, Step: name, Phase: "start", Detail: detail})
+	err := fn()
+	e := Event{Type: EventStep, Service: service, Step: name, Phase: "end", Outcome: OutcomeOK, Detail: detail, Seconds: time.Since(start).Seconds()}
+	var skip skipped
+	switch {
+	case errors.As(err, &skip):
+		e.Outcome, e.Detail, err = OutcomeSkipped, string(skip), nil
+	case err != nil:
+		e.Outcome, e.Detail = OutcomeFailed, err.Error()
+	}
+	a.emit(e)
+	return err
+}
+
+// skipped ends a step as skipped, with the reason, without failing it.
+type skipped string
+
+func (s skipped) Error() string { return string(s) }
+
+// crash kills the process at a named point when asked to (crash tests only).
+func (a *Applier) crash(point string) {
+	if a.KillAt != "" && a.KillAt == point {
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {} // never reached
+	}
+}
+
+// Apply carries out the plan. It returns an error for failures outside one service (the lock,
+// the engine); failures of services are in the Outcome, after the live release was kept or
+// restored.
+func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
+	a.red = newRedactor(a.Project)
+	out := &Outcome{}
+	if len(plan.Steps) == 0 {
+		return out, nil
+	}
+	if err := a.Runtime.Ping(ctx); err != nil {
+		return out, err
+	}
+	unlock, err := a.lock(ctx)
+	if err != nil {
+		return out, err
+	}
+	defer unlock()
+	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
+	if err != nil {
+		return out, err
+	}
+	// A leftover candidate is removed first: the name is needed, and it was never live.
+	for _, name := range obs.ServiceNames() {
+		for _, c := range obs.Services[name].Candidates {
+			c := c
+			a.step(name, StepClean, fmt.Sprintf("remove the leftover candidate %s (release %d)", c.Name, c.Release()), func() error {
+				return a.Runtime.RemoveContainer(context.WithoutCancel(ctx), c.ID)
+			})
+		}
+	}
+	for _, ch := range plan.Changes {
+		if ch.Action == ActionNone {
+			if st := obs.Services[ch.Service]; st != nil && len(st.Others) > 0 {
+				s := a.Project.Service(ch.Service)
+				a.tidy(ctx, s, st)
+			}
+			continue
+		}
+		so := &ServiceOutcome{Service: ch.Service, Action: ch.Action}
+		out.Services = append(out.Services, so)
+		start := time.Now()
+		st := obs.Services[ch.Service]
+		if st == nil {
+			st = &ServiceState{Name: ch.Service}
+		}
+		var err error
+		switch ch.Action {
+		case ActionDelete:
+			err = a.remove(ctx, ch, st)
+		case ActionUpdate:
+			err = a.resume(ctx, a.Project.Service(ch.Service), st, so)
+		case ActionCreate, ActionReplace:
+			err = a.deploy(ctx, a.Project.Service(ch.Service), ch, st, so)
+		}
+		so.Seconds = time.Since(start).Seconds()
+		if err != nil {
+			so.Error = a.red.redact(err.Error())
+		}
+		a.emit(Event{Type: EventResult, Service: ch.Service, Outcome: outcomeOf(err), Detail: so.Error, Release: so.Release, RolledBack: so.RolledBack, Seconds: so.Seconds})
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return out, nil
+}
+
+func outcomeOf(err error) string {
+	if err != nil {
+		return OutcomeFailed
+	}
+	return OutcomeOK
+}
+
+// release is what a new live container is created from: the configuration (a deploy) or an
+// earlier release's container (a rollback).
+type release struct {
+	number  int
+	imageID string
+	image   string
+	cmd     []string
+	env     map[string]string
+	volumes []VolumeMount
+	ports   []*config.Port
+	labels  map[string]string
+}
+
+func (a *Applier) labels(s *config.Service, role string, number int, doc map[string]string, imageID, contextHash string) map[string]string {
+	raw, _ := json.Marshal(doc)
+	l := map[string]string{
+		LabelProject: a.Project.Name, LabelService: s.Name, LabelRole: role, LabelRelease: strconv.Itoa(number),
+		LabelSpecDoc: string(raw), LabelSpec: SpecHash(doc, imageID), LabelCreatedAt: time.Now().UTC().Format(time.RFC3339),
+		LabelImage: s.Image,
+	}
+	if contextHash != "" {
+		l[LabelContextHash] = contextHash
+	}
+	if a.Source != "" {
+		l[LabelSource] = a.Source
+	}
+	return l
+}
+
+func withRole(labels map[string]string, role string) map[string]string {
+	out := make(map[string]string, len(labels))
+	for k, v := range labels {
+		out[k] = v
+	}
+	out[LabelRole] = role
+	return out
+}
+
+func (r *release) spec(name, role string, candidate bool) ContainerSpec {
+	cs := ContainerSpec{Name: name, Image: r.imageID, Cmd: r.cmd, Env: r.env, Volumes: r.volumes, Labels: withRole(r.labels, role)}
+	for _, p := range r.ports {
+		if candidate {
+			cs.Ports = append(cs.Ports, PortBinding{Container: p.Container, HostIP: "127.0.0.1", HostPort: p.Candidate})
+		} else {
+			cs.Ports = append(cs.Ports, PortBinding{Container: p.Container, HostPort: p.Host})
+		}
+	}
+	if role == RoleLive {
+		cs.Restart = "unless-stopped"
+	}
+	return cs
+}
+
+// deploy runs the blue-green sequence for one service: image, candidate, checks, backup,
+// cutover, verify, clean-up.
+func (a *Applier) deploy(ctx context.Context, s *config.Service, ch *Change, st *ServiceState, so *ServiceOutcome) error {
+	svc := s.Name
+	a.notify(ctx, "started", s, notify.Notice{Release: ch.NextRelease})
+	fail := func(err error) error {
+		a.notify(context.WithoutCancel(ctx), "failed", s, notify.Notice{Release: ch.NextRelease, Reason: err.Error()})
+		return err
+	}
+	// A live release that is not running is started first: the service must not stay down
+	// while the new release is prepared, nor if it fails.
+	if st.Live != nil && !st.Live.Running() {
+		if err := a.resume(ctx, s, st, so); err != nil {
+			return fail(err)
+		}
+	}
+	r := &release{number: ch.NextRelease, image: s.Image, cmd: s.Command, env: s.Env, ports: s.Ports}
+	for _, v := range s.Volumes {
+		r.volumes = append(r.volumes, VolumeMount{Name: v.Name, Target: v.Target})
+	}
+	contextHash := ""
+	if err := a.image(ctx, s, ch, st, r, &contextHash); err != nil {
+		return fail(err)
+	}
+	doc := SpecDoc(a.Project, s)
+	r.labels = a.labels(s, RoleCandidate, r.number, doc, r.imageID, contextHash)
+	if st.Live != nil && st.Live.Labels[LabelSpec] == r.labels[LabelSpec] && st.Live.Running() {
+		// The build produced the image that runs already, and nothing else changed.
+		a.emit(Event{Type: EventLog, Service: svc, Detail: fmt.Sprintf("the new image is the live one (%s) and the spec is unchanged: nothing to deploy", short(r.imageID))})
+		so.Release, so.ImageID = st.Live.Release(), r.imageID
+		return nil
+	}
+	so.ImageID = r.imageID
+
+	cand, err := a.candidate(ctx, s, r)
+	if err != nil {
+		return fail(err)
+	}
+	removeCandidate := func() {
+		a.Runtime.RemoveContainer(context.WithoutCancel(ctx), cand.ID)
+	}
+	if err := a.checks(ctx, s, r, cand, true); err != nil {
+		removeCandidate()
+		return fail(fmt.Errorf("%s; release %s", err, a.stillServing(st)))
+	}
+	if s.Backup != nil && st.Live != nil {
+		err := a.step(svc, StepBackup, "", func() error {
+			if a.Backup == nil {
+				return errors.New("this build of the deployer cannot take backups yet; remove the backup block or use a build with backup support")
+			}
+			live, err := a.Runtime.Inspect(ctx, st.Live.ID)
+			if err != nil {
+				return err
+			}
+			return a.Backup(ctx, s, live, a.emit)
+		})
+		if err != nil {
+			removeCandidate()
+			return fail(fmt.Errorf("backup: %w; release %s", err, a.stillServing(st)))
+		}
+	}
+	if ctx.Err() != nil {
+		removeCandidate()
+		return fail(fmt.Errorf("interrupted before cutover; release %s", a.stillServing(st)))
+	}
+	// The candidate shares the volumes: stop it before the new live release starts, so that one
+	// copy of the new release writes to them.
+	a.Runtime.StopContainer(context.WithoutCancel(ctx), cand.ID, s.Deploy.StopTimeout)
+	var old *ContainerState
+	if st.Live != nil {
+		old, err = a.Runtime.Inspect(ctx, st.Live.ID)
+		if err != nil {
+			removeCandidate()
+			return fail(err)
+		}
+	}
+	liveID, err := a.cutover(context.WithoutCancel(ctx), s, r, old, ch)
+	if err != nil {
+		removeCandidate()
+		return fail(err)
+	}
+	so.Release = r.number
+	if err := a.verify(ctx, s, liveID); err != nil {
+		removeCandidate()
+		if old == nil || !s.Deploy.AutoRollback {
+			so.Release = 0
+			return fail(fmt.Errorf("release %d is live but failed verification: %w", r.number, err))
+		}
+		return a.rollbackAfterCutover(context.WithoutCancel(ctx), s, r, liveID, old, so, err)
+	}
+	a.step(svc, StepCleanup, fmt.Sprintf("remove the candidate, keep %s", plural(s.Deploy.KeepReleases, "previous release")), func() error {
+		removeCandidate()
+		return a.retire(context.WithoutCancel(ctx), s, old)
+	})
+	a.notify(ctx, "succeeded", s, notify.Notice{Release: r.number, LiveRelease: r.number, Image: s.Image + " (" + short(r.imageID) + ")"})
+	return nil
+}
+
+// stillServing says what runs after a failure before cutover.
+func (a *Applier) stillServing(st *ServiceState) string {
+	if st.Live == nil {
+		return "nothing was live before; nothing is live now"
+	}
+	return fmt.Sprintf("%d (%s) is still live", st.Live.Release(), st.Live.Name)
+}
+
+// image builds, pulls or looks up the image and records its ID.
+func (a *Applier) image(ctx context.Context, s *config.Service, ch *Change, st *ServiceState, r *release, contextHash *string) error {
+	if s.Build == nil || ch.ImageID != "" {
+		if ch.ImageID != "" {
+			*contextHash = ch.ContextHash
+			return a.step(s.Name, StepImage, fmt.Sprintf("use %s (%s)", s.Image, short(ch.ImageID)), func() error {
+				// By ID: the tag may have moved since the plan was made.
+				id, err := a.Runtime.ImageID(ctx, ch.ImageID)
+				if errors.Is(err, ErrNotFound) {
+					return fmt.Errorf("image %s (%s) is gone from the engine; run plan again", s.Image, short(ch.ImageID))
+				}
+				r.imageID = id
+				return err
+			})
+		}
+		return a.step(s.Name, StepImage, "pull "+s.Image, func() error {
+			id, err := a.Runtime.PullImage(ctx, s.Image, nil)
+			r.imageID = id
+			return err
+		})
+	}
+	return a.step(s.Name, StepBuild, fmt.Sprintf("build %s", s.Image), func() error {
+		dir := filepath.Join(a.Project.Dir, s.Build.Context)
+		if len(s.Build.Before) > 0 {
+			if err := a.runBefore(ctx, s); err != nil {
+				return err
+			}
+		}
+		hash, err := ContextHash(dir, s.Build.Dockerfile)
+		if err != nil {
+			return err
+		}
+		*contextHash = hash
+		if st.Live != nil && st.Live.Labels[LabelContextHash] == hash {
+			if _, err := a.Runtime.ImageID(ctx, st.Live.ImageID); err == nil {
+				r.imageID = st.Live.ImageID
+				return skipped(fmt.Sprintf("build context unchanged (%s): using the live image %s", short(hash), short(r.imageID)))
+			}
+		}
+		id, err := a.Runtime.BuildImage(ctx, BuildOptions{
+			Dir: dir, Dockerfile: s.Build.Dockerfile, Tag: s.Image, Args: s.Build.Args,
+			Labels: map[string]string{LabelProject: a.Project.Name, LabelService: s.Name, LabelContextHash: hash},
+		}) // the builder's output is quiet; its last lines come with a failure
+		r.imageID = id
+		return err
+	})
+}
+
+// runBefore runs build.before in the project directory, its output as log events.
+func (a *Applier) runBefore(ctx context.Context, s *config.Service) error {
+	cmd := exec.CommandContext(ctx, s.Build.Before[0], s.Build.Before[1:]...)
+	cmd.Dir = a.Project.Dir
+	w := &lineWriter{emit: func(l string) { a.emit(Event{Type: EventLog, Service: s.Name, Step: StepBuild, Detail: l}) }}
+	cmd.Stdout, cmd.Stderr = w, w
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("build.before `%s` in %s: %v (last output: %s)", shellWords(s.Build.Before), a.Project.Dir, err, w.tail())
+	}
+	return nil
+}
+
+// candidate creates and starts <container_name>-green with the new release.
+func (a *Applier) candidate(ctx context.Context, s *config.Service, r *release) (*ContainerState, error) {
+	name := s.ContainerName + candidateSuffix
+	var cand *ContainerState
+	err := a.step(s.Name, StepCandidate, fmt.Sprintf("create and start %s (release %d)", name, r.number), func() error {
+		id, err := a.Runtime.CreateContainer(ctx, r.spec(name, RoleCandidate, true))
+		if errors.Is(err, ErrNameTaken) {
+			// Not ours to remove blindly: say what to do.
+			return fmt.Errorf("a container named %s exists and is not a candidate of this project; remove or rename it", name)
+		}
+		if err != nil {
+			return err
+		}
+		if err := a.Runtime.StartContainer(ctx, id); err != nil {
+			a.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
+			return portHint(err, r.ports, true)
+		}
+		cand, err = a.Runtime.Inspect(ctx, id)
+		return err
+	})
+	return cand, err
+}
+
+// portHint turns the engine's "port is already allocated" into what to do.
+func portHint(err error, ports []*config.Port, candidate bool) error {
+	msg := err.Error()
+	if !strings.Contains(msg, "already allocated") && !strings.Contains(msg, "address already in use") {
+		return err
+	}
+	which := "host"
+	if candidate {
+		which = "candidate"
+	}
+	var list []string
+	for _, p := range ports {
+		n := p.Host
+		if candidate {
+			n = p.Candidate
+		}
+		list = append(list, strconv.Itoa(n))
+	}
+	return fmt.Errorf("%s port %s is taken by another process or container: free it or choose another port (%v)", which, strings.Join(list, ", "), err)
+}
+
+// checks runs every check of the candidate: running, health, canaries, and for a new release
+// the sqlite checks and hooks.
+func (a *Applier) checks(ctx context.Context, s *config.Service, r *release, cand *ContainerState, newRelease bool) error {
+	svc := s.Name
+	alive := func() error { return a.alive(ctx, cand) }
+	if err := a.step(svc, StepRunning, "the candidate keeps running", func() error {
+		if s.HealthCheck != nil {
+			return alive() // the health check keeps watching
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(settle):
+		}
+		return alive()
+	}); err != nil {
+		return fmt.Errorf("candidate %q: %w", cand.Name, err)
+	}
+	port := s.HTTPPort()
+	if h := s.HealthCheck; h != nil && port != nil {
+		url := fmt.Sprintf("http://%s:%d%s", a.probeHost(), cand.Ports[port.Container], h.Path)
+		if err := a.step(svc, StepHealth, "GET "+url, func() error {
+			c := probe.Check{URL: url, Status: h.Status, Timeout: h.Timeout}
+			return probe.Until(ctx, c, h.Interval, h.Healthy, h.Deadline, alive)
+		}); err != nil {
+			return fmt.Errorf("candidate %q: health check GET %s: %w", cand.Name, h.Path, err)
+		}
+	}
+	for _, c := range s.Canaries {
+		url := fmt.Sprintf("http://%s:%d%s", a.probeHost(), cand.Ports[port.Container], c.Path)
+		check := probe.Check{URL: url, Status: c.Status, BodyContains: c.BodyContains, Timeout: 10 * time.Second}
+		if err := a.step(svc, StepCanary+"."+c.Name, "GET "+url, func() error {
+			if res := probe.Get(ctx, check); !check.OK(res) {
+				return errors.New(check.Describe(res))
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("candidate %q: canary %q GET %s: %w", cand.Name, c.Name, c.Path, err)
+		}
+	}
+	if !newRelease {
+		return nil // an earlier release already passed them, and its hooks must not run twice
+	}
+	for _, db := range s.SQLite {
+		if err := a.step(svc, StepSQLite+"."+db.Name, "", func() error {
+			return errors.New("this build of the deployer cannot check SQLite databases yet; remove the sqlite block or use a build with backup support")
+		}); err != nil {
+			return fmt.Errorf("candidate %q: sqlite %q: %w", cand.Name, db.Name, err)
+		}
+	}
+	for _, h := range s.Hooks {
+		if err := a.step(svc, StepHook+"."+h.When, "run `"+shellWords(h.Command)+"`", func() error {
+			return a.oneOff(ctx, s, r, h.When, h.Command)
+		}); err != nil {
+			return fmt.Errorf("hook %q: %w", h.When, err)
+		}
+	}
+	return nil
+}
+
+// alive fails with the exit code and last log lines when the container stopped.
+func (a *Applier) alive(ctx context.Context, c *ContainerState) error {
+	st, err := a.Runtime.Inspect(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	if st.Running {
+		return nil
+	}
+	logs, _ := a.Runtime.Logs(context.WithoutCancel(ctx), c.ID, logLines)
+	why := fmt.Sprintf("exited with code %d", st.ExitCode)
+	if st.OOM {
+		why += " (out of memory)"
+	}
+	if st.Error != "" {
+		why += ": " + st.Error
+	}
+	return fmt.Errorf("%s; last output:\n%s", why, indent(logs))
+}
+
+func indent(s string) string {
+	s = strings.TrimRight(s, "\n")
+	if s == "" {
+		return "    (no output)"
+	}
+	return "    " + strings.ReplaceAll(s, "\n", "\n    ")
+}
+
+// oneOff runs a command in a one-off container of the new image, with the service's env and
+// volumes, and fails unless it exits 0.
+func (a *Applier) oneOff(ctx context.Context, s *config.Service, r *release, what string, cmd []string) error {
+	ctx, cancel := context.WithTimeout(ctx, hookTimeout)
+	defer cancel()
+	spec := r.spec(fmt.Sprintf("%s-%s-%d", s.ContainerName, strings.ReplaceAll(what, "_", "-"), r.number), "oneoff", true)
+	spec.Cmd, spec.Ports = cmd, nil
+	id, err := a.Runtime.CreateContainer(ctx, spec)
+	if errors.Is(err, ErrNameTaken) {
+		return fmt.Errorf("a container named %s exists (left by an interrupted apply?): remove it", spec.Name)
+	}
+	if err != nil {
+		return err
+	}
+	defer a.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
+	if err := a.Runtime.StartContainer(ctx, id); err != nil {
+		return err
+	}
+	code, err := a.Runtime.Wait(ctx, id)
+	if err != nil {
+		return err
+	}
+	logs, _ := a.Runtime.Logs(context.WithoutCancel(ctx), id, logLines)
+	for _, l := range strings.Split(strings.TrimRight(logs, "\n"), "\n") {
+		if l != "" {
+			a.emit(Event{Type: EventLog, Service: s.Name, Step: StepHook + "." + what, Detail: l})
+		}
+	}
+	if code != 0 {
+		return fmt.Errorf("`%s` exited with code %d; last output:\n%s", shellWords(cmd), code, indent(logs))
+	}
+	return nil
+}
+
+func (a *Applier) probeHost() string {
+	if a.ProbeHost != "" {
+		return a.ProbeHost
+	}
+	return "127.0.0.1"
+}
+
+// oldName is where the previous live container waits during a cutover, until it is retired.
+func oldName(s *config.Service, release int) string {
+	return fmt.Sprintf("%s-old-%d", s.ContainerName, release)
+}
+
+// cutover stops the old live release and starts the new one under the live name (restart
+// mode). Each part is idempotent, so an apply interrupted here is finished by the next one.
+func (a *Applier) cutover(ctx context.Context, s *config.Service, r *release, old *ContainerState, ch *Change) (string, error) {
+	name, detail := StepCutover, fmt.Sprintf("restart: stop release %d, start release %d as %s", ch.LiveRelease, r.number, s.ContainerName)
+	if old == nil {
+		name, detail = StepStart, fmt.Sprintf("start release %d as %s", r.number, s.ContainerName)
+	}
+	if s.Deploy.Cutover == "proxy" && old != nil {
+		detail += " (the proxy cutover is not available in this version: restarting instead, with a short window without service)"
+	}
+	var liveID string
+	err := a.step(s.Name, name, detail, func() error {
+		if old != nil {
+			if err := a.Runtime.StopContainer(ctx, old.ID, s.Deploy.StopTimeout); err != nil {
+				return err
+			}
+			a.crash("cutover.stopped")
+			if old.Name != oldName(s, ch.LiveRelease) {
+				if err := a.Runtime.RenameContainer(ctx, old.ID, oldName(s, ch.LiveRelease)); err != nil {
+					a.Runtime.StartContainer(ctx, old.ID)
+					return err
+				}
+			}
+			a.crash("cutover.renamed")
+		}
+		id, err := a.Runtime.CreateContainer(ctx, r.spec(s.ContainerName, RoleLive, false))
+		if err == nil {
+			a.crash("cutover.created")
+			err = a.Runtime.StartContainer(ctx, id)
+			if err != nil {
+				a.Runtime.RemoveContainer(ctx, id)
+				err = portHint(err, r.ports, false)
+			}
+		}
+		if err != nil {
+			if old != nil {
+				a.restore(ctx, s, old)
+			}
+			return err
+		}
+		liveID = id
+		return nil
+	})
+	if err != nil && old != nil {
+		return "", fmt.Errorf("cutover to release %d: %w; release %d (%s) was started again", r.number, err, ch.LiveRelease, s.ContainerName)
+	}
+	return liveID, err
+}
+
+// restore puts the old live release back under the live name and starts it.
+func (a *Applier) restore(ctx context.Context, s *config.Service, old *ContainerState) error {
+	if err := a.Runtime.RenameContainer(ctx, old.ID, s.ContainerName); err != nil && !strings.Contains(err.Error(), "same name") {
+		return err
+	}
+	return a.Runtime.StartContainer(ctx, old.ID)
+}
+
+// verify health-checks the new live release through its host port.
+func (a *Applier) verify(ctx context.Context, s *config.Service, liveID string) error {
+	port := s.HTTPPort()
+	return a.step(s.Name, StepVerify, "health-check the new live release through its host port", func() error {
+		live := &ContainerState{ID: liveID, Name: s.ContainerName}
+		alive := func() error { return a.alive(ctx, live) }
+		if s.HealthCheck == nil || port == nil {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(settle):
+			}
+			return alive()
+		}
+		h := s.HealthCheck
+		url := fmt.Sprintf("http://%s:%d%s", a.probeHost(), port.Host, h.Path)
+		c := probe.Check{URL: url, Status: h.Status, Timeout: h.Timeout}
+		if err := probe.Until(ctx, c, h.Interval, h.Healthy, h.Deadline, alive); err != nil {
+			return fmt.Errorf("health check GET %s: %w", url, err)
+		}
+		return nil
+	})
+}
+
+// rollbackAfterCutover puts the previous release back after the new one failed verification.
+func (a *Applier) rollbackAfterCutover(ctx context.Context, s *config.Service, r *release, liveID string, old *ContainerState, so *ServiceOutcome, cause error) error {
+	prev := old.Spec.Labels[LabelRelease]
+	var logs string
+	err := a.step(s.Name, "rollback", fmt.Sprintf("stop release %d, start release %s again", r.number, prev), func() error {
+		logs, _ = a.Runtime.Logs(ctx, liveID, logLines)
+		a.Runtime.StopContainer(ctx, liveID, s.Deploy.StopTimeout)
+		if err := a.Runtime.RemoveContainer(ctx, liveID); err != nil {
+			return err
+		}
+		if err := a.restore(ctx, s, old); err != nil {
+			return err
+		}
+		return a.verify(ctx, s, old.ID)
+	})
+	so.RolledBack = true
+	reason := fmt.Sprintf("release %d failed after cutover: %v", r.number, cause)
+	if strings.TrimSpace(logs) != "" {
+		reason += "; its last output:\n" + indent(logs)
+	}
+	if err != nil {
+		so.Release = 0
+		msg := fmt.Errorf("%s; the rollback to release %s failed too: %v. Nothing may be serving: run `docker start %s` or `deployer rollback service.%s`", reason, prev, err, old.ID[:12], s.Name)
+		a.notify(ctx, "failed", s, notify.Notice{Release: r.number, Reason: msg.Error()})
+		return msg
+	}
+	n, _ := strconv.Atoi(prev)
+	so.Release, so.RolledBackTo = n, n
+	a.notify(ctx, "rolled_back", s, notify.Notice{Release: r.number, LiveRelease: n, Reason: reason})
+	return fmt.Errorf("rolled back to release %s: %s", prev, reason)
+}
+
+// retire keeps the old live release as a stopped previous release (a new container: labels
+// cannot change) and removes releases beyond keep_releases, with their images.
+func (a *Applier) retire(ctx context.Context, s *config.Service, old *ContainerState) error {
+	if old != nil {
+		if err := a.keepAsPrevious(ctx, s, old); err != nil {
+			return err
+		}
+	}
+	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
+	if err != nil {
+		return err
+	}
+	st := obs.Services[s.Name]
+	if st == nil {
+		return nil
+	}
+	for i, c := range st.Previous {
+		if i < s.Deploy.KeepReleases {
+			continue
+		}
+		if err := a.Runtime.RemoveContainer(ctx, c.ID); err != nil {
+			return err
+		}
+		if st.Live == nil || c.ImageID != st.Live.ImageID {
+			a.Runtime.RemoveImage(ctx, c.ImageID) // kept while another container uses it
+		}
+	}
+	return nil
+}
+
+func (a *Applier) keepAsPrevious(ctx context.Context, s *config.Service, old *ContainerState) error {
+	spec := old.Spec
+	n, _ := strconv.Atoi(spec.Labels[LabelRelease])
+	spec.Name = fmt.Sprintf("%s-r%d", s.ContainerName, n)
+	spec.Labels = withRole(spec.Labels, RolePrevious)
+	spec.Restart = ""
+	spec.Image = old.ImageID
+	if _, err := a.Runtime.CreateContainer(ctx, spec); err != nil && !errors.Is(err, ErrNameTaken) {
+		return fmt.Errorf("keep release %d as previous: %w", n, err)
+	}
+	a.crash("cleanup.kept")
+	return a.Runtime.RemoveContainer(ctx, old.ID)
+}
+
+// tidy converts extra containers left by an interrupted cutover into previous releases.
+func (a *Applier) tidy(ctx context.Context, s *config.Service, st *ServiceState) {
+	for _, c := range st.Others {
+		c := c
+		a.step(s.Name, StepCleanup, fmt.Sprintf("keep %s (release %d) as a previous release", c.Name, c.Release()), func() error {
+			old, err := a.Runtime.Inspect(ctx, c.ID)
+			if err != nil {
+				return err
+			}
+			if old.Running {
+				a.Runtime.StopContainer(ctx, c.ID, s.Deploy.StopTimeout)
+			}
+			return a.keepAsPrevious(context.WithoutCancel(ctx), s, old)
+		})
+	}
+}
+
+// resume starts a live release that is not running (stopped by a crash, a reboot, or by hand)
+// and health-checks it.
+func (a *Applier) resume(ctx context.Context, s *config.Service, st *ServiceState, so *ServiceOutcome) error {
+	live := st.Live
+	err := a.step(s.Name, StepResume, fmt.Sprintf("start the stopped live release %d (%s)", live.Release(), live.Name), func() error {
+		if live.Name != s.ContainerName {
+			if err := a.Runtime.RenameContainer(ctx, live.ID, s.ContainerName); err != nil {
+				return err
+			}
+		}
+		if err := a.Runtime.StartContainer(ctx, live.ID); err != nil {
+			return portHint(err, s.Ports, false)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("start release %d: %w", live.Release(), err)
+	}
+	if err := a.verify(ctx, s, live.ID); err != nil {
+		return fmt.Errorf("release %d was started but is not healthy: %w", live.Release(), err)
+	}
+	live.State = "running"
+	so.Release, so.ImageID = live.Release(), live.ImageID
+	a.tidy(ctx, s, st) // an interrupted cutover also left the container it replaced
+	st.Others = nil
+	return nil
+}
+
+// remove stops and removes every container of a service no longer configured. Volumes stay.
+func (a *Applier) remove(ctx context.Context, ch *Change, st *ServiceState) error {
+	return a.step(ch.Service, StepRemove, fmt.Sprintf("stop and remove %s (volumes are kept)", plural(len(ch.RemoveIDs), "container")), func() error {
+		for _, id := range ch.RemoveIDs {
+			if err := a.Runtime.RemoveContainer(context.WithoutCancel(ctx), id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// notify sends a notice to every target that wants the event; a failure is a warning.
+func (a *Applier) notify(ctx context.Context, event string, s *config.Service, n notify.Notice) {
+	n.Event, n.Project, n.Service, n.Source = event, a.Project.Name, s.Name, a.Source
+	n.Time = time.Now().UTC().Format(time.RFC3339)
+	n.Reason = a.red.redact(n.Reason)
+	for _, t := range a.Project.Notifies {
+		target := notify.Target{Kind: t.Kind, Name: t.Name, URL: t.URL, On: t.On}
+		if !target.Wants(event) {
+			continue
+		}
+		if err := notify.Send(context.WithoutCancel(ctx), target, n); err != nil {
+			a.warn(s.Name, "%s (the deploy goes on)", err)
+		}
+	}
+}
+
+// lineWriter turns written bytes into one event per line.
+type lineWriter struct {
+	emit func(string)
+	buf  []byte
+	last []string
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	for {
+		i := strings.IndexByte(string(w.buf), '\n')
+		if i < 0 {
+			break
+		}
+		line := strings.TrimRight(string(w.buf[:i]), "\r")
+		w.buf = w.buf[i+1:]
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		w.emit(line)
+		w.last = append(w.last, line)
+		if len(w.last) > 5 {
+			w.last = w.last[1:]
+		}
+	}
+	return len(p), nil
+}
+
+func (w *lineWriter) tail() string {
+	if len(w.buf) > 0 {
+		w.last = append(w.last, string(w.buf))
+	}
+	if len(w.last) == 0 {
+		return "(none)"
+	}
+	return strings.Join(w.last, " | ")
+}

@@ -1,0 +1,124 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// Labels of the lock container.
+const (
+	LabelLockHost = "deployer.lock-host"
+	LabelLockPID  = "deployer.lock-pid"
+)
+
+// LockName is the name of a project's deploy lock: a container, because the engine creates a
+// container name exactly once, atomically, on any host.
+func LockName(project string) string { return project + "-deployer-lock" }
+
+// lockPoll is how often a held lock is tried again while waiting for it.
+const lockPoll = 500 * time.Millisecond
+
+// lock takes the project's deploy lock, waiting up to LockTimeout. A lock left by a deployer
+// that died on this same machine (its process is gone) is broken with a warning. The returned
+// function releases the lock; it works after ctx is cancelled.
+func (a *Applier) lock(ctx context.Context) (func(), error) {
+	var release func()
+	err := a.step("", StepLock, fmt.Sprintf("take the deploy lock of project %q", a.Project.Name), func() error {
+		image, err := a.Runtime.EnsureLockImage(ctx)
+		if err != nil {
+			return fmt.Errorf("deploy lock: %w", err)
+		}
+		host, _ := os.Hostname()
+		spec := ContainerSpec{Name: LockName(a.Project.Name), Image: image, Labels: map[string]string{
+			LabelProject: a.Project.Name, LabelRole: RoleLock, LabelHolder: a.Holder,
+			LabelCreatedAt: time.Now().UTC().Format(time.RFC3339), LabelLockHost: host, LabelLockPID: strconv.Itoa(os.Getpid()),
+		}}
+		deadline := time.Now().Add(a.LockTimeout)
+		for {
+			id, err := a.Runtime.CreateContainer(ctx, spec)
+			if err == nil {
+				release = func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					defer cancel()
+					a.step("", StepUnlock, "release the deploy lock", func() error { return a.Runtime.RemoveContainer(ctx, id) })
+				}
+				return nil
+			}
+			if !errors.Is(err, ErrNameTaken) {
+				return fmt.Errorf("deploy lock: %w", err)
+			}
+			held, err := a.lockHolder(ctx)
+			if err != nil {
+				return err
+			}
+			if held == nil {
+				continue // released between our attempt and the look
+			}
+			if staleLock(held, host) {
+				a.warn("", "breaking the deploy lock of %s: that deployer process is gone", describeLock(held))
+				if err := a.Runtime.RemoveContainer(ctx, held.ID); err != nil {
+					return err
+				}
+				continue
+			}
+			if !time.Now().Before(deadline) {
+				wait := "wait for it with -lock-timeout 5m"
+				if a.LockTimeout > 0 {
+					wait = fmt.Sprintf("waited %s", a.LockTimeout)
+				}
+				return fmt.Errorf("the deploy lock of project %q is held by %s; %s, or if that deploy is gone, run `deployer unlock -force`",
+					a.Project.Name, describeLock(held), wait)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(lockPoll):
+			}
+		}
+	})
+	return release, err
+}
+
+func (a *Applier) lockHolder(ctx context.Context) (*Container, error) {
+	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
+	if err != nil {
+		return nil, err
+	}
+	return obs.Lock, nil
+}
+
+func describeLock(c *Container) string {
+	return fmt.Sprintf("%s since %s", orUnknown(c.Labels[LabelHolder]), orUnknown(c.Labels[LabelCreatedAt]))
+}
+
+// staleLock reports whether the lock was taken on this machine by a process that no longer runs.
+func staleLock(c *Container, host string) bool {
+	if c.Labels[LabelLockHost] != host {
+		return false
+	}
+	pid, err := strconv.Atoi(c.Labels[LabelLockPID])
+	if err != nil || pid <= 0 || pid == os.Getpid() {
+		return false
+	}
+	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+}
+
+// Unlock breaks the project's deploy lock and returns who held it (nil when nobody did).
+func Unlock(ctx context.Context, rt Runtime, project string) (*Container, error) {
+	obs, err := Observe(ctx, rt, project)
+	if err != nil {
+		return nil, err
+	}
+	if obs.Lock == nil {
+		return nil, nil
+	}
+	return obs.Lock, rt.RemoveContainer(ctx, obs.Lock.ID)
+}
+
+// DescribeLock says who holds a lock and since when.
+func DescribeLock(c *Container) string { return describeLock(c) }

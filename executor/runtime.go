@@ -1,0 +1,81 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// Runtime is what apply needs of a Docker engine, on top of what planning needs.
+type Runtime interface {
+	Engine
+	BuildImage(ctx context.Context, o BuildOptions) (string, error)
+	PullImage(ctx context.Context, ref string, log io.Writer) (string, error)
+	// EnsureLockImage makes sure the image that lock containers are created from exists.
+	EnsureLockImage(ctx context.Context) (string, error)
+	RemoveImage(ctx context.Context, id string) error
+	CreateContainer(ctx context.Context, s ContainerSpec) (string, error)
+	StartContainer(ctx context.Context, id string) error
+	StopContainer(ctx context.Context, id string, timeout time.Duration) error
+	RemoveContainer(ctx context.Context, id string) error
+	RenameContainer(ctx context.Context, id, name string) error
+	Inspect(ctx context.Context, id string) (*ContainerState, error)
+	Logs(ctx context.Context, id string, lines int) (string, error)
+	Wait(ctx context.Context, id string) (int, error)
+}
+
+// ErrNameTaken is returned by CreateContainer when a container of that name exists already.
+var ErrNameTaken = errors.New("name taken")
+
+// BuildOptions describe one image build.
+type BuildOptions struct {
+	Dir        string // the context directory
+	Dockerfile string // relative to Dir
+	Tag        string
+	Args       map[string]string
+	Labels     map[string]string
+	Log        io.Writer // the builder's output, line by line; may be nil
+}
+
+// ContainerSpec is what the deployer creates a container from.
+type ContainerSpec struct {
+	Name    string
+	Image   string
+	Cmd     []string
+	Env     map[string]string
+	Labels  map[string]string
+	Ports   []PortBinding
+	Volumes []VolumeMount
+	// Restart is the engine's restart policy: "" (none) or "unless-stopped" for live releases, so
+	// that a host reboot brings the service back without the deployer.
+	Restart string
+}
+
+// PortBinding publishes a container port on the host.
+type PortBinding struct {
+	Container int
+	HostIP    string // "" for all interfaces
+	HostPort  int    // 0: the engine picks a free port
+}
+
+// VolumeMount mounts a named volume.
+type VolumeMount struct {
+	Name   string
+	Target string
+}
+
+// ContainerState is what inspect tells of one container, including what is needed to create it
+// again (labels cannot change on a container, so a change of role means a new container).
+type ContainerState struct {
+	ID       string
+	Name     string
+	Running  bool
+	Status   string
+	ExitCode int
+	Error    string
+	OOM      bool
+	Ports    map[int]int // container port -> published host port
+	ImageID  string
+	Spec     ContainerSpec
+}

@@ -1,0 +1,90 @@
+package executor
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/probe"
+)
+
+// ServiceStatus is what runs of one service now.
+type ServiceStatus struct {
+	Service     string     `json:"service"`
+	Configured  bool       `json:"configured"`
+	LiveRelease int        `json:"live_release,omitempty"`
+	Container   string     `json:"container,omitempty"`
+	Image       string     `json:"image,omitempty"`
+	ImageID     string     `json:"image_id,omitempty"`
+	State       string     `json:"state"` // running, exited, ... or "not deployed"
+	Ports       []string   `json:"ports,omitempty"`
+	Health      string     `json:"health"` // healthy, unhealthy: ..., unchecked
+	Previous    []int      `json:"previous_releases,omitempty"`
+	Leftovers   []Leftover `json:"leftovers,omitempty"`
+}
+
+// Status reports every configured or running service, the lock, and leftovers.
+type Status struct {
+	FormatVersion string           `json:"format_version"`
+	Project       string           `json:"project"`
+	Engine        string           `json:"engine"`
+	Lock          string           `json:"lock,omitempty"`
+	Services      []*ServiceStatus `json:"services"`
+}
+
+// GetStatus reads what runs and checks the health of each live release once.
+func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost string) (*Status, error) {
+	if err := eng.Ping(ctx); err != nil {
+		return nil, err
+	}
+	obs, err := Observe(ctx, eng, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	out := &Status{FormatVersion: FormatVersion, Project: p.Name, Engine: eng.Host(), Services: []*ServiceStatus{}}
+	if obs.Lock != nil {
+		out.Lock = "held by " + describeLock(obs.Lock)
+	}
+	names := map[string]bool{}
+	for _, s := range p.Services {
+		names[s.Name] = true
+	}
+	for _, n := range obs.ServiceNames() {
+		names[n] = true
+	}
+	leftovers := leftovers(obs, p, func(string) bool { return true })
+	for _, name := range sortedKeys(names) {
+		s := p.Service(name)
+		ss := &ServiceStatus{Service: name, Configured: s != nil, State: "not deployed", Health: "unchecked"}
+		st := obs.Services[name]
+		if st != nil && st.Live != nil {
+			l := st.Live
+			ss.LiveRelease, ss.Container, ss.Image, ss.ImageID, ss.State = l.Release(), l.Name, l.ImageRef(), l.ImageID, l.State
+			if s != nil {
+				for _, port := range s.Ports {
+					ss.Ports = append(ss.Ports, fmt.Sprintf("%d->%d/%s", port.Host, port.Container, port.Protocol))
+				}
+				if h, port := s.HealthCheck, s.HTTPPort(); h != nil && port != nil && l.Running() {
+					c := probe.Check{URL: fmt.Sprintf("http://%s:%d%s", probeHost, port.Host, h.Path), Status: h.Status, Timeout: h.Timeout}
+					if res := probe.Get(ctx, c); c.OK(res) {
+						ss.Health = "healthy"
+					} else {
+						ss.Health = "unhealthy: " + c.Describe(res)
+					}
+				}
+			}
+		}
+		if st != nil {
+			for _, c := range st.Previous {
+				ss.Previous = append(ss.Previous, c.Release())
+			}
+		}
+		for _, l := range leftovers {
+			if l.Service == name {
+				ss.Leftovers = append(ss.Leftovers, l)
+			}
+		}
+		out.Services = append(out.Services, ss)
+	}
+	return out, nil
+}
