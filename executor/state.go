@@ -52,7 +52,7 @@ type Container struct {
 	Created time.Time
 }
 
-func (c *Container) Role() string    { return c.Labels[LabelRole] }
+func (c *Container) Role() string { return c.Labels[LabelRole] }
 
 // ImageRef is the image reference the release was deployed from.
 func (c *Container) ImageRef() string {
