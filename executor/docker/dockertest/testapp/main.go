@@ -1,8 +1,13 @@
 // Command testapp is the service that integration tests deploy. Environment switches make it
 // healthy, unhealthy, crash at start, or slow to start:
 //
-//	APP_MODE=healthy|unhealthy|crash|slow   (default healthy)
+//	APP_MODE=healthy|unhealthy|crash|slow|once   (default healthy)
 //	APP_START_DELAY=2s                      (slow: wait before listening)
+//	APP_DATA=/data                          (append "started VERSION" to /data/history; GET /history)
+//
+// In mode once the app is healthy only when it is the first of its version to start on the data
+// volume: a candidate passes, the live release started after it fails, as after a bad cutover.
+//
 //	APP_VERSION=v2                          (returned by / and the X-App-Version header)
 //	APP_PORT=8080
 //
@@ -15,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -33,6 +39,20 @@ func main() {
 		port = "8080"
 	}
 	fmt.Printf("testapp %s starting in mode %q\n", version, mode)
+	data := os.Getenv("APP_DATA")
+	unhealthy := mode == "unhealthy"
+	if data != "" {
+		marker := filepath.Join(data, "started-"+version)
+		if _, err := os.Stat(marker); err == nil && mode == "once" {
+			unhealthy = true
+		}
+		os.WriteFile(marker, nil, 0o644)
+		f, err := os.OpenFile(filepath.Join(data, "history"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err == nil {
+			fmt.Fprintf(f, "started %s\n", version)
+			f.Close()
+		}
+	}
 	switch mode {
 	case "crash":
 		fmt.Fprintln(os.Stderr, "testapp: configured to crash: database unreachable")
@@ -43,11 +63,19 @@ func main() {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
-		if mode == "unhealthy" {
+		if unhealthy {
 			http.Error(w, "db locked", http.StatusInternalServerError)
 			return
 		}
 		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/history", func(w http.ResponseWriter, r *http.Request) {
+		b, err := os.ReadFile(filepath.Join(data, "history"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		w.Write(b)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if ms, err := strconv.Atoi(r.URL.Query().Get("sleep_ms")); err == nil {

@@ -1,0 +1,382 @@
+package executor_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/docker"
+	"github.com/deployer-dev/deployer/executor/docker/dockertest"
+)
+
+// rig is one project on the real engine with the test app as its service "app".
+type rig struct {
+	t       *testing.T
+	eng     *docker.Engine
+	project string
+	image   string
+	port    int
+	events  []executor.Event
+	mu      sync.Mutex
+}
+
+func newRig(t *testing.T) *rig {
+	eng := dockertest.Engine(t)
+	r := &rig{t: t, eng: eng, project: dockertest.Project(t, eng), image: dockertest.AppImage(t, eng), port: dockertest.FreePort(t)}
+	return r
+}
+
+// config returns the project with the app at version v; mod adjusts the service.
+func (r *rig) config(v string, mod func(s *config.Service)) *config.Project {
+	s := config.NewService("app")
+	s.Image = r.image
+	s.Env = map[string]string{"APP_VERSION": v, "APP_DATA": "/data"}
+	port := config.NewPort()
+	port.Container, port.Host = 8080, r.port
+	s.Ports = []*config.Port{port}
+	s.Volumes = []*config.Volume{{Name: r.project + "-data", Target: "/data"}}
+	h := config.NewHealthCheck()
+	h.Path, h.Interval, h.Healthy, h.Deadline = "/health", 100*time.Millisecond, 2, 8*time.Second
+	s.HealthCheck = h
+	s.Deploy.StopTimeout = 2 * time.Second
+	if mod != nil {
+		mod(s)
+	}
+	p := &config.Project{Name: r.project, Dir: r.t.TempDir(), Services: []*config.Service{s}, Sensitive: map[string]bool{}}
+	config.Defaults(p)
+	return p
+}
+
+func (r *rig) applier(p *config.Project) *executor.Applier {
+	return &executor.Applier{Project: p, Runtime: r.eng, Holder: "test " + r.t.Name(), ProbeHost: "127.0.0.1",
+		Events: func(e executor.Event) { r.mu.Lock(); r.events = append(r.events, e); r.mu.Unlock() }}
+}
+
+// apply plans and applies p, failing the test on errors outside the service.
+func (r *rig) apply(p *config.Project) *executor.ServiceOutcome {
+	r.t.Helper()
+	ctx := context.Background()
+	plan, err := executor.MakePlan(ctx, p, r.eng, executor.PlanOptions{})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	out, err := r.applier(p).Apply(ctx, plan)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if len(out.Services) != 1 {
+		r.t.Fatalf("%d service outcomes", len(out.Services))
+	}
+	return out.Services[0]
+}
+
+// get returns the body of GET path on the host port, or the error.
+func (r *rig) get(path string) string {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", r.port, path))
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return strings.TrimSpace(string(b))
+}
+
+// state lists the project's containers as "role:release:state", sorted by release.
+func (r *rig) state() string {
+	obs, err := executor.Observe(context.Background(), r.eng, r.project)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var parts []string
+	for i := len(obs.All) - 1; i >= 0; i-- {
+		c := obs.All[i]
+		parts = append(parts, fmt.Sprintf("%s:%d:%s", c.Role(), c.Release(), c.State))
+	}
+	return strings.Join(parts, " ")
+}
+
+func TestApplyCreateReplaceRollback(t *testing.T) {
+	r := newRig(t)
+	if so := r.apply(r.config("v1", nil)); so.Error != "" || so.Release != 1 {
+		t.Fatalf("create: %+v", so)
+	}
+	if got := r.get("/"); got != "version=v1" {
+		t.Fatalf("after create: %q", got)
+	}
+	if so := r.apply(r.config("v2", nil)); so.Error != "" || so.Release != 2 {
+		t.Fatalf("replace: %+v", so)
+	}
+	if got := r.get("/"); got != "version=v2" {
+		t.Fatalf("after replace: %q", got)
+	}
+	if got := r.state(); got != "previous:1:created live:2:running" {
+		t.Errorf("containers: %s", got)
+	}
+	// The data volume is shared: both releases wrote to the same history.
+	if h := r.get("/history"); !strings.Contains(h, "started v1") || !strings.Contains(h, "started v2") {
+		t.Errorf("history: %q", h)
+	}
+	so, err := r.applier(r.config("v2", nil)).Rollback(context.Background(), "app", 0)
+	if err != nil || so.Error != "" || so.Release != 1 {
+		t.Fatalf("rollback: %+v %v", so, err)
+	}
+	if got := r.get("/"); got != "version=v1" {
+		t.Fatalf("after rollback: %q", got)
+	}
+	if got := r.state(); got != "live:1:running previous:2:created" {
+		t.Errorf("containers after rollback: %s", got)
+	}
+	// Releases beyond keep_releases are removed, oldest first.
+	keep2 := func(s *config.Service) { s.Deploy.KeepReleases = 2 }
+	for _, v := range []string{"v3", "v4", "v5"} {
+		if so := r.apply(r.config(v, keep2)); so.Error != "" {
+			t.Fatalf("%s: %s", v, so.Error)
+		}
+	}
+	// After the rollback to 1, releases 3, 4 and 5 are v3..v5 (2 is taken by the rolled-back v2).
+	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	st := obs.Services["app"]
+	if st.Live.Release() != 5 || len(st.Previous) != 2 || st.Previous[0].Release() != 4 || st.Previous[1].Release() != 3 {
+		t.Errorf("want live 5 and previous 4, 3; got %s", r.state())
+	}
+}
+
+// A candidate that fails any check is removed; the live release serves on, untouched.
+func TestApplyCandidateFailures(t *testing.T) {
+	cases := []struct {
+		name string
+		mod  func(s *config.Service)
+		want []string
+	}{
+		{"never healthy", func(s *config.Service) { s.Env["APP_MODE"] = "unhealthy"; s.HealthCheck.Deadline = 2 * time.Second },
+			[]string{`candidate "dt-`, "health check GET /health", "not healthy within 2s", "status 500", "db locked", "release 1 (", "is still live"}},
+		{"exits at once", func(s *config.Service) { s.Env["APP_MODE"] = "crash" },
+			[]string{"exited with code 3", "database unreachable"}},
+		{"canary fails", func(s *config.Service) {
+			s.Canaries = []*config.Canary{{Name: "home", Path: "/", BodyContains: "welcome"}}
+		}, []string{`canary "home" GET /`, `body does not contain "welcome"`}},
+		{"hook fails", func(s *config.Service) {
+			s.Hooks = []*config.Hook{{When: "before_cutover", Command: []string{"exit", "7"}}}
+		}, []string{`hook "before_cutover"`, "exited with code 7", "testapp: exiting with 7"}},
+		{"image missing", func(s *config.Service) { s.Image = "deployer-test-no-such-image:1" },
+			[]string{"pull deployer-test-no-such-image:1"}},
+	}
+	r := newRig(t)
+	if so := r.apply(r.config("v1", nil)); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			so := r.apply(r.config("v2", c.mod))
+			if so.Error == "" {
+				t.Fatal("apply succeeded")
+			}
+			for _, w := range c.want {
+				if !strings.Contains(so.Error, w) {
+					t.Errorf("error lacks %q:\n%s", w, so.Error)
+				}
+			}
+			if got := r.get("/"); got != "version=v1" {
+				t.Errorf("live release after the failure: %q", got)
+			}
+			if got := r.state(); got != "live:1:running" {
+				t.Errorf("containers after the failure: %s", got)
+			}
+		})
+	}
+}
+
+// A release that passes as candidate but fails once live is rolled back automatically.
+func TestApplyRollsBackAfterCutover(t *testing.T) {
+	r := newRig(t)
+	if so := r.apply(r.config("v1", nil)); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	so := r.apply(r.config("v2", func(s *config.Service) { s.Env["APP_MODE"] = "once"; s.HealthCheck.Deadline = 2 * time.Second }))
+	if !so.RolledBack || so.RolledBackTo != 1 || !strings.HasPrefix(so.Error, "rolled back to release 1: release 2 failed after cutover") {
+		t.Fatalf("outcome: %+v", so)
+	}
+	if !strings.Contains(so.Error, "testapp v2 starting") {
+		t.Errorf("the failed release's output is not in the error:\n%s", so.Error)
+	}
+	if got := r.get("/"); got != "version=v1" {
+		t.Fatalf("after the rollback: %q", got)
+	}
+	if got := r.state(); got != "live:1:running" {
+		t.Errorf("containers: %s", got)
+	}
+	// The next apply of a good release goes through.
+	if so := r.apply(r.config("v3", nil)); so.Error != "" || r.get("/") != "version=v3" {
+		t.Fatalf("next apply: %+v", so)
+	}
+}
+
+func TestApplyPortsTaken(t *testing.T) {
+	r := newRig(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	busy := l.Addr().(*net.TCPAddr).Port
+
+	so := r.apply(r.config("v1", func(s *config.Service) { s.Ports[0].Candidate = busy }))
+	if !strings.Contains(so.Error, fmt.Sprintf("candidate port %d is taken", busy)) {
+		t.Errorf("candidate port taken: %q", so.Error)
+	}
+	if got := r.state(); got != "" {
+		t.Errorf("containers left: %s", got)
+	}
+	if so := r.apply(r.config("v1", nil)); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	// The host port of a new service taken by someone else.
+	r2 := newRig(t)
+	r2.port = busy
+	l2 := l.Addr().String()
+	so = r2.apply(r2.config("v1", nil))
+	if !strings.Contains(so.Error, fmt.Sprintf("host port %d is taken", busy)) {
+		t.Errorf("host port taken (%s): %q", l2, so.Error)
+	}
+	if got := r2.state(); got != "" {
+		t.Errorf("containers left: %s", got)
+	}
+}
+
+func TestApplyLock(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	image, err := r.eng.EnsureLockImage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lockID, err := r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: executor.LockName(r.project), Image: image, Labels: map[string]string{
+		executor.LabelProject: r.project, executor.LabelRole: executor.RoleLock, executor.LabelHolder: "ci@runner-7 pid 4242",
+		executor.LabelCreatedAt: "2026-11-27T10:00:00Z", executor.LabelLockHost: "another-host", executor.LabelLockPID: "4242"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	so, err := func() (*executor.ServiceOutcome, error) {
+		p := r.config("v1", nil)
+		plan, err := executor.MakePlan(ctx, p, r.eng, executor.PlanOptions{})
+		if err != nil {
+			return nil, err
+		}
+		_, err = r.applier(p).Apply(ctx, plan)
+		return nil, err
+	}()
+	if err == nil || !strings.Contains(err.Error(), "held by ci@runner-7 pid 4242 since 2026-11-27T10:00:00Z") || !strings.Contains(err.Error(), "deployer unlock -force") {
+		t.Fatalf("held lock: %v %v", so, err)
+	}
+	// With -lock-timeout, apply waits for the lock to be released.
+	go func() {
+		time.Sleep(700 * time.Millisecond)
+		r.eng.RemoveContainer(ctx, lockID)
+	}()
+	p := r.config("v1", nil)
+	plan, _ := executor.MakePlan(ctx, p, r.eng, executor.PlanOptions{})
+	a := r.applier(p)
+	a.LockTimeout = 20 * time.Second
+	if out, err := a.Apply(ctx, plan); err != nil || out.Failed() {
+		t.Fatalf("waiting for the lock: %v %+v", err, out)
+	}
+	// A lock left by a dead deployer process on this host is broken with a warning.
+	host, _ := os.Hostname()
+	_, err = r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: executor.LockName(r.project), Image: image, Labels: map[string]string{
+		executor.LabelProject: r.project, executor.LabelRole: executor.RoleLock, executor.LabelHolder: "dead", executor.LabelLockHost: host, executor.LabelLockPID: "999999"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.events = nil
+	if so := r.apply(r.config("v2", nil)); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	warned := false
+	for _, e := range r.events {
+		warned = warned || e.Type == executor.EventWarning && strings.Contains(e.Detail, "breaking the deploy lock of dead")
+	}
+	if !warned {
+		t.Error("no warning about the stale lock")
+	}
+	if held, err := executor.Unlock(ctx, r.eng, r.project); held != nil || err != nil {
+		t.Errorf("the lock was not released: %v %v", held, err)
+	}
+}
+
+func TestApplyNotices(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string][]string{} // path -> events (slack: the text)
+	var raw []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		b, _ := io.ReadAll(req.Body)
+		var m map[string]string
+		json.Unmarshal(b, &m)
+		mu.Lock()
+		if m["event"] != "" {
+			got[req.URL.Path] = append(got[req.URL.Path], m["event"])
+		} else {
+			got[req.URL.Path] = append(got[req.URL.Path], m["text"])
+		}
+		raw = append(raw, string(b))
+		mu.Unlock()
+		if strings.HasSuffix(req.URL.Path, "/broken") {
+			w.WriteHeader(500)
+		}
+	}))
+	defer srv.Close()
+	r := newRig(t)
+	withNotices := func(p *config.Project) *config.Project {
+		p.Notifies = []*config.Notify{
+			{Kind: "webhook", Name: "ops", URL: srv.URL + "/hook", On: config.NotifyEvents},
+			{Kind: "slack", Name: "chat", URL: srv.URL + "/slack", On: []string{"rolled_back"}},
+			{Kind: "webhook", Name: "broken", URL: srv.URL + "/broken", On: []string{"succeeded"}},
+		}
+		p.Services[0].Env["API_TOKEN"] = "tok-very-secret-123"
+		p.Sensitive["service.app.env.API_TOKEN"] = true
+		return p
+	}
+	if so := r.apply(withNotices(r.config("v1", nil))); so.Error != "" {
+		t.Fatalf("a failing notice must not fail the deploy: %s", so.Error)
+	}
+	so := r.apply(withNotices(r.config("v2", func(s *config.Service) {
+		s.Env["APP_MODE"] = "once"
+		s.HealthCheck.Deadline = 2 * time.Second
+	})))
+	if !so.RolledBack {
+		t.Fatalf("%+v", so)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if hook := strings.Join(got["/hook"], " "); hook != "started succeeded started rolled_back" {
+		t.Errorf("webhook notices: %q", hook)
+	}
+	if slack := got["/slack"]; len(slack) != 1 || !strings.Contains(slack[0], "release 2 failed, rolled back to release 1") {
+		t.Errorf("slack notices: %q", slack)
+	}
+	if broken := got["/broken"]; len(broken) != 1 {
+		t.Errorf("the failing endpoint got %d notices", len(broken))
+	}
+	for _, b := range raw {
+		if strings.Contains(b, "tok-very-secret-123") {
+			t.Errorf("a notice holds the secret: %s", b)
+		}
+	}
+	warned := false
+	for _, e := range r.events {
+		warned = warned || e.Type == executor.EventWarning && strings.Contains(e.Detail, `notify webhook "broken": the endpoint answered 500`)
+	}
+	if !warned {
+		t.Error("no warning for the failing notice")
+	}
+}
