@@ -717,6 +717,11 @@ func (a *Applier) retire(ctx context.Context, s *config.Service, old *ContainerS
 			return err
 		}
 	}
+	return a.prune(ctx, s)
+}
+
+// prune removes previous releases beyond keep_releases, oldest first, with their images.
+func (a *Applier) prune(ctx context.Context, s *config.Service) error {
 	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
 	if err != nil {
 		return err
@@ -755,6 +760,10 @@ func (a *Applier) keepAsPrevious(ctx context.Context, s *config.Service, old *Co
 
 // tidy converts extra containers left by an interrupted cutover into previous releases.
 func (a *Applier) tidy(ctx context.Context, s *config.Service, st *ServiceState) {
+	if len(st.Others) == 0 {
+		return
+	}
+	defer a.prune(context.WithoutCancel(ctx), s)
 	for _, c := range st.Others {
 		c := c
 		a.step(s.Name, StepCleanup, fmt.Sprintf("keep %s (release %d) as a previous release", c.Name, c.Release()), func() error {

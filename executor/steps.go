@@ -37,13 +37,16 @@ func steps(p *config.Project, plan *Plan) []*Step {
 	add := func(service, name, detail string, args ...any) {
 		out = append(out, &Step{Service: service, Name: name, Detail: fmt.Sprintf(detail, args...)})
 	}
-	if !plan.HasChanges() && !hasLeftoverCandidates(plan) {
+	if !plan.HasChanges() && len(plan.Leftovers) == 0 {
 		return []*Step{}
 	}
 	add("", StepLock, "take the deploy lock of project %q", p.Name)
 	for _, l := range plan.Leftovers {
-		if l.Kind == "candidate" {
+		switch l.Kind {
+		case "candidate":
 			add(l.Service, StepClean, "remove the leftover %s", strings.SplitN(l.Detail, " from", 2)[0])
+		case "extra":
+			add(l.Service, StepCleanup, "keep the %s", strings.SplitN(l.Detail, " besides", 2)[0]+" as a previous release")
 		}
 	}
 	for _, ch := range plan.Changes {
@@ -131,15 +134,6 @@ func steps(p *config.Project, plan *Plan) []*Step {
 	}
 	add("", StepUnlock, "release the deploy lock")
 	return out
-}
-
-func hasLeftoverCandidates(plan *Plan) bool {
-	for _, l := range plan.Leftovers {
-		if l.Kind == "candidate" {
-			return true
-		}
-	}
-	return false
 }
 
 func candidatePort(p *config.Port) string {
