@@ -22,7 +22,7 @@ import (
 
 // rig is one project on the real engine with the test app as its service "app".
 type rig struct {
-	t       *testing.T
+	t       testing.TB
 	eng     *docker.Engine
 	project string
 	image   string
@@ -31,7 +31,7 @@ type rig struct {
 	mu      sync.Mutex
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	eng := dockertest.Engine(t)
 	r := &rig{t: t, eng: eng, project: dockertest.Project(t, eng), image: dockertest.AppImage(t, eng), port: dockertest.FreePort(t)}
 	return r
@@ -378,5 +378,51 @@ func TestApplyNotices(t *testing.T) {
 	}
 	if !warned {
 		t.Error("no warning for the failing notice")
+	}
+}
+
+// The build step: build.before runs first, a failing build leaves live alone, and an unchanged
+// context reuses the live image without a build.
+func TestApplyBuild(t *testing.T) {
+	r := newRig(t)
+	dir := t.TempDir()
+	dockertest.AppContext(t, dir)
+	withBuild := func(p *config.Project, before ...string) *config.Project {
+		p.Dir = dir
+		s := p.Services[0]
+		s.Image = r.project + "-app:latest"
+		s.Build = config.NewBuild()
+		s.Build.Before = before
+		return p
+	}
+	if so := r.apply(withBuild(r.config("v1", nil), "sh", "-c", "echo compiled > stamp.txt")); so.Error != "" || r.get("/") != "version=v1" {
+		t.Fatalf("first build: %+v", so)
+	}
+	if _, err := os.Stat(dir + "/stamp.txt"); err != nil {
+		t.Errorf("build.before did not run in the project directory: %v", err)
+	}
+	// Same context, new spec: the plan reuses the live image, nothing is built.
+	plan, err := executor.MakePlan(context.Background(), withBuild(r.config("v2", nil), "true"), r.eng, executor.PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch := plan.Change("app"); ch.ImageID == "" || plan.Steps[1].Name != executor.StepImage {
+		t.Errorf("unchanged context: the plan builds again: %+v", plan.Steps[1])
+	}
+	// A broken Dockerfile fails the build; live serves on.
+	good, _ := os.ReadFile(dir + "/Dockerfile")
+	os.WriteFile(dir+"/Dockerfile", []byte("FROM scratch\nCOPY no-such-file /x\n"), 0o644)
+	if so := r.apply(withBuild(r.config("v3", nil), "true")); !strings.Contains(so.Error, "no-such-file") || r.get("/") != "version=v1" {
+		t.Errorf("broken build: %q, serving %q", so.Error, r.get("/"))
+	}
+	os.WriteFile(dir+"/Dockerfile", good, 0o644)
+	// A failing build.before says so with its output (the context changed, so a build is due).
+	os.WriteFile(dir+"/VERSION", []byte("v4\n"), 0o644)
+	p4 := withBuild(r.config("v4", nil), "sh", "-c", "echo compile error: missing semicolon >&2; exit 2")
+	if so := r.apply(p4); !strings.Contains(so.Error, "build.before `sh -c") || !strings.Contains(so.Error, "missing semicolon") || r.get("/") != "version=v1" {
+		t.Errorf("failing build.before: %q", so.Error)
+	}
+	if got := r.state(); got != "live:1:running" {
+		t.Errorf("containers: %s", got)
 	}
 }
