@@ -31,9 +31,13 @@ type Applier struct {
 	Source string
 	// ProbeHost is where published ports are reached: 127.0.0.1 for a local engine.
 	ProbeHost string
-	// Backup runs the backup step of a service against its live release. Nil means this build
-	// cannot back up, and a service that asks for backups fails before cutover.
-	Backup func(ctx context.Context, s *config.Service, live *ContainerState, events func(Event)) error
+	// Version is the deployer's version, recorded in backup manifests.
+	Version string
+	// SelfBinary is the deployer's own static Linux binary, from which the helper image for
+	// restores is built (FROM scratch: no registry).
+	SelfBinary string
+	// TempDir holds backup spools and downloads; os.TempDir() when empty.
+	TempDir string
 	// KillAt makes the process kill itself (SIGKILL) when it reaches the named point; crash
 	// tests use it to stop the deployer at every step. Empty in normal use.
 	KillAt string
@@ -297,15 +301,9 @@ func (a *Applier) deploy(ctx context.Context, s *config.Service, ch *Change, st 
 		return fail(fmt.Errorf("%s; release %s", err, a.stillServing(st)))
 	}
 	if s.Backup != nil && st.Live != nil {
-		err := a.step(svc, StepBackup, "", func() error {
-			if a.Backup == nil {
-				return errors.New("this build of the deployer cannot take backups yet; remove the backup block or use a build with backup support")
-			}
-			live, err := a.Runtime.Inspect(ctx, st.Live.ID)
-			if err != nil {
-				return err
-			}
-			return a.Backup(ctx, s, live, a.emit)
+		err := a.step(svc, StepBackup, fmt.Sprintf("back up %s of release %d to backup_store.%s", strings.Join(s.Backup.Volumes, ", "), st.Live.Release(), s.Backup.Store), func() error {
+			_, err := a.takeBackup(ctx, s, st.Live, "before the cutover to release "+strconv.Itoa(r.number), s.Backup.Keep)
+			return err
 		})
 		if err != nil {
 			removeCandidate()
@@ -506,8 +504,8 @@ func (a *Applier) checks(ctx context.Context, s *config.Service, r *release, can
 		return nil // an earlier release already passed them, and its hooks must not run twice
 	}
 	for _, db := range s.SQLite {
-		if err := a.step(svc, StepSQLite+"."+db.Name, "", func() error {
-			return errors.New("this build of the deployer cannot check SQLite databases yet; remove the sqlite block or use a build with backup support")
+		if err := a.step(svc, StepSQLite+"."+db.Name, db.Volume+"/"+db.Path, func() error {
+			return a.checkSQLite(ctx, s, r, cand, db)
 		}); err != nil {
 			return fmt.Errorf("candidate %q: sqlite %q: %w", cand.Name, db.Name, err)
 		}

@@ -20,6 +20,9 @@ type Event struct {
 	Outcome       string    `json:"outcome,omitempty"` // ok, failed, skipped (step ends, results)
 	Detail        string    `json:"detail,omitempty"`
 	Seconds       float64   `json:"seconds,omitempty"` // step ends: how long it took
+	// Progress events only.
+	Bytes int64 `json:"bytes,omitempty"`
+	Total int64 `json:"total,omitempty"`
 	// Result events only.
 	Release    int  `json:"release,omitempty"`
 	RolledBack bool `json:"rolled_back,omitempty"`

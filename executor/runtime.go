@@ -23,6 +23,12 @@ type Runtime interface {
 	Inspect(ctx context.Context, id string) (*ContainerState, error)
 	Logs(ctx context.Context, id string, lines int) (string, error)
 	Wait(ctx context.Context, id string) (int, error)
+	// The copy API, pause and logs, for backups and SQLite checks.
+	CopyFrom(ctx context.Context, id, path string) (io.ReadCloser, error)
+	CopyTo(ctx context.Context, id, dir string, tar io.Reader) error
+	Pause(ctx context.Context, id string) error
+	Unpause(ctx context.Context, id string) error
+	LogStream(ctx context.Context, id string) (io.ReadCloser, error)
 }
 
 // ErrNameTaken is returned by CreateContainer when a container of that name exists already.

@@ -199,6 +199,8 @@ func (g *globals) applier(p *config.Project, eng *docker.Engine, events func(exe
 		Source:      source(p.Dir),
 		ProbeHost:   docker.ProbeHost(eng.Host()),
 		KillAt:      os.Getenv("DEPLOYER_TEST_KILL_AT"),
+		Version:     versionString(),
+		SelfBinary:  selfBinary(),
 	}, nil
 }
 
@@ -277,4 +279,13 @@ func gitHead(dir string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// selfBinary is this deployer's executable, for the helper image of restores.
+func selfBinary() string {
+	p, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	return p
 }

@@ -95,6 +95,9 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *global
 		newReleases(g),
 		newRollback(g),
 		newUnlock(g),
+		newBackup(g),
+		newBackups(g),
+		newInternal(g),
 		newVersion(g),
 	)
 	return root, g

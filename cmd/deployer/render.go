@@ -23,6 +23,7 @@ type renderer struct {
 	start time.Time
 	stop  chan struct{}
 	done  sync.WaitGroup
+	rates map[string]time.Time // when each transfer started
 }
 
 func newRenderer(w io.Writer, asJSON, tty bool) *renderer {
@@ -97,11 +98,51 @@ func (r *renderer) event(e executor.Event) {
 			line += "  " + strings.ReplaceAll(e.Detail, "\n", "\n          ")
 		}
 		fmt.Fprintf(r.w, "%s%s\n", clear, line)
+	case executor.EventProgress:
+		r.progress(e, clear)
 	case executor.EventLog:
 		fmt.Fprintf(r.w, "%s          | %s\n", clear, e.Detail)
 		r.redraw()
 	case executor.EventWarning:
 		fmt.Fprintf(r.w, "%s  Warning: %s\n", clear, e.Detail)
+		r.redraw()
+	}
+}
+
+// progress shows a transfer: on a terminal bytes, rate and a bar (when the total is known) in
+// place of the step line; without one, a line when a volume is done.
+func (r *renderer) progress(e executor.Event, clear string) {
+	key := e.Service + "/" + e.Detail
+	if r.rates == nil {
+		r.rates = map[string]time.Time{}
+	}
+	start, ok := r.rates[key]
+	if !ok {
+		start = time.Now()
+		r.rates[key] = start
+	}
+	secs := time.Since(start).Seconds()
+	rate := ""
+	if secs > 0.05 {
+		rate = fmt.Sprintf(", %s/s", humanSize(int64(float64(e.Bytes)/secs)))
+	}
+	done := strings.HasSuffix(e.Detail, " done")
+	if !r.tty {
+		if done {
+			fmt.Fprintf(r.w, "          | %s: %s%s\n", strings.TrimSuffix(e.Detail, " done"), humanSize(e.Bytes), rate)
+		}
+		return
+	}
+	bar := ""
+	if e.Total > 0 {
+		const width = 24
+		n := int(float64(width) * float64(e.Bytes) / float64(e.Total))
+		n = min(max(n, 0), width)
+		bar = " [" + strings.Repeat("=", n) + strings.Repeat(" ", width-n) + "]"
+	}
+	fmt.Fprintf(r.w, "%s  ... %s: %s %s%s%s", clear, e.Service, e.Detail, humanSize(e.Bytes), rate, bar)
+	if done {
+		fmt.Fprintln(r.w)
 		r.redraw()
 	}
 }

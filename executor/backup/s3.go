@@ -1,0 +1,160 @@
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+)
+
+// S3Config says which bucket to use and how to reach it. Credentials come from the default
+// chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the shared config files, an instance role.
+type S3Config struct {
+	Bucket    string
+	Prefix    string
+	Region    string
+	Endpoint  string // an S3-compatible endpoint (MinIO, R2, versitygw); empty for AWS
+	PathStyle bool
+}
+
+// S3 is a store in an S3 bucket, under a prefix.
+type S3 struct {
+	cfg    S3Config
+	client *s3.Client
+	tm     *transfermanager.Client
+}
+
+// NewS3 creates the client; nothing is sent until the first call.
+func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
+	opts := []func(*awsconfig.LoadOptions) error{}
+	region := cfg.Region
+	if region == "" {
+		region = "us-east-1" // S3-compatible stores ignore it; AWS needs one
+	}
+	opts = append(opts, awsconfig.WithRegion(region))
+	ac, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("backup store s3://%s: %w", cfg.Bucket, err)
+	}
+	client := s3.NewFromConfig(ac, func(o *s3.Options) {
+		if cfg.Endpoint != "" {
+			o.BaseEndpoint = aws.String(cfg.Endpoint)
+		}
+		o.UsePathStyle = cfg.PathStyle
+		// S3-compatible stores reject the newer default checksums; send them only when required.
+		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+	})
+	tm := transfermanager.New(client, func(o *transfermanager.Options) {
+		o.PartSizeBytes = 16 << 20
+		o.Concurrency = 4
+	})
+	return &S3{cfg: cfg, client: client, tm: tm}, nil
+}
+
+func (s *S3) String() string { return "s3://" + s.cfg.Bucket + "/" + s.cfg.Prefix }
+
+// Bucket is the bucket's name.
+func (s *S3) Bucket() string { return s.cfg.Bucket }
+
+func (s *S3) key(k string) string { return s.cfg.Prefix + k }
+
+// Check reaches the bucket with the configured credentials.
+func (s *S3) Check(ctx context.Context) error {
+	_, err := s.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.cfg.Bucket)})
+	return s.explain("reach the bucket", err)
+}
+
+// Put streams r as a multipart upload of unknown length; memory stays at parts x concurrency.
+func (s *S3) Put(ctx context.Context, key string, r io.Reader) error {
+	_, err := s.tm.UploadObject(ctx, &transfermanager.UploadObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(s.key(key)), Body: r})
+	return s.explain("upload "+key, err)
+}
+
+func (s *S3) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(s.key(key))})
+	if err != nil {
+		var nsk *types.NoSuchKey
+		if errors.As(err, &nsk) {
+			return nil, fmt.Errorf("%s in %s: %w", key, s, ErrNotFound)
+		}
+		return nil, s.explain("download "+key, err)
+	}
+	return out.Body, nil
+}
+
+func (s *S3) List(ctx context.Context, prefix string) ([]Object, error) {
+	var out []Object
+	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: aws.String(s.cfg.Bucket), Prefix: aws.String(s.key(prefix))})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, s.explain("list "+prefix, err)
+		}
+		for _, o := range page.Contents {
+			obj := Object{Key: strings.TrimPrefix(aws.ToString(o.Key), s.cfg.Prefix), Size: aws.ToInt64(o.Size)}
+			if o.LastModified != nil {
+				obj.Modified = *o.LastModified
+			}
+			out = append(out, obj)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+func (s *S3) Delete(ctx context.Context, keys ...string) error {
+	for _, k := range keys {
+		_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(s.key(k))})
+		if err != nil {
+			return s.explain("delete "+k, err)
+		}
+	}
+	return nil
+}
+
+// explain turns the SDK's errors into what the operator should check.
+func (s *S3) explain(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	where := s.String()
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "NoSuchBucket", "NotFound":
+			if strings.HasPrefix(what, "reach") || ae.ErrorCode() == "NoSuchBucket" {
+				return fmt.Errorf("backup store %s: the bucket %q does not exist: create it or fix backup_store.bucket", where, s.cfg.Bucket)
+			}
+		case "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden", "InvalidClientTokenId":
+			return fmt.Errorf("backup store %s: %s: the credentials were refused (%s): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or the profile", where, what, ae.ErrorCode())
+		}
+		return fmt.Errorf("backup store %s: %s: %s: %s", where, what, ae.ErrorCode(), ae.ErrorMessage())
+	}
+	var ne net.Error
+	var oe *net.OpError
+	if errors.As(err, &oe) || errors.As(err, &ne) {
+		return fmt.Errorf("backup store %s: %s: the endpoint does not answer (%v): check backup_store.endpoint and the network", where, what, rootCause(err))
+	}
+	return fmt.Errorf("backup store %s: %s: %w", where, what, err)
+}
+
+func rootCause(err error) error {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err
+		}
+		err = u
+	}
+}

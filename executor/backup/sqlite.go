@@ -1,0 +1,59 @@
+package backup
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+
+	_ "modernc.org/sqlite" // pure Go: the deployer stays a static binary, the app image needs no sqlite3
+)
+
+// QuickCheck runs PRAGMA quick_check on a SQLite file (a copy: it may be written to, as SQLite
+// replays a -wal file beside it) and returns nil when the database is ok.
+func QuickCheck(ctx context.Context, path string) error {
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(ctx, "PRAGMA quick_check")
+	if err != nil {
+		return fmt.Errorf("not a readable SQLite database: %v", err)
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return err
+		}
+		if line != "ok" {
+			problems = append(problems, line)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("quick_check failed: %v", err)
+	}
+	if len(problems) > 0 {
+		if len(problems) > 3 {
+			problems = append(problems[:3], fmt.Sprintf("and %d more", len(problems)-3))
+		}
+		return fmt.Errorf("quick_check found corruption: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// Empty reports whether a SQLite file has no tables (a new or zero-length file).
+func Empty(ctx context.Context, path string) (bool, error) {
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		return false, err
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master").Scan(&n); err != nil {
+		return false, fmt.Errorf("not a readable SQLite database: %v", err)
+	}
+	return n == 0, nil
+}

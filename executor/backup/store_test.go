@@ -1,0 +1,164 @@
+package backup_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/deployer-dev/deployer/executor/backup"
+	"github.com/deployer-dev/deployer/executor/backup/s3test"
+)
+
+// Every store passes the same suite.
+func TestStoreConformance(t *testing.T) {
+	t.Run("local", func(t *testing.T) { conformance(t, &backup.Local{Dir: t.TempDir() + "/store"}) })
+	t.Run("s3", func(t *testing.T) { conformance(t, s3test.Store(t, "conf/")) })
+}
+
+func conformance(t *testing.T, st backup.Store) {
+	ctx := context.Background()
+	if err := st.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Put(ctx, "p/s/a/one.txt", strings.NewReader("hello")); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := st.Get(ctx, "p/s/a/one.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	if string(b) != "hello" {
+		t.Errorf("got %q", b)
+	}
+	if _, err := st.Get(ctx, "p/s/a/missing"); !errors.Is(err, backup.ErrNotFound) {
+		t.Errorf("missing key: %v", err)
+	}
+	// A stream of unknown length, larger than one multipart part.
+	big := make([]byte, 40<<20)
+	rand.Read(big)
+	if err := st.Put(ctx, "p/s/b/big.bin", io.MultiReader(bytes.NewReader(big[:1<<20]), bytes.NewReader(big[1<<20:]))); err != nil {
+		t.Fatal(err)
+	}
+	rc, err = st.Get(ctx, "p/s/b/big.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	rc.Close()
+	if !bytes.Equal(got, big) {
+		t.Errorf("big object differs (%d bytes back)", len(got))
+	}
+	list, err := st.List(ctx, "p/s/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, o := range list {
+		keys = append(keys, o.Key)
+	}
+	if strings.Join(keys, ",") != "p/s/a/one.txt,p/s/b/big.bin" || list[1].Size != int64(len(big)) {
+		t.Errorf("list: %v", list)
+	}
+	// An upload cut off halfway leaves nothing at the key.
+	cut := io.MultiReader(bytes.NewReader(big[:20<<20]), &failing{})
+	if err := st.Put(ctx, "p/s/c/cut.bin", cut); err == nil {
+		t.Error("a failed stream was stored")
+	}
+	if _, err := st.Get(ctx, "p/s/c/cut.bin"); !errors.Is(err, backup.ErrNotFound) {
+		t.Errorf("after a cut-off upload: %v", err)
+	}
+	if err := st.Delete(ctx, "p/s/a/one.txt", "p/s/b/big.bin", "p/s/none"); err != nil {
+		t.Fatal(err)
+	}
+	if list, _ := st.List(ctx, "p/"); len(list) != 0 {
+		t.Errorf("after delete: %v", list)
+	}
+}
+
+type failing struct{}
+
+func (failing) Read([]byte) (int, error) { return 0, errors.New("connection to the container lost") }
+
+func TestS3MultipartAbortedOnFailure(t *testing.T) {
+	st := s3test.Store(t, "abort/")
+	big := make([]byte, 40<<20)
+	if err := st.Put(context.Background(), "x/cut.bin", io.MultiReader(bytes.NewReader(big), &failing{})); err == nil {
+		t.Fatal("stored")
+	}
+	out, err := s3test.Client(t).ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: aws.String(s3test.Bucket(st))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Uploads) != 0 {
+		t.Errorf("%d multipart uploads left open", len(out.Uploads))
+	}
+}
+
+func TestS3Errors(t *testing.T) {
+	ctx := context.Background()
+	good := s3test.Config(t)
+	cases := []struct {
+		name string
+		cfg  func(c *backup.S3Config)
+		env  map[string]string
+		want string
+	}{
+		{"bucket missing", func(c *backup.S3Config) { c.Bucket = "no-such-bucket-here" }, nil, `the bucket "no-such-bucket-here" does not exist`},
+		{"wrong credentials", nil, map[string]string{"AWS_SECRET_ACCESS_KEY": "wrong"}, "the credentials were refused"},
+		{"endpoint down", func(c *backup.S3Config) { c.Endpoint = "http://127.0.0.1:1" }, nil, "the endpoint does not answer"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := good
+			if c.cfg != nil {
+				c.cfg(&cfg)
+			}
+			for k, v := range c.env {
+				t.Setenv(k, v)
+			}
+			st, err := backup.NewS3(ctx, cfg)
+			if err == nil {
+				err = st.Check(ctx)
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("err = %v, want %q", err, c.want)
+			}
+		})
+	}
+}
+
+// A local store on a full disk: the write fails with the system's reason and nothing is left at
+// the key, not even a temporary file.
+func TestLocalDiskFull(t *testing.T) {
+	dir := t.TempDir()
+	if err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir).Run(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI runs as root and must be able to mount a tmpfs: %v", err)
+		}
+		t.Skipf("cannot mount a small tmpfs here (not root?): %v", err)
+	}
+	defer exec.Command("umount", dir).Run()
+	st := &backup.Local{Dir: dir}
+	err := st.Put(context.Background(), "p/s/id/volume-data.tar.zst", bytes.NewReader(make([]byte, 2<<20)))
+	if err == nil || !strings.Contains(err.Error(), "no space left on device") {
+		t.Fatalf("err = %v", err)
+	}
+	if list, _ := st.List(context.Background(), ""); len(list) != 0 {
+		t.Errorf("left behind: %v", list)
+	}
+	entries, _ := os.ReadDir(dir + "/p/s/id")
+	if len(entries) != 0 {
+		t.Errorf("temporary files left: %v", entries)
+	}
+}

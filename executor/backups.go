@@ -1,0 +1,280 @@
+package executor
+
+import (
+	"archive/tar"
+	"context"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/backup"
+)
+
+// EventProgress reports bytes moved by a long transfer (Bytes of Total, Total 0 when unknown).
+const EventProgress = "progress"
+
+// OpenStore opens a configured backup store; a local directory is relative to the project.
+func OpenStore(ctx context.Context, p *config.Project, name string) (backup.Store, error) {
+	st := p.Stores[name]
+	if st == nil {
+		return nil, fmt.Errorf("backup_store %q is not declared", name)
+	}
+	switch st.Kind {
+	case "local":
+		dir := st.Directory
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(p.Dir, dir)
+		}
+		if abs, err := filepath.Abs(dir); err == nil {
+			dir = abs
+		}
+		return &backup.Local{Dir: dir}, nil
+	case "s3":
+		return backup.NewS3(ctx, backup.S3Config{Bucket: st.Bucket, Prefix: st.Prefix, Region: st.Region, Endpoint: st.Endpoint, PathStyle: st.PathStyle})
+	}
+	return nil, fmt.Errorf("backup_store %q has unknown kind %q", name, st.Kind)
+}
+
+// takeBackup backs up the service's backup volumes from a live container.
+func (a *Applier) takeBackup(ctx context.Context, s *config.Service, live *Container, reason string, keep int) (*backup.Manifest, error) {
+	if s.Backup == nil {
+		return nil, fmt.Errorf("service.%s has no backup block: add one naming the volumes to back up", s.Name)
+	}
+	store, err := OpenStore(ctx, a.Project, s.Backup.Store)
+	if err != nil {
+		return nil, err
+	}
+	req := backup.Request{
+		Store: store, Source: a.Runtime, Project: a.Project.Name, Service: s.Name, Release: live.Release(),
+		Image: live.ImageRef(), ImageID: live.ImageID, ContainerID: live.ID, Consistency: s.Backup.Consistency,
+		Logs: s.Backup.Logs, Keep: keep, DeployerVersion: a.Version, Reason: reason, TempDir: a.TempDir,
+		Progress: func(p backup.Progress) {
+			a.emit(Event{Type: EventProgress, Service: s.Name, Step: StepBackup, Detail: p.Volume + " " + p.Phase, Bytes: p.Bytes, Total: p.Total})
+		},
+	}
+	for _, name := range s.Backup.Volumes {
+		if v := s.Volume(name); v != nil {
+			req.Volumes = append(req.Volumes, backup.Volume{Name: v.Name, Target: v.Target})
+		}
+	}
+	for _, db := range s.SQLite {
+		if db.QuickCheck {
+			req.SQLite = append(req.SQLite, backup.DB{Name: db.Name, Volume: db.Volume, Path: db.Path})
+		}
+	}
+	m, err := backup.Take(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	var size int64
+	for _, v := range m.Volumes {
+		size += v.Size
+	}
+	detail := fmt.Sprintf("backup %s in %s: %s, %s stored", m.ID, store, plural(len(m.Volumes), "volume"), humanBytes(size))
+	if m.Consistency == "pause" {
+		detail += fmt.Sprintf(", live paused %.2fs", m.PausedSeconds)
+	}
+	if len(m.SQLite) > 0 {
+		detail += fmt.Sprintf(", %s quick_check ok", plural(len(m.SQLite), "database"))
+	}
+	a.emit(Event{Type: EventLog, Service: s.Name, Step: StepBackup, Detail: detail})
+	return m, nil
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// checkSQLite seeds the candidate's database when it is empty, then runs quick_check on a copy
+// of it, taken while the candidate is paused so that the copy is consistent.
+func (a *Applier) checkSQLite(ctx context.Context, s *config.Service, r *release, cand *ContainerState, db *config.SQLite) error {
+	vol := s.Volume(db.Volume)
+	file := path.Join(vol.Target, db.Path)
+	dir, err := os.MkdirTemp(a.TempDir, "deployer-sqlite-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	copyOut := func() (string, error) {
+		if err := a.Runtime.Pause(ctx, cand.ID); err != nil {
+			return "", err
+		}
+		defer a.Runtime.Unpause(context.WithoutCancel(ctx), cand.ID)
+		local := filepath.Join(dir, "db")
+		found, err := a.copyFile(ctx, cand.ID, file, local)
+		if err != nil || !found {
+			return "", err
+		}
+		if _, err := a.copyFile(ctx, cand.ID, file+"-wal", local+"-wal"); err != nil {
+			return "", err
+		}
+		return local, nil
+	}
+	local, err := copyOut()
+	if err != nil {
+		return err
+	}
+	empty := local == ""
+	if !empty {
+		if empty, err = backup.Empty(ctx, local); err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+	}
+	if empty {
+		if len(db.SeedIfEmpty) == 0 {
+			if local == "" {
+				return fmt.Errorf("%s does not exist in the candidate: check sqlite.path, or set seed_if_empty to create it", file)
+			}
+			return nil // empty and nothing to seed it with: a new database is ok
+		}
+		a.emit(Event{Type: EventLog, Service: s.Name, Step: StepSQLite + "." + db.Name, Detail: fmt.Sprintf("%s is empty: seeding with `%s`", file, shellWords(db.SeedIfEmpty))})
+		if err := a.oneOff(ctx, s, r, "seed", db.SeedIfEmpty); err != nil {
+			return fmt.Errorf("seed_if_empty: %w", err)
+		}
+		os.Remove(filepath.Join(dir, "db-wal"))
+		if local, err = copyOut(); err != nil {
+			return err
+		}
+		if local == "" {
+			return fmt.Errorf("seed_if_empty `%s` exited 0 but %s still does not exist", shellWords(db.SeedIfEmpty), file)
+		}
+	}
+	if !db.QuickCheck {
+		return nil
+	}
+	if err := backup.QuickCheck(ctx, local); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	return nil
+}
+
+// copyFile copies one file out of a container; found is false when it does not exist.
+func (a *Applier) copyFile(ctx context.Context, id, file, local string) (bool, error) {
+	rc, err := a.Runtime.CopyFrom(ctx, id, file)
+	if err != nil {
+		if strings.Contains(err.Error(), "No such container:path") || strings.Contains(err.Error(), "not found") || strings.Contains(err.Error(), "no such file") {
+			return false, nil
+		}
+		return false, err
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	hdr, err := tr.Next()
+	if err != nil {
+		return false, fmt.Errorf("copy %s: %w", file, err)
+	}
+	if hdr.Typeflag != tar.TypeReg {
+		return false, fmt.Errorf("%s is not a regular file", file)
+	}
+	f, err := os.Create(local)
+	if err != nil {
+		return false, err
+	}
+	_, err = io.Copy(f, tr)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err == nil, err
+}
+
+// Backup takes a backup of a service's live release on demand.
+func (a *Applier) Backup(ctx context.Context, service string) (*backup.Manifest, error) {
+	a.red = newRedactor(a.Project)
+	s := a.Project.Service(service)
+	if s == nil {
+		return nil, fmt.Errorf("service.%s is not in the configuration", service)
+	}
+	if err := a.Runtime.Ping(ctx); err != nil {
+		return nil, err
+	}
+	unlock, err := a.lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
+	if err != nil {
+		return nil, err
+	}
+	st := obs.Services[service]
+	if st == nil || st.Live == nil {
+		return nil, fmt.Errorf("service.%s has no live release to back up", service)
+	}
+	var m *backup.Manifest
+	err = a.step(service, StepBackup, fmt.Sprintf("back up release %d", st.Live.Release()), func() error {
+		var err error
+		if s.Backup == nil {
+			return fmt.Errorf("service.%s has no backup block: add one naming the volumes to back up", s.Name)
+		}
+		m, err = a.takeBackup(ctx, s, st.Live, "on demand", s.Backup.Keep)
+		return err
+	})
+	return m, err
+}
+
+// isStatic reports whether a binary can run FROM scratch: a Linux ELF without an interpreter.
+func isStatic(p string) error {
+	f, err := elf.Open(p)
+	if err != nil {
+		return fmt.Errorf("%s is not a Linux binary (%v)", p, err)
+	}
+	defer f.Close()
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked", p)
+		}
+	}
+	return nil
+}
+
+var errNoSelf = errors.New("no deployer binary for the helper image")
+
+// helperImage builds (once per binary) the image restores run in: the deployer's own static
+// binary, FROM scratch.
+func (a *Applier) helperImage(ctx context.Context) (string, error) {
+	if a.SelfBinary == "" {
+		return "", errNoSelf
+	}
+	if err := isStatic(a.SelfBinary); err != nil {
+		return "", fmt.Errorf("restore runs the deployer itself in a helper container FROM scratch, which needs a static Linux binary: %v; build it with `CGO_ENABLED=0 go build ./cmd/deployer` (as releases and CI are)", err)
+	}
+	dir, err := os.MkdirTemp(a.TempDir, "deployer-helper-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	b, err := os.ReadFile(a.SelfBinary)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "deployer"), b, 0o755); err != nil {
+		return "", err
+	}
+	df := "FROM scratch\nCOPY deployer /deployer\nENTRYPOINT [\"/deployer\"]\n"
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
+		return "", err
+	}
+	hash, err := ContextHash(dir, "Dockerfile")
+	if err != nil {
+		return "", err
+	}
+	tag := "deployer-helper:" + short(hash)
+	if id, err := a.Runtime.ImageID(ctx, tag); err == nil {
+		return id, nil
+	}
+	return a.Runtime.BuildImage(ctx, BuildOptions{Dir: dir, Dockerfile: "Dockerfile", Tag: tag, Labels: map[string]string{"deployer.image": "helper"}})
+}
