@@ -10,7 +10,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strings"
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/backup"
@@ -43,6 +42,11 @@ func OpenStore(ctx context.Context, p *config.Project, name string) (backup.Stor
 
 // takeBackup backs up the service's backup volumes from a live container.
 func (a *Applier) takeBackup(ctx context.Context, s *config.Service, live *Container, reason string, keep int) (*backup.Manifest, error) {
+	return a.backupWith(ctx, s, live, reason, keep, false)
+}
+
+// backupWith takes a backup; lenient records failed SQLite checks instead of failing.
+func (a *Applier) backupWith(ctx context.Context, s *config.Service, live *Container, reason string, keep int, lenient bool) (*backup.Manifest, error) {
 	if s.Backup == nil {
 		return nil, fmt.Errorf("service.%s has no backup block: add one naming the volumes to back up", s.Name)
 	}
@@ -53,7 +57,7 @@ func (a *Applier) takeBackup(ctx context.Context, s *config.Service, live *Conta
 	req := backup.Request{
 		Store: store, Source: a.Runtime, Project: a.Project.Name, Service: s.Name, Release: live.Release(),
 		Image: live.ImageRef(), ImageID: live.ImageID, ContainerID: live.ID, Consistency: s.Backup.Consistency,
-		Logs: s.Backup.Logs, Keep: keep, DeployerVersion: a.Version, Reason: reason, TempDir: a.TempDir,
+		Logs: s.Backup.Logs, Keep: keep, DeployerVersion: a.Version, Reason: reason, TempDir: a.TempDir, Lenient: lenient,
 		Progress: func(p backup.Progress) {
 			a.emit(Event{Type: EventProgress, Service: s.Name, Step: StepBackup, Detail: p.Volume + " " + p.Phase, Bytes: p.Bytes, Total: p.Total})
 		},
@@ -165,10 +169,10 @@ func (a *Applier) checkSQLite(ctx context.Context, s *config.Service, r *release
 // copyFile copies one file out of a container; found is false when it does not exist.
 func (a *Applier) copyFile(ctx context.Context, id, file, local string) (bool, error) {
 	rc, err := a.Runtime.CopyFrom(ctx, id, file)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
 	if err != nil {
-		if strings.Contains(err.Error(), "No such container:path") || strings.Contains(err.Error(), "not found") || strings.Contains(err.Error(), "no such file") {
-			return false, nil
-		}
 		return false, err
 	}
 	defer rc.Close()

@@ -88,7 +88,8 @@ func (a *Applier) Restore(ctx context.Context, service string, rp *RestorePlan) 
 	if live != nil {
 		// keep 0: pruning now could delete the very backup being restored.
 		if err := a.step(service, StepBackup, "back up the current data before replacing it", func() error {
-			safety, err = a.takeBackup(ctx, s, live, "before restoring "+m.ID, 0)
+			// The current data may be the damage being undone: a failed quick_check is recorded.
+			safety, err = a.backupWith(ctx, s, live, "before restoring "+m.ID, 0, true)
 			return err
 		}); err != nil {
 			return nil, fmt.Errorf("the current data could not be backed up, so nothing was restored: %w", err)

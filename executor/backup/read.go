@@ -173,7 +173,7 @@ func Verify(ctx context.Context, store Store, m *Manifest, tempDir string) error
 		}
 		var dbs []DB
 		for _, c := range m.SQLite {
-			if c.Volume == v.Name {
+			if c.Volume == v.Name && c.Result == "ok" { // a recorded failure stays what it was
 				dbs = append(dbs, DB{Name: c.Name, Volume: c.Volume, Path: c.Path})
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
@@ -141,10 +142,13 @@ func (s *S3) explain(what string, err error) error {
 		}
 		return fmt.Errorf("backup store %s: %s: %s: %s", where, what, ae.ErrorCode(), ae.ErrorMessage())
 	}
-	var ne net.Error
 	var oe *net.OpError
-	if errors.As(err, &oe) || errors.As(err, &ne) {
+	if errors.As(err, &oe) && oe.Op == "dial" {
 		return fmt.Errorf("backup store %s: %s: the endpoint does not answer (%v): check backup_store.endpoint and the network", where, what, rootCause(err))
+	}
+	var ne net.Error
+	if errors.As(err, &oe) || errors.As(err, &ne) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("backup store %s: %s: the connection was cut during the transfer (%v); nothing was kept at that key", where, what, rootCause(err))
 	}
 	return fmt.Errorf("backup store %s: %s: %w", where, what, err)
 }

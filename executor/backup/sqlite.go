@@ -33,13 +33,13 @@ func QuickCheck(ctx context.Context, path string) error {
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("quick_check failed: %v", err)
+		return fmt.Errorf("quick_check failed, the database is damaged: %v", err)
 	}
 	if len(problems) > 0 {
 		if len(problems) > 3 {
 			problems = append(problems[:3], fmt.Sprintf("and %d more", len(problems)-3))
 		}
-		return fmt.Errorf("quick_check found corruption: %s", strings.Join(problems, "; "))
+		return fmt.Errorf("quick_check failed, the database is damaged: %s", strings.Join(problems, "; "))
 	}
 	return nil
 }

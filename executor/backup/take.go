@@ -95,18 +95,21 @@ type DB struct {
 
 // Request is one backup to take.
 type Request struct {
-	Store           Store
-	Source          Source
-	Project         string
-	Service         string
-	Release         int
-	Image, ImageID  string
-	ContainerID     string
-	Volumes         []Volume
-	Consistency     string // pause or none
-	Logs            bool
-	SQLite          []DB
-	Keep            int // complete backups kept per service; 0 keeps all
+	Store          Store
+	Source         Source
+	Project        string
+	Service        string
+	Release        int
+	Image, ImageID string
+	ContainerID    string
+	Volumes        []Volume
+	Consistency    string // pause or none
+	Logs           bool
+	SQLite         []DB
+	Keep           int // complete backups kept per service; 0 keeps all
+	// Lenient records a failed quick_check in the manifest instead of failing the backup: for
+	// the backup of the current data before a restore, which may be the damage being undone.
+	Lenient         bool
 	DeployerVersion string
 	Reason          string
 	TempDir         string // for the spool of a paused copy; os.TempDir() when empty
@@ -199,8 +202,11 @@ func Take(ctx context.Context, req Request) (*Manifest, error) {
 		m.Volumes = append(m.Volumes, VolumeArchive{Name: v.Name, Target: v.Target, File: *f, Bytes: raw})
 		for _, db := range dbs {
 			res, err := checkExtracted(ctx, extract, db)
-			if err != nil {
+			if err != nil && !req.Lenient {
 				return nil, err
+			}
+			if err != nil {
+				res = "failed: " + err.Error()
 			}
 			m.SQLite = append(m.SQLite, DBCheck{Name: db.Name, Volume: db.Volume, Path: db.Path, Result: res})
 		}

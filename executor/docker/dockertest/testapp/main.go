@@ -11,11 +11,13 @@
 //	APP_VERSION=v2                          (returned by / and the X-App-Version header)
 //	APP_PORT=8080
 //
-// Run as `testapp exit N` it prints a line and exits with N, for hooks and one-off containers.
+// Run as `testapp exit N` it prints a line and exits with N, for hooks and one-off containers; as
+// `testapp seed PATH` it writes the SQLite file in APP_SEED_DB (base64) to PATH.
 package main
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"os"
@@ -27,6 +29,20 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 2 && os.Args[1] == "seed" {
+		// Write the database handed over in APP_SEED_DB (base64) to the path, as a seed script would.
+		db, err := base64.StdEncoding.DecodeString(os.Getenv("APP_SEED_DB"))
+		if err != nil || len(db) == 0 {
+			fmt.Fprintln(os.Stderr, "testapp seed: APP_SEED_DB holds no database")
+			os.Exit(2)
+		}
+		if err := os.WriteFile(os.Args[2], db, 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "testapp seed:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("testapp: seeded %s\n", os.Args[2])
+		return
+	}
 	if len(os.Args) > 2 && os.Args[1] == "exit" {
 		code, _ := strconv.Atoi(os.Args[2])
 		fmt.Printf("testapp: exiting with %d\n", code)
