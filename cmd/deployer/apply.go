@@ -61,7 +61,7 @@ func newApply(g *globals) *cobra.Command {
 					return nil
 				}
 				if !autoApprove {
-					if err := g.confirm(); err != nil {
+					if err := g.confirm("apply these changes"); err != nil {
 						return err
 					}
 				}
@@ -87,16 +87,16 @@ func isPlanFile(path string) bool {
 }
 
 // confirm asks for "yes" on a terminal; without one it refuses instead of hanging.
-func (g *globals) confirm() error {
+func (g *globals) confirm(what string) error {
 	f, ok := g.stdin.(*os.File)
 	if !ok || !term.IsTerminal(int(f.Fd())) {
-		fmt.Fprintln(g.stderr, "Error: apply needs confirmation, and there is no terminal to ask on: pass -auto-approve (as CI does) or apply a saved plan file.")
+		fmt.Fprintf(g.stderr, "Error: %s needs confirmation, and there is no terminal to ask on: pass -auto-approve (as CI does).\n", what)
 		return failed
 	}
-	fmt.Fprint(g.stdout, "\nDo you want to apply these changes? Only 'yes' is accepted: ")
+	fmt.Fprintf(g.stdout, "\nDo you want to %s? Only 'yes' is accepted: ", what)
 	line, _ := bufio.NewReader(g.stdin).ReadString('\n')
 	if strings.TrimSpace(line) != "yes" {
-		fmt.Fprintln(g.stdout, "Apply cancelled; nothing was changed.")
+		fmt.Fprintln(g.stdout, "Cancelled; nothing was changed.")
 		return failed
 	}
 	return nil

@@ -30,7 +30,7 @@ var (
 
 // deployerBin builds the deployer once for the tests that run it as a separate process (to kill
 // it, interrupt it, or run two at once).
-func deployerBin(t *testing.T) string {
+func deployerBin(t testing.TB) string {
 	t.Helper()
 	binOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "deployer-bin")
@@ -39,7 +39,9 @@ func deployerBin(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "deployer")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		build := exec.Command("go", "build", "-o", binPath, ".")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as releases are: restore's helper runs it FROM scratch
+		out, err := build.CombinedOutput()
 		if err != nil {
 			binErr = fmt.Errorf("%v: %s", err, out)
 		}
@@ -52,7 +54,7 @@ func deployerBin(t *testing.T) string {
 
 // cliRig is a configuration directory for the test app, deployed with the real binary.
 type cliRig struct {
-	t       *testing.T
+	t       testing.TB
 	eng     *docker.Engine
 	dir     string
 	project string
@@ -93,7 +95,7 @@ service "app" {
 }
 `
 
-func newCLIRig(t *testing.T) *cliRig {
+func newCLIRig(t testing.TB) *cliRig {
 	eng := dockertest.Engine(t)
 	r := &cliRig{t: t, eng: eng, dir: t.TempDir(), project: dockertest.Project(t, eng), port: dockertest.FreePort(t)}
 	image := dockertest.AppImage(t, eng)
@@ -284,7 +286,7 @@ func TestApplyCLIBehaviour(t *testing.T) {
 
 	// No terminal and no -auto-approve: refuse, do nothing.
 	out, code := r.run(nil, "apply")
-	if code != 1 || !strings.Contains(out, "pass -auto-approve") || r.containers() != "" {
+	if code != 1 || !strings.Contains(out, "apply these changes needs confirmation") || r.containers() != "" {
 		t.Fatalf("apply without a terminal: exit %d\n%s", code, out)
 	}
 

@@ -169,7 +169,7 @@ func newBackups(g *globals) *cobra.Command {
 				r.final(fmt.Sprintf("\nRestore backup %s (release %d, %s) of service.%s from %s into volumes %s.\n%s",
 					m.ID, m.Release, m.Created.Local().Format(time.DateTime), service, rp.Store, strings.Join(vols, ", "), rp.How))
 				if !autoApprove {
-					if err := g.confirm(); err != nil {
+					if err := g.confirm("restore this backup"); err != nil {
 						return fmt.Errorf("restore cancelled; nothing was changed")
 					}
 				}

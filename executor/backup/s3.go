@@ -57,7 +57,7 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
 	tm := transfermanager.New(client, func(o *transfermanager.Options) {
-		o.PartSizeBytes = 16 << 20
+		o.PartSizeBytes = 8 << 20 // memory: parts in flight x part size
 		o.Concurrency = 4
 	})
 	return &S3{cfg: cfg, client: client, tm: tm}, nil

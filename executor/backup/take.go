@@ -151,22 +151,36 @@ func Take(ctx context.Context, req Request) (*Manifest, error) {
 		total int64
 	}
 	sources := make([]source, len(req.Volumes))
+	// waitSpool returns once the copy out of the paused container has ended (and the container
+	// runs again), with its error.
+	waitSpool := func() error { return nil }
 	if req.Consistency == "pause" {
 		spool, err := os.MkdirTemp(req.TempDir, "deployer-backup-")
 		if err != nil {
 			return nil, fmt.Errorf("backup spool: %w", err)
 		}
 		defer os.RemoveAll(spool)
-		paused, err := pauseAndSpool(ctx, req, spool, progress)
-		m.PausedSeconds = paused.Seconds()
-		if err != nil {
-			return nil, err
-		}
+		files := make([]*spoolFile, len(req.Volumes))
 		for i := range req.Volumes {
-			p := filepath.Join(spool, strconv.Itoa(i)+".tar")
-			st, _ := os.Stat(p)
-			sources[i] = source{open: func() (io.ReadCloser, error) { return os.Open(p) }, total: st.Size()}
+			files[i] = newSpoolFile(filepath.Join(spool, strconv.Itoa(i)+".tar"))
+			sources[i] = source{open: files[i].reader}
 		}
+		// The copy out of the paused container runs beside compression and upload; an early
+		// failure of the upload cancels it, so the pause never outlives the backup.
+		sctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			paused, err := pauseAndSpool(sctx, req, files, progress)
+			m.PausedSeconds = paused.Seconds()
+			done <- err
+		}()
+		var once sync.Once
+		var spoolErr error
+		waitSpool = func() error {
+			once.Do(func() { spoolErr = <-done })
+			return spoolErr
+		}
+		defer func() { cancel(); waitSpool() }()
 	} else {
 		for i, v := range req.Volumes {
 			v := v
@@ -211,6 +225,9 @@ func Take(ctx context.Context, req Request) (*Manifest, error) {
 			m.SQLite = append(m.SQLite, DBCheck{Name: db.Name, Volume: db.Volume, Path: db.Path, Result: res})
 		}
 	}
+	if err := waitSpool(); err != nil {
+		return nil, err
+	}
 	if req.Logs {
 		rc, err := req.Source.LogStream(ctx, req.ContainerID)
 		if err != nil {
@@ -236,9 +253,16 @@ func Take(ctx context.Context, req Request) (*Manifest, error) {
 	return m, nil
 }
 
-// pauseAndSpool pauses the container, copies every volume to spool files, and unpauses it, on
-// every path. It returns how long the container was paused.
-func pauseAndSpool(ctx context.Context, req Request, spool string, progress func(Progress)) (time.Duration, error) {
+// pauseAndSpool pauses the container, copies every volume into its spool file, and unpauses it,
+// on every path. It returns how long the container was paused. Files not reached after an
+// error are failed, so that their readers stop.
+func pauseAndSpool(ctx context.Context, req Request, files []*spoolFile, progress func(Progress)) (d time.Duration, err error) {
+	next := 0
+	defer func() {
+		for ; next < len(files); next++ {
+			files[next].fail(fmt.Errorf("not copied: %v", err))
+		}
+	}()
 	if err := req.Source.Pause(ctx, req.ContainerID); err != nil {
 		return 0, fmt.Errorf("pause the live container: %w", err)
 	}
@@ -260,22 +284,14 @@ func pauseAndSpool(ctx context.Context, req Request, spool string, progress func
 		if err != nil {
 			return time.Since(start), fmt.Errorf("volume %s: read %s: %w", v.Name, v.Target, err)
 		}
-		f, err := os.Create(filepath.Join(spool, strconv.Itoa(i)+".tar"))
-		if err != nil {
-			rc.Close()
-			return time.Since(start), fmt.Errorf("backup spool: %w", err)
-		}
-		counted := &countingReader{r: rc, report: func(n int64) { progress(Progress{Volume: v.Name, Phase: "read", Bytes: n}) }}
-		_, err = io.Copy(f, counted)
+		next = i + 1
+		err = files[i].fill(rc, func(n int64) { progress(Progress{Volume: v.Name, Phase: "read", Bytes: n}) })
 		rc.Close()
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
 		if err != nil {
-			return time.Since(start), fmt.Errorf("volume %s: copy to the spool in %s: %w", v.Name, spool, err)
+			return time.Since(start), fmt.Errorf("volume %s: copy to the spool: %w", v.Name, err)
 		}
 	}
-	d := time.Since(start)
+	d = time.Since(start)
 	if err := unpause(); err != nil {
 		return d, fmt.Errorf("unpause the live container: %w", err)
 	}

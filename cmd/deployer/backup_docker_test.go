@@ -1,0 +1,66 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// The backup commands through the real binary: an on-demand backup, list (text and JSON),
+// verify, and a restore that refuses without confirmation and works with -auto-approve.
+func TestBackupCommands(t *testing.T) {
+	r := newCLIRig(t)
+	cfg, _ := os.ReadFile(filepath.Join(r.dir, "deployer.hcl"))
+	withBackup := strings.Replace(string(cfg), "  deploy {", "  backup {\n    volumes = [\""+r.project+"-data\"]\n    keep    = 2\n  }\n  deploy {", 1)
+	os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), []byte(withBackup), 0o644)
+
+	out, code := r.run(nil, "backup", "service.app")
+	if code != 1 || !strings.Contains(out, "has no live release to back up") {
+		t.Errorf("backup before any deploy: %d\n%s", code, out)
+	}
+	if out, code := r.run(nil, "apply", "-auto-approve"); code != 0 {
+		t.Fatalf("apply: %s", out)
+	}
+	out, code = r.run(nil, "backup", "service.app")
+	id := regexp.MustCompile(`backup (\S+-r1) of release 1 is complete`).FindStringSubmatch(out)
+	if code != 0 || id == nil {
+		t.Fatalf("backup: %d\n%s", code, out)
+	}
+	out, code = r.run(nil, "backups", "list", "service.app")
+	if code != 0 || !strings.Contains(out, id[1]) || !strings.Contains(out, "on demand") {
+		t.Errorf("list: %d\n%s", code, out)
+	}
+	out, _ = r.run(nil, "backups", "list", "service.app", "-json")
+	var listed struct {
+		Backups []struct{ ID string } `json:"backups"`
+	}
+	if err := json.Unmarshal([]byte(out), &listed); err != nil || len(listed.Backups) != 1 || listed.Backups[0].ID != id[1] {
+		t.Errorf("list -json: %v\n%s", err, out)
+	}
+	out, code = r.run(nil, "backups", "verify", "service.app", id[1])
+	if code != 0 || !strings.Contains(out, "is intact") {
+		t.Errorf("verify: %d\n%s", code, out)
+	}
+	out, code = r.run(nil, "backups", "restore", "service.app", id[1])
+	if code != 1 || !strings.Contains(out, "restore this backup needs confirmation") || !strings.Contains(out, "backed up first, then stopped") {
+		t.Errorf("restore without a terminal: %d\n%s", code, out)
+	}
+	out, code = r.run(nil, "backups", "restore", "service.app", id[1], "-auto-approve")
+	if code != 0 || !strings.Contains(out, "volumes restored from backup "+id[1]) || r.get("/") != "version=v1" {
+		t.Errorf("restore: %d\n%s", code, out)
+	}
+	// keep = 2: the backup taken before the restore plus the one restored; a third prunes the oldest.
+	r.run(nil, "backup", "service.app")
+	out, _ = r.run(nil, "backups", "list", "service.app", "-json")
+	json.Unmarshal([]byte(out), &listed)
+	if len(listed.Backups) != 2 {
+		t.Errorf("keep 2: %d backups", len(listed.Backups))
+	}
+	out, code = r.run(nil, "backups", "verify", "service.app", "2001")
+	if code != 1 || !strings.Contains(out, `no backup "2001"`) {
+		t.Errorf("verify of an unknown backup: %d\n%s", code, out)
+	}
+}

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"archive/tar"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	_ "modernc.org/sqlite"
+
+	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/backup"
+	"github.com/deployer-dev/deployer/executor/backup/s3test"
+)
+
+// fillVolume streams a tar of one file of n pseudo-random bytes (incompressible: the worst case
+// for size and the best for honesty) into the live container's /data.
+func fillVolume(b *testing.B, r *cliRig, name string, n int64) {
+	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	pr, pw := io.Pipe()
+	go func() {
+		tw := tar.NewWriter(pw)
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: n})
+		src := rand.NewChaCha8([32]byte{1})
+		_, err := io.CopyN(tw, src, n)
+		if err == nil {
+			err = tw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	if err := r.eng.CopyTo(context.Background(), obs.Services["app"].Live.ID, "/data", pr); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// benchRig deploys the app with a backup block to the given store.
+func benchRig(b *testing.B, storeHCL string, env []string) *cliRig {
+	r := newCLIRig(b)
+	cfg, _ := os.ReadFile(filepath.Join(r.dir, "deployer.hcl"))
+	s := strings.Replace(string(cfg), "  deploy {", "  backup {\n    store   = backup_store.bench\n    volumes = [\""+r.project+"-data\"]\n    keep    = 1\n  }\n  deploy {", 1)
+	s += storeHCL
+	os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), []byte(s), 0o644)
+	if out, code := r.run(env, "apply", "-auto-approve"); code != 0 {
+		b.Fatalf("apply: %s", out)
+	}
+	return r
+}
+
+// BenchmarkBackup takes on-demand backups with the real binary and reports throughput, the
+// process's peak memory, and the pause of the live container.
+func BenchmarkBackup(b *testing.B) {
+	s3env := s3Env(b)
+	for _, store := range []string{"local", "s3"} {
+		for _, size := range []int64{100 << 20, 1 << 30} {
+			b.Run(fmt.Sprintf("store=%s/size=%dMiB", store, size>>20), func(b *testing.B) {
+				hcl := fmt.Sprintf("\nbackup_store \"bench\" {\n  kind      = \"local\"\n  directory = %q\n}\n", b.TempDir())
+				var env []string
+				if store == "s3" {
+					cfg := s3test.Config(b)
+					hcl = fmt.Sprintf("\nbackup_store \"bench\" {\n  kind       = \"s3\"\n  bucket     = %q\n  endpoint   = %q\n  path_style = true\n}\n", cfg.Bucket, cfg.Endpoint)
+					env = s3env
+				}
+				r := benchRig(b, hcl, env)
+				fillVolume(b, r, "big.bin", size)
+				var wall time.Duration
+				var peak int64
+				var paused float64
+				b.SetBytes(size)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					start := time.Now()
+					cmd := exec.Command(deployerBin(b), "backup", "service.app")
+					cmd.Dir, cmd.Env = r.dir, append(os.Environ(), env...)
+					if out, err := cmd.CombinedOutput(); err != nil {
+						b.Fatalf("%v: %s", err, out)
+					}
+					wall += time.Since(start)
+					if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+						peak = max(peak, ru.Maxrss*1024)
+					}
+				}
+				b.StopTimer()
+				out, _ := r.run(env, "backups", "list", "service.app", "-json")
+				var l struct{ Backups []backup.Manifest }
+				json.Unmarshal([]byte(out), &l)
+				if len(l.Backups) > 0 {
+					paused = l.Backups[0].PausedSeconds
+				}
+				b.ReportMetric(float64(size)/(1<<20)/(wall.Seconds()/float64(b.N)), "MiB/s")
+				b.ReportMetric(float64(peak)/(1<<20), "peak-RSS-MiB")
+				b.ReportMetric(paused, "paused-s")
+			})
+		}
+	}
+}
+
+// BenchmarkPlainCopy is the baseline: the engine's copy stream of the same volume piped straight
+// to a plain upload (S3) or file (local), with no compression, checksum or check.
+func BenchmarkPlainCopy(b *testing.B) {
+	s3env := s3Env(b)
+	for _, store := range []string{"local", "s3"} {
+		b.Run("store="+store+"/size=1024MiB", func(b *testing.B) {
+			const size = 1 << 30
+			hcl := fmt.Sprintf("\nbackup_store \"bench\" {\n  kind      = \"local\"\n  directory = %q\n}\n", b.TempDir())
+			var st backup.Store = &backup.Local{Dir: b.TempDir()}
+			if store == "s3" {
+				for _, kv := range s3env {
+					k, v, _ := strings.Cut(kv, "=")
+					b.Setenv(k, v)
+				}
+				st = s3test.Store(b, "plain/")
+			}
+			r := benchRig(b, hcl, nil)
+			fillVolume(b, r, "big.bin", size)
+			obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+			b.SetBytes(size)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				rc, err := r.eng.CopyFrom(context.Background(), obs.Services["app"].Live.ID, "/data")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := st.Put(context.Background(), fmt.Sprintf("plain-%d.tar", i), rc); err != nil {
+					b.Fatal(err)
+				}
+				rc.Close()
+			}
+		})
+	}
+}
+
+// BenchmarkSQLitePause measures how long a backup with consistency = "pause" pauses the live
+// release whose volume holds a 100 MB SQLite database.
+func BenchmarkSQLitePause(b *testing.B) {
+	hcl := fmt.Sprintf("\nbackup_store \"bench\" {\n  kind      = \"local\"\n  directory = %q\n}\n", b.TempDir())
+	r := benchRig(b, hcl, nil)
+	db := filepath.Join(b.TempDir(), "app.db")
+	conn, err := sql.Open("sqlite", db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	conn.Exec("PRAGMA journal_mode=WAL")
+	conn.Exec("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)")
+	tx, _ := conn.Begin()
+	row := make([]byte, 4000)
+	for i := 0; i < 25000; i++ {
+		rand.NewChaCha8([32]byte{byte(i)}).Read(row)
+		tx.Exec("INSERT INTO t (body) VALUES (?)", row)
+	}
+	tx.Commit()
+	conn.Close()
+	data, _ := os.ReadFile(db)
+	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	pr, pw := io.Pipe()
+	go func() {
+		tw := tar.NewWriter(pw)
+		tw.WriteHeader(&tar.Header{Name: "app.db", Mode: 0o644, Size: int64(len(data))})
+		tw.Write(data)
+		pw.CloseWithError(tw.Close())
+	}()
+	if err := r.eng.CopyTo(context.Background(), obs.Services["app"].Live.ID, "/data", pr); err != nil {
+		b.Fatal(err)
+	}
+	cfg, _ := os.ReadFile(filepath.Join(r.dir, "deployer.hcl"))
+	withDB := strings.Replace(string(cfg), "  deploy {", "  sqlite \"main\" {\n    volume = \""+r.project+"-data\"\n    path   = \"app.db\"\n  }\n  deploy {", 1)
+	os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), []byte(withDB), 0o644)
+	var paused float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if out, code := r.run(nil, "backup", "service.app"); code != 0 {
+			b.Fatal(out)
+		}
+		out, _ := r.run(nil, "backups", "list", "service.app", "-json")
+		var l struct{ Backups []backup.Manifest }
+		json.Unmarshal([]byte(out), &l)
+		if len(l.Backups) == 0 || len(l.Backups[0].SQLite) != 1 || l.Backups[0].SQLite[0].Result != "ok" {
+			b.Fatalf("manifest: %s", out)
+		}
+		paused = max(paused, l.Backups[0].PausedSeconds)
+	}
+	b.ReportMetric(float64(len(data))/(1<<20), "db-MiB")
+	b.ReportMetric(paused, "max-paused-s")
+}
+
+func s3Env(b *testing.B) []string {
+	if os.Getenv(s3test.EnvEndpoint) == "" {
+		b.Skip("no S3 server: set " + s3test.EnvEndpoint)
+	}
+	return []string{"AWS_ACCESS_KEY_ID=" + os.Getenv(s3test.EnvAccessKey), "AWS_SECRET_ACCESS_KEY=" + os.Getenv(s3test.EnvSecretKey), "AWS_REGION=us-east-1"}
+}
