@@ -98,6 +98,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *global
 		newBackup(g),
 		newBackups(g),
 		newInternal(g),
+		newProxy(g),
 		newVersion(g),
 	)
 	return root, g

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/deployer-dev/deployer/executor/proxy"
+)
+
+// newProxy is what runs inside the proxy container (built FROM scratch from this binary).
+func newProxy(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "proxy", Short: "The zero-downtime proxy (runs in its own container)"}
+	var socket string
+	var grace time.Duration
+	serve := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the proxy; the deployer configures it through its control socket",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			fmt.Fprintf(g.stdout, "deployer proxy %s: control on %s\n", versionString(), socket)
+			return proxy.NewServer().Serve(ctx, socket, grace)
+		},
+	}
+	serve.Flags().StringVar(&socket, "socket", proxy.SocketPath, "the control socket")
+	serve.Flags().DurationVar(&grace, "grace", 30*time.Second, "how long requests in flight may finish when the proxy stops")
+	ctl := &cobra.Command{
+		Use:    "ctl JSON",
+		Short:  "Send one control request to the proxy (the deployer runs it with docker exec)",
+		Args:   cobra.ExactArgs(1),
+		Hidden: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req, err := proxy.ParseRequest(args[0])
+			if err != nil {
+				return fmt.Errorf("control request: %w", err)
+			}
+			resp, err := proxy.Ctl(socket, req)
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(g.stdout).Encode(resp)
+		},
+	}
+	ctl.Flags().StringVar(&socket, "socket", proxy.SocketPath, "the control socket")
+	cmd.AddCommand(serve, ctl)
+	return cmd
+}

@@ -1,0 +1,177 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+// SocketPath is where the proxy listens for control inside its container.
+const SocketPath = "/run/deployer-proxy.sock"
+
+// Request is one control command.
+type Request struct {
+	Op      string        `json:"op"` // set, drain, remove, status, probe, ping, stop
+	Route   *Route        `json:"route,omitempty"`
+	Name    string        `json:"name,omitempty"`
+	Backend string        `json:"backend,omitempty"`
+	Timeout time.Duration `json:"timeout,omitempty"`
+	URL     string        `json:"url,omitempty"`
+}
+
+// Response answers a Request.
+type Response struct {
+	OK       bool          `json:"ok"`
+	Error    string        `json:"error,omitempty"`
+	Previous string        `json:"previous,omitempty"`
+	Cut      int           `json:"cut,omitempty"`
+	Routes   []RouteStatus `json:"routes,omitempty"`
+	Status   int           `json:"status,omitempty"` // probe
+	Body     string        `json:"body,omitempty"`   // probe
+}
+
+// Serve runs the proxy until ctx ends or a stop command arrives, then stops accepting and lets
+// what is in flight finish for up to grace.
+func (s *Server) Serve(ctx context.Context, socket string, grace time.Duration) error {
+	os.Remove(socket)
+	ln, err := net.Listen("unix", socket)
+	if err != nil {
+		return fmt.Errorf("control socket %s: %w", socket, err)
+	}
+	defer ln.Close()
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			break
+		}
+		go func() {
+			defer c.Close()
+			var req Request
+			if err := json.NewDecoder(bufio.NewReader(c)).Decode(&req); err != nil {
+				json.NewEncoder(c).Encode(Response{Error: "bad request: " + err.Error()})
+				return
+			}
+			resp := s.handle(ctx, req)
+			json.NewEncoder(c).Encode(resp)
+			if req.Op == "stop" {
+				stop()
+			}
+		}()
+	}
+	s.Close()
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		busy := int64(0)
+		for _, r := range s.Status() {
+			busy += r.InFlight
+		}
+		if busy == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+func (s *Server) handle(ctx context.Context, req Request) Response {
+	switch req.Op {
+	case "ping", "stop":
+		return Response{OK: true}
+	case "status":
+		return Response{OK: true, Routes: s.Status()}
+	case "set":
+		if req.Route == nil {
+			return Response{Error: "set needs a route"}
+		}
+		prev, err := s.Set(*req.Route)
+		if err != nil {
+			return Response{Error: err.Error()}
+		}
+		return Response{OK: true, Previous: prev}
+	case "drain":
+		n, err := s.Drain(ctx, req.Name, req.Backend, req.Timeout)
+		if err != nil {
+			return Response{Error: err.Error()}
+		}
+		return Response{OK: true, Cut: n}
+	case "remove":
+		s.Remove(req.Name)
+		return Response{OK: true}
+	case "probe":
+		return probe(ctx, req.URL, req.Timeout)
+	}
+	return Response{Error: fmt.Sprintf("unknown op %q", req.Op)}
+}
+
+var probeClient = &http.Client{
+	Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+// probe runs one HTTP GET from inside the proxy's network, for health checks.
+func probe(ctx context.Context, url string, timeout time.Duration) Response {
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return Response{Error: err.Error()}
+	}
+	req.Header.Set("User-Agent", "deployer-probe")
+	resp, err := probeClient.Do(req)
+	if err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return Response{OK: true, Error: fmt.Sprintf("no answer within %s", timeout)}
+		}
+		var ue interface{ Unwrap() error }
+		if errors.As(err, &ue) && ue.Unwrap() != nil {
+			err = ue.Unwrap()
+		}
+		return Response{OK: true, Error: err.Error()}
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	return Response{OK: true, Status: resp.StatusCode, Body: string(b)}
+}
+
+// Ctl sends one request to the proxy's control socket and returns its answer.
+func Ctl(socket string, req Request) (*Response, error) {
+	c, err := net.DialTimeout("unix", socket, 5*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("the proxy does not answer on %s: %w", socket, err)
+	}
+	defer c.Close()
+	if err := json.NewEncoder(c).Encode(req); err != nil {
+		return nil, err
+	}
+	var resp Response
+	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+		return nil, fmt.Errorf("the proxy's answer: %w", err)
+	}
+	return &resp, nil
+}
+
+// ParseRequest reads a request given on the command line as JSON.
+func ParseRequest(s string) (Request, error) {
+	var req Request
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(&req)
+	return req, err
+}

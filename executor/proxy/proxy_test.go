@@ -1,0 +1,338 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// release is a backend that names itself in every answer.
+func release(t *testing.T, name string) *httptest.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if d, err := time.ParseDuration(r.URL.Query().Get("sleep")); err == nil {
+			select {
+			case <-time.After(d):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		w.Header().Set("X-Release", name)
+		fmt.Fprintf(w, "%s xff=%s proto=%s host=%s fhost=%s", name, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto"), r.Host, r.Header.Get("X-Forwarded-Host"))
+	})
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s got %d bytes", name, len(b))
+	})
+	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i < 3; i++ {
+			fmt.Fprintf(w, "chunk %d\n", i)
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" {
+			http.Error(w, "upgrade required", 426)
+			return
+		}
+		c, rw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		rw.Flush()
+		for { // echo lines, prefixed with the release
+			line, err := rw.ReadString('\n')
+			if err != nil {
+				return
+			}
+			rw.WriteString(name + ": " + line)
+			rw.Flush()
+		}
+	})
+	s := httptest.NewServer(mux)
+	t.Cleanup(s.Close)
+	return s
+}
+
+func addr(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func get(t *testing.T, c *http.Client, url string) (string, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.Header.Get("X-Release"), string(b)
+}
+
+func TestSwitchAndHTTPSemantics(t *testing.T) {
+	blue, green := release(t, "blue"), release(t, "green")
+	s := NewServer()
+	listen := freeAddr(t)
+	if _, err := s.Set(Route{Name: "web", Listen: listen, Backend: addr(blue)}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := &http.Client{Timeout: 5 * time.Second}
+	url := "http://" + listen
+	who, body := get(t, c, url+"/")
+	if who != "blue" || !strings.Contains(body, "xff=127.0.0.1") || !strings.Contains(body, "proto=http") || !strings.Contains(body, "host="+listen) || !strings.Contains(body, "fhost="+listen) {
+		t.Errorf("through the proxy: %s %q", who, body)
+	}
+	// A request body arrives whole.
+	resp, err := c.Post(url+"/echo", "application/octet-stream", strings.NewReader(strings.Repeat("x", 1<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "blue got 1048576 bytes" {
+		t.Errorf("body: %q", b)
+	}
+	// Streaming: the first chunk arrives before the last is written.
+	resp, err = c.Get(url + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	line, _ := bufio.NewReader(resp.Body).ReadString('\n')
+	if line != "chunk 0\n" || time.Since(start) > 150*time.Millisecond {
+		t.Errorf("streaming: %q after %s", line, time.Since(start))
+	}
+	resp.Body.Close()
+	// Keep-alive: the same client connection serves both releases across a switch.
+	prev, err := s.Set(Route{Name: "web", Listen: listen, Backend: addr(green)})
+	if err != nil || prev != addr(blue) {
+		t.Fatalf("switch: %q %v", prev, err)
+	}
+	if who, _ := get(t, c, url+"/"); who != "green" {
+		t.Errorf("after the switch: %s", who)
+	}
+	st := s.Status()
+	if len(st) != 1 || st[0].Backend != addr(green) || st[0].Previous != addr(blue) || st[0].Requests < 4 {
+		t.Errorf("status: %+v", st)
+	}
+}
+
+// In-flight requests on the old release finish during the drain; those longer than the drain
+// are cut at its deadline and counted.
+func TestDrain(t *testing.T) {
+	blue, green := release(t, "blue"), release(t, "green")
+	s := NewServer()
+	listen := freeAddr(t)
+	s.Set(Route{Name: "web", Listen: listen, Backend: addr(blue)})
+	defer s.Close()
+	url := "http://" + listen
+	var wg sync.WaitGroup
+	results := make([]string, 2)
+	for i, d := range []string{"300ms", "5s"} {
+		wg.Add(1)
+		go func(i int, d string) {
+			defer wg.Done()
+			resp, err := http.Get(url + "/?sleep=" + d)
+			if err != nil {
+				results[i] = "error"
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			results[i] = fmt.Sprintf("%d %s", resp.StatusCode, strings.Fields(string(b)+" x")[0])
+		}(i, d)
+	}
+	time.Sleep(100 * time.Millisecond)
+	s.Set(Route{Name: "web", Listen: listen, Backend: addr(green)})
+	if who, _ := get(t, http.DefaultClient, url+"/"); who != "green" {
+		t.Errorf("a new request during the drain went to %s", who)
+	}
+	start := time.Now()
+	cut, err := s.Drain(context.Background(), "web", addr(blue), 1*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if cut != 1 {
+		t.Errorf("cut %d, want 1 (the 5 s request)", cut)
+	}
+	if d := time.Since(start); d < 900*time.Millisecond || d > 2*time.Second {
+		t.Errorf("drain took %s, want about 1 s", d)
+	}
+	if results[0] != "200 blue" {
+		t.Errorf("the 300 ms request on the old release: %q", results[0])
+	}
+	if results[1] == "200 blue" {
+		t.Errorf("the 5 s request was not cut: %q", results[1])
+	}
+}
+
+// A WebSocket connection stays on the release it opened on and is closed at the drain deadline.
+func TestWebSocket(t *testing.T) {
+	blue, green := release(t, "blue"), release(t, "green")
+	s := NewServer()
+	listen := freeAddr(t)
+	s.Set(Route{Name: "web", Listen: listen, Backend: addr(blue)})
+	defer s.Close()
+	c, err := net.Dial("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: app\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	br := bufio.NewReader(c)
+	status, _ := br.ReadString('\n')
+	if !strings.Contains(status, "101") {
+		t.Fatalf("upgrade: %q", status)
+	}
+	for line, _ := br.ReadString('\n'); line != "\r\n"; line, _ = br.ReadString('\n') {
+	}
+	fmt.Fprintf(c, "hello\n")
+	if line, _ := br.ReadString('\n'); line != "blue: hello\n" {
+		t.Errorf("echo: %q", line)
+	}
+	s.Set(Route{Name: "web", Listen: listen, Backend: addr(green)})
+	fmt.Fprintf(c, "still there\n")
+	if line, _ := br.ReadString('\n'); line != "blue: still there\n" {
+		t.Errorf("after the switch, the open connection: %q", line)
+	}
+	cut, _ := s.Drain(context.Background(), "web", addr(blue), 300*time.Millisecond)
+	if cut != 1 {
+		t.Errorf("cut %d, want the WebSocket connection", cut)
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := br.ReadString('\n'); err == nil {
+		t.Error("the connection is still open after the drain deadline")
+	}
+}
+
+// A release that cannot be reached right after a switch: requests fail back to the previous
+// release at once, and the route says so.
+func TestFailBack(t *testing.T) {
+	blue := release(t, "blue")
+	dead := freeAddr(t) // nothing listens there
+	s := NewServer()
+	listen := freeAddr(t)
+	s.Set(Route{Name: "web", Listen: listen, Backend: addr(blue)})
+	defer s.Close()
+	s.Set(Route{Name: "web", Listen: listen, Backend: dead})
+	for i := 0; i < 5; i++ {
+		resp, err := http.Post("http://"+listen+"/echo", "text/plain", strings.NewReader("payload"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "blue got 7 bytes" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, b)
+		}
+	}
+	st := s.Status()[0]
+	if !st.FailedOver || st.Backend != addr(blue) {
+		t.Errorf("status: %+v", st)
+	}
+}
+
+func TestTCPRoute(t *testing.T) {
+	echo := func(name string) string {
+		l, _ := net.Listen("tcp", "127.0.0.1:0")
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					line, _ := bufio.NewReader(c).ReadString('\n')
+					fmt.Fprintf(c, "%s %s", name, line)
+				}()
+			}
+		}()
+		return l.Addr().String()
+	}
+	a, b := echo("a"), echo("b")
+	s := NewServer()
+	listen := freeAddr(t)
+	if _, err := s.Set(Route{Name: "db", Listen: listen, Protocol: "tcp", Backend: a}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ask := func() string {
+		c, err := net.Dial("tcp", listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "ping\n")
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		return line
+	}
+	if got := ask(); got != "a ping\n" {
+		t.Errorf("%q", got)
+	}
+	s.Set(Route{Name: "db", Listen: listen, Protocol: "tcp", Backend: b})
+	if got := ask(); got != "b ping\n" {
+		t.Errorf("after the switch: %q", got)
+	}
+}
+
+// The control socket carries the same operations.
+func TestControlSocket(t *testing.T) {
+	blue := release(t, "blue")
+	s := NewServer()
+	sock := t.TempDir() + "/ctl.sock"
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Serve(ctx, sock, time.Second) }()
+	var resp *Response
+	var err error
+	for i := 0; i < 50; i++ {
+		if resp, err = Ctl(sock, Request{Op: "ping"}); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil || !resp.OK {
+		t.Fatalf("ping: %v %+v", err, resp)
+	}
+	listen := freeAddr(t)
+	if resp, _ = Ctl(sock, Request{Op: "set", Route: &Route{Name: "web", Listen: listen, Backend: addr(blue)}}); !resp.OK {
+		t.Fatalf("set: %+v", resp)
+	}
+	resp, _ = Ctl(sock, Request{Op: "probe", URL: "http://" + listen + "/", Timeout: time.Second})
+	if resp.Status != 200 || !strings.HasPrefix(resp.Body, "blue") {
+		t.Errorf("probe: %+v", resp)
+	}
+	resp, _ = Ctl(sock, Request{Op: "probe", URL: "http://" + freeAddr(t) + "/", Timeout: time.Second})
+	if resp.Error == "" {
+		t.Errorf("probe of nothing: %+v", resp)
+	}
+	if resp, _ = Ctl(sock, Request{Op: "status"}); len(resp.Routes) != 1 || resp.Routes[0].Requests != 1 {
+		t.Errorf("status: %+v", resp)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
+}
