@@ -42,7 +42,8 @@ type Applier struct {
 	// tests use it to stop the deployer at every step. Empty in normal use.
 	KillAt string
 
-	red *redactor
+	red     *redactor
+	proxyID string // the project's proxy, once ensured during this run
 }
 
 // ServiceOutcome is what apply did to one service.
@@ -150,6 +151,12 @@ func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 	if err != nil {
 		return out, err
 	}
+	if a.anyProxied() && (obs.Proxy != nil || hasLive(obs)) {
+		// Restores a proxy that was killed, and the routes it had.
+		if err := a.ensureProxy(ctx); err != nil {
+			return out, err
+		}
+	}
 	// A leftover candidate is removed first: the name is needed, and it was never live.
 	for _, name := range obs.ServiceNames() {
 		for _, c := range obs.Services[name].Candidates {
@@ -160,11 +167,12 @@ func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 		}
 	}
 	for _, ch := range plan.Changes {
+		// Releases an interrupted cutover set aside become previous releases first.
+		if st := obs.Services[ch.Service]; st != nil && len(st.Others) > 0 && ch.Action != ActionDelete {
+			a.tidy(ctx, a.Project.Service(ch.Service), st)
+			st.Others = nil
+		}
 		if ch.Action == ActionNone {
-			if st := obs.Services[ch.Service]; st != nil && len(st.Others) > 0 {
-				s := a.Project.Service(ch.Service)
-				a.tidy(ctx, s, st)
-			}
 			continue
 		}
 		so := &ServiceOutcome{Service: ch.Service, Action: ch.Action}
@@ -213,6 +221,7 @@ type release struct {
 	volumes []VolumeMount
 	ports   []*config.Port
 	labels  map[string]string
+	network string
 }
 
 func (a *Applier) labels(s *config.Service, role string, number int, doc map[string]string, imageID, contextHash string) map[string]string {
@@ -220,7 +229,7 @@ func (a *Applier) labels(s *config.Service, role string, number int, doc map[str
 	l := map[string]string{
 		LabelProject: a.Project.Name, LabelService: s.Name, LabelRole: role, LabelRelease: strconv.Itoa(number),
 		LabelSpecDoc: string(raw), LabelSpec: SpecHash(doc, imageID), LabelCreatedAt: time.Now().UTC().Format(time.RFC3339),
-		LabelImage: s.Image,
+		LabelImage: s.Image, LabelLiveName: s.ContainerName,
 	}
 	if contextHash != "" {
 		l[LabelContextHash] = contextHash
@@ -241,7 +250,7 @@ func withRole(labels map[string]string, role string) map[string]string {
 }
 
 func (r *release) spec(name, role string, candidate bool) ContainerSpec {
-	cs := ContainerSpec{Name: name, Image: r.imageID, Cmd: r.cmd, Env: r.env, Volumes: r.volumes, Labels: withRole(r.labels, role)}
+	cs := ContainerSpec{Name: name, Image: r.imageID, Cmd: r.cmd, Env: r.env, Volumes: r.volumes, Labels: withRole(r.labels, role), Network: r.network}
 	for _, p := range r.ports {
 		if candidate {
 			cs.Ports = append(cs.Ports, PortBinding{Container: p.Container, HostIP: "127.0.0.1", HostPort: p.Candidate})
@@ -271,7 +280,15 @@ func (a *Applier) deploy(ctx context.Context, s *config.Service, ch *Change, st 
 			return fail(err)
 		}
 	}
-	r := &release{number: ch.NextRelease, image: s.Image, cmd: s.Command, env: s.Env, ports: s.Ports}
+	if err := a.Runtime.EnsureNetwork(ctx, NetworkName(a.Project.Name), map[string]string{LabelProject: a.Project.Name}); err != nil {
+		return fail(err)
+	}
+	if proxied(s) {
+		if err := a.ensureProxy(ctx); err != nil {
+			return fail(err)
+		}
+	}
+	r := &release{number: ch.NextRelease, image: s.Image, cmd: s.Command, env: s.Env, ports: s.Ports, network: NetworkName(a.Project.Name)}
 	for _, v := range s.Volumes {
 		r.volumes = append(r.volumes, VolumeMount{Name: v.Name, Target: v.Target})
 	}
@@ -314,9 +331,6 @@ func (a *Applier) deploy(ctx context.Context, s *config.Service, ch *Change, st 
 		removeCandidate()
 		return fail(fmt.Errorf("interrupted before cutover; release %s", a.stillServing(st)))
 	}
-	// The candidate shares the volumes: stop it before the new live release starts, so that one
-	// copy of the new release writes to them.
-	a.Runtime.StopContainer(context.WithoutCancel(ctx), cand.ID, s.Deploy.StopTimeout)
 	var old *ContainerState
 	if st.Live != nil {
 		old, err = a.Runtime.Inspect(ctx, st.Live.ID)
@@ -325,26 +339,77 @@ func (a *Applier) deploy(ctx context.Context, s *config.Service, ch *Change, st 
 			return fail(err)
 		}
 	}
-	liveID, err := a.cutover(context.WithoutCancel(ctx), s, r, old, ch)
-	if err != nil {
-		removeCandidate()
-		return fail(err)
+	if err := a.switchAndVerify(ctx, s, r, old, cand, ch, so, fail); err != nil {
+		return err
+	}
+	a.notify(ctx, "succeeded", s, notify.Notice{Release: r.number, LiveRelease: r.number, Image: s.Image + " (" + short(r.imageID) + ")"})
+	return nil
+}
+
+// switchAndVerify cuts over to the candidate's release, verifies it, and either rolls back
+// (auto_rollback) or retires the old release. It is the same for a deploy and a rollback.
+func (a *Applier) switchAndVerify(ctx context.Context, s *config.Service, r *release, old, cand *ContainerState, ch *Change, so *ServiceOutcome, fail func(error) error) error {
+	wctx := context.WithoutCancel(ctx) // once the switch starts, it finishes
+	removeCandidate := func() { a.Runtime.RemoveContainer(wctx, cand.ID) }
+	var liveID string
+	if proxied(s) {
+		if err := a.proxyCutover(wctx, s, r, old, cand, ch); err != nil {
+			if old != nil {
+				a.setRoutes(wctx, s, old)
+			}
+			removeCandidate()
+			return fail(fmt.Errorf("cutover to release %d: %w; release %s", r.number, err, a.stillServingOld(old)))
+		}
+		liveID = cand.ID
+	} else {
+		// The candidate shares the volumes: stop it before the new live release starts, so
+		// that one copy of the new release writes to them.
+		a.Runtime.StopContainer(wctx, cand.ID, s.Deploy.StopTimeout)
+		id, err := a.cutover(wctx, s, r, old, ch)
+		if err != nil {
+			removeCandidate()
+			return fail(err)
+		}
+		liveID = id
 	}
 	so.Release = r.number
-	if err := a.verify(ctx, s, liveID); err != nil {
-		removeCandidate()
+	verify := a.verify
+	if proxied(s) {
+		verify = a.proxyVerify
+	}
+	if err := verify(ctx, s, liveID); err != nil {
 		if old == nil || !s.Deploy.AutoRollback {
+			if !proxied(s) {
+				removeCandidate()
+			}
 			so.Release = 0
 			return fail(fmt.Errorf("release %d is live but failed verification: %w", r.number, err))
 		}
-		return a.rollbackAfterCutover(context.WithoutCancel(ctx), s, r, liveID, old, so, err)
+		if !proxied(s) {
+			removeCandidate()
+		}
+		return a.rollbackAfterCutover(wctx, s, r, liveID, old, so, err)
 	}
-	a.step(svc, StepCleanup, fmt.Sprintf("remove the candidate, keep %s", plural(s.Deploy.KeepReleases, "previous release")), func() error {
-		removeCandidate()
-		return a.retire(context.WithoutCancel(ctx), s, old)
+	return a.step(s.Name, StepCleanup, fmt.Sprintf("retire the old release, keep %s", plural(s.Deploy.KeepReleases, "previous release")), func() error {
+		if proxied(s) {
+			if old != nil {
+				if err := a.drain(wctx, s, old); err != nil {
+					a.warn(s.Name, "drain: %v", err)
+				}
+				a.Runtime.StopContainer(wctx, old.ID, s.Deploy.StopTimeout)
+			}
+		} else {
+			removeCandidate()
+		}
+		return a.retire(wctx, s, old)
 	})
-	a.notify(ctx, "succeeded", s, notify.Notice{Release: r.number, LiveRelease: r.number, Image: s.Image + " (" + short(r.imageID) + ")"})
-	return nil
+}
+
+func (a *Applier) stillServingOld(old *ContainerState) string {
+	if old == nil {
+		return "nothing was live before; nothing is live now"
+	}
+	return fmt.Sprintf("%s (%s) is still live", old.Spec.Labels[LabelRelease], old.Name)
 }
 
 // stillServing says what runs after a failure before cutover.
@@ -480,19 +545,19 @@ func (a *Applier) checks(ctx context.Context, s *config.Service, r *release, can
 	}
 	port := s.HTTPPort()
 	if h := s.HealthCheck; h != nil && port != nil {
-		url := fmt.Sprintf("http://%s:%d%s", a.probeHost(), cand.Ports[port.Container], h.Path)
+		url := a.candidateURL(s, cand, port, h.Path)
 		if err := a.step(svc, StepHealth, "GET "+url, func() error {
 			c := probe.Check{URL: url, Status: h.Status, Timeout: h.Timeout}
-			return probe.Until(ctx, c, h.Interval, h.Healthy, h.Deadline, alive)
+			return probe.UntilWith(ctx, a.getter(s), c, h.Interval, h.Healthy, h.Deadline, alive)
 		}); err != nil {
 			return fmt.Errorf("candidate %q: health check GET %s: %w", cand.Name, h.Path, err)
 		}
 	}
 	for _, c := range s.Canaries {
-		url := fmt.Sprintf("http://%s:%d%s", a.probeHost(), cand.Ports[port.Container], c.Path)
+		url := a.candidateURL(s, cand, port, c.Path)
 		check := probe.Check{URL: url, Status: c.Status, BodyContains: c.BodyContains, Timeout: 10 * time.Second}
 		if err := a.step(svc, StepCanary+"."+c.Name, "GET "+url, func() error {
-			if res := probe.Get(ctx, check); !check.OK(res) {
+			if res := a.getter(s)(ctx, check); !check.OK(res) {
 				return errors.New(check.Describe(res))
 			}
 			return nil
@@ -526,11 +591,15 @@ func (a *Applier) alive(ctx context.Context, c *ContainerState) error {
 	if err != nil {
 		return err
 	}
-	if st.Running {
+	if st.Running && st.Restarts == 0 {
 		return nil
 	}
 	logs, _ := a.Runtime.Logs(context.WithoutCancel(ctx), c.ID, logLines)
 	why := fmt.Sprintf("exited with code %d", st.ExitCode)
+	if st.Running {
+		// The engine's restart policy brought it back; a crash is a failure all the same.
+		why = fmt.Sprintf("crashed and was restarted by the engine (%s, last exit code %d)", plural(st.Restarts, "time"), st.ExitCode)
+	}
 	if st.OOM {
 		why += " (out of memory)"
 	}
@@ -553,7 +622,7 @@ func indent(s string) string {
 func (a *Applier) oneOff(ctx context.Context, s *config.Service, r *release, what string, cmd []string) error {
 	ctx, cancel := context.WithTimeout(ctx, hookTimeout)
 	defer cancel()
-	spec := r.spec(fmt.Sprintf("%s-%s-%d", s.ContainerName, strings.ReplaceAll(what, "_", "-"), r.number), "oneoff", true)
+	spec := r.spec(fmt.Sprintf("%s-%s-%d", s.ContainerName, strings.ReplaceAll(what, "_", "-"), r.number), RoleOneOff, true)
 	spec.Cmd, spec.Ports = cmd, nil
 	id, err := a.Runtime.CreateContainer(ctx, spec)
 	if errors.Is(err, ErrNameTaken) {
@@ -679,8 +748,23 @@ func (a *Applier) verify(ctx context.Context, s *config.Service, liveID string) 
 func (a *Applier) rollbackAfterCutover(ctx context.Context, s *config.Service, r *release, liveID string, old *ContainerState, so *ServiceOutcome, cause error) error {
 	prev := old.Spec.Labels[LabelRelease]
 	var logs string
-	err := a.step(s.Name, "rollback", fmt.Sprintf("stop release %d, start release %s again", r.number, prev), func() error {
+	err := a.step(s.Name, "rollback", fmt.Sprintf("switch back from release %d to release %s", r.number, prev), func() error {
 		logs, _ = a.Runtime.Logs(ctx, liveID, logLines)
+		if proxied(s) {
+			// The old release still runs (it drains only after verification): route back to it.
+			if _, err := a.setRoutes(ctx, s, old); err != nil {
+				return err
+			}
+			failed, _ := a.Runtime.Inspect(ctx, liveID)
+			if failed != nil {
+				a.drain(ctx, s, failed)
+			}
+			a.Runtime.RemoveContainer(ctx, liveID)
+			if err := a.Runtime.RenameContainer(ctx, old.ID, s.ContainerName); err != nil && !strings.Contains(err.Error(), "same name") {
+				return err
+			}
+			return a.proxyVerify(ctx, s, old.ID)
+		}
 		a.Runtime.StopContainer(ctx, liveID, s.Deploy.StopTimeout)
 		if err := a.Runtime.RemoveContainer(ctx, liveID); err != nil {
 			return err
@@ -795,7 +879,16 @@ func (a *Applier) resume(ctx context.Context, s *config.Service, st *ServiceStat
 	if err != nil {
 		return fmt.Errorf("start release %d: %w", live.Release(), err)
 	}
-	if err := a.verify(ctx, s, live.ID); err != nil {
+	verify := a.verify
+	if proxied(s) {
+		// Its address may have changed with the restart: the routes follow it.
+		a.proxyID = ""
+		if err := a.ensureProxy(ctx); err != nil {
+			return err
+		}
+		verify = a.proxyVerify
+	}
+	if err := verify(ctx, s, live.ID); err != nil {
 		return fmt.Errorf("release %d was started but is not healthy: %w", live.Release(), err)
 	}
 	live.State = "running"
@@ -869,4 +962,13 @@ func (w *lineWriter) tail() string {
 		return "(none)"
 	}
 	return strings.Join(w.last, " | ")
+}
+
+func hasLive(o *Observed) bool {
+	for _, st := range o.Services {
+		if st.Live != nil {
+			return true
+		}
+	}
+	return false
 }

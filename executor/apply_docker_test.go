@@ -29,6 +29,7 @@ type rig struct {
 	port    int
 	events  []executor.Event
 	mu      sync.Mutex
+	self    string // the static deployer, for the proxy and restores
 }
 
 func newRig(t testing.TB) *rig {
@@ -59,7 +60,7 @@ func (r *rig) config(v string, mod func(s *config.Service)) *config.Project {
 }
 
 func (r *rig) applier(p *config.Project) *executor.Applier {
-	return &executor.Applier{Project: p, Runtime: r.eng, Holder: "test " + r.t.Name(), ProbeHost: "127.0.0.1",
+	return &executor.Applier{Project: p, Runtime: r.eng, Holder: "test " + r.t.Name(), ProbeHost: "127.0.0.1", SelfBinary: r.self,
 		Events: func(e executor.Event) { r.mu.Lock(); r.events = append(r.events, e); r.mu.Unlock() }}
 }
 
@@ -101,7 +102,11 @@ func (r *rig) state() string {
 	var parts []string
 	for i := len(obs.All) - 1; i >= 0; i-- {
 		c := obs.All[i]
-		parts = append(parts, fmt.Sprintf("%s:%d:%s", c.Role(), c.Release(), c.State))
+		role := c.Role() // as created; the live release is the one bearing the live name
+		if st := obs.Services[c.Service()]; st != nil && st.Live != nil && st.Live.ID == c.ID {
+			role = executor.RoleLive
+		}
+		parts = append(parts, fmt.Sprintf("%s:%d:%s", role, c.Release(), c.State))
 	}
 	return strings.Join(parts, " ")
 }

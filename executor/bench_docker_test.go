@@ -3,8 +3,15 @@ package executor_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,23 +58,11 @@ func BenchmarkRestartDowntime(b *testing.B) {
 	if so := r.apply(r.config("v0", fast)); so.Error != "" {
 		b.Fatal(so.Error)
 	}
-	var failed, sent int
-	var longest time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		l := startLoad(r.port, 200)
-		time.Sleep(200 * time.Millisecond)
+	downtime(b, r.port, func(i int) {
 		if so := r.apply(r.config(fmt.Sprintf("v%d", i+1), fast)); so.Error != "" {
 			b.Fatal(so.Error)
 		}
-		time.Sleep(200 * time.Millisecond)
-		s, f, gap := l.stop()
-		sent, failed = sent+s, failed+f
-		longest = max(longest, gap)
-	}
-	b.ReportMetric(float64(failed)/float64(b.N), "failed/op")
-	b.ReportMetric(float64(sent)/float64(b.N), "sent/op")
-	b.ReportMetric(float64(longest.Milliseconds()), "longest-gap-ms")
+	})
 }
 
 // load sends GET / at a fixed rate and records failures and the longest time between two
@@ -128,4 +123,139 @@ func (l *load) stop() (sent, failed int, longest time.Duration) {
 	close(l.done)
 	l.wg.Wait()
 	return l.sent, l.failed, l.longest
+}
+
+// BenchmarkProxyDowntime is BenchmarkRestartDowntime with the proxy cutover.
+func BenchmarkProxyDowntime(b *testing.B) {
+	r := newRig(b)
+	r.self = staticDeployer(b)
+	mode := func(s *config.Service) {
+		s.HealthCheck.Interval, s.HealthCheck.Healthy = 20*time.Millisecond, 1
+		s.Deploy.Cutover, s.Deploy.Drain = "proxy", 2*time.Second
+	}
+	if so := r.apply(r.config("v0", mode)); so.Error != "" {
+		b.Fatal(so.Error)
+	}
+	downtime(b, r.port, func(i int) {
+		if so := r.apply(r.config(fmt.Sprintf("v%d", i+1), mode)); so.Error != "" {
+			b.Fatal(so.Error)
+		}
+	})
+}
+
+// BenchmarkComposeDowntime measures `docker-compose up -d --force-recreate` of a new version of
+// the same app under the same load, when docker-compose is installed.
+func BenchmarkComposeDowntime(b *testing.B) {
+	if _, err := exec.LookPath("docker-compose"); err != nil {
+		b.Skip("docker-compose is not installed")
+	}
+	r := newRig(b)
+	dir := b.TempDir()
+	write := func(v string) {
+		y := fmt.Sprintf("version: \"3\"\nservices:\n  app:\n    image: %s\n    environment:\n      APP_VERSION: %s\n    ports:\n      - \"%d:8080\"\n", r.image, v, r.port)
+		os.WriteFile(filepath.Join(dir, "docker-compose.yml"), []byte(y), 0o644)
+	}
+	compose := func(args ...string) {
+		cmd := exec.Command("docker-compose", append([]string{"-p", r.project}, args...)...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("docker-compose %v: %v: %s", args, err, out)
+		}
+	}
+	write("v0")
+	compose("up", "-d")
+	b.Cleanup(func() { compose("down") })
+	for i := 0; i < 100 && !strings.HasPrefix(r.get("/"), "version="); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	downtime(b, r.port, func(i int) {
+		write(fmt.Sprintf("v%d", i+1))
+		compose("up", "-d", "--force-recreate")
+		for j := 0; j < 100 && !strings.HasPrefix(r.get("/"), fmt.Sprintf("version=v%d", i+1)); j++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+// downtime runs deploy once per iteration under a steady 200 requests/s and reports failures
+// and the longest gap without an answer.
+func downtime(b *testing.B, port int, deploy func(i int)) {
+	var failed, sent int
+	var longest time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		l := startLoad(port, 200)
+		time.Sleep(200 * time.Millisecond)
+		deploy(i)
+		time.Sleep(200 * time.Millisecond)
+		s, f, gap := l.stop()
+		sent, failed = sent+s, failed+f
+		longest = max(longest, gap)
+	}
+	b.ReportMetric(float64(failed)/float64(b.N), "failed/op")
+	b.ReportMetric(float64(sent)/float64(b.N), "sent/op")
+	b.ReportMetric(float64(longest.Milliseconds()), "longest-gap-ms")
+}
+
+// BenchmarkProxyOverhead compares requests through the proxy with requests straight to the
+// release's address on the project network: latency of sequential keep-alive requests (p50,
+// p99) and throughput with 32 concurrent clients, all on 127.0.0.1 and the same 2 cores.
+func BenchmarkProxyOverhead(b *testing.B) {
+	r := newRig(b)
+	r.self = staticDeployer(b)
+	if so := r.apply(r.config("v1", func(s *config.Service) { s.Deploy.Cutover = "proxy" })); so.Error != "" {
+		b.Fatal(so.Error)
+	}
+	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	live, _ := r.eng.Inspect(context.Background(), obs.Services["app"].Live.ID)
+	direct := fmt.Sprintf("http://%s:8080/", live.IPs[executor.NetworkName(r.project)])
+	proxied := fmt.Sprintf("http://127.0.0.1:%d/", r.port)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 5 * time.Second}
+	get := func(url string) {
+		resp, err := client.Get(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	latency := func(url string) (time.Duration, time.Duration) {
+		var d []time.Duration
+		for i := 0; i < 3000; i++ {
+			start := time.Now()
+			get(url)
+			d = append(d, time.Since(start))
+		}
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+		return d[len(d)/2], d[len(d)*99/100]
+	}
+	throughput := func(url string) float64 {
+		var n atomic.Int64
+		deadline := time.Now().Add(3 * time.Second)
+		var wg sync.WaitGroup
+		for w := 0; w < 32; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(deadline) {
+					get(url)
+					n.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		return float64(n.Load()) / 3
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		dp50, dp99 := latency(direct)
+		pp50, pp99 := latency(proxied)
+		dt, pt := throughput(direct), throughput(proxied)
+		b.ReportMetric(float64(dp50.Microseconds()), "direct-p50-us")
+		b.ReportMetric(float64(dp99.Microseconds()), "direct-p99-us")
+		b.ReportMetric(float64(pp50.Microseconds()), "proxy-p50-us")
+		b.ReportMetric(float64(pp99.Microseconds()), "proxy-p99-us")
+		b.ReportMetric(dt, "direct-req/s")
+		b.ReportMetric(pt, "proxy-req/s")
+	}
 }

@@ -434,6 +434,12 @@ func leftovers(o *Observed, p *config.Project, targeted func(string) bool) []Lef
 		out = append(out, Leftover{Kind: "lock", Detail: fmt.Sprintf("deploy lock held by %s since %s; apply waits for it (-lock-timeout) or run `deployer unlock -force`",
 			orUnknown(o.Lock.Labels[LabelHolder]), orUnknown(o.Lock.Labels[LabelCreatedAt]))})
 	}
+	for _, s := range p.Services {
+		if st := o.Services[s.Name]; s.Deploy.Cutover == "proxy" && st != nil && st.Live != nil && st.Live.Running() && (o.Proxy == nil || !o.Proxy.Running()) {
+			out = append(out, Leftover{Kind: "proxy", Detail: "the proxy is not running, so proxied services get no traffic: apply starts it and restores its routes"})
+			break
+		}
+	}
 	for _, name := range o.ServiceNames() {
 		if !targeted(name) || p.Service(name) == nil {
 			continue // a service no longer configured is removed whole

@@ -149,7 +149,7 @@ func (a *Applier) restoreVolume(ctx context.Context, store backup.Store, m *back
 	defer rc.Close()
 	name := fmt.Sprintf("%s-restore-%s", a.Project.Name, v.Name)
 	id, err := a.Runtime.CreateContainer(ctx, ContainerSpec{Name: name, Image: helper, Cmd: []string{"internal", "clear-dir", "/volume"},
-		Volumes: []VolumeMount{{Name: v.Name, Target: "/volume"}}, Labels: map[string]string{LabelProject: a.Project.Name, LabelRole: "oneoff"}})
+		Volumes: []VolumeMount{{Name: v.Name, Target: "/volume"}}, Labels: map[string]string{LabelProject: a.Project.Name, LabelRole: RoleOneOff}})
 	if err != nil {
 		return err
 	}

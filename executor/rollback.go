@@ -120,7 +120,16 @@ func (a *Applier) rollback(ctx context.Context, s *config.Service, to int, so *S
 		return fmt.Errorf("the image of release %d (%s) is gone from the engine: it cannot be rolled back to", target.Release(), short(prev.ImageID))
 	}
 	r := &release{number: target.Release(), imageID: prev.ImageID, image: target.Image, cmd: prev.Spec.Cmd, env: prev.Spec.Env,
-		volumes: prev.Spec.Volumes, ports: s.Ports, labels: withRole(prev.Spec.Labels, RoleCandidate)}
+		volumes: prev.Spec.Volumes, ports: s.Ports, labels: withRole(prev.Spec.Labels, RoleCandidate), network: NetworkName(a.Project.Name)}
+	r.labels[LabelLiveName] = s.ContainerName
+	if err := a.Runtime.EnsureNetwork(ctx, NetworkName(a.Project.Name), map[string]string{LabelProject: a.Project.Name}); err != nil {
+		return err
+	}
+	if proxied(s) {
+		if err := a.ensureProxy(ctx); err != nil {
+			return err
+		}
+	}
 	r.labels[LabelCreatedAt] = time.Now().UTC().Format(time.RFC3339)
 	a.notify(ctx, "started", s, notify.Notice{Release: r.number, Reason: fmt.Sprintf("rollback from release %d", st.Live.Release())})
 	fail := func(err error) error {
@@ -136,30 +145,18 @@ func (a *Applier) rollback(ctx context.Context, s *config.Service, to int, so *S
 		removeCandidate()
 		return fail(fmt.Errorf("%s; release %s", err, a.stillServing(st)))
 	}
-	a.Runtime.StopContainer(context.WithoutCancel(ctx), cand.ID, s.Deploy.StopTimeout)
 	old, err := a.Runtime.Inspect(ctx, st.Live.ID)
 	if err != nil {
 		removeCandidate()
 		return fail(err)
 	}
 	ch := &Change{Service: s.Name, LiveRelease: st.Live.Release(), NextRelease: r.number}
-	liveID, err := a.cutover(context.WithoutCancel(ctx), s, r, old, ch)
-	if err != nil {
-		removeCandidate()
-		return fail(err)
+	so.ImageID = r.imageID
+	if err := a.switchAndVerify(ctx, s, r, old, cand, ch, so, fail); err != nil {
+		return err
 	}
-	so.Release, so.ImageID = r.number, r.imageID
-	if err := a.verify(ctx, s, liveID); err != nil {
-		removeCandidate()
-		return a.rollbackAfterCutover(context.WithoutCancel(ctx), s, r, liveID, old, so, err)
-	}
-	a.step(s.Name, StepCleanup, "remove the candidate and the container of the release now live again", func() error {
-		removeCandidate()
-		if err := a.Runtime.RemoveContainer(context.WithoutCancel(ctx), target.ID); err != nil {
-			return err
-		}
-		return a.retire(context.WithoutCancel(ctx), s, old)
-	})
+	// The release is live again in a new container; its stopped copy goes.
+	a.Runtime.RemoveContainer(context.WithoutCancel(ctx), target.ID)
 	a.notify(ctx, "succeeded", s, notify.Notice{Release: r.number, LiveRelease: r.number, Reason: fmt.Sprintf("rolled back from release %d", ch.LiveRelease)})
 	return nil
 }

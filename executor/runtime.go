@@ -29,6 +29,10 @@ type Runtime interface {
 	Pause(ctx context.Context, id string) error
 	Unpause(ctx context.Context, id string) error
 	LogStream(ctx context.Context, id string) (io.ReadCloser, error)
+	// Networks, exec and restart policies, for the proxy.
+	EnsureNetwork(ctx context.Context, name string, labels map[string]string) error
+	Exec(ctx context.Context, id string, cmd []string) (stdout string, exitCode int, err error)
+	SetRestart(ctx context.Context, id, policy string) error
 }
 
 // ErrNameTaken is returned by CreateContainer when a container of that name exists already.
@@ -56,6 +60,9 @@ type ContainerSpec struct {
 	// Restart is the engine's restart policy: "" (none) or "unless-stopped" for live releases, so
 	// that a host reboot brings the service back without the deployer.
 	Restart string
+	// Network is a user-defined network to join; HostNetwork uses the host's (the proxy).
+	Network     string
+	HostNetwork bool
 }
 
 // PortBinding publishes a container port on the host.
@@ -81,7 +88,9 @@ type ContainerState struct {
 	ExitCode int
 	Error    string
 	OOM      bool
+	Restarts int         // restarts by the engine's restart policy: a crash it hid
 	Ports    map[int]int // container port -> published host port
 	ImageID  string
 	Spec     ContainerSpec
+	IPs      map[string]string // network name -> address
 }

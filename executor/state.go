@@ -26,6 +26,10 @@ const (
 	LabelSource      = "deployer.source"
 	LabelHolder      = "deployer.holder" // on the lock: who holds it
 	LabelImage       = "deployer.image"  // the image reference (containers are created by ID)
+	// LabelLiveName is the service's live container name. The container that bears it is the
+	// live release whatever role it was created with: in proxy mode the candidate itself becomes
+	// live by being renamed, since labels cannot change.
+	LabelLiveName = "deployer.live-name"
 )
 
 // Roles of containers.
@@ -35,6 +39,7 @@ const (
 	RolePrevious  = "previous"
 	RoleProxy     = "proxy"
 	RoleLock      = "lock"
+	RoleOneOff    = "oneoff" // hooks and seeds: never serve
 )
 
 // ErrNotFound is returned by an Engine for an image or container that does not exist.
@@ -148,19 +153,33 @@ func group(list []Container) *Observed {
 			s = &ServiceState{Name: name}
 			o.Services[name] = s
 		}
-		switch c.Role() {
-		case RoleLive:
-			if s.Live == nil {
-				s.Live = c
-			} else {
-				s.Others = append(s.Others, c)
-			}
-		case RoleCandidate:
-			s.Candidates = append(s.Candidates, c)
-		case RolePrevious:
+		liveName := c.Labels[LabelLiveName]
+		switch {
+		case liveName != "" && c.Name == liveName && s.Live == nil:
+			s.Live = c
+		case liveName == "" && c.Role() == RoleLive && s.Live == nil:
+			s.Live = c // containers from before the live-name label
+		case c.Role() == RoleCandidate || c.Role() == RoleOneOff:
+			s.Candidates = append(s.Candidates, c) // never live: removed by the next apply
+		case c.Role() == RolePrevious:
 			s.Previous = append(s.Previous, c)
 		default:
-			s.Others = append(s.Others, c)
+			s.Others = append(s.Others, c) // a live release an interrupted cutover set aside
+		}
+	}
+	// An interrupted cutover can leave no container bearing the live name (the old release was
+	// renamed aside, the new one not created yet): then the newest release created as live is
+	// the live one, and resuming it renames it back.
+	for _, st := range o.Services {
+		if st.Live != nil {
+			continue
+		}
+		for i, c := range st.Others { // sorted newest release first
+			if c.Role() == RoleLive {
+				st.Live = c
+				st.Others = append(st.Others[:i:i], st.Others[i+1:]...)
+				break
+			}
 		}
 	}
 	return o

@@ -6,6 +6,7 @@ import (
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/probe"
+	"github.com/deployer-dev/deployer/executor/proxy"
 )
 
 // ServiceStatus is what runs of one service now.
@@ -29,7 +30,16 @@ type Status struct {
 	Project       string           `json:"project"`
 	Engine        string           `json:"engine"`
 	Lock          string           `json:"lock,omitempty"`
+	Proxy         *ProxyState      `json:"proxy,omitempty"`
 	Services      []*ServiceStatus `json:"services"`
+}
+
+// ProxyState is the project's proxy and its routes.
+type ProxyState struct {
+	Container string              `json:"container"`
+	State     string              `json:"state"`
+	Routes    []proxy.RouteStatus `json:"routes,omitempty"`
+	Error     string              `json:"error,omitempty"`
 }
 
 // GetStatus reads what runs and checks the health of each live release once.
@@ -44,6 +54,17 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 	out := &Status{FormatVersion: FormatVersion, Project: p.Name, Engine: eng.Host(), Services: []*ServiceStatus{}}
 	if obs.Lock != nil {
 		out.Lock = "held by " + describeLock(obs.Lock)
+	}
+	if obs.Proxy != nil {
+		out.Proxy = &ProxyState{Container: obs.Proxy.Name, State: obs.Proxy.State}
+		if rt, ok := eng.(Runtime); ok && obs.Proxy.Running() {
+			a := &Applier{Runtime: rt, proxyID: obs.Proxy.ID}
+			if resp, err := a.ctl(ctx, proxy.Request{Op: "status"}); err != nil {
+				out.Proxy.Error = err.Error()
+			} else {
+				out.Proxy.Routes = resp.Routes
+			}
+		}
 	}
 	names := map[string]bool{}
 	for _, s := range p.Services {

@@ -64,6 +64,16 @@ func newStatus(g *globals) *cobra.Command {
 			if st.Lock != "" {
 				fmt.Fprintf(g.stdout, "Deploy lock: %s\n", st.Lock)
 			}
+			if p := st.Proxy; p != nil {
+				fmt.Fprintf(g.stdout, "\nproxy %s (%s)%s\n", p.Container, p.State, map[bool]string{true: ": " + p.Error, false: ""}[p.Error != ""])
+				for _, r := range p.Routes {
+					extra := ""
+					if r.FailedOver {
+						extra = "  FAILED BACK to the previous release"
+					}
+					fmt.Fprintf(g.stdout, "  %-16s %s %-5s -> %-22s %d requests, %d errors, %d in flight%s\n", r.Name, r.Listen, r.Protocol, r.Backend, r.Requests, r.Errors, r.InFlight, extra)
+				}
+			}
 			for _, s := range st.Services {
 				fmt.Fprintf(g.stdout, "\nservice.%s", s.Service)
 				if !s.Configured {

@@ -18,6 +18,7 @@ func newProxy(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "proxy", Short: "The zero-downtime proxy (runs in its own container)"}
 	var socket string
 	var grace time.Duration
+	var state string
 	serve := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the proxy; the deployer configures it through its control socket",
@@ -26,11 +27,14 @@ func newProxy(g *globals) *cobra.Command {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			fmt.Fprintf(g.stdout, "deployer proxy %s: control on %s\n", versionString(), socket)
-			return proxy.NewServer().Serve(ctx, socket, grace)
+			srv := proxy.NewServer()
+			srv.StateFile = state
+			return srv.Serve(ctx, socket, grace)
 		},
 	}
 	serve.Flags().StringVar(&socket, "socket", proxy.SocketPath, "the control socket")
 	serve.Flags().DurationVar(&grace, "grace", 30*time.Second, "how long requests in flight may finish when the proxy stops")
+	serve.Flags().StringVar(&state, "state", "/state/routes.json", "where the routes are kept across restarts (empty: nowhere)")
 	ctl := &cobra.Command{
 		Use:    "ctl JSON",
 		Short:  "Send one control request to the proxy (the deployer runs it with docker exec)",

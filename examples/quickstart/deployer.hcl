@@ -47,6 +47,6 @@ service "web" {
   }
 
   deploy {
-    cutover = "restart"
+    cutover = "proxy" # zero downtime; "restart" stops live first, as the seed did
   }
 }

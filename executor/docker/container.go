@@ -45,6 +45,12 @@ func (e *Engine) CreateContainer(ctx context.Context, s executor.ContainerSpec) 
 		cfg.Cmd = s.Cmd
 	}
 	host := &container.HostConfig{PortBindings: bindings, Mounts: mounts}
+	if s.HostNetwork {
+		host.NetworkMode = "host"
+		host.PortBindings, cfg.ExposedPorts = nil, nil
+	} else if s.Network != "" {
+		host.NetworkMode = container.NetworkMode(s.Network)
+	}
 	if s.Restart != "" {
 		host.RestartPolicy = container.RestartPolicy{Name: container.RestartPolicyMode(s.Restart)}
 	}
@@ -101,7 +107,7 @@ func (e *Engine) Inspect(ctx context.Context, id string) (*executor.ContainerSta
 		}
 		return nil, fmt.Errorf("inspect container %s: %w", short(id), err)
 	}
-	st := &executor.ContainerState{ID: c.ID, Name: strings.TrimPrefix(c.Name, "/"), Ports: map[int]int{}, ImageID: c.Image}
+	st := &executor.ContainerState{ID: c.ID, Name: strings.TrimPrefix(c.Name, "/"), Ports: map[int]int{}, ImageID: c.Image, Restarts: c.RestartCount}
 	st.Spec.Name = st.Name
 	st.Spec.Image = c.Image
 	if c.HostConfig != nil {
@@ -136,7 +142,22 @@ func (e *Engine) Inspect(ctx context.Context, id string) (*executor.ContainerSta
 			}
 		}
 	}
+	if c.HostConfig != nil {
+		switch nm := string(c.HostConfig.NetworkMode); nm {
+		case "host":
+			st.Spec.HostNetwork = true
+		case "", "default", "bridge":
+		default:
+			st.Spec.Network = nm
+		}
+	}
+	st.IPs = map[string]string{}
 	if c.NetworkSettings != nil {
+		for name, n := range c.NetworkSettings.Networks {
+			if n != nil && n.IPAddress != "" {
+				st.IPs[name] = n.IPAddress
+			}
+		}
 		for port, binds := range c.NetworkSettings.Ports {
 			for _, b := range binds {
 				if hp, err := strconv.Atoi(b.HostPort); err == nil && hp > 0 {

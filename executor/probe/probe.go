@@ -114,6 +114,11 @@ func simplify(err error) error {
 // the deadline passes. alive is called before each attempt; an error from it (the container
 // exited) ends the wait at once.
 func Until(ctx context.Context, c Check, interval time.Duration, healthy int, deadline time.Duration, alive func() error) error {
+	return UntilWith(ctx, Get, c, interval, healthy, deadline, alive)
+}
+
+// UntilWith is Until with another way to make one attempt (through the proxy, for instance).
+func UntilWith(ctx context.Context, get func(context.Context, Check) Result, c Check, interval time.Duration, healthy int, deadline time.Duration, alive func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
 	passes := 0
@@ -125,7 +130,7 @@ func Until(ctx context.Context, c Check, interval time.Duration, healthy int, de
 				return err
 			}
 		}
-		last = Get(ctx, c)
+		last = get(ctx, c)
 		attempts++
 		if c.OK(last) {
 			passes++

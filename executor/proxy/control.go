@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -41,6 +42,10 @@ type Response struct {
 // Serve runs the proxy until ctx ends or a stop command arrives, then stops accepting and lets
 // what is in flight finish for up to grace.
 func (s *Server) Serve(ctx context.Context, socket string, grace time.Duration) error {
+	s.load()
+	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil { // FROM scratch has no /run
+		return fmt.Errorf("control socket %s: %w", socket, err)
+	}
 	os.Remove(socket)
 	ln, err := net.Listen("unix", socket)
 	if err != nil {
@@ -101,6 +106,7 @@ func (s *Server) handle(ctx context.Context, req Request) Response {
 		if err != nil {
 			return Response{Error: err.Error()}
 		}
+		s.save()
 		return Response{OK: true, Previous: prev}
 	case "drain":
 		n, err := s.Drain(ctx, req.Name, req.Backend, req.Timeout)
@@ -110,6 +116,7 @@ func (s *Server) handle(ctx context.Context, req Request) Response {
 		return Response{OK: true, Cut: n}
 	case "remove":
 		s.Remove(req.Name)
+		s.save()
 		return Response{OK: true}
 	case "probe":
 		return probe(ctx, req.URL, req.Timeout)
@@ -174,4 +181,41 @@ func ParseRequest(s string) (Request, error) {
 	dec.DisallowUnknownFields()
 	err := dec.Decode(&req)
 	return req, err
+}
+
+// save writes the routes to the state file, so that a restarted proxy (a reboot) serves again
+// at once.
+func (s *Server) save() {
+	if s.StateFile == "" {
+		return
+	}
+	var routes []Route
+	for _, r := range s.Status() {
+		routes = append(routes, r.Route)
+	}
+	b, _ := json.Marshal(routes)
+	tmp := s.StateFile + ".tmp"
+	if os.WriteFile(tmp, b, 0o600) == nil {
+		os.Rename(tmp, s.StateFile)
+	}
+}
+
+// load restores the routes of the state file.
+func (s *Server) load() {
+	if s.StateFile == "" {
+		return
+	}
+	b, err := os.ReadFile(s.StateFile)
+	if err != nil {
+		return
+	}
+	var routes []Route
+	if json.Unmarshal(b, &routes) != nil {
+		return
+	}
+	for _, r := range routes {
+		if _, err := s.Set(r); err != nil {
+			fmt.Fprintf(os.Stderr, "deployer proxy: route %s: %v\n", r.Name, err)
+		}
+	}
 }

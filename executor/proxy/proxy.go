@@ -42,8 +42,10 @@ type RouteStatus struct {
 
 // Server is a running proxy.
 type Server struct {
-	mu     sync.Mutex
-	routes map[string]*route
+	// StateFile keeps the routes across restarts; empty keeps them in memory only.
+	StateFile string
+	mu        sync.Mutex
+	routes    map[string]*route
 }
 
 // NewServer returns a proxy with no routes.
@@ -267,7 +269,12 @@ func (r *route) start() {
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
 			r.errors.Add(1)
 			if errors.Is(err, context.Canceled) {
-				return // the client went away, or the request was cut at the drain deadline
+				if client, ok := req.Context().Value(clientKey{}).(context.Context); ok && client.Err() != nil {
+					return // the client went away
+				}
+				// Cut at the drain deadline: abort the client's connection, so that it sees the
+				// request fail rather than an empty answer.
+				panic(http.ErrAbortHandler)
 			}
 			http.Error(w, "deployer proxy: the release did not answer: "+err.Error(), http.StatusBadGateway)
 		},
@@ -281,6 +288,7 @@ func (r *route) start() {
 			holder := &backendHolder{b: b, end: b.begin(cancel)}
 			defer func() { holder.end() }()
 			ctx = context.WithValue(ctx, backendKey{}, b)
+			ctx = context.WithValue(ctx, clientKey{}, req.Context())
 			ctx = context.WithValue(ctx, holderKey{}, holder)
 			rp.ServeHTTP(w, req.WithContext(ctx))
 		}),
@@ -291,6 +299,7 @@ func (r *route) start() {
 }
 
 type backendKey struct{}
+type clientKey struct{}
 type holderKey struct{}
 
 // backendHolder tracks which backend a request is counted on, which changes when it fails back.

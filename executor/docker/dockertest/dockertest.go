@@ -22,6 +22,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
 
 	"github.com/deployer-dev/deployer/executor"
@@ -63,7 +64,8 @@ func Project(t testing.TB, eng *docker.Engine) string {
 	return name
 }
 
-// RemoveProject removes a project's containers and the volumes whose names start with it.
+// RemoveProject removes a project's containers, its network, and the volumes whose names start
+// with it.
 func RemoveProject(eng *docker.Engine, project string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -71,6 +73,10 @@ func RemoveProject(eng *docker.Engine, project string) {
 	list, _ := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", executor.LabelProject+"="+project))})
 	for _, c := range list {
 		cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
+	}
+	nets, _ := cli.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("label", executor.LabelProject+"="+project))})
+	for _, n := range nets {
+		cli.NetworkRemove(ctx, n.ID)
 	}
 	vols, _ := cli.VolumeList(ctx, volume.ListOptions{Filters: filters.NewArgs(filters.Arg("name", project))})
 	for _, v := range vols.Volumes {

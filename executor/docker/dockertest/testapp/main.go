@@ -10,6 +10,7 @@
 //
 //	APP_VERSION=v2                          (returned by / and the X-App-Version header)
 //	APP_PORT=8080
+//	APP_DIE_AFTER=N                         (exit on request N+1, without answering it)
 //
 // Run as `testapp exit N` it prints a line and exits with N, for hooks and one-off containers; as
 // `testapp seed PATH` it writes the SQLite file in APP_SEED_DB (base64) to PATH.
@@ -24,6 +25,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -77,6 +79,8 @@ func main() {
 		d, _ := time.ParseDuration(os.Getenv("APP_START_DELAY"))
 		time.Sleep(d)
 	}
+	dieAfter, _ := strconv.Atoi(os.Getenv("APP_DIE_AFTER"))
+	var served atomic.Int64
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
 		if unhealthy {
@@ -100,7 +104,17 @@ func main() {
 		w.Header().Set("X-App-Version", version)
 		fmt.Fprintf(w, "version=%s\n", version)
 	})
-	srv := &http.Server{Addr: ":" + port, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	handler := http.Handler(mux)
+	if dieAfter > 0 {
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if served.Add(1) > int64(dieAfter) {
+				fmt.Fprintln(os.Stderr, "testapp: dying as configured")
+				os.Exit(4)
+			}
+			mux.ServeHTTP(w, r)
+		})
+	}
+	srv := &http.Server{Addr: ":" + port, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	go func() {

@@ -1,0 +1,267 @@
+package executor_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor"
+)
+
+// proxyRig is a rig whose service uses the proxy cutover.
+func proxyRig(t testing.TB) *rig {
+	r := newRig(t)
+	r.self = staticDeployer(t)
+	return r
+}
+
+func proxyMode(mod func(s *config.Service)) func(s *config.Service) {
+	return func(s *config.Service) {
+		s.Deploy.Cutover = "proxy"
+		s.Deploy.Drain = 2 * time.Second
+		if mod != nil {
+			mod(s)
+		}
+	}
+}
+
+func TestProxyCutover(t *testing.T) {
+	r := proxyRig(t)
+	if so := r.apply(r.config("v1", proxyMode(nil))); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	if got := r.get("/"); got != "version=v1" {
+		t.Fatalf("through the proxy: %q", got)
+	}
+	if so := r.apply(r.config("v2", proxyMode(nil))); so.Error != "" || so.Release != 2 {
+		t.Fatalf("replace: %+v", so)
+	}
+	if got := r.get("/"); got != "version=v2" {
+		t.Fatalf("after the cutover: %q", got)
+	}
+	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	if obs.Proxy == nil || !obs.Proxy.Running() || obs.Services["app"].Live.Release() != 2 || len(obs.Services["app"].Previous) != 1 {
+		t.Errorf("state: proxy %v, %s", obs.Proxy, r.state())
+	}
+	routes, err := executor.ProxyStatus(context.Background(), r.eng, r.project)
+	if err != nil || len(routes) != 1 || routes[0].Requests < 2 {
+		t.Errorf("proxy status: %+v %v", routes, err)
+	}
+	// deployer rollback is the same switch.
+	so, err := r.applier(r.config("v2", proxyMode(nil))).Rollback(context.Background(), "app", 0)
+	if err != nil || so.Error != "" || r.get("/") != "version=v1" {
+		t.Fatalf("rollback: %+v %v, serving %q", so, err, r.get("/"))
+	}
+}
+
+// A steady load through consecutive proxy cutovers alternating two releases, with some slow
+// requests: none fails, and each answer comes from a release live while it was in flight.
+func TestProxyZeroDowntime(t *testing.T) {
+	r := proxyRig(t)
+	if so := r.apply(r.config("v0", proxyMode(nil))); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	var mu sync.Mutex
+	type answer struct {
+		start, end time.Time
+		version    string
+		err        string
+	}
+	var answers []answer
+	type change struct {
+		at      time.Time
+		version string
+	}
+	timeline := []change{{time.Now(), "v0"}}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 10 * time.Second}
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				path := "/"
+				if (i+w)%10 == 0 {
+					path = fmt.Sprintf("/?sleep_ms=%d", 1000+(i*97)%1000) // 1-2 s
+				}
+				a := answer{start: time.Now()}
+				resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d%s", r.port, path))
+				if err != nil {
+					a.err = err.Error()
+				} else {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					a.version = resp.Header.Get("X-App-Version")
+					if resp.StatusCode != 200 {
+						a.err = resp.Status
+					}
+				}
+				a.end = time.Now()
+				mu.Lock()
+				answers = append(answers, a)
+				mu.Unlock()
+				time.Sleep(10 * time.Millisecond)
+			}
+		}(w)
+	}
+	const applies = 20
+	for i := 1; i <= applies; i++ {
+		v := []string{"v1", "v2"}[i%2]
+		p := r.config(v, proxyMode(func(s *config.Service) { s.Deploy.Drain = 3 * time.Second }))
+		switchStart := time.Now()
+		if so := r.apply(p); so.Error != "" {
+			t.Fatalf("apply %d: %s", i, so.Error)
+		}
+		mu.Lock()
+		timeline = append(timeline, change{switchStart, v})
+		mu.Unlock()
+	}
+	close(stop)
+	wg.Wait()
+	failed := 0
+	// The version live at a time: the last change before it; around a change both are valid.
+	liveAt := func(t time.Time) (string, string) {
+		prev, cur := "", timeline[0].version
+		for _, c := range timeline[1:] {
+			if c.at.After(t) {
+				break
+			}
+			prev, cur = cur, c.version
+		}
+		return prev, cur
+	}
+	wrong := 0
+	for _, a := range answers {
+		if a.err != "" {
+			failed++
+			if failed <= 5 {
+				t.Errorf("failed request at %s: %s", a.start.Format("15:04:05.000"), a.err)
+			}
+			continue
+		}
+		p1, c1 := liveAt(a.start)
+		_, c2 := liveAt(a.end)
+		if a.version != c1 && a.version != c2 && a.version != p1 {
+			wrong++
+			if wrong <= 5 {
+				t.Errorf("an answer from %s, while %s/%s was live", a.version, c1, c2)
+			}
+		}
+	}
+	t.Logf("%d requests through %d proxy cutovers: %d failed, %d from a release not live", len(answers), applies, failed, wrong)
+	if len(answers) < 200 {
+		t.Errorf("only %d requests were sent", len(answers))
+	}
+}
+
+// The candidate dies right after the switch: the proxy sends new requests back to the previous
+// release, and the deployer rolls back.
+func TestProxyCandidateDiesAfterSwitch(t *testing.T) {
+	r := proxyRig(t)
+	if so := r.apply(r.config("v1", proxyMode(nil))); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	so := r.apply(r.config("v2", proxyMode(func(s *config.Service) {
+		s.Env["APP_DIE_AFTER"] = "2" // the candidate's two health checks, then it dies
+		s.HealthCheck.Deadline = 3 * time.Second
+	})))
+	if !so.RolledBack || so.RolledBackTo != 1 {
+		t.Fatalf("outcome: %+v", so)
+	}
+	if got := r.get("/"); got != "version=v1" {
+		t.Fatalf("after the rollback: %q", got)
+	}
+	if got := r.state(); got != "proxy:0:running live:1:running" {
+		t.Errorf("containers: %s", got)
+	}
+}
+
+// The proxy container killed: the next plan says so, the next apply restores it and its routes.
+func TestProxyKilled(t *testing.T) {
+	r := proxyRig(t)
+	p := r.config("v1", proxyMode(nil))
+	if so := r.apply(p); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	r.eng.RemoveContainer(context.Background(), obs.Proxy.ID)
+	if got := r.get("/"); !strings.HasPrefix(got, "error") {
+		t.Fatalf("the proxy is gone but %q answers", got)
+	}
+	plan, err := executor.MakePlan(context.Background(), p, r.eng, executor.PlanOptions{})
+	if err != nil || len(plan.Leftovers) != 1 || plan.Leftovers[0].Kind != "proxy" {
+		t.Fatalf("plan: %+v %v", plan.Leftovers, err)
+	}
+	if _, err := r.applier(p).Apply(context.Background(), plan); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.get("/"); got != "version=v1" {
+		t.Errorf("after apply restored the proxy: %q", got)
+	}
+}
+
+// A request longer than the drain is cut at the deadline, and the output says how many were.
+func TestProxySlowRequestCut(t *testing.T) {
+	r := proxyRig(t)
+	short := proxyMode(func(s *config.Service) { s.Deploy.Drain = time.Second })
+	if so := r.apply(r.config("v1", short)); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	done := make(chan string)
+	go func() {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/?sleep_ms=8000", r.port))
+		if err != nil {
+			done <- "error"
+			return
+		}
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- fmt.Sprintf("%d %v", resp.StatusCode, err)
+	}()
+	time.Sleep(300 * time.Millisecond)
+	r.events = nil
+	if so := r.apply(r.config("v2", short)); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	warned := false
+	for _, e := range r.events {
+		warned = warned || e.Type == executor.EventWarning && strings.Contains(e.Detail, "1 request or connection still in flight on the old release at the drain deadline (1s) were cut")
+	}
+	if !warned {
+		t.Error("no warning about the cut request")
+	}
+	if got := <-done; strings.HasPrefix(got, "200 <nil>") {
+		t.Errorf("the slow request was not cut: %s", got)
+	}
+}
+
+func TestProxyHostPortTaken(t *testing.T) {
+	r := proxyRig(t)
+	l, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	r.port = l.Addr().(*net.TCPAddr).Port
+	so := r.apply(r.config("v1", proxyMode(nil)))
+	if !strings.Contains(so.Error, fmt.Sprintf("host port %d is taken", r.port)) {
+		t.Errorf("error: %q", so.Error)
+	}
+	// The project's proxy stays (it serves the next apply); no release is left.
+	if got := r.state(); got != "proxy:0:running" {
+		t.Errorf("containers left: %s", got)
+	}
+}
