@@ -276,6 +276,7 @@ func (a *Applier) proxyCutover(ctx context.Context, s *config.Service, r *releas
 				return err
 			}
 		}
+		a.crash("cutover.set-aside")
 		if err := a.Runtime.RenameContainer(ctx, cand.ID, s.ContainerName); err != nil {
 			return err
 		}

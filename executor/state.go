@@ -9,6 +9,7 @@ import (
 	"errors"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -159,6 +160,8 @@ func group(list []Container) *Observed {
 			s.Live = c
 		case liveName == "" && c.Role() == RoleLive && s.Live == nil:
 			s.Live = c // containers from before the live-name label
+		case liveName != "" && strings.HasPrefix(c.Name, liveName+"-old-"):
+			s.Others = append(s.Others, c) // a live release set aside by a cutover, whatever its label
 		case c.Role() == RoleCandidate || c.Role() == RoleOneOff:
 			s.Candidates = append(s.Candidates, c) // never live: removed by the next apply
 		case c.Role() == RolePrevious:
@@ -175,7 +178,7 @@ func group(list []Container) *Observed {
 			continue
 		}
 		for i, c := range st.Others { // sorted newest release first
-			if c.Role() == RoleLive {
+			if c.Role() == RoleLive || strings.Contains(c.Name, "-old-") {
 				st.Live = c
 				st.Others = append(st.Others[:i:i], st.Others[i+1:]...)
 				break

@@ -153,12 +153,25 @@ func (r *cliRig) containers() string {
 // plan shows what is left, and the next apply converges without losing data or leaving the
 // service down.
 func TestCrashAtEveryStep(t *testing.T) {
+	crashAtEveryStep(t, "restart", []string{"lock", "image", "candidate", "check.running", "check.health", "hook.before_cutover",
+		"cutover", "cutover.stopped", "cutover.renamed", "cutover.created", "verify", "cleanup", "cleanup.kept", "unlock"})
+}
+
+// The same through the proxy cutover, with its own points: the proxy set up, the route switched
+// before the renames, the drain.
+func TestCrashAtEveryStepProxy(t *testing.T) {
+	crashAtEveryStep(t, "proxy", []string{"proxy", "candidate", "check.health", "cutover", "cutover.switched", "cutover.set-aside", "verify", "cleanup", "drain", "cleanup.kept"})
+}
+
+func crashAtEveryStep(t *testing.T, cutover string, points []string) {
 	r := newCLIRig(t)
+	if cutover == "proxy" {
+		cfg, _ := os.ReadFile(filepath.Join(r.dir, "deployer.hcl"))
+		os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), []byte(strings.Replace(string(cfg), "  deploy {", "  deploy {\n    cutover = \"proxy\"\n    drain   = \"1s\"", 1)), 0o644)
+	}
 	if out, code := r.run(nil, "apply", "-auto-approve"); code != 0 {
 		t.Fatalf("first deploy: %d\n%s", code, out)
 	}
-	points := []string{"lock", "image", "candidate", "check.running", "check.health", "hook.before_cutover",
-		"cutover", "cutover.stopped", "cutover.renamed", "cutover.created", "verify", "cleanup", "cleanup.kept", "unlock"}
 	for i, point := range points {
 		version := fmt.Sprintf("v%d", i+2)
 		t.Run(point, func(t *testing.T) {
