@@ -6,6 +6,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -263,5 +266,42 @@ func TestProxyHostPortTaken(t *testing.T) {
 	// The project's proxy stays (it serves the next apply); no release is left.
 	if got := r.state(); got != "proxy:0:running" {
 		t.Errorf("containers left: %s", got)
+	}
+}
+
+// A new deployer version upgrades the proxy during the next apply: the new proxy takes the port
+// over (SO_REUSEPORT) before the old one stops accepting. Under load, nothing fails.
+func TestProxyUpgradeUnderLoad(t *testing.T) {
+	r := proxyRig(t)
+	if so := r.apply(r.config("v1", proxyMode(nil))); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	before := obs.Proxy.ImageID
+	// Another build of the deployer: another binary, so another proxy image.
+	other := filepath.Join(t.TempDir(), "deployer")
+	cmd := exec.Command("go", "build", "-ldflags", "-X main.version=upgrade-test", "-o", other, "github.com/deployer-dev/deployer/cmd/deployer")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	r.self = other
+	l := startLoad(r.port, 200)
+	time.Sleep(300 * time.Millisecond)
+	if so := r.apply(r.config("v2", proxyMode(nil))); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	time.Sleep(300 * time.Millisecond)
+	sent, failed, gap := l.stop()
+	obs, _ = executor.Observe(context.Background(), r.eng, r.project)
+	if obs.Proxy == nil || obs.Proxy.ImageID == before || obs.Proxy.Name != executor.ProxyName(r.project) || !obs.Proxy.Running() {
+		t.Fatalf("the proxy was not upgraded: %+v", obs.Proxy)
+	}
+	t.Logf("proxy upgrade under 200 req/s: %d sent, %d failed, longest gap %s", sent, failed, gap)
+	if failed != 0 {
+		t.Errorf("%d of %d requests failed during the proxy upgrade", failed, sent)
+	}
+	if got := r.get("/"); got != "version=v2" {
+		t.Errorf("after the upgrade: %q", got)
 	}
 }
