@@ -534,12 +534,7 @@ func (a *Applier) checks(ctx context.Context, s *config.Service, r *release, can
 		if s.HealthCheck != nil {
 			return alive() // the health check keeps watching
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(settle):
-		}
-		return alive()
+		return settled(ctx, alive)
 	}); err != nil {
 		return fmt.Errorf("candidate %q: %w", cand.Name, err)
 	}
@@ -727,12 +722,7 @@ func (a *Applier) verify(ctx context.Context, s *config.Service, liveID string) 
 		live := &ContainerState{ID: liveID, Name: s.ContainerName}
 		alive := func() error { return a.alive(ctx, live) }
 		if s.HealthCheck == nil || port == nil {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(settle):
-			}
-			return alive()
+			return settled(ctx, alive)
 		}
 		h := s.HealthCheck
 		url := fmt.Sprintf("http://%s:%d%s", a.probeHost(), port.Host, h.Path)
@@ -971,4 +961,14 @@ func hasLive(o *Observed) bool {
 		}
 	}
 	return false
+}
+
+// settled passes when a release without a health check is still running after a short while.
+func settled(ctx context.Context, alive func() error) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(settle):
+	}
+	return alive()
 }

@@ -80,7 +80,7 @@ func (a *Applier) backupWith(ctx context.Context, s *config.Service, live *Conta
 	for _, v := range m.Volumes {
 		size += v.Size
 	}
-	detail := fmt.Sprintf("backup %s in %s: %s, %s stored", m.ID, store, plural(len(m.Volumes), "volume"), humanBytes(size))
+	detail := fmt.Sprintf("backup %s in %s: %s, %s stored", m.ID, store, plural(len(m.Volumes), "volume"), HumanBytes(size))
 	if m.Consistency == "pause" {
 		detail += fmt.Sprintf(", live paused %.2fs", m.PausedSeconds)
 	}
@@ -91,7 +91,8 @@ func (a *Applier) backupWith(ctx context.Context, s *config.Service, live *Conta
 	return m, nil
 }
 
-func humanBytes(n int64) string {
+// HumanBytes formats a byte count for people (KiB, MiB, GiB).
+func HumanBytes(n int64) string {
 	switch {
 	case n >= 1<<30:
 		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))

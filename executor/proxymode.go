@@ -297,12 +297,7 @@ func (a *Applier) proxyVerify(ctx context.Context, s *config.Service, liveID str
 		}
 		port := s.HTTPPort()
 		if s.HealthCheck == nil || port == nil {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(settle):
-			}
-			return alive()
+			return settled(ctx, alive)
 		}
 		h := s.HealthCheck
 		url := fmt.Sprintf("http://127.0.0.1:%d%s", port.Host, h.Path)

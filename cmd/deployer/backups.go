@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -37,6 +38,10 @@ func (g *globals) withApplier(cmd *cobra.Command, dirArgs []string, asJSON bool,
 		return err
 	}
 	if err := fn(ctx, res, a, r); err != nil {
+		var code exitError
+		if errors.As(err, &code) {
+			return err // said already
+		}
 		r.close()
 		r.final("Error: " + err.Error())
 		return failed
@@ -114,7 +119,7 @@ func newBackups(g *globals) *cobra.Command {
 					for _, v := range m.Volumes {
 						size += v.Size
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", m.ID, m.Created.Local().Format(time.DateTime), m.Release, humanSize(size), verified(m), m.Reason)
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", m.ID, m.Created.Local().Format(time.DateTime), m.Release, executor.HumanBytes(size), verified(m), m.Reason)
 				}
 				tw.Flush()
 			}
@@ -164,7 +169,7 @@ func newBackups(g *globals) *cobra.Command {
 				m := rp.Manifest
 				var vols []string
 				for _, v := range m.Volumes {
-					vols = append(vols, fmt.Sprintf("%s (%s)", v.Name, humanSize(v.Bytes)))
+					vols = append(vols, fmt.Sprintf("%s (%s)", v.Name, executor.HumanBytes(v.Bytes)))
 				}
 				r.final(fmt.Sprintf("\nRestore backup %s (release %d, %s) of service.%s from %s into volumes %s.\n%s",
 					m.ID, m.Release, m.Created.Local().Format(time.DateTime), service, rp.Store, strings.Join(vols, ", "), rp.How))
@@ -204,16 +209,4 @@ func dbNote(m *backup.Manifest) string {
 		return ""
 	}
 	return fmt.Sprintf(", and %s pass quick_check", plural(len(m.SQLite), "database"))
-}
-
-func humanSize(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -1,13 +1,11 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker"
+	"github.com/deployer-dev/deployer/hclspec"
 )
 
 // serviceArg splits [DIR] service.NAME.
@@ -171,30 +170,18 @@ func newRollback(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := g.load(dirArgs)
-			if err != nil {
-				return err
-			}
-			eng, err := g.engine(res.Project)
-			if err != nil {
-				return err
-			}
-			defer eng.Close()
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			r := newRenderer(g.stdout, asJSON, g.color(g.stdout))
-			defer r.close()
-			a, err := g.applier(res.Project, eng, r.event)
-			if err != nil {
-				return err
-			}
-			so, err := a.Rollback(ctx, service, to)
-			r.close()
-			if err != nil {
-				r.final("Error: " + err.Error())
-				return failed
-			}
-			return g.summarize(r, &executor.Outcome{Services: []*executor.ServiceOutcome{so}}, ctx.Err() != nil)
+			var out *executor.Outcome
+			var interrupted bool
+			err = g.withApplier(cmd, dirArgs, asJSON, func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error {
+				so, err := a.Rollback(ctx, service, to)
+				if err != nil {
+					return err
+				}
+				out, interrupted = &executor.Outcome{Services: []*executor.ServiceOutcome{so}}, ctx.Err() != nil
+				r.close()
+				return g.summarize(r, out, interrupted)
+			})
+			return err
 		},
 	}
 	cmd.Flags().IntVar(&to, "to", 0, "the release to bring back (default: the one before live)")

@@ -124,12 +124,12 @@ func (r *renderer) progress(e executor.Event, clear string) {
 	secs := time.Since(start).Seconds()
 	rate := ""
 	if secs > 0.05 {
-		rate = fmt.Sprintf(", %s/s", humanSize(int64(float64(e.Bytes)/secs)))
+		rate = fmt.Sprintf(", %s/s", executor.HumanBytes(int64(float64(e.Bytes)/secs)))
 	}
 	done := strings.HasSuffix(e.Detail, " done")
 	if !r.tty {
 		if done {
-			fmt.Fprintf(r.w, "          | %s: %s%s\n", strings.TrimSuffix(e.Detail, " done"), humanSize(e.Bytes), rate)
+			fmt.Fprintf(r.w, "          | %s: %s%s\n", strings.TrimSuffix(e.Detail, " done"), executor.HumanBytes(e.Bytes), rate)
 		}
 		return
 	}
@@ -140,7 +140,7 @@ func (r *renderer) progress(e executor.Event, clear string) {
 		n = min(max(n, 0), width)
 		bar = " [" + strings.Repeat("=", n) + strings.Repeat(" ", width-n) + "]"
 	}
-	fmt.Fprintf(r.w, "%s  ... %s: %s %s%s%s", clear, e.Service, e.Detail, humanSize(e.Bytes), rate, bar)
+	fmt.Fprintf(r.w, "%s  ... %s: %s %s%s%s", clear, e.Service, e.Detail, executor.HumanBytes(e.Bytes), rate, bar)
 	if done {
 		fmt.Fprintln(r.w)
 		r.redraw()
