@@ -264,8 +264,9 @@ func (r *route) start() {
 			pr.Out.Host = pr.In.Host // the app sees the name the client used
 			pr.SetXForwarded()
 		},
-		Transport:     &failover{r: r},
-		FlushInterval: -1, // stream responses as they come
+		Transport: &failover{r: r},
+		// No FlushInterval: ReverseProxy flushes responses of unknown length (streams, server-sent
+		// events) as they come by itself; flushing every write would cost a system call per chunk.
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
 			r.errors.Add(1)
 			if errors.Is(err, context.Canceled) {
