@@ -305,3 +305,30 @@ func TestProxyUpgradeUnderLoad(t *testing.T) {
 		t.Errorf("after the upgrade: %q", got)
 	}
 }
+
+// A plain TCP port (protocol = "tcp") is switched for new connections the same way. There is no
+// HTTP health check for it; the proxy forwards bytes, so HTTP carried over it still shows which
+// release answered.
+func TestProxyTCPService(t *testing.T) {
+	r := proxyRig(t)
+	tcp := proxyMode(func(s *config.Service) {
+		s.Ports[0].Protocol = "tcp"
+		s.HealthCheck = nil
+	})
+	if so := r.apply(r.config("v1", tcp)); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	if got := r.get("/"); got != "version=v1" {
+		t.Fatalf("through the TCP route: %q", got)
+	}
+	if so := r.apply(r.config("v2", tcp)); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	if got := r.get("/"); got != "version=v2" {
+		t.Errorf("after the switch: %q", got)
+	}
+	routes, _ := executor.ProxyStatus(context.Background(), r.eng, r.project)
+	if len(routes) != 1 || routes[0].Protocol != "tcp" {
+		t.Errorf("routes: %+v", routes)
+	}
+}
