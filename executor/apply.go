@@ -187,7 +187,19 @@ func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 		case ActionDelete:
 			err = a.remove(ctx, ch, st)
 		case ActionUpdate:
-			err = a.resume(ctx, a.Project.Service(ch.Service), st, so)
+			s := a.Project.Service(ch.Service)
+			err = a.resume(ctx, s, st, so)
+			if err != nil && s.Deploy.AutoRollback && len(st.Previous) > 0 && ctx.Err() == nil {
+				// The release that was live does not come back healthy: bring back the one
+				// before it, through the same checks and cutover as deployer rollback.
+				failed := st.Live.Release()
+				if rerr := a.rollback(ctx, s, 0, so); rerr != nil {
+					err = fmt.Errorf("%v; the rollback to an earlier release failed too: %v", err, rerr)
+				} else {
+					so.RolledBack, so.RolledBackTo = true, so.Release
+					err = fmt.Errorf("rolled back to release %d: release %d did not come back healthy: %v", so.Release, failed, err)
+				}
+			}
 		case ActionCreate, ActionReplace:
 			err = a.deploy(ctx, a.Project.Service(ch.Service), ch, st, so)
 		}

@@ -332,3 +332,25 @@ func TestProxyTCPService(t *testing.T) {
 		t.Errorf("routes: %+v", routes)
 	}
 }
+
+// A stopped live release that does not come back healthy when apply starts it: the release
+// before it is brought back, so the service does not stay down while a runnable release exists.
+func TestResumeUnhealthyRollsBack(t *testing.T) {
+	r := proxyRig(t)
+	if so := r.apply(r.config("v1", proxyMode(nil))); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	// v2 is healthy the first time it starts on the volume only (its candidate, which becomes live).
+	once := proxyMode(func(s *config.Service) { s.Env["APP_MODE"] = "once"; s.HealthCheck.Deadline = 2 * time.Second })
+	if so := r.apply(r.config("v2", once)); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	r.eng.StopContainer(context.Background(), r.liveID(), time.Second)
+	so := r.apply(r.config("v2", once))
+	if so.Action != executor.ActionUpdate || !so.RolledBack || so.RolledBackTo != 1 || !strings.Contains(so.Error, "release 2 did not come back healthy") {
+		t.Fatalf("outcome: %+v", so)
+	}
+	if got := r.get("/"); got != "version=v1" {
+		t.Errorf("serving %q", got)
+	}
+}
