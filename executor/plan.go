@@ -465,6 +465,9 @@ func orUnknown(s string) string {
 	return s
 }
 
+// ShortID is the first 12 hex digits of an image or container ID, as docker shows them.
+func ShortID(id string) string { return short(id) }
+
 func short(id string) string {
 	id = strings.TrimPrefix(id, "sha256:")
 	if len(id) > 12 {

@@ -236,7 +236,7 @@ func (g *globals) summarize(r *renderer, out *executor.Outcome, interrupted bool
 		case s.Action == executor.ActionDelete:
 			r.final(fmt.Sprintf("service.%s: removed (volumes kept), %.1fs", s.Service, s.Seconds))
 		default:
-			r.final(fmt.Sprintf("service.%s: release %d live (image %s), %.1fs", s.Service, s.Release, shortID(s.ImageID), s.Seconds))
+			r.final(fmt.Sprintf("service.%s: release %d live (image %s), %.1fs", s.Service, s.Release, executor.ShortID(s.ImageID), s.Seconds))
 		}
 	}
 	if interrupted {
@@ -247,14 +247,6 @@ func (g *globals) summarize(r *renderer, out *executor.Outcome, interrupted bool
 		return failed
 	}
 	return nil
-}
-
-func shortID(id string) string {
-	id = strings.TrimPrefix(id, "sha256:")
-	if len(id) > 12 {
-		id = id[:12]
-	}
-	return id
 }
 
 // source is the git commit of the configuration directory, when it is a checkout.

@@ -16,6 +16,23 @@ import (
 	"github.com/deployer-dev/deployer/hclspec"
 )
 
+// connect loads the configuration and connects to its engine, which must answer.
+func (g *globals) connect(cmd *cobra.Command, dirArgs []string) (*hclspec.Result, *docker.Engine, error) {
+	res, err := g.load(dirArgs)
+	if err != nil {
+		return nil, nil, err
+	}
+	eng, err := g.engine(res.Project)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := eng.Ping(cmd.Context()); err != nil {
+		eng.Close()
+		return nil, nil, err
+	}
+	return res, eng, nil
+}
+
 // serviceArg splits [DIR] service.NAME.
 func serviceArg(args []string) ([]string, string, error) {
 	if len(args) == 0 {
@@ -43,11 +60,7 @@ func newStatus(g *globals) *cobra.Command {
 		Short: "What runs: each service's live release, image, health, ports",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, err := g.load(args)
-			if err != nil {
-				return err
-			}
-			eng, err := g.engine(res.Project)
+			res, eng, err := g.connect(cmd, args)
 			if err != nil {
 				return err
 			}
@@ -82,7 +95,7 @@ func newStatus(g *globals) *cobra.Command {
 				if s.LiveRelease == 0 {
 					fmt.Fprintf(g.stdout, "  %s\n", s.State)
 				} else {
-					fmt.Fprintf(g.stdout, "  live      release %d, %s (%s), %s\n", s.LiveRelease, s.Container, s.State, s.Image+" "+shortID(s.ImageID))
+					fmt.Fprintf(g.stdout, "  live      release %d, %s (%s), %s\n", s.LiveRelease, s.Container, s.State, s.Image+" "+executor.ShortID(s.ImageID))
 					if len(s.Ports) > 0 {
 						fmt.Fprintf(g.stdout, "  ports     %s\n", strings.Join(s.Ports, ", "))
 					}
@@ -117,18 +130,11 @@ func newReleases(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := g.load(dirArgs)
-			if err != nil {
-				return err
-			}
-			eng, err := g.engine(res.Project)
+			res, eng, err := g.connect(cmd, dirArgs)
 			if err != nil {
 				return err
 			}
 			defer eng.Close()
-			if err := eng.Ping(cmd.Context()); err != nil {
-				return err
-			}
 			obs, err := executor.Observe(cmd.Context(), eng, res.Project.Name)
 			if err != nil {
 				return err
@@ -147,7 +153,7 @@ func newReleases(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "RELEASE\tROLE\tSTATUS\tIMAGE\tCREATED\tSOURCE")
 			for _, r := range list {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s (%s)\t%s\t%s\n", r.Release, r.Role, r.State, r.Image, shortID(r.ImageID), r.Created.Local().Format(time.DateTime), r.Source)
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s (%s)\t%s\t%s\n", r.Release, r.Role, r.State, r.Image, executor.ShortID(r.ImageID), r.Created.Local().Format(time.DateTime), r.Source)
 			}
 			return tw.Flush()
 		},
@@ -199,18 +205,11 @@ func newUnlock(g *globals) *cobra.Command {
 			if !force {
 				return fmt.Errorf("unlock breaks the lock of a deploy that may still run: pass -force if that deploy is gone")
 			}
-			res, err := g.load(args)
-			if err != nil {
-				return err
-			}
-			eng, err := g.engine(res.Project)
+			res, eng, err := g.connect(cmd, args)
 			if err != nil {
 				return err
 			}
 			defer eng.Close()
-			if err := eng.Ping(cmd.Context()); err != nil {
-				return err
-			}
 			held, err := executor.Unlock(cmd.Context(), eng, res.Project.Name)
 			if err != nil {
 				return err
