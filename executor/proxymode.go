@@ -358,7 +358,12 @@ func ProxyStatus(ctx context.Context, rt Runtime, project string) ([]proxy.Route
 	if err != nil || obs.Proxy == nil || !obs.Proxy.Running() {
 		return nil, err
 	}
-	a := &Applier{Runtime: rt, proxyID: obs.Proxy.ID}
+	return proxyRoutes(ctx, rt, obs.Proxy.ID)
+}
+
+// proxyRoutes asks a running proxy container for its routes and counters.
+func proxyRoutes(ctx context.Context, rt Runtime, proxyID string) ([]proxy.RouteStatus, error) {
+	a := &Applier{Runtime: rt, proxyID: proxyID}
 	resp, err := a.ctl(ctx, proxy.Request{Op: "status"})
 	if err != nil {
 		return nil, err

@@ -58,11 +58,10 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 	if obs.Proxy != nil {
 		out.Proxy = &ProxyState{Container: obs.Proxy.Name, State: obs.Proxy.State}
 		if rt, ok := eng.(Runtime); ok && obs.Proxy.Running() {
-			a := &Applier{Runtime: rt, proxyID: obs.Proxy.ID}
-			if resp, err := a.ctl(ctx, proxy.Request{Op: "status"}); err != nil {
+			if routes, err := proxyRoutes(ctx, rt, obs.Proxy.ID); err != nil {
 				out.Proxy.Error = err.Error()
 			} else {
-				out.Proxy.Routes = resp.Routes
+				out.Proxy.Routes = routes
 			}
 		}
 	}

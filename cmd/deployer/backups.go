@@ -135,8 +135,7 @@ func newBackups(g *globals) *cobra.Command {
 		Short: "Download a backup and check it: checksums, archives, SQLite quick_check",
 		Args:  cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id := args[len(args)-1]
-			dirArgs, service, err := serviceArg(args[:len(args)-1])
+			dirArgs, service, id, err := backupArgs(args)
 			if err != nil {
 				return err
 			}
@@ -156,8 +155,7 @@ func newBackups(g *globals) *cobra.Command {
 		Short: "Replace a service's volumes with a backup, after backing up the current data",
 		Args:  cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id := args[len(args)-1]
-			dirArgs, service, err := serviceArg(args[:len(args)-1])
+			dirArgs, service, id, err := backupArgs(args)
 			if err != nil {
 				return err
 			}
@@ -195,6 +193,12 @@ func newBackups(g *globals) *cobra.Command {
 	restore.Flags().BoolVar(&autoApprove, "auto-approve", false, "restore without asking for confirmation")
 	cmd.AddCommand(list, verify, restore)
 	return cmd
+}
+
+// backupArgs splits [DIR] service.NAME ID.
+func backupArgs(args []string) ([]string, string, string, error) {
+	dirArgs, service, err := serviceArg(args[:len(args)-1])
+	return dirArgs, service, args[len(args)-1], err
 }
 
 func verified(m *backup.Manifest) string {
