@@ -77,12 +77,12 @@ var client = &http.Client{
 }
 
 // Get runs one attempt.
-func Get(ctx context.Context, c Check) Result {
+func Get(parent context.Context, c Check) Result {
 	timeout := c.Timeout
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL, nil)
 	if err != nil {
@@ -91,6 +91,9 @@ func Get(ctx context.Context, c Check) Result {
 	req.Header.Set("User-Agent", "deployer-probe")
 	resp, err := client.Do(req)
 	if err != nil {
+		if parent.Err() != nil {
+			return Result{Err: parent.Err()}
+		}
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return Result{Err: fmt.Errorf("no answer within %s", timeout)}
 		}
@@ -130,7 +133,16 @@ func UntilWith(ctx context.Context, get func(context.Context, Check) Result, c C
 				return err
 			}
 		}
-		last = get(ctx, c)
+		r := get(ctx, c)
+		if ctx.Err() != nil && attempts > 0 && !c.OK(r) {
+			// The overall deadline cut this attempt short: what the service last answered
+			// in full says more than "no answer".
+			if ctx.Err() == context.DeadlineExceeded {
+				return fmt.Errorf("not healthy within %s after %d attempts (last: %s)", deadline, attempts, c.Describe(last))
+			}
+			return ctx.Err()
+		}
+		last = r
 		attempts++
 		if c.OK(last) {
 			passes++
