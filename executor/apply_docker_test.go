@@ -164,8 +164,8 @@ func TestApplyCandidateFailures(t *testing.T) {
 		mod  func(s *config.Service)
 		want []string
 	}{
-		{"never healthy", func(s *config.Service) { s.Env["APP_MODE"] = "unhealthy"; s.HealthCheck.Deadline = 2 * time.Second },
-			[]string{`candidate "dt-`, "health check GET /health", "not healthy within 2s", "status 500", "db locked", "release 1 (", "is still live"}},
+		{"never healthy", func(s *config.Service) { s.Env["APP_MODE"] = "unhealthy"; s.HealthCheck.Deadline = 5 * time.Second },
+			[]string{`candidate "dt-`, "health check GET /health", "not healthy within 5s", "status 500", "db locked", "release 1 (", "is still live"}},
 		{"exits at once", func(s *config.Service) { s.Env["APP_MODE"] = "crash" },
 			[]string{"exited with code 3", "database unreachable"}},
 		{"canary fails", func(s *config.Service) {
@@ -208,7 +208,7 @@ func TestApplyRollsBackAfterCutover(t *testing.T) {
 	if so := r.apply(r.config("v1", nil)); so.Error != "" {
 		t.Fatal(so.Error)
 	}
-	so := r.apply(r.config("v2", func(s *config.Service) { s.Env["APP_MODE"] = "once"; s.HealthCheck.Deadline = 2 * time.Second }))
+	so := r.apply(r.config("v2", func(s *config.Service) { s.Env["APP_MODE"] = "once"; s.HealthCheck.Deadline = 5 * time.Second }))
 	if !so.RolledBack || so.RolledBackTo != 1 || !strings.HasPrefix(so.Error, "rolled back to release 1: release 2 failed after cutover") {
 		t.Fatalf("outcome: %+v", so)
 	}
@@ -356,7 +356,7 @@ func TestApplyNotices(t *testing.T) {
 	}
 	so := r.apply(withNotices(r.config("v2", func(s *config.Service) {
 		s.Env["APP_MODE"] = "once"
-		s.HealthCheck.Deadline = 2 * time.Second
+		s.HealthCheck.Deadline = 5 * time.Second
 	})))
 	if !so.RolledBack {
 		t.Fatalf("%+v", so)

@@ -71,6 +71,7 @@ type load struct {
 	mu      sync.Mutex
 	sent    int
 	failed  int
+	errs    []string // the first few failures, to say what they were
 	lastOK  time.Time
 	longest time.Duration
 	done    chan struct{}
@@ -79,7 +80,9 @@ type load struct {
 
 func startLoad(port, rate int) *load {
 	l := &load{done: make(chan struct{}), lastOK: time.Now()}
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	// A request counts as failed when it gets an error or a status other than 200, or no answer
+	// within 5 s; slower answers show in the longest gap.
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	l.wg.Add(1)
 	go func() {
@@ -107,6 +110,12 @@ func startLoad(port, rate int) *load {
 				l.sent++
 				if !ok {
 					l.failed++
+					if len(l.errs) < 5 {
+						if err == nil {
+							err = fmt.Errorf("status %d", resp.StatusCode)
+						}
+						l.errs = append(l.errs, fmt.Sprintf("%s: %v", now.Format("15:04:05.000"), err))
+					}
 					return
 				}
 				if gap := now.Sub(l.lastOK); gap > l.longest {

@@ -179,7 +179,7 @@ func TestProxyCandidateDiesAfterSwitch(t *testing.T) {
 	}
 	so := r.apply(r.config("v2", proxyMode(func(s *config.Service) {
 		s.Env["APP_DIE_AFTER"] = "2" // the candidate's two health checks, then it dies
-		s.HealthCheck.Deadline = 3 * time.Second
+		s.HealthCheck.Deadline = 6 * time.Second
 	})))
 	if !so.RolledBack || so.RolledBackTo != 1 {
 		t.Fatalf("outcome: %+v", so)
@@ -223,9 +223,11 @@ func TestProxySlowRequestCut(t *testing.T) {
 	if so := r.apply(r.config("v1", short)); so.Error != "" {
 		t.Fatal(so.Error)
 	}
-	done := make(chan string)
+	// The request takes a minute, far longer than the apply however slow the machine: only the
+	// drain deadline can end it.
+	done := make(chan string, 1)
 	go func() {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/?sleep_ms=8000", r.port))
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/?sleep_ms=60000", r.port))
 		if err != nil {
 			done <- "error"
 			return
@@ -246,8 +248,13 @@ func TestProxySlowRequestCut(t *testing.T) {
 	if !warned {
 		t.Error("no warning about the cut request")
 	}
-	if got := <-done; strings.HasPrefix(got, "200 <nil>") {
-		t.Errorf("the slow request was not cut: %s", got)
+	select {
+	case got := <-done:
+		if strings.HasPrefix(got, "200 <nil>") {
+			t.Errorf("the slow request was not cut: %s", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the slow request was not cut: still running 10 s after the apply")
 	}
 }
 
@@ -297,9 +304,12 @@ func TestProxyUpgradeUnderLoad(t *testing.T) {
 	if obs.Proxy == nil || obs.Proxy.ImageID == before || obs.Proxy.Name != executor.ProxyName(r.project) || !obs.Proxy.Running() {
 		t.Fatalf("the proxy was not upgraded: %+v", obs.Proxy)
 	}
+	if logs, _ := r.eng.Logs(context.Background(), obs.Proxy.ID, 20); !strings.Contains(logs, "took over the listening sockets of the proxy before this one") {
+		t.Errorf("the new proxy opened its own sockets instead of taking over the old one's:\n%s", logs)
+	}
 	t.Logf("proxy upgrade under 200 req/s: %d sent, %d failed, longest gap %s", sent, failed, gap)
 	if failed != 0 {
-		t.Errorf("%d of %d requests failed during the proxy upgrade", failed, sent)
+		t.Errorf("%d of %d requests failed during the proxy upgrade: %s", failed, sent, strings.Join(l.errs, "; "))
 	}
 	if got := r.get("/"); got != "version=v2" {
 		t.Errorf("after the upgrade: %q", got)
@@ -341,7 +351,7 @@ func TestResumeUnhealthyRollsBack(t *testing.T) {
 		t.Fatal(so.Error)
 	}
 	// v2 is healthy the first time it starts on the volume only (its candidate, which becomes live).
-	once := proxyMode(func(s *config.Service) { s.Env["APP_MODE"] = "once"; s.HealthCheck.Deadline = 2 * time.Second })
+	once := proxyMode(func(s *config.Service) { s.Env["APP_MODE"] = "once"; s.HealthCheck.Deadline = 5 * time.Second })
 	if so := r.apply(r.config("v2", once)); so.Error != "" {
 		t.Fatal(so.Error)
 	}

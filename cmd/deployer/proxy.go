@@ -18,7 +18,7 @@ func newProxy(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "proxy", Short: "The zero-downtime proxy (runs in its own container)"}
 	var socket string
 	var grace time.Duration
-	var state string
+	var state, handover string
 	serve := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the proxy; the deployer configures it through its control socket",
@@ -29,12 +29,14 @@ func newProxy(g *globals) *cobra.Command {
 			fmt.Fprintf(g.stdout, "deployer proxy %s: control on %s\n", versionString(), socket)
 			srv := proxy.NewServer()
 			srv.StateFile = state
+			srv.Handover = handover
 			return srv.Serve(ctx, socket, grace)
 		},
 	}
 	serve.Flags().StringVar(&socket, "socket", proxy.SocketPath, "the control socket")
 	serve.Flags().DurationVar(&grace, "grace", 30*time.Second, "how long requests in flight may finish when the proxy stops")
 	serve.Flags().StringVar(&state, "state", "/state/routes.json", "where the routes are kept across restarts (empty: nowhere)")
+	serve.Flags().StringVar(&handover, "handover", "/state/handover.sock", "where an upgraded proxy takes over this one's listening sockets (empty: nowhere)")
 	ctl := &cobra.Command{
 		Use:    "ctl JSON",
 		Short:  "Send one control request to the proxy (the deployer runs it with docker exec)",

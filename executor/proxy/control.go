@@ -42,7 +42,22 @@ type Response struct {
 // Serve runs the proxy until ctx ends or a stop command arrives, then stops accepting and lets
 // what is in flight finish for up to grace.
 func (s *Server) Serve(ctx context.Context, socket string, grace time.Duration) error {
+	if s.Handover != "" {
+		if err := s.inherit(s.Handover); err != nil {
+			fmt.Fprintf(os.Stderr, "deployer proxy: %v; opening new sockets\n", err)
+		} else if addrs := s.inheritedAddrs(); len(addrs) > 0 {
+			fmt.Fprintf(os.Stderr, "deployer proxy: took over the listening sockets of the proxy before this one: %s\n", strings.Join(addrs, " "))
+		}
+	}
 	s.load()
+	s.dropInherited()
+	if s.Handover != "" {
+		hln, err := s.serveHandover(s.Handover)
+		if err != nil {
+			return err
+		}
+		defer hln.Close()
+	}
 	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil { // FROM scratch has no /run
 		return fmt.Errorf("control socket %s: %w", socket, err)
 	}
@@ -77,18 +92,9 @@ func (s *Server) Serve(ctx context.Context, socket string, grace time.Duration) 
 			}
 		}()
 	}
-	s.Close()
-	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) {
-		busy := int64(0)
-		for _, r := range s.Status() {
-			busy += r.InFlight
-		}
-		if busy == 0 {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	s.Shutdown(sctx)
 	return nil
 }
 

@@ -15,10 +15,10 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -44,8 +44,12 @@ type RouteStatus struct {
 type Server struct {
 	// StateFile keeps the routes across restarts; empty keeps them in memory only.
 	StateFile string
+	// Handover is the unix socket through which an upgraded proxy takes over this one's
+	// listening sockets; empty: no handover.
+	Handover  string
 	mu        sync.Mutex
 	routes    map[string]*route
+	inherited map[string]*os.File // listening sockets taken over, by address, until a route takes them
 }
 
 // NewServer returns a proxy with no routes.
@@ -61,6 +65,7 @@ type route struct {
 	requests atomic.Int64
 	errors   atomic.Int64
 	backends sync.Map // addr -> *backend
+	conns    sync.Map // net.Conn -> connState, for HTTP routes
 }
 
 // backend is one release behind a route, with what is in flight on it.
@@ -120,22 +125,6 @@ func (r *route) backendFor(addr string) *backend {
 	return b.(*backend)
 }
 
-// listen opens a listening socket that another proxy may share (SO_REUSEPORT), so a new proxy
-// can take over a port before the old one lets go.
-func listen(addr string) (net.Listener, error) {
-	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	return lc.Listen(context.Background(), "tcp", addr)
-}
-
 // Set adds a route or switches an existing one to another backend, atomically for new requests
 // and connections. The backend it replaces is kept as the fail-back target until Drain.
 func (s *Server) Set(rt Route) (previous string, err error) {
@@ -154,7 +143,7 @@ func (s *Server) Set(rt Route) (previous string, err error) {
 		r = &route{Route: rt}
 		b := r.backendFor(rt.Backend)
 		r.current.Store(b)
-		ln, err := listen(rt.Listen)
+		ln, err := s.listen(rt.Listen)
 		if err != nil {
 			return "", fmt.Errorf("listen on %s: %w", rt.Listen, err)
 		}
@@ -236,6 +225,70 @@ func (s *Server) Status() []RouteStatus {
 	return out
 }
 
+// Shutdown stops accepting on every route and lets the connections it has finish: each is
+// closed once its response is written, idle keep-alive connections at once; a request that
+// arrived on a connection is always answered. It returns when nothing is in flight any more, or
+// when ctx ends.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.mu.Lock()
+	routes := make([]*route, 0, len(s.routes))
+	for _, r := range s.routes {
+		routes = append(routes, r)
+	}
+	s.mu.Unlock()
+	for _, r := range routes {
+		r.ln.Close()
+		if r.srv != nil {
+			// Not http.Server.Shutdown: it drops a request read after it began, unanswered.
+			r.srv.SetKeepAlivesEnabled(false)
+		}
+	}
+	for {
+		busy := int64(0)
+		for _, r := range routes {
+			busy += r.busyConns()
+			r.backends.Range(func(_, v any) bool { busy += v.(*backend).inflight.Load(); return true })
+		}
+		if busy == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// connState is where one client connection of an HTTP route is.
+type connState struct {
+	state http.ConnState
+	since time.Time
+}
+
+func (r *route) trackConn(c net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateClosed, http.StateHijacked:
+		r.conns.Delete(c) // a hijacked connection (WebSocket) is counted as in flight on its backend
+	default:
+		r.conns.Store(c, connState{st, time.Now()})
+	}
+}
+
+// busyConns counts the connections with a request under way, or opened in the last 2 s and
+// still to send their first: a client that just connected is about to.
+func (r *route) busyConns() int64 {
+	var n int64
+	r.conns.Range(func(_, v any) bool {
+		cs := v.(connState)
+		if cs.state == http.StateActive || cs.state == http.StateNew && time.Since(cs.since) < 2*time.Second {
+			n++
+		}
+		return true
+	})
+	return n
+}
+
 // Close stops accepting on every route; what is in flight finishes on its own.
 func (s *Server) Close() {
 	s.mu.Lock()
@@ -295,6 +348,7 @@ func (r *route) start() {
 		}),
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       120 * time.Second,
+		ConnState:         r.trackConn,
 	}
 	go r.srv.Serve(r.ln)
 }

@@ -14,6 +14,19 @@ import (
 	"time"
 )
 
+// streamGate holds the streaming handler after its first chunk until the test has read it.
+var stream struct {
+	sync.Mutex
+	gate chan struct{}
+	done bool
+}
+
+func streamState() (chan struct{}, bool) {
+	stream.Lock()
+	defer stream.Unlock()
+	return stream.gate, stream.done
+}
+
 // release is a backend that names itself in every answer.
 func release(t *testing.T, name string) *httptest.Server {
 	mux := http.NewServeMux()
@@ -33,11 +46,19 @@ func release(t *testing.T, name string) *httptest.Server {
 		fmt.Fprintf(w, "%s got %d bytes", name, len(b))
 	})
 	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
-		for i := 0; i < 3; i++ {
-			fmt.Fprintf(w, "chunk %d\n", i)
-			w.(http.Flusher).Flush()
-			time.Sleep(100 * time.Millisecond)
+		// The first chunk, then the rest only once the client has read it (or after 5 s): a
+		// proxy that buffers the response delivers nothing until the last chunk is written.
+		fmt.Fprint(w, "chunk 0\n")
+		w.(http.Flusher).Flush()
+		gate, _ := streamState()
+		select {
+		case <-gate:
+		case <-time.After(5 * time.Second):
 		}
+		stream.Lock()
+		stream.done = true
+		stream.Unlock()
+		fmt.Fprint(w, "chunk 1\n")
 	})
 	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "websocket" {
@@ -112,15 +133,19 @@ func TestSwitchAndHTTPSemantics(t *testing.T) {
 		t.Errorf("body: %q", b)
 	}
 	// Streaming: the first chunk arrives before the last is written.
+	stream.Lock()
+	stream.gate, stream.done = make(chan struct{}), false
+	stream.Unlock()
 	resp, err = c.Get(url + "/stream")
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
 	line, _ := bufio.NewReader(resp.Body).ReadString('\n')
-	if line != "chunk 0\n" || time.Since(start) > 150*time.Millisecond {
-		t.Errorf("streaming: %q after %s", line, time.Since(start))
+	gate, done := streamState()
+	if line != "chunk 0\n" || done {
+		t.Errorf("streaming: %q arrived only after the whole response was written", line)
 	}
+	close(gate)
 	resp.Body.Close()
 	// Keep-alive: the same client connection serves both releases across a switch.
 	prev, err := s.Set(Route{Name: "web", Listen: listen, Backend: addr(green)})
