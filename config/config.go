@@ -49,6 +49,11 @@ type Variable struct {
 type Docker struct {
 	Host      string
 	HostRange Range
+	// ProxyImage is an image of the deployer (its binary FROM scratch, entrypoint /deployer)
+	// that the proxy and restores run in. Empty: the deployer builds one from its own binary,
+	// which it can only do when that binary runs on the engine's OS and architecture.
+	ProxyImage      string
+	ProxyImageRange Range
 }
 
 // Store is a backup destination.

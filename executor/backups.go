@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/backup"
@@ -231,31 +232,63 @@ func (a *Applier) Backup(ctx context.Context, service string) (*backup.Manifest,
 	return m, err
 }
 
-// isStatic reports whether a binary can run FROM scratch: a Linux ELF without an interpreter.
-func isStatic(p string) error {
+// elfMachines maps the engine's architecture to the ELF machine its binaries are built for.
+var elfMachines = map[string]elf.Machine{
+	"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64, "arm": elf.EM_ARM, "386": elf.EM_386,
+	"ppc64le": elf.EM_PPC64, "s390x": elf.EM_S390, "riscv64": elf.EM_RISCV,
+}
+
+// runsOn reports whether a binary can run FROM scratch on an engine of that OS and
+// architecture: a static ELF for it, without an interpreter.
+func runsOn(p, osName, arch string) error {
+	if osName != "linux" {
+		return fmt.Errorf("the engine runs %s containers", osName)
+	}
 	f, err := elf.Open(p)
 	if err != nil {
-		return fmt.Errorf("%s is not a Linux binary (%v)", p, err)
+		return fmt.Errorf("this deployer (%s) is not a Linux binary", p)
 	}
 	defer f.Close()
+	if m, ok := elfMachines[arch]; !ok || f.Machine != m {
+		return fmt.Errorf("this deployer (%s) is built for %s, the engine runs %s", p, f.Machine, arch)
+	}
 	for _, prog := range f.Progs {
 		if prog.Type == elf.PT_INTERP {
-			return fmt.Errorf("%s is dynamically linked", p)
+			return fmt.Errorf("this deployer (%s) is dynamically linked", p)
 		}
 	}
 	return nil
 }
 
-var errNoSelf = errors.New("no deployer binary for the helper image")
-
-// helperImage builds (once per binary) the image restores run in: the deployer's own static
-// binary, FROM scratch.
+// helperImage is the image the proxy and restores run in: docker.proxy_image when the
+// configuration names one, else one built (once per binary) from the deployer's own binary,
+// FROM scratch, when that binary can run on the engine.
 func (a *Applier) helperImage(ctx context.Context) (string, error) {
-	if a.SelfBinary == "" {
-		return "", errNoSelf
+	if ref := a.Project.Docker.ProxyImage; ref != "" {
+		if id, err := a.Runtime.ImageID(ctx, ref); err == nil {
+			return id, nil
+		}
+		id, err := a.Runtime.PullImage(ctx, ref, nil)
+		if err != nil {
+			return "", fmt.Errorf("docker.proxy_image %q: %w", ref, err)
+		}
+		return id, nil
 	}
-	if err := isStatic(a.SelfBinary); err != nil {
-		return "", fmt.Errorf("restore runs the deployer itself in a helper container FROM scratch, which needs a static Linux binary: %v; build it with `CGO_ENABLED=0 go build ./cmd/deployer` (as releases and CI are)", err)
+	osName, arch, err := a.Runtime.Platform(ctx)
+	if err != nil {
+		return "", err
+	}
+	why := errors.New("the deployer does not know where its own binary is")
+	if a.SelfBinary != "" {
+		why = runsOn(a.SelfBinary, osName, arch)
+	}
+	if why != nil {
+		return "", fmt.Errorf("the proxy and restores run the deployer itself in a container, and this one cannot run on the engine: %v.\n"+
+			"Build a deployer for the engine (in a checkout of its source) and name its image in the configuration:\n"+
+			"  GOOS=%s GOARCH=%s CGO_ENABLED=0 go build -o deployer ./cmd/deployer\n"+
+			"  printf 'FROM scratch\\nCOPY deployer /deployer\\nENTRYPOINT [\"/deployer\"]\\n' | docker build -t deployer-proxy:%s -f - .\n"+
+			"  docker { proxy_image = \"deployer-proxy:%s\" }   # in the configuration (push it to your registry for a remote engine)\n"+
+			"or deploy with cutover = \"restart\", which needs neither", why, osName, arch, a.versionTag(), a.versionTag())
 	}
 	dir, err := os.MkdirTemp(a.TempDir, "deployer-helper-")
 	if err != nil {
@@ -282,4 +315,18 @@ func (a *Applier) helperImage(ctx context.Context) (string, error) {
 		return id, nil
 	}
 	return a.Runtime.BuildImage(ctx, BuildOptions{Dir: dir, Dockerfile: "Dockerfile", Tag: tag, Labels: map[string]string{"deployer.image": "helper"}})
+}
+
+// versionTag is the deployer's version as an image tag.
+func (a *Applier) versionTag() string {
+	v := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_' {
+			return r
+		}
+		return '-'
+	}, a.Version)
+	if v == "" {
+		return "latest"
+	}
+	return v
 }

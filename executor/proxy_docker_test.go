@@ -364,3 +364,53 @@ func TestResumeUnhealthyRollsBack(t *testing.T) {
 		t.Errorf("serving %q", got)
 	}
 }
+
+// A deployer that cannot run on the engine (built for another OS, as on an operator's laptop)
+// says how to build one that can; with docker.proxy_image naming such an image, the proxy runs
+// from it.
+func TestProxyImageFromConfiguration(t *testing.T) {
+	r := newRig(t)
+	notLinux := filepath.Join(t.TempDir(), "deployer")
+	os.WriteFile(notLinux, []byte("\xcf\xfa\xed\xfe a Mach-O binary, say"), 0o755)
+	r.self = notLinux
+	so := r.apply(r.config("v1", proxyMode(nil)))
+	t.Logf("the refusal:\n%s", so.Error)
+	for _, want := range []string{"is not a Linux binary", "GOOS=linux GOARCH=", "CGO_ENABLED=0 go build", "docker { proxy_image = ", `cutover = "restart"`} {
+		if !strings.Contains(so.Error, want) {
+			t.Errorf("error lacks %q:\n%s", want, so.Error)
+		}
+	}
+	if got := r.state(); got != "" {
+		t.Errorf("containers after the refusal: %s", got)
+	}
+
+	// The image an operator builds as the message says, named in the configuration.
+	dir := t.TempDir()
+	bin, _ := os.ReadFile(staticDeployer(t))
+	os.WriteFile(filepath.Join(dir, "deployer"), bin, 0o755)
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\nCOPY deployer /deployer\nENTRYPOINT [\"/deployer\"]\n"), 0o644)
+	tag := r.project + "-proxyimg:1"
+	id, err := r.eng.BuildImage(context.Background(), executor.BuildOptions{Dir: dir, Dockerfile: "Dockerfile", Tag: tag})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.eng.RemoveImage(context.Background(), id) })
+	withImage := func(v string) *config.Project {
+		p := r.config(v, proxyMode(nil))
+		p.Docker.ProxyImage = tag
+		return p
+	}
+	if so := r.apply(withImage("v1")); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	if so := r.apply(withImage("v2")); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	if got := r.get("/"); got != "version=v2" {
+		t.Errorf("through the proxy: %q", got)
+	}
+	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	if obs.Proxy == nil || obs.Proxy.ImageID != id {
+		t.Errorf("the proxy does not run docker.proxy_image (%s): %+v", id, obs.Proxy)
+	}
+}

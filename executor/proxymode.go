@@ -66,7 +66,7 @@ func (a *Applier) ensureProxy(ctx context.Context) error {
 		}
 		image, err := a.helperImage(ctx)
 		if err != nil {
-			return fmt.Errorf("the proxy runs the deployer itself: %w", err)
+			return err
 		}
 		obs, err := Observe(ctx, a.Runtime, a.Project.Name)
 		if err != nil {

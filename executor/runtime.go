@@ -33,6 +33,8 @@ type Runtime interface {
 	EnsureNetwork(ctx context.Context, name string, labels map[string]string) error
 	Exec(ctx context.Context, id string, cmd []string) (stdout string, exitCode int, err error)
 	SetRestart(ctx context.Context, id, policy string) error
+	// Platform is the engine's OS and architecture, as Go names them ("linux", "amd64").
+	Platform(ctx context.Context) (os, arch string, err error)
 }
 
 // ErrNameTaken is returned by CreateContainer when a container of that name exists already.

@@ -215,6 +215,10 @@ func (l *loader) decodeProject(p *config.Project, t *top) hcl.Diagnostics {
 		if a := c.Attributes["host"]; a != nil {
 			p.Docker.HostRange = cfgRange(a.Expr.Range())
 		}
+		d.str(c.Attributes, "proxy_image", "docker.proxy_image", &p.Docker.ProxyImage)
+		if a := c.Attributes["proxy_image"]; a != nil {
+			p.Docker.ProxyImageRange = cfgRange(a.Expr.Range())
+		}
 	}
 	p.Stores = map[string]*config.Store{}
 	l.stores = p.Stores

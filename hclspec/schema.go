@@ -28,7 +28,7 @@ var (
 		Attributes: []hcl.AttributeSchema{{Name: "condition", Required: true}, {Name: "error_message", Required: true}},
 	}
 	dockerSchema = &hcl.BodySchema{
-		Attributes: []hcl.AttributeSchema{{Name: "host"}},
+		Attributes: []hcl.AttributeSchema{{Name: "host"}, {Name: "proxy_image"}},
 	}
 	storeSchema = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{

@@ -55,3 +55,12 @@ func (e *Engine) SetRestart(ctx context.Context, id, policy string) error {
 	}
 	return nil
 }
+
+// Platform is the engine's OS and architecture, as Go names them ("linux", "amd64").
+func (e *Engine) Platform(ctx context.Context) (string, string, error) {
+	v, err := e.cli.ServerVersion(ctx)
+	if err != nil {
+		return "", "", fmt.Errorf("docker engine %s: %w", e.host, err)
+	}
+	return v.Os, v.Arch, nil
+}
