@@ -44,6 +44,7 @@ type Applier struct {
 
 	red     *redactor
 	proxyID string // the project's proxy, once ensured during this run
+	fixed   string // the project network's range of fixed addresses, once ensured ("" without)
 }
 
 // ServiceOutcome is what apply did to one service.
@@ -292,7 +293,7 @@ func (a *Applier) deploy(ctx context.Context, s *config.Service, ch *Change, st 
 			return fail(err)
 		}
 	}
-	if err := a.Runtime.EnsureNetwork(ctx, NetworkName(a.Project.Name), map[string]string{LabelProject: a.Project.Name}); err != nil {
+	if err := a.ensureNetwork(ctx); err != nil {
 		return fail(err)
 	}
 	if proxied(s) {
@@ -498,7 +499,7 @@ func (a *Applier) candidate(ctx context.Context, s *config.Service, r *release) 
 	name := s.ContainerName + candidateSuffix
 	var cand *ContainerState
 	err := a.step(s.Name, StepCandidate, fmt.Sprintf("create and start %s (release %d)", name, r.number), func() error {
-		id, err := a.Runtime.CreateContainer(ctx, r.spec(name, RoleCandidate, true))
+		id, err := a.createRelease(ctx, r.spec(name, RoleCandidate, true))
 		if errors.Is(err, ErrNameTaken) {
 			// Not ours to remove blindly: say what to do.
 			return fmt.Errorf("a container named %s exists and is not a candidate of this project; remove or rename it", name)
@@ -695,7 +696,7 @@ func (a *Applier) cutover(ctx context.Context, s *config.Service, r *release, ol
 			}
 			a.crash("cutover.renamed")
 		}
-		id, err := a.Runtime.CreateContainer(ctx, r.spec(s.ContainerName, RoleLive, false))
+		id, err := a.createRelease(ctx, r.spec(s.ContainerName, RoleLive, false))
 		if err == nil {
 			a.crash("cutover.created")
 			err = a.Runtime.StartContainer(ctx, id)

@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,5 +45,22 @@ func TestRunsOn(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s on %s: %v, want %q", filepath.Base(c.bin), c.os, err, c.want)
 		}
+	}
+}
+
+func TestPickAddress(t *testing.T) {
+	fixed := netip.MustParsePrefix("10.1.2.0/25")
+	if a, err := pickAddress(fixed, map[string]bool{"": true}); err != nil || a != "10.1.2.2" {
+		t.Errorf("first: %s %v", a, err)
+	}
+	if a, _ := pickAddress(fixed, map[string]bool{"10.1.2.2": true, "10.1.2.4": true}); a != "10.1.2.3" {
+		t.Errorf("a gap: %s", a)
+	}
+	used := map[string]bool{}
+	for a := fixed.Addr(); fixed.Contains(a); a = a.Next() {
+		used[a.String()] = true
+	}
+	if _, err := pickAddress(fixed, used); err == nil || !strings.Contains(err.Error(), "no free address") {
+		t.Errorf("full: %v", err)
 	}
 }

@@ -414,3 +414,55 @@ func TestProxyImageFromConfiguration(t *testing.T) {
 		t.Errorf("the proxy does not run docker.proxy_image (%s): %+v", id, obs.Proxy)
 	}
 }
+
+// A host reboot: the engine starts the proxy and the live release again, in no particular
+// order, while something else joins the network. The live release comes back at its address,
+// so the proxy's saved route still leads to it, without an apply.
+func TestProxyRouteSurvivesRestart(t *testing.T) {
+	r := proxyRig(t)
+	ctx := context.Background()
+	for _, v := range []string{"v1", "v2"} {
+		if so := r.apply(r.config(v, proxyMode(nil))); so.Error != "" {
+			t.Fatal(so.Error)
+		}
+	}
+	obs, _ := executor.Observe(ctx, r.eng, r.project)
+	live, err := r.eng.Inspect(ctx, obs.Services["app"].Live.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	network := executor.NetworkName(r.project)
+	before := live.IPs[network]
+	if before == "" || live.Spec.Labels[executor.LabelAddress] != before || live.Spec.IP != before {
+		t.Fatalf("the live release has no fixed address: %v, label %q, spec %q", live.IPs, live.Spec.Labels[executor.LabelAddress], live.Spec.IP)
+	}
+	r.eng.StopContainer(ctx, obs.Proxy.ID, 5*time.Second)
+	r.eng.StopContainer(ctx, live.ID, 5*time.Second)
+
+	// Something else starts on the network first, as may happen at boot.
+	other, err := r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: r.project + "-other", Image: r.image, Network: network})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.eng.RemoveContainer(context.Background(), other) })
+	if err := r.eng.StartContainer(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{live.ID, obs.Proxy.ID} {
+		if err := r.eng.StartContainer(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, _ := r.eng.Inspect(ctx, live.ID)
+	if after.IPs[network] != before {
+		t.Errorf("the live release came back at %s, was %s", after.IPs[network], before)
+	}
+	got := ""
+	for i := 0; i < 100 && got != "version=v2"; i++ {
+		time.Sleep(100 * time.Millisecond)
+		got = r.get("/")
+	}
+	if got != "version=v2" {
+		t.Errorf("through the restarted proxy: %q", got)
+	}
+}

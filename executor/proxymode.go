@@ -61,7 +61,7 @@ func (a *Applier) ensureProxy(ctx context.Context) error {
 		return nil
 	}
 	return a.step("", "proxy", "make sure the project's proxy runs and routes to the live releases", func() error {
-		if err := a.Runtime.EnsureNetwork(ctx, NetworkName(a.Project.Name), map[string]string{LabelProject: a.Project.Name}); err != nil {
+		if err := a.ensureNetwork(ctx); err != nil {
 			return err
 		}
 		image, err := a.helperImage(ctx)

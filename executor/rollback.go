@@ -122,7 +122,7 @@ func (a *Applier) rollback(ctx context.Context, s *config.Service, to int, so *S
 	r := &release{number: target.Release(), imageID: prev.ImageID, image: target.Image, cmd: prev.Spec.Cmd, env: prev.Spec.Env,
 		volumes: prev.Spec.Volumes, ports: s.Ports, labels: withRole(prev.Spec.Labels, RoleCandidate), network: NetworkName(a.Project.Name)}
 	r.labels[LabelLiveName] = s.ContainerName
-	if err := a.Runtime.EnsureNetwork(ctx, NetworkName(a.Project.Name), map[string]string{LabelProject: a.Project.Name}); err != nil {
+	if err := a.ensureNetwork(ctx); err != nil {
 		return err
 	}
 	if proxied(s) {

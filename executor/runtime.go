@@ -29,8 +29,10 @@ type Runtime interface {
 	Pause(ctx context.Context, id string) error
 	Unpause(ctx context.Context, id string) error
 	LogStream(ctx context.Context, id string) (io.ReadCloser, error)
-	// Networks, exec and restart policies, for the proxy.
-	EnsureNetwork(ctx context.Context, name string, labels map[string]string) error
+	// Networks, exec and restart policies, for the proxy. EnsureNetwork returns the
+	// network's fixed-address range (see NetworkPlan); an empty one when the network was made
+	// without (by an earlier version), and its containers get addresses from the engine.
+	EnsureNetwork(ctx context.Context, name string, labels map[string]string) (fixed string, err error)
 	Exec(ctx context.Context, id string, cmd []string) (stdout string, exitCode int, err error)
 	SetRestart(ctx context.Context, id, policy string) error
 	// Platform is the engine's OS and architecture, as Go names them ("linux", "amd64").
@@ -62,8 +64,10 @@ type ContainerSpec struct {
 	// Restart is the engine's restart policy: "" (none) or "unless-stopped" for live releases, so
 	// that a host reboot brings the service back without the deployer.
 	Restart string
-	// Network is a user-defined network to join; HostNetwork uses the host's (the proxy).
+	// Network is a user-defined network to join, at the address IP if not empty; HostNetwork
+	// uses the host's (the proxy).
 	Network     string
+	IP          string
 	HostNetwork bool
 }
 

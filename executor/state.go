@@ -31,6 +31,8 @@ const (
 	// live release whatever role it was created with: in proxy mode the candidate itself becomes
 	// live by being renamed, since labels cannot change.
 	LabelLiveName = "deployer.live-name"
+	// LabelAddress is the fixed address a release was given on the project's network.
+	LabelAddress = "deployer.address"
 )
 
 // Roles of containers.

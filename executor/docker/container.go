@@ -12,6 +12,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/docker/go-connections/nat"
@@ -54,7 +55,13 @@ func (e *Engine) CreateContainer(ctx context.Context, s executor.ContainerSpec) 
 	if s.Restart != "" {
 		host.RestartPolicy = container.RestartPolicy{Name: container.RestartPolicyMode(s.Restart)}
 	}
-	resp, err := e.cli.ContainerCreate(ctx, cfg, host, nil, nil, s.Name)
+	var netCfg *network.NetworkingConfig
+	if s.Network != "" && s.IP != "" && !s.HostNetwork {
+		netCfg = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
+			s.Network: {IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: s.IP}},
+		}}
+	}
+	resp, err := e.cli.ContainerCreate(ctx, cfg, host, netCfg, nil, s.Name)
 	if err != nil {
 		if isConflict(err) {
 			return "", fmt.Errorf("create container %s: %w: %v", s.Name, executor.ErrNameTaken, err)
@@ -156,6 +163,9 @@ func (e *Engine) Inspect(ctx context.Context, id string) (*executor.ContainerSta
 		for name, n := range c.NetworkSettings.Networks {
 			if n != nil && n.IPAddress != "" {
 				st.IPs[name] = n.IPAddress
+			}
+			if n != nil && name == st.Spec.Network && n.IPAMConfig != nil {
+				st.Spec.IP = n.IPAMConfig.IPv4Address
 			}
 		}
 		for port, binds := range c.NetworkSettings.Ports {

@@ -4,22 +4,84 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/netip"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/pkg/stdcopy"
 )
 
-// EnsureNetwork creates a bridge network unless one of that name exists.
-func (e *Engine) EnsureNetwork(ctx context.Context, name string, labels map[string]string) error {
-	if _, err := e.cli.NetworkInspect(ctx, name, network.InspectOptions{}); err == nil {
-		return nil
+// LabelFixedRange marks a network made with a range of fixed addresses: the deployer gives each
+// release one, which it keeps when it restarts (a host reboot), so the proxy's saved routes stay
+// right. The engine hands out the other half of the subnet to whatever else joins.
+const LabelFixedRange = "deployer.fixed-range"
+
+// EnsureNetwork creates a bridge network unless one of that name exists, and returns its range
+// of fixed addresses ("" for a network made without one).
+func (e *Engine) EnsureNetwork(ctx context.Context, name string, labels map[string]string) (string, error) {
+	for attempt := 0; ; attempt++ {
+		if n, err := e.cli.NetworkInspect(ctx, name, network.InspectOptions{}); err == nil {
+			return n.Labels[LabelFixedRange], nil
+		}
+		// Fixed addresses need a subnet given at creation. The engine picks a free one (it knows
+		// the host's routes and the other networks) for a network made without; that one is
+		// made, read and replaced by one with the same subnet given explicitly.
+		subnet, err := e.freeSubnet(ctx, name)
+		if err != nil {
+			return "", err
+		}
+		fixed, dynamic, err := halves(subnet)
+		if err != nil {
+			return "", fmt.Errorf("create network %s: %w", name, err)
+		}
+		l := map[string]string{LabelFixedRange: fixed.String()}
+		for k, v := range labels {
+			l[k] = v
+		}
+		_, err = e.cli.NetworkCreate(ctx, name, network.CreateOptions{Driver: "bridge", Labels: l,
+			IPAM: &network.IPAM{Config: []network.IPAMConfig{{Subnet: subnet.String(), IPRange: dynamic.String()}}}})
+		if err == nil {
+			return fixed.String(), nil
+		}
+		if !isConflict(err) && attempt >= 2 {
+			return "", fmt.Errorf("create network %s: %w", name, err)
+		}
+		// Made meanwhile by another deployer, or the subnet was taken meanwhile: look again.
 	}
-	_, err := e.cli.NetworkCreate(ctx, name, network.CreateOptions{Driver: "bridge", Labels: labels})
-	if err != nil && !isConflict(err) {
-		return fmt.Errorf("create network %s: %w", name, err)
+}
+
+// freeSubnet asks the engine for a subnet it would give a new network.
+func (e *Engine) freeSubnet(ctx context.Context, name string) (netip.Prefix, error) {
+	probe := name + "-subnet-probe"
+	e.cli.NetworkRemove(ctx, probe) // left by an interrupted run
+	resp, err := e.cli.NetworkCreate(ctx, probe, network.CreateOptions{Driver: "bridge"})
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("create network %s: %w", name, err)
 	}
-	return nil
+	defer e.cli.NetworkRemove(context.WithoutCancel(ctx), resp.ID)
+	n, err := e.cli.NetworkInspect(ctx, resp.ID, network.InspectOptions{})
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("create network %s: %w", name, err)
+	}
+	for _, c := range n.IPAM.Config {
+		if p, err := netip.ParsePrefix(c.Subnet); err == nil && p.Addr().Is4() {
+			return p.Masked(), nil
+		}
+	}
+	return netip.Prefix{}, fmt.Errorf("create network %s: the engine gave no IPv4 subnet", name)
+}
+
+// halves splits a subnet into its lower half (fixed addresses) and upper half (the engine's).
+func halves(p netip.Prefix) (lower, upper netip.Prefix, err error) {
+	bits := p.Bits()
+	if bits > 28 {
+		return lower, upper, fmt.Errorf("subnet %s is too small", p)
+	}
+	a := p.Addr().As4()
+	lower = netip.PrefixFrom(netip.AddrFrom4(a), bits+1)
+	a[bits/8] |= 0x80 >> (bits % 8)
+	upper = netip.PrefixFrom(netip.AddrFrom4(a), bits+1)
+	return lower, upper, nil
 }
 
 // Exec runs a command in a running container and returns its output and exit code.
