@@ -16,6 +16,7 @@ import (
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 )
 
 // proxyRig is a rig whose service uses the proxy cutover.
@@ -464,5 +465,25 @@ func TestProxyRouteSurvivesRestart(t *testing.T) {
 	}
 	if got != "version=v2" {
 		t.Errorf("through the restarted proxy: %q", got)
+	}
+}
+
+// A network made by an earlier deployer has no fixed range: releases get the engine's
+// addresses, and deploys work as before.
+func TestProxyOnNetworkWithoutFixedRange(t *testing.T) {
+	r := proxyRig(t)
+	ctx := context.Background()
+	dockertest.OldNetwork(t, r.eng, r.project)
+	for _, v := range []string{"v1", "v2"} {
+		if so := r.apply(r.config(v, proxyMode(nil))); so.Error != "" {
+			t.Fatal(so.Error)
+		}
+	}
+	if got := r.get("/"); got != "version=v2" {
+		t.Errorf("through the proxy: %q", got)
+	}
+	obs, _ := executor.Observe(ctx, r.eng, r.project)
+	if a := obs.Services["app"].Live.Labels[executor.LabelAddress]; a != "" {
+		t.Errorf("a fixed address on a network without a fixed range: %s", a)
 	}
 }

@@ -26,7 +26,7 @@ func (e *Engine) EnsureNetwork(ctx context.Context, name string, labels map[stri
 		// Fixed addresses need a subnet given at creation. The engine picks a free one (it knows
 		// the host's routes and the other networks) for a network made without; that one is
 		// made, read and replaced by one with the same subnet given explicitly.
-		subnet, err := e.freeSubnet(ctx, name)
+		subnet, err := e.freeSubnet(ctx, name, labels)
 		if err != nil {
 			return "", err
 		}
@@ -51,10 +51,10 @@ func (e *Engine) EnsureNetwork(ctx context.Context, name string, labels map[stri
 }
 
 // freeSubnet asks the engine for a subnet it would give a new network.
-func (e *Engine) freeSubnet(ctx context.Context, name string) (netip.Prefix, error) {
+func (e *Engine) freeSubnet(ctx context.Context, name string, labels map[string]string) (netip.Prefix, error) {
 	probe := name + "-subnet-probe"
 	e.cli.NetworkRemove(ctx, probe) // left by an interrupted run
-	resp, err := e.cli.NetworkCreate(ctx, probe, network.CreateOptions{Driver: "bridge"})
+	resp, err := e.cli.NetworkCreate(ctx, probe, network.CreateOptions{Driver: "bridge", Labels: labels})
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("create network %s: %w", name, err)
 	}

@@ -86,6 +86,16 @@ func RemoveProject(eng *docker.Engine, project string) {
 	}
 }
 
+// OldNetwork makes the project's network as a deployer before fixed addresses did: without a
+// subnet of its own choosing, so without a fixed range.
+func OldNetwork(t testing.TB, eng *docker.Engine, project string) {
+	_, err := eng.Client().NetworkCreate(context.Background(), executor.NetworkName(project), network.CreateOptions{Driver: "bridge",
+		Labels: map[string]string{executor.LabelProject: project}})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // FreePort returns a TCP port on 127.0.0.1 that nothing listens on right now.
 func FreePort(t testing.TB) int {
 	t.Helper()
