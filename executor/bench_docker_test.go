@@ -186,6 +186,32 @@ func BenchmarkComposeDowntime(b *testing.B) {
 	})
 }
 
+// BenchmarkProxyUpgrade is BenchmarkProxyDowntime where every apply also upgrades the proxy:
+// two builds of the deployer take turns, so each apply replaces the proxy container.
+func BenchmarkProxyUpgrade(b *testing.B) {
+	r := newRig(b)
+	builds := []string{staticDeployer(b), filepath.Join(b.TempDir(), "deployer")}
+	cmd := exec.Command("go", "build", "-ldflags", "-X main.version=upgrade-bench", "-o", builds[1], "github.com/deployer-dev/deployer/cmd/deployer")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("%v: %s", err, out)
+	}
+	mode := func(s *config.Service) {
+		s.HealthCheck.Interval, s.HealthCheck.Healthy = 20*time.Millisecond, 1
+		s.Deploy.Cutover, s.Deploy.Drain = "proxy", 2*time.Second
+	}
+	r.self = builds[0]
+	if so := r.apply(r.config("v0", mode)); so.Error != "" {
+		b.Fatal(so.Error)
+	}
+	downtime(b, r.port, func(i int) {
+		r.self = builds[(i+1)%2]
+		if so := r.apply(r.config(fmt.Sprintf("v%d", i+1), mode)); so.Error != "" {
+			b.Fatal(so.Error)
+		}
+	})
+}
+
 // downtime runs deploy once per iteration under a steady 200 requests/s and reports failures
 // and the longest gap without an answer.
 func downtime(b *testing.B, port int, deploy func(i int)) {
