@@ -296,7 +296,7 @@ func (a *Applier) deploy(ctx context.Context, s *config.Service, ch *Change, st 
 	if err := a.ensureNetwork(ctx); err != nil {
 		return fail(err)
 	}
-	if proxied(s) {
+	if a.checksInside(s) {
 		if err := a.ensureProxy(ctx); err != nil {
 			return fail(err)
 		}
@@ -328,7 +328,7 @@ func (a *Applier) deploy(ctx context.Context, s *config.Service, ch *Change, st 
 	}
 	if err := a.checks(ctx, s, r, cand, true); err != nil {
 		removeCandidate()
-		return fail(fmt.Errorf("%s; release %s", err, a.stillServing(st)))
+		return fail(fmt.Errorf("%s; %s", err, a.stillServing(st)))
 	}
 	if s.Backup != nil && st.Live != nil {
 		err := a.step(svc, StepBackup, fmt.Sprintf("back up %s of release %d to backup_store.%s", strings.Join(s.Backup.Volumes, ", "), st.Live.Release(), s.Backup.Store), func() error {
@@ -337,12 +337,12 @@ func (a *Applier) deploy(ctx context.Context, s *config.Service, ch *Change, st 
 		})
 		if err != nil {
 			removeCandidate()
-			return fail(fmt.Errorf("backup: %w; release %s", err, a.stillServing(st)))
+			return fail(fmt.Errorf("backup: %w; %s", err, a.stillServing(st)))
 		}
 	}
 	if ctx.Err() != nil {
 		removeCandidate()
-		return fail(fmt.Errorf("interrupted before cutover; release %s", a.stillServing(st)))
+		return fail(fmt.Errorf("interrupted before cutover; %s", a.stillServing(st)))
 	}
 	var old *ContainerState
 	if st.Live != nil {
@@ -371,7 +371,7 @@ func (a *Applier) switchAndVerify(ctx context.Context, s *config.Service, r *rel
 				a.setRoutes(wctx, s, old)
 			}
 			removeCandidate()
-			return fail(fmt.Errorf("cutover to release %d: %w; release %s", r.number, err, a.stillServingOld(old)))
+			return fail(fmt.Errorf("cutover to release %d: %w; %s", r.number, err, a.stillServingOld(old)))
 		}
 		liveID = cand.ID
 	} else {
@@ -420,17 +420,17 @@ func (a *Applier) switchAndVerify(ctx context.Context, s *config.Service, r *rel
 
 func (a *Applier) stillServingOld(old *ContainerState) string {
 	if old == nil {
-		return "nothing was live before; nothing is live now"
+		return "nothing was live before, and nothing is live now"
 	}
-	return fmt.Sprintf("%s (%s) is still live", old.Spec.Labels[LabelRelease], old.Name)
+	return fmt.Sprintf("release %s (%s) is still live", old.Spec.Labels[LabelRelease], old.Name)
 }
 
 // stillServing says what runs after a failure before cutover.
 func (a *Applier) stillServing(st *ServiceState) string {
 	if st.Live == nil {
-		return "nothing was live before; nothing is live now"
+		return "nothing was live before, and nothing is live now"
 	}
-	return fmt.Sprintf("%d (%s) is still live", st.Live.Release(), st.Live.Name)
+	return fmt.Sprintf("release %d (%s) is still live", st.Live.Release(), st.Live.Name)
 }
 
 // image builds, pulls or looks up the image and records its ID.
@@ -738,9 +738,13 @@ func (a *Applier) verify(ctx context.Context, s *config.Service, liveID string) 
 			return settled(ctx, alive)
 		}
 		h := s.HealthCheck
-		url := fmt.Sprintf("http://%s:%d%s", a.probeHost(), port.Host, h.Path)
+		host := a.probeHost()
+		if a.checksInside(s) && a.proxyID != "" {
+			host = "127.0.0.1" // the proxy has the host's network
+		}
+		url := fmt.Sprintf("http://%s:%d%s", host, port.Host, h.Path)
 		c := probe.Check{URL: url, Status: h.Status, Timeout: h.Timeout}
-		if err := probe.Until(ctx, c, h.Interval, h.Healthy, h.Deadline, alive); err != nil {
+		if err := probe.UntilWith(ctx, a.getter(s), c, h.Interval, h.Healthy, h.Deadline, alive); err != nil {
 			return fmt.Errorf("health check GET %s: %w", url, err)
 		}
 		return nil
@@ -890,6 +894,10 @@ func (a *Applier) resume(ctx context.Context, s *config.Service, st *ServiceStat
 			return err
 		}
 		verify = a.proxyVerify
+	} else if a.checksInside(s) {
+		if err := a.ensureProxy(ctx); err != nil {
+			return err
+		}
 	}
 	if err := verify(ctx, s, live.ID); err != nil {
 		return fmt.Errorf("release %d was started but is not healthy: %w", live.Release(), err)

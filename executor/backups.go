@@ -283,12 +283,16 @@ func (a *Applier) helperImage(ctx context.Context) (string, error) {
 		why = runsOn(a.SelfBinary, osName, arch)
 	}
 	if why != nil {
+		alt := "(deploys with cutover = \"restart\" do without it on a local engine; restores always need it)"
+		if a.remote() {
+			alt = "(on a remote engine every deploy needs it: the health checks run from the proxy, on the engine's host)"
+		}
 		return "", fmt.Errorf("the proxy and restores run the deployer itself in a container, and this one cannot run on the engine: %v.\n"+
 			"Build a deployer for the engine (in a checkout of its source) and name its image in the configuration:\n"+
 			"  GOOS=%s GOARCH=%s CGO_ENABLED=0 go build -o deployer ./cmd/deployer\n"+
 			"  printf 'FROM scratch\\nCOPY deployer /deployer\\nENTRYPOINT [\"/deployer\"]\\n' | docker build -t deployer-proxy:%s -f - .\n"+
 			"  docker { proxy_image = \"deployer-proxy:%s\" }   # in the configuration (push it to your registry for a remote engine)\n"+
-			"or deploy with cutover = \"restart\", which needs neither", why, osName, arch, a.versionTag(), a.versionTag())
+			"%s", why, osName, arch, a.versionTag(), a.versionTag(), alt)
 	}
 	dir, err := os.MkdirTemp(a.TempDir, "deployer-helper-")
 	if err != nil {

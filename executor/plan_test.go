@@ -24,12 +24,18 @@ type fakeEngine struct {
 	images     map[string]string
 	down       bool
 	lists      int
+	host       string // default: a local socket
 }
 
-func (f *fakeEngine) Host() string { return "fake://engine" }
+func (f *fakeEngine) Host() string {
+	if f.host != "" {
+		return f.host
+	}
+	return "unix:///fake/docker.sock"
+}
 func (f *fakeEngine) Ping(context.Context) error {
 	if f.down {
-		return errors.New("docker engine at fake://engine does not answer")
+		return errors.New("docker engine at " + f.Host() + " does not answer")
 	}
 	return nil
 }
@@ -263,5 +269,42 @@ func golden(t *testing.T, name string, got []byte) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("%s differs from the golden file (go test -update rewrites it):\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+// The proxy is a step of the plan when a service uses it, and for every deploy on a remote
+// engine, where the health checks run from it.
+func TestPlanProxyStep(t *testing.T) {
+	for _, c := range []struct {
+		name, host string
+		mod        func(s *config.Service)
+		want       string
+	}{
+		{"local, restart", "", nil, ""},
+		{"local, proxy", "", func(s *config.Service) { s.Deploy.Cutover = "proxy" }, "ready to route to the live releases"},
+		{"remote, restart", "tcp://10.0.0.5:2376", nil, "ready to run the health checks from the engine's host"},
+		{"remote by name", "ssh://deploy@web1.example.com", nil, "ready to run the health checks"},
+		{"local over tcp", "tcp://127.0.0.1:2375", nil, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := project(c.mod)
+			eng := &fakeEngine{host: c.host, images: map[string]string{"web:1": "sha256:aaa"}}
+			plan, err := MakePlan(context.Background(), p, eng, PlanOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := ""
+			for _, st := range plan.Steps {
+				if st.Name == StepProxy {
+					got = st.Detail
+				}
+			}
+			if c.want == "" && got != "" || !strings.Contains(got, c.want) {
+				t.Errorf("proxy step %q, want %q", got, c.want)
+			}
+			if c.want != "" && plan.Steps[1].Name != StepProxy {
+				t.Errorf("the proxy step is not right after the lock: %+v", plan.Steps[1])
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/docker"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 )
 
@@ -485,5 +487,75 @@ func TestProxyOnNetworkWithoutFixedRange(t *testing.T) {
 	obs, _ := executor.Observe(ctx, r.eng, r.project)
 	if a := obs.Services["app"].Live.Labels[executor.LabelAddress]; a != "" {
 		t.Errorf("a fixed address on a network without a fixed range: %s", a)
+	}
+}
+
+// An engine on another machine: candidates publish their ports on that machine's 127.0.0.1,
+// out of the deployer's reach, so the checks run from the proxy on the engine's host. The
+// engine is this one, reached over TCP at 127.0.0.2, an address where the candidates' ports
+// do not answer, as from another machine.
+func TestRemoteEngineChecksFromProxy(t *testing.T) {
+	r := newRig(t)
+	r.self = staticDeployer(t)
+	u, err := url.Parse(r.eng.Host())
+	if err != nil || u.Scheme != "unix" {
+		t.Skipf("the engine is not on a local socket: %s", r.eng.Host())
+	}
+	l, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				e, err := net.Dial("unix", u.Path)
+				if err != nil {
+					return
+				}
+				defer e.Close()
+				go io.Copy(e, c)
+				io.Copy(c, e)
+			}()
+		}
+	}()
+	remote, err := docker.New("tcp://" + l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remote.Close()
+	r.eng, r.probe = remote, docker.ProbeHost(remote.Host())
+	if r.probe != "127.0.0.2" {
+		t.Fatalf("probe host %q", r.probe)
+	}
+
+	for _, v := range []string{"v1", "v2"} {
+		r.events = nil
+		if so := r.apply(r.config(v, nil)); so.Error != "" {
+			t.Fatalf("%s: %s", v, so.Error)
+		}
+	}
+	if got := r.get("/"); got != "version=v2" {
+		t.Errorf("after two deploys: %q", got)
+	}
+	ranProxy := false
+	for _, e := range r.events {
+		ranProxy = ranProxy || e.Type == executor.EventStep && e.Step == executor.StepProxy && e.Phase == "end"
+	}
+	if !ranProxy {
+		t.Error("no proxy step")
+	}
+	// A failing candidate is reported with what it answered, as on a local engine.
+	so := r.apply(r.config("v3", func(s *config.Service) { s.Env["APP_MODE"] = "unhealthy"; s.HealthCheck.Deadline = 5 * time.Second }))
+	if !strings.Contains(so.Error, "status 500") || !strings.Contains(so.Error, "db locked") {
+		t.Errorf("error: %s", so.Error)
+	}
+	if got := r.get("/"); got != "version=v2" {
+		t.Errorf("after the failed deploy: %q", got)
 	}
 }

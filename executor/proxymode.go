@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -21,6 +23,25 @@ func NetworkName(project string) string { return project + "-net" }
 func ProxyName(project string) string { return project + "-proxy" }
 
 func proxied(s *config.Service) bool { return s.Deploy.Cutover == "proxy" }
+
+// LocalEngine reports whether an engine address is on this machine, where the deployer reaches
+// the ports candidates publish on 127.0.0.1.
+func LocalEngine(host string) bool {
+	u, err := url.Parse(host)
+	if err != nil || host == "" || u.Scheme == "unix" || u.Scheme == "npipe" {
+		return true
+	}
+	h := u.Hostname()
+	return h == "" || h == "localhost" || h == "127.0.0.1"
+}
+
+// remote reports whether the engine is on another machine than the deployer.
+func (a *Applier) remote() bool { return !LocalEngine("tcp://" + net.JoinHostPort(a.probeHost(), "0")) }
+
+// checksInside reports whether a service's health checks run from inside the proxy, on the
+// engine's host: always for proxied services, and for every service of a remote engine, whose
+// candidates publish their ports on its 127.0.0.1, out of the deployer's reach.
+func (a *Applier) checksInside(s *config.Service) bool { return proxied(s) || a.remote() }
 
 func (a *Applier) anyProxied() bool {
 	for _, s := range a.Project.Services {
@@ -60,7 +81,7 @@ func (a *Applier) ensureProxy(ctx context.Context) error {
 	if a.proxyID != "" {
 		return nil
 	}
-	return a.step("", "proxy", "make sure the project's proxy runs and routes to the live releases", func() error {
+	return a.step("", StepProxy, "make sure the project's proxy runs and routes to the live releases", func() error {
 		if err := a.ensureNetwork(ctx); err != nil {
 			return err
 		}
@@ -219,7 +240,7 @@ func (a *Applier) syncRoutes(ctx context.Context, obs *Observed) error {
 // getter makes one probe attempt: from inside the proxy for proxied services (the engine's
 // network, also when the engine is remote), directly otherwise.
 func (a *Applier) getter(s *config.Service) func(context.Context, probe.Check) probe.Result {
-	if !proxied(s) || a.proxyID == "" {
+	if !a.checksInside(s) || a.proxyID == "" {
 		return probe.Get
 	}
 	return func(ctx context.Context, c probe.Check) probe.Result {
@@ -236,7 +257,7 @@ func (a *Applier) getter(s *config.Service) func(context.Context, probe.Check) p
 
 // candidateURL is where the candidate's HTTP port answers a check.
 func (a *Applier) candidateURL(s *config.Service, cand *ContainerState, port *config.Port, path string) string {
-	if proxied(s) && a.proxyID != "" {
+	if a.checksInside(s) && a.proxyID != "" {
 		if addr, err := a.backendAddr(cand, port.Container); err == nil {
 			return "http://" + addr + path
 		}

@@ -125,7 +125,7 @@ func (a *Applier) rollback(ctx context.Context, s *config.Service, to int, so *S
 	if err := a.ensureNetwork(ctx); err != nil {
 		return err
 	}
-	if proxied(s) {
+	if a.checksInside(s) {
 		if err := a.ensureProxy(ctx); err != nil {
 			return err
 		}
@@ -143,7 +143,7 @@ func (a *Applier) rollback(ctx context.Context, s *config.Service, to int, so *S
 	removeCandidate := func() { a.Runtime.RemoveContainer(context.WithoutCancel(ctx), cand.ID) }
 	if err := a.checks(ctx, s, r, cand, false); err != nil {
 		removeCandidate()
-		return fail(fmt.Errorf("%s; release %s", err, a.stillServing(st)))
+		return fail(fmt.Errorf("%s; %s", err, a.stillServing(st)))
 	}
 	old, err := a.Runtime.Inspect(ctx, st.Live.ID)
 	if err != nil {

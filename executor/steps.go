@@ -11,6 +11,7 @@ import (
 // Step names, in the order of the apply sequence. Apply runs a plan's steps by these names.
 const (
 	StepLock      = "lock"
+	StepProxy     = "proxy" // the project's proxy: cutovers and checks on the engine's host
 	StepClean     = "clean" // remove leftovers of an interrupted apply
 	StepBuild     = "build" // build.before, then an image build
 	StepImage     = "image" // use (or pull) a named image
@@ -48,6 +49,22 @@ func steps(p *config.Project, plan *Plan) []*Step {
 		case "extra":
 			add(l.Service, StepCleanup, "keep the %s", strings.SplitN(l.Detail, " besides", 2)[0]+" as a previous release")
 		}
+	}
+	local := LocalEngine(plan.Engine)
+	for _, ch := range plan.Changes {
+		s := p.Service(ch.Service)
+		if s == nil || ch.Action == ActionNone || ch.Action == ActionDelete || !proxied(s) && local {
+			continue
+		}
+		what := "route to the live releases"
+		if !local {
+			what = "run the health checks from the engine's host"
+			if proxied(s) {
+				what = "route to the live releases and run the health checks"
+			}
+		}
+		add("", StepProxy, "make sure %s runs this deployer and is ready to %s", ProxyName(p.Name), what)
+		break
 	}
 	for _, ch := range plan.Changes {
 		s := p.Service(ch.Service)
