@@ -559,3 +559,63 @@ func TestRemoteEngineChecksFromProxy(t *testing.T) {
 		t.Errorf("after the failed deploy: %q", got)
 	}
 }
+
+// An engine at ssh://user@host: every API call goes through `ssh host docker system
+// dial-stdio`, here to an sshd on 127.0.0.1 in front of this machine's engine. Two deploys and a
+// rollback use the whole API: create, start, exec (hooks), logs, copy, rename and remove.
+func TestSSHEngine(t *testing.T) {
+	r := newRig(t)
+	host, sshCmd := dockertest.SSHD(t)
+	t.Setenv("DEPLOYER_SSH_COMMAND", sshCmd)
+	eng, err := docker.New(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	if err := eng.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if eng.Host() != host {
+		t.Errorf("the engine is named %q, want %q", eng.Host(), host)
+	}
+	r.eng = eng
+	hook := func(s *config.Service) {
+		s.Hooks = []*config.Hook{{When: "before_cutover", Command: []string{"exit", "0"}}}
+	}
+	for _, v := range []string{"v1", "v2"} {
+		if so := r.apply(r.config(v, hook)); so.Error != "" {
+			t.Fatalf("%s over ssh: %s", v, so.Error)
+		}
+	}
+	if got := r.get("/"); got != "version=v2" {
+		t.Errorf("after two deploys over ssh: %q", got)
+	}
+	// A candidate that exits shows its logs, read over ssh.
+	so := r.apply(r.config("v3", func(s *config.Service) { s.Env["APP_MODE"] = "crash" }))
+	if !strings.Contains(so.Error, "exited with code 3") || !strings.Contains(so.Error, "database unreachable") {
+		t.Errorf("a crashing candidate over ssh: %s", so.Error)
+	}
+}
+
+// A wrong ssh:// address, or an ssh that cannot log in, says so in one line.
+func TestSSHEngineErrors(t *testing.T) {
+	for _, c := range []struct{ host, want string }{
+		{"ssh://", "names no host"},
+		{"ssh://deploy:hunter2@web1", "no password in the address"},
+		{"ssh://deploy@web1/var/run/docker.sock", "without a path"},
+	} {
+		_, err := docker.New(c.host)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: %v, want %q", c.host, err, c.want)
+		}
+	}
+	t.Setenv("DEPLOYER_SSH_COMMAND", "ssh -o ConnectTimeout=2 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null")
+	eng, err := docker.New(fmt.Sprintf("ssh://nobody@127.0.0.1:%d", dockertest.FreePort(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = eng.Ping(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "does not answer") || !strings.Contains(err.Error(), "Connection refused") {
+		t.Errorf("ping through a refused ssh: %v", err)
+	}
+}

@@ -36,11 +36,24 @@ func New(host string) (*Engine, error) {
 	if host != "" {
 		opts = append(opts, client.WithHost(host))
 	}
+	named := describeHost(host)
+	if strings.HasPrefix(named, "ssh://") {
+		t, err := parseSSH(named)
+		if err != nil {
+			return nil, fmt.Errorf("docker engine: %w", err)
+		}
+		// The API goes over ssh; the URL only names the engine in requests.
+		opts = append(opts, client.WithHost("http://docker.engine"), client.WithDialContext(t.dial))
+	}
 	cli, err := client.NewClientWithOpts(opts...)
 	if err != nil {
-		return nil, fmt.Errorf("docker engine %s: %w", describeHost(host), err)
+		return nil, fmt.Errorf("docker engine %s: %w", named, err)
 	}
-	return &Engine{cli: cli, host: cli.DaemonHost()}, nil
+	e := &Engine{cli: cli, host: cli.DaemonHost()}
+	if strings.HasPrefix(named, "ssh://") {
+		e.host = named
+	}
+	return e, nil
 }
 
 func describeHost(host string) string {

@@ -1,0 +1,93 @@
+package dockertest
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// SSHD runs an sshd on 127.0.0.1 that lets the current user in with a key made for the test,
+// and returns the engine address that reaches this machine's engine through it and the ssh
+// command (for DEPLOYER_SSH_COMMAND) that uses the key. Without sshd the test fails when CI is
+// set (.ci/run installs openssh-server) and is skipped otherwise.
+func SSHD(t testing.TB) (host, sshCommand string) {
+	t.Helper()
+	sshd, err := exec.LookPath("sshd")
+	if err != nil {
+		sshd = "/usr/sbin/sshd"
+		if _, err := os.Stat(sshd); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatal("no sshd: .ci/run installs openssh-server for the ssh:// engine tests")
+			}
+			t.Skip("no sshd (install openssh-server)")
+		}
+	}
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Uid == "0" {
+		os.MkdirAll("/run/sshd", 0o755) // sshd's privilege separation directory
+	}
+	dir := t.TempDir()
+	for _, k := range []string{"host_key", "client_key"} {
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, k)).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v: %s", err, out)
+		}
+	}
+	pub, _ := os.ReadFile(filepath.Join(dir, "client_key.pub"))
+	os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600)
+	port := FreePort(t)
+	cfg := fmt.Sprintf(`Port %d
+ListenAddress 127.0.0.1
+HostKey %[2]s/host_key
+AuthorizedKeysFile %[2]s/authorized_keys
+PidFile %[2]s/sshd.pid
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+`, port, dir)
+	os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(cfg), 0o600)
+	client := fmt.Sprintf(`Host *
+  IdentityFile %[1]s/client_key
+  IdentitiesOnly yes
+  StrictHostKeyChecking no
+  UserKnownHostsFile /dev/null
+  LogLevel ERROR
+`, dir)
+	os.WriteFile(filepath.Join(dir, "ssh_config"), []byte(client), 0o600)
+
+	cmd := exec.Command(sshd, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
+	logPath := filepath.Join(dir, "sshd.log")
+	log, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("sshd: %v", err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if i == 50 {
+			out, _ := os.ReadFile(logPath)
+			t.Fatalf("sshd does not listen on %s: %s", addr, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Sprintf("ssh://%s@%s", u.Username, addr), "ssh -F " + filepath.Join(dir, "ssh_config")
+}

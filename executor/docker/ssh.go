@@ -1,0 +1,166 @@
+package docker
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+)
+
+// An engine at ssh://[user@]host[:port] is reached as the docker CLI reaches it: each connection
+// is `ssh ... host docker system dial-stdio`, whose standard input and output carry the API. The
+// host needs the docker CLI and the user access to the engine; nothing listens on the network
+// but sshd. DEPLOYER_SSH_COMMAND replaces `ssh` (e.g. "ssh -i deploy_key -o
+// StrictHostKeyChecking=accept-new"), as GIT_SSH_COMMAND does for git.
+
+// sshTarget is where an ssh:// engine address leads.
+type sshTarget struct {
+	user, host, port string
+}
+
+func parseSSH(host string) (*sshTarget, error) {
+	u, err := url.Parse(host)
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme != "ssh" {
+		return nil, fmt.Errorf("not an ssh:// address: %s", host)
+	}
+	if u.Hostname() == "" {
+		return nil, fmt.Errorf("%s names no host: write ssh://user@host", host)
+	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
+		return nil, fmt.Errorf("%s: an ssh:// engine address is ssh://[user@]host[:port], without a path", host)
+	}
+	if _, hasPass := u.User.Password(); hasPass {
+		return nil, fmt.Errorf("%s: no password in the address; use a key (ssh-agent, or -i in DEPLOYER_SSH_COMMAND)", redactURL(u))
+	}
+	return &sshTarget{user: u.User.Username(), host: u.Hostname(), port: u.Port()}, nil
+}
+
+func redactURL(u *url.URL) string {
+	c := *u
+	c.User = url.User(u.User.Username())
+	return c.String()
+}
+
+// command is the ssh command line that opens one connection to the engine.
+func (t *sshTarget) command() []string {
+	args := strings.Fields(os.Getenv("DEPLOYER_SSH_COMMAND"))
+	if len(args) == 0 {
+		args = []string{"ssh"}
+	}
+	args = append(args, "-o", "BatchMode=yes") // never wait for a password prompt
+	if t.user != "" {
+		args = append(args, "-l", t.user)
+	}
+	if t.port != "" {
+		args = append(args, "-p", t.port)
+	}
+	return append(args, "--", t.host, "docker", "system", "dial-stdio")
+}
+
+// dial starts one ssh process and returns its standard input and output as a connection.
+func (t *sshTarget) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	args := t.command()
+	// Not CommandContext: the connection outlives the dial's context (the client pools it).
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	c := &cmdConn{cmd: cmd, stdin: stdin, stdout: stdout, target: t}
+	cmd.Stderr = &c.stderr
+	c.exited = make(chan struct{})
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("ssh to the engine: %w", err)
+	}
+	go func() {
+		c.waitErr = cmd.Wait()
+		close(c.exited)
+	}()
+	return c, nil
+}
+
+// cmdConn is a connection over a process's standard input and output.
+type cmdConn struct {
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	stdout  io.ReadCloser
+	stderr  tailBuffer
+	target  *sshTarget
+	exited  chan struct{}
+	waitErr error
+	once    sync.Once
+}
+
+func (c *cmdConn) Read(p []byte) (int, error) {
+	n, err := c.stdout.Read(p)
+	if err == io.EOF && n == 0 {
+		if msg := strings.TrimSpace(c.stderr.String()); msg != "" {
+			return 0, fmt.Errorf("ssh %s: %s", c.target.host, msg)
+		}
+	}
+	return n, err
+}
+
+func (c *cmdConn) Write(p []byte) (int, error) { return c.stdin.Write(p) }
+
+// CloseWrite ends the request stream (an attach or exec that is done sending).
+func (c *cmdConn) CloseWrite() error { return c.stdin.Close() }
+
+func (c *cmdConn) Close() error {
+	c.once.Do(func() {
+		c.stdin.Close()
+		select {
+		case <-c.exited:
+		case <-time.After(2 * time.Second):
+			c.cmd.Process.Kill()
+		}
+	})
+	return nil
+}
+
+func (c *cmdConn) LocalAddr() net.Addr                { return sshAddr("local") }
+func (c *cmdConn) RemoteAddr() net.Addr               { return sshAddr(c.target.host) }
+func (c *cmdConn) SetDeadline(t time.Time) error      { return nil }
+func (c *cmdConn) SetReadDeadline(t time.Time) error  { return nil }
+func (c *cmdConn) SetWriteDeadline(t time.Time) error { return nil }
+
+type sshAddr string
+
+func (a sshAddr) Network() string { return "ssh" }
+func (a sshAddr) String() string  { return string(a) }
+
+// tailBuffer keeps the last 2 KiB written to it: what ssh said before it gave up.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if len(b.buf) > 2048 {
+		b.buf = b.buf[len(b.buf)-2048:]
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.buf)
+}
