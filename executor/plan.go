@@ -112,7 +112,7 @@ type Step struct {
 // Leftover is something an interrupted apply left behind, which the next apply deals with.
 type Leftover struct {
 	Service string `json:"service,omitempty"`
-	Kind    string `json:"kind"` // lock, candidate, stopped-live, extra-live
+	Kind    string `json:"kind"` // lock, proxy, proxy-upgrade, candidate, stopped-live, extra
 	Detail  string `json:"detail"`
 }
 
@@ -433,6 +433,11 @@ func leftovers(o *Observed, p *config.Project, targeted func(string) bool) []Lef
 	if o.Lock != nil {
 		out = append(out, Leftover{Kind: "lock", Detail: fmt.Sprintf("deploy lock held by %s since %s; apply waits for it (-lock-timeout) or run `deployer unlock -force`",
 			orUnknown(o.Lock.Labels[LabelHolder]), orUnknown(o.Lock.Labels[LabelCreatedAt]))})
+	}
+	if n := o.ProxyNext; n != nil {
+		out = append(out, Leftover{Kind: "proxy-upgrade", Detail: fmt.Sprintf("an interrupted upgrade of the proxy left %s (%s) beside %s (%s); apply finishes the upgrade", n.Name, n.State, o.Proxy.Name, o.Proxy.State)})
+	} else if o.Proxy != nil && strings.HasSuffix(o.Proxy.Name, proxyNextSuffix) {
+		out = append(out, Leftover{Kind: "proxy-upgrade", Detail: fmt.Sprintf("an interrupted upgrade of the proxy left %s serving under its temporary name; apply renames it", o.Proxy.Name)})
 	}
 	for _, s := range p.Services {
 		if st := o.Services[s.Name]; s.Deploy.Cutover == "proxy" && st != nil && st.Live != nil && st.Live.Running() && (o.Proxy == nil || !o.Proxy.Running()) {

@@ -22,6 +22,9 @@ func NetworkName(project string) string { return project + "-net" }
 // ProxyName is the project's proxy container.
 func ProxyName(project string) string { return project + "-proxy" }
 
+// proxyNextSuffix names the new proxy of an upgrade while the old one still bears the name.
+const proxyNextSuffix = "-next"
+
 func proxied(s *config.Service) bool { return s.Deploy.Cutover == "proxy" }
 
 // LocalEngine reports whether an engine address is on this machine, where the deployer reaches
@@ -93,6 +96,9 @@ func (a *Applier) ensureProxy(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if err := a.finishProxyUpgrade(ctx, obs); err != nil {
+			return err
+		}
 		if p := obs.Proxy; p != nil && p.ImageID == image {
 			if !p.Running() {
 				a.warn("", "the proxy %s was %s: starting it", p.Name, p.State)
@@ -118,7 +124,7 @@ func (a *Applier) ensureProxy(ctx context.Context) error {
 func (a *Applier) startProxy(ctx context.Context, image string, old *Container) error {
 	name := ProxyName(a.Project.Name)
 	if old != nil {
-		name += "-next"
+		name += proxyNextSuffix
 	}
 	spec := ContainerSpec{Name: name, Image: image, Cmd: []string{"proxy", "serve"}, HostNetwork: true, Restart: "unless-stopped",
 		Labels:  map[string]string{LabelProject: a.Project.Name, LabelRole: RoleProxy, LabelCreatedAt: time.Now().UTC().Format(time.RFC3339)},
@@ -142,6 +148,7 @@ func (a *Applier) startProxy(ctx context.Context, image string, old *Container) 
 	if err := a.waitProxy(ctx); err != nil {
 		return err
 	}
+	a.crash("proxy.next-started")
 	if old.Running() {
 		// Copy the old proxy's routes, so both serve the same before the old one stops.
 		oldID := a.proxyID
@@ -157,11 +164,43 @@ func (a *Applier) startProxy(ctx context.Context, image string, old *Container) 
 			}
 		}
 		a.Runtime.StopContainer(ctx, old.ID, 30*time.Second) // stops accepting, lets requests finish
+		a.crash("proxy.old-stopped")
 	}
 	if err := a.Runtime.RemoveContainer(ctx, old.ID); err != nil {
 		return err
 	}
+	a.crash("proxy.old-removed")
 	return a.Runtime.RenameContainer(ctx, id, ProxyName(a.Project.Name))
+}
+
+// finishProxyUpgrade deals with what an upgrade of the proxy left when it was interrupted: a
+// new proxy that serves alone takes the name; one beside an old proxy that still serves is
+// removed, and the upgrade starts over.
+func (a *Applier) finishProxyUpgrade(ctx context.Context, obs *Observed) error {
+	name := ProxyName(a.Project.Name)
+	if n := obs.ProxyNext; n != nil {
+		if obs.Proxy.Running() || !n.Running() {
+			a.warn("", "an interrupted upgrade of the proxy left %s beside %s, which still serves: removing it; the upgrade starts over", n.Name, obs.Proxy.Name)
+			a.Runtime.StopContainer(ctx, n.ID, 30*time.Second) // the old proxy keeps its sockets
+			if err := a.Runtime.RemoveContainer(ctx, n.ID); err != nil {
+				return err
+			}
+			obs.ProxyNext = nil
+			return nil
+		}
+		a.warn("", "an interrupted upgrade of the proxy left %s serving and %s stopped: finishing it", n.Name, obs.Proxy.Name)
+		if err := a.Runtime.RemoveContainer(ctx, obs.Proxy.ID); err != nil {
+			return err
+		}
+		obs.Proxy, obs.ProxyNext = n, nil
+	}
+	if p := obs.Proxy; p != nil && strings.HasSuffix(p.Name, proxyNextSuffix) {
+		if err := a.Runtime.RenameContainer(ctx, p.ID, name); err != nil {
+			return err
+		}
+		p.Name = name
+	}
+	return nil
 }
 
 func (a *Applier) waitProxy(ctx context.Context) error {

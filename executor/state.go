@@ -94,8 +94,10 @@ type Engine interface {
 type Observed struct {
 	Services map[string]*ServiceState
 	Lock     *Container
-	Proxy    *Container
-	All      []Container
+	Proxy    *Container // the project's proxy: the one bearing its name, else the one being upgraded to
+	// ProxyNext is the new proxy of an upgrade that was interrupted while both existed.
+	ProxyNext *Container
+	All       []Container
 }
 
 // ServiceState is what runs of one service.
@@ -137,6 +139,11 @@ func group(list []Container) *Observed {
 		return list[i].Created.After(list[j].Created)
 	})
 	o := &Observed{Services: map[string]*ServiceState{}, All: list}
+	defer func() {
+		if o.Proxy == nil { // the old proxy was removed, the new one not renamed yet
+			o.Proxy, o.ProxyNext = o.ProxyNext, nil
+		}
+	}()
 	for i := range list {
 		c := &list[i]
 		switch c.Role() {
@@ -144,7 +151,11 @@ func group(list []Container) *Observed {
 			o.Lock = c
 			continue
 		case RoleProxy:
-			o.Proxy = c
+			if strings.HasSuffix(c.Name, proxyNextSuffix) {
+				o.ProxyNext = c
+			} else {
+				o.Proxy = c
+			}
 			continue
 		}
 		name := c.Service()

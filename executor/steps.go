@@ -51,20 +51,28 @@ func steps(p *config.Project, plan *Plan) []*Step {
 		}
 	}
 	local := LocalEngine(plan.Engine)
+	proxyFor := ""
+	for _, l := range plan.Leftovers {
+		if l.Kind == "proxy" || l.Kind == "proxy-upgrade" {
+			proxyFor = "route to the live releases"
+		}
+	}
 	for _, ch := range plan.Changes {
 		s := p.Service(ch.Service)
 		if s == nil || ch.Action == ActionNone || ch.Action == ActionDelete || !proxied(s) && local {
 			continue
 		}
-		what := "route to the live releases"
-		if !local {
-			what = "run the health checks from the engine's host"
-			if proxied(s) {
-				what = "route to the live releases and run the health checks"
-			}
+		switch {
+		case local:
+			proxyFor = "route to the live releases"
+		case proxied(s):
+			proxyFor = "route to the live releases and run the health checks"
+		case proxyFor == "":
+			proxyFor = "run the health checks from the engine's host"
 		}
-		add("", StepProxy, "make sure %s runs this deployer and is ready to %s", ProxyName(p.Name), what)
-		break
+	}
+	if proxyFor != "" {
+		add("", StepProxy, "make sure %s runs this deployer and is ready to %s", ProxyName(p.Name), proxyFor)
 	}
 	for _, ch := range plan.Changes {
 		s := p.Service(ch.Service)

@@ -109,7 +109,13 @@ func newCLIRig(t testing.TB) *cliRig {
 // run runs the deployer in the rig's directory and returns its combined output and exit code.
 func (r *cliRig) run(env []string, args ...string) (string, int) {
 	r.t.Helper()
-	cmd := exec.Command(deployerBin(r.t), args...)
+	return r.runWith(deployerBin(r.t), env, args...)
+}
+
+// runWith is run with another build of the deployer.
+func (r *cliRig) runWith(bin string, env []string, args ...string) (string, int) {
+	r.t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Dir = r.dir
 	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
@@ -166,8 +172,7 @@ func TestCrashAtEveryStepProxy(t *testing.T) {
 func crashAtEveryStep(t *testing.T, cutover string, points []string) {
 	r := newCLIRig(t)
 	if cutover == "proxy" {
-		cfg, _ := os.ReadFile(filepath.Join(r.dir, "deployer.hcl"))
-		os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), []byte(strings.Replace(string(cfg), "  deploy {", "  deploy {\n    cutover = \"proxy\"\n    drain   = \"1s\"", 1)), 0o644)
+		r.useProxy()
 	}
 	if out, code := r.run(nil, "apply", "-auto-approve"); code != 0 {
 		t.Fatalf("first deploy: %d\n%s", code, out)
@@ -205,6 +210,63 @@ func crashAtEveryStep(t *testing.T, cutover string, points []string) {
 			}
 			// The apply after converging has nothing to do.
 			if out, code := r.run(nil, "plan", "-detailed-exitcode", "-var", "version="+version); code != 0 {
+				t.Errorf("plan after converging: exit %d\n%s", code, out)
+			}
+		})
+	}
+}
+
+func (r *cliRig) useProxy() {
+	cfg, _ := os.ReadFile(filepath.Join(r.dir, "deployer.hcl"))
+	os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), []byte(strings.Replace(string(cfg), "  deploy {", "  deploy {\n    cutover = \"proxy\"\n    drain   = \"1s\"", 1)), 0o644)
+}
+
+// Kill the deployer at each point of an upgrade of the proxy (a new deployer version replaces
+// the proxy container during an apply): the next apply, by the same new version, finishes or
+// restarts the upgrade, and one proxy of the new version serves.
+func TestCrashDuringProxyUpgrade(t *testing.T) {
+	r := newCLIRig(t)
+	r.useProxy()
+	builds := []string{deployerBin(t), filepath.Join(t.TempDir(), "deployer")}
+	build := exec.Command("go", "build", "-ldflags", "-X main.version=upgrade-test", "-o", builds[1], ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if out, code := r.run(nil, "apply", "-auto-approve"); code != 0 {
+		t.Fatalf("first deploy: %d\n%s", code, out)
+	}
+	for i, point := range []string{"proxy.next-started", "proxy.old-stopped", "proxy.old-removed"} {
+		bin := builds[(i+1)%2] // another build than the one whose proxy runs
+		version := fmt.Sprintf("v%d", i+2)
+		t.Run(point, func(t *testing.T) {
+			obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+			before := obs.Proxy.ImageID
+			out, code := r.runWith(bin, []string{"DEPLOYER_TEST_KILL_AT=" + point}, "apply", "-auto-approve", "-var", "version="+version)
+			if code != -int(syscall.SIGKILL) {
+				t.Fatalf("the deployer was not killed at %s (exit %d):\n%s", point, code, out)
+			}
+			if plan, code := r.runWith(bin, nil, "plan", "-var", "version="+version); code != 0 || !strings.Contains(plan, "proxy") {
+				t.Errorf("plan after the crash: exit %d\n%s", code, plan)
+			}
+			out, code = r.runWith(bin, nil, "apply", "-auto-approve", "-var", "version="+version)
+			if code != 0 {
+				t.Fatalf("apply after the crash at %s: exit %d\n%s\ncontainers: %s", point, code, out, r.containers())
+			}
+			if got := r.get("/"); got != "version="+version {
+				t.Errorf("serving %q after converging, want %s", got, version)
+			}
+			obs, _ = executor.Observe(context.Background(), r.eng, r.project)
+			proxies := 0
+			for _, c := range obs.All {
+				if c.Role() == executor.RoleProxy {
+					proxies++
+				}
+			}
+			if proxies != 1 || obs.Proxy.Name != executor.ProxyName(r.project) || !obs.Proxy.Running() || obs.Proxy.ImageID == before {
+				t.Errorf("want one upgraded proxy named %s, running: %s (proxy %+v)", executor.ProxyName(r.project), r.containers(), obs.Proxy)
+			}
+			if out, code := r.runWith(bin, nil, "plan", "-detailed-exitcode", "-var", "version="+version); code != 0 {
 				t.Errorf("plan after converging: exit %d\n%s", code, out)
 			}
 		})

@@ -28,7 +28,7 @@ func streamState() (chan struct{}, bool) {
 }
 
 // release is a backend that names itself in every answer.
-func release(t *testing.T, name string) *httptest.Server {
+func release(t testing.TB, name string) *httptest.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if d, err := time.ParseDuration(r.URL.Query().Get("sleep")); err == nil {
@@ -88,7 +88,7 @@ func release(t *testing.T, name string) *httptest.Server {
 
 func addr(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
