@@ -38,6 +38,13 @@ func BenchmarkApplyOverhead(b *testing.B) {
 			b.Fatal(so.Error)
 		}
 		total += time.Since(start)
+		if testing.Verbose() { // -v: each step's time, to see where it goes
+			for _, e := range r.events {
+				if e.Type == executor.EventStep && e.Phase == "end" {
+					b.Logf("%-20s %.3fs", e.Service+" "+e.Step, e.Seconds)
+				}
+			}
+		}
 		for _, e := range r.events {
 			if e.Type == executor.EventStep && e.Phase == "end" && (e.Step == executor.StepHealth || e.Step == executor.StepVerify || e.Step == executor.StepRunning) {
 				waiting += time.Duration(e.Seconds * float64(time.Second))
