@@ -45,6 +45,8 @@ type Applier struct {
 	red     *redactor
 	proxyID string // the project's proxy, once ensured during this run
 	fixed   string // the project network's range of fixed addresses, once ensured ("" without)
+	// helperID is the image the proxy and restores run in, once found or built during this run.
+	helperID string
 }
 
 // ServiceOutcome is what apply did to one service.

@@ -3,7 +3,9 @@ package executor
 import (
 	"archive/tar"
 	"context"
+	"crypto/sha256"
 	"debug/elf"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -264,6 +266,9 @@ func runsOn(p, osName, arch string) error {
 // configuration names one, else one built (once per binary) from the deployer's own binary,
 // FROM scratch, when that binary can run on the engine.
 func (a *Applier) helperImage(ctx context.Context) (string, error) {
+	if a.helperID != "" {
+		return a.helperID, nil
+	}
 	if ref := a.Project.Docker.ProxyImage; ref != "" {
 		if id, err := a.Runtime.ImageID(ctx, ref); err == nil {
 			return id, nil
@@ -294,31 +299,36 @@ func (a *Applier) helperImage(ctx context.Context) (string, error) {
 			"  docker { proxy_image = \"deployer-proxy:%s\" }   # in the configuration (push it to your registry for a remote engine)\n"+
 			"%s", why, osName, arch, a.versionTag(), a.versionTag(), alt)
 	}
+	b, err := os.ReadFile(a.SelfBinary)
+	if err != nil {
+		return "", err
+	}
+	// The tag is named after the binary, so the image is looked up without writing a context.
+	df := "FROM scratch\nCOPY deployer /deployer\nENTRYPOINT [\"/deployer\"]\n"
+	h := sha256.New()
+	h.Write([]byte(df))
+	h.Write(b)
+	tag := "deployer-helper:" + hex.EncodeToString(h.Sum(nil))[:12]
+	if id, err := a.Runtime.ImageID(ctx, tag); err == nil {
+		a.helperID = id
+		return id, nil
+	}
 	dir, err := os.MkdirTemp(a.TempDir, "deployer-helper-")
 	if err != nil {
 		return "", err
 	}
 	defer os.RemoveAll(dir)
-	b, err := os.ReadFile(a.SelfBinary)
-	if err != nil {
-		return "", err
-	}
 	if err := os.WriteFile(filepath.Join(dir, "deployer"), b, 0o755); err != nil {
 		return "", err
 	}
-	df := "FROM scratch\nCOPY deployer /deployer\nENTRYPOINT [\"/deployer\"]\n"
 	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
 		return "", err
 	}
-	hash, err := ContextHash(dir, "Dockerfile")
-	if err != nil {
-		return "", err
+	id, err := a.Runtime.BuildImage(ctx, BuildOptions{Dir: dir, Dockerfile: "Dockerfile", Tag: tag, Labels: map[string]string{"deployer.image": "helper"}})
+	if err == nil {
+		a.helperID = id
 	}
-	tag := "deployer-helper:" + short(hash)
-	if id, err := a.Runtime.ImageID(ctx, tag); err == nil {
-		return id, nil
-	}
-	return a.Runtime.BuildImage(ctx, BuildOptions{Dir: dir, Dockerfile: "Dockerfile", Tag: tag, Labels: map[string]string{"deployer.image": "helper"}})
+	return id, err
 }
 
 // versionTag is the deployer's version as an image tag.

@@ -24,36 +24,45 @@ import (
 // (candidate and verification checks, which the app's start-up decides) and the rest: the
 // deployer's own overhead (lock, candidate create/start, cutover, clean-up, engine calls).
 func BenchmarkApplyOverhead(b *testing.B) {
-	r := newRig(b)
-	fast := func(s *config.Service) { s.HealthCheck.Interval, s.HealthCheck.Healthy = 20*time.Millisecond, 1 }
-	if so := r.apply(r.config("v0", fast)); so.Error != "" {
-		b.Fatal(so.Error)
-	}
-	var total, waiting time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		r.events = nil
-		start := time.Now()
-		if so := r.apply(r.config(fmt.Sprintf("v%d", i+1), fast)); so.Error != "" {
-			b.Fatal(so.Error)
-		}
-		total += time.Since(start)
-		if testing.Verbose() { // -v: each step's time, to see where it goes
-			for _, e := range r.events {
-				if e.Type == executor.EventStep && e.Phase == "end" {
-					b.Logf("%-20s %.3fs", e.Service+" "+e.Step, e.Seconds)
+	for _, cutover := range []string{"restart", "proxy"} {
+		b.Run(cutover, func(b *testing.B) {
+			r := newRig(b)
+			if cutover == "proxy" {
+				r.self = staticDeployer(b)
+			}
+			fast := func(s *config.Service) {
+				s.HealthCheck.Interval, s.HealthCheck.Healthy = 20*time.Millisecond, 1
+				s.Deploy.Cutover = cutover
+			}
+			if so := r.apply(r.config("v0", fast)); so.Error != "" {
+				b.Fatal(so.Error)
+			}
+			var total, waiting time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				r.events = nil
+				start := time.Now()
+				if so := r.apply(r.config(fmt.Sprintf("v%d", i+1), fast)); so.Error != "" {
+					b.Fatal(so.Error)
+				}
+				total += time.Since(start)
+				for _, e := range r.events {
+					if e.Type != executor.EventStep || e.Phase != "end" {
+						continue
+					}
+					if testing.Verbose() { // -v: each step's time, to see where it goes
+						b.Logf("%-20s %.3fs", e.Service+" "+e.Step, e.Seconds)
+					}
+					if e.Step == executor.StepHealth || e.Step == executor.StepVerify || e.Step == executor.StepRunning {
+						waiting += time.Duration(e.Seconds * float64(time.Second))
+					}
 				}
 			}
-		}
-		for _, e := range r.events {
-			if e.Type == executor.EventStep && e.Phase == "end" && (e.Step == executor.StepHealth || e.Step == executor.StepVerify || e.Step == executor.StepRunning) {
-				waiting += time.Duration(e.Seconds * float64(time.Second))
-			}
-		}
+			b.ReportMetric(total.Seconds()/float64(b.N), "apply-s/op")
+			b.ReportMetric(waiting.Seconds()/float64(b.N), "healthy-wait-s/op")
+			b.ReportMetric((total-waiting).Seconds()/float64(b.N), "overhead-s/op")
+		})
 	}
-	b.ReportMetric(total.Seconds()/float64(b.N), "apply-s/op")
-	b.ReportMetric(waiting.Seconds()/float64(b.N), "healthy-wait-s/op")
-	b.ReportMetric((total-waiting).Seconds()/float64(b.N), "overhead-s/op")
 }
 
 // BenchmarkRestartDowntime sends a steady 200 requests/s to the host port (127.0.0.1, bounded

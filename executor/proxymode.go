@@ -99,12 +99,15 @@ func (a *Applier) ensureProxy(ctx context.Context) error {
 		if err := a.finishProxyUpgrade(ctx, obs); err != nil {
 			return err
 		}
+		fresh := true
 		if p := obs.Proxy; p != nil && p.ImageID == image {
 			if !p.Running() {
 				a.warn("", "the proxy %s was %s: starting it", p.Name, p.State)
 				if err := a.Runtime.StartContainer(ctx, p.ID); err != nil {
 					return err
 				}
+			} else {
+				fresh = false // it answers the route status below, or waitProxy there
 			}
 			a.proxyID = p.ID
 		} else {
@@ -112,8 +115,10 @@ func (a *Applier) ensureProxy(ctx context.Context) error {
 				return err
 			}
 		}
-		if err := a.waitProxy(ctx); err != nil {
-			return err
+		if fresh {
+			if err := a.waitProxy(ctx); err != nil {
+				return err
+			}
 		}
 		return a.syncRoutes(ctx, obs)
 	})
@@ -255,8 +260,22 @@ func (a *Applier) setRoutes(ctx context.Context, s *config.Service, c *Container
 	return prev, nil
 }
 
-// syncRoutes points every proxied service's routes at its running live release.
+// syncRoutes points every proxied service's routes at its running live release, setting only
+// those that differ from what the proxy has (each control request is a docker exec).
 func (a *Applier) syncRoutes(ctx context.Context, obs *Observed) error {
+	st, err := a.ctl(ctx, proxy.Request{Op: "status"})
+	if err != nil {
+		if err := a.waitProxy(ctx); err != nil {
+			return err
+		}
+		if st, err = a.ctl(ctx, proxy.Request{Op: "status"}); err != nil {
+			return err
+		}
+	}
+	have := map[string]proxy.Route{}
+	for _, r := range st.Routes {
+		have[r.Name] = r.Route
+	}
 	for _, s := range a.Project.Services {
 		st := obs.Services[s.Name]
 		if !proxied(s) || st == nil || st.Live == nil || !st.Live.Running() {
@@ -269,11 +288,26 @@ func (a *Applier) syncRoutes(ctx context.Context, obs *Observed) error {
 		if _, ok := live.IPs[NetworkName(a.Project.Name)]; !ok {
 			continue // a release from restart mode: the switch to the proxy happens at its next cutover
 		}
+		if a.routesMatch(s, live, have) {
+			continue
+		}
 		if _, err := a.setRoutes(ctx, s, live); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// routesMatch reports whether the proxy has every route of a service leading to c already.
+func (a *Applier) routesMatch(s *config.Service, c *ContainerState, have map[string]proxy.Route) bool {
+	for _, p := range s.Ports {
+		addr, err := a.backendAddr(c, p.Container)
+		r, ok := have[routeName(s, p)]
+		if err != nil || !ok || r.Backend != addr || r.Listen != fmt.Sprintf(":%d", p.Host) || r.Protocol != p.Protocol {
+			return false
+		}
+	}
+	return true
 }
 
 // getter makes one probe attempt: from inside the proxy for proxied services (the engine's
