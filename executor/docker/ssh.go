@@ -120,13 +120,16 @@ func (c *cmdConn) Write(p []byte) (int, error) { return c.stdin.Write(p) }
 // CloseWrite ends the request stream (an attach or exec that is done sending).
 func (c *cmdConn) CloseWrite() error { return c.stdin.Close() }
 
+// Close ends the ssh process at once, as the docker CLI does, rather than trusting the remote
+// `docker system dial-stdio` to exit when its input ends (it does, in about 5 ms here; a hung
+// host would otherwise hold the deployer's exit).
 func (c *cmdConn) Close() error {
 	c.once.Do(func() {
 		c.stdin.Close()
+		c.cmd.Process.Kill()
 		select {
 		case <-c.exited:
 		case <-time.After(2 * time.Second):
-			c.cmd.Process.Kill()
 		}
 	})
 	return nil
