@@ -30,7 +30,7 @@ type rig struct {
 	events  []executor.Event
 	mu      sync.Mutex
 	self    string // the static deployer, for the proxy and restores
-	probe   string // where the deployer reaches published ports; default 127.0.0.1
+	probe   string // where the deployer reaches published ports; "" for 127.0.0.1
 }
 
 func newRig(t testing.TB) *rig {
@@ -61,11 +61,7 @@ func (r *rig) config(v string, mod func(s *config.Service)) *config.Project {
 }
 
 func (r *rig) applier(p *config.Project) *executor.Applier {
-	probe := r.probe
-	if probe == "" {
-		probe = "127.0.0.1"
-	}
-	return &executor.Applier{Project: p, Runtime: r.eng, Holder: "test " + r.t.Name(), ProbeHost: probe, SelfBinary: r.self,
+	return &executor.Applier{Project: p, Runtime: r.eng, Holder: "test " + r.t.Name(), ProbeHost: r.probe, SelfBinary: r.self,
 		Events: func(e executor.Event) { r.mu.Lock(); r.events = append(r.events, e); r.mu.Unlock() }}
 }
 

@@ -54,6 +54,19 @@ func staticDeployer(t testing.TB) string {
 	return selfBin
 }
 
+// otherDeployer builds the static deployer again with another version stamped in: another
+// binary, so another proxy image, as a new release of the deployer would bring.
+func otherDeployer(t testing.TB) string {
+	t.Helper()
+	other := filepath.Join(t.TempDir(), "deployer")
+	cmd := exec.Command("go", "build", "-ldflags", "-X main.version=upgrade-test", "-o", other, "github.com/deployer-dev/deployer/cmd/deployer")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	return other
+}
+
 // sqliteFile makes a SQLite database with a table of n rows and returns its bytes.
 func sqliteFile(t testing.TB, n int) []byte {
 	t.Helper()

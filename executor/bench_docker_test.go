@@ -206,12 +206,7 @@ func BenchmarkComposeDowntime(b *testing.B) {
 // two builds of the deployer take turns, so each apply replaces the proxy container.
 func BenchmarkProxyUpgrade(b *testing.B) {
 	r := newRig(b)
-	builds := []string{staticDeployer(b), filepath.Join(b.TempDir(), "deployer")}
-	cmd := exec.Command("go", "build", "-ldflags", "-X main.version=upgrade-bench", "-o", builds[1], "github.com/deployer-dev/deployer/cmd/deployer")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("%v: %s", err, out)
-	}
+	builds := []string{staticDeployer(b), otherDeployer(b)}
 	mode := func(s *config.Service) {
 		s.HealthCheck.Interval, s.HealthCheck.Healthy = 20*time.Millisecond, 1
 		s.Deploy.Cutover, s.Deploy.Drain = "proxy", 2*time.Second

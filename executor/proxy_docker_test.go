@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -288,14 +287,7 @@ func TestProxyUpgradeUnderLoad(t *testing.T) {
 	}
 	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
 	before := obs.Proxy.ImageID
-	// Another build of the deployer: another binary, so another proxy image.
-	other := filepath.Join(t.TempDir(), "deployer")
-	cmd := exec.Command("go", "build", "-ldflags", "-X main.version=upgrade-test", "-o", other, "github.com/deployer-dev/deployer/cmd/deployer")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
-	r.self = other
+	r.self = otherDeployer(t)
 	l := startLoad(r.port, 200)
 	time.Sleep(300 * time.Millisecond)
 	if so := r.apply(r.config("v2", proxyMode(nil))); so.Error != "" {

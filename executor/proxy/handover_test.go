@@ -19,7 +19,10 @@ func startServe(t *testing.T, s *Server, sock string) (stop func()) {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, sock, 5*time.Second) }()
 	for i := 0; ; i++ {
-		if _, err := Ctl(sock, Request{Op: "ping"}); err == nil {
+		if resp, err := Ctl(sock, Request{Op: "ping"}); err == nil {
+			if !resp.OK {
+				t.Fatalf("ping: %+v", resp)
+			}
 			break
 		}
 		if i == 100 {

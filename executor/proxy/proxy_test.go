@@ -325,22 +325,9 @@ func TestTCPRoute(t *testing.T) {
 // The control socket carries the same operations.
 func TestControlSocket(t *testing.T) {
 	blue := release(t, "blue")
-	s := NewServer()
 	sock := t.TempDir() + "/ctl.sock"
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Serve(ctx, sock, time.Second) }()
+	stop := startServe(t, NewServer(), sock)
 	var resp *Response
-	var err error
-	for i := 0; i < 50; i++ {
-		if resp, err = Ctl(sock, Request{Op: "ping"}); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil || !resp.OK {
-		t.Fatalf("ping: %v %+v", err, resp)
-	}
 	listen := freeAddr(t)
 	if resp, _ = Ctl(sock, Request{Op: "set", Route: &Route{Name: "web", Listen: listen, Backend: addr(blue)}}); !resp.OK {
 		t.Fatalf("set: %+v", resp)
@@ -356,8 +343,5 @@ func TestControlSocket(t *testing.T) {
 	if resp, _ = Ctl(sock, Request{Op: "status"}); len(resp.Routes) != 1 || resp.Routes[0].Requests != 1 {
 		t.Errorf("status: %+v", resp)
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Error(err)
-	}
+	stop()
 }
