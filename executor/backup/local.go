@@ -7,25 +7,48 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
+	"path"
 	"sort"
 	"strings"
 )
 
 // Local is a store in a directory on the machine that runs the deployer: the embedded default,
-// which needs no cloud.
+// which needs no cloud. Every access goes through an os.Root of the directory, so neither a key
+// nor a symbolic link someone put into the directory reaches a file outside it.
 type Local struct {
 	Dir string
 }
 
 func (l *Local) String() string { return l.Dir }
 
-func (l *Local) path(key string) (string, error) {
-	clean := filepath.Clean("/" + key)
-	if clean == "/" || strings.Contains(key, "..") {
-		return "", fmt.Errorf("invalid key %q", key)
+// checkKey refuses keys that are not relative paths of names: ".." or an empty component is
+// refused (a name that merely contains "..", like a project "a..b", is fine).
+func checkKey(key string) error {
+	if key == "" || strings.HasPrefix(key, "/") || strings.ContainsRune(key, 0) {
+		return fmt.Errorf("invalid key %q", key)
 	}
-	return filepath.Join(l.Dir, filepath.FromSlash(clean)), nil
+	for _, part := range strings.Split(key, "/") {
+		if part == "" || part == "." || part == ".." {
+			return fmt.Errorf("invalid key %q", key)
+		}
+	}
+	return nil
+}
+
+func (l *Local) root() (*os.Root, error) {
+	r, err := os.OpenRoot(l.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("backup store %s: %w", l.Dir, unwrapPath(err))
+	}
+	return r, nil
+}
+
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // Check makes sure the directory exists and is writable.
@@ -44,34 +67,42 @@ func (l *Local) Check(ctx context.Context) error {
 // Put writes to a temporary file beside the key, syncs it and renames it into place, so a
 // failure (a full disk, a cancelled context) leaves nothing at key.
 func (l *Local) Put(ctx context.Context, key string, r io.Reader) error {
-	p, err := l.path(key)
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(l.Dir, 0o700); err != nil {
+		return fmt.Errorf("backup store %s: %w", l.Dir, err)
+	}
+	root, err := l.root()
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+	defer root.Close()
+	if err := root.MkdirAll(path.Dir(key), 0o700); err != nil {
 		return fmt.Errorf("backup store %s: %w", l.Dir, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(p), ".tmp-"+filepath.Base(p)+"-*")
+	tmp := path.Join(path.Dir(key), ".tmp-"+path.Base(key)+"-"+randomSuffix())
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("backup store %s: %w", l.Dir, err)
 	}
 	ok := false
 	defer func() {
 		if !ok {
-			tmp.Close()
-			os.Remove(tmp.Name())
+			f.Close()
+			root.Remove(tmp)
 		}
 	}()
-	if _, err := io.Copy(tmp, ctxReader{ctx, r}); err != nil {
+	if _, err := io.Copy(f, ctxReader{ctx, r}); err != nil {
 		return fmt.Errorf("write %s to %s: %w", key, l.Dir, err)
 	}
-	if err := tmp.Sync(); err != nil {
+	if err := f.Sync(); err != nil {
 		return fmt.Errorf("write %s to %s: %w", key, l.Dir, err)
 	}
-	if err := tmp.Close(); err != nil {
+	if err := f.Close(); err != nil {
 		return fmt.Errorf("write %s to %s: %w", key, l.Dir, err)
 	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
+	if err := root.Rename(tmp, key); err != nil {
 		return err
 	}
 	ok = true
@@ -91,58 +122,91 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
+// Get opens the regular file at key.
 func (l *Local) Get(ctx context.Context, key string) (io.ReadCloser, error) {
-	p, err := l.path(key)
-	if err != nil {
+	if err := checkKey(key); err != nil {
 		return nil, err
 	}
-	f, err := os.Open(p)
+	root, err := l.root()
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s in %s: %w", key, l.Dir, ErrNotFound)
 	}
-	return f, err
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	f, err := root.Open(key)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s in %s: %w", key, l.Dir, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backup store %s: %s: %w", l.Dir, key, unwrapPath(err))
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("backup store %s: %s is not a regular file", l.Dir, key)
+	}
+	return f, nil
 }
 
+// List walks the directory (without following symbolic links) for the files under prefix.
 func (l *Local) List(ctx context.Context, prefix string) ([]Object, error) {
+	root, err := l.root()
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
 	var out []Object
-	err := filepath.WalkDir(l.Dir, func(p string, d fs.DirEntry, err error) error {
+	err = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil
 			}
 			return err
 		}
-		if d.IsDir() || strings.HasPrefix(d.Name(), ".tmp-") {
+		if d.IsDir() {
+			// Only the directories on the way to prefix, and those under it, are walked.
+			if p != "." && !strings.HasPrefix(p+"/", prefix) && !strings.HasPrefix(prefix, p+"/") {
+				return fs.SkipDir
+			}
 			return nil
 		}
-		rel, _ := filepath.Rel(l.Dir, p)
-		key := filepath.ToSlash(rel)
-		if !strings.HasPrefix(key, prefix) {
+		if !d.Type().IsRegular() || strings.HasPrefix(d.Name(), ".tmp-") || !strings.HasPrefix(p, prefix) {
 			return nil
 		}
 		info, err := d.Info()
 		if err != nil {
 			return err
 		}
-		out = append(out, Object{Key: key, Size: info.Size(), Modified: info.ModTime()})
+		out = append(out, Object{Key: p, Size: info.Size(), Modified: info.ModTime()})
 		return nil
 	})
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out, err
 }
 
+// Delete removes keys, and the directories they leave empty up to the store's root.
 func (l *Local) Delete(ctx context.Context, keys ...string) error {
+	root, err := l.root()
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer root.Close()
 	for _, k := range keys {
-		p, err := l.path(k)
-		if err != nil {
+		if err := checkKey(k); err != nil {
 			return err
 		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := root.Remove(k); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		// Remove directories left empty, up to the store's root.
-		for dir := filepath.Dir(p); dir != filepath.Clean(l.Dir) && strings.HasPrefix(dir, filepath.Clean(l.Dir)); dir = filepath.Dir(dir) {
-			if os.Remove(dir) != nil {
+		for dir := path.Dir(k); dir != "." && dir != "/"; dir = path.Dir(dir) {
+			if root.Remove(dir) != nil {
 				break
 			}
 		}

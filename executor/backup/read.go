@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,11 +18,20 @@ import (
 type Listing struct {
 	Complete   []*Manifest // newest first
 	Incomplete []string    // IDs without a manifest: never offered for restore
+	// Refused are backups whose manifest does not hold up (it names another project, a volume
+	// that is not a volume, a bad signature ...): listed, never restored.
+	Refused []Refused
 }
 
-// List reads the manifests of a service's backups.
-func List(ctx context.Context, store Store, project, service string) (*Listing, error) {
-	dirs, err := listDirs(ctx, store, project, service)
+// Refused is a backup that is not offered, and why.
+type Refused struct {
+	ID     string `json:"id"`
+	Reason string `json:"reason"`
+}
+
+// List reads and checks the manifests of a service's backups.
+func List(ctx context.Context, store Store, want Expect, keys *Keys) (*Listing, error) {
+	dirs, err := listDirs(ctx, store, want.Project, want.Service)
 	if err != nil {
 		return nil, err
 	}
@@ -33,18 +41,33 @@ func List(ctx context.Context, store Store, project, service string) (*Listing, 
 			out.Incomplete = append(out.Incomplete, id)
 			continue
 		}
-		m, err := readManifest(ctx, store, project, service, id)
+		m, err := readManifest(ctx, store, want, keys, id)
+		if errors.Is(err, ErrNotFound) {
+			out.Incomplete = append(out.Incomplete, id) // removed meanwhile
+			continue
+		}
+		var se *storeError
+		if errors.As(err, &se) {
+			return nil, err // the store cannot be read: say so, do not call every backup bad
+		}
 		if err != nil {
-			return nil, err
+			out.Refused = append(out.Refused, Refused{ID: id, Reason: err.Error()})
+			continue
 		}
 		out.Complete = append(out.Complete, m)
 	}
 	return out, nil
 }
 
-// Find returns the complete backup with this ID (or an unambiguous prefix of it).
-func Find(ctx context.Context, store Store, project, service, id string) (*Manifest, error) {
-	l, err := List(ctx, store, project, service)
+// storeError marks a failure to read from the store, as opposed to something wrong in what was read.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
+// Find returns the complete, valid backup with this ID (or an unambiguous prefix of it).
+func Find(ctx context.Context, store Store, want Expect, keys *Keys, id string) (*Manifest, error) {
+	l, err := List(ctx, store, want, keys)
 	if err != nil {
 		return nil, err
 	}
@@ -54,39 +77,37 @@ func Find(ctx context.Context, store Store, project, service, id string) (*Manif
 			found = append(found, m)
 		}
 	}
-	for _, inc := range l.Incomplete {
-		if inc == id || strings.HasPrefix(inc, id) && len(found) == 0 {
-			return nil, fmt.Errorf("backup %s of service.%s is incomplete (it has no manifest: the upload was cut off) and cannot be restored", inc, service)
+	if len(found) == 0 {
+		for _, r := range l.Refused {
+			if r.ID == id || strings.HasPrefix(r.ID, id) {
+				return nil, errors.New(r.Reason)
+			}
+		}
+		for _, inc := range l.Incomplete {
+			if inc == id || strings.HasPrefix(inc, id) {
+				return nil, fmt.Errorf("backup %s of service.%s is incomplete (it has no manifest: the upload was cut off) and cannot be restored", inc, want.Service)
+			}
 		}
 	}
 	switch len(found) {
 	case 0:
-		return nil, fmt.Errorf("no backup %q of service.%s in %s: `deployer backups list service.%s` shows them", id, service, store, service)
+		return nil, fmt.Errorf("no backup %q of service.%s in %s: `deployer backups list service.%s` shows them", id, want.Service, store, want.Service)
 	case 1:
 		return found[0], nil
 	}
-	return nil, fmt.Errorf("%q matches %d backups of service.%s: give more of the ID", id, len(found), service)
-}
-
-func readManifest(ctx context.Context, store Store, project, service, id string) (*Manifest, error) {
-	rc, err := store.Get(ctx, Dir(project, service)+id+"/"+ManifestName)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	var m Manifest
-	if err := json.NewDecoder(io.LimitReader(rc, 1<<20)).Decode(&m); err != nil {
-		return nil, fmt.Errorf("backup %s: unreadable manifest: %w", id, err)
-	}
-	if m.FormatVersion != FormatVersion {
-		return nil, fmt.Errorf("backup %s: manifest format %q, this deployer reads %q", id, m.FormatVersion, FormatVersion)
-	}
-	return &m, nil
+	return nil, fmt.Errorf("%q matches %d backups of service.%s: give more of the ID", id, len(found), want.Service)
 }
 
 // fetch downloads a stored file of a backup into a temporary file, refusing it unless its size
-// and sha256 match the manifest. The caller removes the file.
+// and sha256 match the manifest. It reads no more than the manifest declares (and never more
+// than MaxObjectBytes), and checks the free space first. The caller removes the file.
 func fetch(ctx context.Context, store Store, m *Manifest, f File, tempDir string) (string, error) {
+	if f.Size > MaxObjectBytes {
+		return "", fmt.Errorf("backup %s: %s is declared as %s, more than the %s the deployer reads", m.ID, f.Key, HumanBytes(f.Size), HumanBytes(MaxObjectBytes))
+	}
+	if err := ensureSpace(tempDir, f.Size, "downloading "+f.Key); err != nil {
+		return "", fmt.Errorf("backup %s: %w", m.ID, err)
+	}
 	rc, err := store.Get(ctx, Dir(m.Project, m.Service)+m.ID+"/"+f.Key)
 	if err != nil {
 		return "", fmt.Errorf("backup %s: %s: %w", m.ID, f.Key, err)
@@ -97,9 +118,13 @@ func fetch(ctx context.Context, store Store, m *Manifest, f File, tempDir string
 		return "", err
 	}
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), rc)
+	n, err := io.Copy(io.MultiWriter(tmp, h), bounded(rc, f.Size, f.Key))
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
+	}
+	if errors.Is(err, ErrTooLarge) {
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("backup %s: %s is larger than the %d bytes its manifest says: it was changed, and is refused", m.ID, f.Key, f.Size)
 	}
 	if err != nil {
 		os.Remove(tmp.Name())
@@ -120,11 +145,16 @@ func short(s string) string {
 }
 
 // OpenVolume returns the tar stream of one volume of a backup, after checking the archive's
-// checksum (nothing is read from an archive that does not match its manifest).
-func OpenVolume(ctx context.Context, store Store, m *Manifest, volume, tempDir string) (io.ReadCloser, error) {
+// checksum (nothing is read from an archive that does not match its manifest). The stream is
+// decrypted when the backup is, and ends with an error where it would exceed the uncompressed
+// size the manifest declares.
+func OpenVolume(ctx context.Context, store Store, m *Manifest, volume string, keys *Keys, tempDir string) (io.ReadCloser, error) {
 	for _, v := range m.Volumes {
 		if v.Name != volume {
 			continue
+		}
+		if v.Bytes > MaxVolumeBytes {
+			return nil, fmt.Errorf("backup %s: volume %s is declared as %s uncompressed, more than the %s the deployer restores", m.ID, v.Name, HumanBytes(v.Bytes), HumanBytes(MaxVolumeBytes))
 		}
 		p, err := fetch(ctx, store, m, v.File, tempDir)
 		if err != nil {
@@ -135,13 +165,19 @@ func OpenVolume(ctx context.Context, store Store, m *Manifest, volume, tempDir s
 			os.Remove(p)
 			return nil, err
 		}
-		dec, err := zstd.NewReader(f)
+		closeAll := func() { f.Close(); os.Remove(p) }
+		plain, err := keys.decrypter(f, m.Encryption, fmt.Sprintf("backup %s: volume %s", m.ID, v.Name))
 		if err != nil {
-			f.Close()
-			os.Remove(p)
+			closeAll()
 			return nil, err
 		}
-		return &tempReader{Reader: dec.IOReadCloser(), f: f, dec: dec}, nil
+		dec, err := zstd.NewReader(plain, zstd.WithDecoderMaxMemory(1<<30), zstd.WithDecoderConcurrency(2))
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		what := fmt.Sprintf("backup %s: volume %s holds more than the %d bytes its manifest declares", m.ID, v.Name, v.Bytes)
+		return &tempReader{Reader: bounded(dec.IOReadCloser(), v.Bytes, what), f: f, dec: dec}, nil
 	}
 	return nil, fmt.Errorf("backup %s has no volume %q", m.ID, volume)
 }
@@ -159,36 +195,18 @@ func (t *tempReader) Close() error {
 }
 
 // Verify downloads every file of a backup, checks it against the manifest, reads every archive
-// through, and quick_checks the SQLite databases the manifest lists.
-func Verify(ctx context.Context, store Store, m *Manifest, tempDir string) error {
+// through (decrypting it when it is encrypted), and quick_checks the SQLite databases the
+// manifest lists. It writes only to its own scratch directory under tempDir, bounded by the
+// free space there, and removes it on every path.
+func Verify(ctx context.Context, store Store, m *Manifest, keys *Keys, tempDir string) error {
 	extract, err := os.MkdirTemp(tempDir, "deployer-verify-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(extract)
 	for _, v := range m.Volumes {
-		rc, err := OpenVolume(ctx, store, m, v.Name, tempDir)
-		if err != nil {
+		if err := verifyVolume(ctx, store, m, v, keys, tempDir, extract); err != nil {
 			return err
-		}
-		var dbs []DB
-		for _, c := range m.SQLite {
-			if c.Volume == v.Name && c.Result == "ok" { // a recorded failure stays what it was
-				dbs = append(dbs, DB{Name: c.Name, Volume: c.Volume, Path: c.Path})
-			}
-		}
-		err = extractDBs(rc, dbs, extract)
-		if err == nil {
-			_, err = io.Copy(io.Discard, rc)
-		}
-		rc.Close()
-		if err != nil {
-			return fmt.Errorf("backup %s: volume %s: %w", m.ID, v.Name, err)
-		}
-		for _, db := range dbs {
-			if _, err := checkExtracted(ctx, extract, db); err != nil {
-				return fmt.Errorf("backup %s: %w", m.ID, err)
-			}
 		}
 	}
 	if m.Logs != nil {
@@ -196,7 +214,47 @@ func Verify(ctx context.Context, store Store, m *Manifest, tempDir string) error
 		if err != nil {
 			return err
 		}
-		os.Remove(p)
+		defer os.Remove(p)
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		plain, err := keys.decrypter(f, m.Encryption, fmt.Sprintf("backup %s: logs", m.ID))
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(io.Discard, plain); err != nil {
+			return fmt.Errorf("backup %s: logs: %w", m.ID, err)
+		}
+	}
+	return nil
+}
+
+func verifyVolume(ctx context.Context, store Store, m *Manifest, v VolumeArchive, keys *Keys, tempDir, extract string) error {
+	rc, err := OpenVolume(ctx, store, m, v.Name, keys, tempDir)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	var dbs []DB
+	for _, c := range m.SQLite {
+		if c.Volume == v.Name && c.Result == "ok" { // a recorded failure stays what it was
+			dbs = append(dbs, DB{Name: c.Name, Volume: c.Volume, Path: c.Path})
+		}
+	}
+	if err := extractDBs(rc, dbs, extract, v.Bytes); err != nil {
+		return fmt.Errorf("backup %s: volume %s: %w", m.ID, v.Name, err)
+	}
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		return fmt.Errorf("backup %s: volume %s: %w", m.ID, v.Name, err)
+	}
+	for i, db := range dbs {
+		if _, err := checkExtracted(ctx, extract, i, db); err != nil {
+			return fmt.Errorf("backup %s: %w", m.ID, err)
+		}
+		os.Remove(extract + "/" + scratchName(i))
+		os.Remove(extract + "/" + scratchName(i) + "-wal")
 	}
 	return nil
 }

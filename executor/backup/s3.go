@@ -8,11 +8,13 @@ import (
 	"net"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
+	tmtypes "github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
@@ -26,13 +28,24 @@ type S3Config struct {
 	Region    string
 	Endpoint  string // an S3-compatible endpoint (MinIO, R2, versitygw); empty for AWS
 	PathStyle bool
+	// SSE asks the bucket to encrypt what it stores ("AES256" or "aws:kms"), with KMSKeyID
+	// for aws:kms; both are passed through with every upload.
+	SSE      string
+	KMSKeyID string
 }
 
-// S3 is a store in an S3 bucket, under a prefix.
+// S3 is a store in an S3 bucket, under a prefix. The prefix is a directory: "backups" and
+// "backups/" both put keys under "backups/", as a local store's directory would. Versions
+// before 2026-11-28 joined a prefix without a slash directly ("backupsPROJECT/..."): what they
+// stored there is still found, read and deleted, never written.
 type S3 struct {
 	cfg    S3Config
+	prefix string
+	legacy string // the old join, when it differs
 	client *s3.Client
 	tm     *transfermanager.Client
+	mu     sync.Mutex
+	old    map[string]bool // keys found only under the legacy prefix
 }
 
 // NewS3 creates the client; nothing is sent until the first call.
@@ -60,15 +73,26 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		o.PartSizeBytes = 8 << 20 // memory: parts in flight x part size
 		o.Concurrency = 4
 	})
-	return &S3{cfg: cfg, client: client, tm: tm}, nil
+	st := &S3{cfg: cfg, prefix: cfg.Prefix, client: client, tm: tm, old: map[string]bool{}}
+	if cfg.Prefix != "" && !strings.HasSuffix(cfg.Prefix, "/") {
+		st.prefix, st.legacy = cfg.Prefix+"/", cfg.Prefix
+	}
+	return st, nil
 }
 
-func (s *S3) String() string { return "s3://" + s.cfg.Bucket + "/" + s.cfg.Prefix }
+func (s *S3) String() string { return "s3://" + s.cfg.Bucket + "/" + s.prefix }
 
 // Bucket is the bucket's name.
 func (s *S3) Bucket() string { return s.cfg.Bucket }
 
-func (s *S3) key(k string) string { return s.cfg.Prefix + k }
+func (s *S3) key(k string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.old[k] {
+		return s.legacy + k
+	}
+	return s.prefix + k
+}
 
 // Check reaches the bucket with the configured credentials.
 func (s *S3) Check(ctx context.Context) error {
@@ -78,7 +102,14 @@ func (s *S3) Check(ctx context.Context) error {
 
 // Put streams r as a multipart upload of unknown length; memory stays at parts x concurrency.
 func (s *S3) Put(ctx context.Context, key string, r io.Reader) error {
-	_, err := s.tm.UploadObject(ctx, &transfermanager.UploadObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(s.key(key)), Body: r})
+	in := &transfermanager.UploadObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(s.prefix + key), Body: r}
+	if s.cfg.SSE != "" {
+		in.ServerSideEncryption = tmtypes.ServerSideEncryption(s.cfg.SSE)
+	}
+	if s.cfg.KMSKeyID != "" {
+		in.SSEKMSKeyID = aws.String(s.cfg.KMSKeyID)
+	}
+	_, err := s.tm.UploadObject(ctx, in)
 	return s.explain("upload "+key, err)
 }
 
@@ -95,15 +126,40 @@ func (s *S3) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 }
 
 func (s *S3) List(ctx context.Context, prefix string) ([]Object, error) {
+	out, err := s.list(ctx, s.prefix, prefix)
+	if err != nil || s.legacy == "" {
+		return out, err
+	}
+	old, err := s.list(ctx, s.legacy, prefix)
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]bool{}
+	for _, o := range out {
+		have[o.Key] = true
+	}
+	s.mu.Lock()
+	for _, o := range old {
+		if !have[o.Key] {
+			s.old[o.Key] = true
+			out = append(out, o)
+		}
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+func (s *S3) list(ctx context.Context, base, prefix string) ([]Object, error) {
 	var out []Object
-	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: aws.String(s.cfg.Bucket), Prefix: aws.String(s.key(prefix))})
+	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: aws.String(s.cfg.Bucket), Prefix: aws.String(base + prefix)})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
 			return nil, s.explain("list "+prefix, err)
 		}
 		for _, o := range page.Contents {
-			obj := Object{Key: strings.TrimPrefix(aws.ToString(o.Key), s.cfg.Prefix), Size: aws.ToInt64(o.Size)}
+			obj := Object{Key: strings.TrimPrefix(aws.ToString(o.Key), base), Size: aws.ToInt64(o.Size)}
 			if o.LastModified != nil {
 				obj.Modified = *o.LastModified
 			}
@@ -139,8 +195,14 @@ func (s *S3) explain(what string, err error) error {
 			}
 		case "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden", "InvalidClientTokenId":
 			return fmt.Errorf("backup store %s: %s: the credentials were refused (%s): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or the profile", where, what, ae.ErrorCode())
+		case "AuthorizationHeaderMalformed", "PermanentRedirect", "IllegalLocationConstraintException":
+			return fmt.Errorf("backup store %s: %s: the bucket is in another region than %q (%s): check backup_store.region", where, what, s.region(), ae.ErrorCode())
+		case "BadRequest", "400":
+			if strings.HasPrefix(what, "reach") {
+				return fmt.Errorf("backup store %s: %s: the store answered 400 Bad Request, which S3 does when the bucket is in another region than %q: check backup_store.region (and endpoint)", where, what, s.region())
+			}
 		}
-		return fmt.Errorf("backup store %s: %s: %s: %s", where, what, ae.ErrorCode(), ae.ErrorMessage())
+		return fmt.Errorf("backup store %s: %s: %s: %s", where, what, Printable(ae.ErrorCode()), Printable(ae.ErrorMessage()))
 	}
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Op == "dial" {
@@ -151,6 +213,13 @@ func (s *S3) explain(what string, err error) error {
 		return fmt.Errorf("backup store %s: %s: the connection was cut during the transfer (%v); nothing was kept at that key", where, what, rootCause(err))
 	}
 	return fmt.Errorf("backup store %s: %s: %w", where, what, err)
+}
+
+func (s *S3) region() string {
+	if s.cfg.Region == "" {
+		return "us-east-1"
+	}
+	return s.cfg.Region
 }
 
 func rootCause(err error) error {

@@ -6,9 +6,14 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -117,6 +122,7 @@ func TestS3Errors(t *testing.T) {
 		{"bucket missing", func(c *backup.S3Config) { c.Bucket = "no-such-bucket-here" }, nil, `the bucket "no-such-bucket-here" does not exist`},
 		{"wrong credentials", nil, map[string]string{"AWS_SECRET_ACCESS_KEY": "wrong"}, "the credentials were refused"},
 		{"endpoint down", func(c *backup.S3Config) { c.Endpoint = "http://127.0.0.1:1" }, nil, "the endpoint does not answer"},
+		{"another region", func(c *backup.S3Config) { c.Region = "ap-northeast-1" }, nil, `another region than "ap-northeast-1"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -132,7 +138,12 @@ func TestS3Errors(t *testing.T) {
 				err = st.Check(ctx)
 			}
 			if err == nil || !strings.Contains(err.Error(), c.want) {
-				t.Errorf("err = %v, want %q", err, c.want)
+				t.Errorf("check: err = %v, want %q", err, c.want)
+			}
+			if st != nil {
+				if err := st.Put(ctx, "k", strings.NewReader("x")); err == nil || !strings.Contains(err.Error(), c.want) {
+					t.Errorf("put: err = %v, want %q", err, c.want)
+				}
 			}
 		})
 	}
@@ -160,5 +171,91 @@ func TestLocalDiskFull(t *testing.T) {
 	entries, _ := os.ReadDir(dir + "/p/s/id")
 	if len(entries) != 0 {
 		t.Errorf("temporary files left: %v", entries)
+	}
+}
+
+// sse and kms_key_id reach the bucket with every upload, small (one PUT) or multipart (on the
+// request that creates the upload), as the S3 headers that ask for server-side encryption. There
+// is no KMS here: the real server ignores them, and what the deployer sent is what is checked.
+func TestS3ServerSideEncryptionHeaders(t *testing.T) {
+	cfg := s3test.Config(t)
+	target, _ := url.Parse(cfg.Endpoint)
+	var mu sync.Mutex
+	var seen []http.Header
+	rp := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, create := r.URL.Query()["uploads"]
+		if (r.Method == http.MethodPut && r.URL.Query().Get("partNumber") == "") || (r.Method == http.MethodPost && create) {
+			mu.Lock()
+			seen = append(seen, r.Header.Clone())
+			mu.Unlock()
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	for _, c := range []struct{ sse, kms string }{{"AES256", ""}, {"aws:kms", "alias/deployer-backups"}} {
+		seen = nil
+		cfg.Endpoint, cfg.SSE, cfg.KMSKeyID = srv.URL, c.sse, c.kms
+		st, err := backup.NewS3(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Put(context.Background(), "small", strings.NewReader("hello")); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Put(context.Background(), "big", bytes.NewReader(make([]byte, 20<<20))); err != nil {
+			t.Fatal(err)
+		}
+		if len(seen) != 2 {
+			t.Fatalf("%s: %d object uploads seen, want a PUT and a multipart upload", c.sse, len(seen))
+		}
+		for _, h := range seen {
+			if got := h.Get("X-Amz-Server-Side-Encryption"); got != c.sse {
+				t.Errorf("x-amz-server-side-encryption %q, want %q", got, c.sse)
+			}
+			if got := h.Get("X-Amz-Server-Side-Encryption-Aws-Kms-Key-Id"); got != c.kms {
+				t.Errorf("x-amz-server-side-encryption-aws-kms-key-id %q, want %q", got, c.kms)
+			}
+		}
+	}
+}
+
+// A prefix is a directory, as a local store's is: "backups" and "backups/" put keys in the same
+// place, and what an earlier version stored under "backupsKEY" is still read and deleted.
+func TestS3PrefixJoin(t *testing.T) {
+	ctx := context.Background()
+	cfg := s3test.Config(t)
+	raw := s3test.Client(t)
+	// What a deployer before 2026-11-28 wrote with prefix "backups".
+	raw.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(cfg.Bucket), Key: aws.String("backupsproj/web/old.txt"), Body: strings.NewReader("old")})
+	cfg.Prefix = "backups"
+	st, err := backup.NewS3(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Put(ctx, "proj/web/new.txt", strings.NewReader("new")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(cfg.Bucket), Key: aws.String("backups/proj/web/new.txt")}); err != nil {
+		t.Errorf("not written under backups/: %v", err)
+	}
+	list, err := st.List(ctx, "proj/web/")
+	if err != nil || len(list) != 2 {
+		t.Fatalf("list: %+v %v", list, err)
+	}
+	rc, err := st.Get(ctx, "proj/web/old.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	if string(b) != "old" {
+		t.Errorf("old object: %q", b)
+	}
+	if err := st.Delete(ctx, "proj/web/old.txt"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(cfg.Bucket), Key: aws.String("backupsproj/web/old.txt")}); err == nil {
+		t.Error("the old object was not deleted")
 	}
 }

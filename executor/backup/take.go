@@ -12,7 +12,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,54 +19,6 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 )
-
-// FormatVersion is the version of the manifest format.
-const FormatVersion = "1"
-
-// ManifestName is written last in every backup's directory.
-const ManifestName = "manifest.json"
-
-// Manifest describes one complete backup.
-type Manifest struct {
-	FormatVersion   string          `json:"format_version"`
-	ID              string          `json:"id"`
-	Project         string          `json:"project"`
-	Service         string          `json:"service"`
-	Release         int             `json:"release"`
-	Image           string          `json:"image,omitempty"`
-	ImageID         string          `json:"image_id,omitempty"`
-	Created         time.Time       `json:"created"`
-	DeployerVersion string          `json:"deployer_version"`
-	Reason          string          `json:"reason,omitempty"`
-	Consistency     string          `json:"consistency"`
-	PausedSeconds   float64         `json:"paused_seconds,omitempty"`
-	Volumes         []VolumeArchive `json:"volumes"`
-	Logs            *File           `json:"logs,omitempty"`
-	SQLite          []DBCheck       `json:"sqlite,omitempty"`
-}
-
-// VolumeArchive is one volume's archive: a zstd-compressed tar of the volume's files.
-type VolumeArchive struct {
-	Name   string `json:"name"`
-	Target string `json:"target"`
-	File
-	Bytes int64 `json:"uncompressed_bytes"`
-}
-
-// File is a stored object with its checksum.
-type File struct {
-	Key    string `json:"key"` // relative to the backup's directory
-	Size   int64  `json:"size"`
-	SHA256 string `json:"sha256"`
-}
-
-// DBCheck records the quick_check of a SQLite database found in the backup.
-type DBCheck struct {
-	Name   string `json:"name"`
-	Volume string `json:"volume"`
-	Path   string `json:"path"`
-	Result string `json:"quick_check"`
-}
 
 // Source is what a backup needs of the engine.
 type Source interface {
@@ -114,6 +65,8 @@ type Request struct {
 	Reason          string
 	TempDir         string // for the spool of a paused copy; os.TempDir() when empty
 	Progress        func(Progress)
+	// Keys encrypt the archives and logs (age recipients) and sign the manifest; nil: neither.
+	Keys *Keys
 }
 
 // Progress reports bytes moved for one volume.
@@ -123,9 +76,6 @@ type Progress struct {
 	Bytes  int64
 	Total  int64 // 0 when unknown
 }
-
-// Dir is the directory of a service's backups in a store.
-func Dir(project, service string) string { return project + "/" + service + "/" }
 
 // Take backs up the volumes of a live container. With consistency "pause" the container is
 // paused while its files are copied to a local spool (disk speed, no network), then unpaused;
@@ -139,6 +89,10 @@ func Take(ctx context.Context, req Request) (*Manifest, error) {
 	m := &Manifest{FormatVersion: FormatVersion, ID: now.Format("20060102T150405.000Z") + "-r" + strconv.Itoa(req.Release),
 		Project: req.Project, Service: req.Service, Release: req.Release, Image: req.Image, ImageID: req.ImageID, Created: now,
 		DeployerVersion: req.DeployerVersion, Reason: req.Reason, Consistency: req.Consistency}
+	encrypted := req.Keys.encrypts()
+	if encrypted {
+		m.Encryption = "age"
+	}
 	dir := Dir(req.Project, req.Service) + m.ID + "/"
 	progress := req.Progress
 	if progress == nil {
@@ -194,19 +148,14 @@ func Take(ctx context.Context, req Request) (*Manifest, error) {
 	}
 	defer os.RemoveAll(extract)
 	for i, v := range req.Volumes {
-		var dbs []DB
-		for _, db := range req.SQLite {
-			if db.Volume == v.Name {
-				dbs = append(dbs, db)
-			}
-		}
+		dbs := dbsIn(req.SQLite, v.Name)
 		rc, err := sources[i].open()
 		if err != nil {
 			return nil, fmt.Errorf("volume %s: read %s: %w", v.Name, v.Target, err)
 		}
-		key := "volume-" + v.Name + ".tar.zst"
+		key := archiveKey(v.Name, encrypted)
 		counted := &countingReader{r: rc, report: func(n int64) { progress(Progress{Volume: v.Name, Phase: "upload", Bytes: n, Total: sources[i].total}) }}
-		f, raw, err := putCompressed(ctx, req.Store, dir+key, counted, dbs, extract)
+		f, raw, err := putCompressed(ctx, req.Store, dir+key, counted, req.Keys, dbs, extract)
 		rc.Close()
 		if err != nil {
 			return nil, fmt.Errorf("volume %s: %w", v.Name, err)
@@ -214,8 +163,8 @@ func Take(ctx context.Context, req Request) (*Manifest, error) {
 		progress(Progress{Volume: v.Name, Phase: "done", Bytes: raw, Total: raw})
 		f.Key = key
 		m.Volumes = append(m.Volumes, VolumeArchive{Name: v.Name, Target: v.Target, File: *f, Bytes: raw})
-		for _, db := range dbs {
-			res, err := checkExtracted(ctx, extract, db)
+		for j, db := range dbs {
+			res, err := checkExtracted(ctx, extract, j, db)
 			if err != nil && !req.Lenient {
 				return nil, err
 			}
@@ -233,13 +182,16 @@ func Take(ctx context.Context, req Request) (*Manifest, error) {
 		if err != nil {
 			return nil, fmt.Errorf("logs: %w", err)
 		}
-		f, _, err := putCompressed(ctx, req.Store, dir+"logs.txt.zst", rc, nil, "")
+		f, _, err := putCompressed(ctx, req.Store, dir+logsKey(encrypted), rc, req.Keys, nil, "")
 		rc.Close()
 		if err != nil {
 			return nil, fmt.Errorf("logs: %w", err)
 		}
-		f.Key = "logs.txt.zst"
+		f.Key = logsKey(encrypted)
 		m.Logs = f
+	}
+	if key := req.Keys.signingKey(); key != nil {
+		m.Signature = m.sign(key)
 	}
 	b, _ := json.MarshalIndent(m, "", "  ")
 	if err := req.Store.Put(ctx, dir+ManifestName, strings.NewReader(string(b))); err != nil {
@@ -298,10 +250,10 @@ func pauseAndSpool(ctx context.Context, req Request, files []*spoolFile, progres
 	return d, nil
 }
 
-// putCompressed compresses r with zstd into the store at key, hashing what is stored, and
-// extracts the declared databases from the tar stream as it passes. It returns the stored file
-// and the uncompressed byte count.
-func putCompressed(ctx context.Context, store Store, key string, r io.Reader, dbs []DB, extractDir string) (*File, int64, error) {
+// putCompressed compresses r with zstd (and encrypts it, when the keys say so) into the store
+// at key, hashing what is stored, and extracts the declared databases from the tar stream as it
+// passes. It returns the stored file and the uncompressed byte count.
+func putCompressed(ctx context.Context, store Store, key string, r io.Reader, keys *Keys, dbs []DB, extractDir string) (*File, int64, error) {
 	pr, pw := io.Pipe()
 	h := sha256.New()
 	stored := &countingWriter{}
@@ -317,19 +269,28 @@ func putCompressed(ctx context.Context, store Store, key string, r io.Reader, db
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tarErr = extractDBs(scanR, dbs, extractDir)
+			tarErr = extractDBs(scanR, dbs, extractDir, MaxVolumeBytes)
 			io.Copy(io.Discard, scanR) // keep draining, so the tee never blocks
 		}()
 	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		enc, err := zstd.NewWriter(io.MultiWriter(pw, h, stored), zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(2))
+		out := io.MultiWriter(pw, h, stored)
+		enc, err := keys.encrypter(out)
 		if err != nil {
 			pw.CloseWithError(err)
 			return
 		}
-		raw, err = io.Copy(enc, tee)
+		zw, err := zstd.NewWriter(enc, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(2))
+		if err != nil {
+			pw.CloseWithError(err)
+			return
+		}
+		raw, err = io.Copy(zw, tee)
+		if cerr := zw.Close(); err == nil {
+			err = cerr
+		}
 		if cerr := enc.Close(); err == nil {
 			err = cerr
 		}
@@ -350,14 +311,29 @@ func putCompressed(ctx context.Context, store Store, key string, r io.Reader, db
 	return &File{Key: key, Size: stored.n, SHA256: hex.EncodeToString(h.Sum(nil))}, raw, nil
 }
 
+func dbsIn(all []DB, volume string) []DB {
+	var out []DB
+	for _, db := range all {
+		if db.Volume == volume {
+			out = append(out, db)
+		}
+	}
+	return out
+}
+
+// scratchName is where the i-th database of a volume is written for its check: a name the
+// deployer chooses, never one read from a manifest or an archive.
+func scratchName(i int) string { return "db-" + strconv.Itoa(i) }
+
 // extractDBs reads a tar of a volume (entries named <base>/<path>, as the engine's copy API
-// writes them) and writes each declared database file, with its -wal, into dir.
-func extractDBs(r io.Reader, dbs []DB, dir string) error {
+// writes them) and writes each declared database file, with its -wal, into dir. What it writes
+// is bounded by budget and by the free space in dir, whatever the entries' headers claim.
+func extractDBs(r io.Reader, dbs []DB, dir string, budget int64) error {
 	want := map[string]string{}
-	for _, db := range dbs {
+	for i, db := range dbs {
 		p := path.Clean(db.Path)
-		want[p] = db.Name
-		want[p+"-wal"] = db.Name + "-wal"
+		want[p] = scratchName(i)
+		want[p+"-wal"] = scratchName(i) + "-wal"
 	}
 	tr := tar.NewReader(r)
 	for {
@@ -376,20 +352,27 @@ func extractDBs(r io.Reader, dbs []DB, dir string) error {
 		if !ok || hdr.Typeflag != tar.TypeReg {
 			continue
 		}
+		if hdr.Size < 0 || hdr.Size > budget {
+			return fmt.Errorf("the archive's %s claims %d bytes, more than the backup holds", Printable(hdr.Name), hdr.Size)
+		}
+		if err := ensureSpace(dir, hdr.Size, "checking "+path.Base(name)); err != nil {
+			return err
+		}
 		f, err := os.Create(filepath.Join(dir, out))
 		if err != nil {
 			return err
 		}
-		_, err = io.Copy(f, tr)
+		n, err := io.Copy(f, io.LimitReader(tr, hdr.Size))
 		f.Close()
 		if err != nil {
 			return err
 		}
+		budget -= n
 	}
 }
 
-func checkExtracted(ctx context.Context, dir string, db DB) (string, error) {
-	p := filepath.Join(dir, db.Name)
+func checkExtracted(ctx context.Context, dir string, i int, db DB) (string, error) {
+	p := filepath.Join(dir, scratchName(i))
 	if _, err := os.Stat(p); err != nil {
 		return "", fmt.Errorf("sqlite %q: %s is not in volume %s: check sqlite.path, or that the app created it", db.Name, db.Path, db.Volume)
 	}
@@ -421,85 +404,4 @@ type countingWriter struct{ n int64 }
 func (c *countingWriter) Write(p []byte) (int, error) {
 	c.n += int64(len(p))
 	return len(p), nil
-}
-
-// Prune deletes complete backups beyond keep (oldest first) and incomplete ones, except current.
-func Prune(ctx context.Context, store Store, project, service string, keep int, current string) error {
-	list, err := listDirs(ctx, store, project, service)
-	if err != nil {
-		return err
-	}
-	var complete []string
-	for _, id := range sortedIDs(list) {
-		if list[id].complete {
-			complete = append(complete, id)
-		}
-	}
-	drop := map[string]bool{}
-	for i, id := range complete { // newest first
-		if i >= keep {
-			drop[id] = true
-		}
-	}
-	for id, d := range list {
-		if !d.complete && id != current {
-			drop[id] = true
-		}
-	}
-	for id := range drop {
-		if id == current {
-			continue
-		}
-		var keys []string
-		for _, o := range list[id].objects {
-			keys = append(keys, o.Key)
-		}
-		// The manifest goes first, so a half-deleted backup is never offered.
-		sort.Slice(keys, func(i, j int) bool { return strings.HasSuffix(keys[i], ManifestName) })
-		if err := store.Delete(ctx, keys...); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-type backupDir struct {
-	complete bool
-	objects  []Object
-}
-
-func listDirs(ctx context.Context, store Store, project, service string) (map[string]*backupDir, error) {
-	prefix := Dir(project, service)
-	objs, err := store.List(ctx, prefix)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]*backupDir{}
-	for _, o := range objs {
-		rest := strings.TrimPrefix(o.Key, prefix)
-		id, name, ok := strings.Cut(rest, "/")
-		if !ok {
-			continue
-		}
-		d := out[id]
-		if d == nil {
-			d = &backupDir{}
-			out[id] = d
-		}
-		d.objects = append(d.objects, o)
-		if name == ManifestName {
-			d.complete = true
-		}
-	}
-	return out, nil
-}
-
-// sortedIDs orders backup IDs newest first (they start with a UTC timestamp).
-func sortedIDs(m map[string]*backupDir) []string {
-	ids := make([]string, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(ids)))
-	return ids
 }

@@ -1,0 +1,100 @@
+package backup
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+)
+
+var osTempDir = os.TempDir
+
+// The sizes in a manifest are claims, not limits: every read is bounded by what the manifest
+// declares, and by caps the deployer sets whatever a manifest declares.
+const (
+	// MaxObjectBytes bounds one stored object (a compressed archive, the logs).
+	MaxObjectBytes int64 = 1 << 40
+	// MaxVolumeBytes bounds the uncompressed tar of one volume.
+	MaxVolumeBytes int64 = 1 << 40
+	// spaceMargin is kept free on any disk the deployer writes to.
+	spaceMargin int64 = 64 << 20
+)
+
+// FreeBytes is the space left for an unprivileged writer on the filesystem holding dir.
+func FreeBytes(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+// ensureSpace fails unless the filesystem of dir has room for n more bytes and a margin.
+func ensureSpace(dir string, n int64, what string) error {
+	if dir == "" {
+		dir = osTempDir()
+	}
+	free, err := FreeBytes(dir)
+	if err != nil {
+		return nil // unknown: the write itself will say when the disk is full
+	}
+	if n+spaceMargin > free {
+		return fmt.Errorf("%s needs %s in %s, which has %s free: free some space or set TMPDIR to a larger disk", what, HumanBytes(n), dir, HumanBytes(free))
+	}
+	return nil
+}
+
+// ErrTooLarge is returned when a stream holds more than it was declared or allowed to.
+var ErrTooLarge = errors.New("larger than declared")
+
+// boundedReader returns at most n bytes of r, then fails with ErrTooLarge if r has more: a
+// claim that is exceeded is an error, not a silent truncation.
+type boundedReader struct {
+	r    io.Reader
+	left int64
+	what string
+}
+
+func bounded(r io.Reader, n int64, what string) io.Reader {
+	return &boundedReader{r: r, left: n, what: what}
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// One more byte tells a stream that ends exactly here from one that goes on.
+		var one [1]byte
+		n, err := b.r.Read(one[:])
+		if n > 0 {
+			return 0, fmt.Errorf("%s: %w", b.what, ErrTooLarge)
+		}
+		return 0, err
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+// HumanBytes formats a byte count for people (KiB, MiB, GiB).
+func HumanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func randomSuffix() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,294 @@
+package backup
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Manifest format versions. Version 1 (before encryption and signing) is still read; version 2
+// is written. A deployer that reads only version 1 refuses version 2, which is right: it could
+// neither decrypt the archives nor check the signature.
+const (
+	FormatVersion       = "2"
+	formatVersionLegacy = "1"
+)
+
+// ManifestName is written last in every backup's directory.
+const ManifestName = "manifest.json"
+
+// maxManifestBytes bounds what is read of a manifest: it is small, and the store is not trusted.
+const maxManifestBytes = 1 << 20
+
+// Manifest describes one complete backup. Everything in it was read from a store that others
+// may write to: it is data that is checked against the configuration, never a path, a volume or
+// a size the deployer acts on without checking.
+type Manifest struct {
+	FormatVersion   string          `json:"format_version"`
+	ID              string          `json:"id"`
+	Project         string          `json:"project"`
+	Service         string          `json:"service"`
+	Release         int             `json:"release"`
+	Image           string          `json:"image,omitempty"`
+	ImageID         string          `json:"image_id,omitempty"`
+	Created         time.Time       `json:"created"`
+	DeployerVersion string          `json:"deployer_version"`
+	Reason          string          `json:"reason,omitempty"`
+	Consistency     string          `json:"consistency"`
+	PausedSeconds   float64         `json:"paused_seconds,omitempty"`
+	Volumes         []VolumeArchive `json:"volumes"`
+	Logs            *File           `json:"logs,omitempty"`
+	SQLite          []DBCheck       `json:"sqlite,omitempty"`
+	// Encryption is "age" when every archive and the logs are encrypted to the store's
+	// recipients, "" when they are plain.
+	Encryption string `json:"encryption,omitempty"`
+	// Signature is "hmac-sha256:<hex>" of the manifest without it, under the store's
+	// signing key; empty when the store has none.
+	Signature string `json:"signature,omitempty"`
+
+	// Signed says what the signature check found; it is not part of the manifest.
+	Signed Signed `json:"-"`
+}
+
+// Signed is what checking a manifest's signature found.
+type Signed string
+
+const (
+	SignedOK   Signed = "signed"
+	Unsigned   Signed = "unsigned"
+	NotChecked Signed = "" // the store has no signing key
+)
+
+// VolumeArchive is one volume's archive: a zstd-compressed tar of the volume's files.
+type VolumeArchive struct {
+	Name   string `json:"name"`
+	Target string `json:"target"`
+	File
+	Bytes int64 `json:"uncompressed_bytes"`
+}
+
+// File is a stored object with its checksum.
+type File struct {
+	Key    string `json:"key"` // relative to the backup's directory
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// DBCheck records the quick_check of a SQLite database found in the backup.
+type DBCheck struct {
+	Name   string `json:"name"`
+	Volume string `json:"volume"`
+	Path   string `json:"path"`
+	Result string `json:"quick_check"`
+}
+
+// Expect is what a manifest must agree with: the configuration it is read for.
+type Expect struct {
+	Project string
+	Service string
+	// DBs are the databases the configuration declares; a manifest may name no other.
+	DBs []DB
+}
+
+var (
+	idRE         = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-r[0-9]{1,9}$`)
+	volumeNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
+	sha256RE     = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// ValidID reports whether s has the form of a backup ID ("20261128T101500.123Z-r7"): only
+// directories so named are backups; anything else in a store is not the deployer's.
+func ValidID(s string) bool { return idRE.MatchString(s) }
+
+// ValidVolumeName reports whether s is a name Docker accepts for a volume.
+func ValidVolumeName(s string) bool { return volumeNameRE.MatchString(s) }
+
+// archiveKey and logsKey are the only object names a backup has: the deployer names them, so a
+// manifest cannot point a read at another object.
+func archiveKey(volume string, encrypted bool) string {
+	return "volume-" + volume + ".tar.zst" + ageSuffix(encrypted)
+}
+
+func logsKey(encrypted bool) string { return "logs.txt.zst" + ageSuffix(encrypted) }
+
+func ageSuffix(encrypted bool) string {
+	if encrypted {
+		return ".age"
+	}
+	return ""
+}
+
+// sign computes the manifest's signature: HMAC-SHA256 over its JSON without the signature.
+func (m *Manifest) sign(key []byte) string {
+	c := *m
+	c.Signature = ""
+	b, _ := json.Marshal(&c)
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte("deployer backup manifest\x00"))
+	mac.Write(b)
+	return "hmac-sha256:" + hex.EncodeToString(mac.Sum(nil))
+}
+
+// readManifest reads and checks the manifest of backup id. Every field is checked against the
+// configuration (want) and against what the deployer itself would have written; with a
+// signing key the signature must match, or be absent (a backup made before the key was set).
+func readManifest(ctx context.Context, store Store, want Expect, keys *Keys, id string) (*Manifest, error) {
+	rc, err := store.Get(ctx, Dir(want.Project, want.Service)+id+"/"+ManifestName)
+	if errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, &storeError{err}
+	}
+	defer rc.Close()
+	raw, err := io.ReadAll(io.LimitReader(rc, maxManifestBytes+1))
+	if err != nil {
+		return nil, &storeError{fmt.Errorf("backup %s: read the manifest: %w", id, err)}
+	}
+	if len(raw) > maxManifestBytes {
+		return nil, fmt.Errorf("backup %s: the manifest is larger than %d bytes: it was not written by the deployer", id, maxManifestBytes)
+	}
+	var m Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("backup %s: unreadable manifest: %v", id, err)
+	}
+	if err := m.check(want, id); err != nil {
+		return nil, fmt.Errorf("backup %s: %w; it is refused", id, err)
+	}
+	m.Signed = NotChecked
+	if key := keys.signingKey(); key != nil {
+		switch {
+		case m.Signature == "":
+			m.Signed = Unsigned
+		case !hmac.Equal([]byte(m.Signature), []byte(m.sign(key))):
+			return nil, fmt.Errorf("backup %s: the manifest's signature does not match the store's signing key: it was changed by someone without the key, or signed with another key; it is refused", id)
+		default:
+			m.Signed = SignedOK
+		}
+	}
+	m.printable()
+	return &m, nil
+}
+
+// check holds a manifest to what the deployer writes and to the configuration it is read for.
+func (m *Manifest) check(want Expect, id string) error {
+	switch m.FormatVersion {
+	case FormatVersion, formatVersionLegacy:
+	default:
+		return fmt.Errorf("manifest format %q: this deployer reads %q and %q", m.FormatVersion, formatVersionLegacy, FormatVersion)
+	}
+	if m.ID != id || !ValidID(m.ID) {
+		return fmt.Errorf("the manifest names backup %q, but it is in the directory %s", m.ID, id)
+	}
+	if m.Project != want.Project || m.Service != want.Service {
+		return fmt.Errorf("the manifest is of project %q service %q, not of project %q service %q", m.Project, m.Service, want.Project, want.Service)
+	}
+	if m.Release < 0 {
+		return fmt.Errorf("release %d is negative", m.Release)
+	}
+	if m.FormatVersion == formatVersionLegacy && (m.Encryption != "" || m.Signature != "") {
+		return fmt.Errorf("a format %s manifest with encryption or a signature", formatVersionLegacy)
+	}
+	encrypted := false
+	switch m.Encryption {
+	case "":
+	case "age":
+		encrypted = true
+	default:
+		return fmt.Errorf("unknown encryption %q", m.Encryption)
+	}
+	if m.Signature != "" && !strings.HasPrefix(m.Signature, "hmac-sha256:") {
+		return fmt.Errorf("unknown signature %q", m.Signature)
+	}
+	seen := map[string]bool{}
+	for _, v := range m.Volumes {
+		if !ValidVolumeName(v.Name) {
+			return fmt.Errorf("volume name %q is not a Docker volume name", v.Name)
+		}
+		if seen[v.Name] {
+			return fmt.Errorf("volume %s is listed twice", v.Name)
+		}
+		seen[v.Name] = true
+		if err := v.File.check(archiveKey(v.Name, encrypted)); err != nil {
+			return fmt.Errorf("volume %s: %w", v.Name, err)
+		}
+		if v.Bytes < 0 {
+			return fmt.Errorf("volume %s: uncompressed size %d is negative", v.Name, v.Bytes)
+		}
+	}
+	if m.Logs != nil {
+		if err := m.Logs.check(logsKey(encrypted)); err != nil {
+			return fmt.Errorf("logs: %w", err)
+		}
+	}
+	declared := map[string]bool{}
+	for _, db := range want.DBs {
+		declared[db.Name] = true
+	}
+	for _, c := range m.SQLite {
+		if !declared[c.Name] {
+			return fmt.Errorf("sqlite %q is not a database the configuration declares", c.Name)
+		}
+		if !seen[c.Volume] {
+			return fmt.Errorf("sqlite %q is in volume %q, which the backup does not hold", c.Name, c.Volume)
+		}
+		if !cleanRelative(c.Path) {
+			return fmt.Errorf("sqlite %q: path %q is not a path inside a volume", c.Name, c.Path)
+		}
+	}
+	return nil
+}
+
+func (f *File) check(key string) error {
+	if f.Key != key {
+		return fmt.Errorf("object %q: the deployer names it %q", f.Key, key)
+	}
+	if f.Size < 0 || !sha256RE.MatchString(f.SHA256) {
+		return fmt.Errorf("object %s: size %d or checksum %q is not valid", key, f.Size, f.SHA256)
+	}
+	return nil
+}
+
+// cleanRelative reports whether p is a relative path that stays where it starts.
+func cleanRelative(p string) bool {
+	if p == "" || strings.HasPrefix(p, "/") || path.Clean(p) != p {
+		return false
+	}
+	return p != ".." && !strings.HasPrefix(p, "../")
+}
+
+// Printable escapes what a terminal would interpret in text read from a store (control
+// characters, escape sequences, bidirectional overrides), keeping the rest as it is.
+func Printable(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) {
+			fmt.Fprintf(&b, `\u%04x`, r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// printableManifest escapes every free-text field, for everything that shows a manifest.
+func (m *Manifest) printable() {
+	for _, f := range []*string{&m.Image, &m.ImageID, &m.DeployerVersion, &m.Reason, &m.Consistency} {
+		*f = Printable(*f)
+	}
+	for i := range m.Volumes {
+		m.Volumes[i].Target = Printable(m.Volumes[i].Target)
+	}
+	for i := range m.SQLite {
+		m.SQLite[i].Result = Printable(m.SQLite[i].Result)
+	}
+}
