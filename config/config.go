@@ -66,7 +66,16 @@ type Store struct {
 	Endpoint  string
 	PathStyle bool
 	Directory string // local stores
+	// AgeRecipients encrypt every archive and the logs on the deployer's side ("age1...").
+	AgeRecipients []string
+	// SigningKey authenticates manifests (HMAC-SHA256); it comes from a sensitive variable.
+	SigningKey string
+	// SSE and KMSKeyID are S3 server-side encryption, passed through to the bucket.
+	SSE       string // "", "AES256" or "aws:kms"
+	KMSKeyID  string
 	DeclRange Range
+	// Ranges of attributes, for semantic errors.
+	Ranges map[string]Range
 }
 
 // Service is one blue-green deployed container.

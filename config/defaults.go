@@ -33,6 +33,7 @@ var (
 	NotifyEvents    = []string{"started", "succeeded", "failed", "rolled_back"}
 	HookPoints      = []string{"before_cutover"}
 	StoreKinds      = []string{"s3", "local"}
+	SSEModes        = []string{"AES256", "aws:kms"}
 	DefaultNotifyOn = NotifyEvents
 )
 
@@ -71,7 +72,7 @@ func NewDeploy() Deploy {
 }
 
 // NewStore returns a store; a local store defaults its directory.
-func NewStore(name string) *Store { return &Store{Name: name} }
+func NewStore(name string) *Store { return &Store{Name: name, Ranges: map[string]Range{}} }
 
 // Defaults fills in the defaults that depend on other values: names derived from the project,
 // the image tag of a built service, the health check of an HTTP service, the embedded store, the

@@ -22,7 +22,13 @@ func (e *Error) Error() string {
 }
 
 var (
-	nameRE      = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
+	nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
+	// labelRE is for names that become parts of attribute paths, step names and references
+	// (stores, canaries, databases): no dots, spaces or slashes.
+	labelRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
+	// volumeRE is Docker's rule for volume names.
+	volumeRE    = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
+	ageRE       = regexp.MustCompile(`^age1[0-9a-z]+$`)
 	containerRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 	envKeyRE    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.]*$`)
 )
@@ -121,18 +127,60 @@ func (v *validator) project() {
 	}
 }
 
+// minSigningKey is the shortest signing key accepted: a short one can be guessed offline from
+// one signed manifest.
+const minSigningKey = 16
+
 func (v *validator) store(st *Store) {
+	at := func(key string) Range {
+		if r, ok := st.Ranges[key]; ok {
+			return r
+		}
+		return st.DeclRange
+	}
+	if !labelRE.MatchString(st.Name) {
+		v.add(st.DeclRange, "Invalid store name", "backup_store %q: use letters, digits, '_' and '-', so that backup_store.NAME can refer to it.", st.Name)
+	}
 	switch st.Kind {
 	case "s3":
 		if len(st.Bucket) < 3 {
-			v.add(st.DeclRange, "Invalid bucket", "backup_store %q needs a bucket name of at least 3 characters.", st.Name)
+			v.add(at("bucket"), "Invalid bucket", "backup_store %q needs a bucket name of at least 3 characters.", st.Name)
+		}
+		if st.SSE != "" && !slices.Contains(SSEModes, st.SSE) {
+			v.add(at("sse"), "Invalid sse", "backup_store %q: sse %q: use one of %s, or leave it out.", st.Name, st.SSE, quoted(SSEModes))
+		}
+		if st.KMSKeyID != "" && st.SSE != "aws:kms" {
+			v.add(at("kms_key_id"), "kms_key_id without aws:kms", "backup_store %q: kms_key_id is used with sse = \"aws:kms\" only; set sse or remove kms_key_id.", st.Name)
 		}
 	case "local":
 		if st.Directory == "" {
 			v.add(st.DeclRange, "Missing directory", "backup_store %q of kind local needs a directory.", st.Name)
 		}
+		if st.SSE != "" || st.KMSKeyID != "" {
+			v.add(at("sse"), "Server-side encryption on a local store", "backup_store %q is a local directory: sse and kms_key_id are for S3; use encryption { age_recipients } to encrypt backups anywhere.", st.Name)
+		}
 	default:
-		v.add(st.DeclRange, "Unknown store kind", "backup_store %q: set kind to one of %s, or name the store \"s3\" or \"local\".", st.Name, quoted(StoreKinds))
+		if st.Kind == "" {
+			v.add(st.DeclRange, "Unknown store kind", "backup_store %q: set bucket (an S3 store) or directory (a local one), or kind = one of %s.", st.Name, quoted(StoreKinds))
+		} else {
+			v.add(at("kind"), "Unknown store kind", "backup_store %q: kind %q: use one of %s.", st.Name, st.Kind, quoted(StoreKinds))
+		}
+	}
+	for i, r := range st.AgeRecipients {
+		if !ageRE.MatchString(r) {
+			v.add(at("encryption.age_recipients"), "Invalid age recipient", "backup_store %q: age_recipients[%d] %q is not an age recipient; write the public key age-keygen prints (age1...).", st.Name, i, r)
+		}
+	}
+	if _, set := st.Ranges["encryption.age_recipients"]; set && len(st.AgeRecipients) == 0 {
+		v.add(at("encryption.age_recipients"), "No age recipient", "backup_store %q: encryption needs at least one recipient in age_recipients.", st.Name)
+	}
+	if _, set := st.Ranges["signing_key"]; set {
+		switch {
+		case !v.p.Sensitive["backup_store."+st.Name+".signing_key"]:
+			v.add(at("signing_key"), "Signing key not sensitive", "backup_store %q: signing_key must come from a variable declared sensitive = true, so that it is never printed or saved in a plan.", st.Name)
+		case len(st.SigningKey) < minSigningKey:
+			v.add(at("signing_key"), "Signing key too short", "backup_store %q: signing_key has %d characters; use at least %d random ones (openssl rand -hex 32).", st.Name, len(st.SigningKey), minSigningKey)
+		}
 	}
 }
 
@@ -181,6 +229,9 @@ func (v *validator) service(s *Service) {
 	targets := map[string]string{}
 	for _, vol := range s.Volumes {
 		key := "volume." + vol.Name
+		if !volumeRE.MatchString(vol.Name) {
+			v.add(at(s, key), "Invalid volume name", "volume %q: Docker volume names have at least 2 characters, letters, digits, '_', '.' and '-', starting with a letter or digit.", vol.Name)
+		}
 		if volNames[vol.Name] {
 			v.add(at(s, key), "Duplicate volume", "Volume %q is mounted twice in service %q; mount each volume once.", vol.Name, s.Name)
 		}
@@ -208,6 +259,9 @@ func (v *validator) service(s *Service) {
 	}
 	for _, c := range s.Canaries {
 		key := "canary." + c.Name
+		if !labelRE.MatchString(c.Name) {
+			v.add(at(s, key), "Invalid canary name", "canary %q: use letters, digits, '_' and '-'.", c.Name)
+		}
 		if s.HTTPPort() == nil {
 			v.add(at(s, key), "Canary without an HTTP port", "canary %q needs a port with protocol \"http\" on service %q.", c.Name, s.Name)
 		}
@@ -216,6 +270,9 @@ func (v *validator) service(s *Service) {
 	}
 	for _, db := range s.SQLite {
 		key := "sqlite." + db.Name
+		if !labelRE.MatchString(db.Name) {
+			v.add(at(s, key), "Invalid sqlite name", "sqlite %q: use letters, digits, '_' and '-'.", db.Name)
+		}
 		if !volNames[db.Volume] {
 			v.add(at(s, key+".volume"), "Unknown volume", "sqlite %q names volume %q, which service %q does not mount; use one of %s.", db.Name, db.Volume, s.Name, quoted(volumeNames(s)))
 		}
@@ -230,10 +287,15 @@ func (v *validator) service(s *Service) {
 		if len(b.Volumes) == 0 {
 			v.add(at(s, "backup.volumes"), "Nothing to back up", "backup needs at least one volume in volumes; use one of %s.", quoted(volumeNames(s)))
 		}
+		listed := map[string]bool{}
 		for _, name := range b.Volumes {
 			if !volNames[name] {
 				v.add(at(s, "backup.volumes"), "Unknown volume", "backup names volume %q, which service %q does not mount; use one of %s.", name, s.Name, quoted(volumeNames(s)))
 			}
+			if listed[name] {
+				v.add(at(s, "backup.volumes"), "Volume listed twice", "backup lists volume %q twice; list each volume once.", name)
+			}
+			listed[name] = true
 		}
 		if !slices.Contains(Consistencies, b.Consistency) {
 			v.add(at(s, "backup.consistency"), "Invalid consistency", "consistency %q: use one of %s.", b.Consistency, quoted(Consistencies))

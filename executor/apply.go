@@ -38,6 +38,8 @@ type Applier struct {
 	SelfBinary string
 	// TempDir holds backup spools and downloads; os.TempDir() when empty.
 	TempDir string
+	// IdentityFile is the age identity that decrypts encrypted backups, for verify and restore.
+	IdentityFile string
 	// KillAt makes the process kill itself (SIGKILL) when it reaches the named point; crash
 	// tests use it to stop the deployer at every step. Empty in normal use.
 	KillAt string

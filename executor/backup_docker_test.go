@@ -5,10 +5,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"database/sql"
 	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -125,22 +123,7 @@ func (r *rig) volumeHashes(id, dir string) map[string]string {
 		r.t.Fatal(err)
 	}
 	defer rc.Close()
-	out := map[string]string{}
-	tr := tar.NewReader(rc)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		if hdr.Typeflag == tar.TypeReg {
-			h := sha256.New()
-			io.Copy(h, tr)
-			out[hdr.Name] = hex.EncodeToString(h.Sum(nil))
-		}
-	}
+	return tarHashes(r.t, rc)
 }
 
 func (r *rig) liveID() string {
@@ -204,11 +187,11 @@ func TestBackupRoundTrip(t *testing.T) {
 				t.Fatalf("deploy with backup: %s", so.Error)
 			}
 			p := r.configWithStore("v2", store, nil)
-			st, err := executor.OpenStore(context.Background(), p, store.Name)
+			sb, err := executor.OpenBackups(context.Background(), p, p.Service("app"), "")
 			if err != nil {
 				t.Fatal(err)
 			}
-			l, err := backup.List(context.Background(), st, r.project, "app")
+			l, err := sb.List(context.Background())
 			if err != nil || len(l.Complete) != 1 {
 				t.Fatalf("backups: %+v %v", l, err)
 			}
@@ -224,14 +207,15 @@ func TestBackupRoundTrip(t *testing.T) {
 			r.putFiles(r.liveID(), "/data", map[string][]byte{"app.db": []byte("gone"), "uploads/big.bin": []byte("x"), "stray.txt": []byte("new")})
 			a := r.applier(p)
 			a.SelfBinary = staticDeployer(t)
-			rp, err := a.PrepareRestore(context.Background(), "app", m.ID[:10])
+			rp, err := a.PrepareRestore(context.Background(), "app", m.ID[:10], executor.RestoreOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			safety, err := a.Restore(context.Background(), "app", rp)
+			res, err := a.Restore(context.Background(), "app", rp)
 			if err != nil {
 				t.Fatal(err)
 			}
+			safety := res.Safety
 			after := r.volumeHashes(r.liveID(), "/data")
 			for name, sum := range before {
 				if strings.HasSuffix(name, "history") || strings.Contains(name, "started-") {
@@ -248,7 +232,7 @@ func TestBackupRoundTrip(t *testing.T) {
 				t.Errorf("after the restore: %q", got)
 			}
 			// The data before the restore was backed up, and that backup is complete and intact.
-			if safety == nil || backup.Verify(context.Background(), st, safety, "") != nil {
+			if safety == nil || backup.Verify(context.Background(), sb.Store, safety, sb.Keys, "") != nil {
 				t.Errorf("safety backup: %+v", safety)
 			}
 			db := filepath.Join(t.TempDir(), "restored.db")
@@ -360,11 +344,11 @@ func TestBackupFaults(t *testing.T) {
 			}
 			// No backup that looks complete.
 			p := r.configWithStore("v2", store, c.mod)
-			if st, err := executor.OpenStore(context.Background(), p, store.Name); err == nil {
+			if sb, err := executor.OpenBackups(context.Background(), p, p.Service("app"), ""); err == nil {
 				for k := range c.env {
 					os.Unsetenv(k)
 				}
-				if l, err := backup.List(context.Background(), st, r.project, "app"); err == nil && len(l.Complete) != 0 {
+				if l, err := sb.List(context.Background()); err == nil && len(l.Complete) != 0 {
 					t.Errorf("a complete backup exists after the failure: %v", l.Complete[0].ID)
 				}
 			}
@@ -414,8 +398,8 @@ func TestRestoreRefusesBadBackups(t *testing.T) {
 		t.Fatal(so.Error)
 	}
 	p := r.configWithStore("v2", store, noDB)
-	st, _ := executor.OpenStore(context.Background(), p, store.Name)
-	l, _ := backup.List(context.Background(), st, r.project, "app")
+	sb, _ := executor.OpenBackups(context.Background(), p, p.Service("app"), "")
+	l, _ := sb.List(context.Background())
 	m := l.Complete[0]
 	archive := filepath.Join(store.Directory, backup.Dir(r.project, "app"), m.ID, m.Volumes[0].Key)
 	b, _ := os.ReadFile(archive)
@@ -423,11 +407,11 @@ func TestRestoreRefusesBadBackups(t *testing.T) {
 	os.WriteFile(archive, b, 0o600)
 	a := r.applier(p)
 	a.SelfBinary = staticDeployer(t)
-	if _, err := a.PrepareRestore(context.Background(), "app", m.ID); err == nil || !strings.Contains(err.Error(), "does not match its manifest") {
+	if _, err := a.PrepareRestore(context.Background(), "app", m.ID, executor.RestoreOptions{}); err == nil || !strings.Contains(err.Error(), "does not match its manifest") {
 		t.Errorf("tampered: %v", err)
 	}
 	os.Remove(filepath.Join(store.Directory, backup.Dir(r.project, "app"), m.ID, backup.ManifestName))
-	if _, err := a.PrepareRestore(context.Background(), "app", m.ID); err == nil || !strings.Contains(err.Error(), "is incomplete") {
+	if _, err := a.PrepareRestore(context.Background(), "app", m.ID, executor.RestoreOptions{}); err == nil || !strings.Contains(err.Error(), "is incomplete") {
 		t.Errorf("incomplete: %v", err)
 	}
 	if got := r.volumeHashes(r.liveID(), "/data")["data/file.txt"]; got == "" {

@@ -38,37 +38,101 @@ func OpenStore(ctx context.Context, p *config.Project, name string) (backup.Stor
 		}
 		return &backup.Local{Dir: dir}, nil
 	case "s3":
-		return backup.NewS3(ctx, backup.S3Config{Bucket: st.Bucket, Prefix: st.Prefix, Region: st.Region, Endpoint: st.Endpoint, PathStyle: st.PathStyle})
+		return backup.NewS3(ctx, backup.S3Config{Bucket: st.Bucket, Prefix: st.Prefix, Region: st.Region, Endpoint: st.Endpoint, PathStyle: st.PathStyle,
+			SSE: st.SSE, KMSKeyID: st.KMSKeyID})
 	}
 	return nil, fmt.Errorf("backup_store %q has unknown kind %q", name, st.Kind)
 }
 
-// takeBackup backs up the service's backup volumes from a live container.
-func (a *Applier) takeBackup(ctx context.Context, s *config.Service, live *Container, reason string, keep int) (*backup.Manifest, error) {
-	return a.backupWith(ctx, s, live, reason, keep, false)
+// ServiceBackups is a service's backup store with the keys that encrypt, decrypt and sign its
+// backups, and what their manifests must agree with.
+type ServiceBackups struct {
+	Store  backup.Store
+	Keys   *backup.Keys
+	Expect backup.Expect
 }
 
-// backupWith takes a backup; lenient records failed SQLite checks instead of failing.
-func (a *Applier) backupWith(ctx context.Context, s *config.Service, live *Container, reason string, keep int, lenient bool) (*backup.Manifest, error) {
+// OpenBackups opens the backup store of a service. identityFile is the age identity that
+// decrypts encrypted backups ("" when none is given: needed only to read encrypted ones).
+func OpenBackups(ctx context.Context, p *config.Project, s *config.Service, identityFile string) (*ServiceBackups, error) {
 	if s.Backup == nil {
 		return nil, fmt.Errorf("service.%s has no backup block: add one naming the volumes to back up", s.Name)
 	}
-	store, err := OpenStore(ctx, a.Project, s.Backup.Store)
+	store, err := OpenStore(ctx, p, s.Backup.Store)
+	if err != nil {
+		return nil, err
+	}
+	keys := &backup.Keys{IdentitySource: "DEPLOYER_AGE_IDENTITY=FILE or -identity FILE"}
+	cfg := p.Stores[s.Backup.Store]
+	if len(cfg.AgeRecipients) > 0 {
+		if keys.Recipients, err = backup.ParseRecipients(cfg.AgeRecipients); err != nil {
+			return nil, fmt.Errorf("backup_store.%s: %w", cfg.Name, err)
+		}
+	}
+	if cfg.SigningKey != "" {
+		keys.SigningKey = []byte(cfg.SigningKey)
+	}
+	if identityFile != "" {
+		if keys.Identities, err = backup.LoadIdentities(identityFile); err != nil {
+			return nil, err
+		}
+	}
+	sb := &ServiceBackups{Store: store, Keys: keys, Expect: backup.Expect{Project: p.Name, Service: s.Name}}
+	for _, db := range s.SQLite {
+		sb.Expect.DBs = append(sb.Expect.DBs, backup.DB{Name: db.Name, Volume: db.Volume, Path: db.Path})
+	}
+	return sb, nil
+}
+
+// List lists the service's backups, checked against the configuration.
+func (b *ServiceBackups) List(ctx context.Context) (*backup.Listing, error) {
+	return backup.List(ctx, b.Store, b.Expect, b.Keys)
+}
+
+// backupSource is the container a backup reads the volumes from, and how.
+type backupSource struct {
+	id             string
+	release        int
+	image, imageID string
+	consistency    string // pause (a running container) or none
+	logs           bool
+	volumes        []backup.Volume
+}
+
+// liveSource reads a live release's backup volumes as the configuration says; a stopped one is
+// not paused (nothing writes to it), and its logs are kept as configured.
+func liveSource(s *config.Service, live *Container, names []string) backupSource {
+	src := backupSource{id: live.ID, release: live.Release(), image: live.ImageRef(), imageID: live.ImageID,
+		consistency: s.Backup.Consistency, logs: s.Backup.Logs}
+	if !live.Running() || live.State == "paused" {
+		src.consistency = "none"
+	}
+	for _, name := range names {
+		if v := s.Volume(name); v != nil {
+			src.volumes = append(src.volumes, backup.Volume{Name: v.Name, Target: v.Target})
+		}
+	}
+	return src
+}
+
+// takeBackup backs up the service's backup volumes from a live container.
+func (a *Applier) takeBackup(ctx context.Context, s *config.Service, live *Container, reason string, keep int) (*backup.Manifest, error) {
+	return a.backupFrom(ctx, s, liveSource(s, live, s.Backup.Volumes), reason, keep, false)
+}
+
+// backupFrom takes a backup; lenient records failed SQLite checks instead of failing.
+func (a *Applier) backupFrom(ctx context.Context, s *config.Service, src backupSource, reason string, keep int, lenient bool) (*backup.Manifest, error) {
+	sb, err := OpenBackups(ctx, a.Project, s, "")
 	if err != nil {
 		return nil, err
 	}
 	req := backup.Request{
-		Store: store, Source: a.Runtime, Project: a.Project.Name, Service: s.Name, Release: live.Release(),
-		Image: live.ImageRef(), ImageID: live.ImageID, ContainerID: live.ID, Consistency: s.Backup.Consistency,
-		Logs: s.Backup.Logs, Keep: keep, DeployerVersion: a.Version, Reason: reason, TempDir: a.TempDir, Lenient: lenient,
+		Store: sb.Store, Source: a.Runtime, Project: a.Project.Name, Service: s.Name, Release: src.release,
+		Image: src.image, ImageID: src.imageID, ContainerID: src.id, Consistency: src.consistency, Volumes: src.volumes,
+		Logs: src.logs, Keep: keep, DeployerVersion: a.Version, Reason: reason, TempDir: a.TempDir, Lenient: lenient, Keys: sb.Keys,
 		Progress: func(p backup.Progress) {
 			a.emit(Event{Type: EventProgress, Service: s.Name, Step: StepBackup, Detail: p.Volume + " " + p.Phase, Bytes: p.Bytes, Total: p.Total})
 		},
-	}
-	for _, name := range s.Backup.Volumes {
-		if v := s.Volume(name); v != nil {
-			req.Volumes = append(req.Volumes, backup.Volume{Name: v.Name, Target: v.Target})
-		}
 	}
 	for _, db := range s.SQLite {
 		if db.QuickCheck {
@@ -83,7 +147,13 @@ func (a *Applier) backupWith(ctx context.Context, s *config.Service, live *Conta
 	for _, v := range m.Volumes {
 		size += v.Size
 	}
-	detail := fmt.Sprintf("backup %s in %s: %s, %s stored", m.ID, store, plural(len(m.Volumes), "volume"), HumanBytes(size))
+	detail := fmt.Sprintf("backup %s in %s: %s, %s stored", m.ID, sb.Store, plural(len(m.Volumes), "volume"), HumanBytes(size))
+	if m.Encryption != "" {
+		detail += ", encrypted (age)"
+	}
+	if m.Signature != "" {
+		detail += ", signed"
+	}
 	if m.Consistency == "pause" {
 		detail += fmt.Sprintf(", live paused %.2fs", m.PausedSeconds)
 	}
@@ -95,17 +165,7 @@ func (a *Applier) backupWith(ctx context.Context, s *config.Service, live *Conta
 }
 
 // HumanBytes formats a byte count for people (KiB, MiB, GiB).
-func HumanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
+func HumanBytes(n int64) string { return backup.HumanBytes(n) }
 
 // checkSQLite seeds the candidate's database when it is empty, then runs quick_check on a copy
 // of it, taken while the candidate is paused so that the copy is consistent.

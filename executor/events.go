@@ -60,6 +60,9 @@ func newRedactor(p *config.Project) *redactor {
 	for _, n := range p.Notifies {
 		r.add(n.URL)
 	}
+	for _, st := range p.Stores {
+		r.add(st.SigningKey)
+	}
 	return r
 }
 

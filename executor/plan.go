@@ -181,7 +181,11 @@ func ConfigFingerprint(p *config.Project, contextHashes map[string]string) strin
 		fmt.Fprintf(h, "service %s %s %s\n", s.Name, b, contextHashes[s.Name])
 	}
 	for _, name := range sortedKeys(p.Stores) {
-		b, _ := json.Marshal(p.Stores[name])
+		st := *p.Stores[name]
+		if st.SigningKey != "" {
+			st.SigningKey = SensitiveValue(st.SigningKey)
+		}
+		b, _ := json.Marshal(st)
 		fmt.Fprintf(h, "store %s\n", b)
 	}
 	for _, n := range p.Notifies {

@@ -1,67 +1,204 @@
 package executor
 
 import (
-	"archive/tar"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"sort"
+	"strconv"
 	"strings"
 
+	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/backup"
 )
 
-// RestorePlan is what a restore will do, shown to the operator before it asks.
-type RestorePlan struct {
-	Manifest    *backup.Manifest
-	Store       string
-	LiveRelease int    // 0 when the service has no live release
-	How         string // what happens to the service, and why
+// RestoreOptions are what the operator says about a restore beyond the backup's ID.
+type RestoreOptions struct {
+	// Map restores a volume of the backup into a configured volume of another name (a volume
+	// renamed since the backup): backup name -> configured name. Never implied.
+	Map map[string]string
+	// AllowUnsigned restores a backup without a signature when the store has a signing key
+	// (a backup made before the key was set).
+	AllowUnsigned bool
 }
 
-// PrepareRestore finds and fully verifies a backup (checksums, archives, SQLite), so that a
-// restore of a damaged or tampered backup is refused before anything stops.
-func (a *Applier) PrepareRestore(ctx context.Context, service, id string) (*RestorePlan, error) {
+// RestoreVolume is one volume a restore replaces.
+type RestoreVolume struct {
+	From   string `json:"from"` // the volume's name in the backup
+	To     string `json:"to"`   // the configured volume it replaces
+	Target string `json:"target"`
+	Bytes  int64  `json:"bytes"`
+}
+
+// RestorePlan is what a restore will do, shown to the operator before it asks.
+type RestorePlan struct {
+	Manifest *backup.Manifest
+	Store    string
+	Volumes  []RestoreVolume
+	// Untouched are configured backup volumes the backup does not hold (added since): they are
+	// left as they are.
+	Untouched   []string
+	LiveRelease int    // 0 when the service has no live release
+	LiveState   string // running, exited, ... ("" without a live release)
+	How         string // what happens to the service, and why
+	Warnings    []string
+}
+
+// VerifyBackup finds a backup and fully verifies it: manifest, signature, checksums, archives,
+// SQLite.
+func (a *Applier) VerifyBackup(ctx context.Context, service, id string) (*backup.Manifest, error) {
+	_, sb, m, err := a.findBackup(ctx, service, id)
+	if err != nil {
+		return nil, err
+	}
+	return m, a.verifyBackup(ctx, sb, m)
+}
+
+func (a *Applier) verifyBackup(ctx context.Context, sb *ServiceBackups, m *backup.Manifest) error {
+	return a.step(sb.Expect.Service, "verify-backup", "download "+m.ID+" and check it against its manifest", func() error {
+		return backup.Verify(ctx, sb.Store, m, sb.Keys, a.TempDir)
+	})
+}
+
+// findBackup opens a service's backups and finds one, checked against the configuration.
+func (a *Applier) findBackup(ctx context.Context, service, id string) (*config.Service, *ServiceBackups, *backup.Manifest, error) {
 	a.red = newRedactor(a.Project)
+	s, sb, err := a.serviceBackups(ctx, service)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	m, err := backup.Find(ctx, sb.Store, sb.Expect, sb.Keys, id)
+	return s, sb, m, err
+}
+
+func (a *Applier) serviceBackups(ctx context.Context, service string) (*config.Service, *ServiceBackups, error) {
 	s := a.Project.Service(service)
 	if s == nil {
-		return nil, fmt.Errorf("service.%s is not in the configuration", service)
+		return nil, nil, fmt.Errorf("service.%s is not in the configuration", service)
 	}
 	if s.Backup == nil {
-		return nil, fmt.Errorf("service.%s has no backup block, so it has no backups to restore", service)
+		return nil, nil, fmt.Errorf("service.%s has no backup block, so it has no backups to restore", service)
 	}
-	store, err := OpenStore(ctx, a.Project, s.Backup.Store)
+	sb, err := OpenBackups(ctx, a.Project, s, a.IdentityFile)
+	return s, sb, err
+}
+
+// PrepareRestore finds and fully verifies a backup, and works out which volumes it replaces:
+// only those both in the backup and in the service's backup block (or mapped onto one with
+// opts.Map). A volume of the backup that the configuration does not back up is refused before
+// anything is touched, so a backup can never pick which volume it fills.
+func (a *Applier) PrepareRestore(ctx context.Context, service, id string, opts RestoreOptions) (*RestorePlan, error) {
+	s, sb, m, err := a.findBackup(ctx, service, id)
 	if err != nil {
 		return nil, err
 	}
-	m, err := backup.Find(ctx, store, a.Project.Name, service, id)
-	if err != nil {
+	rp := &RestorePlan{Manifest: m, Store: sb.Store.String()}
+	if m.Signed == backup.Unsigned {
+		if !opts.AllowUnsigned {
+			return nil, fmt.Errorf("backup %s has no signature, and backup_store.%s has a signing_key: it was made before the key was set, or by someone without it. Restore it only if you trust it, with -allow-unsigned", m.ID, s.Backup.Store)
+		}
+		rp.Warnings = append(rp.Warnings, fmt.Sprintf("backup %s is not signed: restoring it because -allow-unsigned was given", m.ID))
+	}
+	if rp.Volumes, rp.Untouched, err = restoreVolumes(s, m, opts.Map); err != nil {
 		return nil, err
 	}
-	if err := a.step(service, "verify-backup", "download "+m.ID+" and check it against its manifest", func() error {
-		return backup.Verify(ctx, store, m, a.TempDir)
-	}); err != nil {
+	if err := a.verifyBackup(ctx, sb, m); err != nil {
 		return nil, err
 	}
-	rp := &RestorePlan{Manifest: m, Store: store.String()}
 	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
 	if err != nil {
 		return nil, err
 	}
-	if st := obs.Services[service]; st != nil && st.Live != nil {
-		rp.LiveRelease = st.Live.Release()
-		rp.How = fmt.Sprintf("The live release %d is backed up first, then stopped while its volumes are replaced, then started and health-checked: "+
+	var names []string
+	for _, v := range rp.Volumes {
+		names = append(names, v.To)
+	}
+	vols := strings.Join(names, ", ")
+	switch st := obs.Services[service]; {
+	case st == nil || st.Live == nil:
+		rp.How = fmt.Sprintf("No release is live: the current data of %s is backed up first, then replaced; the next apply starts the service on it.", vols)
+	case st.Live.Running():
+		rp.LiveRelease, rp.LiveState = st.Live.Release(), st.Live.State
+		rp.How = fmt.Sprintf("The current data of %s is backed up first, then the live release %d is stopped while the volumes are replaced, then started and health-checked: "+
 			"the service is down meanwhile. It is stopped rather than restored through a candidate because the candidate shares the live "+
-			"release's volumes, and files replaced under a running app would corrupt its data.", rp.LiveRelease)
-	} else {
-		rp.How = "No release is live, so nothing is stopped; the volumes are replaced, and the next apply starts the service on them."
+			"release's volumes, and files replaced under a running app would corrupt its data.", vols, rp.LiveRelease)
+	default:
+		rp.LiveRelease, rp.LiveState = st.Live.Release(), st.Live.State
+		rp.How = fmt.Sprintf("The live release %d is %s: the current data of %s is backed up first, then replaced, then the release is started and health-checked.", rp.LiveRelease, st.Live.State, vols)
+	}
+	if len(rp.Untouched) > 0 {
+		rp.How += fmt.Sprintf(" The backup does not hold %s: left as it is.", strings.Join(rp.Untouched, ", "))
 	}
 	return rp, nil
 }
 
-// Restore replaces the backed-up volumes of a service with a verified backup. The current data is
-// backed up first and never deleted before that backup is complete.
-func (a *Applier) Restore(ctx context.Context, service string, rp *RestorePlan) (*backup.Manifest, error) {
-	s := a.Project.Service(service)
+// restoreVolumes pairs the backup's volumes with the configured ones.
+func restoreVolumes(s *config.Service, m *backup.Manifest, mapping map[string]string) ([]RestoreVolume, []string, error) {
+	inBackup := map[string]bool{}
+	for _, v := range m.Volumes {
+		inBackup[v.Name] = true
+	}
+	for from, to := range mapping {
+		if !inBackup[from] {
+			return nil, nil, fmt.Errorf("-map %s=%s: backup %s has no volume %q (it holds %s)", from, to, m.ID, from, volumeList(m))
+		}
+		if !contains(s.Backup.Volumes, to) {
+			return nil, nil, fmt.Errorf("-map %s=%s: service.%s does not back up a volume %q (backup.volumes = %s)", from, to, s.Name, to, strings.Join(s.Backup.Volumes, ", "))
+		}
+	}
+	var out []RestoreVolume
+	filled := map[string]string{}
+	for _, v := range m.Volumes {
+		to := v.Name
+		if mapped, ok := mapping[v.Name]; ok {
+			to = mapped
+		}
+		if !contains(s.Backup.Volumes, to) {
+			return nil, nil, fmt.Errorf("backup %s holds volume %q, which service.%s does not back up (backup.volumes = %s): nothing was restored. If it was renamed since, say where it goes with -map %s=NEW_NAME",
+				m.ID, v.Name, s.Name, strings.Join(s.Backup.Volumes, ", "), v.Name)
+		}
+		if other, ok := filled[to]; ok {
+			return nil, nil, fmt.Errorf("volumes %q and %q of backup %s would both fill volume %q: map one of them elsewhere", other, v.Name, m.ID, to)
+		}
+		filled[to] = v.Name
+		out = append(out, RestoreVolume{From: v.Name, To: to, Target: s.Volume(to).Target, Bytes: v.Bytes})
+	}
+	var untouched []string
+	for _, name := range s.Backup.Volumes {
+		if _, ok := filled[name]; !ok {
+			untouched = append(untouched, name)
+		}
+	}
+	return out, untouched, nil
+}
+
+func volumeList(m *backup.Manifest) string {
+	var names []string
+	for _, v := range m.Volumes {
+		names = append(names, v.Name)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+// RestoreResult is what a restore did.
+type RestoreResult struct {
+	Safety *backup.Manifest // the backup of the data before the restore
+	// Tamed lists, per volume, what was left out of the archive or changed (devices, setuid).
+	Tamed map[string][]string
+	// Started says whether a release was started on the restored data.
+	Started bool
+}
+
+// Restore replaces the volumes of the plan with the backup. The current data is backed up
+// first, whether the live release runs, is stopped or is gone; if the replacement fails, that
+// backup is put back and the release started on it.
+func (a *Applier) Restore(ctx context.Context, service string, rp *RestorePlan) (*RestoreResult, error) {
+	s, sb, err := a.serviceBackups(ctx, service)
+	if err != nil {
+		return nil, err
+	}
 	m := rp.Manifest
 	helper, err := a.helperImage(ctx)
 	if err != nil {
@@ -72,130 +209,200 @@ func (a *Applier) Restore(ctx context.Context, service string, rp *RestorePlan) 
 		return nil, err
 	}
 	defer unlock()
-	store, err := OpenStore(ctx, a.Project, s.Backup.Store)
-	if err != nil {
-		return nil, err
-	}
 	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
 	if err != nil {
 		return nil, err
 	}
+	var st *ServiceState
 	var live *Container
-	if st := obs.Services[service]; st != nil {
+	if st = obs.Services[service]; st != nil {
 		live = st.Live
 	}
-	var safety *backup.Manifest
-	if live != nil {
-		// keep 0: pruning now could delete the very backup being restored.
-		if err := a.step(service, StepBackup, "back up the current data before replacing it", func() error {
-			// The current data may be the damage being undone: a failed quick_check is recorded.
-			safety, err = a.backupWith(ctx, s, live, "before restoring "+m.ID, 0, true)
-			return err
-		}); err != nil {
-			return nil, fmt.Errorf("the current data could not be backed up, so nothing was restored: %w", err)
-		}
+	res := &RestoreResult{Tamed: map[string][]string{}}
+	if err := a.step(service, StepBackup, "back up the current data before replacing it", func() error {
+		// The current data may be the damage being undone: a failed quick_check is recorded.
+		var err error
+		res.Safety, err = a.safetyBackup(ctx, s, live, rp, helper)
+		return err
+	}); err != nil {
+		return res, fmt.Errorf("the current data could not be backed up, so nothing was restored: %w", err)
+	}
+	if live != nil && live.Running() {
 		if err := a.step(service, "stop", fmt.Sprintf("stop release %d", live.Release()), func() error {
 			return a.Runtime.StopContainer(context.WithoutCancel(ctx), live.ID, s.Deploy.StopTimeout)
 		}); err != nil {
-			return safety, err
+			return res, err
 		}
-	}
-	restart := func() error {
-		if live == nil {
-			return nil
-		}
-		return a.step(service, StepResume, fmt.Sprintf("start release %d on the restored data", live.Release()), func() error {
-			if err := a.Runtime.StartContainer(context.WithoutCancel(ctx), live.ID); err != nil {
-				return err
-			}
-			return nil
-		})
+		live.State = "exited"
 	}
 	ctx = context.WithoutCancel(ctx) // once stopped, the restore finishes: half a volume is worse
-	for _, v := range m.Volumes {
-		v := v
-		err := a.step(service, "restore."+v.Name, fmt.Sprintf("replace the files of volume %s", v.Name), func() error {
-			return a.restoreVolume(ctx, store, m, v, helper)
+	var touched []RestoreVolume
+	for _, v := range rp.Volumes {
+		touched = append(touched, v)
+		var rep *backup.TameReport
+		err := a.step(service, "restore."+v.To, fmt.Sprintf("replace the files of volume %s with %s of backup %s", v.To, v.From, m.ID), func() error {
+			var err error
+			rep, err = a.fillVolume(ctx, s, sb, m, v.From, v.To, v.Bytes, helper)
+			return err
+		})
+		if rep != nil {
+			if lines := rep.Lines(); len(lines) > 0 {
+				res.Tamed[v.To] = lines
+				for _, l := range lines {
+					a.warn(service, "volume %s: %s", v.To, l)
+				}
+			}
+		}
+		if err != nil {
+			return res, a.putBack(ctx, s, sb, st, touched, res, helper, fmt.Errorf("restore of volume %s failed: %w", v.To, err))
+		}
+	}
+	if live == nil {
+		return res, nil
+	}
+	res.Started = true
+	if err := a.resume(ctx, s, st, &ServiceOutcome{}); err != nil {
+		return res, fmt.Errorf("the volumes were restored from %s, but release %d is not healthy on them: %w; to go back, run `deployer backups restore service.%s %s`", m.ID, live.Release(), err, s.Name, res.Safety.ID)
+	}
+	return res, nil
+}
+
+// safetyBackup backs up the volumes a restore replaces: from the live release (paused as the
+// configuration says when it runs), or, with no live release, from a helper container that
+// mounts them and never starts.
+func (a *Applier) safetyBackup(ctx context.Context, s *config.Service, live *Container, rp *RestorePlan, helper string) (*backup.Manifest, error) {
+	var names []string
+	for _, v := range rp.Volumes {
+		names = append(names, v.To)
+	}
+	reason := "before restoring " + rp.Manifest.ID
+	if live != nil {
+		// keep 0: pruning now could delete the very backup being restored.
+		return a.backupFrom(ctx, s, liveSource(s, live, names), reason, 0, true)
+	}
+	spec := ContainerSpec{Name: a.Project.Name + "-" + s.Name + "-restore-source", Image: helper, Cmd: []string{"version"},
+		Labels: map[string]string{LabelProject: a.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
+	src := backupSource{consistency: "none"}
+	for _, name := range names {
+		v := s.Volume(name)
+		spec.Volumes = append(spec.Volumes, VolumeMount{Name: v.Name, Target: v.Target})
+		src.volumes = append(src.volumes, backup.Volume{Name: v.Name, Target: v.Target})
+	}
+	id, err := a.oneOffContainer(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	defer a.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
+	src.id = id
+	return a.backupFrom(ctx, s, src, reason, 0, true)
+}
+
+// oneOffContainer creates a helper container of the deployer, replacing one of the same name
+// that an interrupted run left.
+func (a *Applier) oneOffContainer(ctx context.Context, spec ContainerSpec) (string, error) {
+	id, err := a.Runtime.CreateContainer(ctx, spec)
+	if errors.Is(err, ErrNameTaken) {
+		obs, oerr := Observe(ctx, a.Runtime, a.Project.Name)
+		if oerr != nil {
+			return "", oerr
+		}
+		for _, c := range obs.All {
+			if c.Name == spec.Name && c.Role() == RoleOneOff {
+				a.Runtime.RemoveContainer(ctx, c.ID)
+				return a.Runtime.CreateContainer(ctx, spec)
+			}
+		}
+		return "", fmt.Errorf("a container named %s exists and is not the deployer's: remove or rename it", spec.Name)
+	}
+	return id, err
+}
+
+// putBack restores the volumes a failed restore touched from the safety backup, then starts the
+// release again. If that fails too, the service is left stopped and the error says how to
+// finish by hand.
+func (a *Applier) putBack(ctx context.Context, s *config.Service, sb *ServiceBackups, st *ServiceState, touched []RestoreVolume, res *RestoreResult, helper string, cause error) error {
+	safety := res.Safety
+	var failed error
+	for _, v := range touched {
+		err := a.step(s.Name, "put-back."+v.To, fmt.Sprintf("put volume %s back from the safety backup %s", v.To, safety.ID), func() error {
+			_, err := a.fillVolume(ctx, s, sb, safety, v.To, v.To, safetyBytes(safety, v.To), helper)
+			return err
 		})
 		if err != nil {
-			restart()
-			return safety, fmt.Errorf("restore of volume %s failed: %w; the data before the restore is in backup %s", v.Name, err, safetyID(safety))
+			failed = fmt.Errorf("volume %s: %w", v.To, err)
+			break
 		}
 	}
-	if err := restart(); err != nil {
-		return safety, err
+	if failed != nil {
+		return fmt.Errorf("%v; putting the data back from the safety backup %s failed too (%v), so the service is left stopped. "+
+			"To finish by hand: `deployer backups restore service.%s %s -auto-approve`, then `deployer apply`", cause, safety.ID, failed, s.Name, safety.ID)
 	}
-	if live != nil {
-		if err := a.verify(ctx, s, live.ID); err != nil {
-			return safety, fmt.Errorf("the volumes were restored from %s, but release %d is not healthy on them: %w; to go back, restore backup %s", m.ID, live.Release(), err, safetyID(safety))
+	msg := fmt.Sprintf("%v; the data was put back from the safety backup %s", cause, safety.ID)
+	if st == nil || st.Live == nil {
+		return errors.New(msg)
+	}
+	res.Started = true
+	if err := a.resume(ctx, s, st, &ServiceOutcome{}); err != nil {
+		return fmt.Errorf("%s, but release %d does not start healthy on it: %v", msg, st.Live.Release(), err)
+	}
+	return fmt.Errorf("%s and release %d was started on it", msg, st.Live.Release())
+}
+
+func safetyBytes(m *backup.Manifest, volume string) int64 {
+	for _, v := range m.Volumes {
+		if v.Name == volume {
+			return v.Bytes
 		}
 	}
-	return safety, nil
+	return 0
 }
 
-func safetyID(m *backup.Manifest) string {
-	if m == nil {
-		return "(none: nothing was live)"
-	}
-	return m.ID
-}
-
-// restoreVolume empties the volume in a helper container, then extracts the archive into it.
-func (a *Applier) restoreVolume(ctx context.Context, store backup.Store, m *backup.Manifest, v backup.VolumeArchive, helper string) error {
-	rc, err := backup.OpenVolume(ctx, store, m, v.Name, a.TempDir)
+// fillVolume replaces the files of volume to with the archive of volume from in backup m: a
+// helper container checks the space and empties the volume, then the archive, tamed, is
+// extracted into it through the engine.
+func (a *Applier) fillVolume(ctx context.Context, s *config.Service, sb *ServiceBackups, m *backup.Manifest, from, to string, bytes int64, helper string) (*backup.TameReport, error) {
+	rc, err := backup.OpenVolume(ctx, sb.Store, m, from, sb.Keys, a.TempDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer rc.Close()
-	name := fmt.Sprintf("%s-restore-%s", a.Project.Name, v.Name)
-	id, err := a.Runtime.CreateContainer(ctx, ContainerSpec{Name: name, Image: helper, Cmd: []string{"internal", "clear-dir", "/volume"},
-		Volumes: []VolumeMount{{Name: v.Name, Target: "/volume"}}, Labels: map[string]string{LabelProject: a.Project.Name, LabelRole: RoleOneOff}})
+	spec := ContainerSpec{Name: fmt.Sprintf("%s-%s-restore-%s", a.Project.Name, s.Name, to), Image: helper,
+		Cmd:     []string{"internal", "prepare-volume", "/volume", strconv.FormatInt(bytes, 10)},
+		Volumes: []VolumeMount{{Name: to, Target: "/volume"}}, Labels: map[string]string{LabelProject: a.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
+	id, err := a.oneOffContainer(ctx, spec)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer a.Runtime.RemoveContainer(ctx, id)
 	if err := a.Runtime.StartContainer(ctx, id); err != nil {
-		return err
+		return nil, err
 	}
 	code, err := a.Runtime.Wait(ctx, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if code != 0 {
 		logs, _ := a.Runtime.Logs(ctx, id, logLines)
-		return fmt.Errorf("emptying the volume failed (exit %d): %s", code, strings.TrimSpace(logs))
+		return nil, fmt.Errorf("preparing the volume failed (exit %d): %s", code, strings.TrimSpace(logs))
 	}
 	// The archive's entries start with the base name of the mount point (the engine's copy API
 	// names them so); they go under /volume in the helper.
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(rebase(rc, pw, "volume")) }()
-	return a.Runtime.CopyTo(ctx, id, "/", pr)
+	var rep *backup.TameReport
+	var tameErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rep, tameErr = backup.Tame(rc, pw, "volume")
+		pw.CloseWithError(tameErr)
+	}()
+	err = a.Runtime.CopyTo(ctx, id, "/", pr)
+	pr.CloseWithError(errExtractionEnded)
+	<-done
+	if tameErr != nil && !errors.Is(tameErr, errExtractionEnded) {
+		return rep, tameErr // the archive itself is broken: that is the cause
+	}
+	return rep, err
 }
 
-// rebase rewrites a tar stream's first path component to base.
-func rebase(r io.Reader, w io.Writer, base string) error {
-	tr := tar.NewReader(r)
-	tw := tar.NewWriter(w)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			return tw.Close()
-		}
-		if err != nil {
-			return err
-		}
-		name := hdr.Name
-		if i := strings.IndexByte(name, '/'); i >= 0 {
-			name = base + name[i:]
-		} else {
-			name = base + "/"
-		}
-		hdr.Name = name
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if _, err := io.Copy(tw, tr); err != nil {
-			return err
-		}
-	}
-}
+var errExtractionEnded = errors.New("the engine stopped reading the archive")

@@ -223,22 +223,9 @@ func (l *loader) decodeProject(p *config.Project, t *top) hcl.Diagnostics {
 	p.Stores = map[string]*config.Store{}
 	l.stores = p.Stores
 	for _, b := range t.stores {
-		st := config.NewStore(b.Labels[0])
-		st.DeclRange = cfgRange(b.DefRange)
-		c := d.content(b.Body, storeSchema)
-		d.str(c.Attributes, "kind", "", &st.Kind)
-		if st.Kind == "" && (st.Name == "s3" || st.Name == "local") {
-			st.Kind = st.Name
-		}
-		d.str(c.Attributes, "bucket", "", &st.Bucket)
-		d.str(c.Attributes, "prefix", "", &st.Prefix)
-		d.str(c.Attributes, "region", "", &st.Region)
-		d.str(c.Attributes, "endpoint", "", &st.Endpoint)
-		d.boolean(c.Attributes, "path_style", "", &st.PathStyle)
-		d.str(c.Attributes, "directory", "", &st.Directory)
+		st := d.store(b)
 		p.Stores[st.Name] = st
 	}
-	delete(p.Sensitive, "") // store attributes are not part of service specs
 	d.ctx = l.evalContext(true)
 	for _, b := range t.services {
 		if s := d.service(b); s != nil {
@@ -259,6 +246,44 @@ func (l *loader) decodeProject(p *config.Project, t *top) hcl.Diagnostics {
 		return p.Notifies[i].Kind+"."+p.Notifies[i].Name < p.Notifies[j].Kind+"."+p.Notifies[j].Name
 	})
 	return d.diags
+}
+
+// store decodes a backup_store block. Its kind is "kind", else its name when that is a kind,
+// else what its attributes say (a bucket is S3, a directory is local).
+func (d *decoder) store(b *hcl.Block) *config.Store {
+	st := config.NewStore(b.Labels[0])
+	st.DeclRange = cfgRange(b.DefRange)
+	d.prefix, d.ranges = "backup_store."+st.Name+".", st.Ranges
+	defer func() { d.prefix, d.ranges = "", nil }()
+	c := d.content(b.Body, storeSchema)
+	a := c.Attributes
+	d.str(a, "kind", "kind", &st.Kind)
+	d.str(a, "bucket", "bucket", &st.Bucket)
+	d.str(a, "prefix", "prefix", &st.Prefix)
+	d.str(a, "region", "region", &st.Region)
+	d.str(a, "endpoint", "endpoint", &st.Endpoint)
+	d.boolean(a, "path_style", "path_style", &st.PathStyle)
+	d.str(a, "directory", "directory", &st.Directory)
+	d.str(a, "signing_key", "signing_key", &st.SigningKey)
+	d.str(a, "sse", "sse", &st.SSE)
+	d.str(a, "kms_key_id", "kms_key_id", &st.KMSKeyID)
+	single, diags := singleBlocks(c.Blocks, "encryption")
+	d.diags = append(d.diags, diags...)
+	if e := single["encryption"]; e != nil {
+		st.Ranges["encryption"] = cfgRange(e.DefRange)
+		d.strList(d.content(e.Body, encryptionSchema).Attributes, "age_recipients", "encryption.age_recipients", &st.AgeRecipients)
+	}
+	if st.Kind == "" {
+		switch {
+		case st.Name == "s3" || st.Name == "local":
+			st.Kind = st.Name
+		case a["bucket"] != nil && a["directory"] == nil:
+			st.Kind = "s3"
+		case a["directory"] != nil && a["bucket"] == nil:
+			st.Kind = "local"
+		}
+	}
+	return st
 }
 
 func (d *decoder) service(b *hcl.Block) *config.Service {

@@ -323,3 +323,41 @@ func TestExamplesLoad(t *testing.T) {
 		t.Errorf("the slack webhook is not marked sensitive: %v", p.Sensitive)
 	}
 }
+
+// A store's kind follows from its name when that is a kind, else from its attributes; the
+// encryption and signing settings are read, and the signing key is known to be sensitive.
+func TestStoreKindsAndKeys(t *testing.T) {
+	dir := t.TempDir()
+	src := `project = "x"
+variable "sign" {
+  type      = string
+  sensitive = true
+}
+backup_store "offsite" {
+  bucket     = "backups"
+  prefix     = "x"
+  sse        = "aws:kms"
+  kms_key_id = "alias/backups"
+  signing_key = var.sign
+  encryption {
+    age_recipients = ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]
+  }
+}
+backup_store "nas" { directory = "/mnt/nas" }
+backup_store "s3" { bucket = "other" }
+`
+	os.WriteFile(filepath.Join(dir, "main.hcl"), []byte(src), 0o644)
+	p := load(t, Options{Dir: dir, Vars: []VarArg{{Name: "sign", Value: "0123456789abcdef0123"}}})
+	for name, kind := range map[string]string{"offsite": "s3", "nas": "local", "s3": "s3"} {
+		if got := p.Stores[name].Kind; got != kind {
+			t.Errorf("store %s: kind %q, want %q", name, got, kind)
+		}
+	}
+	st := p.Stores["offsite"]
+	if st.SSE != "aws:kms" || st.KMSKeyID != "alias/backups" || len(st.AgeRecipients) != 1 || st.SigningKey != "0123456789abcdef0123" {
+		t.Errorf("offsite: %+v", st)
+	}
+	if !p.Sensitive["backup_store.offsite.signing_key"] {
+		t.Error("the signing key is not marked sensitive")
+	}
+}

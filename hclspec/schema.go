@@ -33,8 +33,12 @@ var (
 	storeSchema = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{
 			{Name: "kind"}, {Name: "bucket"}, {Name: "prefix"}, {Name: "region"}, {Name: "endpoint"},
-			{Name: "path_style"}, {Name: "directory"},
+			{Name: "path_style"}, {Name: "directory"}, {Name: "signing_key"}, {Name: "sse"}, {Name: "kms_key_id"},
 		},
+		Blocks: []hcl.BlockHeaderSchema{{Type: "encryption"}},
+	}
+	encryptionSchema = &hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{{Name: "age_recipients", Required: true}},
 	}
 	serviceSchema = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{{Name: "container_name"}, {Name: "image"}, {Name: "command"}, {Name: "env"}},

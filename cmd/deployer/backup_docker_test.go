@@ -45,7 +45,7 @@ func TestBackupCommands(t *testing.T) {
 		t.Errorf("verify: %d\n%s", code, out)
 	}
 	out, code = r.run(nil, "backups", "restore", "service.app", id[1])
-	if code != 1 || !strings.Contains(out, "restore this backup needs confirmation") || !strings.Contains(out, "backed up first, then stopped") {
+	if code != 1 || !strings.Contains(out, "restore this backup needs confirmation") || !strings.Contains(out, "is backed up first, then the live release 1 is stopped") {
 		t.Errorf("restore without a terminal: %d\n%s", code, out)
 	}
 	out, code = r.run(nil, "backups", "restore", "service.app", id[1], "-auto-approve")
@@ -62,5 +62,38 @@ func TestBackupCommands(t *testing.T) {
 	out, code = r.run(nil, "backups", "verify", "service.app", "2001")
 	if code != 1 || !strings.Contains(out, `no backup "2001"`) {
 		t.Errorf("verify of an unknown backup: %d\n%s", code, out)
+	}
+}
+
+// What a store holds reaches the terminal escaped: a manifest's text cannot move the cursor,
+// retitle the window or hide a line.
+func TestBackupTextIsEscaped(t *testing.T) {
+	r := newCLIRig(t)
+	store := r.addBackup("")
+	if out, code := r.run(nil, "apply", "-auto-approve"); code != 0 {
+		t.Fatalf("apply: %s", out)
+	}
+	out, _ := r.run(nil, "backup", "service.app")
+	id := regexp.MustCompile(`backup (\S+-r1) of release 1 is complete`).FindStringSubmatch(out)
+	if id == nil {
+		t.Fatalf("backup: %s", out)
+	}
+	p := filepath.Join(store, r.project, "app", id[1], "manifest.json")
+	b, _ := os.ReadFile(p)
+	b = []byte(strings.Replace(string(b), `"reason": "on demand"`, `"reason": "\u001b]0;pwned\u0007\u001b[2J\r\u202eevil"`, 1))
+	os.WriteFile(p, b, 0o600)
+	for _, args := range [][]string{{"backups", "list", "service.app"}, {"backups", "restore", "service.app", id[1]}} {
+		out, _ := r.run(nil, args...)
+		if strings.ContainsAny(out, "\x1b\x07\r\u202e") {
+			t.Errorf("%s printed control characters:\n%q", args[1], out)
+		}
+		if args[1] == "list" && !strings.Contains(out, `\u001b]0;pwned\u0007`) {
+			t.Errorf("list does not show the escaped text:\n%s", out)
+		}
+	}
+	// -map is checked before anything else.
+	out, code := r.run(nil, "backups", "restore", "service.app", id[1], "-map", "nonsense", "-auto-approve")
+	if code != 1 || !strings.Contains(out, "write it as -map BACKUP_VOLUME=CONFIGURED_VOLUME") {
+		t.Errorf("bad -map: %d %s", code, out)
 	}
 }

@@ -77,7 +77,9 @@ func newBackup(g *globals) *cobra.Command {
 
 func newBackups(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "backups", Short: "List, verify and restore the backups of a service"}
-	var asJSON, autoApprove bool
+	var asJSON, restoreJSON, autoApprove, allowUnsigned bool
+	var identity string
+	var mapping []string
 	list := &cobra.Command{
 		Use:   "list [DIR] service.NAME",
 		Short: "The backups of a service: time, release, size, verified",
@@ -95,11 +97,11 @@ func newBackups(g *globals) *cobra.Command {
 			if s == nil || s.Backup == nil {
 				return fmt.Errorf("service.%s has no backup block in the configuration", service)
 			}
-			store, err := executor.OpenStore(cmd.Context(), res.Project, s.Backup.Store)
+			sb, err := executor.OpenBackups(cmd.Context(), res.Project, s, "")
 			if err != nil {
 				return err
 			}
-			l, err := backup.List(cmd.Context(), store, res.Project.Name, service)
+			l, err := sb.List(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -107,10 +109,19 @@ func newBackups(g *globals) *cobra.Command {
 				if l.Complete == nil {
 					l.Complete = []*backup.Manifest{}
 				}
-				return writeJSON(g, map[string]any{"format_version": executor.FormatVersion, "service": service, "store": store.String(), "backups": l.Complete, "incomplete": l.Incomplete})
+				type listed struct {
+					*backup.Manifest
+					Signed backup.Signed `json:"signed,omitempty"`
+				}
+				out := []listed{}
+				for _, m := range l.Complete {
+					out = append(out, listed{m, m.Signed})
+				}
+				return writeJSON(g, map[string]any{"format_version": executor.FormatVersion, "service": service, "store": sb.Store.String(),
+					"backups": out, "incomplete": l.Incomplete, "refused": l.Refused})
 			}
 			if len(l.Complete) == 0 {
-				fmt.Fprintf(g.stdout, "service.%s has no complete backup in %s.\n", service, store)
+				fmt.Fprintf(g.stdout, "service.%s has no complete backup in %s.\n", service, sb.Store)
 			} else {
 				tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "ID\tCREATED\tRELEASE\tSIZE\tVERIFIED\tREASON")
@@ -119,12 +130,15 @@ func newBackups(g *globals) *cobra.Command {
 					for _, v := range m.Volumes {
 						size += v.Size
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", m.ID, m.Created.Local().Format(time.DateTime), m.Release, executor.HumanBytes(size), verified(m), m.Reason)
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", m.ID, m.Created.Local().Format(time.DateTime), m.Release, executor.HumanBytes(size), verified(m), backup.Printable(m.Reason))
 				}
 				tw.Flush()
 			}
 			for _, id := range l.Incomplete {
 				fmt.Fprintf(g.stdout, "incomplete (no manifest, never restored): %s\n", id)
+			}
+			for _, r := range l.Refused {
+				fmt.Fprintf(g.stdout, "refused (never restored): %s: %s\n", r.ID, backup.Printable(r.Reason))
 			}
 			return nil
 		},
@@ -132,7 +146,7 @@ func newBackups(g *globals) *cobra.Command {
 	list.Flags().BoolVar(&asJSON, "json", false, "print the backups as JSON")
 	verify := &cobra.Command{
 		Use:   "verify [DIR] service.NAME ID",
-		Short: "Download a backup and check it: checksums, archives, SQLite quick_check",
+		Short: "Download a backup and check it: signature, checksums, archives, SQLite quick_check",
 		Args:  cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dirArgs, service, id, err := backupArgs(args)
@@ -140,16 +154,18 @@ func newBackups(g *globals) *cobra.Command {
 				return err
 			}
 			return g.withApplier(cmd, dirArgs, false, func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error {
-				rp, err := a.PrepareRestore(ctx, service, id)
+				a.IdentityFile = identityFile(identity)
+				m, err := a.VerifyBackup(ctx, service, id)
 				if err != nil {
 					return err
 				}
 				r.close()
-				r.final(fmt.Sprintf("backup %s is intact: %s match their checksums%s.", rp.Manifest.ID, plural(len(rp.Manifest.Volumes), "archive"), dbNote(rp.Manifest)))
+				r.final(fmt.Sprintf("backup %s is intact: %s match their checksums%s%s.", m.ID, plural(len(m.Volumes), "archive"), dbNote(m), signedNote(m)))
 				return nil
 			})
 		},
 	}
+	verify.Flags().StringVar(&identity, "identity", "", "the age identity `FILE` that decrypts encrypted backups (default: DEPLOYER_AGE_IDENTITY)")
 	restore := &cobra.Command{
 		Use:   "restore [DIR] service.NAME ID [-auto-approve]",
 		Short: "Replace a service's volumes with a backup, after backing up the current data",
@@ -159,31 +175,50 @@ func newBackups(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.withApplier(cmd, dirArgs, false, func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error {
-				rp, err := a.PrepareRestore(ctx, service, id)
+			opts := executor.RestoreOptions{AllowUnsigned: allowUnsigned, Map: map[string]string{}}
+			for _, m := range mapping {
+				from, to, ok := strings.Cut(m, "=")
+				if !ok || from == "" || to == "" {
+					return fmt.Errorf("-map %q: write it as -map BACKUP_VOLUME=CONFIGURED_VOLUME", m)
+				}
+				opts.Map[from] = to
+			}
+			return g.withApplier(cmd, dirArgs, restoreJSON, func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error {
+				a.IdentityFile = identityFile(identity)
+				rp, err := a.PrepareRestore(ctx, service, id, opts)
 				if err != nil {
 					return err
 				}
 				m := rp.Manifest
 				var vols []string
-				for _, v := range m.Volumes {
-					vols = append(vols, fmt.Sprintf("%s (%s)", v.Name, executor.HumanBytes(v.Bytes)))
+				for _, v := range rp.Volumes {
+					into := ""
+					if v.From != v.To {
+						into = " into " + v.To
+					}
+					vols = append(vols, fmt.Sprintf("%s%s (%s)", v.From, into, executor.HumanBytes(v.Bytes)))
 				}
-				r.final(fmt.Sprintf("\nRestore backup %s (release %d, %s) of service.%s from %s into volumes %s.\n%s",
-					m.ID, m.Release, m.Created.Local().Format(time.DateTime), service, rp.Store, strings.Join(vols, ", "), rp.How))
+				for _, w := range rp.Warnings {
+					r.final("Warning: " + w)
+				}
+				r.final(fmt.Sprintf("\nRestore backup %s (release %d, %s%s) of service.%s from %s: volumes %s.\n%s",
+					m.ID, m.Release, m.Created.Local().Format(time.DateTime), signedNote(m), service, rp.Store, strings.Join(vols, ", "), rp.How))
 				if !autoApprove {
 					if err := g.confirm("restore this backup"); err != nil {
 						return fmt.Errorf("restore cancelled; nothing was changed")
 					}
 				}
-				safety, err := a.Restore(ctx, service, rp)
+				out, err := a.Restore(ctx, service, rp)
 				if err != nil {
 					return err
 				}
 				r.close()
 				msg := fmt.Sprintf("service.%s: volumes restored from backup %s", service, m.ID)
-				if safety != nil {
-					msg += fmt.Sprintf("; the data before the restore is in backup %s", safety.ID)
+				if out.Safety != nil {
+					msg += fmt.Sprintf("; the data before the restore is in backup %s", out.Safety.ID)
+				}
+				if !out.Started {
+					msg += "; no release is live: the next `deployer apply` starts the service on the restored data"
 				}
 				r.final(msg + ".")
 				return nil
@@ -191,8 +226,30 @@ func newBackups(g *globals) *cobra.Command {
 		},
 	}
 	restore.Flags().BoolVar(&autoApprove, "auto-approve", false, "restore without asking for confirmation")
+	restore.Flags().BoolVar(&restoreJSON, "json", false, "print one JSON event per line")
+	restore.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "restore a backup that has no signature although the store has a signing_key")
+	restore.Flags().StringArrayVar(&mapping, "map", nil, "restore the backup's volume `OLD=NEW` into the configured volume NEW (repeatable)")
+	restore.Flags().StringVar(&identity, "identity", "", "the age identity `FILE` that decrypts encrypted backups (default: DEPLOYER_AGE_IDENTITY)")
 	cmd.AddCommand(list, verify, restore)
 	return cmd
+}
+
+// identityFile is the age identity from -identity, else DEPLOYER_AGE_IDENTITY.
+func identityFile(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	return os.Getenv("DEPLOYER_AGE_IDENTITY")
+}
+
+func signedNote(m *backup.Manifest) string {
+	switch m.Signed {
+	case backup.SignedOK:
+		return ", signed"
+	case backup.Unsigned:
+		return ", NOT signed"
+	}
+	return ""
 }
 
 // backupArgs splits [DIR] service.NAME ID.
@@ -202,10 +259,20 @@ func backupArgs(args []string) ([]string, string, string, error) {
 }
 
 func verified(m *backup.Manifest) string {
-	if len(m.SQLite) == 0 {
-		return "checksums"
+	v := "checksums"
+	if len(m.SQLite) > 0 {
+		v += ", quick_check ok"
 	}
-	return "checksums, quick_check ok"
+	if m.Encryption != "" {
+		v += ", encrypted"
+	}
+	switch m.Signed {
+	case backup.SignedOK:
+		v += ", signed"
+	case backup.Unsigned:
+		v += ", UNSIGNED"
+	}
+	return v
 }
 
 func dbNote(m *backup.Manifest) string {

@@ -11,11 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"filippo.io/age"
 	_ "modernc.org/sqlite"
 
 	"github.com/deployer-dev/deployer/executor"
@@ -78,16 +80,9 @@ func BenchmarkBackup(b *testing.B) {
 				b.SetBytes(size)
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					start := time.Now()
-					cmd := exec.Command(deployerBin(b), "backup", "service.app")
-					cmd.Dir, cmd.Env = r.dir, append(os.Environ(), env...)
-					if out, err := cmd.CombinedOutput(); err != nil {
-						b.Fatalf("%v: %s", err, out)
-					}
-					wall += time.Since(start)
-					if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-						peak = max(peak, ru.Maxrss*1024)
-					}
+					_, d, rss := measured(b, r, env, "backup", "service.app")
+					wall += d
+					peak = max(peak, rss)
 				}
 				b.StopTimer()
 				out, _ := r.run(env, "backups", "list", "service.app", "-json")
@@ -197,4 +192,89 @@ func s3Env(b *testing.B) []string {
 		b.Skip("no S3 server: set " + s3test.EnvEndpoint)
 	}
 	return []string{"AWS_ACCESS_KEY_ID=" + os.Getenv(s3test.EnvAccessKey), "AWS_SECRET_ACCESS_KEY=" + os.Getenv(s3test.EnvSecretKey), "AWS_REGION=us-east-1"}
+}
+
+// BenchmarkBackupEncryption backs up and restores a 1 GiB volume with the real binary, without
+// and with age encryption, to the local store and to S3, and reports each one's throughput and
+// peak memory. Run it with BenchmarkPlainCopy in the same run for the baseline.
+func BenchmarkBackupEncryption(b *testing.B) {
+	s3env := s3Env(b)
+	const size = 1 << 30
+	for _, store := range []string{"local", "s3"} {
+		for _, enc := range []string{"plain", "age"} {
+			b.Run(fmt.Sprintf("store=%s/enc=%s", store, enc), func(b *testing.B) {
+				id, _ := age.GenerateX25519Identity()
+				identity := filepath.Join(b.TempDir(), "key.txt")
+				os.WriteFile(identity, []byte(id.String()+"\n"), 0o600)
+				encHCL := ""
+				if enc == "age" {
+					encHCL = fmt.Sprintf("  encryption {\n    age_recipients = [%q]\n  }\n", id.Recipient().String())
+				}
+				hcl := fmt.Sprintf("\nbackup_store \"bench\" {\n  kind      = \"local\"\n  directory = %q\n%s}\n", b.TempDir(), encHCL)
+				var env []string
+				if store == "s3" {
+					cfg := s3test.Config(b)
+					hcl = fmt.Sprintf("\nbackup_store \"bench\" {\n  kind       = \"s3\"\n  bucket     = %q\n  endpoint   = %q\n  path_style = true\n%s}\n", cfg.Bucket, cfg.Endpoint, encHCL)
+					env = s3env
+				}
+				env = append(env, "DEPLOYER_AGE_IDENTITY="+identity)
+				r := benchRig(b, strings.Replace(hcl, "keep    = 1", "keep    = 3", 1), env)
+				fillVolume(b, r, "big.bin", size)
+				var backupWall, restoreStep time.Duration
+				var backupPeak, restorePeak int64
+				b.SetBytes(size)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					out, d, rss := measured(b, r, env, "backup", "service.app")
+					backupWall += d
+					backupPeak = max(backupPeak, rss)
+					id := regexp.MustCompile(`backup (\S+) of release`).FindSubmatch(out)
+					if id == nil {
+						b.Fatalf("no backup ID in %s", out)
+					}
+					out, _, rss = measured(b, r, env, "backups", "restore", "service.app", string(id[1]), "-auto-approve", "-json")
+					restorePeak = max(restorePeak, rss)
+					restoreStep += stepTime(b, out, "restore.")
+				}
+				b.StopTimer()
+				n := float64(b.N)
+				b.ReportMetric(float64(size)/(1<<20)/(backupWall.Seconds()/n), "backup-MiB/s")
+				b.ReportMetric(float64(backupPeak)/(1<<20), "backup-peak-RSS-MiB")
+				b.ReportMetric(float64(size)/(1<<20)/(restoreStep.Seconds()/n), "restore-MiB/s")
+				b.ReportMetric(float64(restorePeak)/(1<<20), "restore-peak-RSS-MiB")
+			})
+		}
+	}
+}
+
+// measured runs the deployer in the rig and returns its output, how long it took and its peak
+// memory (maximum RSS).
+func measured(b *testing.B, r *cliRig, env []string, args ...string) ([]byte, time.Duration, int64) {
+	start := time.Now()
+	cmd := exec.Command(deployerBin(b), args...)
+	cmd.Dir, cmd.Env = r.dir, append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		b.Fatalf("%v: %s", err, out)
+	}
+	var rss int64
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		rss = ru.Maxrss * 1024
+	}
+	return out, time.Since(start), rss
+}
+
+// stepTime sums the durations of the steps whose name starts with prefix in -json events.
+func stepTime(b *testing.B, out []byte, prefix string) time.Duration {
+	var d time.Duration
+	for _, line := range strings.Split(string(out), "\n") {
+		var e executor.Event
+		if json.Unmarshal([]byte(line), &e) == nil && e.Type == executor.EventStep && e.Phase == "end" && strings.HasPrefix(e.Step, prefix) {
+			d += time.Duration(e.Seconds * float64(time.Second))
+		}
+	}
+	if d == 0 {
+		b.Fatalf("no %s step in:\n%s", prefix, out)
+	}
+	return d
 }

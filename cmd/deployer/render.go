@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/backup"
 )
 
 // renderer shows apply's events: on a terminal the running step with its elapsed seconds,
@@ -77,6 +78,7 @@ func (r *renderer) event(e executor.Event) {
 		fmt.Fprintf(r.w, "%s\n", b)
 		return
 	}
+	e.Detail = terminalSafe(e.Detail)
 	clear := ""
 	if r.tty && r.cur != nil {
 		clear = "\r\x1b[K"
@@ -165,5 +167,16 @@ func (r *renderer) final(line string) {
 		}
 		return
 	}
-	fmt.Fprintln(r.w, line)
+	fmt.Fprintln(r.w, terminalSafe(line))
+}
+
+// terminalSafe escapes what a terminal would act on (escape sequences, carriage returns,
+// bidirectional overrides) in text that may come from outside: a backup store, an app's
+// output, an error message. Line breaks stay.
+func terminalSafe(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = backup.Printable(l)
+	}
+	return strings.Join(lines, "\n")
 }

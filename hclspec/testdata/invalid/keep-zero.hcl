@@ -2,9 +2,9 @@
 project = "x"
 service "a" {
   image = "a"
-  volume "d" { target = "/d" }
+  volume "dd" { target = "/d" }
   backup {
     keep    = 0
-    volumes = ["d"]
+    volumes = ["dd"]
   }
 }
