@@ -35,6 +35,10 @@ type Project struct {
 	// Sensitive holds the attribute paths (as Service.Attributes names them, prefixed by
 	// "service.NAME.", or "notify.KIND.NAME.url") whose values derive from a sensitive variable.
 	Sensitive map[string]bool
+	// Secrets is the text of every sensitive value: the sensitive variables' own values and
+	// every string computed from them, so that output can be searched for them and masked.
+	// Never printed.
+	Secrets []string
 }
 
 // Variable is an input variable after its value was resolved; the value itself stays in hclspec.

@@ -44,9 +44,10 @@ type Applier struct {
 	// tests use it to stop the deployer at every step. Empty in normal use.
 	KillAt string
 
-	red     *redactor
-	proxyID string // the project's proxy, once ensured during this run
-	fixed   string // the project network's range of fixed addresses, once ensured ("" without)
+	red     *Redactor
+	hasher  *Hasher // the project's key, once read during this run
+	proxyID string  // the project's proxy, once ensured during this run
+	fixed   string  // the project network's range of fixed addresses, once ensured ("" without)
 	// helperID is the image the proxy and restores run in, once found or built during this run.
 	helperID string
 }
@@ -152,6 +153,9 @@ func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 		return out, err
 	}
 	defer unlock()
+	if err := a.readKey(ctx); err != nil {
+		return out, err
+	}
 	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
 	if err != nil {
 		return out, err
@@ -218,6 +222,16 @@ func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 		}
 	}
 	return out, nil
+}
+
+// readKey reads the project's key for hashing sensitive values into labels.
+func (a *Applier) readKey(ctx context.Context) error {
+	key, err := a.Runtime.ProjectKey(ctx, a.Project.Name)
+	if err != nil {
+		return err
+	}
+	a.hasher = NewHasher(key)
+	return nil
 }
 
 func outcomeOf(err error) string {
@@ -313,7 +327,7 @@ func (a *Applier) deploy(ctx context.Context, s *config.Service, ch *Change, st 
 	if err := a.image(ctx, s, ch, st, r, &contextHash); err != nil {
 		return fail(err)
 	}
-	doc := SpecDoc(a.Project, s)
+	doc := SpecDoc(a.Project, s, a.hasher)
 	r.labels = a.labels(s, RoleCandidate, r.number, doc, r.imageID, contextHash)
 	if st.Live != nil && st.Live.Labels[LabelSpec] == r.labels[LabelSpec] && st.Live.Running() {
 		// The build produced the image that runs already, and nothing else changed.
@@ -493,7 +507,7 @@ func (a *Applier) runBefore(ctx context.Context, s *config.Service) error {
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("build.before `%s` in %s: %v (last output: %s)", shellWords(s.Build.Before), a.Project.Dir, err, w.tail())
+		return fmt.Errorf("build.before `%s` in %s: %v (last output: %s)", a.red.words(s.Build.Before), a.Project.Dir, err, w.tail())
 	}
 	return nil
 }
@@ -588,7 +602,7 @@ func (a *Applier) checks(ctx context.Context, s *config.Service, r *release, can
 		}
 	}
 	for _, h := range s.Hooks {
-		if err := a.step(svc, StepHook+"."+h.When, "run `"+shellWords(h.Command)+"`", func() error {
+		if err := a.step(svc, StepHook+"."+h.When, "run `"+a.red.words(h.Command)+"`", func() error {
 			return a.oneOff(ctx, s, r, h.When, h.Command)
 		}); err != nil {
 			return fmt.Errorf("hook %q: %w", h.When, err)
@@ -658,7 +672,7 @@ func (a *Applier) oneOff(ctx context.Context, s *config.Service, r *release, wha
 		}
 	}
 	if code != 0 {
-		return fmt.Errorf("`%s` exited with code %d; last output:\n%s", shellWords(cmd), code, indent(logs))
+		return fmt.Errorf("`%s` exited with code %d; last output:\n%s", a.red.words(cmd), code, indent(logs))
 	}
 	return nil
 }

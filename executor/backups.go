@@ -209,7 +209,7 @@ func (a *Applier) checkSQLite(ctx context.Context, s *config.Service, r *release
 			}
 			return nil // empty and nothing to seed it with: a new database is ok
 		}
-		a.emit(Event{Type: EventLog, Service: s.Name, Step: StepSQLite + "." + db.Name, Detail: fmt.Sprintf("%s is empty: seeding with `%s`", file, shellWords(db.SeedIfEmpty))})
+		a.emit(Event{Type: EventLog, Service: s.Name, Step: StepSQLite + "." + db.Name, Detail: fmt.Sprintf("%s is empty: seeding with `%s`", file, a.red.words(db.SeedIfEmpty))})
 		if err := a.oneOff(ctx, s, r, "seed", db.SeedIfEmpty); err != nil {
 			return fmt.Errorf("seed_if_empty: %w", err)
 		}
@@ -218,7 +218,7 @@ func (a *Applier) checkSQLite(ctx context.Context, s *config.Service, r *release
 			return err
 		}
 		if local == "" {
-			return fmt.Errorf("seed_if_empty `%s` exited 0 but %s still does not exist", shellWords(db.SeedIfEmpty), file)
+			return fmt.Errorf("seed_if_empty `%s` exited 0 but %s still does not exist", a.red.words(db.SeedIfEmpty), file)
 		}
 	}
 	if !db.QuickCheck {

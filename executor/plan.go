@@ -55,6 +55,8 @@ type Plan struct {
 	Leftovers     []Leftover  `json:"leftovers,omitempty"`
 	Summary       Summary     `json:"summary"`
 	Fingerprint   Fingerprint `json:"fingerprint"`
+
+	hasher *Hasher // the project's key, never saved
 }
 
 // Summary counts the changes.
@@ -141,21 +143,13 @@ func (p *Plan) Change(service string) *Change {
 	return nil
 }
 
-// SensitiveValue is how a sensitive value is recorded where a value must be compared but never
-// shown: in spec docs on containers and in saved plans. It is a JSON string, like the attribute
-// values it stands for.
-func SensitiveValue(v string) string {
-	sum := sha256.Sum256([]byte(v))
-	return `"(sensitive) sha256:` + hex.EncodeToString(sum[:]) + `"`
-}
-
 // SpecDoc is the normalized spec of a service as recorded on its containers, with sensitive
-// values hashed.
-func SpecDoc(p *config.Project, s *config.Service) map[string]string {
+// values hashed by the project's key.
+func SpecDoc(p *config.Project, s *config.Service, h *Hasher) map[string]string {
 	doc := s.Attributes()
 	for k, v := range doc {
 		if p.IsSensitive(s.Name, k) {
-			doc[k] = SensitiveValue(v)
+			doc[k] = h.Sensitive(v)
 		}
 	}
 	return doc
@@ -172,24 +166,23 @@ func SpecHash(doc map[string]string, imageID string) string {
 }
 
 // ConfigFingerprint hashes everything of the configuration that apply acts on, sensitive values
-// included (as a hash), plus the build context hashes.
-func ConfigFingerprint(p *config.Project, contextHashes map[string]string) string {
+// included (by their keyed hash), plus the build context hashes.
+func ConfigFingerprint(p *config.Project, contextHashes map[string]string, hs *Hasher) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "project %s\ndocker %s\n", p.Name, p.Docker.Host)
+	fmt.Fprintf(h, "project %s\ndocker %s\n", p.Name, hs.Sensitive(p.Docker.Host))
 	for _, s := range p.Services {
-		b, _ := json.Marshal(s.Attributes())
+		b, _ := json.Marshal(SpecDoc(p, s, hs))
 		fmt.Fprintf(h, "service %s %s %s\n", s.Name, b, contextHashes[s.Name])
 	}
 	for _, name := range sortedKeys(p.Stores) {
 		st := *p.Stores[name]
-		if st.SigningKey != "" {
-			st.SigningKey = SensitiveValue(st.SigningKey)
-		}
+		st.SigningKey = hs.Sensitive(st.SigningKey)
+		st.Ranges = nil
 		b, _ := json.Marshal(st)
-		fmt.Fprintf(h, "store %s\n", b)
+		fmt.Fprintf(h, "store %s\n", hs.Sensitive(string(b)))
 	}
 	for _, n := range p.Notifies {
-		fmt.Fprintf(h, "notify %s %s %s %q\n", n.Kind, n.Name, SensitiveValue(n.URL), n.On)
+		fmt.Fprintf(h, "notify %s %s %s %q\n", n.Kind, n.Name, hs.Sensitive(n.URL), n.On)
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
@@ -232,10 +225,31 @@ func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptio
 	if err != nil {
 		return nil, err
 	}
-	plan := &Plan{FormatVersion: FormatVersion, Project: p.Name, Engine: eng.Host(), Changes: []*Change{}, Steps: []*Step{}}
+	key, err := eng.ProjectKey(ctx, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	pl := &planner{ctx: ctx, p: p, eng: eng, obs: obs, hasher: NewHasher(key), red: NewRedactor(p),
+		imageIDs: map[string]string{}, contextHashes: map[string]string{}}
+	return pl.plan(opts)
+}
+
+// planner makes one plan: what runs, diffed against the configuration.
+type planner struct {
+	ctx           context.Context
+	p             *config.Project
+	eng           Engine
+	obs           *Observed
+	hasher        *Hasher
+	red           *Redactor
+	imageIDs      map[string]string // image reference -> ID, "" when the engine lacks it
+	contextHashes map[string]string // service -> build context hash
+}
+
+func (pl *planner) plan(opts PlanOptions) (*Plan, error) {
+	p, obs := pl.p, pl.obs
+	plan := &Plan{FormatVersion: FormatVersion, Project: p.Name, Engine: pl.eng.Host(), Changes: []*Change{}, Steps: []*Step{}, hasher: pl.hasher}
 	targeted := func(name string) bool { return len(opts.Targets) == 0 || contains(opts.Targets, name) }
-	imageIDs := map[string]string{}
-	contextHashes := map[string]string{}
 	for _, s := range p.Services {
 		if !targeted(s.Name) {
 			continue
@@ -244,7 +258,7 @@ func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptio
 		if st == nil {
 			st = &ServiceState{Name: s.Name}
 		}
-		ch, err := planService(ctx, p, s, st, eng, imageIDs, contextHashes)
+		ch, err := pl.service(s, st)
 		if err != nil {
 			return nil, err
 		}
@@ -254,22 +268,10 @@ func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptio
 		if p.Service(name) != nil || !targeted(name) {
 			continue
 		}
-		st := obs.Services[name]
-		ch := &Change{Service: name, Action: ActionDelete, Reasons: []string{"not in the configuration any more"}}
-		for _, list := range [][]*Container{{st.Live}, st.Candidates, st.Previous, st.Others} {
-			for _, c := range list {
-				if c != nil {
-					ch.RemoveIDs = append(ch.RemoveIDs, c.ID)
-				}
-			}
-		}
-		if st.Live != nil {
-			ch.LiveRelease, ch.Container, ch.LiveImageID = st.Live.Release(), st.Live.Name, st.Live.ImageID
-		}
-		plan.Changes = append(plan.Changes, ch)
+		plan.Changes = append(plan.Changes, removal(obs.Services[name]))
 	}
 	plan.Leftovers = leftovers(obs, p, targeted)
-	plan.Steps = steps(p, plan)
+	plan.Steps = steps(p, plan, pl.red)
 	for _, c := range plan.Changes {
 		switch c.Action {
 		case ActionCreate:
@@ -282,9 +284,47 @@ func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptio
 			plan.Summary.Delete++
 		}
 	}
-	plan.Fingerprint = Fingerprint{State: StateFingerprint(obs, imageIDs), Config: ConfigFingerprint(p, contextHashes)}
+	plan.Fingerprint = Fingerprint{State: StateFingerprint(obs, pl.imageIDs), Config: ConfigFingerprint(p, pl.contextHashes, pl.hasher)}
+	plan.redact(pl.red)
 	return plan, nil
 }
+
+// removal removes every container of a service no longer configured.
+func removal(st *ServiceState) *Change {
+	ch := &Change{Service: st.Name, Action: ActionDelete, Reasons: []string{"not in the configuration any more"}}
+	for _, list := range [][]*Container{{st.Live}, st.Candidates, st.Previous, st.Others} {
+		for _, c := range list {
+			if c != nil {
+				ch.RemoveIDs = append(ch.RemoveIDs, c.ID)
+			}
+		}
+	}
+	if st.Live != nil {
+		ch.LiveRelease, ch.Container, ch.LiveImageID = st.Live.Release(), st.Live.Name, st.Live.ImageID
+	}
+	return ch
+}
+
+// redact masks sensitive values in everything of the plan that is text: it is printed, saved
+// and passed around as a CI artifact.
+func (plan *Plan) redact(red *Redactor) {
+	for _, c := range plan.Changes {
+		c.Image = red.Redact(c.Image)
+		for i := range c.Reasons {
+			c.Reasons[i] = red.Redact(c.Reasons[i])
+		}
+	}
+	for _, st := range plan.Steps {
+		st.Detail = red.Redact(st.Detail)
+	}
+	for i := range plan.Leftovers {
+		plan.Leftovers[i].Detail = red.Redact(plan.Leftovers[i].Detail)
+	}
+}
+
+// HashSensitive is the recorded form of a sensitive value under the project's key, as the plan
+// was made with it (for a saved plan's variables).
+func (plan *Plan) HashSensitive(v string) string { return plan.hasher.Sensitive(v) }
 
 func contains(list []string, s string) bool {
 	for _, x := range list {
@@ -295,10 +335,12 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func planService(ctx context.Context, p *config.Project, s *config.Service, st *ServiceState, eng Engine, imageIDs, contextHashes map[string]string) (*Change, error) {
+// service plans one configured service against what runs of it.
+func (pl *planner) service(s *config.Service, st *ServiceState) (*Change, error) {
+	p := pl.p
 	ch := &Change{Service: s.Name, Container: s.ContainerName, Image: s.Image, NextRelease: st.MaxRelease() + 1}
 	live := st.Live
-	doc := SpecDoc(p, s)
+	doc := SpecDoc(p, s, pl.hasher)
 	var oldDoc map[string]string
 	if live != nil {
 		ch.LiveRelease, ch.LiveImageID = live.Release(), live.ImageID
@@ -306,56 +348,14 @@ func planService(ctx context.Context, p *config.Project, s *config.Service, st *
 			_ = json.Unmarshal([]byte(raw), &oldDoc) // an unreadable doc shows every attribute as new
 		}
 	}
-
-	// The image: built from a context (compare content hashes), or a named image (compare IDs).
-	imageChanged := false
-	if s.Build != nil {
-		dir := filepath.Join(p.Dir, s.Build.Context)
-		hash, err := ContextHash(dir, s.Build.Dockerfile)
-		if err != nil {
-			return nil, fmt.Errorf("service.%s: %w", s.Name, err)
-		}
-		ch.ContextHash = hash
-		contextHashes[s.Name] = hash
-		if live != nil && live.Labels[LabelContextHash] == hash {
-			ch.ImageID = live.ImageID // unchanged context: apply reuses the live image, no rebuild
-		} else if live != nil {
-			imageChanged = true
-			ch.Reasons = append(ch.Reasons, "build context changed")
-		}
-	} else {
-		id, err := "", error(nil)
-		if cached, ok := imageIDs[s.Image]; ok { // services sharing an image cost one inspect
-			id = cached
-			if id == "" {
-				err = ErrNotFound
-			}
-		} else {
-			id, err = eng.ImageID(ctx, s.Image)
-		}
-		switch {
-		case errors.Is(err, ErrNotFound):
-			imageIDs[s.Image] = ""
-			if live != nil {
-				imageChanged = true
-				ch.Reasons = append(ch.Reasons, fmt.Sprintf("image %s is not on the engine: apply pulls it", s.Image))
-			}
-		case err != nil:
-			return nil, fmt.Errorf("service.%s: image %s: %w", s.Name, s.Image, err)
-		default:
-			imageIDs[s.Image] = id
-			ch.ImageID = id
-			if live != nil && live.ImageID != id {
-				imageChanged = true
-				ch.Reasons = append(ch.Reasons, fmt.Sprintf("image changed: %s -> %s", short(live.ImageID), short(id)))
-			}
-		}
+	imageChanged, err := pl.image(s, live, ch)
+	if err != nil {
+		return nil, err
 	}
 	if ch.ImageID != "" {
 		ch.SpecHash = SpecHash(doc, ch.ImageID)
 	}
-
-	ch.Attributes = diffAttrs(p, s, oldDoc, doc, live == nil)
+	ch.Attributes = diffAttrs(p, s, oldDoc, doc, live == nil, pl.hasher)
 	switch {
 	case live == nil:
 		ch.Action = ActionCreate
@@ -377,8 +377,58 @@ func planService(ctx context.Context, p *config.Project, s *config.Service, st *
 	return ch, nil
 }
 
-// diffAttrs lists the attributes that differ; for a new service, every attribute.
-func diffAttrs(p *config.Project, s *config.Service, oldDoc, doc map[string]string, create bool) []AttrChange {
+// image works out the service's image: built from a context (compare content hashes), or a
+// named image (compare IDs). It reports whether it differs from the live release's.
+func (pl *planner) image(s *config.Service, live *Container, ch *Change) (bool, error) {
+	if s.Build != nil {
+		dir := filepath.Join(pl.p.Dir, s.Build.Context)
+		hash, err := ContextHash(dir, s.Build.Dockerfile)
+		if err != nil {
+			return false, fmt.Errorf("service.%s: %w", s.Name, err)
+		}
+		ch.ContextHash = hash
+		pl.contextHashes[s.Name] = hash
+		if live != nil && live.Labels[LabelContextHash] == hash {
+			ch.ImageID = live.ImageID // unchanged context: apply reuses the live image, no rebuild
+			return false, nil
+		}
+		if live != nil {
+			ch.Reasons = append(ch.Reasons, "build context changed")
+		}
+		return live != nil, nil
+	}
+	id, err := "", error(nil)
+	if cached, ok := pl.imageIDs[s.Image]; ok { // services sharing an image cost one inspect
+		id = cached
+		if id == "" {
+			err = ErrNotFound
+		}
+	} else {
+		id, err = pl.eng.ImageID(pl.ctx, s.Image)
+	}
+	switch {
+	case errors.Is(err, ErrNotFound):
+		pl.imageIDs[s.Image] = ""
+		if live != nil {
+			ch.Reasons = append(ch.Reasons, fmt.Sprintf("image %s is not on the engine: apply pulls it", s.Image))
+		}
+		return live != nil, nil
+	case err != nil:
+		return false, fmt.Errorf("service.%s: image %s: %w", s.Name, s.Image, err)
+	}
+	pl.imageIDs[s.Image] = id
+	ch.ImageID = id
+	if live != nil && live.ImageID != id {
+		ch.Reasons = append(ch.Reasons, fmt.Sprintf("image changed: %s -> %s", short(live.ImageID), short(id)))
+		return true, nil
+	}
+	return false, nil
+}
+
+// diffAttrs lists the attributes that differ; for a new service, every attribute. A sensitive
+// value recorded by an earlier version (unkeyed) is compared as such, not shown as changed.
+func diffAttrs(p *config.Project, s *config.Service, oldDoc, doc map[string]string, create bool, h *Hasher) []AttrChange {
+	raw := s.Attributes()
 	keys := map[string]bool{}
 	for k := range oldDoc {
 		keys[k] = true
@@ -390,9 +440,13 @@ func diffAttrs(p *config.Project, s *config.Service, oldDoc, doc map[string]stri
 	for _, k := range sortedKeys(keys) {
 		o, hasOld := oldDoc[k]
 		n, hasNew := doc[k]
-		if create {
+		sensitive := p.IsSensitive(s.Name, k) || isSensitiveRecord(o)
+		switch {
+		case create:
 			hasOld = false
-		} else if hasOld == hasNew && o == n {
+		case hasOld == hasNew && o == n:
+			continue
+		case hasOld && hasNew && isSensitiveRecord(o) && p.IsSensitive(s.Name, k) && h.Matches(o, raw[k]):
 			continue
 		}
 		ac := AttrChange{Path: k, HasOld: hasOld, HasNew: hasNew}
@@ -402,7 +456,7 @@ func diffAttrs(p *config.Project, s *config.Service, oldDoc, doc map[string]stri
 		if hasNew {
 			ac.New = json.RawMessage(n)
 		}
-		if p.IsSensitive(s.Name, k) || strings.HasPrefix(o, `"(sensitive)`) {
+		if sensitive {
 			ac.Sensitive = true
 			ac.Old, ac.New = mask(hasOld), mask(hasNew)
 		}

@@ -34,7 +34,7 @@ func createReleased(t *testing.T, eng *docker.Engine, p *config.Project, service
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc := executor.SpecDoc(p, s)
+	doc := executor.SpecDoc(p, s, dockertest.Hasher(t, eng, p.Name))
 	raw, _ := json.Marshal(doc)
 	name := s.ContainerName
 	if role != executor.RoleLive {

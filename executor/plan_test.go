@@ -3,6 +3,8 @@ package executor
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -49,6 +51,12 @@ func (f *fakeEngine) Containers(_ context.Context, project string) ([]Container,
 	}
 	return out, nil
 }
+
+// testKey is the fake engine's project key.
+var testKey = []byte("0123456789abcdef0123456789abcdef")
+
+func (f *fakeEngine) ProjectKey(context.Context, string) ([]byte, error) { return testKey, nil }
+
 func (f *fakeEngine) ImageID(_ context.Context, ref string) (string, error) {
 	if id, ok := f.images[ref]; ok {
 		return id, nil
@@ -74,6 +82,20 @@ func project(mod func(s *config.Service)) *config.Project {
 	return p
 }
 
+// legacyDoc is the spec doc as deployers before 2026-11-28 recorded it: sensitive values as an
+// unkeyed sha256.
+func legacyDoc(p *config.Project) map[string]string {
+	s := p.Services[0]
+	doc := s.Attributes()
+	for k, v := range doc {
+		if p.IsSensitive(s.Name, k) {
+			sum := sha256.Sum256([]byte(v))
+			doc[k] = `"(sensitive) sha256:` + hex.EncodeToString(sum[:]) + `"`
+		}
+	}
+	return doc
+}
+
 // explicit records attributes as written in the configuration, as hclspec does with their ranges.
 func explicit(s *config.Service, keys ...string) {
 	for _, k := range keys {
@@ -83,14 +105,19 @@ func explicit(s *config.Service, keys ...string) {
 
 // live is a container as an earlier apply of p would have left it.
 func live(p *config.Project, imageID string, release int, state string) Container {
+	return liveWith(p, imageID, release, state, SpecDoc(p, p.Services[0], NewHasher(testKey)))
+}
+
+// liveWith is live with a spec doc of one's own (as an earlier version recorded it).
+func liveWith(p *config.Project, imageID string, release int, state string, specDoc map[string]string) Container {
 	s := p.Services[0]
-	doc, _ := json.Marshal(SpecDoc(p, s))
+	doc, _ := json.Marshal(specDoc)
 	return Container{
 		ID: fmt.Sprintf("c%d", release), Name: s.ContainerName, Image: s.Image, ImageID: imageID, State: state,
 		Created: time.Unix(1700000000, 0),
 		Labels: map[string]string{
 			LabelProject: p.Name, LabelService: s.Name, LabelRole: RoleLive, LabelRelease: fmt.Sprint(release),
-			LabelSpecDoc: string(doc), LabelSpec: SpecHash(SpecDoc(p, s), imageID),
+			LabelSpecDoc: string(doc), LabelSpec: SpecHash(specDoc, imageID),
 		},
 	}
 }
@@ -110,6 +137,8 @@ func TestPlanActions(t *testing.T) {
 		{"image ID changed", base, &fakeEngine{images: map[string]string{"web:1": "sha256:bbb"}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "image changed: aaa -> bbb", ""},
 		{"env changed", project(func(s *config.Service) { s.Env["MODE"] = "debug" }), &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "spec changed (1 attribute)", `env.MODE "prod"->"debug"`},
 		{"secret changed", project(func(s *config.Service) { s.Env["TOKEN"] = "new-token" }), &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "spec changed (1 attribute)", `env.TOKEN "(sensitive)"->"(sensitive)"`},
+		{"secret hashed by an earlier version, unchanged", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{liveWith(base, "sha256:aaa", 3, "running", legacyDoc(base))}}, ActionNone, "", ""},
+		{"secret hashed by an earlier version, changed", project(func(s *config.Service) { s.Env["TOKEN"] = "new-token" }), &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{liveWith(base, "sha256:aaa", 3, "running", legacyDoc(base))}}, ActionReplace, "spec changed (1 attribute)", `env.TOKEN "(sensitive)"->"(sensitive)"`},
 		{"live stopped", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(base, "sha256:aaa", 3, "exited")}}, ActionUpdate, "live release 3 is exited: apply starts it", ""},
 		{"image missing locally", base, &fakeEngine{images: map[string]string{}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "image web:1 is not on the engine: apply pulls it", ""},
 	}

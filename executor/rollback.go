@@ -69,6 +69,9 @@ func (a *Applier) Rollback(ctx context.Context, service string, to int) (*Servic
 		return nil, err
 	}
 	defer unlock()
+	if err := a.readKey(ctx); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	err = a.rollback(ctx, s, to, so)
 	so.Seconds = time.Since(start).Seconds()

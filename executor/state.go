@@ -88,6 +88,9 @@ type Engine interface {
 	Containers(ctx context.Context, project string) ([]Container, error)
 	// ImageID resolves a local image reference; ErrNotFound when the engine does not have it.
 	ImageID(ctx context.Context, ref string) (string, error)
+	// ProjectKey is the project's random key for hashing sensitive values, made on first use
+	// and kept on the engine (never in a plan file).
+	ProjectKey(ctx context.Context, project string) ([]byte, error)
 }
 
 // Observed is a project's state as the engine reports it.

@@ -73,6 +73,10 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 		names[n] = true
 	}
 	leftovers := leftovers(obs, p, func(string) bool { return true })
+	red := NewRedactor(p)
+	for i := range leftovers {
+		leftovers[i].Detail = red.Redact(leftovers[i].Detail)
+	}
 	for _, name := range sortedKeys(names) {
 		s := p.Service(name)
 		ss := &ServiceStatus{Service: name, Configured: s != nil, State: "not deployed", Health: "unchecked"}
@@ -89,7 +93,7 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 					if res := probe.Get(ctx, c); c.OK(res) {
 						ss.Health = "healthy"
 					} else {
-						ss.Health = "unhealthy: " + c.Describe(res)
+						ss.Health = "unhealthy: " + red.Redact(c.Describe(res))
 					}
 				}
 			}

@@ -33,7 +33,7 @@ const (
 
 // steps orders what apply will do: the lock, then each changed service through the sequence of
 // the design (image, candidate, checks, backup, cutover, verify, clean-up), then the unlock.
-func steps(p *config.Project, plan *Plan) []*Step {
+func steps(p *config.Project, plan *Plan, red *Redactor) []*Step {
 	var out []*Step
 	add := func(service, name, detail string, args ...any) {
 		out = append(out, &Step{Service: service, Name: name, Detail: fmt.Sprintf(detail, args...)})
@@ -90,7 +90,7 @@ func steps(p *config.Project, plan *Plan) []*Step {
 		case s.Build != nil && ch.ImageID == "":
 			before := ""
 			if len(s.Build.Before) > 0 {
-				before = fmt.Sprintf("run `%s`, then ", shellWords(s.Build.Before))
+				before = fmt.Sprintf("run `%s`, then ", red.words(s.Build.Before))
 			}
 			add(s.Name, StepBuild, "%sbuild %s from %s (%s)", before, s.Image, s.Build.Context, s.Build.Dockerfile)
 		case ch.ImageID == "":
@@ -120,7 +120,7 @@ func steps(p *config.Project, plan *Plan) []*Step {
 		for _, db := range s.SQLite {
 			what := ""
 			if len(db.SeedIfEmpty) > 0 {
-				what = fmt.Sprintf("seed with `%s` if empty, then ", shellWords(db.SeedIfEmpty))
+				what = fmt.Sprintf("seed with `%s` if empty, then ", red.words(db.SeedIfEmpty))
 			}
 			if db.QuickCheck {
 				what += "PRAGMA quick_check"
@@ -130,7 +130,7 @@ func steps(p *config.Project, plan *Plan) []*Step {
 			add(s.Name, StepSQLite+"."+db.Name, "%s/%s: %s", db.Volume, db.Path, what)
 		}
 		for _, h := range s.Hooks {
-			add(s.Name, StepHook+"."+h.When, "run `%s` in a one-off container of the new image", shellWords(h.Command))
+			add(s.Name, StepHook+"."+h.When, "run `%s` in a one-off container of the new image", red.words(h.Command))
 		}
 		if b := s.Backup; b != nil && ch.Action == ActionReplace {
 			extra := ""

@@ -81,14 +81,42 @@ func friendly(ty cty.Type) string {
 	return ty.FriendlyName()
 }
 
-// note records the attribute's range and, when its value is sensitive, its path.
+// note records the attribute's range and, when its value is sensitive, its path and text.
 func (d *decoder) note(key string, attr *hcl.Attribute, val cty.Value) {
 	if d.ranges != nil {
 		d.ranges[key] = cfgRange(attr.Expr.Range())
 	}
 	if val.ContainsMarked() {
 		d.p.Sensitive[d.prefix+key] = true
+		d.p.Secrets = appendSecrets(d.p.Secrets, val, false)
 	}
+}
+
+// appendSecrets adds the text of every marked leaf of v (every leaf, when v is under a mark).
+func appendSecrets(out []string, v cty.Value, marked bool) []string {
+	if v.IsMarked() {
+		marked = true
+		v, _ = v.Unmark()
+	}
+	if v.IsNull() || !v.IsKnown() {
+		return out
+	}
+	switch {
+	case v.Type() == cty.String:
+		if marked {
+			out = append(out, v.AsString())
+		}
+	case v.Type() == cty.Number:
+		if marked {
+			out = append(out, v.AsBigFloat().Text('f', -1))
+		}
+	case v.CanIterateElements():
+		for it := v.ElementIterator(); it.Next(); {
+			_, e := it.Element()
+			out = appendSecrets(out, e, marked)
+		}
+	}
+	return out
 }
 
 func (d *decoder) str(attrs hcl.Attributes, name, key string, dst *string) bool {
@@ -189,6 +217,7 @@ func (d *decoder) strMap(attrs hcl.Attributes, name, key string, dst *map[string
 		k, e := it.Element()
 		if whole || e.ContainsMarked() {
 			d.p.Sensitive[d.prefix+key+"."+k.AsString()] = true
+			d.p.Secrets = appendSecrets(d.p.Secrets, e, whole)
 		}
 		e, _ = e.UnmarkDeep()
 		out[k.AsString()] = e.AsString()

@@ -230,6 +230,9 @@ func (l *loader) load() (*config.Project, hcl.Diagnostics) {
 	diags = append(diags, d...)
 	for _, v := range l.vars {
 		p.Variables = append(p.Variables, &config.Variable{Name: v.name, Description: v.description, Sensitive: v.sensitive, Source: v.source})
+		if v.sensitive {
+			p.Secrets = appendSecrets(p.Secrets, v.value, true)
+		}
 	}
 	return p, diags
 }

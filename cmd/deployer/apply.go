@@ -121,24 +121,27 @@ func (g *globals) loadPlanFile(ctx context.Context, path string) (*hclspec.Resul
 	}
 	opts := hclspec.Options{Dir: sp.Dir, Files: sp.Files, Env: os.Environ(), Vars: append(more, vars...)}
 	res, diags := hclspec.Load(opts)
+	if res.Project != nil {
+		g.red = executor.NewRedactor(res.Project)
+	}
 	if diags.HasErrors() {
 		res.WriteDiagnostics(g.stderr, diags, g.color(g.stderr))
 		fmt.Fprintf(g.stderr, "The configuration of the plan in %s no longer loads; nothing was changed.\n", path)
 		return nil, nil, failed
+	}
+	fresh, err := g.makePlan(ctx, res.Project, nil)
+	if err != nil {
+		return nil, nil, err
 	}
 	for _, v := range sp.Variables {
 		if !v.Sensitive {
 			continue
 		}
 		for _, now := range res.Variables {
-			if now.Name == v.Name && executor.SensitiveValue(now.Value) != v.Hash {
+			if now.Name == v.Name && fresh.HashSensitive(now.Value) != v.Hash {
 				return nil, nil, fmt.Errorf("plan %s: the sensitive variable %s has another value than when the plan was made; give it the same value (its value is never saved) or run `deployer plan -out` again", path, v.Name)
 			}
 		}
-	}
-	fresh, err := g.makePlan(ctx, res.Project, nil)
-	if err != nil {
-		return nil, nil, err
 	}
 	if fresh.Fingerprint.Config != sp.Plan.Fingerprint.Config {
 		return nil, nil, fmt.Errorf("plan %s is stale: the configuration (files, variables or build contexts) changed since it was made; run `deployer plan -out %s` again", path, path)
@@ -211,6 +214,7 @@ func (g *globals) apply(ctx context.Context, p *config.Project, plan *executor.P
 	}
 	defer eng.Close()
 	r := newRenderer(g.stdout, asJSON, g.color(g.stdout))
+	r.red = g.red
 	defer r.close()
 	a, err := g.applier(p, eng, r.event)
 	if err != nil {

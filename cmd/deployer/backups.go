@@ -32,6 +32,7 @@ func (g *globals) withApplier(cmd *cobra.Command, dirArgs []string, asJSON bool,
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	r := newRenderer(g.stdout, asJSON, g.color(g.stdout))
+	r.red = g.red
 	defer r.close()
 	a, err := g.applier(res.Project, eng, r.event)
 	if err != nil {

@@ -83,7 +83,7 @@ func BenchmarkPlan(b *testing.B) {
 				b.Fatal(err)
 			}
 			for _, s := range p.Services {
-				doc := executor.SpecDoc(p, s)
+				doc := executor.SpecDoc(p, s, dockertest.Hasher(b, eng, p.Name))
 				raw, _ := json.Marshal(doc)
 				_, err := eng.CreateContainer(ctx, executor.ContainerSpec{Name: s.ContainerName, Image: image, Labels: map[string]string{
 					executor.LabelProject: p.Name, executor.LabelService: s.Name, executor.LabelRole: executor.RoleLive,

@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/pflag"
 
+	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/hclspec"
 )
 
@@ -26,6 +27,9 @@ func (g *globals) load(args []string) (*hclspec.Result, error) {
 	}
 	opts.Vars = vars
 	res, diags := hclspec.Load(opts)
+	if res.Project != nil {
+		g.red = executor.NewRedactor(res.Project)
+	}
 	if len(diags) > 0 {
 		res.WriteDiagnostics(g.stderr, diags, g.color(g.stderr))
 	}

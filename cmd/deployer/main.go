@@ -12,6 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+
+	"github.com/deployer-dev/deployer/executor"
 )
 
 func main() { os.Exit(main1()) }
@@ -41,7 +43,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case errors.As(err, &ee):
 		return ee.code
 	default:
-		fmt.Fprintf(stderr, "Error: %s\n", terminalSafe(err.Error()))
+		fmt.Fprintf(stderr, "Error: %s\n", terminalSafe(g.red.Redact(err.Error())))
 		return 1
 	}
 }
@@ -56,6 +58,7 @@ type globals struct {
 	lockTimeout string
 
 	args           []string // as given, for the order of -var and -var-file
+	red            *executor.Redactor // the loaded configuration's secrets, masked in what is printed
 	stdin          io.Reader
 	stdout, stderr io.Writer
 }

@@ -109,7 +109,7 @@ func savedPlan(plan *executor.Plan, res *hclspec.Result, files []string) *execut
 	for _, v := range res.Variables {
 		sv := executor.SavedVariable{Name: v.Name, Sensitive: v.Sensitive, Source: v.Source}
 		if v.Sensitive {
-			sv.Hash = executor.SensitiveValue(v.Value)
+			sv.Hash = plan.HashSensitive(v.Value)
 		} else {
 			sv.Value = v.Value
 		}

@@ -25,6 +25,7 @@ type renderer struct {
 	stop  chan struct{}
 	done  sync.WaitGroup
 	rates map[string]time.Time // when each transfer started
+	red   *executor.Redactor    // masks sensitive values in closing lines (events come masked)
 }
 
 func newRenderer(w io.Writer, asJSON, tty bool) *renderer {
@@ -160,6 +161,7 @@ func (r *renderer) redraw() {
 func (r *renderer) final(line string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	line = r.red.Redact(line)
 	if r.json {
 		if strings.HasPrefix(line, "Error: ") {
 			b, _ := json.Marshal(map[string]string{"format_version": executor.FormatVersion, "type": "error", "detail": strings.TrimPrefix(line, "Error: ")})

@@ -5,6 +5,8 @@ package docker
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
 
@@ -140,4 +143,37 @@ func ProbeHost(host string) string {
 		return "127.0.0.1"
 	}
 	return u.Hostname()
+}
+
+// LabelKey holds a project's key on the volume that keeps it.
+const LabelKey = "deployer.key"
+
+// ProjectKey returns the project's random key, kept as a label of a volume of its own
+// (<project>-deployer-key): the engine creates a name once, so concurrent first runs agree on
+// one key. The volume holds no data.
+func (e *Engine) ProjectKey(ctx context.Context, project string) ([]byte, error) {
+	name := project + "-deployer-key"
+	v, err := e.cli.VolumeInspect(ctx, name)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return nil, fmt.Errorf("docker engine at %s: read the project's key: %w", e.host, err)
+	}
+	if err != nil {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		if _, err := e.cli.VolumeCreate(ctx, volume.CreateOptions{Name: name,
+			Labels: map[string]string{executor.LabelProject: project, LabelKey: hex.EncodeToString(key)}}); err != nil {
+			return nil, fmt.Errorf("docker engine at %s: make the project's key: %w", e.host, err)
+		}
+		// Read it back: a volume of that name made meanwhile keeps its own label.
+		if v, err = e.cli.VolumeInspect(ctx, name); err != nil {
+			return nil, fmt.Errorf("docker engine at %s: read the project's key: %w", e.host, err)
+		}
+	}
+	key, err := hex.DecodeString(v.Labels[LabelKey])
+	if err != nil || len(key) < 16 {
+		return nil, fmt.Errorf("docker engine at %s: volume %s holds no valid key (label %s): remove it (`docker volume rm %s`) and run again", e.host, name, LabelKey, name)
+	}
+	return key, nil
 }

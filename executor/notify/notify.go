@@ -7,9 +7,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -65,27 +67,42 @@ func Send(ctx context.Context, t Target, n Notice) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, Timeout)
 	defer cancel()
+	where := fmt.Sprintf("notify %s %q (%s)", t.Kind, t.Name, SafeURL(t.URL))
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.URL, bytes.NewReader(b))
 	if err != nil {
-		return fmt.Errorf("notify %s %q: %v", t.Kind, t.Name, redact(err, t.URL))
+		return fmt.Errorf("%s: the url does not parse", where)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "deployer")
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("notify %s %q: %v", t.Kind, t.Name, redact(err, t.URL))
+		return fmt.Errorf("%s: %v", where, withoutURL(err))
 	}
 	defer resp.Body.Close()
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("notify %s %q: the endpoint answered %s", t.Kind, t.Name, resp.Status)
+		return fmt.Errorf("%s: the endpoint answered %s", where, resp.Status)
 	}
 	return nil
 }
 
-// redact removes the URL from an error: webhook URLs are credentials.
-func redact(err error, url string) string {
-	return string(bytes.ReplaceAll([]byte(err.Error()), []byte(url), []byte("(webhook url)")))
+// SafeURL names an endpoint without what makes it a credential: webhook URLs carry tokens in
+// their user info, path and query, so only the scheme and host are shown.
+func SafeURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "(an unparsable url)"
+	}
+	return u.Scheme + "://" + u.Host + "/..."
+}
+
+// withoutURL is the cause of an HTTP client error, without the URL the client puts in it.
+func withoutURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // SlackText is the one-line message for Slack.

@@ -162,3 +162,13 @@ func buildApp(eng *docker.Engine) (string, error) {
 	}
 	return tag, nil
 }
+
+// Hasher hashes sensitive values with the project's key on the engine, as apply does.
+func Hasher(t testing.TB, eng *docker.Engine, project string) *executor.Hasher {
+	t.Helper()
+	key, err := eng.ProjectKey(context.Background(), project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return executor.NewHasher(key)
+}
