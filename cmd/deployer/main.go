@@ -57,7 +57,7 @@ type globals struct {
 	noColor     bool
 	lockTimeout string
 
-	args           []string // as given, for the order of -var and -var-file
+	args           []string           // as given, for the order of -var and -var-file
 	red            *executor.Redactor // the loaded configuration's secrets, masked in what is printed
 	stdin          io.Reader
 	stdout, stderr io.Writer

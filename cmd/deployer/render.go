@@ -25,7 +25,7 @@ type renderer struct {
 	stop  chan struct{}
 	done  sync.WaitGroup
 	rates map[string]time.Time // when each transfer started
-	red   *executor.Redactor    // masks sensitive values in closing lines (events come masked)
+	red   *executor.Redactor   // masks sensitive values in closing lines (events come masked)
 }
 
 func newRenderer(w io.Writer, asJSON, tty bool) *renderer {
