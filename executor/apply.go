@@ -156,6 +156,16 @@ func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 	if err := a.readKey(ctx); err != nil {
 		return out, err
 	}
+	// What holds the ports may have changed since the plan was made (a saved plan).
+	var changing []string
+	for _, ch := range plan.Changes {
+		if ch.Action != ActionNone && ch.Action != ActionDelete {
+			changing = append(changing, ch.Service)
+		}
+	}
+	if err := checkPorts(ctx, a.Runtime, a.Project, changing); err != nil {
+		return out, err
+	}
 	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
 	if err != nil {
 		return out, err
@@ -341,6 +351,7 @@ func (a *Applier) deploy(ctx context.Context, s *config.Service, ch *Change, st 
 	if err != nil {
 		return fail(err)
 	}
+	defer a.removeCandidateRoutes(context.WithoutCancel(ctx), s)
 	removeCandidate := func() {
 		a.Runtime.RemoveContainer(context.WithoutCancel(ctx), cand.ID)
 	}
@@ -517,7 +528,13 @@ func (a *Applier) candidate(ctx context.Context, s *config.Service, r *release) 
 	name := s.ContainerName + candidateSuffix
 	var cand *ContainerState
 	err := a.step(s.Name, StepCandidate, fmt.Sprintf("create and start %s (release %d)", name, r.number), func() error {
-		id, err := a.createRelease(ctx, r.spec(name, RoleCandidate, true))
+		spec := r.spec(name, RoleCandidate, true)
+		if proxied(s) {
+			// Published ports outlive the deploy on the container that becomes live: the
+			// proxy shows the candidate on its port instead, for the deploy's length.
+			spec.Ports = nil
+		}
+		id, err := a.createRelease(ctx, spec)
 		if errors.Is(err, ErrNameTaken) {
 			// Not ours to remove blindly: say what to do.
 			return fmt.Errorf("a container named %s exists and is not a candidate of this project; remove or rename it", name)
@@ -530,6 +547,9 @@ func (a *Applier) candidate(ctx context.Context, s *config.Service, r *release) 
 			return portHint(err, r.ports, true)
 		}
 		cand, err = a.Runtime.Inspect(ctx, id)
+		if err == nil && proxied(s) {
+			a.setCandidateRoutes(ctx, s, cand)
+		}
 		return err
 	})
 	return cand, err

@@ -297,10 +297,14 @@ func TestApplyLock(t *testing.T) {
 	if out, err := a.Apply(ctx, plan); err != nil || out.Failed() {
 		t.Fatalf("waiting for the lock: %v %+v", err, out)
 	}
-	// A lock left by a dead deployer process on this host is broken with a warning.
+	// A lock left by a dead deployer process on this host, in this boot and PID namespace, is
+	// broken with a warning.
 	host, _ := os.Hostname()
+	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	pidns, _ := os.Readlink("/proc/self/ns/pid")
 	_, err = r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: executor.LockName(r.project), Image: image, Labels: map[string]string{
-		executor.LabelProject: r.project, executor.LabelRole: executor.RoleLock, executor.LabelHolder: "dead", executor.LabelLockHost: host, executor.LabelLockPID: "999999"}})
+		executor.LabelProject: r.project, executor.LabelRole: executor.RoleLock, executor.LabelHolder: "dead", executor.LabelLockHost: host, executor.LabelLockPID: "3999999",
+		executor.LabelLockBoot: strings.TrimSpace(string(boot)), executor.LabelLockPIDNS: pidns, executor.LabelLockStart: "12345"}})
 	if err != nil {
 		t.Fatal(err)
 	}

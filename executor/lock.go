@@ -6,14 +6,18 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"syscall"
+	"strings"
 	"time"
 )
 
-// Labels of the lock container.
+// Labels of the lock container: who holds it, precisely enough to tell later whether that
+// process is provably gone.
 const (
-	LabelLockHost = "deployer.lock-host"
-	LabelLockPID  = "deployer.lock-pid"
+	LabelLockHost  = "deployer.lock-host"
+	LabelLockPID   = "deployer.lock-pid"
+	LabelLockBoot  = "deployer.lock-boot"  // the kernel's boot ID when the lock was taken
+	LabelLockPIDNS = "deployer.lock-pidns" // the PID namespace the PID is in
+	LabelLockStart = "deployer.lock-start" // the process's start time, in clock ticks since boot
 )
 
 // LockName is the name of a project's deploy lock: a container, because the engine creates a
@@ -34,9 +38,11 @@ func (a *Applier) lock(ctx context.Context) (func(), error) {
 			return fmt.Errorf("deploy lock: %w", err)
 		}
 		host, _ := os.Hostname()
+		me := thisProcess()
 		spec := ContainerSpec{Name: LockName(a.Project.Name), Image: image, Labels: map[string]string{
 			LabelProject: a.Project.Name, LabelRole: RoleLock, LabelHolder: a.Holder,
 			LabelCreatedAt: time.Now().UTC().Format(time.RFC3339), LabelLockHost: host, LabelLockPID: strconv.Itoa(os.Getpid()),
+			LabelLockBoot: me.boot, LabelLockPIDNS: me.pidns, LabelLockStart: me.start,
 		}}
 		deadline := time.Now().Add(a.LockTimeout)
 		for {
@@ -60,7 +66,7 @@ func (a *Applier) lock(ctx context.Context) (func(), error) {
 				continue // released between our attempt and the look
 			}
 			if staleLock(held, host) {
-				a.warn("", "breaking the deploy lock of %s: that deployer process is gone", describeLock(held))
+				a.warn("", "breaking the deploy lock of %s: that deployer process is gone (same machine, boot and PID namespace, and PID %s runs no more or is another process)", describeLock(held), held.Labels[LabelLockPID])
 				if err := a.Runtime.RemoveContainer(ctx, held.ID); err != nil {
 					return err
 				}
@@ -96,16 +102,54 @@ func describeLock(c *Container) string {
 	return fmt.Sprintf("%s since %s", orUnknown(c.Labels[LabelHolder]), orUnknown(c.Labels[LabelCreatedAt]))
 }
 
-// staleLock reports whether the lock was taken on this machine by a process that no longer runs.
+// process identifies a process beyond its PID, which is reused and means nothing outside its
+// PID namespace.
+type process struct{ boot, pidns, start string }
+
+// thisProcess is the deployer's own identity; its parts are empty where /proc does not tell
+// (another OS): such a lock is never judged gone.
+func thisProcess() process {
+	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	pidns, _ := os.Readlink("/proc/self/ns/pid")
+	return process{boot: strings.TrimSpace(string(boot)), pidns: pidns, start: startTime("self")}
+}
+
+// startTime is a process's start time in clock ticks since boot (field 22 of /proc/PID/stat),
+// "" when the process does not exist.
+func startTime(pid string) string {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return ""
+	}
+	// The command name (field 2) is in parentheses and may hold spaces: count after its end.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return ""
+	}
+	fields := strings.Fields(string(b[i+1:]))
+	if len(fields) < 20 {
+		return ""
+	}
+	return fields[19]
+}
+
+// staleLock reports whether the lock's holder is provably gone: it was taken on this machine,
+// in this boot and in this PID namespace, and its PID runs no process now or another one (a
+// later start time). Anything less certain (another machine with the same name, a CI job in a
+// container, a lock of an earlier version that recorded none of this) is not stale: the holder
+// is named, and `deployer unlock -force` is the way.
 func staleLock(c *Container, host string) bool {
-	if c.Labels[LabelLockHost] != host {
+	l := c.Labels
+	me := thisProcess()
+	if l[LabelLockHost] != host || l[LabelLockBoot] == "" || l[LabelLockBoot] != me.boot || l[LabelLockPIDNS] == "" || l[LabelLockPIDNS] != me.pidns || l[LabelLockStart] == "" {
 		return false
 	}
-	pid, err := strconv.Atoi(c.Labels[LabelLockPID])
+	pid, err := strconv.Atoi(l[LabelLockPID])
 	if err != nil || pid <= 0 || pid == os.Getpid() {
 		return false
 	}
-	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+	now := startTime(strconv.Itoa(pid))
+	return now == "" || now != l[LabelLockStart]
 }
 
 // Unlock breaks the project's deploy lock and returns who held it (nil when nobody did).

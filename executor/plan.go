@@ -250,6 +250,15 @@ func (pl *planner) plan(opts PlanOptions) (*Plan, error) {
 	p, obs := pl.p, pl.obs
 	plan := &Plan{FormatVersion: FormatVersion, Project: p.Name, Engine: pl.eng.Host(), Changes: []*Change{}, Steps: []*Step{}, hasher: pl.hasher}
 	targeted := func(name string) bool { return len(opts.Targets) == 0 || contains(opts.Targets, name) }
+	var names []string
+	for _, s := range p.Services {
+		if targeted(s.Name) {
+			names = append(names, s.Name)
+		}
+	}
+	if err := checkPorts(pl.ctx, pl.eng, p, names); err != nil {
+		return nil, err
+	}
 	for _, s := range p.Services {
 		if !targeted(s.Name) {
 			continue

@@ -57,6 +57,8 @@ var testKey = []byte("0123456789abcdef0123456789abcdef")
 
 func (f *fakeEngine) ProjectKey(context.Context, string) ([]byte, error) { return testKey, nil }
 
+func (f *fakeEngine) AllContainers(context.Context) ([]Container, error) { return f.containers, nil }
+
 func (f *fakeEngine) ImageID(_ context.Context, ref string) (string, error) {
 	if id, ok := f.images[ref]; ok {
 		return id, nil
@@ -333,6 +335,43 @@ func TestPlanProxyStep(t *testing.T) {
 			}
 			if c.want != "" && plan.Steps[1].Name != StepProxy {
 				t.Errorf("the proxy step is not right after the lock: %+v", plan.Steps[1])
+			}
+		})
+	}
+}
+
+// A port the project needs and something else holds stops the plan, naming the holder; the
+// service's own releases, the project's proxy and the container it takes over do not.
+func TestPlanPortOwners(t *testing.T) {
+	p := project(nil) // web: host 80, candidate 8081
+	published := func(name string, port int, labels map[string]string) Container {
+		return Container{ID: name, Name: name, Image: "img", State: "running", Labels: labels, Published: []Published{{HostIP: "0.0.0.0", HostPort: port}}}
+	}
+	otherLive := live(project(func(s *config.Service) { s.Deploy.Cutover = "proxy" }), "sha256:o", 2, "running")
+	otherLive.Labels[LabelProject], otherLive.Name = "other", "other-web"
+	ours := live(p, "sha256:aaa", 3, "running")
+	ours.Published = []Published{{HostPort: 80}}
+	cases := []struct {
+		name  string
+		other Container
+		want  string
+	}{
+		{"a plain container", published("nginx-1", 80, nil), "host port 80 of service.web is taken: container nginx-1 (image img) publishes it"},
+		{"a compose service on the candidate port", published("x_db_1", 8081, map[string]string{"com.docker.compose.project": "x", "com.docker.compose.service": "db"}),
+			`candidate port 8081 of service.web is taken: docker-compose project "x"'s service "db" (container x_db_1) publishes it`},
+		{"another project's proxied service", otherLive, `host port 80 of service.web is taken: project "other"'s service.web (container other-web, release 2) routes it through its proxy`},
+		{"the container taken over", published("shop-web", 80, nil), ""},
+		{"another project's stopped container", func() Container { c := published("old", 80, nil); c.State = "exited"; return c }(), ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			eng := &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{ours, c.other}}
+			_, err := MakePlan(context.Background(), p, eng, PlanOptions{})
+			switch {
+			case c.want == "" && err != nil:
+				t.Errorf("plan failed: %v", err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Errorf("err = %v, want %q", err, c.want)
 			}
 		})
 	}

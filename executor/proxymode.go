@@ -125,13 +125,20 @@ func (a *Applier) ensureProxy(ctx context.Context) error {
 }
 
 // startProxy creates the proxy container; with an old one running (an upgrade), the new one
-// starts beside it on the same ports (SO_REUSEPORT) before the old one stops accepting.
+// takes the old one's listening sockets over (or, from a proxy too old for that, shares its
+// ports) before the old one stops.
 func (a *Applier) startProxy(ctx context.Context, image string, old *Container) error {
 	name := ProxyName(a.Project.Name)
 	if old != nil {
 		name += proxyNextSuffix
 	}
-	spec := ContainerSpec{Name: name, Image: image, Cmd: []string{"proxy", "serve"}, HostNetwork: true, Restart: "unless-stopped",
+	cmd := []string{"proxy", "serve"}
+	if old != nil {
+		// The proxy it replaces may be too old to hand its sockets over; then, and only for
+		// it, the new one shares its ports (they were opened for sharing) until it stops.
+		cmd = append(cmd, "--reuse-port")
+	}
+	spec := ContainerSpec{Name: name, Image: image, Cmd: cmd, HostNetwork: true, Restart: "unless-stopped",
 		Labels:  map[string]string{LabelProject: a.Project.Name, LabelRole: RoleProxy, LabelCreatedAt: time.Now().UTC().Format(time.RFC3339)},
 		Volumes: []VolumeMount{{Name: ProxyName(a.Project.Name) + "-state", Target: "/state"}}}
 	id, err := a.Runtime.CreateContainer(ctx, spec)
@@ -231,6 +238,46 @@ func routeName(s *config.Service, p *config.Port) string {
 	return s.Name + "/" + strconv.Itoa(p.Container)
 }
 
+// candidateSuffix names the temporary route that shows a candidate on its fixed port.
+const candidateRouteSuffix = "@candidate"
+
+func candidateRouteName(s *config.Service, p *config.Port) string {
+	return routeName(s, p) + candidateRouteSuffix
+}
+
+// setCandidateRoutes shows the candidate of a proxied service on 127.0.0.1:<candidate> for
+// each fixed candidate port, as the seed's green was, until the deploy ends. The candidate
+// itself publishes nothing: a published port would stay with it once it is live. It is a view
+// for the operator, so a port that cannot be taken is a warning.
+func (a *Applier) setCandidateRoutes(ctx context.Context, s *config.Service, cand *ContainerState) {
+	for _, p := range s.Ports {
+		if p.Candidate == 0 {
+			continue
+		}
+		addr, err := a.backendAddr(cand, p.Container)
+		if err != nil {
+			continue
+		}
+		_, err = a.ctl(ctx, proxy.Request{Op: "set", Route: &proxy.Route{Name: candidateRouteName(s, p), Listen: fmt.Sprintf("127.0.0.1:%d", p.Candidate), Protocol: p.Protocol, Backend: addr}})
+		if err != nil {
+			a.warn(s.Name, "the candidate is not shown on 127.0.0.1:%d (%v); it is checked through the proxy all the same", p.Candidate, err)
+		}
+	}
+}
+
+// removeCandidateRoutes frees the candidate ports once a deploy or rollback ends, whatever
+// its outcome.
+func (a *Applier) removeCandidateRoutes(ctx context.Context, s *config.Service) {
+	if !proxied(s) || a.proxyID == "" {
+		return
+	}
+	for _, p := range s.Ports {
+		if p.Candidate != 0 {
+			a.ctl(ctx, proxy.Request{Op: "remove", Name: candidateRouteName(s, p)})
+		}
+	}
+}
+
 // backendAddr is where the proxy reaches a release's port: its address on the project network.
 func (a *Applier) backendAddr(c *ContainerState, port int) (string, error) {
 	ip := c.IPs[NetworkName(a.Project.Name)]
@@ -274,6 +321,13 @@ func (a *Applier) syncRoutes(ctx context.Context, obs *Observed) error {
 	}
 	have := map[string]proxy.Route{}
 	for _, r := range st.Routes {
+		if strings.HasSuffix(r.Name, candidateRouteSuffix) {
+			// Left by an apply that was killed: the candidate is gone, its port must be free.
+			if _, err := a.ctl(ctx, proxy.Request{Op: "remove", Name: r.Name}); err != nil {
+				return err
+			}
+			continue
+		}
 		have[r.Name] = r.Route
 	}
 	for _, s := range a.Project.Services {

@@ -143,6 +143,7 @@ func (a *Applier) rollback(ctx context.Context, s *config.Service, to int, so *S
 	if err != nil {
 		return fail(err)
 	}
+	defer a.removeCandidateRoutes(context.WithoutCancel(ctx), s)
 	removeCandidate := func() { a.Runtime.RemoveContainer(context.WithoutCancel(ctx), cand.ID) }
 	if err := a.checks(ctx, s, r, cand, false); err != nil {
 		removeCandidate()

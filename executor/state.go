@@ -58,6 +58,14 @@ type Container struct {
 	Status  string // the engine's human wording, e.g. "Up 3 minutes"
 	Labels  map[string]string
 	Created time.Time
+	// Published are the host ports a running container holds.
+	Published []Published
+}
+
+// Published is a host port a container publishes.
+type Published struct {
+	HostIP   string // "" or 0.0.0.0 for every address
+	HostPort int
 }
 
 func (c *Container) Role() string { return c.Labels[LabelRole] }
@@ -86,6 +94,9 @@ type Engine interface {
 	Ping(ctx context.Context) error
 	// Containers lists every container labelled with the project, in one call.
 	Containers(ctx context.Context, project string) ([]Container, error)
+	// AllContainers lists every container on the engine, the deployer's or not, with the ports
+	// they publish: what may hold a port the project needs.
+	AllContainers(ctx context.Context) ([]Container, error)
 	// ImageID resolves a local image reference; ErrNotFound when the engine does not have it.
 	ImageID(ctx context.Context, ref string) (string, error)
 	// ProjectKey is the project's random key for hashing sensitive values, made on first use

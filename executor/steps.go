@@ -98,14 +98,7 @@ func steps(p *config.Project, plan *Plan, red *Redactor) []*Step {
 		default:
 			add(s.Name, StepImage, "use %s (%s)", s.Image, short(ch.ImageID))
 		}
-		where := "no published port"
-		if port := s.HTTPPort(); port != nil || len(s.Ports) > 0 {
-			if port == nil {
-				port = s.Ports[0]
-			}
-			where = "127.0.0.1:" + candidatePort(port)
-		}
-		add(s.Name, StepCandidate, "create and start %s-green (release %d) on %s", s.ContainerName, ch.NextRelease, where)
+		add(s.Name, StepCandidate, "create and start %s-green (release %d)%s", s.ContainerName, ch.NextRelease, candidateWhere(s))
 		add(s.Name, StepRunning, "the candidate keeps running")
 		if h := s.HealthCheck; h != nil {
 			add(s.Name, StepHealth, "GET %s until %d consecutive %s, every %s, within %s", h.Path, h.Healthy, statusText(h.Status), dur(h.Interval), dur(h.Deadline))
@@ -161,11 +154,23 @@ func steps(p *config.Project, plan *Plan, red *Redactor) []*Step {
 	return out
 }
 
-func candidatePort(p *config.Port) string {
-	if p.Candidate == 0 {
-		return "(a free port)"
+// candidateWhere says where an operator can look at the candidate during the deploy.
+func candidateWhere(s *config.Service) string {
+	port := s.HTTPPort()
+	if port == nil && len(s.Ports) > 0 {
+		port = s.Ports[0]
 	}
-	return fmt.Sprint(p.Candidate)
+	switch {
+	case port == nil:
+		return ", no published port"
+	case proxied(s) && port.Candidate == 0:
+		return ", reached through the proxy"
+	case proxied(s):
+		return fmt.Sprintf("; the proxy shows it on 127.0.0.1:%d until the deploy ends", port.Candidate)
+	case port.Candidate == 0:
+		return " on 127.0.0.1:(a free port)"
+	}
+	return fmt.Sprintf(" on 127.0.0.1:%d", port.Candidate)
 }
 
 func hostPortList(s *config.Service) string {

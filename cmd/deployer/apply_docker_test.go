@@ -216,9 +216,13 @@ func crashAtEveryStep(t *testing.T, cutover string, points []string) {
 	}
 }
 
+// useProxy switches the rig to the proxy cutover, with a fixed candidate port as users write it
+// (the seed's green is on 8081).
 func (r *cliRig) useProxy() {
 	cfg, _ := os.ReadFile(filepath.Join(r.dir, "deployer.hcl"))
-	os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), []byte(strings.Replace(string(cfg), "  deploy {", "  deploy {\n    cutover = \"proxy\"\n    drain   = \"1s\"", 1)), 0o644)
+	s := strings.Replace(string(cfg), "  deploy {", "  deploy {\n    cutover = \"proxy\"\n    drain   = \"1s\"", 1)
+	s = strings.Replace(s, fmt.Sprintf("    host      = %d\n", r.port), fmt.Sprintf("    host      = %d\n    candidate = %d\n", r.port, dockertest.FreePort(r.t)), 1)
+	os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), []byte(s), 0o644)
 }
 
 // Kill the deployer at each point of an upgrade of the proxy (a new deployer version replaces

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -92,5 +93,83 @@ func TestPreviousVersionBackups(t *testing.T) {
 	}
 	if got := r.get("/"); got != "version=v1" {
 		t.Errorf("serving %q", got)
+	}
+}
+
+// Releases, a lock and a proxy made by the previous version: this version plans them as they
+// are (a sensitive value hashed the old way is not a change), deploys over them with the seed's
+// fixed candidate port although the old live release still publishes it, upgrades the old proxy
+// without a failed request, rolls back to the old release, and names the old version's lock
+// instead of breaking it.
+func TestPreviousVersionReleases(t *testing.T) {
+	prev := previousDeployer(t)
+	r := newCLIRig(t)
+	r.useProxy()
+	cfg, _ := os.ReadFile(filepath.Join(r.dir, "deployer.hcl"))
+	s := strings.Replace(string(cfg), "    APP_DATA        = \"/data\"\n", "    APP_DATA        = \"/data\"\n    API_KEY         = var.api_key\n", 1)
+	s += "\nvariable \"api_key\" {\n  sensitive = true\n  default   = \"key-5f4e3d2c1b\"\n}\n"
+	os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), []byte(s), 0o644)
+	cand := regexp.MustCompile(`candidate = (\d+)`).FindStringSubmatch(s)[1]
+
+	if out, code := r.runWith(prev, nil, "apply", "-auto-approve"); code != 0 {
+		t.Fatalf("apply with the previous version: %s", out)
+	}
+	if out, code := r.run(nil, "plan", "-detailed-exitcode"); code != 0 {
+		t.Errorf("plan of what the previous version deployed: exit %d (want 0: nothing changed)\n%s", code, out)
+	}
+	// The old live release publishes the candidate port itself: the deploy goes on without
+	// showing the candidate there, and the proxy the old version made is upgraded.
+	stop := make(chan struct{})
+	failures := make(chan string, 1000)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if got := r.get("/"); !strings.HasPrefix(got, "version=") {
+				failures <- got
+			}
+		}
+	}()
+	out, code := r.run(nil, "apply", "-auto-approve", "-var", "version=v2")
+	close(stop)
+	wg.Wait()
+	close(failures)
+	if code != 0 || r.get("/") != "version=v2" {
+		t.Fatalf("apply over the previous version's release: %d\n%s", code, out)
+	}
+	for f := range failures {
+		t.Errorf("a request failed during the deploy over the previous version: %s", f)
+	}
+	if out, code := r.run(nil, "apply", "-auto-approve", "-var", "version=v3"); code != 0 || !strings.Contains(out, "the proxy shows it on 127.0.0.1:"+cand) {
+		t.Fatalf("the next apply: %d\n%s", code, out)
+	}
+	if out, code := r.run(nil, "rollback", "service.app", "-to", "1"); code != 0 || r.get("/") != "version=v1" {
+		t.Fatalf("rollback to the previous version's release: %d\n%s", code, out)
+	}
+
+	// A lock left by the previous version (killed) records no boot or PID namespace: it is named,
+	// not broken, and unlock -force clears it.
+	out, code = r.runWith(prev, []string{"DEPLOYER_TEST_KILL_AT=candidate"}, "apply", "-auto-approve", "-var", "version=v4")
+	if code != -int(syscall.SIGKILL) {
+		t.Fatalf("the previous version was not killed: %d\n%s", code, out)
+	}
+	if out, code := r.run(nil, "plan"); code != 0 || !strings.Contains(out, "deploy lock held by") {
+		t.Errorf("plan with the old lock: %d\n%s", code, out)
+	}
+	out, code = r.run(nil, "apply", "-auto-approve", "-var", "version=v4")
+	if code != 1 || !strings.Contains(out, "is held by") || !strings.Contains(out, "deployer unlock -force") {
+		t.Errorf("apply with the old lock: %d\n%s", code, out)
+	}
+	if out, code := r.run(nil, "unlock", "-force"); code != 0 {
+		t.Fatalf("unlock: %s", out)
+	}
+	if out, code := r.run(nil, "apply", "-auto-approve", "-var", "version=v4"); code != 0 || r.get("/") != "version=v4" {
+		t.Fatalf("apply after unlock: %d\n%s", code, out)
 	}
 }

@@ -19,6 +19,7 @@ func newProxy(g *globals) *cobra.Command {
 	var socket string
 	var grace time.Duration
 	var state, handover string
+	var reusePort bool
 	serve := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the proxy; the deployer configures it through its control socket",
@@ -30,6 +31,7 @@ func newProxy(g *globals) *cobra.Command {
 			srv := proxy.NewServer()
 			srv.StateFile = state
 			srv.Handover = handover
+			srv.ReusePort = reusePort
 			return srv.Serve(ctx, socket, grace)
 		},
 	}
@@ -37,6 +39,7 @@ func newProxy(g *globals) *cobra.Command {
 	serve.Flags().DurationVar(&grace, "grace", 30*time.Second, "how long requests in flight may finish when the proxy stops")
 	serve.Flags().StringVar(&state, "state", "/state/routes.json", "where the routes are kept across restarts (empty: nowhere)")
 	serve.Flags().StringVar(&handover, "handover", "/state/handover.sock", "where an upgraded proxy takes over this one's listening sockets (empty: nowhere)")
+	serve.Flags().BoolVar(&reusePort, "reuse-port", false, "share a port with the proxy being replaced when it cannot hand its sockets over (SO_REUSEPORT)")
 	ctl := &cobra.Command{
 		Use:    "ctl JSON",
 		Short:  "Send one control request to the proxy (the deployer runs it with docker exec)",

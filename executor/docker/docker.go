@@ -101,6 +101,19 @@ func (e *Engine) Containers(ctx context.Context, project string) ([]executor.Con
 	if err != nil {
 		return nil, fmt.Errorf("docker engine at %s: list containers of project %q: %w", e.host, project, err)
 	}
+	return containers(list), nil
+}
+
+// AllContainers lists every container on the engine, with the ports they publish.
+func (e *Engine) AllContainers(ctx context.Context) ([]executor.Container, error) {
+	list, err := e.cli.ContainerList(ctx, container.ListOptions{All: true})
+	if err != nil {
+		return nil, fmt.Errorf("docker engine at %s: list containers: %w", e.host, err)
+	}
+	return containers(list), nil
+}
+
+func containers(list []container.Summary) []executor.Container {
 	out := make([]executor.Container, 0, len(list))
 	for _, c := range list {
 		name := ""
@@ -117,8 +130,14 @@ func (e *Engine) Containers(ctx context.Context, project string) ([]executor.Con
 			Labels:  c.Labels,
 			Created: time.Unix(c.Created, 0),
 		})
+		for _, p := range c.Ports {
+			if p.PublicPort != 0 {
+				last := &out[len(out)-1]
+				last.Published = append(last.Published, executor.Published{HostIP: p.IP, HostPort: int(p.PublicPort)})
+			}
+		}
 	}
-	return out, nil
+	return out
 }
 
 // ImageID resolves a local image reference to its ID.

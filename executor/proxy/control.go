@@ -43,6 +43,7 @@ type Response struct {
 // what is in flight finish for up to grace.
 func (s *Server) Serve(ctx context.Context, socket string, grace time.Duration) error {
 	if s.Handover != "" {
+		s.ownHandover = fmt.Sprintf("%s.%d-%d", s.Handover, os.Getpid(), time.Now().UnixNano())
 		if err := s.inherit(s.Handover); err != nil {
 			fmt.Fprintf(os.Stderr, "deployer proxy: %v; opening new sockets\n", err)
 		} else if addrs := s.inheritedAddrs(); len(addrs) > 0 {
@@ -52,10 +53,11 @@ func (s *Server) Serve(ctx context.Context, socket string, grace time.Duration) 
 	s.load()
 	s.dropInherited()
 	if s.Handover != "" {
-		hln, err := s.serveHandover(s.Handover)
+		hln, err := s.serveHandover(s.ownHandover)
 		if err != nil {
 			return err
 		}
+		defer os.Remove(s.ownHandover)
 		defer hln.Close()
 	}
 	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil { // FROM scratch has no /run

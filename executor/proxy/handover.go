@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"sort"
 	"syscall"
 	"time"
@@ -20,14 +21,46 @@ import (
 //
 // The old proxy hands its sockets over on a unix socket in the state volume both containers
 // mount: one packet per listener, the listen address as data and the descriptor as
-// SCM_RIGHTS, then an empty packet to end.
+// SCM_RIGHTS, then an empty packet to end. Each proxy serves its own socket there (the
+// Handover path with a suffix of its own), so that a new proxy that is stopped before the old
+// one (an upgrade cut short) never leaves the old one unreachable for the next attempt; a new
+// proxy tries every socket it finds, and removes those nobody answers on.
 
-// inherit takes the listening sockets of the proxy serving the handover socket at path, if one
+// inherit takes the listening sockets of a proxy serving a handover socket beside prefix, if one
 // does; they are used by the routes that listen on the same addresses.
-func (s *Server) inherit(path string) error {
+func (s *Server) inherit(prefix string) error {
+	paths, _ := filepath.Glob(prefix + "*")
+	sort.Slice(paths, func(i, j int) bool { return modTime(paths[i]).After(modTime(paths[j])) })
+	var last error
+	for _, p := range paths {
+		if p == s.ownHandover {
+			continue
+		}
+		err := s.inheritFrom(p)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			os.Remove(p) // its proxy is gone
+			continue
+		}
+		last = err
+	}
+	return last
+}
+
+func modTime(p string) time.Time {
+	st, err := os.Stat(p)
+	if err != nil {
+		return time.Time{}
+	}
+	return st.ModTime()
+}
+
+func (s *Server) inheritFrom(path string) error {
 	c, err := net.DialTimeout("unixpacket", path, 2*time.Second)
 	if err != nil {
-		return nil // no proxy before this one, or it is gone: open new sockets
+		return err
 	}
 	defer c.Close()
 	uc := c.(*net.UnixConn)
@@ -106,8 +139,11 @@ func closeFiles(m map[string]*os.File) {
 }
 
 // listen opens the socket of a route: the one inherited from the old proxy for this address if
-// there is one, else a new one that another proxy may share (SO_REUSEPORT), so that a proxy
-// too old to hand over its sockets can still be replaced without a gap. Called with s.mu held.
+// there is one, else a new one of its own. A port belongs to one proxy: no other socket may
+// share it, so another project's proxy cannot bind beside this one and split its traffic. Only
+// when ReusePort says so (the deployer replaces a proxy of the same project too old to hand its
+// sockets over, whose sockets allow sharing) does a port taken by that proxy get a second
+// socket with SO_REUSEPORT, so the old one can stop without a gap. Called with s.mu held.
 func (s *Server) listen(addr string) (net.Listener, error) {
 	if f := s.inherited[addr]; f != nil {
 		delete(s.inherited, addr)
@@ -116,6 +152,10 @@ func (s *Server) listen(addr string) (net.Listener, error) {
 		if err == nil {
 			return ln, nil
 		}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err == nil || !s.ReusePort || !errors.Is(err, syscall.EADDRINUSE) {
+		return ln, err
 	}
 	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
 		var serr error
@@ -130,9 +170,9 @@ func (s *Server) listen(addr string) (net.Listener, error) {
 	return lc.Listen(context.Background(), "tcp", addr)
 }
 
-// serveHandover answers proxies that come to take over: each gets every listening socket.
+// serveHandover answers proxies that come to take over, on a socket of this proxy's own: each
+// gets every listening socket.
 func (s *Server) serveHandover(path string) (net.Listener, error) {
-	os.Remove(path)
 	ln, err := net.Listen("unixpacket", path)
 	if err != nil {
 		return nil, fmt.Errorf("handover socket %s: %w", path, err)

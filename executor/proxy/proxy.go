@@ -44,9 +44,14 @@ type RouteStatus struct {
 type Server struct {
 	// StateFile keeps the routes across restarts; empty keeps them in memory only.
 	StateFile string
-	// Handover is the unix socket through which an upgraded proxy takes over this one's
-	// listening sockets; empty: no handover.
-	Handover  string
+	// Handover is where the unix sockets are through which an upgraded proxy takes over this
+	// one's listening sockets (each proxy serves one, at Handover plus a suffix of its own);
+	// empty: no handover.
+	Handover    string
+	ownHandover string
+	// ReusePort lets a route share a port with a proxy of the same project that is too old to
+	// hand its sockets over (the deployer sets it for that upgrade only).
+	ReusePort bool
 	mu        sync.Mutex
 	routes    map[string]*route
 	inherited map[string]*os.File // listening sockets taken over, by address, until a route takes them

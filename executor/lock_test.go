@@ -1,0 +1,47 @@
+package executor
+
+import (
+	"os"
+	"strconv"
+	"testing"
+)
+
+// A lock is judged gone only when its holder provably is: this machine, this boot, this PID
+// namespace, and its PID runs no process now, or another one than the one that took it.
+func TestStaleLock(t *testing.T) {
+	host, _ := os.Hostname()
+	me := thisProcess()
+	if me.boot == "" || me.pidns == "" || me.start == "" {
+		t.Skip("no /proc to tell processes apart")
+	}
+	parent := strconv.Itoa(os.Getppid())
+	lock := func(edit func(l map[string]string)) *Container {
+		l := map[string]string{LabelLockHost: host, LabelLockBoot: me.boot, LabelLockPIDNS: me.pidns, LabelLockPID: "3999999", LabelLockStart: "42"}
+		edit(l)
+		return &Container{Labels: l}
+	}
+	cases := []struct {
+		name  string
+		edit  func(l map[string]string)
+		stale bool
+	}{
+		{"its PID runs nothing", func(l map[string]string) {}, true},
+		{"its PID is another process now", func(l map[string]string) { l[LabelLockPID] = parent }, true},
+		{"its process runs", func(l map[string]string) { l[LabelLockPID], l[LabelLockStart] = parent, startTime(parent) }, false},
+		{"another PID namespace (a CI job in a container)", func(l map[string]string) { l[LabelLockPIDNS] = "pid:[4026532999]" }, false},
+		{"another boot (two VMs from one image, or a reboot)", func(l map[string]string) { l[LabelLockBoot] = "00000000-0000-0000-0000-000000000000" }, false},
+		{"another machine", func(l map[string]string) { l[LabelLockHost] = "ci-runner-7" }, false},
+		{"an earlier version's lock: host and PID only", func(l map[string]string) {
+			delete(l, LabelLockBoot)
+			delete(l, LabelLockPIDNS)
+			delete(l, LabelLockStart)
+		}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := staleLock(lock(c.edit), host); got != c.stale {
+				t.Errorf("stale = %v, want %v", got, c.stale)
+			}
+		})
+	}
+}
