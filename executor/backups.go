@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"context"
 	"crypto/sha256"
-	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -294,34 +293,6 @@ func (a *Applier) Backup(ctx context.Context, service string) (*backup.Manifest,
 	return m, err
 }
 
-// elfMachines maps the engine's architecture to the ELF machine its binaries are built for.
-var elfMachines = map[string]elf.Machine{
-	"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64, "arm": elf.EM_ARM, "386": elf.EM_386,
-	"ppc64le": elf.EM_PPC64, "s390x": elf.EM_S390, "riscv64": elf.EM_RISCV,
-}
-
-// runsOn reports whether a binary can run FROM scratch on an engine of that OS and
-// architecture: a static ELF for it, without an interpreter.
-func runsOn(p, osName, arch string) error {
-	if osName != "linux" {
-		return fmt.Errorf("the engine runs %s containers", osName)
-	}
-	f, err := elf.Open(p)
-	if err != nil {
-		return fmt.Errorf("this deployer (%s) is not a Linux binary", p)
-	}
-	defer f.Close()
-	if m, ok := elfMachines[arch]; !ok || f.Machine != m {
-		return fmt.Errorf("this deployer (%s) is built for %s, the engine runs %s", p, f.Machine, arch)
-	}
-	for _, prog := range f.Progs {
-		if prog.Type == elf.PT_INTERP {
-			return fmt.Errorf("this deployer (%s) is dynamically linked", p)
-		}
-	}
-	return nil
-}
-
 // helperImage is the image the proxy and restores run in: docker.proxy_image when the
 // configuration names one, else one built (once per binary) from the deployer's own binary,
 // FROM scratch, when that binary can run on the engine.
@@ -344,8 +315,9 @@ func (a *Applier) helperImage(ctx context.Context) (string, error) {
 		return "", err
 	}
 	why := errors.New("the deployer does not know where its own binary is")
+	var self *selfImage
 	if a.SelfBinary != "" {
-		why = runsOn(a.SelfBinary, osName, arch)
+		self, why = imageOfSelf(a.SelfBinary, osName, arch)
 	}
 	if why != nil {
 		alt := "(deploys with cutover = \"restart\" do without it on a local engine; restores always need it)"
@@ -359,18 +331,36 @@ func (a *Applier) helperImage(ctx context.Context) (string, error) {
 			"  docker { proxy_image = \"deployer-proxy:%s\" }   # in the configuration (push it to your registry for a remote engine)\n"+
 			"%s", why, osName, arch, a.versionTag(), a.versionTag(), alt)
 	}
-	b, err := os.ReadFile(a.SelfBinary)
-	if err != nil {
-		return "", err
+	id, err := a.buildSelfImage(ctx, self)
+	if err == nil {
+		a.helperID = id
 	}
-	// The tag is named after the binary, so the image is looked up without writing a context.
-	df := "FROM scratch\nCOPY deployer /deployer\nENTRYPOINT [\"/deployer\"]\n"
+	return id, err
+}
+
+// buildSelfImage builds (once per binary and libraries: the tag is named after them) the image
+// of the deployer FROM scratch.
+func (a *Applier) buildSelfImage(ctx context.Context, self *selfImage) (string, error) {
+	df := "FROM scratch\nCOPY rootfs/ /\nENTRYPOINT [\"/deployer\"]\n"
 	h := sha256.New()
 	h.Write([]byte(df))
-	h.Write(b)
+	paths := sortedKeys(self.files)
+	contents := map[string][]byte{}
+	for _, p := range append([]string{""}, paths...) {
+		src := self.binary
+		if p != "" {
+			src = self.files[p]
+		}
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return "", err
+		}
+		contents[p] = b
+		fmt.Fprintf(h, "%s %d\n", p, len(b))
+		h.Write(b)
+	}
 	tag := "deployer-helper:" + hex.EncodeToString(h.Sum(nil))[:12]
 	if id, err := a.Runtime.ImageID(ctx, tag); err == nil {
-		a.helperID = id
 		return id, nil
 	}
 	dir, err := os.MkdirTemp(a.TempDir, "deployer-helper-")
@@ -378,17 +368,22 @@ func (a *Applier) helperImage(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer os.RemoveAll(dir)
-	if err := os.WriteFile(filepath.Join(dir, "deployer"), b, 0o755); err != nil {
-		return "", err
+	for p, b := range contents {
+		dst := filepath.Join(dir, "rootfs", "deployer")
+		if p != "" {
+			dst = filepath.Join(dir, "rootfs", p)
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(dst, b, 0o755); err != nil {
+			return "", err
+		}
 	}
 	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
 		return "", err
 	}
-	id, err := a.Runtime.BuildImage(ctx, BuildOptions{Dir: dir, Dockerfile: "Dockerfile", Tag: tag, Labels: map[string]string{"deployer.image": "helper"}})
-	if err == nil {
-		a.helperID = id
-	}
-	return id, err
+	return a.Runtime.BuildImage(ctx, BuildOptions{Dir: dir, Dockerfile: "Dockerfile", Tag: tag, Labels: map[string]string{"deployer.image": "helper"}})
 }
 
 // versionTag is the deployer's version as an image tag.

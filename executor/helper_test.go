@@ -34,6 +34,30 @@ func TestRunsOn(t *testing.T) {
 	if err := runsOn(static, "linux", runtime.GOARCH); err != nil {
 		t.Errorf("a static binary for the engine: %v", err)
 	}
+	// A binary built with cgo and the external linker, as `go install` builds the deployer on a
+	// machine with a C compiler: its image carries its interpreter and libc.
+	dynamic := filepath.Join(dir, "dynamic")
+	cmd = exec.Command("go", "build", "-ldflags=-linkmode=external", "-o", dynamic, "./testdata/hello")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI has a C compiler, and this build must work: %v: %s", err, out)
+		}
+		t.Logf("no cgo build here (%v: %s): the dynamic case is not checked", err, out)
+	} else {
+		img, err := imageOfSelf(dynamic, "linux", runtime.GOARCH)
+		if err != nil {
+			t.Fatalf("a dynamic binary: %v", err)
+		}
+		var libc, interp bool
+		for p := range img.files {
+			libc = libc || strings.Contains(p, "libc.so")
+			interp = interp || strings.Contains(p, "ld-linux")
+		}
+		if !libc || !interp {
+			t.Errorf("the image of a dynamic binary lacks libc or its interpreter: %v", img.files)
+		}
+	}
 	for _, c := range []struct {
 		bin, os, want string
 	}{
