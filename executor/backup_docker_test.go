@@ -439,3 +439,40 @@ func TestBackupDiskFull(t *testing.T) {
 		t.Errorf("disk full: %q, serving %q", so.Error, r.get("/"))
 	}
 }
+
+// An app that creates its schema at startup leaves tables without rows: that database is still
+// seeded, once; a database with rows never is.
+func TestSeedWhenOnlyTheSchemaExists(t *testing.T) {
+	r := newRig(t)
+	store := localStore(t)
+	seeded := base64.StdEncoding.EncodeToString(sqliteFile(t, 10))
+	mod := func(s *config.Service) {
+		s.Env["APP_SEED_DB"] = seeded
+		s.SQLite[0].SeedIfEmpty = []string{"seed", "/data/app.db"}
+	}
+	if so := r.apply(r.config("v1", nil)); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	r.putFiles(r.liveID(), "/data", map[string][]byte{"app.db": sqliteFile(t, 0)})
+	seeds := func() int {
+		n := 0
+		for _, e := range r.events {
+			if strings.Contains(e.Detail, "is empty: seeding with") {
+				n++
+			}
+		}
+		return n
+	}
+	if so := r.apply(r.configWithStore("v2", store, mod)); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	if seeds() != 1 {
+		t.Errorf("the schema-only database was seeded %d times", seeds())
+	}
+	if so := r.apply(r.configWithStore("v3", store, mod)); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	if seeds() != 1 {
+		t.Errorf("a database with rows was seeded again (%d seeds)", seeds())
+	}
+}

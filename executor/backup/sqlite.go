@@ -44,16 +44,41 @@ func QuickCheck(ctx context.Context, path string) error {
 	return nil
 }
 
-// Empty reports whether a SQLite file has no tables (a new or zero-length file).
+// Empty reports whether a SQLite database holds no data: no tables, or no row in any table.
+// An app that creates its schema at startup (the seed's does) leaves tables without rows, and
+// that is still a database to seed.
 func Empty(ctx context.Context, path string) (bool, error) {
 	db, err := sql.Open("sqlite", "file:"+path)
 	if err != nil {
 		return false, err
 	}
 	defer db.Close()
-	var n int
-	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master").Scan(&n); err != nil {
+	rows, err := db.QueryContext(ctx, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+	if err != nil {
 		return false, fmt.Errorf("not a readable SQLite database: %v", err)
 	}
-	return n == 0, nil
+	var tables []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return false, err
+		}
+		tables = append(tables, name)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("not a readable SQLite database: %v", err)
+	}
+	for _, t := range tables {
+		var one int
+		err := db.QueryRowContext(ctx, `SELECT 1 FROM "`+strings.ReplaceAll(t, `"`, `""`)+`" LIMIT 1`).Scan(&one)
+		if err == nil {
+			return false, nil
+		}
+		if err != sql.ErrNoRows {
+			return false, fmt.Errorf("read table %q: %v", t, err)
+		}
+	}
+	return true, nil
 }

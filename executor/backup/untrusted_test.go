@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"io"
@@ -408,5 +409,35 @@ func TestLocalStoreKeys(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(outside, "new")); err == nil {
 		t.Error("a file appeared outside the store")
+	}
+}
+
+// A database is empty (and seed_if_empty runs) when it has no tables, or tables without rows,
+// as an app that creates its schema at startup leaves it.
+func TestEmptyDatabase(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name  string
+		sql   []string
+		empty bool
+	}{
+		{"new file", nil, true},
+		{"schema only", []string{"CREATE TABLE manuals (id INTEGER PRIMARY KEY, body TEXT)", "CREATE TABLE users (id INTEGER)"}, true},
+		{"a row in one table", []string{"CREATE TABLE manuals (id INTEGER PRIMARY KEY, body TEXT)", `CREATE TABLE "odd ""name" (id INTEGER)`, `INSERT INTO "odd ""name" VALUES (1)`}, false},
+	} {
+		p := filepath.Join(t.TempDir(), "app.db")
+		db, err := sql.Open("sqlite", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range c.sql {
+			if _, err := db.Exec(q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		db.Close()
+		if got, err := backup.Empty(ctx, p); err != nil || got != c.empty {
+			t.Errorf("%s: empty = %v, %v; want %v", c.name, got, err, c.empty)
+		}
 	}
 }
