@@ -80,6 +80,27 @@ func (s *Service) Attributes() map[string]string {
 	for _, h := range s.Hooks {
 		a["hook."+h.When+".command"] = list(h.Command)
 	}
+	// The settings below appear only when they are set, so that releases made before they
+	// existed are not shown as changed.
+	if s.Init {
+		a["init"] = boolean(true)
+	}
+	if r := s.Resources; r != nil {
+		if r.Memory > 0 {
+			a["resources.memory"] = num64(r.Memory)
+		}
+		if r.CPUs > 0 {
+			a["resources.cpus"] = strconv.FormatFloat(r.CPUs, 'f', -1, 64)
+		}
+	}
+	if l := s.Log; l != nil {
+		if l.MaxSize != "" {
+			a["log.max_size"] = str(l.MaxSize)
+		}
+		if l.MaxFiles > 0 {
+			a["log.max_files"] = num(l.MaxFiles)
+		}
+	}
 	d := s.Deploy
 	a["deploy.cutover"] = str(d.Cutover)
 	a["deploy.drain"] = dur(d.Drain)
@@ -95,6 +116,8 @@ func str(v string) string {
 }
 
 func num(n int) string { return strconv.Itoa(n) }
+
+func num64(n int64) string { return strconv.FormatInt(n, 10) }
 
 func boolean(b bool) string { return strconv.FormatBool(b) }
 

@@ -98,10 +98,27 @@ type Service struct {
 	Backup        *Backup
 	Hooks         []*Hook
 	Deploy        Deploy
+	// Init runs the engine's init process as PID 1: it forwards signals to the app and reaps
+	// zombies, so that an app started from a shell script stops on SIGTERM.
+	Init      bool
+	Resources *Resources
+	Log       *Log
 
 	DeclRange Range
 	// Ranges of individual attributes, for semantic errors; keyed like Attributes.
 	Ranges map[string]Range
+}
+
+// Resources limit what a release may use.
+type Resources struct {
+	Memory int64   // bytes; 0: no limit
+	CPUs   float64 // 0: no limit
+}
+
+// Log bounds the engine's json-file log of a release.
+type Log struct {
+	MaxSize  string // "10m": the engine's size form
+	MaxFiles int
 }
 
 // Build builds the service image locally before a deploy.

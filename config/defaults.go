@@ -1,6 +1,10 @@
 package config
 
-import "time"
+import (
+	"strconv"
+	"strings"
+	"time"
+)
 
 // The defaults, written once. Defaults applies them; plan shows the ones that matter.
 const (
@@ -135,4 +139,25 @@ func (s *Service) Volume(name string) *Volume {
 		}
 	}
 	return nil
+}
+
+// ParseBytes reads a size as the engine's tools write it: a number with an optional unit b, k,
+// m, g or t (powers of 1024), as in "512m" or "1.5g".
+func ParseBytes(s string) (int64, bool) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		n      int64
+	}{{"t", 1 << 40}, {"g", 1 << 30}, {"m", 1 << 20}, {"k", 1 << 10}, {"b", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSuffix(t, u.suffix), u.n
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || f < 0 || f*float64(mult) > 1<<62 {
+		return 0, false
+	}
+	return int64(f * float64(mult)), true
 }

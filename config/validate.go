@@ -127,6 +127,9 @@ func (v *validator) project() {
 	}
 }
 
+// minMemory is the least memory the engine lets a container have.
+const minMemory = 6 << 20
+
 // minSigningKey is the shortest signing key accepted: a short one can be guessed offline from
 // one signed manifest.
 const minSigningKey = 16
@@ -310,6 +313,22 @@ func (v *validator) service(s *Service) {
 		}
 		if len(h.Command) == 0 {
 			v.add(at(s, "hook."+h.When+".command"), "Empty hook command", "hook %q needs a command to run.", h.When)
+		}
+	}
+	if r := s.Resources; r != nil {
+		if _, set := s.Ranges["resources.memory"]; set && r.Memory < minMemory {
+			v.add(at(s, "resources.memory"), "Memory too small", "resources.memory is %d bytes; the engine needs at least 6m.", r.Memory)
+		}
+		if _, set := s.Ranges["resources.cpus"]; set && (r.CPUs < 0.01 || r.CPUs > 1024) {
+			v.add(at(s, "resources.cpus"), "Invalid cpus", "resources.cpus is %g; use a number of CPUs such as 0.5 or 2.", r.CPUs)
+		}
+	}
+	if l := s.Log; l != nil {
+		if _, set := s.Ranges["log.max_files"]; set && l.MaxFiles < 1 {
+			v.add(at(s, "log.max_files"), "Invalid max_files", "log.max_files is %d; keep at least 1 file.", l.MaxFiles)
+		}
+		if l.MaxFiles > 1 && l.MaxSize == "" {
+			v.add(at(s, "log.max_files"), "max_files without max_size", "the engine rotates its log by size: set log.max_size too (\"10m\").")
 		}
 	}
 	d := s.Deploy

@@ -263,6 +263,26 @@ type release struct {
 	ports   []*config.Port
 	labels  map[string]string
 	network string
+	// host settings: init, resources and log options, carried by every container of it.
+	host ContainerSpec
+}
+
+// hostSettings are the service's init, resources and log options as a release carries them.
+func hostSettings(s *config.Service) ContainerSpec {
+	h := ContainerSpec{Init: s.Init}
+	if r := s.Resources; r != nil {
+		h.Memory, h.NanoCPUs = r.Memory, int64(r.CPUs*1e9)
+	}
+	if l := s.Log; l != nil {
+		h.LogOpts = map[string]string{}
+		if l.MaxSize != "" {
+			h.LogOpts["max-size"] = l.MaxSize
+		}
+		if l.MaxFiles > 0 {
+			h.LogOpts["max-file"] = strconv.Itoa(l.MaxFiles)
+		}
+	}
+	return h
 }
 
 func (a *Applier) labels(s *config.Service, role string, number int, doc map[string]string, imageID, contextHash string) map[string]string {
@@ -291,7 +311,8 @@ func withRole(labels map[string]string, role string) map[string]string {
 }
 
 func (r *release) spec(name, role string, candidate bool) ContainerSpec {
-	cs := ContainerSpec{Name: name, Image: r.imageID, Cmd: r.cmd, Env: r.env, Volumes: r.volumes, Labels: withRole(r.labels, role), Network: r.network}
+	cs := ContainerSpec{Name: name, Image: r.imageID, Cmd: r.cmd, Env: r.env, Volumes: r.volumes, Labels: withRole(r.labels, role), Network: r.network,
+		Init: r.host.Init, Memory: r.host.Memory, NanoCPUs: r.host.NanoCPUs, LogOpts: r.host.LogOpts}
 	for _, p := range r.ports {
 		if candidate {
 			cs.Ports = append(cs.Ports, PortBinding{Container: p.Container, HostIP: "127.0.0.1", HostPort: p.Candidate})
@@ -329,7 +350,7 @@ func (a *Applier) deploy(ctx context.Context, s *config.Service, ch *Change, st 
 			return fail(err)
 		}
 	}
-	r := &release{number: ch.NextRelease, image: s.Image, cmd: s.Command, env: s.Env, ports: s.Ports, network: NetworkName(a.Project.Name)}
+	r := &release{number: ch.NextRelease, image: s.Image, cmd: s.Command, env: s.Env, ports: s.Ports, network: NetworkName(a.Project.Name), host: hostSettings(s)}
 	for _, v := range s.Volumes {
 		r.volumes = append(r.volumes, VolumeMount{Name: v.Name, Target: v.Target})
 	}
@@ -406,7 +427,7 @@ func (a *Applier) switchAndVerify(ctx context.Context, s *config.Service, r *rel
 	} else {
 		// The candidate shares the volumes: stop it before the new live release starts, so
 		// that one copy of the new release writes to them.
-		a.Runtime.StopContainer(wctx, cand.ID, s.Deploy.StopTimeout)
+		a.stopRelease(wctx, s, cand.ID, "the candidate")
 		id, err := a.cutover(wctx, s, r, old, ch)
 		if err != nil {
 			removeCandidate()
@@ -438,7 +459,7 @@ func (a *Applier) switchAndVerify(ctx context.Context, s *config.Service, r *rel
 				if err := a.drain(wctx, s, old); err != nil {
 					a.warn(s.Name, "drain: %v", err)
 				}
-				a.Runtime.StopContainer(wctx, old.ID, s.Deploy.StopTimeout)
+				a.stopRelease(wctx, s, old.ID, "release "+old.Spec.Labels[LabelRelease])
 			}
 		} else {
 			removeCandidate()
@@ -722,7 +743,7 @@ func (a *Applier) cutover(ctx context.Context, s *config.Service, r *release, ol
 	var liveID string
 	err := a.step(s.Name, name, detail, func() error {
 		if old != nil {
-			if err := a.Runtime.StopContainer(ctx, old.ID, s.Deploy.StopTimeout); err != nil {
+			if err := a.stopRelease(ctx, s, old.ID, "release "+old.Spec.Labels[LabelRelease]); err != nil {
 				return err
 			}
 			a.crash("cutover.stopped")
@@ -756,6 +777,29 @@ func (a *Applier) cutover(ctx context.Context, s *config.Service, r *release, ol
 		return "", fmt.Errorf("cutover to release %d: %w; release %d (%s) was started again", r.number, err, ch.LiveRelease, s.ContainerName)
 	}
 	return liveID, err
+}
+
+// stopRelease stops a container of the service (SIGTERM, then SIGKILL after stop_timeout), and
+// says so when it had to be killed: every stop of it then waits the whole stop_timeout, which
+// is what a shell script as PID 1 does, since PID 1 ignores SIGTERM without a handler.
+func (a *Applier) stopRelease(ctx context.Context, s *config.Service, id, what string) error {
+	start := time.Now()
+	if err := a.Runtime.StopContainer(ctx, id, s.Deploy.StopTimeout); err != nil {
+		return err
+	}
+	if time.Since(start) < s.Deploy.StopTimeout {
+		return nil
+	}
+	st, err := a.Runtime.Inspect(ctx, id)
+	if err != nil || st.ExitCode != 137 {
+		return nil
+	}
+	hint := fmt.Sprintf("set init = true on service.%s, so that an init process forwards the signal to it", s.Name)
+	if st.Spec.Init {
+		hint = "it runs under init already: make the app stop on SIGTERM, or raise deploy.stop_timeout"
+	}
+	a.warn(s.Name, "%s did not stop within stop_timeout (%s) and was killed: its main process does not stop on SIGTERM (a shell script running as PID 1 does not); %s", what, s.Deploy.StopTimeout, hint)
+	return nil
 }
 
 // restore puts the old live release back under the live name and starts it.
@@ -810,7 +854,7 @@ func (a *Applier) rollbackAfterCutover(ctx context.Context, s *config.Service, r
 			}
 			return a.proxyVerify(ctx, s, old.ID)
 		}
-		a.Runtime.StopContainer(ctx, liveID, s.Deploy.StopTimeout)
+		a.stopRelease(ctx, s, liveID, fmt.Sprintf("release %d", r.number))
 		if err := a.Runtime.RemoveContainer(ctx, liveID); err != nil {
 			return err
 		}
@@ -899,7 +943,7 @@ func (a *Applier) tidy(ctx context.Context, s *config.Service, st *ServiceState)
 				return err
 			}
 			if old.Running {
-				a.Runtime.StopContainer(ctx, c.ID, s.Deploy.StopTimeout)
+				a.stopRelease(ctx, s, c.ID, c.Name)
 			}
 			return a.keepAsPrevious(context.WithoutCancel(ctx), s, old)
 		})

@@ -436,3 +436,62 @@ func TestApplyBuild(t *testing.T) {
 		t.Errorf("containers: %s", got)
 	}
 }
+
+// An app that ignores SIGTERM as PID 1 (a shell script) is killed after stop_timeout at every
+// stop: the output says so and points at init = true, which makes it stop at once. Resources and
+// log limits reach the engine, and every release carries them, a rolled-back one too.
+func TestInitResourcesAndLog(t *testing.T) {
+	r := newRig(t)
+	shell := func(s *config.Service) {
+		s.Env["APP_AS_SHELL"] = "1"
+		s.Deploy.StopTimeout = 3 * time.Second
+	}
+	killed := func() bool {
+		for _, e := range r.events {
+			if e.Type == executor.EventWarning && strings.Contains(e.Detail, "did not stop within stop_timeout (3s) and was killed") && strings.Contains(e.Detail, "set init = true on service.app") {
+				return true
+			}
+		}
+		return false
+	}
+	for _, v := range []string{"v1", "v2"} {
+		if so := r.apply(r.config(v, shell)); so.Error != "" {
+			t.Fatal(so.Error)
+		}
+	}
+	if !killed() {
+		t.Error("no warning that the release was killed after stop_timeout")
+	}
+	limited := func(s *config.Service) {
+		shell(s)
+		s.Init = true
+		s.Resources = &config.Resources{Memory: 64 << 20, CPUs: 0.5}
+		s.Log = &config.Log{MaxSize: "1m", MaxFiles: 2}
+	}
+	for _, v := range []string{"v3", "v4"} {
+		r.events = nil
+		start := time.Now()
+		if so := r.apply(r.config(v, limited)); so.Error != "" {
+			t.Fatal(so.Error)
+		}
+		if v == "v4" && (killed() || time.Since(start) > 20*time.Second) {
+			t.Errorf("with init = true the release was still killed (%s)", time.Since(start))
+		}
+	}
+	check := func(what string) {
+		ins, err := r.eng.Client().ContainerInspect(context.Background(), r.liveID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := ins.HostConfig
+		if h.Init == nil || !*h.Init || h.Memory != 64<<20 || h.NanoCPUs != 5e8 || h.LogConfig.Config["max-size"] != "1m" || h.LogConfig.Config["max-file"] != "2" {
+			t.Errorf("%s: init %v, memory %d, cpus %d, log %+v", what, h.Init, h.Memory, h.NanoCPUs, h.LogConfig)
+		}
+	}
+	check("live release 4")
+	so, err := r.applier(r.config("v4", limited)).Rollback(context.Background(), "app", 3)
+	if err != nil || so.Error != "" {
+		t.Fatalf("rollback: %+v %v", so, err)
+	}
+	check("release 3, rolled back to")
+}

@@ -80,6 +80,12 @@ func TestProxyFixedCandidatePort(t *testing.T) {
 			t.Errorf("after the deploy of %s the candidate port %d is not free", v, cand)
 		}
 		r.noPublished(cand)
+		// deployer releases says what each release is now: the live one was created as the
+		// candidate, and is live.
+		obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+		if rel := executor.Releases(obs, "app"); rel[0].Release != i+1 || rel[0].Role != executor.RoleLive || (i > 0 && rel[1].Role != executor.RolePrevious) {
+			t.Errorf("releases after %s: %+v", v, rel)
+		}
 	}
 	so, err := r.applier(r.config("v3", fixed)).Rollback(context.Background(), "app", 0)
 	if err != nil || so.Error != "" || r.get("/") != "version=v2" {

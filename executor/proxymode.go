@@ -407,7 +407,7 @@ func (a *Applier) proxyCutover(ctx context.Context, s *config.Service, r *releas
 				// The live release publishes the host port itself (it was deployed with the
 				// restart cutover): this one switch to the proxy is a restart.
 				a.warn(s.Name, "release %d publishes the host port itself (restart cutover): stopping it so the proxy can take the port; this switch has a short window without service", ch.LiveRelease)
-				if err := a.Runtime.StopContainer(ctx, old.ID, s.Deploy.StopTimeout); err != nil {
+				if err := a.stopRelease(ctx, s, old.ID, "release "+old.Spec.Labels[LabelRelease]); err != nil {
 					return err
 				}
 				if _, err := a.setRoutes(ctx, s, cand); err != nil {

@@ -229,7 +229,7 @@ func (a *Applier) Restore(ctx context.Context, service string, rp *RestorePlan) 
 	}
 	if live != nil && live.Running() {
 		if err := a.step(service, "stop", fmt.Sprintf("stop release %d", live.Release()), func() error {
-			return a.Runtime.StopContainer(context.WithoutCancel(ctx), live.ID, s.Deploy.StopTimeout)
+			return a.stopRelease(context.WithoutCancel(ctx), s, live.ID, fmt.Sprintf("release %d", live.Release()))
 		}); err != nil {
 			return res, err
 		}

@@ -26,27 +26,33 @@ type ReleaseInfo struct {
 }
 
 // Releases lists a service's releases, newest first: the live one and the previous ones kept.
+// Role says what each is now (labels say what it was created as: a proxied release goes live
+// as the candidate it was created as).
 func Releases(obs *Observed, service string) []ReleaseInfo {
 	st := obs.Services[service]
 	if st == nil {
 		return nil
 	}
 	var out []ReleaseInfo
-	add := func(c *Container) {
+	add := func(c *Container, role string) {
 		created := c.Created
 		if t, err := time.Parse(time.RFC3339, c.Labels[LabelCreatedAt]); err == nil {
 			created = t
 		}
-		out = append(out, ReleaseInfo{Release: c.Release(), Role: c.Role(), Container: c.Name, Image: c.ImageRef(), ImageID: c.ImageID,
+		out = append(out, ReleaseInfo{Release: c.Release(), Role: role, Container: c.Name, Image: c.ImageRef(), ImageID: c.ImageID,
 			Created: created, Source: c.Labels[LabelSource], State: c.State})
 	}
 	if st.Live != nil {
-		add(st.Live)
+		add(st.Live, RoleLive)
 	}
-	for _, list := range [][]*Container{st.Previous, st.Candidates, st.Others} {
-		for _, c := range list {
-			add(c)
-		}
+	for _, c := range st.Previous {
+		add(c, RolePrevious)
+	}
+	for _, c := range st.Candidates {
+		add(c, "left over")
+	}
+	for _, c := range st.Others {
+		add(c, "set aside")
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Release > out[j].Release })
 	return out
@@ -123,7 +129,8 @@ func (a *Applier) rollback(ctx context.Context, s *config.Service, to int, so *S
 		return fmt.Errorf("the image of release %d (%s) is gone from the engine: it cannot be rolled back to", target.Release(), short(prev.ImageID))
 	}
 	r := &release{number: target.Release(), imageID: prev.ImageID, image: target.Image, cmd: prev.Spec.Cmd, env: prev.Spec.Env,
-		volumes: prev.Spec.Volumes, ports: s.Ports, labels: withRole(prev.Spec.Labels, RoleCandidate), network: NetworkName(a.Project.Name)}
+		volumes: prev.Spec.Volumes, ports: s.Ports, labels: withRole(prev.Spec.Labels, RoleCandidate), network: NetworkName(a.Project.Name),
+		host: ContainerSpec{Init: prev.Spec.Init, Memory: prev.Spec.Memory, NanoCPUs: prev.Spec.NanoCPUs, LogOpts: prev.Spec.LogOpts}}
 	r.labels[LabelLiveName] = s.ContainerName
 	if err := a.ensureNetwork(ctx); err != nil {
 		return err

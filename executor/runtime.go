@@ -69,6 +69,12 @@ type ContainerSpec struct {
 	Network     string
 	IP          string
 	HostNetwork bool
+	// Init runs the engine's init as PID 1; Memory (bytes) and NanoCPUs limit resources (0: no
+	// limit); LogOpts are the json-file log driver's options (max-size, max-file).
+	Init     bool
+	Memory   int64
+	NanoCPUs int64
+	LogOpts  map[string]string
 }
 
 // PortBinding publishes a container port on the host.

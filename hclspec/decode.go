@@ -326,8 +326,9 @@ func (d *decoder) service(b *hcl.Block) *config.Service {
 	d.str(a, "image", "image", &s.Image)
 	d.strList(a, "command", "command", &s.Command)
 	d.strMap(a, "env", "env", &s.Env)
+	d.boolean(a, "init", "init", &s.Init)
 
-	single, diags := singleBlocks(c.Blocks, "build", "health_check", "backup", "deploy")
+	single, diags := singleBlocks(c.Blocks, "build", "health_check", "backup", "deploy", "resources", "log")
 	d.diags = append(d.diags, diags...)
 	labelled := map[string]bool{}
 	for _, blk := range c.Blocks {
@@ -423,6 +424,16 @@ func (d *decoder) service(b *hcl.Block) *config.Service {
 		d.boolean(ba, "logs", "backup.logs", &bk.Logs)
 		s.Backup = bk
 	}
+	if blk := single["resources"]; blk != nil {
+		s.Resources = d.resources(blk)
+	}
+	if blk := single["log"]; blk != nil {
+		s.Log = &config.Log{}
+		s.Ranges["log"] = cfgRange(blk.DefRange)
+		la := d.content(blk.Body, logSchema).Attributes
+		d.size(la, "max_size", "log.max_size", nil, &s.Log.MaxSize)
+		d.integer(la, "max_files", "log.max_files", &s.Log.MaxFiles)
+	}
 	if blk := single["deploy"]; blk != nil {
 		da := d.content(blk.Body, deploySchema).Attributes
 		dp := &s.Deploy
@@ -433,6 +444,41 @@ func (d *decoder) service(b *hcl.Block) *config.Service {
 		d.integer(da, "keep_releases", "deploy.keep_releases", &dp.KeepReleases)
 	}
 	return s
+}
+
+// resources decodes a resources block: memory as the engine writes sizes, cpus as a number.
+func (d *decoder) resources(blk *hcl.Block) *config.Resources {
+	r := &config.Resources{}
+	d.ranges["resources"] = cfgRange(blk.DefRange)
+	ra := d.content(blk.Body, resourcesSchema).Attributes
+	d.size(ra, "memory", "resources.memory", &r.Memory, nil)
+	if val, ok := d.eval(ra["cpus"], cty.Number); ok {
+		d.note("resources.cpus", ra["cpus"], val)
+		val, _ = val.Unmark()
+		r.CPUs, _ = val.AsBigFloat().Float64()
+	}
+	return r
+}
+
+// size reads a size such as "512m" or "1g" into bytes (n) and/or its text (text).
+func (d *decoder) size(attrs hcl.Attributes, name, key string, n *int64, text *string) {
+	var s string
+	if !d.str(attrs, name, key, &s) {
+		return
+	}
+	b, ok := config.ParseBytes(s)
+	if !ok {
+		d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid size",
+			Detail:  fmt.Sprintf("%s = %q is not a size; write it like \"512m\", \"1g\" or \"64k\".", name, s),
+			Subject: attrs[name].Expr.Range().Ptr()})
+		return
+	}
+	if n != nil {
+		*n = b
+	}
+	if text != nil {
+		*text = strings.ToLower(strings.TrimSpace(s))
+	}
 }
 
 // storeRef reads backup.store: a reference backup_store.NAME (checked at the reference), or the

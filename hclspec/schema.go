@@ -41,7 +41,7 @@ var (
 		Attributes: []hcl.AttributeSchema{{Name: "age_recipients", Required: true}},
 	}
 	serviceSchema = &hcl.BodySchema{
-		Attributes: []hcl.AttributeSchema{{Name: "container_name"}, {Name: "image"}, {Name: "command"}, {Name: "env"}},
+		Attributes: []hcl.AttributeSchema{{Name: "container_name"}, {Name: "image"}, {Name: "command"}, {Name: "env"}, {Name: "init"}},
 		Blocks: []hcl.BlockHeaderSchema{
 			{Type: "build"},
 			{Type: "port"},
@@ -52,7 +52,15 @@ var (
 			{Type: "backup"},
 			{Type: "hook", LabelNames: []string{"when"}},
 			{Type: "deploy"},
+			{Type: "resources"},
+			{Type: "log"},
 		},
+	}
+	resourcesSchema = &hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{{Name: "memory"}, {Name: "cpus"}},
+	}
+	logSchema = &hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{{Name: "max_size"}, {Name: "max_files"}},
 	}
 	buildSchema = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{{Name: "context"}, {Name: "dockerfile"}, {Name: "args"}, {Name: "before"}},

@@ -72,7 +72,7 @@ func newApply(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.BoolVar(&autoApprove, "auto-approve", false, "apply without asking for confirmation")
 	f.BoolVar(&asJSON, "json", false, "print one JSON event per line")
-	f.StringArrayVar(&targets, "target", nil, "apply only service.NAME (repeatable)")
+	f.StringArrayVar(&targets, "target", nil, "apply only `service.NAME` (repeatable)")
 	return cmd
 }
 

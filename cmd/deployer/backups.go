@@ -229,7 +229,7 @@ func newBackups(g *globals) *cobra.Command {
 	restore.Flags().BoolVar(&autoApprove, "auto-approve", false, "restore without asking for confirmation")
 	restore.Flags().BoolVar(&restoreJSON, "json", false, "print one JSON event per line")
 	restore.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "restore a backup that has no signature although the store has a signing_key")
-	restore.Flags().StringArrayVar(&mapping, "map", nil, "restore the backup's volume `OLD=NEW` into the configured volume NEW (repeatable)")
+	restore.Flags().StringArrayVar(&mapping, "map", nil, "restore the backup's volume OLD into the configured volume NEW: `OLD=NEW` (repeatable)")
 	restore.Flags().StringVar(&identity, "identity", "", "the age identity `FILE` that decrypts encrypted backups (default: DEPLOYER_AGE_IDENTITY)")
 	cmd.AddCommand(list, verify, restore)
 	return cmd

@@ -190,7 +190,7 @@ func newRollback(g *globals) *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().IntVar(&to, "to", 0, "the release to bring back (default: the one before live)")
+	cmd.Flags().IntVar(&to, "to", 0, "the `RELEASE` to bring back (default: the one before live)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON event per line")
 	return cmd
 }

@@ -83,12 +83,12 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *global
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	pf := root.PersistentFlags()
-	pf.StringArrayVar(&g.vars, "var", nil, "set a variable: -var name=value (repeatable)")
-	pf.StringArrayVar(&g.varFiles, "var-file", nil, "read variables from a file (repeatable)")
-	pf.StringArrayVarP(&g.files, "file", "f", nil, "read this configuration file instead of the directory (repeatable)")
-	pf.StringVar(&g.chdir, "chdir", "", "switch to this directory before anything else")
+	pf.StringArrayVar(&g.vars, "var", nil, "set a variable: -var `NAME=VALUE` (repeatable)")
+	pf.StringArrayVar(&g.varFiles, "var-file", nil, "read variables from `FILE` (repeatable)")
+	pf.StringArrayVarP(&g.files, "file", "f", nil, "read the configuration `FILE` instead of the directory (repeatable)")
+	pf.StringVar(&g.chdir, "chdir", "", "switch to `DIR` before anything else")
 	pf.BoolVar(&g.noColor, "no-color", false, "no colors in the output (NO_COLOR is honoured too)")
-	pf.StringVar(&g.lockTimeout, "lock-timeout", "0s", "how long to wait for the deploy lock")
+	pf.StringVar(&g.lockTimeout, "lock-timeout", "0s", "how long to wait for the deploy lock (a `DURATION` such as 5m)")
 	root.AddCommand(
 		newValidate(g),
 		newFmt(g),

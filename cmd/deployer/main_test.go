@@ -4,11 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/deployer-dev/deployer/executor/docker"
 )
@@ -51,4 +55,26 @@ func TestScripts(t *testing.T) {
 			return err == nil, nil
 		},
 	})
+}
+
+// Every flag that takes a value names it in its help as the user types it (FILE, NAME=VALUE,
+// service.NAME), not by its Go type, and not with text that was meant as a quote.
+func TestFlagHelpNamesArguments(t *testing.T) {
+	root, _ := newRoot(nil, io.Discard, io.Discard)
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		c.Flags().VisitAll(func(f *pflag.Flag) {
+			if f.Value.Type() == "bool" {
+				return
+			}
+			name, _ := pflag.UnquoteUsage(f)
+			if name == "" || strings.Contains(name, " ") || strings.ContainsAny(name[:1], "abcdefghijklmnopqrstuvwxyz") && !strings.HasPrefix(name, "service.") {
+				t.Errorf("%s --%s names its argument %q", c.CommandPath(), f.Name, name)
+			}
+		})
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
 }

@@ -62,10 +62,10 @@ func newPlan(g *globals) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&out, "out", "", "save the plan to FILE for `deployer apply FILE`")
+	f.StringVar(&out, "out", "", "save the plan to `FILE`, for deployer apply FILE")
 	f.BoolVar(&asJSON, "json", false, "print the plan as one JSON object")
 	f.BoolVar(&detailed, "detailed-exitcode", false, "exit 0 for no changes, 1 for an error, 2 for changes")
-	f.StringArrayVar(&targets, "target", nil, "plan only service.NAME (repeatable)")
+	f.StringArrayVar(&targets, "target", nil, "plan only `service.NAME` (repeatable)")
 	return cmd
 }
 

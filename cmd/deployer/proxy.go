@@ -35,10 +35,10 @@ func newProxy(g *globals) *cobra.Command {
 			return srv.Serve(ctx, socket, grace)
 		},
 	}
-	serve.Flags().StringVar(&socket, "socket", proxy.SocketPath, "the control socket")
-	serve.Flags().DurationVar(&grace, "grace", 30*time.Second, "how long requests in flight may finish when the proxy stops")
-	serve.Flags().StringVar(&state, "state", "/state/routes.json", "where the routes are kept across restarts (empty: nowhere)")
-	serve.Flags().StringVar(&handover, "handover", "/state/handover.sock", "where an upgraded proxy takes over this one's listening sockets (empty: nowhere)")
+	serve.Flags().StringVar(&socket, "socket", proxy.SocketPath, "the control socket `PATH`")
+	serve.Flags().DurationVar(&grace, "grace", 30*time.Second, "how long (a `DURATION`) requests in flight may finish when the proxy stops")
+	serve.Flags().StringVar(&state, "state", "/state/routes.json", "the `FILE` where the routes are kept across restarts (empty: nowhere)")
+	serve.Flags().StringVar(&handover, "handover", "/state/handover.sock", "the `PATH` (a prefix) of the unix sockets through which an upgraded proxy takes over this one's listening sockets (empty: no handover)")
 	serve.Flags().BoolVar(&reusePort, "reuse-port", false, "share a port with the proxy being replaced when it cannot hand its sockets over (SO_REUSEPORT)")
 	ctl := &cobra.Command{
 		Use:    "ctl JSON",
@@ -57,7 +57,7 @@ func newProxy(g *globals) *cobra.Command {
 			return json.NewEncoder(g.stdout).Encode(resp)
 		},
 	}
-	ctl.Flags().StringVar(&socket, "socket", proxy.SocketPath, "the control socket")
+	ctl.Flags().StringVar(&socket, "socket", proxy.SocketPath, "the control socket `PATH`")
 	cmd.AddCommand(serve, ctl)
 	return cmd
 }

@@ -55,6 +55,14 @@ func (e *Engine) CreateContainer(ctx context.Context, s executor.ContainerSpec) 
 	if s.Restart != "" {
 		host.RestartPolicy = container.RestartPolicy{Name: container.RestartPolicyMode(s.Restart)}
 	}
+	if s.Init {
+		yes := true
+		host.Init = &yes
+	}
+	host.Resources.Memory, host.Resources.NanoCPUs = s.Memory, s.NanoCPUs
+	if len(s.LogOpts) > 0 {
+		host.LogConfig = container.LogConfig{Type: "json-file", Config: s.LogOpts}
+	}
 	var netCfg *network.NetworkingConfig
 	if s.Network != "" && s.IP != "" && !s.HostNetwork {
 		netCfg = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
@@ -119,6 +127,11 @@ func (e *Engine) Inspect(ctx context.Context, id string) (*executor.ContainerSta
 	st.Spec.Image = c.Image
 	if c.HostConfig != nil {
 		st.Spec.Restart = string(c.HostConfig.RestartPolicy.Name)
+		st.Spec.Init = c.HostConfig.Init != nil && *c.HostConfig.Init
+		st.Spec.Memory, st.Spec.NanoCPUs = c.HostConfig.Memory, c.HostConfig.NanoCPUs
+		if lc := c.HostConfig.LogConfig; lc.Type == "json-file" && len(lc.Config) > 0 {
+			st.Spec.LogOpts = lc.Config
+		}
 		for port, binds := range c.HostConfig.PortBindings {
 			for _, b := range binds {
 				hp, _ := strconv.Atoi(b.HostPort)

@@ -51,8 +51,13 @@ func redactURL(u *url.URL) string {
 }
 
 // command is the ssh command line that opens one connection to the engine.
-func (t *sshTarget) command() []string {
-	args := strings.Fields(os.Getenv("DEPLOYER_SSH_COMMAND"))
+// DEPLOYER_SSH_COMMAND is split as a shell splits words, so a key path with a space can be
+// quoted ("ssh -i '/home/ci/deploy key'").
+func (t *sshTarget) command() ([]string, error) {
+	args, err := shellWords(os.Getenv("DEPLOYER_SSH_COMMAND"))
+	if err != nil {
+		return nil, fmt.Errorf("DEPLOYER_SSH_COMMAND: %v", err)
+	}
 	if len(args) == 0 {
 		args = []string{"ssh"}
 	}
@@ -63,12 +68,15 @@ func (t *sshTarget) command() []string {
 	if t.port != "" {
 		args = append(args, "-p", t.port)
 	}
-	return append(args, "--", t.host, "docker", "system", "dial-stdio")
+	return append(args, "--", t.host, "docker", "system", "dial-stdio"), nil
 }
 
 // dial starts one ssh process and returns its standard input and output as a connection.
 func (t *sshTarget) dial(ctx context.Context, _, _ string) (net.Conn, error) {
-	args := t.command()
+	args, err := t.command()
+	if err != nil {
+		return nil, err
+	}
 	// Not CommandContext: the connection outlives the dial's context (the client pools it).
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
@@ -166,4 +174,67 @@ func (b *tailBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return string(b.buf)
+}
+
+// shellWords splits a command line as a POSIX shell splits words: blanks separate them, single
+// quotes keep everything, double quotes keep everything but \ before " \ $ and `, and a
+// backslash outside quotes keeps the next character. Nothing is expanded.
+func shellWords(s string) ([]string, error) {
+	var out []string
+	var cur strings.Builder
+	inWord := false
+	const (
+		none = iota
+		single
+		double
+	)
+	quote := none
+	rs := []rune(s)
+	for i := 0; i < len(rs); i++ {
+		r := rs[i]
+		switch {
+		case quote == single:
+			if r == '\'' {
+				quote = none
+			} else {
+				cur.WriteRune(r)
+			}
+		case quote == double:
+			switch {
+			case r == '"':
+				quote = none
+			case r == '\\' && i+1 < len(rs) && strings.ContainsRune(`"\\$`+"`", rs[i+1]):
+				i++
+				cur.WriteRune(rs[i])
+			default:
+				cur.WriteRune(r)
+			}
+		case r == '\'':
+			quote, inWord = single, true
+		case r == '"':
+			quote, inWord = double, true
+		case r == '\\':
+			if i+1 < len(rs) {
+				i++
+				cur.WriteRune(rs[i])
+			}
+			inWord = true
+		case r == ' ' || r == '\t' || r == '\n':
+			if inWord {
+				out = append(out, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteRune(r)
+			inWord = true
+		}
+	}
+	if quote != none {
+		return nil, fmt.Errorf("a quote is not closed in %q", s)
+	}
+	if inWord {
+		out = append(out, cur.String())
+	}
+	return out, nil
 }

@@ -11,6 +11,7 @@
 //	APP_VERSION=v2                          (returned by / and the X-App-Version header)
 //	APP_PORT=8080
 //	APP_DIE_AFTER=N                         (exit on request N+1, without answering it)
+//	APP_AS_SHELL=1                          (as PID 1, ignore SIGTERM, as a shell script does)
 //
 // Run as `testapp exit N` it prints a line and exits with N, for hooks and one-off containers; as
 // `testapp seed PATH` it writes the SQLite file in APP_SEED_DB (base64) to PATH.
@@ -115,7 +116,14 @@ func main() {
 		})
 	}
 	srv := &http.Server{Addr: ":" + port, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	stopOn := []os.Signal{syscall.SIGTERM, os.Interrupt}
+	if os.Getenv("APP_AS_SHELL") != "" && os.Getpid() == 1 {
+		// PID 1 gets no default action for a signal it has no handler for: a shell script
+		// started as the container's command never stops on SIGTERM.
+		signal.Ignore(syscall.SIGTERM)
+		stopOn = []os.Signal{os.Interrupt}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), stopOn...)
 	defer stop()
 	go func() {
 		<-ctx.Done()
