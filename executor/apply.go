@@ -265,6 +265,8 @@ type release struct {
 	network string
 	// host settings: init, resources and log options, carried by every container of it.
 	host ContainerSpec
+	// origin says whether the deployer made the image (built or pulled it) or found it.
+	origin string
 }
 
 // hostSettings are the service's init, resources and log options as a release carries them.
@@ -285,7 +287,7 @@ func hostSettings(s *config.Service) ContainerSpec {
 	return h
 }
 
-func (a *Applier) labels(s *config.Service, role string, number int, doc map[string]string, imageID, contextHash string) map[string]string {
+func (a *Applier) labels(s *config.Service, role string, number int, doc map[string]string, imageID, contextHash, origin string) map[string]string {
 	raw, _ := json.Marshal(doc)
 	l := map[string]string{
 		LabelProject: a.Project.Name, LabelService: s.Name, LabelRole: role, LabelRelease: strconv.Itoa(number),
@@ -294,6 +296,9 @@ func (a *Applier) labels(s *config.Service, role string, number int, doc map[str
 	}
 	if contextHash != "" {
 		l[LabelContextHash] = contextHash
+	}
+	if origin != "" {
+		l[LabelImageOrigin] = origin
 	}
 	if a.Source != "" {
 		l[LabelSource] = a.Source
@@ -359,7 +364,7 @@ func (a *Applier) deploy(ctx context.Context, s *config.Service, ch *Change, st 
 		return fail(err)
 	}
 	doc := SpecDoc(a.Project, s, a.hasher)
-	r.labels = a.labels(s, RoleCandidate, r.number, doc, r.imageID, contextHash)
+	r.labels = a.labels(s, RoleCandidate, r.number, doc, r.imageID, contextHash, r.origin)
 	if st.Live != nil && st.Live.Labels[LabelSpec] == r.labels[LabelSpec] && st.Live.Running() {
 		// The build produced the image that runs already, and nothing else changed.
 		a.emit(Event{Type: EventLog, Service: svc, Detail: fmt.Sprintf("the new image is the live one (%s) and the spec is unchanged: nothing to deploy", short(r.imageID))})
@@ -488,6 +493,12 @@ func (a *Applier) image(ctx context.Context, s *config.Service, ch *Change, st *
 	if s.Build == nil || ch.ImageID != "" {
 		if ch.ImageID != "" {
 			*contextHash = ch.ContextHash
+			r.origin = OriginFound
+			if s.Build != nil {
+				r.origin = OriginBuilt // the live image, built from the same context
+			} else if o := originOf(st, ch.ImageID); o != "" {
+				r.origin = o // pulled by an earlier deploy
+			}
 			return a.step(s.Name, StepImage, fmt.Sprintf("use %s (%s)", s.Image, short(ch.ImageID)), func() error {
 				// By ID: the tag may have moved since the plan was made.
 				id, err := a.Runtime.ImageID(ctx, ch.ImageID)
@@ -498,12 +509,14 @@ func (a *Applier) image(ctx context.Context, s *config.Service, ch *Change, st *
 				return err
 			})
 		}
+		r.origin = OriginPulled
 		return a.step(s.Name, StepImage, "pull "+s.Image, func() error {
 			id, err := a.Runtime.PullImage(ctx, s.Image, nil)
 			r.imageID = id
 			return err
 		})
 	}
+	r.origin = OriginBuilt
 	return a.step(s.Name, StepBuild, fmt.Sprintf("build %s", s.Image), func() error {
 		dir := filepath.Join(a.Project.Dir, s.Build.Context)
 		if len(s.Build.Before) > 0 {
@@ -891,7 +904,9 @@ func (a *Applier) retire(ctx context.Context, s *config.Service, old *ContainerS
 	return a.prune(ctx, s)
 }
 
-// prune removes previous releases beyond keep_releases, oldest first, with their images.
+// prune removes previous releases beyond keep_releases, oldest first, with the images the
+// deployer made for them (an image that was on the engine before stays: the operator may have
+// built it and have no registry to pull it back from).
 func (a *Applier) prune(ctx context.Context, s *config.Service) error {
 	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
 	if err != nil {
@@ -908,7 +923,7 @@ func (a *Applier) prune(ctx context.Context, s *config.Service) error {
 		if err := a.Runtime.RemoveContainer(ctx, c.ID); err != nil {
 			return err
 		}
-		if st.Live == nil || c.ImageID != st.Live.ImageID {
+		if imageOwned(c) && (st.Live == nil || c.ImageID != st.Live.ImageID) {
 			a.Runtime.RemoveImage(ctx, c.ImageID) // kept while another container uses it
 		}
 	}

@@ -90,6 +90,19 @@ type Change struct {
 	ContextHash string   `json:"context_hash,omitempty"`
 	SpecHash    string   `json:"spec_hash,omitempty"` // when the image ID is known
 	RemoveIDs   []string `json:"remove_container_ids,omitempty"`
+	// Prune are the previous releases beyond keep_releases that the clean-up removes.
+	Prune []Pruned `json:"prune,omitempty"`
+}
+
+// Pruned is a release the clean-up removes, and whether its image goes with it: only an image
+// the deployer built or pulled itself does.
+type Pruned struct {
+	Release     int    `json:"release"`
+	Container   string `json:"container"`
+	Image       string `json:"image"`
+	ImageID     string `json:"image_id"`
+	RemoveImage bool   `json:"remove_image"`
+	KeptBecause string `json:"image_kept_because,omitempty"`
 }
 
 // AttrChange is one attribute that differs. Old and New are JSON values; sensitive ones are
@@ -383,7 +396,35 @@ func (pl *planner) service(s *config.Service, st *ServiceState) (*Change, error)
 	if ch.Action == ActionNone || ch.Action == ActionUpdate {
 		ch.NextRelease = 0
 	}
+	if ch.Action == ActionReplace {
+		ch.Prune = pruned(s, st, ch.ImageID)
+	}
 	return ch, nil
+}
+
+// pruned lists the releases the clean-up of a replace removes: after it, the old live release
+// is the newest previous one, and those beyond keep_releases go.
+func pruned(s *config.Service, st *ServiceState, newImage string) []Pruned {
+	after := append([]*Container{st.Live}, st.Previous...)
+	if len(after) <= s.Deploy.KeepReleases {
+		return nil
+	}
+	kept := map[string]bool{newImage: true}
+	for _, c := range after[:s.Deploy.KeepReleases] {
+		kept[c.ImageID] = true
+	}
+	var out []Pruned
+	for _, c := range after[s.Deploy.KeepReleases:] {
+		p := Pruned{Release: c.Release(), Container: c.Name, Image: c.ImageRef(), ImageID: c.ImageID, RemoveImage: true}
+		switch {
+		case !imageOwned(c):
+			p.RemoveImage, p.KeptBecause = false, "the deployer did not make it"
+		case kept[c.ImageID]:
+			p.RemoveImage, p.KeptBecause = false, "a release that stays uses it"
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // image works out the service's image: built from a context (compare content hashes), or a

@@ -33,7 +33,44 @@ const (
 	LabelLiveName = "deployer.live-name"
 	// LabelAddress is the fixed address a release was given on the project's network.
 	LabelAddress = "deployer.address"
+	// LabelImageOrigin says who made a release's image: built or pulled by the deployer, or
+	// found on the engine. Pruning removes only the images the deployer made.
+	LabelImageOrigin = "deployer.image-origin"
 )
+
+// Image origins.
+const (
+	OriginBuilt  = "built"
+	OriginPulled = "pulled"
+	OriginFound  = "found"
+)
+
+// imageOwned reports whether the deployer made a release's image, so that it may remove it with
+// the release. Releases from before the origin was recorded: those built from a context were.
+func imageOwned(c *Container) bool {
+	switch c.Labels[LabelImageOrigin] {
+	case OriginBuilt, OriginPulled:
+		return true
+	case "":
+		return c.Labels[LabelContextHash] != ""
+	}
+	return false
+}
+
+// originOf is the origin recorded by a release of the service with that image, "" for none.
+func originOf(st *ServiceState, imageID string) string {
+	for _, list := range [][]*Container{{st.Live}, st.Previous} {
+		for _, c := range list {
+			if c != nil && c.ImageID == imageID && imageOwned(c) {
+				if o := c.Labels[LabelImageOrigin]; o != "" {
+					return o
+				}
+				return OriginBuilt
+			}
+		}
+	}
+	return ""
+}
 
 // Roles of containers.
 const (

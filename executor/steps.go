@@ -148,10 +148,28 @@ func steps(p *config.Project, plan *Plan, red *Redactor) []*Step {
 			verify += fmt.Sprintf("; on failure roll back to release %d", ch.LiveRelease)
 		}
 		add(s.Name, StepVerify, "%s", verify)
-		add(s.Name, StepCleanup, "remove the candidate, keep %s", plural(s.Deploy.KeepReleases, "previous release"))
+		add(s.Name, StepCleanup, "remove the candidate, keep %s%s", plural(s.Deploy.KeepReleases, "previous release"), pruneText(ch.Prune))
 	}
 	add("", StepUnlock, "release the deploy lock")
 	return out
+}
+
+// pruneText names the releases a clean-up removes, and which images go with them.
+func pruneText(list []Pruned) string {
+	var parts []string
+	for _, p := range list {
+		what := fmt.Sprintf("release %d (%s)", p.Release, p.Container)
+		if p.RemoveImage {
+			what += fmt.Sprintf(" with its image %s (%s)", p.Image, short(p.ImageID))
+		} else {
+			what += fmt.Sprintf(", keeping its image %s (%s): %s", p.Image, short(p.ImageID), p.KeptBecause)
+		}
+		parts = append(parts, what)
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "; remove " + strings.Join(parts, "; remove ")
 }
 
 // candidateWhere says where an operator can look at the candidate during the deploy.
