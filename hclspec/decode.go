@@ -33,6 +33,7 @@ func (d *decoder) eval(attr *hcl.Attribute, ty cty.Type) (cty.Value, bool) {
 		d.diags = append(d.diags, rd...)
 		return cty.NilVal, false
 	}
+	track(attr.Expr.Range())
 	val, diags := attr.Expr.Value(d.ctx)
 	d.diags = append(d.diags, diags...)
 	if diags.HasErrors() {

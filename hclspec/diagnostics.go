@@ -49,7 +49,7 @@ func (r *Result) writeDiagnostic(w io.Writer, d *hcl.Diagnostic, color bool) {
 	if d.Detail != "" {
 		fmt.Fprintln(w)
 		for _, line := range strings.Split(d.Detail, "\n") {
-			fmt.Fprintln(w, strings.TrimRight("  "+line, " "))
+			fmt.Fprintln(w, strings.TrimRight("  "+printable(line), " "))
 		}
 	}
 	fmt.Fprintln(w)
@@ -77,13 +77,40 @@ func (r *Result) sourceLine(rng hcl.Range) (string, string, bool) {
 	if stop > end || stop < rng.Start.Byte {
 		stop = end
 	}
-	line := strings.TrimRight(expandTabs(string(src[start:end])), "\r")
-	before := expandTabs(string(src[start:rng.Start.Byte]))
+	line := []rune(printable(strings.TrimRight(expandTabs(string(src[start:end])), "\r")))
+	col := utf8.RuneCountInString(expandTabs(string(src[start:rng.Start.Byte])))
 	width := utf8.RuneCountInString(expandTabs(string(src[rng.Start.Byte:stop])))
 	if width < 1 {
 		width = 1
 	}
-	return line, strings.Repeat(" ", utf8.RuneCountInString(before)) + strings.Repeat("^", width), true
+	// A long line is shown as a window around the range.
+	const before, after = 40, 80
+	if len(line) > before+after {
+		from := max(0, col-before)
+		to := min(len(line), col+after)
+		prefix, suffix := "", ""
+		if from > 0 {
+			prefix = "…"
+		}
+		if to < len(line) {
+			suffix = "…"
+		}
+		line = []rune(prefix + string(line[from:to]) + suffix)
+		col = col - from + len([]rune(prefix))
+		width = max(1, min(width, len(line)-col))
+	}
+	return string(line), strings.Repeat(" ", col) + strings.Repeat("^", width), true
+}
+
+// printable replaces what a terminal would act on (a configuration from a pull request may hold
+// escape sequences) with U+FFFD.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if (r < 0x20 && r != '\t') || r == 0x7f || (r >= 0x80 && r < 0xa0) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) {
+			return '\uFFFD'
+		}
+		return r
+	}, s)
 }
 
 func expandTabs(s string) string {

@@ -2,7 +2,6 @@ package hclspec
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"unicode/utf8"
 
@@ -14,7 +13,7 @@ import (
 // functions are the ones Terraform users know from the cty standard library, plus env(name) and
 // file(path). env reads the environment handed to Load, not the process, so loading stays testable.
 func functions(dir string, env map[string]string) map[string]function.Function {
-	return map[string]function.Function{
+	funcs := map[string]function.Function{
 		"abs":             stdlib.AbsoluteFunc,
 		"ceil":            stdlib.CeilFunc,
 		"chomp":           stdlib.ChompFunc,
@@ -79,6 +78,10 @@ func functions(dir string, env map[string]string) map[string]function.Function {
 		"env":             envFunc(env),
 		"file":            fileFunc(dir),
 	}
+	for name, f := range funcs {
+		funcs[name] = bounded(name, f)
+	}
+	return funcs
 }
 
 // envFunc returns env(name): the variable's value, or "" when it is unset.
@@ -92,10 +95,8 @@ func envFunc(env map[string]string) function.Function {
 	})
 }
 
-// maxFileSize bounds file(): configuration is not the place for large blobs.
-const maxFileSize = 4 << 20
-
-// fileFunc returns file(path): the UTF-8 contents of a file, relative to the configuration directory.
+// fileFunc returns file(path): the UTF-8 contents of a regular file of at most MaxFileSize,
+// relative to the configuration directory. A device (/dev/zero) or a pipe is refused.
 func fileFunc(dir string) function.Function {
 	return function.New(&function.Spec{
 		Params: []function.Parameter{{Name: "path", Type: cty.String}},
@@ -105,16 +106,9 @@ func fileFunc(dir string) function.Function {
 			if !filepath.IsAbs(p) {
 				p = filepath.Join(dir, p)
 			}
-			st, err := os.Stat(p)
+			b, err := readBounded(p, MaxFileSize)
 			if err != nil {
-				return cty.NilVal, fmt.Errorf("cannot read %s: %v (paths are relative to the configuration directory)", p, unwrapPathErr(err))
-			}
-			if st.IsDir() || st.Size() > maxFileSize {
-				return cty.NilVal, fmt.Errorf("%s is a directory or larger than 4 MiB", p)
-			}
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return cty.NilVal, fmt.Errorf("cannot read %s: %v", p, unwrapPathErr(err))
+				return cty.NilVal, fmt.Errorf("cannot read %s: %v (file() reads a regular file of at most %d MiB; paths are relative to the configuration directory)", p, unwrapPathErr(err), MaxFileSize>>20)
 			}
 			if !utf8.Valid(b) {
 				return cty.NilVal, fmt.Errorf("%s is not UTF-8 text", p)

@@ -3,7 +3,9 @@ package hclspec
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzLoad feeds arbitrary bytes to the loader as a native-syntax and as a JSON file. Whatever the
@@ -17,6 +19,19 @@ func FuzzLoad(f *testing.F) {
 		}
 	}
 	f.Add([]byte(`{"project": "x", "service": {"a": {"image": "${var.x}"}}}`), true)
+	// The shapes an untrusted configuration may try: deep nesting, devices, huge values.
+	for _, src := range []string{
+		"project = \"x\"\nlocals { a = " + strings.Repeat("(", 1200) + "1" + strings.Repeat(")", 1200) + " }\n",
+		"project = \"x\"\nlocals { a = " + strings.Repeat("1+", 1200) + "1 }\n",
+		"project = \"x\"\nlocals { a = \"" + strings.Repeat("${\"", 600) + "x" + strings.Repeat("\"}", 600) + "\" }\n",
+		`project = "x"` + "\n" + `locals { a = file("/dev/zero") }`,
+		`project = "x"` + "\n" + `locals { a = setproduct(range(1000), range(1000), range(100)) }`,
+		`project = "x"` + "\n" + `locals { a = format("%99999999d", 1) }`,
+		`project = "x"` + "\n" + `locals { a = jsondecode("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]") }`,
+	} {
+		f.Add([]byte(src), false)
+	}
+	f.Add([]byte(`{"project": "x", "locals": {"a": `+strings.Repeat("[", 1200)+strings.Repeat("]", 1200)+`}}`), true)
 	f.Fuzz(func(t *testing.T, src []byte, json bool) {
 		dir := t.TempDir()
 		name := "main.hcl"
@@ -27,7 +42,11 @@ func FuzzLoad(f *testing.F) {
 		if err := os.WriteFile(path, src, 0o644); err != nil {
 			t.Fatal(err)
 		}
+		start := time.Now()
 		res, diags := Load(Options{Dir: dir, Env: []string{"DEPLOYER_VAR_x=1"}})
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("loading took %s", d)
+		}
 		if res == nil {
 			t.Fatal("nil result")
 		}

@@ -6,6 +6,7 @@ package hclspec
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -138,20 +139,53 @@ func configFiles(dir string) ([]string, []string, error) {
 	return files, autoVars, nil
 }
 
-// parse reads one file in the syntax its name says.
+// parse reads one file in the syntax its name says: a regular file of at most MaxFileSize,
+// nested no deeper than MaxNesting.
 func (l *loader) parse(path string) (*hcl.File, hcl.Diagnostics) {
-	src, err := os.ReadFile(path)
+	src, err := readBounded(path, MaxFileSize)
 	if err != nil {
 		return nil, hcl.Diagnostics{{
 			Severity: hcl.DiagError,
 			Summary:  "Cannot read configuration file",
-			Detail:   fmt.Sprintf("%s: %s. Check that the file exists and is readable.", path, unwrapPathErr(err)),
+			Detail:   fmt.Sprintf("%s: %s. Check that the file exists, is a regular file and is readable.", path, unwrapPathErr(err)),
 		}}
 	}
 	if strings.HasSuffix(path, ".json") {
+		if d := checkNestingJSON(src, path); d.HasErrors() {
+			return nil, d
+		}
 		return l.parser.ParseJSON(src, path)
 	}
+	if d := checkNestingHCL(src, path); d.HasErrors() {
+		l.parser.AddFile(path, &hcl.File{Bytes: src})
+		return nil, d
+	}
 	return l.parser.ParseHCL(src, path)
+}
+
+// readBounded reads a regular file of at most max bytes: not a device, a pipe or a directory,
+// and never more than max bytes of it.
+func readBounded(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("not a regular file")
+	}
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("larger than %d MiB", max>>20)
+	}
+	return b, nil
 }
 
 func unwrapPathErr(err error) error {

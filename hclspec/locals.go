@@ -90,6 +90,7 @@ func (l *loader) evalLocals(blocks []*hcl.Block) hcl.Diagnostics {
 			bad[name] = true
 			return false
 		}
+		track(attr.Expr.Range())
 		val, d := attr.Expr.Value(l.evalContext(false))
 		diags = append(diags, d...)
 		if d.HasErrors() {

@@ -198,8 +198,13 @@ func (l *loader) assignRaw(v *variable, raw, source string) hcl.Diagnostics {
 		return v.assign(cty.StringVal(raw), source, nil)
 	}
 	name := fmt.Sprintf("<value for var.%s from %s>", v.name, source)
-	expr, diags := hclsyntax.ParseExpression([]byte(raw), name, hcl.Pos{Line: 1, Column: 1})
 	l.parser.AddFile(name, &hcl.File{Bytes: []byte(raw)})
+	if tokens, d := hclsyntax.LexExpression([]byte(raw), name, hcl.Pos{Line: 1, Column: 1}); !d.HasErrors() {
+		if d := checkNesting(tokens); d.HasErrors() {
+			return d
+		}
+	}
+	expr, diags := hclsyntax.ParseExpression([]byte(raw), name, hcl.Pos{Line: 1, Column: 1})
 	if diags.HasErrors() {
 		return diags
 	}
@@ -212,6 +217,9 @@ func (l *loader) assignRaw(v *variable, raw, source string) hcl.Diagnostics {
 
 // assignJSON sets a variable from the JSON a saved plan recorded.
 func (l *loader) assignJSON(v *variable, raw string) hcl.Diagnostics {
+	if d := checkNestingJSON([]byte(raw), "the plan file's var."+v.name); d.HasErrors() {
+		return d
+	}
 	ty := v.typ
 	if ty == cty.DynamicPseudoType {
 		implied, err := ctyjson.ImpliedType([]byte(raw))
@@ -274,6 +282,7 @@ func (l *loader) validateVariables() hcl.Diagnostics {
 			Functions: funcs,
 		}
 		for _, rule := range v.validations {
+			track(rule.condition.Range())
 			res, d := rule.condition.Value(ctx)
 			if d.HasErrors() {
 				diags = append(diags, d...)

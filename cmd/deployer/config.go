@@ -3,7 +3,10 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/debug"
+	"runtime/metrics"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/pflag"
@@ -26,7 +29,7 @@ func (g *globals) load(args []string) (*hclspec.Result, error) {
 		return nil, err
 	}
 	opts.Vars = vars
-	res, diags := hclspec.Load(opts)
+	res, diags := watchedLoad(opts)
 	if res.Project != nil {
 		g.red = executor.NewRedactor(res.Project)
 	}
@@ -100,4 +103,61 @@ func plural(n int, word string) string {
 		return "1 " + word
 	}
 	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// Evaluating a configuration is bounded in memory and time: a configuration from a pull request
+// runs in CI, where it must not be able to take the runner down. Functions and nesting are
+// bounded where the value is built (hclspec); what is left, an expression that iterates over
+// large collections, is watched here.
+const (
+	evalMemoryLimit = 1 << 30
+	evalTimeLimit   = 30 * time.Second
+)
+
+// watchedLoad loads the configuration while watching the memory it takes and the time. Past
+// either limit it gives up with an error that names the expression being evaluated; the process
+// then exits, which ends the evaluation.
+func watchedLoad(opts hclspec.Options) (*hclspec.Result, hcl.Diagnostics) {
+	type loaded struct {
+		res   *hclspec.Result
+		diags hcl.Diagnostics
+	}
+	done := make(chan loaded, 1)
+	// Collect hard near the limit, so that what is measured is what the evaluation holds: a
+	// heap past 90% of it, even so, is live data.
+	prev := debug.SetMemoryLimit(evalMemoryLimit)
+	defer debug.SetMemoryLimit(prev)
+	go func() {
+		res, diags := hclspec.Load(opts)
+		done <- loaded{res, diags}
+	}()
+	start := time.Now()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	for {
+		select {
+		case l := <-done:
+			return l.res, l.diags
+		case <-tick.C:
+			metrics.Read(sample)
+			heap := sample[0].Value.Uint64()
+			over := ""
+			switch {
+			case heap > evalMemoryLimit/10*9:
+				over = fmt.Sprintf("more than %d MiB of memory", evalMemoryLimit>>20)
+			case time.Since(start) > evalTimeLimit:
+				over = fmt.Sprintf("more than %s", evalTimeLimit)
+			}
+			if over == "" {
+				continue
+			}
+			d := &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Configuration too large to evaluate",
+				Detail: "Evaluating the configuration took " + over + ": an expression builds a collection or a string that large (a for expression over large collections, or nested ones). Nothing was changed."}
+			if r := hclspec.Evaluating(); r != nil {
+				d.Subject = r
+			}
+			return &hclspec.Result{}, hcl.Diagnostics{d}
+		}
+	}
 }

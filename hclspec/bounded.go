@@ -1,0 +1,219 @@
+package hclspec
+
+import (
+	"fmt"
+	"math"
+	"math/big"
+	"regexp"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/function"
+)
+
+// bounded wraps a function so that it cannot build a value larger than MaxCollection elements
+// or MaxString bytes: the functions that can build a large value from a small one in one call
+// are checked before they run (their arguments say how large the result will be), and every
+// result is checked after.
+func bounded(name string, f function.Function) function.Function {
+	return function.New(&function.Spec{
+		Description: f.Description(),
+		Params:      f.Params(),
+		VarParam:    f.VarParam(),
+		Type:        func(args []cty.Value) (cty.Type, error) { return f.ReturnTypeForValues(args) },
+		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+			if err := precheck(name, args); err != nil {
+				return cty.NilVal, err
+			}
+			v, err := f.Call(args)
+			if err != nil {
+				return v, err
+			}
+			if err := checkSize(v); err != nil {
+				return cty.NilVal, fmt.Errorf("%s: %w", name, err)
+			}
+			return v, nil
+		},
+	})
+}
+
+func tooLarge(what string, n float64, max int) error {
+	return fmt.Errorf("the result would have %.0f %s, more than the %d the deployer allows in a configuration", n, what, max)
+}
+
+// precheck estimates the size of a result from the arguments, for the functions whose result
+// can be far larger than their arguments.
+func precheck(name string, args []cty.Value) error {
+	known := func(v cty.Value) bool { v, _ = v.Unmark(); return v.IsKnown() && !v.IsNull() }
+	for _, a := range args {
+		if !known(a) {
+			return nil
+		}
+	}
+	str := func(v cty.Value) string { v, _ = v.Unmark(); return v.AsString() }
+	num := func(v cty.Value) float64 { v, _ = v.Unmark(); f, _ := v.AsBigFloat().Float64(); return f }
+	length := func(v cty.Value) int {
+		v, _ = v.Unmark()
+		if v.CanIterateElements() {
+			return v.LengthInt()
+		}
+		return 1
+	}
+	switch name {
+	case "range":
+		start, limit, step := 0.0, 0.0, 1.0
+		switch len(args) {
+		case 1:
+			limit = num(args[0])
+		case 2:
+			start, limit = num(args[0]), num(args[1])
+		case 3:
+			start, limit, step = num(args[0]), num(args[1]), num(args[2])
+		}
+		if step != 0 {
+			if n := math.Ceil((limit - start) / step); n > MaxCollection {
+				return tooLarge("elements", n, MaxCollection)
+			}
+		}
+	case "setproduct":
+		n := 1.0
+		for _, a := range args {
+			n *= float64(length(a))
+		}
+		if n > MaxCollection {
+			return tooLarge("elements", n, MaxCollection)
+		}
+	case "concat":
+		n := 0
+		for _, a := range args {
+			n += length(a)
+		}
+		if n > MaxCollection {
+			return tooLarge("elements", float64(n), MaxCollection)
+		}
+	case "join":
+		if len(args) < 1 {
+			return nil
+		}
+		sep, total, count := len(str(args[0])), 0, 0
+		for _, l := range args[1:] {
+			l, _ = l.Unmark()
+			if !l.CanIterateElements() {
+				continue
+			}
+			for it := l.ElementIterator(); it.Next(); {
+				_, e := it.Element()
+				if e, _ = e.Unmark(); e.Type() == cty.String && e.IsKnown() && !e.IsNull() {
+					total += len(e.AsString())
+				}
+				count++
+			}
+		}
+		if n := total + sep*count; n > MaxString {
+			return tooLarge("bytes", float64(n), MaxString)
+		}
+	case "replace", "regex_replace":
+		s, old, repl := str(args[0]), str(args[1]), str(args[2])
+		matches := 0
+		isRegex := name == "regex_replace" || len(old) > 1 && strings.HasPrefix(old, "/") && strings.HasSuffix(old, "/")
+		if isRegex {
+			pattern := old
+			if name == "replace" {
+				pattern = old[1 : len(old)-1]
+			}
+			if re, err := regexp.Compile(pattern); err == nil {
+				matches = len(re.FindAllStringIndex(s, MaxString+1))
+			}
+		} else if old == "" {
+			matches = utf8.RuneCountInString(s) + 1
+		} else {
+			matches = strings.Count(s, old)
+		}
+		if n := float64(len(s)) + float64(matches)*float64(len(repl)); n > MaxString {
+			return tooLarge("bytes", n, MaxString)
+		}
+	case "split":
+		s, sep := str(args[1]), str(args[0])
+		n := strings.Count(s, sep) + 1
+		if sep == "" {
+			n = utf8.RuneCountInString(s)
+		}
+		if n > MaxCollection {
+			return tooLarge("elements", float64(n), MaxCollection)
+		}
+	case "indent":
+		spaces, s := num(args[0]), str(args[1])
+		if n := spaces*float64(strings.Count(s, "\n")+1) + float64(len(s)); n > MaxString {
+			return tooLarge("bytes", n, MaxString)
+		}
+	case "format", "formatlist":
+		if err := checkFormat(str(args[0])); err != nil {
+			return err
+		}
+	case "pow":
+		base, exp := math.Abs(num(args[0])), math.Abs(num(args[1]))
+		if base > 1 && exp*math.Log10(base) > 10000 {
+			return fmt.Errorf("the result would have more than 10000 digits")
+		}
+	case "parseint":
+		if len(str(args[0])) > 1000 {
+			return fmt.Errorf("a number of more than 1000 digits")
+		}
+	case "jsondecode":
+		if d := checkNestingJSON([]byte(str(args[0])), "jsondecode"); d.HasErrors() {
+			return fmt.Errorf("the JSON nests more than %d levels deep", MaxNesting)
+		}
+	}
+	return nil
+}
+
+// checkFormat refuses format verbs with a width or precision that would build a huge string.
+var verbRE = regexp.MustCompile(`%[-+# 0]*(\[[0-9]+\])?([0-9]+|\*)?(\.([0-9]+|\*))?`)
+
+func checkFormat(f string) error {
+	for _, m := range verbRE.FindAllStringSubmatch(f, -1) {
+		for _, n := range []string{m[2], m[4]} {
+			if n == "*" {
+				return fmt.Errorf("a format width or precision of * is not allowed")
+			}
+			if v, ok := new(big.Int).SetString(n, 10); ok && v.Cmp(big.NewInt(10000)) > 0 {
+				return fmt.Errorf("a format width or precision of %s is more than 10000", n)
+			}
+		}
+	}
+	return nil
+}
+
+// checkSize fails when a value holds more than MaxCollection elements or MaxString bytes of
+// strings in all.
+func checkSize(v cty.Value) error {
+	elems, bytes := 0, 0
+	var walk func(v cty.Value) error
+	walk = func(v cty.Value) error {
+		v, _ = v.Unmark()
+		if !v.IsKnown() || v.IsNull() {
+			return nil
+		}
+		switch {
+		case v.Type() == cty.String:
+			bytes += len(v.AsString())
+			if bytes > MaxString {
+				return tooLarge("bytes of text", float64(bytes), MaxString)
+			}
+		case v.CanIterateElements():
+			elems += v.LengthInt()
+			if elems > MaxCollection {
+				return tooLarge("elements", float64(elems), MaxCollection)
+			}
+			for it := v.ElementIterator(); it.Next(); {
+				_, e := it.Element()
+				if err := walk(e); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return walk(v)
+}
