@@ -12,7 +12,9 @@ import (
 // A configuration from an untrusted pull request cannot crash the loader, hang it, or make it
 // build huge values: each of these shapes ends in a positioned error, quickly.
 func TestBadInputNeverCrashes(t *testing.T) {
-	deep := func(open, close string, n int) string { return strings.Repeat(open, n) + "1" + strings.Repeat(close, n) }
+	deep := func(open, close string, n int) string {
+		return strings.Repeat(open, n) + "1" + strings.Repeat(close, n)
+	}
 	cases := []struct {
 		name, src, want string
 	}{
