@@ -15,20 +15,32 @@ variable "slack_webhook" {
   sensitive = true            # never printed: plans, logs, JSON and notices show (sensitive)
 }
 
+variable "docker_host" {
+  type        = string
+  default     = "unix:///var/run/docker.sock"
+  description = "The engine: CI deploys over ssh://deploy@HOST."
+}
+
+variable "s3_endpoint" {
+  type        = string
+  default     = ""
+  description = "An S3-compatible endpoint instead of AWS (MinIO, R2, versitygw)."
+}
+
 locals {
   db_dir = "/app/instance"
 }
 
 docker {
-  host = "unix:///var/run/docker.sock"   # optional; default: DOCKER_HOST, then the local socket
+  host = var.docker_host                 # optional; default: DOCKER_HOST, then the local socket
 }
 
 backup_store "s3" {                      # label: the store's name, referenced as backup_store.s3
   bucket     = "manual-backups"
   prefix     = "manual-generator/"
   region     = "ap-northeast-1"
-  endpoint   = ""                        # optional: an S3-compatible endpoint (MinIO, R2, versitygw)
-  path_style = false
+  endpoint   = var.s3_endpoint           # optional: an S3-compatible endpoint (MinIO, R2, versitygw)
+  path_style = var.s3_endpoint != ""     # S3-compatible stores want path-style addresses
 }
 # The embedded default needs no cloud:  backup_store "local" { directory = ".deployer/backups" }
 
