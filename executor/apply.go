@@ -16,6 +16,7 @@ import (
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/notify"
 	"github.com/deployer-dev/deployer/executor/probe"
+	"github.com/deployer-dev/deployer/executor/proxy"
 )
 
 // Applier carries out plans against one engine.
@@ -44,10 +45,16 @@ type Applier struct {
 	// tests use it to stop the deployer at every step. Empty in normal use.
 	KillAt string
 
-	red     *Redactor
-	hasher  *Hasher // the project's key, once read during this run
-	proxyID string  // the project's proxy, once ensured during this run
-	fixed   string  // the project network's range of fixed addresses, once ensured ("" without)
+	red    *Redactor
+	hasher *Hasher // the project's key, once read during this run
+	// adopting are containers being taken over in this run (by ID): they are not on the
+	// project's network and publish their ports themselves.
+	adopting map[string]bool
+	// portMoved are the services whose host port moved from the old release to the proxy in
+	// this run: going back is a restart, not a route switch.
+	portMoved map[string]bool
+	proxyID   string // the project's proxy, once ensured during this run
+	fixed     string // the project network's range of fixed addresses, once ensured ("" without)
 	// helperID is the image the proxy and restores run in, once found or built during this run.
 	helperID string
 }
@@ -141,6 +148,7 @@ func (a *Applier) crash(point string) {
 // restored.
 func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 	a.red = newRedactor(a.Project)
+	a.adopting, a.portMoved = map[string]bool{}, map[string]bool{}
 	out := &Outcome{}
 	if len(plan.Steps) == 0 {
 		return out, nil
@@ -186,6 +194,10 @@ func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 		}
 	}
 	for _, ch := range plan.Changes {
+		// A container an interrupted takeover set aside becomes the previous release first.
+		if t := ch.Takeover; t != nil && t.SetAside {
+			a.keepSetAside(ctx, a.Project.Service(ch.Service), t)
+		}
 		// Releases an interrupted cutover set aside become previous releases first.
 		if st := obs.Services[ch.Service]; st != nil && len(st.Others) > 0 && ch.Action != ActionDelete {
 			a.tidy(ctx, a.Project.Service(ch.Service), st)
@@ -221,6 +233,12 @@ func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 			}
 		case ActionCreate, ActionReplace:
 			err = a.deploy(ctx, a.Project.Service(ch.Service), ch, st, so)
+		case ActionTakeover:
+			s := a.Project.Service(ch.Service)
+			if st, err = a.adopt(ctx, s, ch.Takeover); err == nil {
+				a.adopting[st.Live.ID] = true
+				err = a.deploy(ctx, s, ch, st, so)
+			}
 		}
 		so.Seconds = time.Since(start).Seconds()
 		if err != nil {
@@ -405,6 +423,9 @@ func (a *Applier) deploy(ctx context.Context, s *config.Service, ch *Change, st 
 		if err != nil {
 			removeCandidate()
 			return fail(err)
+		}
+		if a.adopting[old.ID] {
+			old.Spec.Labels = st.Live.Labels // kept as the previous release with the deployer's labels
 		}
 	}
 	if err := a.switchAndVerify(ctx, s, r, old, cand, ch, so, fail); err != nil {
@@ -852,6 +873,18 @@ func (a *Applier) rollbackAfterCutover(ctx context.Context, s *config.Service, r
 	var logs string
 	err := a.step(s.Name, "rollback", fmt.Sprintf("switch back from release %d to release %s", r.number, prev), func() error {
 		logs, _ = a.Runtime.Logs(ctx, liveID, logLines)
+		if proxied(s) && a.portMoved[s.Name] {
+			// The old release had the host port, and gave it to the proxy in this apply: it
+			// gets it back, as in a restart.
+			for _, p := range s.Ports {
+				a.ctl(ctx, proxy.Request{Op: "remove", Name: routeName(s, p)})
+			}
+			a.Runtime.RemoveContainer(ctx, liveID)
+			if err := a.restore(ctx, s, old); err != nil {
+				return err
+			}
+			return a.verify(ctx, s, old.ID)
+		}
 		if proxied(s) {
 			// The old release still runs (it drains only after verification): route back to it.
 			if _, err := a.setRoutes(ctx, s, old); err != nil {
@@ -984,7 +1017,7 @@ func (a *Applier) resume(ctx context.Context, s *config.Service, st *ServiceStat
 		return fmt.Errorf("start release %d: %w", live.Release(), err)
 	}
 	verify := a.verify
-	if proxied(s) {
+	if proxied(s) && !a.adopting[live.ID] {
 		// Its address may have changed with the restart: the routes follow it.
 		a.proxyID = ""
 		if err := a.ensureProxy(ctx); err != nil {

@@ -27,6 +27,9 @@ const (
 	ActionReplace Action = "replace" // blue-green
 	ActionUpdate  Action = "update"  // in place: start a stopped live release
 	ActionDelete  Action = "delete"
+	// ActionTakeover replaces, blue-green, a container of the service's name that the deployer
+	// did not make, and keeps it as the previous release.
+	ActionTakeover Action = "takeover"
 )
 
 // Symbol is the plan's mark for the action, after Terraform's.
@@ -34,7 +37,7 @@ func (a Action) Symbol() string {
 	switch a {
 	case ActionCreate:
 		return "+"
-	case ActionReplace:
+	case ActionReplace, ActionTakeover:
 		return "+/-"
 	case ActionUpdate:
 		return "~"
@@ -61,10 +64,11 @@ type Plan struct {
 
 // Summary counts the changes.
 type Summary struct {
-	Create  int `json:"create"`
-	Replace int `json:"replace"`
-	Update  int `json:"update"`
-	Delete  int `json:"delete"`
+	Create   int `json:"create"`
+	Replace  int `json:"replace"`
+	Update   int `json:"update"`
+	Delete   int `json:"delete"`
+	TakeOver int `json:"take_over"`
 }
 
 // Fingerprint identifies what a plan was made from, so that a saved plan is applied only to the
@@ -92,6 +96,9 @@ type Change struct {
 	RemoveIDs   []string `json:"remove_container_ids,omitempty"`
 	// Prune are the previous releases beyond keep_releases that the clean-up removes.
 	Prune []Pruned `json:"prune,omitempty"`
+	// Takeover is the container of the service's name the deployer did not make, which this
+	// apply takes over.
+	Takeover *Takeover `json:"takeover,omitempty"`
 }
 
 // Pruned is a release the clean-up removes, and whether its image goes with it: only an image
@@ -242,7 +249,11 @@ func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptio
 	if err != nil {
 		return nil, err
 	}
-	pl := &planner{ctx: ctx, p: p, eng: eng, obs: obs, hasher: NewHasher(key), red: NewRedactor(p),
+	all, err := eng.AllContainers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pl := &planner{ctx: ctx, p: p, eng: eng, obs: obs, all: all, hasher: NewHasher(key), red: NewRedactor(p),
 		imageIDs: map[string]string{}, contextHashes: map[string]string{}}
 	return pl.plan(opts)
 }
@@ -253,6 +264,7 @@ type planner struct {
 	p             *config.Project
 	eng           Engine
 	obs           *Observed
+	all           []Container // every container on the engine: what holds ports, what to take over
 	hasher        *Hasher
 	red           *Redactor
 	imageIDs      map[string]string // image reference -> ID, "" when the engine lacks it
@@ -269,7 +281,7 @@ func (pl *planner) plan(opts PlanOptions) (*Plan, error) {
 			names = append(names, s.Name)
 		}
 	}
-	if err := checkPorts(pl.ctx, pl.eng, p, names); err != nil {
+	if err := portConflicts(p, names, pl.all); err != nil {
 		return nil, err
 	}
 	for _, s := range p.Services {
@@ -304,6 +316,8 @@ func (pl *planner) plan(opts PlanOptions) (*Plan, error) {
 			plan.Summary.Update++
 		case ActionDelete:
 			plan.Summary.Delete++
+		case ActionTakeover:
+			plan.Summary.TakeOver++
 		}
 	}
 	plan.Fingerprint = Fingerprint{State: StateFingerprint(obs, pl.imageIDs), Config: ConfigFingerprint(p, pl.contextHashes, pl.hasher)}
@@ -377,6 +391,28 @@ func (pl *planner) service(s *config.Service, st *ServiceState) (*Change, error)
 	if ch.ImageID != "" {
 		ch.SpecHash = SpecHash(doc, ch.ImageID)
 	}
+	foreign, err := pl.foreign(s)
+	if err != nil {
+		return nil, err
+	}
+	if foreign != nil {
+		release := st.MaxRelease() + 1
+		if live != nil && live.Release() > 1 && !st.hasRelease(live.Release()-1) {
+			release = live.Release() - 1 // the number the interrupted takeover gave it
+		}
+		if ch.Takeover, err = pl.takeover(s, foreign, release); err != nil {
+			return nil, err
+		}
+		if live == nil {
+			return pl.takeoverChange(s, ch, doc)
+		}
+		ch.Takeover.SetAside = true
+		for _, c := range st.Previous {
+			if c.Labels[LabelTakenOver] != "" && c.ImageID == foreign.ImageID {
+				ch.Takeover.Release, ch.Takeover.Kept = c.Release(), true // copied before the interruption
+			}
+		}
+	}
 	ch.Attributes = diffAttrs(p, s, oldDoc, doc, live == nil, pl.hasher)
 	switch {
 	case live == nil:
@@ -398,6 +434,21 @@ func (pl *planner) service(s *config.Service, st *ServiceState) (*Change, error)
 	}
 	if ch.Action == ActionReplace {
 		ch.Prune = pruned(s, st, ch.ImageID)
+	}
+	return ch, nil
+}
+
+// takeoverChange plans the replacement of a container the deployer did not make: blue-green as
+// from a live release, which it becomes, numbered, and is kept as the previous release.
+func (pl *planner) takeoverChange(s *config.Service, ch *Change, doc map[string]string) (*Change, error) {
+	t := ch.Takeover
+	ch.Action = ActionTakeover
+	ch.LiveRelease, ch.LiveImageID, ch.NextRelease = t.Release, t.ImageID, t.Release+1
+	ch.Reasons = append(ch.Reasons, fmt.Sprintf("container %s (%s, %s) runs without the deployer: it is replaced blue-green and kept as release %d, for rollback", t.Name, t.Made, t.State, t.Release))
+	for _, a := range diffAttrs(pl.p, s, t.doc, doc, false, pl.hasher) {
+		if takeoverKey(a.Path) {
+			ch.Attributes = append(ch.Attributes, a)
+		}
 	}
 	return ch, nil
 }

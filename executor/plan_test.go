@@ -59,6 +59,24 @@ func (f *fakeEngine) ProjectKey(context.Context, string) ([]byte, error) { retur
 
 func (f *fakeEngine) AllContainers(context.Context) ([]Container, error) { return f.containers, nil }
 
+func (f *fakeEngine) Inspect(_ context.Context, id string) (*ContainerState, error) {
+	for _, c := range f.containers {
+		if c.ID == id || c.Name == id {
+			st := &ContainerState{ID: c.ID, Name: c.Name, ImageID: c.ImageID, Running: c.Running(), Status: c.State,
+				Spec: ContainerSpec{Name: c.Name, Labels: c.Labels, Env: map[string]string{}}}
+			for _, p := range c.Published {
+				st.Spec.Ports = append(st.Spec.Ports, PortBinding{Container: 8080, HostPort: p.HostPort})
+			}
+			return st, nil
+		}
+	}
+	return nil, fmt.Errorf("container %s: %w", id, ErrNotFound)
+}
+
+func (f *fakeEngine) ImageEnv(context.Context, string) (map[string]string, error) {
+	return map[string]string{}, nil
+}
+
 func (f *fakeEngine) ImageID(_ context.Context, ref string) (string, error) {
 	if id, ok := f.images[ref]; ok {
 		return id, nil

@@ -405,8 +405,17 @@ func (a *Applier) proxyCutover(ctx context.Context, s *config.Service, r *releas
 		if _, err := a.setRoutes(ctx, s, cand); err != nil {
 			if old != nil && strings.Contains(err.Error(), "is taken") && len(old.Ports) > 0 {
 				// The live release publishes the host port itself (it was deployed with the
-				// restart cutover): this one switch to the proxy is a restart.
-				a.warn(s.Name, "release %d publishes the host port itself (restart cutover): stopping it so the proxy can take the port; this switch has a short window without service", ch.LiveRelease)
+				// restart cutover, or it is a container being taken over): this one switch to
+				// the proxy is a restart.
+				who := fmt.Sprintf("release %d publishes the host port itself (restart cutover)", ch.LiveRelease)
+				if a.adopting[old.ID] {
+					who = fmt.Sprintf("the container being taken over (%s) publishes the host port itself", old.Name)
+				}
+				a.warn(s.Name, "%s: stopping it so the proxy can take the port; this one switch has a window without service, as long as a restart's", who)
+				if a.portMoved == nil {
+					a.portMoved = map[string]bool{}
+				}
+				a.portMoved[s.Name] = true
 				if err := a.stopRelease(ctx, s, old.ID, "release "+old.Spec.Labels[LabelRelease]); err != nil {
 					return err
 				}

@@ -21,7 +21,7 @@ func (p *Plan) WriteText(w io.Writer, o RenderOptions) error {
 		}
 		return "\x1b[" + code + "m" + s + "\x1b[0m"
 	}
-	colors := map[Action]string{ActionCreate: "32", ActionReplace: "33", ActionUpdate: "33", ActionDelete: "31"}
+	colors := map[Action]string{ActionCreate: "32", ActionReplace: "33", ActionTakeover: "33", ActionUpdate: "33", ActionDelete: "31"}
 	ew := &errWriter{w: w}
 	ew.printf("Project %q on %s\n", p.Project, p.Engine)
 	if len(p.Leftovers) > 0 {
@@ -47,6 +47,15 @@ func (p *Plan) WriteText(w io.Writer, o RenderOptions) error {
 			continue
 		}
 		ew.printf("\n  %s service.%s %s\n", paint(colors[c.Action], fmt.Sprintf("%-3s", c.Action.Symbol())), c.Service, describe(c))
+		if t := c.Takeover; t != nil && c.Action == ActionTakeover {
+			ew.printf("        made by    %s\n        image      %s (%s)\n", t.Made, t.Image, short(t.ImageID))
+			if len(t.Ports) > 0 {
+				ew.printf("        ports      %s\n", strings.Join(t.Ports, ", "))
+			}
+			if len(t.Volumes) > 0 {
+				ew.printf("        volumes    %s\n", strings.Join(t.Volumes, ", "))
+			}
+		}
 		width := 0
 		for _, a := range c.Attributes {
 			width = max(width, len(a.Path))
@@ -59,6 +68,9 @@ func (p *Plan) WriteText(w io.Writer, o RenderOptions) error {
 	ew.printf("\nPlan: %d to create, %d to replace, %d to delete", p.Summary.Create, p.Summary.Replace, p.Summary.Delete)
 	if p.Summary.Update > 0 {
 		ew.printf(", %d to start", p.Summary.Update)
+	}
+	if p.Summary.TakeOver > 0 {
+		ew.printf(", %d to take over", p.Summary.TakeOver)
 	}
 	ew.printf(".\n")
 	return ew.err
@@ -82,6 +94,8 @@ func describe(c *Change) string {
 		what = fmt.Sprintf("will be created (release %d)", c.NextRelease)
 	case ActionReplace:
 		what = fmt.Sprintf("will be replaced blue-green (release %d -> %d)", c.LiveRelease, c.NextRelease)
+	case ActionTakeover:
+		what = fmt.Sprintf("will be taken over (container %s -> release %d)", c.Takeover.Name, c.NextRelease)
 	case ActionUpdate:
 		what = "will be started"
 	case ActionDelete:

@@ -20,7 +20,6 @@ type Runtime interface {
 	StopContainer(ctx context.Context, id string, timeout time.Duration) error
 	RemoveContainer(ctx context.Context, id string) error
 	RenameContainer(ctx context.Context, id, name string) error
-	Inspect(ctx context.Context, id string) (*ContainerState, error)
 	Logs(ctx context.Context, id string, lines int) (string, error)
 	Wait(ctx context.Context, id string) (int, error)
 	// The copy API, pause and logs, for backups and SQLite checks.
@@ -105,4 +104,6 @@ type ContainerState struct {
 	ImageID  string
 	Spec     ContainerSpec
 	IPs      map[string]string // network name -> address
+	// Binds are the host directories bind-mounted into the container (Name: the host path).
+	Binds []VolumeMount
 }

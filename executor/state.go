@@ -139,6 +139,10 @@ type Engine interface {
 	// ProjectKey is the project's random key for hashing sensitive values, made on first use
 	// and kept on the engine (never in a plan file).
 	ProjectKey(ctx context.Context, project string) ([]byte, error)
+	// Inspect reports a container (by ID or name); ErrNotFound when there is none.
+	Inspect(ctx context.Context, id string) (*ContainerState, error)
+	// ImageEnv is the environment an image sets, which every container of it has.
+	ImageEnv(ctx context.Context, image string) (map[string]string, error)
 }
 
 // Observed is a project's state as the engine reports it.
@@ -158,6 +162,18 @@ type ServiceState struct {
 	Candidates []*Container // left over by an interrupted apply
 	Previous   []*Container // stopped earlier releases, newest first
 	Others     []*Container // more than one live container, or unknown roles
+}
+
+// hasRelease reports whether a container of the service has that release number.
+func (s *ServiceState) hasRelease(n int) bool {
+	for _, list := range [][]*Container{{s.Live}, s.Candidates, s.Previous, s.Others} {
+		for _, c := range list {
+			if c != nil && c.Release() == n {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // MaxRelease is the highest release number seen for the service, in any role.

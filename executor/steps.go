@@ -50,6 +50,13 @@ func steps(p *config.Project, plan *Plan, red *Redactor) []*Step {
 			add(l.Service, StepCleanup, "keep the %s", strings.SplitN(l.Detail, " besides", 2)[0]+" as a previous release")
 		}
 	}
+	for _, ch := range plan.Changes {
+		if t := ch.Takeover; t != nil && t.SetAside && t.Kept {
+			add(ch.Service, StepCleanup, "remove %s: it is kept as release %d already", t.Name, t.Release)
+		} else if t != nil && t.SetAside {
+			add(ch.Service, StepCleanup, "keep %s (taken over: %s) as release %d, with the deployer's labels", t.Name, t.Made, t.Release)
+		}
+	}
 	local := LocalEngine(plan.Engine)
 	proxyFor := ""
 	for _, l := range plan.Leftovers {
@@ -125,7 +132,8 @@ func steps(p *config.Project, plan *Plan, red *Redactor) []*Step {
 		for _, h := range s.Hooks {
 			add(s.Name, StepHook+"."+h.When, "run `%s` in a one-off container of the new image", red.words(h.Command))
 		}
-		if b := s.Backup; b != nil && ch.Action == ActionReplace {
+		replacing := ch.Action == ActionReplace || ch.Action == ActionTakeover
+		if b := s.Backup; b != nil && replacing {
 			extra := ""
 			if b.Consistency == "pause" {
 				extra = ", pausing the live release while its files are read"
@@ -133,22 +141,34 @@ func steps(p *config.Project, plan *Plan, red *Redactor) []*Step {
 			if b.Logs {
 				extra += ", with its logs"
 			}
-			add(s.Name, StepBackup, "back up %s of release %d to backup_store.%s%s; keep %d", strings.Join(b.Volumes, ", "), ch.LiveRelease, b.Store, extra, b.Keep)
+			of := fmt.Sprintf("release %d", ch.LiveRelease)
+			if ch.Action == ActionTakeover {
+				of = "the container " + ch.Takeover.Name
+			}
+			add(s.Name, StepBackup, "back up %s of %s to backup_store.%s%s; keep %d", strings.Join(b.Volumes, ", "), of, b.Store, extra, b.Keep)
 		}
 		hostPorts := hostPortList(s)
 		if ch.Action == ActionCreate {
 			add(s.Name, StepStart, "start release %d as %s on %s", ch.NextRelease, s.ContainerName, hostPorts)
+		} else if ch.Action == ActionTakeover && s.Deploy.Cutover == "proxy" {
+			add(s.Name, StepCutover, "stop %s, which publishes %s itself, and give the port to the proxy, routed to release %d: this one switch has a window without service, as long as a restart's", ch.Takeover.Name, hostPorts, ch.NextRelease)
+		} else if ch.Action == ActionTakeover {
+			add(s.Name, StepCutover, "restart: stop %s (up to %s), start release %d as %s on %s", ch.Takeover.Name, dur(s.Deploy.StopTimeout), ch.NextRelease, s.ContainerName, hostPorts)
 		} else if s.Deploy.Cutover == "proxy" {
 			add(s.Name, StepCutover, "proxy: route new requests on %s to release %d, drain release %d for up to %s, then stop it", hostPorts, ch.NextRelease, ch.LiveRelease, dur(s.Deploy.Drain))
 		} else {
 			add(s.Name, StepCutover, "restart: stop release %d (%s, up to %s), start release %d as %s on %s", ch.LiveRelease, ch.Container, dur(s.Deploy.StopTimeout), ch.NextRelease, s.ContainerName, hostPorts)
 		}
 		verify := "health-check the new live release through " + hostPorts
-		if ch.Action == ActionReplace && s.Deploy.AutoRollback {
+		if replacing && s.Deploy.AutoRollback {
 			verify += fmt.Sprintf("; on failure roll back to release %d", ch.LiveRelease)
 		}
 		add(s.Name, StepVerify, "%s", verify)
-		add(s.Name, StepCleanup, "remove the candidate, keep %s%s", plural(s.Deploy.KeepReleases, "previous release"), pruneText(ch.Prune))
+		keep := ""
+		if ch.Action == ActionTakeover {
+			keep = fmt.Sprintf("; keep %s as release %d, with the deployer's labels, for rollback", ch.Takeover.Name, ch.LiveRelease)
+		}
+		add(s.Name, StepCleanup, "remove the candidate, keep %s%s%s", plural(s.Deploy.KeepReleases, "previous release"), keep, pruneText(ch.Prune))
 	}
 	add("", StepUnlock, "release the deploy lock")
 	return out

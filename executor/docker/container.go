@@ -141,8 +141,11 @@ func (e *Engine) Inspect(ctx context.Context, id string) (*executor.ContainerSta
 		sort.Slice(st.Spec.Ports, func(i, j int) bool { return st.Spec.Ports[i].Container < st.Spec.Ports[j].Container })
 	}
 	for _, m := range c.Mounts {
-		if m.Type == mount.TypeVolume {
+		switch m.Type {
+		case mount.TypeVolume:
 			st.Spec.Volumes = append(st.Spec.Volumes, executor.VolumeMount{Name: m.Name, Target: m.Destination})
+		case mount.TypeBind:
+			st.Binds = append(st.Binds, executor.VolumeMount{Name: m.Source, Target: m.Destination})
 		}
 	}
 	if c.State != nil {

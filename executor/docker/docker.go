@@ -152,6 +152,26 @@ func (e *Engine) ImageID(ctx context.Context, ref string) (string, error) {
 	return img.ID, nil
 }
 
+// ImageEnv is the environment an image sets.
+func (e *Engine) ImageEnv(ctx context.Context, image string) (map[string]string, error) {
+	img, err := e.cli.ImageInspect(ctx, image)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil, fmt.Errorf("image %s: %w", image, executor.ErrNotFound)
+		}
+		return nil, fmt.Errorf("docker engine at %s: inspect image %s: %w", e.host, image, err)
+	}
+	out := map[string]string{}
+	if img.Config != nil {
+		for _, kv := range img.Config.Env {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				out[k] = v
+			}
+		}
+	}
+	return out, nil
+}
+
 var _ executor.Runtime = (*Engine)(nil)
 
 // ProbeHost is the address where ports published by the engine at host are reached: the

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -171,4 +172,24 @@ func Hasher(t testing.TB, eng *docker.Engine, project string) *executor.Hasher {
 		t.Fatal(err)
 	}
 	return executor.NewHasher(key)
+}
+
+// WaitHTTP waits until a GET of url answers 2xx, for up to 20 seconds.
+func WaitHTTP(t testing.TB, url string) {
+	t.Helper()
+	c := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := c.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode/100 == 2 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not answer: %v", url, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
