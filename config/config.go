@@ -26,11 +26,12 @@ type Project struct {
 	Dir       string   // the configuration directory; relative paths resolve against it
 	Files     []string // the files read, in order
 
-	Docker    Docker
-	Stores    map[string]*Store
-	Services  []*Service // sorted by name
-	Notifies  []*Notify
-	Variables []*Variable
+	Docker     Docker
+	Registries map[string]*Registry // by host
+	Stores     map[string]*Store
+	Services   []*Service // sorted by name
+	Notifies   []*Notify
+	Variables  []*Variable
 
 	// Sensitive holds the attribute paths (as Service.Attributes names them, prefixed by
 	// "service.NAME.", or "notify.KIND.NAME.url") whose values derive from a sensitive variable.
@@ -58,6 +59,16 @@ type Docker struct {
 	// which it can only do when that binary runs on the engine's OS and architecture.
 	ProxyImage      string
 	ProxyImageRange Range
+}
+
+// Registry holds the credentials for pulling images from one registry host; without a block,
+// the deployer uses what `docker pull` would use on its machine (the docker CLI's config).
+type Registry struct {
+	Host      string // as image references name it: "ghcr.io", "registry.example.com:5000"
+	Username  string
+	Password  string // from a sensitive variable
+	DeclRange Range
+	Ranges    map[string]Range
 }
 
 // Store is a backup destination.

@@ -27,10 +27,13 @@ var (
 	// (stores, canaries, databases): no dots, spaces or slashes.
 	labelRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
 	// volumeRE is Docker's rule for volume names.
-	volumeRE    = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
-	ageRE       = regexp.MustCompile(`^age1[0-9a-z]+$`)
-	containerRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
-	envKeyRE    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.]*$`)
+	volumeRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
+	ageRE    = regexp.MustCompile(`^age1[0-9a-z]+$`)
+	// registryHostRE is a registry as image references name it: a domain with a dot or a
+	// port, or localhost.
+	registryHostRE = regexp.MustCompile(`^((localhost|[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)+|\[[0-9a-fA-F:]+\])(:[0-9]+)?|[a-zA-Z0-9-]+:[0-9]+)$`)
+	containerRE    = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+	envKeyRE       = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.]*$`)
 )
 
 // Validate runs the semantic checks of a defaulted project. It returns every error it finds, in
@@ -73,6 +76,16 @@ func (v *validator) project() {
 	}
 	for _, st := range sortedStores(p.Stores) {
 		v.store(st)
+	}
+	for _, host := range sortedKeys(p.Registries) {
+		r := p.Registries[host]
+		if !registryHostRE.MatchString(host) {
+			v.add(r.DeclRange, "Invalid registry host", "registry %q: name the registry as image references do: a host name with a dot or a port (\"ghcr.io\", \"registry.example.com:5000\"), or \"docker.io\" for Docker Hub.", host)
+		}
+		if _, set := r.Ranges["password"]; set && !p.Sensitive["registry."+host+".password"] {
+			at := r.Ranges["password"]
+			v.add(at, "Registry password not sensitive", "registry %q: password must come from a variable declared sensitive = true, so that it is never printed or saved in a plan.", host)
+		}
 	}
 	seenService := map[string]*Service{}
 	seenContainer := map[string]*Service{}
@@ -368,6 +381,15 @@ func volumeNames(s *Service) []string {
 		names = append(names, v.Name)
 	}
 	return names
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func sortedStores(m map[string]*Store) []*Store {

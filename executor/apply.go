@@ -532,7 +532,7 @@ func (a *Applier) image(ctx context.Context, s *config.Service, ch *Change, st *
 		}
 		r.origin = OriginPulled
 		return a.step(s.Name, StepImage, "pull "+s.Image, func() error {
-			id, err := a.Runtime.PullImage(ctx, s.Image, nil)
+			id, err := a.Runtime.PullImage(ctx, s.Image, a.registries(), nil)
 			r.imageID = id
 			return err
 		})
@@ -1122,4 +1122,13 @@ func settled(ctx context.Context, alive func() error) error {
 	case <-time.After(settle):
 	}
 	return alive()
+}
+
+// registries are the credentials the configuration's registry blocks give, by host.
+func (a *Applier) registries() map[string]RegistryAuth {
+	out := map[string]RegistryAuth{}
+	for host, r := range a.Project.Registries {
+		out[host] = RegistryAuth{Username: r.Username, Password: r.Password}
+	}
+	return out
 }

@@ -304,7 +304,7 @@ func (a *Applier) helperImage(ctx context.Context) (string, error) {
 		if id, err := a.Runtime.ImageID(ctx, ref); err == nil {
 			return id, nil
 		}
-		id, err := a.Runtime.PullImage(ctx, ref, nil)
+		id, err := a.Runtime.PullImage(ctx, ref, a.registries(), nil)
 		if err != nil {
 			return "", fmt.Errorf("docker.proxy_image %q: %w", ref, err)
 		}

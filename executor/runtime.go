@@ -11,7 +11,9 @@ import (
 type Runtime interface {
 	Engine
 	BuildImage(ctx context.Context, o BuildOptions) (string, error)
-	PullImage(ctx context.Context, ref string, log io.Writer) (string, error)
+	// PullImage pulls an image with the credentials the registries hold (by host), else those
+	// `docker pull` would use on this machine.
+	PullImage(ctx context.Context, ref string, registries map[string]RegistryAuth, log io.Writer) (string, error)
 	// EnsureLockImage makes sure the image that lock containers are created from exists.
 	EnsureLockImage(ctx context.Context) (string, error)
 	RemoveImage(ctx context.Context, id string) error
@@ -36,6 +38,11 @@ type Runtime interface {
 	SetRestart(ctx context.Context, id, policy string) error
 	// Platform is the engine's OS and architecture, as Go names them ("linux", "amd64").
 	Platform(ctx context.Context) (os, arch string, err error)
+}
+
+// RegistryAuth is what a registry block gives to pull with.
+type RegistryAuth struct {
+	Username, Password string
 }
 
 // ErrNameTaken is returned by CreateContainer when a container of that name exists already.

@@ -250,6 +250,16 @@ func (l *loader) decodeProject(p *config.Project, t *top) hcl.Diagnostics {
 			p.Docker.ProxyImageRange = cfgRange(a.Expr.Range())
 		}
 	}
+	p.Registries = map[string]*config.Registry{}
+	for _, b := range t.registries {
+		r := &config.Registry{Host: b.Labels[0], DeclRange: cfgRange(b.DefRange), Ranges: map[string]config.Range{}}
+		d.prefix, d.ranges = "registry."+r.Host+".", r.Ranges
+		a := d.content(b.Body, registrySchema).Attributes
+		d.str(a, "username", "username", &r.Username)
+		d.str(a, "password", "password", &r.Password)
+		d.prefix, d.ranges = "", nil
+		p.Registries[r.Host] = r
+	}
 	p.Stores = map[string]*config.Store{}
 	l.stores = p.Stores
 	for _, b := range t.stores {

@@ -16,6 +16,7 @@ var (
 			{Type: "locals"},
 			{Type: "docker"},
 			{Type: "backup_store", LabelNames: []string{"name"}},
+			{Type: "registry", LabelNames: []string{"host"}},
 			{Type: "service", LabelNames: []string{"name"}},
 			{Type: "notify", LabelNames: []string{"kind", "name"}},
 		},
@@ -89,6 +90,9 @@ var (
 	deploySchema = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{{Name: "cutover"}, {Name: "drain"}, {Name: "stop_timeout"}, {Name: "auto_rollback"}, {Name: "keep_releases"}},
 	}
+	registrySchema = &hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{{Name: "username", Required: true}, {Name: "password", Required: true}},
+	}
 	notifySchema = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{{Name: "url", Required: true}, {Name: "on"}},
 	}
@@ -96,13 +100,14 @@ var (
 
 // top is the root of every file, gathered.
 type top struct {
-	project   *hcl.Attribute
-	variables []*hcl.Block
-	locals    []*hcl.Block
-	docker    *hcl.Block
-	stores    []*hcl.Block
-	services  []*hcl.Block
-	notifies  []*hcl.Block
+	project    *hcl.Attribute
+	variables  []*hcl.Block
+	locals     []*hcl.Block
+	docker     *hcl.Block
+	stores     []*hcl.Block
+	registries []*hcl.Block
+	services   []*hcl.Block
+	notifies   []*hcl.Block
 }
 
 func (l *loader) topLevel() (*top, hcl.Diagnostics) {
@@ -132,6 +137,8 @@ func (l *loader) topLevel() (*top, hcl.Diagnostics) {
 				t.docker = b
 			case "backup_store":
 				t.stores = append(t.stores, b)
+			case "registry":
+				t.registries = append(t.registries, b)
 			case "service":
 				t.services = append(t.services, b)
 			case "notify":
@@ -154,6 +161,7 @@ func (l *loader) topLevel() (*top, hcl.Diagnostics) {
 	}
 	diags = append(diags, uniqueLabels(t.variables, "variable")...)
 	diags = append(diags, uniqueLabels(t.stores, "backup_store")...)
+	diags = append(diags, uniqueLabels(t.registries, "registry")...)
 	diags = append(diags, uniqueLabels(t.services, "service")...)
 	diags = append(diags, uniqueLabels(t.notifies, "notify")...)
 	return t, diags

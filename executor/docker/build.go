@@ -130,15 +130,20 @@ func readJSONMessages(r io.Reader, log io.Writer) error {
 	return sc.Err()
 }
 
-// PullImage pulls an image from its registry.
-func (e *Engine) PullImage(ctx context.Context, ref string, log io.Writer) (string, error) {
-	rc, err := e.cli.ImagePull(ctx, ref, image.PullOptions{})
+// PullImage pulls an image from its registry, with the credentials a registry block gives for
+// it, else those `docker pull` would use on this machine.
+func (e *Engine) PullImage(ctx context.Context, ref string, registries map[string]executor.RegistryAuth, log io.Writer) (string, error) {
+	auth, from, err := credentials(ref, registries)
 	if err != nil {
 		return "", fmt.Errorf("pull %s: %w", ref, err)
 	}
+	rc, err := e.cli.ImagePull(ctx, ref, image.PullOptions{RegistryAuth: encodeAuth(auth)})
+	if err != nil {
+		return "", refusedPull(ref, from, fmt.Errorf("pull %s: %w", ref, err))
+	}
 	defer rc.Close()
 	if err := readJSONMessages(rc, log); err != nil {
-		return "", fmt.Errorf("pull %s: %w", ref, err)
+		return "", refusedPull(ref, from, fmt.Errorf("pull %s: %w", ref, err))
 	}
 	return e.ImageID(ctx, ref)
 }
