@@ -384,7 +384,7 @@ func TestApplyNotices(t *testing.T) {
 	}
 	warned := false
 	for _, e := range r.events {
-		warned = warned || e.Type == executor.EventWarning && strings.Contains(e.Detail, `notify webhook "broken": the endpoint answered 500`)
+		warned = warned || e.Type == executor.EventWarning && strings.Contains(e.Detail, `notify webhook "broken" (http://127.0.0.1:`) && strings.Contains(e.Detail, `/...): the endpoint answered 500`)
 	}
 	if !warned {
 		t.Error("no warning for the failing notice")

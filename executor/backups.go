@@ -197,9 +197,8 @@ func (a *Applier) checkSQLite(ctx context.Context, s *config.Service, r *release
 	}
 	empty := local == ""
 	if !empty {
-		if empty, err = backup.Empty(ctx, local); err != nil {
-			return fmt.Errorf("%s: %w", file, err)
-		}
+		// A database that cannot be read is not empty: quick_check says what is wrong with it.
+		empty, _ = backup.Empty(ctx, local)
 	}
 	if empty {
 		if len(db.SeedIfEmpty) == 0 {

@@ -116,6 +116,12 @@ type cmdConn struct {
 func (c *cmdConn) Read(p []byte) (int, error) {
 	n, err := c.stdout.Read(p)
 	if err == io.EOF && n == 0 {
+		// What ssh said is copied from its stderr until the process is waited for: wait, so
+		// that the reason it gave up is there.
+		select {
+		case <-c.exited:
+		case <-time.After(time.Second):
+		}
 		if msg := strings.TrimSpace(c.stderr.String()); msg != "" {
 			return 0, fmt.Errorf("ssh %s: %s", c.target.host, msg)
 		}
