@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/engine"
 	"github.com/deployer-dev/deployer/executor/notify"
 	"github.com/deployer-dev/deployer/executor/probe"
 	"github.com/deployer-dev/deployer/executor/proxy"
@@ -545,7 +546,7 @@ func (a *Applier) image(ctx context.Context, s *config.Service, ch *Change, st *
 				return err
 			}
 		}
-		hash, err := ContextHash(dir, s.Build.Dockerfile)
+		hash, err := engine.ContextHash(dir, s.Build.Dockerfile)
 		if err != nil {
 			return err
 		}

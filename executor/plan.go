@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/engine"
 )
 
 // FormatVersion is the version of the JSON form of plans and events. It changes only when a
@@ -483,7 +484,7 @@ func pruned(s *config.Service, st *ServiceState, newImage string) []Pruned {
 func (pl *planner) image(s *config.Service, live *Container, ch *Change) (bool, error) {
 	if s.Build != nil {
 		dir := filepath.Join(pl.p.Dir, s.Build.Context)
-		hash, err := ContextHash(dir, s.Build.Dockerfile)
+		hash, err := engine.ContextHash(dir, s.Build.Dockerfile)
 		if err != nil {
 			return false, fmt.Errorf("service.%s: %w", s.Name, err)
 		}

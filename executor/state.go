@@ -6,36 +6,8 @@ package executor
 
 import (
 	"context"
-	"errors"
 	"sort"
-	"strconv"
 	"strings"
-	"time"
-)
-
-// Labels the deployer writes on everything it creates. What runs is read back from them: there is
-// no state file.
-const (
-	LabelProject     = "deployer.project"
-	LabelService     = "deployer.service"
-	LabelRole        = "deployer.role"
-	LabelRelease     = "deployer.release"
-	LabelSpec        = "deployer.spec"         // hash of the normalized spec and the image ID
-	LabelSpecDoc     = "deployer.spec-doc"     // the normalized spec, sensitive values hashed
-	LabelContextHash = "deployer.context-hash" // content hash of the build context, when built
-	LabelCreatedAt   = "deployer.created-at"
-	LabelSource      = "deployer.source"
-	LabelHolder      = "deployer.holder" // on the lock: who holds it
-	LabelImage       = "deployer.image"  // the image reference (containers are created by ID)
-	// LabelLiveName is the service's live container name. The container that bears it is the
-	// live release whatever role it was created with: in proxy mode the candidate itself becomes
-	// live by being renamed, since labels cannot change.
-	LabelLiveName = "deployer.live-name"
-	// LabelAddress is the fixed address a release was given on the project's network.
-	LabelAddress = "deployer.address"
-	// LabelImageOrigin says who made a release's image: built or pulled by the deployer, or
-	// found on the engine. Pruning removes only the images the deployer made.
-	LabelImageOrigin = "deployer.image-origin"
 )
 
 // Image origins.
@@ -81,69 +53,6 @@ const (
 	RoleLock      = "lock"
 	RoleOneOff    = "oneoff" // hooks and seeds: never serve
 )
-
-// ErrNotFound is returned by an Engine for an image or container that does not exist.
-var ErrNotFound = errors.New("not found")
-
-// Container is what the engine reports of one labelled container.
-type Container struct {
-	ID      string
-	Name    string
-	Image   string // the reference it was created from
-	ImageID string
-	State   string // created, running, paused, restarting, exited, dead
-	Status  string // the engine's human wording, e.g. "Up 3 minutes"
-	Labels  map[string]string
-	Created time.Time
-	// Published are the host ports a running container holds.
-	Published []Published
-}
-
-// Published is a host port a container publishes.
-type Published struct {
-	HostIP   string // "" or 0.0.0.0 for every address
-	HostPort int
-}
-
-func (c *Container) Role() string { return c.Labels[LabelRole] }
-
-// ImageRef is the image reference the release was deployed from.
-func (c *Container) ImageRef() string {
-	if ref := c.Labels[LabelImage]; ref != "" {
-		return ref
-	}
-	return c.Image
-}
-func (c *Container) Service() string { return c.Labels[LabelService] }
-func (c *Container) Running() bool   { return c.State == "running" || c.State == "restarting" }
-
-// Release is the container's release number, 0 when it has none.
-func (c *Container) Release() int {
-	n, _ := strconv.Atoi(c.Labels[LabelRelease])
-	return n
-}
-
-// Engine is what planning needs of a Docker engine.
-type Engine interface {
-	// Host names the engine for messages, e.g. unix:///var/run/docker.sock.
-	Host() string
-	// Ping fails when the engine does not answer.
-	Ping(ctx context.Context) error
-	// Containers lists every container labelled with the project, in one call.
-	Containers(ctx context.Context, project string) ([]Container, error)
-	// AllContainers lists every container on the engine, the deployer's or not, with the ports
-	// they publish: what may hold a port the project needs.
-	AllContainers(ctx context.Context) ([]Container, error)
-	// ImageID resolves a local image reference; ErrNotFound when the engine does not have it.
-	ImageID(ctx context.Context, ref string) (string, error)
-	// ProjectKey is the project's random key for hashing sensitive values, made on first use
-	// and kept on the engine (never in a plan file).
-	ProjectKey(ctx context.Context, project string) ([]byte, error)
-	// Inspect reports a container (by ID or name); ErrNotFound when there is none.
-	Inspect(ctx context.Context, id string) (*ContainerState, error)
-	// ImageEnv is the environment an image sets, which every container of it has.
-	ImageEnv(ctx context.Context, image string) (map[string]string, error)
-}
 
 // Observed is a project's state as the engine reports it.
 type Observed struct {

@@ -16,7 +16,7 @@ import (
 	"github.com/distribution/reference"
 	"github.com/docker/docker/api/types/registry"
 
-	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/engine"
 )
 
 // A pull uses the credentials a `registry` block gives for the image's registry, else what
@@ -41,7 +41,7 @@ func RegistryHost(ref string) string {
 
 // credentials finds what to pull ref with; nil for an anonymous pull. from says where they came
 // from, for messages.
-func credentials(ref string, blocks map[string]executor.RegistryAuth) (auth *registry.AuthConfig, from string, err error) {
+func credentials(ref string, blocks map[string]engine.RegistryAuth) (auth *registry.AuthConfig, from string, err error) {
 	host := RegistryHost(ref)
 	if b, ok := blocks[host]; ok {
 		return &registry.AuthConfig{Username: b.Username, Password: b.Password, ServerAddress: host}, fmt.Sprintf("the registry %q block", host), nil

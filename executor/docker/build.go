@@ -14,13 +14,13 @@ import (
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/image"
 
-	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/engine"
 )
 
 // BuildImage builds an image with the engine's classic builder, streaming the context (what
 // .dockerignore leaves) as a tar without holding it in memory, and returns the image ID. No
 // registry is involved unless the Dockerfile pulls a base image.
-func (e *Engine) BuildImage(ctx context.Context, o executor.BuildOptions) (string, error) {
+func (e *Engine) BuildImage(ctx context.Context, o engine.BuildOptions) (string, error) {
 	pr, pw := io.Pipe()
 	go func() {
 		pw.CloseWithError(writeContext(pw, o.Dir, o.Dockerfile))
@@ -51,7 +51,7 @@ func (e *Engine) BuildImage(ctx context.Context, o executor.BuildOptions) (strin
 
 func writeContext(w io.Writer, dir, dockerfile string) error {
 	tw := tar.NewWriter(w)
-	err := executor.WalkContext(dir, dockerfile, func(f executor.ContextFile) error {
+	err := engine.WalkContext(dir, dockerfile, func(f engine.ContextFile) error {
 		hdr, err := tar.FileInfoHeader(f.Info, f.Link)
 		if err != nil {
 			return err
@@ -132,7 +132,7 @@ func readJSONMessages(r io.Reader, log io.Writer) error {
 
 // PullImage pulls an image from its registry, with the credentials a registry block gives for
 // it, else those `docker pull` would use on this machine.
-func (e *Engine) PullImage(ctx context.Context, ref string, registries map[string]executor.RegistryAuth, log io.Writer) (string, error) {
+func (e *Engine) PullImage(ctx context.Context, ref string, registries map[string]engine.RegistryAuth, log io.Writer) (string, error) {
 	auth, from, err := credentials(ref, registries)
 	if err != nil {
 		return "", fmt.Errorf("pull %s: %w", ref, err)
@@ -185,5 +185,5 @@ func (e *Engine) EnsureLockImage(ctx context.Context) (string, error) {
 	if err := os.WriteFile(dir+"/Dockerfile", []byte(df), 0o644); err != nil {
 		return "", err
 	}
-	return e.BuildImage(ctx, executor.BuildOptions{Dir: dir, Dockerfile: "Dockerfile", Tag: LockImage})
+	return e.BuildImage(ctx, engine.BuildOptions{Dir: dir, Dockerfile: "Dockerfile", Tag: LockImage})
 }

@@ -17,11 +17,11 @@ import (
 	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/docker/go-connections/nat"
 
-	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/engine"
 )
 
 // CreateContainer creates (not starts) a container and returns its ID.
-func (e *Engine) CreateContainer(ctx context.Context, s executor.ContainerSpec) (string, error) {
+func (e *Engine) CreateContainer(ctx context.Context, s engine.ContainerSpec) (string, error) {
 	env := make([]string, 0, len(s.Env))
 	for _, k := range sortedKeys(s.Env) {
 		env = append(env, k+"="+s.Env[k])
@@ -72,7 +72,7 @@ func (e *Engine) CreateContainer(ctx context.Context, s executor.ContainerSpec) 
 	resp, err := e.cli.ContainerCreate(ctx, cfg, host, netCfg, nil, s.Name)
 	if err != nil {
 		if isConflict(err) {
-			return "", fmt.Errorf("create container %s: %w: %v", s.Name, executor.ErrNameTaken, err)
+			return "", fmt.Errorf("create container %s: %w: %v", s.Name, engine.ErrNameTaken, err)
 		}
 		return "", fmt.Errorf("create container %s: %w", s.Name, err)
 	}
@@ -114,15 +114,15 @@ func (e *Engine) RenameContainer(ctx context.Context, id, name string) error {
 }
 
 // Inspect reports a container's state, published ports and the spec it was created from.
-func (e *Engine) Inspect(ctx context.Context, id string) (*executor.ContainerState, error) {
+func (e *Engine) Inspect(ctx context.Context, id string) (*engine.ContainerState, error) {
 	c, err := e.cli.ContainerInspect(ctx, id)
 	if err != nil {
 		if isNotFound(err) {
-			return nil, fmt.Errorf("container %s: %w", short(id), executor.ErrNotFound)
+			return nil, fmt.Errorf("container %s: %w", short(id), engine.ErrNotFound)
 		}
 		return nil, fmt.Errorf("inspect container %s: %w", short(id), err)
 	}
-	st := &executor.ContainerState{ID: c.ID, Name: strings.TrimPrefix(c.Name, "/"), Ports: map[int]int{}, ImageID: c.Image, Restarts: c.RestartCount}
+	st := &engine.ContainerState{ID: c.ID, Name: strings.TrimPrefix(c.Name, "/"), Ports: map[int]int{}, ImageID: c.Image, Restarts: c.RestartCount}
 	st.Spec.Name = st.Name
 	st.Spec.Image = c.Image
 	if c.HostConfig != nil {
@@ -135,7 +135,7 @@ func (e *Engine) Inspect(ctx context.Context, id string) (*executor.ContainerSta
 		for port, binds := range c.HostConfig.PortBindings {
 			for _, b := range binds {
 				hp, _ := strconv.Atoi(b.HostPort)
-				st.Spec.Ports = append(st.Spec.Ports, executor.PortBinding{Container: port.Int(), HostIP: b.HostIP, HostPort: hp})
+				st.Spec.Ports = append(st.Spec.Ports, engine.PortBinding{Container: port.Int(), HostIP: b.HostIP, HostPort: hp})
 			}
 		}
 		sort.Slice(st.Spec.Ports, func(i, j int) bool { return st.Spec.Ports[i].Container < st.Spec.Ports[j].Container })
@@ -143,9 +143,9 @@ func (e *Engine) Inspect(ctx context.Context, id string) (*executor.ContainerSta
 	for _, m := range c.Mounts {
 		switch m.Type {
 		case mount.TypeVolume:
-			st.Spec.Volumes = append(st.Spec.Volumes, executor.VolumeMount{Name: m.Name, Target: m.Destination})
+			st.Spec.Volumes = append(st.Spec.Volumes, engine.VolumeMount{Name: m.Name, Target: m.Destination})
 		case mount.TypeBind:
-			st.Binds = append(st.Binds, executor.VolumeMount{Name: m.Source, Target: m.Destination})
+			st.Binds = append(st.Binds, engine.VolumeMount{Name: m.Source, Target: m.Destination})
 		}
 	}
 	if c.State != nil {

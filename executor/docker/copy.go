@@ -8,7 +8,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/pkg/stdcopy"
 
-	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/engine"
 )
 
 // CopyFrom streams a tar of path inside the container; the engine reads the files, so no helper
@@ -17,7 +17,7 @@ func (e *Engine) CopyFrom(ctx context.Context, id, path string) (io.ReadCloser, 
 	rc, _, err := e.cli.CopyFromContainer(ctx, id, path)
 	if err != nil {
 		if isNotFound(err) {
-			return nil, fmt.Errorf("%s in container %s: %w", path, short(id), executor.ErrNotFound)
+			return nil, fmt.Errorf("%s in container %s: %w", path, short(id), engine.ErrNotFound)
 		}
 		return nil, fmt.Errorf("copy %s out of %s: %w", path, short(id), err)
 	}

@@ -20,7 +20,7 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
 
-	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/engine"
 )
 
 // PingTimeout bounds how long an engine may take to answer before the deployer says it does not.
@@ -93,10 +93,10 @@ func (e *Engine) Ping(ctx context.Context) error {
 }
 
 // Containers lists every container labelled with the project, running or not, in one call.
-func (e *Engine) Containers(ctx context.Context, project string) ([]executor.Container, error) {
+func (e *Engine) Containers(ctx context.Context, project string) ([]engine.Container, error) {
 	list, err := e.cli.ContainerList(ctx, container.ListOptions{
 		All:     true,
-		Filters: filters.NewArgs(filters.Arg("label", executor.LabelProject+"="+project)),
+		Filters: filters.NewArgs(filters.Arg("label", engine.LabelProject+"="+project)),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("docker engine at %s: list containers of project %q: %w", e.host, project, err)
@@ -105,7 +105,7 @@ func (e *Engine) Containers(ctx context.Context, project string) ([]executor.Con
 }
 
 // AllContainers lists every container on the engine, with the ports they publish.
-func (e *Engine) AllContainers(ctx context.Context) ([]executor.Container, error) {
+func (e *Engine) AllContainers(ctx context.Context) ([]engine.Container, error) {
 	list, err := e.cli.ContainerList(ctx, container.ListOptions{All: true})
 	if err != nil {
 		return nil, fmt.Errorf("docker engine at %s: list containers: %w", e.host, err)
@@ -113,14 +113,14 @@ func (e *Engine) AllContainers(ctx context.Context) ([]executor.Container, error
 	return containers(list), nil
 }
 
-func containers(list []container.Summary) []executor.Container {
-	out := make([]executor.Container, 0, len(list))
+func containers(list []container.Summary) []engine.Container {
+	out := make([]engine.Container, 0, len(list))
 	for _, c := range list {
 		name := ""
 		if len(c.Names) > 0 {
 			name = strings.TrimPrefix(c.Names[0], "/")
 		}
-		out = append(out, executor.Container{
+		out = append(out, engine.Container{
 			ID:      c.ID,
 			Name:    name,
 			Image:   c.Image,
@@ -133,7 +133,7 @@ func containers(list []container.Summary) []executor.Container {
 		for _, p := range c.Ports {
 			if p.PublicPort != 0 {
 				last := &out[len(out)-1]
-				last.Published = append(last.Published, executor.Published{HostIP: p.IP, HostPort: int(p.PublicPort)})
+				last.Published = append(last.Published, engine.Published{HostIP: p.IP, HostPort: int(p.PublicPort)})
 			}
 		}
 	}
@@ -145,7 +145,7 @@ func (e *Engine) ImageID(ctx context.Context, ref string) (string, error) {
 	img, err := e.cli.ImageInspect(ctx, ref)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
-			return "", fmt.Errorf("image %s: %w", ref, executor.ErrNotFound)
+			return "", fmt.Errorf("image %s: %w", ref, engine.ErrNotFound)
 		}
 		return "", fmt.Errorf("docker engine at %s: inspect image %s: %w", e.host, ref, err)
 	}
@@ -157,7 +157,7 @@ func (e *Engine) ImageEnv(ctx context.Context, image string) (map[string]string,
 	img, err := e.cli.ImageInspect(ctx, image)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
-			return nil, fmt.Errorf("image %s: %w", image, executor.ErrNotFound)
+			return nil, fmt.Errorf("image %s: %w", image, engine.ErrNotFound)
 		}
 		return nil, fmt.Errorf("docker engine at %s: inspect image %s: %w", e.host, image, err)
 	}
@@ -172,7 +172,7 @@ func (e *Engine) ImageEnv(ctx context.Context, image string) (map[string]string,
 	return out, nil
 }
 
-var _ executor.Runtime = (*Engine)(nil)
+var _ engine.Runtime = (*Engine)(nil)
 
 // ProbeHost is the address where ports published by the engine at host are reached: the
 // loopback address for a local socket, the engine's host name for a TCP or SSH engine.
@@ -202,7 +202,7 @@ func (e *Engine) ProjectKey(ctx context.Context, project string) ([]byte, error)
 			return nil, err
 		}
 		if _, err := e.cli.VolumeCreate(ctx, volume.CreateOptions{Name: name,
-			Labels: map[string]string{executor.LabelProject: project, LabelKey: hex.EncodeToString(key)}}); err != nil {
+			Labels: map[string]string{engine.LabelProject: project, LabelKey: hex.EncodeToString(key)}}); err != nil {
 			return nil, fmt.Errorf("docker engine at %s: make the project's key: %w", e.host, err)
 		}
 		// Read it back: a volume of that name made meanwhile keeps its own label.
