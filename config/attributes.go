@@ -12,101 +12,98 @@ import (
 // positions, so reordering blocks changes nothing.
 func (s *Service) Attributes() map[string]string {
 	a := map[string]string{}
-	a["container_name"] = str(s.ContainerName)
-	a["image"] = str(s.Image)
+	a[AttrContainerName] = str(s.ContainerName)
+	a[AttrImage] = str(s.Image)
 	if b := s.Build; b != nil {
-		a["build.context"] = str(b.Context)
-		a["build.dockerfile"] = str(b.Dockerfile)
+		a[AttrBuildContext] = str(b.Context)
+		a[AttrBuildDockerfile] = str(b.Dockerfile)
 		for k, v := range b.Args {
-			a["build.args."+k] = str(v)
+			a[BuildArgAttr(k)] = str(v)
 		}
 		if len(b.Before) > 0 {
-			a["build.before"] = list(b.Before)
+			a[AttrBuildBefore] = list(b.Before)
 		}
 	}
 	if len(s.Command) > 0 {
-		a["command"] = list(s.Command)
+		a[AttrCommand] = list(s.Command)
 	}
 	for k, v := range s.Env {
-		a["env."+k] = str(v)
+		a[EnvAttr(k)] = str(v)
 	}
 	for _, p := range s.Ports {
-		key := "port." + strconv.Itoa(p.Container) + "."
-		a[key+"host"] = num(p.Host)
+		a[PortAttr(p.Container, PortHost)] = num(p.Host)
 		if p.Candidate != 0 {
-			a[key+"candidate"] = num(p.Candidate)
+			a[PortAttr(p.Container, PortCandidate)] = num(p.Candidate)
 		}
-		a[key+"protocol"] = str(p.Protocol)
+		a[PortAttr(p.Container, PortProtocol)] = str(p.Protocol)
 	}
 	for _, v := range s.Volumes {
-		a["volume."+v.Name+".target"] = str(v.Target)
+		a[VolumeAttr(v.Name, VolumeTarget)] = str(v.Target)
 	}
 	if h := s.HealthCheck; h != nil {
-		a["health_check.path"] = str(h.Path)
+		a[AttrHealthPath] = str(h.Path)
 		if len(h.Status) > 0 {
-			a["health_check.status"] = ints(h.Status)
+			a[AttrHealthStatus] = ints(h.Status)
 		}
-		a["health_check.interval"] = dur(h.Interval)
-		a["health_check.timeout"] = dur(h.Timeout)
-		a["health_check.healthy"] = num(h.Healthy)
-		a["health_check.deadline"] = dur(h.Deadline)
+		a[AttrHealthInterval] = dur(h.Interval)
+		a[AttrHealthTimeout] = dur(h.Timeout)
+		a[AttrHealthHealthy] = num(h.Healthy)
+		a[AttrHealthDeadline] = dur(h.Deadline)
 	}
 	for _, c := range s.Canaries {
-		key := "canary." + c.Name + "."
-		a[key+"path"] = str(c.Path)
+		a[CanaryAttr(c.Name, CanaryPath)] = str(c.Path)
 		if len(c.Status) > 0 {
-			a[key+"status"] = ints(c.Status)
+			a[CanaryAttr(c.Name, CanaryStatus)] = ints(c.Status)
 		}
 		if c.BodyContains != "" {
-			a[key+"body_contains"] = str(c.BodyContains)
+			a[CanaryAttr(c.Name, CanaryBodyContains)] = str(c.BodyContains)
 		}
 	}
 	for _, d := range s.SQLite {
-		key := "sqlite." + d.Name + "."
-		a[key+"volume"] = str(d.Volume)
-		a[key+"path"] = str(d.Path)
-		a[key+"quick_check"] = boolean(d.QuickCheck)
+		a[SQLiteAttr(d.Name, SQLiteVolume)] = str(d.Volume)
+		a[SQLiteAttr(d.Name, SQLitePath)] = str(d.Path)
+		a[SQLiteAttr(d.Name, SQLiteQuickCheck)] = boolean(d.QuickCheck)
 		if len(d.SeedIfEmpty) > 0 {
-			a[key+"seed_if_empty"] = list(d.SeedIfEmpty)
+			a[SQLiteAttr(d.Name, SQLiteSeedIfEmpty)] = list(d.SeedIfEmpty)
 		}
 	}
 	if b := s.Backup; b != nil {
-		a["backup.store"] = str(b.Store)
-		a["backup.volumes"] = list(b.Volumes)
-		a["backup.consistency"] = str(b.Consistency)
-		a["backup.keep"] = num(b.Keep)
-		a["backup.logs"] = boolean(b.Logs)
+		a[AttrBackupStore] = str(b.Store)
+		a[AttrBackupVolumes] = list(b.Volumes)
+		a[AttrBackupConsistency] = str(string(b.Consistency))
+		a[AttrBackupKeep] = num(b.Keep)
+		a[AttrBackupLogs] = boolean(b.Logs)
 	}
 	for _, h := range s.Hooks {
-		a["hook."+h.When+".command"] = list(h.Command)
+		a[HookAttr(h.When, HookCommand)] = list(h.Command)
 	}
 	// The settings below appear only when they are set, so that releases made before they
 	// existed are not shown as changed.
 	if s.Init {
-		a["init"] = boolean(true)
+		a[AttrInit] = boolean(true)
 	}
 	if r := s.Resources; r != nil {
 		if r.Memory > 0 {
-			a["resources.memory"] = num64(r.Memory)
+			a[AttrResourcesMemory] = num64(r.Memory)
 		}
 		if r.CPUs > 0 {
-			a["resources.cpus"] = strconv.FormatFloat(r.CPUs, 'f', -1, 64)
+			a[AttrResourcesCPUs] = strconv.FormatFloat(r.CPUs, 'f', -1, 64)
 		}
 	}
 	if l := s.Log; l != nil {
 		if l.MaxSize != "" {
-			a["log.max_size"] = str(l.MaxSize)
+			a[AttrLogMaxSize] = str(l.MaxSize)
 		}
 		if l.MaxFiles > 0 {
-			a["log.max_files"] = num(l.MaxFiles)
+			a[AttrLogMaxFiles] = num(l.MaxFiles)
 		}
 	}
 	d := s.Deploy
-	a["deploy.cutover"] = str(d.Cutover)
-	a["deploy.drain"] = dur(d.Drain)
-	a["deploy.stop_timeout"] = dur(d.StopTimeout)
-	a["deploy.auto_rollback"] = boolean(d.AutoRollback)
-	a["deploy.keep_releases"] = num(d.KeepReleases)
+	a[AttrDeployCutover] = str(string(d.Cutover))
+	a[AttrDeployDrain] = dur(d.Drain)
+	a[AttrDeployStopTimeout] = dur(d.StopTimeout)
+	a[AttrDeployAutoRollback] = boolean(d.AutoRollback)
+	a[AttrDeployKeep] = num(d.KeepReleases)
 	return a
 }
 

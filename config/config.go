@@ -8,6 +8,38 @@ import (
 	"time"
 )
 
+// Cutover is how a new release takes over from the live one.
+type Cutover string
+
+const (
+	CutoverProxy   Cutover = "proxy"   // the project's proxy switches routes: no window
+	CutoverRestart Cutover = "restart" // stop the live release, start the new one: a window
+)
+
+// Consistency is how a volume's files are read for a backup.
+type Consistency string
+
+const (
+	ConsistencyPause Consistency = "pause" // the live release is paused while they are copied
+	ConsistencyNone  Consistency = "none"  // read as they are
+)
+
+// StoreKind is where a backup store keeps backups.
+type StoreKind string
+
+const (
+	StoreS3    StoreKind = "s3"
+	StoreLocal StoreKind = "local"
+)
+
+// NotifyKind is how a notice is sent.
+type NotifyKind string
+
+const (
+	NotifySlack   NotifyKind = "slack"
+	NotifyWebhook NotifyKind = "webhook"
+)
+
 // Pos is a position in a configuration file; lines and columns count from 1.
 type Pos struct {
 	Line, Column, Byte int
@@ -74,7 +106,7 @@ type Registry struct {
 // Store is a backup destination.
 type Store struct {
 	Name      string
-	Kind      string // "s3" or "local"
+	Kind      StoreKind
 	Bucket    string
 	Prefix    string
 	Region    string
@@ -185,7 +217,7 @@ type SQLite struct {
 type Backup struct {
 	Store       string
 	Volumes     []string
-	Consistency string // "pause" or "none"
+	Consistency Consistency
 	Keep        int
 	Logs        bool
 }
@@ -198,7 +230,7 @@ type Hook struct {
 
 // Deploy holds how the cutover is made.
 type Deploy struct {
-	Cutover      string // "proxy" or "restart"
+	Cutover      Cutover
 	Drain        time.Duration
 	StopTimeout  time.Duration
 	AutoRollback bool
@@ -207,7 +239,7 @@ type Deploy struct {
 
 // Notify sends deploy notices.
 type Notify struct {
-	Kind      string // "slack" or "webhook"
+	Kind      NotifyKind
 	Name      string
 	URL       string
 	On        []string

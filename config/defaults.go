@@ -16,9 +16,9 @@ const (
 	DefaultHealthTimeout  = 2 * time.Second
 	DefaultHealthy        = 2
 	DefaultHealthDeadline = 60 * time.Second
-	DefaultConsistency    = "pause"
+	DefaultConsistency    = ConsistencyPause
 	DefaultBackupKeep     = 7
-	DefaultCutover        = "restart"
+	DefaultCutover        = CutoverRestart
 	DefaultDrain          = 10 * time.Second
 	DefaultStopTimeout    = 10 * time.Second
 	DefaultAutoRollback   = true
@@ -30,13 +30,13 @@ const (
 
 // Values the language accepts for its enumerations.
 var (
-	CutoverModes    = []string{"proxy", "restart"}
-	Consistencies   = []string{"pause", "none"}
+	CutoverModes    = []Cutover{CutoverProxy, CutoverRestart}
+	Consistencies   = []Consistency{ConsistencyPause, ConsistencyNone}
 	Protocols       = []string{"http", "tcp"}
-	NotifyKinds     = []string{"slack", "webhook"}
+	NotifyKinds     = []NotifyKind{NotifySlack, NotifyWebhook}
 	NotifyEvents    = []string{"started", "succeeded", "failed", "rolled_back"}
 	HookPoints      = []string{"before_cutover"}
-	StoreKinds      = []string{"s3", "local"}
+	StoreKinds      = []StoreKind{StoreS3, StoreLocal}
 	SSEModes        = []string{"AES256", "aws:kms"}
 	DefaultNotifyOn = NotifyEvents
 )
@@ -104,12 +104,12 @@ func Defaults(p *Project) {
 		if b := s.Backup; b != nil && b.Store == "" {
 			b.Store = DefaultStoreName
 			if p.Stores[DefaultStoreName] == nil {
-				p.Stores[DefaultStoreName] = &Store{Name: DefaultStoreName, Kind: "local", Directory: DefaultStoreDirectory}
+				p.Stores[DefaultStoreName] = &Store{Name: DefaultStoreName, Kind: StoreLocal, Directory: DefaultStoreDirectory}
 			}
 		}
 	}
 	for _, st := range p.Stores {
-		if st.Kind == "local" && st.Directory == "" {
+		if st.Kind == StoreLocal && st.Directory == "" {
 			st.Directory = DefaultStoreDirectory
 		}
 	}

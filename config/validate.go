@@ -101,7 +101,7 @@ func (v *validator) project() {
 		}
 		seenService[s.Name] = s
 		if prev, ok := seenContainer[s.ContainerName]; ok {
-			v.add(at(s, "container_name"), "Duplicate container name",
+			v.add(at(s, AttrContainerName), "Duplicate container name",
 				"Service %q and service %q would both run as container %q; set container_name on one of them.", prev.Name, s.Name, s.ContainerName)
 		} else {
 			seenContainer[s.ContainerName] = s
@@ -115,7 +115,7 @@ func (v *validator) project() {
 				if u.n == 0 {
 					continue
 				}
-				key := fmt.Sprintf("port.%d.%s", port.Container, u.what)
+				key := PortAttr(port.Container, u.what)
 				if prev, ok := seenPort[u.n]; ok {
 					if prev.s == s && u.what == "candidate" && prev.what == "host" && port.Host == port.Candidate {
 						continue // reported by service() as candidate == host
@@ -158,7 +158,7 @@ func (v *validator) store(st *Store) {
 		v.add(st.DeclRange, "Invalid store name", "backup_store %q: use letters, digits, '_' and '-', so that backup_store.NAME can refer to it.", st.Name)
 	}
 	switch st.Kind {
-	case "s3":
+	case StoreS3:
 		if len(st.Bucket) < 3 {
 			v.add(at("bucket"), "Invalid bucket", "backup_store %q needs a bucket name of at least 3 characters.", st.Name)
 		}
@@ -168,7 +168,7 @@ func (v *validator) store(st *Store) {
 		if st.KMSKeyID != "" && st.SSE != "aws:kms" {
 			v.add(at("kms_key_id"), "kms_key_id without aws:kms", "backup_store %q: kms_key_id is used with sse = \"aws:kms\" only; set sse or remove kms_key_id.", st.Name)
 		}
-	case "local":
+	case StoreLocal:
 		if st.Directory == "" {
 			v.add(st.DeclRange, "Missing directory", "backup_store %q of kind local needs a directory.", st.Name)
 		}
@@ -204,47 +204,47 @@ func (v *validator) service(s *Service) {
 	if !nameRE.MatchString(s.Name) {
 		v.add(s.DeclRange, "Invalid service name", "Service name %q: use lower-case letters, digits, '.', '_' and '-', starting with a letter or digit.", s.Name)
 	}
-	if _, set := s.Ranges["container_name"]; set && !containerRE.MatchString(s.ContainerName) {
-		v.add(at(s, "container_name"), "Invalid container name", "%q is not a valid Docker container name: use letters, digits, '.', '_' and '-'.", s.ContainerName)
+	if _, set := s.Ranges[AttrContainerName]; set && !containerRE.MatchString(s.ContainerName) {
+		v.add(at(s, AttrContainerName), "Invalid container name", "%q is not a valid Docker container name: use letters, digits, '.', '_' and '-'.", s.ContainerName)
 	}
 	if s.Image == "" {
 		v.add(s.DeclRange, "Missing image", "Service %q needs an image (the image to run, or the tag to build when it has a build block).", s.Name)
 	} else if strings.ContainsAny(s.Image, " \t\n") || s.Image != strings.TrimSpace(s.Image) {
-		v.add(at(s, "image"), "Invalid image", "%q is not an image reference: it must not contain spaces.", s.Image)
+		v.add(at(s, AttrImage), "Invalid image", "%q is not an image reference: it must not contain spaces.", s.Image)
 	}
 	if b := s.Build; b != nil {
 		if path.IsAbs(b.Dockerfile) || strings.HasPrefix(path.Clean(b.Dockerfile), "..") {
-			v.add(at(s, "build.dockerfile"), "Invalid dockerfile", "dockerfile %q must be a path inside the build context.", b.Dockerfile)
+			v.add(at(s, AttrBuildDockerfile), "Invalid dockerfile", "dockerfile %q must be a path inside the build context.", b.Dockerfile)
 		}
 	}
 	for k := range s.Env {
 		if !envKeyRE.MatchString(k) {
-			v.add(at(s, "env"), "Invalid environment variable name", "%q is not a valid environment variable name: use letters, digits and '_', not starting with a digit.", k)
+			v.add(at(s, AttrEnv), "Invalid environment variable name", "%q is not a valid environment variable name: use letters, digits and '_', not starting with a digit.", k)
 		}
 	}
 	for _, port := range s.Ports {
-		key := fmt.Sprintf("port.%d.", port.Container)
+		key := func(attr string) string { return PortAttr(port.Container, attr) }
 		if port.Container < 1 || port.Container > 65535 {
-			v.add(at(s, key+"container"), "Invalid port", "container port %d is out of range; use 1 to 65535.", port.Container)
+			v.add(at(s, key(PortContainer)), "Invalid port", "container port %d is out of range; use 1 to 65535.", port.Container)
 		}
 		if port.Host < 1 || port.Host > 65535 {
-			v.add(at(s, key+"host"), "Invalid port", "host port %d is out of range; use 1 to 65535.", port.Host)
+			v.add(at(s, key(PortHost)), "Invalid port", "host port %d is out of range; use 1 to 65535.", port.Host)
 		}
 		if port.Candidate < 0 || port.Candidate > 65535 {
-			v.add(at(s, key+"candidate"), "Invalid port", "candidate port %d is out of range; use 1 to 65535, or leave it out for a free port.", port.Candidate)
+			v.add(at(s, key(PortCandidate)), "Invalid port", "candidate port %d is out of range; use 1 to 65535, or leave it out for a free port.", port.Candidate)
 		}
 		if port.Candidate != 0 && port.Candidate == port.Host {
-			v.add(at(s, key+"candidate"), "Candidate port equals host port",
+			v.add(at(s, key(PortCandidate)), "Candidate port equals host port",
 				"The candidate runs beside the live release, so it needs its own port: change candidate (%d) or leave it out to let the engine pick a free one.", port.Candidate)
 		}
 		if !slices.Contains(Protocols, port.Protocol) {
-			v.add(at(s, key+"protocol"), "Invalid protocol", "protocol %q: use one of %s.", port.Protocol, quoted(Protocols))
+			v.add(at(s, key(PortProtocol)), "Invalid protocol", "protocol %q: use one of %s.", port.Protocol, quoted(Protocols))
 		}
 	}
 	volNames := map[string]bool{}
 	targets := map[string]string{}
 	for _, vol := range s.Volumes {
-		key := "volume." + vol.Name
+		key := VolumeAttr(vol.Name, "")
 		if !volumeRE.MatchString(vol.Name) {
 			v.add(at(s, key), "Invalid volume name", "volume %q: Docker volume names have at least 2 characters, letters, digits, '_', '.' and '-', starting with a letter or digit.", vol.Name)
 		}
@@ -253,105 +253,105 @@ func (v *validator) service(s *Service) {
 		}
 		volNames[vol.Name] = true
 		if !path.IsAbs(vol.Target) {
-			v.add(at(s, key+".target"), "Invalid volume target", "target %q must be an absolute path inside the container.", vol.Target)
+			v.add(at(s, VolumeAttr(vol.Name, VolumeTarget)), "Invalid volume target", "target %q must be an absolute path inside the container.", vol.Target)
 		} else if other, ok := targets[path.Clean(vol.Target)]; ok {
-			v.add(at(s, key+".target"), "Duplicate volume target", "Volumes %q and %q both mount at %s; give each its own target.", other, vol.Name, vol.Target)
+			v.add(at(s, VolumeAttr(vol.Name, VolumeTarget)), "Duplicate volume target", "Volumes %q and %q both mount at %s; give each its own target.", other, vol.Name, vol.Target)
 		} else {
 			targets[path.Clean(vol.Target)] = vol.Name
 		}
 	}
 	if h := s.HealthCheck; h != nil {
 		if s.HTTPPort() == nil {
-			v.add(at(s, "health_check"), "Health check without an HTTP port", "Service %q has a health_check but no port with protocol \"http\"; add a port block or remove the check.", s.Name)
+			v.add(at(s, AttrHealth), "Health check without an HTTP port", "Service %q has a health_check but no port with protocol \"http\"; add a port block or remove the check.", s.Name)
 		}
-		v.httpPath(s, "health_check.path", h.Path)
-		v.statuses(s, "health_check.status", h.Status)
-		v.positive(s, "health_check.interval", h.Interval)
-		v.positive(s, "health_check.timeout", h.Timeout)
-		v.positive(s, "health_check.deadline", h.Deadline)
+		v.httpPath(s, AttrHealthPath, h.Path)
+		v.statuses(s, AttrHealthStatus, h.Status)
+		v.positive(s, AttrHealthInterval, h.Interval)
+		v.positive(s, AttrHealthTimeout, h.Timeout)
+		v.positive(s, AttrHealthDeadline, h.Deadline)
 		if h.Healthy < 1 {
-			v.add(at(s, "health_check.healthy"), "Invalid healthy count", "healthy is %d; at least 1 consecutive pass is needed.", h.Healthy)
+			v.add(at(s, AttrHealthHealthy), "Invalid healthy count", "healthy is %d; at least 1 consecutive pass is needed.", h.Healthy)
 		}
 	}
 	for _, c := range s.Canaries {
-		key := "canary." + c.Name
+		key := CanaryAttr(c.Name, "")
 		if !labelRE.MatchString(c.Name) {
 			v.add(at(s, key), "Invalid canary name", "canary %q: use letters, digits, '_' and '-'.", c.Name)
 		}
 		if s.HTTPPort() == nil {
 			v.add(at(s, key), "Canary without an HTTP port", "canary %q needs a port with protocol \"http\" on service %q.", c.Name, s.Name)
 		}
-		v.httpPath(s, key+".path", c.Path)
-		v.statuses(s, key+".status", c.Status)
+		v.httpPath(s, CanaryAttr(c.Name, CanaryPath), c.Path)
+		v.statuses(s, CanaryAttr(c.Name, CanaryStatus), c.Status)
 	}
 	for _, db := range s.SQLite {
-		key := "sqlite." + db.Name
+		key := SQLiteAttr(db.Name, "")
 		if !labelRE.MatchString(db.Name) {
 			v.add(at(s, key), "Invalid sqlite name", "sqlite %q: use letters, digits, '_' and '-'.", db.Name)
 		}
 		if !volNames[db.Volume] {
-			v.add(at(s, key+".volume"), "Unknown volume", "sqlite %q names volume %q, which service %q does not mount; use one of %s.", db.Name, db.Volume, s.Name, quoted(volumeNames(s)))
+			v.add(at(s, SQLiteAttr(db.Name, SQLiteVolume)), "Unknown volume", "sqlite %q names volume %q, which service %q does not mount; use one of %s.", db.Name, db.Volume, s.Name, quoted(volumeNames(s)))
 		}
 		if db.Path == "" || path.IsAbs(db.Path) || strings.HasPrefix(path.Clean(db.Path), "..") {
-			v.add(at(s, key+".path"), "Invalid database path", "path %q must be a file path relative to the volume.", db.Path)
+			v.add(at(s, SQLiteAttr(db.Name, SQLitePath)), "Invalid database path", "path %q must be a file path relative to the volume.", db.Path)
 		}
 	}
 	if b := s.Backup; b != nil {
 		if v.p.Stores[b.Store] == nil {
-			v.add(at(s, "backup.store"), "Unknown backup store", "backup_store %q is not declared; declare it or leave store out for the local default.", b.Store)
+			v.add(at(s, AttrBackupStore), "Unknown backup store", "backup_store %q is not declared; declare it or leave store out for the local default.", b.Store)
 		}
 		if len(b.Volumes) == 0 {
-			v.add(at(s, "backup.volumes"), "Nothing to back up", "backup needs at least one volume in volumes; use one of %s.", quoted(volumeNames(s)))
+			v.add(at(s, AttrBackupVolumes), "Nothing to back up", "backup needs at least one volume in volumes; use one of %s.", quoted(volumeNames(s)))
 		}
 		listed := map[string]bool{}
 		for _, name := range b.Volumes {
 			if !volNames[name] {
-				v.add(at(s, "backup.volumes"), "Unknown volume", "backup names volume %q, which service %q does not mount; use one of %s.", name, s.Name, quoted(volumeNames(s)))
+				v.add(at(s, AttrBackupVolumes), "Unknown volume", "backup names volume %q, which service %q does not mount; use one of %s.", name, s.Name, quoted(volumeNames(s)))
 			}
 			if listed[name] {
-				v.add(at(s, "backup.volumes"), "Volume listed twice", "backup lists volume %q twice; list each volume once.", name)
+				v.add(at(s, AttrBackupVolumes), "Volume listed twice", "backup lists volume %q twice; list each volume once.", name)
 			}
 			listed[name] = true
 		}
 		if !slices.Contains(Consistencies, b.Consistency) {
-			v.add(at(s, "backup.consistency"), "Invalid consistency", "consistency %q: use one of %s.", b.Consistency, quoted(Consistencies))
+			v.add(at(s, AttrBackupConsistency), "Invalid consistency", "consistency %q: use one of %s.", b.Consistency, quoted(Consistencies))
 		}
 		if b.Keep < 1 {
-			v.add(at(s, "backup.keep"), "Invalid keep", "keep is %d; at least 1 backup must be kept.", b.Keep)
+			v.add(at(s, AttrBackupKeep), "Invalid keep", "keep is %d; at least 1 backup must be kept.", b.Keep)
 		}
 	}
 	for _, h := range s.Hooks {
 		if !slices.Contains(HookPoints, h.When) {
-			v.add(at(s, "hook."+h.When), "Unknown hook", "hook %q: the deployer runs hooks at %s.", h.When, quoted(HookPoints))
+			v.add(at(s, HookAttr(h.When, "")), "Unknown hook", "hook %q: the deployer runs hooks at %s.", h.When, quoted(HookPoints))
 		}
 		if len(h.Command) == 0 {
-			v.add(at(s, "hook."+h.When+".command"), "Empty hook command", "hook %q needs a command to run.", h.When)
+			v.add(at(s, HookAttr(h.When, HookCommand)), "Empty hook command", "hook %q needs a command to run.", h.When)
 		}
 	}
 	if r := s.Resources; r != nil {
-		if _, set := s.Ranges["resources.memory"]; set && r.Memory < minMemory {
-			v.add(at(s, "resources.memory"), "Memory too small", "resources.memory is %d bytes; the engine needs at least 6m.", r.Memory)
+		if _, set := s.Ranges[AttrResourcesMemory]; set && r.Memory < minMemory {
+			v.add(at(s, AttrResourcesMemory), "Memory too small", "resources.memory is %d bytes; the engine needs at least 6m.", r.Memory)
 		}
-		if _, set := s.Ranges["resources.cpus"]; set && (r.CPUs < 0.01 || r.CPUs > 1024) {
-			v.add(at(s, "resources.cpus"), "Invalid cpus", "resources.cpus is %g; use a number of CPUs such as 0.5 or 2.", r.CPUs)
+		if _, set := s.Ranges[AttrResourcesCPUs]; set && (r.CPUs < 0.01 || r.CPUs > 1024) {
+			v.add(at(s, AttrResourcesCPUs), "Invalid cpus", "resources.cpus is %g; use a number of CPUs such as 0.5 or 2.", r.CPUs)
 		}
 	}
 	if l := s.Log; l != nil {
-		if _, set := s.Ranges["log.max_files"]; set && l.MaxFiles < 1 {
-			v.add(at(s, "log.max_files"), "Invalid max_files", "log.max_files is %d; keep at least 1 file.", l.MaxFiles)
+		if _, set := s.Ranges[AttrLogMaxFiles]; set && l.MaxFiles < 1 {
+			v.add(at(s, AttrLogMaxFiles), "Invalid max_files", "log.max_files is %d; keep at least 1 file.", l.MaxFiles)
 		}
 		if l.MaxFiles > 1 && l.MaxSize == "" {
-			v.add(at(s, "log.max_files"), "max_files without max_size", "the engine rotates its log by size: set log.max_size too (\"10m\").")
+			v.add(at(s, AttrLogMaxFiles), "max_files without max_size", "the engine rotates its log by size: set log.max_size too (\"10m\").")
 		}
 	}
 	d := s.Deploy
 	if !slices.Contains(CutoverModes, d.Cutover) {
-		v.add(at(s, "deploy.cutover"), "Invalid cutover", "cutover %q: use one of %s.", d.Cutover, quoted(CutoverModes))
+		v.add(at(s, AttrDeployCutover), "Invalid cutover", "cutover %q: use one of %s.", d.Cutover, quoted(CutoverModes))
 	}
-	v.positive(s, "deploy.drain", d.Drain)
-	v.positive(s, "deploy.stop_timeout", d.StopTimeout)
+	v.positive(s, AttrDeployDrain, d.Drain)
+	v.positive(s, AttrDeployStopTimeout, d.StopTimeout)
 	if d.KeepReleases < 1 {
-		v.add(at(s, "deploy.keep_releases"), "Invalid keep_releases", "keep_releases is %d; keep at least 1 previous release so that rollback has a target.", d.KeepReleases)
+		v.add(at(s, AttrDeployKeep), "Invalid keep_releases", "keep_releases is %d; keep at least 1 previous release so that rollback has a target.", d.KeepReleases)
 	}
 }
 
@@ -401,7 +401,7 @@ func sortedStores(m map[string]*Store) []*Store {
 	return out
 }
 
-func quoted(list []string) string {
+func quoted[T ~string](list []T) string {
 	if len(list) == 0 {
 		return "(none)"
 	}

@@ -1058,7 +1058,7 @@ func (a *Applier) notify(ctx context.Context, event string, s *config.Service, n
 	n.Time = time.Now().UTC().Format(time.RFC3339)
 	n.Reason = a.red.redact(n.Reason)
 	for _, t := range a.Project.Notifies {
-		target := notify.Target{Kind: t.Kind, Name: t.Name, URL: t.URL, On: t.On}
+		target := notify.Target{Kind: string(t.Kind), Name: t.Name, URL: t.URL, On: t.On}
 		if !target.Wants(event) {
 			continue
 		}

@@ -102,7 +102,7 @@ type backupSource struct {
 // not paused (nothing writes to it), and its logs are kept as configured.
 func liveSource(s *config.Service, live *Container, names []string) backupSource {
 	src := backupSource{id: live.ID, release: live.Release(), image: live.ImageRef(), imageID: live.ImageID,
-		consistency: s.Backup.Consistency, logs: s.Backup.Logs}
+		consistency: string(s.Backup.Consistency), logs: s.Backup.Logs}
 	if !live.Running() || live.State == "paused" {
 		src.consistency = "none"
 	}

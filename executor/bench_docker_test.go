@@ -32,7 +32,7 @@ func BenchmarkApplyOverhead(b *testing.B) {
 			}
 			fast := func(s *config.Service) {
 				s.HealthCheck.Interval, s.HealthCheck.Healthy = 20*time.Millisecond, 1
-				s.Deploy.Cutover = cutover
+				s.Deploy.Cutover = config.Cutover(cutover)
 			}
 			if so := r.apply(r.config("v0", fast)); so.Error != "" {
 				b.Fatal(so.Error)

@@ -297,7 +297,7 @@ func (l *loader) evalContext(withStores bool) *hcl.EvalContext {
 func storeValue(st *config.Store) cty.Value {
 	return cty.ObjectVal(map[string]cty.Value{
 		"name":      cty.StringVal(st.Name),
-		"kind":      cty.StringVal(st.Kind),
+		"kind":      cty.StringVal(string(st.Kind)),
 		"bucket":    cty.StringVal(st.Bucket),
 		"prefix":    cty.StringVal(st.Prefix),
 		"region":    cty.StringVal(st.Region),

@@ -349,7 +349,7 @@ backup_store "s3" { bucket = "other" }
 	os.WriteFile(filepath.Join(dir, "main.hcl"), []byte(src), 0o644)
 	p := load(t, Options{Dir: dir, Vars: []VarArg{{Name: "sign", Value: "0123456789abcdef0123"}}})
 	for name, kind := range map[string]string{"offsite": "s3", "nas": "local", "s3": "s3"} {
-		if got := p.Stores[name].Kind; got != kind {
+		if got := string(p.Stores[name].Kind); got != kind {
 			t.Errorf("store %s: kind %q, want %q", name, got, kind)
 		}
 	}

@@ -1,0 +1,269 @@
+package hclspec
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/deployer-dev/deployer/config"
+)
+
+// The service block and the blocks inside it: each block's schema beside the function that
+// decodes it. Attribute values are recorded under config's attribute paths, with their source
+// range and, when they derive from a sensitive value, as sensitive.
+
+var serviceSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "container_name"}, {Name: "image"}, {Name: "command"}, {Name: "env"}, {Name: "init"}},
+	Blocks: []hcl.BlockHeaderSchema{
+		{Type: "build"}, {Type: "port"}, {Type: "volume", LabelNames: []string{"name"}}, {Type: "health_check"},
+		{Type: "canary", LabelNames: []string{"name"}}, {Type: "sqlite", LabelNames: []string{"name"}}, {Type: "backup"},
+		{Type: "hook", LabelNames: []string{"when"}}, {Type: "deploy"}, {Type: "resources"}, {Type: "log"},
+	},
+}
+
+// blockDecoders decode the blocks a service holds, by type.
+var blockDecoders = map[string]func(d *decoder, s *config.Service, b *hcl.Block){
+	"build": decodeBuild, "port": decodePort, "volume": decodeVolume, "health_check": decodeHealth,
+	"canary": decodeCanary, "sqlite": decodeSQLite, "backup": decodeBackup, "hook": decodeHook,
+	"deploy": decodeDeploy, "resources": decodeResources, "log": decodeLog,
+}
+
+func (d *decoder) service(b *hcl.Block) *config.Service {
+	s := config.NewService(b.Labels[0])
+	s.DeclRange = cfgRange(b.DefRange)
+	d.prefix, d.ranges = "service."+s.Name+".", s.Ranges
+	c := d.content(b.Body, serviceSchema)
+	a := c.Attributes
+	d.str(a, "container_name", config.AttrContainerName, &s.ContainerName)
+	d.str(a, "image", config.AttrImage, &s.Image)
+	d.strList(a, "command", config.AttrCommand, &s.Command)
+	d.strMap(a, "env", config.AttrEnv, &s.Env)
+	d.boolean(a, "init", config.AttrInit, &s.Init)
+	single, diags := singleBlocks(c.Blocks, "build", "health_check", "backup", "deploy", "resources", "log")
+	d.diags = append(d.diags, diags...)
+	seen := map[string]bool{}
+	for _, blk := range c.Blocks {
+		if first, ok := single[blk.Type]; ok && first != blk {
+			continue // a second one, reported by singleBlocks
+		}
+		if len(blk.Labels) == 1 {
+			k := blk.Type + "." + blk.Labels[0]
+			if seen[k] {
+				d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Duplicate " + blk.Type,
+					Detail:  fmt.Sprintf("%s %q is declared twice in service %q; give each its own name.", blk.Type, blk.Labels[0], s.Name),
+					Subject: blk.DefRange.Ptr()})
+				continue
+			}
+			seen[k] = true
+		}
+		blockDecoders[blk.Type](d, s, blk)
+	}
+	return s
+}
+
+var buildSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "context"}, {Name: "dockerfile"}, {Name: "args"}, {Name: "before"}},
+}
+
+func decodeBuild(d *decoder, s *config.Service, b *hcl.Block) {
+	s.Build = config.NewBuild()
+	a := d.content(b.Body, buildSchema).Attributes
+	d.str(a, "context", config.AttrBuildContext, &s.Build.Context)
+	d.str(a, "dockerfile", config.AttrBuildDockerfile, &s.Build.Dockerfile)
+	d.strMap(a, "args", config.AttrBuildArgs, &s.Build.Args)
+	d.strList(a, "before", config.AttrBuildBefore, &s.Build.Before)
+}
+
+var portSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "container", Required: true}, {Name: "host", Required: true}, {Name: "candidate"}, {Name: "protocol"}},
+}
+
+// decodePort decodes a port block, whose attributes are keyed by its container port (reordering
+// blocks changes nothing); a container port published twice is an error.
+func decodePort(d *decoder, s *config.Service, b *hcl.Block) {
+	port := config.NewPort()
+	a := d.content(b.Body, portSchema).Attributes
+	const pending = "port.container" // the container port's range, before its key is known
+	d.integer(a, "container", pending, &port.Container)
+	key := func(attr string) string { return config.PortAttr(port.Container, attr) }
+	if r, ok := s.Ranges[pending]; ok {
+		delete(s.Ranges, pending)
+		if _, dup := s.Ranges[key(config.PortContainer)]; dup {
+			d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Duplicate port",
+				Detail:  fmt.Sprintf("Container port %d is published twice in service %q; publish each container port once.", port.Container, s.Name),
+				Subject: hclRange(r).Ptr()})
+		}
+		s.Ranges[key(config.PortContainer)] = r
+	}
+	d.integer(a, "host", key(config.PortHost), &port.Host)
+	d.integer(a, "candidate", key(config.PortCandidate), &port.Candidate)
+	d.str(a, "protocol", key(config.PortProtocol), &port.Protocol)
+	s.Ports = append(s.Ports, port)
+}
+
+var volumeSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "target", Required: true}},
+}
+
+func decodeVolume(d *decoder, s *config.Service, b *hcl.Block) {
+	v := &config.Volume{Name: b.Labels[0]}
+	s.Ranges[config.VolumeAttr(v.Name, "")] = cfgRange(b.DefRange)
+	d.str(d.content(b.Body, volumeSchema).Attributes, "target", config.VolumeAttr(v.Name, config.VolumeTarget), &v.Target)
+	s.Volumes = append(s.Volumes, v)
+}
+
+var healthSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "path"}, {Name: "status"}, {Name: "interval"}, {Name: "timeout"}, {Name: "healthy"}, {Name: "deadline"}},
+}
+
+func decodeHealth(d *decoder, s *config.Service, b *hcl.Block) {
+	h := config.NewHealthCheck()
+	s.Ranges[config.AttrHealth] = cfgRange(b.DefRange)
+	a := d.content(b.Body, healthSchema).Attributes
+	d.str(a, "path", config.AttrHealthPath, &h.Path)
+	d.intList(a, "status", config.AttrHealthStatus, &h.Status)
+	d.duration(a, "interval", config.AttrHealthInterval, &h.Interval)
+	d.duration(a, "timeout", config.AttrHealthTimeout, &h.Timeout)
+	d.duration(a, "deadline", config.AttrHealthDeadline, &h.Deadline)
+	d.integer(a, "healthy", config.AttrHealthHealthy, &h.Healthy)
+	s.HealthCheck = h
+}
+
+var canarySchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "path", Required: true}, {Name: "status"}, {Name: "body_contains"}},
+}
+
+func decodeCanary(d *decoder, s *config.Service, b *hcl.Block) {
+	c := &config.Canary{Name: b.Labels[0]}
+	s.Ranges[config.CanaryAttr(c.Name, "")] = cfgRange(b.DefRange)
+	a := d.content(b.Body, canarySchema).Attributes
+	d.str(a, "path", config.CanaryAttr(c.Name, config.CanaryPath), &c.Path)
+	d.intList(a, "status", config.CanaryAttr(c.Name, config.CanaryStatus), &c.Status)
+	d.str(a, "body_contains", config.CanaryAttr(c.Name, config.CanaryBodyContains), &c.BodyContains)
+	s.Canaries = append(s.Canaries, c)
+}
+
+var sqliteSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "volume", Required: true}, {Name: "path", Required: true}, {Name: "quick_check"}, {Name: "seed_if_empty"}},
+}
+
+func decodeSQLite(d *decoder, s *config.Service, b *hcl.Block) {
+	db := config.NewSQLite(b.Labels[0])
+	s.Ranges[config.SQLiteAttr(db.Name, "")] = cfgRange(b.DefRange)
+	a := d.content(b.Body, sqliteSchema).Attributes
+	d.str(a, "volume", config.SQLiteAttr(db.Name, config.SQLiteVolume), &db.Volume)
+	d.str(a, "path", config.SQLiteAttr(db.Name, config.SQLitePath), &db.Path)
+	d.boolean(a, "quick_check", config.SQLiteAttr(db.Name, config.SQLiteQuickCheck), &db.QuickCheck)
+	d.strList(a, "seed_if_empty", config.SQLiteAttr(db.Name, config.SQLiteSeedIfEmpty), &db.SeedIfEmpty)
+	s.SQLite = append(s.SQLite, db)
+}
+
+var backupSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "store"}, {Name: "volumes", Required: true}, {Name: "consistency"}, {Name: "keep"}, {Name: "logs"}},
+}
+
+func decodeBackup(d *decoder, s *config.Service, b *hcl.Block) {
+	bk := config.NewBackup()
+	s.Ranges[config.AttrBackup] = cfgRange(b.DefRange)
+	a := d.content(b.Body, backupSchema).Attributes
+	d.storeRef(a["store"], &bk.Store)
+	d.strList(a, "volumes", config.AttrBackupVolumes, &bk.Volumes)
+	enum(d, a, "consistency", config.AttrBackupConsistency, &bk.Consistency)
+	d.integer(a, "keep", config.AttrBackupKeep, &bk.Keep)
+	d.boolean(a, "logs", config.AttrBackupLogs, &bk.Logs)
+	s.Backup = bk
+}
+
+// storeRef reads backup.store: a reference backup_store.NAME (checked at the reference), or the
+// store's name as a string.
+func (d *decoder) storeRef(attr *hcl.Attribute, dst *string) {
+	if attr == nil {
+		return
+	}
+	d.ranges[config.AttrBackupStore] = cfgRange(attr.Expr.Range())
+	if tr, diags := hcl.AbsTraversalForExpr(attr.Expr); !diags.HasErrors() && tr.RootName() == "backup_store" {
+		if rd := d.l.checkRefs(attr.Expr, true, nil); rd.HasErrors() {
+			d.diags = append(d.diags, rd...)
+			return
+		}
+		if len(tr) == 2 {
+			*dst = attrName(tr[1])
+			return
+		}
+	}
+	if val, ok := d.eval(attr, cty.String); ok {
+		val, _ = val.Unmark()
+		*dst = val.AsString()
+		if d.l.stores[*dst] == nil {
+			d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Unknown backup store",
+				Detail:  fmt.Sprintf("No backup_store %q is declared.%s Write store = backup_store.NAME with a declared store.", *dst, suggest(*dst, storeNames(d.l.stores))),
+				Subject: attr.Expr.Range().Ptr()})
+		}
+	}
+}
+
+func storeNames(m map[string]*config.Store) []string {
+	var out []string
+	for n := range m {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+var hookSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "command", Required: true}},
+}
+
+func decodeHook(d *decoder, s *config.Service, b *hcl.Block) {
+	h := &config.Hook{When: b.Labels[0]}
+	s.Ranges[config.HookAttr(h.When, "")] = cfgRange(b.LabelRanges[0])
+	d.strList(d.content(b.Body, hookSchema).Attributes, "command", config.HookAttr(h.When, config.HookCommand), &h.Command)
+	s.Hooks = append(s.Hooks, h)
+}
+
+var deploySchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "cutover"}, {Name: "drain"}, {Name: "stop_timeout"}, {Name: "auto_rollback"}, {Name: "keep_releases"}},
+}
+
+func decodeDeploy(d *decoder, s *config.Service, b *hcl.Block) {
+	a := d.content(b.Body, deploySchema).Attributes
+	dp := &s.Deploy
+	enum(d, a, "cutover", config.AttrDeployCutover, &dp.Cutover)
+	d.duration(a, "drain", config.AttrDeployDrain, &dp.Drain)
+	d.duration(a, "stop_timeout", config.AttrDeployStopTimeout, &dp.StopTimeout)
+	d.boolean(a, "auto_rollback", config.AttrDeployAutoRollback, &dp.AutoRollback)
+	d.integer(a, "keep_releases", config.AttrDeployKeep, &dp.KeepReleases)
+}
+
+var resourcesSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "memory"}, {Name: "cpus"}},
+}
+
+// decodeResources decodes a resources block: memory as the engine writes sizes, cpus as a number.
+func decodeResources(d *decoder, s *config.Service, b *hcl.Block) {
+	r := &config.Resources{}
+	s.Ranges[config.AttrResources] = cfgRange(b.DefRange)
+	a := d.content(b.Body, resourcesSchema).Attributes
+	d.size(a, "memory", config.AttrResourcesMemory, &r.Memory, nil)
+	if val, ok := d.eval(a["cpus"], cty.Number); ok {
+		d.note(config.AttrResourcesCPUs, a["cpus"], val)
+		val, _ = val.Unmark()
+		r.CPUs, _ = val.AsBigFloat().Float64()
+	}
+	s.Resources = r
+}
+
+var logSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "max_size"}, {Name: "max_files"}},
+}
+
+func decodeLog(d *decoder, s *config.Service, b *hcl.Block) {
+	s.Log = &config.Log{}
+	s.Ranges[config.AttrLog] = cfgRange(b.DefRange)
+	a := d.content(b.Body, logSchema).Attributes
+	d.size(a, "max_size", config.AttrLogMaxSize, nil, &s.Log.MaxSize)
+	d.integer(a, "max_files", config.AttrLogMaxFiles, &s.Log.MaxFiles)
+}
