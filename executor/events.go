@@ -4,19 +4,19 @@ import (
 	"time"
 )
 
-// Event is one thing apply reports: a step starting or ending, a line of output, a warning, or
-// the result. The CLI renders events; notices are built from them. Details never hold a
-// sensitive value: the applier redacts them before they leave.
+// Event is one thing an operation reports: a step starting or ending, a line of output, a
+// warning, progress, or the result. The CLI renders events; notices are built from them. Details
+// never hold a sensitive value: the run redacts them before they leave.
 type Event struct {
-	FormatVersion string    `json:"format_version"`
-	Time          time.Time `json:"time"`
-	Type          string    `json:"type"` // step, log, warning, result
-	Service       string    `json:"service,omitempty"`
-	Step          string    `json:"step,omitempty"`
-	Phase         string    `json:"phase,omitempty"`   // start, end (steps)
-	Outcome       string    `json:"outcome,omitempty"` // ok, failed, skipped (step ends, results)
-	Detail        string    `json:"detail,omitempty"`
-	Seconds       float64   `json:"seconds,omitempty"` // step ends: how long it took
+	FormatVersion string       `json:"format_version"`
+	Time          time.Time    `json:"time"`
+	Type          EventType    `json:"type"`
+	Service       string       `json:"service,omitempty"`
+	Step          string       `json:"step,omitempty"`    // a step's name (Step.Name)
+	Phase         string       `json:"phase,omitempty"`   // start, end (steps)
+	Outcome       EventOutcome `json:"outcome,omitempty"` // step ends, results
+	Detail        string       `json:"detail,omitempty"`
+	Seconds       float64      `json:"seconds,omitempty"` // step ends: how long it took
 	// Progress events only.
 	Bytes int64 `json:"bytes,omitempty"`
 	Total int64 `json:"total,omitempty"`
@@ -25,14 +25,37 @@ type Event struct {
 	RolledBack bool `json:"rolled_back,omitempty"`
 }
 
-// Event types and outcomes.
-const (
-	EventStep    = "step"
-	EventLog     = "log"
-	EventWarning = "warning"
-	EventResult  = "result"
+// EventType says what an event reports.
+type EventType string
 
-	OutcomeOK      = "ok"
-	OutcomeFailed  = "failed"
-	OutcomeSkipped = "skipped"
+// Event types.
+const (
+	EventStep     EventType = "step"
+	EventLog      EventType = "log"
+	EventWarning  EventType = "warning"
+	EventResult   EventType = "result"
+	EventProgress EventType = "progress" // bytes moved by a long transfer (Bytes of Total, Total 0 when unknown)
 )
+
+// EventOutcome is how a step or a service ended.
+type EventOutcome string
+
+// Outcomes.
+const (
+	OutcomeOK      EventOutcome = "ok"
+	OutcomeFailed  EventOutcome = "failed"
+	OutcomeSkipped EventOutcome = "skipped"
+)
+
+// Step phases.
+const (
+	phaseStart = "start"
+	phaseEnd   = "end"
+)
+
+func outcomeOf(err error) EventOutcome {
+	if err != nil {
+		return OutcomeFailed
+	}
+	return OutcomeOK
+}

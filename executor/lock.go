@@ -30,35 +30,35 @@ const lockPoll = 500 * time.Millisecond
 // lock takes the project's deploy lock, waiting up to LockTimeout. A lock left by a deployer
 // that died on this same machine (its process is gone) is broken with a warning. The returned
 // function releases the lock; it works after ctx is cancelled.
-func (a *Applier) lock(ctx context.Context) (func(), error) {
+func (rn *run) lock(ctx context.Context) (func(), error) {
 	var release func()
-	err := a.step("", StepLock, fmt.Sprintf("take the deploy lock of project %q", a.Project.Name), func() error {
-		image, err := a.Runtime.EnsureLockImage(ctx)
+	err := rn.step("", StepLock, fmt.Sprintf("take the deploy lock of project %q", rn.Project.Name), func() error {
+		image, err := rn.Runtime.EnsureLockImage(ctx)
 		if err != nil {
 			return fmt.Errorf("deploy lock: %w", err)
 		}
 		host, _ := os.Hostname()
 		me := thisProcess()
-		spec := ContainerSpec{Name: LockName(a.Project.Name), Image: image, Labels: map[string]string{
-			LabelProject: a.Project.Name, LabelRole: RoleLock, LabelHolder: a.Holder,
+		spec := ContainerSpec{Name: LockName(rn.Project.Name), Image: image, Labels: map[string]string{
+			LabelProject: rn.Project.Name, LabelRole: RoleLock, LabelHolder: rn.Holder,
 			LabelCreatedAt: time.Now().UTC().Format(time.RFC3339), LabelLockHost: host, LabelLockPID: strconv.Itoa(os.Getpid()),
 			LabelLockBoot: me.boot, LabelLockPIDNS: me.pidns, LabelLockStart: me.start,
 		}}
-		deadline := time.Now().Add(a.LockTimeout)
+		deadline := time.Now().Add(rn.LockTimeout)
 		for {
-			id, err := a.Runtime.CreateContainer(ctx, spec)
+			id, err := rn.Runtime.CreateContainer(ctx, spec)
 			if err == nil {
 				release = func() {
 					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 					defer cancel()
-					a.step("", StepUnlock, "release the deploy lock", func() error { return a.Runtime.RemoveContainer(ctx, id) })
+					rn.step("", StepUnlock, "release the deploy lock", func() error { return rn.Runtime.RemoveContainer(ctx, id) })
 				}
 				return nil
 			}
 			if !errors.Is(err, ErrNameTaken) {
 				return fmt.Errorf("deploy lock: %w", err)
 			}
-			held, err := a.lockHolder(ctx)
+			held, err := rn.lockHolder(ctx)
 			if err != nil {
 				return err
 			}
@@ -66,19 +66,19 @@ func (a *Applier) lock(ctx context.Context) (func(), error) {
 				continue // released between our attempt and the look
 			}
 			if staleLock(held, host) {
-				a.warn("", "breaking the deploy lock of %s: that deployer process is gone (same machine, boot and PID namespace, and PID %s runs no more or is another process)", describeLock(held), held.Labels[LabelLockPID])
-				if err := a.Runtime.RemoveContainer(ctx, held.ID); err != nil {
+				rn.warn("", "breaking the deploy lock of %s: that deployer process is gone (same machine, boot and PID namespace, and PID %s runs no more or is another process)", describeLock(held), held.Labels[LabelLockPID])
+				if err := rn.Runtime.RemoveContainer(ctx, held.ID); err != nil {
 					return err
 				}
 				continue
 			}
 			if !time.Now().Before(deadline) {
 				wait := "wait for it with -lock-timeout 5m"
-				if a.LockTimeout > 0 {
-					wait = fmt.Sprintf("waited %s", a.LockTimeout)
+				if rn.LockTimeout > 0 {
+					wait = fmt.Sprintf("waited %s", rn.LockTimeout)
 				}
 				return fmt.Errorf("the deploy lock of project %q is held by %s; %s, or if that deploy is gone, run `deployer unlock -force`",
-					a.Project.Name, describeLock(held), wait)
+					rn.Project.Name, describeLock(held), wait)
 			}
 			select {
 			case <-ctx.Done():
@@ -90,8 +90,8 @@ func (a *Applier) lock(ctx context.Context) (func(), error) {
 	return release, err
 }
 
-func (a *Applier) lockHolder(ctx context.Context) (*Container, error) {
-	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
+func (rn *run) lockHolder(ctx context.Context) (*Container, error) {
+	obs, err := Observe(ctx, rn.Runtime, rn.Project.Name)
 	if err != nil {
 		return nil, err
 	}

@@ -11,21 +11,35 @@ import (
 // fixed range when it is created: the engine gives it back the same one whenever it starts
 // again, in whatever order the host brings containers back after a reboot.
 
+// network is the project's network as one run knows it.
+type network struct {
+	fixed string // its range of fixed addresses, once ensured ("" for a network made without one)
+}
+
 // ensureNetwork makes sure the project's network exists and learns its fixed range.
-func (a *Applier) ensureNetwork(ctx context.Context) error {
-	fixed, err := a.Runtime.EnsureNetwork(ctx, NetworkName(a.Project.Name), map[string]string{LabelProject: a.Project.Name})
+func (rn *run) ensureNetwork(ctx context.Context) error {
+	fixed, err := rn.Runtime.EnsureNetwork(ctx, NetworkName(rn.Project.Name), map[string]string{LabelProject: rn.Project.Name})
 	if err != nil {
 		return err
 	}
-	a.fixed = fixed
+	rn.net = network{fixed: fixed}
 	return nil
+}
+
+// backendAddr is where the proxy reaches a release's port: its address on the project network.
+func (rn *run) backendAddr(c *ContainerState, port int) (string, error) {
+	ip := c.IPs[NetworkName(rn.Project.Name)]
+	if ip == "" {
+		return "", fmt.Errorf("container %s is not on network %s", c.Name, NetworkName(rn.Project.Name))
+	}
+	return fmt.Sprintf("%s:%d", ip, port), nil
 }
 
 // createRelease creates a release's container at a fixed address of its own when the network
 // has a fixed range (one made by an earlier version has none: the engine picks the address).
-func (a *Applier) createRelease(ctx context.Context, spec ContainerSpec) (string, error) {
-	if a.fixed != "" && spec.Network == NetworkName(a.Project.Name) && spec.IP == "" {
-		addr, err := a.freeAddress(ctx)
+func (rn *run) createRelease(ctx context.Context, spec ContainerSpec) (string, error) {
+	if rn.net.fixed != "" && spec.Network == NetworkName(rn.Project.Name) && spec.IP == "" {
+		addr, err := rn.freeAddress(ctx)
 		if err != nil {
 			return "", err
 		}
@@ -37,17 +51,17 @@ func (a *Applier) createRelease(ctx context.Context, spec ContainerSpec) (string
 		labels[LabelAddress] = addr
 		spec.Labels = labels
 	}
-	return a.Runtime.CreateContainer(ctx, spec)
+	return rn.Runtime.CreateContainer(ctx, spec)
 }
 
 // freeAddress is the lowest address of the fixed range that no container of the project holds,
 // running or not (a stopped release keeps its address for when it is started again).
-func (a *Applier) freeAddress(ctx context.Context) (string, error) {
-	fixed, err := netip.ParsePrefix(a.fixed)
+func (rn *run) freeAddress(ctx context.Context) (string, error) {
+	fixed, err := netip.ParsePrefix(rn.net.fixed)
 	if err != nil {
-		return "", fmt.Errorf("network %s: fixed range %q: %v", NetworkName(a.Project.Name), a.fixed, err)
+		return "", fmt.Errorf("network %s: fixed range %q: %v", NetworkName(rn.Project.Name), rn.net.fixed, err)
 	}
-	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
+	obs, err := Observe(ctx, rn.Runtime, rn.Project.Name)
 	if err != nil {
 		return "", err
 	}

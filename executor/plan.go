@@ -125,19 +125,25 @@ type AttrChange struct {
 	Default   bool            `json:"default,omitempty"` // the new value is a default
 }
 
-// Step is one thing apply will do, in order.
-type Step struct {
-	Service string `json:"service,omitempty"`
-	Name    string `json:"name"`
-	Detail  string `json:"detail"`
-}
-
 // Leftover is something an interrupted apply left behind, which the next apply deals with.
 type Leftover struct {
-	Service string `json:"service,omitempty"`
-	Kind    string `json:"kind"` // lock, proxy, proxy-upgrade, candidate, stopped-live, extra
-	Detail  string `json:"detail"`
+	Service string       `json:"service,omitempty"`
+	Kind    LeftoverKind `json:"kind"`
+	Detail  string       `json:"detail"`
 }
+
+// LeftoverKind says what was left.
+type LeftoverKind string
+
+// Kinds of leftovers.
+const (
+	LeftoverLock         LeftoverKind = "lock"          // the deploy lock, held or left
+	LeftoverProxy        LeftoverKind = "proxy"         // the proxy is not running
+	LeftoverProxyUpgrade LeftoverKind = "proxy-upgrade" // an upgrade of the proxy was interrupted
+	LeftoverCandidate    LeftoverKind = "candidate"     // a candidate (or one-off container)
+	LeftoverStoppedLive  LeftoverKind = "stopped-live"  // the live release is not running
+	LeftoverExtra        LeftoverKind = "extra"         // a release set aside by a cutover
+)
 
 // PlanOptions narrow a plan.
 type PlanOptions struct {
@@ -306,7 +312,8 @@ func (pl *planner) plan(opts PlanOptions) (*Plan, error) {
 		plan.Changes = append(plan.Changes, removal(obs.Services[name]))
 	}
 	plan.Leftovers = leftovers(obs, p, targeted)
-	plan.Steps = steps(p, plan, pl.red)
+	sq := &sequencer{p: p, local: LocalEngine(plan.Engine), red: pl.red}
+	plan.Steps = sq.plan(plan, obs)
 	for _, c := range plan.Changes {
 		switch c.Action {
 		case ActionCreate:
@@ -588,20 +595,21 @@ func rangeKey(k string) string {
 	return k
 }
 
+// leftovers lists what interrupted applies left, as the plan shows it.
 func leftovers(o *Observed, p *config.Project, targeted func(string) bool) []Leftover {
 	var out []Leftover
 	if o.Lock != nil {
-		out = append(out, Leftover{Kind: "lock", Detail: fmt.Sprintf("deploy lock held by %s since %s; apply waits for it (-lock-timeout) or run `deployer unlock -force`",
+		out = append(out, Leftover{Kind: LeftoverLock, Detail: fmt.Sprintf("deploy lock held by %s since %s; apply waits for it (-lock-timeout) or run `deployer unlock -force`",
 			orUnknown(o.Lock.Labels[LabelHolder]), orUnknown(o.Lock.Labels[LabelCreatedAt]))})
 	}
 	if n := o.ProxyNext; n != nil {
-		out = append(out, Leftover{Kind: "proxy-upgrade", Detail: fmt.Sprintf("an interrupted upgrade of the proxy left %s (%s) beside %s (%s); apply finishes the upgrade", n.Name, n.State, o.Proxy.Name, o.Proxy.State)})
+		out = append(out, Leftover{Kind: LeftoverProxyUpgrade, Detail: fmt.Sprintf("an interrupted upgrade of the proxy left %s (%s) beside %s (%s); apply finishes the upgrade", n.Name, n.State, o.Proxy.Name, o.Proxy.State)})
 	} else if o.Proxy != nil && strings.HasSuffix(o.Proxy.Name, proxyNextSuffix) {
-		out = append(out, Leftover{Kind: "proxy-upgrade", Detail: fmt.Sprintf("an interrupted upgrade of the proxy left %s serving under its temporary name; apply renames it", o.Proxy.Name)})
+		out = append(out, Leftover{Kind: LeftoverProxyUpgrade, Detail: fmt.Sprintf("an interrupted upgrade of the proxy left %s serving under its temporary name; apply renames it", o.Proxy.Name)})
 	}
 	for _, s := range p.Services {
-		if st := o.Services[s.Name]; s.Deploy.Cutover == "proxy" && st != nil && st.Live != nil && st.Live.Running() && (o.Proxy == nil || !o.Proxy.Running()) {
-			out = append(out, Leftover{Kind: "proxy", Detail: "the proxy is not running, so proxied services get no traffic: apply starts it and restores its routes"})
+		if st := o.Services[s.Name]; newCutover(s, true, nil).servedByProxy() && st != nil && st.Live != nil && st.Live.Running() && (o.Proxy == nil || !o.Proxy.Running()) {
+			out = append(out, Leftover{Kind: LeftoverProxy, Detail: "the proxy is not running, so proxied services get no traffic: apply starts it and restores its routes"})
 			break
 		}
 	}
@@ -611,39 +619,14 @@ func leftovers(o *Observed, p *config.Project, targeted func(string) bool) []Lef
 		}
 		st := o.Services[name]
 		for _, c := range st.Candidates {
-			out = append(out, Leftover{Service: name, Kind: "candidate", Detail: fmt.Sprintf("candidate %s (release %d, %s) from an interrupted apply; apply removes it", c.Name, c.Release(), c.State)})
+			out = append(out, Leftover{Service: name, Kind: LeftoverCandidate, Detail: fmt.Sprintf("candidate %s (release %d, %s) from an interrupted apply; apply removes it", c.Name, c.Release(), c.State)})
 		}
 		if st.Live != nil && !st.Live.Running() {
-			out = append(out, Leftover{Service: name, Kind: "stopped-live", Detail: fmt.Sprintf("live container %s (release %d) is %s", st.Live.Name, st.Live.Release(), st.Live.State)})
+			out = append(out, Leftover{Service: name, Kind: LeftoverStoppedLive, Detail: fmt.Sprintf("live container %s (release %d) is %s", st.Live.Name, st.Live.Release(), st.Live.State)})
 		}
 		for _, c := range st.Others {
-			out = append(out, Leftover{Service: name, Kind: "extra", Detail: fmt.Sprintf("container %s (role %q, release %d) besides the live one; apply keeps it as a previous release", c.Name, c.Role(), c.Release())})
+			out = append(out, Leftover{Service: name, Kind: LeftoverExtra, Detail: fmt.Sprintf("container %s (role %q, release %d) besides the live one; apply keeps it as a previous release", c.Name, c.Role(), c.Release())})
 		}
 	}
 	return out
-}
-
-func orUnknown(s string) string {
-	if s == "" {
-		return "(unknown)"
-	}
-	return s
-}
-
-// ShortID is the first 12 hex digits of an image or container ID, as docker shows them.
-func ShortID(id string) string { return short(id) }
-
-func short(id string) string {
-	id = strings.TrimPrefix(id, "sha256:")
-	if len(id) > 12 {
-		id = id[:12]
-	}
-	return id
-}
-
-func plural(n int, word string) string {
-	if n == 1 {
-		return "1 " + word
-	}
-	return fmt.Sprintf("%d %ss", n, word)
 }

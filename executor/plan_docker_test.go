@@ -116,7 +116,7 @@ func TestPlanAgainstEngine(t *testing.T) {
 	}
 	var kinds []string
 	for _, l := range plan.Leftovers {
-		kinds = append(kinds, l.Kind)
+		kinds = append(kinds, string(l.Kind))
 	}
 	if got := strings.Join(kinds, ","); got != "candidate,stopped-live" {
 		t.Errorf("leftovers %q", got)

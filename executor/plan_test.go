@@ -217,11 +217,11 @@ func TestPlanDeleteLeftoversAndTarget(t *testing.T) {
 	if ch := plan.Change("legacy"); ch == nil || ch.Action != ActionDelete || len(ch.RemoveIDs) != 1 {
 		t.Fatalf("legacy: %+v", ch)
 	}
-	kinds := map[string]bool{}
+	kinds := map[LeftoverKind]bool{}
 	for _, l := range plan.Leftovers {
 		kinds[l.Kind] = true
 	}
-	if !kinds["lock"] || !kinds["candidate"] {
+	if !kinds[LeftoverLock] || !kinds[LeftoverCandidate] {
 		t.Errorf("leftovers %+v", plan.Leftovers)
 	}
 	if next := plan.Change("web").NextRelease; next != 0 {
@@ -344,14 +344,14 @@ func TestPlanProxyStep(t *testing.T) {
 			}
 			got := ""
 			for _, st := range plan.Steps {
-				if st.Name == StepProxy {
+				if st.Kind() == StepProxy {
 					got = st.Detail
 				}
 			}
 			if c.want == "" && got != "" || !strings.Contains(got, c.want) {
 				t.Errorf("proxy step %q, want %q", got, c.want)
 			}
-			if c.want != "" && plan.Steps[1].Name != StepProxy {
+			if c.want != "" && plan.Steps[1].Kind() != StepProxy {
 				t.Errorf("the proxy step is not right after the lock: %+v", plan.Steps[1])
 			}
 		})

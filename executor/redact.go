@@ -39,8 +39,6 @@ func NewRedactor(p *config.Project) *Redactor {
 	return r
 }
 
-func newRedactor(p *config.Project) *Redactor { return NewRedactor(p) }
-
 // Redact masks every sensitive value in s.
 func (r *Redactor) Redact(s string) string {
 	if r == nil {
@@ -53,8 +51,6 @@ func (r *Redactor) Redact(s string) string {
 	}
 	return s
 }
-
-func (r *Redactor) redact(s string) string { return r.Redact(s) }
 
 // words masks the sensitive arguments of a command, for showing it.
 func (r *Redactor) words(argv []string) string {

@@ -45,26 +45,31 @@ type RestorePlan struct {
 	Warnings    []string
 }
 
+// restorer verifies and restores a service's backups, in one run.
+type restorer struct{ *run }
+
+func (a *Applier) restorer() restorer { return restorer{a.newRun()} }
+
 // VerifyBackup finds a backup and fully verifies it: manifest, signature, checksums, archives,
 // SQLite.
 func (a *Applier) VerifyBackup(ctx context.Context, service, id string) (*backup.Manifest, error) {
-	_, sb, m, err := a.findBackup(ctx, service, id)
+	rs := a.restorer()
+	_, sb, m, err := rs.findBackup(ctx, service, id)
 	if err != nil {
 		return nil, err
 	}
-	return m, a.verifyBackup(ctx, sb, m)
+	return m, rs.verifyBackup(ctx, sb, m)
 }
 
-func (a *Applier) verifyBackup(ctx context.Context, sb *ServiceBackups, m *backup.Manifest) error {
-	return a.step(sb.Expect.Service, "verify-backup", "download "+m.ID+" and check it against its manifest", func() error {
-		return backup.Verify(ctx, sb.Store, m, sb.Keys, a.TempDir)
+func (rs restorer) verifyBackup(ctx context.Context, sb *ServiceBackups, m *backup.Manifest) error {
+	return rs.step(sb.Expect.Service, StepVerifyBackup, "download "+m.ID+" and check it against its manifest", func() error {
+		return backup.Verify(ctx, sb.Store, m, sb.Keys, rs.TempDir)
 	})
 }
 
 // findBackup opens a service's backups and finds one, checked against the configuration.
-func (a *Applier) findBackup(ctx context.Context, service, id string) (*config.Service, *ServiceBackups, *backup.Manifest, error) {
-	a.red = newRedactor(a.Project)
-	s, sb, err := a.serviceBackups(ctx, service)
+func (rs restorer) findBackup(ctx context.Context, service, id string) (*config.Service, *ServiceBackups, *backup.Manifest, error) {
+	s, sb, err := rs.serviceBackups(ctx, service)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -72,15 +77,15 @@ func (a *Applier) findBackup(ctx context.Context, service, id string) (*config.S
 	return s, sb, m, err
 }
 
-func (a *Applier) serviceBackups(ctx context.Context, service string) (*config.Service, *ServiceBackups, error) {
-	s := a.Project.Service(service)
+func (rs restorer) serviceBackups(ctx context.Context, service string) (*config.Service, *ServiceBackups, error) {
+	s := rs.Project.Service(service)
 	if s == nil {
 		return nil, nil, fmt.Errorf("service.%s is not in the configuration", service)
 	}
 	if s.Backup == nil {
 		return nil, nil, fmt.Errorf("service.%s has no backup block, so it has no backups to restore", service)
 	}
-	sb, err := OpenBackups(ctx, a.Project, s, a.IdentityFile)
+	sb, err := OpenBackups(ctx, rs.Project, s, rs.IdentityFile)
 	return s, sb, err
 }
 
@@ -89,7 +94,11 @@ func (a *Applier) serviceBackups(ctx context.Context, service string) (*config.S
 // opts.Map). A volume of the backup that the configuration does not back up is refused before
 // anything is touched, so a backup can never pick which volume it fills.
 func (a *Applier) PrepareRestore(ctx context.Context, service, id string, opts RestoreOptions) (*RestorePlan, error) {
-	s, sb, m, err := a.findBackup(ctx, service, id)
+	return a.restorer().prepare(ctx, service, id, opts)
+}
+
+func (rs restorer) prepare(ctx context.Context, service, id string, opts RestoreOptions) (*RestorePlan, error) {
+	s, sb, m, err := rs.findBackup(ctx, service, id)
 	if err != nil {
 		return nil, err
 	}
@@ -103,10 +112,10 @@ func (a *Applier) PrepareRestore(ctx context.Context, service, id string, opts R
 	if rp.Volumes, rp.Untouched, err = restoreVolumes(s, m, opts.Map); err != nil {
 		return nil, err
 	}
-	if err := a.verifyBackup(ctx, sb, m); err != nil {
+	if err := rs.verifyBackup(ctx, sb, m); err != nil {
 		return nil, err
 	}
-	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
+	obs, err := Observe(ctx, rs.Runtime, rs.Project.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -195,21 +204,25 @@ type RestoreResult struct {
 // first, whether the live release runs, is stopped or is gone; if the replacement fails, that
 // backup is put back and the release started on it.
 func (a *Applier) Restore(ctx context.Context, service string, rp *RestorePlan) (*RestoreResult, error) {
-	s, sb, err := a.serviceBackups(ctx, service)
+	return a.restorer().restore(ctx, service, rp)
+}
+
+func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan) (*RestoreResult, error) {
+	s, sb, err := rs.serviceBackups(ctx, service)
 	if err != nil {
 		return nil, err
 	}
 	m := rp.Manifest
-	helper, err := a.helperImage(ctx)
+	helper, err := rs.helperImage(ctx)
 	if err != nil {
 		return nil, err
 	}
-	unlock, err := a.lock(ctx)
+	unlock, err := rs.begin(ctx, false)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
+	obs, err := Observe(ctx, rs.Runtime, rs.Project.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -219,17 +232,17 @@ func (a *Applier) Restore(ctx context.Context, service string, rp *RestorePlan) 
 		live = st.Live
 	}
 	res := &RestoreResult{Tamed: map[string][]string{}}
-	if err := a.step(service, StepBackup, "back up the current data before replacing it", func() error {
+	if err := rs.step(service, StepBackup, "back up the current data before replacing it", func() error {
 		// The current data may be the damage being undone: a failed quick_check is recorded.
 		var err error
-		res.Safety, err = a.safetyBackup(ctx, s, live, rp, helper)
+		res.Safety, err = rs.safetyBackup(ctx, s, live, rp, helper)
 		return err
 	}); err != nil {
 		return res, fmt.Errorf("the current data could not be backed up, so nothing was restored: %w", err)
 	}
 	if live != nil && live.Running() {
-		if err := a.step(service, "stop", fmt.Sprintf("stop release %d", live.Release()), func() error {
-			return a.stopRelease(context.WithoutCancel(ctx), s, live.ID, fmt.Sprintf("release %d", live.Release()))
+		if err := rs.step(service, StepStop, fmt.Sprintf("stop release %d", live.Release()), func() error {
+			return rs.stopRelease(context.WithoutCancel(ctx), s, live.ID, fmt.Sprintf("release %d", live.Release()))
 		}); err != nil {
 			return res, err
 		}
@@ -240,28 +253,28 @@ func (a *Applier) Restore(ctx context.Context, service string, rp *RestorePlan) 
 	for _, v := range rp.Volumes {
 		touched = append(touched, v)
 		var rep *backup.TameReport
-		err := a.step(service, "restore."+v.To, fmt.Sprintf("replace the files of volume %s with %s of backup %s", v.To, v.From, m.ID), func() error {
+		err := rs.step(service, stepName(StepRestore, v.To), fmt.Sprintf("replace the files of volume %s with %s of backup %s", v.To, v.From, m.ID), func() error {
 			var err error
-			rep, err = a.fillVolume(ctx, s, sb, m, v.From, v.To, v.Bytes, helper)
+			rep, err = rs.fillVolume(ctx, s, sb, m, v.From, v.To, v.Bytes, helper)
 			return err
 		})
 		if rep != nil {
 			if lines := rep.Lines(); len(lines) > 0 {
 				res.Tamed[v.To] = lines
 				for _, l := range lines {
-					a.warn(service, "volume %s: %s", v.To, l)
+					rs.warn(service, "volume %s: %s", v.To, l)
 				}
 			}
 		}
 		if err != nil {
-			return res, a.putBack(ctx, s, sb, st, touched, res, helper, fmt.Errorf("restore of volume %s failed: %w", v.To, err))
+			return res, rs.putBack(ctx, s, sb, st, touched, res, helper, fmt.Errorf("restore of volume %s failed: %w", v.To, err))
 		}
 	}
 	if live == nil {
 		return res, nil
 	}
 	res.Started = true
-	if err := a.resume(ctx, s, st, &ServiceOutcome{}); err != nil {
+	if err := rs.resume(ctx, s, rs.cutover(s, false), st, &ServiceOutcome{Service: s.Name}); err != nil {
 		return res, fmt.Errorf("the volumes were restored from %s, but release %d is not healthy on them: %w; to go back, run `deployer backups restore service.%s %s`", m.ID, live.Release(), err, s.Name, res.Safety.ID)
 	}
 	return res, nil
@@ -270,7 +283,7 @@ func (a *Applier) Restore(ctx context.Context, service string, rp *RestorePlan) 
 // safetyBackup backs up the volumes a restore replaces: from the live release (paused as the
 // configuration says when it runs), or, with no live release, from a helper container that
 // mounts them and never starts.
-func (a *Applier) safetyBackup(ctx context.Context, s *config.Service, live *Container, rp *RestorePlan, helper string) (*backup.Manifest, error) {
+func (rs restorer) safetyBackup(ctx context.Context, s *config.Service, live *Container, rp *RestorePlan, helper string) (*backup.Manifest, error) {
 	var names []string
 	for _, v := range rp.Volumes {
 		names = append(names, v.To)
@@ -278,38 +291,38 @@ func (a *Applier) safetyBackup(ctx context.Context, s *config.Service, live *Con
 	reason := "before restoring " + rp.Manifest.ID
 	if live != nil {
 		// keep 0: pruning now could delete the very backup being restored.
-		return a.backupFrom(ctx, s, liveSource(s, live, names), reason, 0, true)
+		return rs.backups().from(ctx, s, liveSource(s, live, names), reason, 0, true)
 	}
-	spec := ContainerSpec{Name: a.Project.Name + "-" + s.Name + "-restore-source", Image: helper, Cmd: []string{"version"},
-		Labels: map[string]string{LabelProject: a.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
-	src := backupSource{consistency: "none"}
+	spec := ContainerSpec{Name: rs.Project.Name + "-" + s.Name + "-restore-source", Image: helper, Cmd: []string{"version"},
+		Labels: map[string]string{LabelProject: rs.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
+	src := backupSource{consistency: config.ConsistencyNone}
 	for _, name := range names {
 		v := s.Volume(name)
 		spec.Volumes = append(spec.Volumes, VolumeMount{Name: v.Name, Target: v.Target})
 		src.volumes = append(src.volumes, backup.Volume{Name: v.Name, Target: v.Target})
 	}
-	id, err := a.oneOffContainer(ctx, spec)
+	id, err := rs.oneOffContainer(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
-	defer a.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
+	defer rs.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
 	src.id = id
-	return a.backupFrom(ctx, s, src, reason, 0, true)
+	return rs.backups().from(ctx, s, src, reason, 0, true)
 }
 
 // oneOffContainer creates a helper container of the deployer, replacing one of the same name
 // that an interrupted run left.
-func (a *Applier) oneOffContainer(ctx context.Context, spec ContainerSpec) (string, error) {
-	id, err := a.Runtime.CreateContainer(ctx, spec)
+func (rs restorer) oneOffContainer(ctx context.Context, spec ContainerSpec) (string, error) {
+	id, err := rs.Runtime.CreateContainer(ctx, spec)
 	if errors.Is(err, ErrNameTaken) {
-		obs, oerr := Observe(ctx, a.Runtime, a.Project.Name)
+		obs, oerr := Observe(ctx, rs.Runtime, rs.Project.Name)
 		if oerr != nil {
 			return "", oerr
 		}
 		for _, c := range obs.All {
 			if c.Name == spec.Name && c.Role() == RoleOneOff {
-				a.Runtime.RemoveContainer(ctx, c.ID)
-				return a.Runtime.CreateContainer(ctx, spec)
+				rs.Runtime.RemoveContainer(ctx, c.ID)
+				return rs.Runtime.CreateContainer(ctx, spec)
 			}
 		}
 		return "", fmt.Errorf("a container named %s exists and is not the deployer's: remove or rename it", spec.Name)
@@ -320,12 +333,12 @@ func (a *Applier) oneOffContainer(ctx context.Context, spec ContainerSpec) (stri
 // putBack restores the volumes a failed restore touched from the safety backup, then starts the
 // release again. If that fails too, the service is left stopped and the error says how to
 // finish by hand.
-func (a *Applier) putBack(ctx context.Context, s *config.Service, sb *ServiceBackups, st *ServiceState, touched []RestoreVolume, res *RestoreResult, helper string, cause error) error {
+func (rs restorer) putBack(ctx context.Context, s *config.Service, sb *ServiceBackups, st *ServiceState, touched []RestoreVolume, res *RestoreResult, helper string, cause error) error {
 	safety := res.Safety
 	var failed error
 	for _, v := range touched {
-		err := a.step(s.Name, "put-back."+v.To, fmt.Sprintf("put volume %s back from the safety backup %s", v.To, safety.ID), func() error {
-			_, err := a.fillVolume(ctx, s, sb, safety, v.To, v.To, safetyBytes(safety, v.To), helper)
+		err := rs.step(s.Name, stepName(StepPutBack, v.To), fmt.Sprintf("put volume %s back from the safety backup %s", v.To, safety.ID), func() error {
+			_, err := rs.fillVolume(ctx, s, sb, safety, v.To, v.To, safetyBytes(safety, v.To), helper)
 			return err
 		})
 		if err != nil {
@@ -342,7 +355,7 @@ func (a *Applier) putBack(ctx context.Context, s *config.Service, sb *ServiceBac
 		return errors.New(msg)
 	}
 	res.Started = true
-	if err := a.resume(ctx, s, st, &ServiceOutcome{}); err != nil {
+	if err := rs.resume(ctx, s, rs.cutover(s, false), st, &ServiceOutcome{Service: s.Name}); err != nil {
 		return fmt.Errorf("%s, but release %d does not start healthy on it: %v", msg, st.Live.Release(), err)
 	}
 	return fmt.Errorf("%s and release %d was started on it", msg, st.Live.Release())
@@ -360,29 +373,29 @@ func safetyBytes(m *backup.Manifest, volume string) int64 {
 // fillVolume replaces the files of volume to with the archive of volume from in backup m: a
 // helper container checks the space and empties the volume, then the archive, tamed, is
 // extracted into it through the engine.
-func (a *Applier) fillVolume(ctx context.Context, s *config.Service, sb *ServiceBackups, m *backup.Manifest, from, to string, bytes int64, helper string) (*backup.TameReport, error) {
-	rc, err := backup.OpenVolume(ctx, sb.Store, m, from, sb.Keys, a.TempDir)
+func (rs restorer) fillVolume(ctx context.Context, s *config.Service, sb *ServiceBackups, m *backup.Manifest, from, to string, bytes int64, helper string) (*backup.TameReport, error) {
+	rc, err := backup.OpenVolume(ctx, sb.Store, m, from, sb.Keys, rs.TempDir)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	spec := ContainerSpec{Name: fmt.Sprintf("%s-%s-restore-%s", a.Project.Name, s.Name, to), Image: helper,
+	spec := ContainerSpec{Name: fmt.Sprintf("%s-%s-restore-%s", rs.Project.Name, s.Name, to), Image: helper,
 		Cmd:     []string{"internal", "prepare-volume", "/volume", strconv.FormatInt(bytes, 10)},
-		Volumes: []VolumeMount{{Name: to, Target: "/volume"}}, Labels: map[string]string{LabelProject: a.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
-	id, err := a.oneOffContainer(ctx, spec)
+		Volumes: []VolumeMount{{Name: to, Target: "/volume"}}, Labels: map[string]string{LabelProject: rs.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
+	id, err := rs.oneOffContainer(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
-	defer a.Runtime.RemoveContainer(ctx, id)
-	if err := a.Runtime.StartContainer(ctx, id); err != nil {
+	defer rs.Runtime.RemoveContainer(ctx, id)
+	if err := rs.Runtime.StartContainer(ctx, id); err != nil {
 		return nil, err
 	}
-	code, err := a.Runtime.Wait(ctx, id)
+	code, err := rs.Runtime.Wait(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	if code != 0 {
-		logs, _ := a.Runtime.Logs(ctx, id, logLines)
+		logs, _ := rs.Runtime.Logs(ctx, id, logLines)
 		return nil, fmt.Errorf("preparing the volume failed (exit %d): %s", code, strings.TrimSpace(logs))
 	}
 	// The archive's entries start with the base name of the mount point (the engine's copy API
@@ -396,7 +409,7 @@ func (a *Applier) fillVolume(ctx context.Context, s *config.Service, sb *Service
 		rep, tameErr = backup.Tame(rc, pw, "volume")
 		pw.CloseWithError(tameErr)
 	}()
-	err = a.Runtime.CopyTo(ctx, id, "/", pr)
+	err = rs.Runtime.CopyTo(ctx, id, "/", pr)
 	pr.CloseWithError(errExtractionEnded)
 	<-done
 	if tameErr != nil && !errors.Is(tameErr, errExtractionEnded) {

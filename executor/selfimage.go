@@ -2,7 +2,11 @@ package executor
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
 	"debug/elf"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -158,4 +162,111 @@ func libraryFinder(interpDir string) func(name string, rpath []string, m elf.Mac
 func runsOn(p, osName, arch string) error {
 	_, err := imageOfSelf(p, osName, arch)
 	return err
+}
+
+// helperImage is the image the proxy and restores run in: docker.proxy_image when the
+// configuration names one, else one built (once per binary) from the deployer's own binary,
+// FROM scratch, when that binary can run on the engine.
+func (rn *run) helperImage(ctx context.Context) (string, error) {
+	if rn.helper != "" {
+		return rn.helper, nil
+	}
+	if ref := rn.Project.Docker.ProxyImage; ref != "" {
+		if id, err := rn.Runtime.ImageID(ctx, ref); err == nil {
+			return id, nil
+		}
+		id, err := rn.Runtime.PullImage(ctx, ref, rn.registries(), nil)
+		if err != nil {
+			return "", fmt.Errorf("docker.proxy_image %q: %w", ref, err)
+		}
+		return id, nil
+	}
+	osName, arch, err := rn.Runtime.Platform(ctx)
+	if err != nil {
+		return "", err
+	}
+	why := errors.New("the deployer does not know where its own binary is")
+	var self *selfImage
+	if rn.SelfBinary != "" {
+		self, why = imageOfSelf(rn.SelfBinary, osName, arch)
+	}
+	if why != nil {
+		alt := "(deploys with cutover = \"restart\" do without it on a local engine; restores always need it)"
+		if rn.remote() {
+			alt = "(on a remote engine every deploy needs it: the health checks run from the proxy, on the engine's host)"
+		}
+		return "", fmt.Errorf("the proxy and restores run the deployer itself in a container, and this one cannot run on the engine: %v.\n"+
+			"Build a deployer for the engine (in a checkout of its source) and name its image in the configuration:\n"+
+			"  GOOS=%s GOARCH=%s CGO_ENABLED=0 go build -o deployer ./cmd/deployer\n"+
+			"  printf 'FROM scratch\\nCOPY deployer /deployer\\nENTRYPOINT [\"/deployer\"]\\n' | docker build -t deployer-proxy:%s -f - .\n"+
+			"  docker { proxy_image = \"deployer-proxy:%s\" }   # in the configuration (push it to your registry for a remote engine)\n"+
+			"%s", why, osName, arch, rn.versionTag(), rn.versionTag(), alt)
+	}
+	id, err := rn.buildSelfImage(ctx, self)
+	if err == nil {
+		rn.helper = id
+	}
+	return id, err
+}
+
+// buildSelfImage builds (once per binary and libraries: the tag is named after them) the image
+// of the deployer FROM scratch.
+func (rn *run) buildSelfImage(ctx context.Context, self *selfImage) (string, error) {
+	df := "FROM scratch\nCOPY rootfs/ /\nENTRYPOINT [\"/deployer\"]\n"
+	h := sha256.New()
+	h.Write([]byte(df))
+	paths := sortedKeys(self.files)
+	contents := map[string][]byte{}
+	for _, p := range append([]string{""}, paths...) {
+		src := self.binary
+		if p != "" {
+			src = self.files[p]
+		}
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return "", err
+		}
+		contents[p] = b
+		fmt.Fprintf(h, "%s %d\n", p, len(b))
+		h.Write(b)
+	}
+	tag := "deployer-helper:" + hex.EncodeToString(h.Sum(nil))[:12]
+	if id, err := rn.Runtime.ImageID(ctx, tag); err == nil {
+		return id, nil
+	}
+	dir, err := os.MkdirTemp(rn.TempDir, "deployer-helper-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	for p, b := range contents {
+		dst := filepath.Join(dir, "rootfs", "deployer")
+		if p != "" {
+			dst = filepath.Join(dir, "rootfs", p)
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(dst, b, 0o755); err != nil {
+			return "", err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
+		return "", err
+	}
+	return rn.Runtime.BuildImage(ctx, BuildOptions{Dir: dir, Dockerfile: "Dockerfile", Tag: tag, Labels: map[string]string{"deployer.image": "helper"}})
+}
+
+// versionTag is the deployer's version as an image tag.
+func (rn *run) versionTag() string {
+	v := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_' {
+			return r
+		}
+		return '-'
+	}, rn.Version)
+	if v == "" {
+		return "latest"
+	}
+	return v
 }

@@ -186,3 +186,13 @@ func (o *Observed) ServiceNames() []string {
 	sort.Strings(names)
 	return names
 }
+
+// hasLive reports whether any service has a live release, running or not.
+func (o *Observed) hasLive() bool {
+	for _, st := range o.Services {
+		if st.Live != nil {
+			return true
+		}
+	}
+	return false
+}

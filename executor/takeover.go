@@ -161,7 +161,7 @@ func takeoverKey(k string) bool {
 
 // adoptedLabels are the labels a taken-over container gets when it is recreated as the previous
 // release: the deployer's, without compose's (compose would take it back as its own).
-func (a *Applier) adoptedLabels(s *config.Service, t *Takeover, original map[string]string) map[string]string {
+func (rn *run) adoptedLabels(s *config.Service, t *Takeover, original map[string]string) map[string]string {
 	l := map[string]string{}
 	for k, v := range original {
 		if !strings.HasPrefix(k, "com.docker.compose.") {
@@ -170,7 +170,7 @@ func (a *Applier) adoptedLabels(s *config.Service, t *Takeover, original map[str
 	}
 	doc, _ := json.Marshal(t.doc)
 	for k, v := range map[string]string{
-		LabelProject: a.Project.Name, LabelService: s.Name, LabelRole: RoleLive, LabelRelease: strconv.Itoa(t.Release),
+		LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleLive, LabelRelease: strconv.Itoa(t.Release),
 		LabelLiveName: s.ContainerName, LabelImage: t.Image, LabelImageOrigin: OriginFound, LabelTakenOver: t.Made,
 		LabelSpecDoc: string(doc), LabelCreatedAt: time.Now().UTC().Format(time.RFC3339),
 	} {
@@ -181,8 +181,8 @@ func (a *Applier) adoptedLabels(s *config.Service, t *Takeover, original map[str
 
 // adopt returns the taken-over container as the service's live release, for the deploy that
 // replaces it.
-func (a *Applier) adopt(ctx context.Context, s *config.Service, t *Takeover) (*ServiceState, error) {
-	st, err := a.Runtime.Inspect(ctx, t.ID)
+func (rn *run) adopt(ctx context.Context, s *config.Service, t *Takeover) (*ServiceState, error) {
+	st, err := rn.Runtime.Inspect(ctx, t.ID)
 	if err != nil {
 		return nil, fmt.Errorf("the container %s to take over: %w; run plan again", t.Name, err)
 	}
@@ -190,27 +190,25 @@ func (a *Applier) adopt(ctx context.Context, s *config.Service, t *Takeover) (*S
 	if st.Running {
 		state = "running"
 	}
-	c := &Container{ID: st.ID, Name: st.Name, Image: t.Image, ImageID: st.ImageID, State: state, Labels: a.adoptedLabels(s, t, st.Spec.Labels)}
+	c := &Container{ID: st.ID, Name: st.Name, Image: t.Image, ImageID: st.ImageID, State: state, Labels: rn.adoptedLabels(s, t, st.Spec.Labels)}
 	return &ServiceState{Name: s.Name, Live: c}, nil
 }
 
 // keepSetAside keeps a taken-over container that an interrupted takeover left set aside as the
-// previous release.
-func (a *Applier) keepSetAside(ctx context.Context, s *config.Service, t *Takeover) error {
-	if t.Kept {
-		return a.step(s.Name, StepCleanup, fmt.Sprintf("remove %s: it is kept as release %d already", t.Name, t.Release), func() error {
-			return a.Runtime.RemoveContainer(context.WithoutCancel(ctx), t.ID)
-		})
-	}
-	return a.step(s.Name, StepCleanup, fmt.Sprintf("keep %s (taken over, %s) as release %d", t.Name, t.Made, t.Release), func() error {
-		old, err := a.Runtime.Inspect(ctx, t.ID)
+// previous release; one kept already goes.
+func (rn *run) keepSetAside(ctx context.Context, s *config.Service, t *Takeover, detail string) error {
+	return rn.step(s.Name, StepCleanup, detail, func() error {
+		if t.Kept {
+			return rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), t.ID)
+		}
+		old, err := rn.Runtime.Inspect(ctx, t.ID)
 		if err != nil {
 			return err
 		}
 		if old.Running {
-			a.stopRelease(ctx, s, old.ID, old.Name)
+			rn.stopRelease(ctx, s, old.ID, old.Name)
 		}
-		old.Spec.Labels = a.adoptedLabels(s, t, old.Spec.Labels)
-		return a.keepAsPrevious(context.WithoutCancel(ctx), s, old)
+		old.Spec.Labels = rn.adoptedLabels(s, t, old.Spec.Labels)
+		return rn.keepAsPrevious(context.WithoutCancel(ctx), s, old)
 	})
 }

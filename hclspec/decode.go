@@ -252,7 +252,6 @@ func (d *decoder) size(attrs hcl.Attributes, name, key string, n *int64, text *s
 	}
 }
 
-
 // enum reads a string attribute into a value of one of config's enumerations; whether it is one
 // of the values is checked with the rest (config.Validate).
 func enum[T ~string](d *decoder, attrs hcl.Attributes, name, key string, dst *T) {

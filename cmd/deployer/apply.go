@@ -201,10 +201,24 @@ func (g *globals) applier(p *config.Project, eng *docker.Engine, events func(exe
 		LockTimeout: timeout,
 		Source:      source(p.Dir),
 		ProbeHost:   docker.ProbeHost(eng.Host()),
-		KillAt:      os.Getenv("DEPLOYER_TEST_KILL_AT"),
+		Crash:       killAt(os.Getenv("DEPLOYER_TEST_KILL_AT")),
 		Version:     versionString(),
 		SelfBinary:  selfBinary(),
 	}, nil
+}
+
+// killAt makes the deployer kill itself (SIGKILL) at the named kill point: crash tests stop it
+// there to check that the next apply converges. Nil without one.
+func killAt(point string) func(string) {
+	if point == "" {
+		return nil
+	}
+	return func(p string) {
+		if p == point {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // never reached
+		}
+	}
 }
 
 func (g *globals) apply(ctx context.Context, p *config.Project, plan *executor.Plan, asJSON bool) error {

@@ -95,7 +95,7 @@ func (r *renderer) event(e executor.Event) {
 			return
 		}
 		r.cur = nil
-		mark := map[string]string{executor.OutcomeOK: "ok", executor.OutcomeFailed: "FAILED", executor.OutcomeSkipped: "skipped"}[e.Outcome]
+		mark := map[executor.EventOutcome]string{executor.OutcomeOK: "ok", executor.OutcomeFailed: "FAILED", executor.OutcomeSkipped: "skipped"}[e.Outcome]
 		line := fmt.Sprintf("  %-7s %-28s %5.1fs", mark, stepName(e), e.Seconds)
 		if e.Detail != "" && e.Outcome != executor.OutcomeOK {
 			line += "  " + strings.ReplaceAll(e.Detail, "\n", "\n          ")

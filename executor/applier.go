@@ -1,0 +1,82 @@
+package executor
+
+import (
+	"time"
+
+	"github.com/deployer-dev/deployer/config"
+)
+
+// Applier carries out plans, rollbacks, backups and restores against one engine. It is only
+// their configuration: each of them is a run of its own (run.go), so nothing of one carries
+// over to the next.
+type Applier struct {
+	Project *config.Project
+	Runtime Runtime
+	// Events receives every event, in order, from one goroutine at a time.
+	Events func(Event)
+	// Holder says who runs this apply, for the lock ("ci@runner-7 pid 4242").
+	Holder      string
+	LockTimeout time.Duration
+	// Source is recorded on new releases (a git commit when known).
+	Source string
+	// ProbeHost is where published ports are reached: 127.0.0.1 for a local engine.
+	ProbeHost string
+	// Version is the deployer's version, recorded in backup manifests.
+	Version string
+	// SelfBinary is the deployer's own static Linux binary, from which the helper image for
+	// restores is built (FROM scratch: no registry).
+	SelfBinary string
+	// TempDir holds backup spools and downloads; os.TempDir() when empty.
+	TempDir string
+	// IdentityFile is the age identity that decrypts encrypted backups, for verify and restore.
+	IdentityFile string
+	// Crash, when set, is called at every kill point (KillPoints): the start of each step and
+	// the points inside the cutover, the clean-up and an upgrade of the proxy. Crash tests stop
+	// the deployer there: cmd/deployer kills itself with SIGKILL, the in-memory engine's tests
+	// freeze the engine. Nil in normal use.
+	Crash func(point string)
+}
+
+// ServiceOutcome is what apply did to one service.
+type ServiceOutcome struct {
+	Service      string  `json:"service"`
+	Action       Action  `json:"action"`
+	Release      int     `json:"release,omitempty"` // live after apply
+	ImageID      string  `json:"image_id,omitempty"`
+	Seconds      float64 `json:"seconds"`
+	RolledBack   bool    `json:"rolled_back,omitempty"`
+	RolledBackTo int     `json:"rolled_back_to,omitempty"`
+	Error        string  `json:"error,omitempty"`
+}
+
+// Outcome is what apply did.
+type Outcome struct {
+	Services []*ServiceOutcome `json:"services"`
+}
+
+// Failed reports whether any service failed or was rolled back.
+func (o *Outcome) Failed() bool {
+	for _, s := range o.Services {
+		if s.Error != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// Names and timings of the sequence.
+const (
+	candidateSuffix = "-green"
+	// hookTimeout bounds one hook (a migration may take long, but not forever).
+	hookTimeout = 30 * time.Minute
+	// settle is how long a service without a health check must keep running to pass.
+	settle   = 2 * time.Second
+	logLines = 20
+)
+
+func (a *Applier) probeHost() string {
+	if a.ProbeHost != "" {
+		return a.ProbeHost
+	}
+	return "127.0.0.1"
+}

@@ -1,0 +1,175 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/probe"
+)
+
+// A failed check of the candidate leaves the live release serving; its error says so.
+
+// checkRunning fails when the candidate stopped (without a health check: within a short while).
+func (d *deployment) checkRunning(ctx context.Context) error {
+	alive := func() error { return d.rn.alive(ctx, d.cand) }
+	err := d.rn.step(d.s.Name, StepRunning, "the candidate keeps running", func() error {
+		if d.s.HealthCheck != nil {
+			return alive() // the health check keeps watching
+		}
+		return settled(ctx, alive)
+	})
+	if err != nil {
+		return fmt.Errorf("candidate %q: %s; %s", d.cand.Name, err, d.stillServing())
+	}
+	return nil
+}
+
+// checkHealth probes the candidate's health check until it passes often enough in a row.
+func (d *deployment) checkHealth(ctx context.Context) error {
+	h, pr := d.s.HealthCheck, d.cut.probes()
+	url := pr.candidateURL(d.cand, d.s.HTTPPort(), h.Path)
+	err := d.rn.step(d.s.Name, StepHealth, "GET "+url, func() error {
+		c := probe.Check{URL: url, Status: h.Status, Timeout: h.Timeout}
+		return probe.UntilWith(ctx, pr.get, c, h.Interval, h.Healthy, h.Deadline, func() error { return d.rn.alive(ctx, d.cand) })
+	})
+	if err != nil {
+		return fmt.Errorf("candidate %q: health check GET %s: %s; %s", d.cand.Name, h.Path, err, d.stillServing())
+	}
+	return nil
+}
+
+// checkCanary makes one request of a canary to the candidate.
+func (d *deployment) checkCanary(ctx context.Context, step *Step) error {
+	var c *config.Canary
+	for _, x := range d.s.Canaries {
+		if x.Name == step.Arg() {
+			c = x
+		}
+	}
+	if c == nil {
+		return notConfigured(d.s, step)
+	}
+	pr := d.cut.probes()
+	url := pr.candidateURL(d.cand, d.s.HTTPPort(), c.Path)
+	check := probe.Check{URL: url, Status: c.Status, BodyContains: c.BodyContains, Timeout: 10 * time.Second}
+	err := d.rn.step(d.s.Name, step.Name, "GET "+url, func() error {
+		if res := pr.get(ctx, check); !check.OK(res) {
+			return errors.New(check.Describe(res))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("candidate %q: canary %q GET %s: %s; %s", d.cand.Name, c.Name, c.Path, err, d.stillServing())
+	}
+	return nil
+}
+
+// hook runs a hook in a one-off container of the new release.
+func (d *deployment) hook(ctx context.Context, step *Step) error {
+	var h *config.Hook
+	n := d.seen[step.Name]
+	for _, x := range d.s.Hooks {
+		if x.When == step.Arg() {
+			if n--; n == 0 {
+				h = x
+			}
+		}
+	}
+	if h == nil {
+		return notConfigured(d.s, step)
+	}
+	err := d.rn.step(d.s.Name, step.Name, "run `"+d.rn.red.words(h.Command)+"`", func() error {
+		return d.oneOff(ctx, h.When, h.Command)
+	})
+	if err != nil {
+		return fmt.Errorf("hook %q: %s; %s", h.When, err, d.stillServing())
+	}
+	return nil
+}
+
+// notConfigured is the error of a step that names a check or hook the configuration lacks: a
+// saved plan of another configuration (its fingerprint prevents that) or a bug.
+func notConfigured(s *config.Service, step *Step) error {
+	return fmt.Errorf("step %s: service.%s has no such check or hook: make the plan again", step.Name, s.Name)
+}
+
+// alive fails with the exit code and last log lines when the container stopped.
+func (rn *run) alive(ctx context.Context, c *ContainerState) error {
+	st, err := rn.Runtime.Inspect(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	if st.Running && st.Restarts == 0 {
+		return nil
+	}
+	logs, _ := rn.Runtime.Logs(context.WithoutCancel(ctx), c.ID, logLines)
+	why := fmt.Sprintf("exited with code %d", st.ExitCode)
+	if st.Running {
+		// The engine's restart policy brought it back; a crash is a failure all the same.
+		why = fmt.Sprintf("crashed and was restarted by the engine (%s, last exit code %d)", plural(st.Restarts, "time"), st.ExitCode)
+	}
+	if st.OOM {
+		why += " (out of memory)"
+	}
+	if st.Error != "" {
+		why += ": " + st.Error
+	}
+	return fmt.Errorf("%s; last output:\n%s", why, indent(logs))
+}
+
+// settled passes when a release without a health check is still running after a short while.
+func settled(ctx context.Context, alive func() error) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(settle):
+	}
+	return alive()
+}
+
+func indent(s string) string {
+	s = strings.TrimRight(s, "\n")
+	if s == "" {
+		return "    (no output)"
+	}
+	return "    " + strings.ReplaceAll(s, "\n", "\n    ")
+}
+
+// oneOff runs a command in a one-off container of the new image, with the service's env and
+// volumes, and fails unless it exits 0.
+func (d *deployment) oneOff(ctx context.Context, what string, cmd []string) error {
+	rn, s, r := d.rn, d.s, d.r
+	ctx, cancel := context.WithTimeout(ctx, hookTimeout)
+	defer cancel()
+	spec := r.spec(fmt.Sprintf("%s-%s-%d", s.ContainerName, strings.ReplaceAll(what, "_", "-"), r.number), RoleOneOff, true)
+	spec.Cmd, spec.Ports = cmd, nil
+	id, err := rn.Runtime.CreateContainer(ctx, spec)
+	if errors.Is(err, ErrNameTaken) {
+		return fmt.Errorf("a container named %s exists (left by an interrupted apply?): remove it", spec.Name)
+	}
+	if err != nil {
+		return err
+	}
+	defer rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
+	if err := rn.Runtime.StartContainer(ctx, id); err != nil {
+		return err
+	}
+	code, err := rn.Runtime.Wait(ctx, id)
+	if err != nil {
+		return err
+	}
+	logs, _ := rn.Runtime.Logs(context.WithoutCancel(ctx), id, logLines)
+	for _, l := range strings.Split(strings.TrimRight(logs, "\n"), "\n") {
+		if l != "" {
+			rn.log(s.Name, StepKind(stepName(StepHook, what)), "%s", l)
+		}
+	}
+	if code != 0 {
+		return fmt.Errorf("`%s` exited with code %d; last output:\n%s", rn.red.words(cmd), code, indent(logs))
+	}
+	return nil
+}

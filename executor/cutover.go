@@ -1,0 +1,252 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/probe"
+	"github.com/deployer-dev/deployer/executor/proxy"
+)
+
+// A cutover moves a service's traffic from its live release to another one, and back when the
+// other one fails. The restart cutover stops the live release and starts the new one under its
+// name and ports, with a window without service; the proxy cutover switches the project's
+// proxy from one release to the other, without one. Everything that differs between the two is
+// in their implementations: nothing else asks which one a service uses.
+type cutover interface {
+	// servedByProxy reports whether the live release's traffic comes through the project's
+	// proxy; needsProxy whether a deploy needs the proxy running, for that or for its health
+	// checks (those of a remote engine run from the proxy, on the engine's host).
+	servedByProxy() bool
+	needsProxy() bool
+	// candidateWhere and switchText are what the plan says of the candidate and the cutover.
+	candidateWhere() string
+	switchText(ch *Change) string
+	// points are the kill points inside the cutover step; retirePoints those inside the
+	// clean-up before the old release is kept.
+	points(ch *Change) []string
+	retirePoints() []string
+
+	// probes makes the HTTP checks of the service's releases.
+	probes() prober
+	// candidateSpec adapts the candidate's container; candidateStarted and deployEnded show
+	// and stop showing a started candidate to the operator.
+	candidateSpec(spec *ContainerSpec)
+	candidateStarted(ctx context.Context, cand *ContainerState)
+	deployEnded(ctx context.Context)
+	// switchTo makes the candidate's release live, and returns the live container. On failure
+	// the old release serves again and the error says so; the candidate is the caller's to
+	// remove.
+	switchTo(ctx context.Context, r *release, old, cand *ContainerState, ch *Change) (liveID string, err error)
+	// verify health-checks the new live release where its users reach it.
+	verify(ctx context.Context, liveID string) error
+	// switchBack makes the old release live again after the new one failed verification.
+	switchBack(ctx context.Context, r *release, liveID string, old *ContainerState) error
+	// retire lets the old release go once the new one is verified (it is kept as a previous
+	// release afterwards).
+	retire(ctx context.Context, old *ContainerState)
+	// resumed health-checks a live release that was started again.
+	resumed(ctx context.Context, live *Container) error
+}
+
+// newCutover returns the cutover of a service. rn is nil at plan time, when only the plan's
+// descriptions are asked for.
+func newCutover(s *config.Service, local bool, rn *run) cutover {
+	return newCutoverOf(s, local, rn, false)
+}
+
+// newCutoverOf returns the cutover of a service whose live release may be a container being
+// taken over (adopting), which publishes its ports itself.
+func newCutoverOf(s *config.Service, local bool, rn *run, adopting bool) cutover {
+	base := cutoverBase{rn: rn, s: s, local: local, adopting: adopting}
+	if s.Deploy.Cutover == config.CutoverProxy {
+		base.inside = true
+		return &proxyCutover{cutoverBase: base}
+	}
+	base.inside = !local
+	return &restartCutover{cutoverBase: base}
+}
+
+// cutover returns a service's cutover for this run.
+func (rn *run) cutover(s *config.Service, adopting bool) cutover {
+	return newCutoverOf(s, !rn.remote(), rn, adopting)
+}
+
+// cutoverBase is what both cutovers share: the service, and where its checks run from.
+type cutoverBase struct {
+	rn     *run
+	s      *config.Service
+	local  bool
+	inside bool // the checks run from inside the proxy
+	// adopting: the live release is a container being taken over; it is on no network of
+	// the project and publishes its ports itself.
+	adopting bool
+}
+
+func (c *cutoverBase) probes() prober { return prober{rn: c.rn, inside: c.inside} }
+
+// port is the port the plan shows the candidate on: the HTTP one, else the first.
+func (c *cutoverBase) port() *config.Port {
+	port := c.s.HTTPPort()
+	if port == nil && len(c.s.Ports) > 0 {
+		port = c.s.Ports[0]
+	}
+	return port
+}
+
+// verifyHostPort health-checks a live release through its host port (a release that has no
+// health check must keep running).
+func (c *cutoverBase) verifyHostPort(ctx context.Context, liveID string) error {
+	s, rn := c.s, c.rn
+	port := s.HTTPPort()
+	return rn.step(s.Name, StepVerify, "health-check the new live release through its host port", func() error {
+		live := &ContainerState{ID: liveID, Name: s.ContainerName}
+		alive := func() error { return rn.alive(ctx, live) }
+		if s.HealthCheck == nil || port == nil {
+			return settled(ctx, alive)
+		}
+		h := s.HealthCheck
+		pr := c.probes()
+		url := pr.liveURL(port, h.Path)
+		ch := probe.Check{URL: url, Status: h.Status, Timeout: h.Timeout}
+		if err := probe.UntilWith(ctx, pr.get, ch, h.Interval, h.Healthy, h.Deadline, alive); err != nil {
+			return fmt.Errorf("health check GET %s: %w", url, err)
+		}
+		return nil
+	})
+}
+
+// prober makes the HTTP checks of a service: from the deployer, or from inside the proxy, on
+// the engine's host (the proxy cutover's, and every check on a remote engine, whose candidates
+// publish their ports on its 127.0.0.1).
+type prober struct {
+	rn     *run
+	inside bool
+}
+
+func (p prober) viaProxy() bool { return p.inside && p.rn.proxy.id != "" }
+
+// get makes one probe attempt.
+func (p prober) get(ctx context.Context, c probe.Check) probe.Result {
+	if !p.viaProxy() {
+		return probe.Get(ctx, c)
+	}
+	resp, err := p.rn.proxy.ctl(ctx, proxy.Request{Op: "probe", URL: c.URL, Timeout: c.Timeout})
+	if err != nil {
+		return probe.Result{Err: err}
+	}
+	if resp.Error != "" {
+		return probe.Result{Err: errors.New(resp.Error)}
+	}
+	return probe.Result{Status: resp.Status, Body: resp.Body}
+}
+
+// candidateURL is where the candidate's HTTP port answers a check.
+func (p prober) candidateURL(cand *ContainerState, port *config.Port, path string) string {
+	if p.viaProxy() {
+		if addr, err := p.rn.backendAddr(cand, port.Container); err == nil {
+			return "http://" + addr + path
+		}
+	}
+	return fmt.Sprintf("http://%s:%d%s", p.rn.probeHost(), cand.Ports[port.Container], path)
+}
+
+// liveURL is where the live release's users reach its HTTP port.
+func (p prober) liveURL(port *config.Port, path string) string {
+	host := p.rn.probeHost()
+	if p.viaProxy() {
+		host = "127.0.0.1" // the proxy has the host's network
+	}
+	return fmt.Sprintf("http://%s:%d%s", host, port.Host, path)
+}
+
+// LocalEngine reports whether an engine address is on this machine, where the deployer reaches
+// the ports candidates publish on 127.0.0.1.
+func LocalEngine(host string) bool {
+	u, err := url.Parse(host)
+	if err != nil || host == "" || u.Scheme == "unix" || u.Scheme == "npipe" {
+		return true
+	}
+	h := u.Hostname()
+	return h == "" || h == "localhost" || h == "127.0.0.1"
+}
+
+// remote reports whether the engine is on another machine than the deployer.
+func (rn *run) remote() bool {
+	return !LocalEngine("tcp://" + net.JoinHostPort(rn.probeHost(), "0"))
+}
+
+// oldName is where the previous live container waits during a cutover, until it is retired.
+func oldName(s *config.Service, release int) string {
+	return fmt.Sprintf("%s-old-%d", s.ContainerName, release)
+}
+
+// stopRelease stops a container of the service (SIGTERM, then SIGKILL after stop_timeout), and
+// says so when it had to be killed: every stop of it then waits the whole stop_timeout, which
+// is what a shell script as PID 1 does, since PID 1 ignores SIGTERM without a handler.
+func (rn *run) stopRelease(ctx context.Context, s *config.Service, id, what string) error {
+	start := time.Now()
+	if err := rn.Runtime.StopContainer(ctx, id, s.Deploy.StopTimeout); err != nil {
+		return err
+	}
+	if time.Since(start) < s.Deploy.StopTimeout {
+		return nil
+	}
+	st, err := rn.Runtime.Inspect(ctx, id)
+	if err != nil || st.ExitCode != 137 {
+		return nil
+	}
+	hint := fmt.Sprintf("set init = true on service.%s, so that an init process forwards the signal to it", s.Name)
+	if st.Spec.Init {
+		hint = "it runs under init already: make the app stop on SIGTERM, or raise deploy.stop_timeout"
+	}
+	rn.warn(s.Name, "%s did not stop within stop_timeout (%s) and was killed: its main process does not stop on SIGTERM (a shell script running as PID 1 does not); %s", what, s.Deploy.StopTimeout, hint)
+	return nil
+}
+
+// startAgain puts a release back under the live name and starts it.
+func (rn *run) startAgain(ctx context.Context, s *config.Service, old *ContainerState) error {
+	if err := rn.Runtime.RenameContainer(ctx, old.ID, s.ContainerName); err != nil && !strings.Contains(err.Error(), "same name") {
+		return err
+	}
+	return rn.Runtime.StartContainer(ctx, old.ID)
+}
+
+// portHint turns the engine's "port is already allocated" into what to do.
+func portHint(err error, ports []*config.Port, candidate bool) error {
+	msg := err.Error()
+	if !strings.Contains(msg, "already allocated") && !strings.Contains(msg, "address already in use") {
+		return err
+	}
+	which := "host"
+	if candidate {
+		which = "candidate"
+	}
+	var list []string
+	for _, p := range ports {
+		n := p.Host
+		if candidate {
+			n = p.Candidate
+		}
+		list = append(list, strconv.Itoa(n))
+	}
+	return fmt.Errorf("%s port %s is taken by another process or container: free it or choose another port (%v)", which, strings.Join(list, ", "), err)
+}
+
+func hostPortList(s *config.Service) string {
+	if len(s.Ports) == 0 {
+		return "no published port"
+	}
+	var parts []string
+	for _, p := range s.Ports {
+		parts = append(parts, fmt.Sprintf(":%d", p.Host))
+	}
+	return strings.Join(parts, ", ")
+}

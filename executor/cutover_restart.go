@@ -1,0 +1,126 @@
+package executor
+
+import (
+	"context"
+	"fmt"
+)
+
+// restartCutover stops the live release and starts the new one under its name and ports: a
+// window without service, as long as the new release takes to start.
+type restartCutover struct{ cutoverBase }
+
+func (c *restartCutover) servedByProxy() bool { return false }
+func (c *restartCutover) needsProxy() bool    { return c.inside }
+
+func (c *restartCutover) candidateWhere() string {
+	port := c.port()
+	switch {
+	case port == nil:
+		return ", no published port"
+	case port.Candidate == 0:
+		return " on 127.0.0.1:(a free port)"
+	}
+	return fmt.Sprintf(" on 127.0.0.1:%d", port.Candidate)
+}
+
+func (c *restartCutover) switchText(ch *Change) string {
+	s := c.s
+	switch ch.Action {
+	case ActionCreate:
+		return fmt.Sprintf("start release %d as %s on %s", ch.NextRelease, s.ContainerName, hostPortList(s))
+	case ActionTakeover:
+		return fmt.Sprintf("restart: stop %s (up to %s), start release %d as %s on %s", ch.Takeover.Name, dur(s.Deploy.StopTimeout), ch.NextRelease, s.ContainerName, hostPortList(s))
+	}
+	return fmt.Sprintf("restart: stop release %d (%s, up to %s), start release %d as %s on %s", ch.LiveRelease, ch.Container, dur(s.Deploy.StopTimeout), ch.NextRelease, s.ContainerName, hostPortList(s))
+}
+
+func (c *restartCutover) points(ch *Change) []string {
+	if ch.Action == ActionCreate {
+		return []string{PointCutoverCreated}
+	}
+	return []string{PointCutoverStopped, PointCutoverRenamed, PointCutoverCreated}
+}
+
+func (c *restartCutover) retirePoints() []string { return nil }
+
+func (c *restartCutover) candidateSpec(*ContainerSpec)                      {}
+func (c *restartCutover) candidateStarted(context.Context, *ContainerState) {}
+func (c *restartCutover) deployEnded(context.Context)                       {}
+
+// switchTo stops the old live release and starts the new one under the live name. Each part is
+// idempotent, so an apply interrupted here is finished by the next one.
+func (c *restartCutover) switchTo(ctx context.Context, r *release, old, cand *ContainerState, ch *Change) (string, error) {
+	rn, s := c.rn, c.s
+	// The candidate shares the volumes: stop it before the new live release starts, so that
+	// one copy of the new release writes to them.
+	rn.stopRelease(ctx, s, cand.ID, "the candidate")
+	name, detail := StepCutover, fmt.Sprintf("restart: stop release %d, start release %d as %s", ch.LiveRelease, r.number, s.ContainerName)
+	if old == nil {
+		name, detail = StepStart, fmt.Sprintf("start release %d as %s", r.number, s.ContainerName)
+	}
+	var liveID string
+	err := rn.step(s.Name, string(name), detail, func() error {
+		if old != nil {
+			if err := rn.stopRelease(ctx, s, old.ID, "release "+old.Spec.Labels[LabelRelease]); err != nil {
+				return err
+			}
+			rn.crash(PointCutoverStopped)
+			if old.Name != oldName(s, ch.LiveRelease) {
+				if err := rn.Runtime.RenameContainer(ctx, old.ID, oldName(s, ch.LiveRelease)); err != nil {
+					rn.Runtime.StartContainer(ctx, old.ID)
+					return err
+				}
+			}
+			rn.crash(PointCutoverRenamed)
+		}
+		id, err := rn.createRelease(ctx, r.spec(s.ContainerName, RoleLive, false))
+		if err == nil {
+			rn.crash(PointCutoverCreated)
+			err = rn.Runtime.StartContainer(ctx, id)
+			if err != nil {
+				rn.Runtime.RemoveContainer(ctx, id)
+				err = portHint(err, r.ports, false)
+			}
+		}
+		if err != nil {
+			if old != nil {
+				rn.startAgain(ctx, s, old)
+			}
+			return err
+		}
+		liveID = id
+		return nil
+	})
+	if err != nil && old != nil {
+		return "", fmt.Errorf("cutover to release %d: %w; release %d (%s) was started again", r.number, err, ch.LiveRelease, s.ContainerName)
+	}
+	return liveID, err
+}
+
+func (c *restartCutover) verify(ctx context.Context, liveID string) error {
+	return c.verifyHostPort(ctx, liveID)
+}
+
+// switchBack stops the failed release and starts the old one again under the live name.
+func (c *restartCutover) switchBack(ctx context.Context, r *release, liveID string, old *ContainerState) error {
+	c.rn.stopRelease(ctx, c.s, liveID, fmt.Sprintf("release %d", r.number))
+	if err := c.rn.Runtime.RemoveContainer(ctx, liveID); err != nil {
+		return err
+	}
+	if err := c.rn.startAgain(ctx, c.s, old); err != nil {
+		return err
+	}
+	return c.verifyHostPort(ctx, old.ID)
+}
+
+// retire has nothing to do: the cutover stopped the old release already.
+func (c *restartCutover) retire(context.Context, *ContainerState) {}
+
+func (c *restartCutover) resumed(ctx context.Context, live *Container) error {
+	if c.needsProxy() {
+		if err := c.rn.proxy.ensure(ctx); err != nil {
+			return err
+		}
+	}
+	return c.verifyHostPort(ctx, live.ID)
+}

@@ -1,0 +1,302 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/notify"
+)
+
+// deployment takes one service from its live release to another: a new one (apply) or an
+// earlier one (rollback), by running the steps of its sequence in order, by their names.
+type deployment struct {
+	rn  *run
+	s   *config.Service
+	ch  *Change
+	st  *ServiceState
+	so  *ServiceOutcome
+	cut cutover
+	r   *release
+	// rollback is the stopped release a rollback brings back (nil for a deploy).
+	rollback *Container
+	// adopting: the live release is a container being taken over.
+	adopting bool
+
+	cand   *ContainerState // the candidate, until it is removed or becomes live
+	shown  bool            // the candidate was shown to the operator (deployEnded hides it)
+	old    *ContainerState // the live release at the cutover
+	liveID string
+	seen   map[string]int // steps of each name run so far (two hooks may share a name)
+}
+
+// errNothingToDeploy ends a deploy early and well: the new image is the live one, and nothing
+// else changed.
+var errNothingToDeploy = errors.New("nothing to deploy")
+
+// reported is an error whose step has sent the notices already.
+type reported struct{ error }
+
+func (r reported) Unwrap() error { return r.error }
+
+func (rn *run) deployment(s *config.Service, ch *Change, st *ServiceState, so *ServiceOutcome, adopting bool) *deployment {
+	return &deployment{rn: rn, s: s, ch: ch, st: st, so: so, cut: rn.cutover(s, adopting), adopting: adopting, seen: map[string]int{}}
+}
+
+// run runs the steps. prepare, when given, runs after the started notice and before the steps.
+func (d *deployment) run(ctx context.Context, steps []*Step, started notify.Notice, prepare func(context.Context) error) error {
+	d.rn.notify(ctx, "started", d.s, started)
+	defer func() {
+		if d.shown {
+			d.cut.deployEnded(context.WithoutCancel(ctx))
+		}
+	}()
+	if prepare != nil {
+		if err := prepare(ctx); err != nil {
+			return d.fail(ctx, err)
+		}
+	}
+	for _, step := range steps {
+		err := d.do(ctx, step)
+		switch {
+		case errors.Is(err, errNothingToDeploy):
+			return nil
+		case err != nil:
+			return d.fail(ctx, err)
+		}
+	}
+	n := notify.Notice{Release: d.r.number, LiveRelease: d.r.number, Image: d.s.Image + " (" + short(d.r.imageID) + ")"}
+	if d.rollback != nil {
+		n = notify.Notice{Release: d.r.number, LiveRelease: d.r.number, Reason: fmt.Sprintf("rolled back from release %d", d.ch.LiveRelease)}
+	}
+	d.rn.notify(ctx, "succeeded", d.s, n)
+	return nil
+}
+
+// prepare readies what a deploy needs before its steps: the project's network, and the proxy
+// when the cutover or the checks need it.
+func (d *deployment) prepare(ctx context.Context) error {
+	if err := d.rn.ensureNetwork(ctx); err != nil {
+		return err
+	}
+	if d.cut.needsProxy() {
+		return d.rn.proxy.ensure(ctx)
+	}
+	return nil
+}
+
+// do runs one step of the sequence.
+func (d *deployment) do(ctx context.Context, step *Step) error {
+	d.seen[step.Name]++
+	switch step.Kind() {
+	case StepResume:
+		return d.resume(ctx)
+	case StepBuild, StepImage:
+		return d.image(ctx)
+	case StepCandidate:
+		return d.candidate(ctx)
+	case StepRunning:
+		return d.checkRunning(ctx)
+	case StepHealth:
+		return d.checkHealth(ctx)
+	case StepCanary:
+		return d.checkCanary(ctx, step)
+	case StepSQLite:
+		return d.checkSQLite(ctx, step)
+	case StepHook:
+		return d.hook(ctx, step)
+	case StepBackup:
+		return d.backup(ctx)
+	case StepCutover, StepStart:
+		return d.switchOver(ctx)
+	case StepVerify:
+		return d.verify(ctx)
+	case StepCleanup:
+		return d.cleanup(ctx)
+	}
+	return fmt.Errorf("the plan has a step %q that this deployer does not run: make the plan again with this version", step.Name)
+}
+
+// fail ends the deploy after a failed step: the candidate goes, and the failure is notified.
+func (d *deployment) fail(ctx context.Context, err error) error {
+	var rep reported
+	if errors.As(err, &rep) {
+		return rep.error
+	}
+	d.dropCandidate(ctx)
+	d.rn.notify(context.WithoutCancel(ctx), "failed", d.s, notify.Notice{Release: d.ch.NextRelease, Reason: err.Error()})
+	return err
+}
+
+// dropCandidate removes the candidate, unless it became live.
+func (d *deployment) dropCandidate(ctx context.Context) {
+	if d.cand != nil {
+		d.rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), d.cand.ID)
+		d.cand = nil
+	}
+}
+
+// stillServing says what runs after a failure before the cutover.
+func (d *deployment) stillServing() string {
+	if d.st.Live == nil {
+		return "nothing was live before, and nothing is live now"
+	}
+	return fmt.Sprintf("release %d (%s) is still live", d.st.Live.Release(), d.st.Live.Name)
+}
+
+func stillServingOld(old *ContainerState) string {
+	if old == nil {
+		return "nothing was live before, and nothing is live now"
+	}
+	return fmt.Sprintf("release %s (%s) is still live", old.Spec.Labels[LabelRelease], old.Name)
+}
+
+// resume starts the live release when it is stopped: the service must not stay down while the
+// new release is prepared, nor if it fails. A rollback goes on without it.
+func (d *deployment) resume(ctx context.Context) error {
+	err := d.rn.resume(ctx, d.s, d.cut, d.st, d.so)
+	if err != nil && d.rollback != nil {
+		d.rn.warn(d.s.Name, "the live release does not start (%v); rolling back anyway", err)
+		return nil
+	}
+	return err
+}
+
+// candidate creates and starts <container_name>-green with the new release.
+func (d *deployment) candidate(ctx context.Context) error {
+	rn, s, r := d.rn, d.s, d.r
+	name := s.ContainerName + candidateSuffix
+	return rn.step(s.Name, StepCandidate, fmt.Sprintf("create and start %s (release %d)", name, r.number), func() error {
+		spec := r.spec(name, RoleCandidate, true)
+		d.cut.candidateSpec(&spec)
+		id, err := rn.createRelease(ctx, spec)
+		if errors.Is(err, ErrNameTaken) {
+			// Not ours to remove blindly: say what to do.
+			return fmt.Errorf("a container named %s exists and is not a candidate of this project; remove or rename it", name)
+		}
+		if err != nil {
+			return err
+		}
+		if err := rn.Runtime.StartContainer(ctx, id); err != nil {
+			rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
+			return portHint(err, r.ports, true)
+		}
+		cand, err := rn.Runtime.Inspect(ctx, id)
+		if err != nil {
+			return err
+		}
+		d.cand, d.shown = cand, true
+		d.cut.candidateStarted(ctx, cand)
+		return nil
+	})
+}
+
+// backup backs up the live release's volumes right before the cutover.
+func (d *deployment) backup(ctx context.Context) error {
+	s, live := d.s, d.st.Live
+	err := d.rn.step(s.Name, StepBackup, fmt.Sprintf("back up %s of release %d to backup_store.%s", strings.Join(s.Backup.Volumes, ", "), live.Release(), s.Backup.Store), func() error {
+		_, err := d.rn.backups().take(ctx, s, live, "before the cutover to release "+strconv.Itoa(d.r.number), s.Backup.Keep)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("backup: %w; %s", err, d.stillServing())
+	}
+	return nil
+}
+
+// switchOver makes the candidate's release live. Once it starts, it finishes.
+func (d *deployment) switchOver(ctx context.Context) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted before cutover; %s", d.stillServing())
+	}
+	if live := d.st.Live; live != nil {
+		old, err := d.rn.Runtime.Inspect(ctx, live.ID)
+		if err != nil {
+			return err
+		}
+		if d.adopting {
+			old.Spec.Labels = live.Labels // kept as the previous release with the deployer's labels
+		}
+		d.old = old
+	}
+	liveID, err := d.cut.switchTo(context.WithoutCancel(ctx), d.r, d.old, d.cand, d.ch)
+	if err != nil {
+		return err
+	}
+	d.liveID = liveID
+	if liveID == d.cand.ID {
+		d.cand = nil // it is the live release now
+	}
+	d.so.Release = d.r.number
+	if d.so.ImageID == "" {
+		d.so.ImageID = d.r.imageID // a rollback's
+	}
+	return nil
+}
+
+// verify health-checks the new live release; on failure it goes back to the old one
+// (auto_rollback), or says that the failed release is live.
+func (d *deployment) verify(ctx context.Context) error {
+	err := d.cut.verify(ctx, d.liveID)
+	if err == nil {
+		return nil
+	}
+	if d.old == nil || !d.s.Deploy.AutoRollback {
+		d.so.Release = 0
+		return fmt.Errorf("release %d is live but failed verification: %w", d.r.number, err)
+	}
+	wctx := context.WithoutCancel(ctx)
+	d.dropCandidate(wctx)
+	return reported{d.switchBack(wctx, err)}
+}
+
+// switchBack puts the previous release back after the new one failed verification.
+func (d *deployment) switchBack(ctx context.Context, cause error) error {
+	rn, s, r := d.rn, d.s, d.r
+	prev := d.old.Spec.Labels[LabelRelease]
+	var logs string
+	err := rn.step(s.Name, StepRollback, fmt.Sprintf("switch back from release %d to release %s", r.number, prev), func() error {
+		logs, _ = rn.Runtime.Logs(ctx, d.liveID, logLines)
+		return d.cut.switchBack(ctx, r, d.liveID, d.old)
+	})
+	d.so.RolledBack = true
+	reason := fmt.Sprintf("release %d failed after cutover: %v", r.number, cause)
+	if strings.TrimSpace(logs) != "" {
+		reason += "; its last output:\n" + indent(logs)
+	}
+	if err != nil {
+		d.so.Release = 0
+		msg := fmt.Errorf("%s; the rollback to release %s failed too: %v. Nothing may be serving: run `docker start %s` or `deployer rollback service.%s`", reason, prev, err, d.old.ID[:12], s.Name)
+		rn.notify(ctx, "failed", s, notify.Notice{Release: r.number, Reason: msg.Error()})
+		return msg
+	}
+	n, _ := strconv.Atoi(prev)
+	d.so.Release, d.so.RolledBackTo = n, n
+	rn.notify(ctx, "rolled_back", s, notify.Notice{Release: r.number, LiveRelease: n, Reason: reason})
+	return fmt.Errorf("rolled back to release %s: %s", prev, reason)
+}
+
+// cleanup retires the old release (kept as a previous release) and removes the candidate and
+// the releases beyond keep_releases. A rollback's stopped copy of the release it brought back
+// goes too: that release is live again in a new container.
+func (d *deployment) cleanup(ctx context.Context) error {
+	rn, s := d.rn, d.s
+	wctx := context.WithoutCancel(ctx)
+	err := rn.step(s.Name, StepCleanup, fmt.Sprintf("retire the old release, keep %s", plural(s.Deploy.KeepReleases, "previous release")), func() error {
+		if d.old != nil {
+			d.cut.retire(wctx, d.old)
+		}
+		d.dropCandidate(wctx)
+		return rn.retire(wctx, s, d.old)
+	})
+	if err != nil {
+		return reported{err} // the new release is live: no failure to notify
+	}
+	if d.rollback != nil {
+		rn.Runtime.RemoveContainer(wctx, d.rollback.ID)
+	}
+	return nil
+}

@@ -1,0 +1,116 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/deployer-dev/deployer/config"
+)
+
+// resume starts a live release that is not running (stopped by a crash, a reboot, or by hand)
+// and health-checks it; then what an interrupted cutover left beside it is kept as previous
+// releases.
+func (rn *run) resume(ctx context.Context, s *config.Service, cut cutover, st *ServiceState, so *ServiceOutcome) error {
+	live := st.Live
+	err := rn.step(s.Name, StepResume, fmt.Sprintf("start the stopped live release %d (%s)", live.Release(), live.Name), func() error {
+		if live.Name != s.ContainerName {
+			if err := rn.Runtime.RenameContainer(ctx, live.ID, s.ContainerName); err != nil {
+				return err
+			}
+		}
+		if err := rn.Runtime.StartContainer(ctx, live.ID); err != nil {
+			return portHint(err, s.Ports, false)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("start release %d: %w", live.Release(), err)
+	}
+	if err := cut.resumed(ctx, live); err != nil {
+		return fmt.Errorf("release %d was started but is not healthy: %w", live.Release(), err)
+	}
+	live.State = "running"
+	so.Release, so.ImageID = live.Release(), live.ImageID
+	rn.tidy(ctx, s, st)
+	return nil
+}
+
+// tidy keeps the containers an interrupted cutover set aside as previous releases.
+func (rn *run) tidy(ctx context.Context, s *config.Service, st *ServiceState) {
+	if len(st.Others) == 0 {
+		return
+	}
+	for _, c := range st.Others {
+		rn.keepOther(ctx, s, c.ID, fmt.Sprintf("keep %s (release %d) as a previous release", c.Name, c.Release()))
+	}
+	st.Others = nil
+	rn.prune(context.WithoutCancel(ctx), s)
+}
+
+// keepOther keeps a container an interrupted cutover set aside as a previous release.
+func (rn *run) keepOther(ctx context.Context, s *config.Service, id, detail string) error {
+	return rn.step(s.Name, StepCleanup, detail, func() error {
+		old, err := rn.Runtime.Inspect(ctx, id)
+		if err != nil {
+			return err
+		}
+		if old.Running {
+			rn.stopRelease(ctx, s, id, old.Name)
+		}
+		return rn.keepAsPrevious(context.WithoutCancel(ctx), s, old)
+	})
+}
+
+// retire keeps the old live release as a stopped previous release (a new container: labels
+// cannot change) and removes releases beyond keep_releases, with their images.
+func (rn *run) retire(ctx context.Context, s *config.Service, old *ContainerState) error {
+	if old != nil {
+		if err := rn.keepAsPrevious(ctx, s, old); err != nil {
+			return err
+		}
+	}
+	return rn.prune(ctx, s)
+}
+
+// keepAsPrevious recreates a release as a stopped previous release, and removes the original.
+func (rn *run) keepAsPrevious(ctx context.Context, s *config.Service, old *ContainerState) error {
+	spec := old.Spec
+	n, _ := strconv.Atoi(spec.Labels[LabelRelease])
+	spec.Name = fmt.Sprintf("%s-r%d", s.ContainerName, n)
+	spec.Labels = withRole(spec.Labels, RolePrevious)
+	spec.Restart = ""
+	spec.Image = old.ImageID
+	if _, err := rn.Runtime.CreateContainer(ctx, spec); err != nil && !errors.Is(err, ErrNameTaken) {
+		return fmt.Errorf("keep release %d as previous: %w", n, err)
+	}
+	rn.crash(PointCleanupKept)
+	return rn.Runtime.RemoveContainer(ctx, old.ID)
+}
+
+// prune removes previous releases beyond keep_releases, oldest first, with the images the
+// deployer made for them (an image that was on the engine before stays: the operator may have
+// built it and have no registry to pull it back from).
+func (rn *run) prune(ctx context.Context, s *config.Service) error {
+	obs, err := Observe(ctx, rn.Runtime, rn.Project.Name)
+	if err != nil {
+		return err
+	}
+	st := obs.Services[s.Name]
+	if st == nil {
+		return nil
+	}
+	for i, c := range st.Previous {
+		if i < s.Deploy.KeepReleases {
+			continue
+		}
+		if err := rn.Runtime.RemoveContainer(ctx, c.ID); err != nil {
+			return err
+		}
+		if imageOwned(c) && (st.Live == nil || c.ImageID != st.Live.ImageID) {
+			rn.Runtime.RemoveImage(ctx, c.ImageID) // kept while another container uses it
+		}
+	}
+	return nil
+}

@@ -1,0 +1,137 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/notify"
+)
+
+// run is the machinery that an apply, a rollback, a backup and a restore share: events and
+// timed steps, the redaction of everything that leaves it, notices, the deploy lock, the kill
+// points of crash tests, and what it learns of the engine once (the project's key, network,
+// proxy and helper image). Each operation makes a new one.
+type run struct {
+	*Applier
+	red    *Redactor
+	hasher *Hasher // the project's key, once read
+	net    network
+	proxy  *proxyControl
+	helper string // the helper image's ID, once found or built
+}
+
+func (a *Applier) newRun() *run {
+	rn := &run{Applier: a, red: NewRedactor(a.Project)}
+	rn.proxy = &proxyControl{rn: rn}
+	return rn
+}
+
+// begin is the preamble of every operation that changes the engine: the engine answers, the
+// deploy lock is taken, and (withKey) the project's key is read. The returned function releases
+// the lock; it works after ctx is cancelled.
+func (rn *run) begin(ctx context.Context, withKey bool) (func(), error) {
+	if err := rn.Runtime.Ping(ctx); err != nil {
+		return nil, err
+	}
+	unlock, err := rn.lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if withKey {
+		key, err := rn.Runtime.ProjectKey(ctx, rn.Project.Name)
+		if err != nil {
+			unlock()
+			return nil, err
+		}
+		rn.hasher = NewHasher(key)
+	}
+	return unlock, nil
+}
+
+func (rn *run) emit(e Event) {
+	if rn.Events == nil {
+		return
+	}
+	e.FormatVersion = FormatVersion
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	e.Detail = rn.red.Redact(e.Detail)
+	rn.Events(e)
+}
+
+func (rn *run) warn(service, format string, args ...any) {
+	rn.emit(Event{Type: EventWarning, Service: service, Detail: fmt.Sprintf(format, args...)})
+}
+
+func (rn *run) log(service string, step StepKind, format string, args ...any) {
+	rn.emit(Event{Type: EventLog, Service: service, Step: string(step), Detail: fmt.Sprintf(format, args...)})
+}
+
+// step runs fn as one named step, reporting its start, end and duration. Its start is a kill
+// point.
+func (rn *run) step(service, name, detail string, fn func() error) error {
+	rn.crash(name)
+	start := time.Now()
+	rn.emit(Event{Type: EventStep, Service: service, Step: name, Phase: phaseStart, Detail: detail})
+	err := fn()
+	e := Event{Type: EventStep, Service: service, Step: name, Phase: phaseEnd, Outcome: OutcomeOK, Detail: detail, Seconds: time.Since(start).Seconds()}
+	var skip skipped
+	switch {
+	case errors.As(err, &skip):
+		e.Outcome, e.Detail, err = OutcomeSkipped, string(skip), nil
+	case err != nil:
+		e.Outcome, e.Detail = OutcomeFailed, err.Error()
+	}
+	rn.emit(e)
+	return err
+}
+
+// skipped ends a step as skipped, with the reason, without failing it.
+type skipped string
+
+func (s skipped) Error() string { return string(s) }
+
+// crash stops the deployer at a kill point when a crash test asks for it.
+func (rn *run) crash(point string) {
+	if rn.Crash != nil {
+		rn.Crash(point)
+	}
+}
+
+// result reports what an operation did to a service, its error redacted.
+func (rn *run) result(so *ServiceOutcome, err error, start time.Time) {
+	so.Seconds = time.Since(start).Seconds()
+	if err != nil {
+		so.Error = rn.red.Redact(err.Error())
+	}
+	rn.emit(Event{Type: EventResult, Service: so.Service, Outcome: outcomeOf(err), Detail: so.Error, Release: so.Release, RolledBack: so.RolledBack, Seconds: so.Seconds})
+}
+
+// notify sends a notice to every target that wants the event; a failure is a warning.
+func (rn *run) notify(ctx context.Context, event string, s *config.Service, n notify.Notice) {
+	n.Event, n.Project, n.Service, n.Source = event, rn.Project.Name, s.Name, rn.Source
+	n.Time = time.Now().UTC().Format(time.RFC3339)
+	n.Reason = rn.red.Redact(n.Reason)
+	for _, t := range rn.Project.Notifies {
+		target := notify.Target{Kind: string(t.Kind), Name: t.Name, URL: t.URL, On: t.On}
+		if !target.Wants(event) {
+			continue
+		}
+		if err := notify.Send(context.WithoutCancel(ctx), target, n); err != nil {
+			rn.warn(s.Name, "%s (the deploy goes on)", err)
+		}
+	}
+}
+
+// registries are the credentials the configuration's registry blocks give, by host.
+func (rn *run) registries() map[string]RegistryAuth {
+	out := map[string]RegistryAuth{}
+	for host, r := range rn.Project.Registries {
+		out[host] = RegistryAuth{Username: r.Username, Password: r.Password}
+	}
+	return out
+}

@@ -1,0 +1,345 @@
+package executor
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/deployer-dev/deployer/config"
+)
+
+// StepKind is what a step does. A step's name is its kind, followed for checks and hooks by
+// the name of the check or the hook ("check.canary.home", "hook.before_cutover"). The kinds are
+// untyped constants, so that they compare with the names in events.
+type StepKind string
+
+// Steps of plans, in the order of the apply sequence.
+const (
+	StepLock      = "lock"
+	StepProxy     = "proxy"  // the project's proxy: cutovers and checks on the engine's host
+	StepClean     = "clean"  // remove a candidate an interrupted apply left
+	StepResume    = "resume" // start a stopped live release, and health-check it
+	StepBuild     = "build"  // build.before, then an image build
+	StepImage     = "image"  // use (or pull) a named image
+	StepCandidate = "candidate"
+	StepRunning   = "check.running"
+	StepHealth    = "check.health"
+	StepCanary    = "check.canary" // + "." + name
+	StepSQLite    = "check.sqlite" // + "." + name
+	StepHook      = "hook"         // + "." + when
+	StepBackup    = "backup"
+	StepCutover   = "cutover"
+	StepStart     = "start" // first release of a new service
+	StepVerify    = "verify"
+	StepCleanup   = "cleanup"
+	StepRemove    = "remove"
+	StepUnlock    = "unlock"
+)
+
+// Steps that happen inside others, or outside plans (rollback, backups, restores).
+const (
+	StepRollback     = "rollback" // switch back after a failed verification
+	StepDrain        = "drain"    // the old release's requests in flight finish
+	StepVerifyBackup = "verify-backup"
+	StepStop         = "stop"
+	StepRestore      = "restore"  // + "." + volume
+	StepPutBack      = "put-back" // + "." + volume
+)
+
+// Kill points inside steps, where a crash leaves the engine half-way through one.
+const (
+	PointCutoverStopped  = "cutover.stopped"   // restart: the old release stopped
+	PointCutoverRenamed  = "cutover.renamed"   // restart: the old release renamed aside
+	PointCutoverCreated  = "cutover.created"   // restart: the new live container created
+	PointCutoverSwitched = "cutover.switched"  // proxy: routes switched to the new release
+	PointCutoverSetAside = "cutover.set-aside" // proxy: the old release renamed aside
+	PointCleanupKept     = "cleanup.kept"      // the old release copied as a previous one
+	PointDrain           = StepDrain
+)
+
+// ProxyUpgradePoints are the kill points of an upgrade of the proxy, which happens in the proxy
+// step when the proxy runs another deployer version than this one.
+var ProxyUpgradePoints = []string{"proxy.next-started", "proxy.old-stopped", "proxy.old-removed"}
+
+// stepName names a step of a kind for one check, hook or volume.
+func stepName(kind StepKind, arg string) string {
+	if arg == "" {
+		return string(kind)
+	}
+	return string(kind) + "." + arg
+}
+
+// Step is one thing apply will do, in order.
+type Step struct {
+	Service string `json:"service,omitempty"`
+	Name    string `json:"name"`
+	Detail  string `json:"detail"`
+	// ContainerID is the container a step about something left over acts on.
+	ContainerID string `json:"container_id,omitempty"`
+}
+
+// Kind is what the step does, read from its name.
+func (s *Step) Kind() StepKind {
+	for _, k := range []StepKind{StepCanary, StepSQLite, StepHook, StepRestore, StepPutBack} {
+		if strings.HasPrefix(s.Name, string(k)+".") {
+			return k
+		}
+	}
+	return StepKind(s.Name)
+}
+
+// Arg is the check, hook or volume the step is for ("" for most).
+func (s *Step) Arg() string {
+	return strings.TrimPrefix(strings.TrimPrefix(s.Name, string(s.Kind())), ".")
+}
+
+// leftover reports whether the step deals with something an interrupted apply left, before the
+// service's change.
+func (s *Step) leftover() bool { return s.ContainerID != "" }
+
+// steps builds step lists.
+type steps []*Step
+
+func (l *steps) add(service string, kind StepKind, arg, detail string, args ...any) *Step {
+	st := &Step{Service: service, Name: stepName(kind, arg), Detail: fmt.Sprintf(detail, args...)}
+	*l = append(*l, st)
+	return st
+}
+
+// sequencer writes the one description of what apply does, in order: the plan renders its
+// steps, and apply runs them by their names. A rollback is written by it too.
+type sequencer struct {
+	p     *config.Project
+	local bool // the engine is on this machine
+	red   *Redactor
+}
+
+func (sq *sequencer) cutover(s *config.Service) cutover { return newCutover(s, sq.local, nil) }
+
+// plan orders everything apply will do: the lock, the proxy when one is needed, each service's
+// sequence (what an interrupted apply left of it first), the removals, the unlock.
+func (sq *sequencer) plan(plan *Plan, obs *Observed) []*Step {
+	if !plan.HasChanges() && len(plan.Leftovers) == 0 {
+		return []*Step{}
+	}
+	var out steps
+	out.add("", StepLock, "", "take the deploy lock of project %q", sq.p.Name)
+	if why := sq.proxyFor(plan, obs); why != "" {
+		out.add("", StepProxy, "", "make sure %s runs this deployer and is ready to %s", ProxyName(sq.p.Name), why)
+	}
+	for _, ch := range plan.Changes {
+		st := obs.Services[ch.Service]
+		if st == nil {
+			st = &ServiceState{Name: ch.Service}
+		}
+		if ch.Action == ActionDelete {
+			out.add(ch.Service, StepRemove, "", "stop and remove %s of service %q (its volumes are kept)", plural(len(ch.RemoveIDs), "container"), ch.Service)
+			continue
+		}
+		s := sq.p.Service(ch.Service)
+		sq.leftovers(&out, s, ch, st)
+		switch ch.Action {
+		case ActionUpdate:
+			out.add(s.Name, StepResume, "", "start the stopped live release %d (%s), then health-check it", ch.LiveRelease, ch.Container)
+		case ActionCreate, ActionReplace, ActionTakeover:
+			sq.deploy(&out, s, ch, st)
+		}
+	}
+	out.add("", StepUnlock, "", "release the deploy lock")
+	return out
+}
+
+// proxyFor says what the proxy must be ready for, "" when the apply does without it: routing
+// to live releases when a service uses the proxy cutover and something runs (a proxy killed
+// since is started again, with its routes), and the health checks of every deploy on a remote
+// engine.
+func (sq *sequencer) proxyFor(plan *Plan, obs *Observed) string {
+	why := ""
+	for _, l := range plan.Leftovers {
+		if l.Kind == LeftoverProxy || l.Kind == LeftoverProxyUpgrade {
+			why = "route to the live releases"
+		}
+	}
+	if obs.Proxy != nil || obs.hasLive() {
+		for _, s := range sq.p.Services {
+			if sq.cutover(s).servedByProxy() {
+				why = "route to the live releases"
+			}
+		}
+	}
+	for _, ch := range plan.Changes {
+		s := sq.p.Service(ch.Service)
+		if s == nil || ch.Action == ActionNone || ch.Action == ActionDelete || !sq.cutover(s).needsProxy() {
+			continue
+		}
+		switch {
+		case sq.local:
+			why = "route to the live releases"
+		case sq.cutover(s).servedByProxy():
+			why = "route to the live releases and run the health checks"
+		case why == "":
+			why = "run the health checks from the engine's host"
+		}
+	}
+	return why
+}
+
+// leftovers are the steps that deal with what an interrupted apply left of a service, before
+// its change: candidates go, releases set aside become previous ones.
+func (sq *sequencer) leftovers(out *steps, s *config.Service, ch *Change, st *ServiceState) {
+	for _, c := range st.Candidates {
+		out.add(s.Name, StepClean, "", "remove the leftover candidate %s (release %d, %s)", c.Name, c.Release(), c.State).ContainerID = c.ID
+	}
+	if t := ch.Takeover; t != nil && t.SetAside && t.Kept {
+		out.add(s.Name, StepCleanup, "", "remove %s: it is kept as release %d already", t.Name, t.Release).ContainerID = t.ID
+	} else if t != nil && t.SetAside {
+		out.add(s.Name, StepCleanup, "", "keep %s (taken over: %s) as release %d, with the deployer's labels", t.Name, t.Made, t.Release).ContainerID = t.ID
+	}
+	for _, c := range st.Others {
+		out.add(s.Name, StepCleanup, "", "keep the container %s (role %q, release %d) as a previous release", c.Name, c.Role(), c.Release()).ContainerID = c.ID
+	}
+}
+
+// deploy is the blue-green sequence of the design: image, candidate, checks, backup, cutover,
+// verify, clean-up; a live release that is stopped is started first.
+func (sq *sequencer) deploy(out *steps, s *config.Service, ch *Change, st *ServiceState) {
+	cut := sq.cutover(s)
+	if t := ch.Takeover; ch.Action == ActionTakeover && t.State != "running" {
+		out.add(s.Name, StepResume, "", "start the stopped container %s, then health-check it", t.Name)
+	} else if st.Live != nil && !st.Live.Running() && ch.Action == ActionReplace {
+		out.add(s.Name, StepResume, "", "start the stopped live release %d (%s), then health-check it", st.Live.Release(), st.Live.Name)
+	}
+	switch {
+	case s.Build != nil && ch.ImageID == "":
+		before := ""
+		if len(s.Build.Before) > 0 {
+			before = fmt.Sprintf("run `%s`, then ", sq.red.words(s.Build.Before))
+		}
+		out.add(s.Name, StepBuild, "", "%sbuild %s from %s (%s)", before, s.Image, s.Build.Context, s.Build.Dockerfile)
+	case ch.ImageID == "":
+		out.add(s.Name, StepImage, "", "pull %s", s.Image)
+	default:
+		out.add(s.Name, StepImage, "", "use %s (%s)", s.Image, short(ch.ImageID))
+	}
+	out.add(s.Name, StepCandidate, "", "create and start %s%s (release %d)%s", s.ContainerName, candidateSuffix, ch.NextRelease, cut.candidateWhere())
+	sq.checks(out, s, true)
+	replacing := ch.Action == ActionReplace || ch.Action == ActionTakeover
+	if b := s.Backup; b != nil && replacing {
+		extra := ""
+		if b.Consistency == config.ConsistencyPause {
+			extra = ", pausing the live release while its files are read"
+		}
+		if b.Logs {
+			extra += ", with its logs"
+		}
+		of := fmt.Sprintf("release %d", ch.LiveRelease)
+		if ch.Action == ActionTakeover {
+			of = "the container " + ch.Takeover.Name
+		}
+		out.add(s.Name, StepBackup, "", "back up %s of %s to backup_store.%s%s; keep %d", strings.Join(b.Volumes, ", "), of, b.Store, extra, b.Keep)
+	}
+	sq.switchOver(out, s, ch, cut)
+	keep := ""
+	if ch.Action == ActionTakeover {
+		keep = fmt.Sprintf("; keep %s as release %d, with the deployer's labels, for rollback", ch.Takeover.Name, ch.LiveRelease)
+	}
+	out.add(s.Name, StepCleanup, "", "remove the candidate, keep %s%s%s", plural(s.Deploy.KeepReleases, "previous release"), keep, pruneText(ch.Prune))
+}
+
+// rollback is the sequence that brings an earlier release back: the same candidate, checks
+// (not the hooks and SQLite checks, which ran when it was new), cutover and verification as a
+// deploy.
+func (sq *sequencer) rollback(s *config.Service, ch *Change, live *Container) []*Step {
+	var out steps
+	if !live.Running() {
+		out.add(s.Name, StepResume, "", "start the stopped live release %d (%s), then health-check it", live.Release(), live.Name)
+	}
+	out.add(s.Name, StepCandidate, "", "create and start %s%s (release %d)%s", s.ContainerName, candidateSuffix, ch.NextRelease, sq.cutover(s).candidateWhere())
+	sq.checks(&out, s, false)
+	sq.switchOver(&out, s, ch, sq.cutover(s))
+	out.add(s.Name, StepCleanup, "", "keep release %d as a previous release, remove the stopped copy of release %d", ch.LiveRelease, ch.NextRelease)
+	return out
+}
+
+// checks are the candidate's checks; the SQLite checks and hooks only for a new release.
+func (sq *sequencer) checks(out *steps, s *config.Service, newRelease bool) {
+	out.add(s.Name, StepRunning, "", "the candidate keeps running")
+	if h := s.HealthCheck; h != nil && s.HTTPPort() != nil {
+		out.add(s.Name, StepHealth, "", "GET %s until %d consecutive %s, every %s, within %s", h.Path, h.Healthy, statusText(h.Status), dur(h.Interval), dur(h.Deadline))
+	}
+	for _, c := range s.Canaries {
+		body := ""
+		if c.BodyContains != "" {
+			body = fmt.Sprintf(" with a body containing %q", c.BodyContains)
+		}
+		out.add(s.Name, StepCanary, c.Name, "GET %s answers %s%s", c.Path, statusText(c.Status), body)
+	}
+	if !newRelease {
+		return
+	}
+	for _, db := range s.SQLite {
+		what := ""
+		if len(db.SeedIfEmpty) > 0 {
+			what = fmt.Sprintf("seed with `%s` if empty, then ", sq.red.words(db.SeedIfEmpty))
+		}
+		if db.QuickCheck {
+			what += "PRAGMA quick_check"
+		} else {
+			what = strings.TrimSuffix(what, ", then ")
+		}
+		out.add(s.Name, StepSQLite, db.Name, "%s/%s: %s", db.Volume, db.Path, what)
+	}
+	for _, h := range s.Hooks {
+		out.add(s.Name, StepHook, h.When, "run `%s` in a one-off container of the new image", sq.red.words(h.Command))
+	}
+}
+
+// switchOver is the cutover (the start, for a service's first release) and its verification.
+func (sq *sequencer) switchOver(out *steps, s *config.Service, ch *Change, cut cutover) {
+	kind := StepKind(StepCutover)
+	if ch.Action == ActionCreate {
+		kind = StepStart
+	}
+	out.add(s.Name, kind, "", "%s", cut.switchText(ch))
+	verify := "health-check the new live release through " + hostPortList(s)
+	if ch.Action != ActionCreate && s.Deploy.AutoRollback {
+		verify += fmt.Sprintf("; on failure roll back to release %d", ch.LiveRelease)
+	}
+	out.add(s.Name, StepVerify, "", "%s", verify)
+}
+
+// KillPoints lists, in order and once each, every point of a plan where a crash test can stop
+// apply: each step's start, and the points inside its cutover and clean-up. The points of an
+// upgrade of the proxy are ProxyUpgradePoints.
+func KillPoints(p *config.Project, plan *Plan) []string {
+	local := LocalEngine(plan.Engine)
+	seen := map[string]bool{}
+	var out []string
+	add := func(points ...string) {
+		for _, pt := range points {
+			if !seen[pt] {
+				seen[pt] = true
+				out = append(out, pt)
+			}
+		}
+	}
+	for _, st := range plan.Steps {
+		add(st.Name)
+		s, ch := p.Service(st.Service), plan.Change(st.Service)
+		if s == nil || ch == nil {
+			continue
+		}
+		cut := newCutover(s, local, nil)
+		switch k := st.Kind(); {
+		case k == StepResume:
+			add(StepVerify)
+		case k == StepCutover || k == StepStart:
+			add(cut.points(ch)...)
+		case k == StepCleanup && st.leftover() && !(ch.Takeover != nil && ch.Takeover.Kept && st.ContainerID == ch.Takeover.ID):
+			add(PointCleanupKept)
+		case k == StepCleanup && !st.leftover() && ch.Action != ActionCreate:
+			add(cut.retirePoints()...)
+			add(PointCleanupKept)
+		}
+	}
+	return out
+}
