@@ -84,33 +84,10 @@ func (r *rig) apply(p *config.Project) *executor.ServiceOutcome {
 }
 
 // get returns the body of GET path on the host port, or the error.
-func (r *rig) get(path string) string {
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", r.port, path))
-	if err != nil {
-		return "error: " + err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return strings.TrimSpace(string(b))
-}
+func (r *rig) get(path string) string { return getPath(r.port, path) }
 
 // state lists the project's containers as "role:release:state", sorted by release.
-func (r *rig) state() string {
-	obs, err := executor.Observe(context.Background(), r.eng, r.project)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	var parts []string
-	for i := len(obs.All) - 1; i >= 0; i-- {
-		c := obs.All[i]
-		role := c.Role() // as created; the live release is the one bearing the live name
-		if st := obs.Services[c.Service()]; st != nil && st.Live != nil && st.Live.ID == c.ID {
-			role = executor.RoleLive
-		}
-		parts = append(parts, fmt.Sprintf("%s:%d:%s", role, c.Release(), c.State))
-	}
-	return strings.Join(parts, " ")
-}
+func (r *rig) state() string { return releaseState(r.t, r.eng, r.project, false) }
 
 func TestApplyCreateReplaceRollback(t *testing.T) {
 	r := newRig(t)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -152,6 +153,9 @@ func (s *Server) listen(addr string) (net.Listener, error) {
 		if err == nil {
 			return ln, nil
 		}
+	}
+	if s.BindHost != "" && strings.HasPrefix(addr, ":") {
+		addr = s.BindHost + addr
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err == nil || !s.ReusePort || !errors.Is(err, syscall.EADDRINUSE) {

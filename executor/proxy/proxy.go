@@ -52,6 +52,9 @@ type Server struct {
 	// ReusePort lets a route share a port with a proxy of the same project that is too old to
 	// hand its sockets over (the deployer sets it for that upgrade only).
 	ReusePort bool
+	// BindHost, when set, is where a route's listen address without a host (":8080") binds;
+	// empty: every interface, as on an engine's host. The in-memory engine binds 127.0.0.1.
+	BindHost  string
 	mu        sync.Mutex
 	routes    map[string]*route
 	inherited map[string]*os.File // listening sockets taken over, by address, until a route takes them

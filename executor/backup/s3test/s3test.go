@@ -28,6 +28,9 @@ const (
 
 func endpoint(t testing.TB) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: a test of the real S3 server")
+	}
 	ep := os.Getenv(EnvEndpoint)
 	if ep == "" || os.Getenv(EnvAccessKey) == "" || os.Getenv(EnvSecretKey) == "" {
 		if os.Getenv("CI") != "" {

@@ -31,9 +31,13 @@ import (
 )
 
 // Engine connects to the engine of DOCKER_HOST or the local socket. Without one, the test fails
-// when CI is set and is skipped otherwise.
+// when CI is set and is skipped otherwise. With -short it is skipped: tests of the real engine are
+// integration tests (the in-memory engine runs apply's sequence in -short).
 func Engine(t testing.TB) *docker.Engine {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: a test of the real Docker engine")
+	}
 	eng, err := docker.New("")
 	if err == nil {
 		err = eng.Ping(context.Background())

@@ -1,17 +1,6 @@
-// Command testapp is the service that integration tests deploy. Environment switches make it
-// healthy, unhealthy, crash at start, or slow to start:
-//
-//	APP_MODE=healthy|unhealthy|crash|slow|once   (default healthy)
-//	APP_START_DELAY=2s                      (slow: wait before listening)
-//	APP_DATA=/data                          (append "started VERSION" to /data/history; GET /history)
-//
-// In mode once the app is healthy only when it is the first of its version to start on the data
-// volume: a candidate passes, the live release started after it fails, as after a bad cutover.
-//
-//	APP_VERSION=v2                          (returned by / and the X-App-Version header)
-//	APP_PORT=8080
-//	APP_DIE_AFTER=N                         (exit on request N+1, without answering it)
-//	APP_AS_SHELL=1                          (as PID 1, ignore SIGTERM, as a shell script does)
+// Command testapp is the service that integration tests deploy; package
+// executor/engine/testapp has its switches and behaviours, which the in-memory engine's App
+// shares.
 //
 // Run as `testapp exit N` it prints a line and exits with N, for hooks and one-off containers; as
 // `testapp seed PATH` it writes the SQLite file in APP_SEED_DB (base64) to PATH.
@@ -24,11 +13,11 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/deployer-dev/deployer/executor/engine/testapp"
 )
 
 func main() {
@@ -51,73 +40,21 @@ func main() {
 		fmt.Printf("testapp: exiting with %d\n", code)
 		os.Exit(code)
 	}
-	mode := os.Getenv("APP_MODE")
-	version := os.Getenv("APP_VERSION")
-	port := os.Getenv("APP_PORT")
-	if port == "" {
-		port = "8080"
-	}
-	fmt.Printf("testapp %s starting in mode %q\n", version, mode)
-	data := os.Getenv("APP_DATA")
-	unhealthy := mode == "unhealthy"
-	if data != "" {
-		marker := filepath.Join(data, "started-"+version)
-		if _, err := os.Stat(marker); err == nil && mode == "once" {
-			unhealthy = true
-		}
-		os.WriteFile(marker, nil, 0o644)
-		f, err := os.OpenFile(filepath.Join(data, "history"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-		if err == nil {
-			fmt.Fprintf(f, "started %s\n", version)
-			f.Close()
-		}
-	}
-	switch mode {
-	case "crash":
+	app := testapp.Start(os.Getenv, func(dir string) string { return dir })
+	fmt.Printf("testapp %s starting in mode %q\n", app.Version, app.Mode)
+	if app.Crashes() {
 		fmt.Fprintln(os.Stderr, "testapp: configured to crash: database unreachable")
 		os.Exit(3)
-	case "slow":
-		d, _ := time.ParseDuration(os.Getenv("APP_START_DELAY"))
-		time.Sleep(d)
 	}
-	dieAfter, _ := strconv.Atoi(os.Getenv("APP_DIE_AFTER"))
-	var served atomic.Int64
-	mux := http.NewServeMux()
-	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
-		if unhealthy {
-			http.Error(w, "db locked", http.StatusInternalServerError)
-			return
-		}
-		fmt.Fprintln(w, "ok")
+	time.Sleep(app.StartDelay)
+	handler := app.Handler(func() {
+		fmt.Fprintln(os.Stderr, "testapp: dying as configured")
+		os.Exit(4)
 	})
-	mux.HandleFunc("/history", func(w http.ResponseWriter, r *http.Request) {
-		b, err := os.ReadFile(filepath.Join(data, "history"))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusNotFound)
-			return
-		}
-		w.Write(b)
-	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if ms, err := strconv.Atoi(r.URL.Query().Get("sleep_ms")); err == nil {
-			time.Sleep(time.Duration(ms) * time.Millisecond)
-		}
-		w.Header().Set("X-App-Version", version)
-		fmt.Fprintf(w, "version=%s\n", version)
-	})
-	handler := http.Handler(mux)
-	if dieAfter > 0 {
-		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if served.Add(1) > int64(dieAfter) {
-				fmt.Fprintln(os.Stderr, "testapp: dying as configured")
-				os.Exit(4)
-			}
-			mux.ServeHTTP(w, r)
-		})
-	}
+	port := strconv.Itoa(app.Port)
 	srv := &http.Server{Addr: ":" + port, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	stopOn := []os.Signal{syscall.SIGTERM, os.Interrupt}
-	if os.Getenv("APP_AS_SHELL") != "" && os.Getpid() == 1 {
+	if app.AsShell && os.Getpid() == 1 {
 		// PID 1 gets no default action for a signal it has no handler for: a shell script
 		// started as the container's command never stops on SIGTERM.
 		signal.Ignore(syscall.SIGTERM)

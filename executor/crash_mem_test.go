@@ -1,0 +1,95 @@
+package executor_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor"
+)
+
+// The deployer crashes at every kill point of a deploy (every step's start, and the points
+// inside the cutover and the clean-up): the next plan shows what is left, the next apply
+// converges without losing data or leaving the service down, and then there is nothing left to
+// do.
+func TestMemCrashAtEveryStep(t *testing.T) {
+	forCutovers(t, func(t *testing.T, r *memRig) {
+		if so := r.apply(r.config("v1", nil)); so.Error != "" {
+			t.Fatal(so.Error)
+		}
+		points := executor.KillPoints(r.config("v2", nil), r.plan(r.config("v2", nil)))
+		t.Logf("kill points: %s", strings.Join(points, " "))
+		for i, point := range points {
+			version := fmt.Sprintf("v%d", i+2)
+			p := r.config(version, nil)
+			if !r.crashAt(p, point) {
+				t.Fatalf("apply of %s never reached %s", version, point)
+			}
+			plan := r.plan(p)
+			if out := r.applyAll(p); out.Failed() || !r.serves(version) {
+				t.Fatalf("apply after the crash at %s: %s, serving %q\nplan: %s\ncontainers: %s\n%s", point, errorsOf(out), r.get("/"), stepNames(plan), r.state(), strings.Join(r.steps(), " "))
+			}
+			hist := r.get("/history") + "\n"
+			for j := 1; j <= i+2; j++ {
+				if !strings.Contains(hist, fmt.Sprintf("started v%d\n", j)) {
+					t.Errorf("after the crash at %s, the data volume lost the history of v%d: %q", point, j, hist)
+				}
+			}
+			assertConverged(t, r, p, point)
+		}
+	})
+}
+
+// Crashes in the middle of the sequences that no deploy runs: resuming a stopped live release,
+// and the rollback command.
+func TestMemCrashWhileResuming(t *testing.T) {
+	forCutovers(t, func(t *testing.T, r *memRig) {
+		p := r.config("v1", nil)
+		r.apply(p)
+		for _, point := range []string{executor.StepResume, executor.StepVerify} {
+			obs, _ := executor.Observe(t.Context(), r.eng, r.project)
+			r.eng.StopContainer(t.Context(), obs.Services["app"].Live.ID, 0)
+			if !r.crashAt(p, point) {
+				t.Fatalf("never reached %s", point)
+			}
+			if out := r.applyAll(p); out.Failed() || !r.serves("v1") {
+				t.Fatalf("apply after the crash at %s: %s, serving %q", point, errorsOf(out), r.get("/"))
+			}
+			assertConverged(t, r, p, point)
+		}
+	})
+}
+
+// assertConverged fails unless one live release runs, previous ones are within keep_releases,
+// nothing is left over and the plan has nothing to do.
+func assertConverged(t *testing.T, r *memRig, p *config.Project, point string) {
+	t.Helper()
+	obs, err := executor.Observe(t.Context(), r.eng, r.project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := obs.Services["app"]
+	if obs.Lock != nil || len(st.Candidates) > 0 || len(st.Others) > 0 || len(st.Previous) > p.Services[0].Deploy.KeepReleases || !st.Live.Running() {
+		t.Errorf("after the crash at %s, left over: %s", point, r.state())
+	}
+	if plan := r.plan(p); plan.HasChanges() || len(plan.Leftovers) > 0 {
+		t.Errorf("after the crash at %s and an apply, the plan still has work: %+v %+v", point, plan.Changes[0], plan.Leftovers)
+	}
+}
+
+func stepNames(plan *executor.Plan) string {
+	var names []string
+	for _, s := range plan.Steps {
+		names = append(names, s.Service+":"+s.Name)
+	}
+	return strings.Join(names, " ")
+}
+
+func errorsOf(out *executor.Outcome) string {
+	var list []string
+	for _, s := range out.Services {
+		list = append(list, fmt.Sprintf("service.%s %s: %q", s.Service, s.Action, s.Error))
+	}
+	return strings.Join(list, "; ")
+}

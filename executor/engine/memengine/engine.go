@@ -1,0 +1,408 @@
+// Package memengine is a container engine in memory, behind the deployer's engine port
+// (package engine), for tests that run apply's whole sequence in seconds without Docker.
+//
+// Its containers are Go programs (Program) that serve real HTTP on their own loopback addresses
+// (127.a.b.c, one /24 per engine), its published ports real TCP forwarders on 127.0.0.1, its
+// volumes directories, and the image of the deployer's proxy an in-process proxy.Server behind
+// its real control socket. Nothing listens beyond the loopback interface. A test can make an
+// operation fail (Fail), and freeze the engine at a kill point (Freeze) as a crashed deployer
+// leaves a real one: what runs keeps running, nothing more is asked of it.
+package memengine
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/deployer-dev/deployer/executor/engine"
+)
+
+// ErrFrozen is what every call returns while the engine is frozen.
+var ErrFrozen = errors.New("memengine: frozen (the deployer crashed here)")
+
+// Engine is one engine in memory. Its zero value is not usable: call New.
+type Engine struct {
+	dir    string // volumes and control sockets
+	prefix [2]byte
+
+	mu         sync.Mutex
+	frozen     bool
+	images     map[string]*image // by ID
+	refs       map[string]string // reference -> image ID
+	pullable   map[string]Program
+	buildable  map[string]Program
+	containers map[string]*container // by ID
+	volumes    map[string]string     // name -> directory
+	keys       map[string][]byte
+	networks   map[string]bool
+	nextID     int
+	nextAddr   int
+	faults     []*fault
+}
+
+type image struct {
+	id, ref string
+	prog    Program
+	env     map[string]string
+	labels  map[string]string
+}
+
+// New makes an engine whose files live in dir (a test's temporary directory).
+func New(dir string) (*Engine, error) {
+	a, err := rand.Int(rand.Reader, big.NewInt(50))
+	if err != nil {
+		return nil, err
+	}
+	b, err := rand.Int(rand.Reader, big.NewInt(250))
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{dir: dir, prefix: [2]byte{byte(200 + a.Int64()), byte(1 + b.Int64())},
+		images: map[string]*image{}, refs: map[string]string{}, pullable: map[string]Program{}, buildable: map[string]Program{},
+		containers: map[string]*container{}, volumes: map[string]string{}, keys: map[string][]byte{}, networks: map[string]bool{}, nextAddr: 2}
+	e.add(&image{ref: "deployer-lock", prog: func(context.Context, *Process) int { return 0 }})
+	return e, nil
+}
+
+// Image makes an image available on the engine under ref, running prog, with env as the
+// environment the image sets. It returns the image's ID.
+func (e *Engine) Image(ref string, prog Program, env map[string]string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.add(&image{ref: ref, prog: prog, env: env})
+}
+
+// Pullable makes ref pullable from a registry: PullImage makes it an image running prog.
+func (e *Engine) Pullable(ref string, prog Program) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.pullable[ref] = prog
+}
+
+// Buildable says what an image built with the tag runs: BuildImage makes one per context.
+func (e *Engine) Buildable(tag string, prog Program) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.buildable[tag] = prog
+}
+
+// add registers an image; called with e.mu held (or before the engine is shared).
+func (e *Engine) add(img *image) string {
+	e.nextID++
+	img.id = fmt.Sprintf("sha256:%064x", e.nextID)
+	e.images[img.id] = img
+	if img.ref != "" {
+		e.refs[img.ref] = img.id
+	}
+	return img.id
+}
+
+// Freeze makes every call fail with ErrFrozen, as if the deployer had been killed: what runs
+// keeps running. Thaw ends it, for the next deployer.
+func (e *Engine) Freeze() { e.mu.Lock(); e.frozen = true; e.mu.Unlock() }
+
+// Thaw ends a freeze.
+func (e *Engine) Thaw() { e.mu.Lock(); e.frozen = false; e.mu.Unlock() }
+
+// Fail makes the next times calls of op ("create", "start", "stop", "remove", "rename",
+// "exec", "pull", "build", "inspect") on a container whose name matches fail with err.
+func (e *Engine) Fail(op, name string, times int, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.faults = append(e.faults, &fault{op: op, name: name, times: times, err: err})
+}
+
+type fault struct {
+	op, name string
+	times    int
+	err      error
+}
+
+// check is the start of every call: the engine must not be frozen, and a planned fault fires.
+// Called with e.mu held.
+func (e *Engine) check(op, name string) error {
+	if e.frozen {
+		return ErrFrozen
+	}
+	for _, f := range e.faults {
+		if f.op == op && f.times > 0 && (f.name == "" || f.name == name) {
+			f.times--
+			return f.err
+		}
+	}
+	return nil
+}
+
+// Close stops every container.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	list := make([]*container, 0, len(e.containers))
+	for _, c := range e.containers {
+		list = append(list, c)
+	}
+	e.mu.Unlock()
+	for _, c := range list {
+		c.kill()
+	}
+}
+
+func (e *Engine) Host() string { return "unix://" + filepath.Join(e.dir, "memengine.sock") }
+
+func (e *Engine) Ping(context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.check("ping", "")
+}
+
+func (e *Engine) Platform(context.Context) (string, string, error) {
+	return "linux", runtime.GOARCH, nil
+}
+
+// Containers lists the containers labelled with the project.
+func (e *Engine) Containers(_ context.Context, project string) ([]engine.Container, error) {
+	all, err := e.list()
+	if err != nil {
+		return nil, err
+	}
+	var out []engine.Container
+	for _, c := range all {
+		if c.Labels[engine.LabelProject] == project {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// AllContainers lists every container.
+func (e *Engine) AllContainers(context.Context) ([]engine.Container, error) { return e.list() }
+
+func (e *Engine) list() ([]engine.Container, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("list", ""); err != nil {
+		return nil, err
+	}
+	var out []engine.Container
+	for _, c := range e.containers {
+		out = append(out, c.summary())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// ImageID resolves a reference or an ID.
+func (e *Engine) ImageID(_ context.Context, ref string) (string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("image", ref); err != nil {
+		return "", err
+	}
+	if img := e.image(ref); img != nil {
+		return img.id, nil
+	}
+	return "", engine.ErrNotFound
+}
+
+// image finds an image by ID or reference; called with e.mu held.
+func (e *Engine) image(ref string) *image {
+	if img := e.images[ref]; img != nil {
+		return img
+	}
+	if id, ok := e.refs[ref]; ok {
+		return e.images[id]
+	}
+	return nil
+}
+
+func (e *Engine) ImageEnv(_ context.Context, ref string) (map[string]string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	img := e.image(ref)
+	if img == nil {
+		return nil, engine.ErrNotFound
+	}
+	return img.env, nil
+}
+
+// ProjectKey keeps one random key per project.
+func (e *Engine) ProjectKey(_ context.Context, project string) ([]byte, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("key", project); err != nil {
+		return nil, err
+	}
+	if k := e.keys[project]; k != nil {
+		return k, nil
+	}
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return nil, err
+	}
+	e.keys[project] = k
+	return k, nil
+}
+
+func (e *Engine) PullImage(_ context.Context, ref string, _ map[string]engine.RegistryAuth, _ io.Writer) (string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("pull", ref); err != nil {
+		return "", err
+	}
+	prog, ok := e.pullable[ref]
+	if !ok {
+		if img := e.image(ref); img != nil {
+			return img.id, nil
+		}
+		return "", fmt.Errorf("pull %s: manifest unknown: the registry has no such image", ref)
+	}
+	if img := e.image(ref); img != nil && img.prog != nil {
+		return img.id, nil
+	}
+	return e.add(&image{ref: ref, prog: prog}), nil
+}
+
+// BuildImage makes an image of the context (one ID per context hash) running what Buildable
+// said for the tag.
+func (e *Engine) BuildImage(_ context.Context, o engine.BuildOptions) (string, error) {
+	hash, err := engine.ContextHash(o.Dir, o.Dockerfile)
+	if err != nil {
+		return "", err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("build", o.Tag); err != nil {
+		return "", err
+	}
+	prog, ok := e.buildable[o.Tag]
+	if !ok {
+		return "", fmt.Errorf("build %s: memengine: no program for this tag (Buildable)", o.Tag)
+	}
+	for _, img := range e.images {
+		if img.labels[engine.LabelContextHash] == hash && img.ref == o.Tag {
+			return img.id, nil
+		}
+	}
+	labels := map[string]string{engine.LabelContextHash: hash}
+	for k, v := range o.Labels {
+		labels[k] = v
+	}
+	return e.add(&image{ref: o.Tag, prog: prog, labels: labels}), nil
+}
+
+func (e *Engine) EnsureLockImage(context.Context) (string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("lock-image", ""); err != nil {
+		return "", err
+	}
+	return e.refs["deployer-lock"], nil
+}
+
+// RemoveImage removes an image no container uses.
+func (e *Engine) RemoveImage(_ context.Context, id string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("remove-image", id); err != nil {
+		return err
+	}
+	img := e.image(id)
+	if img == nil {
+		return nil
+	}
+	for _, c := range e.containers {
+		if c.image.id == img.id {
+			return fmt.Errorf("remove image %s: conflict: it is being used by container %s", id, c.name)
+		}
+	}
+	delete(e.images, img.id)
+	for ref, rid := range e.refs {
+		if rid == img.id {
+			delete(e.refs, ref)
+		}
+	}
+	return nil
+}
+
+// HasImage reports whether the engine still has an image (for tests of pruning).
+func (e *Engine) HasImage(id string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.images[id] != nil
+}
+
+// EnsureNetwork makes a network; its fixed range is the upper half of the engine's /24.
+func (e *Engine) EnsureNetwork(_ context.Context, name string, _ map[string]string) (string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("network", name); err != nil {
+		return "", err
+	}
+	e.networks[name] = true
+	return fmt.Sprintf("127.%d.%d.128/25", e.prefix[0], e.prefix[1]), nil
+}
+
+// volume returns a volume's directory, making it; called with e.mu held.
+func (e *Engine) volume(name string) (string, error) {
+	if dir, ok := e.volumes[name]; ok {
+		return dir, nil
+	}
+	dir := filepath.Join(e.dir, "volumes", name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	e.volumes[name] = dir
+	return dir, nil
+}
+
+// VolumeDir is where a volume's files are (for tests that look at the data).
+func (e *Engine) VolumeDir(name string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	dir, _ := e.volume(name)
+	return dir
+}
+
+// address gives a container without a fixed one an address of the lower half of the /24;
+// called with e.mu held.
+func (e *Engine) address() string {
+	for {
+		addr := fmt.Sprintf("127.%d.%d.%d", e.prefix[0], e.prefix[1], e.nextAddr)
+		e.nextAddr++
+		if e.nextAddr > 127 {
+			e.nextAddr = 2
+		}
+		taken := false
+		for _, c := range e.containers {
+			taken = taken || c.addr == addr
+		}
+		if !taken {
+			return addr
+		}
+	}
+}
+
+// find finds a container by ID, short ID or name; called with e.mu held.
+func (e *Engine) find(id string) *container {
+	if c := e.containers[id]; c != nil {
+		return c
+	}
+	for _, c := range e.containers {
+		if c.name == id || strings.HasPrefix(c.id, id) && len(id) >= 12 {
+			return c
+		}
+	}
+	return nil
+}
+
+// wait is how long a stop waits at most when the call's context has no deadline.
+const stopGrace = 10 * time.Second

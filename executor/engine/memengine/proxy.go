@@ -1,0 +1,59 @@
+package memengine
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/deployer-dev/deployer/executor/proxy"
+)
+
+// Proxy runs the deployer's proxy, as `deployer proxy serve` does in its container: a
+// proxy.Server behind its real control socket, keeping its routes in the /state volume, and
+// answering the `deployer proxy ctl REQUEST` execs the deployer sends. Its routes bind
+// 127.0.0.1.
+func Proxy(ctx context.Context, p *Process) int {
+	dir, err := os.MkdirTemp("", "memproxy") // short: a unix socket's path is
+	if err != nil {
+		p.Printf("deployer proxy: %v", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	socket := filepath.Join(dir, "ctl.sock")
+	srv := proxy.NewServer()
+	srv.BindHost = "127.0.0.1"
+	if state, ok := p.Path("/state/routes.json"); ok {
+		srv.StateFile = state
+	}
+	p.OnExec(func(ctx context.Context, cmd []string) (string, int) {
+		if len(cmd) != 4 || cmd[1] != "proxy" || cmd[2] != "ctl" {
+			return "unknown command", 127
+		}
+		req, err := proxy.ParseRequest(cmd[3])
+		if err != nil {
+			return "Error: control request: " + err.Error(), 1
+		}
+		resp, err := proxy.Ctl(socket, req)
+		if err != nil {
+			return "Error: " + err.Error(), 1
+		}
+		b, _ := json.Marshal(resp)
+		return string(b) + "\n", 0
+	})
+	p.Printf("deployer proxy (in memory): control on %s", socket)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, socket, 5*time.Second) }()
+	select {
+	case err = <-done:
+	case <-p.Killed():
+		srv.Close()
+		return 137
+	}
+	if err != nil {
+		p.Printf("deployer proxy: %v", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,49 @@
+package executor_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deployer-dev/deployer/executor"
+)
+
+// What both rigs (the real engine's and the in-memory one's) look at as a user would.
+
+// getPath returns the body of GET path on 127.0.0.1:port, or the error.
+func getPath(port int, path string) string {
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return strings.TrimSpace(string(b))
+}
+
+// releaseState lists a project's containers (only the services' when servicesOnly) as
+// "role:release:state", oldest release first; the live release is the one bearing the live name.
+func releaseState(t testing.TB, eng executor.Engine, project string, servicesOnly bool) string {
+	obs, err := executor.Observe(context.Background(), eng, project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []string
+	for i := len(obs.All) - 1; i >= 0; i-- {
+		c := obs.All[i]
+		if servicesOnly && c.Service() == "" {
+			continue
+		}
+		role := c.Role() // as created
+		if st := obs.Services[c.Service()]; st != nil && st.Live != nil && st.Live.ID == c.ID {
+			role = executor.RoleLive
+		}
+		parts = append(parts, fmt.Sprintf("%s:%d:%s", role, c.Release(), c.State))
+	}
+	return strings.Join(parts, " ")
+}
