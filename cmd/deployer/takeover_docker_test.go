@@ -13,27 +13,37 @@ import (
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 )
 
+// takeoverRig is a service that `docker run` made, with the configuration that takes it over.
+func takeoverRig(t *testing.T) *cliRig {
+	r := newCLIRig(t)
+	ctx := context.Background()
+	name := r.project + "-mg"
+	cfg, _ := os.ReadFile(filepath.Join(r.dir, "deployer.hcl"))
+	os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), []byte(strings.Replace(string(cfg), "service \"app\" {", "service \"app\" {\n  container_name = \""+name+"\"", 1)), 0o644)
+	id, err := r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: name, Image: dockertest.AppImage(t, r.eng),
+		Env:     map[string]string{"APP_VERSION": "seed", "APP_DATA": "/data"},
+		Ports:   []executor.PortBinding{{Container: 8080, HostPort: r.port}},
+		Volumes: []executor.VolumeMount{{Name: r.project + "-data", Target: "/data"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.eng.RemoveContainer(context.Background(), id) })
+	r.eng.StartContainer(ctx, id)
+	dockertest.WaitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/health", r.port))
+	return r
+}
+
 // A takeover killed at any point converges on the next apply: the container it took over is
 // back in service or kept as the previous release, its data is where it was, and nothing is
 // left that the next plan does not explain.
 func TestCrashDuringTakeover(t *testing.T) {
-	for _, point := range []string{"candidate", "cutover.stopped", "cutover.renamed", "cutover.created", "verify", "cleanup.kept"} {
+	points := takeoverRig(t).killPoints()
+	t.Logf("kill points: %s", strings.Join(points, " "))
+	for _, point := range points {
 		t.Run(point, func(t *testing.T) {
-			r := newCLIRig(t)
+			r := takeoverRig(t)
 			ctx := context.Background()
 			name := r.project + "-mg"
-			cfg, _ := os.ReadFile(filepath.Join(r.dir, "deployer.hcl"))
-			os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), []byte(strings.Replace(string(cfg), "service \"app\" {", "service \"app\" {\n  container_name = \""+name+"\"", 1)), 0o644)
-			id, err := r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: name, Image: dockertest.AppImage(t, r.eng),
-				Env:     map[string]string{"APP_VERSION": "seed", "APP_DATA": "/data"},
-				Ports:   []executor.PortBinding{{Container: 8080, HostPort: r.port}},
-				Volumes: []executor.VolumeMount{{Name: r.project + "-data", Target: "/data"}}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { r.eng.RemoveContainer(context.Background(), id) })
-			r.eng.StartContainer(ctx, id)
-			dockertest.WaitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/health", r.port))
 
 			out, code := r.run([]string{"DEPLOYER_TEST_KILL_AT=" + point}, "apply", "-auto-approve")
 			if code != -int(syscall.SIGKILL) {
