@@ -27,6 +27,30 @@ func (s *Service) Attributes() map[string]string {
 	if len(s.Command) > 0 {
 		a[AttrCommand] = list(s.Command)
 	}
+	s.runAttrs(a)
+	s.checkAttrs(a)
+	if b := s.Backup; b != nil {
+		a[AttrBackupStore] = str(b.Store)
+		a[AttrBackupVolumes] = list(b.Volumes)
+		a[AttrBackupConsistency] = str(string(b.Consistency))
+		a[AttrBackupKeep] = num(b.Keep)
+		a[AttrBackupLogs] = boolean(b.Logs)
+	}
+	for _, h := range s.Hooks {
+		a[HookAttr(h.When, HookCommand)] = list(h.Command)
+	}
+	s.hostAttrs(a)
+	d := s.Deploy
+	a[AttrDeployCutover] = str(string(d.Cutover))
+	a[AttrDeployDrain] = dur(d.Drain)
+	a[AttrDeployStopTimeout] = dur(d.StopTimeout)
+	a[AttrDeployAutoRollback] = boolean(d.AutoRollback)
+	a[AttrDeployKeep] = num(d.KeepReleases)
+	return a
+}
+
+// runAttrs are what a release runs with: its environment, ports and volumes.
+func (s *Service) runAttrs(a map[string]string) {
 	for k, v := range s.Env {
 		a[EnvAttr(k)] = str(v)
 	}
@@ -40,6 +64,10 @@ func (s *Service) Attributes() map[string]string {
 	for _, v := range s.Volumes {
 		a[VolumeAttr(v.Name, VolumeTarget)] = str(v.Target)
 	}
+}
+
+// checkAttrs are the candidate's checks: health check, canaries, SQLite.
+func (s *Service) checkAttrs(a map[string]string) {
 	if h := s.HealthCheck; h != nil {
 		a[AttrHealthPath] = str(h.Path)
 		if len(h.Status) > 0 {
@@ -67,18 +95,11 @@ func (s *Service) Attributes() map[string]string {
 			a[SQLiteAttr(d.Name, SQLiteSeedIfEmpty)] = list(d.SeedIfEmpty)
 		}
 	}
-	if b := s.Backup; b != nil {
-		a[AttrBackupStore] = str(b.Store)
-		a[AttrBackupVolumes] = list(b.Volumes)
-		a[AttrBackupConsistency] = str(string(b.Consistency))
-		a[AttrBackupKeep] = num(b.Keep)
-		a[AttrBackupLogs] = boolean(b.Logs)
-	}
-	for _, h := range s.Hooks {
-		a[HookAttr(h.When, HookCommand)] = list(h.Command)
-	}
-	// The settings below appear only when they are set, so that releases made before they
-	// existed are not shown as changed.
+}
+
+// hostAttrs are the engine's settings of a release. They appear only when they are set, so that
+// releases made before they existed are not shown as changed.
+func (s *Service) hostAttrs(a map[string]string) {
 	if s.Init {
 		a[AttrInit] = boolean(true)
 	}
@@ -98,13 +119,6 @@ func (s *Service) Attributes() map[string]string {
 			a[AttrLogMaxFiles] = num(l.MaxFiles)
 		}
 	}
-	d := s.Deploy
-	a[AttrDeployCutover] = str(string(d.Cutover))
-	a[AttrDeployDrain] = dur(d.Drain)
-	a[AttrDeployStopTimeout] = dur(d.StopTimeout)
-	a[AttrDeployAutoRollback] = boolean(d.AutoRollback)
-	a[AttrDeployKeep] = num(d.KeepReleases)
-	return a
 }
 
 func str(v string) string {

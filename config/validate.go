@@ -222,6 +222,19 @@ func (v *validator) service(s *Service) {
 			v.add(at(s, AttrEnv), "Invalid environment variable name", "%q is not a valid environment variable name: use letters, digits and '_', not starting with a digit.", k)
 		}
 	}
+	v.ports(s)
+	volNames := v.volumes(s)
+	v.health(s)
+	v.canaries(s)
+	v.sqlite(s, volNames)
+	v.backup(s, volNames)
+	v.hooks(s)
+	v.limits(s)
+	v.deploy(s)
+}
+
+// ports checks the port blocks.
+func (v *validator) ports(s *Service) {
 	for _, port := range s.Ports {
 		key := func(attr string) string { return PortAttr(port.Container, attr) }
 		if port.Container < 1 || port.Container > 65535 {
@@ -241,6 +254,10 @@ func (v *validator) service(s *Service) {
 			v.add(at(s, key(PortProtocol)), "Invalid protocol", "protocol %q: use one of %s.", port.Protocol, quoted(Protocols))
 		}
 	}
+}
+
+// volumes checks the volume blocks, and returns the names of the volumes mounted.
+func (v *validator) volumes(s *Service) map[string]bool {
 	volNames := map[string]bool{}
 	targets := map[string]string{}
 	for _, vol := range s.Volumes {
@@ -260,6 +277,11 @@ func (v *validator) service(s *Service) {
 			targets[path.Clean(vol.Target)] = vol.Name
 		}
 	}
+	return volNames
+}
+
+// health checks the health_check block.
+func (v *validator) health(s *Service) {
 	if h := s.HealthCheck; h != nil {
 		if s.HTTPPort() == nil {
 			v.add(at(s, AttrHealth), "Health check without an HTTP port", "Service %q has a health_check but no port with protocol \"http\"; add a port block or remove the check.", s.Name)
@@ -273,6 +295,10 @@ func (v *validator) service(s *Service) {
 			v.add(at(s, AttrHealthHealthy), "Invalid healthy count", "healthy is %d; at least 1 consecutive pass is needed.", h.Healthy)
 		}
 	}
+}
+
+// canaries checks the canary blocks.
+func (v *validator) canaries(s *Service) {
 	for _, c := range s.Canaries {
 		key := CanaryAttr(c.Name, "")
 		if !labelRE.MatchString(c.Name) {
@@ -284,6 +310,10 @@ func (v *validator) service(s *Service) {
 		v.httpPath(s, CanaryAttr(c.Name, CanaryPath), c.Path)
 		v.statuses(s, CanaryAttr(c.Name, CanaryStatus), c.Status)
 	}
+}
+
+// sqlite checks the sqlite blocks: each names a mounted volume.
+func (v *validator) sqlite(s *Service, volNames map[string]bool) {
 	for _, db := range s.SQLite {
 		key := SQLiteAttr(db.Name, "")
 		if !labelRE.MatchString(db.Name) {
@@ -296,6 +326,10 @@ func (v *validator) service(s *Service) {
 			v.add(at(s, SQLiteAttr(db.Name, SQLitePath)), "Invalid database path", "path %q must be a file path relative to the volume.", db.Path)
 		}
 	}
+}
+
+// backup checks the backup block: a declared store and mounted volumes.
+func (v *validator) backup(s *Service, volNames map[string]bool) {
 	if b := s.Backup; b != nil {
 		if v.p.Stores[b.Store] == nil {
 			v.add(at(s, AttrBackupStore), "Unknown backup store", "backup_store %q is not declared; declare it or leave store out for the local default.", b.Store)
@@ -320,6 +354,10 @@ func (v *validator) service(s *Service) {
 			v.add(at(s, AttrBackupKeep), "Invalid keep", "keep is %d; at least 1 backup must be kept.", b.Keep)
 		}
 	}
+}
+
+// hooks checks the hook blocks.
+func (v *validator) hooks(s *Service) {
 	for _, h := range s.Hooks {
 		if !slices.Contains(HookPoints, h.When) {
 			v.add(at(s, HookAttr(h.When, "")), "Unknown hook", "hook %q: the deployer runs hooks at %s.", h.When, quoted(HookPoints))
@@ -328,6 +366,10 @@ func (v *validator) service(s *Service) {
 			v.add(at(s, HookAttr(h.When, HookCommand)), "Empty hook command", "hook %q needs a command to run.", h.When)
 		}
 	}
+}
+
+// limits checks the resources and log blocks.
+func (v *validator) limits(s *Service) {
 	if r := s.Resources; r != nil {
 		if _, set := s.Ranges[AttrResourcesMemory]; set && r.Memory < minMemory {
 			v.add(at(s, AttrResourcesMemory), "Memory too small", "resources.memory is %d bytes; the engine needs at least 6m.", r.Memory)
@@ -344,6 +386,10 @@ func (v *validator) service(s *Service) {
 			v.add(at(s, AttrLogMaxFiles), "max_files without max_size", "the engine rotates its log by size: set log.max_size too (\"10m\").")
 		}
 	}
+}
+
+// deploy checks the deploy block.
+func (v *validator) deploy(s *Service) {
 	d := s.Deploy
 	if !slices.Contains(CutoverModes, d.Cutover) {
 		v.add(at(s, AttrDeployCutover), "Invalid cutover", "cutover %q: use one of %s.", d.Cutover, quoted(CutoverModes))

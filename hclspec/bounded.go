@@ -45,125 +45,173 @@ func tooLarge(what string, n float64, max int) error {
 // precheck estimates the size of a result from the arguments, for the functions whose result
 // can be far larger than their arguments.
 func precheck(name string, args []cty.Value) error {
-	known := func(v cty.Value) bool { v, _ = v.Unmark(); return v.IsKnown() && !v.IsNull() }
 	for _, a := range args {
-		if !known(a) {
+		if a, _ = a.Unmark(); !a.IsKnown() || a.IsNull() {
 			return nil
 		}
 	}
-	str := func(v cty.Value) string { v, _ = v.Unmark(); return v.AsString() }
-	num := func(v cty.Value) float64 { v, _ = v.Unmark(); f, _ := v.AsBigFloat().Float64(); return f }
-	length := func(v cty.Value) int {
-		v, _ = v.Unmark()
-		if v.CanIterateElements() {
-			return v.LengthInt()
-		}
-		return 1
+	if check := prechecks[name]; check != nil {
+		return check(name, args)
 	}
-	switch name {
-	case "range":
-		start, limit, step := 0.0, 0.0, 1.0
-		switch len(args) {
-		case 1:
-			limit = num(args[0])
-		case 2:
-			start, limit = num(args[0]), num(args[1])
-		case 3:
-			start, limit, step = num(args[0]), num(args[1]), num(args[2])
-		}
-		if step != 0 {
-			if n := math.Ceil((limit - start) / step); n > MaxCollection {
-				return tooLarge("elements", n, MaxCollection)
-			}
-		}
-	case "setproduct":
-		n := 1.0
-		for _, a := range args {
-			n *= float64(length(a))
-		}
-		if n > MaxCollection {
-			return tooLarge("elements", n, MaxCollection)
-		}
-	case "concat":
-		n := 0
-		for _, a := range args {
-			n += length(a)
-		}
-		if n > MaxCollection {
-			return tooLarge("elements", float64(n), MaxCollection)
-		}
-	case "join":
-		if len(args) < 1 {
-			return nil
-		}
-		sep, total, count := len(str(args[0])), 0, 0
-		for _, l := range args[1:] {
-			l, _ = l.Unmark()
-			if !l.CanIterateElements() {
-				continue
-			}
-			for it := l.ElementIterator(); it.Next(); {
-				_, e := it.Element()
-				if e, _ = e.Unmark(); e.Type() == cty.String && e.IsKnown() && !e.IsNull() {
-					total += len(e.AsString())
-				}
-				count++
-			}
-		}
-		if n := total + sep*count; n > MaxString {
-			return tooLarge("bytes", float64(n), MaxString)
-		}
-	case "replace", "regex_replace":
-		s, old, repl := str(args[0]), str(args[1]), str(args[2])
-		matches := 0
-		isRegex := name == "regex_replace" || len(old) > 1 && strings.HasPrefix(old, "/") && strings.HasSuffix(old, "/")
-		if isRegex {
-			pattern := old
-			if name == "replace" {
-				pattern = old[1 : len(old)-1]
-			}
-			if re, err := regexp.Compile(pattern); err == nil {
-				matches = len(re.FindAllStringIndex(s, MaxString+1))
-			}
-		} else if old == "" {
-			matches = utf8.RuneCountInString(s) + 1
-		} else {
-			matches = strings.Count(s, old)
-		}
-		if n := float64(len(s)) + float64(matches)*float64(len(repl)); n > MaxString {
-			return tooLarge("bytes", n, MaxString)
-		}
-	case "split":
-		s, sep := str(args[1]), str(args[0])
-		n := strings.Count(s, sep) + 1
-		if sep == "" {
-			n = utf8.RuneCountInString(s)
-		}
-		if n > MaxCollection {
-			return tooLarge("elements", float64(n), MaxCollection)
-		}
-	case "indent":
-		spaces, s := num(args[0]), str(args[1])
-		if n := spaces*float64(strings.Count(s, "\n")+1) + float64(len(s)); n > MaxString {
-			return tooLarge("bytes", n, MaxString)
-		}
-	case "format", "formatlist":
-		if err := checkFormat(str(args[0])); err != nil {
-			return err
-		}
-	case "pow":
-		base, exp := math.Abs(num(args[0])), math.Abs(num(args[1]))
-		if base > 1 && exp*math.Log10(base) > 10000 {
-			return fmt.Errorf("the result would have more than 10000 digits")
-		}
-	case "parseint":
-		if len(str(args[0])) > 1000 {
+	return nil
+}
+
+// prechecks estimate results by function name; the arguments are known and not null.
+var prechecks = map[string]func(name string, args []cty.Value) error{
+	"range":         rangeSize,
+	"setproduct":    setproductSize,
+	"concat":        concatSize,
+	"join":          joinSize,
+	"replace":       replaceSize,
+	"regex_replace": replaceSize,
+	"split":         splitSize,
+	"indent":        indentSize,
+	"format":        func(_ string, args []cty.Value) error { return checkFormat(argString(args[0])) },
+	"formatlist":    func(_ string, args []cty.Value) error { return checkFormat(argString(args[0])) },
+	"pow":           powSize,
+	"parseint": func(_ string, args []cty.Value) error {
+		if len(argString(args[0])) > 1000 {
 			return fmt.Errorf("a number of more than 1000 digits")
 		}
-	case "jsondecode":
-		if d := checkNestingJSON([]byte(str(args[0])), "jsondecode"); d.HasErrors() {
+		return nil
+	},
+	"jsondecode": func(_ string, args []cty.Value) error {
+		if d := checkNestingJSON([]byte(argString(args[0])), "jsondecode"); d.HasErrors() {
 			return fmt.Errorf("the JSON nests more than %d levels deep", MaxNesting)
 		}
+		return nil
+	},
+}
+
+func argString(v cty.Value) string { v, _ = v.Unmark(); return v.AsString() }
+
+func argNumber(v cty.Value) float64 {
+	v, _ = v.Unmark()
+	f, _ := v.AsBigFloat().Float64()
+	return f
+}
+
+// argLength is a collection's length, 1 for anything else.
+func argLength(v cty.Value) int {
+	v, _ = v.Unmark()
+	if v.CanIterateElements() {
+		return v.LengthInt()
+	}
+	return 1
+}
+
+func rangeSize(_ string, args []cty.Value) error {
+	start, limit, step := 0.0, 0.0, 1.0
+	switch len(args) {
+	case 1:
+		limit = argNumber(args[0])
+	case 2:
+		start, limit = argNumber(args[0]), argNumber(args[1])
+	case 3:
+		start, limit, step = argNumber(args[0]), argNumber(args[1]), argNumber(args[2])
+	}
+	if step != 0 {
+		if n := math.Ceil((limit - start) / step); n > MaxCollection {
+			return tooLarge("elements", n, MaxCollection)
+		}
+	}
+	return nil
+}
+
+func setproductSize(_ string, args []cty.Value) error {
+	n := 1.0
+	for _, a := range args {
+		n *= float64(argLength(a))
+	}
+	if n > MaxCollection {
+		return tooLarge("elements", n, MaxCollection)
+	}
+	return nil
+}
+
+func concatSize(_ string, args []cty.Value) error {
+	n := 0
+	for _, a := range args {
+		n += argLength(a)
+	}
+	if n > MaxCollection {
+		return tooLarge("elements", float64(n), MaxCollection)
+	}
+	return nil
+}
+
+func joinSize(_ string, args []cty.Value) error {
+	if len(args) < 1 {
+		return nil
+	}
+	sep, total, count := len(argString(args[0])), 0, 0
+	for _, l := range args[1:] {
+		l, _ = l.Unmark()
+		if !l.CanIterateElements() {
+			continue
+		}
+		for it := l.ElementIterator(); it.Next(); {
+			_, e := it.Element()
+			if e, _ = e.Unmark(); e.Type() == cty.String && e.IsKnown() && !e.IsNull() {
+				total += len(e.AsString())
+			}
+			count++
+		}
+	}
+	if n := total + sep*count; n > MaxString {
+		return tooLarge("bytes", float64(n), MaxString)
+	}
+	return nil
+}
+
+func replaceSize(name string, args []cty.Value) error {
+	s, old, repl := argString(args[0]), argString(args[1]), argString(args[2])
+	matches := 0
+	isRegex := name == "regex_replace" || len(old) > 1 && strings.HasPrefix(old, "/") && strings.HasSuffix(old, "/")
+	switch {
+	case isRegex:
+		pattern := old
+		if name == "replace" {
+			pattern = old[1 : len(old)-1]
+		}
+		if re, err := regexp.Compile(pattern); err == nil {
+			matches = len(re.FindAllStringIndex(s, MaxString+1))
+		}
+	case old == "":
+		matches = utf8.RuneCountInString(s) + 1
+	default:
+		matches = strings.Count(s, old)
+	}
+	if n := float64(len(s)) + float64(matches)*float64(len(repl)); n > MaxString {
+		return tooLarge("bytes", n, MaxString)
+	}
+	return nil
+}
+
+func splitSize(_ string, args []cty.Value) error {
+	s, sep := argString(args[1]), argString(args[0])
+	n := strings.Count(s, sep) + 1
+	if sep == "" {
+		n = utf8.RuneCountInString(s)
+	}
+	if n > MaxCollection {
+		return tooLarge("elements", float64(n), MaxCollection)
+	}
+	return nil
+}
+
+func indentSize(_ string, args []cty.Value) error {
+	spaces, s := argNumber(args[0]), argString(args[1])
+	if n := spaces*float64(strings.Count(s, "\n")+1) + float64(len(s)); n > MaxString {
+		return tooLarge("bytes", n, MaxString)
+	}
+	return nil
+}
+
+func powSize(_ string, args []cty.Value) error {
+	base, exp := math.Abs(argNumber(args[0])), math.Abs(argNumber(args[1]))
+	if base > 1 && exp*math.Log10(base) > 10000 {
+		return fmt.Errorf("the result would have more than 10000 digits")
 	}
 	return nil
 }

@@ -12,98 +12,106 @@ import (
 
 // evalLocals evaluates every local in dependency order; a cycle is an error naming its members.
 func (l *loader) evalLocals(blocks []*hcl.Block) hcl.Diagnostics {
-	var diags hcl.Diagnostics
-	defs := map[string]*hcl.Attribute{}
+	ev := &localsEval{l: l, defs: map[string]*hcl.Attribute{}, bad: map[string]bool{}, state: map[string]int{}}
 	for _, b := range blocks {
 		attrs, d := b.Body.JustAttributes()
-		diags = append(diags, d...)
+		ev.diags = append(ev.diags, d...)
 		for _, attr := range sortedAttrs(attrs) {
-			if first, ok := defs[attr.Name]; ok {
-				diags = append(diags, duplicate("local."+attr.Name, attr.NameRange, first.NameRange))
+			if first, ok := ev.defs[attr.Name]; ok {
+				ev.diags = append(ev.diags, duplicate("local."+attr.Name, attr.NameRange, first.NameRange))
 				continue
 			}
-			defs[attr.Name] = attr
+			ev.defs[attr.Name] = attr
 		}
 	}
 	l.locals = map[string]cty.Value{}
-	names := make([]string, 0, len(defs))
-	for n := range defs {
+	names := make([]string, 0, len(ev.defs))
+	for n := range ev.defs {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	// Check references first so an undefined one is reported at the reference, not as a failure
 	// to evaluate.
-	bad := map[string]bool{}
 	for _, n := range names {
-		d := l.checkRefs(defs[n].Expr, false, names)
+		d := l.checkRefs(ev.defs[n].Expr, false, names)
 		if d.HasErrors() {
-			bad[n] = true
-			diags = append(diags, d...)
+			ev.bad[n] = true
+			ev.diags = append(ev.diags, d...)
 		}
-	}
-	const (
-		unvisited = iota
-		visiting
-		done
-	)
-	state := map[string]int{}
-	var stack []string
-	var visit func(name string) bool
-	visit = func(name string) bool {
-		switch state[name] {
-		case done:
-			return !bad[name]
-		case visiting:
-			i := indexOf(stack, name)
-			cycle := append(append([]string{}, stack[i:]...), name)
-			for j := range cycle {
-				cycle[j] = "local." + cycle[j]
-			}
-			attr := defs[name]
-			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cycle in locals",
-				Detail:  fmt.Sprintf("These locals refer to each other in a circle: %s. Break the circle by computing one of them from variables only.", strings.Join(cycle, " -> ")),
-				Subject: attr.NameRange.Ptr()})
-			for _, c := range stack[i:] {
-				bad[c] = true
-			}
-			return false
-		}
-		state[name] = visiting
-		stack = append(stack, name)
-		ok := !bad[name]
-		attr := defs[name]
-		for _, tr := range attr.Expr.Variables() {
-			if tr.RootName() != "local" || len(tr) < 2 {
-				continue
-			}
-			dep := attrName(tr[1])
-			if defs[dep] == nil {
-				continue
-			}
-			if !visit(dep) {
-				ok = false
-			}
-		}
-		stack = stack[:len(stack)-1]
-		state[name] = done
-		if !ok {
-			bad[name] = true
-			return false
-		}
-		track(attr.Expr.Range())
-		val, d := attr.Expr.Value(l.evalContext(false))
-		diags = append(diags, d...)
-		if d.HasErrors() {
-			bad[name] = true
-			return false
-		}
-		l.locals[name] = val
-		return true
 	}
 	for _, n := range names {
-		visit(n)
+		ev.visit(n)
 	}
-	return diags
+	return ev.diags
+}
+
+// localsEval evaluates locals in the order of their references, depth first, and finds cycles.
+type localsEval struct {
+	l     *loader
+	defs  map[string]*hcl.Attribute
+	bad   map[string]bool // failed, or depends on one that failed
+	state map[string]int
+	stack []string
+	diags hcl.Diagnostics
+}
+
+const (
+	unvisited = iota
+	visiting
+	visited
+)
+
+// visit evaluates a local after those it refers to, and reports whether it has a value.
+func (ev *localsEval) visit(name string) bool {
+	switch ev.state[name] {
+	case visited:
+		return !ev.bad[name]
+	case visiting:
+		ev.cycle(name)
+		return false
+	}
+	ev.state[name] = visiting
+	ev.stack = append(ev.stack, name)
+	ok := !ev.bad[name]
+	attr := ev.defs[name]
+	for _, tr := range attr.Expr.Variables() {
+		if tr.RootName() != "local" || len(tr) < 2 {
+			continue
+		}
+		if dep := attrName(tr[1]); ev.defs[dep] != nil && !ev.visit(dep) {
+			ok = false
+		}
+	}
+	ev.stack = ev.stack[:len(ev.stack)-1]
+	ev.state[name] = visited
+	if !ok {
+		ev.bad[name] = true
+		return false
+	}
+	track(attr.Expr.Range())
+	val, d := attr.Expr.Value(ev.l.evalContext(false))
+	ev.diags = append(ev.diags, d...)
+	if d.HasErrors() {
+		ev.bad[name] = true
+		return false
+	}
+	ev.l.locals[name] = val
+	return true
+}
+
+// cycle reports the circle of references that leads back to name.
+func (ev *localsEval) cycle(name string) {
+	i := indexOf(ev.stack, name)
+	cycle := append(append([]string{}, ev.stack[i:]...), name)
+	for j := range cycle {
+		cycle[j] = "local." + cycle[j]
+	}
+	ev.diags = append(ev.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cycle in locals",
+		Detail:  fmt.Sprintf("These locals refer to each other in a circle: %s. Break the circle by computing one of them from variables only.", strings.Join(cycle, " -> ")),
+		Subject: ev.defs[name].NameRange.Ptr()})
+	for _, c := range ev.stack[i:] {
+		ev.bad[c] = true
+	}
 }
 
 func indexOf(list []string, s string) int {

@@ -78,9 +78,13 @@ func newBackup(g *globals) *cobra.Command {
 
 func newBackups(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "backups", Short: "List, verify and restore the backups of a service"}
-	var asJSON, restoreJSON, autoApprove, allowUnsigned bool
-	var identity string
-	var mapping []string
+	cmd.AddCommand(newBackupsList(g), newBackupsVerify(g), newBackupsRestore(g))
+	return cmd
+}
+
+// newBackupsList is `deployer backups list`.
+func newBackupsList(g *globals) *cobra.Command {
+	var asJSON bool
 	list := &cobra.Command{
 		Use:   "list [DIR] service.NAME",
 		Short: "The backups of a service: time, release, size, verified",
@@ -145,6 +149,12 @@ func newBackups(g *globals) *cobra.Command {
 		},
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print the backups as JSON")
+	return list
+}
+
+// newBackupsVerify is `deployer backups verify`.
+func newBackupsVerify(g *globals) *cobra.Command {
+	var identity string
 	verify := &cobra.Command{
 		Use:   "verify [DIR] service.NAME ID",
 		Short: "Download a backup and check it: signature, checksums, archives, SQLite quick_check",
@@ -167,6 +177,14 @@ func newBackups(g *globals) *cobra.Command {
 		},
 	}
 	verify.Flags().StringVar(&identity, "identity", "", "the age identity `FILE` that decrypts encrypted backups (default: DEPLOYER_AGE_IDENTITY)")
+	return verify
+}
+
+// newBackupsRestore is `deployer backups restore`.
+func newBackupsRestore(g *globals) *cobra.Command {
+	var restoreJSON, autoApprove, allowUnsigned bool
+	var identity string
+	var mapping []string
 	restore := &cobra.Command{
 		Use:   "restore [DIR] service.NAME ID [-auto-approve]",
 		Short: "Replace a service's volumes with a backup, after backing up the current data",
@@ -231,8 +249,7 @@ func newBackups(g *globals) *cobra.Command {
 	restore.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "restore a backup that has no signature although the store has a signing_key")
 	restore.Flags().StringArrayVar(&mapping, "map", nil, "restore the backup's volume OLD into the configured volume NEW: `OLD=NEW` (repeatable)")
 	restore.Flags().StringVar(&identity, "identity", "", "the age identity `FILE` that decrypts encrypted backups (default: DEPLOYER_AGE_IDENTITY)")
-	cmd.AddCommand(list, verify, restore)
-	return cmd
+	return restore
 }
 
 // identityFile is the age identity from -identity, else DEPLOYER_AGE_IDENTITY.

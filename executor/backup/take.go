@@ -89,112 +89,31 @@ func Take(ctx context.Context, req Request) (*Manifest, error) {
 	m := &Manifest{FormatVersion: FormatVersion, ID: now.Format("20060102T150405.000Z") + "-r" + strconv.Itoa(req.Release),
 		Project: req.Project, Service: req.Service, Release: req.Release, Image: req.Image, ImageID: req.ImageID, Created: now,
 		DeployerVersion: req.DeployerVersion, Reason: req.Reason, Consistency: req.Consistency}
-	encrypted := req.Keys.encrypts()
-	if encrypted {
+	if req.Keys.encrypts() {
 		m.Encryption = "age"
 	}
-	dir := Dir(req.Project, req.Service) + m.ID + "/"
-	progress := req.Progress
-	if progress == nil {
-		progress = func(Progress) {}
+	if req.Progress == nil {
+		req.Progress = func(Progress) {}
 	}
-
-	// The readers of each volume: spooled files when paused, the live stream otherwise.
-	type source struct {
-		open  func() (io.ReadCloser, error)
-		total int64
-	}
-	sources := make([]source, len(req.Volumes))
-	// waitSpool returns once the copy out of the paused container has ended (and the container
-	// runs again), with its error.
-	waitSpool := func() error { return nil }
-	if req.Consistency == "pause" {
-		spool, err := os.MkdirTemp(req.TempDir, "deployer-backup-")
-		if err != nil {
-			return nil, fmt.Errorf("backup spool: %w", err)
-		}
-		defer os.RemoveAll(spool)
-		files := make([]*spoolFile, len(req.Volumes))
-		for i := range req.Volumes {
-			files[i] = newSpoolFile(filepath.Join(spool, strconv.Itoa(i)+".tar"))
-			sources[i] = source{open: files[i].reader}
-		}
-		// The copy out of the paused container runs beside compression and upload; an early
-		// failure of the upload cancels it, so the pause never outlives the backup.
-		sctx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() {
-			paused, err := pauseAndSpool(sctx, req, files, progress)
-			m.PausedSeconds = paused.Seconds()
-			done <- err
-		}()
-		var once sync.Once
-		var spoolErr error
-		waitSpool = func() error {
-			once.Do(func() { spoolErr = <-done })
-			return spoolErr
-		}
-		defer func() { cancel(); waitSpool() }()
-	} else {
-		for i, v := range req.Volumes {
-			v := v
-			sources[i] = source{open: func() (io.ReadCloser, error) { return req.Source.CopyFrom(ctx, req.ContainerID, v.Target) }}
-		}
-	}
-
-	extract, err := os.MkdirTemp(req.TempDir, "deployer-db-")
-	if err != nil {
+	t := &taking{req: req, m: m, dir: Dir(req.Project, req.Service) + m.ID + "/", waitSpool: func() error { return nil }}
+	defer t.cleanup()
+	if err := t.sources(ctx); err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(extract)
-	for i, v := range req.Volumes {
-		dbs := dbsIn(req.SQLite, v.Name)
-		rc, err := sources[i].open()
-		if err != nil {
-			return nil, fmt.Errorf("volume %s: read %s: %w", v.Name, v.Target, err)
-		}
-		key := archiveKey(v.Name, encrypted)
-		counted := &countingReader{r: rc, report: func(n int64) { progress(Progress{Volume: v.Name, Phase: "upload", Bytes: n, Total: sources[i].total}) }}
-		f, raw, err := putCompressed(ctx, req.Store, dir+key, counted, req.Keys, dbs, extract)
-		rc.Close()
-		if err != nil {
-			return nil, fmt.Errorf("volume %s: %w", v.Name, err)
-		}
-		progress(Progress{Volume: v.Name, Phase: "done", Bytes: raw, Total: raw})
-		f.Key = key
-		m.Volumes = append(m.Volumes, VolumeArchive{Name: v.Name, Target: v.Target, File: *f, Bytes: raw})
-		for j, db := range dbs {
-			res, err := checkExtracted(ctx, extract, j, db)
-			if err != nil && !req.Lenient {
-				return nil, err
-			}
-			if err != nil {
-				res = "failed: " + err.Error()
-			}
-			m.SQLite = append(m.SQLite, DBCheck{Name: db.Name, Volume: db.Volume, Path: db.Path, Result: res})
-		}
-	}
-	if err := waitSpool(); err != nil {
+	if err := t.volumes(ctx); err != nil {
 		return nil, err
 	}
-	if req.Logs {
-		rc, err := req.Source.LogStream(ctx, req.ContainerID)
-		if err != nil {
-			return nil, fmt.Errorf("logs: %w", err)
-		}
-		f, _, err := putCompressed(ctx, req.Store, dir+logsKey(encrypted), rc, req.Keys, nil, "")
-		rc.Close()
-		if err != nil {
-			return nil, fmt.Errorf("logs: %w", err)
-		}
-		f.Key = logsKey(encrypted)
-		m.Logs = f
+	if err := t.waitSpool(); err != nil {
+		return nil, err
+	}
+	if err := t.logs(ctx); err != nil {
+		return nil, err
 	}
 	if key := req.Keys.signingKey(); key != nil {
 		m.Signature = m.sign(key)
 	}
 	b, _ := json.MarshalIndent(m, "", "  ")
-	if err := req.Store.Put(ctx, dir+ManifestName, strings.NewReader(string(b))); err != nil {
+	if err := req.Store.Put(ctx, t.dir+ManifestName, strings.NewReader(string(b))); err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	if req.Keep > 0 {
@@ -203,6 +122,126 @@ func Take(ctx context.Context, req Request) (*Manifest, error) {
 		}
 	}
 	return m, nil
+}
+
+// taking is one backup being taken.
+type taking struct {
+	req Request
+	m   *Manifest
+	dir string // the backup's directory in the store
+	// sources read each volume: spooled files when paused, the live stream otherwise.
+	source []func() (io.ReadCloser, error)
+	// waitSpool returns once the copy out of the paused container has ended (and the container
+	// runs again), with its error.
+	waitSpool func() error
+	cleanups  []func()
+}
+
+func (t *taking) cleanup() {
+	for i := len(t.cleanups) - 1; i >= 0; i-- {
+		t.cleanups[i]()
+	}
+}
+
+// sources opens the way each volume is read. With consistency pause, the copy out of the paused
+// container runs beside compression and upload, into spool files; an early failure of the
+// upload cancels it, so the pause never outlives the backup.
+func (t *taking) sources(ctx context.Context) error {
+	req := t.req
+	t.source = make([]func() (io.ReadCloser, error), len(req.Volumes))
+	if req.Consistency != "pause" {
+		for i, v := range req.Volumes {
+			v := v
+			t.source[i] = func() (io.ReadCloser, error) { return req.Source.CopyFrom(ctx, req.ContainerID, v.Target) }
+		}
+		return nil
+	}
+	spool, err := os.MkdirTemp(req.TempDir, "deployer-backup-")
+	if err != nil {
+		return fmt.Errorf("backup spool: %w", err)
+	}
+	t.cleanups = append(t.cleanups, func() { os.RemoveAll(spool) })
+	files := make([]*spoolFile, len(req.Volumes))
+	for i := range req.Volumes {
+		files[i] = newSpoolFile(filepath.Join(spool, strconv.Itoa(i)+".tar"))
+		t.source[i] = files[i].reader
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		paused, err := pauseAndSpool(sctx, req, files, req.Progress)
+		t.m.PausedSeconds = paused.Seconds()
+		done <- err
+	}()
+	var once sync.Once
+	var spoolErr error
+	t.waitSpool = func() error {
+		once.Do(func() { spoolErr = <-done })
+		return spoolErr
+	}
+	t.cleanups = append(t.cleanups, func() { cancel(); t.waitSpool() })
+	return nil
+}
+
+// volumes compresses (and encrypts) each volume's archive into the store, and checks the SQLite
+// databases it holds.
+func (t *taking) volumes(ctx context.Context) error {
+	req, m := t.req, t.m
+	encrypted := m.Encryption != ""
+	extract, err := os.MkdirTemp(req.TempDir, "deployer-db-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(extract)
+	for i, v := range req.Volumes {
+		dbs := dbsIn(req.SQLite, v.Name)
+		rc, err := t.source[i]()
+		if err != nil {
+			return fmt.Errorf("volume %s: read %s: %w", v.Name, v.Target, err)
+		}
+		key := archiveKey(v.Name, encrypted)
+		counted := &countingReader{r: rc, report: func(n int64) { req.Progress(Progress{Volume: v.Name, Phase: "upload", Bytes: n}) }}
+		f, raw, err := putCompressed(ctx, req.Store, t.dir+key, counted, req.Keys, dbs, extract)
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("volume %s: %w", v.Name, err)
+		}
+		req.Progress(Progress{Volume: v.Name, Phase: "done", Bytes: raw, Total: raw})
+		f.Key = key
+		m.Volumes = append(m.Volumes, VolumeArchive{Name: v.Name, Target: v.Target, File: *f, Bytes: raw})
+		for j, db := range dbs {
+			res, err := checkExtracted(ctx, extract, j, db)
+			if err != nil && !req.Lenient {
+				return err
+			}
+			if err != nil {
+				res = "failed: " + err.Error()
+			}
+			m.SQLite = append(m.SQLite, DBCheck{Name: db.Name, Volume: db.Volume, Path: db.Path, Result: res})
+		}
+	}
+	return nil
+}
+
+// logs keeps the container's output with the backup, when asked to.
+func (t *taking) logs(ctx context.Context) error {
+	req := t.req
+	if !req.Logs {
+		return nil
+	}
+	encrypted := t.m.Encryption != ""
+	rc, err := req.Source.LogStream(ctx, req.ContainerID)
+	if err != nil {
+		return fmt.Errorf("logs: %w", err)
+	}
+	f, _, err := putCompressed(ctx, req.Store, t.dir+logsKey(encrypted), rc, req.Keys, nil, "")
+	rc.Close()
+	if err != nil {
+		return fmt.Errorf("logs: %w", err)
+	}
+	f.Key = logsKey(encrypted)
+	t.m.Logs = f
+	return nil
 }
 
 // pauseAndSpool pauses the container, copies every volume into its spool file, and unpauses it,

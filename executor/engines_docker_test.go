@@ -1,0 +1,222 @@
+package executor_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/docker"
+	"github.com/deployer-dev/deployer/executor/docker/dockertest"
+)
+
+// The proxy and the checks where the engine is not a plain local one: after a reboot, on a
+// network of an earlier version, on another machine, over ssh.
+
+// A host reboot: the engine starts the proxy and the live release again, in no particular
+// order, while something else joins the network. The live release comes back at its address,
+// so the proxy's saved route still leads to it, without an apply.
+func TestProxyRouteSurvivesRestart(t *testing.T) {
+	r := proxyRig(t)
+	ctx := context.Background()
+	for _, v := range []string{"v1", "v2"} {
+		if so := r.apply(r.config(v, proxyMode(nil))); so.Error != "" {
+			t.Fatal(so.Error)
+		}
+	}
+	obs, _ := executor.Observe(ctx, r.eng, r.project)
+	live, err := r.eng.Inspect(ctx, obs.Services["app"].Live.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	network := executor.NetworkName(r.project)
+	before := live.IPs[network]
+	if before == "" || live.Spec.Labels[executor.LabelAddress] != before || live.Spec.IP != before {
+		t.Fatalf("the live release has no fixed address: %v, label %q, spec %q", live.IPs, live.Spec.Labels[executor.LabelAddress], live.Spec.IP)
+	}
+	r.eng.StopContainer(ctx, obs.Proxy.ID, 5*time.Second)
+	r.eng.StopContainer(ctx, live.ID, 5*time.Second)
+
+	// Something else starts on the network first, as may happen at boot.
+	other, err := r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: r.project + "-other", Image: r.image, Network: network})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.eng.RemoveContainer(context.Background(), other) })
+	if err := r.eng.StartContainer(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{live.ID, obs.Proxy.ID} {
+		if err := r.eng.StartContainer(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, _ := r.eng.Inspect(ctx, live.ID)
+	if after.IPs[network] != before {
+		t.Errorf("the live release came back at %s, was %s", after.IPs[network], before)
+	}
+	got := ""
+	for i := 0; i < 100 && got != "version=v2"; i++ {
+		time.Sleep(100 * time.Millisecond)
+		got = r.get("/")
+	}
+	if got != "version=v2" {
+		t.Errorf("through the restarted proxy: %q", got)
+	}
+}
+
+// A network made by an earlier deployer has no fixed range: releases get the engine's
+// addresses, and deploys work as before.
+func TestProxyOnNetworkWithoutFixedRange(t *testing.T) {
+	r := proxyRig(t)
+	ctx := context.Background()
+	dockertest.OldNetwork(t, r.eng, r.project)
+	for _, v := range []string{"v1", "v2"} {
+		if so := r.apply(r.config(v, proxyMode(nil))); so.Error != "" {
+			t.Fatal(so.Error)
+		}
+	}
+	if got := r.get("/"); got != "version=v2" {
+		t.Errorf("through the proxy: %q", got)
+	}
+	obs, _ := executor.Observe(ctx, r.eng, r.project)
+	if a := obs.Services["app"].Live.Labels[executor.LabelAddress]; a != "" {
+		t.Errorf("a fixed address on a network without a fixed range: %s", a)
+	}
+}
+
+// An engine on another machine: candidates publish their ports on that machine's 127.0.0.1,
+// out of the deployer's reach, so the checks run from the proxy on the engine's host. The
+// engine is this one, reached over TCP at 127.0.0.2, an address where the candidates' ports
+// do not answer, as from another machine.
+func TestRemoteEngineChecksFromProxy(t *testing.T) {
+	r := newRig(t)
+	r.self = staticDeployer(t)
+	u, err := url.Parse(r.eng.Host())
+	if err != nil || u.Scheme != "unix" {
+		t.Skipf("the engine is not on a local socket: %s", r.eng.Host())
+	}
+	l, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				e, err := net.Dial("unix", u.Path)
+				if err != nil {
+					return
+				}
+				defer e.Close()
+				go io.Copy(e, c)
+				io.Copy(c, e)
+			}()
+		}
+	}()
+	remote, err := docker.New("tcp://" + l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remote.Close()
+	r.eng, r.probe = remote, docker.ProbeHost(remote.Host())
+	if r.probe != "127.0.0.2" {
+		t.Fatalf("probe host %q", r.probe)
+	}
+
+	for _, v := range []string{"v1", "v2"} {
+		r.events = nil
+		if so := r.apply(r.config(v, nil)); so.Error != "" {
+			t.Fatalf("%s: %s", v, so.Error)
+		}
+	}
+	if got := r.get("/"); got != "version=v2" {
+		t.Errorf("after two deploys: %q", got)
+	}
+	ranProxy := false
+	for _, e := range r.events {
+		ranProxy = ranProxy || e.Type == executor.EventStep && e.Step == executor.StepProxy && e.Phase == "end"
+	}
+	if !ranProxy {
+		t.Error("no proxy step")
+	}
+	// A failing candidate is reported with what it answered, as on a local engine.
+	so := r.apply(r.config("v3", func(s *config.Service) { s.Env["APP_MODE"] = "unhealthy"; s.HealthCheck.Deadline = 5 * time.Second }))
+	if !strings.Contains(so.Error, "status 500") || !strings.Contains(so.Error, "db locked") {
+		t.Errorf("error: %s", so.Error)
+	}
+	if got := r.get("/"); got != "version=v2" {
+		t.Errorf("after the failed deploy: %q", got)
+	}
+}
+
+// An engine at ssh://user@host: every API call goes through `ssh host docker system
+// dial-stdio`, here to an sshd on 127.0.0.1 in front of this machine's engine. Two deploys and a
+// rollback use the whole API: create, start, exec (hooks), logs, copy, rename and remove.
+func TestSSHEngine(t *testing.T) {
+	r := newRig(t)
+	host, sshCmd := dockertest.SSHD(t)
+	t.Setenv("DEPLOYER_SSH_COMMAND", sshCmd)
+	eng, err := docker.New(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	if err := eng.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if eng.Host() != host {
+		t.Errorf("the engine is named %q, want %q", eng.Host(), host)
+	}
+	r.eng = eng
+	hook := func(s *config.Service) {
+		s.Hooks = []*config.Hook{{When: "before_cutover", Command: []string{"exit", "0"}}}
+	}
+	for _, v := range []string{"v1", "v2"} {
+		if so := r.apply(r.config(v, hook)); so.Error != "" {
+			t.Fatalf("%s over ssh: %s", v, so.Error)
+		}
+	}
+	if got := r.get("/"); got != "version=v2" {
+		t.Errorf("after two deploys over ssh: %q", got)
+	}
+	// A candidate that exits shows its logs, read over ssh.
+	so := r.apply(r.config("v3", func(s *config.Service) { s.Env["APP_MODE"] = "crash" }))
+	if !strings.Contains(so.Error, "exited with code 3") || !strings.Contains(so.Error, "database unreachable") {
+		t.Errorf("a crashing candidate over ssh: %s", so.Error)
+	}
+}
+
+// A wrong ssh:// address, or an ssh that cannot log in, says so in one line.
+func TestSSHEngineErrors(t *testing.T) {
+	for _, c := range []struct{ host, want string }{
+		{"ssh://", "names no host"},
+		{"ssh://deploy:hunter2@web1", "no password in the address"},
+		{"ssh://deploy@web1/var/run/docker.sock", "without a path"},
+	} {
+		_, err := docker.New(c.host)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: %v, want %q", c.host, err, c.want)
+		}
+	}
+	t.Setenv("DEPLOYER_SSH_COMMAND", "ssh -o ConnectTimeout=2 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null")
+	eng, err := docker.New(fmt.Sprintf("ssh://nobody@127.0.0.1:%d", dockertest.FreePort(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = eng.Ping(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "does not answer") || !strings.Contains(err.Error(), "Connection refused") {
+		t.Errorf("ping through a refused ssh: %v", err)
+	}
+}

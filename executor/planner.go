@@ -1,0 +1,377 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/engine"
+)
+
+// MakePlan reads the observed state of the project from the engine and diffs it against the
+// configuration.
+func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptions) (*Plan, error) {
+	if err := eng.Ping(ctx); err != nil {
+		return nil, err
+	}
+	for _, t := range opts.Targets {
+		if p.Service(t) == nil {
+			return nil, fmt.Errorf("-target service.%s: no service %q in the configuration", t, t)
+		}
+	}
+	obs, err := Observe(ctx, eng, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	key, err := eng.ProjectKey(ctx, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	all, err := eng.AllContainers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pl := &planner{ctx: ctx, p: p, eng: eng, obs: obs, all: all, hasher: NewHasher(key), red: NewRedactor(p),
+		imageIDs: map[string]string{}, contextHashes: map[string]string{}}
+	return pl.plan(opts)
+}
+
+// planner makes one plan: what runs, diffed against the configuration.
+type planner struct {
+	ctx           context.Context
+	p             *config.Project
+	eng           Engine
+	obs           *Observed
+	all           []Container // every container on the engine: what holds ports, what to take over
+	hasher        *Hasher
+	red           *Redactor
+	imageIDs      map[string]string // image reference -> ID, "" when the engine lacks it
+	contextHashes map[string]string // service -> build context hash
+}
+
+func (pl *planner) plan(opts PlanOptions) (*Plan, error) {
+	p, obs := pl.p, pl.obs
+	plan := &Plan{FormatVersion: FormatVersion, Project: p.Name, Engine: pl.eng.Host(), Changes: []*Change{}, Steps: []*Step{}, hasher: pl.hasher}
+	targeted := func(name string) bool { return len(opts.Targets) == 0 || contains(opts.Targets, name) }
+	var names []string
+	for _, s := range p.Services {
+		if targeted(s.Name) {
+			names = append(names, s.Name)
+		}
+	}
+	if err := portConflicts(p, names, pl.all); err != nil {
+		return nil, err
+	}
+	for _, s := range p.Services {
+		if !targeted(s.Name) {
+			continue
+		}
+		st := obs.Services[s.Name]
+		if st == nil {
+			st = &ServiceState{Name: s.Name}
+		}
+		ch, err := pl.service(s, st)
+		if err != nil {
+			return nil, err
+		}
+		plan.Changes = append(plan.Changes, ch)
+	}
+	for _, name := range obs.ServiceNames() {
+		if p.Service(name) != nil || !targeted(name) {
+			continue
+		}
+		plan.Changes = append(plan.Changes, removal(obs.Services[name]))
+	}
+	plan.Leftovers = leftovers(obs, p, targeted)
+	sq := &sequencer{p: p, local: LocalEngine(plan.Engine), red: pl.red}
+	plan.Steps = sq.plan(plan, obs)
+	for _, c := range plan.Changes {
+		switch c.Action {
+		case ActionCreate:
+			plan.Summary.Create++
+		case ActionReplace:
+			plan.Summary.Replace++
+		case ActionUpdate:
+			plan.Summary.Update++
+		case ActionDelete:
+			plan.Summary.Delete++
+		case ActionTakeover:
+			plan.Summary.TakeOver++
+		}
+	}
+	plan.Fingerprint = Fingerprint{State: StateFingerprint(obs, pl.imageIDs), Config: ConfigFingerprint(p, pl.contextHashes, pl.hasher)}
+	plan.redact(pl.red)
+	return plan, nil
+}
+
+// removal removes every container of a service no longer configured.
+func removal(st *ServiceState) *Change {
+	ch := &Change{Service: st.Name, Action: ActionDelete, Reasons: []string{"not in the configuration any more"}}
+	for _, list := range [][]*Container{{st.Live}, st.Candidates, st.Previous, st.Others} {
+		for _, c := range list {
+			if c != nil {
+				ch.RemoveIDs = append(ch.RemoveIDs, c.ID)
+			}
+		}
+	}
+	if st.Live != nil {
+		ch.LiveRelease, ch.Container, ch.LiveImageID = st.Live.Release(), st.Live.Name, st.Live.ImageID
+	}
+	return ch
+}
+
+// service plans one configured service against what runs of it.
+func (pl *planner) service(s *config.Service, st *ServiceState) (*Change, error) {
+	p := pl.p
+	ch := &Change{Service: s.Name, Container: s.ContainerName, Image: s.Image, NextRelease: st.MaxRelease() + 1}
+	live := st.Live
+	doc := SpecDoc(p, s, pl.hasher)
+	var oldDoc map[string]string
+	if live != nil {
+		ch.LiveRelease, ch.LiveImageID = live.Release(), live.ImageID
+		if raw := live.Labels[LabelSpecDoc]; raw != "" {
+			_ = json.Unmarshal([]byte(raw), &oldDoc) // an unreadable doc shows every attribute as new
+		}
+	}
+	imageChanged, err := pl.image(s, live, ch)
+	if err != nil {
+		return nil, err
+	}
+	if ch.ImageID != "" {
+		ch.SpecHash = SpecHash(doc, ch.ImageID)
+	}
+	foreign, err := pl.foreign(s)
+	if err != nil {
+		return nil, err
+	}
+	if foreign != nil {
+		release := st.MaxRelease() + 1
+		if live != nil && live.Release() > 1 && !st.hasRelease(live.Release()-1) {
+			release = live.Release() - 1 // the number the interrupted takeover gave it
+		}
+		if ch.Takeover, err = pl.takeover(s, foreign, release); err != nil {
+			return nil, err
+		}
+		if live == nil {
+			return pl.takeoverChange(s, ch, doc)
+		}
+		ch.Takeover.SetAside = true
+		for _, c := range st.Previous {
+			if c.Labels[LabelTakenOver] != "" && c.ImageID == foreign.ImageID {
+				ch.Takeover.Release, ch.Takeover.Kept = c.Release(), true // copied before the interruption
+			}
+		}
+	}
+	ch.Attributes = diffAttrs(p, s, oldDoc, doc, live == nil, pl.hasher)
+	switch {
+	case live == nil:
+		ch.Action = ActionCreate
+		ch.Reasons = append(ch.Reasons, "no live release")
+	case len(ch.Attributes) > 0 || imageChanged:
+		ch.Action = ActionReplace
+		if len(ch.Attributes) > 0 {
+			ch.Reasons = append(ch.Reasons, fmt.Sprintf("spec changed (%s)", plural(len(ch.Attributes), "attribute")))
+		}
+	case !live.Running():
+		ch.Action = ActionUpdate
+		ch.Reasons = append(ch.Reasons, fmt.Sprintf("live release %d is %s: apply starts it", live.Release(), live.State))
+	default:
+		ch.Action = ActionNone
+	}
+	if ch.Action == ActionNone || ch.Action == ActionUpdate {
+		ch.NextRelease = 0
+	}
+	if ch.Action == ActionReplace {
+		ch.Prune = pruned(s, st, ch.ImageID)
+	}
+	return ch, nil
+}
+
+// takeoverChange plans the replacement of a container the deployer did not make: blue-green as
+// from a live release, which it becomes, numbered, and is kept as the previous release.
+func (pl *planner) takeoverChange(s *config.Service, ch *Change, doc map[string]string) (*Change, error) {
+	t := ch.Takeover
+	ch.Action = ActionTakeover
+	ch.LiveRelease, ch.LiveImageID, ch.NextRelease = t.Release, t.ImageID, t.Release+1
+	ch.Reasons = append(ch.Reasons, fmt.Sprintf("container %s (%s, %s) runs without the deployer: it is replaced blue-green and kept as release %d, for rollback", t.Name, t.Made, t.State, t.Release))
+	for _, a := range diffAttrs(pl.p, s, t.doc, doc, false, pl.hasher) {
+		if takeoverKey(a.Path) {
+			ch.Attributes = append(ch.Attributes, a)
+		}
+	}
+	return ch, nil
+}
+
+// pruned lists the releases the clean-up of a replace removes: after it, the old live release
+// is the newest previous one, and those beyond keep_releases go.
+func pruned(s *config.Service, st *ServiceState, newImage string) []Pruned {
+	after := append([]*Container{st.Live}, st.Previous...)
+	if len(after) <= s.Deploy.KeepReleases {
+		return nil
+	}
+	kept := map[string]bool{newImage: true}
+	for _, c := range after[:s.Deploy.KeepReleases] {
+		kept[c.ImageID] = true
+	}
+	var out []Pruned
+	for _, c := range after[s.Deploy.KeepReleases:] {
+		p := Pruned{Release: c.Release(), Container: c.Name, Image: c.ImageRef(), ImageID: c.ImageID, RemoveImage: true}
+		switch {
+		case !imageOwned(c):
+			p.RemoveImage, p.KeptBecause = false, "the deployer did not make it"
+		case kept[c.ImageID]:
+			p.RemoveImage, p.KeptBecause = false, "a release that stays uses it"
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// image works out the service's image: built from a context (compare content hashes), or a
+// named image (compare IDs). It reports whether it differs from the live release's.
+func (pl *planner) image(s *config.Service, live *Container, ch *Change) (bool, error) {
+	if s.Build != nil {
+		dir := filepath.Join(pl.p.Dir, s.Build.Context)
+		hash, err := engine.ContextHash(dir, s.Build.Dockerfile)
+		if err != nil {
+			return false, fmt.Errorf("service.%s: %w", s.Name, err)
+		}
+		ch.ContextHash = hash
+		pl.contextHashes[s.Name] = hash
+		if live != nil && live.Labels[LabelContextHash] == hash {
+			ch.ImageID = live.ImageID // unchanged context: apply reuses the live image, no rebuild
+			return false, nil
+		}
+		if live != nil {
+			ch.Reasons = append(ch.Reasons, "build context changed")
+		}
+		return live != nil, nil
+	}
+	id, err := "", error(nil)
+	if cached, ok := pl.imageIDs[s.Image]; ok { // services sharing an image cost one inspect
+		id = cached
+		if id == "" {
+			err = ErrNotFound
+		}
+	} else {
+		id, err = pl.eng.ImageID(pl.ctx, s.Image)
+	}
+	switch {
+	case errors.Is(err, ErrNotFound):
+		pl.imageIDs[s.Image] = ""
+		if live != nil {
+			ch.Reasons = append(ch.Reasons, fmt.Sprintf("image %s is not on the engine: apply pulls it", s.Image))
+		}
+		return live != nil, nil
+	case err != nil:
+		return false, fmt.Errorf("service.%s: image %s: %w", s.Name, s.Image, err)
+	}
+	pl.imageIDs[s.Image] = id
+	ch.ImageID = id
+	if live != nil && live.ImageID != id {
+		ch.Reasons = append(ch.Reasons, fmt.Sprintf("image changed: %s -> %s", short(live.ImageID), short(id)))
+		return true, nil
+	}
+	return false, nil
+}
+
+// diffAttrs lists the attributes that differ; for a new service, every attribute. A sensitive
+// value recorded by an earlier version (unkeyed) is compared as such, not shown as changed.
+func diffAttrs(p *config.Project, s *config.Service, oldDoc, doc map[string]string, create bool, h *Hasher) []AttrChange {
+	raw := s.Attributes()
+	keys := map[string]bool{}
+	for k := range oldDoc {
+		keys[k] = true
+	}
+	for k := range doc {
+		keys[k] = true
+	}
+	var out []AttrChange
+	for _, k := range sortedKeys(keys) {
+		o, hasOld := oldDoc[k]
+		n, hasNew := doc[k]
+		sensitive := p.IsSensitive(s.Name, k) || isSensitiveRecord(o)
+		switch {
+		case create:
+			hasOld = false
+		case hasOld == hasNew && o == n:
+			continue
+		case hasOld && hasNew && isSensitiveRecord(o) && p.IsSensitive(s.Name, k) && h.Matches(o, raw[k]):
+			continue
+		}
+		ac := AttrChange{Path: k, HasOld: hasOld, HasNew: hasNew}
+		if hasOld {
+			ac.Old = json.RawMessage(o)
+		}
+		if hasNew {
+			ac.New = json.RawMessage(n)
+		}
+		if sensitive {
+			ac.Sensitive = true
+			ac.Old, ac.New = mask(hasOld), mask(hasNew)
+		}
+		if _, set := s.Ranges[rangeKey(k)]; hasNew && !set {
+			ac.Default = true
+		}
+		out = append(out, ac)
+	}
+	return out
+}
+
+func mask(has bool) json.RawMessage {
+	if has {
+		return json.RawMessage(`"(sensitive)"`)
+	}
+	return nil
+}
+
+// rangeKey maps an attribute path to the key under which its source range was recorded: the map
+// attributes (env, build.args) are recorded as a whole.
+func rangeKey(k string) string {
+	for _, m := range []string{"env.", "build.args."} {
+		if strings.HasPrefix(k, m) {
+			return strings.TrimSuffix(m, ".")
+		}
+	}
+	return k
+}
+
+// leftovers lists what interrupted applies left, as the plan shows it.
+func leftovers(o *Observed, p *config.Project, targeted func(string) bool) []Leftover {
+	var out []Leftover
+	if o.Lock != nil {
+		out = append(out, Leftover{Kind: LeftoverLock, Detail: fmt.Sprintf("deploy lock held by %s since %s; apply waits for it (-lock-timeout) or run `deployer unlock -force`",
+			orUnknown(o.Lock.Labels[LabelHolder]), orUnknown(o.Lock.Labels[LabelCreatedAt]))})
+	}
+	if n := o.ProxyNext; n != nil {
+		out = append(out, Leftover{Kind: LeftoverProxyUpgrade, Detail: fmt.Sprintf("an interrupted upgrade of the proxy left %s (%s) beside %s (%s); apply finishes the upgrade", n.Name, n.State, o.Proxy.Name, o.Proxy.State)})
+	} else if o.Proxy != nil && strings.HasSuffix(o.Proxy.Name, proxyNextSuffix) {
+		out = append(out, Leftover{Kind: LeftoverProxyUpgrade, Detail: fmt.Sprintf("an interrupted upgrade of the proxy left %s serving under its temporary name; apply renames it", o.Proxy.Name)})
+	}
+	for _, s := range p.Services {
+		if st := o.Services[s.Name]; newCutover(s, true, nil).servedByProxy() && st != nil && st.Live != nil && st.Live.Running() && (o.Proxy == nil || !o.Proxy.Running()) {
+			out = append(out, Leftover{Kind: LeftoverProxy, Detail: "the proxy is not running, so proxied services get no traffic: apply starts it and restores its routes"})
+			break
+		}
+	}
+	for _, name := range o.ServiceNames() {
+		if !targeted(name) || p.Service(name) == nil {
+			continue // a service no longer configured is removed whole
+		}
+		st := o.Services[name]
+		for _, c := range st.Candidates {
+			out = append(out, Leftover{Service: name, Kind: LeftoverCandidate, Detail: fmt.Sprintf("candidate %s (release %d, %s) from an interrupted apply; apply removes it", c.Name, c.Release(), c.State)})
+		}
+		if st.Live != nil && !st.Live.Running() {
+			out = append(out, Leftover{Service: name, Kind: LeftoverStoppedLive, Detail: fmt.Sprintf("live container %s (release %d) is %s", st.Live.Name, st.Live.Release(), st.Live.State)})
+		}
+		for _, c := range st.Others {
+			out = append(out, Leftover{Service: name, Kind: LeftoverExtra, Detail: fmt.Sprintf("container %s (role %q, release %d) besides the live one; apply keeps it as a previous release", c.Name, c.Role(), c.Release())})
+		}
+	}
+	return out
+}
