@@ -19,7 +19,7 @@ import (
 // sequence of apply with everything real but Docker (real HTTP on loopback, the real proxy, a
 // real backup store), in well under a second per apply.
 type memRig struct {
-	t       *testing.T
+	t       testing.TB
 	eng     *memengine.Engine
 	project string
 	port    int
@@ -36,7 +36,7 @@ const (
 	memProxy = "deployer-proxy:mem"
 )
 
-func newMemRig(t *testing.T, cutover config.Cutover) *memRig {
+func newMemRig(t testing.TB, cutover config.Cutover) *memRig {
 	eng, err := memengine.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +48,7 @@ func newMemRig(t *testing.T, cutover config.Cutover) *memRig {
 	return &memRig{t: t, eng: eng, project: "mem-" + strings.Trim(name, "-"), port: freePort(t), cutover: cutover, store: t.TempDir()}
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

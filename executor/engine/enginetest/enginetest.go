@@ -265,10 +265,15 @@ func oneOff(t *testing.T, f Fixture) {
 // killAfterTimeout: a main process that ignores the stop is killed after the timeout (137).
 func killAfterTimeout(t *testing.T, f Fixture) {
 	ctx := context.Background()
-	id := f.create(t, f.spec("shell", map[string]string{"APP_AS_SHELL": "1"}))
+	s := f.spec("shell", map[string]string{"APP_AS_SHELL": "1"})
+	s.Ports = []engine.PortBinding{{Container: 8080, HostIP: "127.0.0.1"}}
+	id := f.create(t, s)
 	if err := f.Engine.StartContainer(ctx, id); err != nil {
 		t.Fatal(err)
 	}
+	// Once it answers, it has said what it does with the stop signal.
+	st, _ := f.Engine.Inspect(ctx, id)
+	waitGet(t, st.Ports[8080], "/health")
 	start := time.Now()
 	if err := f.Engine.StopContainer(ctx, id, time.Second); err != nil {
 		t.Fatal(err)
