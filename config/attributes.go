@@ -33,6 +33,9 @@ func (s *Service) Attributes() map[string]string {
 		a[AttrBackupStore] = str(b.Store)
 		a[AttrBackupVolumes] = list(b.Volumes)
 		a[AttrBackupConsistency] = str(string(b.Consistency))
+		for name, c := range b.VolumeConsistency {
+			a[BackupVolumeAttr(name, BackupVolumeConsistency)] = str(string(c))
+		}
 		a[AttrBackupKeep] = num(b.Keep)
 		a[AttrBackupLogs] = boolean(b.Logs)
 	}

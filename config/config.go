@@ -217,9 +217,21 @@ type SQLite struct {
 type Backup struct {
 	Store       string
 	Volumes     []string
-	Consistency Consistency
-	Keep        int
-	Logs        bool
+	Consistency Consistency // the default for every volume
+	// VolumeConsistency overrides Consistency for some volumes (volume "NAME" blocks). Either
+	// way it covers a volume's files other than its declared SQLite databases, which are
+	// always snapshotted online.
+	VolumeConsistency map[string]Consistency
+	Keep              int
+	Logs              bool
+}
+
+// ConsistencyOf is how the files of a backed-up volume are read.
+func (b *Backup) ConsistencyOf(volume string) Consistency {
+	if c, ok := b.VolumeConsistency[volume]; ok {
+		return c
+	}
+	return b.Consistency
 }
 
 // Hook is a one-off container of the new image run at a point of the deploy.

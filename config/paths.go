@@ -67,6 +67,8 @@ const (
 	SQLiteSeedIfEmpty = "seed_if_empty"
 
 	HookCommand = "command"
+
+	BackupVolumeConsistency = "consistency"
 )
 
 // EnvAttr is the path of one environment variable.
@@ -89,6 +91,10 @@ func CanaryAttr(name, attr string) string { return labelled("canary", name, attr
 
 // SQLiteAttr is the path of an attribute of an sqlite block ("" for the block).
 func SQLiteAttr(name, attr string) string { return labelled("sqlite", name, attr) }
+
+// BackupVolumeAttr is the path of an attribute of a volume block inside backup ("" for the
+// block).
+func BackupVolumeAttr(name, attr string) string { return labelled(AttrBackup+".volume", name, attr) }
 
 // HookAttr is the path of an attribute of a hook block ("" for the block).
 func HookAttr(when, attr string) string { return labelled("hook", when, attr) }

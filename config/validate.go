@@ -350,6 +350,15 @@ func (v *validator) backup(s *Service, volNames map[string]bool) {
 		if !slices.Contains(Consistencies, b.Consistency) {
 			v.add(at(s, AttrBackupConsistency), "Invalid consistency", "consistency %q: use one of %s.", b.Consistency, quoted(Consistencies))
 		}
+		for _, name := range sortedKeys(b.VolumeConsistency) {
+			c := b.VolumeConsistency[name]
+			if !listed[name] {
+				v.add(at(s, BackupVolumeAttr(name, "")), "Volume not backed up", "backup has a volume %q block, but volumes does not list it; add it to volumes or remove the block.", name)
+			}
+			if !slices.Contains(Consistencies, c) {
+				v.add(at(s, BackupVolumeAttr(name, BackupVolumeConsistency)), "Invalid consistency", "consistency %q: use one of %s.", c, quoted(Consistencies))
+			}
+		}
 		if b.Keep < 1 {
 			v.add(at(s, AttrBackupKeep), "Invalid keep", "keep is %d; at least 1 backup must be kept.", b.Keep)
 		}

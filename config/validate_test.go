@@ -70,6 +70,8 @@ func TestValidate(t *testing.T) {
 		{"backup volume twice", "Volume listed twice", "list each volume once", func(p *Project) { web(p).Backup.Volumes = []string{"data", "data"} }},
 		{"backup store", "Unknown backup store", "is not declared", func(p *Project) { web(p).Backup.Store = "offsite" }},
 		{"consistency", "Invalid consistency", `"pause", "none"`, func(p *Project) { web(p).Backup.Consistency = "freeze" }},
+		{"volume consistency", "Invalid consistency", `"pause", "none"`, func(p *Project) { web(p).Backup.VolumeConsistency = map[string]Consistency{"data": "fsfreeze"} }},
+		{"consistency of a volume not backed up", "Volume not backed up", "add it to volumes", func(p *Project) { web(p).Backup.VolumeConsistency = map[string]Consistency{"logs": "none"} }},
 		{"keep zero", "Invalid keep", "at least 1 backup", func(p *Project) { web(p).Backup.Keep = 0 }},
 		{"hook point", "Unknown hook", "before_cutover", func(p *Project) { web(p).Hooks[0].When = "after_cutover" }},
 		{"empty hook", "Empty hook command", "needs a command", func(p *Project) { web(p).Hooks[0].Command = nil }},

@@ -67,7 +67,7 @@ func OpenBackups(ctx context.Context, p *config.Project, s *config.Service, iden
 	}
 	sb := &ServiceBackups{Store: store, Keys: keys, Expect: backup.Expect{Project: p.Name, Service: s.Name}}
 	for _, db := range s.SQLite {
-		sb.Expect.DBs = append(sb.Expect.DBs, backup.DB{Name: db.Name, Volume: db.Volume, Path: db.Path})
+		sb.Expect.DBs = append(sb.Expect.DBs, backup.DB{Name: db.Name, Volume: db.Volume, Path: db.Path, Check: db.QuickCheck})
 	}
 	return sb, nil
 }
@@ -97,7 +97,11 @@ func liveSource(s *config.Service, live *Container, names []string) backupSource
 	}
 	for _, name := range names {
 		if v := s.Volume(name); v != nil {
-			src.volumes = append(src.volumes, backup.Volume{Name: v.Name, Target: v.Target})
+			c := s.Backup.ConsistencyOf(v.Name)
+			if src.consistency == config.ConsistencyNone {
+				c = config.ConsistencyNone
+			}
+			src.volumes = append(src.volumes, backup.Volume{Name: v.Name, Target: v.Target, Consistency: string(c)})
 		}
 	}
 	return src
@@ -123,22 +127,41 @@ func (b backups) from(ctx context.Context, s *config.Service, src backupSource, 
 	req := backup.Request{
 		Store: sb.Store, Source: rn.Runtime, Project: rn.Project.Name, Service: s.Name, Release: src.release,
 		Image: src.image, ImageID: src.imageID, ContainerID: src.id, Consistency: string(src.consistency), Volumes: src.volumes,
+		Warn: func(msg string) { rn.warn(s.Name, "%s", msg) },
 		Logs: src.logs, Keep: keep, DeployerVersion: rn.Version, Reason: reason, TempDir: rn.TempDir, Lenient: lenient, Keys: sb.Keys,
 		Progress: func(p backup.Progress) {
 			rn.emit(Event{Type: EventProgress, Service: s.Name, Step: StepBackup, Detail: p.Volume + " " + p.Phase, Bytes: p.Bytes, Total: p.Total})
 		},
 	}
-	for _, db := range s.SQLite {
-		if db.QuickCheck {
-			req.SQLite = append(req.SQLite, backup.DB{Name: db.Name, Volume: db.Volume, Path: db.Path})
-		}
+	req.SQLite = sb.Expect.DBs
+	sn := b.snapshotter(ctx, s)
+	if sn != nil {
+		req.Snapshots = sn
 	}
 	m, err := backup.Take(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	rn.log(s.Name, StepBackup, "%s", describeBackup(m, sb.Store))
+	detail := describeBackup(m, sb.Store)
+	if d := sn.describe(); d != "" {
+		detail += ", " + d
+	}
+	rn.log(s.Name, StepBackup, "%s", detail)
 	return m, nil
+}
+
+// snapshotter is how a backup snapshots its databases online and sizes its volumes: in a
+// helper container of the deployer. Without a helper image, the databases are copied with their
+// volumes, as the volumes' consistency says, and the operator is told.
+func (b backups) snapshotter(ctx context.Context, s *config.Service) *snapshotter {
+	helper, err := b.rn.helperImage(ctx)
+	if err != nil {
+		if len(s.SQLite) > 0 {
+			b.rn.warn(s.Name, "the SQLite databases are copied with their volumes, not snapshotted online: %s", firstLine(err.Error()))
+		}
+		return nil
+	}
+	return &snapshotter{rn: b.rn, s: s, helper: helper}
 }
 
 // describeBackup says what a backup holds and how it was taken.
@@ -154,8 +177,10 @@ func describeBackup(m *backup.Manifest, store backup.Store) string {
 	if m.Signature != "" {
 		detail += ", signed"
 	}
-	if m.Consistency == string(config.ConsistencyPause) {
+	if m.PausedSeconds > 0 {
 		detail += fmt.Sprintf(", live paused %.2fs", m.PausedSeconds)
+	} else {
+		detail += ", live not paused"
 	}
 	if len(m.SQLite) > 0 {
 		detail += fmt.Sprintf(", %s quick_check ok", plural(len(m.SQLite), "database"))

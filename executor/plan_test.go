@@ -394,3 +394,26 @@ func TestPlanPortOwners(t *testing.T) {
 		})
 	}
 }
+
+// The plan's backup step says which databases are snapshotted online and which volumes are read
+// with the live release paused.
+func TestBackupHow(t *testing.T) {
+	s := config.NewService("web")
+	s.Volumes = []*config.Volume{{Name: "db", Target: "/db"}, {Name: "uploads", Target: "/up"}}
+	db := config.NewSQLite("main")
+	db.Volume, db.Path = "db", "app.db"
+	s.SQLite = []*config.SQLite{db}
+	s.Backup = config.NewBackup()
+	s.Backup.Volumes = []string{"db", "uploads"}
+	if got, want := backupHow(s), ": sqlite main snapshotted online, the live release paused while the other files of db, uploads are read"; got != want {
+		t.Errorf("pause:\n got %q\nwant %q", got, want)
+	}
+	s.Backup.VolumeConsistency = map[string]config.Consistency{"uploads": config.ConsistencyNone}
+	if got, want := backupHow(s), ": sqlite main snapshotted online, the live release paused while the other files of db are read"; got != want {
+		t.Errorf("uploads none:\n got %q\nwant %q", got, want)
+	}
+	s.Backup.Consistency = config.ConsistencyNone
+	if got, want := backupHow(s), ": sqlite main snapshotted online, the live release never paused"; got != want {
+		t.Errorf("none:\n got %q\nwant %q", got, want)
+	}
+}

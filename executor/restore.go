@@ -312,17 +312,17 @@ func (rs restorer) safetyBackup(ctx context.Context, s *config.Service, live *Co
 
 // oneOffContainer creates a helper container of the deployer, replacing one of the same name
 // that an interrupted run left.
-func (rs restorer) oneOffContainer(ctx context.Context, spec ContainerSpec) (string, error) {
-	id, err := rs.Runtime.CreateContainer(ctx, spec)
+func (rn *run) oneOffContainer(ctx context.Context, spec ContainerSpec) (string, error) {
+	id, err := rn.Runtime.CreateContainer(ctx, spec)
 	if errors.Is(err, ErrNameTaken) {
-		obs, oerr := Observe(ctx, rs.Runtime, rs.Project.Name)
+		obs, oerr := Observe(ctx, rn.Runtime, rn.Project.Name)
 		if oerr != nil {
 			return "", oerr
 		}
 		for _, c := range obs.All {
 			if c.Name == spec.Name && c.Role() == RoleOneOff {
-				rs.Runtime.RemoveContainer(ctx, c.ID)
-				return rs.Runtime.CreateContainer(ctx, spec)
+				rn.Runtime.RemoveContainer(ctx, c.ID)
+				return rn.Runtime.CreateContainer(ctx, spec)
 			}
 		}
 		return "", fmt.Errorf("a container named %s exists and is not the deployer's: remove or rename it", spec.Name)

@@ -224,10 +224,7 @@ func (sq *sequencer) deploy(out *steps, s *config.Service, ch *Change, st *Servi
 	sq.checks(out, s, true)
 	replacing := ch.Action == ActionReplace || ch.Action == ActionTakeover
 	if b := s.Backup; b != nil && replacing {
-		extra := ""
-		if b.Consistency == config.ConsistencyPause {
-			extra = ", pausing the live release while its files are read"
-		}
+		extra := backupHow(s)
 		if b.Logs {
 			extra += ", with its logs"
 		}
@@ -342,4 +339,37 @@ func KillPoints(p *config.Project, plan *Plan) []string {
 		}
 	}
 	return out
+}
+
+// backupHow says how a backup reads the volumes: the databases snapshotted online, the volumes
+// whose other files are read with the live release paused.
+func backupHow(s *config.Service) string {
+	b := s.Backup
+	var dbs, paused []string
+	for _, v := range b.Volumes {
+		hasDB := false
+		for _, db := range s.SQLite {
+			if db.Volume == v {
+				dbs = append(dbs, "sqlite "+db.Name)
+				hasDB = true
+			}
+		}
+		if b.ConsistencyOf(v) == config.ConsistencyPause {
+			if hasDB {
+				paused = append(paused, "the other files of "+v)
+			} else {
+				paused = append(paused, v)
+			}
+		}
+	}
+	var parts []string
+	if len(dbs) > 0 {
+		parts = append(parts, strings.Join(dbs, ", ")+" snapshotted online")
+	}
+	if len(paused) > 0 {
+		parts = append(parts, "the live release paused while "+strings.Join(paused, ", ")+" are read")
+	} else {
+		parts = append(parts, "the live release never paused")
+	}
+	return ": " + strings.Join(parts, ", ")
 }

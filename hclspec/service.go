@@ -162,12 +162,34 @@ func decodeSQLite(d *decoder, s *config.Service, b *hcl.Block) {
 
 var backupSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{{Name: "store"}, {Name: "volumes", Required: true}, {Name: "consistency"}, {Name: "keep"}, {Name: "logs"}},
+	Blocks:     []hcl.BlockHeaderSchema{{Type: "volume", LabelNames: []string{"name"}}},
+}
+
+var backupVolumeSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "consistency", Required: true}},
 }
 
 func decodeBackup(d *decoder, s *config.Service, b *hcl.Block) {
 	bk := config.NewBackup()
 	s.Ranges[config.AttrBackup] = cfgRange(b.DefRange)
-	a := d.content(b.Body, backupSchema).Attributes
+	c := d.content(b.Body, backupSchema)
+	a := c.Attributes
+	for _, vb := range c.Blocks {
+		name := vb.Labels[0]
+		if _, dup := bk.VolumeConsistency[name]; dup {
+			d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Duplicate volume",
+				Detail:  fmt.Sprintf("backup has two volume %q blocks in service %q; keep one.", name, s.Name),
+				Subject: vb.DefRange.Ptr()})
+			continue
+		}
+		if bk.VolumeConsistency == nil {
+			bk.VolumeConsistency = map[string]config.Consistency{}
+		}
+		s.Ranges[config.BackupVolumeAttr(name, "")] = cfgRange(vb.DefRange)
+		var cons config.Consistency
+		enum(d, d.content(vb.Body, backupVolumeSchema).Attributes, "consistency", config.BackupVolumeAttr(name, config.BackupVolumeConsistency), &cons)
+		bk.VolumeConsistency[name] = cons
+	}
 	d.storeRef(a["store"], &bk.Store)
 	d.strList(a, "volumes", config.AttrBackupVolumes, &bk.Volumes)
 	enum(d, a, "consistency", config.AttrBackupConsistency, &bk.Consistency)

@@ -134,57 +134,145 @@ func BenchmarkPlainCopy(b *testing.B) {
 	}
 }
 
-// BenchmarkSQLitePause measures how long a backup with consistency = "pause" pauses the live
-// release whose volume holds a 100 MB SQLite database.
-func BenchmarkSQLitePause(b *testing.B) {
-	hcl := fmt.Sprintf("\nbackup_store \"bench\" {\n  kind      = \"local\"\n  directory = %q\n}\n", b.TempDir())
-	r := benchRig(b, hcl, nil)
-	db := filepath.Join(b.TempDir(), "app.db")
-	conn, err := sql.Open("sqlite", db)
+// sqliteDB writes a SQLite database of about size bytes in the given journal mode: the writer
+// app's rows table and a table of incompressible blobs.
+func sqliteDB(b *testing.B, size int64, journal string) string {
+	file := filepath.Join(b.TempDir(), "app.db")
+	conn, err := sql.Open("sqlite", "file:"+file+"?_pragma=journal_mode("+journal+")")
 	if err != nil {
 		b.Fatal(err)
 	}
-	conn.Exec("PRAGMA journal_mode=WAL")
-	conn.Exec("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)")
+	defer conn.Close()
+	conn.SetMaxOpenConns(1)
+	conn.Exec("CREATE TABLE rows (n INTEGER PRIMARY KEY, at TEXT)")
+	conn.Exec("CREATE TABLE pad (id INTEGER PRIMARY KEY, body BLOB)")
 	tx, _ := conn.Begin()
 	row := make([]byte, 4000)
-	for i := 0; i < 25000; i++ {
-		rand.NewChaCha8([32]byte{byte(i)}).Read(row)
-		tx.Exec("INSERT INTO t (body) VALUES (?)", row)
+	src := rand.NewChaCha8([32]byte{7})
+	for n := int64(0); n < size; n += int64(len(row)) {
+		src.Read(row)
+		if _, err := tx.Exec("INSERT INTO pad (body) VALUES (?)", row); err != nil {
+			b.Fatal(err)
+		}
 	}
-	tx.Commit()
-	conn.Close()
-	data, _ := os.ReadFile(db)
-	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	if err := tx.Commit(); err != nil {
+		b.Fatal(err)
+	}
+	return file
+}
+
+// writerGap asks the writer app how far it got and its longest gap between commits (and
+// restarts that measure when reset).
+func writerGap(b *testing.B, r *cliRig, reset bool) (committed, gapMS int64) {
+	q := "/writer"
+	if reset {
+		q += "?reset=1"
+	}
+	var w struct {
+		Committed    int64  `json:"committed"`
+		LongestGapMS int64  `json:"longest_gap_ms"`
+		Error        string `json:"error"`
+	}
+	body := r.get(q)
+	if err := json.Unmarshal([]byte(body), &w); err != nil || w.Error != "" {
+		b.Fatalf("the writer app: %s", body)
+	}
+	return w.Committed, w.LongestGapMS
+}
+
+// BenchmarkSQLiteBackup backs up a SQLite database in its own volume with the real binary while
+// the live release commits a row every 5 ms, and reports how long the live release was paused,
+// the writer's longest stall, and the backup's throughput beside the engine's plain copy of the
+// same volume: in WAL mode with SQLite's default synchronous = FULL (an fsync per commit) and
+// with NORMAL (the usual setting with WAL), and in rollback-journal mode.
+func BenchmarkSQLiteBackup(b *testing.B) {
+	for _, mode := range []struct{ journal, sync string }{{"wal", "full"}, {"wal", "normal"}, {"delete", "full"}} {
+		for _, size := range []int64{100 << 20, 1 << 30} {
+			b.Run(fmt.Sprintf("journal=%s/synchronous=%s/size=%dMiB", mode.journal, mode.sync, size>>20), func(b *testing.B) {
+				benchSQLiteBackup(b, mode.journal, mode.sync, size)
+			})
+		}
+	}
+}
+
+func benchSQLiteBackup(b *testing.B, journal, sync string, size int64) {
+	r := newCLIRig(b)
+	dbVol := r.project + "-db"
+	cfg, _ := os.ReadFile(filepath.Join(r.dir, "deployer.hcl"))
+	base := strings.Replace(string(cfg), "  health_check {", "  volume \""+dbVol+"\" { target = \"/db\" }\n  health_check {", 1)
+	os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), []byte(base), 0o644)
+	if out, code := r.run(nil, "apply", "-auto-approve"); code != 0 {
+		b.Fatalf("apply: %s", out)
+	}
+	file := sqliteDB(b, size, journal)
+	f, _ := os.Open(file)
+	info, _ := f.Stat()
 	pr, pw := io.Pipe()
 	go func() {
 		tw := tar.NewWriter(pw)
-		tw.WriteHeader(&tar.Header{Name: "app.db", Mode: 0o644, Size: int64(len(data))})
-		tw.Write(data)
-		pw.CloseWithError(tw.Close())
+		tw.WriteHeader(&tar.Header{Name: "app.db", Mode: 0o644, Size: info.Size()})
+		_, err := io.Copy(tw, f)
+		if err == nil {
+			err = tw.Close()
+		}
+		pw.CloseWithError(err)
 	}()
-	if err := r.eng.CopyTo(context.Background(), obs.Services["app"].Live.ID, "/data", pr); err != nil {
+	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	if err := r.eng.CopyTo(context.Background(), obs.Services["app"].Live.ID, "/db", pr); err != nil {
 		b.Fatal(err)
 	}
-	cfg, _ := os.ReadFile(filepath.Join(r.dir, "deployer.hcl"))
-	withDB := strings.Replace(string(cfg), "  deploy {", "  sqlite \"main\" {\n    volume = \""+r.project+"-data\"\n    path   = \"app.db\"\n  }\n  deploy {", 1)
+	f.Close()
+	// The next release writes to the database while it is backed up.
+	withDB := strings.Replace(base, "    APP_DATA        = \"/data\"\n", "    APP_DATA        = \"/data\"\n    APP_WRITER_DB   = \"/db/app.db\"\n    APP_WRITER_JOURNAL = \""+journal+"\"\n    APP_WRITER_SYNC = \""+sync+"\"\n", 1)
+	withDB = strings.Replace(withDB, "  health_check {", "  sqlite \"main\" {\n    volume = \""+dbVol+"\"\n    path   = \"app.db\"\n  }\n  backup {\n    store   = backup_store.bench\n    volumes = [\""+dbVol+"\"]\n    keep    = 1\n  }\n  health_check {", 1)
+	withDB += fmt.Sprintf("\nbackup_store \"bench\" {\n  kind      = \"local\"\n  directory = %q\n}\n", b.TempDir())
 	os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), []byte(withDB), 0o644)
+	if out, code := r.run(nil, "apply", "-auto-approve", "-var", "version=v2"); code != 0 {
+		b.Fatalf("apply with the writer: %s", out)
+	}
+	obs, _ = executor.Observe(context.Background(), r.eng, r.project)
+	live := obs.Services["app"].Live.ID
+	var wall, plain time.Duration
 	var paused float64
+	var stall int64
+	var peak int64
+	b.SetBytes(info.Size())
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if out, code := r.run(nil, "backup", "service.app"); code != 0 {
-			b.Fatal(out)
+		writerGap(b, r, true)
+		out, d, rss := measured(b, r, nil, "backup", "service.app")
+		_, gap := writerGap(b, r, false)
+		wall += d
+		peak = max(peak, rss)
+		stall = max(stall, gap)
+		if !strings.Contains(string(out), "snapshotted online") {
+			b.Fatalf("not snapshotted online:\n%s", out)
 		}
-		out, _ := r.run(nil, "backups", "list", "service.app", "-json")
+		b.StopTimer()
+		start := time.Now()
+		rc, err := r.eng.CopyFrom(context.Background(), live, "/db")
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, rc)
+		rc.Close()
+		plain += time.Since(start)
+		lout, _ := r.run(nil, "backups", "list", "service.app", "-json")
 		var l struct{ Backups []backup.Manifest }
-		json.Unmarshal([]byte(out), &l)
+		json.Unmarshal([]byte(lout), &l)
 		if len(l.Backups) == 0 || len(l.Backups[0].SQLite) != 1 || l.Backups[0].SQLite[0].Result != "ok" {
-			b.Fatalf("manifest: %s", out)
+			b.Fatalf("manifest: %s", lout)
 		}
 		paused = max(paused, l.Backups[0].PausedSeconds)
+		b.StartTimer()
 	}
-	b.ReportMetric(float64(len(data))/(1<<20), "db-MiB")
+	mib := float64(info.Size()) / (1 << 20)
+	b.ReportMetric(mib, "db-MiB")
 	b.ReportMetric(paused, "max-paused-s")
+	b.ReportMetric(float64(stall), "max-stall-ms")
+	b.ReportMetric(mib/(wall.Seconds()/float64(b.N)), "backup-MiB/s")
+	b.ReportMetric(mib/(plain.Seconds()/float64(b.N)), "plain-copy-MiB/s")
+	b.ReportMetric(float64(peak)/(1<<20), "peak-RSS-MiB")
 }
 
 func s3Env(b *testing.B) []string {

@@ -1,14 +1,22 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/deployer-dev/deployer/executor/backup"
 )
 
 // newInternal holds what the deployer runs inside its own helper containers (FROM scratch, so
@@ -38,6 +46,7 @@ func newInternal(g *globals) *cobra.Command {
 			return prepareVolume(g, args[0], need)
 		},
 	})
+	cmd.AddCommand(snapshotCommands(g)...)
 	return cmd
 }
 
@@ -83,4 +92,72 @@ func clearDir(dir string) (int, error) {
 		}
 	}
 	return len(entries), nil
+}
+
+// snapshotCommands are the helper's online SQLite snapshots: the parent (root in the helper)
+// sizes the volumes and runs one child per database as the database's owner.
+func snapshotCommands(g *globals) []*cobra.Command {
+	return []*cobra.Command{{
+		Use:  "sqlite-snapshot OUT (VOLUME_DIR DB_PATH)...",
+		Args: cobra.MinimumNArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args)%2 != 1 {
+				return fmt.Errorf("sqlite-snapshot: give OUT, then pairs of a volume directory and a database path")
+			}
+			var vols []backup.SnapshotVolume
+			at := map[string]int{}
+			for i := 1; i < len(args); i += 2 {
+				j, ok := at[args[i]]
+				if !ok {
+					j = len(vols)
+					at[args[i]] = j
+					vols = append(vols, backup.SnapshotVolume{Dir: args[i]})
+				}
+				if args[i+1] != "" {
+					vols[j].DBs = append(vols[j].DBs, args[i+1])
+				}
+			}
+			rep, err := backup.SnapshotDBs(cmd.Context(), args[0], vols, snapshotAs)
+			if err != nil {
+				return err
+			}
+			b, _ := json.Marshal(rep)
+			return os.WriteFile(filepath.Join(args[0], "result.json"), b, 0o644)
+		},
+	}, {
+		Use:  "sqlite-snapshot-one SRC DST",
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			snap, err := backup.SnapshotDB(cmd.Context(), args[0], args[1])
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(g.stdout).Encode(snap)
+		},
+	}}
+}
+
+// snapshotAs snapshots a database as the user that owns it (in-process when that is already
+// who runs, or when this process cannot change user).
+func snapshotAs(uid, gid int, src, dst string) (*backup.DBSnapshot, error) {
+	if os.Getuid() != 0 || uid == os.Getuid() && gid == os.Getgid() {
+		return backup.SnapshotDB(context.Background(), src, dst)
+	}
+	var stdout, stderr bytes.Buffer
+	c := exec.Command("/proc/self/exe", "internal", "sqlite-snapshot-one", src, dst)
+	c.Stdout, c.Stderr = &stdout, &stderr
+	c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	if err := c.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		msg = strings.TrimPrefix(msg, "Error: ")
+		if msg == "" {
+			msg = err.Error()
+		}
+		return nil, errors.New(msg)
+	}
+	var snap backup.DBSnapshot
+	if err := json.Unmarshal(stdout.Bytes(), &snap); err != nil {
+		return nil, fmt.Errorf("the snapshot child said %q", strings.TrimSpace(stdout.String()))
+	}
+	return &snap, nil
 }

@@ -16,16 +16,17 @@ import (
 // rewritten in place; without one (CI) one line per finished step with its duration; with -json
 // one JSON object per event per line.
 type renderer struct {
-	w     io.Writer
-	json  bool
-	tty   bool
-	mu    sync.Mutex
-	cur   *executor.Event
-	start time.Time
-	stop  chan struct{}
-	done  sync.WaitGroup
-	rates map[string]time.Time // when each transfer started
-	red   *executor.Redactor   // masks sensitive values in closing lines (events come masked)
+	w            io.Writer
+	json         bool
+	tty          bool
+	mu           sync.Mutex
+	cur          *executor.Event
+	start        time.Time
+	stop         chan struct{}
+	done         sync.WaitGroup
+	rates        map[string]time.Time // when each transfer started
+	lastProgress time.Time            // when a progress line was last printed without a terminal
+	red          *executor.Redactor   // masks sensitive values in closing lines (events come masked)
 }
 
 func newRenderer(w io.Writer, asJSON, tty bool) *renderer {
@@ -112,8 +113,9 @@ func (r *renderer) event(e executor.Event) {
 	}
 }
 
-// progress shows a transfer: on a terminal bytes, rate and a bar (when the total is known) in
-// place of the step line; without one, a line when a volume is done.
+// progress shows a transfer: bytes, of the total the volume is expected to hold, the rate and
+// the time left; on a terminal in place of the step line with a bar, without one a line every
+// few seconds and when a volume is done.
 func (r *renderer) progress(e executor.Event, clear string) {
 	key := e.Service + "/" + e.Detail
 	if r.rates == nil {
@@ -124,15 +126,12 @@ func (r *renderer) progress(e executor.Event, clear string) {
 		start = time.Now()
 		r.rates[key] = start
 	}
-	secs := time.Since(start).Seconds()
-	rate := ""
-	if secs > 0.05 {
-		rate = fmt.Sprintf(", %s/s", executor.HumanBytes(int64(float64(e.Bytes)/secs)))
-	}
 	done := strings.HasSuffix(e.Detail, " done")
+	line := progressLine(e, time.Since(start), done)
 	if !r.tty {
-		if done {
-			fmt.Fprintf(r.w, "          | %s: %s%s\n", strings.TrimSuffix(e.Detail, " done"), executor.HumanBytes(e.Bytes), rate)
+		if done || time.Since(r.lastProgress) >= 5*time.Second {
+			r.lastProgress = time.Now()
+			fmt.Fprintf(r.w, "          | %s: %s\n", strings.TrimSuffix(e.Detail, " done"), line)
 		}
 		return
 	}
@@ -143,11 +142,30 @@ func (r *renderer) progress(e executor.Event, clear string) {
 		n = min(max(n, 0), width)
 		bar = " [" + strings.Repeat("=", n) + strings.Repeat(" ", width-n) + "]"
 	}
-	fmt.Fprintf(r.w, "%s  ... %s: %s %s%s%s", clear, e.Service, e.Detail, executor.HumanBytes(e.Bytes), rate, bar)
+	fmt.Fprintf(r.w, "%s  ... %s: %s %s%s", clear, e.Service, e.Detail, line, bar)
 	if done {
 		fmt.Fprintln(r.w)
 		r.redraw()
 	}
+}
+
+// progressLine says how far a transfer is: "120 MiB of 400 MiB, 35 MiB/s, 8s left".
+func progressLine(e executor.Event, elapsed time.Duration, done bool) string {
+	line := executor.HumanBytes(e.Bytes)
+	if e.Total > 0 && !done {
+		line += " of " + executor.HumanBytes(max(e.Total, e.Bytes))
+	}
+	secs := elapsed.Seconds()
+	if secs <= 0.05 || e.Bytes <= 0 {
+		return line
+	}
+	rate := float64(e.Bytes) / secs
+	line += fmt.Sprintf(", %s/s", executor.HumanBytes(int64(rate)))
+	if e.Total > e.Bytes && !done {
+		left := time.Duration(float64(e.Total-e.Bytes) / rate * float64(time.Second))
+		line += ", " + left.Round(time.Second).String() + " left"
+	}
+	return line
 }
 
 // redraw shows the running step again after a line was printed above it.

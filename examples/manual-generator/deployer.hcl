@@ -104,6 +104,11 @@ service "manual" {
     consistency = "pause" # pause the live container while its files are copied; or "none"
     keep        = 14      # backups kept per service; older ones are deleted
     logs        = true    # upload the live container's logs before it stops
+
+    # The database (sqlite "main") is always snapshotted online, never paused; consistency covers
+    # a volume's other files. Uploads are written whole, so they are read without a pause, and
+    # manual_instance holds nothing but the database: no deploy pauses the live release at all.
+    volume "manual_uploads" { consistency = "none" }
   }
 
   hook "before_cutover" { # one-off container of the new image, same volumes and env

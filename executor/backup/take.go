@@ -31,17 +31,36 @@ type Source interface {
 	LogStream(ctx context.Context, containerID string) (io.ReadCloser, error)
 }
 
-// Volume is a volume to back up: its name and where the container mounts it.
+// Volume is a volume to back up: its name, where the container mounts it, and how its files
+// (other than the databases, when they are snapshotted) are read: "pause" or "none"; empty
+// takes the request's Consistency.
 type Volume struct {
-	Name   string
-	Target string
+	Name        string
+	Target      string
+	Consistency string
 }
 
-// DB is a SQLite database declared in a volume.
+// DB is a SQLite database declared in a volume; Check runs quick_check on what was backed up.
 type DB struct {
 	Name   string
 	Volume string
 	Path   string // relative to the volume
+	Check  bool
+}
+
+// ErrNoSnapshots says the snapshot helper could not run (an older deployer as docker.proxy_image,
+// say): the backup is then taken as before, databases with their volumes.
+var ErrNoSnapshots = errors.New("the snapshot helper could not run")
+
+// Snapshotter takes a backup's online SQLite snapshots and sizes its volumes (the executor runs
+// it in a helper container).
+type Snapshotter interface {
+	// Snapshot sizes the volumes and snapshots the databases declared in them, in that order.
+	Snapshot(ctx context.Context, vols []Volume, dbs []DB) (*SnapshotReport, error)
+	// Open streams a file the snapshot wrote (DBSnapshot.File).
+	Open(ctx context.Context, file string) (io.ReadCloser, error)
+	// Close removes what the snapshot left.
+	Close()
 }
 
 // Request is one backup to take.
@@ -54,10 +73,14 @@ type Request struct {
 	Image, ImageID string
 	ContainerID    string
 	Volumes        []Volume
-	Consistency    string // pause or none
+	Consistency    string // pause or none: the default of each volume
 	Logs           bool
-	SQLite         []DB
-	Keep           int // complete backups kept per service; 0 keeps all
+	SQLite         []DB // the databases declared in the volumes
+	// Snapshots, when set, snapshots the databases online and sizes the volumes first: the
+	// databases' files are then left out of their volumes' copies and never paused. Nil: the
+	// databases are copied with their volumes, as the volumes' consistency says.
+	Snapshots Snapshotter
+	Keep      int // complete backups kept per service; 0 keeps all
 	// Lenient records a failed quick_check in the manifest instead of failing the backup: for
 	// the backup of the current data before a restore, which may be the damage being undone.
 	Lenient         bool
@@ -65,6 +88,7 @@ type Request struct {
 	Reason          string
 	TempDir         string // for the spool of a paused copy; os.TempDir() when empty
 	Progress        func(Progress)
+	Warn            func(string) // what the operator should know about how the backup was taken
 	// Keys encrypt the archives and logs (age recipients) and sign the manifest; nil: neither.
 	Keys *Keys
 }
@@ -74,7 +98,7 @@ type Progress struct {
 	Volume string
 	Phase  string // read (from the paused container), upload, done
 	Bytes  int64
-	Total  int64 // 0 when unknown
+	Total  int64 // what the volume is expected to hold; 0 when unknown
 }
 
 // Take backs up the volumes of a live container. With consistency "pause" the container is
@@ -95,8 +119,14 @@ func Take(ctx context.Context, req Request) (*Manifest, error) {
 	if req.Progress == nil {
 		req.Progress = func(Progress) {}
 	}
+	if req.Warn == nil {
+		req.Warn = func(string) {}
+	}
 	t := &taking{req: req, m: m, dir: Dir(req.Project, req.Service) + m.ID + "/", waitSpool: func() error { return nil }}
 	defer t.cleanup()
+	if err := t.snapshot(ctx); err != nil {
+		return nil, err
+	}
 	if err := t.sources(ctx); err != nil {
 		return nil, err
 	}
@@ -129,8 +159,12 @@ type taking struct {
 	req Request
 	m   *Manifest
 	dir string // the backup's directory in the store
-	// sources read each volume: spooled files when paused, the live stream otherwise.
+	// sources read each volume: spooled files when paused, the live stream otherwise, with
+	// the databases' snapshots in place of their files.
 	source []func() (io.ReadCloser, error)
+	totals []int64           // each volume's expected bytes, 0 when unknown
+	snaps  *SnapshotReport   // nil without online snapshots
+	failed map[string]string // database name -> why it has no snapshot (lenient only)
 	// waitSpool returns once the copy out of the paused container has ended (and the container
 	// runs again), with its error.
 	waitSpool func() error
@@ -143,34 +177,135 @@ func (t *taking) cleanup() {
 	}
 }
 
-// sources opens the way each volume is read. With consistency pause, the copy out of the paused
-// container runs beside compression and upload, into spool files; an early failure of the
-// upload cancels it, so the pause never outlives the backup.
-func (t *taking) sources(ctx context.Context) error {
+// snapshot snapshots the databases online, before anything is paused: the backup holds every
+// transaction committed before it began. A database that cannot be snapshotted fails the backup
+// (a lenient one copies its files with the volume instead, and records why).
+func (t *taking) snapshot(ctx context.Context) error {
 	req := t.req
-	t.source = make([]func() (io.ReadCloser, error), len(req.Volumes))
-	if req.Consistency != "pause" {
-		for i, v := range req.Volumes {
-			v := v
-			t.source[i] = func() (io.ReadCloser, error) { return req.Source.CopyFrom(ctx, req.ContainerID, v.Target) }
+	t.totals = make([]int64, len(req.Volumes))
+	if req.Snapshots == nil {
+		return nil
+	}
+	t.cleanups = append(t.cleanups, req.Snapshots.Close)
+	var dbs []DB
+	for _, v := range req.Volumes {
+		dbs = append(dbs, dbsIn(req.SQLite, v.Name)...)
+	}
+	rep, err := req.Snapshots.Snapshot(ctx, req.Volumes, dbs)
+	if errors.Is(err, ErrNoSnapshots) {
+		if len(dbs) > 0 {
+			req.Warn(fmt.Sprintf("the SQLite databases are copied with their volumes, not snapshotted online: %v", err))
 		}
 		return nil
 	}
-	spool, err := os.MkdirTemp(req.TempDir, "deployer-backup-")
 	if err != nil {
-		return fmt.Errorf("backup spool: %w", err)
+		return err
 	}
-	t.cleanups = append(t.cleanups, func() { os.RemoveAll(spool) })
-	files := make([]*spoolFile, len(req.Volumes))
-	for i := range req.Volumes {
-		files[i] = newSpoolFile(filepath.Join(spool, strconv.Itoa(i)+".tar"))
-		t.source[i] = files[i].reader
+	t.failed = map[string]string{}
+	for i, v := range req.Volumes {
+		vr := &rep.Volumes[i]
+		declared := dbsIn(req.SQLite, v.Name)
+		if len(vr.DBs) != len(declared) {
+			return fmt.Errorf("volume %s: the snapshot helper reported %d databases for %d", v.Name, len(vr.DBs), len(declared))
+		}
+		t.totals[i] = vr.OtherBytes
+		for j, db := range vr.DBs {
+			if db.Error == "" {
+				t.totals[i] += db.Size
+				continue
+			}
+			if !req.Lenient {
+				return fmt.Errorf("sqlite %q (%s in volume %s): %s", declared[j].Name, declared[j].Path, v.Name, Printable(db.Error))
+			}
+			t.failed[declared[j].Name] = db.Error
+			t.totals[i] = vr.Bytes // copied with the volume: about everything is read
+		}
+	}
+	t.snaps = rep
+	return nil
+}
+
+func (r *VolumeReport) hasSnapshots() bool {
+	for _, db := range r.DBs {
+		if db.Error == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// snapshotsOnly reports whether the volume holds nothing but databases that were snapshotted:
+// it is then not read from the container at all.
+func (r *VolumeReport) snapshotsOnly() bool {
+	for _, db := range r.DBs {
+		if db.Error != "" {
+			return false
+		}
+	}
+	return len(r.DBs) > 0 && r.Others == 0
+}
+
+// consistency is how volume v's files are read.
+func (t *taking) consistency(v Volume) string {
+	if v.Consistency != "" {
+		return v.Consistency
+	}
+	return t.req.Consistency
+}
+
+// sources opens the way each volume is read. A volume holding nothing but snapshotted
+// databases is not read from the container at all. Volumes read with consistency pause are
+// copied, all in one pause, into spool files, beside compression and upload; an early failure
+// of the upload cancels the copy, so the pause never outlives the backup.
+func (t *taking) sources(ctx context.Context) error {
+	req := t.req
+	t.source = make([]func() (io.ReadCloser, error), len(req.Volumes))
+	var paused []spooled
+	var spool string
+	for i, v := range req.Volumes {
+		v := v
+		var vr *VolumeReport
+		if t.snaps != nil && t.snaps.Volumes[i].hasSnapshots() {
+			vr = &t.snaps.Volumes[i]
+		}
+		var inner func() (io.ReadCloser, error)
+		switch {
+		case vr != nil && vr.snapshotsOnly():
+			inner = func() (io.ReadCloser, error) { return nil, nil }
+		case t.consistency(v) == "pause":
+			if spool == "" {
+				dir, err := os.MkdirTemp(req.TempDir, "deployer-backup-")
+				if err != nil {
+					return fmt.Errorf("backup spool: %w", err)
+				}
+				spool = dir
+				t.cleanups = append(t.cleanups, func() { os.RemoveAll(dir) })
+			}
+			f := newSpoolFile(filepath.Join(spool, strconv.Itoa(i)+".tar"))
+			paused = append(paused, spooled{volume: v, file: f, total: t.totals[i]})
+			inner = f.reader
+		default:
+			inner = func() (io.ReadCloser, error) { return req.Source.CopyFrom(ctx, req.ContainerID, v.Target) }
+		}
+		t.source[i] = inner
+		if vr != nil {
+			t.source[i] = func() (io.ReadCloser, error) {
+				rc, err := inner()
+				if err != nil {
+					return nil, err
+				}
+				return withSnapshots(ctx, path.Base(v.Target), rc, vr, req.Snapshots.Open), nil
+			}
+		}
+	}
+	if len(paused) == 0 {
+		return nil
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		paused, err := pauseAndSpool(sctx, req, files, req.Progress)
-		t.m.PausedSeconds = paused.Seconds()
+		d, err := pauseAndSpool(sctx, req, paused, req.Progress)
+		t.m.PausedSeconds = d.Seconds()
 		done <- err
 	}()
 	var once sync.Once
@@ -181,6 +316,13 @@ func (t *taking) sources(ctx context.Context) error {
 	}
 	t.cleanups = append(t.cleanups, func() { cancel(); t.waitSpool() })
 	return nil
+}
+
+// spooled is a volume copied out of the paused container.
+type spooled struct {
+	volume Volume
+	file   *spoolFile
+	total  int64
 }
 
 // volumes compresses (and encrypts) each volume's archive into the store, and checks the SQLite
@@ -195,13 +337,24 @@ func (t *taking) volumes(ctx context.Context) error {
 	defer os.RemoveAll(extract)
 	for i, v := range req.Volumes {
 		dbs := dbsIn(req.SQLite, v.Name)
+		var snaps []DBSnapshot
+		if t.snaps != nil {
+			snaps = t.snaps.Volumes[i].DBs
+		}
+		var extracted []DB // the databases copied with the volume, checked as they pass
+		for j, db := range dbs {
+			if j >= len(snaps) || snaps[j].Error != "" {
+				extracted = append(extracted, db)
+			}
+		}
 		rc, err := t.source[i]()
 		if err != nil {
 			return fmt.Errorf("volume %s: read %s: %w", v.Name, v.Target, err)
 		}
 		key := archiveKey(v.Name, encrypted)
-		counted := &countingReader{r: rc, report: func(n int64) { req.Progress(Progress{Volume: v.Name, Phase: "upload", Bytes: n}) }}
-		f, raw, err := putCompressed(ctx, req.Store, t.dir+key, counted, req.Keys, dbs, extract)
+		total := t.totals[i]
+		counted := &countingReader{r: rc, report: func(n int64) { req.Progress(Progress{Volume: v.Name, Phase: "upload", Bytes: n, Total: total}) }}
+		f, raw, err := putCompressed(ctx, req.Store, t.dir+key, counted, req.Keys, extracted, extract)
 		rc.Close()
 		if err != nil {
 			return fmt.Errorf("volume %s: %w", v.Name, err)
@@ -209,13 +362,31 @@ func (t *taking) volumes(ctx context.Context) error {
 		req.Progress(Progress{Volume: v.Name, Phase: "done", Bytes: raw, Total: raw})
 		f.Key = key
 		m.Volumes = append(m.Volumes, VolumeArchive{Name: v.Name, Target: v.Target, File: *f, Bytes: raw})
+		k := 0
 		for j, db := range dbs {
-			res, err := checkExtracted(ctx, extract, j, db)
+			res, err := "", error(nil)
+			switch {
+			case j < len(snaps) && snaps[j].Error == "":
+				if res = snaps[j].QuickCheck; res != "ok" {
+					err = fmt.Errorf("sqlite %q (%s in volume %s): %s", db.Name, db.Path, db.Volume, Printable(res))
+				}
+			default:
+				if db.Check {
+					res, err = checkExtracted(ctx, extract, k, db)
+				}
+				k++
+			}
+			if !db.Check {
+				continue
+			}
 			if err != nil && !req.Lenient {
 				return err
 			}
 			if err != nil {
 				res = "failed: " + err.Error()
+			}
+			if why, ok := t.failed[db.Name]; ok && err == nil {
+				res = "ok (copied with the volume: no snapshot, " + why + ")"
 			}
 			m.SQLite = append(m.SQLite, DBCheck{Name: db.Name, Volume: db.Volume, Path: db.Path, Result: res})
 		}
@@ -247,11 +418,11 @@ func (t *taking) logs(ctx context.Context) error {
 // pauseAndSpool pauses the container, copies every volume into its spool file, and unpauses it,
 // on every path. It returns how long the container was paused. Files not reached after an
 // error are failed, so that their readers stop.
-func pauseAndSpool(ctx context.Context, req Request, files []*spoolFile, progress func(Progress)) (d time.Duration, err error) {
+func pauseAndSpool(ctx context.Context, req Request, vols []spooled, progress func(Progress)) (d time.Duration, err error) {
 	next := 0
 	defer func() {
-		for ; next < len(files); next++ {
-			files[next].fail(fmt.Errorf("not copied: %v", err))
+		for ; next < len(vols); next++ {
+			vols[next].file.fail(fmt.Errorf("not copied: %v", err))
 		}
 	}()
 	if err := req.Source.Pause(ctx, req.ContainerID); err != nil {
@@ -270,13 +441,14 @@ func pauseAndSpool(ctx context.Context, req Request, files []*spoolFile, progres
 		return req.Source.Unpause(uctx, req.ContainerID)
 	}
 	defer unpause()
-	for i, v := range req.Volumes {
+	for i, sv := range vols {
+		v := sv.volume
 		rc, err := req.Source.CopyFrom(ctx, req.ContainerID, v.Target)
 		if err != nil {
 			return time.Since(start), fmt.Errorf("volume %s: read %s: %w", v.Name, v.Target, err)
 		}
 		next = i + 1
-		err = files[i].fill(rc, func(n int64) { progress(Progress{Volume: v.Name, Phase: "read", Bytes: n}) })
+		err = sv.file.fill(rc, func(n int64) { progress(Progress{Volume: v.Name, Phase: "read", Bytes: n, Total: sv.total}) })
 		rc.Close()
 		if err != nil {
 			return time.Since(start), fmt.Errorf("volume %s: copy to the spool: %w", v.Name, err)

@@ -97,6 +97,15 @@ func (e *Engine) StopContainer(ctx context.Context, id string, timeout time.Dura
 }
 
 // RemoveContainer removes a container (forcing a running one down); its named volumes stay.
+// RemoveVolume removes a volume; one that is gone already is not an error.
+func (e *Engine) RemoveVolume(ctx context.Context, name string) error {
+	err := e.cli.VolumeRemove(ctx, name, true)
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("remove volume %s: %w", name, err)
+	}
+	return nil
+}
+
 func (e *Engine) RemoveContainer(ctx context.Context, id string) error {
 	err := e.cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: false})
 	if err != nil && !isNotFound(err) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/pkg/stdcopy"
@@ -33,8 +35,22 @@ func (e *Engine) CopyTo(ctx context.Context, id, dir string, tar io.Reader) erro
 }
 
 // Pause freezes every process of the container.
+//
+// The kernel's freezer gives up when a process stays in uninterruptible I/O (a busy writer on a
+// slow disk): "unable to freeze". The container is left running then, so trying again is safe.
 func (e *Engine) Pause(ctx context.Context, id string) error {
-	if err := e.cli.ContainerPause(ctx, id); err != nil {
+	var err error
+	for try := 0; try < 4; try++ {
+		if err = e.cli.ContainerPause(ctx, id); err == nil || !strings.Contains(err.Error(), "unable to freeze") {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pause %s: %w", short(id), ctx.Err())
+		case <-time.After(time.Duration(try+1) * 200 * time.Millisecond):
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("pause %s: %w", short(id), err)
 	}
 	return nil

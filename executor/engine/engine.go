@@ -123,6 +123,9 @@ type Runtime interface {
 	Pause(ctx context.Context, id string) error
 	Unpause(ctx context.Context, id string) error
 	LogStream(ctx context.Context, id string) (io.ReadCloser, error)
+	// RemoveVolume removes a volume the deployer made for itself (a backup's scratch space);
+	// never a service's. A volume that does not exist is not an error.
+	RemoveVolume(ctx context.Context, name string) error
 	// Networks, exec and restart policies, for the proxy. EnsureNetwork returns the
 	// network's fixed-address range (see NetworkPlan); an empty one when the network was made
 	// without (by an earlier version), and its containers get addresses from the engine.

@@ -351,6 +351,20 @@ func (e *Engine) EnsureNetwork(_ context.Context, name string, _ map[string]stri
 	return fmt.Sprintf("127.%d.%d.128/25", e.prefix[0], e.prefix[1]), nil
 }
 
+// RemoveVolume removes a volume and its files.
+func (e *Engine) RemoveVolume(_ context.Context, name string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("volume", name); err != nil {
+		return err
+	}
+	if dir, ok := e.volumes[name]; ok {
+		delete(e.volumes, name)
+		return os.RemoveAll(dir)
+	}
+	return nil
+}
+
 // volume returns a volume's directory, making it; called with e.mu held.
 func (e *Engine) volume(name string) (string, error) {
 	if dir, ok := e.volumes[name]; ok {

@@ -15,6 +15,12 @@ import (
 // answering the `deployer proxy ctl REQUEST` execs the deployer sends. Its routes bind
 // 127.0.0.1.
 func Proxy(ctx context.Context, p *Process) int {
+	if len(p.Cmd) > 0 && p.Cmd[0] == "internal" {
+		// The deployer's helper commands (snapshots, restores) need a real filesystem: this
+		// image answers as a deployer without them would.
+		p.Printf("Error: unknown command %q for \"deployer internal\"", p.Cmd[1:])
+		return 1
+	}
 	dir, err := os.MkdirTemp("", "memproxy") // short: a unix socket's path is
 	if err != nil {
 		p.Printf("deployer proxy: %v", err)

@@ -4,6 +4,12 @@
 //
 // Run as `testapp exit N` it prints a line and exits with N, for hooks and one-off containers; as
 // `testapp seed PATH` it writes the SQLite file in APP_SEED_DB (base64) to PATH.
+//
+// With APP_WRITER_DB=PATH it also commits numbered rows to that SQLite database, one every
+// APP_WRITER_EVERY (default 5ms), in APP_WRITER_JOURNAL mode (wal or delete, default wal) with
+// APP_WRITER_SYNC as SQLite's synchronous setting (full, its default, or normal), and
+// GET /writer says how far it got and the longest gap between two commits (?reset=1 restarts
+// that measure).
 package main
 
 import (
@@ -51,6 +57,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "testapp: dying as configured")
 		os.Exit(4)
 	})
+	if file := os.Getenv("APP_WRITER_DB"); file != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/", handler)
+		mux.Handle("/writer", startWriter(file))
+		handler = mux
+	}
 	port := strconv.Itoa(app.Port)
 	srv := &http.Server{Addr: ":" + port, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	stopOn := []os.Signal{syscall.SIGTERM, os.Interrupt}

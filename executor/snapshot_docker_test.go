@@ -1,0 +1,225 @@
+package executor_test
+
+import (
+	"archive/tar"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/backup"
+)
+
+type writerState struct {
+	Committed    int64  `json:"committed"`
+	LongestGapMS int64  `json:"longest_gap_ms"`
+	Error        string `json:"error"`
+}
+
+func (r *rig) writer(query string) writerState {
+	r.t.Helper()
+	var w writerState
+	body := r.get("/writer" + query)
+	if err := json.Unmarshal([]byte(body), &w); err != nil {
+		r.t.Fatalf("GET /writer: %q", body)
+	}
+	if w.Error != "" {
+		r.t.Fatalf("the app's writer failed: %s", w.Error)
+	}
+	return w
+}
+
+// watchPaused records whether the container id is seen paused until stop is called.
+func (r *rig) watchPaused(id string) (stop func() bool) {
+	var seen atomic.Bool
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			obs, err := executor.Observe(context.Background(), r.eng, r.project)
+			if err != nil {
+				continue
+			}
+			for _, c := range obs.All {
+				if c.ID == id && c.State == "paused" {
+					seen.Store(true)
+				}
+			}
+		}
+	}()
+	return func() bool { close(done); wg.Wait(); return seen.Load() }
+}
+
+// archiveEntries reads a volume's archive from a backup: its entries, and the database at path
+// written to a file.
+func archiveEntries(t *testing.T, sb *executor.ServiceBackups, m *backup.Manifest, volume, dbPath string) ([]string, string) {
+	t.Helper()
+	rc, err := backup.OpenVolume(context.Background(), sb.Store, m, volume, sb.Keys, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	var names []string
+	db := ""
+	tr := tar.NewReader(rc)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, hdr.Name)
+		if strings.HasSuffix(hdr.Name, "/"+dbPath) {
+			db = filepath.Join(t.TempDir(), "snapshot.db")
+			f, _ := os.Create(db)
+			io.Copy(f, tr)
+			f.Close()
+		}
+	}
+	return names, db
+}
+
+// A writer app commits numbered rows while a deploy backs up its database: the live release is
+// never paused (the candidate is, for its own check, before it serves) for the database (its volume holds nothing else), the backup holds every row
+// committed before it began and passes quick_check, its archive has no -wal or -shm, and the
+// restored database opens in the app, which goes on writing. The other volume's files follow
+// that volume's consistency. In WAL and in rollback-journal mode.
+func TestOnlineSnapshotBackup(t *testing.T) {
+	for _, tc := range []struct {
+		journal, files string
+	}{{"wal", "none"}, {"delete", "pause"}} {
+		t.Run(tc.journal+"/files="+tc.files, func(t *testing.T) {
+			r := newRig(t)
+			r.self = staticDeployer(t)
+			store := localStore(t)
+			dbVol := r.project + "-db"
+			mod := func(s *config.Service) {
+				s.Volumes = append(s.Volumes, &config.Volume{Name: dbVol, Target: "/db"})
+				s.Env["APP_WRITER_DB"] = "/db/app.db"
+				s.Env["APP_WRITER_JOURNAL"] = tc.journal
+				s.SQLite[0].Volume = dbVol
+				s.Backup.Volumes = []string{dbVol, r.project + "-data"}
+				s.Backup.VolumeConsistency = map[string]config.Consistency{r.project + "-data": config.Consistency(tc.files)}
+			}
+			noBackup := func(s *config.Service) { mod(s); s.Backup = nil }
+			p1 := r.config("v1", withBackup(store, noBackup))
+			if so := r.apply(p1); so.Error != "" {
+				t.Fatal(so.Error)
+			}
+			for r.writer("").Committed < 100 {
+				time.Sleep(20 * time.Millisecond)
+			}
+			before := r.writer("?reset=1").Committed
+			stop := r.watchPaused(r.liveID())
+			p2 := r.configWithStore("v2", store, mod)
+			so := r.apply(p2)
+			paused := stop()
+			if so.Error != "" {
+				t.Fatal(so.Error)
+			}
+			gap := r.writer("")
+			t.Logf("writer: %d rows before the deploy, longest gap between commits during it %d ms", before, gap.LongestGapMS)
+
+			sb, err := executor.OpenBackups(context.Background(), p2, p2.Service("app"), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			l, err := sb.List(context.Background())
+			if err != nil || len(l.Complete) != 1 {
+				t.Fatalf("backups: %+v %v", l, err)
+			}
+			m := l.Complete[0]
+			if len(m.SQLite) != 1 || m.SQLite[0].Result != "ok" {
+				t.Errorf("quick_check: %+v", m.SQLite)
+			}
+			switch tc.files {
+			case "none":
+				if paused || m.PausedSeconds != 0 {
+					t.Errorf("the live release was paused (seen %v, manifest %.3fs)", paused, m.PausedSeconds)
+				}
+			case "pause":
+				if !paused || m.PausedSeconds <= 0 {
+					t.Errorf("the data volume's files were not read paused (seen %v, manifest %.3fs)", paused, m.PausedSeconds)
+				}
+			}
+			logged := strings.Join(r.eventDetails(), "\n")
+			if !strings.Contains(logged, "1 database snapshotted online") {
+				t.Errorf("the output does not say the database was snapshotted online:\n%s", logged)
+			}
+			if tc.journal == "delete" && !strings.Contains(logged, "app.db in delete journal mode: its writers waited up to") {
+				t.Errorf("the output does not say how long the writers waited:\n%s", logged)
+			}
+
+			names, snap := archiveEntries(t, sb, m, dbVol, "app.db")
+			if len(names) != 2 || names[0] != "db/" || names[1] != "db/app.db" {
+				t.Errorf("the database volume's archive holds %q, want only db/ and db/app.db", names)
+			}
+			if snap == "" {
+				t.Fatal("no database in the archive")
+			}
+			if err := backup.QuickCheck(context.Background(), snap); err != nil {
+				t.Fatal(err)
+			}
+			conn, _ := sql.Open("sqlite", "file:"+snap)
+			var n int64
+			conn.QueryRow("SELECT count(*) FROM rows WHERE n <= ?", before).Scan(&n)
+			conn.Close()
+			if n != before {
+				t.Errorf("the backup holds %d of the %d rows committed before it began", n, before)
+			}
+			dataNames, _ := archiveEntries(t, sb, m, r.project+"-data", "")
+			if !strings.Contains(strings.Join(dataNames, " "), "data/history") {
+				t.Errorf("the data volume's archive lacks its files: %q", dataNames)
+			}
+
+			// Restore: the app opens the restored database and goes on writing after its rows.
+			a := r.applier(p2)
+			rp, err := a.PrepareRestore(context.Background(), "app", m.ID, executor.RestoreOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Restore(context.Background(), "app", rp); err != nil {
+				t.Fatal(err)
+			}
+			var after writerState
+			for i := 0; i < 100; i++ {
+				if after = r.writer(""); after.Committed > before {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if after.Committed <= before {
+				t.Errorf("after the restore the app's writer is at row %d, want past %d", after.Committed, before)
+			}
+		})
+	}
+}
+
+// eventDetails are the details of the events the rig's applies sent.
+func (r *rig) eventDetails() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, e := range r.events {
+		out = append(out, e.Detail)
+	}
+	return out
+}
