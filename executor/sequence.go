@@ -358,7 +358,7 @@ func backupHow(s *config.Service) string {
 			if hasDB {
 				paused = append(paused, "the other files of "+v)
 			} else {
-				paused = append(paused, v)
+				paused = append(paused, "the files of "+v)
 			}
 		}
 	}
