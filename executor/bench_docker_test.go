@@ -247,14 +247,8 @@ func downtime(b *testing.B, port int, deploy func(i int)) {
 // release's address on the project network: latency of sequential keep-alive requests (p50,
 // p99) and throughput with 32 concurrent clients, all on 127.0.0.1 and the same 2 cores.
 func BenchmarkProxyOverhead(b *testing.B) {
-	r := newRig(b)
-	r.self = staticDeployer(b)
-	if so := r.apply(r.config("v1", func(s *config.Service) { s.Deploy.Cutover = "proxy" })); so.Error != "" {
-		b.Fatal(so.Error)
-	}
-	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
-	live, _ := r.eng.Inspect(context.Background(), obs.Services["app"].Live.ID)
-	direct := fmt.Sprintf("http://%s:8080/", live.IPs[executor.NetworkName(r.project)])
+	r, upstream := proxiedRelease(b)
+	direct := fmt.Sprintf("http://%s/", upstream)
 	proxied := fmt.Sprintf("http://127.0.0.1:%d/", r.port)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 5 * time.Second}
 	get := func(url string) {
@@ -304,4 +298,17 @@ func BenchmarkProxyOverhead(b *testing.B) {
 		b.ReportMetric(dt, "direct-req/s")
 		b.ReportMetric(pt, "proxy-req/s")
 	}
+}
+
+// proxiedRelease deploys the app behind the proxy and returns its rig and the live release's
+// own address on the project network.
+func proxiedRelease(b *testing.B) (*rig, string) {
+	r := newRig(b)
+	r.self = staticDeployer(b)
+	if so := r.apply(r.config("v1", func(s *config.Service) { s.Deploy.Cutover = "proxy" })); so.Error != "" {
+		b.Fatal(so.Error)
+	}
+	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	live, _ := r.eng.Inspect(context.Background(), obs.Services["app"].Live.ID)
+	return r, live.IPs[executor.NetworkName(r.project)] + ":8080"
 }

@@ -8,18 +8,16 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // Route is the proxy's configuration for one service.
@@ -66,7 +64,7 @@ func NewServer() *Server { return &Server{routes: map[string]*route{}} }
 type route struct {
 	Route
 	ln       net.Listener
-	srv      *http.Server
+	srv      *fasthttp.Server
 	current  atomic.Pointer[backend]
 	previous atomic.Pointer[backend]
 	failed   atomic.Bool
@@ -78,25 +76,16 @@ type route struct {
 
 // backend is one release behind a route, with what is in flight on it.
 type backend struct {
-	addr      string
-	transport *http.Transport
-	inflight  atomic.Int64
-	mu        sync.Mutex
-	cancels   map[int64]func() // requests and connections, cut at the drain deadline
-	next      int64
+	addr     string
+	client   *fasthttp.HostClient // slow endpoints are the app's business; drains bound them
+	inflight atomic.Int64
+	mu       sync.Mutex
+	cancels  map[int64]func() // requests and connections, cut at the drain deadline
+	next     int64
 }
 
 func newBackend(addr string) *backend {
-	return &backend{addr: addr, cancels: map[int64]func(){},
-		transport: &http.Transport{
-			Proxy:                 nil,
-			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:          256,
-			MaxIdleConnsPerHost:   256,
-			IdleConnTimeout:       90 * time.Second,
-			ResponseHeaderTimeout: 0, // slow endpoints are the app's business; drains bound them
-			ForceAttemptHTTP2:     false,
-		}}
+	return &backend{addr: addr, cancels: map[int64]func(){}, client: newClient(addr)}
 }
 
 // begin registers something in flight; end must be called once it is over.
@@ -162,6 +151,8 @@ func (s *Server) Set(rt Route) (previous string, err error) {
 	}
 	old := r.current.Load()
 	if old.addr == rt.Backend {
+		// Already there, perhaps by a fail-back: now the deployer's decision, not a failure.
+		r.failed.Store(false)
 		return "", nil
 	}
 	r.Backend = rt.Backend
@@ -196,12 +187,12 @@ func (s *Server) Drain(ctx context.Context, name, addr string, timeout time.Dura
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	n := b.cut()
+	n := b.cut() + r.cutConns(b)
 	if prev := r.previous.Load(); prev == b {
 		r.previous.Store(nil)
 	}
 	r.backends.Delete(addr)
-	b.transport.CloseIdleConnections()
+	b.client.CloseIdleConnections()
 	return n, nil
 }
 
@@ -247,8 +238,9 @@ func (s *Server) Shutdown(ctx context.Context) {
 	for _, r := range routes {
 		r.ln.Close()
 		if r.srv != nil {
-			// Not http.Server.Shutdown: it drops a request read after it began, unanswered.
-			r.srv.SetKeepAlivesEnabled(false)
+			// Answers what each connection has sent, then closes it (Connection: close), and
+			// closes idle ones at once.
+			go r.srv.ShutdownWithContext(ctx)
 		}
 	}
 	for {
@@ -268,18 +260,39 @@ func (s *Server) Shutdown(ctx context.Context) {
 	}
 }
 
-// connState is where one client connection of an HTTP route is.
+// connState is where one client connection of an HTTP route is. It is stored once, when the
+// connection opens; its state then changes in place, so that a request costs no map write.
 type connState struct {
-	state http.ConnState
-	since time.Time
+	state   atomic.Int32            // a fasthttp.ConnState
+	since   time.Time               // when it opened
+	backend atomic.Pointer[backend] // where its request in flight went, nil between requests
 }
 
-func (r *route) trackConn(c net.Conn, st http.ConnState) {
+// cutConns closes the client connections whose request is in flight on b, and says how many.
+func (r *route) cutConns(b *backend) int {
+	n := 0
+	r.conns.Range(func(c, v any) bool {
+		if v.(*connState).backend.Load() == b {
+			c.(net.Conn).Close()
+			n++
+		}
+		return true
+	})
+	return n
+}
+
+func (r *route) trackConn(c net.Conn, st fasthttp.ConnState) {
 	switch st {
-	case http.StateClosed, http.StateHijacked:
+	case fasthttp.StateNew:
+		cs := &connState{since: time.Now()}
+		cs.state.Store(int32(st))
+		r.conns.Store(c, cs)
+	case fasthttp.StateClosed, fasthttp.StateHijacked:
 		r.conns.Delete(c) // a hijacked connection (WebSocket) is counted as in flight on its backend
 	default:
-		r.conns.Store(c, connState{st, time.Now()})
+		if v, ok := r.conns.Load(c); ok {
+			v.(*connState).state.Store(int32(st))
+		}
 	}
 }
 
@@ -288,8 +301,9 @@ func (r *route) trackConn(c net.Conn, st http.ConnState) {
 func (r *route) busyConns() int64 {
 	var n int64
 	r.conns.Range(func(_, v any) bool {
-		cs := v.(connState)
-		if cs.state == http.StateActive || cs.state == http.StateNew && time.Since(cs.since) < 2*time.Second {
+		cs := v.(*connState)
+		st := fasthttp.ConnState(cs.state.Load())
+		if st == fasthttp.StateActive || st == fasthttp.StateNew && time.Since(cs.since) < 2*time.Second {
 			n++
 		}
 		return true
@@ -306,11 +320,15 @@ func (s *Server) Close() {
 	}
 }
 
+// close stops the route: its listener and every client connection, at once.
 func (r *route) close() {
-	if r.srv != nil {
-		r.srv.Close()
-	}
 	r.ln.Close()
+	if r.srv != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // close idle connections, wait for none
+		r.srv.ShutdownWithContext(ctx)
+		r.conns.Range(func(c, _ any) bool { c.(net.Conn).Close(); return true })
+	}
 }
 
 func (r *route) start() {
@@ -318,115 +336,31 @@ func (r *route) start() {
 		go r.serveTCP()
 		return
 	}
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			b := pr.In.Context().Value(backendKey{}).(*backend)
-			pr.SetURL(&url.URL{Scheme: "http", Host: b.addr})
-			pr.Out.Host = pr.In.Host // the app sees the name the client used
-			pr.SetXForwarded()
-		},
-		Transport: &failover{r: r},
-		// No FlushInterval: ReverseProxy flushes responses of unknown length (streams, server-sent
-		// events) as they come by itself; flushing every write would cost a system call per chunk.
-		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
-			r.errors.Add(1)
-			if errors.Is(err, context.Canceled) {
-				if client, ok := req.Context().Value(clientKey{}).(context.Context); ok && client.Err() != nil {
-					return // the client went away
-				}
-				// Cut at the drain deadline: abort the client's connection, so that it sees the
-				// request fail rather than an empty answer.
-				panic(http.ErrAbortHandler)
-			}
-			http.Error(w, "deployer proxy: the release did not answer: "+err.Error(), http.StatusBadGateway)
-		},
-	}
-	r.srv = &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			r.requests.Add(1)
-			b := r.current.Load()
-			ctx, cancel := context.WithCancel(req.Context())
-			defer cancel()
-			holder := &backendHolder{b: b, end: b.begin(cancel)}
-			defer func() { holder.end() }()
-			ctx = context.WithValue(ctx, backendKey{}, b)
-			ctx = context.WithValue(ctx, clientKey{}, req.Context())
-			ctx = context.WithValue(ctx, holderKey{}, holder)
-			rp.ServeHTTP(w, req.WithContext(ctx))
-		}),
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ConnState:         r.trackConn,
+	r.srv = &fasthttp.Server{
+		Handler:                       r.serveHTTP,
+		Name:                          "", // no Server header of the proxy's: the app's passes through
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		NoDefaultDate:                 true,
+		DisableHeaderNamesNormalizing: true,
+		DisablePreParseMultipartForm:  true,
+		StreamRequestBody:             true, // an upload of any size is passed on as it comes
+		MaxRequestBodySize:            1 << 62,
+		ReadBufferSize:                bufferSize,
+		WriteBufferSize:               bufferSize,
+		IdleTimeout:                   120 * time.Second,
+		Concurrency:                   1 << 20,
+		ConnState:                     r.trackConn,
+		Logger:                        quietLogger{},
 	}
 	go r.srv.Serve(r.ln)
 }
 
-type backendKey struct{}
-type clientKey struct{}
-type holderKey struct{}
+// quietLogger drops fasthttp's own log lines (a client that went away, a malformed request):
+// the route's counters say what matters.
+type quietLogger struct{}
 
-// backendHolder tracks which backend a request is counted on, which changes when it fails back.
-type backendHolder struct {
-	b   *backend
-	end func()
-}
-
-// failover sends a request to the route's backend; when that backend cannot be reached at all
-// (nothing was sent) and a previous one is still draining, the route fails back to it at once
-// and the request goes there instead: a release that died right after a cutover costs no request.
-type failover struct{ r *route }
-
-func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
-	b := req.Context().Value(backendKey{}).(*backend)
-	body := &guardedBody{rc: req.Body}
-	if req.Body != nil && req.Body != http.NoBody {
-		req.Body = body
-	}
-	resp, err := b.transport.RoundTrip(req)
-	if err == nil || !isDialError(err) || body.read {
-		return resp, err
-	}
-	prev := f.r.previous.Load()
-	if prev == nil || prev == b {
-		return resp, err
-	}
-	// Fail back: new requests go to the previous release until the deployer decides.
-	f.r.current.CompareAndSwap(b, prev)
-	f.r.failed.Store(true)
-	if h, ok := req.Context().Value(holderKey{}).(*backendHolder); ok {
-		h.end()
-		h.b, h.end = prev, prev.begin(func() {})
-	}
-	out := req.Clone(req.Context())
-	out.URL.Host = prev.addr
-	out.Body = body.rc
-	if body.rc == nil {
-		out.Body = nil
-	}
-	return prev.transport.RoundTrip(out)
-}
-
-// guardedBody lets a request be sent again after a failed dial: it records whether anything was
-// read and ignores the Close that a failed round trip does.
-type guardedBody struct {
-	rc   io.ReadCloser
-	read bool
-}
-
-func (g *guardedBody) Read(p []byte) (int, error) {
-	n, err := g.rc.Read(p)
-	if n > 0 {
-		g.read = true
-	}
-	return n, err
-}
-
-func (g *guardedBody) Close() error { return nil }
-
-func isDialError(err error) bool {
-	var oe *net.OpError
-	return errors.As(err, &oe) && oe.Op == "dial"
-}
+func (quietLogger) Printf(string, ...any) {}
 
 // serveTCP forwards connections to the route's backend at the time they arrive.
 func (r *route) serveTCP() {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -44,6 +45,12 @@ func release(t testing.TB, name string) *httptest.Server {
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s got %d bytes", name, len(b))
+	})
+	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(8<<20))
+		if r.Method != http.MethodHead {
+			w.Write([]byte(strings.Repeat("z", 8<<20)))
+		}
 	})
 	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
 		// The first chunk, then the rest only once the client has read it (or after 5 s): a
@@ -131,6 +138,34 @@ func TestSwitchAndHTTPSemantics(t *testing.T) {
 	resp.Body.Close()
 	if string(b) != "blue got 1048576 bytes" {
 		t.Errorf("body: %q", b)
+	}
+	// A large upload streams through whole; so does a large download, and HEAD answers without
+	// a body.
+	resp, err = c.Post(url+"/echo", "application/octet-stream", strings.NewReader(strings.Repeat("y", 16<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "blue got 16777216 bytes" {
+		t.Errorf("16 MiB upload: %q", b)
+	}
+	resp, err = c.Get(url + "/big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if len(b) != 8<<20 || resp.ContentLength != 8<<20 {
+		t.Errorf("8 MiB download: %d bytes (Content-Length %d)", len(b), resp.ContentLength)
+	}
+	resp, err = c.Head(url + "/big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ContentLength != 8<<20 {
+		t.Errorf("HEAD: %d, Content-Length %d", resp.StatusCode, resp.ContentLength)
 	}
 	// Streaming: the first chunk arrives before the last is written.
 	stream.Lock()

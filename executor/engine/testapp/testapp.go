@@ -16,13 +16,17 @@ package testapp
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
+
+var filler = []byte(strings.Repeat("0123456789abcdef", 4096))
 
 // App is one start of the app.
 type App struct {
@@ -93,6 +97,21 @@ func (a *App) Handler(die func()) http.Handler {
 			return
 		}
 		w.Write(b)
+	})
+	// /bytes?n=N answers N bytes; /upload reads the request's body and says how long it was:
+	// for the proxy's benchmarks.
+	mux.HandleFunc("/bytes", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		n = min(max(n, 0), 64<<20)
+		w.Header().Set("Content-Length", strconv.Itoa(n))
+		w.Write(filler[:min(n, len(filler))])
+		for n -= len(filler); n > 0; n -= len(filler) {
+			w.Write(filler[:min(n, len(filler))])
+		}
+	})
+	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d\n", n)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if ms, err := strconv.Atoi(r.URL.Query().Get("sleep_ms")); err == nil {
