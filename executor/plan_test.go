@@ -405,11 +405,11 @@ func TestBackupHow(t *testing.T) {
 	s.SQLite = []*config.SQLite{db}
 	s.Backup = config.NewBackup()
 	s.Backup.Volumes = []string{"db", "uploads"}
-	if got, want := backupHow(s), ": sqlite main snapshotted online, the live release paused while the other files of db, the files of uploads are read"; got != want {
+	if got, want := backupHow(s), ": sqlite main snapshotted online, the live release paused while any other files of db, the files of uploads are read"; got != want {
 		t.Errorf("pause:\n got %q\nwant %q", got, want)
 	}
 	s.Backup.VolumeConsistency = map[string]config.Consistency{"uploads": config.ConsistencyNone}
-	if got, want := backupHow(s), ": sqlite main snapshotted online, the live release paused while the other files of db are read"; got != want {
+	if got, want := backupHow(s), ": sqlite main snapshotted online, the live release paused while any other files of db are read"; got != want {
 		t.Errorf("uploads none:\n got %q\nwant %q", got, want)
 	}
 	s.Backup.Consistency = config.ConsistencyNone

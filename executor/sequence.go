@@ -356,7 +356,7 @@ func backupHow(s *config.Service) string {
 		}
 		if b.ConsistencyOf(v) == config.ConsistencyPause {
 			if hasDB {
-				paused = append(paused, "the other files of "+v)
+				paused = append(paused, "any other files of "+v)
 			} else {
 				paused = append(paused, "the files of "+v)
 			}

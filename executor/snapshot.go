@@ -139,7 +139,11 @@ func (sn *snapshotter) describe() string {
 			}
 			n++
 			if db.JournalMode != "wal" {
-				parts = append(parts, fmt.Sprintf("%s in %s journal mode: its writers waited up to %.2fs", db.Path, db.JournalMode, db.HeldSeconds))
+				wait := fmt.Sprintf("%.2fs", db.HeldSeconds)
+				if db.HeldSeconds < 1 {
+					wait = fmt.Sprintf("%.0f ms", db.HeldSeconds*1000)
+				}
+				parts = append(parts, fmt.Sprintf("%s in %s journal mode: its writers waited up to %s", db.Path, db.JournalMode, wait))
 			}
 		}
 	}
