@@ -98,26 +98,40 @@ func archiveEntries(t *testing.T, sb *executor.ServiceBackups, m *backup.Manifes
 }
 
 // A writer app commits numbered rows while a deploy backs up its database: the live release is
-// never paused (the candidate is, for its own check, before it serves) for the database (its volume holds nothing else), the backup holds every row
-// committed before it began and passes quick_check, its archive has no -wal or -shm, and the
-// restored database opens in the app, which goes on writing. The other volume's files follow
-// that volume's consistency. In WAL and in rollback-journal mode.
+// never paused for the database (the candidate is, for its own check, before it serves), the
+// backup holds every row committed before it began and passes quick_check, its archive has no
+// -wal or -shm, and the restored database opens in the app, which goes on writing. Files other
+// than the database follow their volume's consistency, whether the database has a volume of its
+// own or shares one with them. In WAL and in rollback-journal mode.
 func TestOnlineSnapshotBackup(t *testing.T) {
 	for _, tc := range []struct {
 		journal, files string
-	}{{"wal", "none"}, {"delete", "pause"}} {
-		t.Run(tc.journal+"/files="+tc.files, func(t *testing.T) {
+		shared         bool // the database in the data volume, beside the app's other files
+	}{{"wal", "none", false}, {"delete", "pause", false}, {"wal", "pause", true}, {"wal", "none", true}} {
+		name := tc.journal + "/files=" + tc.files
+		if tc.shared {
+			name += "/shared"
+		}
+		t.Run(name, func(t *testing.T) {
 			r := newRig(t)
 			r.self = staticDeployer(t)
 			store := localStore(t)
-			dbVol := r.project + "-db"
+			dataVol, dbVol, dbDir := r.project+"-data", r.project+"-db", "/db"
+			if tc.shared {
+				dbVol, dbDir = dataVol, "/data"
+			}
 			mod := func(s *config.Service) {
-				s.Volumes = append(s.Volumes, &config.Volume{Name: dbVol, Target: "/db"})
-				s.Env["APP_WRITER_DB"] = "/db/app.db"
+				if !tc.shared {
+					s.Volumes = append(s.Volumes, &config.Volume{Name: dbVol, Target: "/db"})
+				}
+				s.Env["APP_WRITER_DB"] = dbDir + "/app.db"
 				s.Env["APP_WRITER_JOURNAL"] = tc.journal
 				s.SQLite[0].Volume = dbVol
-				s.Backup.Volumes = []string{dbVol, r.project + "-data"}
-				s.Backup.VolumeConsistency = map[string]config.Consistency{r.project + "-data": config.Consistency(tc.files)}
+				s.Backup.Volumes = []string{dataVol}
+				if !tc.shared {
+					s.Backup.Volumes = []string{dbVol, dataVol}
+				}
+				s.Backup.VolumeConsistency = map[string]config.Consistency{dataVol: config.Consistency(tc.files)}
 			}
 			noBackup := func(s *config.Service) { mod(s); s.Backup = nil }
 			p1 := r.config("v1", withBackup(store, noBackup))
@@ -169,8 +183,13 @@ func TestOnlineSnapshotBackup(t *testing.T) {
 			}
 
 			names, snap := archiveEntries(t, sb, m, dbVol, "app.db")
-			if len(names) != 2 || names[0] != "db/" || names[1] != "db/app.db" {
+			if !tc.shared && (len(names) != 2 || names[0] != "db/" || names[1] != "db/app.db") {
 				t.Errorf("the database volume's archive holds %q, want only db/ and db/app.db", names)
+			}
+			for _, n := range names {
+				if strings.HasSuffix(n, "-wal") || strings.HasSuffix(n, "-shm") || strings.HasSuffix(n, "-journal") {
+					t.Errorf("the archive holds %s beside the database's snapshot", n)
+				}
 			}
 			if snap == "" {
 				t.Fatal("no database in the archive")
@@ -185,7 +204,7 @@ func TestOnlineSnapshotBackup(t *testing.T) {
 			if n != before {
 				t.Errorf("the backup holds %d of the %d rows committed before it began", n, before)
 			}
-			dataNames, _ := archiveEntries(t, sb, m, r.project+"-data", "")
+			dataNames, _ := archiveEntries(t, sb, m, dataVol, "")
 			if !strings.Contains(strings.Join(dataNames, " "), "data/history") {
 				t.Errorf("the data volume's archive lacks its files: %q", dataNames)
 			}
