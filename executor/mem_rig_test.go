@@ -5,6 +5,7 @@ import (
 	"net"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +24,7 @@ type memRig struct {
 	eng     *memengine.Engine
 	project string
 	port    int
+	appPort int // the app's port in its containers
 	cutover config.Cutover
 	store   string // the local backup store's directory
 	mu      sync.Mutex
@@ -45,7 +47,7 @@ func newMemRig(t testing.TB, cutover config.Cutover) *memRig {
 	eng.Image(memApp, memengine.App, map[string]string{"PATH": "/bin"})
 	eng.Image(memProxy, memengine.Proxy, nil)
 	name := strings.ToLower(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), "-"))
-	return &memRig{t: t, eng: eng, project: "mem-" + strings.Trim(name, "-"), port: freePort(t), cutover: cutover, store: t.TempDir()}
+	return &memRig{t: t, eng: eng, project: "mem-" + strings.Trim(name, "-"), port: freePort(t), appPort: freePort(t), cutover: cutover, store: t.TempDir()}
 }
 
 func freePort(t testing.TB) int {
@@ -63,9 +65,11 @@ func (r *memRig) config(v string, mod func(s *config.Service)) *config.Project {
 	s := config.NewService("app")
 	s.Image = memApp
 	s.ContainerName = r.project + "-app"
-	s.Env = map[string]string{"APP_VERSION": v, "APP_DATA": "/data"}
+	// The app's port is a free one, not 8080: its containers listen on loopback addresses of
+	// this machine, where something may hold *:8080.
+	s.Env = map[string]string{"APP_VERSION": v, "APP_DATA": "/data", "APP_PORT": strconv.Itoa(r.appPort)}
 	port := config.NewPort()
-	port.Container, port.Host = 8080, r.port
+	port.Container, port.Host = r.appPort, r.port
 	s.Ports = []*config.Port{port}
 	s.Volumes = []*config.Volume{{Name: r.project + "-data", Target: "/data"}}
 	h := config.NewHealthCheck()
