@@ -135,9 +135,7 @@ func (b backups) from(ctx context.Context, s *config.Service, src backupSource, 
 	}
 	req.SQLite = sb.Expect.DBs
 	sn := b.snapshotter(ctx, s)
-	if sn != nil {
-		req.Snapshots = sn
-	}
+	req.Snapshots = sn
 	m, err := backup.Take(ctx, req)
 	if err != nil {
 		return nil, err
@@ -151,15 +149,12 @@ func (b backups) from(ctx context.Context, s *config.Service, src backupSource, 
 }
 
 // snapshotter is how a backup snapshots its databases online and sizes its volumes: in a
-// helper container of the deployer. Without a helper image, the databases are copied with their
-// volumes, as the volumes' consistency says, and the operator is told.
+// helper container of the deployer. Without a helper image its snapshots cannot run, and Take
+// copies the databases with their volumes, as the volumes' consistency says, and says so.
 func (b backups) snapshotter(ctx context.Context, s *config.Service) *snapshotter {
 	helper, err := b.rn.helperImage(ctx)
 	if err != nil {
-		if len(s.SQLite) > 0 {
-			b.rn.warn(s.Name, "the SQLite databases are copied with their volumes, not snapshotted online: %s", firstLine(err.Error()))
-		}
-		return nil
+		return &snapshotter{rn: b.rn, s: s, unavailable: fmt.Errorf("%w: %s", backup.ErrNoSnapshots, firstLine(err.Error()))}
 	}
 	return &snapshotter{rn: b.rn, s: s, helper: helper}
 }

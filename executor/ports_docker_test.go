@@ -3,30 +3,15 @@ package executor_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 )
-
-// getPort is GET path on 127.0.0.1:port, or the error.
-func getPort(port int, path string) string {
-	c := &http.Client{Timeout: 3 * time.Second}
-	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
-	if err != nil {
-		return "error: " + err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return strings.TrimSpace(string(b))
-}
 
 // portFree reports whether nothing listens on 127.0.0.1:port.
 func portFree(port int) bool {
@@ -56,7 +41,7 @@ func TestProxyFixedCandidatePort(t *testing.T) {
 		a.Events = func(e executor.Event) {
 			if e.Type == executor.EventStep && e.Step == executor.StepHealth && e.Phase == "end" {
 				mu.Lock()
-				seen[version] = getPort(cand, "/")
+				seen[version] = getPath(cand, "/")
 				mu.Unlock()
 			}
 		}

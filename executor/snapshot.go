@@ -1,7 +1,6 @@
 package executor
 
 import (
-	"archive/tar"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,6 +20,8 @@ type snapshotter struct {
 	s      *config.Service
 	helper string
 	id     string // the helper container, once it has run
+	// unavailable says why no helper can run (no helper image): Snapshot returns it.
+	unavailable error
 	// scratch is the volume the snapshots are written to: a volume, not the helper's own
 	// filesystem, which some storage drivers (fuse-overlayfs) write ten times slower.
 	scratch string
@@ -33,6 +34,9 @@ const snapshotDeadline = 30 * time.Minute
 // Snapshot mounts the volumes in a helper at /volumes/N and snapshots the databases into its
 // /snapshots, then reads what it found.
 func (sn *snapshotter) Snapshot(ctx context.Context, vols []backup.Volume, dbs []backup.DB) (*backup.SnapshotReport, error) {
+	if sn.unavailable != nil {
+		return nil, sn.unavailable
+	}
 	rn, s := sn.rn, sn.s
 	scratch := rn.Project.Name + "-" + s.Name + "-snapshots"
 	for _, svc := range rn.Project.Services {
@@ -81,7 +85,7 @@ func (sn *snapshotter) Snapshot(ctx context.Context, vols []backup.Volume, dbs [
 	}
 	rc, err := sn.Open(ctx, "result.json")
 	if err != nil {
-		return nil, fmt.Errorf("snapshot helper: %w", err)
+		return nil, err
 	}
 	defer rc.Close()
 	rep := &backup.SnapshotReport{}
@@ -94,20 +98,11 @@ func (sn *snapshotter) Snapshot(ctx context.Context, vols []backup.Volume, dbs [
 
 // Open streams one file the helper wrote.
 func (sn *snapshotter) Open(ctx context.Context, file string) (io.ReadCloser, error) {
-	rc, err := sn.rn.Runtime.CopyFrom(ctx, sn.id, "/snapshots/"+file)
+	rc, err := sn.rn.openFile(ctx, sn.id, "/snapshots/"+file)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("snapshot helper: %w", err)
 	}
-	tr := tar.NewReader(rc)
-	hdr, err := tr.Next()
-	if err != nil || hdr.Typeflag != tar.TypeReg {
-		rc.Close()
-		return nil, fmt.Errorf("snapshot helper: %s is not a file (%v)", file, err)
-	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{io.LimitReader(tr, hdr.Size), rc}, nil
+	return rc, nil
 }
 
 // Close removes the helper and its scratch volume (a kill before leaves them; the next backup
@@ -127,7 +122,7 @@ func (sn *snapshotter) Close() {
 // describe says how the databases were snapshotted: online, and for a rollback journal how long
 // the app's writers may have waited.
 func (sn *snapshotter) describe() string {
-	if sn == nil || sn.report == nil {
+	if sn.report == nil {
 		return ""
 	}
 	var n int

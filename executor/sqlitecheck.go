@@ -96,9 +96,32 @@ func (d *deployment) sqlite(ctx context.Context, db *config.SQLite) error {
 	return nil
 }
 
+// openFile streams one regular file out of a container (the engine's copy API sends a tar of
+// it); ErrNotFound when it does not exist.
+func (rn *run) openFile(ctx context.Context, id, file string) (io.ReadCloser, error) {
+	rc, err := rn.Runtime.CopyFrom(ctx, id, file)
+	if err != nil {
+		return nil, err
+	}
+	tr := tar.NewReader(rc)
+	hdr, err := tr.Next()
+	if err != nil {
+		rc.Close()
+		return nil, fmt.Errorf("copy %s: %w", file, err)
+	}
+	if hdr.Typeflag != tar.TypeReg {
+		rc.Close()
+		return nil, fmt.Errorf("%s is not a regular file", file)
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(tr, hdr.Size), rc}, nil
+}
+
 // copyFile copies one file out of a container; found is false when it does not exist.
 func (rn *run) copyFile(ctx context.Context, id, file, local string) (bool, error) {
-	rc, err := rn.Runtime.CopyFrom(ctx, id, file)
+	rc, err := rn.openFile(ctx, id, file)
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
 	}
@@ -106,19 +129,11 @@ func (rn *run) copyFile(ctx context.Context, id, file, local string) (bool, erro
 		return false, err
 	}
 	defer rc.Close()
-	tr := tar.NewReader(rc)
-	hdr, err := tr.Next()
-	if err != nil {
-		return false, fmt.Errorf("copy %s: %w", file, err)
-	}
-	if hdr.Typeflag != tar.TypeReg {
-		return false, fmt.Errorf("%s is not a regular file", file)
-	}
 	f, err := os.Create(local)
 	if err != nil {
 		return false, err
 	}
-	_, err = io.Copy(f, tr)
+	_, err = io.Copy(f, rc)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -76,13 +76,7 @@ func copyExcept(tw *tar.Writer, r io.Reader, excluded map[string]bool) error {
 		if err != nil {
 			return fmt.Errorf("read the volume: %w", err)
 		}
-		rel := hdr.Name
-		if i := strings.IndexByte(rel, '/'); i >= 0 {
-			rel = rel[i+1:]
-		} else {
-			rel = ""
-		}
-		if rel != "" && excluded[path.Clean(rel)] {
+		if rel, ok := inVolume(hdr.Name); ok && excluded[rel] {
 			continue
 		}
 		if err := tw.WriteHeader(hdr); err != nil {

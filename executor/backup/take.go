@@ -341,9 +341,10 @@ func (t *taking) volumes(ctx context.Context) error {
 		if t.snaps != nil {
 			snaps = t.snaps.Volumes[i].DBs
 		}
+		snapshotted := func(j int) bool { return j < len(snaps) && snaps[j].Error == "" }
 		var extracted []DB // the databases copied with the volume, checked as they pass
 		for j, db := range dbs {
-			if j >= len(snaps) || snaps[j].Error != "" {
+			if !snapshotted(j) {
 				extracted = append(extracted, db)
 			}
 		}
@@ -362,15 +363,15 @@ func (t *taking) volumes(ctx context.Context) error {
 		req.Progress(Progress{Volume: v.Name, Phase: "done", Bytes: raw, Total: raw})
 		f.Key = key
 		m.Volumes = append(m.Volumes, VolumeArchive{Name: v.Name, Target: v.Target, File: *f, Bytes: raw})
-		k := 0
+		k := 0 // the index of the next extracted database
 		for j, db := range dbs {
-			res, err := "", error(nil)
-			switch {
-			case j < len(snaps) && snaps[j].Error == "":
+			var res string
+			var err error
+			if snapshotted(j) {
 				if res = snaps[j].QuickCheck; res != "ok" {
 					err = fmt.Errorf("sqlite %q (%s in volume %s): %s", db.Name, db.Path, db.Volume, Printable(res))
 				}
-			default:
+			} else {
 				if db.Check {
 					res, err = checkExtracted(ctx, extract, k, db)
 				}
@@ -555,18 +556,15 @@ func extractDBs(r io.Reader, dbs []DB, dir string, budget int64) error {
 		if err != nil {
 			return fmt.Errorf("read the archive: %w", err)
 		}
-		name := hdr.Name
-		if i := strings.IndexByte(name, '/'); i >= 0 {
-			name = name[i+1:]
-		}
-		out, ok := want[path.Clean(name)]
-		if !ok || hdr.Typeflag != tar.TypeReg {
+		rel, inside := inVolume(hdr.Name)
+		out, ok := want[rel]
+		if !inside || !ok || hdr.Typeflag != tar.TypeReg {
 			continue
 		}
 		if hdr.Size < 0 || hdr.Size > budget {
 			return fmt.Errorf("the archive's %s claims %d bytes, more than the backup holds", Printable(hdr.Name), hdr.Size)
 		}
-		if err := ensureSpace(dir, hdr.Size, "checking "+path.Base(name)); err != nil {
+		if err := ensureSpace(dir, hdr.Size, "checking "+path.Base(rel)); err != nil {
 			return err
 		}
 		f, err := os.Create(filepath.Join(dir, out))

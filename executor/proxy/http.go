@@ -33,6 +33,32 @@ func dialBackend(addr string) (net.Conn, error) {
 	return c, nil
 }
 
+// failBack moves the route off b, which could not be dialled, to the previous release while it
+// drains, and returns that release (nil when there is none): new requests go there until the
+// deployer decides.
+func (r *route) failBack(b *backend) *backend {
+	prev := r.previous.Load()
+	if prev == nil || prev == b {
+		return nil
+	}
+	r.current.CompareAndSwap(b, prev)
+	r.failed.Store(true)
+	return prev
+}
+
+// dial connects to b for a connection of its own (an upgrade, a TCP route), failing back when b
+// cannot be dialled; it returns the backend it reached.
+func (r *route) dial(b *backend) (net.Conn, *backend, error) {
+	u, err := dialBackend(b.addr)
+	if err != nil {
+		if prev := r.failBack(b); prev != nil {
+			b = prev
+			u, err = dialBackend(b.addr)
+		}
+	}
+	return u, b, err
+}
+
 func isDialError(err error) bool {
 	var de dialError
 	return errors.As(err, &de)
@@ -106,10 +132,7 @@ func (r *route) serveHTTP(ctx *fasthttp.RequestCtx) {
 	up := fasthttp.AcquireResponse()
 	err := b.client.Do(req, up)
 	if err != nil && isDialError(err) {
-		if prev := r.previous.Load(); prev != nil && prev != b {
-			// Fail back: new requests go to the previous release until the deployer decides.
-			r.current.CompareAndSwap(b, prev)
-			r.failed.Store(true)
+		if prev := r.failBack(b); prev != nil {
 			end()
 			b = prev
 			end = inFlight(b, cs)
@@ -209,15 +232,7 @@ func (t *trackedBody) Close() error {
 // backend as it came, then bytes are copied both ways until either side closes. The connection
 // stays on the release it opened on, counted as in flight until the drain cuts it.
 func (r *route) serveUpgrade(ctx *fasthttp.RequestCtx, b *backend) {
-	u, err := dialBackend(b.addr)
-	if err != nil {
-		if prev := r.previous.Load(); prev != nil && prev != b {
-			r.current.CompareAndSwap(b, prev)
-			r.failed.Store(true)
-			b = prev
-			u, err = dialBackend(b.addr)
-		}
-	}
+	u, b, err := r.dial(b)
 	if err != nil {
 		r.errors.Add(1)
 		ctx.Error("deployer proxy: the release did not answer: "+err.Error()+"\n", fasthttp.StatusBadGateway)

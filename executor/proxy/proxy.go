@@ -373,18 +373,10 @@ func (r *route) serveTCP() {
 		b := r.current.Load()
 		go func() {
 			defer c.Close()
-			u, err := net.DialTimeout("tcp", b.addr, 5*time.Second)
+			u, b, err := r.dial(b)
 			if err != nil {
-				if prev := r.previous.Load(); prev != nil && prev != b {
-					r.current.CompareAndSwap(b, prev)
-					r.failed.Store(true)
-					b = prev
-					u, err = net.DialTimeout("tcp", b.addr, 5*time.Second)
-				}
-				if err != nil {
-					r.errors.Add(1)
-					return
-				}
+				r.errors.Add(1)
+				return
 			}
 			defer u.Close()
 			end := b.begin(func() { c.Close(); u.Close() })
