@@ -119,10 +119,16 @@ func (r *route) serveHTTP(ctx *fasthttp.RequestCtx) {
 	}
 	req, resp := &ctx.Request, &ctx.Response
 	clientClose := req.Header.ConnectionClose()
+	http10 := !req.Header.IsHTTP11()
 	for _, h := range hopHeaders {
 		req.Header.Del(h)
 	}
 	req.Header.ResetConnectionClose()
+	// The app is spoken to in HTTP/1.1 over kept-alive connections whatever the client speaks
+	// (as nginx's proxy_http_version 1.1): an HTTP/1.0 request without its Connection header
+	// would make the app close, and with it the client's keep-alive. fasthttp's server answers
+	// an HTTP/1.0 client in its own terms (keep-alive or close, no chunking).
+	req.Header.SetProtocol("HTTP/1.1")
 	// In flight on b until answered: the drain waits for it, and at its deadline closes the
 	// client's connection, so that the client sees the request fail.
 	cs := r.connOf(ctx.Conn())
@@ -153,6 +159,10 @@ func (r *route) serveHTTP(ctx *fasthttp.RequestCtx) {
 	}
 	if clientClose {
 		resp.SetConnectionClose()
+	}
+	if stream := up.BodyStream(); stream != nil && http10 && up.Header.ContentLength() < 0 && !req.Header.IsHead() {
+		r.streamToHTTP10(ctx, up, stream, b, end)
+		return
 	}
 	if stream := up.BodyStream(); stream != nil && !smallBody(up) {
 		// The response is in flight until its last byte is written.
@@ -226,6 +236,32 @@ func (t *trackedBody) Close() error {
 		t.end()
 	})
 	return err
+}
+
+// streamToHTTP10 answers an HTTP/1.0 client a body of unknown length the only way it can read
+// one: unchunked, ended by closing the connection (fasthttp's server would chunk it). The
+// connection is taken over from the server for that, and cut by the drain like an upgrade.
+func (r *route) streamToHTTP10(ctx *fasthttp.RequestCtx, up *fasthttp.Response, stream io.Reader, b *backend, end func()) {
+	resp := &ctx.Response
+	resp.Header.SetContentLength(-2) // neither a length nor chunks
+	resp.Header.Del("Transfer-Encoding")
+	resp.Header.SetConnectionClose()
+	head := resp.Header.AppendBytes(nil)
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		cut := b.begin(func() { c.Close() })
+		defer func() {
+			cut()
+			c.Close()
+			up.CloseBodyStream()
+			fasthttp.ReleaseResponse(up)
+			end()
+		}()
+		if _, err := c.Write(head); err != nil {
+			return
+		}
+		io.Copy(c, stream)
+	})
 }
 
 // serveUpgrade passes a connection upgrade (WebSocket) through: the request is sent to the

@@ -42,6 +42,9 @@ func release(t testing.TB, name string) *httptest.Server {
 		w.Header().Set("X-Release", name)
 		fmt.Fprintf(w, "%s xff=%s proto=%s host=%s fhost=%s", name, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto"), r.Host, r.Header.Get("X-Forwarded-Host"))
 	})
+	mux.HandleFunc("/conn", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s from %s", name, r.RemoteAddr) // which connection of the proxy's
+	})
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s got %d bytes", name, len(b))
@@ -379,4 +382,73 @@ func TestControlSocket(t *testing.T) {
 		t.Errorf("status: %+v", resp)
 	}
 	stop()
+}
+
+// An HTTP/1.0 client that asks for keep-alive (ab, many health checkers) keeps its connection,
+// and the proxy speaks HTTP/1.1 to the app over kept-alive connections: without that, every
+// such request closed the client's connection and dialled the app anew.
+func TestHTTP10KeepAlive(t *testing.T) {
+	backend := release(t, "blue")
+	froms := map[string]bool{}
+	s := NewServer()
+	listen := freeAddr(t)
+	if _, err := s.Set(Route{Name: "web", Listen: listen, Backend: addr(backend)}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := net.Dial("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for i := 0; i < 5; i++ {
+		fmt.Fprintf(c, "GET /conn HTTP/1.0\r\nHost: %s\r\nConnection: Keep-Alive\r\n\r\n", listen)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d on one connection: %v", i+1, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "blue") {
+			t.Fatalf("request %d: %d %q", i+1, resp.StatusCode, body)
+		}
+		froms[strings.TrimPrefix(string(body), "blue from ")] = true
+		if resp.Close || !strings.EqualFold(resp.Header.Get("Connection"), "keep-alive") {
+			t.Fatalf("request %d: the proxy closes an HTTP/1.0 keep-alive connection (Connection: %q)", i+1, resp.Header.Get("Connection"))
+		}
+	}
+	if len(froms) != 1 {
+		t.Errorf("the proxy opened %d connections to the app for 5 requests, want 1: %v", len(froms), froms)
+	}
+	// A streamed answer of unknown length reaches an HTTP/1.0 client unchunked, ended by the
+	// connection's close.
+	stream.Lock()
+	stream.gate, stream.done = make(chan struct{}), false
+	stream.Unlock()
+	gate, _ := streamState()
+	close(gate)
+	c3, err := net.Dial("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Close()
+	fmt.Fprintf(c3, "GET /stream HTTP/1.0\r\nHost: %s\r\nConnection: Keep-Alive\r\n\r\n", listen)
+	c3.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if all, err := io.ReadAll(c3); err != nil || !strings.HasSuffix(string(all), "\r\n\r\nchunk 0\nchunk 1\n") {
+		t.Errorf("a stream to an HTTP/1.0 client: %v %q", err, all)
+	}
+	// Without keep-alive, HTTP/1.0 closes after the answer, as it should.
+	c2, err := net.Dial("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	fmt.Fprintf(c2, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", listen)
+	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	all, err := io.ReadAll(c2)
+	if err != nil || !strings.Contains(string(all), "blue") {
+		t.Errorf("HTTP/1.0 without keep-alive: %v %q", err, all)
+	}
 }
