@@ -164,20 +164,32 @@ func sqliteDB(b *testing.B, size int64, journal string) string {
 // writerGap asks the writer app how far it got and its longest gap between commits (and
 // restarts that measure when reset).
 func writerGap(b *testing.B, r *cliRig, reset bool) (committed, gapMS int64) {
+	c, g, _ := writerGaps(b, r, reset)
+	return c, g
+}
+
+// writerGaps also says when the writer's gaps over 25 ms ended.
+func writerGaps(b *testing.B, r *cliRig, reset bool) (committed, gapMS int64, gaps []writerStall) {
 	q := "/writer"
 	if reset {
 		q += "?reset=1"
 	}
 	var w struct {
 		Committed    int64  `json:"committed"`
-		LongestGapMS int64  `json:"longest_gap_ms"`
-		Error        string `json:"error"`
+		LongestGapMS int64         `json:"longest_gap_ms"`
+		Gaps         []writerStall `json:"gaps"`
+		Error        string        `json:"error"`
 	}
 	body := r.get(q)
 	if err := json.Unmarshal([]byte(body), &w); err != nil || w.Error != "" {
 		b.Fatalf("the writer app: %s", body)
 	}
-	return w.Committed, w.LongestGapMS
+	return w.Committed, w.LongestGapMS, w.Gaps
+}
+
+type writerStall struct {
+	End time.Time `json:"end"`
+	MS  int64     `json:"ms"`
 }
 
 // BenchmarkSQLiteBackup backs up a SQLite database in its own volume with the real binary while
@@ -240,8 +252,14 @@ func benchSQLiteBackup(b *testing.B, journal, sync string, size int64) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		writerGap(b, r, true)
+		began := time.Now()
 		out, d, rss := measured(b, r, nil, "backup", "service.app")
-		_, gap := writerGap(b, r, false)
+		_, gap, gaps := writerGaps(b, r, false)
+		var when []string
+		for _, g := range gaps {
+			when = append(when, fmt.Sprintf("%d ms at %.2fs", g.MS, g.End.Sub(began).Seconds()))
+		}
+		b.Logf("backup took %.2fs; the writer's gaps over 25 ms: %s", d.Seconds(), strings.Join(when, ", "))
 		wall += d
 		peak = max(peak, rss)
 		stall = max(stall, gap)

@@ -93,7 +93,7 @@ func (l *Local) Put(ctx context.Context, key string, r io.Reader) error {
 			root.Remove(tmp)
 		}
 	}()
-	if _, err := io.Copy(f, ctxReader{ctx, r}); err != nil {
+	if _, err := io.Copy(newWriteBehind(f), ctxReader{ctx, r}); err != nil {
 		return fmt.Errorf("write %s to %s: %w", key, l.Dir, err)
 	}
 	if err := f.Sync(); err != nil {
@@ -201,6 +201,12 @@ func (l *Local) Delete(ctx context.Context, keys ...string) error {
 	for _, k := range keys {
 		if err := checkKey(k); err != nil {
 			return err
+		}
+		if info, err := root.Lstat(k); err == nil && info.Mode().IsRegular() && info.Size() > 4*shrinkStep {
+			if f, err := root.OpenFile(k, os.O_WRONLY, 0); err == nil {
+				shrink(f)
+				f.Close()
+			}
 		}
 		if err := root.Remove(k); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err

@@ -206,10 +206,25 @@ func SnapshotDB(ctx context.Context, src, dst string) (*DBSnapshot, error) {
 	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&snap.JournalMode); err != nil {
 		return nil, fmt.Errorf("not a readable SQLite database: %v", err)
 	}
+	// The snapshot is written through a connection of its own to the new file, without a
+	// journal or fsyncs: it is a scratch copy, read into the backup and removed right after. With
+	// SQLite's defaults the whole database would be fsynced at the end, a burst that every
+	// commit of the live app on the same disk would wait behind. The copy itself is SQLite's
+	// backup API, pulling from the database in one read transaction.
+	out, err := sql.Open("sqlite", "file:"+dst+"?_pragma=journal_mode(OFF)&_pragma=synchronous(OFF)")
+	if err != nil {
+		return nil, err
+	}
+	defer out.Close()
+	oc, err := out.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %v", dst, err)
+	}
+	defer oc.Close()
 	start := time.Now()
-	err = conn.Raw(func(dc any) error {
-		bc, ok := dc.(interface {
-			NewBackup(string) (*sqlite.Backup, error)
+	err = oc.Raw(func(dc any) error {
+		rc, ok := dc.(interface {
+			NewRestore(string) (*sqlite.Backup, error)
 		})
 		if !ok {
 			return errors.New("this SQLite driver has no backup API")
@@ -217,7 +232,7 @@ func SnapshotDB(ctx context.Context, src, dst string) (*DBSnapshot, error) {
 		deadline := time.Now().Add(time.Minute)
 		for {
 			start = time.Now()
-			b, err := bc.NewBackup("file:" + dst)
+			b, err := rc.NewRestore("file:" + src + "?mode=rw")
 			if err != nil {
 				return err
 			}
@@ -228,7 +243,6 @@ func SnapshotDB(ctx context.Context, src, dst string) (*DBSnapshot, error) {
 			if err == nil || !busy(err) || time.Now().After(deadline) || ctx.Err() != nil {
 				return err
 			}
-			os.Remove(dst)
 			time.Sleep(20 * time.Millisecond)
 		}
 	})

@@ -18,7 +18,13 @@ type writer struct {
 	committed int64
 	last      time.Time
 	longest   time.Duration
+	gaps      []gap // the last 100 gaps over 25 ms: when a stall happened, beside what else ran
 	err       string
+}
+
+type gap struct {
+	End time.Time `json:"end"`
+	MS  int64     `json:"ms"`
 }
 
 func startWriter(file string) http.Handler {
@@ -71,6 +77,12 @@ func (w *writer) run(file, journal, sync string, every time.Duration) {
 		w.mu.Lock()
 		w.committed = n
 		w.longest = max(w.longest, now.Sub(w.last))
+		if d := now.Sub(w.last); d > 25*time.Millisecond {
+			w.gaps = append(w.gaps, gap{now, d.Milliseconds()})
+			if len(w.gaps) > 100 {
+				w.gaps = w.gaps[1:]
+			}
+		}
 		w.last = now
 		w.mu.Unlock()
 		time.Sleep(every)
@@ -81,8 +93,8 @@ func (w *writer) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	rw.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(rw).Encode(map[string]any{"committed": w.committed, "longest_gap_ms": w.longest.Milliseconds(), "error": w.err})
+	json.NewEncoder(rw).Encode(map[string]any{"committed": w.committed, "longest_gap_ms": w.longest.Milliseconds(), "gaps": w.gaps, "error": w.err})
 	if r.URL.Query().Get("reset") != "" {
-		w.longest = 0
+		w.longest, w.gaps = 0, nil
 	}
 }
