@@ -190,18 +190,14 @@ func entryInfo(rel string, info fs.FileInfo) EntryInfo {
 
 // SnapshotDB copies the database at src into a new file dst with SQLite's backup API, in one
 // step (one read transaction: a consistent snapshot). It never changes src's contents or its
-// journal mode (closing may checkpoint a WAL, as any of the app's own connections would). A writer holding the lock is waited for, up to a minute.
+// journal mode (closing may checkpoint a WAL, as any of the app's own connections would). A
+// writer holding the lock is waited for, up to a minute.
 func SnapshotDB(ctx context.Context, src, dst string) (*DBSnapshot, error) {
-	db, err := sql.Open("sqlite", "file:"+src+"?mode=rw&_pragma=busy_timeout(60000)")
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
-	conn, err := db.Conn(ctx)
+	conn, closeConn, err := openConn(ctx, "file:"+src+"?mode=rw&_pragma=busy_timeout(60000)")
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %v", src, err)
 	}
-	defer conn.Close()
+	defer closeConn()
 	snap := &DBSnapshot{}
 	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&snap.JournalMode); err != nil {
 		return nil, fmt.Errorf("not a readable SQLite database: %v", err)
@@ -211,16 +207,11 @@ func SnapshotDB(ctx context.Context, src, dst string) (*DBSnapshot, error) {
 	// SQLite's defaults the whole database would be fsynced at the end, a burst that every
 	// commit of the live app on the same disk would wait behind. The copy itself is SQLite's
 	// backup API, pulling from the database in one read transaction.
-	out, err := sql.Open("sqlite", "file:"+dst+"?_pragma=journal_mode(OFF)&_pragma=synchronous(OFF)")
-	if err != nil {
-		return nil, err
-	}
-	defer out.Close()
-	oc, err := out.Conn(ctx)
+	oc, closeOut, err := openConn(ctx, "file:"+dst+"?_pragma=journal_mode(OFF)&_pragma=synchronous(OFF)")
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %v", dst, err)
 	}
-	defer oc.Close()
+	defer closeOut()
 	start := time.Now()
 	err = oc.Raw(func(dc any) error {
 		rc, ok := dc.(interface {
@@ -256,6 +247,20 @@ func SnapshotDB(ctx context.Context, src, dst string) (*DBSnapshot, error) {
 	}
 	snap.Size = info.Size()
 	return snap, nil
+}
+
+// openConn opens one connection to the SQLite database at dsn.
+func openConn(ctx context.Context, dsn string) (*sql.Conn, func(), error) {
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	return conn, func() { conn.Close(); db.Close() }, nil
 }
 
 func busy(err error) bool {
