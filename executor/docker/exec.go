@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
@@ -111,7 +113,15 @@ func (e *Engine) Exec(ctx context.Context, id string, cmd []string) (string, int
 
 // SetRestart changes a container's restart policy.
 func (e *Engine) SetRestart(ctx context.Context, id, policy string) error {
-	_, err := e.cli.ContainerUpdate(ctx, id, container.UpdateConfig{RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyMode(policy)}})
+	update := container.UpdateConfig{RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyMode(policy)}}
+	_, err := e.cli.ContainerUpdate(ctx, id, update)
+	// A container the engine is restarting (a crash loop) can be caught between its process's
+	// exit and the next start: the engine then fails the update ("container not running") and
+	// keeps the old policy. Moments later it takes.
+	for i := 0; err != nil && strings.Contains(err.Error(), "not running") && i < 20 && ctx.Err() == nil; i++ {
+		time.Sleep(100 * time.Millisecond)
+		_, err = e.cli.ContainerUpdate(ctx, id, update)
+	}
 	if err != nil {
 		return fmt.Errorf("restart policy of %s: %w", short(id), err)
 	}
