@@ -47,9 +47,10 @@ func (sn *snapshotter) Snapshot(ctx context.Context, vols []backup.Volume, dbs [
 	}
 	sn.scratch = scratch
 	spec := ContainerSpec{Name: rn.Project.Name + "-" + s.Name + "-snapshot", Image: sn.helper,
-		Cmd:     []string{"internal", "sqlite-snapshot", "/snapshots"},
-		Volumes: []VolumeMount{{Name: sn.scratch, Target: "/snapshots"}},
-		Labels:  map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
+		Cmd:       []string{"internal", "sqlite-snapshot", "/snapshots"},
+		Volumes:   []VolumeMount{{Name: sn.scratch, Target: "/snapshots"}},
+		NoNetwork: true, // it reads volumes and writes one; it has nothing to reach
+		Labels:    map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
 	for i, v := range vols {
 		dir := "/volumes/" + strconv.Itoa(i)
 		spec.Volumes = append(spec.Volumes, VolumeMount{Name: v.Name, Target: dir})

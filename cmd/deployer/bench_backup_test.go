@@ -175,7 +175,7 @@ func writerGaps(b *testing.B, r *cliRig, reset bool) (committed, gapMS int64, ga
 		q += "?reset=1"
 	}
 	var w struct {
-		Committed    int64  `json:"committed"`
+		Committed    int64         `json:"committed"`
 		LongestGapMS int64         `json:"longest_gap_ms"`
 		Gaps         []writerStall `json:"gaps"`
 		Error        string        `json:"error"`

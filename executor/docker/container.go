@@ -49,6 +49,9 @@ func (e *Engine) CreateContainer(ctx context.Context, s engine.ContainerSpec) (s
 	if s.HostNetwork {
 		host.NetworkMode = "host"
 		host.PortBindings, cfg.ExposedPorts = nil, nil
+	} else if s.NoNetwork {
+		host.NetworkMode = "none"
+		host.PortBindings, cfg.ExposedPorts = nil, nil
 	} else if s.Network != "" {
 		host.NetworkMode = container.NetworkMode(s.Network)
 	}
@@ -178,6 +181,8 @@ func (e *Engine) Inspect(ctx context.Context, id string) (*engine.ContainerState
 		switch nm := string(c.HostConfig.NetworkMode); nm {
 		case "host":
 			st.Spec.HostNetwork = true
+		case "none":
+			st.Spec.NoNetwork = true
 		case "", "default", "bridge":
 		default:
 			st.Spec.Network = nm

@@ -167,10 +167,12 @@ type ContainerSpec struct {
 	// that a host reboot brings the service back without the deployer.
 	Restart string
 	// Network is a user-defined network to join, at the address IP if not empty; HostNetwork
-	// uses the host's (the proxy).
+	// uses the host's (the proxy); NoNetwork gives the container none at all (a helper that only
+	// reads volumes).
 	Network     string
 	IP          string
 	HostNetwork bool
+	NoNetwork   bool
 	// Init runs the engine's init as PID 1; Memory (bytes) and NanoCPUs limit resources (0: no
 	// limit); LogOpts are the json-file log driver's options (max-size, max-file).
 	Init     bool

@@ -250,7 +250,11 @@ func oneOff(t *testing.T, f Fixture) {
 	ctx := context.Background()
 	s := f.spec("hook", nil)
 	s.Cmd = []string{"exit", "3"}
+	s.NoNetwork = true // as the snapshot helper: no network at all
 	id := f.create(t, s)
+	if st, err := f.Engine.Inspect(ctx, id); err != nil || !st.Spec.NoNetwork || len(st.IPs) != 0 {
+		t.Errorf("a container without a network: %+v %v", st, err)
+	}
 	if err := f.Engine.StartContainer(ctx, id); err != nil {
 		t.Fatal(err)
 	}
