@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/deployer-dev/deployer/executor/backup"
+	"github.com/deployer-dev/deployer/executor/migrate"
 )
 
 // newInternal holds what the deployer runs inside its own helper containers (FROM scratch, so
@@ -125,6 +126,27 @@ func snapshotCommands(g *globals) []*cobra.Command {
 			return os.WriteFile(filepath.Join(args[0], "result.json"), b, 0o644)
 		},
 	}, {
+		// The migration dry-run's look at a database (issue 11): its schema and quick_check, one
+		// JSON line per file, so that the deployer diffs the live copy and the migrated one
+		// without copying either out of the engine.
+		Use:  "sqlite-schema FILE...",
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			enc := json.NewEncoder(g.stdout)
+			for _, file := range args {
+				out := schemaReport{File: file, QuickCheck: "ok"}
+				if err := backup.QuickCheck(cmd.Context(), file); err != nil {
+					out.QuickCheck = err.Error()
+				} else if out.Schema, err = migrate.Read(cmd.Context(), file); err != nil {
+					out.Error = err.Error()
+				}
+				if err := enc.Encode(out); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}, {
 		Use:  "sqlite-snapshot-one SRC DST",
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -135,6 +157,14 @@ func snapshotCommands(g *globals) []*cobra.Command {
 			return json.NewEncoder(g.stdout).Encode(snap)
 		},
 	}}
+}
+
+// schemaReport is what sqlite-schema says of one database file.
+type schemaReport struct {
+	File       string          `json:"file"`
+	QuickCheck string          `json:"quick_check"` // "ok", or what is wrong
+	Schema     *migrate.Schema `json:"schema,omitempty"`
+	Error      string          `json:"error,omitempty"`
 }
 
 // snapshotAs snapshots a database as the user that owns it (in-process when that is already
