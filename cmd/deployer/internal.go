@@ -147,6 +147,18 @@ func snapshotCommands(g *globals) []*cobra.Command {
 			return nil
 		},
 	}, {
+		// The migration dry-run's copy of a database's volume (issue 11): its databases from
+		// online snapshots, its other files as they are; the source is only read.
+		Use:  "clone-volume SRC DST [DB_PATH...]",
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			snaps, err := backup.CloneVolume(cmd.Context(), args[0], args[1], args[2:], snapshotAs)
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(g.stdout).Encode(snaps)
+		},
+	}, {
 		Use:  "sqlite-snapshot-one SRC DST",
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
