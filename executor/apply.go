@@ -107,6 +107,10 @@ func (ap *applyRun) service(ctx context.Context, steps []*Step) {
 // set aside becomes a previous one. Its failure is the step's: the change goes on.
 func (ap *applyRun) leftover(ctx context.Context, s *config.Service, ch *Change, st *ServiceState, step *Step) {
 	switch {
+	case step.Kind() == StepClean && step.Volume != "":
+		ap.step(s.Name, step.Name, step.Detail, func() error {
+			return ap.Runtime.RemoveVolume(context.WithoutCancel(ctx), step.Volume)
+		})
 	case step.Kind() == StepClean:
 		ap.step(s.Name, step.Name, step.Detail, func() error {
 			return ap.Runtime.RemoveContainer(context.WithoutCancel(ctx), step.ContainerID)

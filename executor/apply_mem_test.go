@@ -301,3 +301,41 @@ func TestMemApplyRunsThePlan(t *testing.T) {
 		}
 	})
 }
+
+// A backup killed in its snapshot leaves the scratch volume (a copy of the databases): the plan
+// names it, with nothing else to change, and the next apply removes it. A volume of that name
+// the deployer did not make is not its to touch.
+func TestMemScratchLeftover(t *testing.T) {
+	r := newMemRig(t, config.CutoverRestart)
+	ctx := context.Background()
+	p := r.config("v1", nil)
+	r.apply(p)
+	scratch := r.project + "-app-snapshots"
+	if err := r.eng.CreateVolume(ctx, scratch, map[string]string{executor.LabelProject: r.project, executor.LabelService: "app", executor.LabelRole: executor.RoleScratch}); err != nil {
+		t.Fatal(err)
+	}
+	plan := r.plan(p)
+	if plan.HasChanges() || len(plan.Leftovers) != 1 || plan.Leftovers[0].Kind != executor.LeftoverScratch || !strings.Contains(plan.Leftovers[0].Detail, scratch) {
+		t.Fatalf("leftovers: %+v", plan.Leftovers)
+	}
+	var clean *executor.Step
+	for _, s := range plan.Steps {
+		if s.Name == executor.StepClean && s.Volume == scratch {
+			clean = s
+		}
+	}
+	if clean == nil || !strings.Contains(clean.Detail, "remove the scratch volume "+scratch) {
+		t.Fatalf("no step removes the scratch volume: %+v", plan.Steps)
+	}
+	r.steps()
+	r.applyAll(p)
+	if steps := strings.Join(r.steps(), " "); !strings.Contains(steps, executor.StepClean+":ok") {
+		t.Errorf("apply's steps: %s", steps)
+	}
+	if vols, _ := r.eng.Volumes(ctx, r.project); len(vols) != 0 {
+		t.Errorf("after apply: %+v", vols)
+	}
+	if plan := r.plan(p); plan.HasChanges() || len(plan.Leftovers) != 0 {
+		t.Errorf("after apply the plan still has work: %+v", plan.Leftovers)
+	}
+}

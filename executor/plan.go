@@ -139,6 +139,7 @@ const (
 	LeftoverCandidate    LeftoverKind = "candidate"     // a candidate (or one-off container)
 	LeftoverStoppedLive  LeftoverKind = "stopped-live"  // the live release is not running
 	LeftoverExtra        LeftoverKind = "extra"         // a release set aside by a cutover
+	LeftoverScratch      LeftoverKind = "scratch"       // a backup's scratch volume
 )
 
 // PlanOptions narrow a plan.

@@ -76,6 +76,7 @@ func (f *fakeEngine) Inspect(_ context.Context, id string) (*ContainerState, err
 func (f *fakeEngine) ImageEnv(context.Context, string) (map[string]string, error) {
 	return map[string]string{}, nil
 }
+func (f *fakeEngine) Volumes(context.Context, string) ([]Volume, error) { return nil, nil }
 
 func (f *fakeEngine) ImageID(_ context.Context, ref string) (string, error) {
 	if id, ok := f.images[ref]; ok {

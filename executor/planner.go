@@ -369,6 +369,9 @@ func leftovers(o *Observed, p *config.Project, targeted func(string) bool) []Lef
 		if st.Live != nil && !st.Live.Running() {
 			out = append(out, Leftover{Service: name, Kind: LeftoverStoppedLive, Detail: fmt.Sprintf("live container %s (release %d) is %s", st.Live.Name, st.Live.Release(), st.Live.State)})
 		}
+		for _, v := range o.ScratchOf(name) {
+			out = append(out, Leftover{Service: name, Kind: LeftoverScratch, Detail: fmt.Sprintf("scratch volume %s of an interrupted backup (a copy of its databases); apply removes it", v)})
+		}
 		for _, c := range st.Others {
 			out = append(out, Leftover{Service: name, Kind: LeftoverExtra, Detail: fmt.Sprintf("container %s (role %q, release %d) besides the live one; apply keeps it as a previous release", c.Name, c.Role(), c.Release())})
 		}

@@ -13,6 +13,7 @@ type (
 	ContainerState = engine.ContainerState
 	PortBinding    = engine.PortBinding
 	VolumeMount    = engine.VolumeMount
+	Volume         = engine.Volume
 	BuildOptions   = engine.BuildOptions
 	RegistryAuth   = engine.RegistryAuth
 )

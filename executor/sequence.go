@@ -73,8 +73,10 @@ type Step struct {
 	Service string `json:"service,omitempty"`
 	Name    string `json:"name"`
 	Detail  string `json:"detail"`
-	// ContainerID is the container a step about something left over acts on.
+	// ContainerID is the container a step about something left over acts on; Volume the
+	// scratch volume.
 	ContainerID string `json:"container_id,omitempty"`
+	Volume      string `json:"volume,omitempty"`
 }
 
 // Kind is what the step does, read from its name.
@@ -94,7 +96,7 @@ func (s *Step) Arg() string {
 
 // leftover reports whether the step deals with something an interrupted apply left, before the
 // service's change.
-func (s *Step) leftover() bool { return s.ContainerID != "" }
+func (s *Step) leftover() bool { return s.ContainerID != "" || s.Volume != "" }
 
 // steps builds step lists.
 type steps []*Step
@@ -137,6 +139,9 @@ func (sq *sequencer) plan(plan *Plan, obs *Observed) []*Step {
 		}
 		s := sq.p.Service(ch.Service)
 		sq.leftovers(&out, s, ch, st)
+		for _, v := range obs.ScratchOf(s.Name) { // after the helper that may still mount it
+			out.add(s.Name, StepClean, "", "remove the scratch volume %s an interrupted backup left", v).Volume = v
+		}
 		switch ch.Action {
 		case ActionUpdate:
 			out.add(s.Name, StepResume, "", "start the stopped live release %d (%s), then health-check it", ch.LiveRelease, ch.Container)

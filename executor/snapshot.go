@@ -3,6 +3,7 @@ package executor
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -44,6 +45,15 @@ func (sn *snapshotter) Snapshot(ctx context.Context, vols []backup.Volume, dbs [
 			// Never write to, let alone remove, a volume a service uses.
 			return nil, fmt.Errorf("%w: service.%s mounts a volume named %s, the snapshots' scratch volume", backup.ErrNoSnapshots, svc.Name, scratch)
 		}
+	}
+	// Made with labels, so that one left by a kill is in the plan and the next apply removes it.
+	// One of that name the deployer did not make is never used, let alone removed.
+	err := rn.Runtime.CreateVolume(ctx, scratch, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleScratch})
+	if errors.Is(err, ErrNameTaken) {
+		return nil, fmt.Errorf("%w: %v (remove it with `docker volume rm %s` if it is a leftover of an older deployer)", backup.ErrNoSnapshots, err, scratch)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("snapshot helper: %w", err)
 	}
 	sn.scratch = scratch
 	spec := ContainerSpec{Name: rn.Project.Name + "-" + s.Name + "-snapshot", Image: sn.helper,

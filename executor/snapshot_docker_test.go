@@ -242,3 +242,52 @@ func (r *rig) eventDetails() []string {
 	}
 	return out
 }
+
+// A backup killed in its snapshot leaves the helper container and the scratch volume it mounts:
+// the plan names both, and the next apply removes the helper, then the volume (the engine
+// refuses to remove a volume in use), on the real engine.
+func TestScratchLeftoverRemoved(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	p := r.config("v1", nil)
+	if so := r.apply(p); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	scratch := r.project + "-app-snapshots"
+	if err := r.eng.CreateVolume(ctx, scratch, map[string]string{executor.LabelProject: r.project, executor.LabelService: "app", executor.LabelRole: executor.RoleScratch}); err != nil {
+		t.Fatal(err)
+	}
+	helper, err := r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: r.project + "-app-snapshot", Image: r.image,
+		Volumes: []executor.VolumeMount{{Name: scratch, Target: "/snapshots"}}, NoNetwork: true,
+		Labels: map[string]string{executor.LabelProject: r.project, executor.LabelService: "app", executor.LabelRole: executor.RoleOneOff}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := executor.MakePlan(ctx, p, r.eng, executor.PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, l := range plan.Leftovers {
+		kinds = append(kinds, string(l.Kind))
+	}
+	if plan.HasChanges() || strings.Join(kinds, " ") != "candidate scratch" {
+		t.Fatalf("leftovers: %+v", plan.Leftovers)
+	}
+	if _, err := r.applier(p).Apply(ctx, plan); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.eng.Inspect(ctx, helper); err == nil {
+		t.Error("the helper is still there")
+	}
+	if vols, err := r.eng.Volumes(ctx, r.project); err != nil || len(vols) != 0 {
+		for _, v := range vols {
+			if v.Labels[executor.LabelRole] == executor.RoleScratch {
+				t.Errorf("the scratch volume is still there: %+v %v", vols, err)
+			}
+		}
+	}
+	if got := r.get("/"); got != "version=v1" {
+		t.Errorf("the live release after the clean-up: %q", got)
+	}
+}

@@ -62,6 +62,23 @@ type Observed struct {
 	// ProxyNext is the new proxy of an upgrade that was interrupted while both existed.
 	ProxyNext *Container
 	All       []Container
+	// Scratch lists the scratch volumes an interrupted backup left (a backup removes its own
+	// when it ends), sorted by name.
+	Scratch []Volume
+}
+
+// RoleScratch labels a volume the deployer made for a backup's snapshots.
+const RoleScratch = "scratch"
+
+// ScratchOf lists the names of a service's leftover scratch volumes.
+func (o *Observed) ScratchOf(service string) []string {
+	var out []string
+	for _, v := range o.Scratch {
+		if v.Labels[LabelService] == service {
+			out = append(out, v.Name)
+		}
+	}
+	return out
 }
 
 // ServiceState is what runs of one service.
@@ -104,7 +121,17 @@ func Observe(ctx context.Context, eng Engine, project string) (*Observed, error)
 	if err != nil {
 		return nil, err
 	}
-	return group(list), nil
+	o := group(list)
+	vols, err := eng.Volumes(ctx, project)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range vols {
+		if v.Labels[LabelRole] == RoleScratch && v.Labels[LabelService] != "" {
+			o.Scratch = append(o.Scratch, v)
+		}
+	}
+	return o, nil
 }
 
 func group(list []Container) *Observed {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -215,4 +216,37 @@ func (e *Engine) ProjectKey(ctx context.Context, project string) ([]byte, error)
 		return nil, fmt.Errorf("docker engine at %s: volume %s holds no valid key (label %s): remove it (`docker volume rm %s`) and run again", e.host, name, LabelKey, name)
 	}
 	return key, nil
+}
+
+// Volumes lists the volumes labelled with the project (its key's, and the deployer's scratch
+// volumes); a service's volumes carry no such label.
+func (e *Engine) Volumes(ctx context.Context, project string) ([]engine.Volume, error) {
+	resp, err := e.cli.VolumeList(ctx, volume.ListOptions{Filters: filters.NewArgs(filters.Arg("label", engine.LabelProject+"="+project))})
+	if err != nil {
+		return nil, fmt.Errorf("docker engine at %s: list volumes: %w", e.host, err)
+	}
+	var out []engine.Volume
+	for _, v := range resp.Volumes {
+		if v != nil {
+			out = append(out, engine.Volume{Name: v.Name, Labels: v.Labels})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// CreateVolume makes a labelled volume for the deployer's own use; an existing one is kept.
+func (e *Engine) CreateVolume(ctx context.Context, name string, labels map[string]string) error {
+	if v, err := e.cli.VolumeInspect(ctx, name); err == nil {
+		for k, want := range labels {
+			if v.Labels[k] != want {
+				return fmt.Errorf("%w: a volume named %s exists that the deployer did not make for this", engine.ErrNameTaken, name)
+			}
+		}
+		return nil
+	}
+	if _, err := e.cli.VolumeCreate(ctx, volume.CreateOptions{Name: name, Labels: labels}); err != nil {
+		return fmt.Errorf("create volume %s: %w", name, err)
+	}
+	return nil
 }

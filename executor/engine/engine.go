@@ -98,6 +98,15 @@ type Engine interface {
 	Inspect(ctx context.Context, id string) (*ContainerState, error)
 	// ImageEnv is the environment an image sets, which every container of it has.
 	ImageEnv(ctx context.Context, image string) (map[string]string, error)
+	// Volumes lists the volumes labelled with the project: those the deployer made for itself
+	// (a backup's scratch space), never a service's, which carry no labels of the deployer's.
+	Volumes(ctx context.Context, project string) ([]Volume, error)
+}
+
+// Volume is a volume the deployer made, with its labels.
+type Volume struct {
+	Name   string
+	Labels map[string]string
 }
 
 // Runtime is what apply needs of a Docker engine, on top of what planning needs.
@@ -123,6 +132,10 @@ type Runtime interface {
 	Pause(ctx context.Context, id string) error
 	Unpause(ctx context.Context, id string) error
 	LogStream(ctx context.Context, id string) (io.ReadCloser, error)
+	// CreateVolume makes a volume for the deployer's own use, with labels that Volumes finds;
+	// one that exists with those labels is kept as it is, and one that exists without them (not
+	// the deployer's to use) is ErrNameTaken.
+	CreateVolume(ctx context.Context, name string, labels map[string]string) error
 	// RemoveVolume removes a volume the deployer made for itself (a backup's scratch space);
 	// never a service's. A volume that does not exist is not an error.
 	RemoveVolume(ctx context.Context, name string) error

@@ -43,6 +43,7 @@ func Run(t *testing.T, fixture func(t *testing.T) Fixture) {
 		{"rename", rename},
 		{"network", fixedAddresses},
 		{"volumes", volumes},
+		{"labelled volumes", labelledVolumes},
 		{"one-off", oneOff},
 		{"kill after the stop timeout", killAfterTimeout},
 		{"restart policy", restartPolicy},
@@ -220,6 +221,40 @@ func volumes(t *testing.T, f Fixture) {
 	}
 	if _, err := f.Engine.CopyFrom(ctx, id, "/data/none"); !errors.Is(err, engine.ErrNotFound) {
 		t.Errorf("copy of a file that does not exist: %v, want ErrNotFound", err)
+	}
+}
+
+// labelledVolumes: the deployer's own volumes are made with labels and listed by project; a
+// service's volume of the same name is never taken for one.
+func labelledVolumes(t *testing.T, f Fixture) {
+	ctx := context.Background()
+	name := f.Project + "-web-snapshots"
+	labels := map[string]string{engine.LabelProject: f.Project, engine.LabelService: "web", engine.LabelRole: "scratch"}
+	if err := f.Engine.CreateVolume(ctx, name, labels); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Engine.CreateVolume(ctx, name, labels); err != nil {
+		t.Errorf("made again: %v, want it kept", err)
+	}
+	vols, err := f.Engine.Volumes(ctx, f.Project)
+	if err != nil || len(vols) != 1 || vols[0].Name != name || vols[0].Labels[engine.LabelRole] != "scratch" {
+		t.Errorf("volumes of the project: %+v %v", vols, err)
+	}
+	if vols, err := f.Engine.Volumes(ctx, f.Project+"-other"); err != nil || len(vols) != 0 {
+		t.Errorf("volumes of another project: %+v %v", vols, err)
+	}
+	// A service's volume (made by mounting it, without labels) is not the deployer's to use.
+	s := f.spec("data", nil)
+	s.Volumes = []engine.VolumeMount{{Name: f.Project + "-data", Target: "/data"}}
+	f.create(t, s)
+	if err := f.Engine.CreateVolume(ctx, f.Project+"-data", labels); !errors.Is(err, engine.ErrNameTaken) {
+		t.Errorf("a service's volume of that name: %v, want ErrNameTaken", err)
+	}
+	if err := f.Engine.RemoveVolume(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if vols, err := f.Engine.Volumes(ctx, f.Project); err != nil || len(vols) != 0 {
+		t.Errorf("after removal: %+v %v", vols, err)
 	}
 }
 

@@ -41,8 +41,9 @@ type Engine struct {
 	refs       map[string]string // reference -> image ID
 	pullable   map[string]Program
 	buildable  map[string]Program
-	containers map[string]*container // by ID
-	volumes    map[string]string     // name -> directory
+	containers map[string]*container        // by ID
+	volumes    map[string]string            // name -> directory
+	volLabels  map[string]map[string]string // labels of the volumes made with CreateVolume
 	keys       map[string][]byte
 	networks   map[string]bool
 	nextID     int
@@ -69,7 +70,7 @@ func New(dir string) (*Engine, error) {
 	}
 	e := &Engine{dir: dir, prefix: [2]byte{byte(200 + a.Int64()), byte(1 + b.Int64())},
 		images: map[string]*image{}, refs: map[string]string{}, pullable: map[string]Program{}, buildable: map[string]Program{},
-		containers: map[string]*container{}, volumes: map[string]string{}, keys: map[string][]byte{}, networks: map[string]bool{}, nextAddr: 2}
+		containers: map[string]*container{}, volumes: map[string]string{}, volLabels: map[string]map[string]string{}, keys: map[string][]byte{}, networks: map[string]bool{}, nextAddr: 2}
 	e.add(&image{ref: "deployer-lock", prog: func(context.Context, *Process) int { return 0 }})
 	return e, nil
 }
@@ -360,9 +361,49 @@ func (e *Engine) RemoveVolume(_ context.Context, name string) error {
 	}
 	if dir, ok := e.volumes[name]; ok {
 		delete(e.volumes, name)
+		delete(e.volLabels, name)
 		return os.RemoveAll(dir)
 	}
 	return nil
+}
+
+// CreateVolume makes a labelled volume; an existing one is kept as it is.
+func (e *Engine) CreateVolume(_ context.Context, name string, labels map[string]string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("volume", name); err != nil {
+		return err
+	}
+	if _, ok := e.volumes[name]; ok {
+		for k, want := range labels {
+			if e.volLabels[name][k] != want {
+				return fmt.Errorf("%w: a volume named %s exists that the deployer did not make for this", engine.ErrNameTaken, name)
+			}
+		}
+		return nil
+	}
+	if _, err := e.volume(name); err != nil {
+		return err
+	}
+	e.volLabels[name] = copyMap(labels)
+	return nil
+}
+
+// Volumes lists the volumes made with the project's label.
+func (e *Engine) Volumes(_ context.Context, project string) ([]engine.Volume, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("volumes", project); err != nil {
+		return nil, err
+	}
+	var out []engine.Volume
+	for name, labels := range e.volLabels {
+		if labels[engine.LabelProject] == project {
+			out = append(out, engine.Volume{Name: name, Labels: copyMap(labels)})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
 }
 
 // volume returns a volume's directory, making it; called with e.mu held.
