@@ -116,9 +116,9 @@ func (e *Engine) SetRestart(ctx context.Context, id, policy string) error {
 	update := container.UpdateConfig{RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyMode(policy)}}
 	_, err := e.cli.ContainerUpdate(ctx, id, update)
 	// A container the engine is restarting (a crash loop) can be caught between its process's
-	// exit and the next start: the engine then fails the update ("container not running") and
-	// keeps the old policy. Moments later it takes.
-	for i := 0; err != nil && strings.Contains(err.Error(), "not running") && i < 20 && ctx.Err() == nil; i++ {
+	// exit and the next start: the engine then fails the update ("container not running",
+	// "cannot update a stopped container") and keeps the old policy. Moments later it takes.
+	for i := 0; err != nil && restarting(err) && i < 20 && ctx.Err() == nil; i++ {
 		time.Sleep(100 * time.Millisecond)
 		_, err = e.cli.ContainerUpdate(ctx, id, update)
 	}
@@ -126,6 +126,10 @@ func (e *Engine) SetRestart(ctx context.Context, id, policy string) error {
 		return fmt.Errorf("restart policy of %s: %w", short(id), err)
 	}
 	return nil
+}
+
+func restarting(err error) bool {
+	return strings.Contains(err.Error(), "not running") || strings.Contains(err.Error(), "stopped container")
 }
 
 // Platform is the engine's OS and architecture, as Go names them ("linux", "amd64").
