@@ -27,6 +27,9 @@ func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptio
 	if err != nil {
 		return nil, err
 	}
+	if err := obs.readScratch(ctx, eng, p.Name); err != nil {
+		return nil, err
+	}
 	key, err := eng.ProjectKey(ctx, p.Name)
 	if err != nil {
 		return nil, err

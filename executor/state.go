@@ -63,7 +63,7 @@ type Observed struct {
 	ProxyNext *Container
 	All       []Container
 	// Scratch lists the scratch volumes an interrupted backup left (a backup removes its own
-	// when it ends), sorted by name.
+	// when it ends), sorted by name; read for plan and status only (readScratch).
 	Scratch []Volume
 }
 
@@ -121,17 +121,22 @@ func Observe(ctx context.Context, eng Engine, project string) (*Observed, error)
 	if err != nil {
 		return nil, err
 	}
-	o := group(list)
+	return group(list), nil
+}
+
+// readScratch lists the scratch volumes interrupted backups left: only plan and status show
+// them, so the many Observe calls of a run (the lock's polling among them) do not list volumes.
+func (o *Observed) readScratch(ctx context.Context, eng Engine, project string) error {
 	vols, err := eng.Volumes(ctx, project)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, v := range vols {
 		if v.Labels[LabelRole] == RoleScratch && v.Labels[LabelService] != "" {
 			o.Scratch = append(o.Scratch, v)
 		}
 	}
-	return o, nil
+	return nil
 }
 
 func group(list []Container) *Observed {

@@ -51,6 +51,9 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 	if err != nil {
 		return nil, err
 	}
+	if err := obs.readScratch(ctx, eng, p.Name); err != nil {
+		return nil, err
+	}
 	out := &Status{FormatVersion: FormatVersion, Project: p.Name, Engine: eng.Host(), Services: []*ServiceStatus{}}
 	if obs.Lock != nil {
 		out.Lock = "held by " + describeLock(obs.Lock)
