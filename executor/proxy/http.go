@@ -249,13 +249,15 @@ func (r *route) streamToHTTP10(ctx *fasthttp.RequestCtx, up *fasthttp.Response, 
 	head := resp.Header.AppendBytes(nil)
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
-		cut := b.begin(func() { c.Close() })
+		// Taken over, the connection is no longer the server's to find and cut: it is counted
+		// in flight as an upgrade is, by the drain's cancel, in place of the request's count.
+		done := b.begin(func() { c.Close() })
+		end()
 		defer func() {
-			cut()
+			done()
 			c.Close()
 			up.CloseBodyStream()
 			fasthttp.ReleaseResponse(up)
-			end()
 		}()
 		if _, err := c.Write(head); err != nil {
 			return
