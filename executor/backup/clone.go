@@ -19,7 +19,7 @@ import (
 // -wal, -shm and -journal are never copied: the snapshot holds what they did. src is only read,
 // and memory stays bounded whatever the sizes. It returns each database's snapshot.
 func CloneVolume(ctx context.Context, src, dst string, dbs []string, runAs func(uid, gid int, src, dst string) (*DBSnapshot, error)) ([]DBSnapshot, error) {
-	isDB, skip := map[string]bool{}, map[string]bool{}
+	isDB, skip := map[string]bool{}, map[string]bool{} // isDB: those not cloned yet
 	for _, p := range dbs {
 		p = path.Clean(strings.TrimPrefix(p, "/"))
 		isDB[p] = true
@@ -71,6 +71,7 @@ func CloneVolume(ctx context.Context, src, dst string, dbs []string, runAs func(
 			snap := *got
 			snap.EntryInfo, snap.File = e, rel
 			snaps = append(snaps, snap)
+			delete(isDB, rel)
 			return own(to, e, info.Mode())
 		case skip[rel]:
 			return nil
@@ -98,14 +99,8 @@ func CloneVolume(ctx context.Context, src, dst string, dbs []string, runAs func(
 		to := filepath.Join(dst, filepath.FromSlash(dirs[i].Path))
 		os.Chtimes(to, dirs[i].ModTime, dirs[i].ModTime)
 	}
-	for _, p := range dbs {
-		found := false
-		for _, s := range snaps {
-			found = found || s.File == path.Clean(strings.TrimPrefix(p, "/"))
-		}
-		if !found {
-			return nil, fmt.Errorf("clone %s: the database %s is not in the volume", src, p)
-		}
+	for p := range isDB {
+		return nil, fmt.Errorf("clone %s: the database %s is not in the volume", src, p)
 	}
 	return snaps, nil
 }

@@ -204,7 +204,7 @@ func (l *Local) Delete(ctx context.Context, keys ...string) error {
 		}
 		if info, err := root.Lstat(k); err == nil && info.Mode().IsRegular() && info.Size() > 4*shrinkStep {
 			if f, err := root.OpenFile(k, os.O_WRONLY, 0); err == nil {
-				shrink(f)
+				shrink(f, info.Size())
 				f.Close()
 			}
 		}

@@ -47,7 +47,7 @@ func TestShrink(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.Truncate(size)
-		shrink(f)
+		shrink(f, size)
 		info, _ := f.Stat()
 		f.Close()
 		if size < 4*shrinkStep && info.Size() != size || size > 4*shrinkStep && info.Size() > 4*shrinkStep {
