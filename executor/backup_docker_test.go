@@ -187,10 +187,7 @@ func TestBackupRoundTrip(t *testing.T) {
 				t.Fatalf("deploy with backup: %s", so.Error)
 			}
 			p := r.configWithStore("v2", store, nil)
-			sb, err := executor.OpenBackups(context.Background(), p, p.Service("app"), "")
-			if err != nil {
-				t.Fatal(err)
-			}
+			sb := r.serviceBackups(store, nil, "")
 			l, err := sb.List(context.Background())
 			if err != nil || len(l.Complete) != 1 {
 				t.Fatalf("backups: %+v %v", l, err)

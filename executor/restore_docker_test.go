@@ -47,16 +47,22 @@ func (r *rig) deployWithBackup(store *config.Store, mod func(s *config.Service),
 
 func (r *rig) backups(store *config.Store, mod func(s *config.Service), identity string) *backup.Listing {
 	r.t.Helper()
+	l, err := r.serviceBackups(store, mod, identity).List(context.Background())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return l
+}
+
+// serviceBackups opens the app's backups in store, as the configuration with mod sees them.
+func (r *rig) serviceBackups(store *config.Store, mod func(s *config.Service), identity string) *executor.ServiceBackups {
+	r.t.Helper()
 	p := r.configWithStore("v2", store, mod)
 	sb, err := executor.OpenBackups(context.Background(), p, p.Service("app"), identity)
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	l, err := sb.List(context.Background())
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return l
+	return sb
 }
 
 // restore prepares and runs a restore as `deployer backups restore -auto-approve` does.

@@ -152,10 +152,7 @@ func TestOnlineSnapshotBackup(t *testing.T) {
 			gap := r.writer("")
 			t.Logf("writer: %d rows before the deploy, longest gap between commits during it %d ms", before, gap.LongestGapMS)
 
-			sb, err := executor.OpenBackups(context.Background(), p2, p2.Service("app"), "")
-			if err != nil {
-				t.Fatal(err)
-			}
+			sb := r.serviceBackups(store, mod, "")
 			l, err := sb.List(context.Background())
 			if err != nil || len(l.Complete) != 1 {
 				t.Fatalf("backups: %+v %v", l, err)

@@ -429,26 +429,26 @@ func TestHTTP10KeepAlive(t *testing.T) {
 	stream.Unlock()
 	gate, _ := streamState()
 	close(gate)
-	c3, err := net.Dial("tcp", listen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c3.Close()
-	fmt.Fprintf(c3, "GET /stream HTTP/1.0\r\nHost: %s\r\nConnection: Keep-Alive\r\n\r\n", listen)
-	c3.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if all, err := io.ReadAll(c3); err != nil || !strings.HasSuffix(string(all), "\r\n\r\nchunk 0\nchunk 1\n") {
+	if all, err := readToClose(t, listen, "GET /stream HTTP/1.0\r\nConnection: Keep-Alive\r\n", 10*time.Second); err != nil || !strings.HasSuffix(all, "\r\n\r\nchunk 0\nchunk 1\n") {
 		t.Errorf("a stream to an HTTP/1.0 client: %v %q", err, all)
 	}
 	// Without keep-alive, HTTP/1.0 closes after the answer, as it should.
-	c2, err := net.Dial("tcp", listen)
+	if all, err := readToClose(t, listen, "GET / HTTP/1.0\r\n", 5*time.Second); err != nil || !strings.Contains(all, "blue") {
+		t.Errorf("HTTP/1.0 without keep-alive: %v %q", err, all)
+	}
+}
+
+// readToClose sends a request (its first lines: a Host header and the end of the head follow)
+// on a connection of its own and reads until the proxy closes it, for up to d.
+func readToClose(t *testing.T, listen, head string, d time.Duration) (string, error) {
+	t.Helper()
+	c, err := net.Dial("tcp", listen)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c2.Close()
-	fmt.Fprintf(c2, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", listen)
-	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
-	all, err := io.ReadAll(c2)
-	if err != nil || !strings.Contains(string(all), "blue") {
-		t.Errorf("HTTP/1.0 without keep-alive: %v %q", err, all)
-	}
+	defer c.Close()
+	fmt.Fprintf(c, "%sHost: %s\r\n\r\n", head, listen)
+	c.SetReadDeadline(time.Now().Add(d))
+	all, err := io.ReadAll(c)
+	return string(all), err
 }
