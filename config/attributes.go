@@ -42,6 +42,14 @@ func (s *Service) Attributes() map[string]string {
 	for _, h := range s.Hooks {
 		a[HookAttr(h.When, HookCommand)] = list(h.Command)
 	}
+	if m := s.Migration; m != nil {
+		a[AttrMigrationCommand] = list(m.Command)
+		a[AttrMigrationSQLite] = str(m.SQLite)
+		a[AttrMigrationDeadline] = dur(m.Deadline)
+		a[AttrMigrationDryRun] = boolean(m.DryRun)
+		a[AttrMigrationAllowDestructive] = boolean(m.AllowDestructive)
+		a[AttrMigrationHoldTimeout] = dur(m.HoldTimeout)
+	}
 	s.hostAttrs(a)
 	d := s.Deploy
 	a[AttrDeployCutover] = str(string(d.Cutover))
@@ -89,6 +97,16 @@ func (s *Service) checkAttrs(a map[string]string) {
 		if c.BodyContains != "" {
 			a[CanaryAttr(c.Name, CanaryBodyContains)] = str(c.BodyContains)
 		}
+	}
+	if sm := s.Smoke; sm != nil {
+		a[AttrSmokeRequests] = num(sm.Requests)
+		if sm.Duration > 0 {
+			a[AttrSmokeDuration] = dur(sm.Duration)
+		}
+		a[AttrSmokeConcurrency] = num(sm.Concurrency)
+		a[AttrSmokePaths] = list(sm.Paths)
+		a[AttrSmokeMaxErrorRate] = strconv.FormatFloat(sm.MaxErrorRate, 'f', -1, 64)
+		a[AttrSmokeP95] = dur(sm.P95)
 	}
 	for _, d := range s.SQLite {
 		a[SQLiteAttr(d.Name, SQLiteVolume)] = str(d.Volume)

@@ -140,7 +140,11 @@ type Service struct {
 	SQLite        []*SQLite
 	Backup        *Backup
 	Hooks         []*Hook
-	Deploy        Deploy
+	// Migration changes a database's schema for the new release; Smoke loads the candidate
+	// before the cutover. Both nil when not declared.
+	Migration *Migration
+	Smoke     *Smoke
+	Deploy    Deploy
 	// Init runs the engine's init process as PID 1: it forwards signals to the app and reaps
 	// zombies, so that an app started from a shell script stops on SIGTERM.
 	Init      bool
@@ -238,6 +242,35 @@ func (b *Backup) ConsistencyOf(volume string) Consistency {
 type Hook struct {
 	When    string // "before_cutover"
 	Command []string
+}
+
+// Migration is a schema change that a release brings: a command run in a one-off container of
+// the new image, first on a copy of the database (the dry-run), then on the live data.
+type Migration struct {
+	Command []string
+	SQLite  string // the name of the sqlite block it changes
+	// Deadline bounds each run of the command.
+	Deadline time.Duration
+	// DryRun runs the command on a clone of the database's volume first and diffs the schemas;
+	// without it nothing is known of the change, which counts as destructive.
+	DryRun bool
+	// AllowDestructive lets a change that would break the live release go ahead, held: the live
+	// release never runs on the new schema.
+	AllowDestructive bool
+	// HoldTimeout bounds how long new requests are held during a destructive migration.
+	HoldTimeout time.Duration
+}
+
+// Smoke is a short load against the candidate before cutover: Requests requests (or as many
+// as Duration allows), Concurrency at once, spread over Paths; it fails above MaxErrorRate
+// failed requests or a p95 latency above P95.
+type Smoke struct {
+	Requests     int
+	Duration     time.Duration
+	Concurrency  int
+	Paths        []string
+	MaxErrorRate float64
+	P95          time.Duration
 }
 
 // Deploy holds how the cutover is made.

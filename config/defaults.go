@@ -26,6 +26,20 @@ const (
 	DefaultStoreName      = "default"
 	DefaultStoreDirectory = ".deployer/backups"
 	DefaultQuickCheck     = true
+
+	DefaultMigrationDeadline = 5 * time.Minute
+	DefaultMigrationDryRun   = true
+	DefaultHoldTimeout       = 30 * time.Second
+	DefaultSmokeRequests     = 200
+	DefaultSmokeConcurrency  = 4
+	DefaultSmokePath         = "/"
+	DefaultSmokeErrorRate    = 0.0
+	DefaultSmokeP95          = time.Second
+
+	// The smoke load's bounds: a configuration from a pull request cannot ask for more.
+	MaxSmokeRequests    = 100000
+	MaxSmokeDuration    = 10 * time.Minute
+	MaxSmokeConcurrency = 256
 )
 
 // Values the language accepts for its enumerations.
@@ -66,6 +80,30 @@ func NewHealthCheck() *HealthCheck {
 // NewSQLite returns an sqlite block with its defaults.
 func NewSQLite(name string) *SQLite { return &SQLite{Name: name, QuickCheck: DefaultQuickCheck} }
 
+// NewMigration returns a migration block with its defaults.
+func NewMigration() *Migration {
+	return &Migration{Deadline: DefaultMigrationDeadline, DryRun: DefaultMigrationDryRun, HoldTimeout: DefaultHoldTimeout}
+}
+
+// NewSmoke returns a smoke block with its defaults.
+func NewSmoke() *Smoke {
+	return &Smoke{Requests: DefaultSmokeRequests, Concurrency: DefaultSmokeConcurrency, Paths: []string{DefaultSmokePath},
+		MaxErrorRate: DefaultSmokeErrorRate, P95: DefaultSmokeP95}
+}
+
+// MigrationDB is the sqlite block a migration changes, or nil.
+func (s *Service) MigrationDB() *SQLite {
+	if s.Migration == nil {
+		return nil
+	}
+	for _, db := range s.SQLite {
+		if db.Name == s.Migration.SQLite {
+			return db
+		}
+	}
+	return nil
+}
+
 // NewBackup returns a backup policy with its defaults; an empty Store means the embedded local one.
 func NewBackup() *Backup { return &Backup{Consistency: DefaultConsistency, Keep: DefaultBackupKeep} }
 
@@ -100,6 +138,9 @@ func Defaults(p *Project) {
 		}
 		if s.HealthCheck == nil && s.HTTPPort() != nil {
 			s.HealthCheck = NewHealthCheck()
+		}
+		if m := s.Migration; m != nil && m.SQLite == "" && len(s.SQLite) == 1 {
+			m.SQLite = s.SQLite[0].Name // the only database is the one it changes
 		}
 		if b := s.Backup; b != nil && b.Store == "" {
 			b.Store = DefaultStoreName

@@ -43,6 +43,22 @@ const (
 	AttrResourcesMemory = "resources.memory"
 	AttrResourcesCPUs   = "resources.cpus"
 
+	AttrMigration                 = "migration"
+	AttrMigrationCommand          = "migration.command"
+	AttrMigrationSQLite           = "migration.sqlite"
+	AttrMigrationDeadline         = "migration.deadline"
+	AttrMigrationDryRun           = "migration.dry_run"
+	AttrMigrationAllowDestructive = "migration.allow_destructive"
+	AttrMigrationHoldTimeout      = "migration.hold_timeout"
+
+	AttrSmoke             = "smoke"
+	AttrSmokeRequests     = "smoke.requests"
+	AttrSmokeDuration     = "smoke.duration"
+	AttrSmokeConcurrency  = "smoke.concurrency"
+	AttrSmokePaths        = "smoke.paths"
+	AttrSmokeMaxErrorRate = "smoke.max_error_rate"
+	AttrSmokeP95          = "smoke.p95"
+
 	AttrLog         = "log"
 	AttrLogMaxSize  = "log.max_size"
 	AttrLogMaxFiles = "log.max_files"

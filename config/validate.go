@@ -229,6 +229,8 @@ func (v *validator) service(s *Service) {
 	v.sqlite(s, volNames)
 	v.backup(s, volNames)
 	v.hooks(s)
+	v.migration(s)
+	v.smoke(s)
 	v.limits(s)
 	v.deploy(s)
 }
@@ -295,6 +297,67 @@ func (v *validator) health(s *Service) {
 			v.add(at(s, AttrHealthHealthy), "Invalid healthy count", "healthy is %d; at least 1 consecutive pass is needed.", h.Healthy)
 		}
 	}
+}
+
+// migration checks the migration block: it changes a declared database, which is backed up
+// before the live data is touched.
+func (v *validator) migration(s *Service) {
+	m := s.Migration
+	if m == nil {
+		return
+	}
+	if len(m.Command) == 0 {
+		v.add(at(s, AttrMigrationCommand), "Empty migration command", "migration needs a command to run in a one-off container of the new image, e.g. command = [\"./migrate.sh\"].")
+	}
+	db := s.MigrationDB()
+	if db == nil {
+		var names []string
+		for _, d := range s.SQLite {
+			names = append(names, d.Name)
+		}
+		if len(names) == 0 {
+			v.add(at(s, AttrMigrationSQLite), "Migration without a database", "migration names sqlite %q, but service %q declares no sqlite block; declare the database it changes: sqlite \"main\" { volume = \"...\", path = \"...\" }.", m.SQLite, s.Name)
+		} else {
+			v.add(at(s, AttrMigrationSQLite), "Unknown sqlite block", "migration names sqlite %q, which service %q does not declare; use one of %s.", m.SQLite, s.Name, quoted(names))
+		}
+	} else if b := s.Backup; b == nil || !slices.Contains(b.Volumes, db.Volume) {
+		v.add(at(s, AttrMigration), "Migration without a backup", "A migration changes the live data of volume %q, so it is backed up first: add a backup block with volumes = [%q] (or add it to backup.volumes).", db.Volume, db.Volume)
+	}
+	v.positive(s, AttrMigrationDeadline, m.Deadline)
+	v.positive(s, AttrMigrationHoldTimeout, m.HoldTimeout)
+}
+
+// smoke checks the smoke block, whose load is bounded whatever the configuration says.
+func (v *validator) smoke(s *Service) {
+	sm := s.Smoke
+	if sm == nil {
+		return
+	}
+	if s.HTTPPort() == nil {
+		v.add(at(s, AttrSmoke), "Smoke without an HTTP port", "smoke sends HTTP requests to the candidate: service %q needs a port with protocol \"http\".", s.Name)
+	}
+	if sm.Requests < 0 || sm.Requests > MaxSmokeRequests {
+		v.add(at(s, AttrSmokeRequests), "Invalid smoke requests", "requests is %d; use 1 to %d.", sm.Requests, MaxSmokeRequests)
+	}
+	if sm.Requests == 0 && sm.Duration == 0 {
+		v.add(at(s, AttrSmokeRequests), "Unbounded smoke load", "smoke needs requests or a duration to know when to stop.")
+	}
+	if sm.Duration < 0 || sm.Duration > MaxSmokeDuration {
+		v.add(at(s, AttrSmokeDuration), "Invalid smoke duration", "duration %s: use a positive duration up to %s.", sm.Duration, MaxSmokeDuration)
+	}
+	if sm.Concurrency < 1 || sm.Concurrency > MaxSmokeConcurrency {
+		v.add(at(s, AttrSmokeConcurrency), "Invalid smoke concurrency", "concurrency is %d; use 1 to %d.", sm.Concurrency, MaxSmokeConcurrency)
+	}
+	if len(sm.Paths) == 0 {
+		v.add(at(s, AttrSmokePaths), "No smoke paths", "paths lists the paths to request, e.g. paths = [\"/\"].")
+	}
+	for _, p := range sm.Paths {
+		v.httpPath(s, AttrSmokePaths, p)
+	}
+	if sm.MaxErrorRate < 0 || sm.MaxErrorRate > 1 {
+		v.add(at(s, AttrSmokeMaxErrorRate), "Invalid error rate", "max_error_rate is %g; use a fraction from 0 (no failed request allowed) to 1.", sm.MaxErrorRate)
+	}
+	v.positive(s, AttrSmokeP95, sm.P95)
 }
 
 // canaries checks the canary blocks.

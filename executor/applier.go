@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/probe"
 )
 
 // Applier carries out plans, rollbacks, backups and restores against one engine. It is only
@@ -47,6 +48,9 @@ type ServiceOutcome struct {
 	RolledBack   bool    `json:"rolled_back,omitempty"`
 	RolledBackTo int     `json:"rolled_back_to,omitempty"`
 	Error        string  `json:"error,omitempty"`
+	// Migration is what the service's migration did; Smoke the smoke load's figures.
+	Migration *MigrationReport  `json:"migration,omitempty"`
+	Smoke     *probe.LoadResult `json:"smoke,omitempty"`
 }
 
 // Outcome is what apply did.

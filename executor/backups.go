@@ -85,6 +85,7 @@ type backupSource struct {
 	consistency    config.Consistency // pause (a running container) or none
 	logs           bool
 	volumes        []backup.Volume
+	migration      *backup.MigrationRecord
 }
 
 // liveSource reads a live release's backup volumes as the configuration says; a stopped one is
@@ -114,7 +115,15 @@ func (rn *run) backups() backups { return backups{rn: rn} }
 
 // take backs up the service's backup volumes from a live container.
 func (b backups) take(ctx context.Context, s *config.Service, live *Container, reason string, keep int) (*backup.Manifest, error) {
-	return b.from(ctx, s, liveSource(s, live, s.Backup.Volumes), reason, keep, false)
+	return b.takeWith(ctx, s, live, reason, keep, nil)
+}
+
+// takeWith is take for a deploy whose migration's record (its dry-run's diff and output) the
+// backup keeps in its manifest.
+func (b backups) takeWith(ctx context.Context, s *config.Service, live *Container, reason string, keep int, mig *backup.MigrationRecord) (*backup.Manifest, error) {
+	src := liveSource(s, live, s.Backup.Volumes)
+	src.migration = mig
+	return b.from(ctx, s, src, reason, keep, false)
 }
 
 // from takes a backup; lenient records failed SQLite checks instead of failing.
@@ -128,7 +137,7 @@ func (b backups) from(ctx context.Context, s *config.Service, src backupSource, 
 		Store: sb.Store, Source: rn.Runtime, Project: rn.Project.Name, Service: s.Name, Release: src.release,
 		Image: src.image, ImageID: src.imageID, ContainerID: src.id, Consistency: string(src.consistency), Volumes: src.volumes,
 		Warn: func(msg string) { rn.warn(s.Name, "%s", msg) },
-		Logs: src.logs, Keep: keep, DeployerVersion: rn.Version, Reason: reason, TempDir: rn.TempDir, Lenient: lenient, Keys: sb.Keys,
+		Logs: src.logs, Keep: keep, DeployerVersion: rn.Version, Reason: reason, TempDir: rn.TempDir, Lenient: lenient, Keys: sb.Keys, Migration: src.migration,
 		Progress: func(p backup.Progress) {
 			rn.emit(Event{Type: EventProgress, Service: s.Name, Step: StepBackup, Detail: p.Volume + " " + p.Phase, Bytes: p.Bytes, Total: p.Total})
 		},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,12 +33,27 @@ func (d *deployment) checkRunning(ctx context.Context) error {
 func (d *deployment) checkHealth(ctx context.Context) error {
 	h, pr := d.s.HealthCheck, d.cut.probes()
 	url := pr.candidateURL(d.cand, d.s.HTTPPort(), h.Path)
-	err := d.rn.step(d.s.Name, StepHealth, "GET "+url, func() error {
-		c := probe.Check{URL: url, Status: h.Status, Timeout: h.Timeout}
-		return probe.UntilWith(ctx, pr.get, c, h.Interval, h.Healthy, h.Deadline, func() error { return d.rn.alive(ctx, d.cand) })
-	})
+	err := d.rn.step(d.s.Name, StepHealth, "GET "+url, func() error { return d.healthOf(ctx, d.cand) })
 	if err != nil {
 		return fmt.Errorf("candidate %q: health check GET %s: %s; %s", d.cand.Name, h.Path, err, d.stillServing())
+	}
+	return nil
+}
+
+// healthOf probes a started release's health check until it passes often enough in a row,
+// failing at once if the release stops.
+func (d *deployment) healthOf(ctx context.Context, c *ContainerState) error {
+	h, pr := d.s.HealthCheck, d.cut.probes()
+	check := probe.Check{URL: pr.candidateURL(c, d.s.HTTPPort(), h.Path), Status: h.Status, Timeout: h.Timeout}
+	return probe.UntilWith(ctx, pr.get, check, h.Interval, h.Healthy, h.Deadline, func() error { return d.rn.alive(ctx, c) })
+}
+
+// canaryOf makes one request of a canary to a started release.
+func (d *deployment) canaryOf(ctx context.Context, c *ContainerState, cn *config.Canary) error {
+	pr := d.cut.probes()
+	check := probe.Check{URL: pr.candidateURL(c, d.s.HTTPPort(), cn.Path), Status: cn.Status, BodyContains: cn.BodyContains, Timeout: 10 * time.Second}
+	if res := pr.get(ctx, check); !check.OK(res) {
+		return errors.New(check.Describe(res))
 	}
 	return nil
 }
@@ -53,19 +69,68 @@ func (d *deployment) checkCanary(ctx context.Context, step *Step) error {
 	if c == nil {
 		return notConfigured(d.s, step)
 	}
-	pr := d.cut.probes()
-	url := pr.candidateURL(d.cand, d.s.HTTPPort(), c.Path)
-	check := probe.Check{URL: url, Status: c.Status, BodyContains: c.BodyContains, Timeout: 10 * time.Second}
-	err := d.rn.step(d.s.Name, step.Name, "GET "+url, func() error {
-		if res := pr.get(ctx, check); !check.OK(res) {
-			return errors.New(check.Describe(res))
-		}
-		return nil
-	})
+	url := d.cut.probes().candidateURL(d.cand, d.s.HTTPPort(), c.Path)
+	err := d.rn.step(d.s.Name, step.Name, "GET "+url, func() error { return d.canaryOf(ctx, d.cand, c) })
 	if err != nil {
 		return fmt.Errorf("candidate %q: canary %q GET %s: %s; %s", d.cand.Name, c.Name, c.Path, err, d.stillServing())
 	}
 	return nil
+}
+
+// checkSmoke sends the smoke load to the candidate: a miss of its error rate or p95 bound
+// fails the deploy with the live release serving.
+func (d *deployment) checkSmoke(ctx context.Context) error {
+	sm, pr := d.s.Smoke, d.cut.probes()
+	base := strings.TrimSuffix(pr.candidateURL(d.cand, d.s.HTTPPort(), "/"), "/")
+	load := probe.Load{Base: base, Paths: sm.Paths, Requests: sm.Requests, Duration: sm.Duration, Concurrency: sm.Concurrency}
+	var res *probe.LoadResult
+	err := d.rn.step(d.s.Name, StepSmoke, smokeText(sm), func() error {
+		var err error
+		if res, err = pr.load(ctx, load); err != nil {
+			return err
+		}
+		d.so.Smoke = res
+		d.rn.emit(Event{Type: EventSmoke, Service: d.s.Name, Step: StepSmoke, Detail: res.String(), Smoke: res})
+		if err := d.rn.alive(ctx, d.cand); err != nil {
+			return err
+		}
+		return smokeMiss(sm, res)
+	})
+	if err != nil {
+		return fmt.Errorf("candidate %q: smoke: %s; %s", d.cand.Name, err, d.stillServing())
+	}
+	return nil
+}
+
+// smokeMiss says how a smoke load missed its bounds, nil when it met them.
+func smokeMiss(sm *config.Smoke, res *probe.LoadResult) error {
+	var miss []string
+	if res.Requests == 0 {
+		miss = append(miss, "no request was answered")
+	}
+	if res.ErrorRate() > sm.MaxErrorRate {
+		miss = append(miss, fmt.Sprintf("%d of %d requests failed (%.2f%%, max_error_rate %.2f%%; first: %s)", res.Failed, res.Requests, 100*res.ErrorRate(), 100*sm.MaxErrorRate, res.FirstFail))
+	}
+	if res.P95 > sm.P95 {
+		miss = append(miss, fmt.Sprintf("p95 latency %s is over %s", res.P95.Round(time.Millisecond), sm.P95))
+	}
+	if len(miss) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s (%s)", strings.Join(miss, "; "), res)
+}
+
+// smokeText is what the plan says of a smoke load.
+func smokeText(sm *config.Smoke) string {
+	what := plural(sm.Requests, "request")
+	switch {
+	case sm.Duration > 0 && sm.Requests > 0:
+		what += " or " + dur(sm.Duration) + ", whichever ends first"
+	case sm.Duration > 0:
+		what = "requests for " + dur(sm.Duration)
+	}
+	return fmt.Sprintf("smoke: %s, %d at once, to %s; at most %s failed, p95 under %s", what, sm.Concurrency, strings.Join(sm.Paths, ", "),
+		strconv.FormatFloat(100*sm.MaxErrorRate, 'f', -1, 64)+"%", dur(sm.P95))
 }
 
 // hook runs a hook in a one-off container of the new release.

@@ -148,6 +148,21 @@ func (p prober) get(ctx context.Context, c probe.Check) probe.Result {
 	return probe.Result{Status: resp.Status, Body: resp.Body}
 }
 
+// load sends a smoke load: from the proxy when the checks run from there, else from here.
+func (p prober) load(ctx context.Context, l probe.Load) (*probe.LoadResult, error) {
+	if !p.viaProxy() {
+		return l.Run(ctx), nil
+	}
+	resp, err := p.rn.proxy.ctl(ctx, proxy.Request{Op: "smoke", Load: &l})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Load == nil {
+		return nil, errors.New("the proxy sent no figures of the smoke load")
+	}
+	return resp.Load, nil
+}
+
 // candidateURL is where the candidate's HTTP port answers a check.
 func (p prober) candidateURL(cand *ContainerState, port *config.Port, path string) string {
 	if p.viaProxy() {

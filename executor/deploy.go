@@ -31,6 +31,13 @@ type deployment struct {
 	old    *ContainerState // the live release at the cutover
 	liveID string
 	seen   map[string]int // steps of each name run so far (two hooks may share a name)
+
+	// The migration: what its dry-run found, the helper image and the clone's volume, and the
+	// backup taken before it ran on the live data.
+	mig      *MigrationReport
+	helper   string
+	scratch  string
+	backupID string
 }
 
 // errNothingToDeploy ends a deploy early and well: the new image is the live one, and nothing
@@ -54,6 +61,7 @@ func (d *deployment) run(ctx context.Context, steps []*Step, started notify.Noti
 			d.cut.deployEnded(context.WithoutCancel(ctx))
 		}
 	}()
+	defer d.removeScratch(ctx)
 	if prepare != nil {
 		if err := prepare(ctx); err != nil {
 			return d.fail(ctx, err)
@@ -104,6 +112,14 @@ func (d *deployment) do(ctx context.Context, step *Step) error {
 		return d.checkHealth(ctx)
 	case StepCanary:
 		return d.checkCanary(ctx, step)
+	case StepSmoke:
+		return d.checkSmoke(ctx)
+	case StepDryRun:
+		return d.dryRun(ctx)
+	case StepTrial:
+		return d.trial(ctx)
+	case StepMigrate:
+		return d.migrateLive(ctx)
 	case StepSQLite:
 		return d.checkSQLite(ctx, step)
 	case StepHook:
@@ -198,7 +214,10 @@ func (d *deployment) candidate(ctx context.Context) error {
 func (d *deployment) backup(ctx context.Context) error {
 	s, live := d.s, d.st.Live
 	err := d.rn.step(s.Name, StepBackup, fmt.Sprintf("back up %s of release %d to backup_store.%s", strings.Join(s.Backup.Volumes, ", "), live.Release(), s.Backup.Store), func() error {
-		_, err := d.rn.backups().take(ctx, s, live, "before the cutover to release "+strconv.Itoa(d.r.number), s.Backup.Keep)
+		m, err := d.rn.backups().takeWith(ctx, s, live, "before the cutover to release "+strconv.Itoa(d.r.number), s.Backup.Keep, migrationRecord(d.mig))
+		if m != nil {
+			d.backupID = m.ID
+		}
 		return err
 	})
 	if err != nil {

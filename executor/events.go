@@ -2,6 +2,8 @@ package executor
 
 import (
 	"time"
+
+	"github.com/deployer-dev/deployer/executor/probe"
 )
 
 // Event is one thing an operation reports: a step starting or ending, a line of output, a
@@ -23,6 +25,9 @@ type Event struct {
 	// Result events only.
 	Release    int  `json:"release,omitempty"`
 	RolledBack bool `json:"rolled_back,omitempty"`
+	// Migration events: what a migration's dry-run found; smoke events: the load's figures.
+	Migration *MigrationReport  `json:"migration,omitempty"`
+	Smoke     *probe.LoadResult `json:"smoke,omitempty"`
 }
 
 // EventType says what an event reports.
@@ -30,11 +35,13 @@ type EventType string
 
 // Event types.
 const (
-	EventStep     EventType = "step"
-	EventLog      EventType = "log"
-	EventWarning  EventType = "warning"
-	EventResult   EventType = "result"
-	EventProgress EventType = "progress" // bytes moved by a long transfer (Bytes of Total, Total 0 when unknown)
+	EventStep      EventType = "step"
+	EventLog       EventType = "log"
+	EventWarning   EventType = "warning"
+	EventResult    EventType = "result"
+	EventProgress  EventType = "progress"  // bytes moved by a long transfer (Bytes of Total, Total 0 when unknown)
+	EventMigration EventType = "migration" // a migration's schema diff
+	EventSmoke     EventType = "smoke"     // a smoke load's figures
 )
 
 // EventOutcome is how a step or a service ended.

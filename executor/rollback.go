@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/backup"
 	"github.com/deployer-dev/deployer/executor/notify"
 )
 
@@ -23,6 +25,8 @@ type ReleaseInfo struct {
 	Created   time.Time `json:"created"`
 	Source    string    `json:"source,omitempty"`
 	State     string    `json:"state"`
+	// Migration is what the migration that came with the release did (nil for none).
+	Migration *backup.MigrationRecord `json:"migration,omitempty"`
 }
 
 // Releases lists a service's releases, newest first: the live one and the previous ones kept.
@@ -39,8 +43,15 @@ func Releases(obs *Observed, service string) []ReleaseInfo {
 		if t, err := time.Parse(time.RFC3339, c.Labels[LabelCreatedAt]); err == nil {
 			created = t
 		}
-		out = append(out, ReleaseInfo{Release: c.Release(), Role: role, Container: c.Name, Image: c.ImageRef(), ImageID: c.ImageID,
-			Created: created, Source: c.Labels[LabelSource], State: c.State})
+		info := ReleaseInfo{Release: c.Release(), Role: role, Container: c.Name, Image: c.ImageRef(), ImageID: c.ImageID,
+			Created: created, Source: c.Labels[LabelSource], State: c.State}
+		if raw := c.Labels[migrationLabel]; raw != "" {
+			var m backup.MigrationRecord
+			if json.Unmarshal([]byte(raw), &m) == nil {
+				info.Migration = &m
+			}
+		}
+		out = append(out, info)
 	}
 	if st.Live != nil {
 		add(st.Live, RoleLive)

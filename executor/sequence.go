@@ -15,15 +15,19 @@ type StepKind string
 // Steps of plans, in the order of the apply sequence.
 const (
 	StepLock      = "lock"
-	StepProxy     = "proxy"  // the project's proxy: cutovers and checks on the engine's host
-	StepClean     = "clean"  // remove a candidate an interrupted apply left
-	StepResume    = "resume" // start a stopped live release, and health-check it
-	StepBuild     = "build"  // build.before, then an image build
-	StepImage     = "image"  // use (or pull) a named image
+	StepProxy     = "proxy"           // the project's proxy: cutovers and checks on the engine's host
+	StepClean     = "clean"           // remove a candidate an interrupted apply left
+	StepResume    = "resume"          // start a stopped live release, and health-check it
+	StepBuild     = "build"           // build.before, then an image build
+	StepImage     = "image"           // use (or pull) a named image
+	StepDryRun    = "migrate.dry-run" // clone the database, migrate the clone, diff the schemas
+	StepTrial     = "migrate.trial"   // the new release on the migrated clone
+	StepMigrate   = "migrate"         // the migration on the live data
 	StepCandidate = "candidate"
 	StepRunning   = "check.running"
 	StepHealth    = "check.health"
 	StepCanary    = "check.canary" // + "." + name
+	StepSmoke     = "check.smoke"
 	StepSQLite    = "check.sqlite" // + "." + name
 	StepHook      = "hook"         // + "." + when
 	StepBackup    = "backup"
@@ -140,7 +144,7 @@ func (sq *sequencer) plan(plan *Plan, obs *Observed) []*Step {
 		s := sq.p.Service(ch.Service)
 		sq.leftovers(&out, s, ch, st)
 		for _, v := range obs.ScratchOf(s.Name) { // after the helper that may still mount it
-			out.add(s.Name, StepClean, "", "remove the scratch volume %s an interrupted backup left", v).Volume = v
+			out.add(s.Name, StepClean, "", "remove the scratch volume %s an interrupted backup or migration dry-run left", v).Volume = v
 		}
 		switch ch.Action {
 		case ActionUpdate:
@@ -225,9 +229,54 @@ func (sq *sequencer) deploy(out *steps, s *config.Service, ch *Change, st *Servi
 	default:
 		out.add(s.Name, StepImage, "", "use %s (%s)", s.Image, short(ch.ImageID))
 	}
+	replacing := ch.Action == ActionReplace || ch.Action == ActionTakeover
+	if s.Migration != nil {
+		// The migration's data must be in the backup, and the candidate runs on the migrated
+		// live data: dry-run, trial, backup and migration come before the candidate.
+		sq.migration(out, s, ch, replacing)
+	}
 	out.add(s.Name, StepCandidate, "", "create and start %s%s (release %d)%s", s.ContainerName, candidateSuffix, ch.NextRelease, cut.candidateWhere())
 	sq.checks(out, s, true)
-	replacing := ch.Action == ActionReplace || ch.Action == ActionTakeover
+	if s.Migration == nil {
+		sq.backup(out, s, ch, replacing)
+	}
+	sq.switchOver(out, s, ch, cut)
+	keep := ""
+	if ch.Action == ActionTakeover {
+		keep = fmt.Sprintf("; keep %s as release %d, with the deployer's labels, for rollback", ch.Takeover.Name, ch.LiveRelease)
+	}
+	out.add(s.Name, StepCleanup, "", "remove the candidate, keep %s%s%s", plural(s.Deploy.KeepReleases, "previous release"), keep, pruneText(ch.Prune))
+}
+
+// migration is a migration's steps: the dry-run on a clone and the trial of the new release on
+// it, then (after the backup) the run on the live data.
+func (sq *sequencer) migration(out *steps, s *config.Service, ch *Change, replacing bool) {
+	m, db := s.Migration, s.MigrationDB()
+	cmd := sq.red.words(m.Command)
+	gate := "; a destructive change stops the deploy here"
+	if m.AllowDestructive {
+		gate = "; a destructive change is refused (allow_destructive's held cutover is not run by this deployer yet)"
+	}
+	if !replacing {
+		gate = ""
+	}
+	if m.DryRun {
+		out.add(s.Name, StepDryRun, "", "clone volume %s, run `%s` on the clone (deadline %s), quick_check and diff the schema of sqlite %s%s", db.Volume, cmd, dur(m.Deadline), db.Name, gate)
+		out.add(s.Name, StepTrial, "", "start release %d on the migrated clone and check it; remove it and the clone", ch.NextRelease)
+	} else if replacing {
+		out.add(s.Name, StepDryRun, "", "dry_run = false: the change is unknown, so it counts as destructive%s", gate)
+	}
+	sq.backup(out, s, ch, replacing)
+	serving := ""
+	if replacing {
+		serving = fmt.Sprintf(" (release %d keeps serving: the change is additive)", ch.LiveRelease)
+	}
+	out.add(s.Name, StepMigrate, "", "run `%s` on the live data of sqlite %s (deadline %s)%s", cmd, db.Name, dur(m.Deadline), serving)
+}
+
+// backup is the backup of the live release before the cutover (before the migration, when
+// there is one).
+func (sq *sequencer) backup(out *steps, s *config.Service, ch *Change, replacing bool) {
 	if b := s.Backup; b != nil && replacing {
 		extra := backupHow(s)
 		if b.Logs {
@@ -239,12 +288,6 @@ func (sq *sequencer) deploy(out *steps, s *config.Service, ch *Change, st *Servi
 		}
 		out.add(s.Name, StepBackup, "", "back up %s of %s to backup_store.%s%s; keep %d", strings.Join(b.Volumes, ", "), of, b.Store, extra, b.Keep)
 	}
-	sq.switchOver(out, s, ch, cut)
-	keep := ""
-	if ch.Action == ActionTakeover {
-		keep = fmt.Sprintf("; keep %s as release %d, with the deployer's labels, for rollback", ch.Takeover.Name, ch.LiveRelease)
-	}
-	out.add(s.Name, StepCleanup, "", "remove the candidate, keep %s%s%s", plural(s.Deploy.KeepReleases, "previous release"), keep, pruneText(ch.Prune))
 }
 
 // rollback is the sequence that brings an earlier release back: the same candidate, checks
@@ -274,6 +317,9 @@ func (sq *sequencer) checks(out *steps, s *config.Service, newRelease bool) {
 			body = fmt.Sprintf(" with a body containing %q", c.BodyContains)
 		}
 		out.add(s.Name, StepCanary, c.Name, "GET %s answers %s%s", c.Path, statusText(c.Status), body)
+	}
+	if sm := s.Smoke; sm != nil && newRelease && s.HTTPPort() != nil {
+		out.add(s.Name, StepSmoke, "", "%s", smokeText(sm))
 	}
 	if !newRelease {
 		return

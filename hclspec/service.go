@@ -20,6 +20,7 @@ var serviceSchema = &hcl.BodySchema{
 		{Type: "build"}, {Type: "port"}, {Type: "volume", LabelNames: []string{"name"}}, {Type: "health_check"},
 		{Type: "canary", LabelNames: []string{"name"}}, {Type: "sqlite", LabelNames: []string{"name"}}, {Type: "backup"},
 		{Type: "hook", LabelNames: []string{"when"}}, {Type: "deploy"}, {Type: "resources"}, {Type: "log"},
+		{Type: "migration"}, {Type: "smoke"},
 	},
 }
 
@@ -28,6 +29,7 @@ var blockDecoders = map[string]func(d *decoder, s *config.Service, b *hcl.Block)
 	"build": decodeBuild, "port": decodePort, "volume": decodeVolume, "health_check": decodeHealth,
 	"canary": decodeCanary, "sqlite": decodeSQLite, "backup": decodeBackup, "hook": decodeHook,
 	"deploy": decodeDeploy, "resources": decodeResources, "log": decodeLog,
+	"migration": decodeMigration, "smoke": decodeSmoke,
 }
 
 func (d *decoder) service(b *hcl.Block) *config.Service {
@@ -41,7 +43,7 @@ func (d *decoder) service(b *hcl.Block) *config.Service {
 	d.strList(a, "command", config.AttrCommand, &s.Command)
 	d.strMap(a, "env", config.AttrEnv, &s.Env)
 	d.boolean(a, "init", config.AttrInit, &s.Init)
-	single, diags := singleBlocks(c.Blocks, "build", "health_check", "backup", "deploy", "resources", "log")
+	single, diags := singleBlocks(c.Blocks, "build", "health_check", "backup", "deploy", "resources", "log", "migration", "smoke")
 	d.diags = append(d.diags, diags...)
 	seen := map[string]bool{}
 	for _, blk := range c.Blocks {
@@ -244,6 +246,51 @@ func decodeHook(d *decoder, s *config.Service, b *hcl.Block) {
 	s.Ranges[config.HookAttr(h.When, "")] = cfgRange(b.LabelRanges[0])
 	d.strList(d.content(b.Body, hookSchema).Attributes, "command", config.HookAttr(h.When, config.HookCommand), &h.Command)
 	s.Hooks = append(s.Hooks, h)
+}
+
+var migrationSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "command", Required: true}, {Name: "sqlite"}, {Name: "deadline"}, {Name: "dry_run"},
+		{Name: "allow_destructive"}, {Name: "hold_timeout"}},
+}
+
+func decodeMigration(d *decoder, s *config.Service, b *hcl.Block) {
+	m := config.NewMigration()
+	s.Ranges[config.AttrMigration] = cfgRange(b.DefRange)
+	a := d.content(b.Body, migrationSchema).Attributes
+	d.strList(a, "command", config.AttrMigrationCommand, &m.Command)
+	d.str(a, "sqlite", config.AttrMigrationSQLite, &m.SQLite)
+	d.duration(a, "deadline", config.AttrMigrationDeadline, &m.Deadline)
+	d.boolean(a, "dry_run", config.AttrMigrationDryRun, &m.DryRun)
+	d.boolean(a, "allow_destructive", config.AttrMigrationAllowDestructive, &m.AllowDestructive)
+	d.duration(a, "hold_timeout", config.AttrMigrationHoldTimeout, &m.HoldTimeout)
+	s.Migration = m
+}
+
+var smokeSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "requests"}, {Name: "duration"}, {Name: "concurrency"}, {Name: "paths"},
+		{Name: "max_error_rate"}, {Name: "p95"}},
+}
+
+// decodeSmoke decodes a smoke block. A duration without requests runs for the duration: the
+// default count applies only when neither is written.
+func decodeSmoke(d *decoder, s *config.Service, b *hcl.Block) {
+	sm := config.NewSmoke()
+	s.Ranges[config.AttrSmoke] = cfgRange(b.DefRange)
+	a := d.content(b.Body, smokeSchema).Attributes
+	if a["duration"] != nil && a["requests"] == nil {
+		sm.Requests = 0
+	}
+	d.integer(a, "requests", config.AttrSmokeRequests, &sm.Requests)
+	d.duration(a, "duration", config.AttrSmokeDuration, &sm.Duration)
+	d.integer(a, "concurrency", config.AttrSmokeConcurrency, &sm.Concurrency)
+	d.strList(a, "paths", config.AttrSmokePaths, &sm.Paths)
+	if val, ok := d.eval(a["max_error_rate"], cty.Number); ok {
+		d.note(config.AttrSmokeMaxErrorRate, a["max_error_rate"], val)
+		val, _ = val.Unmark()
+		sm.MaxErrorRate, _ = val.AsBigFloat().Float64()
+	}
+	d.duration(a, "p95", config.AttrSmokeP95, &sm.P95)
+	s.Smoke = sm
 }
 
 var deploySchema = &hcl.BodySchema{

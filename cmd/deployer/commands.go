@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/backup"
 	"github.com/deployer-dev/deployer/executor/docker"
 	"github.com/deployer-dev/deployer/hclspec"
 )
@@ -155,7 +156,15 @@ func newReleases(g *globals) *cobra.Command {
 			for _, r := range list {
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%s (%s)\t%s\t%s\n", r.Release, r.Role, r.State, r.Image, executor.ShortID(r.ImageID), r.Created.Local().Format(time.DateTime), r.Source)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			for _, r := range list {
+				if m := r.Migration; m != nil {
+					printMigration(g, r.Release, m)
+				}
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the releases as JSON")
@@ -224,4 +233,19 @@ func newUnlock(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "really break the lock")
 	return cmd
+}
+
+// printMigration shows what the migration that came with a release did: its diff, then what it
+// printed on the live data (escaped: the label is read back from the engine).
+func printMigration(g *globals, release int, m *backup.MigrationRecord) {
+	fmt.Fprintf(g.stdout, "\nRelease %d migrated %s with `%s`:\n", release, terminalSafe(m.Database), terminalSafe(m.Command))
+	for _, l := range m.Changes {
+		fmt.Fprintf(g.stdout, "  %s\n", terminalSafe(l))
+	}
+	if out := strings.TrimSpace(m.LiveOutput); out != "" {
+		fmt.Fprintf(g.stdout, "  its output on the live data:\n")
+		for _, l := range strings.Split(out, "\n") {
+			fmt.Fprintf(g.stdout, "    %s\n", terminalSafe(l))
+		}
+	}
 }

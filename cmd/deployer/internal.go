@@ -47,7 +47,13 @@ func newInternal(g *globals) *cobra.Command {
 			return prepareVolume(g, args[0], need)
 		},
 	})
-	cmd.AddCommand(snapshotCommands(g)...)
+	cmds := snapshotCommands(g)
+	for _, c := range cmds {
+		if strings.HasPrefix(c.Use, "clone-volume") {
+			c.Flags().Bool("missing-ok", false, "clone a missing database as missing instead of failing")
+		}
+	}
+	cmd.AddCommand(cmds...)
 	return cmd
 }
 
@@ -135,7 +141,9 @@ func snapshotCommands(g *globals) []*cobra.Command {
 			enc := json.NewEncoder(g.stdout)
 			for _, file := range args {
 				out := schemaReport{File: file, QuickCheck: "ok"}
-				if err := backup.QuickCheck(cmd.Context(), file); err != nil {
+				if _, err := os.Lstat(file); errors.Is(err, fs.ErrNotExist) {
+					out.Missing, out.QuickCheck = true, "missing" // a first deploy's database
+				} else if err := backup.QuickCheck(cmd.Context(), file); err != nil {
 					out.QuickCheck = err.Error()
 				} else if out.Schema, err = migrate.Read(cmd.Context(), file); err != nil {
 					out.Error = err.Error()
@@ -149,14 +157,24 @@ func snapshotCommands(g *globals) []*cobra.Command {
 	}, {
 		// The migration dry-run's copy of a database's volume (issue 11): its databases from
 		// online snapshots, its other files as they are; the source is only read.
-		Use:  "clone-volume SRC DST [DB_PATH...]",
+		Use:  "clone-volume [-missing-ok] SRC DST [DB_PATH...]",
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			snaps, err := backup.CloneVolume(cmd.Context(), args[0], args[1], args[2:], snapshotAs)
+			dbs := args[2:]
+			if ok, _ := cmd.Flags().GetBool("missing-ok"); ok {
+				// A database not created yet (a first deploy) is cloned as missing.
+				dbs = nil
+				for _, p := range args[2:] {
+					if _, err := os.Lstat(filepath.Join(args[0], p)); err == nil {
+						dbs = append(dbs, p)
+					}
+				}
+			}
+			snaps, err := backup.CloneVolume(cmd.Context(), args[0], args[1], dbs, snapshotAs)
 			if err != nil {
 				return err
 			}
-			return json.NewEncoder(g.stdout).Encode(snaps)
+			return json.NewEncoder(g.stdout).Encode(cloneReport{Snapshots: snaps, Bytes: dirBytes(args[1])})
 		},
 	}, {
 		Use:  "sqlite-snapshot-one SRC DST",
@@ -171,10 +189,32 @@ func snapshotCommands(g *globals) []*cobra.Command {
 	}}
 }
 
+// cloneReport is what clone-volume says of a clone: each database's snapshot, and the bytes
+// the clone holds.
+type cloneReport struct {
+	Snapshots []backup.DBSnapshot `json:"snapshots"`
+	Bytes     int64               `json:"bytes"`
+}
+
+// dirBytes is the size of the regular files under dir.
+func dirBytes(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
 // schemaReport is what sqlite-schema says of one database file.
 type schemaReport struct {
 	File       string          `json:"file"`
-	QuickCheck string          `json:"quick_check"` // "ok", or what is wrong
+	QuickCheck string          `json:"quick_check"` // "ok", "missing", or what is wrong
+	Missing    bool            `json:"missing,omitempty"`
 	Schema     *migrate.Schema `json:"schema,omitempty"`
 	Error      string          `json:"error,omitempty"`
 }

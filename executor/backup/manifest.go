@@ -48,6 +48,9 @@ type Manifest struct {
 	Volumes         []VolumeArchive `json:"volumes"`
 	Logs            *File           `json:"logs,omitempty"`
 	SQLite          []DBCheck       `json:"sqlite,omitempty"`
+	// Migration is what the deploy this backup was taken before did to the schema: its
+	// dry-run's diff and output (read from a store: shown escaped, never acted on).
+	Migration *MigrationRecord `json:"migration,omitempty"`
 	// Encryption is "age" when every archive and the logs are encrypted to the store's
 	// recipients, "" when they are plain.
 	Encryption string `json:"encryption,omitempty"`
@@ -57,6 +60,18 @@ type Manifest struct {
 
 	// Signed says what the signature check found; it is not part of the manifest.
 	Signed Signed `json:"-"`
+}
+
+// MigrationRecord is what a migration's dry-run found and printed, and what it printed on the
+// live data when it ran there.
+type MigrationRecord struct {
+	Database    string   `json:"database"`
+	Command     string   `json:"command"`
+	DryRun      bool     `json:"dry_run"`
+	Changes     []string `json:"changes"`
+	Destructive bool     `json:"destructive"`
+	Output      string   `json:"output,omitempty"`
+	LiveOutput  string   `json:"live_output,omitempty"`
 }
 
 // Signed is what checking a manifest's signature found.

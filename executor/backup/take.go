@@ -91,6 +91,9 @@ type Request struct {
 	Warn            func(string) // what the operator should know about how the backup was taken
 	// Keys encrypt the archives and logs (age recipients) and sign the manifest; nil: neither.
 	Keys *Keys
+	// Migration is the record of the migration this backup is taken before, kept in the
+	// manifest (nil for none).
+	Migration *MigrationRecord
 }
 
 // Progress reports bytes moved for one volume.
@@ -112,7 +115,7 @@ func Take(ctx context.Context, req Request) (*Manifest, error) {
 	now := time.Now().UTC()
 	m := &Manifest{FormatVersion: FormatVersion, ID: now.Format("20060102T150405.000Z") + "-r" + strconv.Itoa(req.Release),
 		Project: req.Project, Service: req.Service, Release: req.Release, Image: req.Image, ImageID: req.ImageID, Created: now,
-		DeployerVersion: req.DeployerVersion, Reason: req.Reason, Consistency: req.Consistency}
+		DeployerVersion: req.DeployerVersion, Reason: req.Reason, Consistency: req.Consistency, Migration: req.Migration}
 	if req.Keys.encrypts() {
 		m.Encryption = "age"
 	}

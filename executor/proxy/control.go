@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/deployer-dev/deployer/executor/probe"
 )
 
 // SocketPath is where the proxy listens for control inside its container.
@@ -20,23 +22,25 @@ const SocketPath = "/run/deployer-proxy.sock"
 
 // Request is one control command.
 type Request struct {
-	Op      string        `json:"op"` // set, drain, remove, status, probe, ping, stop
+	Op      string        `json:"op"` // set, drain, remove, status, probe, smoke, ping, stop
 	Route   *Route        `json:"route,omitempty"`
 	Name    string        `json:"name,omitempty"`
 	Backend string        `json:"backend,omitempty"`
 	Timeout time.Duration `json:"timeout,omitempty"`
 	URL     string        `json:"url,omitempty"`
+	Load    *probe.Load   `json:"load,omitempty"` // smoke
 }
 
 // Response answers a Request.
 type Response struct {
-	OK       bool          `json:"ok"`
-	Error    string        `json:"error,omitempty"`
-	Previous string        `json:"previous,omitempty"`
-	Cut      int           `json:"cut,omitempty"`
-	Routes   []RouteStatus `json:"routes,omitempty"`
-	Status   int           `json:"status,omitempty"` // probe
-	Body     string        `json:"body,omitempty"`   // probe
+	OK       bool              `json:"ok"`
+	Error    string            `json:"error,omitempty"`
+	Previous string            `json:"previous,omitempty"`
+	Cut      int               `json:"cut,omitempty"`
+	Routes   []RouteStatus     `json:"routes,omitempty"`
+	Status   int               `json:"status,omitempty"` // probe
+	Body     string            `json:"body,omitempty"`   // probe
+	Load     *probe.LoadResult `json:"load,omitempty"`   // smoke
 }
 
 // Serve runs the proxy until ctx ends or a stop command arrives, then stops accepting and lets
@@ -127,7 +131,13 @@ func (s *Server) handle(ctx context.Context, req Request) Response {
 		s.save()
 		return Response{OK: true}
 	case "probe":
-		return probe(ctx, req.URL, req.Timeout)
+		return probeOnce(ctx, req.URL, req.Timeout)
+	case "smoke":
+		// A candidate's smoke load, sent from the proxy's place on the engine's host.
+		if req.Load == nil || len(req.Load.Paths) == 0 {
+			return Response{Error: "smoke needs a load with paths"}
+		}
+		return Response{OK: true, Load: req.Load.Run(ctx)}
 	}
 	return Response{Error: fmt.Sprintf("unknown op %q", req.Op)}
 }
@@ -137,8 +147,8 @@ var probeClient = &http.Client{
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
-// probe runs one HTTP GET from inside the proxy's network, for health checks.
-func probe(ctx context.Context, url string, timeout time.Duration) Response {
+// probeOnce runs one HTTP GET from inside the proxy's network, for health checks.
+func probeOnce(ctx context.Context, url string, timeout time.Duration) Response {
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}

@@ -109,6 +109,14 @@ func (a *App) Handler(die func()) http.Handler {
 			w.Write(filler[:min(n, len(filler))])
 		}
 	})
+	// /status?code=N answers with that status: a path for a smoke load to fail on.
+	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
+		code, err := strconv.Atoi(r.URL.Query().Get("code"))
+		if err != nil || code < 200 || code > 599 {
+			code = http.StatusOK
+		}
+		w.WriteHeader(code)
+	})
 	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		fmt.Fprintf(w, "%d\n", n)

@@ -3,7 +3,10 @@
 // shares.
 //
 // Run as `testapp exit N` it prints a line and exits with N, for hooks and one-off containers; as
-// `testapp seed PATH` it writes the SQLite file in APP_SEED_DB (base64) to PATH.
+// `testapp seed PATH` it writes the SQLite file in APP_SEED_DB (base64) to PATH. The migrations
+// of the tests: `testapp sql PATH SQL` runs SQL on the database at PATH; `testapp sql-fail PATH
+// SQL` runs it and then fails, half-way through a migration; `testapp hang` never ends;
+// `testapp corrupt PATH` damages the database's second page.
 //
 // With APP_WRITER_DB=PATH it also commits numbered rows to that SQLite database, one every
 // APP_WRITER_EVERY (default 5ms), in APP_WRITER_JOURNAL mode (wal or delete, default wal) with
@@ -39,6 +42,9 @@ func main() {
 			os.Exit(1)
 		}
 		fmt.Printf("testapp: seeded %s\n", os.Args[2])
+		return
+	}
+	if len(os.Args) > 1 && migrate(os.Args[1:]) {
 		return
 	}
 	if len(os.Args) > 2 && os.Args[1] == "exit" {

@@ -14,6 +14,7 @@ import (
 // writer commits numbered rows at a steady rate, as an app taking orders would, and measures
 // the longest time between two commits: a paused container or a blocked writer shows there.
 type writer struct {
+	file      string
 	mu        sync.Mutex
 	committed int64
 	last      time.Time
@@ -28,7 +29,7 @@ type gap struct {
 }
 
 func startWriter(file string) http.Handler {
-	w := &writer{}
+	w := &writer{file: file}
 	journal := os.Getenv("APP_WRITER_JOURNAL")
 	if journal == "" {
 		journal = "wal"
@@ -89,11 +90,43 @@ func (w *writer) run(file, journal, sync string, every time.Duration) {
 	}
 }
 
+// look reads what a test compares before and after a migration: the rows table's columns, its
+// row count and highest row number, and the database's indexes (?schema=1).
+func (w *writer) look() (cols []string, count, maxN int64, indexes []string) {
+	db, err := sql.Open("sqlite", "file:"+w.file+"?_pragma=busy_timeout(60000)")
+	if err != nil {
+		return nil, -1, -1, nil
+	}
+	defer db.Close()
+	names := func(query string) []string {
+		var out []string
+		if rows, err := db.Query(query); err == nil {
+			for rows.Next() {
+				var c string
+				rows.Scan(&c)
+				out = append(out, c)
+			}
+			rows.Close()
+		}
+		return out
+	}
+	cols = names("SELECT name FROM pragma_table_info('rows')")
+	indexes = names("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name")
+	// In one statement: a row lost or added shows as a count other than the highest number.
+	db.QueryRow("SELECT count(*), coalesce(max(n), 0) FROM rows").Scan(&count, &maxN)
+	return cols, count, maxN, indexes
+}
+
 func (w *writer) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	out := map[string]any{}
+	if r.URL.Query().Get("schema") != "" {
+		out["columns"], out["count"], out["max"], out["indexes"] = w.look()
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	rw.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(rw).Encode(map[string]any{"committed": w.committed, "longest_gap_ms": w.longest.Milliseconds(), "gaps": w.gaps, "error": w.err})
+	out["committed"], out["longest_gap_ms"], out["gaps"], out["error"] = w.committed, w.longest.Milliseconds(), w.gaps, w.err
+	json.NewEncoder(rw).Encode(out)
 	if r.URL.Query().Get("reset") != "" {
 		w.longest, w.gaps = 0, nil
 	}

@@ -1,0 +1,237 @@
+package executor_test
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor"
+)
+
+// schemaState is what the live app sees of its database: the rows table's columns and
+// indexes, its row count and highest row number (equal unless a row was lost or added).
+type schemaState struct {
+	Columns   []string `json:"columns"`
+	Indexes   []string `json:"indexes"`
+	Count     int64    `json:"count"`
+	Max       int64    `json:"max"`
+	Committed int64    `json:"committed"`
+	Error     string   `json:"error"`
+}
+
+func (r *rig) schema() schemaState {
+	r.t.Helper()
+	var s schemaState
+	body := r.get("/writer?schema=1")
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		r.t.Fatalf("GET /writer?schema=1: %q", body)
+	}
+	if s.Error != "" {
+		r.t.Fatalf("the live app's writer failed: %s", s.Error)
+	}
+	return s
+}
+
+// migrationRig deploys release 1 of a writer app (its database app.db in the data volume,
+// backed up to a local store) and waits for rows; mig, when given, configures release 2's
+// migration.
+type migrationRig struct {
+	*rig
+	store *config.Store
+}
+
+func newMigrationRig(t *testing.T, cutover config.Cutover) *migrationRig {
+	r := &migrationRig{rig: newRig(t), store: localStore(t)}
+	r.self = staticDeployer(t)
+	if so := r.apply(r.project2("v1", cutover, nil)); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	for r.writer("").Committed < 50 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return r
+}
+
+func (r *migrationRig) project2(v string, cutover config.Cutover, mod func(s *config.Service)) *config.Project {
+	return r.configWithStore(v, r.store, func(s *config.Service) {
+		s.Env["APP_WRITER_DB"] = "/data/app.db"
+		s.Env["APP_WRITER_EVERY"] = "10ms"
+		s.Deploy.Cutover = cutover
+		if mod != nil {
+			mod(s)
+		}
+	})
+}
+
+// migration is a migration block running the test app's command.
+func migration(cmd ...string) func(s *config.Service) {
+	return func(s *config.Service) {
+		s.Migration = config.NewMigration()
+		s.Migration.Command = cmd // the image's entrypoint is /bin/app
+		s.Migration.SQLite = "main"
+	}
+}
+
+// Additive migrations run on the live data while the live release goes on writing: the new
+// release runs on the new schema, the diff is in the outcome, the events, the manifest of the
+// backup taken before it and on the release, and no row is lost or added. With both cutovers.
+func TestMigrationAdditive(t *testing.T) {
+	for _, tc := range []struct {
+		name, sql string
+		cutover   config.Cutover
+		want      string
+		check     func(s schemaState) bool
+	}{
+		{"add-column/proxy", "ALTER TABLE rows ADD COLUMN note TEXT", config.CutoverProxy, "+ column rows.note TEXT",
+			func(s schemaState) bool { return slices.Contains(s.Columns, "note") }},
+		{"add-index/restart", "CREATE INDEX rows_at ON rows(at)", config.CutoverRestart, "+ index rows_at CREATE INDEX rows_at ON rows(at)",
+			func(s schemaState) bool { return slices.Contains(s.Indexes, "rows_at") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newMigrationRig(t, tc.cutover)
+			before := r.schema()
+			p := r.project2("v2", tc.cutover, func(s *config.Service) {
+				migration("sql", "/data/app.db", tc.sql)(s)
+				s.Smoke = config.NewSmoke()
+				s.Smoke.Requests, s.Smoke.P95 = 100, 2*time.Second
+			})
+			so := r.apply(p)
+			if so.Error != "" {
+				t.Fatal(so.Error)
+			}
+			if so.Release != 2 || !strings.Contains(r.get("/"), "version=v2") {
+				t.Fatalf("release %d live, / answers %q", so.Release, r.get("/"))
+			}
+			after := r.schema()
+			if !tc.check(after) {
+				t.Errorf("the live database was not migrated: %+v", after)
+			}
+			if after.Count != after.Max || after.Max < before.Max {
+				t.Errorf("rows lost or added: count %d, highest %d, before the deploy %d", after.Count, after.Max, before.Max)
+			}
+			// The writer went on through the deploy (blue, then green).
+			time.Sleep(100 * time.Millisecond)
+			if w := r.writer(""); w.Committed <= before.Committed {
+				t.Errorf("the writer stopped at %d", w.Committed)
+			}
+			if so.Migration == nil || !slices.Contains(so.Migration.Lines(), tc.want) || so.Migration.Destructive {
+				t.Fatalf("the outcome's migration: %+v", so.Migration)
+			}
+			if so.Smoke == nil || so.Smoke.Requests != 100 || so.Smoke.Failed != 0 {
+				t.Errorf("smoke figures: %+v", so.Smoke)
+			}
+			var sawDiff, sawSmoke bool
+			for _, e := range r.events {
+				sawDiff = sawDiff || e.Type == executor.EventMigration && e.Migration != nil && slices.Contains(e.Migration.Lines(), tc.want)
+				sawSmoke = sawSmoke || e.Type == executor.EventSmoke && e.Smoke != nil
+			}
+			if !sawDiff || !sawSmoke {
+				t.Errorf("events: migration diff %v, smoke figures %v", sawDiff, sawSmoke)
+			}
+			sb := r.serviceBackups(r.store, nil, "")
+			l, err := sb.List(context.Background())
+			if err != nil || len(l.Complete) != 1 {
+				t.Fatalf("backups: %+v %v", l, err)
+			}
+			if m := l.Complete[0].Migration; m == nil || !slices.Contains(m.Changes, tc.want) || !strings.Contains(m.Output, "testapp: ran") {
+				t.Errorf("the backup's manifest does not keep the migration: %+v", m)
+			}
+			obs, err := executor.Observe(context.Background(), r.eng, r.project)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rels := executor.Releases(obs, "app")
+			found := false
+			for _, rel := range rels {
+				if rel.Release == 2 && rel.Migration != nil && slices.Contains(rel.Migration.Changes, tc.want) && strings.Contains(rel.Migration.LiveOutput, "testapp: ran") {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("releases do not show release 2's migration: %+v", rels)
+			}
+			r.noScratchLeft()
+			// Applied again: nothing to do.
+			plan, err := executor.MakePlan(context.Background(), p, r.eng, executor.PlanOptions{})
+			if err != nil || plan.HasChanges() {
+				t.Errorf("the plan after the deploy has changes (%v): %+v", err, plan.Changes)
+			}
+		})
+	}
+}
+
+// Every refused or failed migration stops the deploy before the live data is touched: release
+// 1 serves, its database holds the same schema and every row it wrote, and nothing is left.
+func TestMigrationFaults(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(s *config.Service)
+		want string
+	}{
+		{"destructive", migration("sql", "/data/app.db", "ALTER TABLE rows DROP COLUMN at"), "- column rows.at"},
+		{"exits-non-zero", migration("sql-fail", "/data/app.db", "CREATE TABLE half (x)"), "exited with code 1 on the copy"},
+		{"hangs", func(s *config.Service) {
+			migration("hang")(s)
+			s.Migration.Deadline = 2 * time.Second
+		}, "did not finish within 2s"},
+		{"corrupts", migration("corrupt", "/data/app.db"), "the migrated copy fails quick_check"},
+		{"no-dry-run", func(s *config.Service) {
+			migration("sql", "/data/app.db", "ALTER TABLE rows ADD COLUMN note TEXT")(s)
+			s.Migration.DryRun = false
+		}, "dry_run = false"},
+		{"new-release-fails-on-the-copy", func(s *config.Service) {
+			migration("sql", "/data/app.db", "ALTER TABLE rows ADD COLUMN note TEXT")(s)
+			s.Env["APP_MODE"] = "unhealthy"
+		}, "on the migrated copy"},
+		{"smoke-errors", func(s *config.Service) {
+			s.Smoke = config.NewSmoke()
+			s.Smoke.Paths, s.Smoke.Requests, s.Smoke.MaxErrorRate = []string{"/", "/status?code=503"}, 40, 0.1
+		}, "20 of 40 requests failed"},
+		{"smoke-latency", func(s *config.Service) {
+			s.Smoke = config.NewSmoke()
+			s.Smoke.Paths, s.Smoke.Requests, s.Smoke.P95 = []string{"/?sleep_ms=80"}, 20, 20*time.Millisecond
+		}, "p95 latency"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newMigrationRig(t, config.CutoverProxy)
+			before := r.schema()
+			so := r.apply(r.project2("v2", config.CutoverProxy, tc.mod))
+			if so.Error == "" || !strings.Contains(so.Error, tc.want) || !strings.Contains(so.Error, "release 1") {
+				t.Fatalf("the deploy's error does not say %q and what serves: %q", tc.want, so.Error)
+			}
+			t.Logf("error: %s", so.Error)
+			if got := r.get("/"); !strings.Contains(got, "version=v1") {
+				t.Errorf("/ answers %q, want release 1", got)
+			}
+			after := r.schema()
+			if !slices.Equal(after.Columns, before.Columns) || !slices.Equal(after.Indexes, before.Indexes) {
+				t.Errorf("the live schema changed: %+v -> %+v", before, after)
+			}
+			if after.Count != after.Max || after.Max < before.Max {
+				t.Errorf("rows lost or added: count %d, highest %d, before the deploy %d", after.Count, after.Max, before.Max)
+			}
+			if st := r.state(); strings.Contains(st, "candidate") || strings.Contains(st, "oneoff") {
+				t.Errorf("left behind: %s", st)
+			}
+			r.noScratchLeft()
+		})
+	}
+}
+
+// noScratchLeft fails when a scratch volume of the project is left.
+func (r *rig) noScratchLeft() {
+	r.t.Helper()
+	vols, err := r.eng.Volumes(context.Background(), r.project)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, v := range vols {
+		if v.Labels[executor.LabelRole] == executor.RoleScratch {
+			r.t.Errorf("scratch volume %s is left", v.Name)
+		}
+	}
+}

@@ -1,0 +1,446 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/backup"
+	"github.com/deployer-dev/deployer/executor/migrate"
+)
+
+// A service's migration runs in three steps. The dry-run clones the database's volume into a
+// scratch volume (through a helper container on the engine: any size, bounded memory, the
+// database from an online snapshot as backups take theirs), runs the migration there, checks
+// the result and diffs its schema against the live one. The trial starts the new release on
+// the migrated clone and health-checks it, so it is checked on the schema it will run on.
+// Only then, after the backup, does the migration run on the live data, the live release
+// serving all along: additive changes do not break it, and destructive ones are refused.
+
+// MigrationReport is what a migration's dry-run (and then its run on the live data) found.
+type MigrationReport struct {
+	Service  string `json:"service"`
+	Database string `json:"database"` // "manual_instance/manual_generator.db"
+	Command  string `json:"command"`
+	// DryRun is false when the configuration turned the dry-run off: nothing is known of the
+	// change, which then counts as destructive.
+	DryRun      bool             `json:"dry_run"`
+	Changes     []migrate.Change `json:"changes"`
+	Destructive bool             `json:"destructive"`
+	// Output is what the migration printed on the clone; LiveOutput on the live data.
+	Output     string `json:"output,omitempty"`
+	LiveOutput string `json:"live_output,omitempty"`
+	// CloneBytes is the size of the volume cloned; the seconds are the clone's, the
+	// migration's on the clone, and the diff's.
+	CloneBytes     int64   `json:"clone_bytes,omitempty"`
+	CloneSeconds   float64 `json:"clone_seconds,omitempty"`
+	MigrateSeconds float64 `json:"migrate_seconds,omitempty"`
+	DiffSeconds    float64 `json:"diff_seconds,omitempty"`
+	// Missing: the database did not exist before the migration (a first deploy).
+	Missing bool `json:"missing,omitempty"`
+}
+
+// Lines is the diff as the output shows it, one change a line.
+func (m *MigrationReport) Lines() []string {
+	if !m.DryRun {
+		return []string{"unknown: dry_run = false, so the change counts as destructive"}
+	}
+	return migrate.Text(m.Changes)
+}
+
+// Summary is one line: how many changes, destructive or not.
+func (m *MigrationReport) Summary() string {
+	switch {
+	case !m.DryRun:
+		return "schema change unknown (dry_run = false): counted as destructive"
+	case len(m.Changes) == 0:
+		return "no schema change"
+	case m.Destructive:
+		return plural(len(m.Changes), "schema change") + ", destructive"
+	}
+	return plural(len(m.Changes), "schema change") + ", all additive"
+}
+
+// migrationLabel is the label a release made after a migration keeps its report in, for
+// `deployer releases` (bounded: labels are not a store).
+const migrationLabel = "deployer.migration"
+
+// maxMigrationOutput bounds the output a report keeps of each run.
+const maxMigrationOutput = 4 << 10
+
+// migrationScratch names the scratch volume of a service's dry-run.
+func migrationScratch(p *config.Project, s *config.Service) string {
+	return p.Name + "-" + s.Name + "-migration"
+}
+
+// helperRun runs a helper or one-off container to its end within deadline and removes it. It
+// returns the exit code and the container's last output.
+func (rn *run) helperRun(ctx context.Context, spec ContainerSpec, deadline time.Duration) (int, string, error) {
+	id, err := rn.oneOffContainer(ctx, spec)
+	if err != nil {
+		return 0, "", err
+	}
+	defer rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
+	wctx, cancel := context.WithTimeout(ctx, deadline)
+	defer cancel()
+	if err := rn.Runtime.StartContainer(wctx, id); err != nil {
+		return 0, "", err
+	}
+	code, err := rn.Runtime.Wait(wctx, id)
+	if err != nil {
+		rn.Runtime.StopContainer(context.WithoutCancel(ctx), id, time.Second)
+		logs, _ := rn.Runtime.Logs(context.WithoutCancel(ctx), id, logLines)
+		if errors.Is(wctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+			return 0, logs, fmt.Errorf("did not finish within %s and was stopped; last output:\n%s", deadline, indent(logs))
+		}
+		return 0, logs, err
+	}
+	logs, _ := rn.Runtime.Logs(context.WithoutCancel(ctx), id, 200)
+	return code, logs, nil
+}
+
+// helperSpec is a helper container of the deployer for a service: no network, the volumes
+// given, the deployer's labels so that one a kill leaves is removed by the next apply.
+func (rn *run) helperSpec(s *config.Service, name, image string, vols []VolumeMount, cmd ...string) ContainerSpec {
+	return ContainerSpec{Name: rn.Project.Name + "-" + s.Name + "-" + name, Image: image, Cmd: append([]string{"internal"}, cmd...),
+		Volumes: vols, NoNetwork: true,
+		Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
+}
+
+// schemaReport is what the helper's sqlite-schema says of one file.
+type schemaReport struct {
+	File       string          `json:"file"`
+	QuickCheck string          `json:"quick_check"`
+	Schema     *migrate.Schema `json:"schema"`
+	Error      string          `json:"error"`
+	Missing    bool            `json:"missing"`
+}
+
+// readSchema runs the helper's sqlite-schema on a database of a volume.
+func (rn *run) readSchema(ctx context.Context, s *config.Service, helper, vol, path string) (*schemaReport, error) {
+	spec := rn.helperSpec(s, "schema", helper, []VolumeMount{{Name: vol, Target: "/db"}}, "sqlite-schema", "/db/"+path)
+	code, logs, err := rn.helperRun(ctx, spec, snapshotDeadline)
+	if err != nil {
+		return nil, fmt.Errorf("schema helper: %w", err)
+	}
+	if code != 0 {
+		return nil, fmt.Errorf("schema helper exited with code %d: %s", code, firstLine(strings.TrimSpace(logs)))
+	}
+	rep := &schemaReport{}
+	if err := json.Unmarshal([]byte(lastJSONLine(logs)), rep); err != nil {
+		return nil, fmt.Errorf("schema helper: unreadable report (%v)", err)
+	}
+	return rep, nil
+}
+
+// lastJSONLine is the last line of a helper's output that is a JSON object.
+func lastJSONLine(logs string) string {
+	lines := strings.Split(strings.TrimSpace(logs), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); strings.HasPrefix(l, "{") {
+			return l
+		}
+	}
+	return ""
+}
+
+// dryRun is the migration's dry-run: clone, migrate the clone, check and diff. The clone stays
+// for the trial (removeScratch removes it).
+func (d *deployment) dryRun(ctx context.Context) error {
+	rn, s, m, db := d.rn, d.s, d.s.Migration, d.s.MigrationDB()
+	rep := d.report()
+	if !m.DryRun {
+		rep.Destructive = true
+		return d.refuseDestructive()
+	}
+	detail := fmt.Sprintf("clone %s, run `%s` on the clone, quick_check and diff sqlite %s", db.Volume, rep.Command, db.Name)
+	err := rn.step(s.Name, StepDryRun, detail, func() error {
+		if err := d.cloneForMigration(ctx, db); err != nil {
+			return err
+		}
+		before, err := rn.readSchema(ctx, s, d.helper, d.scratch, db.Path)
+		if err != nil {
+			return err
+		}
+		if before.QuickCheck != "ok" && !before.Missing {
+			return fmt.Errorf("the copy of the live database fails quick_check before the migration: %s", before.QuickCheck)
+		}
+		rep.Missing = before.Missing
+		t0 := time.Now()
+		spec := d.r.spec(fmt.Sprintf("%s-migration-dry-run-%d", s.ContainerName, d.r.number), RoleOneOff, true)
+		spec.Cmd, spec.Ports = m.Command, nil
+		spec.Volumes = []VolumeMount{{Name: d.scratch, Target: s.Volume(db.Volume).Target}} // the clone only: live data is never touched
+		code, logs, err := rn.helperRun(ctx, spec, m.Deadline)
+		rep.MigrateSeconds = time.Since(t0).Seconds()
+		rep.Output = tail(rn.red.Redact(logs), maxMigrationOutput)
+		if err != nil {
+			return fmt.Errorf("migration `%s` on the copy: %w", rep.Command, err)
+		}
+		if code != 0 {
+			return fmt.Errorf("migration `%s` exited with code %d on the copy; last output:\n%s", rep.Command, code, indent(lastLines(logs, logLines)))
+		}
+		t0 = time.Now()
+		after, err := rn.readSchema(ctx, s, d.helper, d.scratch, db.Path)
+		if err != nil {
+			return err
+		}
+		switch {
+		case after.Missing:
+			return fmt.Errorf("after the migration the copy has no database %s", db.Path)
+		case after.QuickCheck != "ok":
+			return fmt.Errorf("the migrated copy fails quick_check: %s", after.QuickCheck)
+		case after.Error != "":
+			return fmt.Errorf("the migrated copy's schema cannot be read: %s", after.Error)
+		}
+		old := before.Schema
+		if old == nil {
+			old = &migrate.Schema{}
+		}
+		rep.Changes = migrate.Diff(old, after.Schema)
+		// With nothing live, nothing runs on the old schema: no change can break it.
+		rep.Destructive = d.st.Live != nil && migrate.Destructive(rep.Changes)
+		rep.DiffSeconds = time.Since(t0).Seconds()
+		for _, l := range rep.Lines() {
+			rn.log(s.Name, StepDryRun, "%s", l)
+		}
+		return nil
+	})
+	rn.emit(Event{Type: EventMigration, Service: s.Name, Step: StepDryRun, Detail: rep.Summary(), Migration: rep})
+	if err != nil {
+		d.removeScratch(ctx)
+		return fmt.Errorf("migration dry-run: %w; %s, its data untouched", err, d.stillServing())
+	}
+	return d.refuseDestructive()
+}
+
+// report is the deploy's migration report, made on first use.
+func (d *deployment) report() *MigrationReport {
+	if d.mig == nil {
+		m, db := d.s.Migration, d.s.MigrationDB()
+		d.mig = &MigrationReport{Service: d.s.Name, Database: db.Volume + "/" + db.Path, Command: d.rn.red.words(m.Command), DryRun: m.DryRun}
+		d.so.Migration = d.mig
+	}
+	return d.mig
+}
+
+// refuseDestructive stops a deploy whose migration would break the live release, unless the
+// configuration allows it.
+func (d *deployment) refuseDestructive() error {
+	rep, m := d.mig, d.s.Migration
+	if !rep.Destructive || d.st.Live == nil {
+		return nil
+	}
+	if !m.AllowDestructive {
+		d.removeScratch(context.Background())
+		why := "the dry-run found a change that breaks the live release:\n" + indent(strings.Join(rep.Lines(), "\n"))
+		if !rep.DryRun {
+			why = "dry_run = false, so nothing is known of the change and it counts as destructive"
+		}
+		return fmt.Errorf("migration refused: %s; make the change additive (add the new, remove the old in a later release), or set allow_destructive = true in the migration block to run it while the live release is stopped; %s, its data untouched", why, d.stillServing())
+	}
+	d.removeScratch(context.Background())
+	return fmt.Errorf("migration refused: the change is destructive and allow_destructive = true asks for a held cutover, which this deployer does not run yet; make the change additive; %s, its data untouched", d.stillServing())
+}
+
+// cloneForMigration clones the database's volume into the dry-run's scratch volume.
+func (d *deployment) cloneForMigration(ctx context.Context, db *config.SQLite) error {
+	rn, s := d.rn, d.s
+	helper, err := rn.helperImage(ctx)
+	if err != nil {
+		return fmt.Errorf("the dry-run clones the database in a helper container: %w", err)
+	}
+	d.helper = helper
+	scratch := migrationScratch(rn.Project, s)
+	for _, svc := range rn.Project.Services {
+		if svc.Volume(scratch) != nil {
+			return fmt.Errorf("service.%s mounts a volume named %s, the dry-run's scratch volume: rename that volume", svc.Name, scratch)
+		}
+	}
+	// An earlier dry-run's clone (a kill) is not reused: it may be half-written.
+	if err := rn.Runtime.RemoveVolume(ctx, scratch); err != nil {
+		return err
+	}
+	err = rn.Runtime.CreateVolume(ctx, scratch, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleScratch})
+	if errors.Is(err, ErrNameTaken) {
+		return fmt.Errorf("a volume named %s exists and is not the deployer's: remove or rename it", scratch)
+	}
+	if err != nil {
+		return err
+	}
+	d.scratch = scratch
+	t0 := time.Now()
+	spec := rn.helperSpec(s, "clone", helper, []VolumeMount{{Name: db.Volume, Target: "/src"}, {Name: scratch, Target: "/dst"}},
+		"clone-volume", "--missing-ok", "/src", "/dst", db.Path)
+	code, logs, err := rn.helperRun(ctx, spec, snapshotDeadline)
+	if err != nil {
+		return fmt.Errorf("clone %s: %w", db.Volume, err)
+	}
+	if code != 0 {
+		return fmt.Errorf("clone %s: the helper exited with code %d: %s", db.Volume, code, firstLine(strings.TrimSpace(logs)))
+	}
+	var out struct {
+		Bytes int64 `json:"bytes"`
+	}
+	json.Unmarshal([]byte(lastJSONLine(logs)), &out)
+	d.mig.CloneBytes, d.mig.CloneSeconds = out.Bytes, time.Since(t0).Seconds()
+	rn.log(s.Name, StepDryRun, "cloned %s (%s) in %.1fs", db.Volume, HumanBytes(out.Bytes), d.mig.CloneSeconds)
+	return nil
+}
+
+// removeScratch removes the dry-run's clone, once nothing mounts it.
+func (d *deployment) removeScratch(ctx context.Context) {
+	if d.scratch == "" {
+		return
+	}
+	if err := d.rn.Runtime.RemoveVolume(context.WithoutCancel(ctx), d.scratch); err != nil {
+		d.rn.warn(d.s.Name, "the migration dry-run's volume %s is left: %v; the next apply removes it", d.scratch, err)
+		return
+	}
+	d.scratch = ""
+}
+
+// trial starts the new release on the migrated clone and checks it as a candidate (running,
+// health check, canaries), then removes it and the clone.
+func (d *deployment) trial(ctx context.Context) error {
+	rn, s, db := d.rn, d.s, d.s.MigrationDB()
+	defer d.removeScratch(ctx)
+	if d.scratch == "" {
+		return nil // no dry-run (dry_run = false): nothing to try on
+	}
+	name := s.ContainerName + candidateSuffix
+	err := rn.step(s.Name, StepTrial, fmt.Sprintf("start release %d on the migrated copy of %s and check it", d.r.number, db.Volume), func() error {
+		spec := d.r.spec(name, RoleCandidate, true)
+		d.cut.candidateSpec(&spec)
+		for i, v := range spec.Ports {
+			spec.Ports[i] = PortBinding{Container: v.Container, HostIP: "127.0.0.1"} // a free port: the candidate's is for the candidate
+		}
+		vols := make([]VolumeMount, len(spec.Volumes))
+		for i, v := range spec.Volumes {
+			if v.Name == db.Volume {
+				v.Name = d.scratch
+			}
+			vols[i] = v
+		}
+		spec.Volumes = vols
+		id, err := rn.createRelease(ctx, spec)
+		if errors.Is(err, ErrNameTaken) {
+			return fmt.Errorf("a container named %s exists and is not a candidate of this project; remove or rename it", name)
+		}
+		if err != nil {
+			return err
+		}
+		defer rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
+		if err := rn.Runtime.StartContainer(ctx, id); err != nil {
+			return err
+		}
+		cand, err := rn.Runtime.Inspect(ctx, id)
+		if err != nil {
+			return err
+		}
+		return d.probeRelease(ctx, cand)
+	})
+	if err != nil {
+		return fmt.Errorf("release %d on the migrated copy: %w; %s, its data untouched", d.r.number, err, d.stillServing())
+	}
+	return nil
+}
+
+// probeRelease checks a started release as the candidate's checks do, without steps of their
+// own: it keeps running, its health check passes, every canary passes.
+func (d *deployment) probeRelease(ctx context.Context, c *ContainerState) error {
+	alive := func() error { return d.rn.alive(ctx, c) }
+	h, port := d.s.HealthCheck, d.s.HTTPPort()
+	if h == nil || port == nil {
+		return settled(ctx, alive)
+	}
+	if err := d.healthOf(ctx, c); err != nil {
+		return fmt.Errorf("health check GET %s: %w", h.Path, err)
+	}
+	for _, cn := range d.s.Canaries {
+		if err := d.canaryOf(ctx, c, cn); err != nil {
+			return fmt.Errorf("canary %q GET %s: %w", cn.Name, cn.Path, err)
+		}
+	}
+	return nil
+}
+
+// migrateLive runs the migration on the live data, after the backup: the live release keeps
+// serving (the dry-run found the change additive).
+func (d *deployment) migrateLive(ctx context.Context) error {
+	rn, s, m, db := d.rn, d.s, d.s.Migration, d.s.MigrationDB()
+	d.report()
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted before the migration; %s, its data untouched", d.stillServing())
+	}
+	serving := "nothing is live"
+	if d.st.Live != nil {
+		serving = fmt.Sprintf("release %d keeps serving", d.st.Live.Release())
+	}
+	detail := fmt.Sprintf("run `%s` on the live data of sqlite %s (%s)", d.mig.Command, db.Name, serving)
+	var code int
+	var logs string
+	err := rn.step(s.Name, StepMigrate, detail, func() error {
+		spec := d.r.spec(fmt.Sprintf("%s-migration-%d", s.ContainerName, d.r.number), RoleOneOff, true)
+		spec.Cmd, spec.Ports = m.Command, nil
+		var err error
+		code, logs, err = rn.helperRun(ctx, spec, m.Deadline)
+		d.mig.LiveOutput = tail(rn.red.Redact(logs), maxMigrationOutput)
+		for _, l := range strings.Split(strings.TrimRight(lastLines(logs, logLines), "\n"), "\n") {
+			if l != "" {
+				rn.log(s.Name, StepMigrate, "%s", l)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		if code != 0 {
+			return fmt.Errorf("exited with code %d; last output:\n%s", code, indent(lastLines(logs, logLines)))
+		}
+		return nil
+	})
+	if err != nil {
+		restore := ""
+		if d.backupID != "" {
+			restore = fmt.Sprintf("; backup %s holds the data from before it (`deployer backups restore service.%s %s`)", d.backupID, s.Name, d.backupID)
+		}
+		return fmt.Errorf("migration `%s` on the live data failed after it passed on the copy: %w; %s, on the data as the migration left it%s", d.mig.Command, err, d.stillServing(), restore)
+	}
+	if raw, err := json.Marshal(migrationRecord(d.mig)); err == nil {
+		d.r.labels[migrationLabel] = string(raw)
+	}
+	return nil
+}
+
+// migrationRecord is what a backup's manifest and a release's label keep of a migration.
+func migrationRecord(m *MigrationReport) *backup.MigrationRecord {
+	if m == nil {
+		return nil
+	}
+	return &backup.MigrationRecord{Database: m.Database, Command: m.Command, DryRun: m.DryRun, Changes: m.Lines(),
+		Destructive: m.Destructive, Output: m.Output, LiveOutput: m.LiveOutput}
+}
+
+// tail keeps the last n bytes of s, at a line boundary when it can.
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[len(s)-n:]
+	if i := strings.IndexByte(s, '\n'); i >= 0 && i < len(s)-1 {
+		s = s[i+1:]
+	}
+	return "...\n" + s
+}
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
