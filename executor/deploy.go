@@ -38,6 +38,10 @@ type deployment struct {
 	helper   string
 	scratch  string
 	backupID string
+	// onlyDryRun: plan -migrations, which reports a destructive change instead of refusing it.
+	onlyDryRun bool
+	// migrated: an interrupted apply ran this migration on the live data already.
+	migrated bool
 }
 
 // errNothingToDeploy ends a deploy early and well: the new image is the live one, and nothing
@@ -316,6 +320,9 @@ func (d *deployment) cleanup(ctx context.Context) error {
 	}
 	if d.rollback != nil {
 		rn.Runtime.RemoveContainer(wctx, d.rollback.ID)
+	}
+	if d.s.Migration != nil {
+		d.dropMarks(wctx)
 	}
 	return nil
 }

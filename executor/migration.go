@@ -2,9 +2,12 @@ package executor
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -42,6 +45,8 @@ type MigrationReport struct {
 	DiffSeconds    float64 `json:"diff_seconds,omitempty"`
 	// Missing: the database did not exist before the migration (a first deploy).
 	Missing bool `json:"missing,omitempty"`
+	// Diff is Lines as recorded: after a kill, the interrupted apply's.
+	Diff []string `json:"diff"`
 }
 
 // Lines is the diff as the output shows it, one change a line.
@@ -71,6 +76,57 @@ const migrationLabel = "deployer.migration"
 
 // maxMigrationOutput bounds the output a report keeps of each run.
 const maxMigrationOutput = 4 << 10
+
+// LabelMigrationKey is on a migration's mark: which migration ran (migrationKey).
+const LabelMigrationKey = "deployer.migration-key"
+
+// migrationKey names one migration of one image on one database.
+func migrationKey(imageID string, m *config.Migration, db *config.SQLite) string {
+	raw, _ := json.Marshal([]any{imageID, m.Command, db.Volume, db.Path})
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:12])
+}
+
+// ranAlready finds the mark an interrupted apply left of this very migration having run on
+// the live data: it is not run again (migrations need not be idempotent).
+func (d *deployment) ranAlready() *Container {
+	key := migrationKey(d.r.imageID, d.s.Migration, d.s.MigrationDB())
+	for _, c := range d.st.Migrated {
+		if c.Labels[LabelMigrationKey] == key {
+			return c
+		}
+	}
+	return nil
+}
+
+// markMigrated records on the engine that the migration ran on the live data, until the deploy
+// ends well.
+func (d *deployment) markMigrated(ctx context.Context) {
+	rn, s := d.rn, d.s
+	image, err := rn.Runtime.EnsureLockImage(ctx)
+	if err == nil {
+		raw, _ := json.Marshal(migrationRecord(d.mig))
+		_, err = rn.Runtime.CreateContainer(ctx, ContainerSpec{Name: fmt.Sprintf("%s-migrated-%d", s.ContainerName, d.r.number), Image: image, NoNetwork: true,
+			Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleMigrated, LabelRelease: strconv.Itoa(d.r.number),
+				LabelMigrationKey: migrationKey(d.r.imageID, s.Migration, s.MigrationDB()), migrationLabel: string(raw),
+				LabelCreatedAt: time.Now().UTC().Format(time.RFC3339)}})
+	}
+	if err != nil {
+		rn.warn(s.Name, "could not record that the migration ran (%v): if this apply is interrupted, the next one runs it again", err)
+	}
+}
+
+// dropMarks removes the marks of migrations once a deploy ended well: its release keeps the
+// record.
+func (d *deployment) dropMarks(ctx context.Context) {
+	obs, err := Observe(ctx, d.rn.Runtime, d.rn.Project.Name)
+	if err != nil || obs.Services[d.s.Name] == nil {
+		return
+	}
+	for _, c := range obs.Services[d.s.Name].Migrated {
+		d.rn.Runtime.RemoveContainer(ctx, c.ID)
+	}
+}
 
 // migrationScratch names the scratch volume of a service's dry-run.
 func migrationScratch(p *config.Project, s *config.Service) string {
@@ -153,6 +209,14 @@ func lastJSONLine(logs string) string {
 func (d *deployment) dryRun(ctx context.Context) error {
 	rn, s, m, db := d.rn, d.s, d.s.Migration, d.s.MigrationDB()
 	rep := d.report()
+	if mark := d.ranAlready(); mark != nil {
+		var rec backup.MigrationRecord
+		json.Unmarshal([]byte(mark.Labels[migrationLabel]), &rec)
+		rep.LiveOutput, rep.Output, rep.Diff, rep.Destructive, d.migrated = rec.LiveOutput, rec.Output, rec.Changes, false, true
+		return rn.step(s.Name, StepDryRun, "the migration ran on the live data already", func() error {
+			return skipped(fmt.Sprintf("an interrupted apply ran `%s` on the live data at %s: it is not run again", rep.Command, mark.Labels[LabelCreatedAt]))
+		})
+	}
 	if !m.DryRun {
 		rep.Destructive = true
 		return d.refuseDestructive()
@@ -204,7 +268,8 @@ func (d *deployment) dryRun(ctx context.Context) error {
 		// With nothing live, nothing runs on the old schema: no change can break it.
 		rep.Destructive = d.st.Live != nil && migrate.Destructive(rep.Changes)
 		rep.DiffSeconds = time.Since(t0).Seconds()
-		for _, l := range rep.Lines() {
+		rep.Diff = rep.Lines()
+		for _, l := range rep.Diff {
 			rn.log(s.Name, StepDryRun, "%s", l)
 		}
 		return nil
@@ -214,7 +279,78 @@ func (d *deployment) dryRun(ctx context.Context) error {
 		d.removeScratch(ctx)
 		return fmt.Errorf("migration dry-run: %w; %s, its data untouched", err, d.stillServing())
 	}
+	if d.onlyDryRun {
+		return nil
+	}
 	return d.refuseDestructive()
+}
+
+// DryRunMigrations runs the migration dry-run of every service the plan deploys that has a
+// migration, without deploying: the image is built or pulled, the database's volume cloned and
+// migrated, the schemas diffed, and the clone removed. It runs the new image against a copy of
+// production data, so it is never part of a plain plan. A service's failure is in its report's
+// error; the returned error is for failures outside the services (the engine, the lock).
+func (a *Applier) DryRunMigrations(ctx context.Context, plan *Plan) ([]*DryRunResult, error) {
+	var out []*DryRunResult
+	rn := a.newRun()
+	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
+	if err != nil {
+		return nil, err
+	}
+	locked := false
+	for _, ch := range plan.Changes {
+		s := a.Project.Service(ch.Service)
+		if s == nil || s.Migration == nil || (ch.Action != ActionCreate && ch.Action != ActionReplace && ch.Action != ActionTakeover) {
+			continue
+		}
+		if !locked {
+			locked = true
+			unlock, err := rn.begin(ctx, true)
+			if err != nil {
+				return nil, err
+			}
+			defer unlock()
+		}
+		st := obs.Services[s.Name]
+		if st == nil {
+			st = &ServiceState{Name: s.Name}
+		}
+		if ch.Action == ActionTakeover {
+			st = &ServiceState{Name: s.Name, Live: &Container{ID: ch.Takeover.ID, Name: ch.Takeover.Name}}
+		}
+		so := &ServiceOutcome{Service: s.Name, Action: ch.Action}
+		d := rn.deployment(s, ch, st, so, ch.Action == ActionTakeover)
+		d.r, d.onlyDryRun = newRelease(a.Project, s, ch.NextRelease), true
+		res := &DryRunResult{Service: s.Name}
+		err := d.image(ctx)
+		if errors.Is(err, errNothingToDeploy) {
+			continue
+		}
+		if err == nil {
+			err = d.dryRun(ctx)
+		}
+		d.removeScratch(ctx)
+		res.Report = d.mig
+		if err != nil {
+			res.Error = rn.red.Redact(err.Error())
+		} else if d.mig.Destructive && d.st.Live != nil {
+			res.Refused = "apply would refuse it: the change breaks the live release while both run"
+			if s.Migration.AllowDestructive {
+				res.Refused = "apply would refuse it: allow_destructive's held cutover is not run by this deployer yet"
+			}
+		}
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+// DryRunResult is one service's migration dry-run, run by plan -migrations.
+type DryRunResult struct {
+	Service string           `json:"service"`
+	Report  *MigrationReport `json:"migration,omitempty"`
+	// Refused says why apply would stop at the migration; Error why the dry-run failed.
+	Refused string `json:"refused,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 // report is the deploy's migration report, made on first use.
@@ -384,6 +520,9 @@ func (d *deployment) migrateLive(ctx context.Context) error {
 	var code int
 	var logs string
 	err := rn.step(s.Name, StepMigrate, detail, func() error {
+		if d.migrated {
+			return skipped("an interrupted apply ran it on the live data already")
+		}
 		spec := d.r.spec(fmt.Sprintf("%s-migration-%d", s.ContainerName, d.r.number), RoleOneOff, true)
 		spec.Cmd, spec.Ports = m.Command, nil
 		var err error
@@ -409,6 +548,9 @@ func (d *deployment) migrateLive(ctx context.Context) error {
 		}
 		return fmt.Errorf("migration `%s` on the live data failed after it passed on the copy: %w; %s, on the data as the migration left it%s", d.mig.Command, err, d.stillServing(), restore)
 	}
+	if !d.migrated {
+		d.markMigrated(context.WithoutCancel(ctx))
+	}
 	if raw, err := json.Marshal(migrationRecord(d.mig)); err == nil {
 		d.r.labels[migrationLabel] = string(raw)
 	}
@@ -420,7 +562,11 @@ func migrationRecord(m *MigrationReport) *backup.MigrationRecord {
 	if m == nil {
 		return nil
 	}
-	return &backup.MigrationRecord{Database: m.Database, Command: m.Command, DryRun: m.DryRun, Changes: m.Lines(),
+	diff := m.Diff
+	if diff == nil {
+		diff = m.Lines()
+	}
+	return &backup.MigrationRecord{Database: m.Database, Command: m.Command, DryRun: m.DryRun, Changes: diff,
 		Destructive: m.Destructive, Output: m.Output, LiveOutput: m.LiveOutput}
 }
 

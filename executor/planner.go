@@ -114,7 +114,7 @@ func (pl *planner) plan(opts PlanOptions) (*Plan, error) {
 // removal removes every container of a service no longer configured.
 func removal(st *ServiceState) *Change {
 	ch := &Change{Service: st.Name, Action: ActionDelete, Reasons: []string{"not in the configuration any more"}}
-	for _, list := range [][]*Container{{st.Live}, st.Candidates, st.Previous, st.Others} {
+	for _, list := range [][]*Container{{st.Live}, st.Candidates, st.Previous, st.Others, st.Migrated} {
 		for _, c := range list {
 			if c != nil {
 				ch.RemoveIDs = append(ch.RemoveIDs, c.ID)

@@ -233,7 +233,7 @@ func (sq *sequencer) deploy(out *steps, s *config.Service, ch *Change, st *Servi
 	if s.Migration != nil {
 		// The migration's data must be in the backup, and the candidate runs on the migrated
 		// live data: dry-run, trial, backup and migration come before the candidate.
-		sq.migration(out, s, ch, replacing)
+		sq.migration(out, s, ch, st, replacing)
 	}
 	out.add(s.Name, StepCandidate, "", "create and start %s%s (release %d)%s", s.ContainerName, candidateSuffix, ch.NextRelease, cut.candidateWhere())
 	sq.checks(out, s, true)
@@ -250,7 +250,7 @@ func (sq *sequencer) deploy(out *steps, s *config.Service, ch *Change, st *Servi
 
 // migration is a migration's steps: the dry-run on a clone and the trial of the new release on
 // it, then (after the backup) the run on the live data.
-func (sq *sequencer) migration(out *steps, s *config.Service, ch *Change, replacing bool) {
+func (sq *sequencer) migration(out *steps, s *config.Service, ch *Change, st *ServiceState, replacing bool) {
 	m, db := s.Migration, s.MigrationDB()
 	cmd := sq.red.words(m.Command)
 	gate := "; a destructive change stops the deploy here"
@@ -259,6 +259,9 @@ func (sq *sequencer) migration(out *steps, s *config.Service, ch *Change, replac
 	}
 	if !replacing {
 		gate = ""
+	}
+	if len(st.Migrated) > 0 {
+		gate += fmt.Sprintf("; an interrupted apply ran a migration of release %d on the live data: if it is this one with this image, it is not run again", st.Migrated[0].Release())
 	}
 	if m.DryRun {
 		out.add(s.Name, StepDryRun, "", "clone volume %s, run `%s` on the clone (deadline %s), quick_check and diff the schema of sqlite %s%s", db.Volume, cmd, dur(m.Deadline), db.Name, gate)

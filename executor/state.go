@@ -52,6 +52,9 @@ const (
 	RoleProxy     = "proxy"
 	RoleLock      = "lock"
 	RoleOneOff    = "oneoff" // hooks and seeds: never serve
+	// RoleMigrated marks that a migration ran on the live data (a container never started):
+	// after a kill, the next apply does not run it again.
+	RoleMigrated = "migrated"
 )
 
 // Observed is a project's state as the engine reports it.
@@ -88,6 +91,9 @@ type ServiceState struct {
 	Candidates []*Container // left over by an interrupted apply
 	Previous   []*Container // stopped earlier releases, newest first
 	Others     []*Container // more than one live container, or unknown roles
+	// Migrated are the marks of migrations that ran on the live data in an apply that did not
+	// finish.
+	Migrated []*Container
 }
 
 // hasRelease reports whether a container of the service has that release number.
@@ -183,6 +189,8 @@ func group(list []Container) *Observed {
 			s.Live = c // containers from before the live-name label
 		case liveName != "" && strings.HasPrefix(c.Name, liveName+"-old-"):
 			s.Others = append(s.Others, c) // a live release set aside by a cutover, whatever its label
+		case c.Role() == RoleMigrated:
+			s.Migrated = append(s.Migrated, c)
 		case c.Role() == RoleCandidate || c.Role() == RoleOneOff:
 			s.Candidates = append(s.Candidates, c) // never live: removed by the next apply
 		case c.Role() == RolePrevious:

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
@@ -22,6 +23,7 @@ func newPlan(g *globals) *cobra.Command {
 		asJSON   bool
 		detailed bool
 		targets  []string
+		dryRun   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "plan [DIR]",
@@ -43,7 +45,11 @@ func newPlan(g *globals) *cobra.Command {
 					return err
 				}
 			}
-			if asJSON {
+			if dryRun {
+				if err := g.planMigrations(ctx, res.Project, plan, asJSON); err != nil {
+					return err
+				}
+			} else if asJSON {
 				if err := plan.WriteJSON(g.stdout); err != nil {
 					return err
 				}
@@ -66,7 +72,88 @@ func newPlan(g *globals) *cobra.Command {
 	f.BoolVar(&asJSON, "json", false, "print the plan as one JSON object")
 	f.BoolVar(&detailed, "detailed-exitcode", false, "exit 0 for no changes, 1 for an error, 2 for changes")
 	f.StringArrayVar(&targets, "target", nil, "plan only `service.NAME` (repeatable)")
+	f.BoolVar(&dryRun, "migrations", false, "also run each migration's dry-run on a copy of the live database and print its schema diff (runs the new image on the engine: never for untrusted pull requests)")
 	return cmd
+}
+
+// planMigrations prints the plan, then runs the migrations' dry-runs and prints what each
+// found. With -json: one object, the plan with its "migrations".
+func (g *globals) planMigrations(ctx context.Context, p *config.Project, plan *executor.Plan, asJSON bool) error {
+	if !asJSON {
+		if err := plan.WriteText(g.stdout, executor.RenderOptions{Color: g.color(g.stdout)}); err != nil {
+			return err
+		}
+		fmt.Fprintf(g.stdout, "\nMigration dry-runs (on a copy of the live data; nothing is deployed):\n")
+	}
+	eng, err := g.engine(p)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	r := newRenderer(g.stdout, false, g.color(g.stdout))
+	events := r.event
+	if asJSON {
+		events = nil
+	}
+	a, err := g.applier(p, eng, events)
+	if err != nil {
+		return err
+	}
+	results, err := a.DryRunMigrations(ctx, plan)
+	r.close()
+	if err != nil {
+		return err
+	}
+	failed := false
+	for _, res := range results {
+		failed = failed || res.Error != ""
+	}
+	if asJSON {
+		raw, _ := json.Marshal(plan)
+		var obj map[string]any
+		json.Unmarshal(raw, &obj)
+		if results == nil {
+			results = []*executor.DryRunResult{}
+		}
+		obj["migrations"] = results
+		if err := writeJSON(g, obj); err != nil {
+			return err
+		}
+	} else {
+		if len(results) == 0 {
+			fmt.Fprintf(g.stdout, "  no service of the plan has a migration to run.\n")
+		}
+		for _, res := range results {
+			printDryRun(g, res)
+		}
+	}
+	if failed {
+		return exitError{1}
+	}
+	return nil
+}
+
+// printDryRun shows one service's dry-run: the diff, and whether apply would go ahead.
+func printDryRun(g *globals, res *executor.DryRunResult) {
+	fmt.Fprintf(g.stdout, "\nservice.%s", res.Service)
+	if m := res.Report; m != nil {
+		fmt.Fprintf(g.stdout, ": `%s` on %s: %s\n", terminalSafe(m.Command), m.Database, m.Summary())
+		if m.DryRun && res.Error == "" {
+			for _, l := range m.Lines() {
+				fmt.Fprintf(g.stdout, "  %s\n", terminalSafe(l))
+			}
+		}
+	} else {
+		fmt.Fprintln(g.stdout)
+	}
+	switch {
+	case res.Error != "":
+		fmt.Fprintf(g.stdout, "  the dry-run failed: %s\n", terminalSafe(res.Error))
+	case res.Refused != "":
+		fmt.Fprintf(g.stdout, "  %s\n", res.Refused)
+	default:
+		fmt.Fprintf(g.stdout, "  apply would run it on the live data after the backup, the live release serving.\n")
+	}
 }
 
 // engine connects to the configured Docker engine.

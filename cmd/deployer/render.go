@@ -110,6 +110,9 @@ func (r *renderer) event(e executor.Event) {
 	case executor.EventWarning:
 		fmt.Fprintf(r.w, "%s  Warning: %s\n", clear, e.Detail)
 		r.redraw()
+	case executor.EventMigration, executor.EventSmoke:
+		fmt.Fprintf(r.w, "%s          | %s\n", clear, e.Detail) // the summary; the figures are in -json
+		r.redraw()
 	}
 }
 
