@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -359,5 +360,48 @@ backup_store "s3" { bucket = "other" }
 	}
 	if !p.Sensitive["backup_store.offsite.signing_key"] {
 		t.Error("the signing key is not marked sensitive")
+	}
+}
+
+// The migration and smoke blocks with their defaults: a lone database is the one migrated, and
+// a smoke duration without requests runs for the duration.
+func TestMigrationAndSmokeBlocks(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "deployer.hcl"), []byte(`
+project = "x"
+service "a" {
+  image = "a"
+  port {
+    container = 80
+    host      = 8080
+  }
+  volume "data" { target = "/data" }
+  sqlite "main" {
+    volume = "data"
+    path   = "app.db"
+  }
+  backup { volumes = ["data"] }
+  migration {
+    command           = ["./migrate.sh"]
+    allow_destructive = true
+  }
+  smoke {
+    duration       = "5s"
+    paths          = ["/", "/manuals"]
+    max_error_rate = 0.01
+    p95            = "250ms"
+  }
+}
+`), 0o644)
+	s := load(t, Options{Dir: dir}).Service("a")
+	m, sm := s.Migration, s.Smoke
+	if m == nil || m.SQLite != "main" || !m.DryRun || !m.AllowDestructive || m.Deadline != config.DefaultMigrationDeadline || m.HoldTimeout != 30*time.Second {
+		t.Errorf("migration: %+v", m)
+	}
+	if sm == nil || sm.Requests != 0 || sm.Duration != 5*time.Second || sm.Concurrency != config.DefaultSmokeConcurrency || sm.MaxErrorRate != 0.01 || sm.P95 != 250*time.Millisecond || len(sm.Paths) != 2 {
+		t.Errorf("smoke: %+v", sm)
+	}
+	if a := s.Attributes(); a[config.AttrMigrationCommand] != `["./migrate.sh"]` || a[config.AttrSmokeDuration] != `"5s"` {
+		t.Errorf("attributes: %v", a)
 	}
 }
