@@ -22,7 +22,7 @@ const SocketPath = "/run/deployer-proxy.sock"
 
 // Request is one control command.
 type Request struct {
-	Op      string        `json:"op"` // set, drain, remove, status, probe, smoke, ping, stop
+	Op      string        `json:"op"` // set, drain, hold, remove, status, probe, smoke, ping, stop
 	Route   *Route        `json:"route,omitempty"`
 	Name    string        `json:"name,omitempty"`
 	Backend string        `json:"backend,omitempty"`
@@ -126,6 +126,11 @@ func (s *Server) handle(ctx context.Context, req Request) Response {
 			return Response{Error: err.Error()}
 		}
 		return Response{OK: true, Cut: n}
+	case "hold":
+		if err := s.Hold(req.Name, req.Timeout); err != nil {
+			return Response{Error: err.Error()}
+		}
+		return Response{OK: true}
 	case "remove":
 		s.Remove(req.Name)
 		s.save()

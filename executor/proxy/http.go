@@ -111,7 +111,7 @@ func forwarded(ctx *fasthttp.RequestCtx) {
 // when the backend cannot be reached at all.
 func (r *route) serveHTTP(ctx *fasthttp.RequestCtx) {
 	r.requests.Add(1)
-	b := r.current.Load()
+	b := r.pick()
 	forwarded(ctx)
 	if ctx.Request.Header.ConnectionUpgrade() {
 		r.serveUpgrade(ctx, b)

@@ -72,6 +72,51 @@ type route struct {
 	errors   atomic.Int64
 	backends sync.Map // addr -> *backend
 	conns    sync.Map // net.Conn -> connState, for HTTP routes
+	hold     atomic.Pointer[gate]
+}
+
+// gate holds a route's new requests and connections until it opens: when the route is set
+// (to the new release, or back to the old one) or its timeout passes.
+type gate struct {
+	open  chan struct{}
+	once  sync.Once
+	timer *time.Timer
+}
+
+func (g *gate) release() { g.once.Do(func() { g.timer.Stop(); close(g.open) }) }
+
+// pick is the backend a new request or connection goes to: the current one, once a hold
+// (if any) has ended.
+func (r *route) pick() *backend {
+	if g := r.hold.Load(); g != nil {
+		<-g.open
+	}
+	return r.current.Load()
+}
+
+// Hold makes the route hold new requests and connections (those in flight go on) until the
+// route is set again or timeout passes, whichever comes first; then they go to the route's
+// backend of that moment. For a migration that must not run while the old release serves.
+func (s *Server) Hold(name string, timeout time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.routes[name]
+	if r == nil {
+		return fmt.Errorf("no route %q", name)
+	}
+	g := &gate{open: make(chan struct{})}
+	g.timer = time.AfterFunc(timeout, func() { r.hold.CompareAndSwap(g, nil); g.release() })
+	if old := r.hold.Swap(g); old != nil {
+		old.release()
+	}
+	return nil
+}
+
+// unhold opens the route's hold, if any.
+func (r *route) unhold() {
+	if g := r.hold.Swap(nil); g != nil {
+		g.release()
+	}
 }
 
 // backend is one release behind a route, with what is in flight on it.
@@ -149,6 +194,7 @@ func (s *Server) Set(rt Route) (previous string, err error) {
 		r.start()
 		return "", nil
 	}
+	defer r.unhold() // what was held goes to the backend set now
 	old := r.current.Load()
 	if old.addr == rt.Backend {
 		// Already there, perhaps by a fail-back: now the deployer's decision, not a failure.
@@ -322,6 +368,7 @@ func (s *Server) Close() {
 
 // close stops the route: its listener and every client connection, at once.
 func (r *route) close() {
+	r.unhold()
 	r.ln.Close()
 	if r.srv != nil {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -370,10 +417,9 @@ func (r *route) serveTCP() {
 			return
 		}
 		r.requests.Add(1)
-		b := r.current.Load()
 		go func() {
 			defer c.Close()
-			u, b, err := r.dial(b)
+			u, b, err := r.dial(r.pick())
 			if err != nil {
 				r.errors.Add(1)
 				return

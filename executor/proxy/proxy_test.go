@@ -452,3 +452,62 @@ func readToClose(t *testing.T, listen, head string, d time.Duration) (string, er
 	all, err := io.ReadAll(c)
 	return string(all), err
 }
+
+// A held route answers nothing new until it is set: then the held requests go to the backend
+// set (the new release, or the old one put back); a hold that outlasts its timeout lets them
+// go to the backend of that moment.
+func TestHold(t *testing.T) {
+	blue, green := release(t, "blue"), release(t, "green")
+	s := NewServer()
+	listen := freeAddr(t)
+	if _, err := s.Set(Route{Name: "web", Listen: listen, Backend: addr(blue)}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := &http.Client{Timeout: 10 * time.Second}
+	for _, tc := range []struct {
+		to, want string
+		timeout  time.Duration
+	}{{addr(green), "green", 5 * time.Second}, {addr(blue), "blue", 5 * time.Second}, {"", "blue", 300 * time.Millisecond}} {
+		if err := s.Hold("web", tc.timeout); err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan string, 8)
+		for range 8 {
+			go func() {
+				resp, err := c.Get("http://" + listen + "/")
+				if err != nil {
+					got <- err.Error()
+					return
+				}
+				resp.Body.Close()
+				got <- resp.Header.Get("X-Release")
+			}()
+		}
+		select {
+		case g := <-got:
+			if tc.to != "" {
+				t.Fatalf("a held request was answered by %q before the route was set", g)
+			}
+			got <- g
+		case <-time.After(200 * time.Millisecond):
+		}
+		start := time.Now()
+		if tc.to != "" {
+			if _, err := s.Set(Route{Name: "web", Listen: listen, Backend: tc.to}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 8 {
+			if g := <-got; g != tc.want {
+				t.Errorf("a held request went to %q, want %s", g, tc.want)
+			}
+		}
+		if tc.to == "" && time.Since(start) > 2*time.Second {
+			t.Errorf("the hold outlasted its timeout")
+		}
+	}
+	if err := s.Hold("nope", time.Second); err == nil {
+		t.Error("a hold of an unknown route")
+	}
+}
