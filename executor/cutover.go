@@ -54,6 +54,16 @@ type cutover interface {
 	retire(ctx context.Context, old *ContainerState)
 	// resumed health-checks a live release that was started again.
 	resumed(ctx context.Context, live *Container) error
+	// holdText says what users see during a held migration.
+	holdText() string
+}
+
+func (c *proxyCutover) holdText() string {
+	return fmt.Sprintf("new requests held by the proxy (up to hold_timeout, %s)", dur(c.s.Migration.HoldTimeout))
+}
+
+func (c *restartCutover) holdText() string {
+	return fmt.Sprintf("the service down (up to hold_timeout, %s)", dur(c.s.Migration.HoldTimeout))
 }
 
 // newCutover returns the cutover of a service. rn is nil at plan time, when only the plan's

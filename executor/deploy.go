@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/notify"
@@ -42,6 +43,12 @@ type deployment struct {
 	onlyDryRun bool
 	// migrated: an interrupted apply ran this migration on the live data already.
 	migrated bool
+	// A held migration (held.go): when the hold began and must end by, whether the proxy holds
+	// requests, the old release is stopped, the safety copy (its volume) is taken.
+	holdStart, holdUntil time.Time
+	holding, stopped     bool
+	copied               bool
+	safety               string
 }
 
 // errNothingToDeploy ends a deploy early and well: the new image is the live one, and nothing
@@ -72,7 +79,15 @@ func (d *deployment) run(ctx context.Context, steps []*Step, started notify.Noti
 		}
 	}
 	for _, step := range steps {
-		err := d.do(ctx, step)
+		sctx, cancel := ctx, context.CancelFunc(func() {})
+		if d.held() && step.Kind() != StepCutover {
+			sctx, cancel = context.WithDeadline(ctx, d.holdUntil) // hold_timeout bounds the hold
+		}
+		err := d.do(sctx, step)
+		cancel()
+		if err != nil && d.held() && !time.Now().Before(d.holdUntil) && ctx.Err() == nil {
+			err = fmt.Errorf("the held migration outlasted hold_timeout (%s) at step %s: %w", d.s.Migration.HoldTimeout, step.Name, err)
+		}
 		switch {
 		case errors.Is(err, errNothingToDeploy):
 			return nil
@@ -145,6 +160,9 @@ func (d *deployment) fail(ctx context.Context, err error) error {
 	var rep reported
 	if errors.As(err, &rep) {
 		return rep.error
+	}
+	if d.held() {
+		err = d.putBack(ctx, err)
 	}
 	d.dropCandidate(ctx)
 	d.rn.notify(context.WithoutCancel(ctx), "failed", d.s, notify.Notice{Release: d.ch.NextRelease, Reason: err.Error()})
@@ -250,6 +268,7 @@ func (d *deployment) switchOver(ctx context.Context) error {
 		return err
 	}
 	d.liveID = liveID
+	d.holdEnded()
 	if liveID == d.cand.ID {
 		d.cand = nil // it is the live release now
 	}
@@ -270,6 +289,11 @@ func (d *deployment) verify(ctx context.Context) error {
 	if d.old == nil || !d.s.Deploy.AutoRollback {
 		d.so.Release = 0
 		return fmt.Errorf("release %d is live but failed verification: %w", d.r.number, err)
+	}
+	if d.mig != nil && d.mig.HeldSeconds > 0 {
+		// The old release cannot run on the schema the held migration made, and the new one
+		// took requests since: neither going back nor putting the old data back is safe.
+		return fmt.Errorf("release %d is live but failed verification: %w; release %d is not brought back, it cannot run on the migrated schema: the data from before the migration is kept in volume %s and backup %s", d.r.number, err, d.st.Live.Release(), d.safety, d.backupID)
 	}
 	wctx := context.WithoutCancel(ctx)
 	d.dropCandidate(wctx)
@@ -313,6 +337,7 @@ func (d *deployment) cleanup(ctx context.Context) error {
 			d.cut.retire(wctx, d.old)
 		}
 		d.dropCandidate(wctx)
+		d.dropSafety(wctx)
 		return rn.retire(wctx, s, d.old)
 	})
 	if err != nil {

@@ -3,8 +3,12 @@ package executor_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -233,5 +237,128 @@ func (r *rig) noScratchLeft() {
 		if v.Labels[executor.LabelRole] == executor.RoleScratch {
 			r.t.Errorf("scratch volume %s is left", v.Name)
 		}
+	}
+}
+
+// typeChange turns rows.at from TEXT to BLOB: destructive (the old release's reads of it may
+// break), though the test app's writer goes on inserting.
+const typeChange = "CREATE TABLE rows2 (n INTEGER PRIMARY KEY, at BLOB); INSERT INTO rows2 SELECT n, at FROM rows; DROP TABLE rows; ALTER TABLE rows2 RENAME TO rows"
+
+// load sends GETs to the host port from 8 clients until stop is called, and returns how many
+// were sent, how many failed and the longest answer (a held request waits for the hold).
+func (r *rig) load() (stop func() (sent, failed int, longest time.Duration)) {
+	var mu sync.Mutex
+	var sent, failed int
+	var longest time.Duration
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Timeout: 60 * time.Second}
+			for n := 0; n < 20000; n++ { // bounded, whatever happens
+				select {
+				case <-done:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				t0 := time.Now()
+				resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/", r.port))
+				ok := err == nil && resp.StatusCode == 200
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				mu.Lock()
+				sent++
+				if !ok {
+					failed++
+				}
+				longest = max(longest, time.Since(t0))
+				mu.Unlock()
+			}
+		}()
+	}
+	return func() (int, int, time.Duration) {
+		close(done)
+		wg.Wait()
+		return sent, failed, longest
+	}
+}
+
+// A destructive migration that the configuration allows runs held: with the proxy no request
+// fails (they wait for the hold) and the old release never runs on the new schema; with the
+// restart cutover the service is down meanwhile. When the new release fails in the hold, or
+// the hold outlasts hold_timeout, the safety copy is put back and the old release serves again,
+// on the same schema with every row.
+func TestMigrationHeld(t *testing.T) {
+	held := func(mod func(s *config.Service)) func(s *config.Service) {
+		return func(s *config.Service) {
+			migration("sql", "/data/app.db", typeChange)(s)
+			s.Migration.AllowDestructive = true
+			if mod != nil {
+				mod(s)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		cutover config.Cutover
+		mod     func(s *config.Service)
+		fail    string
+	}{
+		{"proxy", config.CutoverProxy, nil, ""},
+		{"restart", config.CutoverRestart, nil, ""},
+		{"new-release-fails", config.CutoverProxy, func(s *config.Service) {
+			s.Migration.DryRun = false // the trial would catch it first
+			s.Env["APP_MODE"] = "unhealthy"
+		}, "undone from the safety copy"},
+		{"hold-timeout", config.CutoverProxy, func(s *config.Service) {
+			s.Migration.DryRun = false
+			s.Migration.HoldTimeout = 2 * time.Second
+			s.Env["APP_MODE"], s.Env["APP_START_DELAY"] = "slow", "6s"
+		}, "outlasted hold_timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newMigrationRig(t, tc.cutover)
+			before := r.schema()
+			stop := r.load()
+			so := r.apply(r.project2("v2", tc.cutover, held(tc.mod)))
+			sent, failed, longest := stop()
+			t.Logf("%d requests during the deploy, %d failed, the longest took %s; error: %s", sent, failed, longest.Round(time.Millisecond), so.Error)
+			after := r.schema()
+			if after.Count != after.Max || after.Max < before.Max {
+				t.Errorf("rows lost or added: count %d, highest %d, before the deploy %d", after.Count, after.Max, before.Max)
+			}
+			if tc.cutover == config.CutoverProxy && failed > 0 {
+				t.Errorf("%d of %d requests failed through a held migration", failed, sent)
+			}
+			r.noScratchLeft()
+			if tc.fail == "" {
+				if so.Error != "" {
+					t.Fatal(so.Error)
+				}
+				if so.Migration == nil || so.Migration.HeldSeconds <= 0 || !strings.Contains(r.get("/"), "version=v2") {
+					t.Errorf("the held migration: %+v, / answers %q", so.Migration, r.get("/"))
+				}
+				vols, _ := r.eng.Volumes(context.Background(), r.project)
+				for _, v := range vols {
+					if v.Labels[executor.LabelRole] == executor.RoleSafety {
+						t.Errorf("the safety copy %s is left after a deploy that succeeded", v.Name)
+					}
+				}
+				return
+			}
+			if !strings.Contains(so.Error, tc.fail) || !strings.Contains(r.get("/"), "version=v1") {
+				t.Fatalf("error %q, / answers %q", so.Error, r.get("/"))
+			}
+			if !slices.Equal(after.Columns, before.Columns) {
+				t.Errorf("the live schema changed: %v -> %v", before.Columns, after.Columns)
+			}
+			if w := r.writer(""); w.Committed <= before.Committed {
+				t.Errorf("release 1's writer does not go on: %d", w.Committed)
+			}
+		})
 	}
 }

@@ -43,6 +43,8 @@ type MigrationReport struct {
 	CloneSeconds   float64 `json:"clone_seconds,omitempty"`
 	MigrateSeconds float64 `json:"migrate_seconds,omitempty"`
 	DiffSeconds    float64 `json:"diff_seconds,omitempty"`
+	// HeldSeconds is how long a held migration held requests (proxy) or kept the service down.
+	HeldSeconds float64 `json:"held_seconds,omitempty"`
 	// Missing: the database did not exist before the migration (a first deploy).
 	Missing bool `json:"missing,omitempty"`
 	// Diff is Lines as recorded: after a kill, the interrupted apply's.
@@ -334,9 +336,10 @@ func (a *Applier) DryRunMigrations(ctx context.Context, plan *Plan) ([]*DryRunRe
 		if err != nil {
 			res.Error = rn.red.Redact(err.Error())
 		} else if d.mig.Destructive && d.st.Live != nil {
-			res.Refused = "apply would refuse it: the change breaks the live release while both run"
+			res.Refused = "apply would refuse it: the change breaks the live release while both run (allow_destructive = true runs it held)"
 			if s.Migration.AllowDestructive {
-				res.Refused = "apply would refuse it: allow_destructive's held cutover is not run by this deployer yet"
+				res.Refused = ""
+				res.Held = "apply would run it held: the live release stopped, " + d.cut.holdText() + ", until the new release is checked"
 			}
 		}
 		out = append(out, res)
@@ -348,8 +351,10 @@ func (a *Applier) DryRunMigrations(ctx context.Context, plan *Plan) ([]*DryRunRe
 type DryRunResult struct {
 	Service string           `json:"service"`
 	Report  *MigrationReport `json:"migration,omitempty"`
-	// Refused says why apply would stop at the migration; Error why the dry-run failed.
+	// Refused says why apply would stop at the migration; Held how it would run one held;
+	// Error why the dry-run failed.
 	Refused string `json:"refused,omitempty"`
+	Held    string `json:"held,omitempty"`
 	Error   string `json:"error,omitempty"`
 }
 
@@ -364,7 +369,7 @@ func (d *deployment) report() *MigrationReport {
 }
 
 // refuseDestructive stops a deploy whose migration would break the live release, unless the
-// configuration allows it.
+// configuration allows it: then it runs held.
 func (d *deployment) refuseDestructive() error {
 	rep, m := d.mig, d.s.Migration
 	if !rep.Destructive || d.st.Live == nil {
@@ -376,10 +381,10 @@ func (d *deployment) refuseDestructive() error {
 		if !rep.DryRun {
 			why = "dry_run = false, so nothing is known of the change and it counts as destructive"
 		}
-		return fmt.Errorf("migration refused: %s; make the change additive (add the new, remove the old in a later release), or set allow_destructive = true in the migration block to run it while the live release is stopped; %s, its data untouched", why, d.stillServing())
+		return fmt.Errorf("migration refused: %s; make the change additive (add the new, remove the old in a later release), or set allow_destructive = true in the migration block to run it held, with the live release stopped; %s, its data untouched", why, d.stillServing())
 	}
-	d.removeScratch(context.Background())
-	return fmt.Errorf("migration refused: the change is destructive and allow_destructive = true asks for a held cutover, which this deployer does not run yet; make the change additive; %s, its data untouched", d.stillServing())
+	d.rn.log(d.s.Name, StepDryRun, "destructive, allowed: the migration runs held, release %d stopped from the migration until release %d takes over", d.st.Live.Release(), d.r.number)
+	return nil
 }
 
 // cloneForMigration clones the database's volume into the dry-run's scratch volume.
@@ -505,7 +510,7 @@ func (d *deployment) probeRelease(ctx context.Context, c *ContainerState) error 
 }
 
 // migrateLive runs the migration on the live data, after the backup: the live release keeps
-// serving (the dry-run found the change additive).
+// serving when the change is additive; a destructive one that is allowed runs held.
 func (d *deployment) migrateLive(ctx context.Context) error {
 	rn, s, m, db := d.rn, d.s, d.s.Migration, d.s.MigrationDB()
 	d.report()
@@ -516,32 +521,24 @@ func (d *deployment) migrateLive(ctx context.Context) error {
 	if d.st.Live != nil {
 		serving = fmt.Sprintf("release %d keeps serving", d.st.Live.Release())
 	}
+	heldRun := d.mig.Destructive && m.AllowDestructive && d.st.Live != nil && !d.migrated
+	if heldRun {
+		serving = fmt.Sprintf("held: release %d stopped, %s", d.st.Live.Release(), d.cut.holdText())
+	}
 	detail := fmt.Sprintf("run `%s` on the live data of sqlite %s (%s)", d.mig.Command, db.Name, serving)
-	var code int
-	var logs string
 	err := rn.step(s.Name, StepMigrate, detail, func() error {
 		if d.migrated {
 			return skipped("an interrupted apply ran it on the live data already")
 		}
-		spec := d.r.spec(fmt.Sprintf("%s-migration-%d", s.ContainerName, d.r.number), RoleOneOff, true)
-		spec.Cmd, spec.Ports = m.Command, nil
-		var err error
-		code, logs, err = rn.helperRun(ctx, spec, m.Deadline)
-		d.mig.LiveOutput = tail(rn.red.Redact(logs), maxMigrationOutput)
-		for _, l := range strings.Split(strings.TrimRight(lastLines(logs, logLines), "\n"), "\n") {
-			if l != "" {
-				rn.log(s.Name, StepMigrate, "%s", l)
-			}
+		if heldRun {
+			return d.heldMigration(ctx)
 		}
-		if err != nil {
-			return err
-		}
-		if code != 0 {
-			return fmt.Errorf("exited with code %d; last output:\n%s", code, indent(lastLines(logs, logLines)))
-		}
-		return nil
+		return d.runMigration(ctx)
 	})
 	if err != nil {
+		if d.held() {
+			return err // fail puts the old data back
+		}
 		restore := ""
 		if d.backupID != "" {
 			restore = fmt.Sprintf("; backup %s holds the data from before it (`deployer backups restore service.%s %s`)", d.backupID, s.Name, d.backupID)
@@ -553,6 +550,28 @@ func (d *deployment) migrateLive(ctx context.Context) error {
 	}
 	if raw, err := json.Marshal(migrationRecord(d.mig)); err == nil {
 		d.r.labels[migrationLabel] = string(raw)
+	}
+	return nil
+}
+
+// runMigration runs the migration's command on the live data in a one-off container of the
+// new image, with the service's env and volumes.
+func (d *deployment) runMigration(ctx context.Context) error {
+	rn, s, m := d.rn, d.s, d.s.Migration
+	spec := d.r.spec(fmt.Sprintf("%s-migration-%d", s.ContainerName, d.r.number), RoleOneOff, true)
+	spec.Cmd, spec.Ports = m.Command, nil
+	code, logs, err := rn.helperRun(ctx, spec, m.Deadline)
+	d.mig.LiveOutput = tail(rn.red.Redact(logs), maxMigrationOutput)
+	for _, l := range strings.Split(strings.TrimRight(lastLines(logs, logLines), "\n"), "\n") {
+		if l != "" {
+			rn.log(s.Name, StepMigrate, "%s", l)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return fmt.Errorf("exited with code %d; last output:\n%s", code, indent(lastLines(logs, logLines)))
 	}
 	return nil
 }

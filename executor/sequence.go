@@ -51,12 +51,13 @@ const (
 
 // Kill points inside steps, where a crash leaves the engine half-way through one.
 const (
-	PointCutoverStopped  = "cutover.stopped"   // restart: the old release stopped
-	PointCutoverRenamed  = "cutover.renamed"   // restart: the old release renamed aside
-	PointCutoverCreated  = "cutover.created"   // restart: the new live container created
-	PointCutoverSwitched = "cutover.switched"  // proxy: routes switched to the new release
-	PointCutoverSetAside = "cutover.set-aside" // proxy: the old release renamed aside
-	PointCleanupKept     = "cleanup.kept"      // the old release copied as a previous one
+	PointCutoverStopped  = "cutover.stopped"     // restart: the old release stopped
+	PointCutoverRenamed  = "cutover.renamed"     // restart: the old release renamed aside
+	PointCutoverCreated  = "cutover.created"     // restart: the new live container created
+	PointCutoverSwitched = "cutover.switched"    // proxy: routes switched to the new release
+	PointCutoverSetAside = "cutover.set-aside"   // proxy: the old release renamed aside
+	PointCleanupKept     = "cleanup.kept"        // the old release copied as a previous one
+	PointHeldCopied      = "migrate.held-copied" // a held migration: the old release stopped, its data copied aside
 	PointDrain           = StepDrain
 )
 
@@ -255,7 +256,7 @@ func (sq *sequencer) migration(out *steps, s *config.Service, ch *Change, st *Se
 	cmd := sq.red.words(m.Command)
 	gate := "; a destructive change stops the deploy here"
 	if m.AllowDestructive {
-		gate = "; a destructive change is refused (allow_destructive's held cutover is not run by this deployer yet)"
+		gate = "; a destructive change runs held (allow_destructive): the live release stopped, " + sq.cutover(s).holdText() + ", until the new release takes over"
 	}
 	if !replacing {
 		gate = ""

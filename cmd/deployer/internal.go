@@ -47,6 +47,23 @@ func newInternal(g *globals) *cobra.Command {
 			return prepareVolume(g, args[0], need)
 		},
 	})
+	cmd.AddCommand(&cobra.Command{
+		// A held migration's put-back: the database's volume made again from its safety copy.
+		Use:  "restore-volume SAFETY DST",
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := os.Stat(args[0]); err != nil {
+				return fmt.Errorf("restore-volume: the safety copy: %w", err)
+			}
+			if _, err := clearDir(args[1]); err != nil {
+				return err
+			}
+			if _, err := backup.CloneVolume(cmd.Context(), args[0], args[1], nil, snapshotAs); err != nil {
+				return err
+			}
+			return json.NewEncoder(g.stdout).Encode(cloneReport{Bytes: dirBytes(args[1])})
+		},
+	})
 	cmds := snapshotCommands(g)
 	for _, c := range cmds {
 		if strings.HasPrefix(c.Use, "clone-volume") {

@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -41,6 +42,9 @@ func CloneVolume(ctx context.Context, src, dst string, dbs []string, runAs func(
 			rel = filepath.ToSlash(strings.TrimPrefix(p, src+string(filepath.Separator)))
 		}
 		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) && !isDB[rel] {
+			return nil // gone since the directory was read: a database's -wal or -shm, removed when its snapshot closed it
+		}
 		if err != nil {
 			return err
 		}

@@ -29,6 +29,8 @@ type Request struct {
 	Timeout time.Duration `json:"timeout,omitempty"`
 	URL     string        `json:"url,omitempty"`
 	Load    *probe.Load   `json:"load,omitempty"` // smoke
+	// Wait is how long a hold waits for what is in flight on the route to finish.
+	Wait time.Duration `json:"wait,omitempty"`
 }
 
 // Response answers a Request.
@@ -130,7 +132,11 @@ func (s *Server) handle(ctx context.Context, req Request) Response {
 		if err := s.Hold(req.Name, req.Timeout); err != nil {
 			return Response{Error: err.Error()}
 		}
-		return Response{OK: true}
+		left, err := s.Quiesce(ctx, req.Name, req.Wait)
+		if err != nil {
+			return Response{Error: err.Error()}
+		}
+		return Response{OK: true, Cut: int(left)}
 	case "remove":
 		s.Remove(req.Name)
 		s.save()

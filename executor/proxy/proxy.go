@@ -112,9 +112,33 @@ func (s *Server) Hold(name string, timeout time.Duration) error {
 	return nil
 }
 
+// Quiesce waits, up to timeout, until nothing is in flight on the route's current backend
+// (a held route gets nothing new), and returns how much still is.
+func (s *Server) Quiesce(ctx context.Context, name string, timeout time.Duration) (int64, error) {
+	s.mu.Lock()
+	r := s.routes[name]
+	s.mu.Unlock()
+	if r == nil {
+		return 0, fmt.Errorf("no route %q", name)
+	}
+	b := r.current.Load()
+	deadline := time.Now().Add(timeout)
+	for b.inflight.Load() > 0 && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return b.inflight.Load(), ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return b.inflight.Load(), nil
+}
+
 // unhold opens the route's hold, if any.
 func (r *route) unhold() {
 	if g := r.hold.Swap(nil); g != nil {
+		// The backend may have been restarted during the hold (a put-back): its kept-alive
+		// connections are dead, and the held requests must not meet them.
+		r.current.Load().client.CloseIdleConnections()
 		g.release()
 	}
 }

@@ -1,0 +1,161 @@
+package executor
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/proxy"
+)
+
+// A destructive migration that the configuration allows (allow_destructive) runs held: the
+// live release never runs on the new schema. With the proxy, new requests are held; the live
+// release finishes what it has in flight and stops; a safety copy of the database's volume is
+// taken on the engine; the migration runs on the live data; then the candidate starts on it,
+// is checked, and the cutover sends it the held requests. If anything fails before the cutover,
+// or hold_timeout passes, the safety copy is put back, the old release starts again and the
+// held requests go to it. With cutover = "restart" the same runs with the service down.
+
+// RoleSafety labels the safety copy of a held migration's database volume.
+const RoleSafety = "safety"
+
+// heldMargin is how much longer than hold_timeout the proxy holds requests, so that the
+// deployer's put-back, not the proxy's own timeout, decides where they go.
+const heldMargin = 30 * time.Second
+
+func safetyVolume(p *config.Project, s *config.Service) string {
+	return p.Name + "-" + s.Name + "-safety"
+}
+
+// heldMigration stops the live release (holding its requests in proxy mode), copies the
+// database's volume aside and runs the migration on the live data.
+func (d *deployment) heldMigration(ctx context.Context) error {
+	rn, s, m, db := d.rn, d.s, d.s.Migration, d.s.MigrationDB()
+	live := d.st.Live
+	d.holdStart = time.Now()
+	d.holdUntil = d.holdStart.Add(m.HoldTimeout)
+	if d.cut.servedByProxy() {
+		d.holding = true
+		for _, p := range s.Ports {
+			resp, err := rn.proxy.ctl(ctx, proxy.Request{Op: "hold", Name: routeName(s, p), Timeout: m.HoldTimeout + heldMargin, Wait: s.Deploy.Drain})
+			if err != nil {
+				d.release(ctx)
+				return fmt.Errorf("hold the requests of release %d: %w", live.Release(), err)
+			}
+			if resp.Cut > 0 {
+				rn.warn(s.Name, "%s still in flight on release %d after drain (%s) are cut by its stop", plural(resp.Cut, "request"), live.Release(), s.Deploy.Drain)
+			}
+		}
+	}
+	if err := rn.stopRelease(ctx, s, live.ID, fmt.Sprintf("release %d", live.Release())); err != nil {
+		d.release(ctx)
+		return err
+	}
+	d.stopped = true
+	safety := safetyVolume(rn.Project, s)
+	if err := rn.Runtime.RemoveVolume(ctx, safety); err != nil { // one a kill left is older
+		return err
+	}
+	if err := rn.Runtime.CreateVolume(ctx, safety, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleSafety,
+		LabelRelease: fmt.Sprint(live.Release())}); err != nil {
+		return fmt.Errorf("the safety copy's volume: %w", err)
+	}
+	d.safety = safety
+	helper, err := rn.helperImage(ctx)
+	if err != nil {
+		return err
+	}
+	d.helper = helper
+	spec := rn.helperSpec(s, "safety", helper, []VolumeMount{{Name: db.Volume, Target: "/src"}, {Name: safety, Target: "/dst"}},
+		"clone-volume", "--missing-ok", "/src", "/dst", db.Path)
+	if code, logs, err := rn.helperRun(ctx, spec, snapshotDeadline); err != nil || code != 0 {
+		return fmt.Errorf("the safety copy of %s: exit %d %v: %s", db.Volume, code, err, firstLine(strings.TrimSpace(logs)))
+	}
+	d.copied = true
+	rn.crash(PointHeldCopied)
+	rn.log(s.Name, StepMigrate, "release %d stopped%s, %s copied aside to %s", live.Release(), map[bool]string{true: " with new requests held", false: ""}[d.holding], db.Volume, safety)
+	return d.runMigration(ctx)
+}
+
+// release opens the proxy's hold (the routes' backend of the moment gets the held requests).
+func (d *deployment) release(ctx context.Context) {
+	if !d.holding {
+		return
+	}
+	d.holding = false
+	if live, err := d.rn.Runtime.Inspect(context.WithoutCancel(ctx), d.st.Live.ID); err == nil {
+		d.rn.proxy.setRoutes(context.WithoutCancel(ctx), d.s, live)
+	}
+}
+
+// held reports whether a held migration is under way: the old release is stopped and the data
+// may be migrated.
+func (d *deployment) held() bool { return d.stopped }
+
+// putBack undoes a held migration that failed before its cutover: the database's volume from
+// the safety copy, the old release started again, the held requests sent to it.
+func (d *deployment) putBack(ctx context.Context, cause error) error {
+	rn, s, db, live := d.rn, d.s, d.s.MigrationDB(), d.st.Live
+	ctx = context.WithoutCancel(ctx)
+	d.dropCandidate(ctx)
+	err := rn.step(s.Name, StepPutBack+"."+db.Volume, fmt.Sprintf("put %s back from the safety copy and start release %d again", db.Volume, live.Release()), func() error {
+		if d.copied {
+			spec := rn.helperSpec(s, "put-back", d.helper, []VolumeMount{{Name: d.safety, Target: "/safety"}, {Name: db.Volume, Target: "/db"}},
+				"restore-volume", "/safety", "/db")
+			if code, logs, err := rn.helperRun(ctx, spec, snapshotDeadline); err != nil || code != 0 {
+				return fmt.Errorf("exit %d %v: %s", code, err, firstLine(strings.TrimSpace(logs)))
+			}
+		}
+		if err := rn.Runtime.StartContainer(ctx, live.ID); err != nil {
+			return err
+		}
+		d.stopped = false
+		if d.holding {
+			// Healthy first, then the held requests go to it.
+			started, err := rn.Runtime.Inspect(ctx, live.ID)
+			if err == nil && d.s.HealthCheck != nil && d.s.HTTPPort() != nil {
+				err = d.healthOf(ctx, started)
+			}
+			d.release(ctx)
+			if err != nil {
+				return err
+			}
+		}
+		return d.cut.resumed(ctx, live)
+	})
+	held := time.Since(d.holdStart).Round(time.Millisecond)
+	if err != nil {
+		return fmt.Errorf("%v; putting the old data back failed too: %v. Release %d is stopped and the safety copy is kept in volume %s: copy it into %s and run `docker start %s`", cause, err, live.Release(), d.safety, db.Volume, live.Name)
+	}
+	d.dropSafety(ctx)
+	return fmt.Errorf("%v; the migration was undone from the safety copy and release %d (%s) serves again after %s, on the data it had", cause, live.Release(), live.Name, held)
+}
+
+// holdEnded reports how long the hold lasted, once the new release took the requests.
+func (d *deployment) holdEnded() {
+	if !d.held() {
+		return
+	}
+	d.stopped, d.holding = false, false
+	held := time.Since(d.holdStart)
+	d.mig.HeldSeconds = held.Seconds()
+	what := "the service was down"
+	if d.cut.servedByProxy() {
+		what = "new requests were held"
+	}
+	d.rn.log(d.s.Name, StepCutover, "held migration: %s for %s", what, held.Round(time.Millisecond))
+}
+
+// dropSafety removes the safety copy once it is not needed.
+func (d *deployment) dropSafety(ctx context.Context) {
+	if d.safety == "" {
+		return
+	}
+	if err := d.rn.Runtime.RemoveVolume(context.WithoutCancel(ctx), d.safety); err != nil {
+		d.rn.warn(d.s.Name, "the safety copy %s is left: %v", d.safety, err)
+		return
+	}
+	d.safety = ""
+}
