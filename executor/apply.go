@@ -3,6 +3,7 @@ package executor
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/deployer-dev/deployer/config"
@@ -107,6 +108,8 @@ func (ap *applyRun) service(ctx context.Context, steps []*Step) {
 // set aside becomes a previous one. Its failure is the step's: the change goes on.
 func (ap *applyRun) leftover(ctx context.Context, s *config.Service, ch *Change, st *ServiceState, step *Step) {
 	switch {
+	case step.Kind() == StepPutBack && step.Volume != "":
+		ap.step(s.Name, step.Name, step.Detail, func() error { return ap.putBackSafety(ctx, s, step.Volume) })
 	case step.Kind() == StepClean && step.Volume != "":
 		ap.step(s.Name, step.Name, step.Detail, func() error {
 			return ap.Runtime.RemoveVolume(context.WithoutCancel(ctx), step.Volume)
@@ -127,6 +130,35 @@ func (ap *applyRun) leftover(ctx context.Context, s *config.Service, ch *Change,
 			break
 		}
 	}
+}
+
+// putBackSafety makes a database's volume again from the safety copy an interrupted held
+// migration left, then removes the copy: the stopped old release is started on its own data.
+func (ap *applyRun) putBackSafety(ctx context.Context, s *config.Service, safety string) error {
+	ctx = context.WithoutCancel(ctx)
+	var target string
+	vols, err := ap.Runtime.Volumes(ctx, ap.Project.Name)
+	if err != nil {
+		return err
+	}
+	for _, v := range vols {
+		if v.Name == safety && v.Labels[LabelRole] == RoleSafety {
+			target = v.Labels[LabelVolume]
+		}
+	}
+	if target == "" || s.Volume(target) == nil {
+		return fmt.Errorf("the safety copy %s names volume %q, which service.%s does not mount: copy it back by hand, then remove it", safety, target, s.Name)
+	}
+	helper, err := ap.helperImage(ctx)
+	if err != nil {
+		return err
+	}
+	spec := ap.helperSpec(s, "put-back", helper, []VolumeMount{{Name: safety, Target: "/safety"}, {Name: target, Target: "/db"}}, "restore-volume", "/safety", "/db")
+	code, logs, err := ap.helperRun(ctx, spec, snapshotDeadline)
+	if err != nil || code != 0 {
+		return fmt.Errorf("put %s back from %s: exit %d %v: %s", target, safety, code, err, firstLine(strings.TrimSpace(logs)))
+	}
+	return ap.Runtime.RemoveVolume(ctx, safety)
 }
 
 // change carries out one service's change.

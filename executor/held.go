@@ -18,8 +18,12 @@ import (
 // or hold_timeout passes, the safety copy is put back, the old release starts again and the
 // held requests go to it. With cutover = "restart" the same runs with the service down.
 
-// RoleSafety labels the safety copy of a held migration's database volume.
-const RoleSafety = "safety"
+// RoleSafety labels the safety copy of a held migration's database volume; LabelVolume on it
+// names the volume it is a copy of.
+const (
+	RoleSafety  = "safety"
+	LabelVolume = "deployer.volume"
+)
 
 // heldMargin is how much longer than hold_timeout the proxy holds requests, so that the
 // deployer's put-back, not the proxy's own timeout, decides where they go.
@@ -59,7 +63,7 @@ func (d *deployment) heldMigration(ctx context.Context) error {
 		return err
 	}
 	if err := rn.Runtime.CreateVolume(ctx, safety, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleSafety,
-		LabelRelease: fmt.Sprint(live.Release())}); err != nil {
+		LabelRelease: fmt.Sprint(live.Release()), LabelVolume: db.Volume}); err != nil {
 		return fmt.Errorf("the safety copy's volume: %w", err)
 	}
 	d.safety = safety
@@ -76,7 +80,11 @@ func (d *deployment) heldMigration(ctx context.Context) error {
 	d.copied = true
 	rn.crash(PointHeldCopied)
 	rn.log(s.Name, StepMigrate, "release %d stopped%s, %s copied aside to %s", live.Release(), map[bool]string{true: " with new requests held", false: ""}[d.holding], db.Volume, safety)
-	return d.runMigration(ctx)
+	if err := d.runMigration(ctx); err != nil {
+		return err
+	}
+	rn.crash(PointHeldMigrated)
+	return nil
 }
 
 // release opens the proxy's hold (the routes' backend of the moment gets the held requests).

@@ -545,7 +545,7 @@ func (d *deployment) migrateLive(ctx context.Context) error {
 		}
 		return fmt.Errorf("migration `%s` on the live data failed after it passed on the copy: %w; %s, on the data as the migration left it%s", d.mig.Command, err, d.stillServing(), restore)
 	}
-	if !d.migrated {
+	if !d.migrated && !heldRun { // a kill in a hold puts the old data back: the next apply runs it again
 		d.markMigrated(context.WithoutCancel(ctx))
 	}
 	if raw, err := json.Marshal(migrationRecord(d.mig)); err == nil {

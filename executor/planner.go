@@ -372,6 +372,11 @@ func leftovers(o *Observed, p *config.Project, targeted func(string) bool) []Lef
 		if st.Live != nil && !st.Live.Running() {
 			out = append(out, Leftover{Service: name, Kind: LeftoverStoppedLive, Detail: fmt.Sprintf("live container %s (release %d) is %s", st.Live.Name, st.Live.Release(), st.Live.State)})
 		}
+		for _, v := range o.Safety {
+			if v.Labels[LabelService] == name {
+				out = append(out, Leftover{Service: name, Kind: LeftoverScratch, Detail: fmt.Sprintf("safety copy %s of an interrupted held migration (volume %s before it); apply puts it back if release %s is still the stopped live one, else removes it", v.Name, v.Labels[LabelVolume], v.Labels[LabelRelease])})
+			}
+		}
 		for _, v := range o.ScratchOf(name) {
 			out = append(out, Leftover{Service: name, Kind: LeftoverScratch, Detail: fmt.Sprintf("scratch volume %s of an interrupted backup (a copy of its databases); apply removes it", v)})
 		}

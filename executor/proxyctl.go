@@ -305,6 +305,12 @@ func (px *proxyControl) sync(ctx context.Context, obs *Observed) error {
 	}
 	have := map[string]proxy.Route{}
 	for _, r := range st.Routes {
+		if r.Held {
+			// Held by a held migration whose apply was killed: this run holds the lock now.
+			if _, err := px.ctl(ctx, proxy.Request{Op: "release", Name: r.Name}); err != nil {
+				return err
+			}
+		}
 		if strings.HasSuffix(r.Name, candidateRouteSuffix) {
 			// Left by an apply that was killed: the candidate is gone, its port must be free.
 			if _, err := px.ctl(ctx, proxy.Request{Op: "remove", Name: r.Name}); err != nil {

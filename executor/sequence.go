@@ -2,6 +2,7 @@ package executor
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/deployer-dev/deployer/config"
@@ -51,13 +52,14 @@ const (
 
 // Kill points inside steps, where a crash leaves the engine half-way through one.
 const (
-	PointCutoverStopped  = "cutover.stopped"     // restart: the old release stopped
-	PointCutoverRenamed  = "cutover.renamed"     // restart: the old release renamed aside
-	PointCutoverCreated  = "cutover.created"     // restart: the new live container created
-	PointCutoverSwitched = "cutover.switched"    // proxy: routes switched to the new release
-	PointCutoverSetAside = "cutover.set-aside"   // proxy: the old release renamed aside
-	PointCleanupKept     = "cleanup.kept"        // the old release copied as a previous one
-	PointHeldCopied      = "migrate.held-copied" // a held migration: the old release stopped, its data copied aside
+	PointCutoverStopped  = "cutover.stopped"       // restart: the old release stopped
+	PointCutoverRenamed  = "cutover.renamed"       // restart: the old release renamed aside
+	PointCutoverCreated  = "cutover.created"       // restart: the new live container created
+	PointCutoverSwitched = "cutover.switched"      // proxy: routes switched to the new release
+	PointCutoverSetAside = "cutover.set-aside"     // proxy: the old release renamed aside
+	PointCleanupKept     = "cleanup.kept"          // the old release copied as a previous one
+	PointHeldCopied      = "migrate.held-copied"   // a held migration: the old release stopped, its data copied aside
+	PointHeldMigrated    = "migrate.held-migrated" // a held migration ran on the live data
 	PointDrain           = StepDrain
 )
 
@@ -144,6 +146,16 @@ func (sq *sequencer) plan(plan *Plan, obs *Observed) []*Step {
 		}
 		s := sq.p.Service(ch.Service)
 		sq.leftovers(&out, s, ch, st)
+		for _, v := range obs.Safety { // after the candidate that may mount the volume
+			if v.Labels[LabelService] != s.Name {
+				continue
+			}
+			if l := st.Live; l != nil && !l.Running() && strconv.Itoa(l.Release()) == v.Labels[LabelRelease] {
+				out.add(s.Name, StepPutBack, "", "put volume %s back from the safety copy %s: an interrupted held migration stopped release %d and may have migrated it", v.Labels[LabelVolume], v.Name, l.Release()).Volume = v.Name
+			} else {
+				out.add(s.Name, StepClean, "", "remove the safety copy %s of a held migration that went through", v.Name).Volume = v.Name
+			}
+		}
 		for _, v := range obs.ScratchOf(s.Name) { // after the helper that may still mount it
 			out.add(s.Name, StepClean, "", "remove the scratch volume %s an interrupted backup or migration dry-run left", v).Volume = v
 		}

@@ -68,6 +68,8 @@ type Observed struct {
 	// Scratch lists the scratch volumes an interrupted backup left (a backup removes its own
 	// when it ends), sorted by name; read for plan and status only (readScratch).
 	Scratch []Volume
+	// Safety lists the safety copies an interrupted held migration left (readScratch).
+	Safety []Volume
 }
 
 // RoleScratch labels a volume the deployer made for a backup's snapshots.
@@ -138,6 +140,9 @@ func (o *Observed) readScratch(ctx context.Context, eng Engine, project string) 
 		return err
 	}
 	for _, v := range vols {
+		if v.Labels[LabelRole] == RoleSafety && v.Labels[LabelService] != "" {
+			o.Safety = append(o.Safety, v)
+		}
 		if v.Labels[LabelRole] == RoleScratch && v.Labels[LabelService] != "" {
 			o.Scratch = append(o.Scratch, v)
 		}

@@ -22,7 +22,7 @@ const SocketPath = "/run/deployer-proxy.sock"
 
 // Request is one control command.
 type Request struct {
-	Op      string        `json:"op"` // set, drain, hold, remove, status, probe, smoke, ping, stop
+	Op      string        `json:"op"` // set, drain, hold, release, remove, status, probe, smoke, ping, stop
 	Route   *Route        `json:"route,omitempty"`
 	Name    string        `json:"name,omitempty"`
 	Backend string        `json:"backend,omitempty"`
@@ -137,6 +137,9 @@ func (s *Server) handle(ctx context.Context, req Request) Response {
 			return Response{Error: err.Error()}
 		}
 		return Response{OK: true, Cut: int(left)}
+	case "release":
+		s.Release(req.Name)
+		return Response{OK: true}
 	case "remove":
 		s.Remove(req.Name)
 		s.save()

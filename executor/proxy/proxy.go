@@ -33,6 +33,7 @@ type RouteStatus struct {
 	Route
 	Previous   string `json:"previous,omitempty"` // kept for fail-back while it drains
 	FailedOver bool   `json:"failed_over,omitempty"`
+	Held       bool   `json:"held,omitempty"` // new requests wait (a held migration)
 	Requests   int64  `json:"requests"`
 	Errors     int64  `json:"errors"`
 	InFlight   int64  `json:"in_flight"`
@@ -131,6 +132,16 @@ func (s *Server) Quiesce(ctx context.Context, name string, timeout time.Duration
 		}
 	}
 	return b.inflight.Load(), nil
+}
+
+// Release opens a route's hold, if any.
+func (s *Server) Release(name string) {
+	s.mu.Lock()
+	r := s.routes[name]
+	s.mu.Unlock()
+	if r != nil {
+		r.unhold()
+	}
 }
 
 // unhold opens the route's hold, if any.
@@ -282,7 +293,7 @@ func (s *Server) Status() []RouteStatus {
 	defer s.mu.Unlock()
 	var out []RouteStatus
 	for _, r := range s.routes {
-		st := RouteStatus{Route: r.Route, FailedOver: r.failed.Load(), Requests: r.requests.Load(), Errors: r.errors.Load()}
+		st := RouteStatus{Route: r.Route, FailedOver: r.failed.Load(), Requests: r.requests.Load(), Errors: r.errors.Load(), Held: r.hold.Load() != nil}
 		st.Backend = r.current.Load().addr
 		if p := r.previous.Load(); p != nil {
 			st.Previous = p.addr
