@@ -246,13 +246,16 @@ const typeChange = "CREATE TABLE rows2 (n INTEGER PRIMARY KEY, at BLOB); INSERT 
 
 // load sends GETs to the host port from 8 clients until stop is called, and returns how many
 // were sent, how many failed and the longest answer (a held request waits for the hold).
-func (r *rig) load() (stop func() (sent, failed int, longest time.Duration)) {
+func (r *rig) load() (stop func() (sent, failed int, longest time.Duration)) { return r.loadAt(8) }
+
+// loadAt is load from n clients, each sending a request every 20 ms (50/s each at most).
+func (r *rig) loadAt(clients int) (stop func() (sent, failed int, longest time.Duration)) {
 	var mu sync.Mutex
 	var sent, failed int
 	var longest time.Duration
 	done := make(chan struct{})
 	var wg sync.WaitGroup
-	for range 8 {
+	for range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -359,6 +362,107 @@ func TestMigrationHeld(t *testing.T) {
 			if w := r.writer(""); w.Committed <= before.Committed {
 				t.Errorf("release 1's writer does not go on: %d", w.Committed)
 			}
+		})
+	}
+}
+
+// padSQL grows the database by about mib MiB of incompressible rows, as an app's data would.
+func padSQL(mib int) string {
+	return fmt.Sprintf("CREATE TABLE IF NOT EXISTS pad (id INTEGER PRIMARY KEY, body BLOB); WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < %d) INSERT INTO pad (body) SELECT randomblob(4000) FROM c", mib*256)
+}
+
+// BenchmarkHeldMigration measures a held migration (a column's type changed on a 100 MiB
+// database, the proxy holding requests) under about 200 requests/s: the requests that failed
+// (goal 0), the hold's length (goal under 2 s) and the longest request.
+func BenchmarkHeldMigration(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		r := &migrationRig{rig: newRig(b), store: &config.Store{Name: "local", Kind: "local", Directory: b.TempDir()}}
+		r.self = staticDeployer(b)
+		if so := r.apply(r.project2("v1", config.CutoverProxy, nil)); so.Error != "" {
+			b.Fatal(so.Error)
+		}
+		if so := r.apply(r.project2("v2", config.CutoverProxy, migration("sql", "/data/app.db", padSQL(100)))); so.Error != "" {
+			b.Fatal(so.Error)
+		}
+		stop := r.loadAt(4)
+		r.events = nil
+		so := r.apply(r.project2("v3", config.CutoverProxy, func(s *config.Service) {
+			migration("sql", "/data/app.db", typeChange)(s)
+			s.Migration.AllowDestructive = true
+		}))
+		sent, failed, longest := stop()
+		if so.Error != "" || so.Migration == nil {
+			b.Fatal(so.Error)
+		}
+		b.Logf("%d requests, %d failed, longest %s, held %.2fs, clone %s in %.2fs", sent, failed, longest.Round(time.Millisecond), so.Migration.HeldSeconds, executor.HumanBytes(so.Migration.CloneBytes), so.Migration.CloneSeconds)
+		var parts []string
+		for _, e := range r.events {
+			if e.Type == executor.EventStep && e.Phase == "end" {
+				parts = append(parts, fmt.Sprintf("%s %.2fs", e.Step, e.Seconds))
+			}
+			if e.Type == executor.EventLog && strings.Contains(e.Detail, "stopped") {
+				parts = append(parts, fmt.Sprintf("[%s at %s]", e.Detail, e.Time.Format("15:04:05.000")))
+			}
+		}
+		b.Logf("steps: %s", strings.Join(parts, ", "))
+		b.ReportMetric(float64(failed), "failed-requests")
+		b.ReportMetric(so.Migration.HeldSeconds, "hold-s")
+		b.ReportMetric(longest.Seconds(), "longest-request-s")
+		b.ReportMetric(float64(sent)/so.Seconds, "requests/s")
+	}
+}
+
+// BenchmarkMigrationDryRun measures plan -migrations' dry-run (clone the database's volume on
+// the engine, migrate the clone, quick_check and diff) on a 100 MiB and a 1 GiB database while
+// the live release writes, beside the engine's plain copy of the same volume in the same run.
+func BenchmarkMigrationDryRun(b *testing.B) {
+	for _, mib := range []int{100, 1024} {
+		b.Run(fmt.Sprintf("size=%dMiB", mib), func(b *testing.B) {
+			r := &migrationRig{rig: newRig(b), store: &config.Store{Name: "local", Kind: "local", Directory: b.TempDir()}}
+			r.self = staticDeployer(b)
+			if so := r.apply(r.project2("v1", config.CutoverProxy, nil)); so.Error != "" {
+				b.Fatal(so.Error)
+			}
+			if so := r.apply(r.project2("v2", config.CutoverProxy, migration("sql", "/data/app.db", padSQL(mib)))); so.Error != "" {
+				b.Fatal(so.Error)
+			}
+			p := r.project2("v3", config.CutoverProxy, migration("sql", "/data/app.db", "ALTER TABLE rows ADD COLUMN note TEXT; CREATE INDEX rows_at ON rows(at)"))
+			ctx := context.Background()
+			var dry, clone, plain time.Duration
+			var size int64
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				plan, err := executor.MakePlan(ctx, p, r.eng, executor.PlanOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				t0 := time.Now()
+				res, err := r.applier(p).DryRunMigrations(ctx, plan)
+				if err != nil || len(res) != 1 || res[0].Error != "" || res[0].Report == nil || len(res[0].Report.Changes) != 2 {
+					b.Fatalf("dry-run: %v %+v", err, res)
+				}
+				dry += time.Since(t0)
+				m := res[0].Report
+				clone += time.Duration(m.CloneSeconds * float64(time.Second))
+				size = m.CloneBytes
+				b.StopTimer()
+				t0 = time.Now()
+				rc, err := r.eng.CopyFrom(ctx, r.liveID(), "/data")
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, rc)
+				rc.Close()
+				plain += time.Since(t0)
+				b.Logf("clone %.2fs, migrate %.2fs, diff %.2fs of %s; plain copy %.2fs", m.CloneSeconds, m.MigrateSeconds, m.DiffSeconds, executor.HumanBytes(m.CloneBytes), time.Since(t0).Seconds())
+				b.StartTimer()
+			}
+			n := float64(b.N)
+			b.ReportMetric(float64(size)/(1<<20), "volume-MiB")
+			b.ReportMetric(dry.Seconds()/n, "dry-run-s")
+			b.ReportMetric(clone.Seconds()/n, "clone-s")
+			b.ReportMetric(plain.Seconds()/n, "plain-copy-s")
+			r.noScratchLeft()
 		})
 	}
 }
