@@ -418,3 +418,54 @@ func TestBackupHow(t *testing.T) {
 		t.Errorf("none:\n got %q\nwant %q", got, want)
 	}
 }
+
+// A service with a migration: dry-run, trial, backup and the migration on the live data come
+// before the candidate, and the smoke load after the canaries; a sensitive value in the
+// migration's command is never shown.
+func TestPlanMigrationSteps(t *testing.T) {
+	mod := func(held bool) func(s *config.Service) {
+		return func(s *config.Service) {
+			s.Backup = config.NewBackup()
+			s.Backup.Volumes = []string{"data"}
+			db := config.NewSQLite("main")
+			db.Volume, db.Path = "data", "app.db"
+			s.SQLite = []*config.SQLite{db}
+			s.Migration = config.NewMigration()
+			s.Migration.Command = []string{"./migrate", "--password", "s3cr3t-token"}
+			s.Migration.AllowDestructive = held
+			s.Smoke = config.NewSmoke()
+			s.Deploy.Cutover = config.CutoverProxy
+		}
+	}
+	for _, held := range []bool{false, true} {
+		p := project(mod(held))
+		p.Secrets = []string{"s3cr3t-token"}
+		p.Sensitive["service.web.migration.command"] = true // as hclspec marks a value from a sensitive variable
+		orig := project(nil)
+		eng := &fakeEngine{images: map[string]string{"web:1": "sha256:bbbbbbbbbbbbbbbb"}, containers: []Container{live(orig, "sha256:aaaaaaaaaaaaaaaa", 3, "running")}}
+		plan, err := MakePlan(context.Background(), p, eng, PlanOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, st := range plan.Steps {
+			names = append(names, st.Name)
+		}
+		want := "lock proxy image migrate.dry-run migrate.trial backup migrate candidate check.running check.health check.smoke check.sqlite.main cutover verify cleanup unlock"
+		if got := strings.Join(names, " "); got != want {
+			t.Errorf("steps:\n got %s\nwant %s", got, want)
+		}
+		var text bytes.Buffer
+		plan.WriteText(&text, RenderOptions{})
+		if strings.Contains(text.String(), "s3cr3t-token") {
+			t.Errorf("the plan shows the secret:\n%s", text.String())
+		}
+		wantText := "a destructive change stops the deploy here"
+		if held {
+			wantText = "a destructive change runs held (allow_destructive): the live release stopped, new requests held by the proxy"
+		}
+		if !strings.Contains(text.String(), wantText) {
+			t.Errorf("the plan does not say %q:\n%s", wantText, text.String())
+		}
+	}
+}
