@@ -27,6 +27,10 @@ type Applier struct {
 	// SelfBinary is the deployer's own static Linux binary, from which the helper image for
 	// restores is built (FROM scratch: no registry).
 	SelfBinary string
+	// HelperMemory caps, in bytes, the memory of the migration's helper containers (the clone,
+	// the schema reads, the safety copy and its put-back); 0: no cap. They stream, so a cap far
+	// below the database's size holds.
+	HelperMemory int64
 	// TempDir holds backup spools and downloads; os.TempDir() when empty.
 	TempDir string
 	// IdentityFile is the age identity that decrypts encrypted backups, for verify and restore.

@@ -31,6 +31,8 @@ type rig struct {
 	mu      sync.Mutex
 	self    string // the static deployer, for the proxy and restores
 	probe   string // where the deployer reaches published ports; "" for 127.0.0.1
+	// helperMemory caps the migration helpers' memory (0: none).
+	helperMemory int64
 }
 
 func newRig(t testing.TB) *rig {
@@ -61,7 +63,7 @@ func (r *rig) config(v string, mod func(s *config.Service)) *config.Project {
 }
 
 func (r *rig) applier(p *config.Project) *executor.Applier {
-	return &executor.Applier{Project: p, Runtime: r.eng, Holder: "test " + r.t.Name(), ProbeHost: r.probe, SelfBinary: r.self,
+	return &executor.Applier{Project: p, Runtime: r.eng, Holder: "test " + r.t.Name(), ProbeHost: r.probe, SelfBinary: r.self, HelperMemory: r.helperMemory,
 		Events: func(e executor.Event) { r.mu.Lock(); r.events = append(r.events, e); r.mu.Unlock() }}
 }
 

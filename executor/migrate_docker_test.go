@@ -412,6 +412,26 @@ func BenchmarkHeldMigration(b *testing.B) {
 	}
 }
 
+// The dry-run's clone, schema reads and diff stream: they succeed with the helpers' memory
+// capped at 48 MiB on a 256 MiB database, the live release writing meanwhile.
+func TestMigrationCloneMemoryCapped(t *testing.T) {
+	r := newMigrationRig(t, config.CutoverProxy)
+	if so := r.apply(r.project2("v2", config.CutoverProxy, migration("sql", "/data/app.db", padSQL(256)))); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	r.helperMemory = 48 << 20
+	so := r.apply(r.project2("v3", config.CutoverProxy, migration("sql", "/data/app.db", "ALTER TABLE rows ADD COLUMN note TEXT")))
+	if so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	if m := so.Migration; m == nil || m.CloneBytes < 256<<20 || !slices.Contains(m.Lines(), "+ column rows.note TEXT") {
+		t.Fatalf("the capped dry-run: %+v", m)
+	}
+	if s := r.schema(); !slices.Contains(s.Columns, "note") || s.Count != s.Max {
+		t.Errorf("after the deploy: %+v", s)
+	}
+}
+
 // BenchmarkMigrationDryRun measures plan -migrations' dry-run (clone the database's volume on
 // the engine, migrate the clone, quick_check and diff) on a 100 MiB and a 1 GiB database while
 // the live release writes, beside the engine's plain copy of the same volume in the same run.

@@ -165,7 +165,7 @@ func (rn *run) helperRun(ctx context.Context, spec ContainerSpec, deadline time.
 // given, the deployer's labels so that one a kill leaves is removed by the next apply.
 func (rn *run) helperSpec(s *config.Service, name, image string, vols []VolumeMount, cmd ...string) ContainerSpec {
 	return ContainerSpec{Name: rn.Project.Name + "-" + s.Name + "-" + name, Image: image, Cmd: append([]string{"internal"}, cmd...),
-		Volumes: vols, NoNetwork: true,
+		Volumes: vols, NoNetwork: true, Memory: rn.HelperMemory,
 		Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
 }
 
