@@ -400,8 +400,8 @@ func BenchmarkHeldMigration(b *testing.B) {
 			if e.Type == executor.EventStep && e.Phase == "end" {
 				parts = append(parts, fmt.Sprintf("%s %.2fs", e.Step, e.Seconds))
 			}
-			if e.Type == executor.EventLog && strings.Contains(e.Detail, "stopped") {
-				parts = append(parts, fmt.Sprintf("[%s at %s]", e.Detail, e.Time.Format("15:04:05.000")))
+			if e.Type == executor.EventLog && strings.Contains(e.Detail, "stopped") || e.Type == executor.EventStep && e.Phase == "start" {
+				parts = append(parts, fmt.Sprintf("[%s %s at %s]", e.Step, firstWords(e.Detail), e.Time.Format("15:04:05.000")))
 			}
 		}
 		b.Logf("steps: %s", strings.Join(parts, ", "))
@@ -430,6 +430,13 @@ func TestMigrationCloneMemoryCapped(t *testing.T) {
 	if s := r.schema(); !slices.Contains(s.Columns, "note") || s.Count != s.Max {
 		t.Errorf("after the deploy: %+v", s)
 	}
+}
+
+func firstWords(s string) string {
+	if len(s) > 40 {
+		return s[:40]
+	}
+	return s
 }
 
 // BenchmarkMigrationDryRun measures plan -migrations' dry-run (clone the database's volume on
