@@ -99,8 +99,22 @@ func (d *deployment) run(ctx context.Context, steps []*Step, started notify.Noti
 	if d.rollback != nil {
 		n = notify.Notice{Release: d.r.number, LiveRelease: d.r.number, Reason: fmt.Sprintf("rolled back from release %d", d.ch.LiveRelease)}
 	}
+	d.withFigures(&n)
 	d.rn.notify(ctx, "succeeded", d.s, n)
 	return nil
+}
+
+// withFigures adds the migration's diff and the smoke load's figures to a notice.
+func (d *deployment) withFigures(n *notify.Notice) {
+	if d.mig != nil {
+		n.Migration = append([]string(nil), d.mig.Diff...)
+		if n.Migration == nil {
+			n.Migration = d.mig.Lines()
+		}
+	}
+	if d.so.Smoke != nil {
+		n.Smoke = d.so.Smoke.String()
+	}
 }
 
 // prepare readies what a deploy needs before its steps: the project's network, and the proxy
@@ -165,7 +179,9 @@ func (d *deployment) fail(ctx context.Context, err error) error {
 		err = d.putBack(ctx, err)
 	}
 	d.dropCandidate(ctx)
-	d.rn.notify(context.WithoutCancel(ctx), "failed", d.s, notify.Notice{Release: d.ch.NextRelease, Reason: err.Error()})
+	n := notify.Notice{Release: d.ch.NextRelease, Reason: err.Error()}
+	d.withFigures(&n)
+	d.rn.notify(context.WithoutCancel(ctx), "failed", d.s, n)
 	return err
 }
 

@@ -116,6 +116,9 @@ func (rn *run) notify(ctx context.Context, event string, s *config.Service, n no
 	n.Event, n.Project, n.Service, n.Source = event, rn.Project.Name, s.Name, rn.Source
 	n.Time = time.Now().UTC().Format(time.RFC3339)
 	n.Reason = rn.red.Redact(n.Reason)
+	for i, l := range n.Migration {
+		n.Migration[i] = rn.red.Redact(l)
+	}
 	for _, t := range rn.Project.Notifies {
 		target := notify.Target{Kind: string(t.Kind), Name: t.Name, URL: t.URL, On: t.On}
 		if !target.Wants(event) {

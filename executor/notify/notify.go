@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -25,8 +26,12 @@ type Notice struct {
 	Image       string  `json:"image,omitempty"`
 	Duration    float64 `json:"duration_seconds,omitempty"`
 	Reason      string  `json:"reason,omitempty"`
-	Source      string  `json:"source,omitempty"`
-	Time        string  `json:"time"`
+	// Migration is the schema diff of the release's migration, one change a line; Smoke the
+	// smoke load's figures.
+	Migration []string `json:"migration,omitempty"`
+	Smoke     string   `json:"smoke,omitempty"`
+	Source    string   `json:"source,omitempty"`
+	Time      string   `json:"time"`
 }
 
 // Target is one configured notify block.
@@ -127,6 +132,12 @@ func SlackText(n Notice) string {
 	}
 	if n.Reason != "" {
 		what += "\n> " + n.Reason
+	}
+	if len(n.Migration) > 0 {
+		what += "\nmigration: " + strings.Join(n.Migration, "; ")
+	}
+	if n.Smoke != "" {
+		what += "\nsmoke: " + n.Smoke
 	}
 	if n.Source != "" {
 		what += "\nsource: " + n.Source
