@@ -86,6 +86,9 @@ type backupSource struct {
 	logs           bool
 	volumes        []backup.Volume
 	migration      *backup.MigrationRecord
+	// still: nothing writes to the volumes (a copy set aside): read as they are, with no
+	// online snapshot (which would read the service's volume of the same name).
+	still bool
 }
 
 // liveSource reads a live release's backup volumes as the configuration says; a stopped one is
@@ -143,8 +146,11 @@ func (b backups) from(ctx context.Context, s *config.Service, src backupSource, 
 		},
 	}
 	req.SQLite = sb.Expect.DBs
-	sn := b.snapshotter(ctx, s)
-	req.Snapshots = sn
+	sn := &snapshotter{rn: rn, s: s}
+	if !src.still {
+		sn = b.snapshotter(ctx, s)
+		req.Snapshots = sn
+	}
 	m, err := backup.Take(ctx, req)
 	if err != nil {
 		return nil, err

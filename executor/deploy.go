@@ -348,12 +348,13 @@ func (d *deployment) switchBack(ctx context.Context, cause error) error {
 func (d *deployment) cleanup(ctx context.Context) error {
 	rn, s := d.rn, d.s
 	wctx := context.WithoutCancel(ctx)
+	d.uploadSafety(wctx) // the new release serves: the hold is over
+	d.dropSafety(wctx)
 	err := rn.step(s.Name, StepCleanup, fmt.Sprintf("retire the old release, keep %s", plural(s.Deploy.KeepReleases, "previous release")), func() error {
 		if d.old != nil {
 			d.cut.retire(wctx, d.old)
 		}
 		d.dropCandidate(wctx)
-		d.dropSafety(wctx)
 		return rn.retire(wctx, s, d.old)
 	})
 	if err != nil {

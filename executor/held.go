@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/backup"
 	"github.com/deployer-dev/deployer/executor/proxy"
 )
 
@@ -156,6 +157,35 @@ func (d *deployment) holdEnded() {
 		what = "new requests were held"
 	}
 	d.rn.log(d.s.Name, StepCutover, "held migration: %s for %s", what, held.Round(time.Millisecond))
+}
+
+// uploadSafety backs up the safety copy, the database exactly as the migration found it, to
+// the store once the hold is over (the backup before the hold was taken with the old release
+// serving). A failure is a warning: the deploy is done, and that earlier backup exists.
+func (d *deployment) uploadSafety(ctx context.Context) {
+	rn, s, db := d.rn, d.s, d.s.MigrationDB()
+	if d.safety == "" || d.mig == nil || d.mig.HeldSeconds == 0 || s.Backup == nil {
+		return
+	}
+	target := s.Volume(db.Volume).Target
+	err := rn.step(s.Name, StepBackup, fmt.Sprintf("back up the safety copy of %s, as the migration found it, to backup_store.%s", db.Volume, s.Backup.Store), func() error {
+		spec := ContainerSpec{Name: rn.Project.Name + "-" + s.Name + "-safety-source", Image: d.helper, Cmd: []string{"version"},
+			Volumes: []VolumeMount{{Name: d.safety, Target: target}}, NoNetwork: true,
+			Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
+		id, err := rn.oneOffContainer(ctx, spec) // never started: it only holds the mount
+		if err != nil {
+			return err
+		}
+		defer rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
+		src := backupSource{id: id, release: d.st.Live.Release(), image: d.st.Live.ImageRef(), imageID: d.st.Live.ImageID,
+			consistency: config.ConsistencyNone, still: true, migration: migrationRecord(d.mig),
+			volumes: []backup.Volume{{Name: db.Volume, Target: target, Consistency: string(config.ConsistencyNone)}}}
+		_, err = rn.backups().from(ctx, s, src, fmt.Sprintf("the data release %d's held migration started from", d.r.number), s.Backup.Keep, false)
+		return err
+	})
+	if err != nil {
+		rn.warn(s.Name, "the safety copy was not backed up (%v); the backup taken before the hold holds the data as of then", err)
+	}
 }
 
 // dropSafety removes the safety copy once it is not needed.

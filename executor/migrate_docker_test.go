@@ -369,6 +369,21 @@ func TestMigrationHeld(t *testing.T) {
 						t.Errorf("the safety copy %s is left after a deploy that succeeded", v.Name)
 					}
 				}
+				// The safety copy went to the store after the hold: the database as the
+				// migration found it, checked, beside the backup taken before the hold.
+				l, err := r.serviceBackups(r.store, nil, "").List(context.Background())
+				if err != nil || len(l.Complete) != 2 {
+					t.Fatalf("backups: %+v %v", l, err)
+				}
+				found := false
+				for _, m := range l.Complete {
+					if strings.Contains(m.Reason, "held migration started from") && len(m.SQLite) == 1 && m.SQLite[0].Result == "ok" && m.Migration != nil {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("no checked backup of the safety copy: %+v", l.Complete)
+				}
 				return
 			}
 			if !strings.Contains(so.Error, tc.fail) || !strings.Contains(r.get("/"), "version=v1") {
