@@ -358,6 +358,31 @@ func TestTCPRoute(t *testing.T) {
 	if got := ask(); got != "b ping\n" {
 		t.Errorf("after the switch: %q", got)
 	}
+	// A held TCP route holds new connections: they reach the backend set when the hold ends.
+	if err := s.Hold("db", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		c, err := net.Dial("tcp", listen)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "ping\n")
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		got <- line
+	}()
+	select {
+	case g := <-got:
+		t.Fatalf("a held connection was answered: %q", g)
+	case <-time.After(200 * time.Millisecond):
+	}
+	s.Set(Route{Name: "db", Listen: listen, Protocol: "tcp", Backend: a})
+	if g := <-got; g != "a ping\n" {
+		t.Errorf("the held connection got %q, want a's answer", g)
+	}
 }
 
 // The control socket carries the same operations.
