@@ -49,6 +49,7 @@ type deployment struct {
 	holding, stopped     bool
 	copied               bool
 	safety               string
+	heldCheck            chan heldCheck // the held migration's quick_check, on the engine
 }
 
 // errNothingToDeploy ends a deploy early and well: the new image is the live one, and nothing

@@ -87,6 +87,40 @@ func (d *deployment) heldMigration(ctx context.Context) error {
 		return err
 	}
 	rn.crash(PointHeldMigrated)
+	if db.QuickCheck {
+		// The quick_check of the migrated database runs on the engine while the candidate
+		// starts, instead of on a copy out of the candidate after its health check: the hold is
+		// shorter by the copy.
+		d.heldCheck = make(chan heldCheck, 1)
+		go func() {
+			rep, err := rn.readSchema(context.WithoutCancel(ctx), s, helper, db.Volume, db.Path)
+			d.heldCheck <- heldCheck{rep, err}
+		}()
+	}
+	return nil
+}
+
+// heldCheck is the quick_check of a held migration's database, run on the engine.
+type heldCheck struct {
+	rep *schemaReport
+	err error
+}
+
+// awaitCheck waits for the held migration's quick_check, if one runs: nil when it passed.
+func (d *deployment) awaitCheck() error {
+	if d.heldCheck == nil {
+		return nil
+	}
+	res := <-d.heldCheck
+	d.heldCheck = nil
+	switch {
+	case res.err != nil:
+		return res.err
+	case res.rep.Missing:
+		return fmt.Errorf("the database does not exist after the migration")
+	case res.rep.QuickCheck != "ok":
+		return fmt.Errorf("quick_check after the migration: %s", res.rep.QuickCheck)
+	}
 	return nil
 }
 
@@ -110,6 +144,7 @@ func (d *deployment) held() bool { return d.stopped }
 func (d *deployment) putBack(ctx context.Context, cause error) error {
 	rn, s, db, live := d.rn, d.s, d.s.MigrationDB(), d.st.Live
 	ctx = context.WithoutCancel(ctx)
+	d.awaitCheck() // nothing reads the volume while it is put back
 	d.dropCandidate(ctx)
 	err := rn.step(s.Name, StepPutBack+"."+db.Volume, fmt.Sprintf("put %s back from the safety copy and start release %d again", db.Volume, live.Release()), func() error {
 		if d.copied {

@@ -26,6 +26,9 @@ func (d *deployment) checkSQLite(ctx context.Context, step *Step) error {
 		return notConfigured(d.s, step)
 	}
 	err := d.rn.step(d.s.Name, step.Name, db.Volume+"/"+db.Path, func() error {
+		if d.heldCheck != nil && db == d.s.MigrationDB() {
+			return d.awaitCheck() // checked on the engine after the held migration
+		}
 		return d.sqlite(ctx, db)
 	})
 	if err != nil {
