@@ -3,7 +3,6 @@ package executor
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/deployer-dev/deployer/config"
@@ -153,10 +152,8 @@ func (ap *applyRun) putBackSafety(ctx context.Context, s *config.Service, safety
 	if err != nil {
 		return err
 	}
-	spec := ap.helperSpec(s, "put-back", helper, []VolumeMount{{Name: safety, Target: "/safety"}, {Name: target, Target: "/db"}}, "restore-volume", "/safety", "/db")
-	code, logs, err := ap.helperRun(ctx, spec, snapshotDeadline)
-	if err != nil || code != 0 {
-		return fmt.Errorf("put %s back from %s: exit %d %v: %s", target, safety, code, err, firstLine(strings.TrimSpace(logs)))
+	if err := ap.putBackVolume(ctx, s, helper, safety, target); err != nil {
+		return err
 	}
 	return ap.Runtime.RemoveVolume(ctx, safety)
 }

@@ -148,7 +148,8 @@ func (d *deployment) hook(ctx context.Context, step *Step) error {
 		return notConfigured(d.s, step)
 	}
 	err := d.rn.step(d.s.Name, step.Name, "run `"+d.rn.red.words(h.Command)+"`", func() error {
-		return d.oneOff(ctx, h.When, h.Command)
+		_, err := d.oneOff(ctx, StepKind(stepName(StepHook, h.When)), h.When, h.Command, hookTimeout)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("hook %q: %s; %s", h.When, err, d.stillServing())
@@ -205,36 +206,21 @@ func indent(s string) string {
 }
 
 // oneOff runs a command in a one-off container of the new image, with the service's env and
-// volumes, and fails unless it exits 0.
-func (d *deployment) oneOff(ctx context.Context, what string, cmd []string) error {
+// volumes, within timeout; its last lines are logged under step. It returns the output, and
+// fails unless the command exits 0.
+func (d *deployment) oneOff(ctx context.Context, step StepKind, what string, cmd []string, timeout time.Duration) (string, error) {
 	rn, s, r := d.rn, d.s, d.r
-	ctx, cancel := context.WithTimeout(ctx, hookTimeout)
-	defer cancel()
 	spec := r.spec(fmt.Sprintf("%s-%s-%d", s.ContainerName, strings.ReplaceAll(what, "_", "-"), r.number), RoleOneOff, true)
 	spec.Cmd, spec.Ports = cmd, nil
-	id, err := rn.Runtime.CreateContainer(ctx, spec)
-	if errors.Is(err, ErrNameTaken) {
-		return fmt.Errorf("a container named %s exists (left by an interrupted apply?): remove it", spec.Name)
-	}
-	if err != nil {
-		return err
-	}
-	defer rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
-	if err := rn.Runtime.StartContainer(ctx, id); err != nil {
-		return err
-	}
-	code, err := rn.Runtime.Wait(ctx, id)
-	if err != nil {
-		return err
-	}
-	logs, _ := rn.Runtime.Logs(context.WithoutCancel(ctx), id, logLines)
-	for _, l := range strings.Split(strings.TrimRight(logs, "\n"), "\n") {
+	code, logs, err := rn.helperRun(ctx, spec, timeout)
+	last := lastLines(logs, logLines)
+	for _, l := range strings.Split(strings.TrimRight(last, "\n"), "\n") {
 		if l != "" {
-			rn.log(s.Name, StepKind(stepName(StepHook, what)), "%s", l)
+			rn.log(s.Name, step, "%s", l)
 		}
 	}
-	if code != 0 {
-		return fmt.Errorf("`%s` exited with code %d; last output:\n%s", rn.red.words(cmd), code, indent(logs))
+	if err == nil && code != 0 {
+		err = fmt.Errorf("`%s` exited with code %d; last output:\n%s", rn.red.words(cmd), code, indent(last))
 	}
-	return nil
+	return logs, err
 }

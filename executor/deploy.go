@@ -108,10 +108,7 @@ func (d *deployment) run(ctx context.Context, steps []*Step, started notify.Noti
 // withFigures adds the migration's diff and the smoke load's figures to a notice.
 func (d *deployment) withFigures(n *notify.Notice) {
 	if d.mig != nil {
-		n.Migration = append([]string(nil), d.mig.Diff...)
-		if n.Migration == nil {
-			n.Migration = d.mig.Lines()
-		}
+		n.Migration = append([]string(nil), d.mig.recorded()...)
 	}
 	if d.so.Smoke != nil {
 		n.Smoke = d.so.Smoke.String()
@@ -227,19 +224,7 @@ func (d *deployment) candidate(ctx context.Context) error {
 	return rn.step(s.Name, StepCandidate, fmt.Sprintf("create and start %s (release %d)", name, r.number), func() error {
 		spec := r.spec(name, RoleCandidate, true)
 		d.cut.candidateSpec(&spec)
-		id, err := rn.createRelease(ctx, spec)
-		if errors.Is(err, ErrNameTaken) {
-			// Not ours to remove blindly: say what to do.
-			return fmt.Errorf("a container named %s exists and is not a candidate of this project; remove or rename it", name)
-		}
-		if err != nil {
-			return err
-		}
-		if err := rn.Runtime.StartContainer(ctx, id); err != nil {
-			rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
-			return portHint(err, r.ports, true)
-		}
-		cand, err := rn.Runtime.Inspect(ctx, id)
+		_, cand, err := d.startCandidate(ctx, spec)
 		if err != nil {
 			return err
 		}
@@ -247,6 +232,27 @@ func (d *deployment) candidate(ctx context.Context) error {
 		d.cut.candidateStarted(ctx, cand)
 		return nil
 	})
+}
+
+// startCandidate creates and starts a container of the new release as a candidate (the
+// candidate, or the trial on a migrated clone). It returns the container's ID once created,
+// and its state once started.
+func (d *deployment) startCandidate(ctx context.Context, spec ContainerSpec) (string, *ContainerState, error) {
+	rn := d.rn
+	id, err := rn.createRelease(ctx, spec)
+	if errors.Is(err, ErrNameTaken) {
+		// Not ours to remove blindly: say what to do.
+		return "", nil, fmt.Errorf("a container named %s exists and is not a candidate of this project; remove or rename it", spec.Name)
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	if err := rn.Runtime.StartContainer(ctx, id); err != nil {
+		rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
+		return "", nil, portHint(err, d.r.ports, true)
+	}
+	st, err := rn.Runtime.Inspect(ctx, id)
+	return id, st, err
 }
 
 // backup backs up the live release's volumes right before the cutover.

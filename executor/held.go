@@ -3,7 +3,6 @@ package executor
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/deployer-dev/deployer/config"
@@ -75,10 +74,9 @@ func (d *deployment) heldMigration(ctx context.Context) error {
 	d.helper = helper
 	// The database's owner is stopped: its files (with any -wal) are copied as they are, which
 	// is consistent and faster than a snapshot.
-	spec := rn.helperSpec(s, "safety", helper, []VolumeMount{{Name: db.Volume, Target: "/src"}, {Name: safety, Target: "/dst"}},
-		"clone-volume", "/src", "/dst")
-	if code, logs, err := rn.helperRun(ctx, spec, snapshotDeadline); err != nil || code != 0 {
-		return fmt.Errorf("the safety copy of %s: exit %d %v: %s", db.Volume, code, err, firstLine(strings.TrimSpace(logs)))
+	if _, err := rn.runHelper(ctx, s, "safety", helper, []VolumeMount{{Name: db.Volume, Target: "/src"}, {Name: safety, Target: "/dst"}},
+		"clone-volume", "/src", "/dst"); err != nil {
+		return fmt.Errorf("the safety copy of %s: %w", db.Volume, err)
 	}
 	d.copied = true
 	rn.crash(PointHeldCopied)
@@ -148,10 +146,8 @@ func (d *deployment) putBack(ctx context.Context, cause error) error {
 	d.dropCandidate(ctx)
 	err := rn.step(s.Name, StepPutBack+"."+db.Volume, fmt.Sprintf("put %s back from the safety copy and start release %d again", db.Volume, live.Release()), func() error {
 		if d.copied {
-			spec := rn.helperSpec(s, "put-back", d.helper, []VolumeMount{{Name: d.safety, Target: "/safety"}, {Name: db.Volume, Target: "/db"}},
-				"restore-volume", "/safety", "/db")
-			if code, logs, err := rn.helperRun(ctx, spec, snapshotDeadline); err != nil || code != 0 {
-				return fmt.Errorf("exit %d %v: %s", code, err, firstLine(strings.TrimSpace(logs)))
+			if err := rn.putBackVolume(ctx, s, d.helper, d.safety, db.Volume); err != nil {
+				return err
 			}
 		}
 		if err := rn.Runtime.StartContainer(ctx, live.ID); err != nil {

@@ -59,6 +59,14 @@ func (m *MigrationReport) Lines() []string {
 	return migrate.Text(m.Changes)
 }
 
+// recorded is the diff as recorded (Diff), else as the changes say.
+func (m *MigrationReport) recorded() []string {
+	if m.Diff != nil {
+		return m.Diff
+	}
+	return m.Lines()
+}
+
 // Summary is one line: how many changes, destructive or not.
 func (m *MigrationReport) Summary() string {
 	switch {
@@ -161,6 +169,24 @@ func (rn *run) helperRun(ctx context.Context, spec ContainerSpec, deadline time.
 	return code, logs, nil
 }
 
+// runHelper runs a helper container of the deployer for a service to its end and returns its
+// output; a non-zero exit is an error with the helper's first line of output.
+func (rn *run) runHelper(ctx context.Context, s *config.Service, name, image string, vols []VolumeMount, cmd ...string) (string, error) {
+	code, logs, err := rn.helperRun(ctx, rn.helperSpec(s, name, image, vols, cmd...), snapshotDeadline)
+	if err == nil && code != 0 {
+		err = fmt.Errorf("the helper exited with code %d: %s", code, firstLine(strings.TrimSpace(logs)))
+	}
+	return logs, err
+}
+
+// putBackVolume makes a database's volume again from its safety copy.
+func (rn *run) putBackVolume(ctx context.Context, s *config.Service, helper, safety, volume string) error {
+	if _, err := rn.runHelper(ctx, s, "put-back", helper, []VolumeMount{{Name: safety, Target: "/safety"}, {Name: volume, Target: "/db"}}, "restore-volume", "/safety", "/db"); err != nil {
+		return fmt.Errorf("put %s back from %s: %w", volume, safety, err)
+	}
+	return nil
+}
+
 // helperSpec is a helper container of the deployer for a service: no network, the volumes
 // given, the deployer's labels so that one a kill leaves is removed by the next apply.
 func (rn *run) helperSpec(s *config.Service, name, image string, vols []VolumeMount, cmd ...string) ContainerSpec {
@@ -180,13 +206,9 @@ type schemaReport struct {
 
 // readSchema runs the helper's sqlite-schema on a database of a volume.
 func (rn *run) readSchema(ctx context.Context, s *config.Service, helper, vol, path string) (*schemaReport, error) {
-	spec := rn.helperSpec(s, "schema", helper, []VolumeMount{{Name: vol, Target: "/db"}}, "sqlite-schema", "/db/"+path)
-	code, logs, err := rn.helperRun(ctx, spec, snapshotDeadline)
+	logs, err := rn.runHelper(ctx, s, "schema", helper, []VolumeMount{{Name: vol, Target: "/db"}}, "sqlite-schema", "/db/"+path)
 	if err != nil {
 		return nil, fmt.Errorf("schema helper: %w", err)
-	}
-	if code != 0 {
-		return nil, fmt.Errorf("schema helper exited with code %d: %s", code, firstLine(strings.TrimSpace(logs)))
 	}
 	rep := &schemaReport{}
 	if err := json.Unmarshal([]byte(lastJSONLine(logs)), rep); err != nil {
@@ -414,14 +436,10 @@ func (d *deployment) cloneForMigration(ctx context.Context, db *config.SQLite) e
 	}
 	d.scratch = scratch
 	t0 := time.Now()
-	spec := rn.helperSpec(s, "clone", helper, []VolumeMount{{Name: db.Volume, Target: "/src"}, {Name: scratch, Target: "/dst"}},
+	logs, err := rn.runHelper(ctx, s, "clone", helper, []VolumeMount{{Name: db.Volume, Target: "/src"}, {Name: scratch, Target: "/dst"}},
 		"clone-volume", "--missing-ok", "/src", "/dst", db.Path)
-	code, logs, err := rn.helperRun(ctx, spec, snapshotDeadline)
 	if err != nil {
 		return fmt.Errorf("clone %s: %w", db.Volume, err)
-	}
-	if code != 0 {
-		return fmt.Errorf("clone %s: the helper exited with code %d: %s", db.Volume, code, firstLine(strings.TrimSpace(logs)))
 	}
 	var out struct {
 		Bytes int64 `json:"bytes"`
@@ -467,18 +485,10 @@ func (d *deployment) trial(ctx context.Context) error {
 			vols[i] = v
 		}
 		spec.Volumes = vols
-		id, err := rn.createRelease(ctx, spec)
-		if errors.Is(err, ErrNameTaken) {
-			return fmt.Errorf("a container named %s exists and is not a candidate of this project; remove or rename it", name)
+		id, cand, err := d.startCandidate(ctx, spec)
+		if id != "" {
+			defer rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
 		}
-		if err != nil {
-			return err
-		}
-		defer rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
-		if err := rn.Runtime.StartContainer(ctx, id); err != nil {
-			return err
-		}
-		cand, err := rn.Runtime.Inspect(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -543,7 +553,7 @@ func (d *deployment) migrateLive(ctx context.Context) error {
 		if d.backupID != "" {
 			restore = fmt.Sprintf("; backup %s holds the data from before it (`deployer backups restore service.%s %s`)", d.backupID, s.Name, d.backupID)
 		}
-		return fmt.Errorf("migration `%s` on the live data failed after it passed on the copy: %w; %s, on the data as the migration left it%s", d.mig.Command, err, d.stillServing(), restore)
+		return fmt.Errorf("migration on the live data failed after it passed on the copy: %w; %s, on the data as the migration left it%s", err, d.stillServing(), restore)
 	}
 	if !d.migrated && !heldRun { // a kill in a hold puts the old data back: the next apply runs it again
 		d.markMigrated(context.WithoutCancel(ctx))
@@ -557,23 +567,9 @@ func (d *deployment) migrateLive(ctx context.Context) error {
 // runMigration runs the migration's command on the live data in a one-off container of the
 // new image, with the service's env and volumes.
 func (d *deployment) runMigration(ctx context.Context) error {
-	rn, s, m := d.rn, d.s, d.s.Migration
-	spec := d.r.spec(fmt.Sprintf("%s-migration-%d", s.ContainerName, d.r.number), RoleOneOff, true)
-	spec.Cmd, spec.Ports = m.Command, nil
-	code, logs, err := rn.helperRun(ctx, spec, m.Deadline)
-	d.mig.LiveOutput = tail(rn.red.Redact(logs), maxMigrationOutput)
-	for _, l := range strings.Split(strings.TrimRight(lastLines(logs, logLines), "\n"), "\n") {
-		if l != "" {
-			rn.log(s.Name, StepMigrate, "%s", l)
-		}
-	}
-	if err != nil {
-		return err
-	}
-	if code != 0 {
-		return fmt.Errorf("exited with code %d; last output:\n%s", code, indent(lastLines(logs, logLines)))
-	}
-	return nil
+	logs, err := d.oneOff(ctx, StepMigrate, "migration", d.s.Migration.Command, d.s.Migration.Deadline)
+	d.mig.LiveOutput = tail(d.rn.red.Redact(logs), maxMigrationOutput)
+	return err
 }
 
 // migrationRecord is what a backup's manifest and a release's label keep of a migration.
@@ -581,11 +577,7 @@ func migrationRecord(m *MigrationReport) *backup.MigrationRecord {
 	if m == nil {
 		return nil
 	}
-	diff := m.Diff
-	if diff == nil {
-		diff = m.Lines()
-	}
-	return &backup.MigrationRecord{Database: m.Database, Command: m.Command, DryRun: m.DryRun, Changes: diff,
+	return &backup.MigrationRecord{Database: m.Database, Command: m.Command, DryRun: m.DryRun, Changes: m.recorded(),
 		Destructive: m.Destructive, Output: m.Output, LiveOutput: m.LiveOutput}
 }
 

@@ -79,7 +79,7 @@ func (d *deployment) sqlite(ctx context.Context, db *config.SQLite) error {
 			return nil // empty and nothing to seed it with: a new database is ok
 		}
 		rn.log(d.s.Name, StepKind(stepName(StepSQLite, db.Name)), "%s is empty: seeding with `%s`", file, rn.red.words(db.SeedIfEmpty))
-		if err := d.oneOff(ctx, "seed", db.SeedIfEmpty); err != nil {
+		if _, err := d.oneOff(ctx, StepKind(stepName(StepHook, "seed")), "seed", db.SeedIfEmpty, hookTimeout); err != nil {
 			return fmt.Errorf("seed_if_empty: %w", err)
 		}
 		os.Remove(filepath.Join(dir, "db-wal"))
