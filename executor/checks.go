@@ -45,7 +45,11 @@ func (d *deployment) checkHealth(ctx context.Context) error {
 func (d *deployment) healthOf(ctx context.Context, c *ContainerState) error {
 	h, pr := d.s.HealthCheck, d.cut.probes()
 	check := probe.Check{URL: pr.candidateURL(c, d.s.HTTPPort(), h.Path), Status: h.Status, Timeout: h.Timeout}
-	return probe.UntilWith(ctx, pr.get, check, h.Interval, h.Healthy, h.Deadline, func() error { return d.rn.alive(ctx, c) })
+	interval := h.Interval
+	if d.held() && interval > heldPoll {
+		interval = heldPoll // every moment of a hold is a moment of the service's requests
+	}
+	return probe.UntilWith(ctx, pr.get, check, interval, h.Healthy, h.Deadline, func() error { return d.rn.alive(ctx, c) })
 }
 
 // canaryOf makes one request of a canary to a started release.

@@ -27,11 +27,12 @@ type deployment struct {
 	// adopting: the live release is a container being taken over.
 	adopting bool
 
-	cand   *ContainerState // the candidate, until it is removed or becomes live
-	shown  bool            // the candidate was shown to the operator (deployEnded hides it)
-	old    *ContainerState // the live release at the cutover
-	liveID string
-	seen   map[string]int // steps of each name run so far (two hooks may share a name)
+	cand    *ContainerState // the candidate, until it is removed or becomes live
+	created string          // the candidate's container, created and not started yet
+	shown   bool            // the candidate was shown to the operator (deployEnded hides it)
+	old     *ContainerState // the live release at the cutover
+	liveID  string
+	seen    map[string]int // steps of each name run so far (two hooks may share a name)
 
 	// The migration: what its dry-run found, the helper image and the clone's volume, and the
 	// backup taken before it ran on the live data.
@@ -189,6 +190,10 @@ func (d *deployment) dropCandidate(ctx context.Context) {
 		d.rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), d.cand.ID)
 		d.cand = nil
 	}
+	if d.created != "" {
+		d.rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), d.created)
+		d.created = ""
+	}
 }
 
 // stillServing says what runs after a failure before the cutover.
@@ -217,14 +222,21 @@ func (d *deployment) resume(ctx context.Context) error {
 	return err
 }
 
-// candidate creates and starts <container_name>-green with the new release.
+// candidate creates and starts <container_name>-green with the new release (a held migration
+// created it before its hold).
 func (d *deployment) candidate(ctx context.Context) error {
 	rn, s, r := d.rn, d.s, d.r
 	name := s.ContainerName + candidateSuffix
 	return rn.step(s.Name, StepCandidate, fmt.Sprintf("create and start %s (release %d)", name, r.number), func() error {
-		spec := r.spec(name, RoleCandidate, true)
-		d.cut.candidateSpec(&spec)
-		_, cand, err := d.startCandidate(ctx, spec)
+		id := d.created
+		if id == "" {
+			var err error
+			if id, err = d.createCandidate(ctx, d.candidateSpec()); err != nil {
+				return err
+			}
+		}
+		d.created = ""
+		cand, err := d.startCreated(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -234,25 +246,50 @@ func (d *deployment) candidate(ctx context.Context) error {
 	})
 }
 
+// candidateSpec is the candidate's container.
+func (d *deployment) candidateSpec() ContainerSpec {
+	spec := d.r.spec(d.s.ContainerName+candidateSuffix, RoleCandidate, true)
+	d.cut.candidateSpec(&spec)
+	return spec
+}
+
 // startCandidate creates and starts a container of the new release as a candidate (the
 // candidate, or the trial on a migrated clone). It returns the container's ID once created,
 // and its state once started.
 func (d *deployment) startCandidate(ctx context.Context, spec ContainerSpec) (string, *ContainerState, error) {
-	rn := d.rn
-	id, err := rn.createRelease(ctx, spec)
-	if errors.Is(err, ErrNameTaken) {
-		// Not ours to remove blindly: say what to do.
-		return "", nil, fmt.Errorf("a container named %s exists and is not a candidate of this project; remove or rename it", spec.Name)
-	}
+	id, err := d.createCandidate(ctx, spec)
 	if err != nil {
 		return "", nil, err
 	}
+	st, err := d.startCreated(ctx, id)
+	if err != nil {
+		return "", nil, err
+	}
+	return id, st, nil
+}
+
+// createCandidate creates a candidate's container.
+func (d *deployment) createCandidate(ctx context.Context, spec ContainerSpec) (string, error) {
+	id, err := d.rn.createRelease(ctx, spec)
+	if errors.Is(err, ErrNameTaken) {
+		// Not ours to remove blindly: say what to do.
+		return "", fmt.Errorf("a container named %s exists and is not a candidate of this project; remove or rename it", spec.Name)
+	}
+	return id, err
+}
+
+// startCreated starts a created candidate; one that does not start is removed.
+func (d *deployment) startCreated(ctx context.Context, id string) (*ContainerState, error) {
+	rn := d.rn
 	if err := rn.Runtime.StartContainer(ctx, id); err != nil {
 		rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
-		return "", nil, portHint(err, d.r.ports, true)
+		return nil, portHint(err, d.r.ports, true)
 	}
 	st, err := rn.Runtime.Inspect(ctx, id)
-	return id, st, err
+	if err != nil {
+		rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
+	}
+	return st, err
 }
 
 // backup backs up the live release's volumes right before the cutover.

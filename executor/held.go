@@ -29,6 +29,9 @@ const (
 // deployer's put-back, not the proxy's own timeout, decides where they go.
 const heldMargin = 30 * time.Second
 
+// heldPoll is how often health checks inside a hold try (the configured interval when shorter).
+const heldPoll = 20 * time.Millisecond
+
 func safetyVolume(p *config.Project, s *config.Service) string {
 	return p.Name + "-" + s.Name + "-safety"
 }
@@ -38,6 +41,13 @@ func safetyVolume(p *config.Project, s *config.Service) string {
 func (d *deployment) heldMigration(ctx context.Context) error {
 	rn, s, m, db := d.rn, d.s, d.s.Migration, d.s.MigrationDB()
 	live := d.st.Live
+	// What does not need the old release stopped is done before the hold, so that the hold
+	// has only what must be in it.
+	if err := d.beforeHold(ctx); err != nil {
+		d.dropSafety(ctx)
+		d.dropCandidate(ctx)
+		return err
+	}
 	d.holdStart = time.Now()
 	d.holdUntil = d.holdStart.Add(m.HoldTimeout)
 	if d.cut.servedByProxy() {
@@ -46,6 +56,8 @@ func (d *deployment) heldMigration(ctx context.Context) error {
 			resp, err := rn.proxy.ctl(ctx, proxy.Request{Op: "hold", Name: routeName(s, p), Timeout: m.HoldTimeout + heldMargin, Wait: s.Deploy.Drain})
 			if err != nil {
 				d.release(ctx)
+				d.dropSafety(ctx)
+				d.dropCandidate(ctx)
 				return fmt.Errorf("hold the requests of release %d: %w", live.Release(), err)
 			}
 			if resp.Cut > 0 {
@@ -55,23 +67,12 @@ func (d *deployment) heldMigration(ctx context.Context) error {
 	}
 	if err := rn.stopRelease(ctx, s, live.ID, fmt.Sprintf("release %d", live.Release())); err != nil {
 		d.release(ctx)
+		d.dropSafety(ctx)
+		d.dropCandidate(ctx)
 		return err
 	}
 	d.stopped = true
-	safety := safetyVolume(rn.Project, s)
-	if err := rn.Runtime.RemoveVolume(ctx, safety); err != nil { // one a kill left is older
-		return err
-	}
-	if err := rn.Runtime.CreateVolume(ctx, safety, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleSafety,
-		LabelRelease: fmt.Sprint(live.Release()), LabelVolume: db.Volume}); err != nil {
-		return fmt.Errorf("the safety copy's volume: %w", err)
-	}
-	d.safety = safety
-	helper, err := rn.helperImage(ctx)
-	if err != nil {
-		return err
-	}
-	d.helper = helper
+	safety, helper := d.safety, d.helper
 	// The database's owner is stopped: its files (with any -wal) are copied as they are, which
 	// is consistent and faster than a snapshot.
 	if _, err := rn.runHelper(ctx, s, "safety", helper, []VolumeMount{{Name: db.Volume, Target: "/src"}, {Name: safety, Target: "/dst"}},
@@ -95,6 +96,32 @@ func (d *deployment) heldMigration(ctx context.Context) error {
 			d.heldCheck <- heldCheck{rep, err}
 		}()
 	}
+	return nil
+}
+
+// beforeHold prepares a held migration with the old release still serving: the safety copy's
+// (empty) volume, the helper image, and the candidate's container, created but not started.
+func (d *deployment) beforeHold(ctx context.Context) error {
+	rn, s, db, live := d.rn, d.s, d.s.MigrationDB(), d.st.Live
+	safety := safetyVolume(rn.Project, s)
+	if err := rn.Runtime.RemoveVolume(ctx, safety); err != nil { // one a kill left is older
+		return err
+	}
+	if err := rn.Runtime.CreateVolume(ctx, safety, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleSafety,
+		LabelRelease: fmt.Sprint(live.Release()), LabelVolume: db.Volume}); err != nil {
+		return fmt.Errorf("the safety copy's volume: %w", err)
+	}
+	d.safety = safety
+	helper, err := rn.helperImage(ctx)
+	if err != nil {
+		return err
+	}
+	d.helper = helper
+	id, err := d.createCandidate(ctx, d.candidateSpec())
+	if err != nil {
+		return err
+	}
+	d.created = id
 	return nil
 }
 
