@@ -58,7 +58,10 @@ type Project struct {
 	Dir       string   // the configuration directory; relative paths resolve against it
 	Files     []string // the files read, in order
 
-	Docker     Docker
+	Docker Docker
+	// Engines are the engine blocks, by name: the Docker engines services may run on beside
+	// the project's own (docker { host }), which plans and output call "default".
+	Engines    map[string]*Engine
 	Registries map[string]*Registry // by host
 	Stores     map[string]*Store
 	Services   []*Service // sorted by name
@@ -91,6 +94,25 @@ type Docker struct {
 	// which it can only do when that binary runs on the engine's OS and architecture.
 	ProxyImage      string
 	ProxyImageRange Range
+}
+
+// DefaultEngine names the project's own engine (the docker block's) among the engine blocks'.
+const DefaultEngine = "default"
+
+// Engine is one Docker engine that services may run on: host takes every form docker.host
+// does (unix://, tcp://, ssh://, npipe://); TLS gives it its own client certificate.
+type Engine struct {
+	Name      string
+	Host      string
+	TLS       *EngineTLS
+	DeclRange Range
+	Ranges    map[string]Range // "host", "tls.ca", "tls.cert", "tls.key"
+}
+
+// EngineTLS is the TLS material of one engine: file paths, relative to the configuration's
+// directory.
+type EngineTLS struct {
+	CA, Cert, Key string
 }
 
 // Registry holds the credentials for pulling images from one registry host; without a block,
@@ -150,10 +172,39 @@ type Service struct {
 	Init      bool
 	Resources *Resources
 	Log       *Log
+	// Engines are the engines the service runs on, by name, in the order written; empty: the
+	// project's own engine (DefaultEngine). Rollout says how they switch to a new release.
+	Engines []string
+	Rollout Rollout
 
 	DeclRange Range
 	// Ranges of individual attributes, for semantic errors; keyed like Attributes.
 	Ranges map[string]Range
+}
+
+// Rollout is how a service on several engines switches: Batch engines at a time (or
+// BatchPercent of them, rounded up), each batch checked for Wait before the next switches.
+type Rollout struct {
+	Batch        int
+	BatchPercent int
+	Wait         time.Duration
+}
+
+// BatchSize is how many of n engines switch together.
+func (r Rollout) BatchSize(n int) int {
+	size := r.Batch
+	if r.BatchPercent > 0 {
+		size = (n*r.BatchPercent + 99) / 100
+	}
+	return max(1, min(size, n))
+}
+
+// EngineNames are the engines a service runs on: the ones it lists, else the default one.
+func (s *Service) EngineNames() []string {
+	if len(s.Engines) == 0 {
+		return []string{DefaultEngine}
+	}
+	return s.Engines
 }
 
 // Resources limit what a release may use.

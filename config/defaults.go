@@ -37,6 +37,11 @@ const (
 	DefaultSmokeP95          = time.Second
 
 	// The smoke load's bounds: a configuration from a pull request cannot ask for more.
+	// A service on several engines switches one engine at a time, each checked by its
+	// verify step only, unless rollout says otherwise.
+	DefaultRolloutBatch = 1
+	MaxRolloutWait      = time.Hour
+
 	MaxSmokeRequests    = 100000
 	MaxSmokeDuration    = 10 * time.Minute
 	MaxSmokeConcurrency = 256
@@ -60,7 +65,7 @@ var (
 
 // NewService returns a service with its block-independent defaults.
 func NewService(name string) *Service {
-	return &Service{Name: name, Env: map[string]string{}, Deploy: NewDeploy(), Ranges: map[string]Range{}}
+	return &Service{Name: name, Env: map[string]string{}, Deploy: NewDeploy(), Rollout: Rollout{Batch: DefaultRolloutBatch}, Ranges: map[string]Range{}}
 }
 
 // NewBuild returns a build block with its defaults.

@@ -59,6 +59,13 @@ const (
 	AttrSmokeMaxErrorRate = "smoke.max_error_rate"
 	AttrSmokeP95          = "smoke.p95"
 
+	// The engines and the rollout say where and how a release runs, not what it is: they are
+	// not part of Attributes (a service moved to one more engine is not a new release).
+	AttrEngines      = "engines"
+	AttrRollout      = "rollout"
+	AttrRolloutBatch = "rollout.batch"
+	AttrRolloutWait  = "rollout.wait"
+
 	AttrLog         = "log"
 	AttrLogMaxSize  = "log.max_size"
 	AttrLogMaxFiles = "log.max_files"

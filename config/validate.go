@@ -87,13 +87,20 @@ func (v *validator) project() {
 			v.add(at, "Registry password not sensitive", "registry %q: password must come from a variable declared sensitive = true, so that it is never printed or saved in a plan.", host)
 		}
 	}
+	for _, name := range sortedKeys(p.Engines) {
+		v.engine(p.Engines[name])
+	}
 	seenService := map[string]*Service{}
 	seenContainer := map[string]*Service{}
 	type portUse struct {
 		s    *Service
 		what string
 	}
-	seenPort := map[int]portUse{}
+	type portKey struct {
+		engine string
+		port   int
+	}
+	seenPort := map[portKey]portUse{}
 	for _, s := range p.Services {
 		if prev, ok := seenService[s.Name]; ok {
 			v.add(s.DeclRange, "Duplicate service", "A service named %q is already declared at %s; give each service its own name.", s.Name, pos(prev.DeclRange))
@@ -116,15 +123,25 @@ func (v *validator) project() {
 					continue
 				}
 				key := PortAttr(port.Container, u.what)
-				if prev, ok := seenPort[u.n]; ok {
-					if prev.s == s && u.what == "candidate" && prev.what == "host" && port.Host == port.Candidate {
-						continue // reported by service() as candidate == host
+				clash := false
+				for _, e := range s.EngineNames() { // each engine is a host of its own
+					pk := portKey{e, u.n}
+					if prev, ok := seenPort[pk]; ok && !clash {
+						clash = true
+						if prev.s == s && u.what == "candidate" && prev.what == "host" && port.Host == port.Candidate {
+							continue // reported by service() as candidate == host
+						}
+						where := ""
+						if len(p.Engines) > 0 {
+							where = " on engine " + e
+						}
+						v.add(at(s, key), "Port used twice",
+							"Port %d is already the %s port of service %q%s; each host and candidate port must be used once across all services on an engine.", u.n, prev.what, prev.s.Name, where)
 					}
-					v.add(at(s, key), "Port used twice",
-						"Port %d is already the %s port of service %q; each host and candidate port must be used once across all services.", u.n, prev.what, prev.s.Name)
-					continue
+					if !clash {
+						seenPort[pk] = portUse{s, u.what}
+					}
 				}
-				seenPort[u.n] = portUse{s, u.what}
 			}
 		}
 	}
@@ -200,7 +217,73 @@ func (v *validator) store(st *Store) {
 	}
 }
 
+// engineSchemes are the address forms docker.host and engine.host take.
+var engineSchemes = []string{"unix://", "tcp://", "ssh://", "npipe://", "http://", "https://"}
+
+func (v *validator) engine(e *Engine) {
+	r := func(k string) Range {
+		if x, ok := e.Ranges[k]; ok {
+			return x
+		}
+		return e.DeclRange
+	}
+	switch {
+	case e.Name == DefaultEngine:
+		v.add(e.DeclRange, "Reserved engine name", "engine %q names the project's own engine (the docker block's); give this engine another name.", e.Name)
+	case !labelRE.MatchString(e.Name):
+		v.add(e.DeclRange, "Invalid engine name", "engine %q: use letters, digits, '_' and '-', starting with a letter or digit (it appears in output as service.NAME[%s]).", e.Name, e.Name)
+	}
+	ok := false
+	for _, sch := range engineSchemes {
+		ok = ok || strings.HasPrefix(e.Host, sch) && len(e.Host) > len(sch)
+	}
+	if !ok {
+		v.add(r("host"), "Invalid engine host", "engine %q: host %q is not an engine address; write it as docker.host takes it: \"ssh://deploy@203.0.113.10\", \"tcp://10.0.0.5:2376\" or \"unix:///var/run/docker.sock\".", e.Name, e.Host)
+	}
+	if t := e.TLS; t != nil {
+		if !strings.HasPrefix(e.Host, "tcp://") && !strings.HasPrefix(e.Host, "https://") {
+			v.add(r("tls"), "TLS on a non-TCP engine", "engine %q: a tls block is for tcp:// engines; %q is reached another way. Remove the block, or use the engine's tcp:// address.", e.Name, e.Host)
+		}
+		if (t.Cert == "") != (t.Key == "") {
+			v.add(r("tls"), "Incomplete TLS client certificate", "engine %q: cert and key go together; set both, or neither (ca alone checks the engine's certificate).", e.Name)
+		}
+	}
+}
+
+// rollout checks the engines a service runs on and how it rolls out to them.
+func (v *validator) rollout(s *Service) {
+	seen := map[string]bool{}
+	for _, e := range s.Engines {
+		switch {
+		case e != DefaultEngine && v.p.Engines[e] == nil:
+			v.add(at(s, AttrEngines), "Unknown engine", "Service %q runs on engine %q, which is not declared; declare engine %q { host = \"...\" }, or use \"default\" for the project's own engine.", s.Name, e, e)
+		case seen[e]:
+			v.add(at(s, AttrEngines), "Engine listed twice", "Service %q lists engine %q twice; list each engine once.", s.Name, e)
+		}
+		seen[e] = true
+	}
+	if _, set := s.Ranges[AttrEngines]; set && len(s.Engines) == 0 {
+		v.add(at(s, AttrEngines), "No engines", "Service %q lists no engines; list at least one, or remove engines to run it on the project's own engine.", s.Name)
+	}
+	if len(s.Engines) > 1 {
+		switch {
+		case len(s.SQLite) > 0:
+			v.add(at(s, AttrEngines), "SQLite on several engines", "Service %q has an sqlite block and runs on %d engines: a SQLite file cannot be shared between hosts, and each engine would hold a database of its own. Run it on one engine.", s.Name, len(s.Engines))
+		case s.Backup != nil && len(s.Backup.Volumes) > 0:
+			v.add(at(s, AttrEngines), "Backed-up volumes on several engines", "Service %q backs up volumes and runs on %d engines: each engine holds volumes of its own, and a backup or restore would take one host's data for all. Run it on one engine.", s.Name, len(s.Engines))
+		}
+	}
+	ro := s.Rollout
+	if ro.Batch < 0 || ro.BatchPercent < 0 || ro.BatchPercent > 100 || ro.Batch == 0 && ro.BatchPercent == 0 {
+		v.add(at(s, AttrRolloutBatch), "Invalid rollout batch", "batch: write a number of engines (1 or more) or a share of them (\"50%%\", 1%% to 100%%).")
+	}
+	if ro.Wait < 0 || ro.Wait > MaxRolloutWait {
+		v.add(at(s, AttrRolloutWait), "Invalid rollout wait", "wait %s: use a duration from 0s to %s.", ro.Wait, MaxRolloutWait)
+	}
+}
+
 func (v *validator) service(s *Service) {
+	v.rollout(s)
 	if !nameRE.MatchString(s.Name) {
 		v.add(s.DeclRange, "Invalid service name", "Service name %q: use lower-case letters, digits, '.', '_' and '-', starting with a letter or digit.", s.Name)
 	}

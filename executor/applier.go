@@ -40,11 +40,24 @@ type Applier struct {
 	// the deployer there: cmd/deployer kills itself with SIGKILL, the in-memory engine's tests
 	// freeze the engine. Nil in normal use.
 	Crash func(point string)
+	// Remote: the engine's published ports are not reached at ProbeHost from here (an engine
+	// block's engine, which may be in another network though its socket is a local file): the
+	// checks run from its proxy.
+	Remote bool
+
+	// Set by a Fleet for each engine: its name, the rollouts of the services that run on
+	// several engines, the other engines (images move between them), and the deploy lock,
+	// which the fleet takes on every engine before any engine starts.
+	engine   string
+	rollouts map[string]*rollout
+	peers    map[string]Runtime
+	locked   bool
 }
 
 // ServiceOutcome is what apply did to one service.
 type ServiceOutcome struct {
 	Service      string  `json:"service"`
+	Engine       string  `json:"engine,omitempty"` // as Event.Engine
 	Action       Action  `json:"action"`
 	Release      int     `json:"release,omitempty"` // live after apply
 	ImageID      string  `json:"image_id,omitempty"`

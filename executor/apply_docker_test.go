@@ -31,6 +31,7 @@ type rig struct {
 	mu      sync.Mutex
 	self    string // the static deployer, for the proxy and restores
 	probe   string // where the deployer reaches published ports; "" for 127.0.0.1
+	remote  bool   // the engine's network is not this machine's (Applier.Remote)
 	// helperMemory caps the migration helpers' memory (0: none).
 	helperMemory int64
 }
@@ -63,7 +64,7 @@ func (r *rig) config(v string, mod func(s *config.Service)) *config.Project {
 }
 
 func (r *rig) applier(p *config.Project) *executor.Applier {
-	return &executor.Applier{Project: p, Runtime: r.eng, Holder: "test " + r.t.Name(), ProbeHost: r.probe, SelfBinary: r.self, HelperMemory: r.helperMemory,
+	return &executor.Applier{Project: p, Runtime: r.eng, Holder: "test " + r.t.Name(), ProbeHost: r.probe, Remote: r.remote, SelfBinary: r.self, HelperMemory: r.helperMemory,
 		Events: func(e executor.Event) { r.mu.Lock(); r.events = append(r.events, e); r.mu.Unlock() }}
 }
 
@@ -71,7 +72,7 @@ func (r *rig) applier(p *config.Project) *executor.Applier {
 func (r *rig) apply(p *config.Project) *executor.ServiceOutcome {
 	r.t.Helper()
 	ctx := context.Background()
-	plan, err := executor.MakePlan(ctx, p, r.eng, executor.PlanOptions{})
+	plan, err := executor.MakePlan(ctx, p, r.eng, executor.PlanOptions{Remote: r.remote})
 	if err != nil {
 		r.t.Fatal(err)
 	}

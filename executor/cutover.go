@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -186,8 +187,8 @@ func (p prober) candidateURL(cand *ContainerState, port *config.Port, path strin
 // liveURL is where the live release's users reach its HTTP port.
 func (p prober) liveURL(port *config.Port, path string) string {
 	host := p.rn.probeHost()
-	if p.viaProxy() {
-		host = "127.0.0.1" // the proxy has the host's network
+	if p.viaProxy() && p.rn.remote() {
+		host = "127.0.0.1" // the proxy has the engine's host's network
 	}
 	return fmt.Sprintf("http://%s:%d%s", host, port.Host, path)
 }
@@ -200,12 +201,15 @@ func LocalEngine(host string) bool {
 		return true
 	}
 	h := u.Hostname()
-	return h == "" || h == "localhost" || h == "127.0.0.1"
+	if ip, err := netip.ParseAddr(h); err == nil && ip.IsLoopback() {
+		return true
+	}
+	return h == "" || h == "localhost"
 }
 
 // remote reports whether the engine is on another machine than the deployer.
 func (rn *run) remote() bool {
-	return !LocalEngine("tcp://" + net.JoinHostPort(rn.probeHost(), "0"))
+	return rn.Remote || !LocalEngine("tcp://"+net.JoinHostPort(rn.probeHost(), "0"))
 }
 
 // oldName is where the previous live container waits during a cutover, until it is retired.

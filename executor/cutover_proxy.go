@@ -135,7 +135,7 @@ func (c *proxyCutover) verify(ctx context.Context, liveID string) error {
 			return settled(ctx, alive)
 		}
 		h := s.HealthCheck
-		url := fmt.Sprintf("http://127.0.0.1:%d%s", port.Host, h.Path)
+		url := c.probes().liveURL(port, h.Path)
 		ch := probe.Check{URL: url, Status: h.Status, Timeout: h.Timeout}
 		if err := probe.UntilWith(ctx, c.probes().get, ch, h.Interval, h.Healthy, h.Deadline, alive); err != nil {
 			return fmt.Errorf("health check GET %s through the proxy: %w", url, err)

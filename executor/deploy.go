@@ -51,6 +51,8 @@ type deployment struct {
 	copied               bool
 	safety               string
 	heldCheck            chan heldCheck // the held migration's quick_check, on the engine
+	// ro is the service's rollout when it deploys on several engines (rollout.go).
+	ro *rollout
 }
 
 // errNothingToDeploy ends a deploy early and well: the new image is the live one, and nothing
@@ -63,11 +65,14 @@ type reported struct{ error }
 func (r reported) Unwrap() error { return r.error }
 
 func (rn *run) deployment(s *config.Service, ch *Change, st *ServiceState, so *ServiceOutcome, adopting bool) *deployment {
-	return &deployment{rn: rn, s: s, ch: ch, st: st, so: so, cut: rn.cutover(s, adopting), adopting: adopting, seen: map[string]int{}}
+	return &deployment{rn: rn, s: s, ch: ch, st: st, so: so, cut: rn.cutover(s, adopting), adopting: adopting, seen: map[string]int{}, ro: rn.rollouts[s.Name]}
 }
 
 // run runs the steps. prepare, when given, runs after the started notice and before the steps.
-func (d *deployment) run(ctx context.Context, steps []*Step, started notify.Notice, prepare func(context.Context) error) error {
+func (d *deployment) run(ctx context.Context, steps []*Step, started notify.Notice, prepare func(context.Context) error) (err error) {
+	if d.ro != nil {
+		defer func() { d.ro.endedOn(d.rn.engine, err) }()
+	}
 	d.rn.notify(ctx, "started", d.s, started)
 	defer func() {
 		if d.shown {
@@ -159,6 +164,11 @@ func (d *deployment) do(ctx context.Context, step *Step) error {
 	case StepBackup:
 		return d.backup(ctx)
 	case StepCutover, StepStart:
+		if d.ro != nil {
+			if err := d.ro.mayCutover(ctx, d.rn.engine); err != nil {
+				return fmt.Errorf("%w; %s", err, d.stillServing())
+			}
+		}
 		return d.switchOver(ctx)
 	case StepVerify:
 		return d.verify(ctx)
@@ -343,8 +353,24 @@ func (d *deployment) switchOver(ctx context.Context) error {
 // (auto_rollback), or says that the failed release is live.
 func (d *deployment) verify(ctx context.Context) error {
 	err := d.cut.verify(ctx, d.liveID)
+	var others error // another engine of the rollout failed
+	if d.ro != nil {
+		if err == nil {
+			err = d.watch(ctx)
+		}
+		if others = d.ro.verifiedOn(ctx, d.rn.engine, err); err == nil {
+			err = others
+		}
+	}
 	if err == nil {
 		return nil
+	}
+	if others != nil && (d.old == nil || !d.s.Deploy.AutoRollback) {
+		why := "there is no previous release here to go back to"
+		if d.old != nil {
+			why = "auto_rollback is off"
+		}
+		return fmt.Errorf("release %d stays live on this engine (%s) although %v", d.r.number, why, others)
 	}
 	if d.old == nil || !d.s.Deploy.AutoRollback {
 		d.so.Release = 0
@@ -357,11 +383,36 @@ func (d *deployment) verify(ctx context.Context) error {
 	}
 	wctx := context.WithoutCancel(ctx)
 	d.dropCandidate(wctx)
-	return reported{d.switchBack(wctx, err)}
+	reason := fmt.Sprintf("release %d failed after cutover: %v", d.r.number, err)
+	if others != nil {
+		reason = fmt.Sprintf("release %d went back with the other engines: %v", d.r.number, others)
+	}
+	return reported{d.switchBack(wctx, reason)}
+}
+
+// watch keeps checking a switched engine of a rollout for rollout.wait before the next batch
+// switches: one failed verification ends it.
+func (d *deployment) watch(ctx context.Context) error {
+	if d.ro.wait <= 0 {
+		return nil
+	}
+	d.rn.log(d.s.Name, StepVerify, "watching release %d for %s before the next engines switch", d.r.number, dur(d.ro.wait))
+	until := time.Now().Add(d.ro.wait)
+	for time.Now().Before(until) {
+		if err := d.cut.verify(ctx, d.liveID); err != nil {
+			return fmt.Errorf("while watched for %s: %w", dur(d.ro.wait), err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(time.Until(until), time.Second)):
+		}
+	}
+	return nil
 }
 
 // switchBack puts the previous release back after the new one failed verification.
-func (d *deployment) switchBack(ctx context.Context, cause error) error {
+func (d *deployment) switchBack(ctx context.Context, reason string) error {
 	rn, s, r := d.rn, d.s, d.r
 	prev := d.old.Spec.Labels[LabelRelease]
 	var logs string
@@ -370,7 +421,6 @@ func (d *deployment) switchBack(ctx context.Context, cause error) error {
 		return d.cut.switchBack(ctx, r, d.liveID, d.old)
 	})
 	d.so.RolledBack = true
-	reason := fmt.Sprintf("release %d failed after cutover: %v", r.number, cause)
 	if strings.TrimSpace(logs) != "" {
 		reason += "; its last output:\n" + indent(logs)
 	}

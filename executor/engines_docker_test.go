@@ -130,7 +130,9 @@ func TestRemoteEngineChecksFromProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer remote.Close()
-	r.eng, r.probe = remote, docker.ProbeHost(remote.Host())
+	// 127.0.0.2 is this machine all the same: the engine is declared remote, as an engine
+	// block's engine is.
+	r.eng, r.probe, r.remote = remote, docker.ProbeHost(remote.Host()), true
 	if r.probe != "127.0.0.2" {
 		t.Fatalf("probe host %q", r.probe)
 	}

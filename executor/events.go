@@ -10,15 +10,18 @@ import (
 // warning, progress, or the result. The CLI renders events; notices are built from them. Details
 // never hold a sensitive value: the run redacts them before they leave.
 type Event struct {
-	FormatVersion string       `json:"format_version"`
-	Time          time.Time    `json:"time"`
-	Type          EventType    `json:"type"`
-	Service       string       `json:"service,omitempty"`
-	Step          string       `json:"step,omitempty"`    // a step's name (Step.Name)
-	Phase         string       `json:"phase,omitempty"`   // start, end (steps)
-	Outcome       EventOutcome `json:"outcome,omitempty"` // step ends, results
-	Detail        string       `json:"detail,omitempty"`
-	Seconds       float64      `json:"seconds,omitempty"` // step ends: how long it took
+	FormatVersion string    `json:"format_version"`
+	Time          time.Time `json:"time"`
+	Type          EventType `json:"type"`
+	Service       string    `json:"service,omitempty"`
+	// Engine names the engine of a service on engine blocks ("default" for the project's own);
+	// empty when the project has no engine blocks.
+	Engine  string       `json:"engine,omitempty"`
+	Step    string       `json:"step,omitempty"`    // a step's name (Step.Name)
+	Phase   string       `json:"phase,omitempty"`   // start, end (steps)
+	Outcome EventOutcome `json:"outcome,omitempty"` // step ends, results
+	Detail  string       `json:"detail,omitempty"`
+	Seconds float64      `json:"seconds,omitempty"` // step ends: how long it took
 	// Progress events only.
 	Bytes int64 `json:"bytes,omitempty"`
 	Total int64 `json:"total,omitempty"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -16,7 +17,16 @@ import (
 // image is the live one and nothing else changed, there is nothing to deploy.
 func (d *deployment) image(ctx context.Context) error {
 	rn, s, r, st := d.rn, d.s, d.r, d.st
-	contextHash, err := d.resolveImage(ctx)
+	var contextHash string
+	var err error
+	if d.ro != nil && d.ro.imageFrom != "" && d.ro.imageFrom != rn.engine {
+		contextHash, err = d.receiveImage(ctx)
+	} else {
+		contextHash, err = d.resolveImage(ctx)
+		if d.ro != nil && d.ro.imageFrom == rn.engine {
+			d.ro.publishImage(r.imageID, contextHash, err)
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -69,6 +79,75 @@ func (d *deployment) resolveImage(ctx context.Context) (string, error) {
 		return err
 	})
 	return hash, err
+}
+
+// receiveImage takes the image another engine of the rollout built or holds: the same image
+// on every engine, built once, sent through the engines' APIs (no registry) to an engine that
+// lacks it.
+func (d *deployment) receiveImage(ctx context.Context) (string, error) {
+	rn, s, r := d.rn, d.s, d.r
+	name := StepImage
+	r.origin = OriginPulled // put here by the deployer: a clean-up may remove it
+	if s.Build != nil {
+		name, r.origin = StepBuild, OriginBuilt
+	}
+	from := d.ro.imageFrom
+	hash := ""
+	err := rn.step(s.Name, name, fmt.Sprintf("use the image %s of engine %s, sent here if this engine lacks it", s.Image, from), func() error {
+		img, err := d.ro.awaitImage(ctx)
+		if err != nil {
+			return err
+		}
+		if img.err != nil {
+			return fmt.Errorf("engine %s has no image to send: %v", from, firstLine(img.err.Error()))
+		}
+		r.imageID, hash = img.id, img.contextHash
+		if _, err := rn.Runtime.ImageID(ctx, img.id); err == nil {
+			return skipped(fmt.Sprintf("this engine has %s (%s) already", s.Image, short(img.id)))
+		}
+		return rn.sendImage(ctx, s.Name, from, s.Image, img.id)
+	})
+	return hash, err
+}
+
+// sendImage streams an image from another engine of the fleet into this one.
+func (rn *run) sendImage(ctx context.Context, service, from, ref, id string) error {
+	src := rn.peers[from]
+	if src == nil {
+		return fmt.Errorf("engine %s is not connected", from)
+	}
+	start := time.Now()
+	rc, err := src.SaveImage(ctx, ref)
+	if err != nil {
+		return fmt.Errorf("from engine %s: %w", from, err)
+	}
+	defer rc.Close()
+	cr := &countingReader{r: rc}
+	if err := rn.Runtime.LoadImage(ctx, cr); err != nil {
+		return fmt.Errorf("send %s from engine %s: %w", ref, from, err)
+	}
+	got, err := rn.Runtime.ImageID(ctx, ref)
+	if err != nil {
+		return fmt.Errorf("send %s from engine %s: %w", ref, from, err)
+	}
+	if got != id {
+		return fmt.Errorf("engine %s sent %s as %s, not %s (was it built again meanwhile?); run apply again", from, ref, short(got), short(id))
+	}
+	secs := time.Since(start).Seconds()
+	rn.log(service, StepImage, "%s (%s) sent from engine %s: %s in %.2fs (%s/s)", ref, short(id), from, HumanBytes(cr.n), secs, HumanBytes(int64(float64(cr.n)/max(secs, 0.001))))
+	return nil
+}
+
+// countingReader counts what is read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // build runs build.before, then builds the image from its context, unless the context is the

@@ -145,6 +145,12 @@ const (
 // PlanOptions narrow a plan.
 type PlanOptions struct {
 	Targets []string // service names; empty means all
+	// Remote: the engine's published ports are not reached at its address from here (an
+	// engine block's engine), so the checks run from its proxy.
+	Remote bool
+	// ReleaseFloor is, by service, the lowest number a new release may take: a service on
+	// several engines has one release number on all of them.
+	ReleaseFloor map[string]int
 }
 
 // HasChanges reports whether applying the plan would do anything.

@@ -39,7 +39,7 @@ func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptio
 		return nil, err
 	}
 	pl := &planner{ctx: ctx, p: p, eng: eng, obs: obs, all: all, hasher: NewHasher(key), red: NewRedactor(p),
-		imageIDs: map[string]string{}, contextHashes: map[string]string{}}
+		imageIDs: map[string]string{}, contextHashes: map[string]string{}, floor: opts.ReleaseFloor}
 	return pl.plan(opts)
 }
 
@@ -54,6 +54,7 @@ type planner struct {
 	red           *Redactor
 	imageIDs      map[string]string // image reference -> ID, "" when the engine lacks it
 	contextHashes map[string]string // service -> build context hash
+	floor         map[string]int    // service -> lowest next release (PlanOptions.ReleaseFloor)
 }
 
 func (pl *planner) plan(opts PlanOptions) (*Plan, error) {
@@ -90,7 +91,7 @@ func (pl *planner) plan(opts PlanOptions) (*Plan, error) {
 		plan.Changes = append(plan.Changes, removal(obs.Services[name]))
 	}
 	plan.Leftovers = leftovers(obs, p, targeted)
-	sq := &sequencer{p: p, local: LocalEngine(plan.Engine), red: pl.red}
+	sq := &sequencer{p: p, local: LocalEngine(plan.Engine) && !opts.Remote, red: pl.red}
 	plan.Steps = sq.plan(plan, obs)
 	for _, c := range plan.Changes {
 		switch c.Action {
@@ -130,7 +131,7 @@ func removal(st *ServiceState) *Change {
 // service plans one configured service against what runs of it.
 func (pl *planner) service(s *config.Service, st *ServiceState) (*Change, error) {
 	p := pl.p
-	ch := &Change{Service: s.Name, Container: s.ContainerName, Image: s.Image, NextRelease: st.MaxRelease() + 1}
+	ch := &Change{Service: s.Name, Container: s.ContainerName, Image: s.Image, NextRelease: max(st.MaxRelease()+1, pl.floor[s.Name])}
 	live := st.Live
 	doc := SpecDoc(p, s, pl.hasher)
 	var oldDoc map[string]string

@@ -10,6 +10,16 @@ import (
 // RenderOptions control the text form of a plan.
 type RenderOptions struct {
 	Color bool
+	// Engine, when set, names the engine of a fleet's plan: services are service.NAME[ENGINE].
+	Engine string
+}
+
+// address is how a service is named in output: service.NAME, with its engine in a fleet.
+func (o RenderOptions) address(service string) string {
+	if o.Engine != "" {
+		return "service." + service + "[" + o.Engine + "]"
+	}
+	return "service." + service
 }
 
 // WriteText renders a plan for a person: each change with its symbol and the attributes that
@@ -23,13 +33,17 @@ func (p *Plan) WriteText(w io.Writer, o RenderOptions) error {
 	}
 	colors := map[Action]string{ActionCreate: "32", ActionReplace: "33", ActionTakeover: "33", ActionUpdate: "33", ActionDelete: "31"}
 	ew := &errWriter{w: w}
-	ew.printf("Project %q on %s\n", p.Project, p.Engine)
+	if o.Engine != "" {
+		ew.printf("Engine %s: project %q on %s\n", o.Engine, p.Project, p.Engine)
+	} else {
+		ew.printf("Project %q on %s\n", p.Project, p.Engine)
+	}
 	if len(p.Leftovers) > 0 {
 		ew.printf("\nLeft over from an earlier apply:\n")
 		for _, l := range p.Leftovers {
 			who := ""
 			if l.Service != "" {
-				who = "service." + l.Service + ": "
+				who = o.address(l.Service) + ": "
 			}
 			ew.printf("  ! %s%s\n", who, l.Detail)
 		}
@@ -37,7 +51,7 @@ func (p *Plan) WriteText(w io.Writer, o RenderOptions) error {
 	if !p.HasChanges() {
 		ew.printf("\nNo changes. What runs matches the configuration.\n")
 		if len(p.Steps) > 0 {
-			p.writeSteps(ew)
+			p.writeSteps(ew, o)
 		}
 		return ew.err
 	}
@@ -46,7 +60,7 @@ func (p *Plan) WriteText(w io.Writer, o RenderOptions) error {
 		if c.Action == ActionNone {
 			continue
 		}
-		ew.printf("\n  %s service.%s %s\n", paint(colors[c.Action], fmt.Sprintf("%-3s", c.Action.Symbol())), c.Service, describe(c))
+		ew.printf("\n  %s %s %s\n", paint(colors[c.Action], fmt.Sprintf("%-3s", c.Action.Symbol())), o.address(c.Service), describe(c))
 		if t := c.Takeover; t != nil && c.Action == ActionTakeover {
 			ew.printf("        made by    %s\n        image      %s (%s)\n", t.Made, t.Image, short(t.ImageID))
 			if len(t.Ports) > 0 {
@@ -64,7 +78,7 @@ func (p *Plan) WriteText(w io.Writer, o RenderOptions) error {
 			ew.printf("        %-*s  %s\n", width, a.Path, attrText(a, c.Action))
 		}
 	}
-	p.writeSteps(ew)
+	p.writeSteps(ew, o)
 	ew.printf("\nPlan: %d to create, %d to replace, %d to delete", p.Summary.Create, p.Summary.Replace, p.Summary.Delete)
 	if p.Summary.Update > 0 {
 		ew.printf(", %d to start", p.Summary.Update)
@@ -76,12 +90,15 @@ func (p *Plan) WriteText(w io.Writer, o RenderOptions) error {
 	return ew.err
 }
 
-func (p *Plan) writeSteps(ew *errWriter) {
+func (p *Plan) writeSteps(ew *errWriter, o RenderOptions) {
 	ew.printf("\nSteps apply will run:\n")
 	for i, s := range p.Steps {
 		name := s.Name
 		if s.Service != "" {
 			name = s.Service + ": " + s.Name
+			if o.Engine != "" {
+				name = s.Service + "[" + o.Engine + "]: " + s.Name
+			}
 		}
 		ew.printf("  %2d. %-28s %s\n", i+1, name, s.Detail)
 	}
@@ -148,4 +165,60 @@ func (e *errWriter) printf(format string, args ...any) {
 	if e.err == nil {
 		_, e.err = fmt.Fprintf(e.w, format, args...)
 	}
+}
+
+// WriteText renders a fleet's plan: each engine's plan (or why it could not be read), the
+// rollouts with their batches, and the services whose engines are out of step.
+func (fp *FleetPlan) WriteText(w io.Writer, o RenderOptions) error {
+	ew := &errWriter{w: w}
+	for i, ep := range fp.Engines {
+		if i > 0 {
+			ew.printf("\n")
+		}
+		if ep.Error != "" {
+			ew.printf("Engine %s: cannot be read: %s\n", ep.Engine, ep.Error)
+			continue
+		}
+		if ep.Plan == nil {
+			ew.printf("Engine %s: nothing targeted runs here\n", ep.Engine)
+			continue
+		}
+		eo := o
+		eo.Engine = ep.Engine
+		if err := ep.Plan.WriteText(w, eo); err != nil {
+			return err
+		}
+	}
+	if len(fp.Rollouts) > 0 {
+		ew.printf("\nRollouts (all or nothing: no engine switches before every candidate passed; a failure sends every switched engine back):\n")
+		for _, r := range fp.Rollouts {
+			var batches []string
+			for _, b := range r.Batches {
+				batches = append(batches, "["+strings.Join(b, ", ")+"]")
+			}
+			ew.printf("  service.%s release %d: %s", r.Service, r.Release, strings.Join(batches, " then "))
+			if r.Wait != "" {
+				ew.printf(", each batch watched for %s", r.Wait)
+			}
+			if r.ImageFrom != "" {
+				ew.printf("; the image of engine %s, sent to the engines that lack it", r.ImageFrom)
+			}
+			ew.printf("\n")
+		}
+	}
+	for _, n := range fp.OutOfStep {
+		ew.printf("\n! %s\n", n)
+	}
+	if bad := fp.Unreachable(); len(bad) > 0 {
+		ew.printf("\n%s cannot be read: apply would change nothing until every engine answers.\n", plural(len(bad), "engine"))
+	}
+	return ew.err
+}
+
+// WriteJSON writes the fleet's plan as one JSON object.
+func (fp *FleetPlan) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	return enc.Encode(fp)
 }

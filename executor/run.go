@@ -36,9 +36,12 @@ func (rn *run) begin(ctx context.Context, withKey bool) (func(), error) {
 	if err := rn.Runtime.Ping(ctx); err != nil {
 		return nil, err
 	}
-	unlock, err := rn.lock(ctx)
-	if err != nil {
-		return nil, err
+	unlock := func() {}
+	if !rn.locked { // a fleet took it on every engine
+		var err error
+		if unlock, err = rn.lock(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if withKey {
 		key, err := rn.Runtime.ProjectKey(ctx, rn.Project.Name)
@@ -56,6 +59,9 @@ func (rn *run) emit(e Event) {
 		return
 	}
 	e.FormatVersion = FormatVersion
+	if e.Engine == "" {
+		e.Engine = rn.engine
+	}
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}

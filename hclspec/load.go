@@ -99,6 +99,7 @@ type loader struct {
 	varByKey map[string]*variable
 	locals   map[string]cty.Value
 	stores   map[string]*config.Store
+	engines  map[string]*config.Engine
 	ctx      *hcl.EvalContext
 }
 
@@ -290,6 +291,11 @@ func (l *loader) evalContext(withStores bool) *hcl.EvalContext {
 			stores[name] = storeValue(st)
 		}
 		ctx.Variables["backup_store"] = cty.ObjectVal(stores)
+		engines := map[string]cty.Value{config.DefaultEngine: cty.StringVal(config.DefaultEngine)}
+		for name := range l.engines {
+			engines[name] = cty.StringVal(name) // engine.NAME is the engine's name
+		}
+		ctx.Variables["engine"] = cty.ObjectVal(engines)
 	}
 	return ctx
 }

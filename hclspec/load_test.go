@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -403,5 +404,68 @@ service "a" {
 	}
 	if a := s.Attributes(); a[config.AttrMigrationCommand] != `["./migrate.sh"]` || a[config.AttrSmokeDuration] != `"5s"` {
 		t.Errorf("attributes: %v", a)
+	}
+}
+
+// Engines, a service's engines and its rollout: references and names, a share as the batch,
+// TLS files resolved against the configuration's directory, the default engine.
+func TestEnginesAndRollout(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "deployer.hcl"), []byte(`
+project = "x"
+engine "web1" { host = "ssh://deploy@203.0.113.10" }
+engine "web2" {
+  host = "tcp://10.0.0.2:2376"
+  tls {
+    ca   = "tls/ca.pem"
+    cert = "tls/cert.pem"
+    key  = "/etc/deployer/key.pem"
+  }
+}
+engine "web3" { host = "unix:///run/web3.sock" }
+service "api" {
+  image   = "a"
+  engines = [engine.web1, engine.web2, "web3"]
+  rollout {
+    batch = "50%"
+    wait  = "30s"
+  }
+  port {
+    container = 80
+    host      = 8080
+  }
+}
+service "worker" {
+  image = "b"
+  port {
+    container = 80
+    host      = 8080 # another engine: no clash
+  }
+}
+service "edge" {
+  image   = "c"
+  engines = [engine.default]
+}
+`), 0o644)
+	p := load(t, Options{Dir: dir})
+	api, worker, edge := p.Service("api"), p.Service("worker"), p.Service("edge")
+	if !slices.Equal(api.EngineNames(), []string{"web1", "web2", "web3"}) || api.Rollout.BatchPercent != 50 || api.Rollout.Wait != 30*time.Second {
+		t.Errorf("api: engines %v, rollout %+v", api.Engines, api.Rollout)
+	}
+	if n := api.Rollout.BatchSize(3); n != 2 {
+		t.Errorf("50%% of 3 engines is %d at a time, want 2", n)
+	}
+	if !slices.Equal(worker.EngineNames(), []string{config.DefaultEngine}) || worker.Rollout.Batch != 1 || worker.Rollout.BatchSize(3) != 1 {
+		t.Errorf("worker: engines %v, rollout %+v", worker.EngineNames(), worker.Rollout)
+	}
+	if !slices.Equal(edge.EngineNames(), []string{config.DefaultEngine}) {
+		t.Errorf("edge: engines %v", edge.EngineNames())
+	}
+	e := p.Engines["web2"]
+	if e == nil || e.Host != "tcp://10.0.0.2:2376" || e.TLS == nil || e.TLS.CA != filepath.Join(dir, "tls/ca.pem") || e.TLS.Key != "/etc/deployer/key.pem" {
+		t.Errorf("engine web2: %+v %+v", e, e.TLS)
+	}
+	if len(p.Engines) != 3 || p.Engines["web1"].Host != "ssh://deploy@203.0.113.10" {
+		t.Errorf("engines: %+v", p.Engines)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"github.com/agext/levenshtein"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
+
+	"github.com/deployer-dev/deployer/config"
 )
 
 // evalLocals evaluates every local in dependency order; a cycle is an error naming its members.
@@ -152,9 +154,20 @@ func (l *loader) checkRefs(expr hcl.Expression, storesAllowed bool, localNames [
 				names = append(names, n)
 			}
 			kind = "backup store"
+		case "engine":
+			if !storesAllowed {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Reference not allowed here",
+					Detail: "engine.* may be used in services, not in locals or variables.", Subject: &rng})
+				continue
+			}
+			names = []string{config.DefaultEngine}
+			for n := range l.engines {
+				names = append(names, n)
+			}
+			kind = "engine"
 		default:
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Unknown reference",
-				Detail:  fmt.Sprintf("There is nothing called %q here. References are var.NAME, local.NAME and backup_store.NAME.%s", root, suggest(root, []string{"var", "local", "backup_store"})),
+				Detail:  fmt.Sprintf("There is nothing called %q here. References are var.NAME, local.NAME, backup_store.NAME and engine.NAME.%s", root, suggest(root, []string{"var", "local", "backup_store", "engine"})),
 				Subject: &rng})
 			continue
 		}

@@ -1,6 +1,7 @@
 package hclspec
 
 import (
+	"path/filepath"
 	"sort"
 
 	"github.com/hashicorp/hcl/v2"
@@ -22,6 +23,12 @@ func (l *loader) decodeProject(p *config.Project, t *top) hcl.Diagnostics {
 	if t.docker != nil {
 		decodeDocker(d, p, t.docker)
 	}
+	p.Engines = map[string]*config.Engine{}
+	for _, b := range t.engines {
+		e := decodeEngine(d, b)
+		p.Engines[e.Name] = e
+	}
+	l.engines = p.Engines
 	p.Registries = map[string]*config.Registry{}
 	for _, b := range t.registries {
 		r := decodeRegistry(d, b)
@@ -63,6 +70,39 @@ func decodeDocker(d *decoder, p *config.Project, b *hcl.Block) {
 	if x := a["proxy_image"]; x != nil {
 		p.Docker.ProxyImageRange = cfgRange(x.Expr.Range())
 	}
+}
+
+var (
+	engineSchema = &hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{{Name: "host", Required: true}},
+		Blocks:     []hcl.BlockHeaderSchema{{Type: "tls"}},
+	}
+	engineTLSSchema = &hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{{Name: "ca"}, {Name: "cert"}, {Name: "key"}},
+	}
+)
+
+// decodeEngine decodes an engine block; its TLS files resolve against the configuration's
+// directory.
+func decodeEngine(d *decoder, b *hcl.Block) *config.Engine {
+	e := &config.Engine{Name: b.Labels[0], DeclRange: cfgRange(b.DefRange), Ranges: map[string]config.Range{}}
+	d.prefix, d.ranges = "engine."+e.Name+".", e.Ranges
+	defer func() { d.prefix, d.ranges = "", nil }()
+	c := d.content(b.Body, engineSchema)
+	d.str(c.Attributes, "host", "host", &e.Host)
+	single, diags := singleBlocks(c.Blocks, "tls")
+	d.diags = append(d.diags, diags...)
+	if t := single["tls"]; t != nil {
+		e.Ranges["tls"] = cfgRange(t.DefRange)
+		e.TLS = &config.EngineTLS{}
+		a := d.content(t.Body, engineTLSSchema).Attributes
+		for name, dst := range map[string]*string{"ca": &e.TLS.CA, "cert": &e.TLS.Cert, "key": &e.TLS.Key} {
+			if d.str(a, name, "tls."+name, dst) && *dst != "" && !filepath.IsAbs(*dst) {
+				*dst = filepath.Join(d.l.dir, *dst)
+			}
+		}
+	}
+	return e
 }
 
 var registrySchema = &hcl.BodySchema{

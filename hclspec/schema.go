@@ -15,6 +15,7 @@ var (
 			{Type: "variable", LabelNames: []string{"name"}},
 			{Type: "locals"},
 			{Type: "docker"},
+			{Type: "engine", LabelNames: []string{"name"}},
 			{Type: "backup_store", LabelNames: []string{"name"}},
 			{Type: "registry", LabelNames: []string{"host"}},
 			{Type: "service", LabelNames: []string{"name"}},
@@ -36,6 +37,7 @@ type top struct {
 	variables  []*hcl.Block
 	locals     []*hcl.Block
 	docker     *hcl.Block
+	engines    []*hcl.Block
 	stores     []*hcl.Block
 	registries []*hcl.Block
 	services   []*hcl.Block
@@ -67,6 +69,8 @@ func (l *loader) topLevel() (*top, hcl.Diagnostics) {
 					continue
 				}
 				t.docker = b
+			case "engine":
+				t.engines = append(t.engines, b)
 			case "backup_store":
 				t.stores = append(t.stores, b)
 			case "registry":
@@ -92,6 +96,7 @@ func (l *loader) topLevel() (*top, hcl.Diagnostics) {
 		})
 	}
 	diags = append(diags, uniqueLabels(t.variables, "variable")...)
+	diags = append(diags, uniqueLabels(t.engines, "engine")...)
 	diags = append(diags, uniqueLabels(t.stores, "backup_store")...)
 	diags = append(diags, uniqueLabels(t.registries, "registry")...)
 	diags = append(diags, uniqueLabels(t.services, "service")...)

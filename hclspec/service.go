@@ -3,6 +3,8 @@ package hclspec
 import (
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
@@ -15,12 +17,12 @@ import (
 // range and, when they derive from a sensitive value, as sensitive.
 
 var serviceSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "container_name"}, {Name: "image"}, {Name: "command"}, {Name: "env"}, {Name: "init"}},
+	Attributes: []hcl.AttributeSchema{{Name: "container_name"}, {Name: "image"}, {Name: "command"}, {Name: "env"}, {Name: "init"}, {Name: "engines"}},
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "build"}, {Type: "port"}, {Type: "volume", LabelNames: []string{"name"}}, {Type: "health_check"},
 		{Type: "canary", LabelNames: []string{"name"}}, {Type: "sqlite", LabelNames: []string{"name"}}, {Type: "backup"},
 		{Type: "hook", LabelNames: []string{"when"}}, {Type: "deploy"}, {Type: "resources"}, {Type: "log"},
-		{Type: "migration"}, {Type: "smoke"},
+		{Type: "migration"}, {Type: "smoke"}, {Type: "rollout"},
 	},
 }
 
@@ -29,7 +31,7 @@ var blockDecoders = map[string]func(d *decoder, s *config.Service, b *hcl.Block)
 	"build": decodeBuild, "port": decodePort, "volume": decodeVolume, "health_check": decodeHealth,
 	"canary": decodeCanary, "sqlite": decodeSQLite, "backup": decodeBackup, "hook": decodeHook,
 	"deploy": decodeDeploy, "resources": decodeResources, "log": decodeLog,
-	"migration": decodeMigration, "smoke": decodeSmoke,
+	"migration": decodeMigration, "smoke": decodeSmoke, "rollout": decodeRollout,
 }
 
 func (d *decoder) service(b *hcl.Block) *config.Service {
@@ -43,7 +45,8 @@ func (d *decoder) service(b *hcl.Block) *config.Service {
 	d.strList(a, "command", config.AttrCommand, &s.Command)
 	d.strMap(a, "env", config.AttrEnv, &s.Env)
 	d.boolean(a, "init", config.AttrInit, &s.Init)
-	single, diags := singleBlocks(c.Blocks, "build", "health_check", "backup", "deploy", "resources", "log", "migration", "smoke")
+	d.strList(a, "engines", config.AttrEngines, &s.Engines)
+	single, diags := singleBlocks(c.Blocks, "build", "health_check", "backup", "deploy", "resources", "log", "migration", "smoke", "rollout")
 	d.diags = append(d.diags, diags...)
 	seen := map[string]bool{}
 	for _, blk := range c.Blocks {
@@ -291,6 +294,38 @@ func decodeSmoke(d *decoder, s *config.Service, b *hcl.Block) {
 	}
 	d.duration(a, "p95", config.AttrSmokeP95, &sm.P95)
 	s.Smoke = sm
+}
+
+var rolloutSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "batch"}, {Name: "wait"}},
+}
+
+// decodeRollout decodes a rollout block: batch is a number of engines or a share ("50%").
+func decodeRollout(d *decoder, s *config.Service, b *hcl.Block) {
+	s.Ranges[config.AttrRollout] = cfgRange(b.DefRange)
+	a := d.content(b.Body, rolloutSchema).Attributes
+	if val, ok := d.eval(a["batch"], cty.DynamicPseudoType); ok {
+		d.note(config.AttrRolloutBatch, a["batch"], val)
+		val, _ = val.Unmark()
+		s.Rollout.Batch = -1 // invalid unless read below
+		switch {
+		case val.Type() == cty.Number:
+			if f := val.AsBigFloat(); f.IsInt() {
+				n, _ := f.Int64()
+				s.Rollout.Batch = int(max(-1, min(n, 1<<20)))
+			}
+		case val.Type() == cty.String:
+			str := strings.TrimSpace(val.AsString())
+			if pct, ok := strings.CutSuffix(str, "%"); ok {
+				if n, err := strconv.Atoi(pct); err == nil {
+					s.Rollout.Batch, s.Rollout.BatchPercent = 0, max(-1, min(n, 1000))
+				}
+			} else if n, err := strconv.Atoi(str); err == nil {
+				s.Rollout.Batch = max(-1, min(n, 1<<20))
+			}
+		}
+	}
+	d.duration(a, "wait", config.AttrRolloutWait, &s.Rollout.Wait)
 }
 
 var deploySchema = &hcl.BodySchema{

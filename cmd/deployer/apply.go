@@ -49,6 +49,9 @@ func newApply(g *globals) *cobra.Command {
 				if res, err = g.load(args); err != nil {
 					return err
 				}
+				if executor.MultiEngine(res.Project) {
+					return g.applyEngines(ctx, res.Project, targets, asJSON, autoApprove)
+				}
 				if plan, err = g.makePlan(ctx, res.Project, targets); err != nil {
 					return err
 				}
@@ -193,18 +196,21 @@ func (g *globals) applier(p *config.Project, eng *docker.Engine, events func(exe
 	if err != nil || timeout < 0 {
 		return nil, fmt.Errorf("-lock-timeout %q: write a duration such as 30s or 5m", g.lockTimeout)
 	}
-	return &executor.Applier{
+	a := &executor.Applier{
 		Project:     p,
 		Runtime:     eng,
 		Events:      events,
 		Holder:      holder(),
 		LockTimeout: timeout,
 		Source:      source(p.Dir),
-		ProbeHost:   docker.ProbeHost(eng.Host()),
 		Crash:       killAt(os.Getenv("DEPLOYER_TEST_KILL_AT")),
 		Version:     versionString(),
 		SelfBinary:  selfBinary(),
-	}, nil
+	}
+	if eng != nil {
+		a.ProbeHost = docker.ProbeHost(eng.Host())
+	}
+	return a, nil
 }
 
 // killAt makes the deployer kill itself (SIGKILL) at the named kill point: crash tests stop it
@@ -246,15 +252,19 @@ func (g *globals) apply(ctx context.Context, p *config.Project, plan *executor.P
 // summarize prints the last line(s): what is live now, or what failed and what runs.
 func (g *globals) summarize(r *renderer, out *executor.Outcome, interrupted bool) error {
 	for _, s := range out.Services {
+		name := "service." + s.Service
+		if s.Engine != "" {
+			name += "[" + s.Engine + "]"
+		}
 		switch {
 		case s.RolledBack && s.Error != "":
-			r.final(fmt.Sprintf("service.%s: %s", s.Service, s.Error))
+			r.final(fmt.Sprintf("%s: %s", name, s.Error))
 		case s.Error != "":
-			r.final(fmt.Sprintf("service.%s: failed: %s", s.Service, s.Error))
+			r.final(fmt.Sprintf("%s: failed: %s", name, s.Error))
 		case s.Action == executor.ActionDelete:
-			r.final(fmt.Sprintf("service.%s: removed (volumes kept), %.1fs", s.Service, s.Seconds))
+			r.final(fmt.Sprintf("%s: removed (volumes kept), %.1fs", name, s.Seconds))
 		default:
-			r.final(fmt.Sprintf("service.%s: release %d live (image %s), %.1fs", s.Service, s.Release, executor.ShortID(s.ImageID), s.Seconds))
+			r.final(fmt.Sprintf("%s: release %d live (image %s), %.1fs", name, s.Release, executor.ShortID(s.ImageID), s.Seconds))
 		}
 	}
 	if interrupted {

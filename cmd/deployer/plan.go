@@ -36,6 +36,9 @@ func newPlan(g *globals) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()
+			if executor.MultiEngine(res.Project) {
+				return g.planEngines(ctx, res.Project, targets, out, asJSON, detailed, dryRun)
+			}
 			plan, err := g.makePlan(ctx, res.Project, targets)
 			if err != nil {
 				return err
@@ -158,6 +161,9 @@ func printDryRun(g *globals, res *executor.DryRunResult) {
 
 // engine connects to the configured Docker engine.
 func (g *globals) engine(p *config.Project) (*docker.Engine, error) {
+	if executor.MultiEngine(p) {
+		return nil, fmt.Errorf("the configuration has engine blocks, which plan and apply read; status, releases, rollback, backups and unlock work on one engine and do not read them yet: run them with a configuration of that engine alone")
+	}
 	return docker.New(p.Docker.Host)
 }
 

@@ -66,8 +66,13 @@ func (r *renderer) close() {
 }
 
 func stepName(e executor.Event) string {
-	if e.Service != "" {
+	switch {
+	case e.Service != "" && e.Engine != "":
+		return e.Service + "[" + e.Engine + "]: " + e.Step
+	case e.Service != "":
 		return e.Service + ": " + e.Step
+	case e.Engine != "":
+		return "[" + e.Engine + "] " + e.Step
 	}
 	return e.Step
 }

@@ -167,6 +167,15 @@ func (e *Engine) RemoveImage(ctx context.Context, id string) error {
 	return nil
 }
 
+// SaveImage streams the image archive of ref (docker save).
+func (e *Engine) SaveImage(ctx context.Context, ref string) (io.ReadCloser, error) {
+	rc, err := e.cli.ImageSave(ctx, []string{ref})
+	if err != nil {
+		return nil, fmt.Errorf("save image %s: %w", ref, err)
+	}
+	return rc, nil
+}
+
 // LockImage is the image lock containers are created from: no layers, never started.
 const LockImage = "deployer-lock:1"
 

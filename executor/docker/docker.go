@@ -35,10 +35,20 @@ type Engine struct {
 
 // New connects to the engine at host; an empty host means DOCKER_HOST, then the local socket.
 // Nothing is sent until the first call.
-func New(host string) (*Engine, error) {
+func New(host string) (*Engine, error) { return NewWithTLS(host, nil) }
+
+// TLSFiles are the CA, client certificate and key files of an engine reached over TLS.
+type TLSFiles struct{ CA, Cert, Key string }
+
+// NewWithTLS connects to the engine at host with its own TLS material (an engine block's
+// tls), instead of DOCKER_CERT_PATH's.
+func NewWithTLS(host string, tls *TLSFiles) (*Engine, error) {
 	opts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
 	if host != "" {
 		opts = append(opts, client.WithHost(host))
+	}
+	if tls != nil {
+		opts = append(opts, client.WithTLSClientConfig(tls.CA, tls.Cert, tls.Key))
 	}
 	named := describeHost(host)
 	if strings.HasPrefix(named, "ssh://") {

@@ -119,6 +119,11 @@ type Runtime interface {
 	// EnsureLockImage makes sure the image that lock containers are created from exists.
 	EnsureLockImage(ctx context.Context) (string, error)
 	RemoveImage(ctx context.Context, id string) error
+	// SaveImage streams an image (by reference, so that its tag goes along) as the engine's
+	// image archive; LoadImage loads such an archive: together they move an image between
+	// engines without a registry.
+	SaveImage(ctx context.Context, ref string) (io.ReadCloser, error)
+	LoadImage(ctx context.Context, archive io.Reader) error
 	CreateContainer(ctx context.Context, s ContainerSpec) (string, error)
 	StartContainer(ctx context.Context, id string) error
 	StopContainer(ctx context.Context, id string, timeout time.Duration) error

@@ -131,7 +131,7 @@ func (e *Engine) StartContainer(_ context.Context, id string) error {
 func (c *container) publish() error {
 	c.ports = map[int]int{}
 	for _, p := range c.spec.Ports {
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.HostPort)))
+		ln, err := net.Listen("tcp", net.JoinHostPort(c.e.hostIP(), strconv.Itoa(p.HostPort)))
 		if err != nil {
 			c.unpublish()
 			return fmt.Errorf("start %s: Bind for 0.0.0.0:%d failed: port is already allocated (%v)", c.name, p.HostPort, err)
@@ -184,7 +184,7 @@ func closeWrite(c net.Conn) {
 // Called with e.mu held.
 func (c *container) run() {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Process{Cmd: c.spec.Cmd, Env: c.env(), Addr: c.addr, Name: c.name, mounts: c.mounts, out: &logWriter{c: c}, cancel: cancel}
+	p := &Process{Cmd: c.spec.Cmd, Env: c.env(), Addr: c.addr, Name: c.name, HostIP: c.e.hostIP(), mounts: c.mounts, out: &logWriter{c: c}, cancel: cancel}
 	done := make(chan struct{})
 	c.proc, c.done, c.state = p, done, "running"
 	go func() {

@@ -34,6 +34,9 @@ var ErrFrozen = errors.New("memengine: frozen (the deployer crashed here)")
 type Engine struct {
 	dir    string // volumes and control sockets
 	prefix [2]byte
+	// HostIP is the loopback address this engine's published ports and proxy bind
+	// (127.0.0.1 when empty): several engines on one machine, each a host of its own.
+	HostIP string
 
 	mu         sync.Mutex
 	frozen     bool
@@ -95,6 +98,13 @@ func (e *Engine) Buildable(tag string, prog Program) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.buildable[tag] = prog
+}
+
+func (e *Engine) hostIP() string {
+	if e.HostIP != "" {
+		return e.HostIP
+	}
+	return "127.0.0.1"
 }
 
 // add registers an image; called with e.mu held (or before the engine is shared).
@@ -461,3 +471,51 @@ func (e *Engine) find(id string) *container {
 
 // wait is how long a stop waits at most when the call's context has no deadline.
 const stopGrace = 10 * time.Second
+
+// saved holds the images SaveImage handed out, by token: the archive of an in-memory image is
+// its token, which LoadImage of any engine of this process turns back into the image.
+var saved sync.Map
+
+// SaveImage streams an image's archive: here, a token for it.
+func (e *Engine) SaveImage(_ context.Context, ref string) (io.ReadCloser, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("save-image", ref); err != nil {
+		return nil, err
+	}
+	img := e.image(ref)
+	if img == nil {
+		return nil, fmt.Errorf("save image %s: %w", ref, engine.ErrNotFound)
+	}
+	cp := *img
+	cp.ref = ref
+	if ref == img.id {
+		cp.ref = img.ref
+	}
+	token := fmt.Sprintf("memengine-image %p", &cp)
+	saved.Store(token, &cp)
+	return io.NopCloser(strings.NewReader(token)), nil
+}
+
+// LoadImage loads an archive SaveImage made, keeping the image's ID and tag.
+func (e *Engine) LoadImage(_ context.Context, archive io.Reader) error {
+	raw, err := io.ReadAll(archive)
+	if err != nil {
+		return err
+	}
+	v, ok := saved.Load(string(raw))
+	if !ok {
+		return fmt.Errorf("load image: not an archive of an in-memory engine")
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("load-image", ""); err != nil {
+		return err
+	}
+	cp := *v.(*image)
+	e.images[cp.id] = &cp
+	if cp.ref != "" {
+		e.refs[cp.ref] = cp.id
+	}
+	return nil
+}

@@ -23,6 +23,8 @@ type Process struct {
 	Env  map[string]string
 	Addr string // the container's address, where it listens
 	Name string // the container's name when it started
+	// HostIP is the engine's host address (Engine.HostIP), which host-network programs bind.
+	HostIP string
 
 	mounts map[string]string // target -> directory
 	out    io.Writer

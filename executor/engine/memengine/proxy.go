@@ -29,7 +29,7 @@ func Proxy(ctx context.Context, p *Process) int {
 	defer os.RemoveAll(dir)
 	socket := filepath.Join(dir, "ctl.sock")
 	srv := proxy.NewServer()
-	srv.BindHost = "127.0.0.1"
+	srv.BindHost = p.HostIP
 	if state, ok := p.Path("/state/routes.json"); ok {
 		srv.StateFile = state
 	}

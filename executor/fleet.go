@@ -1,0 +1,386 @@
+package executor
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/deployer-dev/deployer/config"
+)
+
+// A Fleet is a project whose services run on several engines (engine blocks). Each engine is
+// planned and applied as a project of its own, holding the services that run there; what
+// the engines share is the deploy lock (taken on all of them, in name order, or on none), one
+// release number per service, the image (built once, sent to the engines that lack it) and,
+// for a service on several engines, its rollout (rollout.go): batches, all or nothing.
+type Fleet struct {
+	// Base is the Applier of every engine: Project is the whole project; Runtime, ProbeHost
+	// and Remote are set per engine from the fields below.
+	Base Applier
+	// Engines are the connected engines by name (config.DefaultEngine for the project's own):
+	// at least every engine a service runs on.
+	Engines map[string]Runtime
+	// ProbeHosts and Remote are, by engine, the Applier fields of the same names.
+	ProbeHosts map[string]string
+	Remote     map[string]bool
+}
+
+// FleetPlan is a plan for each engine, and what the engines disagree on.
+type FleetPlan struct {
+	FormatVersion string        `json:"format_version"`
+	Project       string        `json:"project"`
+	Engines       []*EnginePlan `json:"engines"`
+	// Rollouts are the services that deploy on several engines, with their batches.
+	Rollouts []*RolloutPlan `json:"rollouts,omitempty"`
+	// OutOfStep names the services whose engines run different releases (a failed or
+	// interrupted rollout), with what each runs.
+	OutOfStep []string `json:"out_of_step,omitempty"`
+}
+
+// EnginePlan is one engine's plan, or why there is none.
+type EnginePlan struct {
+	Engine string `json:"engine"`
+	Host   string `json:"host,omitempty"`
+	Plan   *Plan  `json:"plan,omitempty"`
+	Error  string `json:"error,omitempty"` // the engine could not be read
+}
+
+// RolloutPlan is how one service switches on its engines.
+type RolloutPlan struct {
+	Service   string     `json:"service"`
+	Release   int        `json:"release"`
+	Batches   [][]string `json:"batches"`
+	Wait      string     `json:"wait,omitempty"`
+	ImageFrom string     `json:"image_from,omitempty"` // the engine whose image the others get
+}
+
+// EngineNames are the engines of a project, sorted: every engine block's, and the project's own
+// when a service runs there.
+func EngineNames(p *config.Project) []string {
+	var out []string
+	for name := range p.Engines {
+		out = append(out, name)
+	}
+	for _, s := range p.Services {
+		for _, e := range s.EngineNames() {
+			if !slices.Contains(out, e) {
+				out = append(out, e)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// MultiEngine reports whether the project names engines: then plans and apply go through a
+// Fleet.
+func MultiEngine(p *config.Project) bool { return len(p.Engines) > 0 }
+
+// projectOn is the project as one engine holds it: the services that run there.
+func projectOn(p *config.Project, engine string) *config.Project {
+	cp := *p
+	cp.Services = nil
+	for _, s := range p.Services {
+		if slices.Contains(s.EngineNames(), engine) {
+			cp.Services = append(cp.Services, s)
+		}
+	}
+	return &cp
+}
+
+// Plan reads every engine in parallel and plans each. An engine that cannot be read is in the
+// plan with its error; the others are planned all the same.
+func (f *Fleet) Plan(ctx context.Context, opts PlanOptions) (*FleetPlan, error) {
+	p := f.Base.Project
+	for _, t := range opts.Targets {
+		if p.Service(t) == nil {
+			return nil, fmt.Errorf("-target service.%s: no service %q in the configuration", t, t)
+		}
+	}
+	fp := &FleetPlan{FormatVersion: FormatVersion, Project: p.Name}
+	for _, name := range EngineNames(p) {
+		fp.Engines = append(fp.Engines, &EnginePlan{Engine: name})
+	}
+	floor := map[string]int{}
+	f.planEach(ctx, fp, opts, floor)
+	// One release number on every engine: the highest any engine would give.
+	again := false
+	for _, ep := range fp.Engines {
+		for _, ch := range changesOf(ep) {
+			if deploys(ch) && ch.NextRelease > floor[ch.Service] {
+				if floor[ch.Service] != 0 {
+					again = true
+				}
+				floor[ch.Service] = ch.NextRelease
+			}
+		}
+	}
+	for _, ep := range fp.Engines {
+		for _, ch := range changesOf(ep) {
+			if deploys(ch) && ch.NextRelease < floor[ch.Service] {
+				again = true
+			}
+		}
+	}
+	if again {
+		f.planEach(ctx, fp, opts, floor)
+	}
+	f.describe(fp)
+	return fp, nil
+}
+
+func (f *Fleet) planEach(ctx context.Context, fp *FleetPlan, opts PlanOptions, floor map[string]int) {
+	var wg sync.WaitGroup
+	for _, ep := range fp.Engines {
+		sub := projectOn(f.Base.Project, ep.Engine)
+		var targets []string
+		for _, t := range opts.Targets {
+			if sub.Service(t) != nil {
+				targets = append(targets, t)
+			}
+		}
+		if len(opts.Targets) > 0 && len(targets) == 0 {
+			continue // nothing targeted runs here
+		}
+		eng := f.Engines[ep.Engine]
+		if eng == nil {
+			ep.Error = "not connected"
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ep.Host = eng.Host()
+			plan, err := MakePlan(ctx, sub, eng, PlanOptions{Targets: targets, Remote: f.Remote[ep.Engine], ReleaseFloor: floor})
+			ep.Plan, ep.Error = plan, ""
+			if err != nil {
+				ep.Plan, ep.Error = nil, err.Error()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func changesOf(ep *EnginePlan) []*Change {
+	if ep.Plan == nil {
+		return nil
+	}
+	return ep.Plan.Changes
+}
+
+// deploys reports whether a change starts a new release (and so takes part in a rollout).
+func deploys(ch *Change) bool { return ch.Action == ActionCreate || ch.Action == ActionReplace }
+
+// describe adds the rollouts and the engines out of step, and says in each engine's steps where
+// its image comes from.
+func (f *Fleet) describe(fp *FleetPlan) {
+	p := f.Base.Project
+	byEngine := map[string]*EnginePlan{}
+	for _, ep := range fp.Engines {
+		byEngine[ep.Engine] = ep
+	}
+	for _, s := range p.Services {
+		if len(s.EngineNames()) < 2 {
+			continue
+		}
+		live := map[int][]string{}
+		for _, e := range s.EngineNames() {
+			if ep := byEngine[e]; ep != nil && ep.Plan != nil {
+				if ch := ep.Plan.Change(s.Name); ch != nil && ch.LiveRelease > 0 {
+					live[ch.LiveRelease] = append(live[ch.LiveRelease], e)
+				}
+			}
+		}
+		if len(live) > 1 {
+			var parts []string
+			for _, r := range sortedInts(live) {
+				parts = append(parts, fmt.Sprintf("%s: release %d", strings.Join(live[r], ", "), r))
+			}
+			fp.OutOfStep = append(fp.OutOfStep, fmt.Sprintf("service.%s runs different releases (%s), after a failed or interrupted rollout: apply brings every engine to the configuration", s.Name, strings.Join(parts, "; ")))
+		}
+		ro := f.rolloutOf(s, fp)
+		if ro == nil {
+			continue
+		}
+		rp := &RolloutPlan{Service: s.Name, Batches: ro.batches(), ImageFrom: ro.imageFrom}
+		if s.Rollout.Wait > 0 {
+			rp.Wait = dur(s.Rollout.Wait)
+		}
+		for _, e := range ro.order {
+			ch := byEngine[e].Plan.Change(s.Name)
+			rp.Release = ch.NextRelease
+			if ro.imageFrom == "" || e == ro.imageFrom {
+				continue
+			}
+			for _, st := range byEngine[e].Plan.Steps {
+				if st.Service == s.Name && (st.Kind() == StepBuild || st.Kind() == StepImage) {
+					st.Detail = fmt.Sprintf("use the image %s of engine %s, sent here if this engine lacks it", s.Image, ro.imageFrom)
+				}
+			}
+		}
+		fp.Rollouts = append(fp.Rollouts, rp)
+	}
+}
+
+// rolloutOf is a service's rollout in this plan: the engines that deploy a new release, in
+// the service's order; nil when fewer than two do.
+func (f *Fleet) rolloutOf(s *config.Service, fp *FleetPlan) *rollout {
+	var order []string
+	imageFrom, lacking := "", false
+	for _, e := range s.EngineNames() {
+		for _, ep := range fp.Engines {
+			if ep.Engine != e || ep.Plan == nil {
+				continue
+			}
+			ch := ep.Plan.Change(s.Name)
+			if ch == nil || !deploys(ch) {
+				continue
+			}
+			order = append(order, e)
+			switch {
+			case s.Build != nil && imageFrom == "":
+				imageFrom = e // built on the first, sent to the others
+			case s.Build == nil && ch.ImageID != "" && imageFrom == "":
+				imageFrom = e // the engine that holds the image
+			case s.Build == nil && ch.ImageID == "":
+				lacking = true
+			}
+		}
+	}
+	if len(order) < 2 {
+		return nil
+	}
+	if s.Build == nil && !lacking {
+		imageFrom = "" // every engine has it: each uses its own
+	}
+	return newRollout(s, order, imageFrom)
+}
+
+func sortedInts(m map[int][]string) []int {
+	var out []int
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Ints(out)
+	return out
+}
+
+// HasChanges reports whether applying the plan would do anything on any engine.
+func (fp *FleetPlan) HasChanges() bool {
+	for _, ep := range fp.Engines {
+		if ep.Plan != nil && (ep.Plan.HasChanges() || len(ep.Plan.Steps) > 0) {
+			return true
+		}
+	}
+	return false
+}
+
+// Unreachable names the engines that could not be read, with their errors.
+func (fp *FleetPlan) Unreachable() []string {
+	var out []string
+	for _, ep := range fp.Engines {
+		if ep.Error != "" {
+			out = append(out, fmt.Sprintf("engine %s: %s", ep.Engine, ep.Error))
+		}
+	}
+	return out
+}
+
+// applier is the Applier of one engine.
+func (f *Fleet) applier(name string, rollouts map[string]*rollout) *Applier {
+	a := f.Base
+	a.Project = projectOn(f.Base.Project, name)
+	a.Runtime = f.Engines[name]
+	a.ProbeHost = f.ProbeHosts[name]
+	a.Remote = f.Remote[name]
+	a.engine = name
+	a.rollouts = rollouts
+	a.peers = f.Engines
+	return &a
+}
+
+// Apply carries out a fleet plan: the lock on every engine that changes (all or none), then
+// every engine's plan at once, the services on several engines rolled out together.
+func (f *Fleet) Apply(ctx context.Context, fp *FleetPlan) (*Outcome, error) {
+	out := &Outcome{}
+	if bad := fp.Unreachable(); len(bad) > 0 {
+		return out, fmt.Errorf("nothing was changed: %s; apply changes every engine or none", strings.Join(bad, "; "))
+	}
+	var engines []*EnginePlan
+	for _, ep := range fp.Engines {
+		if ep.Plan != nil && len(ep.Plan.Steps) > 0 {
+			engines = append(engines, ep)
+		}
+	}
+	if len(engines) == 0 {
+		return out, nil
+	}
+	rollouts := map[string]*rollout{}
+	for _, s := range f.Base.Project.Services {
+		if ro := f.rolloutOf(s, fp); ro != nil {
+			rollouts[s.Name] = ro
+		}
+	}
+	var mu sync.Mutex
+	base := f.Base.Events
+	if base != nil {
+		f.Base.Events = func(e Event) { mu.Lock(); defer mu.Unlock(); base(e) }
+		defer func() { f.Base.Events = base }()
+	}
+	// The lock on every engine, in name order: all or none.
+	var unlocks []func()
+	defer func() {
+		for i := len(unlocks) - 1; i >= 0; i-- {
+			unlocks[i]()
+		}
+	}()
+	appliers := map[string]*Applier{}
+	for _, ep := range engines {
+		a := f.applier(ep.Engine, rollouts)
+		unlock, err := a.newRun().begin(ctx, false)
+		if err != nil {
+			return out, fmt.Errorf("engine %s: %w; nothing was changed (the lock is taken on every engine or none)", ep.Engine, err)
+		}
+		unlocks = append(unlocks, unlock)
+		a.locked = true
+		appliers[ep.Engine] = a
+	}
+	type result struct {
+		out *Outcome
+		err error
+	}
+	results := make([]result, len(engines))
+	var wg sync.WaitGroup
+	for i, ep := range engines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o, err := appliers[ep.Engine].Apply(ctx, ep.Plan)
+			for _, ro := range rollouts {
+				ro.engineDone(ep.Engine, err)
+			}
+			results[i] = result{o, err}
+		}()
+	}
+	wg.Wait()
+	var errs []string
+	for i, r := range results {
+		if r.out != nil {
+			for _, so := range r.out.Services {
+				so.Engine = engines[i].Engine
+				out.Services = append(out.Services, so)
+			}
+		}
+		if r.err != nil {
+			errs = append(errs, fmt.Sprintf("engine %s: %v", engines[i].Engine, r.err))
+		}
+	}
+	sort.SliceStable(out.Services, func(i, j int) bool { return out.Services[i].Service < out.Services[j].Service })
+	if len(errs) > 0 {
+		return out, fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return out, nil
+}
