@@ -124,16 +124,20 @@ func (r *fleetRig) serves() string {
 }
 
 // cutovers lists the engines in the order their cutover steps ended, and forgets the events.
-func (r *fleetRig) cutovers() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+func (r *fleetRig) cutovers() []string { return cutoverOrder(&r.mu, &r.events) }
+
+// cutoverOrder lists the engines in the order their cutover steps ended in the events, and
+// empties them.
+func cutoverOrder(mu *sync.Mutex, events *[]executor.Event) []string {
+	mu.Lock()
+	defer mu.Unlock()
 	var out []string
-	for _, e := range r.events {
+	for _, e := range *events {
 		if e.Type == executor.EventStep && e.Step == executor.StepCutover && e.Phase == "end" && e.Outcome == executor.OutcomeOK {
 			out = append(out, e.Engine)
 		}
 	}
-	r.events = nil
+	*events = nil
 	return out
 }
 

@@ -8,6 +8,7 @@
 //	APP_VERSION=v2                          (returned by / and the X-App-Version header)
 //	APP_PORT=8080
 //	APP_DIE_AFTER=N                         (exit on request N+1, without answering it)
+//	APP_HEALTH_FAIL_AFTER=N                 (/health answers 500 after N health checks; / goes on)
 //	APP_AS_SHELL=1                          (as PID 1, ignore SIGTERM, as a shell script does)
 //
 // In mode once the app is healthy only when it is the first of its version to start on the data
@@ -34,10 +35,12 @@ type App struct {
 	Port          int
 	StartDelay    time.Duration
 	DieAfter      int64
+	HealthyFor    int64 // health checks answered ok before /health fails; 0: no limit
 	AsShell       bool
 	history       string // the history file, "" without data
 	unhealthy     bool
 	served        atomic.Int64
+	checked       atomic.Int64
 }
 
 // Start reads the app's switches from its environment and records the start in its data
@@ -52,6 +55,7 @@ func Start(getenv func(string) string, dataDir func(string) string) *App {
 		a.StartDelay, _ = time.ParseDuration(getenv("APP_START_DELAY"))
 	}
 	a.DieAfter, _ = strconv.ParseInt(getenv("APP_DIE_AFTER"), 10, 64)
+	a.HealthyFor, _ = strconv.ParseInt(getenv("APP_HEALTH_FAIL_AFTER"), 10, 64)
 	a.unhealthy = a.Mode == "unhealthy"
 	if data := getenv("APP_DATA"); data != "" {
 		if dir := dataDir(data); dir != "" {
@@ -86,6 +90,10 @@ func (a *App) Handler(die func()) http.Handler {
 	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
 		if a.unhealthy {
 			http.Error(w, "db locked", http.StatusInternalServerError)
+			return
+		}
+		if a.HealthyFor > 0 && a.checked.Add(1) > a.HealthyFor {
+			http.Error(w, "health failing after "+strconv.FormatInt(a.HealthyFor, 10)+" checks", http.StatusInternalServerError)
 			return
 		}
 		fmt.Fprintln(w, "ok")

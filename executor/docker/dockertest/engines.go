@@ -1,0 +1,230 @@
+package dockertest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/deployer-dev/deployer/executor/docker"
+)
+
+// HostEngine is a Docker engine of a test's own, in a network namespace of its own: a host for
+// multi-engine tests. Its 127.0.0.1 is its own; its socket is a file on this machine.
+type HostEngine struct {
+	Name   string // web1, web2, ...
+	NS     string // the network namespace, under /var/run/netns
+	Dir    string // its data, exec root, socket and pid file
+	Host   string // unix://Dir/docker.sock
+	Engine *docker.Engine
+	cmd    *exec.Cmd
+}
+
+// HostEngines starts n engines (web1 ... webN), each in its own network namespace, as
+// facts.md describes, and stops and removes them when the test ends. They need root, ip
+// (iproute2), nsenter and dockerd; without them the test fails when CI is set (.ci/run
+// installs them) and is skipped otherwise. With -short it is skipped.
+func HostEngines(t testing.TB, n int) []*HostEngine {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: a test of real Docker engines")
+	}
+	missing := ""
+	for _, tool := range []string{"ip", "nsenter", "dockerd"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing += " " + tool
+		}
+	}
+	if os.Geteuid() != 0 {
+		missing += " root"
+	}
+	if missing != "" {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("the multi-engine tests need%s (.ci/run installs iproute2, util-linux and docker.io, and runs as root)", missing)
+		}
+		t.Skipf("the multi-engine tests need%s", missing)
+	}
+	var b [3]byte
+	rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	out := make([]*HostEngine, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range out {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i], errs[i] = startHostEngine(fmt.Sprintf("web%d", i+1), fmt.Sprintf("dt%s-h%d", id, i+1))
+		}()
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		var wg sync.WaitGroup
+		for _, h := range out {
+			if h != nil {
+				wg.Add(1)
+				go func() { defer wg.Done(); h.stop() }()
+			}
+		}
+		wg.Wait()
+	})
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+func startHostEngine(name, ns string) (*HostEngine, error) {
+	dir, err := os.MkdirTemp("", "dte") // short: a unix socket's path is
+	if err != nil {
+		return nil, err
+	}
+	h := &HostEngine{Name: name, NS: ns, Dir: dir, Host: "unix://" + filepath.Join(dir, "docker.sock")}
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("ip netns add %s: %v: %s", ns, err, out)
+	}
+	if out, err := h.Run("ip", "link", "set", "lo", "up"); err != nil {
+		h.stop()
+		return nil, fmt.Errorf("%s: lo up: %v: %s", ns, err, out)
+	}
+	// The machine's daemon.json sets data-root, which clashes with the flag: a file of its own.
+	os.WriteFile(filepath.Join(dir, "daemon.json"), []byte(`{"storage-driver": "fuse-overlayfs", "mtu": 1400}`), 0o644)
+	log, err := os.Create(filepath.Join(dir, "dockerd.log"))
+	if err != nil {
+		h.stop()
+		return nil, err
+	}
+	defer log.Close()
+	h.cmd = exec.Command("nsenter", "--net=/var/run/netns/"+ns, "dockerd", "--config-file", filepath.Join(dir, "daemon.json"),
+		"--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "exec"), "-H", h.Host,
+		"--pidfile", filepath.Join(dir, "docker.pid"), "--containerd-namespace", ns, "--containerd-plugins-namespace", ns+"p")
+	h.cmd.Stdout, h.cmd.Stderr = log, log
+	if err := h.cmd.Start(); err != nil {
+		h.stop()
+		return nil, fmt.Errorf("start dockerd in %s: %v", ns, err)
+	}
+	if h.Engine, err = docker.New(h.Host); err != nil {
+		h.stop()
+		return nil, err
+	}
+	for start := time.Now(); ; time.Sleep(200 * time.Millisecond) {
+		if h.Engine.Ping(context.Background()) == nil {
+			return h, nil
+		}
+		if time.Since(start) > 60*time.Second {
+			text, _ := os.ReadFile(filepath.Join(dir, "dockerd.log"))
+			h.stop()
+			return nil, fmt.Errorf("dockerd in %s does not answer on %s within 60s: %s", ns, h.Host, lastLines(string(text), 10))
+		}
+	}
+}
+
+// Run runs a command inside the engine's network namespace.
+func (h *HostEngine) Run(name string, args ...string) ([]byte, error) {
+	return exec.Command("nsenter", append([]string{"--net=/var/run/netns/" + h.NS, name}, args...)...).CombinedOutput()
+}
+
+// stop stops the daemon (its containers with it), removes its files and its namespace.
+func (h *HostEngine) stop() {
+	if h.Engine != nil {
+		h.Engine.Close()
+	}
+	if h.cmd != nil && h.cmd.Process != nil {
+		h.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { h.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			h.cmd.Process.Kill()
+			<-done
+		}
+	}
+	// What the daemon left mounted (after a kill) goes before its files.
+	if raw, err := os.ReadFile("/proc/self/mounts"); err == nil {
+		lines := strings.Split(string(raw), "\n")
+		for i := len(lines) - 1; i >= 0; i-- {
+			if f := strings.Fields(lines[i]); len(f) > 1 && strings.HasPrefix(f[1], h.Dir+"/") {
+				unix.Unmount(f[1], unix.MNT_DETACH)
+			}
+		}
+	}
+	os.RemoveAll(h.Dir)
+	exec.Command("ip", "netns", "del", h.NS).Run()
+}
+
+// Client is an HTTP client whose connections are made inside the engine's network namespace:
+// its 127.0.0.1 is the engine's.
+func (h *HostEngine) Client(timeout time.Duration) *http.Client {
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		type res struct {
+			c   net.Conn
+			err error
+		}
+		ch := make(chan res, 1)
+		go func() {
+			// A thread of its own, moved into the namespace; it ends with this goroutine (it
+			// stays locked), so no other goroutine ever runs in the namespace.
+			runtime.LockOSThread()
+			f, err := os.Open("/var/run/netns/" + h.NS)
+			if err != nil {
+				ch <- res{nil, err}
+				return
+			}
+			defer f.Close()
+			if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+				ch <- res{nil, fmt.Errorf("setns %s: %w", h.NS, err)}
+				return
+			}
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, addr)
+			ch <- res{c, err}
+		}()
+		r := <-ch
+		return r.c, r.err
+	}
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 64}}
+}
+
+// Get returns the body of GET url from inside the namespace, or the error.
+func (h *HostEngine) Get(url string) string {
+	resp, err := h.Client(5 * time.Second).Get(url)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return strings.TrimSpace(b.String())
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
