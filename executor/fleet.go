@@ -104,35 +104,46 @@ func (f *Fleet) Plan(ctx context.Context, opts PlanOptions) (*FleetPlan, error) 
 	for _, name := range EngineNames(p) {
 		fp.Engines = append(fp.Engines, &EnginePlan{Engine: name})
 	}
-	floor := map[string]int{}
-	f.planEach(ctx, fp, opts, floor)
-	// One release number on every engine: the highest any engine would give.
-	again := false
-	for _, ep := range fp.Engines {
-		for _, ch := range changesOf(ep) {
-			if deploys(ch) && ch.NextRelease > floor[ch.Service] {
-				if floor[ch.Service] != 0 {
-					again = true
+	// One release number on every engine: the one an engine already runs with this
+	// configuration (after an interrupted rollout), else the highest any engine would give.
+	release := map[string]int{}
+	f.planEach(ctx, fp, opts, release)
+	for pass := 0; pass < 2; pass++ {
+		want := map[string]int{}
+		for _, s := range f.Base.Project.Services {
+			none, dep, agree := 0, 0, true
+			for _, ep := range fp.Engines {
+				ch := changeOf(ep, s.Name)
+				switch {
+				case ch == nil:
+				case ch.Action == ActionNone && pass == 0:
+					none = max(none, ch.LiveRelease)
+				case deploys(ch):
+					agree = agree && (dep == 0 || dep == ch.NextRelease)
+					dep = max(dep, ch.NextRelease)
 				}
-				floor[ch.Service] = ch.NextRelease
+			}
+			switch {
+			case dep == 0:
+			case none > 0 && none != dep:
+				want[s.Name] = none // taken where the engines keep nothing as high
+			case !agree:
+				want[s.Name] = dep
 			}
 		}
-	}
-	for _, ep := range fp.Engines {
-		for _, ch := range changesOf(ep) {
-			if deploys(ch) && ch.NextRelease < floor[ch.Service] {
-				again = true
-			}
+		if len(want) == 0 {
+			break
 		}
-	}
-	if again {
-		f.planEach(ctx, fp, opts, floor)
+		for k, v := range want {
+			release[k] = v
+		}
+		f.planEach(ctx, fp, opts, release)
 	}
 	f.describe(fp)
 	return fp, nil
 }
 
-func (f *Fleet) planEach(ctx context.Context, fp *FleetPlan, opts PlanOptions, floor map[string]int) {
+func (f *Fleet) planEach(ctx context.Context, fp *FleetPlan, opts PlanOptions, release map[string]int) {
 	var wg sync.WaitGroup
 	for _, ep := range fp.Engines {
 		sub := projectOn(f.Base.Project, ep.Engine)
@@ -154,7 +165,7 @@ func (f *Fleet) planEach(ctx context.Context, fp *FleetPlan, opts PlanOptions, f
 		go func() {
 			defer wg.Done()
 			ep.Host = eng.Host()
-			plan, err := MakePlan(ctx, sub, eng, PlanOptions{Targets: targets, Remote: f.Remote[ep.Engine], ReleaseFloor: floor})
+			plan, err := MakePlan(ctx, sub, eng, PlanOptions{Targets: targets, Remote: f.Remote[ep.Engine], Release: release})
 			ep.Plan, ep.Error = plan, ""
 			if err != nil {
 				ep.Plan, ep.Error = nil, err.Error()
@@ -164,11 +175,11 @@ func (f *Fleet) planEach(ctx context.Context, fp *FleetPlan, opts PlanOptions, f
 	wg.Wait()
 }
 
-func changesOf(ep *EnginePlan) []*Change {
+func changeOf(ep *EnginePlan, service string) *Change {
 	if ep.Plan == nil {
 		return nil
 	}
-	return ep.Plan.Changes
+	return ep.Plan.Change(service)
 }
 
 // deploys reports whether a change starts a new release (and so takes part in a rollout).

@@ -148,9 +148,10 @@ type PlanOptions struct {
 	// Remote: the engine's published ports are not reached at its address from here (an
 	// engine block's engine), so the checks run from its proxy.
 	Remote bool
-	// ReleaseFloor is, by service, the lowest number a new release may take: a service on
-	// several engines has one release number on all of them.
-	ReleaseFloor map[string]int
+	// Release is, by service, the number a new release takes when the engine keeps no release
+	// as high (a leftover candidate's number is free: it is removed first), else the lowest it
+	// may take: a service on several engines has one release number on all of them.
+	Release map[string]int
 }
 
 // HasChanges reports whether applying the plan would do anything.

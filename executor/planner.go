@@ -39,7 +39,7 @@ func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptio
 		return nil, err
 	}
 	pl := &planner{ctx: ctx, p: p, eng: eng, obs: obs, all: all, hasher: NewHasher(key), red: NewRedactor(p),
-		imageIDs: map[string]string{}, contextHashes: map[string]string{}, floor: opts.ReleaseFloor}
+		imageIDs: map[string]string{}, contextHashes: map[string]string{}, release: opts.Release}
 	return pl.plan(opts)
 }
 
@@ -54,7 +54,25 @@ type planner struct {
 	red           *Redactor
 	imageIDs      map[string]string // image reference -> ID, "" when the engine lacks it
 	contextHashes map[string]string // service -> build context hash
-	floor         map[string]int    // service -> lowest next release (PlanOptions.ReleaseFloor)
+	release       map[string]int    // service -> the next release wanted (PlanOptions.Release)
+}
+
+// nextRelease is the number of a service's next release on this engine.
+func (pl *planner) nextRelease(s *config.Service, st *ServiceState) int {
+	next := st.MaxRelease() + 1
+	want := pl.release[s.Name]
+	kept := 0
+	for _, list := range [][]*Container{{st.Live}, st.Previous, st.Others} {
+		for _, c := range list {
+			if c != nil {
+				kept = max(kept, c.Release())
+			}
+		}
+	}
+	if want > kept {
+		return want
+	}
+	return max(next, want)
 }
 
 func (pl *planner) plan(opts PlanOptions) (*Plan, error) {
@@ -131,7 +149,7 @@ func removal(st *ServiceState) *Change {
 // service plans one configured service against what runs of it.
 func (pl *planner) service(s *config.Service, st *ServiceState) (*Change, error) {
 	p := pl.p
-	ch := &Change{Service: s.Name, Container: s.ContainerName, Image: s.Image, NextRelease: max(st.MaxRelease()+1, pl.floor[s.Name])}
+	ch := &Change{Service: s.Name, Container: s.ContainerName, Image: s.Image, NextRelease: pl.nextRelease(s, st)}
 	live := st.Live
 	doc := SpecDoc(p, s, pl.hasher)
 	var oldDoc map[string]string

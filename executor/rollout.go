@@ -3,6 +3,7 @@ package executor
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -174,8 +175,8 @@ func (ro *rollout) settled(ctx context.Context) error {
 func (ro *rollout) endedOn(engine string, err error) {
 	ro.mu.Lock()
 	defer ro.mu.Unlock()
-	if ro.ended[engine] {
-		return
+	if ro.ended[engine] || !slices.Contains(ro.order, engine) {
+		return // done already, or not part of the rollout (nothing to deploy there)
 	}
 	ro.ended[engine] = true
 	if engine == ro.imageFrom && ro.img == nil {

@@ -101,10 +101,14 @@ type skipped string
 
 func (s skipped) Error() string { return string(s) }
 
-// crash stops the deployer at a kill point when a crash test asks for it.
+// crash stops the deployer at a kill point when a crash test asks for it. On a fleet's engine
+// the point is also asked for as ENGINE/POINT ("web2/cutover": after web1 switched).
 func (rn *run) crash(point string) {
 	if rn.Crash != nil {
 		rn.Crash(point)
+		if rn.engine != "" {
+			rn.Crash(rn.engine + "/" + point)
+		}
 	}
 }
 

@@ -228,3 +228,31 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// SSH makes the engine reachable as ssh://USER@ADDR:PORT, as a host on a network is: a veth
+// pair joins this machine to the namespace (a /30 of its own), and an sshd started inside the
+// namespace, listening on its side, gives its sessions this engine as DOCKER_HOST. It returns
+// the engine address and the ssh command (for DEPLOYER_SSH_COMMAND) with the test's key.
+func (h *HostEngine) SSH(t testing.TB) (host, sshCommand string) {
+	t.Helper()
+	var b [2]byte
+	rand.Read(b[:])
+	subnet := fmt.Sprintf("10.213.%d.%d", b[0], b[1]&0xfc)
+	ip := func(last int) string { return subnet[:strings.LastIndexByte(subnet, '.')+1] + fmt.Sprint(int(b[1]&0xfc)+last) }
+	outer, inner := "v"+h.NS, "i"+h.NS // at most 15 characters
+	steps := [][]string{
+		{"ip", "link", "add", outer, "type", "veth", "peer", "name", inner},
+		{"ip", "link", "set", inner, "netns", h.NS},
+		{"ip", "addr", "add", ip(1) + "/30", "dev", outer},
+		{"ip", "link", "set", outer, "up"},
+		{"nsenter", "--net=/var/run/netns/" + h.NS, "ip", "addr", "add", ip(2) + "/30", "dev", inner},
+		{"nsenter", "--net=/var/run/netns/" + h.NS, "ip", "link", "set", inner, "up"},
+	}
+	t.Cleanup(func() { exec.Command("ip", "link", "del", outer).Run() })
+	for _, s := range steps {
+		if out, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v: %s", strings.Join(s, " "), err, out)
+		}
+	}
+	return startSSHD(t, ip(2), []string{"nsenter", "--net=/var/run/netns/" + h.NS}, h.Host)
+}

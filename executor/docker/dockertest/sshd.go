@@ -17,6 +17,13 @@ import (
 // set (.ci/run installs openssh-server) and is skipped otherwise.
 func SSHD(t testing.TB) (host, sshCommand string) {
 	t.Helper()
+	return startSSHD(t, "127.0.0.1", nil, "")
+}
+
+// startSSHD runs an sshd listening on ip, its command line after prefix (nsenter into a
+// namespace), with DOCKER_HOST set to dockerHost in its sessions when given.
+func startSSHD(t testing.TB, ip string, prefix []string, dockerHost string) (host, sshCommand string) {
+	t.Helper()
 	sshd, err := exec.LookPath("sshd")
 	if err != nil {
 		sshd = "/usr/sbin/sshd"
@@ -44,16 +51,19 @@ func SSHD(t testing.TB) (host, sshCommand string) {
 	os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600)
 	port := FreePort(t)
 	cfg := fmt.Sprintf(`Port %d
-ListenAddress 127.0.0.1
-HostKey %[2]s/host_key
-AuthorizedKeysFile %[2]s/authorized_keys
-PidFile %[2]s/sshd.pid
+ListenAddress %s
+HostKey %[3]s/host_key
+AuthorizedKeysFile %[3]s/authorized_keys
+PidFile %[3]s/sshd.pid
 StrictModes no
 UsePAM no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
-`, port, dir)
+`, port, ip, dir)
+	if dockerHost != "" {
+		cfg += "SetEnv DOCKER_HOST=" + dockerHost + "\n"
+	}
 	os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(cfg), 0o600)
 	client := fmt.Sprintf(`Host *
   IdentityFile %[1]s/client_key
@@ -64,7 +74,8 @@ PermitRootLogin prohibit-password
 `, dir)
 	os.WriteFile(filepath.Join(dir, "ssh_config"), []byte(client), 0o600)
 
-	cmd := exec.Command(sshd, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
+	args := append(append([]string{}, prefix...), sshd, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
+	cmd := exec.Command(args[0], args[1:]...)
 	logPath := filepath.Join(dir, "sshd.log")
 	log, err := os.Create(logPath)
 	if err != nil {
@@ -76,7 +87,7 @@ PermitRootLogin prohibit-password
 		t.Fatalf("sshd: %v", err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	addr := net.JoinHostPort(ip, fmt.Sprint(port))
 	for i := 0; ; i++ {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {

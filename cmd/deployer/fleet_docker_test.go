@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/deployer-dev/deployer/executor/docker/dockertest"
+)
+
+const fleetConfig = `
+project = %q
+
+variable "version" { default = "v1" }
+
+engine "web1" { host = %q }
+engine "web2" { host = %q }
+engine "web3" { host = %q }
+
+service "app" {
+  image   = "deployer-testapp:test"
+  engines = [engine.web1, engine.web2, engine.web3]
+  env = {
+    APP_VERSION = var.version
+  }
+  port {
+    container = 8080
+    host      = 8080
+  }
+  health_check {
+    path     = "/health"
+    interval = "100ms"
+    deadline = "20s"
+  }
+  deploy {
+    cutover      = "proxy"
+    stop_timeout = "2s"
+  }
+  rollout {
+    batch = 1
+    wait  = "1s"
+  }
+}
+`
+
+// The CLI on three engines of the test's own, web3 reached through ssh:// (an sshd inside its
+// namespace): plan names each engine's service as service.app[webN] and shows the batches;
+// apply deploys all three (the image sent from web1, which alone has it); a kill -9 between
+// batches (web1 switched, web2 about to) leaves the engines out of step, which plan says, and
+// the next apply converges every engine to the configuration.
+func TestFleetCLI(t *testing.T) {
+	main := dockertest.Engine(t)
+	app := dockertest.AppImage(t, main)
+	hosts := dockertest.HostEngines(t, 3)
+	rc, err := main.SaveImage(context.Background(), app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = hosts[0].Engine.LoadImage(context.Background(), rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshHost, sshCommand := hosts[2].SSH(t)
+	r := &cliRig{t: t, eng: main, dir: t.TempDir(), project: dockertest.Project(t, main)}
+	cfg := fmt.Sprintf(fleetConfig, r.project, hosts[0].Host, hosts[1].Host, sshHost)
+	if err := os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"DEPLOYER_SSH_COMMAND=" + sshCommand}
+	serves := func() string {
+		var parts []string
+		for _, h := range hosts {
+			parts = append(parts, h.Name+"="+h.Get("http://127.0.0.1:8080/"))
+		}
+		return strings.Join(parts, " ")
+	}
+
+	out, code := r.run(env, "plan")
+	for _, w := range []string{"Engine web1:", "Engine web3: project", sshHost, "service.app[web2] will be created (release 1)", "[web1] then [web2] then [web3], each batch watched for 1s", "the image of engine web1"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("plan does not say %q:\n%s", w, out)
+		}
+	}
+	if code != 0 {
+		t.Fatalf("plan exit %d:\n%s", code, out)
+	}
+	if out, code := r.run(env, "apply", "-auto-approve"); code != 0 || !strings.Contains(out, "service.app[web3]: release 1 live") || !strings.Contains(out, "sent from engine web1") {
+		t.Fatalf("apply exit %d:\n%s", code, out)
+	}
+	if got := serves(); got != "web1=version=v1 web2=version=v1 web3=version=v1" {
+		t.Fatalf("after the first apply: %s", got)
+	}
+
+	out, code = r.run(append(env, "DEPLOYER_TEST_KILL_AT=web2/cutover"), "apply", "-auto-approve", "-var", "version=v2")
+	if code != -9 {
+		t.Fatalf("the apply killed between batches exited %d:\n%s", code, out)
+	}
+	if got := serves(); got != "web1=version=v2 web2=version=v1 web3=version=v1" {
+		t.Errorf("after the kill between batches: %s", got)
+	}
+	out, _ = r.run(env, "plan", "-var", "version=v2")
+	if !strings.Contains(out, "service.app runs different releases (web2, web3: release 1; web1: release 2)") {
+		t.Errorf("plan after the kill does not say the engines are out of step:\n%s", out)
+	}
+	out, code = r.run(env, "apply", "-auto-approve", "-var", "version=v2")
+	if code != 0 {
+		t.Fatalf("the apply after the kill exited %d:\n%s", code, out)
+	}
+	// One release number on every engine: web1's, which the others' leftover candidates had.
+	if !strings.Contains(out, "service.app[web2]: release 2 live") || !strings.Contains(out, "service.app[web3]: release 2 live") {
+		t.Errorf("the converging apply:\n%s", out)
+	}
+	if got := serves(); got != "web1=version=v2 web2=version=v2 web3=version=v2" {
+		t.Errorf("after the converging apply: %s", got)
+	}
+	if out, code := r.run(env, "plan", "-detailed-exitcode", "-var", "version=v2"); code != 0 {
+		t.Errorf("plan after converging: exit %d:\n%s", code, out)
+	}
+	// Commands that do not read engine blocks yet say so.
+	if out, code := r.run(env, "status"); code == 0 || !strings.Contains(out, "engine blocks") {
+		t.Errorf("status on engine blocks: exit %d:\n%s", code, out)
+	}
+}
