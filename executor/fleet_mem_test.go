@@ -2,9 +2,11 @@ package executor_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strconv"
@@ -16,6 +18,7 @@ import (
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/engine/memengine"
+	"github.com/deployer-dev/deployer/executor/notify"
 )
 
 // fleetRig is one project on three in-memory engines, web1 to web3, each a host of its own: its
@@ -51,7 +54,7 @@ func newFleetRig(t testing.TB, cutover config.Cutover) *fleetRig {
 }
 
 // config is the app at version v on the three engines (proxy cutover, one at a time).
-func (r *fleetRig) config(v string, mod func(s *config.Service)) *config.Project {
+func (r *fleetRig) config(v string, mod func(s *config.Service), notices ...*config.Notify) *config.Project {
 	s := config.NewService("app")
 	s.Image = memApp
 	s.ContainerName = r.project + "-app"
@@ -68,7 +71,7 @@ func (r *fleetRig) config(v string, mod func(s *config.Service)) *config.Project
 		mod(s)
 	}
 	p := &config.Project{Name: r.project, Dir: r.t.TempDir(), Services: []*config.Service{s}, Sensitive: map[string]bool{},
-		Engines: map[string]*config.Engine{}}
+		Engines: map[string]*config.Engine{}, Notifies: notices}
 	for _, n := range r.names {
 		p.Engines[n] = &config.Engine{Name: n, Host: "unix:///mem/" + n}
 	}
@@ -211,11 +214,21 @@ func TestFleetAllOrNothing(t *testing.T) {
 		for _, n := range r.names {
 			env := map[string]string{"PATH": "/bin"}
 			if n == "web3" {
-				env["APP_DIE_AFTER"] = "2"
+				env["APP_HEALTH_FAIL_AFTER"] = "2"
 			}
 			r.engines[n].Image("app:3", memengine.App, env)
 		}
-		by, err := r.apply(r.config("v3", func(s *config.Service) { s.Image = "app:3" }))
+		var mu sync.Mutex
+		var notices []notify.Notice
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			var n notify.Notice
+			json.NewDecoder(req.Body).Decode(&n)
+			mu.Lock()
+			notices = append(notices, n)
+			mu.Unlock()
+		}))
+		defer srv.Close()
+		by, err := r.apply(r.config("v3", func(s *config.Service) { s.Image = "app:3" }, &config.Notify{Kind: "webhook", Name: "ops", URL: srv.URL, On: []string{"rolled_back"}}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -235,6 +248,17 @@ func TestFleetAllOrNothing(t *testing.T) {
 		}
 		if fp := r.plan(r.config("v1", nil)); fp.HasChanges() {
 			t.Errorf("back on v1 everywhere, yet the plan of v1 has changes")
+		}
+		// Each engine's notice names it.
+		mu.Lock()
+		defer mu.Unlock()
+		var engines []string
+		for _, n := range notices {
+			engines = append(engines, n.Engine)
+		}
+		slices.Sort(engines)
+		if !slices.Equal(engines, []string{"web1", "web2", "web3"}) {
+			t.Errorf("rolled_back notices from the engines %v", engines)
 		}
 	})
 }

@@ -123,7 +123,7 @@ func (rn *run) result(so *ServiceOutcome, err error, start time.Time) {
 
 // notify sends a notice to every target that wants the event; a failure is a warning.
 func (rn *run) notify(ctx context.Context, event string, s *config.Service, n notify.Notice) {
-	n.Event, n.Project, n.Service, n.Source = event, rn.Project.Name, s.Name, rn.Source
+	n.Event, n.Project, n.Service, n.Source, n.Engine = event, rn.Project.Name, s.Name, rn.Source, rn.engine
 	n.Time = time.Now().UTC().Format(time.RFC3339)
 	n.Reason = rn.red.Redact(n.Reason)
 	for i, l := range n.Migration {

@@ -21,6 +21,7 @@ type Notice struct {
 	Event       string  `json:"event"` // started, succeeded, failed, rolled_back
 	Project     string  `json:"project"`
 	Service     string  `json:"service,omitempty"`
+	Engine      string  `json:"engine,omitempty"`       // the engine, for a configuration with engine blocks
 	Release     int     `json:"release,omitempty"`      // the release being deployed
 	LiveRelease int     `json:"live_release,omitempty"` // the release serving after the event
 	Image       string  `json:"image,omitempty"`
@@ -114,6 +115,9 @@ func withoutURL(err error) error {
 func SlackText(n Notice) string {
 	icon := map[string]string{"started": ":rocket:", "succeeded": ":white_check_mark:", "failed": ":x:", "rolled_back": ":leftwards_arrow_with_hook:"}[n.Event]
 	what := fmt.Sprintf("%s *%s* service.%s", icon, n.Project, n.Service)
+	if n.Engine != "" {
+		what += "[" + n.Engine + "]"
+	}
 	switch n.Event {
 	case "started":
 		what += fmt.Sprintf(": deploying release %d", n.Release)

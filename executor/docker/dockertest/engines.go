@@ -238,7 +238,9 @@ func (h *HostEngine) SSH(t testing.TB) (host, sshCommand string) {
 	var b [2]byte
 	rand.Read(b[:])
 	subnet := fmt.Sprintf("10.213.%d.%d", b[0], b[1]&0xfc)
-	ip := func(last int) string { return subnet[:strings.LastIndexByte(subnet, '.')+1] + fmt.Sprint(int(b[1]&0xfc)+last) }
+	ip := func(last int) string {
+		return subnet[:strings.LastIndexByte(subnet, '.')+1] + fmt.Sprint(int(b[1]&0xfc)+last)
+	}
 	outer, inner := "v"+h.NS, "i"+h.NS // at most 15 characters
 	steps := [][]string{
 		{"ip", "link", "add", outer, "type", "veth", "peer", "name", inner},
