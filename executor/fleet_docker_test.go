@@ -2,6 +2,8 @@ package executor_test
 
 import (
 	"context"
+	"crypto/rand"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -254,5 +256,124 @@ func TestFleetDocker(t *testing.T) {
 				t.Errorf("v2 runs everywhere, yet its plan: %v, changes %v", err, fp.HasChanges())
 			}
 		})
+	}
+}
+
+// rate sends GET / to a port of every engine (or of those named), from inside its namespace, open loop at
+// perSecond each (at most 12000 each), until stop; it returns each engine's tally.
+func (r *dockerFleet) rate(port, perSecond int, on ...string) (stop func() map[string]*tally) {
+	tallies := map[string]*tally{}
+	for _, h := range r.hosts {
+		if len(on) > 0 && !slices.Contains(on, h.Name) {
+			continue
+		}
+		t := &tally{url: fmt.Sprintf("http://127.0.0.1:%d/", port), c: h.Client(30 * time.Second)}
+		t.openLoop(perSecond, 12000)
+		tallies[h.Name] = t
+	}
+	return func() map[string]*tally {
+		for _, t := range tallies {
+			t.stop()
+		}
+		return tallies
+	}
+}
+
+// BenchmarkFleetRollout measures a service on three engines under 200 requests/s on each
+// (open loop, from inside each engine's namespace): the first deploy, which sends a 100 MiB
+// image from web1 to web2 and web3 (the transfer rate), then a rollout one engine at a time
+// and one with all three at once (failed requests, goal 0 on every engine; wall time), beside
+// the same deploy of a service on one engine in the same run (goal: all at once within 1.5x).
+func BenchmarkFleetRollout(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		r := newDockerFleet(b)
+		// A 100 MiB image on web1 alone.
+		dir := b.TempDir()
+		blob := make([]byte, 100<<20)
+		rand.Read(blob)
+		os.WriteFile(filepath.Join(dir, "blob"), blob, 0o644)
+		os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM deployer-testapp:test\nCOPY blob /blob\n"), 0o644)
+		if _, err := r.hosts[0].Engine.BuildImage(context.Background(), executor.BuildOptions{Dir: dir, Dockerfile: "Dockerfile", Tag: "deployer-testapp:big"}); err != nil {
+			b.Fatal(err)
+		}
+		big := func(batch string, engines ...string) func(s *config.Service) {
+			return func(s *config.Service) {
+				s.Image = "deployer-testapp:big"
+				s.HealthCheck.Interval, s.HealthCheck.Healthy = 20*time.Millisecond, 2
+				s.Deploy.Drain = 500 * time.Millisecond
+				if len(engines) > 0 {
+					s.Name, s.ContainerName, s.Engines = "solo", r.project+"-solo", engines
+					s.Ports[0].Host = 8081
+				}
+				if batch == "100%" {
+					s.Rollout.Batch, s.Rollout.BatchPercent = 0, 100
+				}
+			}
+		}
+		// Both services: app on the three engines, solo on web1 alone (the comparison).
+		both := func(app string, appMod func(s *config.Service), solo string) *config.Project {
+			p := r.config(app, appMod)
+			p.Services = append(p.Services, r.config(solo, big("1", "web1")).Services[0])
+			return p
+		}
+		// The first deploy: the image goes to web2 and web3.
+		r.events = nil
+		start := time.Now()
+		if _, by, err := r.apply(r.config("v1", big("1"))); err != nil || by["web3"] == nil || by["web3"].Error != "" {
+			b.Fatalf("first deploy: %v %+v", err, by)
+		}
+		b.Logf("first deploy on three engines, the image sent to two: %.2fs", time.Since(start).Seconds())
+		for _, e := range r.events {
+			if e.Type == executor.EventLog && strings.Contains(e.Detail, "sent from engine") {
+				b.Logf("  [%s] %s", e.Engine, e.Detail)
+			}
+		}
+		if _, _, err := r.apply(both("v1", big("1"), "v1")); err != nil {
+			b.Fatal(err)
+		}
+		timed := func(what string, p *config.Project, port int, on ...string) float64 {
+			stop := r.rate(port, 200, on...)
+			start := time.Now()
+			fp, err := r.fleet(p).Plan(context.Background(), executor.PlanOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			planned := time.Now()
+			r.events = nil
+			out, err := r.fleet(p).Apply(context.Background(), fp)
+			secs := time.Since(start).Seconds()
+			tallies := stop()
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, so := range out.Services {
+				if so.Error != "" {
+					b.Fatalf("%s: %s: %s", what, so.Engine, so.Error)
+				}
+			}
+			var parts []string
+			failed := 0
+			for _, h := range r.hosts {
+				if t := tallies[h.Name]; t != nil {
+					parts = append(parts, fmt.Sprintf("%s %d sent, %d failed, longest %s", h.Name, t.sent, t.failed, t.longest.Round(time.Millisecond)))
+					failed += t.failed
+				}
+			}
+			b.Logf("%s: %.2fs (plan %.2fs, apply %.2fs); %s", what, secs, planned.Sub(start).Seconds(), time.Since(planned).Seconds(), strings.Join(parts, "; "))
+			var steps []string
+			for _, e := range r.events {
+				if e.Type == executor.EventStep && e.Phase == "end" && e.Engine == "web1" {
+					steps = append(steps, fmt.Sprintf("%s %.2fs", e.Step, e.Seconds))
+				}
+			}
+			b.Logf("  web1's steps: %s", strings.Join(steps, ", "))
+			b.ReportMetric(float64(failed), what+"-failed")
+			b.ReportMetric(secs, what+"-s")
+			return secs
+		}
+		one := timed("one-engine", both("v1", big("1"), "v2"), 8081, "web1")
+		batch1 := timed("batch-1", both("v2", big("1"), "v2"), 8080)
+		all := timed("all-at-once", both("v3", big("100%"), "v2"), 8080)
+		b.Logf("all at once / one engine = %.2f (goal <= 1.5); one at a time / one engine = %.2f", all/one, batch1/one)
 	}
 }

@@ -291,12 +291,19 @@ func (r *rig) loadAt(clients int) (stop func() (sent, failed int, longest time.D
 func (r *rig) loadRate(perSecond int) (stop func() (sent, failed int, longest time.Duration)) {
 	t := &tally{url: fmt.Sprintf("http://127.0.0.1:%d/", r.port),
 		c: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 512}}}
+	t.openLoop(perSecond, 4096)
+	return t.stop
+}
+
+// openLoop starts a request every 1/perSecond, whatever the others do, until the tally is
+// stopped or limit requests were started.
+func (t *tally) openLoop(perSecond, limit int) {
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
 		tick := time.NewTicker(time.Second / time.Duration(perSecond))
 		defer tick.Stop()
-		for n := 0; n < 4096; n++ {
+		for n := 0; n < limit; n++ {
 			select {
 			case <-t.done():
 				return
@@ -309,7 +316,6 @@ func (r *rig) loadRate(perSecond int) (stop func() (sent, failed int, longest ti
 			}()
 		}
 	}()
-	return t.stop
 }
 
 // tally counts a load's requests: sent, failed (anything but a 200) and the longest.
