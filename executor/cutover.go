@@ -149,11 +149,15 @@ func (p prober) get(ctx context.Context, c probe.Check) probe.Result {
 	if !p.viaProxy() {
 		return probe.Get(ctx, c)
 	}
-	resp, err := p.rn.proxy.ctl(ctx, proxy.Request{Op: "probe", URL: c.URL, Timeout: c.Timeout})
-	if err != nil {
+	return probeResult(p.rn.proxy.ctl(ctx, proxy.Request{Op: "probe", URL: c.URL, Timeout: c.Timeout}))
+}
+
+// probeResult is the result of a probe the proxy made.
+func probeResult(resp *proxy.Response, err error) probe.Result {
+	switch {
+	case err != nil:
 		return probe.Result{Err: err}
-	}
-	if resp.Error != "" {
+	case resp.Error != "":
 		return probe.Result{Err: errors.New(resp.Error)}
 	}
 	return probe.Result{Status: resp.Status, Body: resp.Body}

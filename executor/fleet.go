@@ -79,8 +79,8 @@ func EngineNames(p *config.Project) []string {
 // Fleet.
 func MultiEngine(p *config.Project) bool { return len(p.Engines) > 0 }
 
-// projectOn is the project as one engine holds it: the services that run there.
-func projectOn(p *config.Project, engine string) *config.Project {
+// ProjectOn is the project as one engine holds it: the services that run there.
+func ProjectOn(p *config.Project, engine string) *config.Project {
 	cp := *p
 	cp.Services = nil
 	for _, s := range p.Services {
@@ -146,7 +146,7 @@ func (f *Fleet) Plan(ctx context.Context, opts PlanOptions) (*FleetPlan, error) 
 func (f *Fleet) planEach(ctx context.Context, fp *FleetPlan, opts PlanOptions, release map[string]int) {
 	var wg sync.WaitGroup
 	for _, ep := range fp.Engines {
-		sub := projectOn(f.Base.Project, ep.Engine)
+		sub := ProjectOn(f.Base.Project, ep.Engine)
 		var targets []string
 		for _, t := range opts.Targets {
 			if sub.Service(t) != nil {
@@ -303,7 +303,7 @@ func (fp *FleetPlan) Unreachable() []string {
 // applier is the Applier of one engine.
 func (f *Fleet) applier(name string, rollouts map[string]*rollout) *Applier {
 	a := f.Base
-	a.Project = projectOn(f.Base.Project, name)
+	a.Project = ProjectOn(f.Base.Project, name)
 	a.Runtime = f.Engines[name]
 	a.ProbeHost = f.ProbeHosts[name]
 	a.Remote = f.Remote[name]
@@ -335,30 +335,15 @@ func (f *Fleet) Apply(ctx context.Context, fp *FleetPlan) (*Outcome, error) {
 			rollouts[s.Name] = ro
 		}
 	}
-	var mu sync.Mutex
-	base := f.Base.Events
-	if base != nil {
-		f.Base.Events = func(e Event) { mu.Lock(); defer mu.Unlock(); base(e) }
-		defer func() { f.Base.Events = base }()
-	}
-	// The lock on every engine, in name order: all or none.
-	var unlocks []func()
-	defer func() {
-		for i := len(unlocks) - 1; i >= 0; i-- {
-			unlocks[i]()
-		}
-	}()
-	appliers := map[string]*Applier{}
+	var names []string
 	for _, ep := range engines {
-		a := f.applier(ep.Engine, rollouts)
-		unlock, err := a.newRun().begin(ctx, false)
-		if err != nil {
-			return out, fmt.Errorf("engine %s: %w; nothing was changed (the lock is taken on every engine or none)", ep.Engine, err)
-		}
-		unlocks = append(unlocks, unlock)
-		a.locked = true
-		appliers[ep.Engine] = a
+		names = append(names, ep.Engine)
 	}
+	appliers, unlock, err := f.lockAll(ctx, names, rollouts)
+	if err != nil {
+		return out, err
+	}
+	defer unlock()
 	type result struct {
 		out *Outcome
 		err error
@@ -394,4 +379,118 @@ func (f *Fleet) Apply(ctx context.Context, fp *FleetPlan) (*Outcome, error) {
 		return out, fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
 	return out, nil
+}
+
+// Rollback brings an earlier release of a service on several engines back on all of them, or
+// on none: the lock on every engine of the service, one target release (release to, or the
+// newest previous one, which must be the same on every engine), then the rollback's sequence
+// on each engine, its switches in the rollout's batches.
+func (f *Fleet) Rollback(ctx context.Context, service string, to int) (*Outcome, error) {
+	out := &Outcome{}
+	s := f.Base.Project.Service(service)
+	if s == nil {
+		return out, fmt.Errorf("service.%s is not in the configuration", service)
+	}
+	names := s.EngineNames()
+	// The target, decided before anything is locked or changed.
+	targets := map[int][]string{}
+	for _, name := range names {
+		eng := f.Engines[name]
+		if eng == nil {
+			return out, fmt.Errorf("engine %s is not connected; nothing was changed", name)
+		}
+		if err := eng.Ping(ctx); err != nil {
+			return out, fmt.Errorf("engine %s: %w; nothing was changed (a rollback changes every engine or none)", name, err)
+		}
+		obs, err := Observe(ctx, eng, f.Base.Project.Name)
+		if err != nil {
+			return out, fmt.Errorf("engine %s: %w", name, err)
+		}
+		st := obs.Services[service]
+		if st == nil || st.Live == nil {
+			return out, fmt.Errorf("service.%s has no live release on engine %s: deploy it with apply first; nothing was changed", service, name)
+		}
+		target, err := rollbackTarget(s, st, to)
+		if err != nil {
+			return out, fmt.Errorf("engine %s: %w; nothing was changed", name, err)
+		}
+		targets[target.Release()] = append(targets[target.Release()], name)
+	}
+	if len(targets) > 1 {
+		var parts []string
+		for _, r := range sortedInts(targets) {
+			parts = append(parts, fmt.Sprintf("%s: release %d", strings.Join(targets[r], ", "), r))
+		}
+		return out, fmt.Errorf("the engines' releases before the live one differ (%s): name the release with -to; nothing was changed", strings.Join(parts, "; "))
+	}
+	var target int
+	for r := range targets {
+		target = r
+	}
+	ro := newRollout(s, names, "")
+	rollouts := map[string]*rollout{service: ro}
+	appliers, unlock, err := f.lockAll(ctx, names, rollouts)
+	if err != nil {
+		return out, err
+	}
+	defer unlock()
+	results := make([]*ServiceOutcome, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = appliers[name].Rollback(ctx, service, target)
+			ro.engineDone(name, errs[i])
+		}()
+	}
+	wg.Wait()
+	var msgs []string
+	for i, so := range results {
+		if so != nil {
+			so.Engine = names[i]
+			out.Services = append(out.Services, so)
+		}
+		if errs[i] != nil {
+			msgs = append(msgs, fmt.Sprintf("engine %s: %v", names[i], errs[i]))
+		}
+	}
+	if len(msgs) > 0 {
+		return out, fmt.Errorf("%s", strings.Join(msgs, "; "))
+	}
+	return out, nil
+}
+
+// lockAll makes the appliers of the engines named, their events sent one at a time, and takes
+// the deploy lock on each, in name order: on all of them, or (an error) on none. unlock
+// releases the locks, last taken first.
+func (f *Fleet) lockAll(ctx context.Context, names []string, rollouts map[string]*rollout) (map[string]*Applier, func(), error) {
+	events := f.Base.Events
+	if events != nil {
+		var mu sync.Mutex
+		events = func(e Event) { mu.Lock(); defer mu.Unlock(); f.Base.Events(e) }
+	}
+	sorted := append([]string(nil), names...)
+	sort.Strings(sorted)
+	var unlocks []func()
+	unlock := func() {
+		for i := len(unlocks) - 1; i >= 0; i-- {
+			unlocks[i]()
+		}
+	}
+	appliers := map[string]*Applier{}
+	for _, name := range sorted {
+		a := f.applier(name, rollouts)
+		a.Events = events
+		release, err := a.newRun().begin(ctx, false)
+		if err != nil {
+			unlock()
+			return nil, nil, fmt.Errorf("engine %s: %w; nothing was changed (the lock is taken on every engine or none)", name, err)
+		}
+		unlocks = append(unlocks, release)
+		a.locked = true
+		appliers[name] = a
+	}
+	return appliers, unlock, nil
 }

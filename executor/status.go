@@ -44,6 +44,13 @@ type ProxyState struct {
 
 // GetStatus reads what runs and checks the health of each live release once.
 func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost string) (*Status, error) {
+	return GetStatusOf(ctx, p, eng, probeHost, false)
+}
+
+// GetStatusOf is GetStatus of an engine that may be remote: then the live releases' health is
+// checked from the project's proxy, on the engine's host (its ports may not be reachable from
+// here).
+func GetStatusOf(ctx context.Context, p *config.Project, eng Engine, probeHost string, remote bool) (*Status, error) {
 	if err := eng.Ping(ctx); err != nil {
 		return nil, err
 	}
@@ -93,7 +100,14 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 				}
 				if h, port := s.HealthCheck, s.HTTPPort(); h != nil && port != nil && l.Running() {
 					c := probe.Check{URL: fmt.Sprintf("http://%s:%d%s", probeHost, port.Host, h.Path), Status: h.Status, Timeout: h.Timeout}
-					if res := probe.Get(ctx, c); c.OK(res) {
+					get := probe.Get
+					if rt, ok := eng.(Runtime); ok && remote && obs.Proxy != nil && obs.Proxy.Running() {
+						c.URL = fmt.Sprintf("http://127.0.0.1:%d%s", port.Host, h.Path) // the proxy has the host's network
+						get = func(ctx context.Context, c probe.Check) probe.Result {
+							return probeResult(proxyCtl(ctx, rt, obs.Proxy.ID, proxy.Request{Op: "probe", URL: c.URL, Timeout: c.Timeout}))
+						}
+					}
+					if res := get(ctx, c); c.OK(res) {
 						ss.Health = "healthy"
 					} else {
 						ss.Health = "unhealthy: " + red.Redact(c.Describe(res))

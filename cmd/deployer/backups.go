@@ -15,16 +15,34 @@ import (
 
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/backup"
+	"github.com/deployer-dev/deployer/executor/docker"
 	"github.com/deployer-dev/deployer/hclspec"
 )
 
-// withApplier loads the configuration and runs fn with an applier on its engine.
-func (g *globals) withApplier(cmd *cobra.Command, dirArgs []string, asJSON bool, fn func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error) error {
+// withApplier loads the configuration and runs fn with an applier on its engine: with engine
+// blocks, the one engine the service runs on.
+func (g *globals) withApplier(cmd *cobra.Command, dirArgs []string, service string, asJSON bool, fn func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error) error {
 	res, err := g.load(dirArgs)
 	if err != nil {
 		return err
 	}
-	eng, err := g.engine(res.Project)
+	return g.withLoaded(cmd, res, service, asJSON, fn)
+}
+
+// withLoaded is withApplier with the configuration loaded.
+func (g *globals) withLoaded(cmd *cobra.Command, res *hclspec.Result, service string, asJSON bool, fn func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error) error {
+	var err error
+	p, remote := res.Project, false
+	var eng *docker.Engine
+	if executor.MultiEngine(p) {
+		var name string
+		if name, p, err = serviceEngine(p, service, "backups are of a service on one engine"); err != nil {
+			return err
+		}
+		eng, remote, err = connectEngine(res.Project, name)
+	} else {
+		eng, err = g.engine(p)
+	}
 	if err != nil {
 		return err
 	}
@@ -34,10 +52,11 @@ func (g *globals) withApplier(cmd *cobra.Command, dirArgs []string, asJSON bool,
 	r := newRenderer(g.stdout, asJSON, g.color(g.stdout))
 	r.red = g.red
 	defer r.close()
-	a, err := g.applier(res.Project, eng, r.event)
+	a, err := g.applier(p, eng, r.event)
 	if err != nil {
 		return err
 	}
+	a.Remote = remote
 	if err := fn(ctx, res, a, r); err != nil {
 		var code exitError
 		if errors.As(err, &code) {
@@ -61,7 +80,7 @@ func newBackup(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.withApplier(cmd, dirArgs, asJSON, func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error {
+			return g.withApplier(cmd, dirArgs, service, asJSON, func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error {
 				m, err := a.Backup(ctx, service)
 				if err != nil {
 					return err
@@ -164,7 +183,7 @@ func newBackupsVerify(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.withApplier(cmd, dirArgs, false, func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error {
+			return g.withApplier(cmd, dirArgs, service, false, func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error {
 				a.IdentityFile = identityFile(identity)
 				m, err := a.VerifyBackup(ctx, service, id)
 				if err != nil {
@@ -202,7 +221,7 @@ func newBackupsRestore(g *globals) *cobra.Command {
 				}
 				opts.Map[from] = to
 			}
-			return g.withApplier(cmd, dirArgs, restoreJSON, func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error {
+			return g.withApplier(cmd, dirArgs, service, restoreJSON, func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error {
 				a.IdentityFile = identityFile(identity)
 				rp, err := a.PrepareRestore(ctx, service, id, opts)
 				if err != nil {

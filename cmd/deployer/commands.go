@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -55,120 +56,248 @@ func writeJSON(g *globals, v any) error {
 }
 
 func newStatus(g *globals) *cobra.Command {
-	var asJSON bool
+	var (
+		asJSON bool
+		only   string
+	)
 	cmd := &cobra.Command{
-		Use:   "status [DIR]",
-		Short: "What runs: each service's live release, image, health, ports",
+		Use:   "status [DIR] [-engine NAME]",
+		Short: "What runs: each service's live release, image, health, ports (on every engine)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, eng, err := g.connect(cmd, args)
+			res, err := g.load(args)
 			if err != nil {
 				return err
 			}
-			defer eng.Close()
-			st, err := executor.GetStatus(cmd.Context(), res.Project, eng, docker.ProbeHost(eng.Host()))
+			es, err := g.engines(res.Project, only)
 			if err != nil {
 				return err
+			}
+			defer es.close()
+			type engineStatus struct {
+				Engine string           `json:"engine"`
+				Status *executor.Status `json:"status,omitempty"`
+				Error  string           `json:"error,omitempty"`
+			}
+			var all []engineStatus
+			bad := false
+			for i, name := range es.names {
+				eng := es.engines[name]
+				var st *executor.Status
+				err := eng.Ping(cmd.Context())
+				if err == nil {
+					st, err = executor.GetStatusOf(cmd.Context(), es.projects[name], eng, docker.ProbeHost(eng.Host()), es.remote[name])
+				}
+				if name == "" { // one engine: as it always was
+					if err != nil {
+						return err
+					}
+					if asJSON {
+						return writeJSON(g, st)
+					}
+					printStatus(g, st, "")
+					return nil
+				}
+				e := engineStatus{Engine: name, Status: st}
+				if err != nil {
+					e.Error, bad = err.Error(), true
+				}
+				all = append(all, e)
+				if asJSON {
+					continue
+				}
+				if i > 0 {
+					fmt.Fprintln(g.stdout)
+				}
+				if err != nil {
+					fmt.Fprintf(g.stdout, "Engine %s: cannot be read: %s\n", name, terminalSafe(err.Error()))
+					continue
+				}
+				printStatus(g, st, name)
 			}
 			if asJSON {
-				return writeJSON(g, st)
-			}
-			fmt.Fprintf(g.stdout, "Project %q on %s\n", st.Project, st.Engine)
-			if st.Lock != "" {
-				fmt.Fprintf(g.stdout, "Deploy lock: %s\n", st.Lock)
-			}
-			if p := st.Proxy; p != nil {
-				fmt.Fprintf(g.stdout, "\nproxy %s (%s)%s\n", p.Container, p.State, map[bool]string{true: ": " + p.Error, false: ""}[p.Error != ""])
-				for _, r := range p.Routes {
-					extra := ""
-					if r.FailedOver {
-						extra = "  FAILED BACK to the previous release"
-					}
-					fmt.Fprintf(g.stdout, "  %-16s %s %-5s -> %-22s %d requests, %d errors, %d in flight%s\n", r.Name, r.Listen, r.Protocol, r.Backend, r.Requests, r.Errors, r.InFlight, extra)
+				if err := writeJSON(g, map[string]any{"format_version": executor.FormatVersion, "engines": all}); err != nil {
+					return err
 				}
 			}
-			for _, s := range st.Services {
-				fmt.Fprintf(g.stdout, "\nservice.%s", s.Service)
-				if !s.Configured {
-					fmt.Fprint(g.stdout, " (not in the configuration: the next apply removes it)")
-				}
-				fmt.Fprintln(g.stdout)
-				if s.LiveRelease == 0 {
-					fmt.Fprintf(g.stdout, "  %s\n", s.State)
-				} else {
-					fmt.Fprintf(g.stdout, "  live      release %d, %s (%s), %s\n", s.LiveRelease, s.Container, s.State, s.Image+" "+executor.ShortID(s.ImageID))
-					if len(s.Ports) > 0 {
-						fmt.Fprintf(g.stdout, "  ports     %s\n", strings.Join(s.Ports, ", "))
-					}
-					fmt.Fprintf(g.stdout, "  health    %s\n", s.Health)
-				}
-				if len(s.Previous) > 0 {
-					var prev []string
-					for _, n := range s.Previous {
-						prev = append(prev, strconv.Itoa(n))
-					}
-					fmt.Fprintf(g.stdout, "  previous  %s (deployer rollback service.%s)\n", strings.Join(prev, ", "), s.Service)
-				}
-				for _, l := range s.Leftovers {
-					fmt.Fprintf(g.stdout, "  ! %s\n", l.Detail)
-				}
+			if bad {
+				return failed
 			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as one JSON object")
+	cmd.Flags().StringVar(&only, "engine", "", "only the engine `NAME` (of the engine blocks; default: every engine)")
 	return cmd
 }
 
+// address is how output names a service: service.NAME, with [ENGINE] on engine blocks.
+func address(service, engine string) string {
+	if engine != "" {
+		return "service." + service + "[" + engine + "]"
+	}
+	return "service." + service
+}
+
+// printStatus prints one engine's status.
+func printStatus(g *globals, st *executor.Status, engine string) {
+	if engine != "" {
+		fmt.Fprintf(g.stdout, "Engine %s: ", engine)
+	}
+	fmt.Fprintf(g.stdout, "Project %q on %s\n", st.Project, st.Engine)
+	if st.Lock != "" {
+		fmt.Fprintf(g.stdout, "Deploy lock: %s\n", st.Lock)
+	}
+	if p := st.Proxy; p != nil {
+		fmt.Fprintf(g.stdout, "\nproxy %s (%s)%s\n", p.Container, p.State, map[bool]string{true: ": " + p.Error, false: ""}[p.Error != ""])
+		for _, r := range p.Routes {
+			extra := ""
+			if r.FailedOver {
+				extra = "  FAILED BACK to the previous release"
+			}
+			fmt.Fprintf(g.stdout, "  %-16s %s %-5s -> %-22s %d requests, %d errors, %d in flight%s\n", r.Name, r.Listen, r.Protocol, r.Backend, r.Requests, r.Errors, r.InFlight, extra)
+		}
+	}
+	for _, s := range st.Services {
+		fmt.Fprintf(g.stdout, "\n%s", address(s.Service, engine))
+		if !s.Configured {
+			fmt.Fprint(g.stdout, " (not in the configuration: the next apply removes it)")
+		}
+		fmt.Fprintln(g.stdout)
+		if s.LiveRelease == 0 {
+			fmt.Fprintf(g.stdout, "  %s\n", s.State)
+		} else {
+			fmt.Fprintf(g.stdout, "  live      release %d, %s (%s), %s\n", s.LiveRelease, s.Container, s.State, s.Image+" "+executor.ShortID(s.ImageID))
+			if len(s.Ports) > 0 {
+				fmt.Fprintf(g.stdout, "  ports     %s\n", strings.Join(s.Ports, ", "))
+			}
+			fmt.Fprintf(g.stdout, "  health    %s\n", s.Health)
+		}
+		if len(s.Previous) > 0 {
+			var prev []string
+			for _, n := range s.Previous {
+				prev = append(prev, strconv.Itoa(n))
+			}
+			fmt.Fprintf(g.stdout, "  previous  %s (deployer rollback service.%s)\n", strings.Join(prev, ", "), s.Service)
+		}
+		for _, l := range s.Leftovers {
+			fmt.Fprintf(g.stdout, "  ! %s\n", l.Detail)
+		}
+	}
+}
+
 func newReleases(g *globals) *cobra.Command {
-	var asJSON bool
+	var (
+		asJSON bool
+		only   string
+	)
 	cmd := &cobra.Command{
-		Use:   "releases [DIR] service.NAME",
-		Short: "Release history kept on the host",
+		Use:   "releases [DIR] service.NAME [-engine NAME]",
+		Short: "Release history kept on the host (on each engine of the service)",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dirArgs, service, err := serviceArg(args)
 			if err != nil {
 				return err
 			}
-			res, eng, err := g.connect(cmd, dirArgs)
+			res, err := g.load(dirArgs)
 			if err != nil {
 				return err
 			}
-			defer eng.Close()
-			obs, err := executor.Observe(cmd.Context(), eng, res.Project.Name)
+			es, err := g.engines(res.Project, only)
 			if err != nil {
 				return err
 			}
-			list := executor.Releases(obs, service)
-			if asJSON {
+			defer es.close()
+			type engineReleases struct {
+				Engine   string                 `json:"engine"`
+				Releases []executor.ReleaseInfo `json:"releases"`
+				Error    string                 `json:"error,omitempty"`
+			}
+			var all []engineReleases
+			bad := false
+			for _, name := range es.names {
+				if s := res.Project.Service(service); name != "" && (s == nil || !slices.Contains(s.EngineNames(), name)) {
+					continue // the service does not run there
+				}
+				eng := es.engines[name]
+				err := eng.Ping(cmd.Context())
+				var list []executor.ReleaseInfo
+				if err == nil {
+					var obs *executor.Observed
+					if obs, err = executor.Observe(cmd.Context(), eng, res.Project.Name); err == nil {
+						list = executor.Releases(obs, service)
+					}
+				}
 				if list == nil {
 					list = []executor.ReleaseInfo{}
 				}
-				return writeJSON(g, map[string]any{"format_version": executor.FormatVersion, "service": service, "releases": list})
-			}
-			if len(list) == 0 {
-				fmt.Fprintf(g.stdout, "service.%s has no release on %s.\n", service, eng.Host())
-				return nil
-			}
-			tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "RELEASE\tROLE\tSTATUS\tIMAGE\tCREATED\tSOURCE")
-			for _, r := range list {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s (%s)\t%s\t%s\n", r.Release, r.Role, r.State, r.Image, executor.ShortID(r.ImageID), r.Created.Local().Format(time.DateTime), r.Source)
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			for _, r := range list {
-				if m := r.Migration; m != nil {
-					printMigration(g, r.Release, m)
+				if name == "" {
+					if err != nil {
+						return err
+					}
+					if asJSON {
+						return writeJSON(g, map[string]any{"format_version": executor.FormatVersion, "service": service, "releases": list})
+					}
 				}
+				e := engineReleases{Engine: name, Releases: list}
+				if err != nil {
+					e.Error, bad = err.Error(), true
+				}
+				all = append(all, e)
+				if asJSON {
+					continue
+				}
+				if name != "" {
+					fmt.Fprintf(g.stdout, "%s%s:\n", map[bool]string{true: "\n", false: ""}[len(all) > 1], address(service, name))
+				}
+				if err != nil {
+					fmt.Fprintf(g.stdout, "  cannot be read: %s\n", terminalSafe(err.Error()))
+					continue
+				}
+				if err := printReleases(g, service, eng.Host(), list); err != nil {
+					return err
+				}
+			}
+			if asJSON {
+				if err := writeJSON(g, map[string]any{"format_version": executor.FormatVersion, "service": service, "engines": all}); err != nil {
+					return err
+				}
+			}
+			if len(all) == 0 {
+				return fmt.Errorf("service.%s does not run on the engines read", service)
+			}
+			if bad {
+				return failed
 			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the releases as JSON")
+	cmd.Flags().StringVar(&only, "engine", "", "only the engine `NAME` (of the engine blocks; default: every engine of the service)")
 	return cmd
+}
+
+// printReleases prints one engine's releases of a service.
+func printReleases(g *globals, service, host string, list []executor.ReleaseInfo) error {
+	if len(list) == 0 {
+		fmt.Fprintf(g.stdout, "service.%s has no release on %s.\n", service, host)
+		return nil
+	}
+	tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RELEASE\tROLE\tSTATUS\tIMAGE\tCREATED\tSOURCE")
+	for _, r := range list {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s (%s)\t%s\t%s\n", r.Release, r.Role, r.State, r.Image, executor.ShortID(r.ImageID), r.Created.Local().Format(time.DateTime), r.Source)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range list {
+		if m := r.Migration; m != nil {
+			printMigration(g, r.Release, m)
+		}
+	}
+	return nil
 }
 
 func newRollback(g *globals) *cobra.Command {
@@ -187,7 +316,14 @@ func newRollback(g *globals) *cobra.Command {
 			}
 			var out *executor.Outcome
 			var interrupted bool
-			err = g.withApplier(cmd, dirArgs, asJSON, func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error {
+			res, err := g.load(dirArgs)
+			if err != nil {
+				return err
+			}
+			if s := res.Project.Service(service); s != nil && len(s.EngineNames()) > 1 {
+				return g.rollbackFleet(cmd, res.Project, service, to, asJSON)
+			}
+			err = g.withLoaded(cmd, res, service, asJSON, func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error {
 				so, err := a.Rollback(ctx, service, to)
 				if err != nil {
 					return err
@@ -205,33 +341,59 @@ func newRollback(g *globals) *cobra.Command {
 }
 
 func newUnlock(g *globals) *cobra.Command {
-	var force bool
+	var (
+		force bool
+		only  string
+	)
 	cmd := &cobra.Command{
-		Use:   "unlock [DIR] -force",
-		Short: "Break a stale deploy lock, showing who held it",
+		Use:   "unlock [DIR] -force [-engine NAME]",
+		Short: "Break a stale deploy lock, showing who held it (on every engine)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !force {
 				return fmt.Errorf("unlock breaks the lock of a deploy that may still run: pass -force if that deploy is gone")
 			}
-			res, eng, err := g.connect(cmd, args)
+			res, err := g.load(args)
 			if err != nil {
 				return err
 			}
-			defer eng.Close()
-			held, err := executor.Unlock(cmd.Context(), eng, res.Project.Name)
+			es, err := g.engines(res.Project, only)
 			if err != nil {
 				return err
 			}
-			if held == nil {
-				fmt.Fprintf(g.stdout, "The deploy lock of project %q was not held.\n", res.Project.Name)
-				return nil
+			defer es.close()
+			bad := false
+			for _, name := range es.names {
+				where := ""
+				if name != "" {
+					where = " on engine " + name
+				}
+				eng := es.engines[name]
+				err := eng.Ping(cmd.Context())
+				var held *executor.Container
+				if err == nil {
+					held, err = executor.Unlock(cmd.Context(), eng, res.Project.Name)
+				}
+				switch {
+				case err != nil && name == "":
+					return err
+				case err != nil:
+					fmt.Fprintf(g.stdout, "Engine %s: %s\n", name, terminalSafe(err.Error()))
+					bad = true
+				case held == nil:
+					fmt.Fprintf(g.stdout, "The deploy lock of project %q was not held%s.\n", res.Project.Name, where)
+				default:
+					fmt.Fprintf(g.stdout, "Broke the deploy lock of project %q%s, held by %s.\n", res.Project.Name, where, executor.DescribeLock(held))
+				}
 			}
-			fmt.Fprintf(g.stdout, "Broke the deploy lock of project %q, held by %s.\n", res.Project.Name, executor.DescribeLock(held))
+			if bad {
+				return failed
+			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "really break the lock")
+	cmd.Flags().StringVar(&only, "engine", "", "only the engine `NAME` (of the engine blocks; default: every engine)")
 	return cmd
 }
 

@@ -3,7 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/signal"
+	"slices"
 	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
@@ -27,25 +33,97 @@ func (g *globals) connectFleet(p *config.Project, events func(executor.Event)) (
 		}
 	}
 	for _, name := range executor.EngineNames(p) {
-		host, remote := p.Docker.Host, false
-		var tls *docker.TLSFiles
-		if e := p.Engines[name]; e != nil {
-			// An engine block's engine may be in another network although its address looks
-			// local (a socket forwarded from another host): its checks run from its proxy.
-			host, remote = e.Host, true
-			if e.TLS != nil {
-				tls = &docker.TLSFiles{CA: e.TLS.CA, Cert: e.TLS.Cert, Key: e.TLS.Key}
-			}
-		}
-		eng, err := docker.NewWithTLS(host, tls)
+		eng, remote, err := connectEngine(p, name)
 		if err != nil {
 			closeAll()
-			return nil, nil, fmt.Errorf("engine %s: %w", name, err)
+			return nil, nil, err
 		}
 		opened = append(opened, eng)
 		f.Engines[name], f.ProbeHosts[name], f.Remote[name] = eng, docker.ProbeHost(eng.Host()), remote
 	}
 	return f, closeAll, nil
+}
+
+// connectEngine connects to one engine of a project by name. remote: an engine block's, which
+// may be in another network although its address looks local (a socket forwarded from another
+// host): its checks run from its proxy.
+func connectEngine(p *config.Project, name string) (eng *docker.Engine, remote bool, err error) {
+	host := p.Docker.Host
+	var tls *docker.TLSFiles
+	if e := p.Engines[name]; e != nil {
+		host, remote = e.Host, true
+		if e.TLS != nil {
+			tls = &docker.TLSFiles{CA: e.TLS.CA, Cert: e.TLS.Cert, Key: e.TLS.Key}
+		}
+	}
+	if eng, err = docker.NewWithTLS(host, tls); err != nil {
+		return nil, false, fmt.Errorf("engine %s: %w", name, err)
+	}
+	return eng, remote, nil
+}
+
+// serviceEngine is, in a configuration with engine blocks, the one engine a service runs on
+// and the project as that engine holds it; a service on several engines is an error naming
+// what to do.
+func serviceEngine(p *config.Project, service, what string) (string, *config.Project, error) {
+	s := p.Service(service)
+	if s == nil {
+		return "", nil, fmt.Errorf("service.%s is not in the configuration", service)
+	}
+	names := s.EngineNames()
+	if len(names) != 1 {
+		return "", nil, fmt.Errorf("service.%s runs on %d engines (%s): %s", service, len(names), strings.Join(names, ", "), what)
+	}
+	return names[0], executor.ProjectOn(p, names[0]), nil
+}
+
+// engineSet is what a per-engine command works on: the engines of the configuration (every
+// one, or the one -engine names), each with the project as it holds it. Without engine
+// blocks, the one engine, named "".
+type engineSet struct {
+	names    []string
+	engines  map[string]*docker.Engine
+	remote   map[string]bool
+	projects map[string]*config.Project
+}
+
+func (es *engineSet) close() {
+	for _, e := range es.engines {
+		e.Close()
+	}
+}
+
+// engines connects to the engines a per-engine command reads.
+func (g *globals) engines(p *config.Project, only string) (*engineSet, error) {
+	es := &engineSet{engines: map[string]*docker.Engine{}, remote: map[string]bool{}, projects: map[string]*config.Project{}}
+	if !executor.MultiEngine(p) {
+		if only != "" && only != config.DefaultEngine {
+			return nil, fmt.Errorf("-engine %s: the configuration has no engine blocks", only)
+		}
+		eng, err := docker.New(p.Docker.Host)
+		if err != nil {
+			return nil, err
+		}
+		es.names, es.engines[""], es.projects[""] = []string{""}, eng, p
+		return es, nil
+	}
+	all := executor.EngineNames(p)
+	if only != "" {
+		if !slices.Contains(all, only) {
+			return nil, fmt.Errorf("-engine %s: no such engine; the configuration's are %s", only, strings.Join(all, ", "))
+		}
+		all = []string{only}
+	}
+	for _, name := range all {
+		eng, remote, err := connectEngine(p, name)
+		if err != nil {
+			es.close()
+			return nil, err
+		}
+		es.names = append(es.names, name)
+		es.engines[name], es.remote[name], es.projects[name] = eng, remote, executor.ProjectOn(p, name)
+	}
+	return es, nil
 }
 
 // planFleet makes the plan of every engine.
@@ -64,6 +142,12 @@ func (g *globals) planFleet(ctx context.Context, p *config.Project, targets []st
 
 // applyFleet applies a fleet's plan, its events rendered as apply's.
 func (g *globals) applyFleet(ctx context.Context, p *config.Project, fp *executor.FleetPlan, asJSON bool) error {
+	return g.onFleet(ctx, p, asJSON, func(f *executor.Fleet) (*executor.Outcome, error) { return f.Apply(ctx, fp) })
+}
+
+// onFleet runs an operation on every engine, its events rendered as apply's, then says what
+// each engine runs now.
+func (g *globals) onFleet(ctx context.Context, p *config.Project, asJSON bool, op func(f *executor.Fleet) (*executor.Outcome, error)) error {
 	r := newRenderer(g.stdout, asJSON, g.color(g.stdout))
 	r.red = g.red
 	defer r.close()
@@ -72,7 +156,7 @@ func (g *globals) applyFleet(ctx context.Context, p *config.Project, fp *executo
 		return err
 	}
 	defer closeAll()
-	out, err := f.Apply(ctx, fp)
+	out, err := op(f)
 	r.close()
 	if err != nil {
 		if len(out.Services) > 0 {
@@ -147,4 +231,11 @@ func (g *globals) applyEngines(ctx context.Context, p *config.Project, targets [
 		}
 	}
 	return g.applyFleet(ctx, p, fp, asJSON)
+}
+
+// rollbackFleet is rollback for a service on several engines: all of them or none.
+func (g *globals) rollbackFleet(cmd *cobra.Command, p *config.Project, service string, to int, asJSON bool) error {
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return g.onFleet(ctx, p, asJSON, func(f *executor.Fleet) (*executor.Outcome, error) { return f.Rollback(ctx, service, to) })
 }

@@ -120,8 +120,30 @@ func TestFleetCLI(t *testing.T) {
 	if out, code := r.run(env, "plan", "-detailed-exitcode", "-var", "version=v2"); code != 0 {
 		t.Errorf("plan after converging: exit %d:\n%s", code, out)
 	}
-	// Commands that do not read engine blocks yet say so.
-	if out, code := r.run(env, "status"); code == 0 || !strings.Contains(out, "engine blocks") {
-		t.Errorf("status on engine blocks: exit %d:\n%s", code, out)
+	// status and releases per engine; rollback on all engines.
+	out, code = r.run(env, "status")
+	if strings.Contains(out, "unhealthy") {
+		t.Errorf("status checks the engines' releases from here, where their ports are not reachable:\n%s", out)
+	}
+	for _, w := range []string{"Engine web1: Project", "Engine web3: Project", "service.app[web2]", "live      release 2"} {
+		if code != 0 || !strings.Contains(out, w) {
+			t.Errorf("status (exit %d) does not say %q:\n%s", code, w, out)
+		}
+	}
+	if out, code := r.run(env, "status", "-engine", "web2"); code != 0 || strings.Contains(out, "web1") || !strings.Contains(out, "service.app[web2]") {
+		t.Errorf("status -engine web2 (exit %d):\n%s", code, out)
+	}
+	if out, code := r.run(env, "releases", "service.app"); code != 0 || strings.Count(out, "RELEASE") != 3 || !strings.Contains(out, "service.app[web3]:") {
+		t.Errorf("releases (exit %d):\n%s", code, out)
+	}
+	if out, code := r.run(env, "rollback", "service.app", "-to", "9"); code == 0 || !strings.Contains(out, "nothing was changed") {
+		t.Errorf("rollback to a release no engine keeps (exit %d):\n%s", code, out)
+	}
+	out, code = r.run(env, "rollback", "service.app")
+	if code != 0 || !strings.Contains(out, "service.app[web3]: release 1 live") {
+		t.Errorf("rollback (exit %d):\n%s", code, out)
+	}
+	if got := serves(); got != "web1=version=v1 web2=version=v1 web3=version=v1" {
+		t.Errorf("after the rollback: %s", got)
 	}
 }

@@ -162,7 +162,7 @@ func printDryRun(g *globals, res *executor.DryRunResult) {
 // engine connects to the configured Docker engine.
 func (g *globals) engine(p *config.Project) (*docker.Engine, error) {
 	if executor.MultiEngine(p) {
-		return nil, fmt.Errorf("the configuration has engine blocks, which plan and apply read; status, releases, rollback, backups and unlock work on one engine and do not read them yet: run them with a configuration of that engine alone")
+		return nil, fmt.Errorf("the configuration has engine blocks, and this works on one engine: run it with a configuration of that engine alone")
 	}
 	return docker.New(p.Docker.Host)
 }
