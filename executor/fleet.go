@@ -38,6 +38,9 @@ type FleetPlan struct {
 	// OutOfStep names the services whose engines run different releases (a failed or
 	// interrupted rollout), with what each runs.
 	OutOfStep []string `json:"out_of_step,omitempty"`
+	// Undeclared names the engines a service's live releases were deployed to that the
+	// configuration no longer declares: the deployer does not reach them, and says what to do.
+	Undeclared []string `json:"undeclared_engines,omitempty"`
 }
 
 // EnginePlan is one engine's plan, or why there is none.
@@ -175,6 +178,13 @@ func (f *Fleet) planEach(ctx context.Context, fp *FleetPlan, opts PlanOptions, r
 	wg.Wait()
 }
 
+func changesOf(ep *EnginePlan) []*Change {
+	if ep.Plan == nil {
+		return nil
+	}
+	return ep.Plan.Changes
+}
+
 func changeOf(ep *EnginePlan, service string) *Change {
 	if ep.Plan == nil {
 		return nil
@@ -193,7 +203,27 @@ func (f *Fleet) describe(fp *FleetPlan) {
 	for _, ep := range fp.Engines {
 		byEngine[ep.Engine] = ep
 	}
+	for _, ep := range fp.Engines {
+		for _, ch := range changesOf(ep) {
+			if ch.Action == ActionDelete && p.Service(ch.Service) != nil {
+				ch.Reasons = []string{fmt.Sprintf("engine %s is no longer in its engines: removed here once the engines it runs on have switched", ep.Engine)}
+			}
+		}
+	}
 	for _, s := range p.Services {
+		recorded := map[string]string{}
+		for _, ep := range fp.Engines {
+			if ch := changeOf(ep, s.Name); ch != nil {
+				for name, host := range ch.Engines {
+					recorded[name] = host
+				}
+			}
+		}
+		for _, name := range sortedKeys(recorded) {
+			if _, declared := p.Engines[name]; !declared && name != config.DefaultEngine {
+				fp.Undeclared = append(fp.Undeclared, fmt.Sprintf("service.%s was deployed to engine %s (%s), which the configuration no longer declares: if it still runs there, declare the engine again and apply removes it there, or remove its containers there by hand (label %s=%s)", s.Name, name, recorded[name], LabelProject, p.Name))
+			}
+		}
 		if len(s.EngineNames()) < 2 {
 			continue
 		}

@@ -291,3 +291,40 @@ func TestFleetImageAndUnreachable(t *testing.T) {
 	}
 	want(t, "after the refused apply", r.serves(), "web1=version=v1 web2=version=v1 web3=version=v1")
 }
+
+// A service taken off an engine: with the engine undeclared, plan names it from what the
+// other engines' releases recorded, and nothing changes there; with the engine declared but
+// not in the service's list, apply removes the service there.
+func TestFleetEngineRemoved(t *testing.T) {
+	r := newFleetRig(t, config.CutoverProxy)
+	for _, n := range r.names {
+		r.engines[n].Image(memApp, memengine.App, map[string]string{"PATH": "/bin"})
+	}
+	if _, err := r.apply(r.config("v1", nil)); err != nil {
+		t.Fatal(err)
+	}
+	undeclared := r.config("v1", func(s *config.Service) { s.Engines = []string{"web1", "web2"} })
+	delete(undeclared.Engines, "web3")
+	fp := r.plan(undeclared)
+	if len(fp.Undeclared) != 1 || !strings.Contains(fp.Undeclared[0], "engine web3 (unix:///mem/web3)") || fp.HasChanges() {
+		t.Errorf("plan with web3 undeclared: %q, changes %v", fp.Undeclared, fp.HasChanges())
+	}
+	var text strings.Builder
+	fp.WriteText(&text, executor.RenderOptions{})
+	if !strings.Contains(text.String(), "which the configuration no longer declares") {
+		t.Errorf("plan text:\n%s", text.String())
+	}
+	off := r.config("v1", func(s *config.Service) { s.Engines = []string{"web1", "web2"} })
+	fp = r.plan(off)
+	ch := fp.Engines[2].Plan.Change("app")
+	if fp.Engines[2].Engine != "web3" || ch == nil || ch.Action != executor.ActionDelete || !strings.Contains(strings.Join(ch.Reasons, " "), "engine web3 is no longer in its engines") {
+		t.Fatalf("plan with app off web3: %+v", ch)
+	}
+	if _, err := r.apply(off); err != nil {
+		t.Fatal(err)
+	}
+	// web3's release is gone (its proxy, with no service left to route, answers an error).
+	if got := r.serves(); !strings.HasPrefix(got, "web1=version=v1 web2=version=v1 web3=") || strings.Contains(got, "web3=version") {
+		t.Errorf("after taking app off web3: %s", got)
+	}
+}

@@ -93,6 +93,9 @@ type Change struct {
 	RemoveIDs   []string `json:"remove_container_ids,omitempty"`
 	// Prune are the previous releases beyond keep_releases that the clean-up removes.
 	Prune []Pruned `json:"prune,omitempty"`
+	// Engines are the engines the live release was deployed to (name -> address), as it
+	// recorded them (configurations with engine blocks).
+	Engines map[string]string `json:"recorded_engines,omitempty"`
 	// Takeover is the container of the service's name the deployer did not make, which this
 	// apply takes over.
 	Takeover *Takeover `json:"takeover,omitempty"`

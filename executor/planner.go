@@ -155,6 +155,9 @@ func (pl *planner) service(s *config.Service, st *ServiceState) (*Change, error)
 	var oldDoc map[string]string
 	if live != nil {
 		ch.LiveRelease, ch.LiveImageID = live.Release(), live.ImageID
+		if raw := live.Labels[LabelEngines]; raw != "" {
+			_ = json.Unmarshal([]byte(raw), &ch.Engines) // unreadable: nothing recorded
+		}
 		if raw := live.Labels[LabelSpecDoc]; raw != "" {
 			_ = json.Unmarshal([]byte(raw), &oldDoc) // an unreadable doc shows every attribute as new
 		}

@@ -81,6 +81,17 @@ func (rn *run) labels(s *config.Service, role string, number int, doc map[string
 	if rn.Source != "" {
 		l[LabelSource] = rn.Source
 	}
+	if rn.engine != "" {
+		engines := map[string]string{}
+		for _, e := range s.EngineNames() {
+			engines[e] = rn.Project.Docker.Host
+			if eb := rn.Project.Engines[e]; eb != nil {
+				engines[e] = eb.Host
+			}
+		}
+		raw, _ := json.Marshal(engines)
+		l[LabelEngines] = string(raw)
+	}
 	return l
 }
 

@@ -209,6 +209,9 @@ func (fp *FleetPlan) WriteText(w io.Writer, o RenderOptions) error {
 	for _, n := range fp.OutOfStep {
 		ew.printf("\n! %s\n", n)
 	}
+	for _, n := range fp.Undeclared {
+		ew.printf("\n! %s\n", n)
+	}
 	if bad := fp.Unreachable(); len(bad) > 0 {
 		ew.printf("\n%s cannot be read: apply would change nothing until every engine answers.\n", plural(len(bad), "engine"))
 	}

@@ -38,6 +38,7 @@ const (
 	LabelHolder      = engine.LabelHolder
 	LabelImage       = engine.LabelImage
 	LabelLiveName    = engine.LabelLiveName
+	LabelEngines     = engine.LabelEngines
 	LabelAddress     = engine.LabelAddress
 	LabelImageOrigin = engine.LabelImageOrigin
 )

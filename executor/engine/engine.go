@@ -35,6 +35,10 @@ const (
 	// LabelImageOrigin says who made a release's image: built or pulled by the deployer, or
 	// found on the engine. Pruning removes only the images the deployer made.
 	LabelImageOrigin = "deployer.image-origin"
+	// LabelEngines records, on a release of a configuration with engine blocks, the engines
+	// its service was deployed to (JSON: name -> address), so that a later plan can name an
+	// engine the configuration no longer declares.
+	LabelEngines = "deployer.engines"
 )
 
 // ErrNotFound is returned by an Engine for an image or container that does not exist.
