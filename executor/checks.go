@@ -49,7 +49,7 @@ func (d *deployment) healthOf(ctx context.Context, c *ContainerState) error {
 	if d.held() && interval > heldPoll {
 		interval = heldPoll // every moment of a hold is a moment of the service's requests
 	}
-	return probe.UntilWith(ctx, pr.get, check, interval, h.Healthy, h.Deadline, func() error { return d.rn.alive(ctx, c) })
+	return pr.until(ctx, check, interval, h.Healthy, h.Deadline, func() error { return d.rn.alive(ctx, c) })
 }
 
 // canaryOf makes one request of a canary to a started release.

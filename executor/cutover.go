@@ -127,7 +127,7 @@ func (c *cutoverBase) verifyHostPort(ctx context.Context, liveID string) error {
 		pr := c.probes()
 		url := pr.liveURL(port, h.Path)
 		ch := probe.Check{URL: url, Status: h.Status, Timeout: h.Timeout}
-		if err := probe.UntilWith(ctx, pr.get, ch, h.Interval, h.Healthy, h.Deadline, alive); err != nil {
+		if err := pr.until(ctx, ch, h.Interval, h.Healthy, h.Deadline, alive); err != nil {
 			return fmt.Errorf("health check GET %s: %w", url, err)
 		}
 		return nil
@@ -150,6 +150,60 @@ func (p prober) get(ctx context.Context, c probe.Check) probe.Result {
 		return probe.Get(ctx, c)
 	}
 	return probeResult(p.rn.proxy.ctl(ctx, proxy.Request{Op: "probe", URL: c.URL, Timeout: c.Timeout}))
+}
+
+// until runs a health check to its end: healthy passes in a row, every interval, within
+// deadline, alive checked meanwhile (a dead container fails it at once). From the proxy it is
+// one exec for the whole check instead of one per attempt (an exec starts a process in the
+// proxy's container: on a remote engine each is several round trips); alive is then checked
+// beside it, every interval but at most 5 times a second.
+func (p prober) until(ctx context.Context, c probe.Check, interval time.Duration, healthy int, deadline time.Duration, alive func() error) error {
+	if !p.viaProxy() {
+		return probe.UntilWith(ctx, p.get, c, interval, healthy, deadline, alive)
+	}
+	if err := ctx.Err(); err != nil {
+		return err // interrupted: no check passes
+	}
+	if alive != nil {
+		if err := alive(); err != nil {
+			return err
+		}
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	died := make(chan error, 1)
+	if alive != nil {
+		go func() {
+			for {
+				select {
+				case <-wctx.Done():
+					return
+				case <-time.After(max(interval, 200*time.Millisecond)):
+				}
+				if err := alive(); err != nil && wctx.Err() == nil {
+					died <- err
+					cancel()
+					return
+				}
+			}
+		}()
+	}
+	resp, err := p.rn.proxy.ctl(wctx, proxy.Request{Op: "until", Until: &proxy.Until{Check: c, Interval: interval, Healthy: healthy, Deadline: deadline}})
+	select {
+	case err := <-died:
+		return err
+	default:
+	}
+	if err != nil && strings.Contains(err.Error(), `unknown op "until"`) {
+		return probe.UntilWith(ctx, p.get, c, interval, healthy, deadline, alive) // an older proxy
+	}
+	if err == nil && resp != nil && !resp.OK {
+		err = errors.New(resp.Error)
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr // interrupted meanwhile: the check did not finish here
+	}
+	return err
 }
 
 // probeResult is the result of a probe the proxy made.

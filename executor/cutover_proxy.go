@@ -137,7 +137,7 @@ func (c *proxyCutover) verify(ctx context.Context, liveID string) error {
 		h := s.HealthCheck
 		url := c.probes().liveURL(port, h.Path)
 		ch := probe.Check{URL: url, Status: h.Status, Timeout: h.Timeout}
-		if err := probe.UntilWith(ctx, c.probes().get, ch, h.Interval, h.Healthy, h.Deadline, alive); err != nil {
+		if err := c.probes().until(ctx, ch, h.Interval, h.Healthy, h.Deadline, alive); err != nil {
 			return fmt.Errorf("health check GET %s through the proxy: %w", url, err)
 		}
 		return alive()

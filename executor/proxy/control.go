@@ -31,6 +31,18 @@ type Request struct {
 	Load    *probe.Load   `json:"load,omitempty"` // smoke
 	// Wait is how long a hold waits for what is in flight on the route to finish.
 	Wait time.Duration `json:"wait,omitempty"`
+	// Until is a whole health check (op until): the proxy makes its attempts itself and
+	// answers once, instead of one exec per attempt.
+	Until *Until `json:"until,omitempty"`
+}
+
+// Until is a health check the proxy runs to its end: Check until Healthy passes in a row,
+// every Interval, within Deadline.
+type Until struct {
+	Check    probe.Check   `json:"check"`
+	Interval time.Duration `json:"interval"`
+	Healthy  int           `json:"healthy"`
+	Deadline time.Duration `json:"deadline"`
 }
 
 // Response answers a Request.
@@ -146,6 +158,22 @@ func (s *Server) handle(ctx context.Context, req Request) Response {
 		return Response{OK: true}
 	case "probe":
 		return probeOnce(ctx, req.URL, req.Timeout)
+	case "until":
+		u := req.Until
+		if u == nil || u.Healthy < 1 || u.Deadline <= 0 || u.Deadline > time.Hour {
+			return Response{Error: "until needs a check with healthy >= 1 and a deadline up to 1h"}
+		}
+		get := func(ctx context.Context, c probe.Check) probe.Result {
+			r := probeOnce(ctx, c.URL, c.Timeout)
+			if r.Error != "" {
+				return probe.Result{Err: errors.New(r.Error)}
+			}
+			return probe.Result{Status: r.Status, Body: r.Body}
+		}
+		if err := probe.UntilWith(ctx, get, u.Check, max(u.Interval, 10*time.Millisecond), u.Healthy, u.Deadline, nil); err != nil {
+			return Response{Error: err.Error()}
+		}
+		return Response{OK: true}
 	case "smoke":
 		// A candidate's smoke load, sent from the proxy's place on the engine's host.
 		if req.Load == nil || len(req.Load.Paths) == 0 {

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/deployer-dev/deployer/executor/probe"
 )
 
 // streamGate holds the streaming handler after its first chunk until the test has read it.
@@ -405,6 +407,21 @@ func TestControlSocket(t *testing.T) {
 	}
 	if resp, _ = Ctl(sock, Request{Op: "status"}); len(resp.Routes) != 1 || resp.Routes[0].Requests != 1 {
 		t.Errorf("status: %+v", resp)
+	}
+	// A whole health check in one request: passes, or says why not within its deadline.
+	until := func(url string) *Response {
+		r, _ := Ctl(sock, Request{Op: "until", Until: &Until{Check: probe.Check{URL: url, Timeout: time.Second}, Interval: 20 * time.Millisecond, Healthy: 3, Deadline: 500 * time.Millisecond}})
+		return r
+	}
+	if resp = until("http://" + listen + "/"); !resp.OK {
+		t.Errorf("until on blue: %+v", resp)
+	}
+	start := time.Now()
+	if resp = until("http://" + freeAddr(t) + "/"); resp.OK || !strings.Contains(resp.Error, "not healthy within 500ms") || time.Since(start) > 3*time.Second {
+		t.Errorf("until on nothing: %+v after %s", resp, time.Since(start))
+	}
+	if resp, _ = Ctl(sock, Request{Op: "until", Until: &Until{Healthy: 0}}); resp.OK {
+		t.Errorf("until without a check: %+v", resp)
 	}
 	stop()
 }
