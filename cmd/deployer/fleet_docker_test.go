@@ -88,6 +88,24 @@ func TestFleetCLI(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("plan exit %d:\n%s", code, out)
 	}
+	// An engine that cannot be reached: named with its error, the others' plans shown, exit 1;
+	// apply changes nothing anywhere.
+	unreachable := strings.Replace(cfg, "engines = [engine.web1, engine.web2, engine.web3]", "engines = [engine.web1, engine.web2, engine.web3, engine.web4]", 1) +
+		"\nengine \"web4\" { host = \"unix:///run/deployer-test-no-such-engine.sock\" }\n"
+	os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), []byte(unreachable), 0o644)
+	out, code = r.run(env, "plan")
+	if code != 1 || !strings.Contains(out, "Engine web4: cannot be read") || !strings.Contains(out, "service.app[web1] will be created") {
+		t.Errorf("plan with web4 unreachable (exit %d):\n%s", code, out)
+	}
+	out, code = r.run(env, "apply", "-auto-approve")
+	if code != 1 || !strings.Contains(out, "nothing was changed") {
+		t.Errorf("apply with web4 unreachable (exit %d):\n%s", code, out)
+	}
+	if got := serves(); strings.Contains(got, "version=") {
+		t.Errorf("an engine changed although web4 could not be reached: %s", got)
+	}
+	os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), []byte(cfg), 0o644)
+
 	if out, code := r.run(env, "apply", "-auto-approve"); code != 0 || !strings.Contains(out, "service.app[web3]: release 1 live") || !strings.Contains(out, "sent from engine web1") {
 		t.Fatalf("apply exit %d:\n%s", code, out)
 	}
