@@ -263,6 +263,86 @@ func TestFleetAllOrNothing(t *testing.T) {
 	})
 }
 
+// rollout.wait: a batch is watched before the next switches; web1's release failing while
+// watched sends web1 back, and web2 and web3 never switch.
+func TestFleetWatch(t *testing.T) {
+	r := newFleetRig(t, config.CutoverProxy)
+	for _, n := range r.names {
+		r.engines[n].Image(memApp, memengine.App, map[string]string{"PATH": "/bin"})
+		env := map[string]string{"PATH": "/bin"}
+		if n == "web1" {
+			env["APP_HEALTH_FAIL_AFTER"] = "4" // the candidate's 2 checks and verify's 2 pass
+		}
+		r.engines[n].Image("app:2", memengine.App, env)
+	}
+	if _, err := r.apply(r.config("v1", nil)); err != nil {
+		t.Fatal(err)
+	}
+	r.cutovers()
+	by, err := r.apply(r.config("v2", func(s *config.Service) { s.Image, s.Rollout.Wait = "app:2", 500*time.Millisecond }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want(t, "after the watch failed", r.serves(), "web1=version=v1 web2=version=v1 web3=version=v1")
+	if got := r.cutovers(); !slices.Equal(got, []string{"web1"}) {
+		t.Errorf("cutovers %v, want web1 only", got)
+	}
+	if so := by["web1"]; so == nil || !so.RolledBack || !strings.Contains(so.Error, "while watched for 500ms") {
+		t.Errorf("web1: %+v", so)
+	}
+	for _, n := range []string{"web2", "web3"} {
+		if so := by[n]; so == nil || so.RolledBack || !strings.Contains(so.Error, "not switched, all or nothing") {
+			t.Errorf("%s: %+v", n, so)
+		}
+	}
+}
+
+// A rollback of a service on three engines: refused before anything changes when the engines
+// disagree on the target; all or nothing when a candidate fails on one; else every engine on
+// the release before.
+func TestFleetRollback(t *testing.T) {
+	r := newFleetRig(t, config.CutoverProxy)
+	for _, n := range r.names {
+		r.engines[n].Image(memApp, memengine.App, map[string]string{"PATH": "/bin"})
+	}
+	for _, v := range []string{"v1", "v2"} {
+		if _, err := r.apply(r.config(v, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rollback := func(to int) (map[string]*executor.ServiceOutcome, error) {
+		out, err := r.fleet(r.config("v2", nil)).Rollback(context.Background(), "app", to)
+		by := map[string]*executor.ServiceOutcome{}
+		for _, so := range out.Services {
+			by[so.Engine] = so
+		}
+		return by, err
+	}
+	if _, err := rollback(7); err == nil || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Errorf("rollback to a release no engine keeps: %v", err)
+	}
+	r.cutovers()
+	r.engines["web3"].Fail("start", r.project+"-app-green", 1, fmt.Errorf("no space left on device"))
+	by, _ := rollback(0)
+	want(t, "after the failed rollback", r.serves(), "web1=version=v2 web2=version=v2 web3=version=v2")
+	if got := r.cutovers(); len(got) != 0 {
+		t.Errorf("engines switched in a rollback whose candidate failed on web3: %v", got)
+	}
+	if so := by["web1"]; so == nil || !strings.Contains(so.Error, "not switched, all or nothing") {
+		t.Errorf("web1: %+v", so)
+	}
+	by, err := rollback(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want(t, "after the rollback", r.serves(), "web1=version=v1 web2=version=v1 web3=version=v1")
+	for _, n := range r.names {
+		if so := by[n]; so == nil || so.Error != "" || so.Release != 1 {
+			t.Errorf("%s: %+v", n, so)
+		}
+	}
+}
+
 // An engine that lacks the image gets it from one that has it, through the engine API; an
 // engine that cannot be read is named in the plan, and apply changes nothing.
 func TestFleetImageAndUnreachable(t *testing.T) {
