@@ -524,3 +524,25 @@ func (f *Fleet) lockAll(ctx context.Context, names []string, rollouts map[string
 	}
 	return appliers, unlock, nil
 }
+
+// DryRunMigrations runs the migrations' dry-runs (plan -migrations) of every engine's plan: a
+// service with a migration runs on one engine (it has a database), so each runs where its
+// service does, under that engine's lock.
+func (f *Fleet) DryRunMigrations(ctx context.Context, fp *FleetPlan) ([]*DryRunResult, error) {
+	var out []*DryRunResult
+	for _, ep := range fp.Engines {
+		if ep.Plan == nil {
+			continue
+		}
+		a := f.applier(ep.Engine, nil)
+		res, err := a.DryRunMigrations(ctx, ep.Plan)
+		if err != nil {
+			return out, fmt.Errorf("engine %s: %w", ep.Engine, err)
+		}
+		for _, r := range res {
+			r.Engine = ep.Engine
+		}
+		out = append(out, res...)
+	}
+	return out, nil
+}

@@ -372,6 +372,7 @@ func (a *Applier) DryRunMigrations(ctx context.Context, plan *Plan) ([]*DryRunRe
 // DryRunResult is one service's migration dry-run, run by plan -migrations.
 type DryRunResult struct {
 	Service string           `json:"service"`
+	Engine  string           `json:"engine,omitempty"` // with engine blocks
 	Report  *MigrationReport `json:"migration,omitempty"`
 	// Refused says why apply would stop at the migration; Held how it would run one held;
 	// Error why the dry-run failed.

@@ -171,23 +171,26 @@ func (g *globals) onFleet(ctx context.Context, p *config.Project, asJSON bool, o
 // fleetUnsupported refuses what is not yet built for several engines, saying what to do.
 func fleetUnsupported(what string) error {
 	return fmt.Errorf("%s is not available for a configuration with engine blocks yet; %s", what, map[string]string{
-		"a saved plan":     "run `deployer apply DIR`, which plans again under the lock",
-		"plan -migrations": "a service with a migration runs on one engine: plan it with a configuration of that engine alone",
+		"a saved plan": "run `deployer apply DIR`, which plans again under the lock",
 	}[what])
 }
 
 // planEngines is plan for a configuration with engine blocks: every engine read in parallel,
 // an engine that cannot be read named (exit 1) with the plans of the others shown.
 func (g *globals) planEngines(ctx context.Context, p *config.Project, targets []string, out string, asJSON, detailed, dryRun bool) error {
-	switch {
-	case out != "":
+	if out != "" {
 		return fleetUnsupported("a saved plan")
-	case dryRun:
-		return fleetUnsupported("plan -migrations")
 	}
 	fp, err := g.planFleet(ctx, p, targets)
 	if err != nil {
 		return err
+	}
+	if dryRun {
+		if bad := fp.Unreachable(); len(bad) > 0 {
+			fmt.Fprintf(g.stderr, "Error: %s\n", strings.Join(bad, "; "))
+			return failed
+		}
+		return g.planMigrationsFleet(ctx, p, fp, asJSON)
 	}
 	if asJSON {
 		err = fp.WriteJSON(g.stdout)

@@ -164,4 +164,27 @@ func TestFleetCLI(t *testing.T) {
 	if got := serves(); got != "web1=version=v1 web2=version=v1 web3=version=v1" {
 		t.Errorf("after the rollback: %s", got)
 	}
+
+	// A service with a database runs on one engine; plan -migrations dry-runs its migration
+	// there.
+	db := fmt.Sprintf(`
+service "db" {
+  image   = "deployer-testapp:test"
+  engines = [engine.web2]
+  volume "%[1]s-db" { target = "/data" }
+  sqlite "main" {
+    volume = "%[1]s-db"
+    path   = "app.db"
+  }
+  backup { volumes = ["%[1]s-db"] }
+  migration {
+    command = ["sql", "/data/app.db", "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"]
+  }
+}
+`, r.project)
+	os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), []byte(cfg+db), 0o644)
+	out, code = r.run(env, "plan", "-migrations")
+	if code != 0 || !strings.Contains(out, "service.db[web2]: `sql /data/app.db") || !strings.Contains(out, "+ table notes") {
+		t.Errorf("plan -migrations (exit %d):\n%s", code, out)
+	}
 }

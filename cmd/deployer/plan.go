@@ -82,27 +82,52 @@ func newPlan(g *globals) *cobra.Command {
 // planMigrations prints the plan, then runs the migrations' dry-runs and prints what each
 // found. With -json: one object, the plan with its "migrations".
 func (g *globals) planMigrations(ctx context.Context, p *config.Project, plan *executor.Plan, asJSON bool) error {
+	return g.dryRuns(asJSON, plan, func() error {
+		return plan.WriteText(g.stdout, executor.RenderOptions{Color: g.color(g.stdout)})
+	}, func(events func(executor.Event)) ([]*executor.DryRunResult, error) {
+		eng, err := g.engine(p)
+		if err != nil {
+			return nil, err
+		}
+		defer eng.Close()
+		a, err := g.applier(p, eng, events)
+		if err != nil {
+			return nil, err
+		}
+		return a.DryRunMigrations(ctx, plan)
+	})
+}
+
+// planMigrationsFleet is plan -migrations with engine blocks: each dry-run on its service's
+// engine.
+func (g *globals) planMigrationsFleet(ctx context.Context, p *config.Project, fp *executor.FleetPlan, asJSON bool) error {
+	return g.dryRuns(asJSON, fp, func() error {
+		return fp.WriteText(g.stdout, executor.RenderOptions{Color: g.color(g.stdout)})
+	}, func(events func(executor.Event)) ([]*executor.DryRunResult, error) {
+		f, closeAll, err := g.connectFleet(p, events)
+		if err != nil {
+			return nil, err
+		}
+		defer closeAll()
+		return f.DryRunMigrations(ctx, fp)
+	})
+}
+
+// dryRuns prints the plan (text), runs the dry-runs and prints what each found; with -json,
+// one object: the plan with its "migrations".
+func (g *globals) dryRuns(asJSON bool, plan any, writePlan func() error, run func(events func(executor.Event)) ([]*executor.DryRunResult, error)) error {
 	if !asJSON {
-		if err := plan.WriteText(g.stdout, executor.RenderOptions{Color: g.color(g.stdout)}); err != nil {
+		if err := writePlan(); err != nil {
 			return err
 		}
 		fmt.Fprintf(g.stdout, "\nMigration dry-runs (on a copy of the live data; nothing is deployed):\n")
 	}
-	eng, err := g.engine(p)
-	if err != nil {
-		return err
-	}
-	defer eng.Close()
 	r := newRenderer(g.stdout, false, g.color(g.stdout))
 	events := r.event
 	if asJSON {
 		events = nil
 	}
-	a, err := g.applier(p, eng, events)
-	if err != nil {
-		return err
-	}
-	results, err := a.DryRunMigrations(ctx, plan)
+	results, err := run(events)
 	r.close()
 	if err != nil {
 		return err
@@ -138,7 +163,7 @@ func (g *globals) planMigrations(ctx context.Context, p *config.Project, plan *e
 
 // printDryRun shows one service's dry-run: the diff, and whether apply would go ahead.
 func printDryRun(g *globals, res *executor.DryRunResult) {
-	fmt.Fprintf(g.stdout, "\nservice.%s", res.Service)
+	fmt.Fprintf(g.stdout, "\n%s", address(res.Service, res.Engine))
 	if m := res.Report; m != nil {
 		fmt.Fprintf(g.stdout, ": `%s` on %s: %s\n", terminalSafe(m.Command), m.Database, m.Summary())
 		if m.DryRun && res.Error == "" {
