@@ -3,10 +3,12 @@ package executor
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/notify"
+	"github.com/deployer-dev/deployer/executor/proxy"
 )
 
 // Apply carries out the plan: it runs the plan's steps, in their order, by their names. It
@@ -212,6 +214,28 @@ func (ap *applyRun) remove(ctx context.Context, ch *Change, step *Step) error {
 				return err
 			}
 		}
+		ap.dropRoutes(context.WithoutCancel(ctx), ch.Service)
 		return nil
 	})
+}
+
+// dropRoutes removes a removed service's routes from the project's proxy, so that its host
+// ports are free again (not answered with an error by a route to nothing).
+func (ap *applyRun) dropRoutes(ctx context.Context, service string) {
+	px := ap.obs.Proxy
+	if px == nil || !px.Running() {
+		return
+	}
+	routes, err := proxyRoutes(ctx, ap.Runtime, px.ID)
+	if err != nil {
+		ap.warn(service, "the proxy's routes of the removed service were not read (%v): its host ports may stay held by the proxy", err)
+		return
+	}
+	for _, r := range routes {
+		if strings.HasPrefix(r.Name, service+"/") {
+			if _, err := proxyCtl(ctx, ap.Runtime, px.ID, proxy.Request{Op: "remove", Name: r.Name}); err != nil {
+				ap.warn(service, "the proxy's route %s was not removed: %v", r.Name, err)
+			}
+		}
+	}
 }
