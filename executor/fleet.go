@@ -546,3 +546,24 @@ func (f *Fleet) DryRunMigrations(ctx context.Context, fp *FleetPlan) ([]*DryRunR
 	}
 	return out, nil
 }
+
+// KeyPlan is the engine plan whose project key hashes the sensitive values of a saved fleet
+// plan (each engine keeps its own key): the first engine, by name, that was planned.
+func (fp *FleetPlan) KeyPlan() *EnginePlan {
+	for _, ep := range fp.Engines {
+		if ep.Plan != nil {
+			return ep
+		}
+	}
+	return nil
+}
+
+// Engine is the plan of the engine named, or nil.
+func (fp *FleetPlan) Engine(name string) *EnginePlan {
+	for _, ep := range fp.Engines {
+		if ep.Engine == name {
+			return ep
+		}
+	}
+	return nil
+}

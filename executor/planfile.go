@@ -10,11 +10,13 @@ import (
 // made from. Sensitive variable values are stored as a hash only; apply reads them again and
 // refuses the plan if the hash differs.
 type SavedPlan struct {
-	FormatVersion string          `json:"format_version"`
-	Plan          *Plan           `json:"plan"`
-	Dir           string          `json:"dir"`             // absolute configuration directory
-	Files         []string        `json:"files,omitempty"` // -f files, when given
-	Variables     []SavedVariable `json:"variables"`
+	FormatVersion string `json:"format_version"`
+	Plan          *Plan  `json:"plan"`
+	// Fleet is the plan of a configuration with engine blocks, instead of Plan.
+	Fleet     *FleetPlan      `json:"fleet,omitempty"`
+	Dir       string          `json:"dir"`             // absolute configuration directory
+	Files     []string        `json:"files,omitempty"` // -f files, when given
+	Variables []SavedVariable `json:"variables"`
 }
 
 // SavedVariable is a variable's value as the plan saw it.
@@ -52,7 +54,7 @@ func ReadPlanFile(path string) (*SavedPlan, error) {
 		return nil, fmt.Errorf("read plan file: %w", err)
 	}
 	var sp SavedPlan
-	if err := json.Unmarshal(b, &sp); err != nil || sp.Plan == nil {
+	if err := json.Unmarshal(b, &sp); err != nil || sp.Plan == nil && sp.Fleet == nil {
 		return nil, fmt.Errorf("%s is not a plan file written by `deployer plan -out`", path)
 	}
 	if sp.FormatVersion != FormatVersion {

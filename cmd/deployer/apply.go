@@ -41,10 +41,14 @@ func newApply(g *globals) *cobra.Command {
 				err  error
 			)
 			if len(args) == 1 && isPlanFile(args[0]) {
-				res, plan, err = g.loadPlanFile(ctx, args[0])
-				if err != nil {
+				var sp *executor.SavedPlan
+				if res, sp, err = g.loadPlanFile(ctx, args[0]); err != nil {
 					return err
 				}
+				if sp.Fleet != nil {
+					return g.applyFleet(ctx, res.Project, sp.Fleet, asJSON)
+				}
+				plan = sp.Plan
 			} else {
 				if res, err = g.load(args); err != nil {
 					return err
@@ -106,8 +110,9 @@ func (g *globals) confirm(what string) error {
 }
 
 // loadPlanFile reads a saved plan, loads the configuration it was made from with the same
-// variable values, and refuses it when the configuration or what runs changed since.
-func (g *globals) loadPlanFile(ctx context.Context, path string) (*hclspec.Result, *executor.Plan, error) {
+// variable values, and refuses it when the configuration or what runs changed since (on any
+// engine, for a configuration with engine blocks).
+func (g *globals) loadPlanFile(ctx context.Context, path string) (*hclspec.Result, *executor.SavedPlan, error) {
 	sp, err := executor.ReadPlanFile(path)
 	if err != nil {
 		return nil, nil, err
@@ -132,27 +137,64 @@ func (g *globals) loadPlanFile(ctx context.Context, path string) (*hclspec.Resul
 		fmt.Fprintf(g.stderr, "The configuration of the plan in %s no longer loads; nothing was changed.\n", path)
 		return nil, nil, failed
 	}
-	fresh, err := g.makePlan(ctx, res.Project, nil)
-	if err != nil {
-		return nil, nil, err
+	// The saved plans, each beside the one made now: one, or one per engine.
+	type pair struct {
+		engine       string
+		saved, fresh *executor.Plan
+	}
+	var pairs []pair
+	if sp.Fleet != nil {
+		if !executor.MultiEngine(res.Project) {
+			return nil, nil, fmt.Errorf("plan %s is stale: it was made for engine blocks, which the configuration no longer has; run `deployer plan -out %s` again", path, path)
+		}
+		fresh, err := g.planFleet(ctx, res.Project, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		if bad := fresh.Unreachable(); len(bad) > 0 {
+			return nil, nil, fmt.Errorf("%s; nothing was changed (apply changes every engine or none)", strings.Join(bad, "; "))
+		}
+		for _, ep := range sp.Fleet.Engines {
+			now := fresh.Engine(ep.Engine)
+			if now == nil || ep.Plan != nil && now.Plan == nil {
+				return nil, nil, fmt.Errorf("plan %s is stale: the configuration's engines changed since it was made; run `deployer plan -out %s` again", path, path)
+			}
+			if ep.Plan != nil {
+				pairs = append(pairs, pair{ep.Engine, ep.Plan, now.Plan})
+			}
+		}
+		if len(fresh.Engines) != len(sp.Fleet.Engines) {
+			return nil, nil, fmt.Errorf("plan %s is stale: the configuration's engines changed since it was made; run `deployer plan -out %s` again", path, path)
+		}
+	} else {
+		if executor.MultiEngine(res.Project) {
+			return nil, nil, fmt.Errorf("plan %s is stale: the configuration has engine blocks now; run `deployer plan -out %s` again", path, path)
+		}
+		fresh, err := g.makePlan(ctx, res.Project, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		pairs = append(pairs, pair{"", sp.Plan, fresh})
 	}
 	for _, v := range sp.Variables {
-		if !v.Sensitive {
+		if !v.Sensitive || len(pairs) == 0 {
 			continue
 		}
 		for _, now := range res.Variables {
-			if now.Name == v.Name && fresh.HashSensitive(now.Value) != v.Hash {
+			if now.Name == v.Name && pairs[0].fresh.HashSensitive(now.Value) != v.Hash {
 				return nil, nil, fmt.Errorf("plan %s: the sensitive variable %s has another value than when the plan was made; give it the same value (its value is never saved) or run `deployer plan -out` again", path, v.Name)
 			}
 		}
 	}
-	if fresh.Fingerprint.Config != sp.Plan.Fingerprint.Config {
-		return nil, nil, fmt.Errorf("plan %s is stale: the configuration (files, variables or build contexts) changed since it was made; run `deployer plan -out %s` again", path, path)
+	for _, pr := range pairs {
+		if pr.fresh.Fingerprint.Config != pr.saved.Fingerprint.Config {
+			return nil, nil, fmt.Errorf("plan %s is stale: the configuration (files, variables or build contexts) changed since it was made; run `deployer plan -out %s` again", path, path)
+		}
+		if pr.fresh.Fingerprint.State != pr.saved.Fingerprint.State {
+			return nil, nil, fmt.Errorf("plan %s is stale: what runs on %s changed since it was made (%s); run `deployer plan -out %s` again", path, pr.fresh.Engine, stateDiff(pr.saved, pr.fresh), path)
+		}
 	}
-	if fresh.Fingerprint.State != sp.Plan.Fingerprint.State {
-		return nil, nil, fmt.Errorf("plan %s is stale: what runs on %s changed since it was made (%s); run `deployer plan -out %s` again", path, fresh.Engine, stateDiff(sp.Plan, fresh), path)
-	}
-	return res, sp.Plan, nil
+	return res, sp, nil
 }
 
 // stateDiff names the services whose planned action changed.

@@ -14,6 +14,7 @@ import (
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker"
+	"github.com/deployer-dev/deployer/hclspec"
 )
 
 // A project with engine blocks is planned and applied through an executor.Fleet: one
@@ -168,22 +169,22 @@ func (g *globals) onFleet(ctx context.Context, p *config.Project, asJSON bool, o
 	return g.summarize(r, out, ctx.Err() != nil)
 }
 
-// fleetUnsupported refuses what is not yet built for several engines, saying what to do.
-func fleetUnsupported(what string) error {
-	return fmt.Errorf("%s is not available for a configuration with engine blocks yet; %s", what, map[string]string{
-		"a saved plan": "run `deployer apply DIR`, which plans again under the lock",
-	}[what])
-}
-
 // planEngines is plan for a configuration with engine blocks: every engine read in parallel,
 // an engine that cannot be read named (exit 1) with the plans of the others shown.
-func (g *globals) planEngines(ctx context.Context, p *config.Project, targets []string, out string, asJSON, detailed, dryRun bool) error {
-	if out != "" {
-		return fleetUnsupported("a saved plan")
-	}
+func (g *globals) planEngines(ctx context.Context, res *hclspec.Result, targets []string, out string, asJSON, detailed, dryRun bool) error {
+	p := res.Project
 	fp, err := g.planFleet(ctx, p, targets)
 	if err != nil {
 		return err
+	}
+	if out != "" {
+		if bad := fp.Unreachable(); len(bad) > 0 {
+			fmt.Fprintf(g.stderr, "Error: %s; no plan was saved\n", strings.Join(bad, "; "))
+			return failed
+		}
+		if err := executor.WritePlanFile(out, savedFleetPlan(fp, res, g.files)); err != nil {
+			return err
+		}
 	}
 	if dryRun {
 		if bad := fp.Unreachable(); len(bad) > 0 {
@@ -203,6 +204,9 @@ func (g *globals) planEngines(ctx context.Context, p *config.Project, targets []
 	if bad := fp.Unreachable(); len(bad) > 0 {
 		fmt.Fprintf(g.stderr, "Error: %s\n", strings.Join(bad, "; "))
 		return failed
+	}
+	if out != "" && !asJSON {
+		fmt.Fprintf(g.stdout, "\nSaved the plan to %s. Apply exactly this plan with:\n    deployer apply %s\n", out, out)
 	}
 	if detailed && fp.HasChanges() {
 		return exitError{2}

@@ -113,6 +113,28 @@ func TestFleetCLI(t *testing.T) {
 		t.Fatalf("after the first apply: %s", got)
 	}
 
+	// A saved plan of the three engines: applied exactly, and refused once what runs changed.
+	planFile := filepath.Join(r.dir, "v1b.plan")
+	if out, code := r.run(env, "plan", "-out", planFile, "-var", "version=v1b"); code != 0 || !strings.Contains(out, "Saved the plan to") {
+		t.Fatalf("plan -out (exit %d):\n%s", code, out)
+	}
+	stale := filepath.Join(r.dir, "v1c.plan")
+	if out, code := r.run(env, "plan", "-out", stale, "-var", "version=v1c"); code != 0 {
+		t.Fatalf("plan -out (exit %d):\n%s", code, out)
+	}
+	if out, code := r.run(env, "apply", planFile); code != 0 || !strings.Contains(out, "service.app[web2]: release 2 live") {
+		t.Fatalf("apply of the saved plan (exit %d):\n%s", code, out)
+	}
+	if got := serves(); got != "web1=version=v1b web2=version=v1b web3=version=v1b" {
+		t.Errorf("after the saved plan: %s", got)
+	}
+	if out, code := r.run(env, "apply", stale); code != 1 || !strings.Contains(out, "is stale: what runs on") {
+		t.Errorf("apply of a stale saved plan (exit %d):\n%s", code, out)
+	}
+	if out, code := r.run(env, "apply", "-auto-approve"); code != 0 || !strings.Contains(out, "release 3 live") {
+		t.Fatalf("back to v1 (exit %d):\n%s", code, out)
+	}
+
 	out, code = r.run(append(env, "DEPLOYER_TEST_KILL_AT=web2/cutover"), "apply", "-auto-approve", "-var", "version=v2")
 	if code != -9 {
 		t.Fatalf("the apply killed between batches exited %d:\n%s", code, out)
@@ -121,7 +143,7 @@ func TestFleetCLI(t *testing.T) {
 		t.Errorf("after the kill between batches: %s", got)
 	}
 	out, _ = r.run(env, "plan", "-var", "version=v2")
-	if !strings.Contains(out, "service.app runs different releases (web2, web3: release 1; web1: release 2)") {
+	if !strings.Contains(out, "service.app runs different releases (web2, web3: release 3; web1: release 4)") {
 		t.Errorf("plan after the kill does not say the engines are out of step:\n%s", out)
 	}
 	out, code = r.run(env, "apply", "-auto-approve", "-var", "version=v2")
@@ -129,7 +151,7 @@ func TestFleetCLI(t *testing.T) {
 		t.Fatalf("the apply after the kill exited %d:\n%s", code, out)
 	}
 	// One release number on every engine: web1's, which the others' leftover candidates had.
-	if !strings.Contains(out, "service.app[web2]: release 2 live") || !strings.Contains(out, "service.app[web3]: release 2 live") {
+	if !strings.Contains(out, "service.app[web2]: release 4 live") || !strings.Contains(out, "service.app[web3]: release 4 live") {
 		t.Errorf("the converging apply:\n%s", out)
 	}
 	if got := serves(); got != "web1=version=v2 web2=version=v2 web3=version=v2" {
@@ -143,7 +165,7 @@ func TestFleetCLI(t *testing.T) {
 	if strings.Contains(out, "unhealthy") {
 		t.Errorf("status checks the engines' releases from here, where their ports are not reachable:\n%s", out)
 	}
-	for _, w := range []string{"Engine web1: Project", "Engine web3: Project", "service.app[web2]", "live      release 2"} {
+	for _, w := range []string{"Engine web1: Project", "Engine web3: Project", "service.app[web2]", "live      release 4"} {
 		if code != 0 || !strings.Contains(out, w) {
 			t.Errorf("status (exit %d) does not say %q:\n%s", code, w, out)
 		}
@@ -158,7 +180,7 @@ func TestFleetCLI(t *testing.T) {
 		t.Errorf("rollback to a release no engine keeps (exit %d):\n%s", code, out)
 	}
 	out, code = r.run(env, "rollback", "service.app")
-	if code != 0 || !strings.Contains(out, "service.app[web3]: release 1 live") {
+	if code != 0 || !strings.Contains(out, "service.app[web3]: release 3 live") {
 		t.Errorf("rollback (exit %d):\n%s", code, out)
 	}
 	if got := serves(); got != "web1=version=v1 web2=version=v1 web3=version=v1" {

@@ -37,7 +37,7 @@ func newPlan(g *globals) *cobra.Command {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()
 			if executor.MultiEngine(res.Project) {
-				return g.planEngines(ctx, res.Project, targets, out, asJSON, detailed, dryRun)
+				return g.planEngines(ctx, res, targets, out, asJSON, detailed, dryRun)
 			}
 			plan, err := g.makePlan(ctx, res.Project, targets)
 			if err != nil {
@@ -218,8 +218,26 @@ func targetNames(targets []string) ([]string, error) {
 }
 
 func savedPlan(plan *executor.Plan, res *hclspec.Result, files []string) *executor.SavedPlan {
+	sp := savedOf(res, files, plan.HashSensitive)
+	sp.Plan = plan
+	return sp
+}
+
+// savedFleetPlan is a fleet's plan to save; its sensitive values are hashed with the key of
+// its first engine.
+func savedFleetPlan(fp *executor.FleetPlan, res *hclspec.Result, files []string) *executor.SavedPlan {
+	hash := func(string) string { return "" }
+	if kp := fp.KeyPlan(); kp != nil {
+		hash = kp.Plan.HashSensitive
+	}
+	sp := savedOf(res, files, hash)
+	sp.Fleet = fp
+	return sp
+}
+
+func savedOf(res *hclspec.Result, files []string, hash func(string) string) *executor.SavedPlan {
 	dir, _ := filepath.Abs(res.Project.Dir)
-	sp := &executor.SavedPlan{Plan: plan, Dir: dir}
+	sp := &executor.SavedPlan{Dir: dir}
 	for _, f := range files {
 		abs, _ := filepath.Abs(f)
 		sp.Files = append(sp.Files, abs)
@@ -227,7 +245,7 @@ func savedPlan(plan *executor.Plan, res *hclspec.Result, files []string) *execut
 	for _, v := range res.Variables {
 		sv := executor.SavedVariable{Name: v.Name, Sensitive: v.Sensitive, Source: v.Source}
 		if v.Sensitive {
-			sv.Hash = plan.HashSensitive(v.Value)
+			sv.Hash = hash(v.Value)
 		} else {
 			sv.Value = v.Value
 		}
