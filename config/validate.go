@@ -123,14 +123,14 @@ func (v *validator) project() {
 					continue
 				}
 				key := PortAttr(port.Container, u.what)
-				clash := false
 				for _, e := range s.EngineNames() { // each engine is a host of its own
 					pk := portKey{e, u.n}
-					if prev, ok := seenPort[pk]; ok && !clash {
-						clash = true
-						if prev.s == s && u.what == "candidate" && prev.what == "host" && port.Host == port.Candidate {
-							continue // reported by service() as candidate == host
-						}
+					prev, taken := seenPort[pk]
+					if !taken {
+						seenPort[pk] = portUse{s, u.what}
+						continue
+					}
+					if prev.s != s || u.what != "candidate" || prev.what != "host" || port.Host != port.Candidate { // else reported by service() as candidate == host
 						where := ""
 						if len(p.Engines) > 0 {
 							where = " on engine " + e
@@ -138,9 +138,7 @@ func (v *validator) project() {
 						v.add(at(s, key), "Port used twice",
 							"Port %d is already the %s port of service %q%s; each host and candidate port must be used once across all services on an engine.", u.n, prev.what, prev.s.Name, where)
 					}
-					if !clash {
-						seenPort[pk] = portUse{s, u.what}
-					}
+					break // one error for the port
 				}
 			}
 		}

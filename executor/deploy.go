@@ -186,6 +186,13 @@ func (d *deployment) fail(ctx context.Context, err error) error {
 	}
 	if d.held() {
 		err = d.putBack(ctx, err)
+	} else {
+		// A held migration that failed before the old release stopped: its requests go on,
+		// and the safety copy's volume, still empty, goes.
+		d.release(ctx)
+		if !d.copied {
+			d.dropSafety(ctx)
+		}
 	}
 	d.dropCandidate(ctx)
 	n := notify.Notice{Release: d.ch.NextRelease, Reason: err.Error()}

@@ -178,6 +178,7 @@ func (f *Fleet) planEach(ctx context.Context, fp *FleetPlan, opts PlanOptions, r
 	wg.Wait()
 }
 
+// changesOf is an engine's changes; none without its plan.
 func changesOf(ep *EnginePlan) []*Change {
 	if ep.Plan == nil {
 		return nil
@@ -185,8 +186,9 @@ func changesOf(ep *EnginePlan) []*Change {
 	return ep.Plan.Changes
 }
 
+// changeOf is a service's change in an engine's plan; nil without one (or without the plan).
 func changeOf(ep *EnginePlan, service string) *Change {
-	if ep.Plan == nil {
+	if ep == nil || ep.Plan == nil {
 		return nil
 	}
 	return ep.Plan.Change(service)
@@ -199,10 +201,6 @@ func deploys(ch *Change) bool { return ch.Action == ActionCreate || ch.Action ==
 // its image comes from.
 func (f *Fleet) describe(fp *FleetPlan) {
 	p := f.Base.Project
-	byEngine := map[string]*EnginePlan{}
-	for _, ep := range fp.Engines {
-		byEngine[ep.Engine] = ep
-	}
 	for _, ep := range fp.Engines {
 		for _, ch := range changesOf(ep) {
 			if ch.Action == ActionDelete && p.Service(ch.Service) != nil {
@@ -229,10 +227,8 @@ func (f *Fleet) describe(fp *FleetPlan) {
 		}
 		live := map[int][]string{}
 		for _, e := range s.EngineNames() {
-			if ep := byEngine[e]; ep != nil && ep.Plan != nil {
-				if ch := ep.Plan.Change(s.Name); ch != nil && ch.LiveRelease > 0 {
-					live[ch.LiveRelease] = append(live[ch.LiveRelease], e)
-				}
+			if ch := changeOf(fp.Engine(e), s.Name); ch != nil && ch.LiveRelease > 0 {
+				live[ch.LiveRelease] = append(live[ch.LiveRelease], e)
 			}
 		}
 		if len(live) > 1 {
@@ -251,12 +247,12 @@ func (f *Fleet) describe(fp *FleetPlan) {
 			rp.Wait = dur(s.Rollout.Wait)
 		}
 		for _, e := range ro.order {
-			ch := byEngine[e].Plan.Change(s.Name)
-			rp.Release = ch.NextRelease
+			ep := fp.Engine(e)
+			rp.Release = changeOf(ep, s.Name).NextRelease
 			if ro.imageFrom == "" || e == ro.imageFrom {
 				continue
 			}
-			for _, st := range byEngine[e].Plan.Steps {
+			for _, st := range ep.Plan.Steps {
 				if st.Service == s.Name && (st.Kind() == StepBuild || st.Kind() == StepImage) {
 					st.Detail = fmt.Sprintf("use the image %s of engine %s, sent here if this engine lacks it", s.Image, ro.imageFrom)
 				}
@@ -272,23 +268,18 @@ func (f *Fleet) rolloutOf(s *config.Service, fp *FleetPlan) *rollout {
 	var order []string
 	imageFrom, lacking := "", false
 	for _, e := range s.EngineNames() {
-		for _, ep := range fp.Engines {
-			if ep.Engine != e || ep.Plan == nil {
-				continue
-			}
-			ch := ep.Plan.Change(s.Name)
-			if ch == nil || !deploys(ch) {
-				continue
-			}
-			order = append(order, e)
-			switch {
-			case s.Build != nil && imageFrom == "":
-				imageFrom = e // built on the first, sent to the others
-			case s.Build == nil && ch.ImageID != "" && imageFrom == "":
-				imageFrom = e // the engine that holds the image
-			case s.Build == nil && ch.ImageID == "":
-				lacking = true
-			}
+		ch := changeOf(fp.Engine(e), s.Name)
+		if ch == nil || !deploys(ch) {
+			continue
+		}
+		order = append(order, e)
+		switch {
+		case s.Build != nil && imageFrom == "":
+			imageFrom = e // built on the first, sent to the others
+		case s.Build == nil && ch.ImageID != "" && imageFrom == "":
+			imageFrom = e // the engine that holds the image
+		case s.Build == nil && ch.ImageID == "":
+			lacking = true
 		}
 	}
 	if len(order) < 2 {
@@ -350,13 +341,15 @@ func (f *Fleet) Apply(ctx context.Context, fp *FleetPlan) (*Outcome, error) {
 	if bad := fp.Unreachable(); len(bad) > 0 {
 		return out, fmt.Errorf("nothing was changed: %s; apply changes every engine or none", strings.Join(bad, "; "))
 	}
-	var engines []*EnginePlan
+	var names []string
+	plans := map[string]*Plan{}
 	for _, ep := range fp.Engines {
 		if ep.Plan != nil && len(ep.Plan.Steps) > 0 {
-			engines = append(engines, ep)
+			names = append(names, ep.Engine)
+			plans[ep.Engine] = ep.Plan
 		}
 	}
-	if len(engines) == 0 {
+	if len(names) == 0 {
 		return out, nil
 	}
 	rollouts := map[string]*rollout{}
@@ -365,50 +358,10 @@ func (f *Fleet) Apply(ctx context.Context, fp *FleetPlan) (*Outcome, error) {
 			rollouts[s.Name] = ro
 		}
 	}
-	var names []string
-	for _, ep := range engines {
-		names = append(names, ep.Engine)
-	}
-	appliers, unlock, err := f.lockAll(ctx, names, rollouts)
-	if err != nil {
-		return out, err
-	}
-	defer unlock()
-	type result struct {
-		out *Outcome
-		err error
-	}
-	results := make([]result, len(engines))
-	var wg sync.WaitGroup
-	for i, ep := range engines {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			o, err := appliers[ep.Engine].Apply(ctx, ep.Plan)
-			for _, ro := range rollouts {
-				ro.engineDone(ep.Engine, err)
-			}
-			results[i] = result{o, err}
-		}()
-	}
-	wg.Wait()
-	var errs []string
-	for i, r := range results {
-		if r.out != nil {
-			for _, so := range r.out.Services {
-				so.Engine = engines[i].Engine
-				out.Services = append(out.Services, so)
-			}
-		}
-		if r.err != nil {
-			errs = append(errs, fmt.Sprintf("engine %s: %v", engines[i].Engine, r.err))
-		}
-	}
-	sort.SliceStable(out.Services, func(i, j int) bool { return out.Services[i].Service < out.Services[j].Service })
-	if len(errs) > 0 {
-		return out, fmt.Errorf("%s", strings.Join(errs, "; "))
-	}
-	return out, nil
+	return f.onEngines(ctx, names, rollouts, func(a *Applier) ([]*ServiceOutcome, error) {
+		o, err := a.Apply(ctx, plans[a.engine])
+		return o.Services, err
+	})
 }
 
 // Rollback brings an earlier release of a service on several engines back on all of them, or
@@ -457,35 +410,51 @@ func (f *Fleet) Rollback(ctx context.Context, service string, to int) (*Outcome,
 	for r := range targets {
 		target = r
 	}
-	ro := newRollout(s, names, "")
-	rollouts := map[string]*rollout{service: ro}
+	rollouts := map[string]*rollout{service: newRollout(s, names, "")}
+	return f.onEngines(ctx, names, rollouts, func(a *Applier) ([]*ServiceOutcome, error) {
+		so, err := a.Rollback(ctx, service, target)
+		if so == nil {
+			return nil, err
+		}
+		return []*ServiceOutcome{so}, err
+	})
+}
+
+// onEngines runs op on the engines named at once, each with its Applier, once the deploy lock
+// is taken on all of them (lockAll): each engine's end is told to the rollouts, and the
+// outcomes come back named by engine, sorted by service, with every engine's error.
+func (f *Fleet) onEngines(ctx context.Context, names []string, rollouts map[string]*rollout, op func(a *Applier) ([]*ServiceOutcome, error)) (*Outcome, error) {
+	out := &Outcome{}
 	appliers, unlock, err := f.lockAll(ctx, names, rollouts)
 	if err != nil {
 		return out, err
 	}
 	defer unlock()
-	results := make([]*ServiceOutcome, len(names))
+	results := make([][]*ServiceOutcome, len(names))
 	errs := make([]error, len(names))
 	var wg sync.WaitGroup
 	for i, name := range names {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i], errs[i] = appliers[name].Rollback(ctx, service, target)
-			ro.engineDone(name, errs[i])
+			results[i], errs[i] = op(appliers[name])
+			for _, ro := range rollouts {
+				ro.engineDone(name, errs[i])
+			}
 		}()
 	}
 	wg.Wait()
 	var msgs []string
-	for i, so := range results {
-		if so != nil {
-			so.Engine = names[i]
+	for i, name := range names {
+		for _, so := range results[i] {
+			so.Engine = name
 			out.Services = append(out.Services, so)
 		}
 		if errs[i] != nil {
-			msgs = append(msgs, fmt.Sprintf("engine %s: %v", names[i], errs[i]))
+			msgs = append(msgs, fmt.Sprintf("engine %s: %v", name, errs[i]))
 		}
 	}
+	sort.SliceStable(out.Services, func(i, j int) bool { return out.Services[i].Service < out.Services[j].Service })
 	if len(msgs) > 0 {
 		return out, fmt.Errorf("%s", strings.Join(msgs, "; "))
 	}

@@ -34,15 +34,7 @@ func newDockerFleet(t testing.TB) *dockerFleet {
 	app := dockertest.AppImage(t, main)
 	hosts := dockertest.HostEngines(t, 3)
 	// Only web1 has the app's image: the deployer sends it to the others.
-	rc, err := main.SaveImage(context.Background(), app)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = hosts[0].Engine.LoadImage(context.Background(), rc)
-	rc.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	hosts[0].LoadFrom(t, main, app)
 	return &dockerFleet{t: t, hosts: hosts, project: dockertest.Project(t, main), self: staticDeployer(t)}
 }
 

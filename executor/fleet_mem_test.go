@@ -2,11 +2,9 @@ package executor_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strconv"
@@ -18,7 +16,6 @@ import (
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/engine/memengine"
-	"github.com/deployer-dev/deployer/executor/notify"
 )
 
 // fleetRig is one project on three in-memory engines, web1 to web3, each a host of its own: its
@@ -218,17 +215,8 @@ func TestFleetAllOrNothing(t *testing.T) {
 			}
 			r.engines[n].Image("app:3", memengine.App, env)
 		}
-		var mu sync.Mutex
-		var notices []notify.Notice
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			var n notify.Notice
-			json.NewDecoder(req.Body).Decode(&n)
-			mu.Lock()
-			notices = append(notices, n)
-			mu.Unlock()
-		}))
-		defer srv.Close()
-		by, err := r.apply(r.config("v3", func(s *config.Service) { s.Image = "app:3" }, &config.Notify{Kind: "webhook", Name: "ops", URL: srv.URL, On: []string{"rolled_back"}}))
+		sink, got := noticeSink(t)
+		by, err := r.apply(r.config("v3", func(s *config.Service) { s.Image = "app:3" }, &config.Notify{Kind: "webhook", Name: "ops", URL: sink, On: []string{"rolled_back"}}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -250,10 +238,8 @@ func TestFleetAllOrNothing(t *testing.T) {
 			t.Errorf("back on v1 everywhere, yet the plan of v1 has changes")
 		}
 		// Each engine's notice names it.
-		mu.Lock()
-		defer mu.Unlock()
 		var engines []string
-		for _, n := range notices {
+		for _, n := range got() {
 			engines = append(engines, n.Engine)
 		}
 		slices.Sort(engines)

@@ -42,10 +42,8 @@ func (d *deployment) heldMigration(ctx context.Context) error {
 	rn, s, m, db := d.rn, d.s, d.s.Migration, d.s.MigrationDB()
 	live := d.st.Live
 	// What does not need the old release stopped is done before the hold, so that the hold
-	// has only what must be in it.
+	// has only what must be in it. A failure before the old release stops is undone by fail.
 	if err := d.beforeHold(ctx); err != nil {
-		d.dropSafety(ctx)
-		d.dropCandidate(ctx)
 		return err
 	}
 	d.holdStart = time.Now()
@@ -55,9 +53,6 @@ func (d *deployment) heldMigration(ctx context.Context) error {
 		for _, p := range s.Ports {
 			resp, err := rn.proxy.ctl(ctx, proxy.Request{Op: "hold", Name: routeName(s, p), Timeout: m.HoldTimeout + heldMargin, Wait: s.Deploy.Drain})
 			if err != nil {
-				d.release(ctx)
-				d.dropSafety(ctx)
-				d.dropCandidate(ctx)
 				return fmt.Errorf("hold the requests of release %d: %w", live.Release(), err)
 			}
 			if resp.Cut > 0 {
@@ -66,9 +61,6 @@ func (d *deployment) heldMigration(ctx context.Context) error {
 		}
 	}
 	if err := rn.stopRelease(ctx, s, live.ID, fmt.Sprintf("release %d", live.Release())); err != nil {
-		d.release(ctx)
-		d.dropSafety(ctx)
-		d.dropCandidate(ctx)
 		return err
 	}
 	d.stopped = true

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/backup"
 	"github.com/deployer-dev/deployer/executor/engine"
 )
 
@@ -122,7 +122,7 @@ func (rn *run) sendImage(ctx context.Context, service, from, ref, id string) err
 		return fmt.Errorf("from engine %s: %w", from, err)
 	}
 	defer rc.Close()
-	cr := &countingReader{r: rc}
+	cr := &backup.CountingReader{R: rc}
 	if err := rn.Runtime.LoadImage(ctx, cr); err != nil {
 		return fmt.Errorf("send %s from engine %s: %w", ref, from, err)
 	}
@@ -134,20 +134,8 @@ func (rn *run) sendImage(ctx context.Context, service, from, ref, id string) err
 		return fmt.Errorf("engine %s sent %s as %s, not %s (was it built again meanwhile?); run apply again", from, ref, short(got), short(id))
 	}
 	secs := time.Since(start).Seconds()
-	rn.log(service, StepImage, "%s (%s) sent from engine %s: %s in %.2fs (%s/s)", ref, short(id), from, HumanBytes(cr.n), secs, HumanBytes(int64(float64(cr.n)/max(secs, 0.001))))
+	rn.log(service, StepImage, "%s (%s) sent from engine %s: %s in %.2fs (%s/s)", ref, short(id), from, HumanBytes(cr.N), secs, HumanBytes(int64(float64(cr.N)/max(secs, 0.001))))
 	return nil
-}
-
-// countingReader counts what is read through it.
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // build runs build.before, then builds the image from its context, unless the context is the

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
-	"github.com/deployer-dev/deployer/executor/notify"
 )
 
 // schemaState is what the live app sees of its database: the rows table's columns and
@@ -100,22 +98,13 @@ func TestMigrationAdditive(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newMigrationRig(t, tc.cutover)
 			before := r.schema()
-			var mu sync.Mutex
-			var notices []notify.Notice
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-				var n notify.Notice
-				json.NewDecoder(req.Body).Decode(&n)
-				mu.Lock()
-				notices = append(notices, n)
-				mu.Unlock()
-			}))
-			defer srv.Close()
+			sink, got := noticeSink(t)
 			p := r.project2("v2", tc.cutover, func(s *config.Service) {
 				migration("sql", "/data/app.db", tc.sql)(s)
 				s.Smoke = config.NewSmoke()
 				s.Smoke.Requests, s.Smoke.P95 = 100, 2*time.Second
 			})
-			p.Notifies = []*config.Notify{{Kind: "webhook", Name: "ops", URL: srv.URL, On: []string{"succeeded"}}}
+			p.Notifies = []*config.Notify{{Kind: "webhook", Name: "ops", URL: sink, On: []string{"succeeded"}}}
 			so := r.apply(p)
 			if so.Error != "" {
 				t.Fatal(so.Error)
@@ -149,11 +138,9 @@ func TestMigrationAdditive(t *testing.T) {
 			if !sawDiff || !sawSmoke {
 				t.Errorf("events: migration diff %v, smoke figures %v", sawDiff, sawSmoke)
 			}
-			mu.Lock()
-			if len(notices) != 1 || !slices.Contains(notices[0].Migration, tc.want) || !strings.Contains(notices[0].Smoke, "100 requests") {
+			if notices := got(); len(notices) != 1 || !slices.Contains(notices[0].Migration, tc.want) || !strings.Contains(notices[0].Smoke, "100 requests") {
 				t.Errorf("the succeeded notice lacks the diff or the smoke figures: %+v", notices)
 			}
-			mu.Unlock()
 			sb := r.serviceBackups(r.store, nil, "")
 			l, err := sb.List(context.Background())
 			if err != nil || len(l.Complete) != 1 {

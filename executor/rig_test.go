@@ -2,14 +2,18 @@ package executor_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/notify"
 )
 
 // What both rigs (the real engine's and the in-memory one's) look at as a user would.
@@ -46,4 +50,23 @@ func releaseState(t testing.TB, eng executor.Engine, project string, servicesOnl
 		parts = append(parts, fmt.Sprintf("%s:%d:%s", role, c.Release(), c.State))
 	}
 	return strings.Join(parts, " ")
+}
+
+// noticeSink is a webhook that keeps the notices it receives: its URL, and what it got so far.
+func noticeSink(t testing.TB) (url string, got func() []notify.Notice) {
+	var mu sync.Mutex
+	var notices []notify.Notice
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var n notify.Notice
+		json.NewDecoder(req.Body).Decode(&n)
+		mu.Lock()
+		notices = append(notices, n)
+		mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, func() []notify.Notice {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]notify.Notice(nil), notices...)
+	}
 }

@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -22,10 +23,9 @@ import (
 // Engines with nothing to do for the service (the release already runs there) are not part of
 // it. An engine whose sequence ends without reaching a point counts as failed there.
 type rollout struct {
-	service string
-	order   []string // the engines that deploy, in the service's order
-	batch   int
-	wait    time.Duration
+	order []string // the engines that deploy, in the service's order
+	batch int
+	wait  time.Duration
 
 	// The image: built (or found) on one engine and sent to the others that lack it.
 	imageFrom string
@@ -46,7 +46,7 @@ type sharedImage struct {
 }
 
 func newRollout(s *config.Service, order []string, imageFrom string) *rollout {
-	return &rollout{service: s.Name, order: order, batch: s.Rollout.BatchSize(len(order)), wait: s.Rollout.Wait, imageFrom: imageFrom,
+	return &rollout{order: order, batch: s.Rollout.BatchSize(len(order)), wait: s.Rollout.Wait, imageFrom: imageFrom,
 		changed: make(chan struct{}), ready: map[string]bool{}, verified: map[string]bool{}, ended: map[string]bool{}}
 }
 
@@ -192,7 +192,7 @@ func (ro *rollout) endedOn(engine string, err error) {
 		if ro.ready[engine] {
 			what = "the cutover failed"
 		}
-		ro.fail(engine, what, firstLineOf(err.Error()))
+		ro.fail(engine, what, errors.New(firstLine(err.Error()))) // the others' messages: one line
 	case err == nil && !ro.ready[engine]:
 		ro.ready[engine], ro.verified[engine] = true, true
 	}
@@ -222,20 +222,8 @@ func (ro *rollout) awaitImage(ctx context.Context) (*sharedImage, error) {
 // engineDone ends what an engine did not end itself: its whole apply stopped (an error outside
 // the service, an interruption).
 func (ro *rollout) engineDone(engine string, err error) {
-	ro.mu.Lock()
-	ended := ro.ended[engine]
-	ro.mu.Unlock()
-	if !ended {
-		if err == nil {
-			err = fmt.Errorf("its apply ended before the service")
-		}
-		ro.endedOn(engine, err)
+	if err == nil {
+		err = fmt.Errorf("its apply ended before the service")
 	}
+	ro.endedOn(engine, err) // nothing when the engine's sequence ended itself
 }
-
-// firstLineErr is an error as one line, for the other engines' messages.
-type firstLineErr string
-
-func (e firstLineErr) Error() string { return string(e) }
-
-func firstLineOf(s string) error { return firstLineErr(firstLine(s)) }

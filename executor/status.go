@@ -42,15 +42,10 @@ type ProxyState struct {
 	Error     string              `json:"error,omitempty"`
 }
 
-// GetStatus reads what runs and checks the health of each live release once.
-func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost string) (*Status, error) {
-	return GetStatusOf(ctx, p, eng, probeHost, false)
-}
-
-// GetStatusOf is GetStatus of an engine that may be remote: then the live releases' health is
-// checked from the project's proxy, on the engine's host (its ports may not be reachable from
-// here).
-func GetStatusOf(ctx context.Context, p *config.Project, eng Engine, probeHost string, remote bool) (*Status, error) {
+// GetStatus reads what runs and checks the health of each live release once. On a remote
+// engine that health is checked from the project's proxy, on the engine's host (its ports may
+// not be reachable from here).
+func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost string, remote bool) (*Status, error) {
 	if err := eng.Ping(ctx); err != nil {
 		return nil, err
 	}

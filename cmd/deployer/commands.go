@@ -83,12 +83,8 @@ func newStatus(g *globals) *cobra.Command {
 			bad := false
 			for i, name := range es.names {
 				eng := es.engines[name]
-				var st *executor.Status
-				err := eng.Ping(cmd.Context())
-				if err == nil {
-					st, err = executor.GetStatusOf(cmd.Context(), es.projects[name], eng, docker.ProbeHost(eng.Host()), es.remote[name])
-				}
-				if name == "" { // one engine: as it always was
+				st, err := executor.GetStatus(cmd.Context(), es.projects[name], eng, docker.ProbeHost(eng.Host()), es.remote[name]) // pings first
+				if name == "" {                                                                                                     // one engine: as it always was
 					if err != nil {
 						return err
 					}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -55,15 +54,7 @@ func TestFleetCLI(t *testing.T) {
 	main := dockertest.Engine(t)
 	app := dockertest.AppImage(t, main)
 	hosts := dockertest.HostEngines(t, 3)
-	rc, err := main.SaveImage(context.Background(), app)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = hosts[0].Engine.LoadImage(context.Background(), rc)
-	rc.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	hosts[0].LoadFrom(t, main, app)
 	sshHost, sshCommand := hosts[2].SSH(t)
 	r := &cliRig{t: t, eng: main, dir: t.TempDir(), project: dockertest.Project(t, main)}
 	cfg := fmt.Sprintf(fleetConfig, r.project, hosts[0].Host, hosts[1].Host, sshHost)

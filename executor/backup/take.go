@@ -357,7 +357,7 @@ func (t *taking) volumes(ctx context.Context) error {
 		}
 		key := archiveKey(v.Name, encrypted)
 		total := t.totals[i]
-		counted := &countingReader{r: rc, report: func(n int64) { req.Progress(Progress{Volume: v.Name, Phase: "upload", Bytes: n, Total: total}) }}
+		counted := &CountingReader{R: rc, Report: func(n int64) { req.Progress(Progress{Volume: v.Name, Phase: "upload", Bytes: n, Total: total}) }}
 		f, raw, err := putCompressed(ctx, req.Store, t.dir+key, counted, req.Keys, extracted, extract)
 		rc.Close()
 		if err != nil {
@@ -594,19 +594,21 @@ func checkExtracted(ctx context.Context, dir string, i int, db DB) (string, erro
 	return "ok", nil
 }
 
-type countingReader struct {
-	r      io.Reader
-	n      int64
+// CountingReader counts the bytes read through it (N); Report, when set, is told the count at
+// most five times a second.
+type CountingReader struct {
+	R      io.Reader
+	N      int64
+	Report func(int64)
 	last   time.Time
-	report func(int64)
 }
 
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	if c.report != nil && time.Since(c.last) > 200*time.Millisecond {
+func (c *CountingReader) Read(p []byte) (int, error) {
+	n, err := c.R.Read(p)
+	c.N += int64(n)
+	if c.Report != nil && time.Since(c.last) > 200*time.Millisecond {
 		c.last = time.Now()
-		c.report(c.n)
+		c.Report(c.N)
 	}
 	return n, err
 }

@@ -258,3 +258,16 @@ func (h *HostEngine) SSH(t testing.TB) (host, sshCommand string) {
 	}
 	return startSSHD(t, ip(2), []string{"nsenter", "--net=/var/run/netns/" + h.NS}, h.Host)
 }
+
+// LoadFrom copies an image from another engine into this one (docker save into docker load).
+func (h *HostEngine) LoadFrom(t testing.TB, from *docker.Engine, ref string) {
+	t.Helper()
+	rc, err := from.SaveImage(context.Background(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if err := h.Engine.LoadImage(context.Background(), rc); err != nil {
+		t.Fatalf("load %s into %s: %v", ref, h.Name, err)
+	}
+}
