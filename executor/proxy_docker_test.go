@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 )
@@ -42,11 +45,31 @@ func TestProxyCutover(t *testing.T) {
 	if got := r.get("/"); got != "version=v1" {
 		t.Fatalf("through the proxy: %q", got)
 	}
+	since := time.Now()
 	if so := r.apply(r.config("v2", proxyMode(nil))); so.Error != "" || so.Release != 2 {
 		t.Fatalf("replace: %+v", so)
 	}
 	if got := r.get("/"); got != "version=v2" {
 		t.Fatalf("after the cutover: %q", got)
+	}
+	// The replace sent the proxy its requests (the routes, the health checks, the drain) on
+	// one session: one exec, ended with the apply.
+	if execs := proxyExecs(t, r, since); len(execs) != 1 || execs[0] != "/deployer proxy ctl -" {
+		t.Errorf("execs into the proxy during the replace: %q (want one session)", execs)
+	}
+	// A proxy's deployer from before sessions fails on "-" as this one fails on a bad request:
+	// the session's reads end at once with what it said, and the deployer falls back to one
+	// exec per request.
+	if obs, _ := executor.Observe(context.Background(), r.eng, r.project); obs.Proxy != nil {
+		sess, err := r.eng.ExecSession(context.Background(), obs.Proxy.ID, []string{"/deployer", "proxy", "ctl", "{"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(sess)
+		sess.Close()
+		if len(b) != 0 || err == nil || !strings.Contains(err.Error(), "control request") {
+			t.Errorf("a session that fails at once: read %q, %v", b, err)
+		}
 	}
 	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
 	if obs.Proxy == nil || !obs.Proxy.Running() || obs.Services["app"].Live.Release() != 2 || len(obs.Services["app"].Previous) != 1 {
@@ -60,6 +83,49 @@ func TestProxyCutover(t *testing.T) {
 	so, err := r.applier(r.config("v2", proxyMode(nil))).Rollback(context.Background(), "app", 0)
 	if err != nil || so.Error != "" || r.get("/") != "version=v1" {
 		t.Fatalf("rollback: %+v %v, serving %q", so, err, r.get("/"))
+	}
+}
+
+// proxyExecs returns the commands exec'd into the project's proxy since then, once every exec
+// there has ended (within 5 s).
+func proxyExecs(t testing.TB, r *rig, since time.Time) []string {
+	t.Helper()
+	ctx := context.Background()
+	obs, err := executor.Observe(ctx, r.eng, r.project)
+	if err != nil || obs.Proxy == nil {
+		t.Fatalf("the proxy: %v %v", obs, err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		top, err := r.eng.Client().ContainerTop(ctx, obs.Proxy.ID, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(top.Processes) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("processes left in the proxy: %q", top.Processes)
+			break
+		}
+	}
+	msgs, errs := r.eng.Client().Events(ctx, events.ListOptions{
+		Since:   fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()),
+		Until:   fmt.Sprintf("%d", time.Now().Unix()+1),
+		Filters: filters.NewArgs(filters.Arg("type", "container"), filters.Arg("container", obs.Proxy.ID)),
+	})
+	var out []string
+	for {
+		select {
+		case m := <-msgs:
+			if cmd, ok := strings.CutPrefix(string(m.Action), "exec_create: "); ok {
+				out = append(out, cmd)
+			}
+		case err := <-errs:
+			if err != nil && err != io.EOF {
+				t.Fatal(err)
+			}
+			return out
+		}
 	}
 }
 

@@ -1,12 +1,15 @@
 package executor
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/deployer-dev/deployer/config"
@@ -28,17 +31,212 @@ const candidateRouteSuffix = "@candidate"
 // proxyControl is the project's proxy for one run. It owns the proxy container's identity: it
 // finds, starts or upgrades the proxy (ensure), and every request to the proxy goes through it.
 type proxyControl struct {
-	rn  *run
-	id  string // the proxy container, once ensured in this run
-	err error  // why ensuring it failed in this run
+	rn       *run
+	id       string // the proxy container, once ensured in this run
+	err      error  // why ensuring it failed in this run
+	sessions ctlSessions
 }
 
-// ctl sends one request to the proxy through docker exec.
+// ctl sends one request to the proxy: on a session (one docker exec for the run's requests),
+// or, to a proxy whose deployer has none, through one docker exec of its own.
 func (px *proxyControl) ctl(ctx context.Context, req proxy.Request) (*proxy.Response, error) {
 	if px.id == "" {
 		return nil, errors.New("the proxy is not running")
 	}
-	return proxyCtl(ctx, px.rn.Runtime, px.id, req)
+	s, err := px.sessions.take(ctx, px.rn.Runtime, px.id)
+	if err != nil {
+		return nil, err
+	}
+	if s == nil {
+		return proxyCtl(ctx, px.rn.Runtime, px.id, req)
+	}
+	resp, err := s.do(ctx, req)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	px.sessions.put(px.id, s)
+	if !resp.OK && resp.Error != "" {
+		return resp, errors.New(resp.Error)
+	}
+	return resp, nil
+}
+
+// close ends the run's sessions with the proxy; a request after it has an exec of its own.
+func (px *proxyControl) close() {
+	px.sessions.reset("")
+	px.sessions.mu.Lock()
+	px.sessions.closed = true
+	px.sessions.mu.Unlock()
+}
+
+// ctlSessions are the open `deployer proxy ctl -` execs into one proxy container. Each docker
+// exec costs the engine a process start in the container (tens of milliseconds of CPU, more
+// on a busy host); a session pays it once per run. A request takes an idle session, or opens
+// one, and gives it back once answered; one that failed or was interrupted is closed.
+type ctlSessions struct {
+	mu     sync.Mutex
+	id     string // the proxy container the idle sessions run in
+	idle   []*ctlSession
+	none   bool // that proxy's deployer is too old for sessions: one exec per request
+	closed bool // the run has ended: no more sessions
+}
+
+// reset closes the idle sessions, and makes the next ones for container id.
+func (cs *ctlSessions) reset(id string) {
+	cs.mu.Lock()
+	idle := cs.idle
+	cs.id, cs.idle, cs.none = id, nil, false
+	cs.mu.Unlock()
+	for _, s := range idle {
+		s.Close()
+	}
+}
+
+// take returns an idle session into container id or a new one; nil (and no error) when that
+// proxy has no sessions.
+func (cs *ctlSessions) take(ctx context.Context, rt Runtime, id string) (*ctlSession, error) {
+	cs.mu.Lock()
+	if cs.id != id {
+		cs.mu.Unlock()
+		cs.reset(id)
+		cs.mu.Lock()
+	}
+	if cs.none || cs.closed {
+		cs.mu.Unlock()
+		return nil, nil
+	}
+	if n := len(cs.idle); n > 0 {
+		s := cs.idle[n-1]
+		cs.idle = cs.idle[:n-1]
+		cs.mu.Unlock()
+		if !s.ended() {
+			return s, nil
+		}
+		s.Close()
+		return cs.take(ctx, rt, id)
+	}
+	cs.mu.Unlock()
+	s, err := openCtlSession(ctx, rt, id)
+	if err != nil {
+		return nil, err
+	}
+	if s == nil {
+		cs.mu.Lock()
+		if cs.id == id {
+			cs.none = true
+		}
+		cs.mu.Unlock()
+	}
+	return s, nil
+}
+
+func (cs *ctlSessions) put(id string, s *ctlSession) {
+	cs.mu.Lock()
+	if cs.id == id && !s.ended() {
+		cs.idle = append(cs.idle, s)
+		s = nil
+	}
+	cs.mu.Unlock()
+	if s != nil {
+		s.Close()
+	}
+}
+
+// ctlSession is one `deployer proxy ctl -` in the proxy container: a request per line written,
+// an answer per line read.
+type ctlSession struct {
+	io.ReadWriteCloser
+	lines chan ctlLine // the answers, read as they come; closed when the exec ends
+	done  chan struct{}
+	once  sync.Once
+}
+
+// Close ends the exec's stdin (the proxy's side then exits) and the reading.
+func (s *ctlSession) Close() error {
+	s.once.Do(func() {
+		close(s.done)
+		s.ReadWriteCloser.Close()
+	})
+	return nil
+}
+
+type ctlLine struct {
+	b   []byte
+	err error
+}
+
+// openCtlSession starts a session and waits for its ready line. A proxy's deployer too old for
+// sessions exits without one: nil, and no error.
+func openCtlSession(ctx context.Context, rt Runtime, id string) (*ctlSession, error) {
+	rw, err := rt.ExecSession(ctx, id, []string{"/deployer", "proxy", "ctl", proxy.SessionArg})
+	if err != nil {
+		return nil, err
+	}
+	s := &ctlSession{ReadWriteCloser: rw, lines: make(chan ctlLine, 1), done: make(chan struct{})}
+	go func() {
+		defer close(s.lines)
+		r := bufio.NewReader(rw)
+		for {
+			b, err := r.ReadBytes('\n')
+			select {
+			case s.lines <- ctlLine{b: b, err: err}:
+			case <-s.done:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	resp, err := s.answer(ctx)
+	if err != nil || !resp.OK {
+		s.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, nil
+	}
+	return s, nil
+}
+
+// do sends one request and waits for its answer.
+func (s *ctlSession) do(ctx context.Context, req proxy.Request) (*proxy.Response, error) {
+	b, _ := json.Marshal(req)
+	if _, err := s.Write(append(b, '\n')); err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	return s.answer(ctx)
+}
+
+func (s *ctlSession) answer(ctx context.Context) (*proxy.Response, error) {
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case l, ok := <-s.lines:
+		if !ok || l.err != nil {
+			if !ok || l.err == io.EOF {
+				return nil, errors.New("proxy: the control session ended")
+			}
+			return nil, fmt.Errorf("proxy: %w", l.err)
+		}
+		var resp proxy.Response
+		if err := json.Unmarshal(l.b, &resp); err != nil {
+			return nil, fmt.Errorf("proxy answered %q: %w", strings.TrimSpace(string(l.b)), err)
+		}
+		return &resp, nil
+	}
+}
+
+// ended reports whether an idle session is of no more use: its exec has ended, or (which a
+// session used in turn never sees) it holds an answer nobody asked for.
+func (s *ctlSession) ended() bool {
+	select {
+	case <-s.lines:
+		return true
+	default:
+		return false
+	}
 }
 
 func proxyCtl(ctx context.Context, rt Runtime, id string, req proxy.Request) (*proxy.Response, error) {
@@ -113,6 +311,7 @@ func (px *proxyControl) ensure(ctx context.Context) error {
 // resync ensures the proxy again: a release started again may have another address.
 func (px *proxyControl) resync(ctx context.Context) error {
 	px.id, px.err = "", nil
+	px.sessions.reset("") // the proxy may have been restarted: its sessions with it
 	return px.ensure(ctx)
 }
 

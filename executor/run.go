@@ -30,8 +30,8 @@ func (a *Applier) newRun() *run {
 }
 
 // begin is the preamble of every operation that changes the engine: the engine answers, the
-// deploy lock is taken, and (withKey) the project's key is read. The returned function releases
-// the lock; it works after ctx is cancelled.
+// deploy lock is taken, and (withKey) the project's key is read. The returned function ends the
+// run's sessions with the proxy and releases the lock; it works after ctx is cancelled.
 func (rn *run) begin(ctx context.Context, withKey bool) (func(), error) {
 	if err := rn.Runtime.Ping(ctx); err != nil {
 		return nil, err
@@ -51,7 +51,10 @@ func (rn *run) begin(ctx context.Context, withKey bool) (func(), error) {
 		}
 		rn.hasher = NewHasher(key)
 	}
-	return unlock, nil
+	return func() {
+		rn.proxy.close()
+		unlock()
+	}, nil
 }
 
 func (rn *run) emit(e Event) {

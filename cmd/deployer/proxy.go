@@ -41,11 +41,14 @@ func newProxy(g *globals) *cobra.Command {
 	serve.Flags().StringVar(&handover, "handover", "/state/handover.sock", "the `PATH` (a prefix) of the unix sockets through which an upgraded proxy takes over this one's listening sockets (empty: no handover)")
 	serve.Flags().BoolVar(&reusePort, "reuse-port", false, "share a port with the proxy being replaced when it cannot hand its sockets over (SO_REUSEPORT)")
 	ctl := &cobra.Command{
-		Use:    "ctl JSON",
-		Short:  "Send one control request to the proxy (the deployer runs it with docker exec)",
+		Use:    "ctl JSON|-",
+		Short:  "Send one control request to the proxy, or with - one per line of stdin (the deployer runs it with docker exec)",
 		Args:   cobra.ExactArgs(1),
 		Hidden: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[0] == proxy.SessionArg {
+				return proxy.CtlSession(socket, g.stdin, g.stdout)
+			}
 			req, err := proxy.ParseRequest(args[0])
 			if err != nil {
 				return fmt.Errorf("control request: %w", err)

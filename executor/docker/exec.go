@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/pkg/stdcopy"
@@ -109,6 +112,51 @@ func (e *Engine) Exec(ctx context.Context, id string, cmd []string) (string, int
 		return out.String() + errOut.String(), ins.ExitCode, nil
 	}
 	return out.String(), ins.ExitCode, nil
+}
+
+// ExecSession runs a command in a running container with its stdin and stdout attached, on
+// one connection to the engine for as long as the session lasts.
+func (e *Engine) ExecSession(ctx context.Context, id string, cmd []string) (io.ReadWriteCloser, error) {
+	created, err := e.cli.ContainerExecCreate(ctx, id, container.ExecOptions{Cmd: cmd, AttachStdin: true, AttachStdout: true, AttachStderr: true})
+	if err != nil {
+		return nil, fmt.Errorf("exec in %s: %w", short(id), err)
+	}
+	att, err := e.cli.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("exec in %s: %w", short(id), err)
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		var errOut tailBuffer
+		_, err := stdcopy.StdCopy(pw, &errOut, att.Reader)
+		if err == nil {
+			err = io.EOF
+			if msg := strings.TrimSpace(errOut.String()); msg != "" {
+				err = fmt.Errorf("exec in %s ended: %s", short(id), msg)
+			}
+		}
+		pw.CloseWithError(err)
+	}()
+	return &execSession{att: att, out: pr}, nil
+}
+
+// execSession is a running exec's stdin (the hijacked connection) and its demultiplexed stdout.
+type execSession struct {
+	att  types.HijackedResponse
+	out  *io.PipeReader
+	once sync.Once
+}
+
+func (s *execSession) Read(b []byte) (int, error)  { return s.out.Read(b) }
+func (s *execSession) Write(b []byte) (int, error) { return s.att.Conn.Write(b) }
+
+func (s *execSession) Close() error {
+	s.once.Do(func() {
+		s.att.CloseWrite()
+		s.att.Close()
+		s.out.Close()
+	})
+	return nil
 }
 
 // SetRestart changes a container's restart policy.

@@ -160,7 +160,8 @@ type sshAddr string
 func (a sshAddr) Network() string { return "ssh" }
 func (a sshAddr) String() string  { return string(a) }
 
-// tailBuffer keeps the last 2 KiB written to it: what ssh said before it gave up.
+// tailBuffer keeps the last 2 KiB written to it: what ssh said before it gave up, what an
+// exec session said on stderr before it ended.
 type tailBuffer struct {
 	mu  sync.Mutex
 	buf []byte

@@ -153,6 +153,10 @@ type Runtime interface {
 	// without (by an earlier version), and its containers get addresses from the engine.
 	EnsureNetwork(ctx context.Context, name string, labels map[string]string) (fixed string, err error)
 	Exec(ctx context.Context, id string, cmd []string) (stdout string, exitCode int, err error)
+	// ExecSession runs a command in a running container with its stdin and stdout kept open:
+	// writes go to its stdin, reads come from its stdout, until Close (which ends its stdin).
+	// Reads end (an error naming what it wrote on stderr) once the command has exited.
+	ExecSession(ctx context.Context, id string, cmd []string) (io.ReadWriteCloser, error)
 	SetRestart(ctx context.Context, id, policy string) error
 	// Platform is the engine's OS and architecture, as Go names them ("linux", "amd64").
 	Platform(ctx context.Context) (os, arch string, err error)

@@ -234,6 +234,43 @@ func Ctl(socket string, req Request) (*Response, error) {
 	return &resp, nil
 }
 
+// SessionArg, given to `deployer proxy ctl` in place of a request, makes it a session: one
+// docker exec for a whole run instead of one per request.
+const SessionArg = "-"
+
+// CtlSession answers requests, one JSON object per line read from in, each with one line of
+// JSON written to out, until in ends. Before the first it writes a ready line ({"ok":true}):
+// a deployer too old for sessions fails on "-" without writing one, and the caller then sends
+// one exec per request instead. A request the proxy cannot answer gets an answer with its error.
+func CtlSession(socket string, in io.Reader, out io.Writer) error {
+	enc := json.NewEncoder(out)
+	if err := enc.Encode(Response{OK: true}); err != nil {
+		return err
+	}
+	r := bufio.NewReader(in)
+	for {
+		line, err := r.ReadBytes('\n')
+		if len(strings.TrimSpace(string(line))) > 0 {
+			var resp *Response
+			req, perr := ParseRequest(string(line))
+			if perr != nil {
+				resp = &Response{Error: "control request: " + perr.Error()}
+			} else if resp, perr = Ctl(socket, req); perr != nil {
+				resp = &Response{Error: perr.Error()}
+			}
+			if werr := enc.Encode(resp); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
 // ParseRequest reads a request given on the command line as JSON.
 func ParseRequest(s string) (Request, error) {
 	var req Request

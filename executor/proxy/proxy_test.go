@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -424,6 +425,48 @@ func TestControlSocket(t *testing.T) {
 		t.Errorf("until without a check: %+v", resp)
 	}
 	stop()
+}
+
+// A session answers each line with one line, in order, beginning with its ready line: a bad
+// request gets an error and the session goes on; the end of its input ends it.
+func TestControlSession(t *testing.T) {
+	blue := release(t, "blue")
+	sock := t.TempDir() + "/ctl.sock"
+	stop := startServe(t, NewServer(), sock)
+	defer stop()
+	listen := freeAddr(t)
+	set, _ := json.Marshal(Request{Op: "set", Route: &Route{Name: "web", Listen: listen, Backend: addr(blue)}})
+	in := strings.NewReader(string(set) + "\n" + `{"op":` + "\n\n" + `{"op":"status"}` + "\n" + `{"op":"nope"}`)
+	var out strings.Builder
+	if err := CtlSession(sock, in, &out); err != nil {
+		t.Fatal(err)
+	}
+	var got []Response
+	for _, line := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n") {
+		var r Response
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("answer %q: %v", line, err)
+		}
+		got = append(got, r)
+	}
+	if len(got) != 5 {
+		t.Fatalf("%d answers, want the ready line and 4:\n%s", len(got), out.String())
+	}
+	if !got[0].OK || !got[1].OK {
+		t.Errorf("ready, set: %+v %+v", got[0], got[1])
+	}
+	if got[2].OK || !strings.Contains(got[2].Error, "control request") {
+		t.Errorf("a bad line: %+v", got[2])
+	}
+	if len(got[3].Routes) != 1 || got[3].Routes[0].Name != "web" {
+		t.Errorf("status: %+v", got[3])
+	}
+	if got[4].OK || !strings.Contains(got[4].Error, `unknown op "nope"`) {
+		t.Errorf("an unknown op, the last line without its newline: %+v", got[4])
+	}
+	if rel, _ := get(t, http.DefaultClient, "http://"+listen+"/"); rel != "blue" {
+		t.Errorf("the route set on the session serves release %q", rel)
+	}
 }
 
 // An HTTP/1.0 client that asks for keep-alive (ab, many health checkers) keeps its connection,

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/deployer-dev/deployer/executor/engine"
@@ -405,6 +406,7 @@ func (e *Engine) Exec(ctx context.Context, id string, cmd []string) (string, int
 		return "", 0, fmt.Errorf("exec in %s: container is not running", c.name)
 	}
 	p := c.proc
+	e.execs.OneShot++
 	e.mu.Unlock()
 	h := p.execHandler()
 	if h == nil {
@@ -412,6 +414,86 @@ func (e *Engine) Exec(ctx context.Context, id string, cmd []string) (string, int
 	}
 	out, code := h(ctx, cmd)
 	return out, code, nil
+}
+
+// ExecSession runs a command with its stdin and stdout kept open: the process's session
+// handler answers it; without one (or for a command it does not run) the exec ends at once,
+// its one-shot output as the error its reads end with. A kill of the container ends it.
+func (e *Engine) ExecSession(ctx context.Context, id string, cmd []string) (io.ReadWriteCloser, error) {
+	e.mu.Lock()
+	c, err := e.get("exec", id)
+	if err != nil {
+		e.mu.Unlock()
+		return nil, err
+	}
+	if c.proc == nil {
+		e.mu.Unlock()
+		return nil, fmt.Errorf("exec in %s: container is not running", c.name)
+	}
+	p := c.proc
+	e.execs.Sessions++
+	e.execs.Open++
+	e.mu.Unlock()
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	s := &session{in: inW, out: outR, outW: outW, done: make(chan struct{})}
+	s.check = func() error {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.check("exec", c.name)
+	}
+	go func() {
+		select {
+		case <-p.Killed():
+			inR.Close()
+			outW.CloseWithError(io.EOF)
+		case <-s.done:
+		}
+	}()
+	go func() {
+		defer func() {
+			outW.Close()
+			e.mu.Lock()
+			e.execs.Open--
+			e.mu.Unlock()
+		}()
+		if h := p.sessionHandler(); h != nil && h(cmd, inR, outW) {
+			return
+		}
+		msg := fmt.Sprintf("%q: executable file not found", strings.Join(cmd, " "))
+		if h := p.execHandler(); h != nil {
+			msg, _ = h(context.WithoutCancel(ctx), cmd)
+		}
+		outW.CloseWithError(fmt.Errorf("exec in %s ended: %s", c.name, strings.TrimSpace(msg)))
+	}()
+	return s, nil
+}
+
+type session struct {
+	in    *io.PipeWriter
+	out   *io.PipeReader
+	outW  *io.PipeWriter
+	check func() error // a planned fault, or a frozen engine
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (s *session) Read(b []byte) (int, error) { return s.out.Read(b) }
+
+// Write sends a request; a planned "exec" fault fails it and ends the session.
+func (s *session) Write(b []byte) (int, error) {
+	if err := s.check(); err != nil {
+		s.in.CloseWithError(err)
+		s.outW.CloseWithError(err)
+		return 0, err
+	}
+	return s.in.Write(b)
+}
+func (s *session) Close() error {
+	s.once.Do(func() { close(s.done) })
+	s.in.Close()
+	s.out.Close()
+	return nil
 }
 
 // logWriter appends a program's output to its container's logs.

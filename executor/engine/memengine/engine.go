@@ -52,6 +52,18 @@ type Engine struct {
 	nextID     int
 	nextAddr   int
 	faults     []*fault
+	execs      ExecCounts
+}
+
+// ExecCounts counts the execs into containers: one-shot ones, sessions opened, and sessions
+// whose command still runs.
+type ExecCounts struct{ OneShot, Sessions, Open int }
+
+// Execs returns the counts so far.
+func (e *Engine) Execs() ExecCounts {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.execs
 }
 
 type image struct {
@@ -126,7 +138,8 @@ func (e *Engine) Freeze() { e.mu.Lock(); e.frozen = true; e.mu.Unlock() }
 func (e *Engine) Thaw() { e.mu.Lock(); e.frozen = false; e.mu.Unlock() }
 
 // Fail makes the next times calls of op ("create", "start", "stop", "remove", "rename",
-// "exec", "pull", "build", "inspect") on a container whose name matches fail with err.
+// "exec", "pull", "build", "inspect") on a container whose name matches fail with err. Each
+// request written to an exec session is an "exec" call too: a fault ends the session.
 func (e *Engine) Fail(op, name string, times int, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -34,6 +34,7 @@ type Process struct {
 	paused    bool
 	listeners []net.Listener
 	exec      func(ctx context.Context, cmd []string) (string, int)
+	session   func(cmd []string, stdin io.Reader, stdout io.Writer) (ok bool)
 	kill      chan struct{}
 	dead      bool // killed, or its program ended: no more listening
 }
@@ -82,6 +83,21 @@ func (p *Process) OnExec(h func(ctx context.Context, cmd []string) (stdout strin
 	p.mu.Lock()
 	p.exec = h
 	p.mu.Unlock()
+}
+
+// OnExecSession sets what answers an exec with its stdin and stdout kept open (ExecSession):
+// h reads the stdin and writes the stdout until the stdin ends; it returns false at once for a
+// command it does not run, which then ends as a one-shot exec of it would.
+func (p *Process) OnExecSession(h func(cmd []string, stdin io.Reader, stdout io.Writer) (ok bool)) {
+	p.mu.Lock()
+	p.session = h
+	p.mu.Unlock()
+}
+
+func (p *Process) sessionHandler() func([]string, io.Reader, io.Writer) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.session
 }
 
 func (p *Process) execHandler() func(context.Context, []string) (string, int) {

@@ -3,6 +3,7 @@ package memengine
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -12,9 +13,15 @@ import (
 
 // Proxy runs the deployer's proxy, as `deployer proxy serve` does in its container: a
 // proxy.Server behind its real control socket, keeping its routes in the /state volume, and
-// answering the `deployer proxy ctl REQUEST` execs the deployer sends. Its routes bind
-// 127.0.0.1.
-func Proxy(ctx context.Context, p *Process) int {
+// answering the `deployer proxy ctl REQUEST` execs and `deployer proxy ctl -` sessions the
+// deployer sends. Its routes bind 127.0.0.1.
+func Proxy(ctx context.Context, p *Process) int { return proxyProgram(ctx, p, true) }
+
+// ProxyWithoutSessions is the proxy of a deployer from before `deployer proxy ctl -`: it
+// answers one request per exec, and a session exits at once.
+func ProxyWithoutSessions(ctx context.Context, p *Process) int { return proxyProgram(ctx, p, false) }
+
+func proxyProgram(ctx context.Context, p *Process, sessions bool) int {
 	if len(p.Cmd) > 0 && p.Cmd[0] == "internal" {
 		// The deployer's helper commands (snapshots, restores) need a real filesystem: this
 		// image answers as a deployer without them would.
@@ -47,6 +54,13 @@ func Proxy(ctx context.Context, p *Process) int {
 		}
 		b, _ := json.Marshal(resp)
 		return string(b) + "\n", 0
+	})
+	p.OnExecSession(func(cmd []string, stdin io.Reader, stdout io.Writer) bool {
+		if !sessions || len(cmd) != 4 || cmd[1] != "proxy" || cmd[2] != "ctl" || cmd[3] != proxy.SessionArg {
+			return false
+		}
+		proxy.CtlSession(socket, stdin, stdout)
+		return true
 	})
 	p.Printf("deployer proxy (in memory): control on %s", socket)
 	done := make(chan error, 1)
