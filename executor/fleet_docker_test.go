@@ -277,7 +277,9 @@ func (r *dockerFleet) rate(port, perSecond int, on ...string) (stop func() map[s
 // (open loop, from inside each engine's namespace): the first deploy, which sends a 100 MiB
 // image from web1 to web2 and web3 (the transfer rate), then a rollout one engine at a time
 // and one with all three at once (failed requests, goal 0 on every engine; wall time), beside
-// the same deploy of a service on one engine in the same run (goal: all at once within 1.5x).
+// the same deploy of a service on one engine in the same run (goal: all at once within 1.5x),
+// with the other engines idle and with them loaded. Each deploy's CPU (the machine's, less the
+// load's) gives the least all at once can take on this machine's 2 cores.
 func BenchmarkFleetRollout(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		r := newDockerFleet(b)
