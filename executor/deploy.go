@@ -398,24 +398,30 @@ func (d *deployment) verify(ctx context.Context) error {
 }
 
 // watch keeps checking a switched engine of a rollout for rollout.wait before the next batch
-// switches: one failed verification ends it.
+// switches (the last batch too, before the rollout ends): one failed verification ends it,
+// and every engine switched goes back. The watch is one step; its checks, one verify
+// each, are not steps of their own (a 30s wait would print a line per check).
 func (d *deployment) watch(ctx context.Context) error {
 	if d.ro.wait <= 0 {
 		return nil
 	}
-	d.rn.log(d.s.Name, StepVerify, "watching release %d for %s before the next engines switch", d.r.number, dur(d.ro.wait))
-	until := time.Now().Add(d.ro.wait)
-	for time.Now().Before(until) {
-		if err := d.cut.verify(ctx, d.liveID); err != nil {
-			return fmt.Errorf("while watched for %s: %w", dur(d.ro.wait), err)
+	rn := d.rn
+	return rn.step(d.s.Name, StepVerify, fmt.Sprintf("watch release %d for %s (rollout.wait) before the rollout goes on", d.r.number, dur(d.ro.wait)), func() error {
+		rn.quiet++
+		defer func() { rn.quiet-- }()
+		until := time.Now().Add(d.ro.wait)
+		for time.Now().Before(until) {
+			if err := d.cut.verify(ctx, d.liveID); err != nil {
+				return fmt.Errorf("while watched for %s: %w", dur(d.ro.wait), err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(min(time.Until(until), time.Second)):
+			}
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(min(time.Until(until), time.Second)):
-		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // switchBack puts the previous release back after the new one failed verification.

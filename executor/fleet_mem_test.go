@@ -270,6 +270,9 @@ func TestFleetWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	want(t, "after the watch failed", r.serves(), "web1=version=v1 web2=version=v1 web3=version=v1")
+	if got := r.watches(); !slices.Equal(got, []string{"web1 failed"}) {
+		t.Errorf("watch steps %v, want web1's, failed", got)
+	}
 	if got := r.cutovers(); !slices.Equal(got, []string{"web1"}) {
 		t.Errorf("cutovers %v, want web1 only", got)
 	}
@@ -281,6 +284,42 @@ func TestFleetWatch(t *testing.T) {
 			t.Errorf("%s: %+v", n, so)
 		}
 	}
+	// A watch that passes: each engine watched 1.5s (checked twice) as one step before the
+	// next engine switches; the last too, before the rollout ends.
+	if _, err := r.apply(r.config("v3", func(s *config.Service) { s.Rollout.Wait = 1500 * time.Millisecond })); err != nil {
+		t.Fatal(err)
+	}
+	want(t, "after a watched rollout", r.serves(), "web1=version=v3 web2=version=v3 web3=version=v3")
+	if got := r.watches(); !slices.Equal(got, []string{"web1 ok", "web2 ok", "web3 ok"}) {
+		t.Errorf("watch steps %v, want one on each engine, in order", got)
+	}
+	if got := r.cutovers(); !slices.Equal(got, []string{"web1", "web2", "web3"}) {
+		t.Errorf("cutovers %v", got)
+	}
+}
+
+// watches lists the engines whose watch steps ended, in order, with their outcomes; every
+// verify step that ends is one of the engine's: its verification, its watch, or a switch back.
+func (r *fleetRig) watches() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	verifies := map[string]int{}
+	for _, e := range r.events {
+		if e.Type != executor.EventStep || e.Step != executor.StepVerify || e.Phase != "end" {
+			continue
+		}
+		verifies[e.Engine]++
+		if strings.HasPrefix(e.Detail, "watch release") || strings.Contains(e.Detail, "while watched") {
+			out = append(out, e.Engine+" "+string(e.Outcome))
+		}
+	}
+	for eng, n := range verifies {
+		if n > 3 {
+			r.t.Errorf("%s: %d verify steps", eng, n)
+		}
+	}
+	return out
 }
 
 // A rollback of a service on three engines: refused before anything changes when the engines

@@ -21,6 +21,7 @@ type run struct {
 	net    network
 	proxy  *proxyControl
 	helper string // the helper image's ID, once found or built
+	quiet  int    // inside a step whose inner steps are not shown (a rollout's watch)
 }
 
 func (a *Applier) newRun() *run {
@@ -84,6 +85,14 @@ func (rn *run) log(service string, step StepKind, format string, args ...any) {
 // point.
 func (rn *run) step(service, name, detail string, fn func() error) error {
 	rn.crash(name)
+	if rn.quiet > 0 {
+		err := fn()
+		var skip skipped
+		if errors.As(err, &skip) {
+			err = nil
+		}
+		return err
+	}
 	start := time.Now()
 	rn.emit(Event{Type: EventStep, Service: service, Step: name, Phase: phaseStart, Detail: detail})
 	err := fn()
