@@ -222,3 +222,46 @@ func TestSSHEngineErrors(t *testing.T) {
 		t.Errorf("ping through a refused ssh: %v", err)
 	}
 }
+
+// A host that hangs mid-apply (its sshd and everything under it stopped: nothing answers and
+// nothing closes) fails the call in seconds instead of waiting on TCP for many minutes: ssh's
+// keepalive gives up on a connection open before, its connect timeout on a new one, and the
+// error says which. Here 1s x 2 and 2s, given in DEPLOYER_SSH_COMMAND, whose options win over
+// the deployer's own (10s x 3, 15s).
+func TestSSHEngineHangs(t *testing.T) {
+	host, sshCmd, freeze := dockertest.FreezableSSHD(t)
+	t.Setenv("DEPLOYER_SSH_COMMAND", sshCmd+" -o ServerAliveInterval=1 -o ServerAliveCountMax=2 -o ConnectTimeout=2")
+	eng, err := docker.New(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	ctx := context.Background()
+	list := func() error {
+		_, err := eng.Containers(ctx, "no-such-project")
+		return err
+	}
+	if err := list(); err != nil { // a connection, kept for the next call
+		t.Fatal(err)
+	}
+	thaw := freeze()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- list() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not responding") && !strings.Contains(err.Error(), "timed out") {
+			t.Errorf("a call to a host that hangs: %v, want ssh's timeout", err)
+		}
+		t.Logf("after %s: %v", time.Since(start).Round(time.Second), err)
+		if d := time.Since(start); d > 15*time.Second {
+			t.Errorf("the call failed after %s", d.Round(time.Second))
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("a call to a host that hangs still waits after 60s")
+	}
+	thaw()
+	if err := list(); err != nil {
+		t.Errorf("once the host answers again: %v", err)
+	}
+}

@@ -413,11 +413,11 @@ func BenchmarkFleetRollout(b *testing.B) {
 // processes they ran), by process: what a deploy cost is the difference over it.
 type machineCPU struct {
 	busy    float64
-	engines map[string]float64 // by pid
+	engines map[int]float64 // by pid
 }
 
 func readCPU() machineCPU {
-	m := machineCPU{engines: map[string]float64{}}
+	m := machineCPU{engines: map[int]float64{}}
 	if b, err := os.ReadFile("/proc/stat"); err == nil {
 		line, _, _ := strings.Cut(string(b), "\n")
 		for i, v := range strings.Fields(line)[1:] {
@@ -426,26 +426,9 @@ func readCPU() machineCPU {
 			}
 		}
 	}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i, j := strings.Index(s, "("), strings.LastIndex(s, ")")
-		if i < 0 || j < 0 || j+2 > len(s) {
-			continue
-		}
-		if name := s[i+1 : j]; name != "dockerd" && name != "containerd" && name != "containerd-shim" {
-			continue
-		}
-		f := strings.Fields(s[j+2:])
-		for _, k := range []int{11, 12, 13, 14} { // utime, stime, and those of its children
-			if k < len(f) {
-				n, _ := strconv.ParseFloat(f[k], 64)
-				m.engines[e.Name()] += n / 100
-			}
+	for _, p := range dockertest.Processes() {
+		if p.Name == "dockerd" || p.Name == "containerd" || p.Name == "containerd-shim" {
+			m.engines[p.PID] = p.CPU
 		}
 	}
 	return m

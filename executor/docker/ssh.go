@@ -17,7 +17,9 @@ import (
 // is `ssh ... host docker system dial-stdio`, whose standard input and output carry the API. The
 // host needs the docker CLI and the user access to the engine; nothing listens on the network
 // but sshd. DEPLOYER_SSH_COMMAND replaces `ssh` (e.g. "ssh -i deploy_key -o
-// StrictHostKeyChecking=accept-new"), as GIT_SSH_COMMAND does for git.
+// StrictHostKeyChecking=accept-new"), as GIT_SSH_COMMAND does for git. A host that stops
+// answering ends its connections within 30s (ServerAliveInterval), so a call fails instead of
+// hanging.
 
 // sshTarget is where an ssh:// engine address leads.
 type sshTarget struct {
@@ -61,7 +63,11 @@ func (t *sshTarget) command() ([]string, error) {
 	if len(args) == 0 {
 		args = []string{"ssh"}
 	}
-	args = append(args, "-o", "BatchMode=yes") // never wait for a password prompt
+	// Never wait for a password prompt; give up on a host that does not answer within 15s,
+	// and on a connection whose host has stopped answering for 30s (a host that hangs, a
+	// network cut mid-apply: without these an API call waits for TCP, many minutes). Options
+	// in DEPLOYER_SSH_COMMAND come first, and so win.
+	args = append(args, "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3")
 	if t.user != "" {
 		args = append(args, "-l", t.user)
 	}

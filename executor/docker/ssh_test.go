@@ -28,7 +28,8 @@ func TestSSHCommandWords(t *testing.T) {
 	}
 	t.Setenv("DEPLOYER_SSH_COMMAND", `ssh -i '/home/ci/deploy key'`)
 	args, err := (&sshTarget{user: "deploy", host: "203.0.113.10"}).command()
-	want := []string{"ssh", "-i", "/home/ci/deploy key", "-o", "BatchMode=yes", "-l", "deploy", "--", "203.0.113.10", "docker", "system", "dial-stdio"}
+	want := []string{"ssh", "-i", "/home/ci/deploy key", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3",
+		"-l", "deploy", "--", "203.0.113.10", "docker", "system", "dial-stdio"}
 	if err != nil || !reflect.DeepEqual(args, want) {
 		t.Errorf("command: %q %v", args, err)
 	}

@@ -256,7 +256,8 @@ func (h *HostEngine) SSH(t testing.TB) (host, sshCommand string) {
 			t.Fatalf("%s: %v: %s", strings.Join(s, " "), err, out)
 		}
 	}
-	return startSSHD(t, ip(2), []string{"nsenter", "--net=/var/run/netns/" + h.NS}, h.Host)
+	host, sshCommand, _ = startSSHD(t, ip(2), []string{"nsenter", "--net=/var/run/netns/" + h.NS}, h.Host)
+	return host, sshCommand
 }
 
 // LoadFrom copies an image from another engine into this one (docker save into docker load).

@@ -7,6 +7,9 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -17,12 +20,92 @@ import (
 // set (.ci/run installs openssh-server) and is skipped otherwise.
 func SSHD(t testing.TB) (host, sshCommand string) {
 	t.Helper()
-	return startSSHD(t, "127.0.0.1", nil, "")
+	host, sshCommand, _ = startSSHD(t, "127.0.0.1", nil, "")
+	return host, sshCommand
+}
+
+// FreezableSSHD is SSHD, and freeze stops (SIGSTOP) the sshd and every process under it, its
+// sessions and the `docker system dial-stdio` they run: a host that hangs, neither answering
+// nor closing its connections. thaw (also run at the test's end) lets them go on.
+func FreezableSSHD(t testing.TB) (host, sshCommand string, freeze func() (thaw func())) {
+	t.Helper()
+	host, sshCommand, pid := startSSHD(t, "127.0.0.1", nil, "")
+	freeze = func() func() {
+		var stopped []int
+		thaw := func() {
+			for _, p := range stopped {
+				syscall.Kill(p, syscall.SIGCONT)
+			}
+			stopped = nil
+		}
+		t.Cleanup(thaw)
+		for _, p := range processTree(pid) {
+			if syscall.Kill(p, syscall.SIGSTOP) == nil {
+				stopped = append(stopped, p)
+			}
+		}
+		return thaw
+	}
+	return host, sshCommand, freeze
+}
+
+// processTree is pid and every process under it.
+func processTree(pid int) []int {
+	children := map[int][]int{}
+	for _, p := range Processes() {
+		children[p.Parent] = append(children[p.Parent], p.PID)
+	}
+	out := []int{pid}
+	for i := 0; i < len(out); i++ {
+		out = append(out, children[out[i]]...)
+	}
+	return out
+}
+
+// Process is one process of this machine, as /proc/PID/stat shows it.
+type Process struct {
+	PID, Parent int
+	Name        string
+	CPU         float64 // seconds: its user and system time, and its waited-for children's
+}
+
+// Processes lists this machine's processes.
+func Processes() []Process {
+	var out []Process
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // exited meanwhile
+		}
+		s := string(b)
+		i, j := strings.Index(s, "("), strings.LastIndex(s, ")")
+		if i < 0 || j < i {
+			continue
+		}
+		f := strings.Fields(s[j+1:]) // state, ppid, ...: utime is the 12th
+		if len(f) < 15 {
+			continue
+		}
+		p := Process{PID: pid, Name: s[i+1 : j]}
+		p.Parent, _ = strconv.Atoi(f[1])
+		for _, k := range []int{11, 12, 13, 14} { // utime, stime, cutime, cstime
+			n, _ := strconv.ParseFloat(f[k], 64)
+			p.CPU += n / 100 // USER_HZ
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // startSSHD runs an sshd listening on ip, its command line after prefix (nsenter into a
-// namespace), with DOCKER_HOST set to dockerHost in its sessions when given.
-func startSSHD(t testing.TB, ip string, prefix []string, dockerHost string) (host, sshCommand string) {
+// namespace), with DOCKER_HOST set to dockerHost in its sessions when given; pid is its
+// process's.
+func startSSHD(t testing.TB, ip string, prefix []string, dockerHost string) (host, sshCommand string, pid int) {
 	t.Helper()
 	sshd, err := exec.LookPath("sshd")
 	if err != nil {
@@ -100,5 +183,5 @@ PermitRootLogin prohibit-password
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Sprintf("ssh://%s@%s", u.Username, addr), "ssh -F " + filepath.Join(dir, "ssh_config")
+	return fmt.Sprintf("ssh://%s@%s", u.Username, addr), "ssh -F " + filepath.Join(dir, "ssh_config"), cmd.Process.Pid
 }
