@@ -16,6 +16,7 @@ import (
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/docker"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 )
 
@@ -29,6 +30,10 @@ type dockerFleet struct {
 	self    string
 	mu      sync.Mutex
 	events  []executor.Event
+	// via, when set, reaches an engine another way than its host's tcp:// (ssh://); crash
+	// is called at the applies' kill points.
+	via   map[string]executor.Runtime
+	crash func(point string)
 }
 
 func newDockerFleet(t testing.TB) *dockerFleet {
@@ -71,7 +76,11 @@ func (r *dockerFleet) fleet(p *config.Project) *executor.Fleet {
 		Engines: map[string]executor.Runtime{}, ProbeHosts: map[string]string{}, Remote: map[string]bool{}}
 	for _, h := range r.hosts {
 		f.Engines[h.Name], f.ProbeHosts[h.Name], f.Remote[h.Name] = h.Engine, "127.0.0.1", true
+		if e := r.via[h.Name]; e != nil {
+			f.Engines[h.Name] = e
+		}
 	}
+	f.Base.Crash = r.crash
 	return f
 }
 
@@ -443,4 +452,65 @@ func (m machineCPU) since() (busy, engines float64) {
 		}
 	}
 	return now.busy - m.busy, engines
+}
+
+// An engine that hangs mid-apply: web3, reached through ssh://, stops answering once its
+// candidate runs (its sshd and everything under it stopped). Its calls fail within seconds
+// (ssh's keepalive and connect timeout) instead of holding web1 and web2 at their barrier:
+// apply ends with no engine switched, web1 and web2 serving the release before, and says what
+// happened on web3. Once web3 answers again (its lock, left by this process, released with
+// deployer unlock), the next apply converges every engine.
+func TestFleetEngineHangs(t *testing.T) {
+	r := newDockerFleet(t)
+	if _, _, err := r.apply(r.config("v1", nil)); err != nil {
+		t.Fatal(err)
+	}
+	host, sshCmd, freeze := r.hosts[2].FreezableSSH(t)
+	t.Setenv("DEPLOYER_SSH_COMMAND", sshCmd+" -o ServerAliveInterval=1 -o ServerAliveCountMax=2 -o ConnectTimeout=2")
+	web3, err := docker.New(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer web3.Close()
+	r.via = map[string]executor.Runtime{"web3": web3}
+	var thaw func()
+	r.crash = func(point string) {
+		if point == "web3/"+executor.StepHealth && thaw == nil {
+			thaw = freeze()
+		}
+	}
+	start := time.Now()
+	done := make(chan map[string]*executor.ServiceOutcome, 1)
+	go func() {
+		_, by, _ := r.apply(r.config("v2", nil))
+		done <- by
+	}()
+	var by map[string]*executor.ServiceOutcome
+	select {
+	case by = <-done:
+	case <-time.After(3 * time.Minute):
+		t.Fatal("apply still waits 3 minutes after web3 stopped answering")
+	}
+	if thaw == nil {
+		t.Fatal("web3 was never frozen")
+	}
+	t.Logf("apply ended %s after it began; web3: %s", time.Since(start).Round(time.Second), by["web3"].Error)
+	r.crash = nil
+	want(t, "after web3 hung", r.serves(), "web1=version=v1 web2=version=v1 web3=version=v1")
+	if so := by["web3"]; so == nil || !strings.Contains(so.Error, "not responding") && !strings.Contains(so.Error, "timed out") && !strings.Contains(so.Error, "session ended") {
+		t.Errorf("web3: %+v", so)
+	}
+	for _, n := range []string{"web1", "web2"} {
+		if so := by[n]; so == nil || !strings.Contains(so.Error, "not switched, all or nothing") {
+			t.Errorf("%s: %+v", n, so)
+		}
+	}
+	thaw()
+	if _, err := executor.Unlock(context.Background(), web3, r.project); err != nil {
+		t.Logf("unlock web3: %v", err)
+	}
+	if _, by, err := r.apply(r.config("v2", nil)); err != nil || by["web3"] == nil || by["web3"].Error != "" {
+		t.Fatalf("the next apply: %v %+v", err, by["web3"])
+	}
+	want(t, "the next apply", r.serves(), "web1=version=v2 web2=version=v2 web3=version=v2")
 }

@@ -235,6 +235,14 @@ func lastLines(s string, n int) string {
 // the engine address and the ssh command (for DEPLOYER_SSH_COMMAND) with the test's key.
 func (h *HostEngine) SSH(t testing.TB) (host, sshCommand string) {
 	t.Helper()
+	host, sshCommand, _ = h.FreezableSSH(t)
+	return host, sshCommand
+}
+
+// FreezableSSH is SSH, and freeze stops the namespace's sshd and everything under it (as
+// FreezableSSHD does): the host hangs for whoever reaches the engine through it.
+func (h *HostEngine) FreezableSSH(t testing.TB) (host, sshCommand string, freeze func() (thaw func())) {
+	t.Helper()
 	var b [2]byte
 	rand.Read(b[:])
 	subnet := fmt.Sprintf("10.213.%d.%d", b[0], b[1]&0xfc)
@@ -256,8 +264,8 @@ func (h *HostEngine) SSH(t testing.TB) (host, sshCommand string) {
 			t.Fatalf("%s: %v: %s", strings.Join(s, " "), err, out)
 		}
 	}
-	host, sshCommand, _ = startSSHD(t, ip(2), []string{"nsenter", "--net=/var/run/netns/" + h.NS}, h.Host)
-	return host, sshCommand
+	host, sshCommand, pid := startSSHD(t, ip(2), []string{"nsenter", "--net=/var/run/netns/" + h.NS}, h.Host)
+	return host, sshCommand, freezer(t, pid)
 }
 
 // LoadFrom copies an image from another engine into this one (docker save into docker load).

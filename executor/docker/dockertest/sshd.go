@@ -30,7 +30,13 @@ func SSHD(t testing.TB) (host, sshCommand string) {
 func FreezableSSHD(t testing.TB) (host, sshCommand string, freeze func() (thaw func())) {
 	t.Helper()
 	host, sshCommand, pid := startSSHD(t, "127.0.0.1", nil, "")
-	freeze = func() func() {
+	return host, sshCommand, freezer(t, pid)
+}
+
+// freezer stops the process pid and everything under it, when called; what it returns (also
+// run at the test's end) lets them go on.
+func freezer(t testing.TB, pid int) func() (thaw func()) {
+	return func() func() {
 		var stopped []int
 		thaw := func() {
 			for _, p := range stopped {
@@ -46,7 +52,6 @@ func FreezableSSHD(t testing.TB) (host, sshCommand string, freeze func() (thaw f
 		}
 		return thaw
 	}
-	return host, sshCommand, freeze
 }
 
 // processTree is pid and every process under it.
