@@ -90,10 +90,11 @@ func (t *sshTarget) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
+	// Not StdoutPipe: Wait closes that pipe, racing the reads of what ssh wrote last (a read
+	// then fails with "file already closed" instead of ending with what ssh said). Wait
+	// returns once all of its output is copied into this one.
+	stdout, stdoutW := io.Pipe()
+	cmd.Stdout = stdoutW
 	c := &cmdConn{cmd: cmd, stdin: stdin, stdout: stdout, target: t}
 	cmd.Stderr = &c.stderr
 	c.exited = make(chan struct{})
@@ -103,6 +104,7 @@ func (t *sshTarget) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	go func() {
 		c.waitErr = cmd.Wait()
 		close(c.exited)
+		stdoutW.Close()
 	}()
 	return c, nil
 }
