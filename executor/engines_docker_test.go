@@ -223,6 +223,10 @@ func TestSSHEngineErrors(t *testing.T) {
 	}
 }
 
+// quickSSHTimeouts, added to DEPLOYER_SSH_COMMAND, make ssh give up on a host that hangs in
+// seconds: 1s x 2 of keepalive, 2s to connect.
+const quickSSHTimeouts = " -o ServerAliveInterval=1 -o ServerAliveCountMax=2 -o ConnectTimeout=2"
+
 // A host that hangs mid-apply (its sshd and everything under it stopped: nothing answers and
 // nothing closes) fails the call in seconds instead of waiting on TCP for many minutes: ssh's
 // keepalive gives up on a connection open before, its connect timeout on a new one, and the
@@ -230,7 +234,7 @@ func TestSSHEngineErrors(t *testing.T) {
 // the deployer's own (10s x 3, 15s).
 func TestSSHEngineHangs(t *testing.T) {
 	host, sshCmd, freeze := dockertest.FreezableSSHD(t)
-	t.Setenv("DEPLOYER_SSH_COMMAND", sshCmd+" -o ServerAliveInterval=1 -o ServerAliveCountMax=2 -o ConnectTimeout=2")
+	t.Setenv("DEPLOYER_SSH_COMMAND", sshCmd+quickSSHTimeouts)
 	eng, err := docker.New(host)
 	if err != nil {
 		t.Fatal(err)

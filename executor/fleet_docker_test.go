@@ -466,7 +466,7 @@ func TestFleetEngineHangs(t *testing.T) {
 		t.Fatal(err)
 	}
 	host, sshCmd, freeze := r.hosts[2].FreezableSSH(t)
-	t.Setenv("DEPLOYER_SSH_COMMAND", sshCmd+" -o ServerAliveInterval=1 -o ServerAliveCountMax=2 -o ConnectTimeout=2")
+	t.Setenv("DEPLOYER_SSH_COMMAND", sshCmd+quickSSHTimeouts)
 	web3, err := docker.New(host)
 	if err != nil {
 		t.Fatal(err)

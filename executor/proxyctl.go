@@ -56,10 +56,7 @@ func (px *proxyControl) ctl(ctx context.Context, req proxy.Request) (*proxy.Resp
 		return nil, err
 	}
 	px.sessions.put(px.id, s)
-	if !resp.OK && resp.Error != "" {
-		return resp, errors.New(resp.Error)
-	}
-	return resp, nil
+	return failed(resp)
 }
 
 // close ends the run's sessions with the proxy; a request after it has an exec of its own.
@@ -131,9 +128,11 @@ func (cs *ctlSessions) take(ctx context.Context, rt Runtime, id string) (*ctlSes
 	return s, nil
 }
 
+// put gives a session back for the next request (take checks it is still of use); one into
+// another container than the sessions' now is closed.
 func (cs *ctlSessions) put(id string, s *ctlSession) {
 	cs.mu.Lock()
-	if cs.id == id && !s.ended() {
+	if cs.id == id {
 		cs.idle = append(cs.idle, s)
 		s = nil
 	}
@@ -220,11 +219,7 @@ func (s *ctlSession) answer(ctx context.Context) (*proxy.Response, error) {
 			}
 			return nil, fmt.Errorf("proxy: %w", l.err)
 		}
-		var resp proxy.Response
-		if err := json.Unmarshal(l.b, &resp); err != nil {
-			return nil, fmt.Errorf("proxy answered %q: %w", strings.TrimSpace(string(l.b)), err)
-		}
-		return &resp, nil
+		return decodeAnswer(l.b)
 	}
 }
 
@@ -248,14 +243,28 @@ func proxyCtl(ctx context.Context, rt Runtime, id string, req proxy.Request) (*p
 	if code != 0 {
 		return nil, fmt.Errorf("proxy: %s", strings.TrimSpace(out))
 	}
-	var resp proxy.Response
-	if err := json.Unmarshal([]byte(out), &resp); err != nil {
-		return nil, fmt.Errorf("proxy answered %q: %w", strings.TrimSpace(out), err)
+	resp, err := decodeAnswer([]byte(out))
+	if err != nil {
+		return nil, err
 	}
-	if !resp.OK && resp.Error != "" {
-		return &resp, errors.New(resp.Error)
+	return failed(resp)
+}
+
+// decodeAnswer reads the proxy's answer to one request, from an exec or a session.
+func decodeAnswer(b []byte) (*proxy.Response, error) {
+	var resp proxy.Response
+	if err := json.Unmarshal(b, &resp); err != nil {
+		return nil, fmt.Errorf("proxy answered %q: %w", strings.TrimSpace(string(b)), err)
 	}
 	return &resp, nil
+}
+
+// failed returns an answer that says its request failed with that as the error.
+func failed(resp *proxy.Response) (*proxy.Response, error) {
+	if !resp.OK && resp.Error != "" {
+		return resp, errors.New(resp.Error)
+	}
+	return resp, nil
 }
 
 // ensure makes sure the project's proxy runs the current deployer, creating or upgrading it,

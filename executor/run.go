@@ -81,20 +81,14 @@ func (rn *run) log(service string, step StepKind, format string, args ...any) {
 	rn.emit(Event{Type: EventLog, Service: service, Step: string(step), Detail: fmt.Sprintf(format, args...)})
 }
 
-// step runs fn as one named step, reporting its start, end and duration. Its start is a kill
-// point.
+// step runs fn as one named step, reporting its start, end and duration (not inside a quiet
+// step: rn.quiet). Its start is a kill point.
 func (rn *run) step(service, name, detail string, fn func() error) error {
 	rn.crash(name)
-	if rn.quiet > 0 {
-		err := fn()
-		var skip skipped
-		if errors.As(err, &skip) {
-			err = nil
-		}
-		return err
-	}
 	start := time.Now()
-	rn.emit(Event{Type: EventStep, Service: service, Step: name, Phase: phaseStart, Detail: detail})
+	if rn.quiet == 0 {
+		rn.emit(Event{Type: EventStep, Service: service, Step: name, Phase: phaseStart, Detail: detail})
+	}
 	err := fn()
 	e := Event{Type: EventStep, Service: service, Step: name, Phase: phaseEnd, Outcome: OutcomeOK, Detail: detail, Seconds: time.Since(start).Seconds()}
 	var skip skipped
@@ -104,7 +98,9 @@ func (rn *run) step(service, name, detail string, fn func() error) error {
 	case err != nil:
 		e.Outcome, e.Detail = OutcomeFailed, err.Error()
 	}
-	rn.emit(e)
+	if rn.quiet == 0 {
+		rn.emit(e)
+	}
 	return err
 }
 

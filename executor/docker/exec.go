@@ -91,20 +91,16 @@ func halves(p netip.Prefix) (lower, upper netip.Prefix, err error) {
 
 // Exec runs a command in a running container and returns its output and exit code.
 func (e *Engine) Exec(ctx context.Context, id string, cmd []string) (string, int, error) {
-	created, err := e.cli.ContainerExecCreate(ctx, id, container.ExecOptions{Cmd: cmd, AttachStdout: true, AttachStderr: true})
+	execID, att, err := e.execAttached(ctx, id, container.ExecOptions{Cmd: cmd, AttachStdout: true, AttachStderr: true})
 	if err != nil {
-		return "", -1, fmt.Errorf("exec in %s: %w", short(id), err)
-	}
-	att, err := e.cli.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
-	if err != nil {
-		return "", -1, fmt.Errorf("exec in %s: %w", short(id), err)
+		return "", -1, err
 	}
 	defer att.Close()
 	var out, errOut bytes.Buffer
 	if _, err := stdcopy.StdCopy(&out, &errOut, att.Reader); err != nil {
 		return "", -1, fmt.Errorf("exec in %s: %w", short(id), err)
 	}
-	ins, err := e.cli.ContainerExecInspect(ctx, created.ID)
+	ins, err := e.cli.ContainerExecInspect(ctx, execID)
 	if err != nil {
 		return "", -1, fmt.Errorf("exec in %s: %w", short(id), err)
 	}
@@ -117,13 +113,9 @@ func (e *Engine) Exec(ctx context.Context, id string, cmd []string) (string, int
 // ExecSession runs a command in a running container with its stdin and stdout attached, on
 // one connection to the engine for as long as the session lasts.
 func (e *Engine) ExecSession(ctx context.Context, id string, cmd []string) (io.ReadWriteCloser, error) {
-	created, err := e.cli.ContainerExecCreate(ctx, id, container.ExecOptions{Cmd: cmd, AttachStdin: true, AttachStdout: true, AttachStderr: true})
+	_, att, err := e.execAttached(ctx, id, container.ExecOptions{Cmd: cmd, AttachStdin: true, AttachStdout: true, AttachStderr: true})
 	if err != nil {
-		return nil, fmt.Errorf("exec in %s: %w", short(id), err)
-	}
-	att, err := e.cli.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("exec in %s: %w", short(id), err)
+		return nil, err
 	}
 	pr, pw := io.Pipe()
 	go func() {
@@ -138,6 +130,19 @@ func (e *Engine) ExecSession(ctx context.Context, id string, cmd []string) (io.R
 		pw.CloseWithError(err)
 	}()
 	return &execSession{att: att, out: pr}, nil
+}
+
+// execAttached creates an exec in container id and starts it attached.
+func (e *Engine) execAttached(ctx context.Context, id string, o container.ExecOptions) (string, types.HijackedResponse, error) {
+	created, err := e.cli.ContainerExecCreate(ctx, id, o)
+	if err != nil {
+		return "", types.HijackedResponse{}, fmt.Errorf("exec in %s: %w", short(id), err)
+	}
+	att, err := e.cli.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return "", types.HijackedResponse{}, fmt.Errorf("exec in %s: %w", short(id), err)
+	}
+	return created.ID, att, nil
 }
 
 // execSession is a running exec's stdin (the hijacked connection) and its demultiplexed stdout.

@@ -395,19 +395,10 @@ func (e *Engine) pause(id string, paused bool) error {
 
 // Exec runs a command in a running container, through the handler its program set.
 func (e *Engine) Exec(ctx context.Context, id string, cmd []string) (string, int, error) {
-	e.mu.Lock()
-	c, err := e.get("exec", id)
+	c, p, err := e.execIn(id, &e.execs.OneShot)
 	if err != nil {
-		e.mu.Unlock()
 		return "", 0, err
 	}
-	if c.proc == nil {
-		e.mu.Unlock()
-		return "", 0, fmt.Errorf("exec in %s: container is not running", c.name)
-	}
-	p := c.proc
-	e.execs.OneShot++
-	e.mu.Unlock()
 	h := p.execHandler()
 	if h == nil {
 		return "", 0, fmt.Errorf("exec in %s: %q: executable file not found", c.name, strings.Join(cmd, " "))
@@ -416,24 +407,31 @@ func (e *Engine) Exec(ctx context.Context, id string, cmd []string) (string, int
 	return out, code, nil
 }
 
+// execIn finds the running container an exec goes into, and counts the exec in counts.
+func (e *Engine) execIn(id string, counts ...*int) (*container, *Process, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c, err := e.get("exec", id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c.proc == nil {
+		return nil, nil, fmt.Errorf("exec in %s: container is not running", c.name)
+	}
+	for _, n := range counts {
+		*n++
+	}
+	return c, c.proc, nil
+}
+
 // ExecSession runs a command with its stdin and stdout kept open: the process's session
 // handler answers it; without one (or for a command it does not run) the exec ends at once,
 // its one-shot output as the error its reads end with. A kill of the container ends it.
 func (e *Engine) ExecSession(ctx context.Context, id string, cmd []string) (io.ReadWriteCloser, error) {
-	e.mu.Lock()
-	c, err := e.get("exec", id)
+	c, p, err := e.execIn(id, &e.execs.Sessions, &e.execs.Open)
 	if err != nil {
-		e.mu.Unlock()
 		return nil, err
 	}
-	if c.proc == nil {
-		e.mu.Unlock()
-		return nil, fmt.Errorf("exec in %s: container is not running", c.name)
-	}
-	p := c.proc
-	e.execs.Sessions++
-	e.execs.Open++
-	e.mu.Unlock()
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	s := &session{in: inW, out: outR, outW: outW, done: make(chan struct{})}
