@@ -342,9 +342,10 @@ func BenchmarkFleetRollout(b *testing.B) {
 			port int
 			on   []string
 		}
-		// deployCPU is the last deploy's CPU time (core-seconds), the load's taken out.
-		var deployCPU float64
-		timed := func(what string, p *config.Project, loads ...load) (secs, loadCores float64) {
+		// timing is a deploy's wall time, the cores its load alone kept busy, and the deploy's
+		// own CPU time (core-seconds, the load's taken out).
+		type timing struct{ secs, loadCores, cpu float64 }
+		timed := func(what string, p *config.Project, loads ...load) timing {
 			var stops []func() map[string]*tally
 			for _, l := range loads {
 				stops = append(stops, r.rate(l.port, 200, l.on...))
@@ -368,7 +369,7 @@ func BenchmarkFleetRollout(b *testing.B) {
 			planned := time.Now()
 			r.events = nil
 			out, err := r.fleet(p).Apply(context.Background(), fp)
-			secs = time.Since(start).Seconds()
+			secs := time.Since(start).Seconds()
 			busy, engines := cpu.since()
 			tallies := stop()
 			if err != nil {
@@ -393,27 +394,26 @@ func BenchmarkFleetRollout(b *testing.B) {
 					steps = append(steps, fmt.Sprintf("%s %.2f", e.Step, e.Seconds))
 				}
 			}
-			deployCPU = busy - loadAlone*secs
+			deployCPU := busy - loadAlone*secs
 			b.Logf("%s: %.2fs (plan %.2fs, apply %.2fs); %s; CPU: the machine %.2f cores busy (the load alone %.2f), the deploy %.2f core-s (the engines' processes %.2f); web1's steps (s): %s",
 				what, secs, planned.Sub(start).Seconds(), time.Since(planned).Seconds(), strings.Join(parts, "; "), busy/secs, loadAlone, deployCPU, engines, strings.Join(steps, ", "))
 			b.ReportMetric(float64(failed), what+"-failed")
 			b.ReportMetric(secs, what+"-s")
-			return secs, loadAlone
+			return timing{secs, loadAlone, deployCPU}
 		}
 		// The deploy on one engine twice: with the other two engines idle, and with them
 		// serving their 200 requests/s meanwhile, as the three do in the rollouts (on hosts of
 		// their own, what the others serve would not take this one's CPU).
-		one, _ := timed("one-engine", both("v1", big("1"), "v2"), load{8081, []string{"web1"}})
-		oneLoaded, _ := timed("one-engine-others-loaded", both("v1", big("1"), "v3"), load{8081, []string{"web1"}}, load{8080, []string{"web2", "web3"}})
-		oneCPU := deployCPU
-		batch1, _ := timed("batch-1", both("v2", big("1"), "v3"), load{port: 8080})
-		all, load3 := timed("all-at-once", both("v3", big("100%"), "v3"), load{port: 8080})
+		one := timed("one-engine", both("v1", big("1"), "v2"), load{8081, []string{"web1"}}).secs
+		loaded := timed("one-engine-others-loaded", both("v1", big("1"), "v3"), load{8081, []string{"web1"}}, load{8080, []string{"web2", "web3"}})
+		batch1 := timed("batch-1", both("v2", big("1"), "v3"), load{port: 8080}).secs
+		all := timed("all-at-once", both("v3", big("100%"), "v3"), load{port: 8080})
 		// Three deploys' CPU on 2 cores, with what the load takes: the least all at once can
 		// take here, however well the engines overlap.
-		least := 3 * oneCPU / (2 - load3)
+		least := 3 * loaded.cpu / (2 - all.loadCores)
 		b.Logf("all at once / one engine = %.2f, / one engine with the others loaded = %.2f (goal <= 1.5); one at a time / one engine = %.2f, / loaded = %.2f; "+
 			"three deploys of %.2f core-s on 2 cores beside the load: at least %.2fs, %.2f x one engine with the others loaded",
-			all/one, all/oneLoaded, batch1/one, batch1/oneLoaded, oneCPU, least, least/oneLoaded)
+			all.secs/one, all.secs/loaded.secs, batch1/one, batch1/loaded.secs, loaded.cpu, least, least/loaded.secs)
 	}
 }
 
