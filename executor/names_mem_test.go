@@ -449,3 +449,50 @@ func TestMemRestoreRefusesVolumeInUse(t *testing.T) {
 		t.Error("the live release stopped")
 	}
 }
+
+// A name taken after the checks (between them and the moment the deployer creates the object)
+// is refused by the engine: the deployer then names the holder and keeps what it would have
+// replaced. Here release 1's previous-release name is taken while release 2 goes live: release 1
+// is not lost.
+func TestMemPreviousNameTakenMidApply(t *testing.T) {
+	r := newMemRig(t, config.CutoverRestart)
+	ctx := context.Background()
+	if so := r.apply(r.config("v1", nil)); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	name := r.project + "-app-r1"
+	r.crash = func(point string) {
+		if point == executor.StepCleanup {
+			if _, err := r.eng.Inspect(ctx, name); err != nil {
+				squatter{"container", name, nil}.make(t, r.eng)
+			}
+		}
+	}
+	collisions.Add(1)
+	so := r.apply(r.config("v2", nil))
+	r.crash = nil
+	if !r.serves("v2") {
+		t.Fatalf("release 2 does not serve: %+v", so)
+	}
+	obs, err := executor.Observe(ctx, r.eng, r.project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := false
+	for _, c := range obs.All {
+		kept = kept || c.Release() == 1 && c.Service() == "app"
+	}
+	if !kept {
+		t.Errorf("release 1 is gone: %s", r.state())
+	}
+	if st, err := r.eng.Inspect(ctx, name); err != nil || st.Spec.Labels[engine.LabelProject] != "" {
+		t.Errorf("the squatter: %+v %v", st, err)
+	}
+	found := false
+	for _, e := range r.events {
+		found = found || strings.Contains(e.Detail, "the container name "+name+" (service.app's previous release) is taken by container "+name)
+	}
+	if !found {
+		t.Errorf("no event names the squatter: %v", r.steps())
+	}
+}
