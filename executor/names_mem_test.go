@@ -496,3 +496,31 @@ func TestMemPreviousNameTakenMidApply(t *testing.T) {
 		t.Errorf("no event names the squatter: %v", r.steps())
 	}
 }
+
+// Rollback and an on-demand backup check the names they use too: another project's container
+// under the candidate's name stops the rollback, another project's volume under the backup's
+// scratch name stops the backup, each naming it, with the live release untouched.
+func TestMemNameTakenStopsRollbackAndBackup(t *testing.T) {
+	r := newMemRig(t, config.CutoverRestart)
+	ctx := context.Background()
+	for _, v := range []string{"v1", "v2"} {
+		if so := r.apply(r.config(v, nil)); so.Error != "" {
+			t.Fatal(so.Error)
+		}
+	}
+	other := map[string]string{engine.LabelProject: "squatter-q", engine.LabelService: "x"}
+	p := r.config("v2", nil)
+	squatter{"container", r.project + "-app-green", other}.make(t, r.eng)
+	collisions.Add(1)
+	if _, err := r.applier(p).Rollback(ctx, "app", 0); err == nil || !strings.Contains(err.Error(), r.project+"-app-green (service.app's candidate) is taken by project \"squatter-q\"") {
+		t.Errorf("rollback: %v", err)
+	}
+	squatter{"volume", r.project + "-app-snapshots", other}.make(t, r.eng)
+	collisions.Add(1)
+	if _, err := r.applier(p).Backup(ctx, "app"); err == nil || !strings.Contains(err.Error(), r.project+"-app-snapshots (service.app's backup scratch volume) is taken by a volume labelled for project \"squatter-q\"") {
+		t.Errorf("backup: %v", err)
+	}
+	if !r.serves("v2") || r.state() != "previous:1:created live:2:running" {
+		t.Errorf("the project changed: %s", r.state())
+	}
+}
