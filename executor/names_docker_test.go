@@ -129,9 +129,11 @@ func TestProjectsCollideOnOneEngine(t *testing.T) {
 	start := time.Now()
 	_, err = app.Apply(ctx, saved)
 	wantRefused(t, "the lock's name", err, "the deploy lock's name "+executor.LockName(a.project)+" is taken by container "+executor.LockName(a.project), "not made by the deployer")
-	if took := time.Since(start); took > 15*time.Second {
+	took := time.Since(start)
+	if took > 15*time.Second {
 		t.Errorf("apply took %s to refuse the squatted lock, within -lock-timeout %s", took, app.LockTimeout)
 	}
+	t.Logf("the squatted lock refused in %s (-lock-timeout %s)", took.Round(time.Millisecond), app.LockTimeout)
 	if _, err := a.eng.Inspect(ctx, lock); err != nil || a.get("/") != "version=v2" {
 		t.Errorf("after the refusal: the squatter %v, A serves %q", err, a.get("/"))
 	}

@@ -314,9 +314,11 @@ func TestMemLockNameSquatted(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "the deploy lock's name "+executor.LockName(r.project)+" is taken by") {
 			t.Fatalf("apply: %v", err)
 		}
-		if took := time.Since(start); took > 5*time.Second {
+		took := time.Since(start)
+		if took > 5*time.Second {
 			t.Errorf("apply took %s to fail, within a lock timeout of %s", took, a.LockTimeout)
 		}
+		t.Logf("the squatted lock refused in %s (lock timeout %s)", took.Round(time.Microsecond), a.LockTimeout)
 		if _, err := r.eng.Inspect(ctx, id); err != nil {
 			t.Errorf("the squatter is gone: %v", err)
 		}
