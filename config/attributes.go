@@ -74,6 +74,9 @@ func (s *Service) runAttrs(a map[string]string) {
 	}
 	for _, v := range s.Volumes {
 		a[VolumeAttr(v.Name, VolumeTarget)] = str(v.Target)
+		if v.Shared { // recorded only when set: the releases of other projects read it
+			a[VolumeAttr(v.Name, VolumeShared)] = boolean(true)
+		}
 	}
 }
 

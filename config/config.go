@@ -239,6 +239,9 @@ type Port struct {
 type Volume struct {
 	Name   string
 	Target string
+	// Shared lets other projects on the engine mount the volume too, when they declare it
+	// shared as well; otherwise a volume another project uses or made is refused.
+	Shared bool
 }
 
 // HealthCheck decides when a candidate or a new live release is healthy.

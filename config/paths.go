@@ -79,6 +79,7 @@ const (
 	PortProtocol  = "protocol"
 
 	VolumeTarget = "target"
+	VolumeShared = "shared"
 
 	CanaryPath         = "path"
 	CanaryStatus       = "status"

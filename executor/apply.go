@@ -35,6 +35,19 @@ func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 	if err := checkPorts(ctx, a.Runtime, a.Project, changing); err != nil {
 		return out, err
 	}
+	// So may what bears the names it uses; the services' volumes are made with its labels.
+	var services []*config.Service
+	for _, name := range changing {
+		if s := a.Project.Service(name); s != nil {
+			services = append(services, s)
+		}
+	}
+	if err := rn.checkOwnership(ctx, services); err != nil {
+		return out, err
+	}
+	if err := rn.makeVolumes(ctx, services); err != nil {
+		return out, err
+	}
 	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
 	if err != nil {
 		return out, err

@@ -332,7 +332,8 @@ func TestMemScratchLeftover(t *testing.T) {
 	if steps := strings.Join(r.steps(), " "); !strings.Contains(steps, executor.StepClean+":ok") {
 		t.Errorf("apply's steps: %s", steps)
 	}
-	if vols, _ := r.eng.Volumes(ctx, r.project); len(vols) != 0 {
+	// What stays labelled with the project is its data volume, made by the first apply.
+	if vols, _ := r.eng.Volumes(ctx, r.project); len(vols) != 1 || vols[0].Name != r.project+"-data" || vols[0].Labels[executor.LabelRole] != executor.RoleData {
 		t.Errorf("after apply: %+v", vols)
 	}
 	if plan := r.plan(p); plan.HasChanges() || len(plan.Leftovers) != 0 {

@@ -213,6 +213,9 @@ func (a *Applier) Backup(ctx context.Context, service string) (*backup.Manifest,
 		return nil, err
 	}
 	defer unlock()
+	if err := rn.checkOwnership(ctx, []*config.Service{s}); err != nil {
+		return nil, err
+	}
 	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
 	if err != nil {
 		return nil, err

@@ -289,8 +289,8 @@ func (d *deployment) startCandidate(ctx context.Context, spec ContainerSpec) (st
 func (d *deployment) createCandidate(ctx context.Context, spec ContainerSpec) (string, error) {
 	id, err := d.rn.createRelease(ctx, spec)
 	if errors.Is(err, ErrNameTaken) {
-		// Not ours to remove blindly: say what to do.
-		return "", fmt.Errorf("a container named %s exists and is not a candidate of this project; remove or rename it", spec.Name)
+		// Not ours to remove blindly: say what holds it.
+		return "", d.rn.nameTaken(ctx, spec.Name, "service."+d.s.Name+"'s candidate")
 	}
 	return id, err
 }

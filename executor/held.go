@@ -96,7 +96,7 @@ func (d *deployment) heldMigration(ctx context.Context) error {
 func (d *deployment) beforeHold(ctx context.Context) error {
 	rn, s, db, live := d.rn, d.s, d.s.MigrationDB(), d.st.Live
 	safety := safetyVolume(rn.Project, s)
-	if err := rn.Runtime.RemoveVolume(ctx, safety); err != nil { // one a kill left is older
+	if err := rn.removeOwnVolume(ctx, safety, s.Name, RoleSafety); err != nil { // one a kill left is older
 		return err
 	}
 	if err := rn.Runtime.CreateVolume(ctx, safety, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleSafety,

@@ -45,6 +45,7 @@ func (rn *run) lock(ctx context.Context) (func(), error) {
 			LabelLockBoot: me.boot, LabelLockPIDNS: me.pidns, LabelLockStart: me.start,
 		}}
 		deadline := time.Now().Add(rn.LockTimeout)
+		broken := 0
 		for {
 			id, err := rn.Runtime.CreateContainer(ctx, spec)
 			if err == nil {
@@ -62,17 +63,21 @@ func (rn *run) lock(ctx context.Context) (func(), error) {
 			if err != nil {
 				return err
 			}
-			if held == nil {
-				continue // released between our attempt and the look
-			}
-			if staleLock(held, host) {
+			switch {
+			case held == nil:
+				// Released between our attempt and the look: try again, within the deadline.
+			case staleLock(held, host) && broken < 3: // a lock that comes back stale again and again is not left by a crash
+				broken++
 				rn.warn("", "breaking the deploy lock of %s: that deployer process is gone (same machine, boot and PID namespace, and PID %s runs no more or is another process)", describeLock(held), held.Labels[LabelLockPID])
 				if err := rn.Runtime.RemoveContainer(ctx, held.ID); err != nil {
 					return err
 				}
-				continue
+				continue // at once: nobody holds it now
 			}
 			if !time.Now().Before(deadline) {
+				if held == nil {
+					return fmt.Errorf("the deploy lock of project %q (container %s) was taken and released again and again for %s: run again", rn.Project.Name, spec.Name, rn.LockTimeout)
+				}
 				wait := "wait for it with -lock-timeout 5m"
 				if rn.LockTimeout > 0 {
 					wait = fmt.Sprintf("waited %s", rn.LockTimeout)
@@ -90,12 +95,24 @@ func (rn *run) lock(ctx context.Context) (func(), error) {
 	return release, err
 }
 
+// lockHolder is the project's lock that holds the lock's name, nil when nothing does (it was
+// released meanwhile). A container of that name that is not the project's lock is an error
+// naming it, at once: no wait ends it (a lock is a container the deployer labelled as such).
 func (rn *run) lockHolder(ctx context.Context) (*Container, error) {
-	obs, err := Observe(ctx, rn.Runtime, rn.Project.Name)
-	if err != nil {
-		return nil, err
+	name := LockName(rn.Project.Name)
+	st, err := rn.Runtime.Inspect(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
 	}
-	return obs.Lock, nil
+	if err != nil {
+		return nil, fmt.Errorf("deploy lock: %w", err)
+	}
+	c := &Container{ID: st.ID, Name: st.Name, Image: st.Spec.Image, Labels: st.Spec.Labels}
+	if c.Labels[LabelProject] != rn.Project.Name || c.Role() != RoleLock {
+		return nil, fmt.Errorf("the deploy lock's name %s is taken by %s, so project %q cannot take its lock: remove or rename that container, or rename the project; nothing was changed",
+			name, whose(*c), rn.Project.Name)
+	}
+	return c, nil
 }
 
 func describeLock(c *Container) string {

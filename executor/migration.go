@@ -335,6 +335,9 @@ func (a *Applier) DryRunMigrations(ctx context.Context, plan *Plan) ([]*DryRunRe
 			}
 			defer unlock()
 		}
+		if err := rn.checkOwnership(ctx, []*config.Service{s}); err != nil {
+			return nil, err
+		}
 		st := obs.Services[s.Name]
 		if st == nil {
 			st = &ServiceState{Name: s.Name}
@@ -425,7 +428,7 @@ func (d *deployment) cloneForMigration(ctx context.Context, db *config.SQLite) e
 		}
 	}
 	// An earlier dry-run's clone (a kill) is not reused: it may be half-written.
-	if err := rn.Runtime.RemoveVolume(ctx, scratch); err != nil {
+	if err := rn.removeOwnVolume(ctx, scratch, s.Name, RoleScratch); err != nil {
 		return err
 	}
 	err = rn.Runtime.CreateVolume(ctx, scratch, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleScratch})

@@ -78,6 +78,21 @@ func (f *fakeEngine) ImageEnv(context.Context, string) (map[string]string, error
 }
 func (f *fakeEngine) Volumes(context.Context, string) ([]Volume, error) { return nil, nil }
 
+func (f *fakeEngine) InspectVolume(_ context.Context, name string) (*Volume, error) {
+	return nil, fmt.Errorf("volume %s: %w", name, ErrNotFound)
+}
+
+func (f *fakeEngine) NetworkLabels(_ context.Context, name string) (map[string]string, error) {
+	return nil, fmt.Errorf("network %s: %w", name, ErrNotFound)
+}
+
+func (f *fakeEngine) ImageLabels(_ context.Context, ref string) (map[string]string, error) {
+	if _, ok := f.images[ref]; ok {
+		return map[string]string{}, nil
+	}
+	return nil, fmt.Errorf("image %s: %w", ref, ErrNotFound)
+}
+
 func (f *fakeEngine) ImageID(_ context.Context, ref string) (string, error) {
 	if id, ok := f.images[ref]; ok {
 		return id, nil

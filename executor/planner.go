@@ -30,11 +30,23 @@ func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptio
 	if err := obs.readScratch(ctx, eng, p.Name); err != nil {
 		return nil, err
 	}
-	key, err := eng.ProjectKey(ctx, p.Name)
+	all, err := eng.AllContainers(ctx)
 	if err != nil {
 		return nil, err
 	}
-	all, err := eng.AllContainers(ctx)
+	// Every name the apply would use is the project's or free (the key's volume among them,
+	// read next), and every volume its services mount theirs to use: names.go.
+	var services []*config.Service
+	for _, s := range p.Services {
+		if len(opts.Targets) == 0 || contains(opts.Targets, s.Name) {
+			services = append(services, s)
+		}
+	}
+	own := &ownership{ctx: ctx, eng: eng, p: p, all: all, proxy: needsProxy(p, LocalEngine(eng.Host()) && !opts.Remote)}
+	if err := own.check(services); err != nil {
+		return nil, err
+	}
+	key, err := eng.ProjectKey(ctx, p.Name)
 	if err != nil {
 		return nil, err
 	}

@@ -339,10 +339,13 @@ func (px *proxyControl) start(ctx context.Context, image string, old *Container)
 	}
 	spec := ContainerSpec{Name: name, Image: image, Cmd: cmd, HostNetwork: true, Restart: "unless-stopped",
 		Labels:  map[string]string{LabelProject: rn.Project.Name, LabelRole: RoleProxy, LabelCreatedAt: time.Now().UTC().Format(time.RFC3339)},
-		Volumes: []VolumeMount{{Name: ProxyName(rn.Project.Name) + "-state", Target: "/state"}}}
+		Volumes: []VolumeMount{{Name: proxyStateVolume(rn.Project), Target: "/state"}}}
+	if err := rn.makeVolume(ctx, proxyStateVolume(rn.Project), map[string]string{LabelProject: rn.Project.Name, LabelRole: RoleProxy}); err != nil {
+		return err
+	}
 	id, err := rn.Runtime.CreateContainer(ctx, spec)
 	if errors.Is(err, ErrNameTaken) {
-		return fmt.Errorf("a container named %s exists and is not this project's proxy: remove or rename it", name)
+		return rn.nameTaken(ctx, name, "the project's proxy")
 	}
 	if err != nil {
 		return err

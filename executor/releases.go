@@ -82,7 +82,15 @@ func (rn *run) keepAsPrevious(ctx context.Context, s *config.Service, old *Conta
 	spec.Labels = withRole(spec.Labels, RolePrevious)
 	spec.Restart = ""
 	spec.Image = old.ImageID
-	if _, err := rn.Runtime.CreateContainer(ctx, spec); err != nil && !errors.Is(err, ErrNameTaken) {
+	_, err := rn.Runtime.CreateContainer(ctx, spec)
+	if errors.Is(err, ErrNameTaken) {
+		// Kept already by a run a kill interrupted, or the name is someone else's: then the
+		// original stays, since removing it would lose the release.
+		if kept, ierr := rn.Runtime.Inspect(ctx, spec.Name); ierr != nil || kept.Spec.Labels[LabelProject] != rn.Project.Name ||
+			kept.Spec.Labels[LabelService] != s.Name || kept.Spec.Labels[LabelRelease] != strconv.Itoa(n) {
+			return fmt.Errorf("keep release %d as previous: %w; %s stays as it is", n, rn.nameTaken(ctx, spec.Name, "service."+s.Name+"'s previous release"), old.Name)
+		}
+	} else if err != nil {
 		return fmt.Errorf("keep release %d as previous: %w", n, err)
 	}
 	rn.crash(PointCleanupKept)

@@ -119,6 +119,14 @@ func (rs restorer) prepare(ctx context.Context, service, id string, opts Restore
 	if err != nil {
 		return nil, err
 	}
+	var live *Container
+	if st := obs.Services[service]; st != nil {
+		live = st.Live
+	}
+	// Said now, before the operator is asked; checked again in the lock.
+	if err := rs.mayRestore(ctx, s, live, rp.Volumes); err != nil {
+		return nil, err
+	}
 	var names []string
 	for _, v := range rp.Volumes {
 		names = append(names, v.To)
@@ -140,6 +148,33 @@ func (rs restorer) prepare(ctx context.Context, service, id string, opts Restore
 		rp.How += fmt.Sprintf(" The backup does not hold %s: left as it is.", strings.Join(rp.Untouched, ", "))
 	}
 	return rp, nil
+}
+
+// mayRestore refuses a restore into volumes that are not the service's to replace: names of
+// the service's that something else holds (ownership.check: another project's volume among
+// them), and any volume a running container mounts that the restore does not stop (it stops
+// only the live release): another project's, a leftover candidate, anything not made by the
+// deployer. Files replaced under a running program corrupt its data, shared or not.
+func (rs restorer) mayRestore(ctx context.Context, s *config.Service, live *Container, vols []RestoreVolume) error {
+	if err := rs.checkOwnership(ctx, []*config.Service{s}); err != nil {
+		return err
+	}
+	all, err := rs.Runtime.AllContainers(ctx)
+	if err != nil {
+		return err
+	}
+	var problems []string
+	for _, v := range vols {
+		for _, c := range all {
+			if (c.Running() || c.State == "paused") && contains(c.Mounts, v.To) && (live == nil || c.ID != live.ID) {
+				problems = append(problems, fmt.Sprintf("volume %s is mounted by %s, which runs", v.To, whose(c)))
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("nothing was restored: %s; the restore stops only the service's live release, and files replaced under a running program would corrupt its data: stop it first", strings.Join(problems, "; "))
+	}
+	return nil
 }
 
 // restoreVolumes pairs the backup's volumes with the configured ones.
@@ -231,6 +266,9 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 	if st = obs.Services[service]; st != nil {
 		live = st.Live
 	}
+	if err := rs.mayRestore(ctx, s, live, rp.Volumes); err != nil {
+		return nil, err
+	}
 	res := &RestoreResult{Tamed: map[string][]string{}}
 	if err := rs.step(service, StepBackup, "back up the current data before replacing it", func() error {
 		// The current data may be the damage being undone: a failed quick_check is recorded.
@@ -320,12 +358,12 @@ func (rn *run) oneOffContainer(ctx context.Context, spec ContainerSpec) (string,
 			return "", oerr
 		}
 		for _, c := range obs.All {
-			if c.Name == spec.Name && c.Role() == RoleOneOff {
+			if c.Name == spec.Name && c.Role() == RoleOneOff && c.Service() == spec.Labels[LabelService] {
 				rn.Runtime.RemoveContainer(ctx, c.ID)
 				return rn.Runtime.CreateContainer(ctx, spec)
 			}
 		}
-		return "", fmt.Errorf("a container named %s exists and is not the deployer's: remove or rename it", spec.Name)
+		return "", rn.nameTaken(ctx, spec.Name, fmt.Sprintf("a one-off container of service.%s", spec.Labels[LabelService]))
 	}
 	return id, err
 }

@@ -82,6 +82,9 @@ func (a *Applier) Rollback(ctx context.Context, service string, to int) (*Servic
 		return nil, err
 	}
 	defer unlock()
+	if err := rn.checkOwnership(ctx, []*config.Service{s}); err != nil {
+		return nil, err
+	}
 	so := &ServiceOutcome{Service: service, Action: "rollback"}
 	start := time.Now()
 	err = rn.rollback(ctx, s, to, so)

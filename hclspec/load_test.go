@@ -313,6 +313,35 @@ locals { base = "core" }
 	}
 }
 
+// shared = true in a volume block lets other projects that say so too mount the volume; it is
+// recorded on releases (the spec) only when set, so that configurations without it keep their
+// spec.
+func TestSharedVolume(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "a.hcl"), []byte(`
+project = "shop"
+service "api" {
+  image = "api:1"
+  volume "uploads" {
+    target = "/uploads"
+    shared = true
+  }
+  volume "data" { target = "/data" }
+}
+`), 0o644)
+	s := load(t, Options{Dir: dir}).Service("api")
+	if !s.Volume("uploads").Shared || s.Volume("data").Shared {
+		t.Errorf("shared: uploads %v, data %v", s.Volume("uploads").Shared, s.Volume("data").Shared)
+	}
+	a := s.Attributes()
+	if a["volume.uploads.shared"] != "true" {
+		t.Errorf("the spec lacks volume.uploads.shared: %v", a)
+	}
+	if _, ok := a["volume.data.shared"]; ok {
+		t.Errorf("an unshared volume records shared: %v", a)
+	}
+}
+
 func TestExamplesLoad(t *testing.T) {
 	for _, dir := range []string{"../examples/quickstart", "../examples/manual-generator"} {
 		p := load(t, Options{Dir: dir})

@@ -109,13 +109,15 @@ func decodePort(d *decoder, s *config.Service, b *hcl.Block) {
 }
 
 var volumeSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "target", Required: true}},
+	Attributes: []hcl.AttributeSchema{{Name: "target", Required: true}, {Name: "shared"}},
 }
 
 func decodeVolume(d *decoder, s *config.Service, b *hcl.Block) {
 	v := &config.Volume{Name: b.Labels[0]}
 	s.Ranges[config.VolumeAttr(v.Name, "")] = cfgRange(b.DefRange)
-	d.str(d.content(b.Body, volumeSchema).Attributes, "target", config.VolumeAttr(v.Name, config.VolumeTarget), &v.Target)
+	a := d.content(b.Body, volumeSchema).Attributes
+	d.str(a, "target", config.VolumeAttr(v.Name, config.VolumeTarget), &v.Target)
+	d.boolean(a, "shared", config.VolumeAttr(v.Name, config.VolumeShared), &v.Shared)
 	s.Volumes = append(s.Volumes, v)
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
@@ -141,10 +142,15 @@ func containers(list []container.Summary) []engine.Container {
 			Labels:  c.Labels,
 			Created: time.Unix(c.Created, 0),
 		})
+		last := &out[len(out)-1]
 		for _, p := range c.Ports {
 			if p.PublicPort != 0 {
-				last := &out[len(out)-1]
 				last.Published = append(last.Published, engine.Published{HostIP: p.IP, HostPort: int(p.PublicPort)})
+			}
+		}
+		for _, m := range c.Mounts {
+			if m.Type == mount.TypeVolume && m.Name != "" {
+				last.Mounts = append(last.Mounts, m.Name)
 			}
 		}
 	}
@@ -161,6 +167,21 @@ func (e *Engine) ImageID(ctx context.Context, ref string) (string, error) {
 		return "", fmt.Errorf("docker engine at %s: inspect image %s: %w", e.host, ref, err)
 	}
 	return img.ID, nil
+}
+
+// ImageLabels are a local image's labels.
+func (e *Engine) ImageLabels(ctx context.Context, ref string) (map[string]string, error) {
+	img, err := e.cli.ImageInspect(ctx, ref)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil, fmt.Errorf("image %s: %w", ref, engine.ErrNotFound)
+		}
+		return nil, fmt.Errorf("docker engine at %s: inspect image %s: %w", e.host, ref, err)
+	}
+	if img.Config == nil {
+		return map[string]string{}, nil
+	}
+	return img.Config.Labels, nil
 }
 
 // ImageEnv is the environment an image sets.
@@ -221,6 +242,15 @@ func (e *Engine) ProjectKey(ctx context.Context, project string) ([]byte, error)
 			return nil, fmt.Errorf("docker engine at %s: read the project's key: %w", e.host, err)
 		}
 	}
+	if owner := v.Labels[engine.LabelProject]; owner != project {
+		// Another project's volume (one of its services may name a volume so): its label is
+		// no key of this project's, and taking it for one would leak nothing but mislead.
+		whose := fmt.Sprintf("project %q", owner)
+		if owner == "" {
+			whose = "no project: it was not made by the deployer"
+		}
+		return nil, fmt.Errorf("docker engine at %s: the volume %s, where project %q keeps its key, is labelled for %s: rename the project, or remove that volume if it is a leftover", e.host, name, project, whose)
+	}
 	key, err := hex.DecodeString(v.Labels[LabelKey])
 	if err != nil || len(key) < 16 {
 		return nil, fmt.Errorf("docker engine at %s: volume %s holds no valid key (label %s): remove it (`docker volume rm %s`) and run again", e.host, name, LabelKey, name)
@@ -228,8 +258,8 @@ func (e *Engine) ProjectKey(ctx context.Context, project string) ([]byte, error)
 	return key, nil
 }
 
-// Volumes lists the volumes labelled with the project (its key's, and the deployer's scratch
-// volumes); a service's volumes carry no such label.
+// Volumes lists the volumes labelled with the project (its key's, the deployer's scratch
+// volumes, the services' volumes it created).
 func (e *Engine) Volumes(ctx context.Context, project string) ([]engine.Volume, error) {
 	resp, err := e.cli.VolumeList(ctx, volume.ListOptions{Filters: filters.NewArgs(filters.Arg("label", engine.LabelProject+"="+project))})
 	if err != nil {
@@ -243,6 +273,18 @@ func (e *Engine) Volumes(ctx context.Context, project string) ([]engine.Volume, 
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// InspectVolume reports a volume by name, with its labels.
+func (e *Engine) InspectVolume(ctx context.Context, name string) (*engine.Volume, error) {
+	v, err := e.cli.VolumeInspect(ctx, name)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil, fmt.Errorf("volume %s: %w", name, engine.ErrNotFound)
+		}
+		return nil, fmt.Errorf("docker engine at %s: inspect volume %s: %w", e.host, name, err)
+	}
+	return &engine.Volume{Name: v.Name, Labels: v.Labels}, nil
 }
 
 // CreateVolume makes a labelled volume for the deployer's own use; an existing one is kept.

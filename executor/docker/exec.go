@@ -13,7 +13,10 @@ import (
 	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/deployer-dev/deployer/executor/engine"
 )
 
 // LabelFixedRange marks a network made with a range of fixed addresses: the deployer gives each
@@ -21,11 +24,21 @@ import (
 // right. The engine hands out the other half of the subnet to whatever else joins.
 const LabelFixedRange = "deployer.fixed-range"
 
+// networkAttempts bounds EnsureNetwork's tries: another deployer making the same network, or
+// a subnet taken between the probe and the creation, is a conflict worth a second look, not an
+// endless one.
+const networkAttempts = 5
+
 // EnsureNetwork creates a bridge network unless one of that name exists, and returns its range
-// of fixed addresses ("" for a network made without one).
+// of fixed addresses ("" for a network made without one). An existing network without the
+// labels is someone else's: ErrNameTaken, naming whose.
 func (e *Engine) EnsureNetwork(ctx context.Context, name string, labels map[string]string) (string, error) {
-	for attempt := 0; ; attempt++ {
+	var last error
+	for attempt := 0; attempt < networkAttempts; attempt++ {
 		if n, err := e.cli.NetworkInspect(ctx, name, network.InspectOptions{}); err == nil {
+			if !hasLabels(n.Labels, labels) {
+				return "", fmt.Errorf("%w: a network named %s exists that is %s", engine.ErrNameTaken, name, labelledFor(n.Labels))
+			}
 			return n.Labels[LabelFixedRange], nil
 		}
 		// Fixed addresses need a subnet given at creation. The engine picks a free one (it knows
@@ -48,17 +61,24 @@ func (e *Engine) EnsureNetwork(ctx context.Context, name string, labels map[stri
 		if err == nil {
 			return fixed.String(), nil
 		}
-		if !isConflict(err) && attempt >= 2 {
+		if !isConflict(err) && attempt >= 2 || ctx.Err() != nil {
 			return "", fmt.Errorf("create network %s: %w", name, err)
 		}
-		// Made meanwhile by another deployer, or the subnet was taken meanwhile: look again.
+		last = err // made meanwhile by another deployer, or the subnet was taken meanwhile: look again
 	}
+	return "", fmt.Errorf("create network %s: gave up after %d attempts: %w", name, networkAttempts, last)
 }
 
 // freeSubnet asks the engine for a subnet it would give a new network.
 func (e *Engine) freeSubnet(ctx context.Context, name string, labels map[string]string) (netip.Prefix, error) {
 	probe := name + "-subnet-probe"
-	e.cli.NetworkRemove(ctx, probe) // left by an interrupted run
+	// One an interrupted run left goes; one of that name made by anyone else stays.
+	if n, err := e.cli.NetworkInspect(ctx, probe, network.InspectOptions{}); err == nil {
+		if !hasLabels(n.Labels, labels) {
+			return netip.Prefix{}, fmt.Errorf("create network %s: %w: a network named %s exists that is %s", name, engine.ErrNameTaken, probe, labelledFor(n.Labels))
+		}
+		e.cli.NetworkRemove(ctx, n.ID)
+	}
 	resp, err := e.cli.NetworkCreate(ctx, probe, network.CreateOptions{Driver: "bridge", Labels: labels})
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("create network %s: %w", name, err)
@@ -74,6 +94,39 @@ func (e *Engine) freeSubnet(ctx context.Context, name string, labels map[string]
 		}
 	}
 	return netip.Prefix{}, fmt.Errorf("create network %s: the engine gave no IPv4 subnet", name)
+}
+
+// NetworkLabels are a network's labels.
+func (e *Engine) NetworkLabels(ctx context.Context, name string) (map[string]string, error) {
+	n, err := e.cli.NetworkInspect(ctx, name, network.InspectOptions{})
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil, fmt.Errorf("network %s: %w", name, engine.ErrNotFound)
+		}
+		return nil, fmt.Errorf("docker engine at %s: inspect network %s: %w", e.host, name, err)
+	}
+	if n.Labels == nil {
+		return map[string]string{}, nil
+	}
+	return n.Labels, nil
+}
+
+// hasLabels reports whether have carries every label of want.
+func hasLabels(have, want map[string]string) bool {
+	for k, v := range want {
+		if have[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// labelledFor says whose an object is by its labels, for an error.
+func labelledFor(labels map[string]string) string {
+	if p := labels[engine.LabelProject]; p != "" {
+		return fmt.Sprintf("project %q's", p)
+	}
+	return "not made by the deployer"
 }
 
 // halves splits a subnet into its lower half (fixed addresses) and upper half (the engine's).

@@ -56,6 +56,8 @@ type Container struct {
 	Created time.Time
 	// Published are the host ports a running container holds.
 	Published []Published
+	// Mounts are the names of the volumes it mounts, running or not: who uses a volume.
+	Mounts []string
 }
 
 // Published is a host port a container publishes.
@@ -103,8 +105,17 @@ type Engine interface {
 	// ImageEnv is the environment an image sets, which every container of it has.
 	ImageEnv(ctx context.Context, image string) (map[string]string, error)
 	// Volumes lists the volumes labelled with the project: those the deployer made for itself
-	// (a backup's scratch space), never a service's, which carry no labels of the deployer's.
+	// (a backup's scratch space, the key's), and the services' volumes it created (role "data":
+	// never scratch); a service's volume made otherwise (by an earlier version, by docker run)
+	// carries no labels of the deployer's.
 	Volumes(ctx context.Context, project string) ([]Volume, error)
+	// InspectVolume reports a volume by name, with its labels (none for one made by mounting
+	// it); ErrNotFound when there is none.
+	InspectVolume(ctx context.Context, name string) (*Volume, error)
+	// NetworkLabels are a network's labels; ErrNotFound when there is none of that name.
+	NetworkLabels(ctx context.Context, name string) (map[string]string, error)
+	// ImageLabels are a local image's labels; ErrNotFound when the engine does not have it.
+	ImageLabels(ctx context.Context, ref string) (map[string]string, error)
 }
 
 // Volume is a volume the deployer made, with its labels.
@@ -150,7 +161,8 @@ type Runtime interface {
 	RemoveVolume(ctx context.Context, name string) error
 	// Networks, exec and restart policies, for the proxy. EnsureNetwork returns the
 	// network's fixed-address range (see NetworkPlan); an empty one when the network was made
-	// without (by an earlier version), and its containers get addresses from the engine.
+	// without (by an earlier version), and its containers get addresses from the engine. A
+	// network of that name without those labels is not the deployer's to join: ErrNameTaken.
 	EnsureNetwork(ctx context.Context, name string, labels map[string]string) (fixed string, err error)
 	Exec(ctx context.Context, id string, cmd []string) (stdout string, exitCode int, err error)
 	// ExecSession runs a command in a running container with its stdin and stdout kept open:
@@ -167,7 +179,8 @@ type RegistryAuth struct {
 	Username, Password string
 }
 
-// ErrNameTaken is returned by CreateContainer when a container of that name exists already.
+// ErrNameTaken is returned by CreateContainer when a container of that name exists already, and
+// by CreateVolume and EnsureNetwork for a volume or network of that name made for something else.
 var ErrNameTaken = errors.New("name taken")
 
 // BuildOptions describe one image build.

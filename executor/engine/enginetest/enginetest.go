@@ -44,6 +44,7 @@ func Run(t *testing.T, fixture func(t *testing.T) Fixture) {
 		{"network", fixedAddresses},
 		{"volumes", volumes},
 		{"labelled volumes", labelledVolumes},
+		{"owners", owners},
 		{"one-off", oneOff},
 		{"kill after the stop timeout", killAfterTimeout},
 		{"restart policy", restartPolicy},
@@ -255,6 +256,68 @@ func labelledVolumes(t *testing.T, f Fixture) {
 	}
 	if vols, err := f.Engine.Volumes(ctx, f.Project); err != nil || len(vols) != 0 {
 		t.Errorf("after removal: %+v %v", vols, err)
+	}
+}
+
+// owners: what tells whose a name is. A container lists the volumes it mounts, running or not;
+// a volume, a network and an image show their labels; a network of a name made for something
+// else is not joined.
+func owners(t *testing.T, f Fixture) {
+	ctx := context.Background()
+	data := f.Project + "-owned"
+	s := f.spec("mounts", nil)
+	s.Volumes = []engine.VolumeMount{{Name: data, Target: "/data"}}
+	id := f.create(t, s)
+	all, err := f.Engine.AllContainers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, c := range all {
+		if c.ID == id {
+			found = true
+			if len(c.Mounts) != 1 || c.Mounts[0] != data {
+				t.Errorf("a stopped container's mounts: %v, want [%s]", c.Mounts, data)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("container %s is not listed", id)
+	}
+	if v, err := f.Engine.InspectVolume(ctx, data); err != nil || v.Name != data || v.Labels[engine.LabelProject] != "" {
+		t.Errorf("a volume made by mounting it: %+v %v, want it without the deployer's labels", v, err)
+	}
+	if _, err := f.Engine.InspectVolume(ctx, f.Project+"-none"); !errors.Is(err, engine.ErrNotFound) {
+		t.Errorf("a volume that does not exist: %v, want ErrNotFound", err)
+	}
+	labelled := f.Project + "-labelled"
+	if err := f.Engine.CreateVolume(ctx, labelled, map[string]string{engine.LabelProject: f.Project, engine.LabelRole: "data"}); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := f.Engine.InspectVolume(ctx, labelled); err != nil || v.Labels[engine.LabelProject] != f.Project || v.Labels[engine.LabelRole] != "data" {
+		t.Errorf("a labelled volume: %+v %v", v, err)
+	}
+	if err := f.Engine.RemoveVolume(ctx, labelled); err != nil {
+		t.Error(err)
+	}
+	net := f.Project + "-owners-net"
+	if _, err := f.Engine.EnsureNetwork(ctx, net, map[string]string{engine.LabelProject: f.Project}); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := f.Engine.NetworkLabels(ctx, net); err != nil || l[engine.LabelProject] != f.Project {
+		t.Errorf("the network's labels: %v %v", l, err)
+	}
+	if _, err := f.Engine.EnsureNetwork(ctx, net, map[string]string{engine.LabelProject: f.Project + "-other"}); !errors.Is(err, engine.ErrNameTaken) {
+		t.Errorf("a network of the name made for another project: %v, want ErrNameTaken", err)
+	}
+	if _, err := f.Engine.NetworkLabels(ctx, f.Project+"-no-net"); !errors.Is(err, engine.ErrNotFound) {
+		t.Errorf("a network that does not exist: %v, want ErrNotFound", err)
+	}
+	if _, err := f.Engine.ImageLabels(ctx, f.App); err != nil {
+		t.Errorf("the app image's labels: %v", err)
+	}
+	if _, err := f.Engine.ImageLabels(ctx, f.Project+"-no-such-image:1"); !errors.Is(err, engine.ErrNotFound) {
+		t.Errorf("an image that does not exist: %v, want ErrNotFound", err)
 	}
 }
 

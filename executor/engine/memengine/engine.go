@@ -48,7 +48,8 @@ type Engine struct {
 	volumes    map[string]string            // name -> directory
 	volLabels  map[string]map[string]string // labels of the volumes made with CreateVolume
 	keys       map[string][]byte
-	networks   map[string]bool
+	networks   map[string]map[string]string // name -> labels
+	netRanges  map[string]string            // name -> its fixed range
 	nextID     int
 	nextAddr   int
 	faults     []*fault
@@ -85,7 +86,7 @@ func New(dir string) (*Engine, error) {
 	}
 	e := &Engine{dir: dir, prefix: [2]byte{byte(200 + a.Int64()), byte(1 + b.Int64())},
 		images: map[string]*image{}, refs: map[string]string{}, pullable: map[string]Program{}, buildable: map[string]Program{},
-		containers: map[string]*container{}, volumes: map[string]string{}, volLabels: map[string]map[string]string{}, keys: map[string][]byte{}, networks: map[string]bool{}, nextAddr: 2}
+		containers: map[string]*container{}, volumes: map[string]string{}, volLabels: map[string]map[string]string{}, keys: map[string][]byte{}, networks: map[string]map[string]string{}, netRanges: map[string]string{}, nextAddr: 2}
 	e.add(&image{ref: "deployer-lock", prog: func(context.Context, *Process) int { return 0 }})
 	return e, nil
 }
@@ -364,15 +365,64 @@ func (e *Engine) HasImage(id string) bool {
 	return e.images[id] != nil
 }
 
-// EnsureNetwork makes a network; its fixed range is the upper half of the engine's /24.
-func (e *Engine) EnsureNetwork(_ context.Context, name string, _ map[string]string) (string, error) {
+// EnsureNetwork makes a network; its fixed range is the upper half of a /24 of its own (the
+// first network's is the engine's), as the engine gives each network a subnet of its own. One
+// of that name made with other labels is ErrNameTaken.
+func (e *Engine) EnsureNetwork(_ context.Context, name string, labels map[string]string) (string, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if err := e.check("network", name); err != nil {
 		return "", err
 	}
-	e.networks[name] = true
-	return fmt.Sprintf("127.%d.%d.128/25", e.prefix[0], e.prefix[1]), nil
+	if have, ok := e.networks[name]; ok {
+		for k, v := range labels {
+			if have[k] != v {
+				return "", fmt.Errorf("%w: a network named %s exists that was made for something else", engine.ErrNameTaken, name)
+			}
+		}
+	} else {
+		e.networks[name] = copyMap(labels)
+		e.netRanges[name] = fmt.Sprintf("127.%d.%d.128/25", e.prefix[0], byte(int(e.prefix[1])+len(e.netRanges)))
+	}
+	return e.netRanges[name], nil
+}
+
+// NetworkLabels are a network's labels.
+func (e *Engine) NetworkLabels(_ context.Context, name string) (map[string]string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("network", name); err != nil {
+		return nil, err
+	}
+	labels, ok := e.networks[name]
+	if !ok {
+		return nil, fmt.Errorf("network %s: %w", name, engine.ErrNotFound)
+	}
+	return copyMap(labels), nil
+}
+
+// InspectVolume reports a volume and its labels.
+func (e *Engine) InspectVolume(_ context.Context, name string) (*engine.Volume, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("volumes", name); err != nil {
+		return nil, err
+	}
+	if _, ok := e.volumes[name]; !ok {
+		return nil, fmt.Errorf("volume %s: %w", name, engine.ErrNotFound)
+	}
+	return &engine.Volume{Name: name, Labels: copyMap(e.volLabels[name])}, nil
+}
+
+// ImageLabels are an image's labels (a built one's: those of the build).
+func (e *Engine) ImageLabels(_ context.Context, ref string) (map[string]string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	img := e.image(ref)
+	if img == nil {
+		return nil, fmt.Errorf("image %s: %w", ref, engine.ErrNotFound)
+	}
+	return copyMap(img.labels), nil
 }
 
 // RemoveVolume removes a volume and its files.
@@ -450,10 +500,10 @@ func (e *Engine) VolumeDir(name string) string {
 	return dir
 }
 
-// address gives a container without a fixed one an address of the lower half of the /24;
-// called with e.mu held.
-func (e *Engine) address() string {
-	for {
+// address gives a container without a fixed one an address of the lower half of the /24,
+// or fails when every one is taken; called with e.mu held.
+func (e *Engine) address() (string, error) {
+	for range 126 {
 		addr := fmt.Sprintf("127.%d.%d.%d", e.prefix[0], e.prefix[1], e.nextAddr)
 		e.nextAddr++
 		if e.nextAddr > 127 {
@@ -464,9 +514,10 @@ func (e *Engine) address() string {
 			taken = taken || c.addr == addr
 		}
 		if !taken {
-			return addr
+			return addr, nil
 		}
 	}
+	return "", errors.New("memengine: every address of the engine's network is taken")
 }
 
 // find finds a container by ID, short ID or name; called with e.mu held.

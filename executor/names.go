@@ -1,0 +1,476 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/deployer-dev/deployer/config"
+)
+
+// Whose a name is. The deployer derives the name of everything it makes on an engine from the
+// project's name and its services' (the lock, the proxy, the network, releases, one-off and
+// helper containers, scratch volumes, built images), and the configuration names the volumes.
+// Such names collide by construction: project "a" service "b-c" and project "a-b" service "c"
+// both run a container "a-b-c"; project "x"'s candidate of service "web" is "x-web-green", the
+// live container of its service "web-green"; anyone may name a volume "x-data". A name alone
+// therefore never says whose an object is: its labels do. An object whose deployer.project
+// label is not the project's is never the project's, whatever its name; within the project, a
+// name derived for a service is that service's only when the object's deployer.service says
+// so. An object without the deployer's labels is the project's only where the deployer takes
+// over what it finds: a container bearing a service's container_name (see takeover.go), an
+// image tag the operator built by hand, a volume that nothing of anyone else mounts.
+//
+// Plan and apply (and rollback, backup and restore) check every name before anything changes:
+// one held by anything else stops the run at once, naming what holds it, before anything is
+// removed. The checks run again inside the deploy lock, since the engine may have changed since
+// the plan; what is created after them and still collides (a race) fails on the engine's own
+// refusal, which names the holder too.
+
+// RoleData labels a service's volume the deployer created; LabelShared on it says the project
+// that made it lets other projects mount it (its volume block says shared = true).
+const (
+	RoleData    = "data"
+	LabelShared = "deployer.shared"
+)
+
+// Kinds of object a name is given to: each kind has its own names on an engine.
+const (
+	kindContainer = "container"
+	kindVolume    = "volume"
+	kindNetwork   = "network"
+	kindImage     = "image"
+)
+
+// claim is a name (or a family of numbered names) the deployer gives one kind of object of a
+// project, and what may hold it.
+type claim struct {
+	kind    string
+	name    string         // the name; for a family, an example of it
+	family  *regexp.Regexp // every name of a numbered family (nil for one name)
+	what    string         // what it is, for messages: "service.web's candidate"
+	service string         // the service whose object it is ("" for the project's own)
+	role    string         // the role label its holder must bear ("" for any)
+	found   bool           // something the deployer did not make may hold it (a takeover)
+}
+
+func (c claim) matches(name string) bool {
+	if c.family != nil {
+		return c.family.MatchString(name)
+	}
+	return name == c.name
+}
+
+// ours reports whether an object with these labels may hold the claim's name.
+func (c claim) ours(project string, labels map[string]string) bool {
+	switch labels[LabelProject] {
+	case "":
+		return c.found
+	case project:
+		return (c.service == "" || labels[LabelService] == c.service) && (c.role == "" || labels[LabelRole] == c.role)
+	}
+	return false
+}
+
+// family is the claim of every name C-<word>N of a service's container name, where each word
+// ends as the name's number follows it: "r" (C-r3), "old-" (C-old-3).
+func family(kind, containerName, what, service string, found bool, words ...string) claim {
+	alt := make([]string, len(words))
+	for i, w := range words {
+		alt[i] = regexp.QuoteMeta(w)
+	}
+	re := regexp.MustCompile("^" + regexp.QuoteMeta(containerName) + "-(" + strings.Join(alt, "|") + ")[0-9]+$")
+	return claim{kind: kind, name: containerName + "-" + words[0] + "N", family: re, what: what, service: service, found: found}
+}
+
+// Names of the deployer's helper containers for a service (helperSpec and its like): the
+// project and service names, then the helper's.
+var helperNames = []string{"snapshot", "schema", "clone", "safety", "put-back", "safety-source", "restore-source"}
+
+// claims are the names the deployer gives the project's objects on an engine: the project's
+// own (the proxy's only when it needs one there) and those of the services given.
+func claims(p *config.Project, services []*config.Service, proxy bool) []claim {
+	out := []claim{
+		{kind: kindContainer, name: LockName(p.Name), what: "the project's deploy lock", role: RoleLock},
+		{kind: kindNetwork, name: NetworkName(p.Name), what: "the project's network"},
+		{kind: kindVolume, name: p.Name + "-deployer-key", what: "the project's key"},
+	}
+	if proxy {
+		out = append(out,
+			claim{kind: kindContainer, name: ProxyName(p.Name), what: "the project's proxy", role: RoleProxy},
+			claim{kind: kindContainer, name: ProxyName(p.Name) + proxyNextSuffix, what: "the project's proxy during an upgrade", role: RoleProxy},
+			claim{kind: kindVolume, name: proxyStateVolume(p), what: "the project's proxy's routes", found: true})
+	}
+	for _, s := range services {
+		c, h, svc := s.ContainerName, p.Name+"-"+s.Name, "service."+s.Name
+		out = append(out,
+			claim{kind: kindContainer, name: c, what: svc + "'s live release", service: s.Name, found: true},
+			claim{kind: kindContainer, name: c + candidateSuffix, what: svc + "'s candidate", service: s.Name},
+			family(kindContainer, c, svc+"'s previous releases", s.Name, false, "r"),
+			family(kindContainer, c, svc+"'s releases set aside by a cutover", s.Name, true, "old-"),
+			family(kindContainer, c, svc+"'s one-off containers", s.Name, false, oneOffWords(s)...))
+		for _, n := range helperNames {
+			out = append(out, claim{kind: kindContainer, name: h + "-" + n, what: svc + "'s helper container", service: s.Name})
+		}
+		if s.Backup != nil {
+			for _, v := range s.Backup.Volumes {
+				out = append(out, claim{kind: kindContainer, name: h + "-restore-" + v, what: svc + "'s restore helper", service: s.Name})
+			}
+			out = append(out, claim{kind: kindVolume, name: h + "-snapshots", what: svc + "'s backup scratch volume", service: s.Name, role: RoleScratch})
+		}
+		if s.Migration != nil {
+			out = append(out,
+				claim{kind: kindVolume, name: migrationScratch(p, s), what: svc + "'s migration dry-run volume", service: s.Name, role: RoleScratch},
+				claim{kind: kindVolume, name: safetyVolume(p, s), what: svc + "'s safety copy", service: s.Name, role: RoleSafety})
+		}
+		if s.Build != nil {
+			// An image tag the operator built by hand is taken over; another project's is not.
+			out = append(out, claim{kind: kindImage, name: s.Image, what: svc + "'s built image", found: true})
+		}
+	}
+	return out
+}
+
+// oneOffWords are the words of a service's numbered one-off containers: hooks (checks.go), the
+// seed, the migration and its dry-run, and the mark of a migration that ran.
+func oneOffWords(s *config.Service) []string {
+	words := []string{"migrated-", "migration-", "migration-dry-run-", "seed-"}
+	for _, h := range s.Hooks {
+		words = append(words, strings.ReplaceAll(h.When, "_", "-")+"-")
+	}
+	return words
+}
+
+func proxyStateVolume(p *config.Project) string { return ProxyName(p.Name) + "-state" }
+
+// configCollisions finds names the configuration derives twice for different objects of the
+// same kind (service "a"'s candidate and service "a-green"'s live release; a service named
+// "proxy" beside the project's proxy), and service volumes named as the deployer's own.
+func configCollisions(p *config.Project, cl []claim) []string {
+	var out []string
+	for i, a := range cl {
+		if a.family != nil {
+			continue
+		}
+		for j, b := range cl {
+			if i == j || a.kind != b.kind || a.kind == kindImage || a.what == b.what || !b.matches(a.name) || (b.family == nil && j < i) {
+				continue
+			}
+			out = append(out, fmt.Sprintf("%s %s is both %s and %s: set another container_name, or rename the service", a.kind, a.name, a.what, b.what))
+		}
+	}
+	for _, s := range p.Services {
+		for _, v := range s.Volumes {
+			for _, c := range cl {
+				if c.kind == kindVolume && c.matches(v.Name) {
+					out = append(out, fmt.Sprintf("service.%s mounts a volume named %s, the name of %s: rename that volume", s.Name, v.Name, c.what))
+				}
+			}
+		}
+	}
+	return out
+}
+
+// ownership checks, before anything changes, that every name the deployer would use for the
+// services (and the project) is free or the project's own, and that every volume they mount is
+// theirs to use. all is every container on the engine.
+type ownership struct {
+	ctx   context.Context
+	eng   Engine
+	p     *config.Project
+	all   []Container
+	proxy bool // the project needs its proxy on this engine
+}
+
+// check returns an error naming every name that is taken, and by what.
+func (o *ownership) check(services []*config.Service) error {
+	cl := claims(o.p, services, o.proxy)
+	problems := configCollisions(o.p, cl)
+	for _, c := range o.all {
+		for _, want := range cl {
+			if want.kind == kindContainer && want.matches(c.Name) && !want.ours(o.p.Name, c.Labels) {
+				problems = append(problems, fmt.Sprintf("the container name %s (%s) is taken by %s", c.Name, want.what, whose(c)))
+			}
+		}
+	}
+	for _, want := range cl {
+		p, err := o.object(want)
+		if err != nil {
+			return err
+		}
+		if p != "" {
+			problems = append(problems, p)
+		}
+	}
+	for _, s := range services {
+		for _, v := range s.Volumes {
+			vol, err := o.eng.InspectVolume(o.ctx, v.Name)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			if p := volumeProblem(o.p, s, v, vol, o.all); p != "" {
+				problems = append(problems, p)
+			}
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	sort.Strings(problems)
+	return fmt.Errorf("project %q: %s; nothing was changed. Labels, not names, say whose an object is (deployer.project, deployer.service): remove or rename what holds the name, or rename the project, the service or its container_name", o.p.Name, strings.Join(dedupe(problems), "; "))
+}
+
+// object checks the volume, network or image a claim names.
+func (o *ownership) object(want claim) (string, error) {
+	var labels map[string]string
+	var err error
+	switch want.kind {
+	case kindVolume:
+		var v *Volume
+		if v, err = o.eng.InspectVolume(o.ctx, want.name); err == nil {
+			labels = v.Labels
+		}
+	case kindNetwork:
+		labels, err = o.eng.NetworkLabels(o.ctx, want.name)
+	case kindImage:
+		labels, err = o.eng.ImageLabels(o.ctx, want.name)
+	default:
+		return "", nil
+	}
+	if errors.Is(err, ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if !want.ours(o.p.Name, labels) {
+		return fmt.Sprintf("the %s name %s (%s) is taken by a %s %s", want.kind, want.name, want.what, want.kind, whoseLabels(labels)), nil
+	}
+	if want.kind == kindVolume {
+		for _, c := range o.all {
+			if c.Labels[LabelProject] != o.p.Name && contains(c.Mounts, want.name) {
+				return fmt.Sprintf("the volume %s (%s) is mounted by %s", want.name, want.what, whose(c)), nil
+			}
+		}
+	}
+	return "", nil
+}
+
+// volumeProblem says why service s may not mount volume v of the engine (vol, nil when it
+// does not exist yet), "" when it may. A volume is another project's when it is labelled for
+// it or one of its containers mounts it: refused unless both declare it shared. A container
+// the deployer did not make that mounts it makes it refused too, unless the configuration
+// declares it shared, or the container is the one a service of the project takes over.
+func volumeProblem(p *config.Project, s *config.Service, v *config.Volume, vol *Volume, all []Container) string {
+	ref := fmt.Sprintf("the volume %s (mounted by service.%s)", v.Name, s.Name)
+	var labels map[string]string
+	if vol != nil {
+		labels = vol.Labels
+	}
+	switch owner := labels[LabelProject]; {
+	case owner == p.Name && labels[LabelRole] != "" && labels[LabelRole] != RoleData:
+		return fmt.Sprintf("%s is one the deployer made for itself, %s: rename the service's volume", ref, whoseLabels(labels))
+	case owner != "" && owner != p.Name && !(v.Shared && consents(owner, v.Name, labels, all)):
+		return fmt.Sprintf("%s is %s%s", ref, whoseLabels(labels), sharedHint(v, owner))
+	}
+	for _, c := range all {
+		if !contains(c.Mounts, v.Name) {
+			continue
+		}
+		switch owner := c.Labels[LabelProject]; {
+		case owner == p.Name:
+		case owner == "" && takenOver(p, c):
+		case owner == "" && v.Shared:
+		case owner == "":
+			return fmt.Sprintf("%s is in use by %s: set shared = true in the volume block if it is meant to be shared with it", ref, whose(c))
+		case !(v.Shared && consents(owner, v.Name, labels, all)):
+			return fmt.Sprintf("%s is in use by %s%s", ref, whose(c), sharedHint(v, owner))
+		}
+	}
+	return ""
+}
+
+func sharedHint(v *config.Volume, owner string) string {
+	if v.Shared {
+		return fmt.Sprintf(", and project %q does not declare it shared (shared = true in its volume block)", owner)
+	}
+	return fmt.Sprintf(": a volume holds one project's data; if both projects mean to share it, set shared = true in the volume %q block of both", v.Name)
+}
+
+// consents reports whether another project declares a volume shared: its live releases that
+// mount it all say so in their spec (the current configuration), else any release of it that
+// mounts it does, else (nothing of it mounts the volume) the volume's labels do if it made it.
+func consents(project, volume string, labels map[string]string, all []Container) bool {
+	var live, other []bool
+	for _, c := range all {
+		if c.Labels[LabelProject] != project || !contains(c.Mounts, volume) || c.Labels[LabelSpecDoc] == "" {
+			continue
+		}
+		var doc map[string]string
+		json.Unmarshal([]byte(c.Labels[LabelSpecDoc]), &doc)
+		shared := doc[config.VolumeAttr(volume, config.VolumeShared)] == "true"
+		if isLive(c) {
+			live = append(live, shared)
+		} else {
+			other = append(other, shared)
+		}
+	}
+	switch {
+	case len(live) > 0:
+		return !slices.Contains(live, false)
+	case len(other) > 0:
+		return slices.Contains(other, true)
+	}
+	return labels[LabelProject] == project && labels[LabelShared] == "true"
+}
+
+// takenOver reports whether a container the deployer did not make is one that a service of
+// the project takes over (it bears the service's container_name, or was set aside from it).
+func takenOver(p *config.Project, c Container) bool {
+	for _, s := range p.Services {
+		if c.Name == s.ContainerName || family(kindContainer, s.ContainerName, "", "", true, "old-").matches(c.Name) {
+			return true
+		}
+	}
+	return false
+}
+
+// whose names what holds a container name, by its labels.
+func whose(c Container) string {
+	l := c.Labels
+	switch {
+	case l[LabelProject] == "":
+		return describeOwner(c) + ", not made by the deployer"
+	case c.Role() == RoleLock:
+		return fmt.Sprintf("project %q's deploy lock (container %s, held by %s)", l[LabelProject], c.Name, orUnknown(l[LabelHolder]))
+	case l[LabelService] == "" || c.Role() == RoleOneOff || c.Role() == RoleMigrated:
+		return fmt.Sprintf("a container of project %q (%s, role %q)", l[LabelProject], c.Name, c.Role())
+	case l[LabelRelease] == "":
+		return fmt.Sprintf("project %q's service.%s (container %s)", l[LabelProject], l[LabelService], c.Name)
+	}
+	return describeOwner(c)
+}
+
+// whoseLabels says whose a volume, network or image is by its labels: "labelled for project
+// "x" (service.web, role "data")", or "not made by the deployer".
+func whoseLabels(labels map[string]string) string {
+	owner := labels[LabelProject]
+	if owner == "" {
+		return "not made by the deployer"
+	}
+	var more []string
+	if s := labels[LabelService]; s != "" {
+		more = append(more, "service."+s)
+	}
+	if r := labels[LabelRole]; r != "" {
+		more = append(more, fmt.Sprintf("role %q", r))
+	}
+	out := fmt.Sprintf("labelled for project %q", owner)
+	if len(more) > 0 {
+		out += " (" + strings.Join(more, ", ") + ")"
+	}
+	return out
+}
+
+// containerOwner is whose a container found by name is, from its inspected state.
+func containerOwner(st *ContainerState) string {
+	return whose(Container{ID: st.ID, Name: st.Name, Image: st.Spec.Image, Labels: st.Spec.Labels})
+}
+
+// nameTaken explains a creation the engine refused because the name is taken (a race with
+// the checks before, or something the checks do not see): it names what holds it.
+func (rn *run) nameTaken(ctx context.Context, name, what string) error {
+	holder := "something else"
+	if st, err := rn.Runtime.Inspect(ctx, name); err == nil {
+		holder = containerOwner(st)
+	}
+	return fmt.Errorf("the container name %s (%s) is taken by %s: remove or rename it", name, what, holder)
+}
+
+// needsProxy reports whether the project needs its proxy on an engine: a service routed
+// through it, or checks that run from it (an engine that is not local).
+func needsProxy(p *config.Project, local bool) bool {
+	for _, s := range p.Services {
+		if newCutover(s, local, nil).needsProxy() {
+			return true
+		}
+	}
+	return false
+}
+
+// checkOwnership checks, in a run, that the names of the services given and the project's are
+// its own (ownership.check), right before it changes anything.
+func (rn *run) checkOwnership(ctx context.Context, services []*config.Service) error {
+	all, err := rn.Runtime.AllContainers(ctx)
+	if err != nil {
+		return err
+	}
+	o := &ownership{ctx: ctx, eng: rn.Runtime, p: rn.Project, all: all, proxy: needsProxy(rn.Project, !rn.remote())}
+	return o.check(services)
+}
+
+// makeVolumes creates the services' volumes that do not exist yet, with the project's labels
+// (and shared, as the configuration says), before any container mounts them: the engine
+// would make them without. One that exists is kept as it is (ownership.check judged it).
+func (rn *run) makeVolumes(ctx context.Context, services []*config.Service) error {
+	for _, s := range services {
+		for _, v := range s.Volumes {
+			if err := rn.makeVolume(ctx, v.Name, dataLabels(rn.Project, v)); err != nil {
+				return fmt.Errorf("service.%s: %w", s.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// makeVolume creates a volume with labels unless one of the name exists.
+func (rn *run) makeVolume(ctx context.Context, name string, labels map[string]string) error {
+	if _, err := rn.Runtime.InspectVolume(ctx, name); !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	err := rn.Runtime.CreateVolume(ctx, name, labels)
+	if errors.Is(err, ErrNameTaken) {
+		v, ierr := rn.Runtime.InspectVolume(ctx, name)
+		if ierr == nil && v.Labels[LabelProject] == rn.Project.Name {
+			return nil // made meanwhile by another run of the project
+		}
+		holder := "something else"
+		if ierr == nil {
+			holder = whoseLabels(v.Labels)
+		}
+		return fmt.Errorf("the volume %s was made meanwhile, %s: run plan again", name, holder)
+	}
+	return err
+}
+
+// dataLabels are the labels of a service's volume the deployer creates.
+func dataLabels(p *config.Project, v *config.Volume) map[string]string {
+	l := map[string]string{LabelProject: p.Name, LabelRole: RoleData}
+	if v.Shared {
+		l[LabelShared] = "true"
+	}
+	return l
+}
+
+// removeOwnVolume removes a volume the deployer made for a service (role: its scratch space, a
+// safety copy) that an interrupted run left; one of that name that is not that (another
+// project's, a service's, one the deployer did not make) is never removed: an error names it.
+func (rn *run) removeOwnVolume(ctx context.Context, name, service, role string) error {
+	v, err := rn.Runtime.InspectVolume(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	l := v.Labels
+	if l[LabelProject] != rn.Project.Name || l[LabelService] != service || l[LabelRole] != role {
+		return fmt.Errorf("a volume named %s exists, %s, that is not service.%s's %s volume: it is left as it is; rename or remove it", name, whoseLabels(l), service, role)
+	}
+	return rn.Runtime.RemoveVolume(ctx, name)
+}
