@@ -272,3 +272,37 @@ func TestConfigFilesStayInside(t *testing.T) {
 		t.Errorf("variables %+v", p.Variables[0])
 	}
 }
+
+// fmt reads and writes its files through their directory too: a link out of it, a fifo or a
+// device is refused (fmt -check runs on forks' pull requests and shows a file's syntax errors
+// with its lines), and a file made a link since it was read is not written through.
+func TestFormatSourceStaysInside(t *testing.T) {
+	root, cfg := hostileTree(t)
+	os.Symlink("../outside.hcl", filepath.Join(cfg, "evil.hcl"))
+	syscall.Mkfifo(filepath.Join(cfg, "pipe.hcl"), 0o644)
+	for _, name := range []string{"evil.hcl", "pipe.hcl", "link-passwd", "link-devzero", "sock"} {
+		done := make(chan error, 1)
+		go func() { _, err := ReadSource(filepath.Join(cfg, name)); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || strings.Contains(err.Error(), outsideContent) {
+				t.Errorf("%s: %v", name, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("reading %s hangs", name)
+		}
+	}
+	ok := filepath.Join(cfg, "ok.hcl")
+	os.WriteFile(ok, []byte("a=1\n"), 0o644)
+	if b, err := ReadSource(ok); err != nil || string(b) != "a=1\n" {
+		t.Fatalf("%q %v", b, err)
+	}
+	os.Remove(ok)
+	os.Symlink("../outside.hcl", ok) // swapped for a link after the read
+	if err := WriteSource(ok, []byte("a = 1\n")); err == nil {
+		t.Error("written through a link out of the directory")
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "outside.hcl")); !strings.Contains(string(b), outsideContent) {
+		t.Errorf("the file outside was rewritten: %q", b)
+	}
+}
