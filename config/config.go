@@ -71,6 +71,11 @@ type Project struct {
 	// Sensitive holds the attribute paths (as Service.Attributes names them, prefixed by
 	// "service.NAME.", or "notify.KIND.NAME.url") whose values derive from a sensitive variable.
 	Sensitive map[string]bool
+	// Unknown holds the attribute paths (named as Sensitive's) whose values are not known:
+	// validate loads a configuration without the values of its required variables, and every
+	// value computed from one is unknown. Such an attribute keeps its default; the checks that
+	// need its value skip it (Known).
+	Unknown map[string]bool
 	// Secrets is the text of every sensitive value: the sensitive variables' own values and
 	// every string computed from them, so that output can be searched for them and masked.
 	// Never printed.
@@ -360,6 +365,16 @@ func (p *Project) Service(name string) *Service {
 func (p *Project) SortServices() {
 	sort.SliceStable(p.Services, func(i, j int) bool { return p.Services[i].Name < p.Services[j].Name })
 }
+
+// MinSecret is the length of the shortest sensitive value: a shorter one is no secret worth the
+// name, and masking it wherever its text appears would mangle ordinary words and numbers ("ok",
+// "1", "on"), so the loader refuses it (naming the variable or attribute, never the value)
+// rather than show it, and output is masked for values of this length and more. The empty
+// value, an optional secret not set, is allowed: there is nothing to show.
+const MinSecret = 4
+
+// Known reports whether the value at an attribute path (as Sensitive names them) is known.
+func (p *Project) Known(path string) bool { return !p.Unknown[path] }
 
 // IsSensitive reports whether the attribute path of a service derives from a sensitive value.
 func (p *Project) IsSensitive(service, attr string) bool {

@@ -15,6 +15,9 @@ type Error struct {
 	Range   Range
 	Summary string
 	Detail  string // what to do about it
+	// Safe is set when Detail quotes nothing of the value, which may then be sensitive: the
+	// loader shows the detail of other errors about a sensitive value as a general sentence.
+	Safe bool
 }
 
 func (e *Error) Error() string {
@@ -60,6 +63,13 @@ func (v *validator) add(r Range, summary, detail string, args ...any) {
 	v.errs = append(v.errs, &Error{Range: r, Summary: summary, Detail: fmt.Sprintf(detail, args...)})
 }
 
+// known reports whether a service attribute's value is known (Project.Unknown). An error about
+// an unknown attribute itself is dropped by the loader, which knows its range; the checks that
+// decide from one attribute and report at another ask here.
+func (v *validator) known(s *Service, key string) bool {
+	return v.p.Known("service." + s.Name + "." + key)
+}
+
 // at is the range of a service attribute, or of the service block when the attribute has none.
 func at(s *Service, key string) Range {
 	if r, ok := s.Ranges[key]; ok {
@@ -70,7 +80,7 @@ func at(s *Service, key string) Range {
 
 func (v *validator) project() {
 	p := v.p
-	if !nameRE.MatchString(p.Name) {
+	if p.Known("project") && !nameRE.MatchString(p.Name) {
 		v.add(p.NameRange, "Invalid project name",
 			"The project name %q becomes part of container names and labels: use lower-case letters, digits, '.', '_' and '-', starting with a letter or digit.", p.Name)
 	}
@@ -107,7 +117,9 @@ func (v *validator) project() {
 			continue
 		}
 		seenService[s.Name] = s
-		if prev, ok := seenContainer[s.ContainerName]; ok {
+		if !v.known(s, AttrContainerName) {
+			// Checked when known: its default may be another's name.
+		} else if prev, ok := seenContainer[s.ContainerName]; ok {
 			v.add(at(s, AttrContainerName), "Duplicate container name",
 				"Service %q and service %q would both run as container %q; set container_name on one of them.", prev.Name, s.Name, s.ContainerName)
 		} else {
@@ -172,19 +184,22 @@ func (v *validator) store(st *Store) {
 	if !labelRE.MatchString(st.Name) {
 		v.add(st.DeclRange, "Invalid store name", "backup_store %q: use letters, digits, '_' and '-', so that backup_store.NAME can refer to it.", st.Name)
 	}
-	switch st.Kind {
-	case StoreS3:
+	known := func(key string) bool { return v.p.Known("backup_store." + st.Name + "." + key) }
+	switch {
+	case !known("kind"):
+		// The kind says what the store needs: checked when known.
+	case st.Kind == StoreS3:
 		if len(st.Bucket) < 3 {
 			v.add(at("bucket"), "Invalid bucket", "backup_store %q needs a bucket name of at least 3 characters.", st.Name)
 		}
 		if st.SSE != "" && !slices.Contains(SSEModes, st.SSE) {
 			v.add(at("sse"), "Invalid sse", "backup_store %q: sse %q: use one of %s, or leave it out.", st.Name, st.SSE, quoted(SSEModes))
 		}
-		if st.KMSKeyID != "" && st.SSE != "aws:kms" {
+		if st.KMSKeyID != "" && st.SSE != "aws:kms" && known("sse") {
 			v.add(at("kms_key_id"), "kms_key_id without aws:kms", "backup_store %q: kms_key_id is used with sse = \"aws:kms\" only; set sse or remove kms_key_id.", st.Name)
 		}
-	case StoreLocal:
-		if st.Directory == "" {
+	case st.Kind == StoreLocal:
+		if st.Directory == "" && known("directory") {
 			v.add(st.DeclRange, "Missing directory", "backup_store %q of kind local needs a directory.", st.Name)
 		}
 		if st.SSE != "" || st.KMSKeyID != "" {
@@ -209,8 +224,9 @@ func (v *validator) store(st *Store) {
 		switch {
 		case !v.p.Sensitive["backup_store."+st.Name+".signing_key"]:
 			v.add(at("signing_key"), "Signing key not sensitive", "backup_store %q: signing_key must come from a variable declared sensitive = true, so that it is never printed or saved in a plan.", st.Name)
-		case len(st.SigningKey) < minSigningKey:
-			v.add(at("signing_key"), "Signing key too short", "backup_store %q: signing_key has %d characters; use at least %d random ones (openssl rand -hex 32).", st.Name, len(st.SigningKey), minSigningKey)
+		case len(st.SigningKey) < minSigningKey && known("signing_key"):
+			v.add(at("signing_key"), "Signing key too short", "backup_store %q: signing_key is shorter than %d characters; use at least %d random ones (openssl rand -hex 32).", st.Name, minSigningKey, minSigningKey)
+			v.errs[len(v.errs)-1].Safe = true
 		}
 	}
 }
@@ -239,10 +255,10 @@ func (v *validator) engine(e *Engine) {
 		v.add(r("host"), "Invalid engine host", "engine %q: host %q is not an engine address; write it as docker.host takes it: \"ssh://deploy@203.0.113.10\", \"tcp://10.0.0.5:2376\" or \"unix:///var/run/docker.sock\".", e.Name, e.Host)
 	}
 	if t := e.TLS; t != nil {
-		if !strings.HasPrefix(e.Host, "tcp://") && !strings.HasPrefix(e.Host, "https://") {
+		if v.p.Known("engine."+e.Name+".host") && !strings.HasPrefix(e.Host, "tcp://") && !strings.HasPrefix(e.Host, "https://") {
 			v.add(r("tls"), "TLS on a non-TCP engine", "engine %q: a tls block is for tcp:// engines; %q is reached another way. Remove the block, or use the engine's tcp:// address.", e.Name, e.Host)
 		}
-		if (t.Cert == "") != (t.Key == "") {
+		if (t.Cert == "") != (t.Key == "") && v.p.Known("engine."+e.Name+".tls.cert") && v.p.Known("engine."+e.Name+".tls.key") {
 			v.add(r("tls"), "Incomplete TLS client certificate", "engine %q: cert and key go together; set both, or neither (ca alone checks the engine's certificate).", e.Name)
 		}
 	}
@@ -288,7 +304,7 @@ func (v *validator) service(s *Service) {
 	if _, set := s.Ranges[AttrContainerName]; set && !containerRE.MatchString(s.ContainerName) {
 		v.add(at(s, AttrContainerName), "Invalid container name", "%q is not a valid Docker container name: use letters, digits, '.', '_' and '-'.", s.ContainerName)
 	}
-	if s.Image == "" {
+	if s.Image == "" && v.known(s, AttrImage) {
 		v.add(s.DeclRange, "Missing image", "Service %q needs an image (the image to run, or the tag to build when it has a build block).", s.Name)
 	} else if strings.ContainsAny(s.Image, " \t\n") || s.Image != strings.TrimSpace(s.Image) {
 		v.add(at(s, AttrImage), "Invalid image", "%q is not an image reference: it must not contain spaces.", s.Image)
@@ -401,7 +417,7 @@ func (v *validator) migration(s *Service) {
 		} else {
 			v.add(at(s, AttrMigrationSQLite), "Unknown sqlite block", "migration names sqlite %q, which service %q does not declare; use one of %s.", m.SQLite, s.Name, quoted(names))
 		}
-	} else if b := s.Backup; b == nil || !slices.Contains(b.Volumes, db.Volume) {
+	} else if b := s.Backup; (b == nil || !slices.Contains(b.Volumes, db.Volume)) && v.known(s, AttrBackupVolumes) && v.known(s, SQLiteAttr(db.Name, SQLiteVolume)) {
 		v.add(at(s, AttrMigration), "Migration without a backup", "A migration changes the live data of volume %q, so it is backed up first: add a backup block with volumes = [%q] (or add it to backup.volumes).", db.Volume, db.Volume)
 	}
 	v.positive(s, AttrMigrationDeadline, m.Deadline)
@@ -420,7 +436,7 @@ func (v *validator) smoke(s *Service) {
 	if sm.Requests < 0 || sm.Requests > MaxSmokeRequests {
 		v.add(at(s, AttrSmokeRequests), "Invalid smoke requests", "requests is %d; use 1 to %d.", sm.Requests, MaxSmokeRequests)
 	}
-	if sm.Requests == 0 && sm.Duration == 0 {
+	if sm.Requests == 0 && sm.Duration == 0 && v.known(s, AttrSmokeRequests) && v.known(s, AttrSmokeDuration) {
 		v.add(at(s, AttrSmokeRequests), "Unbounded smoke load", "smoke needs requests or a duration to know when to stop.")
 	}
 	if sm.Duration < 0 || sm.Duration > MaxSmokeDuration {
@@ -496,7 +512,7 @@ func (v *validator) backup(s *Service, volNames map[string]bool) {
 		}
 		for _, name := range sortedKeys(b.VolumeConsistency) {
 			c := b.VolumeConsistency[name]
-			if !listed[name] {
+			if !listed[name] && v.known(s, AttrBackupVolumes) {
 				v.add(at(s, BackupVolumeAttr(name, "")), "Volume not backed up", "backup has a volume %q block, but volumes does not list it; add it to volumes or remove the block.", name)
 			}
 			if !slices.Contains(Consistencies, c) {
@@ -535,7 +551,7 @@ func (v *validator) limits(s *Service) {
 		if _, set := s.Ranges[AttrLogMaxFiles]; set && l.MaxFiles < 1 {
 			v.add(at(s, AttrLogMaxFiles), "Invalid max_files", "log.max_files is %d; keep at least 1 file.", l.MaxFiles)
 		}
-		if l.MaxFiles > 1 && l.MaxSize == "" {
+		if l.MaxFiles > 1 && l.MaxSize == "" && v.known(s, AttrLogMaxSize) {
 			v.add(at(s, AttrLogMaxFiles), "max_files without max_size", "the engine rotates its log by size: set log.max_size too (\"10m\").")
 		}
 	}

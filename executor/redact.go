@@ -3,6 +3,7 @@ package executor
 import (
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/deployer-dev/deployer/config"
 )
@@ -10,10 +11,6 @@ import (
 // Redactor replaces every sensitive value of a project with "(sensitive)" in text that leaves
 // the deployer: plans, event details, errors, notices, status.
 type Redactor struct{ values []string }
-
-// minSecret is the shortest value masked: shorter ones would mask ordinary words and numbers
-// all over the output, and are no secrets worth the name.
-const minSecret = 4
 
 // NewRedactor collects the project's sensitive values (variables declared sensitive and every
 // string computed from them), longest first, so that a value containing another is masked whole.
@@ -24,7 +21,9 @@ func NewRedactor(p *config.Project) *Redactor {
 	}
 	seen := map[string]bool{}
 	add := func(v string) {
-		if len(v) >= minSecret && !seen[v] {
+		// Shorter sensitive values are refused when the configuration is loaded
+		// (config.MinSecret): none reaches here to be shown unmasked.
+		if utf8.RuneCountInString(v) >= config.MinSecret && !seen[v] {
 			seen[v] = true
 			r.values = append(r.values, v)
 		}

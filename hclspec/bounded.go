@@ -16,26 +16,60 @@ import (
 // or MaxString bytes: the functions that can build a large value from a small one in one call
 // are checked before they run (their arguments say how large the result will be), and every
 // result is checked after.
+//
+// It also keeps a function's errors from quoting a sensitive value: the standard library's
+// messages quote arguments (parseint: cannot parse "hunter2"; lookup: no attribute "hunter2";
+// jsondecode: invalid character 'h'), so when an argument holds a sensitive value, the error
+// says only that the call failed on one.
 func bounded(name string, f function.Function) function.Function {
+	// Every argument reaches the wrapper as it is, marked, unknown or of a type still unknown;
+	// f deals with each as its own parameters declare (and marks its result).
+	open := func(p *function.Parameter) {
+		p.AllowMarked, p.AllowUnknown, p.AllowDynamicType = true, true, true
+	}
+	params := f.Params()
+	for i := range params {
+		open(&params[i])
+	}
+	varParam := f.VarParam()
+	if varParam != nil {
+		open(varParam)
+	}
 	return function.New(&function.Spec{
 		Description: f.Description(),
-		Params:      f.Params(),
-		VarParam:    f.VarParam(),
-		Type:        func(args []cty.Value) (cty.Type, error) { return f.ReturnTypeForValues(args) },
+		Params:      params,
+		VarParam:    varParam,
+		Type: func(args []cty.Value) (cty.Type, error) {
+			ty, err := f.ReturnTypeForValues(args)
+			return ty, hideSensitive(name, args, err)
+		},
 		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
 			if err := precheck(name, args); err != nil {
-				return cty.NilVal, err
+				return cty.NilVal, hideSensitive(name, args, err)
 			}
 			v, err := f.Call(args)
 			if err != nil {
-				return v, err
+				return v, hideSensitive(name, args, err)
 			}
 			if err := checkSize(v); err != nil {
-				return cty.NilVal, fmt.Errorf("%s: %w", name, err)
+				return cty.NilVal, hideSensitive(name, args, fmt.Errorf("%s: %w", name, err))
 			}
 			return v, nil
 		},
 	})
+}
+
+// hideSensitive replaces an error of a call that has a sensitive argument.
+func hideSensitive(name string, args []cty.Value, err error) error {
+	if err == nil {
+		return nil
+	}
+	for _, a := range args {
+		if a.ContainsMarked() {
+			return fmt.Errorf("%s() failed on an argument computed from a sensitive value; the reason is not shown, as it could quote the value", name)
+		}
+	}
+	return err
 }
 
 func tooLarge(what string, n float64, max int) error {

@@ -24,7 +24,17 @@ type decoder struct {
 	ranges map[string]config.Range // nil outside services
 }
 
-func (d *decoder) eval(attr *hcl.Attribute, ty cty.Type) (cty.Value, bool) {
+// eval evaluates an attribute into a value of type ty, marked when it derives from a sensitive
+// value. It is false when there is no value to use: the attribute is absent, has an error, or is
+// unknown (validate without a variable's value), which is recorded under key, as is the
+// attribute's range and sensitivity.
+func (d *decoder) eval(attr *hcl.Attribute, key string, ty cty.Type) (cty.Value, bool) {
+	return d.evalPartial(attr, key, ty, false)
+}
+
+// evalPartial is eval that, when partial is set, lets a known collection with unknown elements
+// through (a map of which some values are unknown: the caller records them one by one).
+func (d *decoder) evalPartial(attr *hcl.Attribute, key string, ty cty.Type, partial bool) (cty.Value, bool) {
 	if attr == nil {
 		return cty.NilVal, false
 	}
@@ -38,23 +48,39 @@ func (d *decoder) eval(attr *hcl.Attribute, ty cty.Type) (cty.Value, bool) {
 	if diags.HasErrors() {
 		return cty.NilVal, false
 	}
+	val = d.l.markIfTainted(val, attr.Expr, d.ctx)
 	if val.IsNull() {
 		return cty.NilVal, false
 	}
 	conv, err := convert.Convert(val, ty)
 	if err != nil {
+		why := err.Error()
+		if val.ContainsMarked() {
+			why = "the value is sensitive, so it is not shown"
+		}
 		d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Incorrect attribute value type",
-			Detail:  fmt.Sprintf("%s must be %s: %s.", attr.Name, friendly(ty), err),
+			Detail:  fmt.Sprintf("%s must be %s: %s.", attr.Name, friendly(ty), why),
 			Subject: attr.Expr.Range().Ptr()})
 		return cty.NilVal, false
 	}
-	if !conv.IsWhollyKnown() {
-		d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Value not known",
-			Detail: fmt.Sprintf("%s has no known value.", attr.Name), Subject: attr.Expr.Range().Ptr()})
+	if !conv.IsWhollyKnown() && !(partial && conv.IsKnown()) {
+		if !d.l.opts.Unknown {
+			d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Value not known",
+				Detail: fmt.Sprintf("%s has no known value.", attr.Name), Subject: attr.Expr.Range().Ptr()})
+			return cty.NilVal, false
+		}
+		d.p.Unknown[d.prefix+key] = true
+		d.l.unknownRanges = append(d.l.unknownRanges, attr.Expr.Range())
+		if d.ranges != nil {
+			d.ranges[key] = cfgRange(attr.Expr.Range())
+		}
+		if conv.ContainsMarked() {
+			d.sensitive(key, attr)
+		}
 		return cty.NilVal, false
 	}
-	if conv.Type().IsCollectionType() {
-		for it := conv.ElementIterator(); it.Next(); {
+	if plain, _ := conv.Unmark(); plain.Type().IsCollectionType() {
+		for it := plain.ElementIterator(); it.Next(); {
 			if _, e := it.Element(); e.IsNull() {
 				d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Null element",
 					Detail: fmt.Sprintf("%s must not contain null.", attr.Name), Subject: attr.Expr.Range().Ptr()})
@@ -87,10 +113,63 @@ func (d *decoder) note(key string, attr *hcl.Attribute, val cty.Value) {
 		d.ranges[key] = cfgRange(attr.Expr.Range())
 	}
 	if val.ContainsMarked() {
-		d.p.Sensitive[d.prefix+key] = true
-		d.p.Secrets = appendSecrets(d.p.Secrets, val, false)
+		d.secret(key, attr, val)
 	}
 }
+
+// secret records a sensitive value: its path, its text (to be masked) and its length, which
+// must be enough to mask.
+func (d *decoder) secret(key string, attr *hcl.Attribute, val cty.Value) {
+	d.sensitive(key, attr)
+	d.p.Secrets = appendSecrets(d.p.Secrets, val, false)
+	if shortSecret(val, false) && !addressAttr(d.prefix+key) { // an address is refused anyway
+		d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Sensitive value too short",
+			Detail:  fmt.Sprintf("%s is computed from a sensitive value%s and comes out shorter than %d characters: the deployer can neither mask a value that short without mangling ordinary output nor show it, so it refuses it. Compute it from variables that are not sensitive.", d.prefix+key, sensitiveSources, minSecret),
+			Subject: attr.Expr.Range().Ptr(), Extra: safeDetail{}})
+	}
+}
+
+// sensitiveSources says where sensitive values come from, for errors about them.
+const sensitiveSources = " (a variable declared sensitive, or env(), which is sensitive unless it reads DEPLOYER_VAR_ of a variable that is not)"
+
+// sensitive records that an attribute's value derives from a sensitive one. An address the
+// deployer contacts or a path it reads during plan is refused: the value would leave the
+// deployer in a connection, a DNS query or an error.
+func (d *decoder) sensitive(key string, attr *hcl.Attribute) {
+	path := d.prefix + key
+	d.p.Sensitive[path] = true
+	d.l.sensitiveRanges = append(d.l.sensitiveRanges, attr.Expr.Range())
+	if addressAttr(path) {
+		d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Sensitive value in an address",
+			Detail:  fmt.Sprintf("%s is computed from a sensitive value%s. It names what the deployer connects to, reads or names after it (an engine, a backup store, a file, the project), so the value would leave the deployer; it is refused rather than used. Write it from variables that are not sensitive.", path, sensitiveSources),
+			Subject: attr.Expr.Range().Ptr(), Extra: safeDetail{}})
+	}
+}
+
+// addressAttr reports whether an attribute path names something the deployer contacts or reads
+// (during plan, too): engines, their TLS files, backup stores, build contexts; or the project,
+// whose name is in every name the deployer gives on the engine and in the store.
+func addressAttr(path string) bool {
+	parts := strings.Split(path, ".")
+	last := parts[len(parts)-1]
+	switch parts[0] {
+	case "project":
+		return len(parts) == 1
+	case "docker":
+		return last == "host" || last == "proxy_image"
+	case "engine":
+		return last == "host" || len(parts) == 4 && parts[2] == "tls"
+	case "backup_store":
+		return len(parts) == 3 && (last == "kind" || last == "bucket" || last == "prefix" || last == "region" || last == "endpoint" || last == "directory")
+	case "service":
+		return strings.HasSuffix(path, "."+config.AttrBuildContext) || strings.HasSuffix(path, "."+config.AttrBuildDockerfile)
+	}
+	return false
+}
+
+// safeDetail marks a diagnostic written knowingly about a sensitive or unknown value: its
+// detail quotes nothing of the value and it holds whatever the value is, so it is shown as it is.
+type safeDetail struct{}
 
 // appendSecrets adds the text of every marked leaf of v (every leaf, when v is under a mark).
 func appendSecrets(out []string, v cty.Value, marked bool) []string {
@@ -120,7 +199,7 @@ func appendSecrets(out []string, v cty.Value, marked bool) []string {
 }
 
 func (d *decoder) str(attrs hcl.Attributes, name, key string, dst *string) bool {
-	val, ok := d.eval(attrs[name], cty.String)
+	val, ok := d.eval(attrs[name], key, cty.String)
 	if ok {
 		d.note(key, attrs[name], val)
 		val, _ = val.Unmark()
@@ -130,7 +209,7 @@ func (d *decoder) str(attrs hcl.Attributes, name, key string, dst *string) bool 
 }
 
 func (d *decoder) boolean(attrs hcl.Attributes, name, key string, dst *bool) {
-	if val, ok := d.eval(attrs[name], cty.Bool); ok {
+	if val, ok := d.eval(attrs[name], key, cty.Bool); ok {
 		d.note(key, attrs[name], val)
 		val, _ = val.Unmark()
 		*dst = val.True()
@@ -138,7 +217,7 @@ func (d *decoder) boolean(attrs hcl.Attributes, name, key string, dst *bool) {
 }
 
 func (d *decoder) integer(attrs hcl.Attributes, name, key string, dst *int) {
-	if val, ok := d.eval(attrs[name], cty.Number); ok {
+	if val, ok := d.eval(attrs[name], key, cty.Number); ok {
 		d.note(key, attrs[name], val)
 		val, _ = val.Unmark()
 		n, acc := val.AsBigFloat().Int64()
@@ -169,7 +248,7 @@ func (d *decoder) duration(attrs hcl.Attributes, name, key string, dst *time.Dur
 }
 
 func (d *decoder) strList(attrs hcl.Attributes, name, key string, dst *[]string) {
-	if val, ok := d.eval(attrs[name], cty.List(cty.String)); ok {
+	if val, ok := d.eval(attrs[name], key, cty.List(cty.String)); ok {
 		d.note(key, attrs[name], val)
 		val, _ = val.UnmarkDeep()
 		out := []string{}
@@ -182,7 +261,7 @@ func (d *decoder) strList(attrs hcl.Attributes, name, key string, dst *[]string)
 }
 
 func (d *decoder) intList(attrs hcl.Attributes, name, key string, dst *[]int) {
-	if val, ok := d.eval(attrs[name], cty.List(cty.Number)); ok {
+	if val, ok := d.eval(attrs[name], key, cty.List(cty.Number)); ok {
 		d.note(key, attrs[name], val)
 		val, _ = val.UnmarkDeep()
 		var out []int
@@ -203,7 +282,7 @@ func (d *decoder) intList(attrs hcl.Attributes, name, key string, dst *[]int) {
 // strMap decodes a map of strings, recording sensitivity per key as "key.K".
 func (d *decoder) strMap(attrs hcl.Attributes, name, key string, dst *map[string]string) {
 	attr := attrs[name]
-	val, ok := d.eval(attr, cty.Map(cty.String))
+	val, ok := d.evalPartial(attr, key, cty.Map(cty.String), d.l.opts.Unknown)
 	if !ok {
 		return
 	}
@@ -215,9 +294,18 @@ func (d *decoder) strMap(attrs hcl.Attributes, name, key string, dst *map[string
 	out := map[string]string{}
 	for it := val.ElementIterator(); it.Next(); {
 		k, e := it.Element()
-		if whole || e.ContainsMarked() {
-			d.p.Sensitive[d.prefix+key+"."+k.AsString()] = true
-			d.p.Secrets = appendSecrets(d.p.Secrets, e, whole)
+		if whole {
+			e = e.Mark(sensitiveMark)
+		}
+		if !e.IsKnown() { // validate without a variable's value: this entry is unknown
+			d.p.Unknown[d.prefix+key+"."+k.AsString()] = true
+			if e.IsMarked() {
+				d.sensitive(key+"."+k.AsString(), attr)
+			}
+			continue
+		}
+		if e.ContainsMarked() {
+			d.secret(key+"."+k.AsString(), attr, e)
 		}
 		e, _ = e.UnmarkDeep()
 		out[k.AsString()] = e.AsString()

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"slices"
+	"sort"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/deployer-dev/deployer/config"
 )
 
 // WriteDiagnostics renders diagnostics for a person: severity and summary, file:line:col, the
@@ -59,7 +63,7 @@ func (r *Result) writeDiagnostic(w io.Writer, d *hcl.Diagnostic, color bool) {
 // range (to the end of the line when the range spans more).
 func (r *Result) sourceLine(rng hcl.Range) (string, string, bool) {
 	var f *hcl.File
-	if r != nil && r.files != nil {
+	if r != nil && r.files != nil && !r.hidden[rng.Filename] {
 		f = r.files[rng.Filename]
 	}
 	if f == nil || rng.Start.Byte > len(f.Bytes) || rng.Start.Byte < 0 {
@@ -122,4 +126,53 @@ func (r *Result) DiagnosticsText(diags hcl.Diagnostics) string {
 	var b strings.Builder
 	r.WriteDiagnostics(&b, diags, false)
 	return b.String()
+}
+
+// sanitize makes diagnostics safe to show and true. An error about an expression whose value is
+// unknown (validate without a variable's value) is dropped: the check needs the value. An error
+// about an expression whose value is sensitive keeps its summary, its place and nothing of its
+// detail, which may quote the value; and every sensitive text met while loading is masked in
+// what is left, whatever put it there.
+func (l *loader) sanitize(diags hcl.Diagnostics, p *config.Project) hcl.Diagnostics {
+	within := func(d *hcl.Diagnostic, ranges []hcl.Range) bool {
+		if d.Subject == nil {
+			return false
+		}
+		for _, r := range ranges {
+			if r.Filename == d.Subject.Filename && r.Start.Byte <= d.Subject.Start.Byte && d.Subject.Start.Byte < max(r.End.Byte, r.Start.Byte+1) {
+				return true
+			}
+		}
+		return false
+	}
+	secrets := append([]string{}, l.secrets...)
+	for _, v := range l.vars {
+		if v.sensitive {
+			secrets = appendSecrets(secrets, v.value, true)
+		}
+	}
+	if p != nil {
+		secrets = append(secrets, p.Secrets...)
+	}
+	secrets = slices.DeleteFunc(secrets, func(s string) bool { return len(s) < minSecret })
+	sort.Slice(secrets, func(i, j int) bool { return len(secrets[i]) > len(secrets[j]) })
+	mask := func(s string) string {
+		for _, x := range secrets {
+			s = strings.ReplaceAll(s, x, "(sensitive)")
+		}
+		return s
+	}
+	var out hcl.Diagnostics
+	for _, d := range diags {
+		_, safe := d.Extra.(safeDetail)
+		if !safe && d.Severity == hcl.DiagError && within(d, l.unknownRanges) {
+			continue
+		}
+		if !safe && within(d, l.sensitiveRanges) {
+			d.Detail = "The value here is computed from a sensitive value" + sensitiveSources + ", so it is not shown, nor what is wrong with it in detail. Check the values it is computed from."
+		}
+		d.Summary, d.Detail = mask(d.Summary), mask(d.Detail)
+		out = append(out, d)
+	}
+	return out
 }

@@ -40,6 +40,38 @@ func FormatFiles(args []string) ([]string, error) {
 	return out, nil
 }
 
+// ReadSource reads a file fmt works on as Load reads a configuration's files: through its
+// directory, so that a *.hcl linked to /etc/passwd or a fifo in a pull request's checkout is
+// refused rather than printed (fmt -check shows a file's syntax errors with its lines) or
+// waited on; at most MaxFileSize.
+func ReadSource(path string) ([]byte, error) {
+	c, err := openConfined(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	defer c.close()
+	return c.readRel(path, filepath.Base(path), MaxFileSize)
+}
+
+// WriteSource rewrites a file that ReadSource read, through its directory: a link swapped in
+// since, to a file outside, is refused rather than followed.
+func WriteSource(path string, src []byte) error {
+	c, err := openConfined(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	f, err := c.root.OpenFile(filepath.Base(path), os.O_WRONLY|os.O_TRUNC|openNonblock, 0)
+	if err != nil {
+		return c.why(path, filepath.Base(path), err)
+	}
+	if _, err := f.Write(src); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {

@@ -2,7 +2,7 @@ package hclspec
 
 import (
 	"fmt"
-	"path/filepath"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/zclconf/go-cty/cty"
@@ -11,8 +11,12 @@ import (
 )
 
 // functions are the ones Terraform users know from the cty standard library, plus env(name) and
-// file(path). env reads the environment handed to Load, not the process, so loading stays testable.
-func functions(dir string, env map[string]string) map[string]function.Function {
+// file(path). env reads the environment handed to Load, not the process, so loading stays
+// testable; file reads inside the configuration's directory only (paths.go).
+func (l *loader) functions() map[string]function.Function {
+	if l.funcs != nil {
+		return l.funcs
+	}
 	funcs := map[string]function.Function{
 		"abs":             stdlib.AbsoluteFunc,
 		"ceil":            stdlib.CeilFunc,
@@ -75,43 +79,51 @@ func functions(dir string, env map[string]string) map[string]function.Function {
 		"upper":           stdlib.UpperFunc,
 		"values":          stdlib.ValuesFunc,
 		"zipmap":          stdlib.ZipmapFunc,
-		"env":             envFunc(env),
-		"file":            fileFunc(dir),
+		"env":             l.envFunc(),
+		"file":            l.fileFunc(),
 	}
 	for name, f := range funcs {
 		funcs[name] = bounded(name, f)
 	}
+	l.funcs = funcs
 	return funcs
 }
 
-// envFunc returns env(name): the variable's value, or "" when it is unset.
-func envFunc(env map[string]string) function.Function {
+// envFunc returns env(name): the variable's value, or "" when it is unset. The environment of
+// a CI job holds its secrets (AWS_SECRET_ACCESS_KEY, GITHUB_TOKEN, DEPLOYER_VAR_ of sensitive
+// variables), and a configuration from a pull request may ask for any of them: what env()
+// returns is sensitive, shown nowhere, unless it reads DEPLOYER_VAR_<name> of a variable declared
+// without sensitive = true.
+func (l *loader) envFunc() function.Function {
 	return function.New(&function.Spec{
 		Params: []function.Parameter{{Name: "name", Type: cty.String}},
 		Type:   function.StaticReturnType(cty.String),
 		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-			return cty.StringVal(env[args[0].AsString()]), nil
+			name := args[0].AsString()
+			val := l.env[name]
+			if v := l.varByKey[strings.TrimPrefix(name, EnvPrefix)]; strings.HasPrefix(name, EnvPrefix) && v != nil && !v.sensitive {
+				return cty.StringVal(val), nil
+			}
+			l.secrets = append(l.secrets, val)
+			return cty.StringVal(val).Mark(sensitiveMark), nil
 		},
 	})
 }
 
 // fileFunc returns file(path): the UTF-8 contents of a regular file of at most MaxFileSize,
-// relative to the configuration directory. A device (/dev/zero) or a pipe is refused.
-func fileFunc(dir string) function.Function {
+// inside the configuration's directory.
+func (l *loader) fileFunc() function.Function {
 	return function.New(&function.Spec{
 		Params: []function.Parameter{{Name: "path", Type: cty.String}},
 		Type:   function.StaticReturnType(cty.String),
 		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
 			p := args[0].AsString()
-			if !filepath.IsAbs(p) {
-				p = filepath.Join(dir, p)
-			}
-			b, err := readBounded(p, MaxFileSize)
+			b, err := l.fs.read(p, MaxFileSize)
 			if err != nil {
-				return cty.NilVal, fmt.Errorf("cannot read %s: %v (file() reads a regular file of at most %d MiB; paths are relative to the configuration directory)", p, unwrapPathErr(err), MaxFileSize>>20)
+				return cty.NilVal, err
 			}
 			if !utf8.Valid(b) {
-				return cty.NilVal, fmt.Errorf("%s is not UTF-8 text", p)
+				return cty.NilVal, fmt.Errorf("%q is not UTF-8 text", p)
 			}
 			return cty.StringVal(string(b)), nil
 		},

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/function"
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
 	"github.com/deployer-dev/deployer/config"
@@ -36,13 +37,21 @@ type Options struct {
 	Vars  []VarArg
 	// Env is the process environment as KEY=VALUE (os.Environ()); it feeds DEPLOYER_VAR_* and env().
 	Env []string
+	// Unknown is for validate: a required variable without a value is an unknown value of its
+	// type instead of an error, so that types and references are checked without the values
+	// (CI validates a pull request without its secrets). Whatever depends on it is unknown:
+	// validation rules and semantic checks that need it are skipped. Plan and apply need values.
+	Unknown bool
 }
 
 // Result is a loaded configuration with what the CLI needs to render errors and save plans.
 type Result struct {
 	Project   *config.Project
 	Variables []*VarValue
-	files     map[string]*hcl.File
+	// Unknown names the variables that had no value (Options.Unknown), as var.NAME.
+	Unknown []string
+	files   map[string]*hcl.File
+	hidden  map[string]bool // files whose lines are not shown: they hold sensitive values
 }
 
 // VarValue is a resolved variable. Value is its JSON rendering; for sensitive variables callers
@@ -64,20 +73,31 @@ func Load(opts Options) (*Result, hcl.Diagnostics) {
 	}
 	res := &Result{}
 	project, diags := l.load()
-	res.files = l.parser.Files()
-	if project == nil || diags.HasErrors() {
+	l.fs.close()
+	res.files, res.hidden = l.parser.Files(), l.hidden
+	if diags = l.sanitize(diags, project); project == nil || diags.HasErrors() {
 		return res, diags
 	}
 	config.Defaults(project)
 	for _, e := range config.Validate(project) {
-		diags = append(diags, &hcl.Diagnostic{
+		d := &hcl.Diagnostic{
 			Severity: hcl.DiagError,
 			Summary:  e.Summary,
 			Detail:   e.Detail,
 			Subject:  hclRange(e.Range).Ptr(),
-		})
+		}
+		if e.Safe {
+			d.Extra = safeDetail{}
+		}
+		diags = append(diags, d)
 	}
+	diags = l.sanitize(diags, project)
 	res.Project = project
+	for _, v := range l.vars {
+		if v.unknown {
+			res.Unknown = append(res.Unknown, "var."+v.name)
+		}
+	}
 	for _, v := range l.vars {
 		vv := &VarValue{Name: v.name, Sensitive: v.sensitive, Source: v.source}
 		if b, err := ctyJSON(v.value); err == nil {
@@ -93,6 +113,16 @@ type loader struct {
 	parser *hclparse.Parser
 	env    map[string]string
 	dir    string
+	fs     *confined // the directory, through which its files are read
+	funcs  map[string]function.Function
+
+	// secrets are sensitive texts met while loading (env() values read, sensitive variables'
+	// values), masked in diagnostics; sensitiveRanges and unknownRanges are the expressions whose
+	// values are sensitive or unknown: errors about them do not quote them, or are not errors.
+	secrets         []string
+	sensitiveRanges []hcl.Range
+	unknownRanges   []hcl.Range
+	hidden          map[string]bool
 
 	bodies   []hcl.Body
 	vars     []*variable
@@ -143,12 +173,12 @@ func configFiles(dir string) ([]string, []string, error) {
 // parse reads one file in the syntax its name says: a regular file of at most MaxFileSize,
 // nested no deeper than MaxNesting.
 func (l *loader) parse(path string) (*hcl.File, hcl.Diagnostics) {
-	src, err := readBounded(path, MaxFileSize)
+	src, err := l.readFile(path)
 	if err != nil {
 		return nil, hcl.Diagnostics{{
 			Severity: hcl.DiagError,
 			Summary:  "Cannot read configuration file",
-			Detail:   fmt.Sprintf("%s: %s. Check that the file exists, is a regular file and is readable.", path, unwrapPathErr(err)),
+			Detail:   fmt.Sprintf("%v. Configuration and variables files are regular files inside the configuration's directory (or named on the command line).", err),
 		}}
 	}
 	if strings.HasSuffix(path, ".json") {
@@ -164,10 +194,26 @@ func (l *loader) parse(path string) (*hcl.File, hcl.Diagnostics) {
 	return l.parser.ParseHCL(src, path)
 }
 
+// readFile reads a configuration or variables file: through the directory when it is in it.
+func (l *loader) readFile(path string) ([]byte, error) {
+	rel, in, err := l.fs.named(path)
+	if err != nil {
+		return nil, err
+	}
+	if in {
+		return l.fs.readRel(path, rel, MaxFileSize)
+	}
+	b, err := readBounded(path, MaxFileSize)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", path, unwrapPathErr(err))
+	}
+	return b, nil
+}
+
 // readBounded reads a regular file of at most max bytes: not a device, a pipe or a directory,
 // and never more than max bytes of it.
 func readBounded(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|openNonblock, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +223,7 @@ func readBounded(path string, max int64) ([]byte, error) {
 		return nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("not a regular file")
+		return nil, fmt.Errorf("%s, not a regular file", kind(st.Mode()))
 	}
 	b, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err != nil {
@@ -231,6 +277,12 @@ func (l *loader) load() (*config.Project, hcl.Diagnostics) {
 		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "No configuration files",
 			Detail: fmt.Sprintf("%s holds no *.hcl or *.hcl.json file. Create one (see examples/quickstart) or pass the directory that holds it.", dir)}}
 	}
+	fs, err := openConfined(l.dir)
+	if err != nil {
+		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read configuration directory",
+			Detail: fmt.Sprintf("%s: %s.", l.dir, unwrapPathErr(err))}}
+	}
+	l.fs = fs
 	for _, f := range files {
 		file, d := l.parse(f)
 		diags = append(diags, d...)
@@ -250,6 +302,7 @@ func (l *loader) load() (*config.Project, hcl.Diagnostics) {
 
 	diags = append(diags, l.declareVariables(top.variables)...)
 	diags = append(diags, l.assignVariables(autoVars)...)
+	diags = append(diags, l.checkShortSecrets()...)
 	if diags.HasErrors() {
 		return nil, diags
 	}
@@ -259,10 +312,13 @@ func (l *loader) load() (*config.Project, hcl.Diagnostics) {
 		return nil, diags
 	}
 
-	p := &config.Project{Dir: l.dir, Files: files, Sensitive: map[string]bool{}}
+	p := &config.Project{Dir: l.dir, Files: files, Sensitive: map[string]bool{}, Unknown: map[string]bool{}}
 	l.ctx = l.evalContext(true)
 	d = l.decodeProject(p, top)
 	diags = append(diags, d...)
+	if !d.HasErrors() {
+		diags = append(diags, l.checkPaths(p)...)
+	}
 	for _, v := range l.vars {
 		p.Variables = append(p.Variables, &config.Variable{Name: v.name, Description: v.description, Sensitive: v.sensitive, Source: v.source})
 		if v.sensitive {
@@ -283,7 +339,7 @@ func (l *loader) evalContext(withStores bool) *hcl.EvalContext {
 			"var":   cty.ObjectVal(vars),
 			"local": cty.ObjectVal(l.locals),
 		},
-		Functions: functions(l.dir, l.env),
+		Functions: l.functions(),
 	}
 	if withStores {
 		stores := map[string]cty.Value{}

@@ -215,7 +215,7 @@ func TestVariableErrors(t *testing.T) {
 		{"undeclared -var", Options{Dir: "testdata/vars", Vars: []VarArg{{Name: "tga", Value: "x"}}}, `no variable "tga" is declared. Did you mean "tag"?`},
 		{"-var of the wrong type", Options{Dir: "testdata/vars", Vars: []VarArg{{Name: "replicas", Value: "many"}}}, "<value for var.replicas from -var replicas>:1:1"},
 		{"environment of the wrong type", Options{Dir: "testdata/vars", Env: []string{"DEPLOYER_VAR_labels=[1"}}, "environment variable DEPLOYER_VAR_labels"},
-		{"missing var-file", Options{Dir: "testdata/vars", Vars: []VarArg{{File: "testdata/vars/nope.vars.hcl"}}}, "nope.vars.hcl: no such file or directory"},
+		{"missing var-file", Options{Dir: "testdata/vars", Vars: []VarArg{{File: "testdata/vars/nope.vars.hcl"}}}, `"testdata/vars/nope.vars.hcl" does not exist in testdata/vars`},
 		{"empty directory", Options{Dir: "testdata/empty"}, "holds no *.hcl or *.hcl.json file"},
 		{"missing directory", Options{Dir: "testdata/does-not-exist"}, "testdata/does-not-exist: no such file or directory"},
 	}
@@ -437,9 +437,12 @@ service "a" {
 }
 
 // Engines, a service's engines and its rollout: references and names, a share as the batch,
-// TLS files resolved against the configuration's directory, the default engine.
+// TLS files resolved against the configuration's directory (to their real path once they
+// exist), the default engine.
 func TestEnginesAndRollout(t *testing.T) {
 	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "tls"), 0o755)
+	os.WriteFile(filepath.Join(dir, "tls", "ca.pem"), []byte("ca"), 0o644)
 	os.WriteFile(filepath.Join(dir, "deployer.hcl"), []byte(`
 project = "x"
 engine "web1" { host = "ssh://deploy@203.0.113.10" }
@@ -448,7 +451,7 @@ engine "web2" {
   tls {
     ca   = "tls/ca.pem"
     cert = "tls/cert.pem"
-    key  = "/etc/deployer/key.pem"
+    key  = "tls/key.pem" # written by CI before plan
   }
 }
 engine "web3" { host = "unix:///run/web3.sock" }
@@ -491,7 +494,7 @@ service "edge" {
 		t.Errorf("edge: engines %v", edge.EngineNames())
 	}
 	e := p.Engines["web2"]
-	if e == nil || e.Host != "tcp://10.0.0.2:2376" || e.TLS == nil || e.TLS.CA != filepath.Join(dir, "tls/ca.pem") || e.TLS.Key != "/etc/deployer/key.pem" {
+	if e == nil || e.Host != "tcp://10.0.0.2:2376" || e.TLS == nil || e.TLS.CA != filepath.Join(dir, "tls/ca.pem") || e.TLS.Key != filepath.Join(dir, "tls/key.pem") {
 		t.Errorf("engine web2: %+v %+v", e, e.TLS)
 	}
 	if len(p.Engines) != 3 || p.Engines["web1"].Host != "ssh://deploy@203.0.113.10" {

@@ -91,13 +91,14 @@ func (ev *localsEval) visit(name string) bool {
 		return false
 	}
 	track(attr.Expr.Range())
-	val, d := attr.Expr.Value(ev.l.evalContext(false))
+	ctx := ev.l.evalContext(false)
+	val, d := attr.Expr.Value(ctx)
 	ev.diags = append(ev.diags, d...)
 	if d.HasErrors() {
 		ev.bad[name] = true
 		return false
 	}
-	ev.l.locals[name] = val
+	ev.l.locals[name] = ev.l.markIfTainted(val, attr.Expr, ctx)
 	return true
 }
 

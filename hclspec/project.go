@@ -1,7 +1,6 @@
 package hclspec
 
 import (
-	"path/filepath"
 	"sort"
 
 	"github.com/hashicorp/hcl/v2"
@@ -15,9 +14,12 @@ import (
 
 func (l *loader) decodeProject(p *config.Project, t *top) hcl.Diagnostics {
 	d := &decoder{l: l, ctx: l.evalContext(false), p: p}
-	if val, ok := d.eval(t.project, cty.String); ok {
+	if val, ok := d.eval(t.project, "project", cty.String); ok {
+		d.note("project", t.project, val)
 		val, _ = val.Unmark()
 		p.Name = val.AsString()
+	}
+	if t.project != nil {
 		p.NameRange = cfgRange(t.project.Expr.Range())
 	}
 	if t.docker != nil {
@@ -97,9 +99,7 @@ func decodeEngine(d *decoder, b *hcl.Block) *config.Engine {
 		e.TLS = &config.EngineTLS{}
 		a := d.content(t.Body, engineTLSSchema).Attributes
 		for name, dst := range map[string]*string{"ca": &e.TLS.CA, "cert": &e.TLS.Cert, "key": &e.TLS.Key} {
-			if d.str(a, name, "tls."+name, dst) && *dst != "" && !filepath.IsAbs(*dst) {
-				*dst = filepath.Join(d.l.dir, *dst)
-			}
+			d.str(a, name, "tls."+name, dst) // checked, and made the file's real path, by checkPaths
 		}
 	}
 	return e

@@ -222,7 +222,8 @@ func (d *decoder) storeRef(attr *hcl.Attribute, dst *string) {
 			return
 		}
 	}
-	if val, ok := d.eval(attr, cty.String); ok {
+	if val, ok := d.eval(attr, config.AttrBackupStore, cty.String); ok {
+		d.note(config.AttrBackupStore, attr, val)
 		val, _ = val.Unmark()
 		*dst = val.AsString()
 		if d.l.stores[*dst] == nil {
@@ -289,7 +290,7 @@ func decodeSmoke(d *decoder, s *config.Service, b *hcl.Block) {
 	d.duration(a, "duration", config.AttrSmokeDuration, &sm.Duration)
 	d.integer(a, "concurrency", config.AttrSmokeConcurrency, &sm.Concurrency)
 	d.strList(a, "paths", config.AttrSmokePaths, &sm.Paths)
-	if val, ok := d.eval(a["max_error_rate"], cty.Number); ok {
+	if val, ok := d.eval(a["max_error_rate"], config.AttrSmokeMaxErrorRate, cty.Number); ok {
 		d.note(config.AttrSmokeMaxErrorRate, a["max_error_rate"], val)
 		val, _ = val.Unmark()
 		sm.MaxErrorRate, _ = val.AsBigFloat().Float64()
@@ -306,7 +307,7 @@ var rolloutSchema = &hcl.BodySchema{
 func decodeRollout(d *decoder, s *config.Service, b *hcl.Block) {
 	s.Ranges[config.AttrRollout] = cfgRange(b.DefRange)
 	a := d.content(b.Body, rolloutSchema).Attributes
-	if val, ok := d.eval(a["batch"], cty.DynamicPseudoType); ok {
+	if val, ok := d.eval(a["batch"], config.AttrRolloutBatch, cty.DynamicPseudoType); ok {
 		d.note(config.AttrRolloutBatch, a["batch"], val)
 		val, _ = val.Unmark()
 		s.Rollout.Batch = -1 // invalid unless read below
@@ -354,7 +355,7 @@ func decodeResources(d *decoder, s *config.Service, b *hcl.Block) {
 	s.Ranges[config.AttrResources] = cfgRange(b.DefRange)
 	a := d.content(b.Body, resourcesSchema).Attributes
 	d.size(a, "memory", config.AttrResourcesMemory, &r.Memory, nil)
-	if val, ok := d.eval(a["cpus"], cty.Number); ok {
+	if val, ok := d.eval(a["cpus"], config.AttrResourcesCPUs, cty.Number); ok {
 		d.note(config.AttrResourcesCPUs, a["cpus"], val)
 		val, _ = val.Unmark()
 		r.CPUs, _ = val.AsBigFloat().Float64()

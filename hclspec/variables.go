@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/ext/typeexpr"
@@ -11,6 +12,8 @@ import (
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 	ctyjson "github.com/zclconf/go-cty/cty/json"
+
+	"github.com/deployer-dev/deployer/config"
 )
 
 // sensitiveMark is the cty mark carried by values derived from a sensitive variable; functions
@@ -31,6 +34,7 @@ type variable struct {
 
 	value      cty.Value // marked when sensitive
 	set        bool
+	unknown    bool // no value, and Options.Unknown: value is unknown
 	source     string
 	valueRange *hcl.Range // where the value was written, when it was written in a file
 }
@@ -131,16 +135,21 @@ func decodeConst(attr *hcl.Attribute, ty cty.Type, set func(cty.Value)) hcl.Diag
 	return nil
 }
 
-// assign converts a value to the variable's type and records where it came from.
+// assign converts a value to the variable's type and records where it came from. Nothing of a
+// sensitive value is quoted or pointed at: conversion errors can quote it (a map's keys), and
+// the line it was written on holds it.
 func (v *variable) assign(val cty.Value, source string, rng *hcl.Range) hcl.Diagnostics {
 	conv, err := convert.Convert(val, v.typ)
 	if err != nil {
-		subject := rng
-		if subject == nil {
+		subject, why := rng, err.Error()
+		if subject == nil || v.sensitive {
 			subject = v.declRange.Ptr()
 		}
+		if v.sensitive {
+			why = "the value is sensitive, so the reason is not shown"
+		}
 		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid value for variable",
-			Detail:  fmt.Sprintf("The value for var.%s (from %s) does not fit its type %s: %s.", v.name, source, typeexpr.TypeString(v.typ), err),
+			Detail:  fmt.Sprintf("The value for var.%s (from %s) does not fit its type %s: %s.", v.name, source, typeexpr.TypeString(v.typ), why),
 			Subject: subject}}
 	}
 	if v.sensitive {
@@ -148,6 +157,15 @@ func (v *variable) assign(val cty.Value, source string, rng *hcl.Range) hcl.Diag
 	}
 	v.value, v.set, v.source, v.valueRange = conv, true, source, rng
 	return nil
+}
+
+// hiddenValue is the error for a sensitive value that does not parse: the parser's messages
+// and the source line would show it.
+func (v *variable) hiddenValue(source string) hcl.Diagnostics {
+	return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid value for variable",
+		Detail: fmt.Sprintf("The value for var.%s (from %s) is not a valid %s expression; it is sensitive, so it is not shown. Write it as HCL writes a value of that type (for a list: [\"a\", \"b\"]).",
+			v.name, source, typeexpr.TypeString(v.typ)),
+		Subject: v.declRange.Ptr()}}
 }
 
 // assignVariables applies values from lowest to highest precedence: the environment, the
@@ -180,6 +198,13 @@ func (l *loader) assignVariables(autoVars []string) hcl.Diagnostics {
 		diags = append(diags, l.assignRaw(v, arg.Value, "-var "+arg.Name)...)
 	}
 	for _, v := range l.vars {
+		if !v.set && l.opts.Unknown {
+			v.value, v.unknown, v.source = cty.UnknownVal(v.typ), true, "no value (validate)"
+			if v.sensitive {
+				v.value = v.value.Mark(sensitiveMark)
+			}
+			continue
+		}
 		if !v.set {
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "No value for required variable",
 				Detail: fmt.Sprintf("var.%s has no default and no value was given. Set it with -var %s=VALUE, %s%s=VALUE in the environment, or in a .auto.vars.hcl file.",
@@ -198,7 +223,9 @@ func (l *loader) assignRaw(v *variable, raw, source string) hcl.Diagnostics {
 		return v.assign(cty.StringVal(raw), source, nil)
 	}
 	name := fmt.Sprintf("<value for var.%s from %s>", v.name, source)
-	l.parser.AddFile(name, &hcl.File{Bytes: []byte(raw)})
+	if !v.sensitive { // a sensitive value's text is never shown as a source line
+		l.parser.AddFile(name, &hcl.File{Bytes: []byte(raw)})
+	}
 	if tokens, d := hclsyntax.LexExpression([]byte(raw), name, hcl.Pos{Line: 1, Column: 1}); !d.HasErrors() {
 		if d := checkNesting(tokens); d.HasErrors() {
 			return d
@@ -206,10 +233,16 @@ func (l *loader) assignRaw(v *variable, raw, source string) hcl.Diagnostics {
 	}
 	expr, diags := hclsyntax.ParseExpression([]byte(raw), name, hcl.Pos{Line: 1, Column: 1})
 	if diags.HasErrors() {
+		if v.sensitive {
+			return v.hiddenValue(source)
+		}
 		return diags
 	}
 	val, d := expr.Value(nil)
 	if d.HasErrors() {
+		if v.sensitive {
+			return v.hiddenValue(source)
+		}
 		return d
 	}
 	return v.assign(val, source, expr.Range().Ptr())
@@ -220,28 +253,46 @@ func (l *loader) assignJSON(v *variable, raw string) hcl.Diagnostics {
 	if d := checkNestingJSON([]byte(raw), "the plan file's var."+v.name); d.HasErrors() {
 		return d
 	}
+	invalid := func(err error) hcl.Diagnostics {
+		if v.sensitive {
+			return v.hiddenValue("the plan file")
+		}
+		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid saved value", Detail: fmt.Sprintf("var.%s in the plan file: %v", v.name, err)}}
+	}
 	ty := v.typ
 	if ty == cty.DynamicPseudoType {
 		implied, err := ctyjson.ImpliedType([]byte(raw))
 		if err != nil {
-			return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid saved value", Detail: fmt.Sprintf("var.%s in the plan file: %v", v.name, err)}}
+			return invalid(err)
 		}
 		ty = implied
 	}
 	val, err := ctyjson.Unmarshal([]byte(raw), ty)
 	if err != nil {
-		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid saved value", Detail: fmt.Sprintf("var.%s in the plan file: %v", v.name, err)}}
+		return invalid(err)
 	}
 	return v.assign(val, "the plan file", nil)
 }
 
+// assignFile sets variables from a file of NAME = VALUE lines. A file that sets a sensitive
+// variable (or that does not parse, when any is declared) is never shown: its lines hold secrets.
 func (l *loader) assignFile(path string) hcl.Diagnostics {
 	file, diags := l.parse(path)
 	if diags.HasErrors() {
+		for _, v := range l.vars {
+			if v.sensitive {
+				l.hide(path)
+			}
+		}
 		return diags
 	}
 	attrs, d := file.Body.JustAttributes()
 	diags = append(diags, d...)
+	for _, attr := range attrs {
+		if v := l.varByKey[attr.Name]; v != nil && v.sensitive {
+			l.hide(path)
+		}
+	}
 	for _, attr := range sortedAttrs(attrs) {
 		v := l.varByKey[attr.Name]
 		if v == nil {
@@ -272,10 +323,10 @@ func (l *loader) varNames() []string {
 // validateVariables runs every validation rule against the value the variable ended up with.
 func (l *loader) validateVariables() hcl.Diagnostics {
 	var diags hcl.Diagnostics
-	funcs := functions(l.dir, l.env)
+	funcs := l.functions()
 	for _, v := range l.vars {
 		if !v.set {
-			continue
+			continue // no value (validate): nothing to check
 		}
 		ctx := &hcl.EvalContext{
 			Variables: map[string]cty.Value{"var": cty.ObjectVal(map[string]cty.Value{v.name: v.value})},
@@ -289,8 +340,11 @@ func (l *loader) validateVariables() hcl.Diagnostics {
 				continue
 			}
 			res, _ = res.Unmark()
+			if !res.IsKnown() {
+				continue // depends on something unknown (validate): checked when it is known
+			}
 			res, err := convert.Convert(res, cty.Bool)
-			if err != nil || res.IsNull() || !res.IsKnown() {
+			if err != nil || res.IsNull() {
 				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid validation condition",
 					Detail: "The condition must be true or false.", Subject: rule.condition.Range().Ptr()})
 				continue
@@ -300,14 +354,14 @@ func (l *loader) validateVariables() hcl.Diagnostics {
 			}
 			msg := "(no error_message)"
 			if m, d := rule.errorMessage.Value(ctx); !d.HasErrors() {
-				if m.IsMarked() {
+				if m = l.markIfTainted(m, rule.errorMessage, ctx); m.ContainsMarked() {
 					msg = "The error message refers to a sensitive value and is not shown."
 				} else if m, err := convert.Convert(m, cty.String); err == nil && !m.IsNull() {
 					msg = strings.TrimSpace(m.AsString())
 				}
 			}
 			subject := v.valueRange
-			if subject == nil {
+			if subject == nil || v.sensitive { // the value's line would show it
 				subject = rule.condition.Range().Ptr()
 			}
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid value for variable",
@@ -333,4 +387,40 @@ func less(a, b hcl.Range) bool {
 		return a.Filename < b.Filename
 	}
 	return a.Start.Byte < b.Start.Byte
+}
+
+func (l *loader) hide(filename string) {
+	if l.hidden == nil {
+		l.hidden = map[string]bool{}
+	}
+	l.hidden[filename] = true
+}
+
+// minSecret is config.MinSecret: a shorter sensitive value is refused rather than shown.
+const minSecret = config.MinSecret
+
+// shortSecret reports whether a marked leaf of v (every leaf, when v is under a mark) is a
+// string or number of 1 to minSecret-1 characters.
+func shortSecret(v cty.Value, marked bool) bool {
+	for _, s := range appendSecrets(nil, v, marked) {
+		if n := utf8.RuneCountInString(s); n > 0 && n < minSecret {
+			return true
+		}
+	}
+	return false
+}
+
+// checkShortSecrets refuses sensitive variables whose values are too short to mask; the error
+// names the variable, never the value.
+func (l *loader) checkShortSecrets() hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	for _, v := range l.vars {
+		if v.sensitive && v.set && shortSecret(v.value, true) {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Sensitive value too short",
+				Detail: fmt.Sprintf("var.%s is sensitive, but its value (from %s) has fewer than %d characters: too short to be a secret worth the name, and masking it would mangle ordinary output, so the deployer refuses it rather than show it. Use a longer value, or declare the variable without sensitive = true.",
+					v.name, v.source, minSecret),
+				Subject: v.declRange.Ptr(), Extra: safeDetail{}})
+		}
+	}
+	return diags
 }

@@ -20,7 +20,7 @@ type pflagFlag = pflag.Flag
 // load reads the configuration named by the arguments and flags. Errors are rendered on stderr
 // with their source lines; the returned error then only sets the exit code.
 func (g *globals) load(args []string) (*hclspec.Result, error) {
-	opts := hclspec.Options{Files: g.files, Env: os.Environ()}
+	opts := hclspec.Options{Files: g.files, Env: os.Environ(), Unknown: g.unknownVars}
 	if len(args) > 0 {
 		opts.Dir = args[0]
 	}

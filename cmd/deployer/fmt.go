@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -21,7 +20,7 @@ func newFmt(g *globals) *cobra.Command {
 			}
 			changed, broken := 0, 0
 			for _, f := range files {
-				src, err := os.ReadFile(f)
+				src, err := hclspec.ReadSource(f)
 				if err != nil {
 					return err
 				}
@@ -39,11 +38,7 @@ func newFmt(g *globals) *cobra.Command {
 				if check {
 					continue
 				}
-				st, err := os.Stat(f)
-				if err != nil {
-					return err
-				}
-				if err := os.WriteFile(f, out, st.Mode().Perm()); err != nil {
+				if err := hclspec.WriteSource(f, out); err != nil {
 					return err
 				}
 			}

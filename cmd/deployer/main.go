@@ -57,6 +57,7 @@ type globals struct {
 	noColor     bool
 	lockTimeout string
 
+	unknownVars    bool               // validate: required variables without a value are unknown
 	args           []string           // as given, for the order of -var and -var-file
 	red            *executor.Redactor // the loaded configuration's secrets, masked in what is printed
 	stdin          io.Reader
