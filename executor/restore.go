@@ -406,14 +406,14 @@ func (rs restorer) fillVolume(ctx context.Context, s *config.Service, sb *Servic
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		rep, tameErr = backup.Tame(rc, pw, "volume")
+		rep, tameErr = backup.Tame(rc, pw, "volume", bytes) // nothing past the declared size reaches the volume
 		pw.CloseWithError(tameErr)
 	}()
 	err = rs.Runtime.CopyTo(ctx, id, "/", pr)
 	pr.CloseWithError(errExtractionEnded)
 	<-done
 	if tameErr != nil && !errors.Is(tameErr, errExtractionEnded) {
-		return rep, tameErr // the archive itself is broken: that is the cause
+		return rep, fmt.Errorf("backup %s: volume %s: %w", m.ID, from, tameErr) // the archive itself is broken: that is the cause
 	}
 	return rep, err
 }

@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -29,34 +32,17 @@ type Refused struct {
 	Reason string `json:"reason"`
 }
 
-// List reads and checks the manifests of a service's backups.
+// List reads and checks the manifests of a service's backups, newest first. What it offers
+// as complete is what retention counts: a manifest that reads, names this project and service,
+// passes the signature check, is not dated in the future, and whose objects are in the store
+// at the sizes it declares. Everything else in the service's directory is listed as refused,
+// with the reason.
 func List(ctx context.Context, store Store, want Expect, keys *Keys) (*Listing, error) {
-	dirs, err := listDirs(ctx, store, want.Project, want.Service)
+	sc, err := scan(ctx, store, want, keys, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	out := &Listing{}
-	for _, id := range sortedIDs(dirs) {
-		if !dirs[id].complete {
-			out.Incomplete = append(out.Incomplete, id)
-			continue
-		}
-		m, err := readManifest(ctx, store, want, keys, id)
-		if errors.Is(err, ErrNotFound) {
-			out.Incomplete = append(out.Incomplete, id) // removed meanwhile
-			continue
-		}
-		var se *storeError
-		if errors.As(err, &se) {
-			return nil, err // the store cannot be read: say so, do not call every backup bad
-		}
-		if err != nil {
-			out.Refused = append(out.Refused, Refused{ID: id, Reason: err.Error()})
-			continue
-		}
-		out.Complete = append(out.Complete, m)
-	}
-	return out, nil
+	return sc.listing, nil
 }
 
 // storeError marks a failure to read from the store, as opposed to something wrong in what was read.
@@ -171,7 +157,7 @@ func OpenVolume(ctx context.Context, store Store, m *Manifest, volume string, ke
 			closeAll()
 			return nil, err
 		}
-		dec, err := zstd.NewReader(plain, zstd.WithDecoderMaxMemory(1<<30), zstd.WithDecoderConcurrency(2))
+		dec, err := zstd.NewReader(plain, zstd.WithDecoderMaxWindow(maxWindowBytes), zstd.WithDecoderMaxMemory(maxWindowBytes), zstd.WithDecoderConcurrency(2))
 		if err != nil {
 			closeAll()
 			return nil, err
@@ -243,7 +229,7 @@ func verifyVolume(ctx context.Context, store Store, m *Manifest, v VolumeArchive
 			dbs = append(dbs, DB{Name: c.Name, Volume: c.Volume, Path: c.Path})
 		}
 	}
-	if err := extractDBs(rc, dbs, extract, v.Bytes); err != nil {
+	if err := verifyArchive(rc, dbs, extract, v.Bytes); err != nil {
 		return fmt.Errorf("backup %s: volume %s: %w", m.ID, v.Name, err)
 	}
 	if _, err := io.Copy(io.Discard, rc); err != nil {
@@ -257,6 +243,41 @@ func verifyVolume(ctx context.Context, store Store, m *Manifest, v VolumeArchive
 		os.Remove(extract + "/" + scratchName(i) + "-wal")
 	}
 	return nil
+}
+
+// verifyArchive reads a volume's archive as a restore would (through Tame's checks and bounds:
+// what a restore would refuse, verify refuses), and writes the declared databases, as the
+// restore would leave them, into dir under names it chooses. What it writes is bounded by the
+// archive's declared size and by the free space in dir.
+func verifyArchive(r io.Reader, dbs []DB, dir string, limit int64) error {
+	want := scratchNames(dbs)
+	_, err := tameEntries(r, "volume", limit, func(h *tar.Header, rel string, data io.Reader) error {
+		out, ok := want[rel]
+		if !ok {
+			return nil // the rest of the entry is skipped by the next read
+		}
+		dst := filepath.Join(dir, out)
+		os.Remove(dst) // what the restore leaves at that path is the last entry's
+		if h.Typeflag != tar.TypeReg {
+			return nil
+		}
+		if err := ensureSpace(dir, h.Size, "checking "+path.Base(rel)); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(f, data)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("read the archive: %w", err)
+		}
+		return nil
+	})
+	return err
 }
 
 // ReadFiles lists the regular files of a volume's archive with their sizes (for tests and the
