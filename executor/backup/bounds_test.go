@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/deployer-dev/deployer/executor/backup"
+	"github.com/deployer-dev/deployer/executor/backup/tartest"
 )
 
 // archiveCase is an archive written by someone with write access to the store.
@@ -31,55 +32,51 @@ func hostileArchives(t testing.TB) []archiveCase {
 	add := func(c archiveCase) { cases = append(cases, c) }
 
 	// A PAX sparse file (GNU format 1.0): 1 GiB of logical size from a 1-byte fragment.
-	var r rawTar
-	r.dir("data/")
-	r.pax("GNU.sparse.major", "1", "GNU.sparse.minor", "0", "GNU.sparse.name", "data/app.db", "GNU.sparse.realsize", fmt.Sprint(gib))
-	sparseMap := []byte(fmt.Sprintf("1\n%d\n1\n", gib-1))
-	sparseMap = append(sparseMap, make([]byte, 512-len(sparseMap))...)
-	r.header("data/GNUSparseFile.0/app.db", '0', 513, "", false, nil)
-	r.data(append(sparseMap, 'X'))
-	add(archiveCase{name: "pax sparse 1.0 of 1 GiB", raw: r.end(), db: true, wantErr: "too large"})
+	var r tartest.Raw
+	r.Dir("data/")
+	r.Sparse("data/app.db", gib)
+	add(archiveCase{name: "pax sparse 1.0 of 1 GiB", raw: r.End(), db: true, wantErr: "too large"})
 
 	// GNU sparse format 0.1: the map in the PAX records.
-	r = rawTar{}
-	r.dir("data/")
-	r.pax("GNU.sparse.size", fmt.Sprint(gib), "GNU.sparse.numblocks", "1", "GNU.sparse.map", fmt.Sprintf("%d,1", gib-1), "GNU.sparse.name", "data/app.db")
-	r.header("data/sparse", '0', 1, "", false, nil)
-	r.data([]byte("X"))
-	add(archiveCase{name: "pax sparse 0.1 of 1 GiB", raw: r.end(), db: true, wantErr: "too large"})
+	r = tartest.Raw{}
+	r.Dir("data/")
+	r.PAX("GNU.sparse.size", fmt.Sprint(gib), "GNU.sparse.numblocks", "1", "GNU.sparse.map", fmt.Sprintf("%d,1", gib-1), "GNU.sparse.name", "data/app.db")
+	r.Header("data/sparse", '0', 1, "", false, nil)
+	r.Data([]byte("X"))
+	add(archiveCase{name: "pax sparse 0.1 of 1 GiB", raw: r.End(), db: true, wantErr: "too large"})
 
 	// Old GNU sparse ('S'): skipped as an entry type the deployer never writes.
-	r = rawTar{}
-	r.dir("data/")
-	r.header("data/app.db", 'S', 1, "", true, func(b []byte) {
+	r = tartest.Raw{}
+	r.Dir("data/")
+	r.Header("data/app.db", 'S', 1, "", true, func(b []byte) {
 		copy(b[386:398], fmt.Sprintf("%011o\x00", gib-1))
 		copy(b[398:410], fmt.Sprintf("%011o\x00", 1))
 		copy(b[483:495], fmt.Sprintf("%011o\x00", gib))
 	})
-	r.data([]byte("X"))
-	add(archiveCase{name: "old GNU sparse of 1 GiB", raw: r.end(), report: []string{`skipped 1 (entry type 'S'): data/app.db`}})
+	r.Data([]byte("X"))
+	add(archiveCase{name: "old GNU sparse of 1 GiB", raw: r.End(), report: []string{`skipped 1 (entry type 'S'): data/app.db`}})
 
 	// A header that claims 1 TiB, followed by 10 bytes.
-	r = rawTar{}
-	r.dir("data/")
-	r.header("data/app.db", '0', 1<<40, "", false, nil)
-	r.data([]byte("0123456789"))
-	add(archiveCase{name: "a header claiming 1 TiB", raw: r.end(), db: true, wantErr: "too large"})
+	r = tartest.Raw{}
+	r.Dir("data/")
+	r.Header("data/app.db", '0', 1<<40, "", false, nil)
+	r.Data([]byte("0123456789"))
+	add(archiveCase{name: "a header claiming 1 TiB", raw: r.End(), db: true, wantErr: "too large"})
 
 	// A header that claims more than the stream holds, within the declared size.
-	r = rawTar{}
-	r.dir("data/")
-	r.header("data/f", '0', 100000, "", false, nil)
-	r.data([]byte("0123456789"))
+	r = tartest.Raw{}
+	r.Dir("data/")
+	r.Header("data/f", '0', 100000, "", false, nil)
+	r.Data([]byte("0123456789"))
 	add(archiveCase{name: "a header claiming more than the stream", raw: r.Bytes(), declared: 1 << 20, wantErr: "read"})
 
 	// 20000 empty files: fine at their size, refused when the manifest declares half.
-	r = rawTar{}
-	r.dir("data/")
+	r = tartest.Raw{}
+	r.Dir("data/")
 	for i := 0; i < 20000; i++ {
-		r.header(fmt.Sprintf("data/e%d", i), '0', 0, "", false, nil)
+		r.Header(fmt.Sprintf("data/e%d", i), '0', 0, "", false, nil)
 	}
-	many := r.end()
+	many := r.End()
 	add(archiveCase{name: "20000 empty files", raw: many, check: func(t *testing.T, l logical) {
 		if l.entries != 20001 {
 			t.Errorf("%d entries restored, want 20001", l.entries)
@@ -88,24 +85,24 @@ func hostileArchives(t testing.TB) []archiveCase {
 	add(archiveCase{name: "20000 empty files declared as half", raw: many, declared: int64(len(many) / 2), wantErr: "too large"})
 
 	// A path 2000 directories deep that the archive never made: each is counted.
-	r = rawTar{}
-	r.dir("data/")
-	r.pax("path", "data/"+strings.Repeat("a/", 2000)+"f")
-	r.header("data/placeholder", '0', 1, "", false, nil)
-	r.data([]byte("x"))
-	add(archiveCase{name: "2000 directories the archive does not hold", raw: r.end(), wantErr: "too large"})
+	r = tartest.Raw{}
+	r.Dir("data/")
+	r.PAX("path", "data/"+strings.Repeat("a/", 2000)+"f")
+	r.Header("data/placeholder", '0', 1, "", false, nil)
+	r.Data([]byte("x"))
+	add(archiveCase{name: "2000 directories the archive does not hold", raw: r.End(), wantErr: "too large"})
 
 	// One file and 5000 hard links to it: the links carry no data.
-	r = rawTar{}
-	r.dir("data/")
-	r.file("data/big", strings.Repeat("b", 64<<10))
+	r = tartest.Raw{}
+	r.Dir("data/")
+	r.File("data/big", strings.Repeat("b", 64<<10))
 	for i := 0; i < 5000; i++ {
-		r.header(fmt.Sprintf("data/l%d", i), '1', 0, "data/big", false, nil)
+		r.Header(fmt.Sprintf("data/l%d", i), '1', 0, "data/big", false, nil)
 	}
-	r.header("data/etc", '2', 0, "/etc", false, nil)
-	r.header("data/shadow", '1', 0, "data/etc/shadow", false, nil)
-	r.header("data/up", '1', 0, "../../etc/shadow", false, nil)
-	add(archiveCase{name: "5000 hard links", raw: r.end(),
+	r.Header("data/etc", '2', 0, "/etc", false, nil)
+	r.Header("data/shadow", '1', 0, "data/etc/shadow", false, nil)
+	r.Header("data/up", '1', 0, "../../etc/shadow", false, nil)
+	add(archiveCase{name: "5000 hard links", raw: r.End(),
 		report: []string{"skipped 2 (a hard link to a file the archive does not hold before it): data/shadow, data/up"},
 		check: func(t *testing.T, l logical) {
 			if l.fileBytes != 64<<10 || l.links != 5000 {
@@ -114,54 +111,54 @@ func hostileArchives(t testing.TB) []archiveCase {
 		}})
 
 	// Names longer than Linux takes, and longer than the tar reader takes.
-	r = rawTar{}
-	r.dir("data/")
-	r.pax("path", "data/"+strings.Repeat("n", 8000))
-	r.header("data/x", '0', 0, "", false, nil)
-	r.pax("linkpath", strings.Repeat("l", 8000))
-	r.header("data/ln", '2', 0, "", false, nil)
-	add(archiveCase{name: "names of 8000 bytes", raw: r.end(), report: []string{"skipped 2 (a name or link target longer than 4096 bytes)"}})
-	r = rawTar{}
-	r.dir("data/")
-	r.header("././@LongLink", 'L', 2<<20, "", true, nil)
-	r.data(bytes.Repeat([]byte("n"), 2<<20))
-	r.header("data/x", '0', 0, "", true, nil)
-	add(archiveCase{name: "a GNU long name of 2 MiB", raw: r.end(), wantErr: "read"})
+	r = tartest.Raw{}
+	r.Dir("data/")
+	r.PAX("path", "data/"+strings.Repeat("n", 8000))
+	r.Header("data/x", '0', 0, "", false, nil)
+	r.PAX("linkpath", strings.Repeat("l", 8000))
+	r.Header("data/ln", '2', 0, "", false, nil)
+	add(archiveCase{name: "names of 8000 bytes", raw: r.End(), report: []string{"skipped 2 (a name or link target longer than 4096 bytes)"}})
+	r = tartest.Raw{}
+	r.Dir("data/")
+	r.Header("././@LongLink", 'L', 2<<20, "", true, nil)
+	r.Data(bytes.Repeat([]byte("n"), 2<<20))
+	r.Header("data/x", '0', 0, "", true, nil)
+	add(archiveCase{name: "a GNU long name of 2 MiB", raw: r.End(), wantErr: "read"})
 
 	// Large PAX records: kept, counted, within what the stream holds.
-	r = rawTar{}
-	r.dir("data/")
-	r.pax("SCHILY.xattr.user.big", strings.Repeat("x", 900<<10), "SCHILY.xattr.security.capability", "\x01\x00\x00\x02")
-	r.file("data/f", "body")
+	r = tartest.Raw{}
+	r.Dir("data/")
+	r.PAX("SCHILY.xattr.user.big", strings.Repeat("x", 900<<10), "SCHILY.xattr.security.capability", "\x01\x00\x00\x02")
+	r.File("data/f", "body")
 	for i := 0; i < 1000; i++ {
-		r.pax("comment", strings.Repeat("c", 1000))
+		r.PAX("comment", strings.Repeat("c", 1000))
 	}
-	r.file("data/g", "body")
-	add(archiveCase{name: "900 KiB of xattrs and 1000 PAX headers in a row", raw: r.end(),
+	r.File("data/g", "body")
+	add(archiveCase{name: "900 KiB of xattrs and 1000 PAX headers in a row", raw: r.End(),
 		report: []string{"changed 1 (security extended attributes (file capabilities) dropped): data/f"}})
 
 	// Entries of kinds a restore never makes, by the thousand: the report stays a few lines.
-	r = rawTar{}
-	r.dir("data/")
+	r = tartest.Raw{}
+	r.Dir("data/")
 	for i := 0; i < 1000; i++ {
-		r.pax("comment", "global")
-		r.header(fmt.Sprintf("data/g%d", i), 'g', 0, "", false, nil)
+		r.PAX("comment", "global")
+		r.Header(fmt.Sprintf("data/g%d", i), 'g', 0, "", false, nil)
 	}
 	for i := 0; i < 50000; i++ {
-		r.header(fmt.Sprintf("data/dev%d", i), '3', 0, "", false, nil)
+		r.Header(fmt.Sprintf("data/dev%d", i), '3', 0, "", false, nil)
 	}
-	add(archiveCase{name: "50000 device nodes and 1000 global headers", raw: r.end(),
+	add(archiveCase{name: "50000 device nodes and 1000 global headers", raw: r.End(),
 		report: []string{"skipped 50000 (a device node): data/dev0, data/dev1, data/dev2, data/dev3, data/dev4 and 49995 more"}})
 
 	// Paths that change kind: a directory replaced by a file, a file used as a directory.
-	r = rawTar{}
-	r.dir("data/")
-	r.dir("data/d/")
-	r.file("data/d", "replaces the directory")
-	r.file("data/f", "a file")
-	r.file("data/f/g", "inside the file")
-	r.dir("data/f/")
-	add(archiveCase{name: "a directory replaced by a file", raw: r.end(), report: []string{
+	r = tartest.Raw{}
+	r.Dir("data/")
+	r.Dir("data/d/")
+	r.File("data/d", "replaces the directory")
+	r.File("data/f", "a file")
+	r.File("data/f/g", "inside the file")
+	r.Dir("data/f/")
+	add(archiveCase{name: "a directory replaced by a file", raw: r.End(), report: []string{
 		"skipped 1 (it would replace a directory of the archive): data/d", "skipped 1 (inside a file of the archive): data/f/g",
 		"skipped 1 (a directory where the archive made a file): data/f/"}})
 
@@ -190,7 +187,7 @@ func TestHostileArchivesAreBounded(t *testing.T) {
 			if declared == 0 {
 				declared = int64(len(c.raw))
 			}
-			store, m := planted(t, zst(t, c.raw), declared, c.db)
+			store, m := planted(t, &backup.Local{Dir: t.TempDir()}, zst(t, c.raw), declared, c.db)
 
 			// The restore's side: what reaches the engine.
 			rc, err := backup.OpenVolume(ctx, store, m, "data", nil, t.TempDir())
@@ -274,37 +271,37 @@ func TestVerifyPicksNoPath(t *testing.T) {
 		name string
 		raw  []byte
 	}
-	add := func(name string, build func(r *rawTar)) {
-		var r rawTar
-		r.dir("data/")
+	add := func(name string, build func(r *tartest.Raw)) {
+		var r tartest.Raw
+		r.Dir("data/")
 		build(&r)
 		cases = append(cases, struct {
 			name string
 			raw  []byte
-		}{name, r.end()})
+		}{name, r.End()})
 	}
-	add("symlink to a host file", func(r *rawTar) { r.header("data/app.db", '2', 0, secret, false, nil) })
-	add("hard link to a host file", func(r *rawTar) { r.header("data/app.db", '1', 0, secret, false, nil) })
-	add("hard link that climbs", func(r *rawTar) {
-		r.header("data/app.db", '1', 0, "data/../../../../../../"+strings.TrimPrefix(secret, "/"), false, nil)
+	add("symlink to a host file", func(r *tartest.Raw) { r.Header("data/app.db", '2', 0, secret, false, nil) })
+	add("hard link to a host file", func(r *tartest.Raw) { r.Header("data/app.db", '1', 0, secret, false, nil) })
+	add("hard link that climbs", func(r *tartest.Raw) {
+		r.Header("data/app.db", '1', 0, "data/../../../../../../"+strings.TrimPrefix(secret, "/"), false, nil)
 	})
-	add("climbing name", func(r *rawTar) {
-		r.file("data/../../../../../../"+strings.TrimPrefix(host, "/")+"/app.db", "overwrite")
+	add("climbing name", func(r *tartest.Raw) {
+		r.File("data/../../../../../../"+strings.TrimPrefix(host, "/")+"/app.db", "overwrite")
 	})
-	add("absolute name", func(r *rawTar) { r.file(filepath.Join(host, "app.db"), "overwrite") })
-	add("through a symbolic link", func(r *rawTar) {
-		r.header("data/sub", '2', 0, host, false, nil)
-		r.file("data/sub/app.db", "through the link")
+	add("absolute name", func(r *tartest.Raw) { r.File(filepath.Join(host, "app.db"), "overwrite") })
+	add("through a symbolic link", func(r *tartest.Raw) {
+		r.Header("data/sub", '2', 0, host, false, nil)
+		r.File("data/sub/app.db", "through the link")
 	})
-	add("the database replaced by a link after it", func(r *rawTar) {
-		r.file("data/app.db", "SQLite format 3\x00")
-		r.header("data/app.db", '2', 0, secret, false, nil)
+	add("the database replaced by a link after it", func(r *tartest.Raw) {
+		r.File("data/app.db", "SQLite format 3\x00")
+		r.Header("data/app.db", '2', 0, secret, false, nil)
 	})
-	add("wal through a symlink", func(r *rawTar) { r.header("data/app.db-wal", '2', 0, secret, false, nil) })
+	add("wal through a symlink", func(r *tartest.Raw) { r.Header("data/app.db-wal", '2', 0, secret, false, nil) })
 	before := snapshotDir(t, host)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			store, m := planted(t, zst(t, c.raw), int64(len(c.raw)), true)
+			store, m := planted(t, &backup.Local{Dir: t.TempDir()}, zst(t, c.raw), int64(len(c.raw)), true)
 			tmp := t.TempDir()
 			err := backup.Verify(ctx, store, m, nil, tmp)
 			if err == nil || !strings.Contains(err.Error(), "is not in volume data") {
@@ -331,4 +328,46 @@ func snapshotDir(t *testing.T, dir string) string {
 		return nil
 	})
 	return b.String()
+}
+
+// An archive of directories declares 512 bytes for each and takes a 4 KiB block for each:
+// verify says what the files take on a disk, and a restore checks the volume has room for the
+// larger of that and the declared size before it empties it.
+func TestDiskEstimate(t *testing.T) {
+	var r tartest.Raw
+	r.Dir("data/")
+	for i := 0; i < 2000; i++ {
+		r.Dir(fmt.Sprintf("data/d%d/", i))
+	}
+	r.File("data/small", "ten bytes!")
+	r.PAX("SCHILY.xattr.user.note", "x")
+	r.File("data/tagged", strings.Repeat("t", 5000))
+	raw := r.End()
+	store, m := planted(t, &backup.Local{Dir: t.TempDir()}, zst(t, raw), int64(len(raw)), false)
+	disk, err := backup.VerifyDisk(context.Background(), store, m, nil, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := int64(2001*4096 + 4096 + 2*4096 + 4096)
+	if disk["data"] != want {
+		t.Errorf("disk: %d bytes, want %d (the archive declares %d)", disk["data"], want, len(raw))
+	}
+}
+
+// An archive of more entries than the deployer remembers is refused, skipped ones included.
+func TestArchiveEntriesBound(t *testing.T) {
+	defer backup.SetMaxArchiveEntries(1000)()
+	for _, typ := range []byte{'0', '3'} { // files, then device nodes (skipped, still counted)
+		var r tartest.Raw
+		r.Dir("data/")
+		for i := 0; i < 1200; i++ {
+			r.Header(fmt.Sprintf("data/e%d", i), typ, 0, "", false, nil)
+		}
+		raw := r.End()
+		store, m := planted(t, newMemStore(), zst(t, raw), int64(len(raw)), false)
+		err := backup.Verify(context.Background(), store, m, nil, t.TempDir())
+		if !errors.Is(err, backup.ErrTooLarge) || !strings.Contains(err.Error(), "more than 1000 entries") {
+			t.Errorf("type %c: %v", typ, err)
+		}
+	}
 }

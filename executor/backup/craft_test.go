@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -25,82 +24,6 @@ import (
 
 	"github.com/deployer-dev/deployer/executor/backup"
 )
-
-// rawTar builds a tar stream block by block.
-type rawTar struct{ bytes.Buffer }
-
-// header writes one 512-byte header. gnu selects the GNU magic (needed by 'L', 'K', 'S').
-func (r *rawTar) header(name string, typ byte, size int64, link string, gnu bool, extra func(b []byte)) {
-	b := make([]byte, 512)
-	copy(b[0:100], name)
-	copy(b[100:108], "0000644\x00")
-	copy(b[108:116], "0000000\x00")
-	copy(b[116:124], "0000000\x00")
-	if size >= 0 && size < 1<<33 {
-		copy(b[124:136], fmt.Sprintf("%011o\x00", size))
-	} else { // base-256, as GNU tar writes large sizes
-		b[124] = 0x80
-		binary.BigEndian.PutUint64(b[128:136], uint64(size))
-	}
-	copy(b[136:148], "14712345670\x00")
-	b[156] = typ
-	copy(b[157:257], link)
-	if gnu {
-		copy(b[257:265], "ustar  \x00")
-	} else {
-		copy(b[257:263], "ustar\x00")
-		copy(b[263:265], "00")
-	}
-	if extra != nil {
-		extra(b)
-	}
-	copy(b[148:156], "        ")
-	sum := 0
-	for _, c := range b {
-		sum += int(c)
-	}
-	copy(b[148:156], fmt.Sprintf("%06o\x00 ", sum))
-	r.Write(b)
-}
-
-// data writes an entry's data, padded to a block.
-func (r *rawTar) data(p []byte) {
-	r.Write(p)
-	if n := len(p) % 512; n != 0 {
-		r.Write(make([]byte, 512-n))
-	}
-}
-
-func (r *rawTar) file(name, body string) {
-	r.header(name, '0', int64(len(body)), "", false, nil)
-	r.data([]byte(body))
-}
-
-func (r *rawTar) dir(name string) { r.header(name, '5', 0, "", false, nil) }
-
-// pax writes a PAX extended header ('x') with these records, in order.
-func (r *rawTar) pax(kv ...string) {
-	var body bytes.Buffer
-	for i := 0; i+1 < len(kv); i += 2 {
-		body.WriteString(paxRecord(kv[i], kv[i+1]))
-	}
-	r.header("PaxHeaders/x", 'x', int64(body.Len()), "", false, nil)
-	r.data(body.Bytes())
-}
-
-func paxRecord(k, v string) string {
-	n := len(k) + len(v) + 3
-	total := n + len(strconv.Itoa(n))
-	if len(strconv.Itoa(total)) > len(strconv.Itoa(n)) {
-		total++
-	}
-	return fmt.Sprintf("%d %s=%s\n", total, k, v)
-}
-
-func (r *rawTar) end() []byte {
-	r.Write(make([]byte, 1024))
-	return r.Bytes()
-}
 
 func zst(t testing.TB, raw []byte) []byte {
 	t.Helper()
@@ -145,11 +68,10 @@ func plant(t testing.TB, store backup.Store, id string, stored []byte, declared 
 	}
 }
 
-// planted plants a backup of the stored bytes in a new local store and finds it, with a
-// database at app.db in its manifest when db is set (so verify extracts and checks it).
-func planted(t *testing.T, stored []byte, declared int64, db bool) (*backup.Local, *backup.Manifest) {
+// planted plants a backup of the stored bytes in store and finds it, with a database at
+// app.db in its manifest when db is set (so verify extracts and checks it).
+func planted(t *testing.T, store backup.Store, stored []byte, declared int64, db bool) (backup.Store, *backup.Manifest) {
 	t.Helper()
-	store := &backup.Local{Dir: t.TempDir()}
 	id := idAt(time.Now().Add(-time.Minute), 1)
 	plant(t, store, id, stored, declared, func(m map[string]any) {
 		if db {

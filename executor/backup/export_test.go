@@ -12,3 +12,10 @@ var VerifyArchive = verifyArchive
 
 // ScratchName is the name verify gives the i-th database of a volume.
 var ScratchName = scratchName
+
+// SetMaxArchiveEntries lowers the entries an archive may make, for a test.
+func SetMaxArchiveEntries(n int64) (restore func()) {
+	o := maxArchiveEntries
+	maxArchiveEntries = n
+	return func() { maxArchiveEntries = o }
+}

@@ -31,7 +31,7 @@ func fuzzSeeds(f *testing.F) [][]byte {
 // attribute, and adds up to no more than the declared size, and verify leaves nothing behind.
 func FuzzRestoreArchive(f *testing.F) {
 	for _, s := range fuzzSeeds(f) {
-		if z := zst(f, s); len(z) <= 256<<10 {
+		if z := zst(f, s); len(z) <= 32<<10 {
 			f.Add(z)
 		}
 	}
@@ -44,7 +44,7 @@ func FuzzRestoreArchive(f *testing.F) {
 // (compressed by the test), which reaches the tar reader and Tame far more often.
 func FuzzRestoreTar(f *testing.F) {
 	for _, s := range fuzzSeeds(f) {
-		if len(s) <= 256<<10 {
+		if len(s) <= 32<<10 {
 			f.Add(s)
 		}
 	}
@@ -53,7 +53,7 @@ func FuzzRestoreTar(f *testing.F) {
 
 func restoreStored(t *testing.T, stored []byte) {
 	ctx := context.Background()
-	store, m := planted(t, stored, fuzzDeclared, true)
+	store, m := planted(t, newMemStore(), stored, fuzzDeclared, true) // in memory: no fsync per run
 	rc, err := backup.OpenVolume(ctx, store, m, "data", nil, t.TempDir())
 	if err != nil {
 		return

@@ -22,9 +22,6 @@ const (
 	MaxVolumeBytes int64 = 1 << 40
 	// spaceMargin is kept free on any disk the deployer writes to.
 	spaceMargin int64 = 64 << 20
-	// MaxArchiveEntries bounds the entries of one volume's archive that a restore or a verify
-	// makes (what remembering them costs: some 20 bytes each).
-	MaxArchiveEntries = 10_000_000
 	// maxNameBytes bounds an entry's name and link target: longer ones cannot be made on Linux.
 	maxNameBytes = 4096
 	// maxWindowBytes bounds the zstd window an archive may ask for (the decoder's memory); the
@@ -44,6 +41,9 @@ var (
 	// maxManifestsBytes bounds the manifests one listing reads, all together; the backups
 	// beyond it (the oldest) are listed as not read, and never counted or deleted.
 	maxManifestsBytes int64 = 64 << 20
+	// maxArchiveEntries bounds the entries of one volume's archive that a restore or a verify
+	// makes (what remembering them costs: some 20 bytes each).
+	maxArchiveEntries int64 = 10_000_000
 )
 
 // ErrTooManyObjects is returned by a listing that would go past maxListObjects.

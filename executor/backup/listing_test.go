@@ -301,3 +301,25 @@ func TestHostileCompressionAndEncryption(t *testing.T) {
 		})
 	}
 }
+
+// A backup dated a few minutes ahead (another machine's clock) is offered; one dated beyond
+// the skew is refused, and says why.
+func TestClockSkew(t *testing.T) {
+	ctx := context.Background()
+	store := newMemStore()
+	g, _ := takeKeep(t, store, nil, 0)
+	rc, _ := store.Get(ctx, backup.Dir("proj", "web")+g.ID+"/"+g.Volumes[0].Key)
+	archive := new(bytes.Buffer)
+	archive.ReadFrom(rc)
+	ahead, far := idAt(time.Now().Add(5*time.Minute), 1), idAt(time.Now().Add(20*time.Minute), 2)
+	for _, id := range []string{ahead, far} {
+		plant(t, store, id, archive.Bytes(), g.Volumes[0].Bytes, nil)
+	}
+	l, err := backup.List(ctx, store, want, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Complete) != 2 || l.Complete[0].ID != ahead || len(l.Refused) != 1 || l.Refused[0].ID != far || !strings.Contains(l.Refused[0].Reason, "dated in the future") {
+		t.Errorf("listing: %d complete (%v), refused %+v", len(l.Complete), l.Complete[0].ID, l.Refused)
+	}
+}

@@ -14,9 +14,14 @@ import (
 // entries and the first few names (an archive may hold millions of entries; the report stays
 // small).
 type TameReport struct {
-	Files   int // entries written
-	skipped map[string]*tally
-	changed map[string]*tally
+	Files int // entries written
+	// DiskBytes is what the entries take once made, in 4 KiB blocks: every directory, every
+	// file's size rounded up, a long symbolic link, extended attributes. An archive of
+	// directories declares 512 bytes for each, and takes 4 KiB: the space a restore checks is
+	// the larger of the two.
+	DiskBytes int64
+	skipped   map[string]*tally
+	changed   map[string]*tally
 }
 
 type tally struct {
@@ -138,8 +143,8 @@ func tameEntries(r io.Reader, base string, limit int64, emit func(h *tar.Header,
 		if err != nil {
 			return t.rep, fmt.Errorf("read the archive: %w", err)
 		}
-		if t.entries++; t.entries > MaxArchiveEntries {
-			return t.rep, fmt.Errorf("the archive holds more than %d entries, the most the deployer restores: %w", MaxArchiveEntries, ErrTooLarge)
+		if err := t.count(); err != nil {
+			return t.rep, err
 		}
 		h, a, ok := t.header(hdr)
 		if !ok {
@@ -165,6 +170,7 @@ func tameEntries(r io.Reader, base string, limit int64, emit func(h *tar.Header,
 		if err := emit(h, a.rel, data); err != nil {
 			return t.rep, err
 		}
+		t.rep.DiskBytes += onDisk(h)
 		t.record(h.Typeflag, a.key)
 		t.rep.Files++
 	}
@@ -188,6 +194,36 @@ func (t *tamer) key(rel string) uint64 { return maphash.String(t.seed, rel) }
 func (t *tamer) has(m map[uint64]struct{}, rel string) bool {
 	_, ok := m[t.key(rel)]
 	return ok
+}
+
+// count counts one more entry made, failing past maxArchiveEntries.
+func (t *tamer) count() error {
+	if t.entries++; t.entries > maxArchiveEntries {
+		return fmt.Errorf("the archive holds more than %d entries, the most the deployer restores: %w", maxArchiveEntries, ErrTooLarge)
+	}
+	return nil
+}
+
+// block is the filesystem block onDisk counts in.
+const block = 4096
+
+// onDisk is about what an entry takes on a filesystem of 4 KiB blocks (ext4's and xfs's).
+func onDisk(h *tar.Header) int64 {
+	var n int64
+	switch h.Typeflag {
+	case tar.TypeDir:
+		n = block
+	case tar.TypeReg:
+		n = (h.Size + block - 1) / block * block
+	case tar.TypeSymlink:
+		if len(h.Linkname) >= 60 { // shorter targets live in the inode
+			n = block
+		}
+	}
+	if len(h.PAXRecords) > 0 {
+		n += block
+	}
+	return n
 }
 
 // over is how much of a name is counted beyond what an archive's header holds.
@@ -337,15 +373,17 @@ func (t *tamer) ancestors(rel string) ancestry {
 // outermost first, each counted as an entry.
 func (t *tamer) parents(a *ancestry, emit func(*tar.Header, string, io.Reader) error) error {
 	for i, p := range a.missing {
-		if t.entries++; t.entries > MaxArchiveEntries {
-			return fmt.Errorf("the archive holds more than %d entries, the most the deployer restores: %w", MaxArchiveEntries, ErrTooLarge)
+		if err := t.count(); err != nil {
+			return err
 		}
 		if err := t.charge(512, p); err != nil {
 			return err
 		}
-		if err := emit(&tar.Header{Name: t.base + "/" + p + "/", Typeflag: tar.TypeDir, Mode: 0o755, Format: tar.FormatPAX}, p, nil); err != nil {
+		h := &tar.Header{Name: t.base + "/" + p + "/", Typeflag: tar.TypeDir, Mode: 0o755, Format: tar.FormatPAX}
+		if err := emit(h, p, nil); err != nil {
 			return err
 		}
+		t.rep.DiskBytes += onDisk(h)
 		t.dirs[a.keys[i]] = struct{}{}
 	}
 	return nil
