@@ -221,7 +221,12 @@ func scan(ctx context.Context, store Store, want Expect, keys *Keys, now time.Ti
 			out.Incomplete = append(out.Incomplete, id)
 			continue
 		}
-		if t, ok := idTime(id); !ok || t.After(now.Add(futureSkew)) {
+		t, ok := idTime(id)
+		if !ok {
+			out.Refused = append(out.Refused, Refused{ID: id, Reason: fmt.Sprintf("backup %s: its ID is not a date the deployer writes; it is not offered, counted or deleted", id)})
+			continue
+		}
+		if t.After(now.Add(futureSkew)) {
 			out.Refused = append(out.Refused, Refused{ID: id, Reason: fmt.Sprintf("backup %s is dated in the future (this machine's clock says %s): a clock far ahead, or not the deployer's; it is not offered, counted or deleted before then",
 				id, now.UTC().Format("2006-01-02 15:04:05Z"))})
 			continue
