@@ -42,8 +42,8 @@ var (
 	// beyond it (the oldest) are listed as not read, and never counted or deleted.
 	maxManifestsBytes int64 = 64 << 20
 	// maxArchiveEntries bounds the entries of one volume's archive that a restore or a verify
-	// makes (what remembering them costs: some 20 bytes each).
-	maxArchiveEntries int64 = 10_000_000
+	// reads (what remembering them costs: about 40 bytes each, 200 MB at the bound).
+	maxArchiveEntries int64 = 5_000_000
 )
 
 // ErrTooManyObjects is returned by a listing that would go past maxListObjects.
