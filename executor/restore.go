@@ -29,6 +29,9 @@ type RestoreVolume struct {
 	To     string `json:"to"`   // the configured volume it replaces
 	Target string `json:"target"`
 	Bytes  int64  `json:"bytes"`
+	// Disk is what its files take once made (4 KiB blocks, as verify counted them): the
+	// volume must have room for the larger of Bytes and Disk before it is emptied.
+	Disk int64 `json:"disk_bytes,omitempty"`
 }
 
 // RestorePlan is what a restore will do, shown to the operator before it asks.
@@ -58,13 +61,18 @@ func (a *Applier) VerifyBackup(ctx context.Context, service, id string) (*backup
 	if err != nil {
 		return nil, err
 	}
-	return m, rs.verifyBackup(ctx, sb, m)
+	_, err = rs.verifyBackup(ctx, sb, m)
+	return m, err
 }
 
-func (rs restorer) verifyBackup(ctx context.Context, sb *ServiceBackups, m *backup.Manifest) error {
-	return rs.step(sb.Expect.Service, StepVerifyBackup, "download "+m.ID+" and check it against its manifest", func() error {
-		return backup.Verify(ctx, sb.Store, m, sb.Keys, rs.TempDir)
+// verifyBackup verifies a backup, and says what each volume's files take on a disk.
+func (rs restorer) verifyBackup(ctx context.Context, sb *ServiceBackups, m *backup.Manifest) (disk map[string]int64, err error) {
+	err = rs.step(sb.Expect.Service, StepVerifyBackup, "download "+m.ID+" and check it against its manifest", func() error {
+		var verr error
+		disk, verr = backup.VerifyDisk(ctx, sb.Store, m, sb.Keys, rs.TempDir)
+		return verr
 	})
+	return disk, err
 }
 
 // findBackup opens a service's backups and finds one, checked against the configuration.
@@ -112,8 +120,12 @@ func (rs restorer) prepare(ctx context.Context, service, id string, opts Restore
 	if rp.Volumes, rp.Untouched, err = restoreVolumes(s, m, opts.Map); err != nil {
 		return nil, err
 	}
-	if err := rs.verifyBackup(ctx, sb, m); err != nil {
+	disk, err := rs.verifyBackup(ctx, sb, m)
+	if err != nil {
 		return nil, err
+	}
+	for i := range rp.Volumes {
+		rp.Volumes[i].Disk = disk[rp.Volumes[i].From]
 	}
 	obs, err := Observe(ctx, rs.Runtime, rs.Project.Name)
 	if err != nil {
@@ -293,7 +305,7 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 		var rep *backup.TameReport
 		err := rs.step(service, stepName(StepRestore, v.To), fmt.Sprintf("replace the files of volume %s with %s of backup %s", v.To, v.From, m.ID), func() error {
 			var err error
-			rep, err = rs.fillVolume(ctx, s, sb, m, v.From, v.To, v.Bytes, helper)
+			rep, err = rs.fillVolume(ctx, s, sb, m, v.From, v.To, v.Bytes, max(v.Bytes, v.Disk), helper)
 			return err
 		})
 		if rep != nil {
@@ -376,7 +388,7 @@ func (rs restorer) putBack(ctx context.Context, s *config.Service, sb *ServiceBa
 	var failed error
 	for _, v := range touched {
 		err := rs.step(s.Name, stepName(StepPutBack, v.To), fmt.Sprintf("put volume %s back from the safety backup %s", v.To, safety.ID), func() error {
-			_, err := rs.fillVolume(ctx, s, sb, safety, v.To, v.To, safetyBytes(safety, v.To), helper)
+			_, err := rs.fillVolume(ctx, s, sb, safety, v.To, v.To, safetyBytes(safety, v.To), safetyBytes(safety, v.To), helper)
 			return err
 		})
 		if err != nil {
@@ -409,16 +421,16 @@ func safetyBytes(m *backup.Manifest, volume string) int64 {
 }
 
 // fillVolume replaces the files of volume to with the archive of volume from in backup m: a
-// helper container checks the space and empties the volume, then the archive, tamed, is
-// extracted into it through the engine.
-func (rs restorer) fillVolume(ctx context.Context, s *config.Service, sb *ServiceBackups, m *backup.Manifest, from, to string, bytes int64, helper string) (*backup.TameReport, error) {
+// helper container checks the space (need bytes) and empties the volume, then the archive,
+// tamed, is extracted into it through the engine, no more than the bytes it declares.
+func (rs restorer) fillVolume(ctx context.Context, s *config.Service, sb *ServiceBackups, m *backup.Manifest, from, to string, bytes, need int64, helper string) (*backup.TameReport, error) {
 	rc, err := backup.OpenVolume(ctx, sb.Store, m, from, sb.Keys, rs.TempDir)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
 	spec := ContainerSpec{Name: fmt.Sprintf("%s-%s-restore-%s", rs.Project.Name, s.Name, to), Image: helper,
-		Cmd:     []string{"internal", "prepare-volume", "/volume", strconv.FormatInt(bytes, 10)},
+		Cmd:     []string{"internal", "prepare-volume", "/volume", strconv.FormatInt(need, 10)},
 		Volumes: []VolumeMount{{Name: to, Target: "/volume"}}, Labels: map[string]string{LabelProject: rs.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
 	id, err := rs.oneOffContainer(ctx, spec)
 	if err != nil {
@@ -444,14 +456,14 @@ func (rs restorer) fillVolume(ctx context.Context, s *config.Service, sb *Servic
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		rep, tameErr = backup.Tame(rc, pw, "volume")
+		rep, tameErr = backup.Tame(rc, pw, "volume", bytes) // nothing past the declared size reaches the volume
 		pw.CloseWithError(tameErr)
 	}()
 	err = rs.Runtime.CopyTo(ctx, id, "/", pr)
 	pr.CloseWithError(errExtractionEnded)
 	<-done
 	if tameErr != nil && !errors.Is(tameErr, errExtractionEnded) {
-		return rep, tameErr // the archive itself is broken: that is the cause
+		return rep, fmt.Errorf("backup %s: volume %s: %w", m.ID, from, tameErr) // the archive itself is broken: that is the cause
 	}
 	return rep, err
 }

@@ -10,13 +10,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"filippo.io/age"
-	"github.com/docker/docker/api/types/volume"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/deployer-dev/deployer/config"
@@ -367,40 +365,16 @@ func TestRestoreHardLinks(t *testing.T) {
 func TestRestoreFailsHalfWay(t *testing.T) {
 	r := newRig(t)
 	store := localStore(t)
-	ctx := context.Background()
 	// The backup: many small files from a volume on the engine's disk.
 	files := map[string][]byte{}
 	for i := 0; i < 1500; i++ {
 		files[fmt.Sprintf("f/%04d.txt", i)] = []byte(strings.Repeat("y", 100))
 	}
 	m := r.deployWithBackup(store, noDB, files)
-	// The service now uses a volume on a 4 MiB tmpfs of the engine's host: the backup's 1.5 MB
-	// of tar fits the check, but its 1500 files take 6 MB of pages, so the extraction fails part
-	// of the way through.
-	small := r.project + "-small"
-	dir := t.TempDir()
-	if err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", dir).Run(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI runs as root and must be able to mount a tmpfs: %v", err)
-		}
-		t.Skipf("cannot mount a tmpfs: %v", err)
-	}
-	t.Cleanup(func() { exec.Command("umount", dir).Run() })
-	if _, err := r.eng.Client().VolumeCreate(ctx, volume.CreateOptions{Name: small, Driver: "local",
-		DriverOpts: map[string]string{"type": "none", "o": "bind", "device": dir}}); err != nil {
-		t.Fatal(err)
-	}
-	onSmall := func(s *config.Service) {
-		s.SQLite = nil
-		s.Volumes = []*config.Volume{{Name: small, Target: "/data"}}
-		if s.Backup != nil {
-			s.Backup.Volumes = []string{small}
-		}
-	}
-	p := r.configWithStore("v3", store, onSmall)
-	if so := r.apply(p); so.Error != "" {
-		t.Fatal(so.Error)
-	}
+	// The service now uses a volume on a tmpfs of the engine's host with room for 6 MB but 500
+	// inodes: the backup's 1500 files pass the space check, and the extraction fails part of the
+	// way through.
+	small, p := r.onSmallVolume(store, "v3", "size=64m,nr_inodes=500")
 	r.putFiles(r.liveID(), "/data", map[string][]byte{"keep.txt": []byte("the data before the restore")})
 	before := r.dataFiles(r.liveID())
 	res, err := r.restore(p, m.ID, executor.RestoreOptions{Map: map[string]string{r.project + "-data": small}}, "")

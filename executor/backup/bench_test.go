@@ -69,7 +69,7 @@ func BenchmarkArchive(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, err := backup.Tame(rc, io.Discard, "volume"); err != nil {
+				if _, err := backup.Tame(rc, io.Discard, "volume", m.Volumes[0].Bytes); err != nil {
 					b.Fatal(err)
 				}
 				rc.Close()

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"syscall"
+	"time"
 )
 
 var osTempDir = os.TempDir
@@ -21,7 +22,37 @@ const (
 	MaxVolumeBytes int64 = 1 << 40
 	// spaceMargin is kept free on any disk the deployer writes to.
 	spaceMargin int64 = 64 << 20
+	// maxNameBytes bounds an entry's name and link target: longer ones cannot be made on Linux.
+	maxNameBytes = 4096
+	// maxWindowBytes bounds the zstd window an archive may ask for (the decoder's memory); the
+	// deployer writes 4 MiB windows.
+	maxWindowBytes = 32 << 20
+	// futureSkew is how far in the future a backup's ID may be dated (clocks differ a little)
+	// before it is refused and left out of retention.
+	futureSkew = 10 * time.Minute
 )
+
+// Variables for tests.
+var (
+	// maxListObjects bounds the keys one listing of a service's backups looks at, whatever
+	// they are: a store with more under a service's directory was not filled by the deployer
+	// alone.
+	maxListObjects = 100_000
+	// maxManifestsBytes bounds the manifests one listing reads, all together; the backups
+	// beyond it (the oldest) are listed as not read, and never counted or deleted.
+	maxManifestsBytes int64 = 64 << 20
+	// maxArchiveEntries bounds the entries of one volume's archive that a restore or a verify
+	// reads (what remembering them costs: about 40 bytes each, 200 MB at the bound).
+	maxArchiveEntries int64 = 5_000_000
+)
+
+// ErrTooManyObjects is returned by a listing that would go past maxListObjects.
+var ErrTooManyObjects = errors.New("too many objects")
+
+func tooMany(store, prefix string) error {
+	return fmt.Errorf("backup store %s holds more than %d objects under %s, more than the deployer lists: they were not all written by it; remove what is not a backup: %w",
+		store, maxListObjects, Printable(prefix), ErrTooManyObjects)
+}
 
 // FreeBytes is the space left for an unprivileged writer on the filesystem holding dir.
 func FreeBytes(dir string) (int64, error) {

@@ -10,6 +10,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"syscall"
 )
 
 // Local is a store in a directory on the machine that runs the deployer: the embedded default,
@@ -78,6 +79,9 @@ func (l *Local) Put(ctx context.Context, key string, r io.Reader) error {
 		return err
 	}
 	defer root.Close()
+	if err := l.noLinks(root, key); err != nil {
+		return err
+	}
 	if err := root.MkdirAll(path.Dir(key), 0o700); err != nil {
 		return fmt.Errorf("backup store %s: %w", l.Dir, err)
 	}
@@ -135,21 +139,63 @@ func (l *Local) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 		return nil, err
 	}
 	defer root.Close()
-	f, err := root.Open(key)
+	if err := l.noLinks(root, key); err != nil {
+		return nil, err
+	}
+	before, err := root.Lstat(key)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s in %s: %w", key, l.Dir, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("backup store %s: %s: %w", l.Dir, key, unwrapPath(err))
 	}
-	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+	if !before.Mode().IsRegular() {
+		return nil, fmt.Errorf("backup store %s: %s is not a regular file (%s): the deployer reads no other", l.Dir, key, before.Mode().Type())
+	}
+	// O_NONBLOCK: a FIFO swapped in meanwhile does not hang the open; it is refused below.
+	f, err := root.OpenFile(key, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s in %s: %w", key, l.Dir, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backup store %s: %s: %w", l.Dir, key, unwrapPath(err))
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() || !os.SameFile(before, st) {
 		f.Close()
-		return nil, fmt.Errorf("backup store %s: %s is not a regular file", l.Dir, key)
+		return nil, fmt.Errorf("backup store %s: %s is not a regular file, or changed while it was opened", l.Dir, key)
 	}
 	return f, nil
 }
 
-// List walks the directory (without following symbolic links) for the files under prefix.
+// noLinks refuses a key whose directories include a symbolic link: os.Root follows links that
+// stay inside the store, and one could lead a service's directory into another's. A
+// directory that does not exist yet is fine.
+func (l *Local) noLinks(root *os.Root, key string) error {
+	for i := 0; i < len(key); i++ {
+		if key[i] != '/' {
+			continue
+		}
+		info, err := root.Lstat(key[:i])
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("backup store %s: %s: %w", l.Dir, key[:i], unwrapPath(err))
+		}
+		if info.Mode()&fs.ModeSymlink != 0 {
+			return fmt.Errorf("backup store %s: %s is a symbolic link: the deployer follows none in a store; replace it with a directory", l.Dir, Printable(key[:i]))
+		}
+		if !info.IsDir() {
+			return fmt.Errorf("backup store %s: %s is not a directory", l.Dir, Printable(key[:i]))
+		}
+	}
+	return nil
+}
+
+// List walks the directory that holds prefix (without following symbolic links) for the
+// regular files under prefix. It reads directories in batches and stops with an error past
+// maxListObjects entries, counting every entry it meets, so a directory of millions of files
+// costs neither memory nor time.
 func (l *Local) List(ctx context.Context, prefix string) ([]Object, error) {
 	root, err := l.root()
 	if errors.Is(err, fs.ErrNotExist) {
@@ -159,33 +205,86 @@ func (l *Local) List(ctx context.Context, prefix string) ([]Object, error) {
 		return nil, err
 	}
 	defer root.Close()
+	start := path.Dir(prefix + "x") // the directory that holds every key starting with prefix
+	if start != "." {
+		if err := l.noLinks(root, start+"/"); err != nil {
+			return nil, err
+		}
+		info, err := root.Lstat(start)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("backup store %s: %w", l.Dir, unwrapPath(err))
+		}
+		if !info.IsDir() {
+			return nil, nil
+		}
+	}
 	var out []Object
-	err = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
+	seen := 0
+	var walk func(dir string) error
+	walk = func(dir string) error {
+		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if d.IsDir() {
-			// Only the directories on the way to prefix, and those under it, are walked.
-			if p != "." && !strings.HasPrefix(p+"/", prefix) && !strings.HasPrefix(prefix, p+"/") {
-				return fs.SkipDir
-			}
+		f, err := root.Open(dir)
+		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
-		if !d.Type().IsRegular() || strings.HasPrefix(d.Name(), ".tmp-") || !strings.HasPrefix(p, prefix) {
-			return nil
-		}
-		info, err := d.Info()
 		if err != nil {
-			return err
+			return fmt.Errorf("backup store %s: %w", l.Dir, unwrapPath(err))
 		}
-		out = append(out, Object{Key: p, Size: info.Size(), Modified: info.ModTime()})
+		var subdirs []string
+		for {
+			ents, err := f.ReadDir(256)
+			for _, e := range ents {
+				if seen++; seen > maxListObjects {
+					f.Close()
+					return tooMany(l.Dir, prefix)
+				}
+				p := e.Name()
+				if dir != "." {
+					p = dir + "/" + p
+				}
+				switch {
+				case e.IsDir(): // a symbolic link is not a directory here: never followed
+					if strings.HasPrefix(p+"/", prefix) || strings.HasPrefix(prefix, p+"/") {
+						subdirs = append(subdirs, p)
+					}
+				case e.Type().IsRegular() && strings.HasPrefix(p, prefix) && !strings.HasPrefix(e.Name(), ".tmp-"):
+					info, err := e.Info()
+					if errors.Is(err, fs.ErrNotExist) {
+						continue
+					}
+					if err != nil {
+						f.Close()
+						return err
+					}
+					out = append(out, Object{Key: p, Size: info.Size(), Modified: info.ModTime()})
+				}
+			}
+			if err == io.EOF || (err == nil && len(ents) == 0) {
+				break
+			}
+			if err != nil {
+				f.Close()
+				return fmt.Errorf("backup store %s: %w", l.Dir, unwrapPath(err))
+			}
+		}
+		f.Close() // one directory open at a time, however deep the tree
+		for _, d := range subdirs {
+			if err := walk(d); err != nil {
+				return err
+			}
+		}
 		return nil
-	})
+	}
+	if err := walk(start); err != nil {
+		return nil, err
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
-	return out, err
+	return out, nil
 }
 
 // Delete removes keys, and the directories they leave empty up to the store's root.
@@ -200,6 +299,9 @@ func (l *Local) Delete(ctx context.Context, keys ...string) error {
 	defer root.Close()
 	for _, k := range keys {
 		if err := checkKey(k); err != nil {
+			return err
+		}
+		if err := l.noLinks(root, k); err != nil {
 			return err
 		}
 		if info, err := root.Lstat(k); err == nil && info.Mode().IsRegular() && info.Size() > 4*shrinkStep {

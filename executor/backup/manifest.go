@@ -156,25 +156,40 @@ func (m *Manifest) sign(key []byte) string {
 // readManifest reads and checks the manifest of backup id. Every field is checked against the
 // configuration (want) and against what the deployer itself would have written; with a
 // signing key the signature must match, or be absent (a backup made before the key was set).
-func readManifest(ctx context.Context, store Store, want Expect, keys *Keys, id string) (*Manifest, error) {
+// It reads no more than left bytes (errNotRead beyond) and returns how many it read.
+func readManifest(ctx context.Context, store Store, want Expect, keys *Keys, id string, left int64) (*Manifest, int64, error) {
+	if left <= 0 {
+		return nil, 0, errNotRead
+	}
 	rc, err := store.Get(ctx, Dir(want.Project, want.Service)+id+"/"+ManifestName)
 	if errors.Is(err, ErrNotFound) {
-		return nil, err
+		return nil, 0, err
 	}
 	if err != nil {
-		return nil, &storeError{err}
+		return nil, 0, &storeError{err}
 	}
 	defer rc.Close()
-	raw, err := io.ReadAll(io.LimitReader(rc, maxManifestBytes+1))
+	limit := min(left, maxManifestBytes)
+	raw, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	n := int64(len(raw))
 	if err != nil {
-		return nil, &storeError{fmt.Errorf("backup %s: read the manifest: %w", id, err)}
+		return nil, n, &storeError{fmt.Errorf("backup %s: read the manifest: %w", id, err)}
 	}
-	if len(raw) > maxManifestBytes {
-		return nil, fmt.Errorf("backup %s: the manifest is larger than %d bytes: it was not written by the deployer", id, maxManifestBytes)
+	if n > maxManifestBytes {
+		return nil, n, fmt.Errorf("backup %s: the manifest is larger than %d bytes: it was not written by the deployer; it is refused", id, maxManifestBytes)
 	}
+	if n > limit {
+		return nil, n, errNotRead
+	}
+	m, err := parseManifest(raw, want, keys, id)
+	return m, n, err
+}
+
+// parseManifest checks a manifest's bytes as readManifest does.
+func parseManifest(raw []byte, want Expect, keys *Keys, id string) (*Manifest, error) {
 	var m Manifest
 	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("backup %s: unreadable manifest: %v", id, err)
+		return nil, fmt.Errorf("backup %s: unreadable manifest: %v; it is refused", id, Printable(truncate(err.Error())))
 	}
 	if err := m.check(want, id); err != nil {
 		return nil, fmt.Errorf("backup %s: %w; it is refused", id, err)
@@ -236,8 +251,8 @@ func (m *Manifest) check(want Expect, id string) error {
 		if err := v.File.check(archiveKey(v.Name, encrypted)); err != nil {
 			return fmt.Errorf("volume %s: %w", v.Name, err)
 		}
-		if v.Bytes < 0 {
-			return fmt.Errorf("volume %s: uncompressed size %d is negative", v.Name, v.Bytes)
+		if v.Bytes < 0 || v.Bytes > MaxVolumeBytes {
+			return fmt.Errorf("volume %s: uncompressed size %d is negative or more than the %s the deployer restores", v.Name, v.Bytes, HumanBytes(MaxVolumeBytes))
 		}
 	}
 	if m.Logs != nil {
@@ -267,7 +282,7 @@ func (f *File) check(key string) error {
 	if f.Key != key {
 		return fmt.Errorf("object %q: the deployer names it %q", f.Key, key)
 	}
-	if f.Size < 0 || !sha256RE.MatchString(f.SHA256) {
+	if f.Size < 0 || f.Size > MaxObjectBytes || !sha256RE.MatchString(f.SHA256) {
 		return fmt.Errorf("object %s: size %d or checksum %q is not valid", key, f.Size, f.SHA256)
 	}
 	return nil

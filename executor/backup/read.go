@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -29,34 +32,17 @@ type Refused struct {
 	Reason string `json:"reason"`
 }
 
-// List reads and checks the manifests of a service's backups.
+// List reads and checks the manifests of a service's backups, newest first. What it offers
+// as complete is what retention counts: a manifest that reads, names this project and service,
+// passes the signature check, is not dated in the future, and whose objects are in the store
+// at the sizes it declares. Everything else in the service's directory is listed as refused,
+// with the reason.
 func List(ctx context.Context, store Store, want Expect, keys *Keys) (*Listing, error) {
-	dirs, err := listDirs(ctx, store, want.Project, want.Service)
+	sc, err := scan(ctx, store, want, keys, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	out := &Listing{}
-	for _, id := range sortedIDs(dirs) {
-		if !dirs[id].complete {
-			out.Incomplete = append(out.Incomplete, id)
-			continue
-		}
-		m, err := readManifest(ctx, store, want, keys, id)
-		if errors.Is(err, ErrNotFound) {
-			out.Incomplete = append(out.Incomplete, id) // removed meanwhile
-			continue
-		}
-		var se *storeError
-		if errors.As(err, &se) {
-			return nil, err // the store cannot be read: say so, do not call every backup bad
-		}
-		if err != nil {
-			out.Refused = append(out.Refused, Refused{ID: id, Reason: err.Error()})
-			continue
-		}
-		out.Complete = append(out.Complete, m)
-	}
-	return out, nil
+	return sc.listing, nil
 }
 
 // storeError marks a failure to read from the store, as opposed to something wrong in what was read.
@@ -171,7 +157,7 @@ func OpenVolume(ctx context.Context, store Store, m *Manifest, volume string, ke
 			closeAll()
 			return nil, err
 		}
-		dec, err := zstd.NewReader(plain, zstd.WithDecoderMaxMemory(1<<30), zstd.WithDecoderConcurrency(2))
+		dec, err := zstd.NewReader(plain, zstd.WithDecoderMaxWindow(maxWindowBytes), zstd.WithDecoderMaxMemory(maxWindowBytes), zstd.WithDecoderConcurrency(2))
 		if err != nil {
 			closeAll()
 			return nil, err
@@ -199,42 +185,51 @@ func (t *tempReader) Close() error {
 // manifest lists. It writes only to its own scratch directory under tempDir, bounded by the
 // free space there, and removes it on every path.
 func Verify(ctx context.Context, store Store, m *Manifest, keys *Keys, tempDir string) error {
+	_, err := VerifyDisk(ctx, store, m, keys, tempDir)
+	return err
+}
+
+// VerifyDisk is Verify, and says what each volume's files take on a disk once restored
+// (TameReport.DiskBytes): the space a restore checks before it empties a volume, with the
+// declared size.
+func VerifyDisk(ctx context.Context, store Store, m *Manifest, keys *Keys, tempDir string) (map[string]int64, error) {
 	extract, err := os.MkdirTemp(tempDir, "deployer-verify-")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer os.RemoveAll(extract)
+	disk := map[string]int64{}
 	for _, v := range m.Volumes {
-		if err := verifyVolume(ctx, store, m, v, keys, tempDir, extract); err != nil {
-			return err
+		if disk[v.Name], err = verifyVolume(ctx, store, m, v, keys, tempDir, extract); err != nil {
+			return nil, err
 		}
 	}
 	if m.Logs != nil {
 		p, err := fetch(ctx, store, m, *m.Logs, tempDir)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		defer os.Remove(p)
 		f, err := os.Open(p)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		defer f.Close()
 		plain, err := keys.decrypter(f, m.Encryption, fmt.Sprintf("backup %s: logs", m.ID))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if _, err := io.Copy(io.Discard, plain); err != nil {
-			return fmt.Errorf("backup %s: logs: %w", m.ID, err)
+			return nil, fmt.Errorf("backup %s: logs: %w", m.ID, err)
 		}
 	}
-	return nil
+	return disk, nil
 }
 
-func verifyVolume(ctx context.Context, store Store, m *Manifest, v VolumeArchive, keys *Keys, tempDir, extract string) error {
+func verifyVolume(ctx context.Context, store Store, m *Manifest, v VolumeArchive, keys *Keys, tempDir, extract string) (int64, error) {
 	rc, err := OpenVolume(ctx, store, m, v.Name, keys, tempDir)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer rc.Close()
 	var dbs []DB
@@ -243,20 +238,55 @@ func verifyVolume(ctx context.Context, store Store, m *Manifest, v VolumeArchive
 			dbs = append(dbs, DB{Name: c.Name, Volume: c.Volume, Path: c.Path})
 		}
 	}
-	if err := extractDBs(rc, dbs, extract, v.Bytes); err != nil {
-		return fmt.Errorf("backup %s: volume %s: %w", m.ID, v.Name, err)
+	rep, err := verifyArchive(rc, dbs, extract, v.Bytes)
+	if err != nil {
+		return 0, fmt.Errorf("backup %s: volume %s: %w", m.ID, v.Name, err)
 	}
 	if _, err := io.Copy(io.Discard, rc); err != nil {
-		return fmt.Errorf("backup %s: volume %s: %w", m.ID, v.Name, err)
+		return 0, fmt.Errorf("backup %s: volume %s: %w", m.ID, v.Name, err)
 	}
 	for i, db := range dbs {
 		if _, err := checkExtracted(ctx, extract, i, db); err != nil {
-			return fmt.Errorf("backup %s: %w", m.ID, err)
+			return 0, fmt.Errorf("backup %s: %w", m.ID, err)
 		}
 		os.Remove(extract + "/" + scratchName(i))
 		os.Remove(extract + "/" + scratchName(i) + "-wal")
 	}
-	return nil
+	return rep.DiskBytes, nil
+}
+
+// verifyArchive reads a volume's archive as a restore would (through Tame's checks and bounds:
+// what a restore would refuse, verify refuses), and writes the declared databases, as the
+// restore would leave them, into dir under names it chooses. What it writes is bounded by the
+// archive's declared size and by the free space in dir.
+func verifyArchive(r io.Reader, dbs []DB, dir string, limit int64) (*TameReport, error) {
+	want := scratchNames(dbs)
+	return tameEntries(r, "volume", limit, func(h *tar.Header, rel string, data io.Reader) error {
+		out, ok := want[rel]
+		if !ok {
+			return nil // the rest of the entry is skipped by the next read
+		}
+		dst := filepath.Join(dir, out)
+		os.Remove(dst) // what the restore leaves at that path is the last entry's
+		if h.Typeflag != tar.TypeReg {
+			return nil
+		}
+		if err := ensureSpace(dir, h.Size, "checking "+path.Base(rel)); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(f, data)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("read the archive: %w", err)
+		}
+		return nil
+	})
 }
 
 // ReadFiles lists the regular files of a volume's archive with their sizes (for tests and the

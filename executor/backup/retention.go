@@ -2,6 +2,8 @@ package backup
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -14,44 +16,78 @@ const incompleteAge = 24 * time.Hour
 // Dir is the directory of a service's backups in a store.
 func Dir(project, service string) string { return project + "/" + service + "/" }
 
-// Prune deletes complete backups beyond keep (oldest first) and incomplete ones older than a
-// day, never current. Only directories named like a backup ID directly under the service's
-// directory count: anything else (another store nested inside this one, files an operator put
-// there) is not the deployer's to delete.
-func Prune(ctx context.Context, store Store, project, service string, keep int, current string) error {
-	list, err := listDirs(ctx, store, project, service)
-	if err != nil {
-		return err
+// PruneReport is what a prune deleted, and what it neither counted nor deleted.
+type PruneReport struct {
+	Deleted []string
+	// Ignored are the entries of the service's directory that are not its genuine backups
+	// (refused manifests, IDs dated in the future, unsigned ones when the store has a signing
+	// key, names that are not backup IDs): never counted, never deleted.
+	Ignored []Refused
+}
+
+// Summary says in one line what a prune left alone, for the operator ("" when nothing).
+func (r *PruneReport) Summary() string {
+	if r == nil || len(r.Ignored) == 0 {
+		return ""
 	}
-	drop := map[string]bool{}
+	var ids []string
+	for _, x := range r.Ignored {
+		if len(ids) == 3 {
+			ids = append(ids, fmt.Sprintf("and %d more", len(r.Ignored)-3))
+			break
+		}
+		ids = append(ids, x.ID)
+	}
+	return fmt.Sprintf("retention ignored %d entries of the backup store that are not genuine backups of this service (%s): they were neither counted nor deleted; `deployer backups list` says why",
+		len(r.Ignored), strings.Join(ids, ", "))
+}
+
+// Prune deletes the genuine complete backups beyond keep (oldest first) and incomplete ones
+// older than a day, never current. A genuine backup is one List offers: its manifest reads,
+// names this project and service, is signed when the store has a signing key, is not dated in
+// the future, and its objects are in the store with the sizes it declares. Nothing else is
+// counted or deleted: junk, forged or future-dated "backups" written by someone else never push
+// a genuine backup out, and anything not named like a backup ID directly under the service's
+// directory (another store nested inside this one, files an operator put there) is not the
+// deployer's to delete.
+func Prune(ctx context.Context, store Store, want Expect, keys *Keys, keep int, current string) (*PruneReport, error) {
+	sc, err := scan(ctx, store, want, keys, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	rep := &PruneReport{Ignored: sc.listing.Refused}
+	var drop []string
 	kept := 0
-	for _, id := range sortedIDs(list) { // newest first
-		d := list[id]
-		switch {
-		case d.complete:
-			kept++
-			if kept > keep {
-				drop[id] = true
-			}
-		case time.Since(d.newest) > incompleteAge:
-			drop[id] = true
+	for _, m := range sc.listing.Complete { // newest first
+		if keys.signingKey() != nil && m.Signed != SignedOK {
+			rep.Ignored = append(rep.Ignored, Refused{ID: m.ID, Reason: "not signed, and the store has a signing key: not counted by retention, never deleted by it"})
+			continue
+		}
+		if kept++; kept > keep {
+			drop = append(drop, m.ID)
 		}
 	}
-	for id := range drop {
+	for _, id := range sc.listing.Incomplete {
+		if time.Since(sc.dirs[id].newest) > incompleteAge {
+			drop = append(drop, id)
+		}
+	}
+	for _, id := range drop {
 		if id == current {
 			continue
 		}
-		var keys []string
-		for _, o := range list[id].objects {
-			keys = append(keys, o.Key)
+		var objs []string
+		for _, o := range sc.dirs[id].objects {
+			objs = append(objs, o.Key)
 		}
 		// The manifest goes first, so a half-deleted backup is never offered.
-		sort.SliceStable(keys, func(i, j int) bool { return strings.HasSuffix(keys[i], "/"+ManifestName) })
-		if err := store.Delete(ctx, keys...); err != nil {
-			return err
+		sort.SliceStable(objs, func(i, j int) bool { return strings.HasSuffix(objs[i], "/"+ManifestName) })
+		if err := store.Delete(ctx, objs...); err != nil {
+			return rep, err
 		}
+		rep.Deleted = append(rep.Deleted, id)
 	}
-	return nil
+	return rep, nil
 }
 
 type backupDir struct {
@@ -60,18 +96,55 @@ type backupDir struct {
 	newest   time.Time
 }
 
-// listDirs groups the objects directly inside each backup directory of a service.
-func listDirs(ctx context.Context, store Store, project, service string) (map[string]*backupDir, error) {
+// holds checks that the objects a manifest names are in its directory with the sizes it
+// declares: a manifest whose archives are missing is not a backup.
+func (d *backupDir) holds(m *Manifest) error {
+	sizes := map[string]int64{}
+	for _, o := range d.objects {
+		sizes[o.Key[strings.LastIndex(o.Key, "/")+1:]] = o.Size
+	}
+	files := []File{}
+	for _, v := range m.Volumes {
+		files = append(files, v.File)
+	}
+	if m.Logs != nil {
+		files = append(files, *m.Logs)
+	}
+	for _, f := range files {
+		n, ok := sizes[f.Key]
+		switch {
+		case !ok:
+			return fmt.Errorf("backup %s: %s is not in the store; it is refused", m.ID, f.Key)
+		case n != f.Size:
+			return fmt.Errorf("backup %s: %s holds %d bytes, and its manifest says %d; it is refused", m.ID, f.Key, n, f.Size)
+		}
+	}
+	return nil
+}
+
+// maxIgnoredNames is how many names that are not backups a listing names; the rest are counted.
+const maxIgnoredNames = 20
+
+// listDirs groups the objects directly inside each backup directory of a service, and names
+// what else is in the service's directory (never read, counted or deleted).
+func listDirs(ctx context.Context, store Store, project, service string) (map[string]*backupDir, []Refused, error) {
 	prefix := Dir(project, service)
 	objs, err := store.List(ctx, prefix)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := map[string]*backupDir{}
+	other := map[string]bool{}
 	for _, o := range objs {
+		if !strings.HasPrefix(o.Key, prefix) {
+			continue // a store that answers with keys it was not asked for
+		}
 		rest := strings.TrimPrefix(o.Key, prefix)
 		id, name, ok := strings.Cut(rest, "/")
 		if !ok || !ValidID(id) || name == "" || strings.Contains(name, "/") {
+			if !ok || !ValidID(id) {
+				other[id] = true
+			}
 			continue
 		}
 		d := out[id]
@@ -87,7 +160,20 @@ func listDirs(ctx context.Context, store Store, project, service string) (map[st
 			d.complete = true
 		}
 	}
-	return out, nil
+	var names []string
+	for n := range other {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var ignored []Refused
+	for i, n := range names {
+		if i == maxIgnoredNames {
+			ignored = append(ignored, Refused{ID: fmt.Sprintf("(%d more)", len(names)-i), Reason: "not backups either"})
+			break
+		}
+		ignored = append(ignored, Refused{ID: Printable(truncate(n)), Reason: "not a backup: its name is not a backup ID; never read, counted or deleted"})
+	}
+	return out, ignored, nil
 }
 
 // sortedIDs orders backup IDs newest first (they start with a UTC timestamp).
@@ -98,4 +184,77 @@ func sortedIDs(m map[string]*backupDir) []string {
 	}
 	sort.Sort(sort.Reverse(sort.StringSlice(ids)))
 	return ids
+}
+
+// idTime is when a backup ID says it was taken.
+func idTime(id string) (time.Time, bool) {
+	ts, _, ok := strings.Cut(id, "-")
+	if !ok {
+		return time.Time{}, false
+	}
+	t, err := time.Parse("20060102T150405.000Z", ts)
+	return t, err == nil
+}
+
+// scanned is a service's directory in a store with every backup in it classified.
+type scanned struct {
+	dirs    map[string]*backupDir
+	listing *Listing
+}
+
+// errNotRead marks a manifest left unread because the listing's budget was spent.
+var errNotRead = errors.New("not read")
+
+// scan lists a service's backups and reads their manifests, newest first, within the bounds
+// the deployer sets: the keys listed, the manifest bytes read, the IDs dated no later than
+// now and a small skew.
+func scan(ctx context.Context, store Store, want Expect, keys *Keys, now time.Time) (*scanned, error) {
+	dirs, ignored, err := listDirs(ctx, store, want.Project, want.Service)
+	if err != nil {
+		return nil, err
+	}
+	out := &Listing{}
+	left := int64(maxManifestsBytes)
+	for _, id := range sortedIDs(dirs) {
+		d := dirs[id]
+		if !d.complete {
+			out.Incomplete = append(out.Incomplete, id)
+			continue
+		}
+		t, ok := idTime(id)
+		if !ok {
+			out.Refused = append(out.Refused, Refused{ID: id, Reason: fmt.Sprintf("backup %s: its ID is not a date the deployer writes; it is not offered, counted or deleted", id)})
+			continue
+		}
+		if t.After(now.Add(futureSkew)) {
+			out.Refused = append(out.Refused, Refused{ID: id, Reason: fmt.Sprintf("backup %s is dated in the future (this machine's clock says %s): a clock far ahead, or not the deployer's; it is not offered, counted or deleted before then",
+				id, now.UTC().Format("2006-01-02 15:04:05Z"))})
+			continue
+		}
+		m, n, err := readManifest(ctx, store, want, keys, id, left)
+		left -= n
+		switch {
+		case errors.Is(err, ErrNotFound):
+			out.Incomplete = append(out.Incomplete, id) // removed meanwhile
+			continue
+		case errors.Is(err, errNotRead):
+			out.Refused = append(out.Refused, Refused{ID: id, Reason: fmt.Sprintf("backup %s was not read: the newer manifests listed before it add up to %s, the most one listing reads; it is not offered, counted or deleted",
+				id, HumanBytes(maxManifestsBytes))})
+			continue
+		}
+		var se *storeError
+		if errors.As(err, &se) {
+			return nil, err // the store cannot be read: say so, do not call every backup bad
+		}
+		if err == nil {
+			err = d.holds(m)
+		}
+		if err != nil {
+			out.Refused = append(out.Refused, Refused{ID: id, Reason: err.Error()})
+			continue
+		}
+		out.Complete = append(out.Complete, m)
+	}
+	out.Refused = append(out.Refused, ignored...)
+	return &scanned{dirs: dirs, listing: out}, nil
 }

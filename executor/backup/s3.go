@@ -150,15 +150,25 @@ func (s *S3) List(ctx context.Context, prefix string) ([]Object, error) {
 	return out, nil
 }
 
+// list pages through the keys under base+prefix. Every key and every page counts towards
+// maxListObjects, so neither a bucket of millions of keys nor a server that never stops
+// answering "truncated" holds it; keys outside what was asked for are dropped.
 func (s *S3) list(ctx context.Context, base, prefix string) ([]Object, error) {
 	var out []Object
+	seen := 0
 	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: aws.String(s.cfg.Bucket), Prefix: aws.String(base + prefix)})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
 			return nil, s.explain("list "+prefix, err)
 		}
+		if seen += 1 + len(page.Contents); seen > maxListObjects {
+			return nil, tooMany(s.String(), prefix)
+		}
 		for _, o := range page.Contents {
+			if !strings.HasPrefix(aws.ToString(o.Key), base+prefix) {
+				continue
+			}
 			obj := Object{Key: strings.TrimPrefix(aws.ToString(o.Key), base), Size: aws.ToInt64(o.Size)}
 			if o.LastModified != nil {
 				obj.Modified = *o.LastModified

@@ -150,8 +150,13 @@ func Take(ctx context.Context, req Request) (*Manifest, error) {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	if req.Keep > 0 {
-		if err := Prune(ctx, req.Store, req.Project, req.Service, req.Keep, m.ID); err != nil {
-			return m, fmt.Errorf("backup %s is complete, but removing old backups failed: %w", m.ID, err)
+		// Retention is housekeeping: the backup is complete whatever it finds, so what stops
+		// it (a store flooded past the listing bound, say) is said, and the backup stands.
+		rep, err := Prune(ctx, req.Store, Expect{Project: req.Project, Service: req.Service, DBs: req.SQLite}, req.Keys, req.Keep, m.ID)
+		if err != nil {
+			req.Warn(fmt.Sprintf("backup %s is complete, but old backups were not removed: %v", m.ID, err))
+		} else if s := rep.Summary(); s != "" {
+			req.Warn(s)
 		}
 	}
 	return m, nil
@@ -540,16 +545,23 @@ func dbsIn(all []DB, volume string) []DB {
 // deployer chooses, never one read from a manifest or an archive.
 func scratchName(i int) string { return "db-" + strconv.Itoa(i) }
 
-// extractDBs reads a tar of a volume (entries named <base>/<path>, as the engine's copy API
-// writes them) and writes each declared database file, with its -wal, into dir. What it writes
-// is bounded by budget and by the free space in dir, whatever the entries' headers claim.
-func extractDBs(r io.Reader, dbs []DB, dir string, budget int64) error {
+// scratchNames maps the path in its volume of each database, and of its -wal, to the scratch
+// name it is written to.
+func scratchNames(dbs []DB) map[string]string {
 	want := map[string]string{}
 	for i, db := range dbs {
 		p := path.Clean(db.Path)
 		want[p] = scratchName(i)
 		want[p+"-wal"] = scratchName(i) + "-wal"
 	}
+	return want
+}
+
+// extractDBs reads a tar of a volume (entries named <base>/<path>, as the engine's copy API
+// writes them) and writes each declared database file, with its -wal, into dir. What it writes
+// is bounded by budget and by the free space in dir, whatever the entries' headers claim.
+func extractDBs(r io.Reader, dbs []DB, dir string, budget int64) error {
+	want := scratchNames(dbs)
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()

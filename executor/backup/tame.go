@@ -3,45 +3,93 @@ package backup
 import (
 	"archive/tar"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"path"
 	"sort"
 	"strings"
 )
 
-// TameReport lists what Tame left out of an archive or changed in it.
+// TameReport says what Tame left out of an archive or changed in it: per reason, how many
+// entries and the first few names (an archive may hold millions of entries; the report stays
+// small).
 type TameReport struct {
-	Skipped []string // entry: reason
-	Changed []string // entry: what was changed
-	Files   int      // entries written
+	Files int // entries written
+	// DiskBytes is what the entries take once made, in 4 KiB blocks: every directory, every
+	// file's size rounded up, a long symbolic link, extended attributes. An archive of
+	// directories declares 512 bytes for each, and takes 4 KiB: the space a restore checks is
+	// the larger of the two.
+	DiskBytes int64
+	skipped   map[string]*tally
+	changed   map[string]*tally
 }
 
-// Lines says what was skipped or changed, a line per kind, with the first few names.
+type tally struct {
+	n     int
+	names []string
+}
+
+// reportNames is how many names a report keeps per reason; reportNameLen how much of each.
+const (
+	reportNames   = 5
+	reportNameLen = 200
+)
+
+func (r *TameReport) note(m *map[string]*tally, name, why string) {
+	if *m == nil {
+		*m = map[string]*tally{}
+	}
+	t := (*m)[why]
+	if t == nil {
+		t = &tally{}
+		(*m)[why] = t
+	}
+	t.n++
+	if len(t.names) < reportNames {
+		if len(name) > reportNameLen {
+			name = name[:reportNameLen] + "..."
+		}
+		t.names = append(t.names, Printable(name))
+	}
+}
+
+func (r *TameReport) skip(name, why string)   { r.note(&r.skipped, name, why) }
+func (r *TameReport) change(name, why string) { r.note(&r.changed, name, why) }
+
+// Skipped counts the entries left out, all reasons together.
+func (r *TameReport) Skipped() int { return total(r.skipped) }
+
+// Changed counts the entries changed, all reasons together.
+func (r *TameReport) Changed() int { return total(r.changed) }
+
+func total(m map[string]*tally) int {
+	n := 0
+	for _, t := range m {
+		n += t.n
+	}
+	return n
+}
+
+// Lines says what was skipped or changed, a line per reason, with the first few names.
 func (r *TameReport) Lines() []string {
 	var out []string
-	group := func(list []string, verb string) {
-		byWhy := map[string][]string{}
-		for _, s := range list {
-			name, why, _ := strings.Cut(s, ": ")
-			byWhy[why] = append(byWhy[why], name)
-		}
+	group := func(m map[string]*tally, verb string) {
 		var whys []string
-		for w := range byWhy {
+		for w := range m {
 			whys = append(whys, w)
 		}
 		sort.Strings(whys)
 		for _, w := range whys {
-			names := byWhy[w]
+			t := m[w]
 			more := ""
-			if len(names) > 5 {
-				more = fmt.Sprintf(" and %d more", len(names)-5)
-				names = names[:5]
+			if t.n > len(t.names) {
+				more = fmt.Sprintf(" and %d more", t.n-len(t.names))
 			}
-			out = append(out, fmt.Sprintf("%s %d (%s): %s%s", verb, len(byWhy[w]), w, strings.Join(names, ", "), more))
+			out = append(out, fmt.Sprintf("%s %d (%s): %s%s", verb, t.n, w, strings.Join(t.names, ", "), more))
 		}
 	}
-	group(r.Skipped, "skipped")
-	group(r.Changed, "changed")
+	group(r.skipped, "skipped")
+	group(r.changed, "changed")
 	return out
 }
 
@@ -51,81 +99,307 @@ func (r *TameReport) Lines() []string {
 // before. Character and block devices are never recreated, setuid and setgid bits are cleared,
 // and an entry whose path would leave the volume or pass through a symbolic link is skipped.
 // The stream an archive holds is data from a store that others may write to.
-func Tame(r io.Reader, w io.Writer, base string) (*TameReport, error) {
-	rep := &TameReport{}
-	tr := tar.NewReader(r)
+//
+// What it writes is bounded by limit, the uncompressed size the manifest declares, counted as
+// logical sizes: every entry costs 512 bytes (its header) plus its file's size (a sparse
+// file's full size), the part of a name or link target beyond 256 bytes and its extended
+// attributes. An archive of the deployer's fits in its own size; one that expands past limit
+// fails with ErrTooLarge once the entry that would cross it is reached, before that entry is
+// written.
+func Tame(r io.Reader, w io.Writer, base string, limit int64) (*TameReport, error) {
 	tw := tar.NewWriter(w)
-	files := map[string]bool{}    // regular files written, for hard links
-	symlinks := map[string]bool{} // symbolic links written: nothing goes through them
+	rep, err := tameEntries(r, base, limit, func(h *tar.Header, rel string, data io.Reader) error {
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if data != nil {
+			if _, err := io.Copy(tw, data); err != nil {
+				return fmt.Errorf("read the archive: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return rep, err
+	}
+	return rep, tw.Close()
+}
+
+// tameEntries reads a volume's tar stream and calls emit, in order, for each entry Tame keeps,
+// its header rewritten under base (rel is its path in the volume). data is the file's contents
+// for a regular file (exactly h.Size bytes), nil otherwise. Directories an entry needs that the
+// archive did not hold before it are emitted first, counted like entries, so that nothing
+// creates directories the count does not see. Restore and verify both read archives through
+// it: verify refuses what restore would.
+func tameEntries(r io.Reader, base string, limit int64, emit func(h *tar.Header, rel string, data io.Reader) error) (*TameReport, error) {
+	t := &tamer{rep: &TameReport{}, base: base, left: limit, limit: limit, seed: maphash.MakeSeed(),
+		files: map[uint64]struct{}{}, symlinks: map[uint64]struct{}{}, dirs: map[uint64]struct{}{}}
+	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
-			return rep, tw.Close()
+			return t.rep, nil
 		}
 		if err != nil {
-			return rep, fmt.Errorf("read the archive: %w", err)
+			return t.rep, fmt.Errorf("read the archive: %w", err)
 		}
-		rel, ok := inVolume(hdr.Name)
-		shown := Printable(hdr.Name)
-		switch {
-		case !ok:
-			rep.Skipped = append(rep.Skipped, shown+": outside the volume")
-			continue
-		case throughSymlink(rel, symlinks):
-			rep.Skipped = append(rep.Skipped, shown+": inside a symbolic link")
+		if err := t.count(); err != nil {
+			return t.rep, err
+		}
+		h, a, ok := t.header(hdr)
+		if !ok {
 			continue
 		}
-		pax, dropped := xattrs(hdr.PAXRecords)
-		if dropped {
-			rep.Changed = append(rep.Changed, shown+": security extended attributes (file capabilities) dropped")
+		if err := t.parents(a, emit); err != nil {
+			return t.rep, err
 		}
-		h := &tar.Header{Name: base, Mode: hdr.Mode, Uid: hdr.Uid, Gid: hdr.Gid, ModTime: hdr.ModTime, Typeflag: hdr.Typeflag,
-			PAXRecords: pax, Format: tar.FormatPAX}
-		if rel != "" {
-			h.Name = base + "/" + rel
-		}
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			h.Name += "/"
-		case tar.TypeReg, tar.TypeRegA:
-			h.Typeflag, h.Size = tar.TypeReg, hdr.Size
-			files[rel] = true
-		case tar.TypeSymlink:
-			h.Linkname = hdr.Linkname
-			symlinks[rel] = true
-		case tar.TypeLink:
-			target, ok := inVolume(hdr.Linkname)
-			if !ok || !files[target] {
-				rep.Skipped = append(rep.Skipped, shown+": a hard link to a file the archive does not hold before it")
-				continue
-			}
-			h.Linkname = base + "/" + target
-			files[rel] = true
-		case tar.TypeFifo:
-		case tar.TypeChar, tar.TypeBlock:
-			rep.Skipped = append(rep.Skipped, shown+": a device node")
-			continue
-		default:
-			rep.Skipped = append(rep.Skipped, fmt.Sprintf("%s: entry type %q", shown, hdr.Typeflag))
-			continue
-		}
-		if rel == "" && hdr.Typeflag != tar.TypeDir {
-			rep.Skipped = append(rep.Skipped, shown+": the volume itself must be a directory")
-			continue
-		}
-		if h.Mode&0o6000 != 0 {
-			h.Mode &^= 0o6000
-			rep.Changed = append(rep.Changed, shown+": setuid/setgid bit cleared")
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return rep, err
+		cost := int64(512) + over(hdr.Name) + over(hdr.Linkname)
+		for k, v := range h.PAXRecords {
+			cost += int64(len(k) + len(v))
 		}
 		if h.Typeflag == tar.TypeReg {
-			if _, err := io.Copy(tw, tr); err != nil {
-				return rep, fmt.Errorf("read the archive: %w", err)
+			cost += h.Size
+		}
+		if err := t.charge(cost, hdr.Name); err != nil {
+			return t.rep, err
+		}
+		var data io.Reader
+		if h.Typeflag == tar.TypeReg {
+			data = io.LimitReader(tr, h.Size)
+		}
+		if err := emit(h, a.rel, data); err != nil {
+			return t.rep, err
+		}
+		t.rep.DiskBytes += onDisk(h)
+		t.record(h.Typeflag, a.key)
+		t.rep.Files++
+	}
+}
+
+// tamer is the state of one archive being tamed. The paths it remembers are kept as 64-bit
+// keyed hashes, so its memory is a few tens of bytes an entry whatever the names' length.
+type tamer struct {
+	rep         *TameReport
+	base        string
+	left, limit int64
+	entries     int64
+	seed        maphash.Seed
+	files       map[uint64]struct{} // regular files (and hard links to them) written
+	symlinks    map[uint64]struct{} // symbolic links written: nothing goes through them
+	dirs        map[uint64]struct{} // directories written
+}
+
+func (t *tamer) key(rel string) uint64 { return maphash.String(t.seed, rel) }
+
+func (t *tamer) has(m map[uint64]struct{}, rel string) bool {
+	_, ok := m[t.key(rel)]
+	return ok
+}
+
+// count counts one more entry made, failing past maxArchiveEntries.
+func (t *tamer) count() error {
+	if t.entries++; t.entries > maxArchiveEntries {
+		return fmt.Errorf("the archive holds more than %d entries, the most the deployer restores: %w", maxArchiveEntries, ErrTooLarge)
+	}
+	return nil
+}
+
+// block is the filesystem block onDisk counts in.
+const block = 4096
+
+// onDisk is about what an entry takes on a filesystem of 4 KiB blocks (ext4's and xfs's).
+func onDisk(h *tar.Header) int64 {
+	var n int64
+	switch h.Typeflag {
+	case tar.TypeDir:
+		n = block
+	case tar.TypeReg:
+		n = (h.Size + block - 1) / block * block
+	case tar.TypeSymlink:
+		if len(h.Linkname) >= 60 { // shorter targets live in the inode
+			n = block
+		}
+	}
+	if len(h.PAXRecords) > 0 {
+		n += block
+	}
+	return n
+}
+
+// over is how much of a name is counted beyond what an archive's header holds.
+func over(name string) int64 {
+	if len(name) > 256 {
+		return int64(len(name) - 256)
+	}
+	return 0
+}
+
+func (t *tamer) charge(cost int64, name string) error {
+	if cost > t.left {
+		return fmt.Errorf("the archive expands past the %d bytes it declares (at %s): %w", t.limit, Printable(truncate(name)), ErrTooLarge)
+	}
+	t.left -= cost
+	return nil
+}
+
+func truncate(s string) string {
+	if len(s) > reportNameLen {
+		return s[:reportNameLen] + "..."
+	}
+	return s
+}
+
+// header decides what becomes of an entry: the header to write and its path in the volume, or
+// !ok when it is skipped (and reported).
+func (t *tamer) header(hdr *tar.Header) (*tar.Header, *ancestry, bool) {
+	if len(hdr.Name) > maxNameBytes || len(hdr.Linkname) > maxNameBytes {
+		t.rep.skip(hdr.Name, fmt.Sprintf("a name or link target longer than %d bytes", maxNameBytes))
+		return nil, nil, false
+	}
+	rel, ok := inVolume(hdr.Name)
+	if !ok {
+		t.rep.skip(hdr.Name, "outside the volume")
+		return nil, nil, false
+	}
+	a := t.ancestors(rel)
+	_, isDir := t.dirs[a.key]
+	_, isFile := t.files[a.key]
+	_, isLink := t.symlinks[a.key]
+	switch {
+	case a.bad != "":
+		t.rep.skip(hdr.Name, a.bad)
+		return nil, nil, false
+	case rel != "" && hdr.Typeflag != tar.TypeDir && isDir:
+		t.rep.skip(hdr.Name, "it would replace a directory of the archive")
+		return nil, nil, false
+	case hdr.Typeflag == tar.TypeDir && (isFile || isLink):
+		t.rep.skip(hdr.Name, "a directory where the archive made a file")
+		return nil, nil, false
+	}
+	pax, dropped := xattrs(hdr.PAXRecords)
+	if dropped {
+		t.rep.change(hdr.Name, "security extended attributes (file capabilities) dropped")
+	}
+	h := &tar.Header{Name: t.base, Mode: hdr.Mode, Uid: hdr.Uid, Gid: hdr.Gid, ModTime: hdr.ModTime, Typeflag: hdr.Typeflag,
+		PAXRecords: pax, Format: tar.FormatPAX}
+	if rel != "" {
+		h.Name = t.base + "/" + rel
+	}
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		h.Name += "/"
+	case tar.TypeReg, tar.TypeRegA:
+		h.Typeflag, h.Size = tar.TypeReg, hdr.Size
+	case tar.TypeSymlink:
+		h.Linkname = hdr.Linkname
+	case tar.TypeLink:
+		target, ok := inVolume(hdr.Linkname)
+		if !ok || !t.has(t.files, target) {
+			t.rep.skip(hdr.Name, "a hard link to a file the archive does not hold before it")
+			return nil, nil, false
+		}
+		h.Linkname = t.base + "/" + target
+	case tar.TypeFifo:
+	case tar.TypeChar, tar.TypeBlock:
+		t.rep.skip(hdr.Name, "a device node")
+		return nil, nil, false
+	default:
+		t.rep.skip(hdr.Name, fmt.Sprintf("entry type %q", hdr.Typeflag))
+		return nil, nil, false
+	}
+	if rel == "" && hdr.Typeflag != tar.TypeDir {
+		t.rep.skip(hdr.Name, "the volume itself must be a directory")
+		return nil, nil, false
+	}
+	if h.Mode&0o6000 != 0 {
+		h.Mode &^= 0o6000
+		t.rep.change(hdr.Name, "setuid/setgid bit cleared")
+	}
+	a.rel = rel
+	return h, &a, true
+}
+
+// ancestry is what an entry's path meets on its way down from the volume: the key of the path
+// itself, the directories the archive has not made (to be made first), or why the entry cannot
+// be made.
+type ancestry struct {
+	rel     string
+	key     uint64
+	missing []string
+	keys    []uint64
+	bad     string
+}
+
+// ancestors walks rel from the volume down, in one pass whatever its depth: a directory made
+// from the archive only ever holds directories made from it above it (a directory is never
+// replaced, and nothing is made inside a file or a symbolic link), so the walk ends at the
+// first path that is not such a directory.
+func (t *tamer) ancestors(rel string) ancestry {
+	var a ancestry
+	var h maphash.Hash
+	h.SetSeed(t.seed)
+	start := 0
+	for i := 0; i <= len(rel); i++ {
+		if i < len(rel) && rel[i] != '/' {
+			continue
+		}
+		h.WriteString(rel[start:i])
+		start = i
+		k := h.Sum64()
+		if i == len(rel) {
+			a.key = k
+			break
+		}
+		if len(a.missing) == 0 {
+			if _, ok := t.dirs[k]; ok {
+				continue
+			}
+			if _, ok := t.symlinks[k]; ok {
+				a.bad = "inside a symbolic link"
+				return a
+			}
+			if _, ok := t.files[k]; ok {
+				a.bad = "inside a file of the archive"
+				return a
 			}
 		}
-		rep.Files++
+		a.missing = append(a.missing, rel[:i])
+		a.keys = append(a.keys, k)
+	}
+	return a
+}
+
+// parents emits the directories on the way to an entry that the archive has not made,
+// outermost first, each counted as an entry.
+func (t *tamer) parents(a *ancestry, emit func(*tar.Header, string, io.Reader) error) error {
+	for i, p := range a.missing {
+		if err := t.count(); err != nil {
+			return err
+		}
+		if err := t.charge(512, p); err != nil {
+			return err
+		}
+		h := &tar.Header{Name: t.base + "/" + p + "/", Typeflag: tar.TypeDir, Mode: 0o755, Format: tar.FormatPAX}
+		if err := emit(h, p, nil); err != nil {
+			return err
+		}
+		t.rep.DiskBytes += onDisk(h)
+		t.dirs[a.keys[i]] = struct{}{}
+	}
+	return nil
+}
+
+// record remembers what an entry made (and forgets what it replaced).
+func (t *tamer) record(typ byte, k uint64) {
+	delete(t.files, k)
+	delete(t.symlinks, k)
+	switch typ {
+	case tar.TypeDir:
+		t.dirs[k] = struct{}{}
+	case tar.TypeReg, tar.TypeRegA, tar.TypeLink:
+		t.files[k] = struct{}{}
+	case tar.TypeSymlink:
+		t.symlinks[k] = struct{}{}
 	}
 }
 
@@ -150,15 +424,6 @@ func inVolume(name string) (string, bool) {
 		return "", true
 	}
 	return clean, !strings.HasPrefix(clean, "../") && clean != ".."
-}
-
-func throughSymlink(rel string, symlinks map[string]bool) bool {
-	for p := path.Dir(rel); p != "." && p != "/" && p != ""; p = path.Dir(p) {
-		if symlinks[p] {
-			return true
-		}
-	}
-	return false
 }
 
 // xattrs keeps the extended attributes an archive carries, except the security ones (file

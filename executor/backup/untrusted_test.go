@@ -178,7 +178,7 @@ func TestLyingSizesAndBombs(t *testing.T) {
 		}
 		scratch := t.TempDir()
 		err = backup.Verify(ctx, store, found, nil, scratch)
-		if err == nil || !strings.Contains(err.Error(), "more than the backup holds") {
+		if err == nil || !strings.Contains(err.Error(), "expands past the 10240 bytes it declares") || !errors.Is(err, backup.ErrTooLarge) {
 			t.Errorf("verify: %v", err)
 		}
 		if used := dirSize(t, scratch); used > 1<<20 {
@@ -226,7 +226,7 @@ func TestTame(t *testing.T) {
 		entry{name: "data/fifo", typ: tar.TypeFifo},
 	)
 	var out bytes.Buffer
-	rep, err := backup.Tame(bytes.NewReader(in), &out, "volume")
+	rep, err := backup.Tame(bytes.NewReader(in), &out, "volume", int64(len(in)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +298,7 @@ func TestPruneNestedStores(t *testing.T) {
 	past := time.Now().Add(-72 * time.Hour)
 	os.Chtimes(filepath.Join(dir, "proj", "web", old, "volume-data.tar.zst"), past, past)
 
-	if err := backup.Prune(ctx, outer, "proj", "web", 1, ""); err != nil {
+	if _, err := backup.Prune(ctx, outer, want, nil, 1, ""); err != nil {
 		t.Fatal(err)
 	}
 	l, _ := backup.List(ctx, outer, want, nil)
