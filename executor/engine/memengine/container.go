@@ -41,6 +41,9 @@ type container struct {
 func (c *container) summary() engine.Container {
 	s := engine.Container{ID: c.id, Name: c.name, Image: c.spec.Image, ImageID: c.image.id, State: c.state, Status: c.state,
 		Labels: copyMap(c.spec.Labels), Created: c.created}
+	for _, v := range c.spec.Volumes {
+		s.Mounts = append(s.Mounts, v.Name)
+	}
 	if c.state == "running" || c.state == "paused" {
 		for _, p := range c.spec.Ports {
 			s.Published = append(s.Published, engine.Published{HostIP: p.HostIP, HostPort: c.ports[p.Container]})
@@ -71,7 +74,7 @@ func (e *Engine) CreateContainer(_ context.Context, s engine.ContainerSpec) (str
 	if s.Name != "" && e.find(s.Name) != nil {
 		return "", engine.ErrNameTaken
 	}
-	if s.Network != "" && !e.networks[s.Network] {
+	if _, ok := e.networks[s.Network]; s.Network != "" && !ok {
 		return "", fmt.Errorf("create %s: network %s not found", s.Name, s.Network)
 	}
 	c := &container{e: e, name: s.Name, spec: s, image: img, created: time.Now(), state: "created", mounts: map[string]string{}}
