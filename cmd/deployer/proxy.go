@@ -15,7 +15,8 @@ import (
 
 // newProxy is what runs inside the proxy container (built FROM scratch from this binary).
 func newProxy(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "proxy", Short: "The zero-downtime proxy (runs in its own container)"}
+	cmd := &cobra.Command{Use: "proxy", Short: "The zero-downtime proxy (runs in its own container)", Args: cobra.ArbitraryArgs, RunE: groupRun,
+		Long: "The zero-downtime proxy: the deployer runs `deployer proxy serve` in the project's proxy container."}
 	var socket string
 	var grace time.Duration
 	var state, handover string
@@ -23,7 +24,7 @@ func newProxy(g *globals) *cobra.Command {
 	serve := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the proxy; the deployer configures it through its control socket",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -43,7 +44,7 @@ func newProxy(g *globals) *cobra.Command {
 	ctl := &cobra.Command{
 		Use:    "ctl JSON|-",
 		Short:  "Send one control request to the proxy, or with - one per line of stdin (the deployer runs it with docker exec)",
-		Args:   cobra.ExactArgs(1),
+		Args:   argsBetween(1, 1, "a control request (JSON) or -"),
 		Hidden: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if args[0] == proxy.SessionArg {
