@@ -2,11 +2,14 @@ package executor_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
+	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/engine"
+	"github.com/deployer-dev/deployer/executor/engine/memengine"
 )
 
 // Destroy removes what the deployer made for the project (releases, proxy, network, key, the
@@ -129,5 +132,58 @@ func (r *memRig) expectGone(ctx context.Context) {
 	}
 	if r.eng.HasVolume(executor.ProxyName(r.project) + "-state") {
 		r.t.Errorf("the proxy's state volume is left")
+	}
+}
+
+// With engine blocks destroy plans every engine, takes the lock on all of them, and removes the
+// project from each: every engine's proxy, releases, network and key go, and no port answers.
+// An engine that cannot be read stops it before anything goes.
+func TestMemFleetDestroy(t *testing.T) {
+	r := newFleetRig(t, config.CutoverProxy)
+	for _, n := range r.names {
+		r.engines[n].Image(memApp, memengine.App, map[string]string{"PATH": "/bin"})
+	}
+	ctx := context.Background()
+	p := r.config("v1", nil)
+	if by, err := r.apply(p); err != nil || len(by) != 3 {
+		t.Fatal(err, by)
+	}
+	if got := r.serves(); strings.Count(got, "version=v1") != 3 {
+		t.Fatalf("before destroy: %s", got)
+	}
+	r.engines["web2"].Fail("ping", "", 1, errors.New("engine gone"))
+	if _, err := r.fleet(p).DestroyPlans(ctx, executor.DestroyOptions{}); err == nil || !strings.Contains(err.Error(), "engine web2") {
+		t.Fatalf("an engine that cannot be read: %v", err)
+	}
+	plans, err := r.fleet(p).DestroyPlans(ctx, executor.DestroyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range r.names {
+		if dp := plans[n]; dp == nil || dp.EngineName != n || len(dp.Containers) != 2 || !dp.Key {
+			t.Errorf("%s's destroy plan: %+v", n, dp)
+		}
+	}
+	outs, err := r.fleet(p).Destroy(ctx, plans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range r.names {
+		eng := r.engines[n]
+		if out := outs[n]; out == nil || out.Removed < 4 {
+			t.Errorf("%s: %+v", n, out)
+		}
+		if obs, err := executor.Observe(ctx, eng, r.project); err != nil || len(obs.All) != 0 {
+			t.Errorf("%s: containers left (%v)", n, err)
+		}
+		if nets, _ := eng.Networks(ctx, r.project); len(nets) != 0 {
+			t.Errorf("%s: networks left: %q", n, nets)
+		}
+		if key, _ := eng.ReadProjectKey(ctx, r.project); key != nil {
+			t.Errorf("%s: the key is left", n)
+		}
+	}
+	if got := r.serves(); strings.Contains(got, "version=") {
+		t.Errorf("after destroy: %s", got)
 	}
 }
