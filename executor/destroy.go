@@ -205,6 +205,12 @@ func PlanDestroy(ctx context.Context, p *config.Project, eng Runtime, opts Destr
 	if opts.DeleteVolumes {
 		dp.planBackups(p, obs)
 	}
+	red := NewRedactor(p)
+	for _, list := range [][]Teardown{dp.Containers, dp.Images, dp.Volumes, dp.Backups, dp.Kept} {
+		for i := range list {
+			list[i].Name, list[i].Detail = red.Redact(list[i].Name), red.Redact(list[i].Detail)
+		}
+	}
 	return dp, nil
 }
 

@@ -24,6 +24,30 @@ func TestMemDestroy(t *testing.T) {
 		p := r.config("v2", nil)
 		data := r.project + "-data"
 
+		// Another project whose name starts with this one's, on the same engine: nothing of it goes.
+		other := r.project + "-proxy"
+		if err := r.eng.CreateVolume(ctx, other+"-scratch", map[string]string{engine.LabelProject: other, engine.LabelRole: executor.RoleScratch}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.eng.EnsureNetwork(ctx, other+"-net", map[string]string{engine.LabelProject: other}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.eng.CreateContainer(ctx, engine.ContainerSpec{Name: other + "-app", Image: memApp,
+			Labels: map[string]string{engine.LabelProject: other, engine.LabelService: "app", engine.LabelRole: executor.RoleLive}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.eng.ProjectKey(ctx, other); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			obs, _ := executor.Observe(ctx, r.eng, other)
+			nets, _ := r.eng.Networks(ctx, other)
+			key, _ := r.eng.ReadProjectKey(ctx, other)
+			if obs == nil || len(obs.All) != 1 || len(nets) != 1 || key == nil || !r.eng.HasVolume(other+"-scratch") {
+				t.Errorf("destroy touched project %s: %+v, networks %q, key %v", other, obs, nets, key != nil)
+			}
+		}()
+
 		dp, err := executor.PlanDestroy(ctx, p, r.eng, executor.DestroyOptions{})
 		if err != nil {
 			t.Fatal(err)

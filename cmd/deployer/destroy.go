@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -107,9 +108,11 @@ func (g *globals) destroy(ctx context.Context, p *config.Project, opts executor.
 			if name != "" {
 				fmt.Fprintf(g.stdout, "Engine %s: ", name)
 			}
-			if err := plans[name].WriteText(g.stdout); err != nil {
+			var text bytes.Buffer
+			if err := plans[name].WriteText(&text); err != nil {
 				return err
 			}
+			fmt.Fprint(g.stdout, terminalSafe(text.String())) // names come from the engine
 		}
 	}
 	if empty {
