@@ -230,10 +230,18 @@ func heldOutside(p *config.Project, needs []portNeed, all []Container, free func
 		if n.candidate {
 			what = "candidate"
 		}
-		out = append(out, fmt.Sprintf("%s port %d of service.%s is held by a process outside Docker (no container publishes it)", what, n.port, n.service))
+		out = append(out, fmt.Sprintf("%s port %d of service.%s is held by a process outside Docker (no container publishes it)%s", what, n.port, n.service, holder(n.port)))
 	}
 	sort.Strings(out)
 	return out
+}
+
+// holder names, where it can, the process on this machine that listens on a port.
+var holder = func(port int) string {
+	if who := portHolder(port); who != "" {
+		return ": " + who + " on this machine"
+	}
+	return ""
 }
 
 // bindLocally reports a port free when this process can listen on it at host, the address
