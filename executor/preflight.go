@@ -237,7 +237,7 @@ func heldOutside(p *config.Project, needs []portNeed, all []Container, free func
 }
 
 // holder names, where it can, the process on this machine that listens on a port.
-var holder = func(port int) string {
+func holder(port int) string {
 	if who := portHolder(port); who != "" {
 		return ": " + who + " on this machine"
 	}
