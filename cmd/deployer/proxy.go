@@ -22,9 +22,13 @@ func newProxy(g *globals) *cobra.Command {
 	var state, handover string
 	var reusePort bool
 	serve := &cobra.Command{
-		Use:   "serve",
+		Use:   "serve [-socket PATH] [-state FILE] [-grace DURATION]",
 		Short: "Run the proxy; the deployer configures it through its control socket",
-		Args:  noArgs,
+		Long: `Run the zero-downtime proxy: it listens on the host ports of the routes the deployer sets
+through its control socket, and forwards to the live releases. The deployer runs it in the
+project's proxy container; it is not meant to be started by hand. It stops on SIGTERM, letting
+requests in flight finish for up to -grace.`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
