@@ -48,6 +48,24 @@ func TestMemDestroy(t *testing.T) {
 			}
 		}()
 
+		// Destroy takes the deploy lock: while an apply elsewhere holds it, nothing goes.
+		lock, err := r.eng.CreateContainer(ctx, engine.ContainerSpec{Name: executor.LockName(r.project), Image: "deployer-lock",
+			Labels: map[string]string{engine.LabelProject: r.project, engine.LabelRole: executor.RoleLock, engine.LabelHolder: "ci@runner-7 pid 4242"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		held, err := executor.PlanDestroy(ctx, p, r.eng, executor.DestroyOptions{})
+		if err != nil || held.Lock == "" {
+			t.Fatalf("the plan does not name the lock's holder: %+v %v", held, err)
+		}
+		if _, err := r.applier(p).Destroy(ctx, held); err == nil || !strings.Contains(err.Error(), "is held by ci@runner-7 pid 4242") {
+			t.Fatalf("destroy while the lock is held: %v", err)
+		}
+		if !r.serves("v2") {
+			t.Fatalf("destroy removed something while the lock was held: %s", r.state())
+		}
+		r.eng.RemoveContainer(ctx, lock)
+
 		dp, err := executor.PlanDestroy(ctx, p, r.eng, executor.DestroyOptions{})
 		if err != nil {
 			t.Fatal(err)
