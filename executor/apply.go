@@ -55,7 +55,9 @@ func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 	ap := &applyRun{run: rn, plan: plan, obs: obs, out: out}
 	for _, group := range byService(plan.Steps) {
 		if group[0].Service == "" {
-			ap.project(ctx, group)
+			if err := ap.project(ctx, group); err != nil {
+				return out, err
+			}
 		} else {
 			ap.service(ctx, group)
 		}
@@ -86,14 +88,21 @@ type applyRun struct {
 	out  *Outcome
 }
 
-// project runs the project's steps: the lock and unlock are the run's (begin); the proxy is
-// made ready for the services that need it, which fail with its error if it cannot be.
-func (ap *applyRun) project(ctx context.Context, steps []*Step) {
+// project runs the project's steps: the lock and unlock are the run's (begin); the preflight
+// checks stop the apply before anything starts; the proxy is made ready for the services that
+// need it, which fail with its error if it cannot be.
+func (ap *applyRun) project(ctx context.Context, steps []*Step) error {
 	for _, st := range steps {
-		if st.Kind() == StepProxy {
+		switch st.Kind() {
+		case StepPreflight:
+			if err := ap.preflight(ctx, ap.plan, st); err != nil {
+				return err
+			}
+		case StepProxy:
 			ap.proxy.ensure(ctx)
 		}
 	}
+	return nil
 }
 
 // service runs one service's steps: first what an interrupted apply left of it, then its change.

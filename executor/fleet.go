@@ -168,7 +168,8 @@ func (f *Fleet) planEach(ctx context.Context, fp *FleetPlan, opts PlanOptions, r
 		go func() {
 			defer wg.Done()
 			ep.Host = eng.Host()
-			plan, err := MakePlan(ctx, sub, eng, PlanOptions{Targets: targets, Remote: f.Remote[ep.Engine], Release: release})
+			plan, err := MakePlan(ctx, sub, eng, PlanOptions{Targets: targets, Remote: f.Remote[ep.Engine], Release: release,
+				MakeKey: opts.MakeKey, ProbeHost: f.ProbeHosts[ep.Engine]})
 			ep.Plan, ep.Error = plan, ""
 			if err != nil {
 				ep.Plan, ep.Error = nil, err.Error()

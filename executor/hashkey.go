@@ -1,7 +1,9 @@
 package executor
 
 import (
+	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"strings"
@@ -46,3 +48,30 @@ func (h *Hasher) Matches(recorded, v string) bool {
 
 // isSensitiveRecord reports whether a recorded attribute value is a hash of a sensitive value.
 func isSensitiveRecord(v string) bool { return strings.HasPrefix(v, sensitivePrefix) }
+
+// planHasher is what a plan hashes sensitive values with: the project's key, made first when
+// makeKey (a saved plan needs it). A plan makes nothing on the engine, so without makeKey a
+// project that has no key yet gets a key of this plan's own, and keyless is true. That compares
+// right: a project has a key once anything was applied (apply makes it before its first
+// release), so the engine then holds no keyed record to compare with, only the unkeyed ones of
+// releases from before keys, which Matches compares without a key. Its hashes cannot be
+// compared with another plan's, which is why a saved plan makes the key.
+func planHasher(ctx context.Context, eng Engine, project string, makeKey bool) (h *Hasher, keyless bool, err error) {
+	var key []byte
+	if makeKey {
+		key, err = eng.ProjectKey(ctx, project)
+	} else {
+		key, err = eng.ReadProjectKey(ctx, project)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if key == nil {
+		key = make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, false, err
+		}
+		keyless = true
+	}
+	return NewHasher(key), keyless, nil
+}

@@ -55,8 +55,14 @@ type Plan struct {
 	Leftovers     []Leftover  `json:"leftovers,omitempty"`
 	Summary       Summary     `json:"summary"`
 	Fingerprint   Fingerprint `json:"fingerprint"`
+	// Warnings are what apply may stop at that plan could not settle (a backup store it
+	// cannot reach from here): printed on stderr, the plan stands.
+	Warnings []string `json:"warnings,omitempty"`
 
 	hasher *Hasher // the project's key, never saved
+	// keyless: the project had no key on the engine (nothing was applied yet), and the plan
+	// hashed sensitive values under a key of its own, which nothing can check later.
+	keyless bool
 }
 
 // Summary counts the changes.
@@ -155,6 +161,13 @@ type PlanOptions struct {
 	// as high (a leftover candidate's number is free: it is removed first), else the lowest it
 	// may take: a service on several engines has one release number on all of them.
 	Release map[string]int
+	// MakeKey makes the project's key when it has none (plan -out: a saved plan's fingerprint
+	// hashes sensitive values under it). Without, a plan makes nothing on the engine.
+	MakeKey bool
+	// ProbeHost is where the engine's published ports are reached from here: on a local
+	// engine, plan checks there that no process outside Docker holds the ports it needs. ""
+	// skips that check.
+	ProbeHost string
 }
 
 // HasChanges reports whether applying the plan would do anything.
@@ -264,6 +277,10 @@ func (plan *Plan) redact(red *Redactor) {
 // HashSensitive is the recorded form of a sensitive value under the project's key, as the plan
 // was made with it (for a saved plan's variables).
 func (plan *Plan) HashSensitive(v string) string { return plan.hasher.Sensitive(v) }
+
+// Keyless reports whether the plan was made without the project's key (none existed): its
+// fingerprint and hashes cannot be compared with those of another plan.
+func (plan *Plan) Keyless() bool { return plan.keyless }
 
 func contains(list []string, s string) bool {
 	for _, x := range list {

@@ -55,7 +55,8 @@ func (f *fakeEngine) Containers(_ context.Context, project string) ([]Container,
 // testKey is the fake engine's project key.
 var testKey = []byte("0123456789abcdef0123456789abcdef")
 
-func (f *fakeEngine) ProjectKey(context.Context, string) ([]byte, error) { return testKey, nil }
+func (f *fakeEngine) ProjectKey(context.Context, string) ([]byte, error)     { return testKey, nil }
+func (f *fakeEngine) ReadProjectKey(context.Context, string) ([]byte, error) { return testKey, nil }
 
 func (f *fakeEngine) AllContainers(context.Context) ([]Container, error) { return f.containers, nil }
 
@@ -367,8 +368,8 @@ func TestPlanProxyStep(t *testing.T) {
 			if c.want == "" && got != "" || !strings.Contains(got, c.want) {
 				t.Errorf("proxy step %q, want %q", got, c.want)
 			}
-			if c.want != "" && plan.Steps[1].Kind() != StepProxy {
-				t.Errorf("the proxy step is not right after the lock: %+v", plan.Steps[1])
+			if c.want != "" && (plan.Steps[1].Kind() != StepPreflight || plan.Steps[2].Kind() != StepProxy) {
+				t.Errorf("the proxy step is not right after the lock and the preflight checks: %+v", plan.Steps[1:3])
 			}
 		})
 	}
@@ -466,7 +467,7 @@ func TestPlanMigrationSteps(t *testing.T) {
 		for _, st := range plan.Steps {
 			names = append(names, st.Name)
 		}
-		want := "lock proxy image migrate.dry-run migrate.trial backup migrate candidate check.running check.health check.smoke check.sqlite.main cutover verify cleanup unlock"
+		want := "lock preflight proxy image migrate.dry-run migrate.trial backup migrate candidate check.running check.health check.smoke check.sqlite.main cutover verify cleanup unlock"
 		if got := strings.Join(names, " "); got != want {
 			t.Errorf("steps:\n got %s\nwant %s", got, want)
 		}

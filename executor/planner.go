@@ -46,13 +46,18 @@ func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptio
 	if err := own.check(services); err != nil {
 		return nil, err
 	}
-	key, err := eng.ProjectKey(ctx, p.Name)
+	hasher, keyless, err := planHasher(ctx, eng, p.Name, opts.MakeKey)
 	if err != nil {
 		return nil, err
 	}
-	pl := &planner{ctx: ctx, p: p, eng: eng, obs: obs, all: all, hasher: NewHasher(key), red: NewRedactor(p),
+	pl := &planner{ctx: ctx, p: p, eng: eng, obs: obs, all: all, hasher: hasher, red: NewRedactor(p),
 		imageIDs: map[string]string{}, contextHashes: map[string]string{}, release: opts.Release}
-	return pl.plan(opts)
+	plan, err := pl.plan(opts)
+	if err != nil {
+		return nil, err
+	}
+	plan.keyless = keyless
+	return plan, preflightPlan(ctx, p, plan, all, opts)
 }
 
 // planner makes one plan: what runs, diffed against the configuration.

@@ -41,4 +41,5 @@ const (
 	LabelEngines     = engine.LabelEngines
 	LabelAddress     = engine.LabelAddress
 	LabelImageOrigin = engine.LabelImageOrigin
+	LabelKey         = engine.LabelKey
 )

@@ -132,6 +132,9 @@ func (sq *sequencer) plan(plan *Plan, obs *Observed) []*Step {
 	}
 	var out steps
 	out.add("", StepLock, "", "take the deploy lock of project %q", sq.p.Name)
+	if detail := preflightDetail(sq.p, plan, sq.local); detail != "" {
+		out.add("", StepPreflight, "", "%s", detail)
+	}
 	if why := sq.proxyFor(plan, obs); why != "" {
 		out.add("", StepProxy, "", "make sure %s runs this deployer and is ready to %s", ProxyName(sq.p.Name), why)
 	}

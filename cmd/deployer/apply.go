@@ -3,12 +3,14 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -29,11 +31,19 @@ func newApply(g *globals) *cobra.Command {
 		targets     []string
 	)
 	cmd := &cobra.Command{
-		Use:   "apply [DIR | PLANFILE]",
+		Use:   "apply [DIR | PLANFILE] [-auto-approve] [-json] [-target service.NAME]",
 		Short: "Deploy: blue-green, with health checks, backups and automatic rollback",
-		Args:  cobra.MaximumNArgs(1),
+		Long: `Deploy what the configuration in DIR (default: the current directory) says, or exactly the
+plan a PLANFILE saved (deployer plan -out PLANFILE), which is refused when the configuration or
+what runs changed since. Without a PLANFILE apply shows the plan and asks for 'yes' on the
+terminal; without a terminal (CI) it refuses unless -auto-approve.
+
+For each service to change: take the deploy lock, check that its host ports and backup store
+are ready, start the candidate beside the live release, check it, back up the data, cut over,
+verify, and roll back by itself when anything fails. The last line says what is live.`,
+		Args: argsBetween(0, 1, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := g.interruptible(cmd.Context())
 			defer stop()
 			var (
 				res  *hclspec.Result
@@ -43,6 +53,9 @@ func newApply(g *globals) *cobra.Command {
 			if len(args) == 1 && isPlanFile(args[0]) {
 				var sp *executor.SavedPlan
 				if res, sp, err = g.loadPlanFile(ctx, args[0]); err != nil {
+					if res != nil {
+						return g.liveAfter(ctx, res.Project, asJSON, err)
+					}
 					return err
 				}
 				if sp.Fleet != nil {
@@ -54,22 +67,23 @@ func newApply(g *globals) *cobra.Command {
 					return err
 				}
 				if executor.MultiEngine(res.Project) {
-					return g.applyEngines(ctx, res.Project, targets, asJSON, autoApprove)
+					return g.liveAfter(ctx, res.Project, asJSON, g.applyEngines(ctx, res.Project, targets, asJSON, autoApprove))
 				}
-				if plan, err = g.makePlan(ctx, res.Project, targets); err != nil {
-					return err
+				if plan, err = g.makePlan(ctx, res.Project, targets, false); err != nil {
+					return g.liveAfter(ctx, res.Project, asJSON, err)
 				}
 				if !asJSON {
 					if err := plan.WriteText(g.stdout, executor.RenderOptions{Color: g.color(g.stdout)}); err != nil {
 						return err
 					}
 				}
+				g.planWarnings(plan.Warnings)
 				if len(plan.Steps) == 0 {
 					return nil
 				}
 				if !autoApprove {
 					if err := g.confirm("apply these changes"); err != nil {
-						return err
+						return g.liveAfter(ctx, res.Project, asJSON, err)
 					}
 				}
 			}
@@ -80,7 +94,7 @@ func newApply(g *globals) *cobra.Command {
 	f.BoolVar(&autoApprove, "auto-approve", false, "apply without asking for confirmation")
 	f.BoolVar(&asJSON, "json", false, "print one JSON event per line")
 	f.StringArrayVar(&targets, "target", nil, "apply only `service.NAME` (repeatable)")
-	return cmd
+	return exitCodes(cmd, exitChanges)
 }
 
 // isPlanFile tells a saved plan from a configuration directory or file.
@@ -97,13 +111,13 @@ func isPlanFile(path string) bool {
 func (g *globals) confirm(what string) error {
 	f, ok := g.stdin.(*os.File)
 	if !ok || !term.IsTerminal(int(f.Fd())) {
-		fmt.Fprintf(g.stderr, "Error: %s needs confirmation, and there is no terminal to ask on: pass -auto-approve (as CI does).\n", what)
+		g.fail(fmt.Errorf("%s needs confirmation, and there is no terminal to ask on: pass -auto-approve (as CI does)", what))
 		return failed
 	}
 	fmt.Fprintf(g.stdout, "\nDo you want to %s? Only 'yes' is accepted: ", what)
 	line, _ := bufio.NewReader(g.stdin).ReadString('\n')
 	if strings.TrimSpace(line) != "yes" {
-		fmt.Fprintln(g.stdout, "Cancelled; nothing was changed.")
+		fmt.Fprintln(g.stderr, "Cancelled; nothing was changed.")
 		return failed
 	}
 	return nil
@@ -117,6 +131,7 @@ func (g *globals) loadPlanFile(ctx context.Context, path string) (*hclspec.Resul
 	if err != nil {
 		return nil, nil, err
 	}
+	again := replanAdvice(sp, path)
 	var vars []hclspec.VarArg
 	for _, v := range sp.Variables {
 		if !v.Sensitive {
@@ -133,8 +148,8 @@ func (g *globals) loadPlanFile(ctx context.Context, path string) (*hclspec.Resul
 		g.red = executor.NewRedactor(res.Project)
 	}
 	if diags.HasErrors() {
-		res.WriteDiagnostics(g.stderr, diags, g.color(g.stderr))
-		fmt.Fprintf(g.stderr, "The configuration of the plan in %s no longer loads; nothing was changed.\n", path)
+		g.writeDiagnostics(res, diags)
+		g.fail(fmt.Errorf("the configuration of the plan in %s no longer loads; nothing was changed", path))
 		return nil, nil, failed
 	}
 	// The saved plans, each beside the one made now: one, or one per engine.
@@ -145,34 +160,34 @@ func (g *globals) loadPlanFile(ctx context.Context, path string) (*hclspec.Resul
 	var pairs []pair
 	if sp.Fleet != nil {
 		if !executor.MultiEngine(res.Project) {
-			return nil, nil, fmt.Errorf("plan %s is stale: it was made for engine blocks, which the configuration no longer has; run `deployer plan -out %s` again", path, path)
+			return res, nil, fmt.Errorf("plan %s is stale: it was made for engine blocks, which the configuration no longer has; %s", path, again)
 		}
-		fresh, err := g.planFleet(ctx, res.Project, nil)
+		fresh, err := g.planFleet(ctx, res.Project, nil, false)
 		if err != nil {
-			return nil, nil, err
+			return res, nil, err
 		}
 		if bad := fresh.Unreachable(); len(bad) > 0 {
-			return nil, nil, fmt.Errorf("%s; nothing was changed (apply changes every engine or none)", strings.Join(bad, "; "))
+			return res, nil, fmt.Errorf("%s; nothing was changed (apply changes every engine or none)", strings.Join(bad, "; "))
 		}
 		for _, ep := range sp.Fleet.Engines {
 			now := fresh.Engine(ep.Engine)
 			if now == nil || ep.Plan != nil && now.Plan == nil {
-				return nil, nil, fmt.Errorf("plan %s is stale: the configuration's engines changed since it was made; run `deployer plan -out %s` again", path, path)
+				return res, nil, fmt.Errorf("plan %s is stale: the configuration's engines changed since it was made; %s", path, again)
 			}
 			if ep.Plan != nil {
 				pairs = append(pairs, pair{ep.Engine, ep.Plan, now.Plan})
 			}
 		}
 		if len(fresh.Engines) != len(sp.Fleet.Engines) {
-			return nil, nil, fmt.Errorf("plan %s is stale: the configuration's engines changed since it was made; run `deployer plan -out %s` again", path, path)
+			return res, nil, fmt.Errorf("plan %s is stale: the configuration's engines changed since it was made; %s", path, again)
 		}
 	} else {
 		if executor.MultiEngine(res.Project) {
-			return nil, nil, fmt.Errorf("plan %s is stale: the configuration has engine blocks now; run `deployer plan -out %s` again", path, path)
+			return res, nil, fmt.Errorf("plan %s is stale: the configuration has engine blocks now; %s", path, again)
 		}
-		fresh, err := g.makePlan(ctx, res.Project, nil)
+		fresh, err := g.makePlan(ctx, res.Project, nil, false)
 		if err != nil {
-			return nil, nil, err
+			return res, nil, err
 		}
 		pairs = append(pairs, pair{"", sp.Plan, fresh})
 	}
@@ -182,16 +197,19 @@ func (g *globals) loadPlanFile(ctx context.Context, path string) (*hclspec.Resul
 		}
 		for _, now := range res.Variables {
 			if now.Name == v.Name && pairs[0].fresh.HashSensitive(now.Value) != v.Hash {
-				return nil, nil, fmt.Errorf("plan %s: the sensitive variable %s has another value than when the plan was made; give it the same value (its value is never saved) or run `deployer plan -out` again", path, v.Name)
+				return res, nil, fmt.Errorf("plan %s: the sensitive variable %s has another value than when the plan was made; give it the same value (its value is never saved), or %s", path, v.Name, again)
 			}
 		}
 	}
 	for _, pr := range pairs {
+		if pr.fresh.Keyless() {
+			return res, nil, fmt.Errorf("plan %s is stale: the project's key on %s, which the plan's hashes were made with, is gone (its volume was removed); %s", path, pr.fresh.Engine, again)
+		}
 		if pr.fresh.Fingerprint.Config != pr.saved.Fingerprint.Config {
-			return nil, nil, fmt.Errorf("plan %s is stale: the configuration (files, variables or build contexts) changed since it was made; run `deployer plan -out %s` again", path, path)
+			return res, nil, fmt.Errorf("plan %s is stale: the configuration (files, variables or build contexts) changed since it was made; %s", path, again)
 		}
 		if pr.fresh.Fingerprint.State != pr.saved.Fingerprint.State {
-			return nil, nil, fmt.Errorf("plan %s is stale: what runs on %s changed since it was made (%s); run `deployer plan -out %s` again", path, pr.fresh.Engine, stateDiff(pr.saved, pr.fresh), path)
+			return res, nil, fmt.Errorf("plan %s is stale: what runs on %s changed since it was made (%s); %s", path, pr.fresh.Engine, stateDiff(pr.saved, pr.fresh), again)
 		}
 	}
 	return res, sp, nil
@@ -213,6 +231,91 @@ func stateDiff(old, now *executor.Plan) string {
 		return "containers or images were replaced, started or stopped"
 	}
 	return strings.Join(diffs, "; ")
+}
+
+// replanAdvice says how to make a stale plan again: the command, with the configuration and
+// the variables the plan was made with, as they were given. A sensitive value is never in it:
+// it is named as -var NAME=..., to be given again.
+func replanAdvice(sp *executor.SavedPlan, path string) string {
+	cmd := []string{"deployer", "plan"}
+	wd, _ := os.Getwd()
+	rel := func(p string) string {
+		if r, err := filepath.Rel(wd, p); err == nil && !strings.HasPrefix(r, "..") {
+			return r
+		}
+		return p
+	}
+	if len(sp.Files) > 0 {
+		for _, f := range sp.Files {
+			cmd = append(cmd, "-f", shellQuote(rel(f)))
+		}
+	} else if sp.Dir != "" && sp.Dir != wd {
+		cmd = append(cmd, shellQuote(rel(sp.Dir)))
+	}
+	cmd = append(cmd, "-out", shellQuote(path))
+	var secret []string
+	for _, v := range sp.Variables {
+		switch {
+		case strings.HasPrefix(v.Source, "-var ") && v.Sensitive:
+			cmd = append(cmd, "-var", v.Name+"=...")
+			secret = append(secret, v.Name)
+		case strings.HasPrefix(v.Source, "-var "):
+			cmd = append(cmd, "-var", shellQuote(v.Name+"="+varText(v.Value)))
+		case v.Source == "default" || v.Source == "the plan file" || strings.HasPrefix(v.Source, "environment variable "):
+		case strings.HasSuffix(v.Source, ".auto.vars.hcl"):
+		default:
+			cmd = append(cmd, "-var-file", shellQuote(v.Source))
+		}
+	}
+	advice := "make it again with `" + strings.Join(dedupeVarFiles(cmd), " ") + "`"
+	if len(secret) > 0 {
+		advice += fmt.Sprintf(", giving the value of the sensitive %s in place of ... (a plan never holds it)", pluralWords(secret, "variable"))
+	}
+	return advice
+}
+
+// dedupeVarFiles keeps one -var-file FILE of each file (a file sets several variables).
+func dedupeVarFiles(cmd []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for i := 0; i < len(cmd); i++ {
+		if cmd[i] == "-var-file" && i+1 < len(cmd) {
+			if !seen[cmd[i+1]] {
+				seen[cmd[i+1]] = true
+				out = append(out, cmd[i], cmd[i+1])
+			}
+			i++
+			continue
+		}
+		out = append(out, cmd[i])
+	}
+	return out
+}
+
+// varText is a saved variable's value as -var takes it: a string as it is, anything else as
+// its (JSON, so HCL) expression.
+func varText(saved string) string {
+	var str string
+	if json.Unmarshal([]byte(saved), &str) == nil {
+		return str
+	}
+	return saved
+}
+
+// shellQuote quotes a word for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=./:,@%+") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// pluralWords names words as "variable a" or "variables a, b".
+func pluralWords(words []string, noun string) string {
+	if len(words) == 1 {
+		return noun + " " + words[0]
+	}
+	return noun + "s " + strings.Join(words, ", ")
 }
 
 // holder names this deployer for the lock: user@host and pid, and the CI job when known.
@@ -275,8 +378,7 @@ func (g *globals) apply(ctx context.Context, p *config.Project, plan *executor.P
 		return err
 	}
 	defer eng.Close()
-	r := newRenderer(g.stdout, asJSON, g.color(g.stdout))
-	r.red = g.red
+	r := newRenderer(g, asJSON)
 	defer r.close()
 	a, err := g.applier(p, eng, r.event)
 	if err != nil {
@@ -284,39 +386,126 @@ func (g *globals) apply(ctx context.Context, p *config.Project, plan *executor.P
 	}
 	out, err := a.Apply(ctx, plan)
 	r.close()
-	if err != nil {
-		r.final(fmt.Sprintf("Error: %s", err))
-		return failed
-	}
-	return g.summarize(r, out, ctx.Err() != nil)
+	return g.finish(ctx, r, out, err, func(ctx context.Context) string {
+		return liveNow(ctx, p, []namedEngine{{"", eng}})
+	})
 }
 
-// summarize prints the last line(s): what is live now, or what failed and what runs.
-func (g *globals) summarize(r *renderer, out *executor.Outcome, interrupted bool) error {
+// finish ends an apply or a rollback: a line for each service, and, when anything failed or it
+// was interrupted, what is live now as the last line. err is a failure outside the services.
+func (g *globals) finish(ctx context.Context, r *renderer, out *executor.Outcome, err error, live func(context.Context) string) error {
+	interrupted := ctx.Err() != nil
 	for _, s := range out.Services {
-		name := "service." + s.Service
-		if s.Engine != "" {
-			name += "[" + s.Engine + "]"
-		}
+		name := address(s.Service, s.Engine)
 		switch {
 		case s.RolledBack && s.Error != "":
-			r.final(fmt.Sprintf("%s: %s", name, s.Error))
+			r.problem(fmt.Sprintf("%s: %s", name, s.Error))
 		case s.Error != "":
-			r.final(fmt.Sprintf("%s: failed: %s", name, s.Error))
+			r.problem(fmt.Sprintf("%s: failed: %s", name, s.Error))
 		case s.Action == executor.ActionDelete:
 			r.final(fmt.Sprintf("%s: removed (volumes kept), %.1fs", name, s.Seconds))
 		default:
 			r.final(fmt.Sprintf("%s: release %d live (image %s), %.1fs", name, s.Release, executor.ShortID(s.ImageID), s.Seconds))
 		}
 	}
+	if err != nil {
+		r.fail(err)
+	}
+	if err == nil && !interrupted && !out.Failed() {
+		return nil
+	}
 	if interrupted {
-		r.final("Interrupted: the live release keeps serving; the candidate was removed and the lock released.")
+		r.problem("Interrupted.")
+	}
+	r.live(live(ctx))
+	return failedLive
+}
+
+// liveAfter ends an apply that failed before it changed anything (the plan could not be made,
+// a saved plan is stale, the changes were not confirmed): the error, then what is live, read
+// from the engines, as every failed apply's last line. An engine that does not answer has
+// been named by the error; nothing more is said then.
+func (g *globals) liveAfter(ctx context.Context, p *config.Project, asJSON bool, err error) error {
+	var ee exitError
+	if err == nil || errors.As(err, &ee) && (ee.live || ee.code != 1) {
+		return err
+	}
+	if !errors.As(err, &ee) {
+		g.fail(err)
+	}
+	r := newRenderer(g, asJSON)
+	defer r.close()
+	if executor.MultiEngine(p) {
+		f, closeAll, cerr := g.connectFleet(p, nil)
+		if cerr == nil {
+			defer closeAll()
+			r.live(liveNow(ctx, p, fleetEngines(f)))
+		}
+		return failedLive
+	}
+	eng, cerr := g.engine(p)
+	if cerr != nil {
 		return failed
 	}
-	if out.Failed() {
-		return failed
+	defer eng.Close()
+	if eng.Ping(context.WithoutCancel(ctx)) == nil {
+		r.live(liveNow(ctx, p, []namedEngine{{"", eng}}))
 	}
-	return nil
+	return failedLive
+}
+
+// namedEngine is an engine and its name in a configuration with engine blocks ("" without).
+type namedEngine struct {
+	name string
+	eng  executor.Engine
+}
+
+// liveNow says what is live now, as read from the engines: the last line of a failed or
+// interrupted apply. It reads them even after an interruption, within a bound.
+func liveNow(ctx context.Context, p *config.Project, engines []namedEngine) string {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	var parts, left []string
+	for _, ne := range engines {
+		obs, err := executor.Observe(ctx, ne.eng, p.Name)
+		if err != nil {
+			parts = append(parts, fmt.Sprintf("engine %s cannot be read (%v)", ne.eng.Host(), err))
+			continue
+		}
+		names := obs.ServiceNames()
+		for _, s := range p.Services {
+			if ne.name == "" || slices.Contains(s.EngineNames(), ne.name) {
+				if obs.Services[s.Name] == nil {
+					names = append(names, s.Name)
+				}
+			}
+		}
+		slices.Sort(names)
+		for _, name := range names {
+			st := obs.Services[name]
+			switch {
+			case st == nil || st.Live == nil:
+				parts = append(parts, "nothing of "+address(name, ne.name))
+			case st.Live.Running():
+				parts = append(parts, fmt.Sprintf("%s release %d (%s, %s)", address(name, ne.name), st.Live.Release(), st.Live.Name, st.Live.State))
+			default:
+				parts = append(parts, fmt.Sprintf("%s release %d stopped (%s, %s): nothing serves", address(name, ne.name), st.Live.Release(), st.Live.Name, st.Live.State))
+			}
+			if st != nil {
+				for _, c := range st.Candidates {
+					left = append(left, "candidate "+c.Name)
+				}
+			}
+		}
+		if obs.Lock != nil {
+			left = append(left, "the deploy lock on "+ne.eng.Host())
+		}
+	}
+	line := "Live now: " + strings.Join(parts, "; ") + "."
+	if len(left) > 0 {
+		line += " Left over: " + strings.Join(left, ", ") + " (deployer plan shows them; the next apply removes them)."
+	}
+	return line
 }
 
 // source is the git commit of the configuration directory, when it is a checkout.

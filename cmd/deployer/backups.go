@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -47,10 +45,9 @@ func (g *globals) withLoaded(cmd *cobra.Command, res *hclspec.Result, service st
 		return err
 	}
 	defer eng.Close()
-	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := g.interruptible(cmd.Context())
 	defer stop()
-	r := newRenderer(g.stdout, asJSON, g.color(g.stdout))
-	r.red = g.red
+	r := newRenderer(g, asJSON)
 	defer r.close()
 	a, err := g.applier(p, eng, r.event)
 	if err != nil {
@@ -63,7 +60,7 @@ func (g *globals) withLoaded(cmd *cobra.Command, res *hclspec.Result, service st
 			return err // said already
 		}
 		r.close()
-		r.final("Error: " + err.Error())
+		r.fail(err)
 		return failed
 	}
 	return nil
@@ -72,9 +69,12 @@ func (g *globals) withLoaded(cmd *cobra.Command, res *hclspec.Result, service st
 func newBackup(g *globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "backup [DIR] service.NAME",
+		Use:   "backup [DIR] service.NAME [-json]",
 		Short: "Back up a service's volumes now",
-		Args:  cobra.RangeArgs(1, 2),
+		Long: `Back up the volumes that the backup block of service.NAME names, now, from its live release,
+to its backup store, as apply does before a cutover (the live release is paused only as the
+block's consistency says).`,
+		Args: argsBetween(1, 2, "the service, as service.NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dirArgs, service, err := serviceArg(args)
 			if err != nil {
@@ -92,11 +92,12 @@ func newBackup(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON event per line")
-	return cmd
+	return exitCodes(cmd, exitPlain)
 }
 
 func newBackups(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "backups", Short: "List, verify and restore the backups of a service"}
+	cmd := &cobra.Command{Use: "backups", Short: "List, verify and restore the backups of a service", Args: cobra.ArbitraryArgs, RunE: groupRun,
+		Long: "List, verify and restore the backups of a service, in the backup store its backup block names."}
 	cmd.AddCommand(newBackupsList(g), newBackupsVerify(g), newBackupsRestore(g))
 	return cmd
 }
@@ -105,9 +106,11 @@ func newBackups(g *globals) *cobra.Command {
 func newBackupsList(g *globals) *cobra.Command {
 	var asJSON bool
 	list := &cobra.Command{
-		Use:   "list [DIR] service.NAME",
+		Use:   "list [DIR] service.NAME [-json]",
 		Short: "The backups of a service: time, release, size, verified",
-		Args:  cobra.RangeArgs(1, 2),
+		Long: `List the backups of service.NAME in its backup store: complete ones (with their time,
+release, size and what was verified), incomplete ones, and those refused (never restored).`,
+		Args: argsBetween(1, 2, "the service, as service.NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dirArgs, service, err := serviceArg(args)
 			if err != nil {
@@ -168,16 +171,19 @@ func newBackupsList(g *globals) *cobra.Command {
 		},
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print the backups as JSON")
-	return list
+	return exitCodes(list, exitReadOnly)
 }
 
 // newBackupsVerify is `deployer backups verify`.
 func newBackupsVerify(g *globals) *cobra.Command {
 	var identity string
 	verify := &cobra.Command{
-		Use:   "verify [DIR] service.NAME ID",
+		Use:   "verify [DIR] service.NAME ID [-identity FILE]",
 		Short: "Download a backup and check it: signature, checksums, archives, SQLite quick_check",
-		Args:  cobra.RangeArgs(2, 3),
+		Long: `Download backup ID of service.NAME (deployer backups list shows the IDs) and check it: its
+signature, the checksums of its archives, that they unpack, and quick_check of its SQLite
+databases. Nothing on the engine changes.`,
+		Args: argsBetween(2, 3, "the service (service.NAME) and the backup's ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dirArgs, service, id, err := backupArgs(args)
 			if err != nil {
@@ -196,7 +202,7 @@ func newBackupsVerify(g *globals) *cobra.Command {
 		},
 	}
 	verify.Flags().StringVar(&identity, "identity", "", "the age identity `FILE` that decrypts encrypted backups (default: DEPLOYER_AGE_IDENTITY)")
-	return verify
+	return exitCodes(verify, exitPlain)
 }
 
 // newBackupsRestore is `deployer backups restore`.
@@ -205,9 +211,12 @@ func newBackupsRestore(g *globals) *cobra.Command {
 	var identity string
 	var mapping []string
 	restore := &cobra.Command{
-		Use:   "restore [DIR] service.NAME ID [-auto-approve]",
+		Use:   "restore [DIR] service.NAME ID [-auto-approve] [-map OLD=NEW] [-identity FILE] [-allow-unsigned]",
 		Short: "Replace a service's volumes with a backup, after backing up the current data",
-		Args:  cobra.RangeArgs(2, 3),
+		Long: `Replace the volumes of service.NAME with backup ID: the backup is verified first, the current
+data backed up, the live release stopped, the volumes filled, and the release started and
+health-checked again. It asks for 'yes' on the terminal unless -auto-approve.`,
+		Args: argsBetween(2, 3, "the service (service.NAME) and the backup's ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dirArgs, service, id, err := backupArgs(args)
 			if err != nil {
@@ -237,7 +246,7 @@ func newBackupsRestore(g *globals) *cobra.Command {
 					vols = append(vols, fmt.Sprintf("%s%s (%s)", v.From, into, executor.HumanBytes(v.Bytes)))
 				}
 				for _, w := range rp.Warnings {
-					r.final("Warning: " + w)
+					r.warn(w)
 				}
 				r.final(fmt.Sprintf("\nRestore backup %s (release %d, %s%s) of service.%s from %s: volumes %s.\n%s",
 					m.ID, m.Release, m.Created.Local().Format(time.DateTime), signedNote(m), service, rp.Store, strings.Join(vols, ", "), rp.How))
@@ -268,7 +277,7 @@ func newBackupsRestore(g *globals) *cobra.Command {
 	restore.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "restore a backup that has no signature although the store has a signing_key")
 	restore.Flags().StringArrayVar(&mapping, "map", nil, "restore the backup's volume OLD into the configured volume NEW: `OLD=NEW` (repeatable)")
 	restore.Flags().StringVar(&identity, "identity", "", "the age identity `FILE` that decrypts encrypted backups (default: DEPLOYER_AGE_IDENTITY)")
-	return restore
+	return exitCodes(restore, exitPlain)
 }
 
 // identityFile is the age identity from -identity, else DEPLOYER_AGE_IDENTITY.

@@ -61,9 +61,12 @@ func newStatus(g *globals) *cobra.Command {
 		only   string
 	)
 	cmd := &cobra.Command{
-		Use:   "status [DIR] [-engine NAME]",
+		Use:   "status [DIR] [-json] [-engine NAME]",
 		Short: "What runs: each service's live release, image, health, ports (on every engine)",
-		Args:  cobra.MaximumNArgs(1),
+		Long: `Show what runs of the project in DIR (default: the current directory) on its engines: each
+service's live release, its image, ports and health now, its previous releases, the proxy's
+routes, the deploy lock, and anything an interrupted apply left. It changes nothing.`,
+		Args: argsBetween(0, 1, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			res, err := g.load(args)
 			if err != nil {
@@ -106,7 +109,7 @@ func newStatus(g *globals) *cobra.Command {
 					fmt.Fprintln(g.stdout)
 				}
 				if err != nil {
-					fmt.Fprintf(g.stdout, "Engine %s: cannot be read: %s\n", name, terminalSafe(err.Error()))
+					fmt.Fprintf(g.stderr, "Engine %s: cannot be read: %s\n", name, terminalSafe(err.Error()))
 					continue
 				}
 				printStatus(g, st, name)
@@ -124,7 +127,7 @@ func newStatus(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as one JSON object")
 	cmd.Flags().StringVar(&only, "engine", "", "only the engine `NAME` (of the engine blocks; default: every engine)")
-	return cmd
+	return exitCodes(cmd, exitReadOnly+" (an engine that cannot be read)")
 }
 
 // address is how output names a service: service.NAME, with [ENGINE] on engine blocks.
@@ -188,9 +191,12 @@ func newReleases(g *globals) *cobra.Command {
 		only   string
 	)
 	cmd := &cobra.Command{
-		Use:   "releases [DIR] service.NAME [-engine NAME]",
+		Use:   "releases [DIR] service.NAME [-json] [-engine NAME]",
 		Short: "Release history kept on the host (on each engine of the service)",
-		Args:  cobra.RangeArgs(1, 2),
+		Long: `List the releases of service.NAME kept on its engines (the live one and the previous ones
+that rollback can bring back): number, role, state, image, when and from which source it was
+made, and what a migration that came with it did. It changes nothing.`,
+		Args: argsBetween(1, 2, "the service, as service.NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dirArgs, service, err := serviceArg(args)
 			if err != nil {
@@ -248,7 +254,7 @@ func newReleases(g *globals) *cobra.Command {
 					fmt.Fprintf(g.stdout, "%s%s:\n", map[bool]string{true: "\n", false: ""}[len(all) > 1], address(service, name))
 				}
 				if err != nil {
-					fmt.Fprintf(g.stdout, "  cannot be read: %s\n", terminalSafe(err.Error()))
+					fmt.Fprintf(g.stderr, "%s: cannot be read: %s\n", address(service, name), terminalSafe(err.Error()))
 					continue
 				}
 				if err := printReleases(g, service, eng.Host(), list); err != nil {
@@ -271,7 +277,7 @@ func newReleases(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the releases as JSON")
 	cmd.Flags().StringVar(&only, "engine", "", "only the engine `NAME` (of the engine blocks; default: every engine of the service)")
-	return cmd
+	return exitCodes(cmd, exitReadOnly)
 }
 
 // printReleases prints one engine's releases of a service.
@@ -302,16 +308,18 @@ func newRollback(g *globals) *cobra.Command {
 		asJSON bool
 	)
 	cmd := &cobra.Command{
-		Use:   "rollback [DIR] service.NAME [-to RELEASE]",
+		Use:   "rollback [DIR] service.NAME [-to RELEASE] [-json]",
 		Short: "Health-gated switch back to an earlier release",
-		Args:  cobra.RangeArgs(1, 2),
+		Long: `Bring an earlier release of service.NAME back: the one before the live release, or RELEASE
+(deployer releases lists them). It is started beside the live one, health-checked, and
+switched to as a deploy is; if it fails its checks, the live release stays. On several
+engines, all of them switch or none.`,
+		Args: argsBetween(1, 2, "the service, as service.NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dirArgs, service, err := serviceArg(args)
 			if err != nil {
 				return err
 			}
-			var out *executor.Outcome
-			var interrupted bool
 			res, err := g.load(dirArgs)
 			if err != nil {
 				return err
@@ -319,21 +327,24 @@ func newRollback(g *globals) *cobra.Command {
 			if s := res.Project.Service(service); s != nil && len(s.EngineNames()) > 1 {
 				return g.rollbackFleet(cmd, res.Project, service, to, asJSON)
 			}
-			err = g.withLoaded(cmd, res, service, asJSON, func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error {
+			return g.withLoaded(cmd, res, service, asJSON, func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error {
 				so, err := a.Rollback(ctx, service, to)
-				if err != nil {
-					return err
+				out := &executor.Outcome{}
+				if so != nil {
+					out.Services = append(out.Services, so)
+				} else if err != nil && ctx.Err() == nil {
+					return err // refused before anything changed
 				}
-				out, interrupted = &executor.Outcome{Services: []*executor.ServiceOutcome{so}}, ctx.Err() != nil
 				r.close()
-				return g.summarize(r, out, interrupted)
+				return g.finish(ctx, r, out, err, func(ctx context.Context) string {
+					return liveNow(ctx, a.Project, []namedEngine{{"", a.Runtime}})
+				})
 			})
-			return err
 		},
 	}
 	cmd.Flags().IntVar(&to, "to", 0, "the `RELEASE` to bring back (default: the one before live)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON event per line")
-	return cmd
+	return exitCodes(cmd, exitChanges)
 }
 
 func newUnlock(g *globals) *cobra.Command {
@@ -344,7 +355,10 @@ func newUnlock(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "unlock [DIR] -force [-engine NAME]",
 		Short: "Break a stale deploy lock, showing who held it (on every engine)",
-		Args:  cobra.MaximumNArgs(1),
+		Long: `Break the deploy lock of the project in DIR (default: the current directory), saying who held
+it and since when. Only for a lock whose deploy is gone (a killed CI job): a deploy that still
+runs would go on without it. -force is required.`,
+		Args: argsBetween(0, 1, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !force {
 				return fmt.Errorf("unlock breaks the lock of a deploy that may still run: pass -force if that deploy is gone")
@@ -374,7 +388,7 @@ func newUnlock(g *globals) *cobra.Command {
 				case err != nil && name == "":
 					return err
 				case err != nil:
-					fmt.Fprintf(g.stdout, "Engine %s: %s\n", name, terminalSafe(err.Error()))
+					fmt.Fprintf(g.stderr, "Engine %s: %s\n", name, terminalSafe(err.Error()))
 					bad = true
 				case held == nil:
 					fmt.Fprintf(g.stdout, "The deploy lock of project %q was not held%s.\n", res.Project.Name, where)
@@ -390,7 +404,7 @@ func newUnlock(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "really break the lock")
 	cmd.Flags().StringVar(&only, "engine", "", "only the engine `NAME` (of the engine blocks; default: every engine)")
-	return cmd
+	return exitCodes(cmd, exitReadOnly)
 }
 
 // printMigration shows what the migration that came with a release did: its diff, then what it

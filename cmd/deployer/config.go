@@ -9,13 +9,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
-	"github.com/spf13/pflag"
 
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/hclspec"
 )
-
-type pflagFlag = pflag.Flag
 
 // load reads the configuration named by the arguments and flags. Errors are rendered on stderr
 // with their source lines; the returned error then only sets the exit code.
@@ -34,7 +31,7 @@ func (g *globals) load(args []string) (*hclspec.Result, error) {
 		g.red = executor.NewRedactor(res.Project)
 	}
 	if len(diags) > 0 {
-		res.WriteDiagnostics(g.stderr, diags, g.color(g.stderr))
+		g.writeDiagnostics(res, diags)
 	}
 	if diags.HasErrors() {
 		n := 0
@@ -43,7 +40,9 @@ func (g *globals) load(args []string) (*hclspec.Result, error) {
 				n++
 			}
 		}
-		fmt.Fprintf(g.stderr, "The configuration has %s; nothing was changed.\n", plural(n, "error"))
+		if !g.json {
+			fmt.Fprintf(g.stderr, "The configuration has %s; nothing was changed.\n", plural(n, "error"))
+		}
 		return nil, failed
 	}
 	return res, nil

@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -128,7 +126,7 @@ func (g *globals) engines(p *config.Project, only string) (*engineSet, error) {
 }
 
 // planFleet makes the plan of every engine.
-func (g *globals) planFleet(ctx context.Context, p *config.Project, targets []string) (*executor.FleetPlan, error) {
+func (g *globals) planFleet(ctx context.Context, p *config.Project, targets []string, makeKey bool) (*executor.FleetPlan, error) {
 	names, err := targetNames(targets)
 	if err != nil {
 		return nil, err
@@ -138,7 +136,7 @@ func (g *globals) planFleet(ctx context.Context, p *config.Project, targets []st
 		return nil, err
 	}
 	defer closeAll()
-	return f.Plan(ctx, executor.PlanOptions{Targets: names})
+	return f.Plan(ctx, executor.PlanOptions{Targets: names, MakeKey: makeKey})
 }
 
 // applyFleet applies a fleet's plan, its events rendered as apply's.
@@ -149,8 +147,7 @@ func (g *globals) applyFleet(ctx context.Context, p *config.Project, fp *executo
 // onFleet runs an operation on every engine, its events rendered as apply's, then says what
 // each engine runs now.
 func (g *globals) onFleet(ctx context.Context, p *config.Project, asJSON bool, op func(f *executor.Fleet) (*executor.Outcome, error)) error {
-	r := newRenderer(g.stdout, asJSON, g.color(g.stdout))
-	r.red = g.red
+	r := newRenderer(g, asJSON)
 	defer r.close()
 	f, closeAll, err := g.connectFleet(p, r.event)
 	if err != nil {
@@ -159,27 +156,31 @@ func (g *globals) onFleet(ctx context.Context, p *config.Project, asJSON bool, o
 	defer closeAll()
 	out, err := op(f)
 	r.close()
-	if err != nil {
-		if len(out.Services) > 0 {
-			g.summarize(r, out, ctx.Err() != nil)
+	return g.finish(ctx, r, out, err, func(ctx context.Context) string { return liveNow(ctx, p, fleetEngines(f)) })
+}
+
+// fleetEngines are a fleet's engines by name, in name order.
+func fleetEngines(f *executor.Fleet) []namedEngine {
+	var out []namedEngine
+	for _, name := range executor.EngineNames(f.Base.Project) {
+		if eng := f.Engines[name]; eng != nil {
+			out = append(out, namedEngine{name, eng})
 		}
-		r.final(fmt.Sprintf("Error: %s", err))
-		return failed
 	}
-	return g.summarize(r, out, ctx.Err() != nil)
+	return out
 }
 
 // planEngines is plan for a configuration with engine blocks: every engine read in parallel,
 // an engine that cannot be read named (exit 1) with the plans of the others shown.
 func (g *globals) planEngines(ctx context.Context, res *hclspec.Result, targets []string, out string, asJSON, detailed, dryRun bool) error {
 	p := res.Project
-	fp, err := g.planFleet(ctx, p, targets)
+	fp, err := g.planFleet(ctx, p, targets, out != "")
 	if err != nil {
 		return err
 	}
 	if out != "" {
 		if bad := fp.Unreachable(); len(bad) > 0 {
-			fmt.Fprintf(g.stderr, "Error: %s; no plan was saved\n", strings.Join(bad, "; "))
+			g.fail(fmt.Errorf("%s; no plan was saved", strings.Join(bad, "; ")))
 			return failed
 		}
 		if err := executor.WritePlanFile(out, savedFleetPlan(fp, res, g.files)); err != nil {
@@ -188,7 +189,7 @@ func (g *globals) planEngines(ctx context.Context, res *hclspec.Result, targets 
 	}
 	if dryRun {
 		if bad := fp.Unreachable(); len(bad) > 0 {
-			fmt.Fprintf(g.stderr, "Error: %s\n", strings.Join(bad, "; "))
+			g.fail(errors.New(strings.Join(bad, "; ")))
 			return failed
 		}
 		return g.planMigrationsFleet(ctx, p, fp, asJSON)
@@ -201,22 +202,23 @@ func (g *globals) planEngines(ctx context.Context, res *hclspec.Result, targets 
 	if err != nil {
 		return err
 	}
+	g.planWarnings(fleetWarnings(fp))
 	if bad := fp.Unreachable(); len(bad) > 0 {
-		fmt.Fprintf(g.stderr, "Error: %s\n", strings.Join(bad, "; "))
+		g.fail(errors.New(strings.Join(bad, "; ")))
 		return failed
 	}
 	if out != "" && !asJSON {
 		fmt.Fprintf(g.stdout, "\nSaved the plan to %s. Apply exactly this plan with:\n    deployer apply %s\n", out, out)
 	}
 	if detailed && fp.HasChanges() {
-		return exitError{2}
+		return exitError{code: 2}
 	}
 	return nil
 }
 
 // applyEngines is apply for a configuration with engine blocks.
 func (g *globals) applyEngines(ctx context.Context, p *config.Project, targets []string, asJSON, autoApprove bool) error {
-	fp, err := g.planFleet(ctx, p, targets)
+	fp, err := g.planFleet(ctx, p, targets, false)
 	if err != nil {
 		return err
 	}
@@ -225,8 +227,9 @@ func (g *globals) applyEngines(ctx context.Context, p *config.Project, targets [
 			return err
 		}
 	}
+	g.planWarnings(fleetWarnings(fp))
 	if bad := fp.Unreachable(); len(bad) > 0 {
-		fmt.Fprintf(g.stderr, "Error: %s; nothing was changed (apply changes every engine or none)\n", strings.Join(bad, "; "))
+		g.fail(fmt.Errorf("%s; nothing was changed (apply changes every engine or none)", strings.Join(bad, "; ")))
 		return failed
 	}
 	if !fp.HasChanges() {
@@ -242,7 +245,22 @@ func (g *globals) applyEngines(ctx context.Context, p *config.Project, targets [
 
 // rollbackFleet is rollback for a service on several engines: all of them or none.
 func (g *globals) rollbackFleet(cmd *cobra.Command, p *config.Project, service string, to int, asJSON bool) error {
-	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := g.interruptible(cmd.Context())
 	defer stop()
 	return g.onFleet(ctx, p, asJSON, func(f *executor.Fleet) (*executor.Outcome, error) { return f.Rollback(ctx, service, to) })
+}
+
+// fleetWarnings are the warnings of every engine's plan, each once.
+func fleetWarnings(fp *executor.FleetPlan) []string {
+	var out []string
+	for _, ep := range fp.Engines {
+		if ep.Plan != nil {
+			for _, w := range ep.Plan.Warnings {
+				if !slices.Contains(out, w) {
+					out = append(out, w)
+				}
+			}
+		}
+	}
+	return out
 }

@@ -13,6 +13,8 @@ func newFmt(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "fmt [-check] [DIR|FILE...]",
 		Short: "Rewrite configuration files in canonical HCL style",
+		Long: `Rewrite the configuration files of DIR (default: the current directory), or the FILEs named,
+in canonical HCL style, and list those it changed. -check only lists them (CI).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			files, err := hclspec.FormatFiles(args)
 			if err != nil {
@@ -48,11 +50,11 @@ func newFmt(g *globals) *cobra.Command {
 			}
 			if check && changed > 0 {
 				fmt.Fprintf(g.stderr, "%s not in canonical style; run `deployer fmt` to rewrite.\n", plural(changed, "file"))
-				return exitError{3}
+				return exitError{code: 3}
 			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&check, "check", false, "list the files that would change and exit non-zero, without writing")
-	return cmd
+	return exitCodes(cmd, "0 success; 1 error (a file that does not parse); 3 with -check: files not in canonical style")
 }

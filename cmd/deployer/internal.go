@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/backup"
 	"github.com/deployer-dev/deployer/executor/migrate"
 )
@@ -23,7 +24,16 @@ import (
 // newInternal holds what the deployer runs inside its own helper containers (FROM scratch, so
 // there is no shell): not for operators.
 func newInternal(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "internal", Hidden: true}
+	cmd := &cobra.Command{Use: "internal", Hidden: true, Args: cobra.ArbitraryArgs, RunE: groupRun}
+	cmd.AddCommand(&cobra.Command{
+		// The preflight check of a remote engine: run on its host's network, it tries to listen
+		// on each address and says which are in use.
+		Use:  "bind-check ADDR...",
+		Args: argsBetween(1, 1<<20, "addresses (host:port)"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return json.NewEncoder(g.stdout).Encode(executor.CheckBinds(args))
+		},
+	})
 	cmd.AddCommand(&cobra.Command{
 		Use:  "clear-dir DIR",
 		Args: cobra.ExactArgs(1),

@@ -4,17 +4,22 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/deployer-dev/deployer/executor/docker"
+	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 )
 
 func TestMain(m *testing.M) {
@@ -25,34 +30,88 @@ func TestMain(m *testing.M) {
 
 // TestScripts runs testdata/script/*.txtar: each runs the real deployer binary and checks its
 // output, exit code and files. Scripts that need the engine say [docker]; when CI is set and no
-// engine answers, they fail instead of being skipped.
+// engine answers, they fail instead of being skipped. Those that deploy skip with -short; they
+// deploy the test app ($APP_IMAGE) as a project named ts-$RUN, which is removed afterwards.
 func TestScripts(t *testing.T) {
 	examples, _ := filepath.Abs("../../examples")
+	eng, engErr := docker.New("")
+	if engErr == nil {
+		defer eng.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		engErr = eng.Ping(ctx)
+		cancel()
+	}
+	image := ""
+	if engErr == nil && !testing.Short() {
+		image = dockertest.AppImage(t, eng)
+	}
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
 		Setup: func(env *testscript.Env) error {
 			b := make([]byte, 4)
 			rand.Read(b)
-			env.Setenv("RUN", hex.EncodeToString(b))
+			run := hex.EncodeToString(b)
+			env.Setenv("RUN", run)
 			env.Setenv("EXAMPLES", examples)
+			env.Setenv("APP_IMAGE", image)
 			if h := os.Getenv("DOCKER_HOST"); h != "" {
 				env.Setenv("DOCKER_HOST", h)
 			}
+			if engErr == nil {
+				env.Defer(func() { dockertest.RemoveProject(eng, "ts-"+run) })
+			}
 			return nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			// hold-port VAR: a process outside Docker (this test) listens on a free loopback
+			// port, named in $VAR, until the script ends.
+			"hold-port": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 1 {
+					ts.Fatalf("usage: hold-port VAR")
+				}
+				l, err := net.Listen("tcp", "127.0.0.1:0")
+				ts.Check(err)
+				ts.Defer(func() { l.Close() })
+				ts.Setenv(args[0], strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+			},
+			// free-port VAR: a loopback port nothing listens on, in $VAR.
+			"free-port": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 1 {
+					ts.Fatalf("usage: free-port VAR")
+				}
+				l, err := net.Listen("tcp", "127.0.0.1:0")
+				ts.Check(err)
+				ts.Setenv(args[0], strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+				l.Close()
+			},
+			// expand FILE...: replaces $VAR and ${VAR} in the files with the script's variables
+			// (a volume's name is a block label, which no variable can set).
+			"expand": func(ts *testscript.TestScript, neg bool, args []string) {
+				for _, f := range args {
+					expanded := os.Expand(ts.ReadFile(f), ts.Getenv)
+					ts.Check(os.WriteFile(ts.MkAbs(f), []byte(expanded), 0o644))
+				}
+			},
+			// engine-objects PROJECT: what the engine holds of the project, one a line:
+			// "container NAME", "network NAME", "volume NAME" (volumes named after it).
+			"engine-objects": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 1 || engErr != nil {
+					ts.Fatalf("usage: engine-objects PROJECT (with an engine)")
+				}
+				w := ts.Stdout() // even when it says nothing: stdout is then empty
+				for _, o := range dockertest.Objects(eng, args[0]) {
+					fmt.Fprintln(w, o)
+				}
+			},
 		},
 		Condition: func(cond string) (bool, error) {
 			if cond != "docker" {
 				return false, nil
 			}
-			eng, err := docker.New("")
-			if err == nil {
-				defer eng.Close()
-				err = eng.Ping(context.Background())
+			if engErr != nil && os.Getenv("CI") != "" {
+				t.Fatalf("CI is set but no Docker engine answers: %v", engErr)
 			}
-			if err != nil && os.Getenv("CI") != "" {
-				t.Fatalf("CI is set but no Docker engine answers: %v", err)
-			}
-			return err == nil, nil
+			return engErr == nil, nil
 		},
 	})
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 
@@ -26,20 +24,29 @@ func newPlan(g *globals) *cobra.Command {
 		dryRun   bool
 	)
 	cmd := &cobra.Command{
-		Use:   "plan [DIR]",
+		Use:   "plan [DIR] [-out FILE] [-json] [-detailed-exitcode] [-target service.NAME] [-migrations]",
 		Short: "Show what apply would change, and the steps it would run",
-		Args:  cobra.MaximumNArgs(1),
+		Long: `Read what runs on the engine and compare it with the configuration in DIR (default: the current
+directory): each service to create (+), replace blue-green (+/-), start (~) or remove (-), with
+the attributes that differ, anything an interrupted apply left, and the steps apply would run.
+Plan changes nothing on the engine. Where the engine is on this machine it also checks that no
+process outside Docker holds the host ports; a backup store it cannot reach is a warning.
+
+-out FILE saves the plan for "deployer apply FILE", which applies exactly it or refuses when
+the configuration or what runs changed (a saved plan makes the project's key on the engine
+when it has none: its sensitive values are hashed under it).`,
+		Args: argsBetween(0, 1, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			res, err := g.load(args)
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			ctx, stop := g.interruptible(cmd.Context())
 			defer stop()
 			if executor.MultiEngine(res.Project) {
 				return g.planEngines(ctx, res, targets, out, asJSON, detailed, dryRun)
 			}
-			plan, err := g.makePlan(ctx, res.Project, targets)
+			plan, err := g.makePlan(ctx, res.Project, targets, out != "")
 			if err != nil {
 				return err
 			}
@@ -64,8 +71,9 @@ func newPlan(g *globals) *cobra.Command {
 					fmt.Fprintf(g.stdout, "\nSaved the plan to %s. Apply exactly this plan with:\n    deployer apply %s\n", out, out)
 				}
 			}
+			g.planWarnings(plan.Warnings)
 			if detailed && plan.HasChanges() {
-				return exitError{2}
+				return exitError{code: 2}
 			}
 			return nil
 		},
@@ -76,7 +84,14 @@ func newPlan(g *globals) *cobra.Command {
 	f.BoolVar(&detailed, "detailed-exitcode", false, "exit 0 for no changes, 1 for an error, 2 for changes")
 	f.StringArrayVar(&targets, "target", nil, "plan only `service.NAME` (repeatable)")
 	f.BoolVar(&dryRun, "migrations", false, "also run each migration's dry-run on a copy of the live database and print its schema diff (runs the new image on the engine: never for untrusted pull requests)")
-	return cmd
+	return exitCodes(cmd, "0 success (with -detailed-exitcode: no changes); 1 error; 2 changes present (with -detailed-exitcode); 130 interrupted (Ctrl-C)")
+}
+
+// planWarnings says on stderr what apply may stop at that plan could not settle.
+func (g *globals) planWarnings(warnings []string) {
+	for _, w := range warnings {
+		g.problem("warning", w)
+	}
 }
 
 // planMigrations prints the plan, then runs the migrations' dry-runs and prints what each
@@ -122,7 +137,7 @@ func (g *globals) dryRuns(asJSON bool, plan any, writePlan func() error, run fun
 		}
 		fmt.Fprintf(g.stdout, "\nMigration dry-runs (on a copy of the live data; nothing is deployed):\n")
 	}
-	r := newRenderer(g.stdout, false, g.color(g.stdout))
+	r := newRenderer(g, false)
 	events := r.event
 	if asJSON {
 		events = nil
@@ -155,8 +170,13 @@ func (g *globals) dryRuns(asJSON bool, plan any, writePlan func() error, run fun
 			printDryRun(g, res)
 		}
 	}
+	for _, res := range results {
+		if res.Error != "" {
+			g.fail(fmt.Errorf("the migration dry-run of %s failed: %s", address(res.Service, res.Engine), res.Error))
+		}
+	}
 	if failed {
-		return exitError{1}
+		return exitError{code: 1}
 	}
 	return nil
 }
@@ -192,7 +212,9 @@ func (g *globals) engine(p *config.Project) (*docker.Engine, error) {
 	return docker.New(p.Docker.Host)
 }
 
-func (g *globals) makePlan(ctx context.Context, p *config.Project, targets []string) (*executor.Plan, error) {
+// makePlan plans on the project's engine; makeKey makes the project's key first when it has
+// none (a plan to save).
+func (g *globals) makePlan(ctx context.Context, p *config.Project, targets []string, makeKey bool) (*executor.Plan, error) {
 	names, err := targetNames(targets)
 	if err != nil {
 		return nil, err
@@ -202,7 +224,7 @@ func (g *globals) makePlan(ctx context.Context, p *config.Project, targets []str
 		return nil, err
 	}
 	defer eng.Close()
-	return executor.MakePlan(ctx, p, eng, executor.PlanOptions{Targets: names})
+	return executor.MakePlan(ctx, p, eng, executor.PlanOptions{Targets: names, MakeKey: makeKey, ProbeHost: docker.ProbeHost(eng.Host())})
 }
 
 func targetNames(targets []string) ([]string, error) {

@@ -15,15 +15,20 @@ import (
 
 // newProxy is what runs inside the proxy container (built FROM scratch from this binary).
 func newProxy(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "proxy", Short: "The zero-downtime proxy (runs in its own container)"}
+	cmd := &cobra.Command{Use: "proxy", Short: "The zero-downtime proxy (runs in its own container)", Args: cobra.ArbitraryArgs, RunE: groupRun,
+		Long: "The zero-downtime proxy: the deployer runs `deployer proxy serve` in the project's proxy container."}
 	var socket string
 	var grace time.Duration
 	var state, handover string
 	var reusePort bool
 	serve := &cobra.Command{
-		Use:   "serve",
+		Use:   "serve [-socket PATH] [-state FILE] [-grace DURATION]",
 		Short: "Run the proxy; the deployer configures it through its control socket",
-		Args:  cobra.NoArgs,
+		Long: `Run the zero-downtime proxy: it listens on the host ports of the routes the deployer sets
+through its control socket, and forwards to the live releases. The deployer runs it in the
+project's proxy container; it is not meant to be started by hand. It stops on SIGTERM, letting
+requests in flight finish for up to -grace.`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -43,7 +48,7 @@ func newProxy(g *globals) *cobra.Command {
 	ctl := &cobra.Command{
 		Use:    "ctl JSON|-",
 		Short:  "Send one control request to the proxy, or with - one per line of stdin (the deployer runs it with docker exec)",
-		Args:   cobra.ExactArgs(1),
+		Args:   argsBetween(1, 1, "a control request (JSON) or -"),
 		Hidden: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if args[0] == proxy.SessionArg {

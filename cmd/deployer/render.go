@@ -14,9 +14,11 @@ import (
 
 // renderer shows apply's events: on a terminal the running step with its elapsed seconds,
 // rewritten in place; without one (CI) one line per finished step with its duration; with -json
-// one JSON object per event per line.
+// one JSON object per event per line. Steps and results go to stdout, warnings and errors to
+// stderr.
 type renderer struct {
-	w            io.Writer
+	g            *globals
+	w, ew        io.Writer // stdout, stderr
 	json         bool
 	tty          bool
 	mu           sync.Mutex
@@ -29,8 +31,8 @@ type renderer struct {
 	red          *executor.Redactor   // masks sensitive values in closing lines (events come masked)
 }
 
-func newRenderer(w io.Writer, asJSON, tty bool) *renderer {
-	r := &renderer{w: w, json: asJSON, tty: tty && !asJSON, stop: make(chan struct{})}
+func newRenderer(g *globals, asJSON bool) *renderer {
+	r := &renderer{g: g, w: g.stdout, ew: g.stderr, json: asJSON, tty: g.color(g.stdout) && !asJSON, stop: make(chan struct{}), red: g.red}
 	if r.tty {
 		r.done.Add(1)
 		go r.tick()
@@ -80,6 +82,7 @@ func stepName(e executor.Event) string {
 func (r *renderer) event(e executor.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	e.Detail = r.g.say(e.Detail)
 	if r.json {
 		b, _ := json.Marshal(e)
 		fmt.Fprintf(r.w, "%s\n", b)
@@ -113,7 +116,8 @@ func (r *renderer) event(e executor.Event) {
 		fmt.Fprintf(r.w, "%s          | %s\n", clear, e.Detail)
 		r.redraw()
 	case executor.EventWarning:
-		fmt.Fprintf(r.w, "%s  Warning: %s\n", clear, e.Detail)
+		fmt.Fprint(r.w, clear)
+		fmt.Fprintf(r.ew, "  Warning: %s\n", e.Detail)
 		r.redraw()
 	case executor.EventMigration, executor.EventSmoke:
 		fmt.Fprintf(r.w, "%s          | %s\n", clear, e.Detail) // the summary; the figures are in -json
@@ -183,19 +187,52 @@ func (r *renderer) redraw() {
 	}
 }
 
-// final prints a closing line (never in JSON mode, where the result events say it).
+// final prints a closing line of results on stdout (never in JSON mode, where the result
+// events say it).
 func (r *renderer) final(line string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.json {
+		fmt.Fprintln(r.w, terminalSafe(r.g.say(r.red.Redact(line))))
+	}
+}
+
+// problem prints a closing line about a failure on stderr (never in JSON mode, where the result
+// events say it).
+func (r *renderer) problem(line string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.json {
+		fmt.Fprintln(r.ew, terminalSafe(r.g.say(r.red.Redact(line))))
+	}
+}
+
+// fail says an error on stderr: text, or with -json a diagnostic.
+func (r *renderer) fail(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.g.fail(err)
+}
+
+// warn says a warning on stderr: text, or with -json a diagnostic.
+func (r *renderer) warn(msg string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.g.problem("warning", r.red.Redact(msg))
+}
+
+// live is the last line of a failed or interrupted operation: what is live now. With -json it
+// is an object of type "live" on stdout, after the events.
+func (r *renderer) live(line string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	line = r.red.Redact(line)
 	if r.json {
-		if strings.HasPrefix(line, "Error: ") {
-			b, _ := json.Marshal(map[string]string{"format_version": executor.FormatVersion, "type": "error", "detail": strings.TrimPrefix(line, "Error: ")})
-			fmt.Fprintf(r.w, "%s\n", b)
-		}
+		b, _ := json.Marshal(map[string]string{"format_version": executor.FormatVersion, "type": "live", "detail": line})
+		fmt.Fprintf(r.w, "%s\n", b)
 		return
 	}
-	fmt.Fprintln(r.w, terminalSafe(line))
+	fmt.Fprintln(r.ew, terminalSafe(line))
 }
 
 // terminalSafe escapes what a terminal would act on (escape sequences, carriage returns,

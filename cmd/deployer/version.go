@@ -29,14 +29,20 @@ func versionString() string {
 	return v
 }
 
+// versionLine is what version and --version print.
+func versionLine() string {
+	return fmt.Sprintf("deployer %s %s/%s %s", versionString(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+}
+
 func newVersion(g *globals) *cobra.Command {
-	return &cobra.Command{
+	return exitCodes(&cobra.Command{
 		Use:   "version",
 		Short: "Print the deployer's version",
-		Args:  cobra.NoArgs,
+		Long:  "Print the deployer's version, the OS and architecture it was built for, and the Go version.",
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fmt.Fprintf(g.stdout, "deployer %s %s/%s %s\n", versionString(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+			fmt.Fprintln(g.stdout, versionLine())
 			return nil
 		},
-	}
+	}, "0 success")
 }

@@ -170,12 +170,37 @@ func refusedPull(ref, from string, err error) error {
 	for _, s := range []string{"no basic auth credentials", "unauthorized", "authentication required", "denied", "incorrect username or password"} {
 		refused = refused || strings.Contains(msg, s)
 	}
-	if !refused {
-		return err
-	}
 	host := RegistryHost(ref)
+	if !refused {
+		return unreachablePull(ref, host, err)
+	}
 	if from != "" {
 		return fmt.Errorf("%w: the registry %s refused the credentials from %s: check them", err, host, from)
 	}
 	return fmt.Errorf("%w: the registry %s wants credentials: add a registry %q { username = ..., password = var.registry_password } block, or log in on this machine (docker login %s), which the deployer uses as docker pull does", err, host, host, host)
+}
+
+// unreachablePull says, of a pull that failed for another reason than credentials, what the
+// operator should check: the engine's answer stays, after the reason in plain words.
+func unreachablePull(ref, host string, err error) error {
+	msg := strings.ToLower(err.Error())
+	has := func(words ...string) bool {
+		for _, w := range words {
+			if strings.Contains(msg, w) {
+				return true
+			}
+		}
+		return false
+	}
+	raw := strings.Replace(err.Error(), "Error response from daemon: ", "", 1)
+	switch {
+	case has("no such host", "connection refused", "i/o timeout", "network is unreachable", "tls handshake timeout", "server misbehaving"):
+		return fmt.Errorf("image %s cannot be pulled: the registry %s does not answer the engine (check the image's name, and the engine's network and DNS): %s", ref, host, raw)
+	case has("manifest unknown", "not found", "does not exist"):
+		return fmt.Errorf("image %s cannot be pulled: the registry %s has no such image (check its name and tag): %s", ref, host, raw)
+	}
+	if raw == err.Error() {
+		return err
+	}
+	return errors.New(raw)
 }

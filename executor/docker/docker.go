@@ -18,6 +18,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
@@ -216,31 +217,41 @@ func ProbeHost(host string) string {
 	return u.Hostname()
 }
 
-// LabelKey holds a project's key on the volume that keeps it.
-const LabelKey = "deployer.key"
+// KeyVolume is the volume that keeps a project's key (as a label: it holds no data).
+func KeyVolume(project string) string { return project + "-deployer-key" }
 
 // ProjectKey returns the project's random key, kept as a label of a volume of its own
-// (<project>-deployer-key): the engine creates a name once, so concurrent first runs agree on
-// one key. The volume holds no data.
+// (<project>-deployer-key), made on first use: the engine creates a name once, so concurrent
+// first runs agree on one key. The volume holds no data.
 func (e *Engine) ProjectKey(ctx context.Context, project string) ([]byte, error) {
-	name := project + "-deployer-key"
+	key, err := e.ReadProjectKey(ctx, project)
+	if key != nil || err != nil {
+		return key, err
+	}
+	key = make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	if _, err := e.cli.VolumeCreate(ctx, volume.CreateOptions{Name: KeyVolume(project),
+		Labels: map[string]string{engine.LabelProject: project, engine.LabelKey: hex.EncodeToString(key)}}); err != nil {
+		return nil, fmt.Errorf("docker engine at %s: make the project's key: %w", e.host, err)
+	}
+	// Read it back: a volume of that name made meanwhile keeps its own label.
+	if key, err = e.ReadProjectKey(ctx, project); err == nil && key == nil {
+		err = fmt.Errorf("docker engine at %s: the project's key volume %s is gone as soon as made", e.host, KeyVolume(project))
+	}
+	return key, err
+}
+
+// ReadProjectKey returns the project's key, nil when it has none yet (nothing was applied).
+func (e *Engine) ReadProjectKey(ctx context.Context, project string) ([]byte, error) {
+	name := KeyVolume(project)
 	v, err := e.cli.VolumeInspect(ctx, name)
-	if err != nil && !errdefs.IsNotFound(err) {
-		return nil, fmt.Errorf("docker engine at %s: read the project's key: %w", e.host, err)
+	if errdefs.IsNotFound(err) {
+		return nil, nil
 	}
 	if err != nil {
-		key := make([]byte, 32)
-		if _, err := rand.Read(key); err != nil {
-			return nil, err
-		}
-		if _, err := e.cli.VolumeCreate(ctx, volume.CreateOptions{Name: name,
-			Labels: map[string]string{engine.LabelProject: project, LabelKey: hex.EncodeToString(key)}}); err != nil {
-			return nil, fmt.Errorf("docker engine at %s: make the project's key: %w", e.host, err)
-		}
-		// Read it back: a volume of that name made meanwhile keeps its own label.
-		if v, err = e.cli.VolumeInspect(ctx, name); err != nil {
-			return nil, fmt.Errorf("docker engine at %s: read the project's key: %w", e.host, err)
-		}
+		return nil, fmt.Errorf("docker engine at %s: read the project's key: %w", e.host, err)
 	}
 	if owner := v.Labels[engine.LabelProject]; owner != project {
 		// Another project's volume (one of its services may name a volume so): its label is
@@ -251,11 +262,41 @@ func (e *Engine) ProjectKey(ctx context.Context, project string) ([]byte, error)
 		}
 		return nil, fmt.Errorf("docker engine at %s: the volume %s, where project %q keeps its key, is labelled for %s: rename the project, or remove that volume if it is a leftover", e.host, name, project, whose)
 	}
-	key, err := hex.DecodeString(v.Labels[LabelKey])
+	key, err := hex.DecodeString(v.Labels[engine.LabelKey])
 	if err != nil || len(key) < 16 {
-		return nil, fmt.Errorf("docker engine at %s: volume %s holds no valid key (label %s): remove it (`docker volume rm %s`) and run again", e.host, name, LabelKey, name)
+		return nil, fmt.Errorf("docker engine at %s: volume %s holds no valid key (label %s): remove it (`docker volume rm %s`) and run again", e.host, name, engine.LabelKey, name)
 	}
 	return key, nil
+}
+
+// RemoveProjectKey removes the project's key volume; one that is gone already is not an error.
+func (e *Engine) RemoveProjectKey(ctx context.Context, project string) error {
+	if _, err := e.ReadProjectKey(ctx, project); err != nil {
+		return err // not the project's key: left alone
+	}
+	return e.RemoveVolume(ctx, KeyVolume(project))
+}
+
+// Networks lists the networks labelled with the project.
+func (e *Engine) Networks(ctx context.Context, project string) ([]string, error) {
+	list, err := e.cli.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("label", engine.LabelProject+"="+project))})
+	if err != nil {
+		return nil, fmt.Errorf("docker engine at %s: list networks: %w", e.host, err)
+	}
+	var out []string
+	for _, n := range list {
+		out = append(out, n.Name)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// RemoveNetwork removes a network; one that is gone already is not an error.
+func (e *Engine) RemoveNetwork(ctx context.Context, name string) error {
+	if err := e.cli.NetworkRemove(ctx, name); err != nil && !isNotFound(err) {
+		return fmt.Errorf("remove network %s: %w", name, err)
+	}
+	return nil
 }
 
 // Volumes lists the volumes labelled with the project (its key's, the deployer's scratch

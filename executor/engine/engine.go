@@ -39,6 +39,8 @@ const (
 	// its service was deployed to (JSON: name -> address), so that a later plan can name an
 	// engine the configuration no longer declares.
 	LabelEngines = "deployer.engines"
+	// LabelKey holds a project's random key (hex), on the volume that keeps it.
+	LabelKey = "deployer.key"
 )
 
 // ErrNotFound is returned by an Engine for an image or container that does not exist.
@@ -100,6 +102,9 @@ type Engine interface {
 	// ProjectKey is the project's random key for hashing sensitive values, made on first use
 	// and kept on the engine (never in a plan file).
 	ProjectKey(ctx context.Context, project string) ([]byte, error)
+	// ReadProjectKey is the project's key when it has one, nil (and no error) when it has none
+	// yet: what a plan reads, since a plan makes nothing on the engine.
+	ReadProjectKey(ctx context.Context, project string) ([]byte, error)
 	// Inspect reports a container (by ID or name); ErrNotFound when there is none.
 	Inspect(ctx context.Context, id string) (*ContainerState, error)
 	// ImageEnv is the environment an image sets, which every container of it has.
@@ -159,6 +164,13 @@ type Runtime interface {
 	// RemoveVolume removes a volume the deployer made for itself (a backup's scratch space);
 	// never a service's. A volume that does not exist is not an error.
 	RemoveVolume(ctx context.Context, name string) error
+	// Networks lists the names of the networks labelled with the project.
+	Networks(ctx context.Context, project string) ([]string, error)
+	// RemoveNetwork removes a network; one that does not exist is not an error, one that
+	// containers are still connected to is.
+	RemoveNetwork(ctx context.Context, name string) error
+	// RemoveProjectKey removes the project's key (ProjectKey makes a new one on next use).
+	RemoveProjectKey(ctx context.Context, project string) error
 	// Networks, exec and restart policies, for the proxy. EnsureNetwork returns the
 	// network's fixed-address range (see NetworkPlan); an empty one when the network was made
 	// without (by an earlier version), and its containers get addresses from the engine. A

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -89,6 +90,31 @@ func RemoveProject(eng *docker.Engine, project string) {
 			cli.VolumeRemove(ctx, v.Name, true)
 		}
 	}
+}
+
+// Objects lists what the engine holds of a project, one a line, sorted: "container NAME" and
+// "network NAME" for those labelled with it, "volume NAME" for the volumes named after it.
+func Objects(eng *docker.Engine, project string) []string {
+	ctx := context.Background()
+	cli := eng.Client()
+	var out []string
+	label := filters.NewArgs(filters.Arg("label", executor.LabelProject+"="+project))
+	cs, _ := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: label})
+	for _, c := range cs {
+		out = append(out, "container "+strings.TrimPrefix(c.Names[0], "/"))
+	}
+	ns, _ := cli.NetworkList(ctx, network.ListOptions{Filters: label})
+	for _, n := range ns {
+		out = append(out, "network "+n.Name)
+	}
+	vs, _ := cli.VolumeList(ctx, volume.ListOptions{Filters: filters.NewArgs(filters.Arg("name", project))})
+	for _, v := range vs.Volumes {
+		if strings.HasPrefix(v.Name, project) {
+			out = append(out, "volume "+v.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // OldNetwork makes the project's network as a deployer before fixed addresses did: without a

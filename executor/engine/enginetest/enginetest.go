@@ -50,6 +50,7 @@ func Run(t *testing.T, fixture func(t *testing.T) Fixture) {
 		{"restart policy", restartPolicy},
 		{"port taken", portTaken},
 		{"project key", projectKey},
+		{"teardown", teardown},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.test(t, fixture(t)) })
 	}
@@ -424,6 +425,12 @@ func portTaken(t *testing.T, f Fixture) {
 
 func projectKey(t *testing.T, f Fixture) {
 	ctx := context.Background()
+	if k, err := f.Engine.ReadProjectKey(ctx, f.Project); k != nil || err != nil {
+		t.Fatalf("a project that never had a key: read %x %v, want none", k, err)
+	}
+	if k, _ := f.Engine.ReadProjectKey(ctx, f.Project); k != nil {
+		t.Fatalf("reading made a key: %x", k)
+	}
 	a, err := f.Engine.ProjectKey(ctx, f.Project)
 	if err != nil || len(a) < 32 {
 		t.Fatalf("key: %x %v", a, err)
@@ -431,6 +438,9 @@ func projectKey(t *testing.T, f Fixture) {
 	b, err := f.Engine.ProjectKey(ctx, f.Project)
 	if err != nil || !bytes.Equal(a, b) {
 		t.Errorf("a second read: %x %v, want the same key", b, err)
+	}
+	if c, err := f.Engine.ReadProjectKey(ctx, f.Project); err != nil || !bytes.Equal(a, c) {
+		t.Errorf("read once made: %x %v, want the same key", c, err)
 	}
 }
 
@@ -455,4 +465,62 @@ func waitGetAddr(t *testing.T, addr, path string) string {
 		return strings.TrimSpace(string(b))
 	}
 	return fmt.Sprintf("no answer: %s", last)
+}
+
+// teardown: what destroy relies on. A container lists the volumes it mounts; neither a mounted
+// volume nor a network a running container is on can be removed; the project's networks are listed by
+// label and removed once empty; the project's key goes.
+func teardown(t *testing.T, f Fixture) {
+	ctx := context.Background()
+	net := f.Project + "-net"
+	if _, err := f.Engine.EnsureNetwork(ctx, net, map[string]string{engine.LabelProject: f.Project}); err != nil {
+		t.Fatal(err)
+	}
+	if nets, err := f.Engine.Networks(ctx, f.Project); err != nil || len(nets) != 1 || nets[0] != net {
+		t.Errorf("networks of the project: %q %v", nets, err)
+	}
+	if nets, err := f.Engine.Networks(ctx, f.Project+"-other"); err != nil || len(nets) != 0 {
+		t.Errorf("networks of another project: %q %v", nets, err)
+	}
+	s := f.spec("web", nil)
+	s.Network = net
+	s.Volumes = []engine.VolumeMount{{Name: f.Project + "-data", Target: "/data"}}
+	id := f.create(t, s)
+	list, err := f.Engine.Containers(ctx, f.Project)
+	if err != nil || len(list) != 1 || len(list[0].Mounts) != 1 || list[0].Mounts[0] != f.Project+"-data" {
+		t.Errorf("a container's mounts: %+v %v", list, err)
+	}
+	if err := f.Engine.RemoveVolume(ctx, f.Project+"-data"); err == nil {
+		t.Errorf("a volume a container mounts was removed")
+	}
+	if err := f.Engine.StartContainer(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Engine.RemoveNetwork(ctx, net); err == nil {
+		t.Errorf("a network a running container is on was removed")
+	}
+	if err := f.Engine.RemoveContainer(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Engine.RemoveNetwork(ctx, net); err != nil {
+		t.Errorf("remove the network: %v", err)
+	}
+	if err := f.Engine.RemoveNetwork(ctx, net); err != nil {
+		t.Errorf("remove a network that is gone: %v, want none", err)
+	}
+	if nets, err := f.Engine.Networks(ctx, f.Project); err != nil || len(nets) != 0 {
+		t.Errorf("networks after removal: %q %v", nets, err)
+	}
+	if err := f.Engine.RemoveVolume(ctx, f.Project+"-data"); err != nil {
+		t.Errorf("remove the volume once nothing mounts it: %v", err)
+	}
+	if _, err := f.Engine.ProjectKey(ctx, f.Project); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Engine.RemoveProjectKey(ctx, f.Project); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := f.Engine.ReadProjectKey(ctx, f.Project); k != nil || err != nil {
+		t.Errorf("the key after its removal: %x %v, want none", k, err)
+	}
 }

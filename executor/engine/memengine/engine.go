@@ -259,6 +259,16 @@ func (e *Engine) ImageEnv(_ context.Context, ref string) (map[string]string, err
 	return img.env, nil
 }
 
+// ReadProjectKey is the project's key, nil before the first ProjectKey.
+func (e *Engine) ReadProjectKey(_ context.Context, project string) ([]byte, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("key", project); err != nil {
+		return nil, err
+	}
+	return e.keys[project], nil
+}
+
 // ProjectKey keeps one random key per project.
 func (e *Engine) ProjectKey(_ context.Context, project string) ([]byte, error) {
 	e.mu.Lock()
@@ -425,12 +435,64 @@ func (e *Engine) ImageLabels(_ context.Context, ref string) (map[string]string, 
 	return copyMap(img.labels), nil
 }
 
-// RemoveVolume removes a volume and its files.
+// Networks lists the networks made with the project's label.
+func (e *Engine) Networks(_ context.Context, project string) ([]string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("networks", project); err != nil {
+		return nil, err
+	}
+	var out []string
+	for name, labels := range e.networks {
+		if labels[engine.LabelProject] == project {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// RemoveNetwork removes a network no running container is connected to, as the engine does.
+func (e *Engine) RemoveNetwork(_ context.Context, name string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("network", name); err != nil {
+		return err
+	}
+	for _, c := range e.containers {
+		if c.spec.Network == name && (c.state == "running" || c.state == "paused") {
+			return fmt.Errorf("remove network %s: error while removing network: network %s has active endpoints (container %s)", name, name, c.name)
+		}
+	}
+	delete(e.networks, name)
+	return nil
+}
+
+// RemoveProjectKey forgets the project's key.
+func (e *Engine) RemoveProjectKey(_ context.Context, project string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("key", project); err != nil {
+		return err
+	}
+	delete(e.keys, project)
+	return nil
+}
+
+// RemoveVolume removes a volume and its files; one a container mounts stays, as the engine
+// refuses it.
 func (e *Engine) RemoveVolume(_ context.Context, name string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if err := e.check("volume", name); err != nil {
 		return err
+	}
+	for _, c := range e.containers {
+		for _, v := range c.spec.Volumes {
+			if v.Name == name {
+				return fmt.Errorf("remove volume %s: volume is in use - [%s]", name, c.id)
+			}
+		}
 	}
 	if dir, ok := e.volumes[name]; ok {
 		delete(e.volumes, name)
@@ -490,6 +552,14 @@ func (e *Engine) volume(name string) (string, error) {
 	}
 	e.volumes[name] = dir
 	return dir, nil
+}
+
+// HasVolume reports whether the engine has a volume (for tests of what is removed).
+func (e *Engine) HasVolume(name string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_, ok := e.volumes[name]
+	return ok
 }
 
 // VolumeDir is where a volume's files are (for tests that look at the data).
