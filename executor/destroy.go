@@ -161,6 +161,11 @@ func PlanDestroy(ctx context.Context, p *config.Project, eng Runtime, opts Destr
 	// The deployer's own volumes, by their labels.
 	ownVolume := map[string]bool{}
 	for _, v := range labelled {
+		if v.Labels[LabelKey] == "" && (v.Labels[LabelRole] == RoleData || v.Labels[LabelRole] == RoleProxy) {
+			if _, ok := mounted[v.Name]; ok {
+				continue // the services' data and the proxy's state: below, by who mounts them
+			}
+		}
 		ownVolume[v.Name] = true
 		switch {
 		case v.Labels[LabelKey] != "":
@@ -170,6 +175,11 @@ func PlanDestroy(ctx context.Context, p *config.Project, eng Runtime, opts Destr
 			dp.Volumes = append(dp.Volumes, Teardown{Name: v.Name, id: v.Name, Detail: "scratch space an interrupted backup or migration left"})
 		case v.Labels[LabelRole] == RoleSafety:
 			dp.Kept = append(dp.Kept, Teardown{Name: "volume " + v.Name, Detail: fmt.Sprintf("the safety copy of volume %s that an interrupted migration of service.%s made: remove it by hand once its data is not needed", v.Labels[LabelVolume], v.Labels[LabelService])})
+		case v.Labels[LabelRole] == RoleProxy && v.Name == proxyStateVolume(p):
+			// an interrupted destroy removed the proxy before its state
+			dp.Volumes = append(dp.Volumes, Teardown{Name: v.Name, id: v.Name, Detail: "the proxy's routes"})
+		case v.Labels[LabelRole] == RoleData:
+			dp.Kept = append(dp.Kept, Teardown{Name: "volume " + v.Name, Detail: "data the project's services used, mounted by no container now: remove it by hand (`docker volume rm`) once its data is not needed"})
 		default:
 			dp.Kept = append(dp.Kept, Teardown{Name: "volume " + v.Name, Detail: fmt.Sprintf("labelled for the project with role %q, which this deployer does not know", v.Labels[LabelRole])})
 		}
