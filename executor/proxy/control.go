@@ -57,6 +57,11 @@ type Response struct {
 	Load     *probe.LoadResult `json:"load,omitempty"`   // smoke
 }
 
+// A control request must arrive whole within ctlRequestTimeout, in at most maxCtlRequest bytes.
+var ctlRequestTimeout = 10 * time.Second // a variable for the tests
+
+const maxCtlRequest = 1 << 20
+
 // Serve runs the proxy until ctx ends or a stop command arrives, then stops accepting and lets
 // what is in flight finish for up to grace.
 func (s *Server) Serve(ctx context.Context, socket string, grace time.Duration) error {
@@ -93,18 +98,26 @@ func (s *Server) Serve(ctx context.Context, socket string, grace time.Duration) 
 		<-ctx.Done()
 		ln.Close()
 	}()
+	// A descriptor kept for the deployer: a proxy out of them still answers `status`.
+	sp := newSpare()
+	defer sp.give()
 	for {
-		c, err := ln.Accept()
+		// Only closing the socket ends the loop: an error of the moment (out of descriptors
+		// under a flood on the routes) must not stop the proxy.
+		c, err := acceptLoop(ln, nil, sp)
 		if err != nil {
 			break
 		}
 		go func() {
 			defer c.Close()
 			var req Request
-			if err := json.NewDecoder(bufio.NewReader(c)).Decode(&req); err != nil {
+			// A request is one line of JSON, sent at once: bounded in size and time.
+			c.SetReadDeadline(time.Now().Add(ctlRequestTimeout))
+			if err := json.NewDecoder(bufio.NewReader(io.LimitReader(c, maxCtlRequest))).Decode(&req); err != nil {
 				json.NewEncoder(c).Encode(Response{Error: "bad request: " + err.Error()})
 				return
 			}
+			c.SetReadDeadline(time.Time{})
 			resp := s.handle(ctx, req)
 			json.NewEncoder(c).Encode(resp)
 			if req.Op == "stop" {
