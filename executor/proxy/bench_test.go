@@ -46,21 +46,20 @@ func BenchmarkProxy(b *testing.B) {
 }
 
 // BenchmarkHostileFigures measures a proxy with its default limits, in a process of its own
-// (as in its container), under hostile clients: its peak memory while 1 GiB goes through as
-// the body of an upgrade request; its memory with 4000 connections that send nothing, or half
-// a head, from 20 addresses, and with 4000 from one address (the cap keeps 256); and how long
-// slow clients live: a head that trickles in, a connection that sends nothing, a body that
-// trickles in. Run it with -benchtime 1x: each figure is one measurement.
+// (as in its container; a fresh one for each memory figure), under hostile clients: its peak
+// memory while 1 GiB goes through as the body of an upgrade request; its memory with 4000
+// connections from 20 addresses that send nothing, half a head, or 60 KiB of a head that never
+// ends, and with 4000 from one address (the cap keeps 256); and how long slow clients live: a
+// head that trickles in (at once, or after 9 s of silence), a connection that sends nothing, a
+// body that trickles in. Run it with -benchtime 1x: each figure is one measurement.
 func BenchmarkHostileFigures(b *testing.B) {
 	app, _ := hostileApp(b, "blue")
-	sock, listen, pid := startChild(b, 0, 0, 0, addr(app))
-	status := func() RouteStatus { return childStatus(b, sock) }
 	mib := func(n int64) float64 { return float64(n) / (1 << 20) }
 	for range b.N {
+		// 1 GiB, chunked, on an upgrade request.
+		_, listen, pid := startChild(b, 0, 0, 0, addr(app))
 		rss, _ := procStatus(b, pid)
 		b.ReportMetric(mib(rss), "idle-rss-MiB")
-
-		// 1 GiB, chunked, on an upgrade request.
 		resetPeak(pid)
 		c := dialRaw(b, listen)
 		go func() {
@@ -84,18 +83,26 @@ func BenchmarkHostileFigures(b *testing.B) {
 		b.ReportMetric(float64(1<<30)/(1<<20)/time.Since(start).Seconds(), "upgrade-1GiB-MiB/s")
 		c.Close()
 
-		// 4000 connections held: silent, half a head, from one address.
+		// 4000 connections held.
 		for _, v := range []struct {
 			name  string
 			addrs int
-			half  bool
-		}{{"silent", 20, false}, {"halfhead", 20, true}, {"oneaddr", 1, false}} {
+			head  string
+		}{
+			{"silent", 20, ""},
+			{"halfhead", 20, "GET / HTTP/1.1\r\nHost: "},
+			{"fullhead", 20, "GET / HTTP/1.1\r\nX: " + strings.Repeat("x", 60<<10)},
+			{"oneaddr", 1, ""},
+		} {
+			sock, listen, pid := startChild(b, 0, 0, 0, addr(app))
+			status := func() RouteStatus { return childStatus(b, sock) }
+			rss, _ := procStatus(b, pid)
 			resetPeak(pid)
 			conns := make([]*rawClient, 0, 4000)
 			for i := range 4000 {
 				c := dialRawFrom(b, fmt.Sprintf("127.0.4.%d", 1+i%v.addrs), listen)
-				if v.half {
-					c.send(b, "GET / HTTP/1.1\r\nHost: ")
+				if v.head != "" {
+					c.send(b, v.head)
 				}
 				conns = append(conns, c)
 			}
@@ -104,52 +111,51 @@ func BenchmarkHostileFigures(b *testing.B) {
 				want = int64(DefaultLimits.MaxConnsPerAddr)
 			}
 			waitForStatus(b, 5*time.Second, "the connections held", status, func(st RouteStatus) bool { return st.Conns == want })
-			rss, peak := procStatus(b, pid)
-			b.ReportMetric(mib(rss), v.name+"-4000-rss-MiB")
-			b.ReportMetric(mib(peak), v.name+"-4000-peak-MiB")
+			held, peak := procStatus(b, pid)
+			b.ReportMetric(mib(held-rss), v.name+"-4000-rss-MiB")
+			b.ReportMetric(mib(peak-rss), v.name+"-4000-peak-MiB")
 			for _, c := range conns {
 				c.Close()
 			}
-			waitForStatus(b, 10*time.Second, "the connections closed", status, func(st RouteStatus) bool { return st.Conns == 0 })
 		}
 
-		// Slow clients, at once: a head a byte a second, nothing, a body at 100 bytes a second
-		// after its first 8 KiB (what the server reads with the head).
-		lived := make(chan [2]any, 3)
-		for _, kind := range []string{"head-trickle", "silent", "body-trickle"} {
+		// Slow clients, at once: a head a byte a second (at once, or after 9 s of silence),
+		// nothing, a body at 100 bytes a second after its first 8 KiB (what the server reads
+		// with the head).
+		_, listen, _ = startChild(b, 0, 0, 0, addr(app))
+		kinds := []string{"head-trickle", "late-head-trickle", "silent", "body-trickle"}
+		lived := make(chan [2]any, len(kinds))
+		for _, kind := range kinds {
 			c := dialRaw(b, listen)
 			go func() {
 				start := time.Now()
+				trickle := func(every time.Duration, s string) {
+					for {
+						time.Sleep(every)
+						c.SetWriteDeadline(time.Now().Add(time.Second))
+						if _, err := io.WriteString(c, s); err != nil {
+							return
+						}
+					}
+				}
 				switch kind {
 				case "head-trickle":
-					c.send(b, "GET / HTTP/1.1\r\n")
-					go func() {
-						for {
-							time.Sleep(time.Second)
-							c.SetWriteDeadline(time.Now().Add(time.Second))
-							if _, err := io.WriteString(c, "X"); err != nil {
-								return
-							}
-						}
-					}()
+					io.WriteString(c, "GET / HTTP/1.1\r\n")
+					go trickle(time.Second, "X")
+				case "late-head-trickle":
+					time.Sleep(9 * time.Second)
+					io.WriteString(c, "GET / HTTP/1.1\r\n")
+					go trickle(time.Second, "X")
 				case "body-trickle":
-					c.send(b, "POST /count HTTP/1.1\r\nHost: app\r\nContent-Length: 1000000\r\n\r\n"+strings.Repeat("x", 8192))
-					go func() {
-						for {
-							time.Sleep(100 * time.Millisecond)
-							c.SetWriteDeadline(time.Now().Add(time.Second))
-							if _, err := io.WriteString(c, "0123456789"); err != nil {
-								return
-							}
-						}
-					}()
+					io.WriteString(c, "POST /count HTTP/1.1\r\nHost: app\r\nContent-Length: 1000000\r\n\r\n"+strings.Repeat("x", 8192))
+					go trickle(100*time.Millisecond, "0123456789")
 				}
 				c.SetReadDeadline(time.Now().Add(time.Minute))
 				io.Copy(io.Discard, c)
 				lived <- [2]any{kind, time.Since(start)}
 			}()
 		}
-		for range 3 {
+		for range kinds {
 			l := <-lived
 			b.ReportMetric(l[1].(time.Duration).Seconds(), l[0].(string)+"-lived-s")
 		}

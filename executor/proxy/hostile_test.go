@@ -745,3 +745,58 @@ func TestControlSocketBounds(t *testing.T) {
 
 // isEMFILE says whether an error's text says the process is out of descriptors.
 func isEMFILE(msg string) bool { return strings.Contains(msg, syscall.EMFILE.Error()) }
+
+// A client is counted by its address; an IPv6 client by its /64, which one host usually has
+// whole (else a single host could open the per-address cap once per address it picks).
+func TestAddrKey(t *testing.T) {
+	key := func(ip string) string { return addrKey(&net.TCPAddr{IP: net.ParseIP(ip), Port: 1}).String() }
+	for _, c := range []struct{ a, b string }{
+		{"2001:db8::1", "2001:db8::ffff:1"},
+		{"2001:db8:0:7::1", "2001:db8:0:7:abcd::9"},
+		{"::ffff:10.0.0.1", "10.0.0.1"},
+	} {
+		if key(c.a) != key(c.b) {
+			t.Errorf("%s and %s are counted apart: %s, %s", c.a, c.b, key(c.a), key(c.b))
+		}
+	}
+	for _, c := range []struct{ a, b string }{
+		{"2001:db8::1", "2001:db8:0:1::1"},
+		{"10.0.0.1", "10.0.0.2"},
+	} {
+		if key(c.a) == key(c.b) {
+			t.Errorf("%s and %s are counted as one", c.a, c.b)
+		}
+	}
+}
+
+// Over IPv6 the proxy's headers give the client's address as such: Forwarded quotes it.
+func TestForwardedOverIPv6(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	listen := ln.Addr().String()
+	ln.Close()
+	app, _ := hostileApp(t, "blue")
+	s := NewServer()
+	if _, err := s.Set(Route{Name: "web", Listen: listen, Backend: addr(app)}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := dialRaw(t, listen)
+	c.send(t, "GET /who HTTP/1.0\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n")
+	resp, body := c.response(t)
+	var w who
+	if err := json.Unmarshal([]byte(body), &w); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	if got := strings.Join(w.Header["X-Forwarded-For"], "|"); got != "::1" {
+		t.Errorf("X-Forwarded-For %q", got)
+	}
+	if got, want := w.Header.Get("Forwarded"), fmt.Sprintf(`for="[::1]";host=%q;proto=http`, listen); got != want {
+		t.Errorf("Forwarded %q, want %q", got, want)
+	}
+	if w.Host != listen {
+		t.Errorf("an HTTP/1.0 request without Host over IPv6 reached the app as Host %q, want %s", w.Host, listen)
+	}
+}
