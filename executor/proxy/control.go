@@ -60,6 +60,9 @@ type Response struct {
 // A control request must arrive whole within ctlRequestTimeout, in at most maxCtlRequest bytes.
 var ctlRequestTimeout = 10 * time.Second // a variable for the tests
 
+// ctlQuickTimeout bounds the wait for the answer to a request a proxy answers at once.
+var ctlQuickTimeout = 30 * time.Second
+
 const maxCtlRequest = 1 << 20
 
 // Serve runs the proxy until ctx ends or a stop command arrives, then stops accepting and lets
@@ -109,7 +112,7 @@ func (s *Server) Serve(ctx context.Context, socket string, grace time.Duration) 
 			break
 		}
 		go func() {
-			defer c.Close()
+			defer sp.takeBack(c) // closed: its descriptor is the spare again if it was
 			var req Request
 			// A request is one line of JSON, sent at once: bounded in size and time.
 			c.SetReadDeadline(time.Now().Add(ctlRequestTimeout))
@@ -237,6 +240,12 @@ func Ctl(socket string, req Request) (*Response, error) {
 		return nil, fmt.Errorf("the proxy does not answer on %s: %w", socket, err)
 	}
 	defer c.Close()
+	switch req.Op {
+	case "ping", "status", "set", "remove", "release", "stop":
+		// Answered at once by a proxy that works: one that does not is not waited for
+		// (`deployer status` then says the proxy does not answer, instead of hanging).
+		c.SetDeadline(time.Now().Add(ctlQuickTimeout))
+	}
 	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -63,6 +64,7 @@ func startChild(t testing.TB, nofile, maxConns int, header time.Duration, backen
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan error, 1)
@@ -113,10 +115,12 @@ func getOnce(listen string, d time.Duration) (int, error) {
 // once the flood ends. The proxy's cap is set above what it can open, as a limit lowered under
 // it, or descriptors held by connections to the app, would leave it.
 func TestOutOfDescriptors(t *testing.T) {
-	app, _ := hostileApp(t, "blue")
-	sock, listen, _ := startChild(t, 64, 1000, time.Minute, addr(app)) // the flood stays until the test closes it
-	if code, err := getOnce(listen, 5*time.Second); err != nil || code != 200 {
-		t.Fatalf("before the flood: %d %v", code, err)
+	green, _ := hostileApp(t, "green")
+	blue, _ := hostileApp(t, "blue")
+	sock, listen, _ := startChild(t, 64, 1000, time.Minute, addr(green)) // the flood stays until the test closes it
+	// Switched from green to blue: green is the fail-back target.
+	if resp, err := Ctl(sock, Request{Op: "set", Route: &Route{Name: "web", Listen: listen, Backend: addr(blue)}}); err != nil || !resp.OK {
+		t.Fatalf("set: %v %+v", err, resp)
 	}
 	var flood []*rawClient
 	for i := range 200 {
@@ -128,6 +132,31 @@ func TestOutOfDescriptors(t *testing.T) {
 		return isEMFILE(st.AcceptError)
 	})
 	t.Logf("during the flood: %d connections open, accept error %q", st.Conns, st.AcceptError)
+	// The connections it did accept send requests: it cannot open connections to the app
+	// either, which is its own shortage, not blue's: no fail-back to green.
+	for _, c := range flood {
+		c.SetWriteDeadline(time.Now().Add(time.Second))
+		io.WriteString(c, "GET /who HTTP/1.1\r\nHost: app\r\n\r\n")
+	}
+	codes := make(chan int, 40)
+	for _, c := range flood[:40] {
+		go func() {
+			resp, _, err := c.tryResponse(5 * time.Second)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			codes <- resp.StatusCode
+		}()
+	}
+	got := map[int]int{}
+	for range 40 {
+		got[<-codes]++
+	}
+	t.Logf("answers on the connections accepted, out of descriptors: %v (0: none within 5 s)", got)
+	if got[http.StatusBadGateway] == 0 || got[0]+got[http.StatusBadGateway]+got[http.StatusOK] != 40 {
+		t.Errorf("the requests on the connections accepted, out of descriptors: %v (status: count), want 502s (a descriptor freed a moment may serve one: 200)", got)
+	}
 	for _, c := range flood {
 		c.Close()
 	}
@@ -137,6 +166,9 @@ func TestOutOfDescriptors(t *testing.T) {
 		return err == nil && code == 200
 	})
 	t.Logf("served again %s after the flood ended", time.Since(start).Round(time.Millisecond))
+	if st := childStatus(t, sock); st.FailedOver || st.Backend != addr(blue) {
+		t.Errorf("out of descriptors, the proxy failed back: %+v", st)
+	}
 	waitFor(t, 10*time.Second, "the proxy no longer says it cannot accept", func() bool { return childStatus(t, sock).AcceptError == "" })
 }
 

@@ -741,6 +741,26 @@ func TestControlSocketBounds(t *testing.T) {
 	if resp, err := Ctl(sock, Request{Op: "ping"}); err != nil || !resp.OK {
 		t.Errorf("ping after: %+v %v", resp, err)
 	}
+	// A proxy that takes a status request and never answers is not waited for.
+	defer func(d time.Duration) { ctlQuickTimeout = d }(ctlQuickTimeout)
+	ctlQuickTimeout = 300 * time.Millisecond
+	mute := t.TempDir() + "/mute.sock"
+	ln, err := net.Listen("unix", mute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			defer c.Close()
+			io.Copy(io.Discard, c)
+		}
+	}()
+	start = time.Now()
+	if resp, err := Ctl(mute, Request{Op: "status"}); err == nil || time.Since(start) > 3*time.Second {
+		t.Errorf("status from a proxy that does not answer: %+v %v after %s", resp, err, time.Since(start))
+	}
 }
 
 // isEMFILE says whether an error's text says the process is out of descriptors.
@@ -798,5 +818,24 @@ func TestForwardedOverIPv6(t *testing.T) {
 	}
 	if w.Host != listen {
 		t.Errorf("an HTTP/1.0 request without Host over IPv6 reached the app as Host %q, want %s", w.Host, listen)
+	}
+}
+
+// A head over 64 KiB is refused with a 431, as the client's fault.
+func TestHeadTooLarge(t *testing.T) {
+	app, _ := hostileApp(t, "blue")
+	s, listen := hostileProxy(t, Limits{}, addr(app))
+	c := dialRaw(t, listen)
+	c.send(t, "GET /who HTTP/1.1\r\nHost: app\r\nCookie: "+strings.Repeat("x", 70<<10)+"\r\n\r\n")
+	if resp, _ := c.response(t); resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("a 70 KiB head: %d", resp.StatusCode)
+	}
+	c = dialRaw(t, listen)
+	c.send(t, "GET /who HTTP/1.1\r\nHost: app\r\nCookie: "+strings.Repeat("x", 60<<10)+"\r\n\r\n")
+	if resp, _ := c.response(t); resp.StatusCode != 200 {
+		t.Errorf("a 60 KiB head: %d", resp.StatusCode)
+	}
+	if st := routeStatus(s); st.Errors != 0 || st.ClientErrors != 1 {
+		t.Errorf("status: %+v", st)
 	}
 }

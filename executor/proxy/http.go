@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -25,11 +26,21 @@ func (e dialError) Error() string { return e.err.Error() }
 func (e dialError) Unwrap() error { return e.err }
 
 func dialBackend(addr string) (net.Conn, error) {
+	yieldToControl()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
+		if outOfDescriptors(err) {
+			// The proxy's own shortage, not the release's: no fail-back to the previous
+			// release (the deployer would take it for the new one failing).
+			return nil, err
+		}
 		return nil, dialError{err}
 	}
 	return c, nil
+}
+
+func outOfDescriptors(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
 // failBack moves the route off b, which could not be dialled, to the previous release while it
@@ -49,7 +60,7 @@ func (r *route) failBack(b *backend) *backend {
 // cannot be dialled; it returns the backend it reached.
 func (r *route) dial(b *backend) (net.Conn, *backend, error) {
 	u, err := dialBackend(b.addr)
-	if err != nil {
+	if isDialError(err) {
 		if prev := r.failBack(b); prev != nil {
 			b = prev
 			u, err = dialBackend(b.addr)

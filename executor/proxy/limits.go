@@ -250,6 +250,9 @@ func acceptLoop(ln net.Listener, h *acceptHealth, sp *spare) (net.Conn, error) {
 	pause := 5 * time.Millisecond
 	sp.take()
 	for {
+		if sp == nil {
+			yieldToControl()
+		}
 		c, err := ln.Accept()
 		if err == nil {
 			if h != nil {
@@ -263,12 +266,41 @@ func acceptLoop(ln net.Listener, h *acceptHealth, sp *spare) (net.Conn, error) {
 		if h != nil {
 			h.failed(err)
 		}
-		if (errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)) && sp.give() {
-			continue // into the spare's place; it is taken again on the next call
+		if outOfDescriptors(err) && sp != nil {
+			// Into the spare's place: the routes' accept loops and the dials to the apps
+			// wait meanwhile, or the descriptor freed would be theirs.
+			controlWants.Store(true)
+			if sp.give() {
+				// Bounded: with no connection waiting after all, it must not sit here.
+				dl, _ := ln.(interface{ SetDeadline(time.Time) error })
+				if dl != nil {
+					dl.SetDeadline(time.Now().Add(100 * time.Millisecond))
+				}
+				c, err := ln.Accept()
+				if dl != nil {
+					dl.SetDeadline(time.Time{})
+				}
+				controlWants.Store(false)
+				if err == nil {
+					return c, nil // the spare is taken again once c is closed
+				}
+			}
+			controlWants.Store(false)
 		}
 		time.Sleep(pause)
 		pause = min(2*pause, time.Second)
 		sp.take()
+	}
+}
+
+// controlWants is set while the control socket takes its spare's place, or gets it back.
+var controlWants atomic.Bool
+
+// yieldToControl waits while the control socket takes a descriptor (microseconds; never over
+// 200 ms).
+func yieldToControl() {
+	for i := 0; i < 200 && controlWants.Load(); i++ {
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -290,6 +322,9 @@ func (sp *spare) take() {
 	if sp == nil {
 		return
 	}
+	if sp.held() {
+		return
+	}
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	if sp.fd < 0 {
@@ -297,6 +332,25 @@ func (sp *spare) take() {
 			sp.fd = fd
 		}
 	}
+}
+
+func (sp *spare) held() bool {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	return sp.fd >= 0
+}
+
+// takeBack closes c, a connection accepted in the spare's place, and takes its descriptor
+// back as the spare before the routes can.
+func (sp *spare) takeBack(c net.Conn) {
+	if sp.held() {
+		c.Close()
+		return
+	}
+	controlWants.Store(true)
+	c.Close()
+	sp.take()
+	controlWants.Store(false)
 }
 
 // give closes the spare and says whether there was one.
