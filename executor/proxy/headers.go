@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bytes"
+	"iter"
 	"net"
 	"net/netip"
 
@@ -90,8 +92,10 @@ func forwardHeaders(ctx *fasthttp.RequestCtx) (upgrade []byte) {
 	)
 	// The raw head, in order: the keys point into it, so deleting from the parsed header
 	// (which is kept apart) leaves them valid. All() would parse the cookies, and the app
-	// would get them rewritten.
-	for k, v := range h.AllInOrder() {
+	// would get them rewritten; AllInOrder validates every byte again, a third of this
+	// function's time.
+	raw := h.RawHeaders()
+	for k, v := range rawHeaders(raw) {
 		name := fold(fb[:], k)
 		if !isDropped(name) {
 			continue
@@ -119,7 +123,7 @@ func forwardHeaders(ctx *fasthttp.RequestCtx) (upgrade []byte) {
 	}
 	if nNamed > 0 {
 		var nb [32]byte
-		for k := range h.AllInOrder() {
+		for k := range rawHeaders(raw) {
 			name := fold(fb[:], k)
 			for _, n := range named[:nNamed] {
 				if string(name) == string(fold(nb[:], n)) && !isFramingHeader(name) {
@@ -149,10 +153,11 @@ func forwardHeaders(ctx *fasthttp.RequestCtx) (upgrade []byte) {
 	}
 	var ab, fw [128]byte
 	ip := appendIP(ab[:0], ctx.RemoteIP())
-	h.SetBytesV("X-Forwarded-For", ip)
-	h.SetBytesV("X-Real-IP", ip)
-	h.SetBytesV("X-Forwarded-Host", host)
-	h.Set("X-Forwarded-Proto", "http")
+	// Added, not set: every header of these names is gone already.
+	h.AddBytesV("X-Forwarded-For", ip)
+	h.AddBytesV("X-Real-IP", ip)
+	h.AddBytesV("X-Forwarded-Host", host)
+	h.Add("X-Forwarded-Proto", "http")
 	f := append(fw[:0], "for="...)
 	if ctx.RemoteIP().To4() == nil {
 		f = append(append(append(f, `"[`...), ip...), `]"`...)
@@ -161,8 +166,41 @@ func forwardHeaders(ctx *fasthttp.RequestCtx) (upgrade []byte) {
 	}
 	f = appendQuoted(append(f, ";host="...), host)
 	f = append(f, ";proto=http"...)
-	h.SetBytesV("Forwarded", f)
+	h.AddBytesV("Forwarded", f)
 	return upgrade
+}
+
+// rawHeaders yields the name and value of each header line of a raw head that fasthttp has
+// parsed (and so validated): a name is what comes before the line's first colon, less trailing
+// spaces, as fasthttp reads it; a line that continues the one before (obs-fold) is not a header
+// of its own.
+func rawHeaders(raw []byte) iter.Seq2[[]byte, []byte] {
+	return func(yield func([]byte, []byte) bool) {
+		for len(raw) > 0 {
+			line := raw
+			if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+				line, raw = raw[:i], raw[i+1:]
+			} else {
+				raw = nil
+			}
+			line = bytes.TrimSuffix(line, []byte("\r"))
+			if len(line) == 0 {
+				return // the end of the head
+			}
+			if line[0] == ' ' || line[0] == '\t' {
+				continue
+			}
+			colon := bytes.IndexByte(line, ':')
+			if colon <= 0 {
+				continue
+			}
+			name := bytes.TrimRight(line[:colon], " \t")
+			value := bytes.Trim(line[colon+1:], " \t")
+			if !yield(name, value) {
+				return
+			}
+		}
+	}
 }
 
 // isFramingHeader reports whether a (folded) name is one the request's framing depends on: a

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // The proxy under hostile clients: raw-socket clients that send what a browser never would.
@@ -838,4 +840,45 @@ func TestHeadTooLarge(t *testing.T) {
 	if st := routeStatus(s); st.Errors != 0 || st.ClientErrors != 1 {
 		t.Errorf("status: %+v", st)
 	}
+}
+
+// The proxy finds the headers it drops in the raw head: whatever a client writes, every header
+// fasthttp parsed from it (and would pass on) under a name the proxy drops is one the proxy
+// sees, or a claim could pass unseen.
+func FuzzRawHeaders(f *testing.F) {
+	for _, seed := range []string{
+		"Host: a\r\nX-Real-IP: 1\r\n",
+		"Host: a\r\nX-Real-IP : 1\r\nx_forwarded_for:2\r\n",
+		"Host: a\r\nX Real IP: 1\r\n",
+		"Host: a\r\nX-A: 1\r\n  folded: x\r\nForwarded: for=1\r\n",
+		"Host: a\nX-Real-IP: 1\n",
+		"Host: a\r\nConnection: x-real-ip, upgrade\r\nUpgrade: websocket\r\n",
+		"Host: a\r\nX-Real-IP:\r\n",
+		"Host: a\r\n\tX-Real-IP: 1\r\n",
+		"Host:000000000\n 000000000\n",
+		"Host: a\r\nX-Real-IP: 1\r\n X-Forwarded-For: 2\r\n",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, head string) {
+		var h fasthttp.RequestHeader
+		h.DisableNormalizing()
+		if h.Read(bufio.NewReader(strings.NewReader("GET / HTTP/1.1\r\n"+head+"\r\n\r\n"))) != nil {
+			return
+		}
+		var fb [32]byte
+		seen := map[string]bool{}
+		for k := range rawHeaders(h.RawHeaders()) {
+			seen[string(fold(fb[:], k))] = true
+		}
+		for k, v := range h.All() {
+			name := string(fold(fb[:], k))
+			if name == "connection" && string(v) == "close" {
+				continue // fasthttp's own, from its connection-close flag
+			}
+			if isDropped([]byte(name)) && !seen[name] {
+				t.Errorf("head %q: fasthttp passes on %s: %q, which the proxy does not see", head, k, v)
+			}
+		}
+	})
 }
