@@ -141,6 +141,17 @@ func (c *rawClient) closedWithin(t testing.TB, d time.Duration) time.Duration {
 	return time.Since(start)
 }
 
+// who reads the answer of /who: what the app got.
+func (c *rawClient) who(t testing.TB) who {
+	t.Helper()
+	resp, body := c.response(t)
+	var w who
+	if err := json.Unmarshal([]byte(body), &w); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/who: %d %q", resp.StatusCode, body)
+	}
+	return w
+}
+
 // waitFor polls cond every 10 ms until it holds, failing the test after d.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -240,12 +251,7 @@ func TestUpgradeWithout101(t *testing.T) {
 	s, listen := hostileProxy(t, Limits{}, addr(blue))
 	ask := func(c *rawClient, release string, more string) {
 		t.Helper()
-		resp, body := c.response(t)
-		var w who
-		if err := json.Unmarshal([]byte(body), &w); err != nil || resp.StatusCode != 200 {
-			t.Fatalf("%d %q", resp.StatusCode, body)
-		}
-		if w.Release != release || strings.Join(w.Header["X-Forwarded-For"], ",") != "127.0.0.1" {
+		if w := c.who(t); w.Release != release || strings.Join(w.Header["X-Forwarded-For"], ",") != "127.0.0.1" {
 			t.Errorf("%s: answered by %s with X-Forwarded-For %q, want %s and 127.0.0.1", more, w.Release, w.Header["X-Forwarded-For"], release)
 		}
 	}
@@ -318,12 +324,7 @@ func TestSpoofedClientHeaders(t *testing.T) {
 	for _, spoof := range spoofs {
 		c := dialRaw(t, listen)
 		c.send(t, "GET /who HTTP/1.1\r\nHost: "+listen+"\r\n"+spoof+"\r\n\r\n")
-		resp, body := c.response(t)
-		var w who
-		if err := json.Unmarshal([]byte(body), &w); err != nil || resp.StatusCode != 200 {
-			t.Errorf("%q: %d %q", spoof, resp.StatusCode, body)
-			continue
-		}
+		w := c.who(t)
 		for k, v := range w.Header {
 			name := strings.ReplaceAll(strings.ToLower(k), "_", "-")
 			if want, ours := claims[name]; ours {
@@ -353,11 +354,7 @@ func TestHTTP10WithoutHost(t *testing.T) {
 	s, listen := hostileProxy(t, Limits{}, addr(app))
 	c := dialRaw(t, listen)
 	c.send(t, "GET /who HTTP/1.0\r\n\r\n")
-	resp, body := c.response(t)
-	var w who
-	if err := json.Unmarshal([]byte(body), &w); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("%d %q", resp.StatusCode, body)
-	}
+	w := c.who(t)
 	if w.Host != listen || w.Header.Get("X-Forwarded-Host") != listen {
 		t.Errorf("an HTTP/1.0 request without Host reached the app as Host %q, X-Forwarded-Host %q; want %s (not the app's own %s)", w.Host, w.Header.Get("X-Forwarded-Host"), listen, addr(app))
 	}
@@ -807,11 +804,7 @@ func TestForwardedOverIPv6(t *testing.T) {
 	defer s.Close()
 	c := dialRaw(t, listen)
 	c.send(t, "GET /who HTTP/1.0\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n")
-	resp, body := c.response(t)
-	var w who
-	if err := json.Unmarshal([]byte(body), &w); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("%d %q", resp.StatusCode, body)
-	}
+	w := c.who(t)
 	if got := strings.Join(w.Header["X-Forwarded-For"], "|"); got != "::1" {
 		t.Errorf("X-Forwarded-For %q", got)
 	}
