@@ -3,6 +3,7 @@ package executor
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/probe"
@@ -36,10 +37,12 @@ type Status struct {
 
 // ProxyState is the project's proxy and its routes.
 type ProxyState struct {
-	Container string              `json:"container"`
-	State     string              `json:"state"`
-	Routes    []proxy.RouteStatus `json:"routes,omitempty"`
-	Error     string              `json:"error,omitempty"`
+	Container string `json:"container"`
+	// State is the container's (running, exited...), or ProxyUnhealthy when it runs but does
+	// not answer its control socket or a route cannot accept connections (Error says which).
+	State  string              `json:"state"`
+	Routes []proxy.RouteStatus `json:"routes,omitempty"`
+	Error  string              `json:"error,omitempty"`
 }
 
 // GetStatus reads what runs and checks the health of each live release once. On a remote
@@ -64,9 +67,12 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 		out.Proxy = &ProxyState{Container: obs.Proxy.Name, State: obs.Proxy.State}
 		if rt, ok := eng.(Runtime); ok && obs.Proxy.Running() {
 			if routes, err := proxyRoutes(ctx, rt, obs.Proxy.ID); err != nil {
-				out.Proxy.Error = err.Error()
+				out.Proxy.State, out.Proxy.Error = ProxyUnhealthy, err.Error()
 			} else {
 				out.Proxy.Routes = routes
+				if why := cannotAccept(routes); why != "" {
+					out.Proxy.State, out.Proxy.Error = ProxyUnhealthy, why
+				}
 			}
 		}
 	}
@@ -123,4 +129,20 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 		out.Services = append(out.Services, ss)
 	}
 	return out, nil
+}
+
+// ProxyUnhealthy is the state of a proxy that runs but cannot serve: its control socket does not
+// answer, or a route cannot accept connections.
+const ProxyUnhealthy = "unhealthy"
+
+// cannotAccept says which routes cannot accept connections now, "" when all can. A proxy too
+// old to report it reports none.
+func cannotAccept(routes []proxy.RouteStatus) string {
+	var out []string
+	for _, r := range routes {
+		if r.AcceptError != "" {
+			out = append(out, fmt.Sprintf("route %s (%s) cannot accept connections: %s", r.Name, r.Listen, r.AcceptError))
+		}
+	}
+	return strings.Join(out, "; ")
 }

@@ -57,6 +57,14 @@ type Response struct {
 	Load     *probe.LoadResult `json:"load,omitempty"`   // smoke
 }
 
+// A control request must arrive whole within ctlRequestTimeout, in at most maxCtlRequest bytes.
+var ctlRequestTimeout = 10 * time.Second // a variable for the tests
+
+// ctlQuickTimeout bounds the wait for the answer to a request a proxy answers at once.
+var ctlQuickTimeout = 30 * time.Second
+
+const maxCtlRequest = 1 << 20
+
 // Serve runs the proxy until ctx ends or a stop command arrives, then stops accepting and lets
 // what is in flight finish for up to grace.
 func (s *Server) Serve(ctx context.Context, socket string, grace time.Duration) error {
@@ -93,18 +101,26 @@ func (s *Server) Serve(ctx context.Context, socket string, grace time.Duration) 
 		<-ctx.Done()
 		ln.Close()
 	}()
+	// A descriptor kept for the deployer: a proxy out of them still answers `status`.
+	sp := newSpare()
+	defer sp.give()
 	for {
-		c, err := ln.Accept()
+		// Only closing the socket ends the loop: an error of the moment (out of descriptors
+		// under a flood on the routes) must not stop the proxy.
+		c, err := acceptLoop(ln, nil, sp)
 		if err != nil {
 			break
 		}
 		go func() {
-			defer c.Close()
+			defer sp.takeBack(c) // closed: its descriptor is the spare again if it was
 			var req Request
-			if err := json.NewDecoder(bufio.NewReader(c)).Decode(&req); err != nil {
+			// A request is one line of JSON, sent at once: bounded in size and time.
+			c.SetReadDeadline(time.Now().Add(ctlRequestTimeout))
+			if err := json.NewDecoder(bufio.NewReader(io.LimitReader(c, maxCtlRequest))).Decode(&req); err != nil {
 				json.NewEncoder(c).Encode(Response{Error: "bad request: " + err.Error()})
 				return
 			}
+			c.SetReadDeadline(time.Time{})
 			resp := s.handle(ctx, req)
 			json.NewEncoder(c).Encode(resp)
 			if req.Op == "stop" {
@@ -224,6 +240,12 @@ func Ctl(socket string, req Request) (*Response, error) {
 		return nil, fmt.Errorf("the proxy does not answer on %s: %w", socket, err)
 	}
 	defer c.Close()
+	switch req.Op {
+	case "ping", "status", "set", "remove", "release", "stop":
+		// Answered at once by a proxy that works: one that does not is not waited for
+		// (`deployer status` then says the proxy does not answer, instead of hanging).
+		c.SetDeadline(time.Now().Add(ctlQuickTimeout))
+	}
 	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return nil, err
 	}

@@ -183,7 +183,7 @@ func (s *Server) serveHandover(path string) (net.Listener, error) {
 	}
 	go func() {
 		for {
-			c, err := ln.Accept()
+			c, err := acceptLoop(ln, nil, nil) // ends when closed, whatever else happens
 			if err != nil {
 				return
 			}

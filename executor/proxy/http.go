@@ -1,11 +1,11 @@
 package proxy
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -26,11 +26,21 @@ func (e dialError) Error() string { return e.err.Error() }
 func (e dialError) Unwrap() error { return e.err }
 
 func dialBackend(addr string) (net.Conn, error) {
+	yieldToControl()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
+		if outOfDescriptors(err) {
+			// The proxy's own shortage, not the release's: no fail-back to the previous
+			// release (the deployer would take it for the new one failing).
+			return nil, err
+		}
 		return nil, dialError{err}
 	}
 	return c, nil
+}
+
+func outOfDescriptors(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
 // failBack moves the route off b, which could not be dialled, to the previous release while it
@@ -50,7 +60,7 @@ func (r *route) failBack(b *backend) *backend {
 // cannot be dialled; it returns the backend it reached.
 func (r *route) dial(b *backend) (net.Conn, *backend, error) {
 	u, err := dialBackend(b.addr)
-	if err != nil {
+	if isDialError(err) {
 		if prev := r.failBack(b); prev != nil {
 			b = prev
 			u, err = dialBackend(b.addr)
@@ -85,50 +95,40 @@ func newClient(addr string) *fasthttp.HostClient {
 	}
 }
 
-// hopHeaders are the headers that belong to one connection, not to the request or response.
-var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Upgrade"}
-
-// forwarded sets what the app should know about the client: X-Forwarded-For (appended to what
-// an earlier proxy set), -Host and -Proto. The Host header stays the client's.
-func forwarded(ctx *fasthttp.RequestCtx) {
-	h := &ctx.Request.Header
-	var buf [64]byte
-	xff := buf[:0]
-	if prior := h.Peek("X-Forwarded-For"); len(prior) > 0 {
-		xff = append(append(xff, prior...), ", "...)
-	}
-	if ip4 := ctx.RemoteIP().To4(); ip4 != nil {
-		xff = fasthttp.AppendIPv4(xff, ip4)
-	} else {
-		xff = append(xff, ctx.RemoteIP().String()...)
-	}
-	h.SetBytesV("X-Forwarded-For", xff)
-	h.SetBytesV("X-Forwarded-Host", h.Host())
-	h.Set("X-Forwarded-Proto", "http")
-}
+// responseHop are the headers of the app's answer that belong to its connection to the proxy:
+// not passed on. Its Connection: close closes the client's connection too.
+var responseHop = []string{"Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Upgrade"}
 
 // serveHTTP forwards one request to the route's backend, failing back to the previous release
 // when the backend cannot be reached at all.
 func (r *route) serveHTTP(ctx *fasthttp.RequestCtx) {
 	r.requests.Add(1)
 	b := r.pick()
-	forwarded(ctx)
-	if ctx.Request.Header.ConnectionUpgrade() {
-		r.serveUpgrade(ctx, b)
-		return
-	}
-	req, resp := &ctx.Request, &ctx.Response
+	req := &ctx.Request
 	clientClose := req.Header.ConnectionClose()
 	http10 := !req.Header.IsHTTP11()
-	for _, h := range hopHeaders {
-		req.Header.Del(h)
+	upgrade := forwardHeaders(ctx)
+	cl := req.Header.ContentLength()
+	hasBody := cl > 0 || cl == -1
+	if upgrade != nil && !hasBody {
+		r.serveUpgrade(ctx, b, upgrade, clientClose, http10)
+		return
 	}
+	// A request with a body that asks to switch protocols goes to the app as a plain request
+	// (a server may ignore an upgrade), its body streamed like any other.
 	req.Header.ResetConnectionClose()
 	// The app is spoken to in HTTP/1.1 over kept-alive connections whatever the client speaks
 	// (as nginx's proxy_http_version 1.1): an HTTP/1.0 request without its Connection header
 	// would make the app close, and with it the client's keep-alive. fasthttp's server answers
 	// an HTTP/1.0 client in its own terms (keep-alive or close, no chunking).
 	req.Header.SetProtocol("HTTP/1.1")
+	var body *clientBody
+	if hasBody && req.IsBodyStream() {
+		// Read from the client under its deadlines, and so that its faults are told apart
+		// from the release's.
+		body = &clientBody{r: req.BodyStream(), ctx: ctx, lim: &r.lim}
+		req.SetBodyStream(body, cl)
+	}
 	// In flight on b until answered: the drain waits for it, and at its deadline closes the
 	// client's connection, so that the client sees the request fail.
 	cs := r.connOf(ctx.Conn())
@@ -148,43 +148,86 @@ func (r *route) serveHTTP(ctx *fasthttp.RequestCtx) {
 	if err != nil {
 		fasthttp.ReleaseResponse(up)
 		end()
-		r.errors.Add(1)
-		resp.SetStatusCode(fasthttp.StatusBadGateway)
-		resp.SetBodyString("deployer proxy: the release did not answer: " + err.Error() + "\n")
+		r.fail(ctx, err, body)
 		return
 	}
+	r.relay(ctx, up, b, end, nil, clientClose, http10)
+}
+
+// fail answers a request that could not be forwarded. When the client broke it (its body was
+// malformed, cut short or too slow) it is told so with a 4xx, and the release is not blamed;
+// otherwise it gets a 502 that names nothing behind the proxy, and the release's error is
+// counted and kept for the route's status.
+func (r *route) fail(ctx *fasthttp.RequestCtx, err error, body *clientBody) {
+	ctx.Response.Reset()
+	if body != nil && body.err != nil {
+		r.clientErrors.Add(1)
+		ctx.SetConnectionClose() // the body's end is not known: the next request's start neither
+		if isTimeout(body.err) {
+			ctx.Error("deployer proxy: the request's body came too slowly.\n", fasthttp.StatusRequestTimeout)
+		} else {
+			ctx.Error("deployer proxy: the request's body is malformed or was cut short.\n", fasthttp.StatusBadRequest)
+		}
+		return
+	}
+	r.releaseError(err)
+	ctx.Error("deployer proxy: the release did not answer.\n", fasthttp.StatusBadGateway)
+}
+
+// releaseError counts an error of the release's, and keeps it for the operator.
+func (r *route) releaseError(err error) {
+	r.errors.Add(1)
+	msg := err.Error()
+	r.lastError.Store(&msg)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// relay answers the client with the app's response up, streamed when large or of unknown
+// length; once it is written (or given up), app (the connection up came on when it is one of
+// its own, nil for the backend's client) is closed and end is called.
+func (r *route) relay(ctx *fasthttp.RequestCtx, up *fasthttp.Response, b *backend, end func(), app io.Closer, clientClose, http10 bool) {
+	release := func() {
+		fasthttp.ReleaseResponse(up)
+		if app != nil {
+			app.Close()
+		}
+	}
+	req, resp := &ctx.Request, &ctx.Response
 	up.Header.CopyTo(&resp.Header)
-	for _, h := range hopHeaders[1:] { // Connection: close from the app closes the client's too
+	for _, h := range responseHop {
 		resp.Header.Del(h)
 	}
 	if clientClose {
 		resp.SetConnectionClose()
 	}
 	if stream := up.BodyStream(); stream != nil && http10 && up.Header.ContentLength() < 0 && !req.Header.IsHead() {
-		r.streamToHTTP10(ctx, up, stream, b, end)
+		r.streamToHTTP10(ctx, up, stream, b, end, release)
 		return
 	}
 	if stream := up.BodyStream(); stream != nil && !smallBody(up) {
 		// The response is in flight until its last byte is written.
-		resp.SetBodyStream(&trackedBody{r: stream, up: up, end: end}, up.Header.ContentLength())
+		resp.SetBodyStream(&trackedBody{r: stream, up: up, release: release, end: end, ctx: ctx, idle: writeIdle{idle: r.lim.WriteIdle}}, up.Header.ContentLength())
 		return
 	}
 	if up.IsBodyStream() {
 		// A small body of known length is read whole: written with the header in one go.
 		_, err := io.CopyN(resp.BodyWriter(), up.BodyStream(), int64(up.Header.ContentLength()))
 		if err != nil {
-			fasthttp.ReleaseResponse(up)
+			release()
 			end()
-			r.errors.Add(1)
+			r.releaseError(err)
 			resp.Reset()
-			resp.SetStatusCode(fasthttp.StatusBadGateway)
-			resp.SetBodyString("deployer proxy: the release's answer broke off: " + err.Error() + "\n")
+			ctx.Error("deployer proxy: the release's answer broke off.\n", fasthttp.StatusBadGateway)
 			return
 		}
 	} else {
 		resp.SetBody(up.Body())
 	}
-	fasthttp.ReleaseResponse(up)
+	release()
 	end()
 }
 
@@ -220,19 +263,28 @@ func smallBody(up *fasthttp.Response) bool {
 // trackedBody is the app's response body on its way to the client; once the server has written
 // it (or given up), the app's connection is freed and the request is no longer in flight.
 type trackedBody struct {
-	r    io.Reader
-	up   *fasthttp.Response
-	end  func()
-	once sync.Once
+	r       io.Reader
+	up      *fasthttp.Response
+	release func() // frees up (and the app's connection when up has one of its own)
+	end     func()
+	once    sync.Once
+	// Each write of what was read must be taken by the client within idle: one that stops
+	// reading is cut (fasthttp's WriteTimeout, which bounds the whole response, is pushed on).
+	ctx  *fasthttp.RequestCtx
+	idle writeIdle
 }
 
-func (t *trackedBody) Read(p []byte) (int, error) { return t.r.Read(p) }
+func (t *trackedBody) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	t.idle.push(t.ctx.SetWriteDeadline)
+	return n, err
+}
 
 func (t *trackedBody) Close() error {
 	var err error
 	t.once.Do(func() {
 		err = t.up.CloseBodyStream()
-		fasthttp.ReleaseResponse(t.up)
+		t.release()
 		t.end()
 	})
 	return err
@@ -241,7 +293,7 @@ func (t *trackedBody) Close() error {
 // streamToHTTP10 answers an HTTP/1.0 client a body of unknown length the only way it can read
 // one: unchunked, ended by closing the connection (fasthttp's server would chunk it). The
 // connection is taken over from the server for that, and cut by the drain like an upgrade.
-func (r *route) streamToHTTP10(ctx *fasthttp.RequestCtx, up *fasthttp.Response, stream io.Reader, b *backend, end func()) {
+func (r *route) streamToHTTP10(ctx *fasthttp.RequestCtx, up *fasthttp.Response, stream io.Reader, b *backend, end, release func()) {
 	resp := &ctx.Response
 	resp.Header.SetContentLength(-2) // neither a length nor chunks
 	resp.Header.Del("Transfer-Encoding")
@@ -257,41 +309,12 @@ func (r *route) streamToHTTP10(ctx *fasthttp.RequestCtx, up *fasthttp.Response, 
 			done()
 			c.Close()
 			up.CloseBodyStream()
-			fasthttp.ReleaseResponse(up)
+			release()
 		}()
-		if _, err := c.Write(head); err != nil {
+		w := &clientWriter{c: c, idle: writeIdle{idle: r.lim.WriteIdle}}
+		if _, err := w.Write(head); err != nil {
 			return
 		}
-		io.Copy(c, stream)
-	})
-}
-
-// serveUpgrade passes a connection upgrade (WebSocket) through: the request is sent to the
-// backend as it came, then bytes are copied both ways until either side closes. The connection
-// stays on the release it opened on, counted as in flight until the drain cuts it.
-func (r *route) serveUpgrade(ctx *fasthttp.RequestCtx, b *backend) {
-	u, b, err := r.dial(b)
-	if err != nil {
-		r.errors.Add(1)
-		ctx.Error("deployer proxy: the release did not answer: "+err.Error()+"\n", fasthttp.StatusBadGateway)
-		return
-	}
-	head := append([]byte(nil), ctx.Request.Header.Header()...)
-	body := append([]byte(nil), ctx.Request.Body()...)
-	ctx.HijackSetNoResponse(true)
-	ctx.Hijack(func(c net.Conn) {
-		defer u.Close()
-		end := b.begin(func() { c.Close(); u.Close() })
-		defer end()
-		if _, err := u.Write(append(head, body...)); err != nil {
-			return
-		}
-		done := make(chan struct{}, 2)
-		go func() { io.Copy(u, c); done <- struct{}{} }()
-		go func() { io.Copy(c, bufio.NewReader(u)); done <- struct{}{} }()
-		<-done // either side closed: so does the other
-		c.Close()
-		u.Close()
-		<-done
+		io.Copy(w, stream)
 	})
 }

@@ -8,6 +8,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -37,6 +38,18 @@ type RouteStatus struct {
 	Requests   int64  `json:"requests"`
 	Errors     int64  `json:"errors"`
 	InFlight   int64  `json:"in_flight"`
+	// Conns is how many client connections the route has open; Refused, how many it closed
+	// at once because of the proxy's connection caps.
+	Conns   int64 `json:"conns,omitempty"`
+	Refused int64 `json:"refused,omitempty"`
+	// ClientErrors counts requests the client broke (a malformed or too slow body, a head
+	// that never ended): answered with a 4xx, not the release's errors.
+	ClientErrors int64 `json:"client_errors,omitempty"`
+	// LastError is the release's last error, for the operator: clients are told nothing of it.
+	LastError string `json:"last_error,omitempty"`
+	// AcceptError is set while the route cannot accept connections (out of descriptors): the
+	// proxy is then unhealthy, though it runs.
+	AcceptError string `json:"accept_error,omitempty"`
 }
 
 // Server is a running proxy.
@@ -53,7 +66,11 @@ type Server struct {
 	ReusePort bool
 	// BindHost, when set, is where a route's listen address without a host (":8080") binds;
 	// empty: every interface, as on an engine's host. The in-memory engine binds 127.0.0.1.
-	BindHost  string
+	BindHost string
+	// Limits bound what clients may hold of the proxy; read when the first route is set.
+	Limits    Limits
+	lim       Limits
+	adm       *admission
 	mu        sync.Mutex
 	routes    map[string]*route
 	inherited map[string]*os.File // listening sockets taken over, by address, until a route takes them
@@ -64,16 +81,24 @@ func NewServer() *Server { return &Server{routes: map[string]*route{}} }
 
 type route struct {
 	Route
-	ln       net.Listener
-	srv      *fasthttp.Server
-	current  atomic.Pointer[backend]
-	previous atomic.Pointer[backend]
-	failed   atomic.Bool
-	requests atomic.Int64
-	errors   atomic.Int64
-	backends sync.Map // addr -> *backend
-	conns    sync.Map // net.Conn -> connState, for HTTP routes
-	hold     atomic.Pointer[gate]
+	lim          Limits
+	adm          *admission
+	ln           net.Listener
+	srv          *fasthttp.Server
+	accept       acceptHealth
+	refused      atomic.Int64
+	open         atomic.Int64 // client connections
+	closed       atomic.Bool  // by the deployer: its listener's end is no failure
+	lastError    atomic.Pointer[string]
+	clientErrors atomic.Int64
+	current      atomic.Pointer[backend]
+	previous     atomic.Pointer[backend]
+	failed       atomic.Bool
+	requests     atomic.Int64
+	errors       atomic.Int64
+	backends     sync.Map // addr -> *backend
+	conns        sync.Map // net.Conn -> connState, for HTTP routes
+	hold         atomic.Pointer[gate]
 }
 
 // gate holds a route's new requests and connections until it opens: when the route is set
@@ -217,7 +242,11 @@ func (s *Server) Set(rt Route) (previous string, err error) {
 		r = nil
 	}
 	if r == nil {
-		r = &route{Route: rt}
+		if s.adm == nil {
+			s.lim = s.Limits.resolve(openFilesLimit())
+			s.adm = newAdmission(s.lim)
+		}
+		r = &route{Route: rt, lim: s.lim, adm: s.adm}
 		b := r.backendFor(rt.Backend)
 		r.current.Store(b)
 		ln, err := s.listen(rt.Listen)
@@ -293,7 +322,11 @@ func (s *Server) Status() []RouteStatus {
 	defer s.mu.Unlock()
 	var out []RouteStatus
 	for _, r := range s.routes {
-		st := RouteStatus{Route: r.Route, FailedOver: r.failed.Load(), Requests: r.requests.Load(), Errors: r.errors.Load(), Held: r.hold.Load() != nil}
+		st := RouteStatus{Route: r.Route, FailedOver: r.failed.Load(), Requests: r.requests.Load(), Errors: r.errors.Load(), Held: r.hold.Load() != nil,
+			Conns: r.open.Load(), Refused: r.refused.Load(), ClientErrors: r.clientErrors.Load(), AcceptError: r.accept.failing()}
+		if e := r.lastError.Load(); e != nil {
+			st.LastError = *e
+		}
 		st.Backend = r.current.Load().addr
 		if p := r.previous.Load(); p != nil {
 			st.Previous = p.addr
@@ -317,6 +350,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	for _, r := range routes {
+		r.closed.Store(true)
 		r.ln.Close()
 		if r.srv != nil {
 			// Answers what each connection has sent, then closes it (Connection: close), and
@@ -397,12 +431,14 @@ func (s *Server) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range s.routes {
+		r.closed.Store(true)
 		r.ln.Close()
 	}
 }
 
 // close stops the route: its listener and every client connection, at once.
 func (r *route) close() {
+	r.closed.Store(true)
 	r.unhold()
 	r.ln.Close()
 	if r.srv != nil {
@@ -414,12 +450,14 @@ func (r *route) close() {
 }
 
 func (r *route) start() {
+	ln := &listener{Listener: r.ln, health: &r.accept, adm: r.adm, open: &r.open, refused: &r.refused, http: r.Protocol != "tcp"}
 	if r.Protocol == "tcp" {
-		go r.serveTCP()
+		go r.serveTCP(ln)
 		return
 	}
 	r.srv = &fasthttp.Server{
 		Handler:                       r.serveHTTP,
+		ErrorHandler:                  r.clientError,
 		Name:                          "", // no Server header of the proxy's: the app's passes through
 		NoDefaultServerHeader:         true,
 		NoDefaultContentType:          true,
@@ -430,12 +468,44 @@ func (r *route) start() {
 		MaxRequestBodySize:            1 << 62,
 		ReadBufferSize:                bufferSize,
 		WriteBufferSize:               bufferSize,
-		IdleTimeout:                   120 * time.Second,
-		Concurrency:                   1 << 20,
-		ConnState:                     r.trackConn,
-		Logger:                        quietLogger{},
+		// A request's head must come within ReadTimeout (from the connection's opening to its
+		// first byte, then from its first byte); its body is read under clientBody's deadlines.
+		ReadTimeout:  r.lim.HeaderTimeout,
+		IdleTimeout:  r.lim.IdleTimeout,
+		WriteTimeout: r.lim.WriteIdle, // pushed on while a large answer is streamed
+		// A connection that has sent nothing holds no read buffer (64 KiB) while it waits.
+		ReduceMemoryUsage: true,
+		Concurrency:       1 << 20, // the admission caps connections
+		ConnState:         r.trackConn,
+		Logger:            quietLogger{},
 	}
-	go r.srv.Serve(r.ln)
+	go func() {
+		r.srv.Serve(ln)
+		r.stopped()
+	}()
+}
+
+// stopped records that the route's accept loop ended: only closing its listener should end it.
+func (r *route) stopped() {
+	if !r.closed.Load() {
+		r.accept.failed(errors.New("the route's accept loop ended"))
+		r.accept.stuck.Store(true)
+	}
+}
+
+// clientError answers a request the server could not read (a malformed head, one that never
+// ended): the client's fault, answered with a 4xx that says nothing of what it sent.
+func (r *route) clientError(ctx *fasthttp.RequestCtx, err error) {
+	r.clientErrors.Add(1)
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.As(err, &small):
+		ctx.Error("deployer proxy: the request's head is over 64 KiB.\n", fasthttp.StatusRequestHeaderFieldsTooLarge)
+	case isTimeout(err):
+		ctx.Error("deployer proxy: the request's head came too slowly.\n", fasthttp.StatusRequestTimeout)
+	default:
+		ctx.Error("deployer proxy: malformed request.\n", fasthttp.StatusBadRequest)
+	}
 }
 
 // quietLogger drops fasthttp's own log lines (a client that went away, a malformed request):
@@ -445,18 +515,19 @@ type quietLogger struct{}
 func (quietLogger) Printf(string, ...any) {}
 
 // serveTCP forwards connections to the route's backend at the time they arrive.
-func (r *route) serveTCP() {
+func (r *route) serveTCP(ln net.Listener) {
+	defer r.stopped()
 	for {
-		c, err := r.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
-			return
+			return // closed: the listener retries every other error
 		}
 		r.requests.Add(1)
 		go func() {
 			defer c.Close()
 			u, b, err := r.dial(r.pick())
 			if err != nil {
-				r.errors.Add(1)
+				r.releaseError(err)
 				return
 			}
 			defer u.Close()
@@ -472,7 +543,7 @@ func (r *route) serveTCP() {
 }
 
 func closeWrite(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.CloseWrite()
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
 	}
 }

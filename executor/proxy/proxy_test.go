@@ -73,9 +73,18 @@ func release(t testing.TB, name string) *httptest.Server {
 		stream.Unlock()
 		fmt.Fprint(w, "chunk 1\n")
 	})
-	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/ws", wsEcho(name))
+	s := httptest.NewServer(mux)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// wsEcho switches to a line protocol (as a WebSocket would) and echoes each line prefixed with
+// the release's name; a request that does not ask for a WebSocket gets a 426.
+func wsEcho(name string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "websocket" {
-			http.Error(w, "upgrade required", 426)
+			http.Error(w, "upgrade required", http.StatusUpgradeRequired)
 			return
 		}
 		c, rw, err := w.(http.Hijacker).Hijack()
@@ -85,7 +94,7 @@ func release(t testing.TB, name string) *httptest.Server {
 		defer c.Close()
 		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 		rw.Flush()
-		for { // echo lines, prefixed with the release
+		for {
 			line, err := rw.ReadString('\n')
 			if err != nil {
 				return
@@ -93,10 +102,7 @@ func release(t testing.TB, name string) *httptest.Server {
 			rw.WriteString(name + ": " + line)
 			rw.Flush()
 		}
-	})
-	s := httptest.NewServer(mux)
-	t.Cleanup(s.Close)
-	return s
+	}
 }
 
 func addr(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
