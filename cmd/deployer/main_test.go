@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/deployer-dev/deployer/executor/docker"
+	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 )
 
 func TestMain(m *testing.M) {
@@ -25,20 +27,49 @@ func TestMain(m *testing.M) {
 
 // TestScripts runs testdata/script/*.txtar: each runs the real deployer binary and checks its
 // output, exit code and files. Scripts that need the engine say [docker]; when CI is set and no
-// engine answers, they fail instead of being skipped.
+// engine answers, they fail instead of being skipped. A script's projects are named ts-$RUN...;
+// what they leave on the engine (a plan's key volume) is removed when the script ends.
+//
+// Commands beside testscript's own:
+//
+//	example NAME     copy examples/NAME to $WORK/NAME under project ts-$RUN-NAME and free ports
+//	                 (the example itself may be deployed on this engine)
+//	freeport VAR     set VAR to a TCP port nothing listens on
 func TestScripts(t *testing.T) {
-	examples, _ := filepath.Abs("../../examples")
+	examples, _ := filepath.Abs(examplesDir)
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
 		Setup: func(env *testscript.Env) error {
 			b := make([]byte, 4)
 			rand.Read(b)
-			env.Setenv("RUN", hex.EncodeToString(b))
+			run := hex.EncodeToString(b)
+			env.Setenv("RUN", run)
 			env.Setenv("EXAMPLES", examples)
 			if h := os.Getenv("DOCKER_HOST"); h != "" {
 				env.Setenv("DOCKER_HOST", h)
 			}
+			env.Defer(func() { removeScriptProjects("ts-" + run) })
 			return nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"example": func(ts *testscript.TestScript, neg bool, args []string) {
+				if neg || len(args) != 1 {
+					ts.Fatalf("usage: example NAME")
+				}
+				project := "ts-" + ts.Getenv("RUN") + "-" + args[0]
+				ts.Defer(func() { removeScriptProjects(project) })
+				if _, err := copyExampleTo(args[0], ts.Getenv("WORK"), project); err != nil {
+					ts.Fatalf("%v", err)
+				}
+			},
+			"freeport": func(ts *testscript.TestScript, neg bool, args []string) {
+				if neg || len(args) != 1 {
+					ts.Fatalf("usage: freeport VAR")
+				}
+				port, err := freePort()
+				ts.Check(err)
+				ts.Setenv(args[0], strconv.Itoa(port))
+			},
 		},
 		Condition: func(cond string) (bool, error) {
 			if cond != "docker" {
@@ -55,6 +86,19 @@ func TestScripts(t *testing.T) {
 			return err == nil, nil
 		},
 	})
+}
+
+// removeScriptProjects removes what a script's projects left on the engine: the containers,
+// network, volumes and images of the projects named with the prefix.
+func removeScriptProjects(prefix string) {
+	eng, err := docker.New("")
+	if err != nil {
+		return
+	}
+	defer eng.Close()
+	if eng.Ping(context.Background()) == nil {
+		dockertest.RemoveProject(eng, prefix)
+	}
 }
 
 // Every flag that takes a value names it in its help as the user types it (FILE, NAME=VALUE,

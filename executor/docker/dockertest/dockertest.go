@@ -23,6 +23,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
 
@@ -69,8 +70,8 @@ func Project(t testing.TB, eng *docker.Engine) string {
 	return name
 }
 
-// RemoveProject removes a project's containers, its network, and the volumes whose names start
-// with it.
+// RemoveProject removes a project's containers, its network, and the volumes and image tags
+// whose names start with it.
 func RemoveProject(eng *docker.Engine, project string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -87,6 +88,16 @@ func RemoveProject(eng *docker.Engine, project string) {
 	for _, v := range vols.Volumes {
 		if strings.HasPrefix(v.Name, project) {
 			cli.VolumeRemove(ctx, v.Name, true)
+		}
+	}
+	// Images a test built under the project's name (a copy of an example builds
+	// <project>-web:latest): the tag goes, and the image with its last tag.
+	imgs, _ := cli.ImageList(ctx, image.ListOptions{Filters: filters.NewArgs(filters.Arg("reference", project+"*"))})
+	for _, img := range imgs {
+		for _, tag := range img.RepoTags {
+			if strings.HasPrefix(tag, project) {
+				cli.ImageRemove(ctx, tag, image.RemoveOptions{PruneChildren: true})
+			}
 		}
 	}
 }
