@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 	"github.com/deployer-dev/deployer/hclspec"
 )
 
@@ -49,7 +49,7 @@ func copyExampleTo(name, dir, project string, vars ...hclspec.VarArg) (*exampleC
 		for _, p := range s.Ports {
 			for _, port := range []int{p.Host, p.Candidate} {
 				if port != 0 && c.Ports[port] == 0 {
-					if c.Ports[port], err = freePort(); err != nil {
+					if c.Ports[port], err = dockertest.PickPort(); err != nil {
 						return nil, err
 					}
 				}
@@ -113,15 +113,6 @@ func copyExampleTo(name, dir, project string, vars ...hclspec.VarArg) (*exampleC
 
 // examplesDir is examples/, from this package's directory.
 const examplesDir = "../../examples"
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
 
 // exampleScratch is where copies that are applied go: inside the module, whose go.mod their
 // build commands need (examples/.scratch is ignored by git and by ./...). It is removed when

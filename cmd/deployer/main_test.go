@@ -66,7 +66,7 @@ func TestScripts(t *testing.T) {
 				if neg || len(args) != 1 {
 					ts.Fatalf("usage: freeport VAR")
 				}
-				port, err := freePort()
+				port, err := dockertest.PickPort()
 				ts.Check(err)
 				ts.Setenv(args[0], strconv.Itoa(port))
 			},
