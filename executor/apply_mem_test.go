@@ -243,9 +243,10 @@ func TestMemResume(t *testing.T) {
 		if so := r.apply(r.config("v2", nil)); so.Error != "" || r.get("/") != "version=v2" {
 			t.Fatalf("replace of a stopped live release: %+v", so)
 		}
-		// Stopped, and it does not start again: release 1 comes back.
+		// Stopped, and it does not start again: release 1 comes back. (The release is started
+		// under its set-aside name, which it keeps until it is verified.)
 		stopLive()
-		r.eng.Fail("start", r.project+"-app", 2, errors.New("OCI runtime create failed"))
+		r.eng.Fail("start", r.project+"-app-old-2", 2, errors.New("OCI runtime create failed"))
 		so := r.apply(r.config("v2", nil))
 		if !so.RolledBack || so.RolledBackTo != 1 || !strings.Contains(so.Error, "rolled back to release 1: release 2 did not come back healthy") {
 			t.Fatalf("outcome: %+v\n%s", so, strings.Join(r.steps(), " "))

@@ -2,6 +2,8 @@ package executor_test
 
 import (
 	"fmt"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -42,23 +44,74 @@ func TestMemCrashAtEveryStep(t *testing.T) {
 }
 
 // Crashes in the middle of the sequences that no deploy runs: resuming a stopped live release,
-// and the rollback command.
+// at every point of it and of its verification. Whatever the point, the next plan starts or
+// health-checks the release (a release started by the crashed apply runs under its set-aside
+// name, unverified), and the next apply verifies it before it calls it live.
 func TestMemCrashWhileResuming(t *testing.T) {
 	forCutovers(t, func(t *testing.T, r *memRig) {
 		p := r.config("v1", nil)
 		r.apply(p)
-		for _, point := range []string{executor.StepResume, executor.StepVerify} {
+		stopLive := func() {
+			obs, _ := executor.Observe(t.Context(), r.eng, r.project)
+			r.eng.StopContainer(t.Context(), obs.Services["app"].Live.ID, 0)
+		}
+		stopLive()
+		points := executor.KillPoints(p, r.plan(p))
+		for _, point := range executor.ResumePoints {
+			if !slices.Contains(points, point) {
+				t.Errorf("the kill points of a resume %q lack %s", points, point)
+			}
+		}
+		r.steps()
+		for _, point := range executor.ResumePoints {
+			if !r.crashAt(p, point) {
+				t.Fatalf("never reached %s", point)
+			}
+			ch := r.plan(p).Change("app")
+			if ch.Action != executor.ActionUpdate {
+				t.Errorf("the plan after the crash at %s: %s %v, want the live release started or checked", point, ch.Action, ch.Reasons)
+			}
+			r.steps()
+			if out := r.applyAll(p); out.Failed() || !r.serves("v1") {
+				t.Fatalf("apply after the crash at %s: %s, serving %q", point, errorsOf(out), r.get("/"))
+			}
+			if steps := strings.Join(r.steps(), " "); !regexp.MustCompile(`resume:ok .*verify:ok`).MatchString(steps) {
+				t.Errorf("the apply after the crash at %s did not verify the release again: %s", point, steps)
+			}
+			assertConverged(t, r, p, point)
+			stopLive()
+		}
+	})
+}
+
+// A release that does not come back healthy, and an apply killed after starting it, before its
+// verification ended: the next apply does not call it live. It checks it, finds it failing,
+// and brings the release before it back (auto_rollback). The release here is healthy only on
+// its first start (APP_MODE=once), which the proxy cutover's candidate was.
+func TestMemCrashWhileResumingUnhealthy(t *testing.T) {
+	for _, point := range []string{executor.PointResumeAside, executor.PointResumeStarted, executor.StepVerify} {
+		t.Run(point, func(t *testing.T) {
+			t.Parallel()
+			r := newMemRig(t, config.CutoverProxy)
+			once := func(s *config.Service) { s.Env["APP_MODE"] = "once" }
+			r.apply(r.config("v1", nil))
+			p := r.config("v2", once)
+			if so := r.apply(p); so.Error != "" || !r.serves("v2") {
+				t.Fatalf("deploy of v2: %+v", so)
+			}
 			obs, _ := executor.Observe(t.Context(), r.eng, r.project)
 			r.eng.StopContainer(t.Context(), obs.Services["app"].Live.ID, 0)
 			if !r.crashAt(p, point) {
 				t.Fatalf("never reached %s", point)
 			}
-			if out := r.applyAll(p); out.Failed() || !r.serves("v1") {
-				t.Fatalf("apply after the crash at %s: %s, serving %q", point, errorsOf(out), r.get("/"))
+			out := r.applyAll(p)
+			so := out.Services[0]
+			if !so.RolledBack || so.RolledBackTo != 1 || !strings.Contains(so.Error, "release 2 did not come back healthy") || !r.serves("v1") {
+				t.Fatalf("the apply after the crash at %s: %+v, serving %q\n%s", point, so, r.get("/"), strings.Join(r.steps(), " "))
 			}
-			assertConverged(t, r, p, point)
-		}
-	})
+			assertConverged(t, r, r.config("v1", nil), point)
+		})
+	}
 }
 
 // assertConverged fails unless one live release runs, previous ones are within keep_releases,

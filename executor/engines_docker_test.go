@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -240,32 +241,90 @@ func TestSSHEngineHangs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer eng.Close()
-	ctx := context.Background()
+	hungCall(t, eng, "its sshd stopped", freeze, 0, 15*time.Second, "not responding", "timed out")
+}
+
+// hungCall makes a call to the engine (a connection, kept for the next call), then one after
+// stop makes its host hang: that one must fail after between min and max, saying one of the
+// words. Once what stop returns undoes it, a call succeeds again.
+func hungCall(t *testing.T, eng *docker.Engine, what string, stop func() func(), min, max time.Duration, words ...string) {
+	t.Helper()
 	list := func() error {
-		_, err := eng.Containers(ctx, "no-such-project")
+		_, err := eng.Containers(context.Background(), "no-such-project")
 		return err
 	}
-	if err := list(); err != nil { // a connection, kept for the next call
+	if err := list(); err != nil {
 		t.Fatal(err)
 	}
-	thaw := freeze()
+	undo := stop()
 	start := time.Now()
 	done := make(chan error, 1)
 	go func() { done <- list() }()
 	select {
 	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), "not responding") && !strings.Contains(err.Error(), "timed out") {
-			t.Errorf("a call to a host that hangs: %v, want ssh's timeout", err)
+		d := time.Since(start)
+		t.Logf("%s: the call failed after %s: %v", what, d.Round(100*time.Millisecond), err)
+		if err == nil || !slices.ContainsFunc(words, func(w string) bool { return strings.Contains(err.Error(), w) }) {
+			t.Errorf("%s: %v, want it to say %q", what, err, words)
 		}
-		t.Logf("after %s: %v", time.Since(start).Round(time.Second), err)
-		if d := time.Since(start); d > 15*time.Second {
-			t.Errorf("the call failed after %s", d.Round(time.Second))
+		if d < min || d > max {
+			t.Errorf("%s: the call failed after %s, want %s to %s", what, d.Round(100*time.Millisecond), min, max)
 		}
 	case <-time.After(60 * time.Second):
-		t.Fatal("a call to a host that hangs still waits after 60s")
+		t.Fatalf("%s: a call still waits after 60s", what)
 	}
-	thaw()
+	undo()
 	if err := list(); err != nil {
-		t.Errorf("once the host answers again: %v", err)
+		t.Errorf("%s, then back: %v", what, err)
+	}
+}
+
+// A tcp:// engine that stops answering fails the call within the engine bound
+// (DEPLOYER_ENGINE_TIMEOUT, here 3s: 30s by default, as ssh's), naming the engine, whether its
+// daemon is stopped (SIGSTOP: its host's kernel still accepts connections and acknowledges every
+// byte, so TCP alone waits forever) or its packets are dropped (a host gone from the network);
+// and the engine serves again once it answers. Silence is what is bounded, not a call's
+// length: a call that waits longer than the bound on an engine that answers its pings (a
+// container waited for) goes on.
+func TestTCPEngineHangs(t *testing.T) {
+	main := dockertest.Engine(t)
+	h := dockertest.HostEngines(t, 1)[0]
+	host, freeze, drop := h.TCP(t)
+	const bound = 3 * time.Second
+	t.Setenv(docker.EnvEngineTimeout, bound.String())
+	eng, err := docker.New(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	ctx := context.Background()
+	hungCall(t, eng, "its daemon stopped", freeze, bound, 2*bound, "docker engine at "+host+" does not answer")
+	hungCall(t, eng, "its packets dropped", drop, bound, 2*bound, "docker engine at "+host+" does not answer")
+
+	h.LoadFrom(t, main, dockertest.AppImage(t, main))
+	id, err := eng.CreateContainer(ctx, executor.ContainerSpec{Name: "hang-wait", Image: dockertest.AppImage(t, main)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.RemoveContainer(ctx, id)
+	if err := eng.StartContainer(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waited := make(chan error, 1)
+	go func() {
+		_, err := eng.Wait(ctx, id)
+		waited <- err
+	}()
+	select {
+	case err := <-waited:
+		t.Fatalf("the wait ended before the container stopped: %v", err)
+	case <-time.After(3 * bound):
+	}
+	if err := eng.StopContainer(ctx, id, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waited; err != nil {
+		t.Errorf("a wait of %s on an engine that answers: %v", time.Since(start).Round(time.Second), err)
 	}
 }

@@ -461,12 +461,31 @@ func (m machineCPU) since() (busy, engines float64) {
 // happened on web3. Once web3 answers again (its lock, left by this process, released with
 // deployer unlock), the next apply converges every engine.
 func TestFleetEngineHangs(t *testing.T) {
+	fleetEngineHangs(t, func(r *dockerFleet) (string, func() func()) {
+		host, sshCmd, freeze := r.hosts[2].FreezableSSH(t)
+		t.Setenv("DEPLOYER_SSH_COMMAND", sshCmd+quickSSHTimeouts)
+		return host, freeze
+	}, "not responding", "timed out", "session ended")
+}
+
+// The same with web3 reached through tcp://, its daemon stopped (SIGSTOP) once its candidate
+// runs: the engine bound (DEPLOYER_ENGINE_TIMEOUT, here 3s) ends its calls.
+func TestFleetTCPEngineHangs(t *testing.T) {
+	fleetEngineHangs(t, func(r *dockerFleet) (string, func() func()) {
+		host, freeze, _ := r.hosts[2].TCP(t)
+		t.Setenv(docker.EnvEngineTimeout, "3s")
+		return host, freeze
+	}, "does not answer")
+}
+
+// fleetEngineHangs freezes web3, reached as via makes it reachable, once its candidate runs;
+// its error says one of the words.
+func fleetEngineHangs(t *testing.T, via func(r *dockerFleet) (host string, freeze func() func()), words ...string) {
 	r := newDockerFleet(t)
 	if _, _, err := r.apply(r.config("v1", nil)); err != nil {
 		t.Fatal(err)
 	}
-	host, sshCmd, freeze := r.hosts[2].FreezableSSH(t)
-	t.Setenv("DEPLOYER_SSH_COMMAND", sshCmd+quickSSHTimeouts)
+	host, freeze := via(r)
 	web3, err := docker.New(host)
 	if err != nil {
 		t.Fatal(err)
@@ -497,8 +516,8 @@ func TestFleetEngineHangs(t *testing.T) {
 	t.Logf("apply ended %s after it began; web3: %s", time.Since(start).Round(time.Second), by["web3"].Error)
 	r.crash = nil
 	want(t, "after web3 hung", r.serves(), "web1=version=v1 web2=version=v1 web3=version=v1")
-	if so := by["web3"]; so == nil || !strings.Contains(so.Error, "not responding") && !strings.Contains(so.Error, "timed out") && !strings.Contains(so.Error, "session ended") {
-		t.Errorf("web3: %+v", so)
+	if so := by["web3"]; so == nil || !slices.ContainsFunc(words, func(w string) bool { return strings.Contains(so.Error, w) }) {
+		t.Errorf("web3: %+v, want it to say %q", so, words)
 	}
 	for _, n := range []string{"web1", "web2"} {
 		if so := by[n]; so == nil || !strings.Contains(so.Error, "not switched, all or nothing") {

@@ -2,7 +2,6 @@ package executor_test
 
 import (
 	"context"
-	"net"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 	"github.com/deployer-dev/deployer/executor/engine/memengine"
 )
 
@@ -50,14 +50,8 @@ func newMemRig(t testing.TB, cutover config.Cutover) *memRig {
 	return &memRig{t: t, eng: eng, project: "mem-" + strings.Trim(name, "-"), port: freePort(t), appPort: freePort(t), cutover: cutover, store: t.TempDir()}
 }
 
-func freePort(t testing.TB) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+// freePort is a port nothing listens on, away from the ports the kernel hands out.
+func freePort(t testing.TB) int { return dockertest.FreePort(t) }
 
 // config is the project with the app at version v, a data volume backed up before each
 // cutover, and a hook; mod adjusts the service.

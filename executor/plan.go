@@ -105,6 +105,10 @@ type Change struct {
 	// Takeover is the container of the service's name the deployer did not make, which this
 	// apply takes over.
 	Takeover *Takeover `json:"takeover,omitempty"`
+	// Unverified: the live release runs, but under the name it waits under until it is
+	// verified: an apply started it and was interrupted before its health check passed. The
+	// update health-checks it again before it takes its live name back.
+	Unverified bool `json:"unverified,omitempty"`
 }
 
 // Pruned is a release the clean-up removes, and whether its image goes with it: only an image

@@ -13,13 +13,15 @@ import (
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 )
 
-func testProject(name, image string, env map[string]string) *config.Project {
+// testProject is a project of one service, api, on the host port given (a free one: the
+// plan checks that nothing else holds it).
+func testProject(name, image string, port int, env map[string]string) *config.Project {
 	s := config.NewService("api")
 	s.Image = image
 	s.Env = env
-	port := config.NewPort()
-	port.Container, port.Host = 8080, 18080
-	s.Ports = []*config.Port{port}
+	pb := config.NewPort()
+	pb.Container, pb.Host = 8080, port
+	s.Ports = []*config.Port{pb}
 	p := &config.Project{Name: name, Services: []*config.Service{s}, Sensitive: map[string]bool{}}
 	config.Defaults(p)
 	return p
@@ -64,7 +66,8 @@ func TestPlanAgainstEngine(t *testing.T) {
 	name := dockertest.Project(t, eng)
 	image := dockertest.AppImage(t, eng)
 	ctx := context.Background()
-	p := testProject(name, image, map[string]string{"APP_VERSION": "v1"})
+	port := dockertest.FreePort(t)
+	p := testProject(name, image, port, map[string]string{"APP_VERSION": "v1"})
 
 	plan, err := executor.MakePlan(ctx, p, eng, executor.PlanOptions{})
 	if err != nil {
@@ -83,7 +86,7 @@ func TestPlanAgainstEngine(t *testing.T) {
 		t.Fatalf("a live release matching the configuration must plan no changes: %+v", plan.Changes[0])
 	}
 
-	changed := testProject(name, image, map[string]string{"APP_VERSION": "v2"})
+	changed := testProject(name, image, port, map[string]string{"APP_VERSION": "v2"})
 	plan, err = executor.MakePlan(ctx, changed, eng, executor.PlanOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +103,7 @@ func TestPlanAgainstEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	createReleased(t, eng, p, "api", executor.RoleCandidate, 5, false)
-	other := testProject(name, image, nil)
+	other := testProject(name, image, port, nil)
 	other.Services[0].Name, other.Services[0].ContainerName = "worker", name+"-worker"
 	createReleased(t, eng, other, "worker", executor.RoleLive, 1, false)
 
@@ -129,7 +132,7 @@ func TestPlanEngineNotAnswering(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = executor.MakePlan(context.Background(), testProject("x", "x", nil), eng, executor.PlanOptions{})
+	_, err = executor.MakePlan(context.Background(), testProject("x", "x", dockertest.FreePort(t), nil), eng, executor.PlanOptions{})
 	if err == nil || !strings.Contains(err.Error(), "does not answer") {
 		t.Fatalf("err = %v", err)
 	}

@@ -221,6 +221,10 @@ func (pl *planner) service(s *config.Service, st *ServiceState) (*Change, error)
 	case !live.Running():
 		ch.Action = ActionUpdate
 		ch.Reasons = append(ch.Reasons, fmt.Sprintf("live release %d is %s: apply starts it", live.Release(), live.State))
+	case live.Name != s.ContainerName:
+		// A resumed release takes its live name back only once verified (rn.resume).
+		ch.Action, ch.Unverified = ActionUpdate, true
+		ch.Reasons = append(ch.Reasons, fmt.Sprintf("live release %d runs as %s: an interrupted apply started it and did not verify it; apply health-checks it again", live.Release(), live.Name))
 	default:
 		ch.Action = ActionNone
 	}

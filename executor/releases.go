@@ -11,27 +11,45 @@ import (
 
 // resume starts a live release that is not running (stopped by a crash, a reboot, or by hand)
 // and health-checks it; then what an interrupted cutover left beside it is kept as previous
-// releases.
+// releases. Until it is verified the release waits under its set-aside name (<name>-old-N,
+// which the state reads as a live release set aside): it takes its live name back only once
+// healthy, so an apply killed anywhere before that leaves it running under the other name, and
+// the next plan health-checks it again (Change.Unverified) instead of calling it live.
 func (rn *run) resume(ctx context.Context, s *config.Service, cut cutover, st *ServiceState, so *ServiceOutcome) error {
 	live := st.Live
-	err := rn.step(s.Name, StepResume, fmt.Sprintf("start the stopped live release %d (%s)", live.Release(), live.Name), func() error {
-		if live.Name != s.ContainerName {
-			if err := rn.Runtime.RenameContainer(ctx, live.ID, s.ContainerName); err != nil {
+	aside := oldName(s, live.Release())
+	detail := fmt.Sprintf("start the stopped live release %d (%s)", live.Release(), live.Name)
+	if live.Running() {
+		detail = fmt.Sprintf("health-check the live release %d (%s) again: an interrupted apply started it", live.Release(), live.Name)
+	}
+	err := rn.step(s.Name, StepResume, detail, func() error {
+		if live.Name != aside {
+			if err := rn.Runtime.RenameContainer(ctx, live.ID, aside); err != nil {
 				return err
 			}
+			live.Name = aside
 		}
-		if err := rn.Runtime.StartContainer(ctx, live.ID); err != nil {
-			return portHint(err, s.Ports, false)
+		rn.crash(PointResumeAside)
+		if !live.Running() {
+			if err := rn.Runtime.StartContainer(ctx, live.ID); err != nil {
+				return portHint(err, s.Ports, false)
+			}
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("start release %d: %w", live.Release(), err)
 	}
+	live.State = "running"
+	rn.crash(PointResumeStarted)
 	if err := cut.resumed(ctx, live); err != nil {
 		return fmt.Errorf("release %d was started but is not healthy: %w", live.Release(), err)
 	}
-	live.State = "running"
+	rn.crash(PointResumeVerified)
+	if err := rn.Runtime.RenameContainer(ctx, live.ID, s.ContainerName); err != nil {
+		return fmt.Errorf("release %d is healthy but keeps the name %s (the next apply checks it again): %w", live.Release(), live.Name, err)
+	}
+	live.Name = s.ContainerName
 	so.Release, so.ImageID = live.Release(), live.ImageID
 	rn.tidy(ctx, s, st)
 	return nil

@@ -115,6 +115,9 @@ func describe(c *Change) string {
 		what = fmt.Sprintf("will be taken over (container %s -> release %d)", c.Takeover.Name, c.NextRelease)
 	case ActionUpdate:
 		what = "will be started"
+		if c.Unverified {
+			what = "will be health-checked"
+		}
 	case ActionDelete:
 		what = "will be removed (volumes are kept)"
 	}

@@ -61,7 +61,15 @@ const (
 	PointHeldCopied      = "migrate.held-copied"   // a held migration: the old release stopped, its data copied aside
 	PointHeldMigrated    = "migrate.held-migrated" // a held migration ran on the live data
 	PointDrain           = StepDrain
+	// A resumed live release waits under its set-aside name until it is verified.
+	PointResumeAside    = "resume.set-aside" // renamed aside, not started yet
+	PointResumeStarted  = "resume.started"   // started, its verification not begun
+	PointResumeVerified = "resume.verified"  // verified, the live name not given back yet
 )
+
+// ResumePoints are the kill points of a resume, in order: its step's start, and the points
+// inside it and its verification.
+var ResumePoints = []string{StepResume, PointResumeAside, PointResumeStarted, StepVerify, PointResumeVerified}
 
 // ProxyUpgradePoints are the kill points of an upgrade of the proxy, which happens in the proxy
 // step when the proxy runs another deployer version than this one.
@@ -164,7 +172,11 @@ func (sq *sequencer) plan(plan *Plan, obs *Observed) []*Step {
 		}
 		switch ch.Action {
 		case ActionUpdate:
-			out.add(s.Name, StepResume, "", "start the stopped live release %d (%s), then health-check it", ch.LiveRelease, ch.Container)
+			if ch.Unverified {
+				out.add(s.Name, StepResume, "", "health-check the live release %d again (an interrupted apply started it), then give it the name %s back", ch.LiveRelease, ch.Container)
+			} else {
+				out.add(s.Name, StepResume, "", "start the stopped live release %d (%s), then health-check it", ch.LiveRelease, ch.Container)
+			}
 		case ActionCreate, ActionReplace, ActionTakeover:
 			sq.deploy(&out, s, ch, st)
 		}
@@ -398,7 +410,7 @@ func KillPoints(p *config.Project, plan *Plan) []string {
 		cut := newCutover(s, local, nil)
 		switch k := st.Kind(); {
 		case k == StepResume:
-			add(StepVerify)
+			add(ResumePoints...)
 		case k == StepCutover || k == StepStart:
 			add(cut.points(ch)...)
 		case k == StepCleanup && st.leftover() && !(ch.Takeover != nil && ch.Takeover.Kept && st.ContainerID == ch.Takeover.ID):

@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -233,6 +235,62 @@ func crashAtEveryStep(t *testing.T, cutover string) {
 			// The apply after converging has nothing to do.
 			if out, code := r.run(nil, "plan", "-detailed-exitcode", "-var", "version="+version); code != 0 {
 				t.Errorf("plan after converging: exit %d\n%s", code, out)
+			}
+		})
+	}
+}
+
+// Kill the deployer at every point of a resume (a stopped live release started again) and of
+// its verification, through either cutover: the next plan starts or checks the release, and
+// the next apply verifies it before calling it live, which then bears its live name again.
+func TestCrashWhileResuming(t *testing.T) {
+	for _, cutover := range []string{"restart", "proxy"} {
+		t.Run(cutover, func(t *testing.T) {
+			r := newCLIRig(t)
+			if cutover == "proxy" {
+				r.useProxy()
+			}
+			if out, code := r.run(nil, "apply", "-auto-approve"); code != 0 {
+				t.Fatalf("first deploy: %d\n%s", code, out)
+			}
+			ctx := context.Background()
+			live := func() *executor.Container {
+				obs, err := executor.Observe(ctx, r.eng, r.project)
+				if err != nil || obs.Services["app"] == nil || obs.Services["app"].Live == nil {
+					t.Fatalf("no live release: %v %s", err, r.containers())
+				}
+				return obs.Services["app"].Live
+			}
+			for _, point := range executor.ResumePoints {
+				t.Run(point, func(t *testing.T) {
+					if err := r.eng.StopContainer(ctx, live().ID, time.Second); err != nil {
+						t.Fatal(err)
+					}
+					if points := r.killPoints(); !slices.Contains(points, point) {
+						t.Fatalf("the kill points of a resume, %q, lack %s", points, point)
+					}
+					out, code := r.run([]string{"DEPLOYER_TEST_KILL_AT=" + point}, "apply", "-auto-approve")
+					if code != -int(syscall.SIGKILL) {
+						t.Fatalf("the deployer was not killed at %s (exit %d):\n%s", point, code, out)
+					}
+					plan, code := r.run(nil, "plan", "-detailed-exitcode")
+					if code != 2 || !regexp.MustCompile(`service\.app will be (started|health-checked)`).MatchString(plan) {
+						t.Errorf("plan after the crash at %s: exit %d, want the release started or checked\n%s", point, code, plan)
+					}
+					out, code = r.run(nil, "apply", "-auto-approve")
+					if code != 0 || !regexp.MustCompile(`(?s)app: resume.*app: verify`).MatchString(out) {
+						t.Fatalf("apply after the crash at %s: exit %d, want it to verify the release again\n%s\ncontainers: %s", point, code, out, r.containers())
+					}
+					if got := r.get("/"); got != "version=v1" {
+						t.Errorf("serving %q after converging", got)
+					}
+					if l := live(); l.Name != r.project+"-app" || !l.Running() {
+						t.Errorf("the live release after converging: %s (%s)", l.Name, l.State)
+					}
+					if out, code := r.run(nil, "plan", "-detailed-exitcode"); code != 0 {
+						t.Errorf("plan after converging: exit %d\n%s", code, out)
+					}
+				})
 			}
 		})
 	}

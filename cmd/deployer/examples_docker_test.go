@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,53 +14,39 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/backup/s3test"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 )
 
-// The examples are applied as a new user applies them, with their own names and fixed ports
-// (the seed's: manual-generator on 8080, its candidate on 8081), twice in a row and once more
-// with a change; manual-generator backs up to the test S3 server. The names are the examples'
-// own, so the test refuses to run where a project of that name exists that it did not make.
+// The examples are applied as a new user applies them, twice in a row and once more with a
+// change; manual-generator backs up to the test S3 server. Each is a copy under names and ports
+// of the test's own (copyExample): the example's own belong to whoever deployed it on this
+// engine (the README's first command deploys the quickstart on :8080), and stay untouched.
 func TestExamplesApplied(t *testing.T) {
-	eng := dockertest.Engine(t)
 	for _, c := range []struct {
-		dir, project string
-		path         string
-		vars         []string
-		change       []string
-		volumes      []string
+		dir    string
+		host   int // the example's host port; the copy's is a free one
+		path   string
+		change []string
 	}{
-		{"quickstart", "quickstart", "/", nil, []string{"-var", "message=hello again"}, nil},
-		{"manual-generator", "manual", "/manuals", nil, []string{"-var", "image_tag=v2"}, []string{"manual_instance", "manual_logs", "manual_uploads"}},
+		{"quickstart", 8080, "/", []string{"-var", "message=hello again"}},
+		{"manual-generator", 8080, "/manuals", []string{"-var", "image_tag=v2"}},
 	} {
 		t.Run(c.dir, func(t *testing.T) {
+			eng := dockertest.Engine(t)
 			ctx := context.Background()
-			if obs, err := executor.Observe(ctx, eng, c.project); err != nil || len(obs.All) > 0 {
-				if os.Getenv("CI") != "" {
-					t.Fatalf("project %q exists on this engine: the example's own names are taken", c.project)
-				}
-				t.Skipf("project %q exists on this engine already: not touching it", c.project)
-			}
-			for _, port := range []int{8080, 8081} {
-				if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
-					t.Skipf("port %d is taken here: the example needs it", port)
-				} else {
-					l.Close()
-				}
-			}
-			t.Cleanup(func() { dockertest.RemoveProject(eng, c.project) })
-			dir, _ := filepath.Abs(filepath.Join("../../examples", c.dir))
-			t.Cleanup(func() { os.RemoveAll(filepath.Join(dir, ".deployer")) })
-			r := &cliRig{t: t, eng: eng, dir: dir, project: c.project, port: 8080}
-			var env []string
-			vars := c.vars
+			ex := copyExample(t, c.dir, exampleScratch(t), dockertest.Project(t, eng))
+			port := ex.Ports[c.host]
+			r := &cliRig{t: t, eng: eng, dir: ex.Dir, project: ex.Project, port: port}
+			var env, vars []string
 			if c.dir == "manual-generator" {
-				cfg := s3test.Config(t) // a bucket of the test's; the example's bucket is made beside it
+				cfg := s3test.Config(t) // a bucket of the test's; the copy's bucket is made beside it
 				raw := s3test.Client(t)
-				raw.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("manual-backups")})
-				t.Cleanup(func() { emptyBucket(raw, "manual-backups") })
+				bucket := ex.Project + "-backups"
+				if _, err := raw.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
+					t.Fatalf("bucket %s: %v", bucket, err)
+				}
+				t.Cleanup(func() { emptyBucket(raw, bucket) })
 				vars = append(vars, "-var", "s3_endpoint="+cfg.Endpoint, "-var", "s3_region=us-east-1")
 				env = []string{"AWS_ACCESS_KEY_ID=" + os.Getenv(s3test.EnvAccessKey), "AWS_SECRET_ACCESS_KEY=" + os.Getenv(s3test.EnvSecretKey)}
 			}
@@ -77,7 +62,8 @@ func TestExamplesApplied(t *testing.T) {
 				t.Errorf("the example is not in canonical style (CI runs fmt -check):\n%s", out)
 			}
 			run("apply", "-auto-approve")
-			first := waitBody(t, "http://127.0.0.1:8080"+c.path)
+			url := fmt.Sprintf("http://127.0.0.1:%d%s", port, c.path)
+			first := waitBody(t, url)
 			out := run("apply", "-auto-approve")
 			if !strings.Contains(out, "No changes") {
 				t.Errorf("the second apply of the same configuration changed something:\n%s", out)
@@ -86,7 +72,7 @@ func TestExamplesApplied(t *testing.T) {
 			if !strings.Contains(out, "release 2 live") {
 				t.Errorf("the change did not deploy release 2:\n%s", out)
 			}
-			if got := waitBody(t, "http://127.0.0.1:8080"+c.path); got == "" || (c.dir == "quickstart" && (got == first || !strings.Contains(got, "hello again"))) {
+			if got := waitBody(t, url); got == "" || (c.dir == "quickstart" && (got == first || !strings.Contains(got, "hello again"))) {
 				t.Errorf("after the change: %q (before: %q)", got, first)
 			}
 			if c.dir == "manual-generator" {
@@ -94,16 +80,21 @@ func TestExamplesApplied(t *testing.T) {
 				if code != 0 || !strings.Contains(out, "-r1") {
 					t.Errorf("the backup before the cutover:\n%s", out)
 				}
-				for _, v := range c.volumes {
-					if _, err := eng.Client().VolumeInspect(ctx, v); err != nil {
-						t.Errorf("volume %s: %v", v, err)
+				for _, v := range []string{"instance", "logs", "uploads"} {
+					if _, err := eng.Client().VolumeInspect(ctx, ex.Project+"_"+v); err != nil {
+						t.Errorf("volume %s_%s: %v", ex.Project, v, err)
 					}
 				}
 			}
-			if l, err := net.Listen("tcp", "127.0.0.1:8081"); err != nil {
-				t.Errorf("the candidate port 8081 is not free after the deploys: %v", err)
-			} else {
-				l.Close()
+			for example, candidate := range ex.Ports {
+				if example == c.host {
+					continue
+				}
+				if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", candidate)); err != nil {
+					t.Errorf("the candidate port %d (the example's %d) is not free after the deploys: %v", candidate, example, err)
+				} else {
+					l.Close()
+				}
 			}
 		})
 	}

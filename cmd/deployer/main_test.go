@@ -30,10 +30,21 @@ func TestMain(m *testing.M) {
 
 // TestScripts runs testdata/script/*.txtar: each runs the real deployer binary and checks its
 // output, exit code and files. Scripts that need the engine say [docker]; when CI is set and no
-// engine answers, they fail instead of being skipped. Those that deploy skip with -short; they
-// deploy the test app ($APP_IMAGE) as a project named ts-$RUN, which is removed afterwards.
+// engine answers, they fail instead of being skipped. A script's projects are named ts-$RUN...;
+// what they leave on the engine is removed when the script ends. Those that deploy skip with
+// -short; they deploy the test app ($APP_IMAGE).
+//
+// Commands beside testscript's own:
+//
+//	example NAME        copy examples/NAME to $WORK/NAME under project ts-$RUN-NAME and free
+//	                    ports (the example itself may be deployed on this engine)
+//	freeport VAR        set VAR to a TCP port nothing listens on
+//	hold-port VAR       a process outside Docker (this test) listens on a free loopback port,
+//	                    named in $VAR, until the script ends
+//	expand FILE...      replace $VAR and ${VAR} in the files with the script's variables
+//	engine-objects P    what the engine holds of project P, one a line
 func TestScripts(t *testing.T) {
-	examples, _ := filepath.Abs("../../examples")
+	examples, _ := filepath.Abs(examplesDir)
 	eng, engErr := docker.New("")
 	if engErr == nil {
 		defer eng.Close()
@@ -57,14 +68,28 @@ func TestScripts(t *testing.T) {
 			if h := os.Getenv("DOCKER_HOST"); h != "" {
 				env.Setenv("DOCKER_HOST", h)
 			}
-			if engErr == nil {
-				env.Defer(func() { dockertest.RemoveProject(eng, "ts-"+run) })
-			}
+			env.Defer(func() { removeScriptProjects("ts-" + run) })
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			// hold-port VAR: a process outside Docker (this test) listens on a free loopback
-			// port, named in $VAR, until the script ends.
+			"example": func(ts *testscript.TestScript, neg bool, args []string) {
+				if neg || len(args) != 1 {
+					ts.Fatalf("usage: example NAME")
+				}
+				project := "ts-" + ts.Getenv("RUN") + "-" + args[0]
+				ts.Defer(func() { removeScriptProjects(project) })
+				if _, err := copyExampleTo(args[0], ts.Getenv("WORK"), project); err != nil {
+					ts.Fatalf("%v", err)
+				}
+			},
+			"freeport": func(ts *testscript.TestScript, neg bool, args []string) {
+				if neg || len(args) != 1 {
+					ts.Fatalf("usage: freeport VAR")
+				}
+				port, err := dockertest.PickPort()
+				ts.Check(err)
+				ts.Setenv(args[0], strconv.Itoa(port))
+			},
 			"hold-port": func(ts *testscript.TestScript, neg bool, args []string) {
 				if len(args) != 1 {
 					ts.Fatalf("usage: hold-port VAR")
@@ -74,26 +99,14 @@ func TestScripts(t *testing.T) {
 				ts.Defer(func() { l.Close() })
 				ts.Setenv(args[0], strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
 			},
-			// free-port VAR: a loopback port nothing listens on, in $VAR.
-			"free-port": func(ts *testscript.TestScript, neg bool, args []string) {
-				if len(args) != 1 {
-					ts.Fatalf("usage: free-port VAR")
-				}
-				l, err := net.Listen("tcp", "127.0.0.1:0")
-				ts.Check(err)
-				ts.Setenv(args[0], strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
-				l.Close()
-			},
-			// expand FILE...: replaces $VAR and ${VAR} in the files with the script's variables
-			// (a volume's name is a block label, which no variable can set).
+			// (a volume's name is a block label, which no variable can set)
 			"expand": func(ts *testscript.TestScript, neg bool, args []string) {
 				for _, f := range args {
 					expanded := os.Expand(ts.ReadFile(f), ts.Getenv)
 					ts.Check(os.WriteFile(ts.MkAbs(f), []byte(expanded), 0o644))
 				}
 			},
-			// engine-objects PROJECT: what the engine holds of the project, one a line:
-			// "container NAME", "network NAME", "volume NAME" (volumes named after it).
+			// "container NAME", "network NAME", "volume NAME" (volumes named after it)
 			"engine-objects": func(ts *testscript.TestScript, neg bool, args []string) {
 				if len(args) != 1 || engErr != nil {
 					ts.Fatalf("usage: engine-objects PROJECT (with an engine)")
@@ -114,6 +127,19 @@ func TestScripts(t *testing.T) {
 			return engErr == nil, nil
 		},
 	})
+}
+
+// removeScriptProjects removes what a script's projects left on the engine: the containers,
+// network, volumes and images of the projects named with the prefix.
+func removeScriptProjects(prefix string) {
+	eng, err := docker.New("")
+	if err != nil {
+		return
+	}
+	defer eng.Close()
+	if eng.Ping(context.Background()) == nil {
+		dockertest.RemoveProject(eng, prefix)
+	}
 }
 
 // Every flag that takes a value names it in its help as the user types it (FILE, NAME=VALUE,

@@ -33,6 +33,8 @@ const PingTimeout = 5 * time.Second
 type Engine struct {
 	cli  *client.Client
 	host string
+	// watchdog fails the calls to a tcp:// engine that stops answering (watchdog.go).
+	watchdog *watchdog
 }
 
 // New connects to the engine at host; an empty host means DOCKER_HOST, then the local socket.
@@ -61,13 +63,26 @@ func NewWithTLS(host string, tls *TLSFiles) (*Engine, error) {
 		// The API goes over ssh; the URL only names the engine in requests.
 		opts = append(opts, client.WithHost("http://docker.engine"), client.WithDialContext(t.dial))
 	}
+	var wd *watchdog
+	if strings.HasPrefix(named, "tcp://") {
+		bound, err := EngineTimeout()
+		if err != nil {
+			return nil, fmt.Errorf("docker engine %s: %w", named, err)
+		}
+		wd = newWatchdog(named, bound)
+		opts = append(opts, wd.opt())
+	}
 	cli, err := client.NewClientWithOpts(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("docker engine %s: %w", named, err)
 	}
-	e := &Engine{cli: cli, host: cli.DaemonHost()}
+	e := &Engine{cli: cli, host: cli.DaemonHost(), watchdog: wd}
 	if strings.HasPrefix(named, "ssh://") {
 		e.host = named
+	}
+	if wd != nil {
+		wd.host = e.host
+		wd.ping = func(ctx context.Context) error { _, err := cli.Ping(ctx); return err }
 	}
 	return e, nil
 }
@@ -83,7 +98,12 @@ func describeHost(host string) string {
 }
 
 // Close releases the connection.
-func (e *Engine) Close() error { return e.cli.Close() }
+func (e *Engine) Close() error {
+	if e.watchdog != nil {
+		e.watchdog.close()
+	}
+	return e.cli.Close()
+}
 
 // Host names the engine.
 func (e *Engine) Host() string { return e.host }

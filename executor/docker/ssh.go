@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,8 +19,8 @@ import (
 // host needs the docker CLI and the user access to the engine; nothing listens on the network
 // but sshd. DEPLOYER_SSH_COMMAND replaces `ssh` (e.g. "ssh -i deploy_key -o
 // StrictHostKeyChecking=accept-new"), as GIT_SSH_COMMAND does for git. A host that stops
-// answering ends its connections within 30s (ServerAliveInterval), so a call fails instead of
-// hanging.
+// answering ends its connections within the engine bound (DEPLOYER_ENGINE_TIMEOUT, 30s, by
+// ServerAliveInterval), so a call fails instead of hanging, as a tcp:// engine's (watchdog.go).
 
 // sshTarget is where an ssh:// engine address leads.
 type sshTarget struct {
@@ -63,11 +64,17 @@ func (t *sshTarget) command() ([]string, error) {
 	if len(args) == 0 {
 		args = []string{"ssh"}
 	}
-	// Never wait for a password prompt; give up on a host that does not answer within 15s,
-	// and on a connection whose host has stopped answering for 30s (a host that hangs, a
-	// network cut mid-apply: without these an API call waits for TCP, many minutes). Options
-	// in DEPLOYER_SSH_COMMAND come first, and so win.
-	args = append(args, "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3")
+	// Never wait for a password prompt; give up on a host that does not answer within half the
+	// engine bound (DEPLOYER_ENGINE_TIMEOUT, 30s: 15s), and on a connection whose host has
+	// stopped answering for the bound (10s x 3; a host that hangs, a network cut mid-apply:
+	// without these an API call waits for TCP, many minutes). Options in DEPLOYER_SSH_COMMAND
+	// come first, and so win.
+	bound, err := EngineTimeout()
+	if err != nil {
+		return nil, err
+	}
+	secs := func(d time.Duration) string { return strconv.Itoa(max(int(d/time.Second), 1)) }
+	args = append(args, "-o", "BatchMode=yes", "-o", "ConnectTimeout="+secs(bound/2), "-o", "ServerAliveInterval="+secs(bound/3), "-o", "ServerAliveCountMax=3")
 	if t.user != "" {
 		args = append(args, "-l", t.user)
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
 
@@ -70,8 +71,8 @@ func Project(t testing.TB, eng *docker.Engine) string {
 	return name
 }
 
-// RemoveProject removes a project's containers, its network, and the volumes whose names start
-// with it.
+// RemoveProject removes a project's containers, its network, and the volumes and image tags
+// whose names start with it.
 func RemoveProject(eng *docker.Engine, project string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -88,6 +89,16 @@ func RemoveProject(eng *docker.Engine, project string) {
 	for _, v := range vols.Volumes {
 		if strings.HasPrefix(v.Name, project) {
 			cli.VolumeRemove(ctx, v.Name, true)
+		}
+	}
+	// Images a test built under the project's name (a copy of an example builds
+	// <project>-web:latest): the tag goes, and the image with its last tag.
+	imgs, _ := cli.ImageList(ctx, image.ListOptions{Filters: filters.NewArgs(filters.Arg("reference", project+"*"))})
+	for _, img := range imgs {
+		for _, tag := range img.RepoTags {
+			if strings.HasPrefix(tag, project) {
+				cli.ImageRemove(ctx, tag, image.RemoveOptions{PruneChildren: true})
+			}
 		}
 	}
 }
@@ -127,15 +138,36 @@ func OldNetwork(t testing.TB, eng *docker.Engine, project string) {
 	}
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that nothing listens on right now.
+// FreePort returns a TCP port that nothing listens on right now (PickPort).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := PickPort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
+}
+
+// PickPort returns a TCP port that nothing listens on right now, on any address. It is taken
+// at random below the kernel's ephemeral range (ip_local_port_range, 32768-60999 by
+// default), where the ports the kernel hands out are: to every outgoing connection, to a
+// listener on port 0, to the engine publishing a port without a host port. A port from there
+// (what listening on port 0 gives) is often taken again, by one of those, in the moment
+// between the test choosing it and the deployer binding it, when tests run beside others.
+func PickPort() (int, error) {
+	const low, high = 20000, 32768
+	var b [2]byte
+	for i := 0; i < 100; i++ {
+		rand.Read(b[:])
+		port := low + (int(b[0])<<8|int(b[1]))%(high-low)
+		l, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port, nil
+	}
+	return 0, fmt.Errorf("no free TCP port between %d and %d after 100 tries", low, high)
 }
 
 var (

@@ -31,6 +31,7 @@ type HostEngine struct {
 	Host   string // unix://Dir/docker.sock
 	Engine *docker.Engine
 	cmd    *exec.Cmd
+	addr   string // the namespace's address on the link to this machine, once made
 }
 
 // HostEngines starts n engines (web1 ... webN), each in its own network namespace, as
@@ -111,8 +112,11 @@ func startHostEngine(name, ns string) (*HostEngine, error) {
 		return nil, err
 	}
 	defer log.Close()
+	// Beside its socket, the API on TCP port 2375 of the namespace, reached from this machine
+	// once a link joins it (TCP).
 	h.cmd = exec.Command("nsenter", "--net=/var/run/netns/"+ns, "dockerd", "--config-file", filepath.Join(dir, "daemon.json"),
 		"--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "exec"), "-H", h.Host,
+		"-H", fmt.Sprintf("tcp://0.0.0.0:%d", tcpPort), "--tls=false",
 		"--pidfile", filepath.Join(dir, "docker.pid"), "--containerd-namespace", ns, "--containerd-plugins-namespace", ns+"p")
 	h.cmd.Stdout, h.cmd.Stderr = log, log
 	if err := h.cmd.Start(); err != nil {
@@ -243,6 +247,46 @@ func (h *HostEngine) SSH(t testing.TB) (host, sshCommand string) {
 // FreezableSSHD does): the host hangs for whoever reaches the engine through it.
 func (h *HostEngine) FreezableSSH(t testing.TB) (host, sshCommand string, freeze func() (thaw func())) {
 	t.Helper()
+	host, sshCommand, pid := startSSHD(t, h.link(t), []string{"nsenter", "--net=/var/run/netns/" + h.NS}, h.Host)
+	return host, sshCommand, freezer(t, pid)
+}
+
+// tcpPort is where each engine of HostEngines serves its API over TCP, in its namespace.
+const tcpPort = 2375
+
+// TCP makes the engine reachable as tcp://ADDR:2375, as a host on a network is (its daemon
+// listens there; a link joins this machine to the namespace). freeze stops (SIGSTOP) the
+// daemon and everything under it: the host's kernel still answers, its daemon never does.
+// drop makes the namespace drop every packet to the port: the host is gone from the network.
+// What they return, also run at the test's end, undoes them.
+func (h *HostEngine) TCP(t testing.TB) (host string, freeze, drop func() (undo func())) {
+	t.Helper()
+	host = fmt.Sprintf("tcp://%s:%d", h.link(t), tcpPort)
+	drop = func() func() {
+		rule := []string{"INPUT", "-p", "tcp", "--dport", fmt.Sprint(tcpPort), "-j", "DROP"}
+		if out, err := h.Run("iptables", append([]string{"-I"}, rule...)...); err != nil {
+			t.Fatalf("iptables in %s: %v: %s", h.NS, err, out)
+		}
+		done := false
+		undo := func() {
+			if !done {
+				done = true
+				h.Run("iptables", append([]string{"-D"}, rule...)...)
+			}
+		}
+		t.Cleanup(undo)
+		return undo
+	}
+	return host, freezer(t, h.cmd.Process.Pid), drop
+}
+
+// link joins this machine to the namespace with a veth pair, a /30 of its own, and returns
+// the namespace's address on it. The pair goes when the test ends.
+func (h *HostEngine) link(t testing.TB) string {
+	t.Helper()
+	if h.addr != "" {
+		return h.addr
+	}
 	var b [2]byte
 	rand.Read(b[:])
 	subnet := fmt.Sprintf("10.213.%d.%d", b[0], b[1]&0xfc)
@@ -264,8 +308,8 @@ func (h *HostEngine) FreezableSSH(t testing.TB) (host, sshCommand string, freeze
 			t.Fatalf("%s: %v: %s", strings.Join(s, " "), err, out)
 		}
 	}
-	host, sshCommand, pid := startSSHD(t, ip(2), []string{"nsenter", "--net=/var/run/netns/" + h.NS}, h.Host)
-	return host, sshCommand, freezer(t, pid)
+	h.addr = ip(2)
+	return h.addr
 }
 
 // LoadFrom copies an image from another engine into this one (docker save into docker load).

@@ -30,6 +30,19 @@ type Fixture struct {
 	// App is an image of the test app (package executor/engine/testapp), run with its entry
 	// point: the container's command is the app's arguments.
 	App string
+	// AppPort is the port the app listens on in its containers (APP_PORT); 0 is the app's
+	// default, 8080, right where each container has a network of its own. An engine whose
+	// containers share this machine's loopback (memengine) gives a free port: *:8080 may be
+	// held here by something else, such as the quickstart's proxy.
+	AppPort int
+}
+
+// port is the app's port in its containers.
+func (f Fixture) port() int {
+	if f.AppPort == 0 {
+		return 8080
+	}
+	return f.AppPort
 }
 
 // Run runs the suite; fixture makes a fixture for each test.
@@ -57,6 +70,13 @@ func Run(t *testing.T, fixture func(t *testing.T) Fixture) {
 }
 
 func (f Fixture) spec(name string, env map[string]string) engine.ContainerSpec {
+	if f.AppPort != 0 {
+		with := map[string]string{"APP_PORT": strconv.Itoa(f.AppPort)}
+		for k, v := range env {
+			with[k] = v
+		}
+		env = with
+	}
 	return engine.ContainerSpec{Name: f.Project + "-" + name, Image: f.App, Env: env, Labels: map[string]string{engine.LabelProject: f.Project, engine.LabelService: name}}
 }
 
@@ -100,21 +120,21 @@ func names(t *testing.T, f Fixture) {
 func lifecycle(t *testing.T, f Fixture) {
 	ctx := context.Background()
 	s := f.spec("web", map[string]string{"APP_VERSION": "v1"})
-	s.Ports = []engine.PortBinding{{Container: 8080, HostIP: "127.0.0.1"}}
+	s.Ports = []engine.PortBinding{{Container: f.port(), HostIP: "127.0.0.1"}}
 	id := f.create(t, s)
 	if err := f.Engine.StartContainer(ctx, id); err != nil {
 		t.Fatal(err)
 	}
 	st, err := f.Engine.Inspect(ctx, id)
-	if err != nil || !st.Running || st.Ports[8080] == 0 {
+	if err != nil || !st.Running || st.Ports[f.port()] == 0 {
 		t.Fatalf("started: %+v %v", st, err)
 	}
-	if got := waitGet(t, st.Ports[8080], "/"); got != "version=v1" {
+	if got := waitGet(t, st.Ports[f.port()], "/"); got != "version=v1" {
 		t.Errorf("the published port answers %q", got)
 	}
 	list, err := f.Engine.Containers(ctx, f.Project)
 	if err != nil || len(list) != 1 || list[0].ID != id || list[0].Labels[engine.LabelService] != "web" || !list[0].Running() ||
-		len(list[0].Published) != 1 || list[0].Published[0].HostPort != st.Ports[8080] {
+		len(list[0].Published) != 1 || list[0].Published[0].HostPort != st.Ports[f.port()] {
 		t.Errorf("list: %+v %v", list, err)
 	}
 	if err := f.Engine.Pause(ctx, id); err != nil {
@@ -136,7 +156,7 @@ func lifecycle(t *testing.T, f Fixture) {
 		t.Fatal(err)
 	}
 	st, _ = f.Engine.Inspect(ctx, id)
-	if got := waitGet(t, st.Ports[8080], "/"); got != "version=v1" {
+	if got := waitGet(t, st.Ports[f.port()], "/"); got != "version=v1" {
 		t.Errorf("started again: %q", got)
 	}
 }
@@ -186,7 +206,7 @@ func fixedAddresses(t *testing.T, f Fixture) {
 	if err != nil || st.IPs[name] != addr {
 		t.Fatalf("address: %+v %v, want %s", st.IPs, err, addr)
 	}
-	if got := waitGetAddr(t, net.JoinHostPort(addr, "8080"), "/"); got != "version=v1" {
+	if got := waitGetAddr(t, net.JoinHostPort(addr, strconv.Itoa(f.port())), "/"); got != "version=v1" {
 		t.Errorf("at its address: %q", got)
 	}
 }
@@ -369,14 +389,14 @@ func oneOff(t *testing.T, f Fixture) {
 func killAfterTimeout(t *testing.T, f Fixture) {
 	ctx := context.Background()
 	s := f.spec("shell", map[string]string{"APP_AS_SHELL": "1"})
-	s.Ports = []engine.PortBinding{{Container: 8080, HostIP: "127.0.0.1"}}
+	s.Ports = []engine.PortBinding{{Container: f.port(), HostIP: "127.0.0.1"}}
 	id := f.create(t, s)
 	if err := f.Engine.StartContainer(ctx, id); err != nil {
 		t.Fatal(err)
 	}
 	// Once it answers, it has said what it does with the stop signal.
 	st, _ := f.Engine.Inspect(ctx, id)
-	waitGet(t, st.Ports[8080], "/health")
+	waitGet(t, st.Ports[f.port()], "/health")
 	start := time.Now()
 	if err := f.Engine.StopContainer(ctx, id, time.Second); err != nil {
 		t.Fatal(err)
@@ -415,7 +435,7 @@ func portTaken(t *testing.T, f Fixture) {
 	}
 	defer ln.Close()
 	s := f.spec("web", nil)
-	s.Ports = []engine.PortBinding{{Container: 8080, HostIP: "127.0.0.1", HostPort: ln.Addr().(*net.TCPAddr).Port}}
+	s.Ports = []engine.PortBinding{{Container: f.port(), HostIP: "127.0.0.1", HostPort: ln.Addr().(*net.TCPAddr).Port}}
 	id := f.create(t, s)
 	err = f.Engine.StartContainer(ctx, id)
 	if err == nil || !strings.Contains(err.Error(), "already allocated") && !strings.Contains(err.Error(), "address already in use") {

@@ -146,7 +146,7 @@ func (c *container) publish() error {
 		}
 		c.fwd = append(c.fwd, ln)
 		c.ports[p.Container] = ln.Addr().(*net.TCPAddr).Port
-		go forward(ln, net.JoinHostPort(c.addr, strconv.Itoa(p.Container)))
+		go c.forward(ln, p.Container)
 	}
 	return nil
 }
@@ -158,9 +158,13 @@ func (c *container) unpublish() {
 	c.fwd, c.ports = nil, nil
 }
 
-// forward passes every connection on ln to target, as the engine's port publishing does: a
-// connection to a port nothing listens on behind it is closed.
-func forward(ln net.Listener, target string) {
+// forward passes every connection on ln to the container's port, as the engine's port
+// publishing does: a connection to a port the container's program does not listen on is
+// closed. The address is a loopback one of this machine, where a listener on all addresses
+// (the quickstart's proxy on *:8080) would answer in the program's place: a published port
+// never reaches past its container.
+func (c *container) forward(ln net.Listener, port int) {
+	target := net.JoinHostPort(c.addr, strconv.Itoa(port))
 	for {
 		in, err := ln.Accept()
 		if err != nil {
@@ -168,6 +172,9 @@ func forward(ln net.Listener, target string) {
 		}
 		go func() {
 			defer in.Close()
+			if !c.listens(port) {
+				return
+			}
 			out, err := net.DialTimeout("tcp", target, 2*time.Second)
 			if err != nil {
 				return
@@ -180,6 +187,14 @@ func forward(ln net.Listener, target string) {
 			<-done
 		}()
 	}
+}
+
+// listens reports whether the container's program listens on the port now.
+func (c *container) listens(port int) bool {
+	c.e.mu.Lock()
+	p := c.proc
+	c.e.mu.Unlock()
+	return p != nil && p.listensOn(port)
 }
 
 func closeWrite(c net.Conn) {

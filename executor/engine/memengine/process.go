@@ -2,6 +2,7 @@ package memengine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // Program is what a container of an image runs. It returns its exit code; ctx ends when the
@@ -72,10 +74,27 @@ func (p *Process) Listen(port int) (net.Listener, error) {
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(p.Addr, strconv.Itoa(port)))
 	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			// The container's address is a loopback one of this machine: a listener on all
+			// addresses there holds the port for every container of the engine.
+			return nil, fmt.Errorf("%w: something on this machine listens on port %d on all addresses, which the in-memory engine's containers share: give the app another port (APP_PORT)", err, port)
+		}
 		return nil, err
 	}
 	p.listeners = append(p.listeners, ln)
 	return ln, nil
+}
+
+// listensOn reports whether the program listens on the port.
+func (p *Process) listensOn(port int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ln := range p.listeners {
+		if a, ok := ln.Addr().(*net.TCPAddr); ok && a.Port == port {
+			return true
+		}
+	}
+	return false
 }
 
 // OnExec sets what answers an exec in the container.
