@@ -50,6 +50,9 @@ func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptio
 	if err != nil {
 		return nil, err
 	}
+	if err := checkProjectKey(p.Name, key); err != nil {
+		return nil, err
+	}
 	pl := &planner{ctx: ctx, p: p, eng: eng, obs: obs, all: all, hasher: NewHasher(key), red: NewRedactor(p),
 		imageIDs: map[string]string{}, contextHashes: map[string]string{}, release: opts.Release}
 	return pl.plan(opts)
