@@ -44,6 +44,13 @@ func (d *decoder) evalPolicy(attr *hcl.Attribute, key string, ty cty.Type, polic
 		d.diags = append(d.diags, rd...)
 		return cty.NilVal, false
 	}
+	// Where no secret may go, an expression that computes from one is refused before it is
+	// evaluated: whether the evaluation would fail must not decide which error is shown. (A
+	// reference alone, local.cfg.port, is looked at once evaluated: its marks are exact.)
+	if policy == secretNowhere && !d.l.isReference(attr.Expr) && d.l.sensitiveExpr(attr.Expr, d.ctx) {
+		d.refuseSecret(key, attr, policy)
+		return cty.NilVal, false
+	}
 	val, diags := d.l.evaluate(attr.Expr, d.ctx)
 	d.diags = append(d.diags, diags...)
 	if diags.HasErrors() {

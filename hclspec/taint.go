@@ -285,15 +285,23 @@ func (l *loader) markMerge(val cty.Value, e *hclsyntax.FunctionCallExpr, ctx *hc
 	return cty.ObjectVal(out), true
 }
 
-// isVarReference reports whether expr is var.NAME and nothing else.
-func (l *loader) isVarReference(expr hcl.Expression) bool {
+// isReference reports whether expr is a reference and nothing else (pureReference), in either
+// syntax.
+func (l *loader) isReference(expr hcl.Expression) bool {
 	syn, ok := l.syntaxOf(expr)
 	if !ok || len(syn) != 1 || !pureReference(syn[0]) {
 		return false
 	}
-	if _, native := expr.(hclsyntax.Expression); !native && !isJSONString(l, expr) {
+	_, native := expr.(hclsyntax.Expression)
+	return native || isJSONString(l, expr)
+}
+
+// isVarReference reports whether expr is var.NAME and nothing else.
+func (l *loader) isVarReference(expr hcl.Expression) bool {
+	if !l.isReference(expr) {
 		return false
 	}
+	syn, _ := l.syntaxOf(expr)
 	e := syn[0]
 	if w, ok := e.(*hclsyntax.TemplateWrapExpr); ok {
 		e = w.Wrapped
