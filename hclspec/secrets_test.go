@@ -109,6 +109,11 @@ service "web" {
 	if !contains(p.Secrets, hookURL) || !contains(p.Secrets, ciToken) {
 		t.Errorf("the secrets read are not masked: %q", p.Secrets)
 	}
+	// A short public value passed in the environment is refused, saying to pass it with -var.
+	_, _, text = loadSrc(t, map[string]string{"main.hcl": "project = \"x\"\nvariable \"replicas\" { type = number }\n"}, Options{Env: []string{"DEPLOYER_VAR_replicas=3"}})
+	if !strings.Contains(text, "var.replicas is sensitive") || !strings.Contains(text, "pass a public value with -var replicas=VALUE") {
+		t.Errorf("a short value from the environment: %s", text)
+	}
 	// The same value given with -var follows the declaration: public.
 	res, diags, text = loadSrc(t, map[string]string{"main.hcl": src}, Options{Env: []string{"GITHUB_TOKEN=" + ciToken}, Vars: []VarArg{{Name: "slack_webhook", Value: "public-hook"}}})
 	if diags.HasErrors() || res.Project.IsSensitive("web", "env.HOOK") {
@@ -640,5 +645,39 @@ func TestChecksOfSecretValues(t *testing.T) {
 			t.Errorf("want %q:\n%s", c.want, text)
 		}
 		noPiece(t, c.want, text, "qz7-kv9-wx3")
+	}
+}
+
+// The watch of time and memory names the expression it stopped (Evaluating), unless that one
+// depends on a secret: which of many expressions took too long would tell something of it.
+func TestWatchNamesNoSecretExpression(t *testing.T) {
+	var seen []*hcl.Range
+	prev := prechecks["join"]
+	prechecks["join"] = func(string, []cty.Value) error { seen = append(seen, Evaluating()); return nil }
+	defer func() { prechecks["join"] = prev }()
+	src := `project = "x"
+variable "token" {
+  type      = string
+  sensitive = true
+}
+locals {
+  a = join(",", ["plain"])
+  b = join(",", [env("AWS_SECRET_ACCESS_KEY")])
+  c = join(",", [var.token])
+  d = join(",", [file("key.pem")])
+  e = join(",", [substr(env("AWS_SECRET_ACCESS_KEY"), 0, 1) == "A" ? "x" : "y"])
+}
+`
+	_, diags, text := loadSrc(t, map[string]string{"main.hcl": src, "key.pem": "k"}, Options{Env: []string{"AWS_SECRET_ACCESS_KEY=" + awsKey, "DEPLOYER_VAR_token=" + testToken}})
+	if diags.HasErrors() || len(seen) != 5 {
+		t.Fatalf("%d calls seen: %s", len(seen), text)
+	}
+	if seen[0] == nil || seen[0].Start.Line != 7 {
+		t.Errorf("a plain expression is not named: %v", seen[0])
+	}
+	for i, r := range seen[1:] {
+		if r != nil {
+			t.Errorf("local %c, which depends on a secret, is named: %v", 'b'+i, r)
+		}
 	}
 }

@@ -469,9 +469,13 @@ func (l *loader) checkShortSecrets() hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	for _, v := range l.vars {
 		if v.sensitive && v.set && shortSecret(v.value, true) {
+			fix := "Use a longer value, or declare the variable without sensitive = true."
+			if !v.declared { // it came from the environment
+				fix = "Values from the environment are always sensitive: pass a public value with -var " + v.name + "=VALUE instead."
+			}
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Sensitive value too short",
-				Detail: fmt.Sprintf("var.%s is sensitive, but its value (from %s) has fewer than %d characters: too short to be a secret worth the name, and masking it would mangle ordinary output, so the deployer refuses it rather than show it. Use a longer value, or declare the variable without sensitive = true.",
-					v.name, v.source, minSecret),
+				Detail: fmt.Sprintf("var.%s is sensitive, but its value (from %s) has fewer than %d characters: too short to be a secret worth the name, and masking it would mangle ordinary output, so the deployer refuses it rather than show it. %s",
+					v.name, v.source, minSecret, fix),
 				Subject: v.declRange.Ptr(), Extra: safeDetail{}})
 		}
 	}
