@@ -69,17 +69,24 @@ type Project struct {
 	Variables  []*Variable
 
 	// Sensitive holds the attribute paths (as Service.Attributes names them, prefixed by
-	// "service.NAME.", or "notify.KIND.NAME.url") whose values derive from a sensitive variable.
+	// "service.NAME.", or "notify.KIND.NAME.url") whose values derive from a sensitive value; a
+	// command's sensitive words are also recorded each, as ElemAttr(path, i).
 	Sensitive map[string]bool
 	// Unknown holds the attribute paths (named as Sensitive's) whose values are not known:
 	// validate loads a configuration without the values of its required variables, and every
 	// value computed from one is unknown. Such an attribute keeps its default; the checks that
 	// need its value skip it (Known).
 	Unknown map[string]bool
-	// Secrets is the text of every sensitive value: the sensitive variables' own values and
-	// every string computed from them, so that output can be searched for them and masked.
-	// Never printed.
+	// Secrets is the text of the secrets themselves: the values of sensitive variables, of the
+	// environment variables read, of credential files read. Every text the deployer shows is
+	// masked for them (a text that holds one is masked too). Never printed.
 	Secrets []string
+	// Derived is the text of every value computed from a secret where secrets are allowed (an
+	// env value, a command's word). The configuration chooses these texts, so the deployer's
+	// own words are not searched for them (that would tell which words they are): its plans show
+	// those attributes as (sensitive) by their path (Sensitive). Only text that comes from outside
+	// the deployer (an app's or a command's output, an engine's error) is masked for them too.
+	Derived []string
 }
 
 // Variable is an input variable after its value was resolved; the value itself stays in hclspec.
@@ -379,4 +386,10 @@ func (p *Project) Known(path string) bool { return !p.Unknown[path] }
 // IsSensitive reports whether the attribute path of a service derives from a sensitive value.
 func (p *Project) IsSensitive(service, attr string) bool {
 	return p.Sensitive["service."+service+"."+attr]
+}
+
+// IsSensitiveElem reports whether word i of a service's command attribute (command, build.before,
+// a hook's or a migration's command, seed_if_empty) derives from a sensitive value.
+func (p *Project) IsSensitiveElem(service, attr string, i int) bool {
+	return p.Sensitive["service."+service+"."+ElemAttr(attr, i)]
 }

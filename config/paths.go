@@ -95,6 +95,9 @@ const (
 	BackupVolumeConsistency = "consistency"
 )
 
+// ElemAttr is the path of element i of a list attribute (a command's word).
+func ElemAttr(attr string, i int) string { return attr + "[" + strconv.Itoa(i) + "]" }
+
 // EnvAttr is the path of one environment variable.
 func EnvAttr(key string) string { return AttrEnv + "." + key }
 

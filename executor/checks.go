@@ -151,8 +151,9 @@ func (d *deployment) hook(ctx context.Context, step *Step) error {
 	if h == nil {
 		return notConfigured(d.s, step)
 	}
-	err := d.rn.step(d.s.Name, step.Name, "run `"+d.rn.red.words(h.Command)+"`", func() error {
-		_, err := d.oneOff(ctx, StepKind(stepName(StepHook, h.When)), h.When, h.Command, hookTimeout)
+	attr := config.HookAttr(h.When, config.HookCommand)
+	err := d.rn.step(d.s.Name, step.Name, "run `"+d.rn.red.Command(d.s.Name, attr, h.Command)+"`", func() error {
+		_, err := d.oneOff(ctx, StepKind(stepName(StepHook, h.When)), h.When, attr, h.Command, hookTimeout)
 		return err
 	})
 	if err != nil {
@@ -209,22 +210,22 @@ func indent(s string) string {
 	return "    " + strings.ReplaceAll(s, "\n", "\n    ")
 }
 
-// oneOff runs a command in a one-off container of the new image, with the service's env and
-// volumes, within timeout; its last lines are logged under step. It returns the output, and
-// fails unless the command exits 0.
-func (d *deployment) oneOff(ctx context.Context, step StepKind, what string, cmd []string, timeout time.Duration) (string, error) {
+// oneOff runs a command (the service's attribute attr) in a one-off container of the new
+// image, with the service's env and volumes, within timeout; its last lines are logged under
+// step, masked as output. It returns the output, and fails unless the command exits 0.
+func (d *deployment) oneOff(ctx context.Context, step StepKind, what, attr string, cmd []string, timeout time.Duration) (string, error) {
 	rn, s, r := d.rn, d.s, d.r
 	spec := r.spec(fmt.Sprintf("%s-%s-%d", s.ContainerName, strings.ReplaceAll(what, "_", "-"), r.number), RoleOneOff, true)
 	spec.Cmd, spec.Ports = cmd, nil
 	code, logs, err := rn.helperRun(ctx, spec, timeout)
-	last := lastLines(logs, logLines)
+	last := rn.red.Output(lastLines(logs, logLines))
 	for _, l := range strings.Split(strings.TrimRight(last, "\n"), "\n") {
 		if l != "" {
 			rn.log(s.Name, step, "%s", l)
 		}
 	}
 	if err == nil && code != 0 {
-		err = fmt.Errorf("`%s` exited with code %d; last output:\n%s", rn.red.words(cmd), code, indent(last))
+		err = fmt.Errorf("`%s` exited with code %d; last output:\n%s", rn.red.Command(s.Name, attr, cmd), code, indent(last))
 	}
 	return logs, err
 }

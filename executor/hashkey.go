@@ -66,6 +66,11 @@ func planHasher(ctx context.Context, eng Engine, project string, makeKey bool) (
 	if err != nil {
 		return nil, false, err
 	}
+	if key != nil {
+		if err := checkProjectKey(project, key); err != nil {
+			return nil, false, err
+		}
+	}
 	if key == nil {
 		key = make([]byte, 32)
 		if _, err := rand.Read(key); err != nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/backup"
 	"github.com/deployer-dev/deployer/executor/engine"
 )
@@ -171,11 +172,11 @@ func (d *deployment) runBefore(ctx context.Context) error {
 	rn, s := d.rn, d.s
 	cmd := exec.CommandContext(ctx, s.Build.Before[0], s.Build.Before[1:]...)
 	cmd.Dir = rn.Project.Dir
-	w := &lineWriter{emit: func(l string) { rn.log(s.Name, StepBuild, "%s", l) }}
+	w := &lineWriter{emit: func(l string) { rn.log(s.Name, StepBuild, "%s", rn.red.Output(l)) }}
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("build.before `%s` in %s: %v (last output: %s)", rn.red.words(s.Build.Before), rn.Project.Dir, err, w.tail())
+		return fmt.Errorf("build.before `%s` in %s: %v (last output: %s)", rn.red.Command(s.Name, config.AttrBuildBefore, s.Build.Before), rn.Project.Dir, err, rn.red.Output(w.tail()))
 	}
 	return nil
 }

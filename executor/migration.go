@@ -264,7 +264,7 @@ func (d *deployment) dryRun(ctx context.Context) error {
 		spec.Volumes = []VolumeMount{{Name: d.scratch, Target: s.Volume(db.Volume).Target}} // the clone only: live data is never touched
 		code, logs, err := rn.helperRun(ctx, spec, m.Deadline)
 		rep.MigrateSeconds = time.Since(t0).Seconds()
-		rep.Output = tail(rn.red.Redact(logs), maxMigrationOutput)
+		rep.Output = tail(rn.red.Output(logs), maxMigrationOutput)
 		if err != nil {
 			return fmt.Errorf("migration `%s` on the copy: %w", rep.Command, err)
 		}
@@ -388,7 +388,7 @@ type DryRunResult struct {
 func (d *deployment) report() *MigrationReport {
 	if d.mig == nil {
 		m, db := d.s.Migration, d.s.MigrationDB()
-		d.mig = &MigrationReport{Service: d.s.Name, Database: db.Volume + "/" + db.Path, Command: d.rn.red.words(m.Command), DryRun: m.DryRun}
+		d.mig = &MigrationReport{Service: d.s.Name, Database: db.Volume + "/" + db.Path, Command: d.rn.red.Command(d.s.Name, config.AttrMigrationCommand, m.Command), DryRun: m.DryRun}
 		d.so.Migration = d.mig
 	}
 	return d.mig
@@ -571,8 +571,8 @@ func (d *deployment) migrateLive(ctx context.Context) error {
 // runMigration runs the migration's command on the live data in a one-off container of the
 // new image, with the service's env and volumes.
 func (d *deployment) runMigration(ctx context.Context) error {
-	logs, err := d.oneOff(ctx, StepMigrate, "migration", d.s.Migration.Command, d.s.Migration.Deadline)
-	d.mig.LiveOutput = tail(d.rn.red.Redact(logs), maxMigrationOutput)
+	logs, err := d.oneOff(ctx, StepMigrate, "migration", config.AttrMigrationCommand, d.s.Migration.Command, d.s.Migration.Deadline)
+	d.mig.LiveOutput = tail(d.rn.red.Output(logs), maxMigrationOutput)
 	return err
 }
 

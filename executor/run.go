@@ -46,6 +46,9 @@ func (rn *run) begin(ctx context.Context, withKey bool) (func(), error) {
 	}
 	if withKey {
 		key, err := rn.Runtime.ProjectKey(ctx, rn.Project.Name)
+		if err == nil {
+			err = checkProjectKey(rn.Project.Name, key)
+		}
 		if err != nil {
 			unlock()
 			return nil, err

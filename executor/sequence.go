@@ -249,7 +249,7 @@ func (sq *sequencer) deploy(out *steps, s *config.Service, ch *Change, st *Servi
 	case s.Build != nil && ch.ImageID == "":
 		before := ""
 		if len(s.Build.Before) > 0 {
-			before = fmt.Sprintf("run `%s`, then ", sq.red.words(s.Build.Before))
+			before = fmt.Sprintf("run `%s`, then ", sq.red.Command(s.Name, config.AttrBuildBefore, s.Build.Before))
 		}
 		out.add(s.Name, StepBuild, "", "%sbuild %s from %s (%s)", before, s.Image, s.Build.Context, s.Build.Dockerfile)
 	case ch.ImageID == "":
@@ -280,7 +280,7 @@ func (sq *sequencer) deploy(out *steps, s *config.Service, ch *Change, st *Servi
 // it, then (after the backup) the run on the live data.
 func (sq *sequencer) migration(out *steps, s *config.Service, ch *Change, st *ServiceState, replacing bool) {
 	m, db := s.Migration, s.MigrationDB()
-	cmd := sq.red.words(m.Command)
+	cmd := sq.red.Command(s.Name, config.AttrMigrationCommand, m.Command)
 	gate := "; a destructive change stops the deploy here"
 	if m.AllowDestructive {
 		gate = "; a destructive change runs held (allow_destructive): the live release stopped, " + sq.cutover(s).holdText() + ", until the new release takes over"
@@ -358,7 +358,7 @@ func (sq *sequencer) checks(out *steps, s *config.Service, newRelease bool) {
 	for _, db := range s.SQLite {
 		what := ""
 		if len(db.SeedIfEmpty) > 0 {
-			what = fmt.Sprintf("seed with `%s` if empty, then ", sq.red.words(db.SeedIfEmpty))
+			what = fmt.Sprintf("seed with `%s` if empty, then ", sq.red.Command(s.Name, config.SQLiteAttr(db.Name, config.SQLiteSeedIfEmpty), db.SeedIfEmpty))
 		}
 		if db.QuickCheck {
 			what += "PRAGMA quick_check"
@@ -368,7 +368,7 @@ func (sq *sequencer) checks(out *steps, s *config.Service, newRelease bool) {
 		out.add(s.Name, StepSQLite, db.Name, "%s/%s: %s", db.Volume, db.Path, what)
 	}
 	for _, h := range s.Hooks {
-		out.add(s.Name, StepHook, h.When, "run `%s` in a one-off container of the new image", sq.red.words(h.Command))
+		out.add(s.Name, StepHook, h.When, "run `%s` in a one-off container of the new image", sq.red.Command(s.Name, config.HookAttr(h.When, config.HookCommand), h.Command))
 	}
 }
 

@@ -78,8 +78,9 @@ func (d *deployment) sqlite(ctx context.Context, db *config.SQLite) error {
 			}
 			return nil // empty and nothing to seed it with: a new database is ok
 		}
-		rn.log(d.s.Name, StepKind(stepName(StepSQLite, db.Name)), "%s is empty: seeding with `%s`", file, rn.red.words(db.SeedIfEmpty))
-		if _, err := d.oneOff(ctx, StepKind(stepName(StepHook, "seed")), "seed", db.SeedIfEmpty, hookTimeout); err != nil {
+		seed := config.SQLiteAttr(db.Name, config.SQLiteSeedIfEmpty)
+		rn.log(d.s.Name, StepKind(stepName(StepSQLite, db.Name)), "%s is empty: seeding with `%s`", file, rn.red.Command(d.s.Name, seed, db.SeedIfEmpty))
+		if _, err := d.oneOff(ctx, StepKind(stepName(StepHook, "seed")), "seed", seed, db.SeedIfEmpty, hookTimeout); err != nil {
 			return fmt.Errorf("seed_if_empty: %w", err)
 		}
 		os.Remove(filepath.Join(dir, "db-wal"))
@@ -87,7 +88,7 @@ func (d *deployment) sqlite(ctx context.Context, db *config.SQLite) error {
 			return err
 		}
 		if local == "" {
-			return fmt.Errorf("seed_if_empty `%s` exited 0 but %s still does not exist", rn.red.words(db.SeedIfEmpty), file)
+			return fmt.Errorf("seed_if_empty `%s` exited 0 but %s still does not exist", rn.red.Command(d.s.Name, seed, db.SeedIfEmpty), file)
 		}
 	}
 	if !db.QuickCheck {

@@ -111,7 +111,7 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 					if res := get(ctx, c); c.OK(res) {
 						ss.Health = "healthy"
 					} else {
-						ss.Health = "unhealthy: " + red.Redact(c.Describe(res))
+						ss.Health = "unhealthy: " + red.Output(c.Describe(res))
 					}
 				}
 			}

@@ -1,6 +1,7 @@
 package hclspec
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/big"
@@ -43,11 +44,16 @@ func bounded(name string, f function.Function) function.Function {
 			ty, err := f.ReturnTypeForValues(args)
 			return ty, hideSensitive(name, args, err)
 		},
-		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+		Impl: func(args []cty.Value, _ cty.Type) (v cty.Value, err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					v, err = cty.NilVal, panicked(name)
+				}
+			}()
 			if err := precheck(name, args); err != nil {
 				return cty.NilVal, hideSensitive(name, args, err)
 			}
-			v, err := f.Call(args)
+			v, err = f.Call(args)
 			if err != nil {
 				return v, hideSensitive(name, args, err)
 			}
@@ -59,10 +65,15 @@ func bounded(name string, f function.Function) function.Function {
 	})
 }
 
-// hideSensitive replaces an error of a call that has a sensitive argument.
+// hideSensitive replaces an error of a call that has a sensitive argument, and the error of a
+// function that panicked (cty makes it one, with the panic's value and a stack trace).
 func hideSensitive(name string, args []cty.Value, err error) error {
 	if err == nil {
 		return nil
+	}
+	var pe function.PanicError
+	if errors.As(err, &pe) {
+		return panicked(name)
 	}
 	for _, a := range args {
 		if a.ContainsMarked() {
@@ -298,4 +309,10 @@ func checkSize(v cty.Value) error {
 		return nil
 	}
 	return walk(v)
+}
+
+// panicked is the error of a function that panicked: a defect, told without its value (which
+// may be a secret) or a stack trace.
+func panicked(name string) error {
+	return fmt.Errorf("%s() failed unexpectedly (a defect of the deployer: please report it, with the call if you can share it)", name)
 }

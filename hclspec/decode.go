@@ -25,16 +25,18 @@ type decoder struct {
 }
 
 // eval evaluates an attribute into a value of type ty, marked when it derives from a sensitive
-// value. It is false when there is no value to use: the attribute is absent, has an error, or is
-// unknown (validate without a variable's value), which is recorded under key, as is the
-// attribute's range and sensitivity.
+// value, which it may not (secretNowhere). It is false when there is no value to use: the
+// attribute is absent, has an error, holds a secret where none belongs, or is unknown (validate
+// without a variable's value), which is recorded under key, as is the attribute's range and
+// sensitivity.
 func (d *decoder) eval(attr *hcl.Attribute, key string, ty cty.Type) (cty.Value, bool) {
-	return d.evalPartial(attr, key, ty, false)
+	return d.evalPolicy(attr, key, ty, secretNowhere, false)
 }
 
-// evalPartial is eval that, when partial is set, lets a known collection with unknown elements
-// through (a map of which some values are unknown: the caller records them one by one).
-func (d *decoder) evalPartial(attr *hcl.Attribute, key string, ty cty.Type, partial bool) (cty.Value, bool) {
+// evalPolicy is eval for an attribute that may hold a secret as policy says. When partial is
+// set, a known collection with unknown elements is let through (a map of which some values are
+// unknown: the caller records them one by one).
+func (d *decoder) evalPolicy(attr *hcl.Attribute, key string, ty cty.Type, policy secretPolicy, partial bool) (cty.Value, bool) {
 	if attr == nil {
 		return cty.NilVal, false
 	}
@@ -42,18 +44,34 @@ func (d *decoder) evalPartial(attr *hcl.Attribute, key string, ty cty.Type, part
 		d.diags = append(d.diags, rd...)
 		return cty.NilVal, false
 	}
-	track(attr.Expr.Range())
-	val, diags := attr.Expr.Value(d.ctx)
+	// Where no secret may go, an expression that computes from one is refused before it is
+	// evaluated: whether the evaluation would fail must not decide which error is shown. (A
+	// reference alone, local.cfg.port, is looked at once evaluated: its marks are exact.)
+	if policy == secretNowhere && !d.l.isReference(attr.Expr) && d.l.sensitiveExpr(attr.Expr, d.ctx) {
+		d.refuseSecret(key, attr, policy)
+		return cty.NilVal, false
+	}
+	val, diags := d.l.evaluate(attr.Expr, d.ctx)
 	d.diags = append(d.diags, diags...)
 	if diags.HasErrors() {
 		return cty.NilVal, false
 	}
-	val = d.l.markIfTainted(val, attr.Expr, d.ctx)
+	val = d.l.markSensitive(val, attr.Expr, d.ctx)
+	if !secretAllowed(val, policy) {
+		d.refuseSecret(key, attr, policy)
+		return cty.NilVal, false
+	}
 	if val.IsNull() {
 		return cty.NilVal, false
 	}
+	// From here on an error about a value that holds a secret depends on the secret's value.
+	secret := hasKnownSecret(val)
 	conv, err := convert.Convert(val, ty)
 	if err != nil {
+		if secret {
+			d.diags = append(d.diags, d.l.failSecret()...)
+			return cty.NilVal, false
+		}
 		why := err.Error()
 		if val.ContainsMarked() {
 			why = "the value is sensitive, so it is not shown"
@@ -65,6 +83,10 @@ func (d *decoder) evalPartial(attr *hcl.Attribute, key string, ty cty.Type, part
 	}
 	if !conv.IsWhollyKnown() && !(partial && conv.IsKnown()) {
 		if !d.l.opts.Unknown {
+			if secret {
+				d.diags = append(d.diags, d.l.failSecret()...)
+				return cty.NilVal, false
+			}
 			d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Value not known",
 				Detail: fmt.Sprintf("%s has no known value.", attr.Name), Subject: attr.Expr.Range().Ptr()})
 			return cty.NilVal, false
@@ -82,6 +104,10 @@ func (d *decoder) evalPartial(attr *hcl.Attribute, key string, ty cty.Type, part
 	if plain, _ := conv.Unmark(); plain.Type().IsCollectionType() {
 		for it := plain.ElementIterator(); it.Next(); {
 			if _, e := it.Element(); e.IsNull() {
+				if secret {
+					d.diags = append(d.diags, d.l.failSecret()...)
+					return cty.NilVal, false
+				}
 				d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Null element",
 					Detail: fmt.Sprintf("%s must not contain null.", attr.Name), Subject: attr.Expr.Range().Ptr()})
 				return cty.NilVal, false
@@ -117,33 +143,20 @@ func (d *decoder) note(key string, attr *hcl.Attribute, val cty.Value) {
 	}
 }
 
-// secret records a sensitive value: its path, its text (to be masked) and its length, which
-// must be enough to mask.
+// secret records a sensitive value: its path and its text, masked in what comes from outside the
+// deployer (an app's output, an engine's error: Project.Derived). The deployer's own text shows
+// it as (sensitive) from its path, never by searching for its text: a configuration chooses
+// what a value computed from a secret is, and masking that text wherever it appears would tell
+// which words it is.
 func (d *decoder) secret(key string, attr *hcl.Attribute, val cty.Value) {
 	d.sensitive(key, attr)
-	d.p.Secrets = appendSecrets(d.p.Secrets, val, false)
-	if shortSecret(val, false) && !addressAttr(d.prefix+key) { // an address is refused anyway
-		d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Sensitive value too short",
-			Detail:  fmt.Sprintf("%s is computed from a sensitive value%s and comes out shorter than %d characters: the deployer can neither mask a value that short without mangling ordinary output nor show it, so it refuses it. Compute it from variables that are not sensitive.", d.prefix+key, sensitiveSources, minSecret),
-			Subject: attr.Expr.Range().Ptr(), Extra: safeDetail{}})
-	}
+	d.p.Derived = appendSecrets(d.p.Derived, val, false)
 }
 
-// sensitiveSources says where sensitive values come from, for errors about them.
-const sensitiveSources = " (a variable declared sensitive, or env(), which is sensitive unless it reads DEPLOYER_VAR_ of a variable that is not)"
-
-// sensitive records that an attribute's value derives from a sensitive one. An address the
-// deployer contacts or a path it reads during plan is refused: the value would leave the
-// deployer in a connection, a DNS query or an error.
+// sensitive records that an attribute's value derives from a sensitive one.
 func (d *decoder) sensitive(key string, attr *hcl.Attribute) {
-	path := d.prefix + key
-	d.p.Sensitive[path] = true
+	d.p.Sensitive[d.prefix+key] = true
 	d.l.sensitiveRanges = append(d.l.sensitiveRanges, attr.Expr.Range())
-	if addressAttr(path) {
-		d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Sensitive value in an address",
-			Detail:  fmt.Sprintf("%s is computed from a sensitive value%s. It names what the deployer connects to, reads or names after it (an engine, a backup store, a file, the project), so the value would leave the deployer; it is refused rather than used. Write it from variables that are not sensitive.", path, sensitiveSources),
-			Subject: attr.Expr.Range().Ptr(), Extra: safeDetail{}})
-	}
 }
 
 // addressAttr reports whether an attribute path names something the deployer contacts or reads
@@ -162,7 +175,7 @@ func addressAttr(path string) bool {
 	case "backup_store":
 		return len(parts) == 3 && (last == "kind" || last == "bucket" || last == "prefix" || last == "region" || last == "endpoint" || last == "directory")
 	case "service":
-		return strings.HasSuffix(path, "."+config.AttrBuildContext) || strings.HasSuffix(path, "."+config.AttrBuildDockerfile)
+		return strings.HasSuffix(path, "."+config.AttrBuildContext) || strings.HasSuffix(path, "."+config.AttrBuildDockerfile) || strings.HasSuffix(path, "."+config.AttrImage)
 	}
 	return false
 }
@@ -199,9 +212,26 @@ func appendSecrets(out []string, v cty.Value, marked bool) []string {
 }
 
 func (d *decoder) str(attrs hcl.Attributes, name, key string, dst *string) bool {
-	val, ok := d.eval(attrs[name], key, cty.String)
+	return d.strPolicy(attrs, name, key, dst, secretNowhere)
+}
+
+// secretStr reads a string attribute that may be a secret (a password, a URL).
+func (d *decoder) secretStr(attrs hcl.Attributes, name, key string, dst *string) bool {
+	return d.strPolicy(attrs, name, key, dst, secretScalar)
+}
+
+func (d *decoder) strPolicy(attrs hcl.Attributes, name, key string, dst *string, policy secretPolicy) bool {
+	val, ok := d.evalPolicy(attrs[name], key, cty.String, policy, false)
 	if ok {
 		d.note(key, attrs[name], val)
+		// A semantic check of a secret's value (a signing key too short, a KMS key ID given)
+		// depends on the secret: its error is not shown, unless the attribute is the variable
+		// itself (signing_key = var.key), whose value it is about as given, like the
+		// variable's own checks. (The checks of maps and commands are about their keys and
+		// length, which no secret decides.)
+		if hasKnownSecret(val) && !d.l.isVarReference(attrs[name].Expr) {
+			d.l.secretRanges = append(d.l.secretRanges, attrs[name].Expr.Range())
+		}
 		val, _ = val.Unmark()
 		*dst = val.AsString()
 	}
@@ -248,12 +278,25 @@ func (d *decoder) duration(attrs hcl.Attributes, name, key string, dst *time.Dur
 }
 
 func (d *decoder) strList(attrs hcl.Attributes, name, key string, dst *[]string) {
-	if val, ok := d.eval(attrs[name], key, cty.List(cty.String)); ok {
+	d.strListPolicy(attrs, name, key, dst, secretNowhere)
+}
+
+// command reads a command: a list of words, each of which may be a secret (the list itself, and
+// so its length, may not). Each sensitive word is recorded under config.ElemAttr.
+func (d *decoder) command(attrs hcl.Attributes, name, key string, dst *[]string) {
+	d.strListPolicy(attrs, name, key, dst, secretElems)
+}
+
+func (d *decoder) strListPolicy(attrs hcl.Attributes, name, key string, dst *[]string, policy secretPolicy) {
+	if val, ok := d.evalPolicy(attrs[name], key, cty.List(cty.String), policy, false); ok {
 		d.note(key, attrs[name], val)
-		val, _ = val.UnmarkDeep()
 		out := []string{}
 		for it := val.ElementIterator(); it.Next(); {
 			_, e := it.Element()
+			if e.ContainsMarked() {
+				d.p.Sensitive[d.prefix+config.ElemAttr(key, len(out))] = true
+			}
+			e, _ = e.UnmarkDeep()
 			out = append(out, e.AsString())
 		}
 		*dst = out
@@ -279,10 +322,11 @@ func (d *decoder) intList(attrs hcl.Attributes, name, key string, dst *[]int) {
 	}
 }
 
-// strMap decodes a map of strings, recording sensitivity per key as "key.K".
+// strMap decodes a map of strings whose values (not keys) may be secrets (env, build.args),
+// recording sensitivity per key as "key.K".
 func (d *decoder) strMap(attrs hcl.Attributes, name, key string, dst *map[string]string) {
 	attr := attrs[name]
-	val, ok := d.evalPartial(attr, key, cty.Map(cty.String), d.l.opts.Unknown)
+	val, ok := d.evalPolicy(attr, key, cty.Map(cty.String), secretValues, d.l.opts.Unknown)
 	if !ok {
 		return
 	}

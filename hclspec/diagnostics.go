@@ -43,7 +43,7 @@ func (r *Result) writeDiagnostic(w io.Writer, d *hcl.Diagnostic, color bool) {
 	fmt.Fprintf(w, "%s %s\n", paint(code, label+":"), paint(bold, d.Summary))
 	if d.Subject != nil {
 		s := d.Subject
-		fmt.Fprintf(w, "\n  --> %s:%d:%d\n", s.Filename, s.Start.Line, s.Start.Column)
+		fmt.Fprintf(w, "\n  --> %s:%d:%d\n", printable(s.Filename), s.Start.Line, s.Start.Column)
 		if line, marker, ok := r.sourceLine(*s); ok {
 			num := fmt.Sprintf("%d", s.Start.Line)
 			pad := strings.Repeat(" ", len(num))
@@ -128,22 +128,15 @@ func (r *Result) DiagnosticsText(diags hcl.Diagnostics) string {
 	return b.String()
 }
 
-// sanitize makes diagnostics safe to show and true. An error about an expression whose value is
-// unknown (validate without a variable's value) is dropped: the check needs the value. An error
-// about an expression whose value is sensitive keeps its summary, its place and nothing of its
-// detail, which may quote the value; and every sensitive text met while loading is masked in
-// what is left, whatever put it there.
+// sanitize makes diagnostics safe to show and true. When something that depends on a secret's
+// value failed (failSecret), that is the one error shown: any other would tell where loading
+// stopped. Else an error about an expression whose value is unknown (validate without a
+// variable's value) is dropped: the check needs the value. An error about an expression whose
+// value is sensitive keeps its summary, its place and nothing of its detail, which may quote the
+// value; and every secret met while loading is masked in what is left, whatever put it there.
 func (l *loader) sanitize(diags hcl.Diagnostics, p *config.Project) hcl.Diagnostics {
-	within := func(d *hcl.Diagnostic, ranges []hcl.Range) bool {
-		if d.Subject == nil {
-			return false
-		}
-		for _, r := range ranges {
-			if r.Filename == d.Subject.Filename && r.Start.Byte <= d.Subject.Start.Byte && d.Subject.Start.Byte < max(r.End.Byte, r.Start.Byte+1) {
-				return true
-			}
-		}
-		return false
+	if l.secretFailed {
+		return hcl.Diagnostics{l.secretFailure()}
 	}
 	secrets := append([]string{}, l.secrets...)
 	for _, v := range l.vars {
@@ -165,14 +158,24 @@ func (l *loader) sanitize(diags hcl.Diagnostics, p *config.Project) hcl.Diagnost
 	var out hcl.Diagnostics
 	for _, d := range diags {
 		_, safe := d.Extra.(safeDetail)
-		if !safe && d.Severity == hcl.DiagError && within(d, l.unknownRanges) {
+		if !safe && d.Severity == hcl.DiagError && d.Subject != nil && within(*d.Subject, l.unknownRanges) {
 			continue
 		}
-		if !safe && within(d, l.sensitiveRanges) {
+		if !safe && d.Subject != nil && within(*d.Subject, l.sensitiveRanges) {
 			d.Detail = "The value here is computed from a sensitive value" + sensitiveSources + ", so it is not shown, nor what is wrong with it in detail. Check the values it is computed from."
 		}
 		d.Summary, d.Detail = mask(d.Summary), mask(d.Detail)
 		out = append(out, d)
 	}
 	return out
+}
+
+// within reports whether a range starts inside one of ranges.
+func within(subject hcl.Range, ranges []hcl.Range) bool {
+	for _, r := range ranges {
+		if r.Filename == subject.Filename && r.Start.Byte <= subject.Start.Byte && subject.Start.Byte < max(r.End.Byte, r.Start.Byte+1) {
+			return true
+		}
+	}
+	return false
 }

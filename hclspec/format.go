@@ -2,6 +2,7 @@ package hclspec
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 
@@ -20,7 +21,7 @@ func FormatFiles(args []string) ([]string, error) {
 	for _, a := range args {
 		st, err := os.Stat(a)
 		if err != nil {
-			return nil, err
+			return nil, nameErr(a, err)
 		}
 		if !st.IsDir() {
 			out = append(out, a)
@@ -28,7 +29,7 @@ func FormatFiles(args []string) ([]string, error) {
 		}
 		files, vars, err := configFiles(a)
 		if err != nil {
-			return nil, err
+			return nil, nameErr(a, err)
 		}
 		more, _ := filepath.Glob(filepath.Join(a, "*.vars.hcl"))
 		for _, f := range append(append(files, vars...), more...) {
@@ -47,10 +48,20 @@ func FormatFiles(args []string) ([]string, error) {
 func ReadSource(path string) ([]byte, error) {
 	c, err := openConfined(filepath.Dir(path))
 	if err != nil {
-		return nil, err
+		return nil, nameErr(path, err)
 	}
 	defer c.close()
-	return c.readRel(path, filepath.Base(path), MaxFileSize)
+	b, err := c.readRel(path, filepath.Base(path), MaxFileSize)
+	return b, nameErr(path, err)
+}
+
+// nameErr names the file of an error by its display name, unless the error does already
+// (pathError quotes it).
+func nameErr(path string, err error) error {
+	if _, ok := err.(*pathError); err == nil || ok {
+		return err
+	}
+	return fmt.Errorf("%s: %v", displayName(path), unwrapPathErr(err))
 }
 
 // WriteSource rewrites a file that ReadSource read, through its directory: a link swapped in
@@ -58,7 +69,7 @@ func ReadSource(path string) ([]byte, error) {
 func WriteSource(path string, src []byte) error {
 	c, err := openConfined(filepath.Dir(path))
 	if err != nil {
-		return err
+		return nameErr(path, err)
 	}
 	defer c.close()
 	f, err := c.root.OpenFile(filepath.Base(path), os.O_WRONLY|os.O_TRUNC|openNonblock, 0)
@@ -67,9 +78,9 @@ func WriteSource(path string, src []byte) error {
 	}
 	if _, err := f.Write(src); err != nil {
 		f.Close()
-		return err
+		return nameErr(path, err)
 	}
-	return f.Close()
+	return nameErr(path, f.Close())
 }
 
 func contains(list []string, s string) bool {
@@ -82,8 +93,14 @@ func contains(list []string, s string) bool {
 }
 
 // Format returns src in canonical style. A file that does not parse is not rewritten: its syntax
-// errors come back instead, since formatting broken input would guess at what was meant.
+// errors come back instead, since formatting broken input would guess at what was meant. A file
+// nested deeper than MaxNesting is refused before it is parsed, as Load refuses it (the parser
+// recurses as deep as it nests). Its diagnostics name the file by its display name.
 func Format(src []byte, filename string) ([]byte, hcl.Diagnostics) {
+	filename = displayName(filename)
+	if d := checkNestingHCL(src, filename); d.HasErrors() {
+		return nil, d
+	}
 	_, diags := hclsyntax.ParseConfig(src, filename, hcl.Pos{Line: 1, Column: 1})
 	if diags.HasErrors() {
 		return nil, diags
@@ -91,14 +108,20 @@ func Format(src []byte, filename string) ([]byte, hcl.Diagnostics) {
 	return hclwrite.Format(src), nil
 }
 
-// NewSourceResult returns a Result that can render diagnostics of files parsed outside Load.
+// NewSourceResult returns a Result that can render diagnostics of files parsed outside Load
+// (by Format), keyed by their paths.
 func NewSourceResult(files map[string][]byte) *Result {
 	r := &Result{files: map[string]*hcl.File{}}
 	for name, src := range files {
-		r.files[name] = &hcl.File{Bytes: src}
+		r.files[displayName(name)] = &hcl.File{Bytes: src}
 	}
 	return r
 }
+
+// DisplayName is how the deployer shows a file's name: as it is, or escaped as in a Go string
+// when it holds anything a terminal or a CI log would act on (escape sequences, a new line that
+// would start a workflow command, invalid UTF-8).
+func DisplayName(path string) string { return displayName(path) }
 
 // Changed reports whether formatting changes src.
 func Changed(src, formatted []byte) bool { return !bytes.Equal(src, formatted) }

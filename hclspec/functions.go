@@ -2,7 +2,6 @@ package hclspec
 
 import (
 	"fmt"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/zclconf/go-cty/cty"
@@ -90,42 +89,64 @@ func (l *loader) functions() map[string]function.Function {
 }
 
 // envFunc returns env(name): the variable's value, or "" when it is unset. The environment of
-// a CI job holds its secrets (AWS_SECRET_ACCESS_KEY, GITHUB_TOKEN, DEPLOYER_VAR_ of sensitive
-// variables), and a configuration from a pull request may ask for any of them: what env()
-// returns is sensitive, shown nowhere, unless it reads DEPLOYER_VAR_<name> of a variable declared
-// without sensitive = true.
+// a CI job holds its secrets (AWS_SECRET_ACCESS_KEY, GITHUB_TOKEN, DEPLOYER_VAR_*), and a
+// configuration from a pull request may ask for any of them: what env() returns is sensitive,
+// always. validate reads nothing from the environment: there env() is an unknown string.
 func (l *loader) envFunc() function.Function {
 	return function.New(&function.Spec{
 		Params: []function.Parameter{{Name: "name", Type: cty.String}},
 		Type:   function.StaticReturnType(cty.String),
 		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-			name := args[0].AsString()
-			val := l.env[name]
-			if v := l.varByKey[strings.TrimPrefix(name, EnvPrefix)]; strings.HasPrefix(name, EnvPrefix) && v != nil && !v.sensitive {
-				return cty.StringVal(val), nil
+			if l.opts.Unknown {
+				return cty.UnknownVal(cty.String).Mark(sensitiveMark), nil
 			}
-			l.secrets = append(l.secrets, val)
+			val := l.env[args[0].AsString()]
+			l.readSecret(val)
 			return cty.StringVal(val).Mark(sensitiveMark), nil
 		},
 	})
 }
 
+// readSecret records that the expression being evaluated read a secret, and its text.
+func (l *loader) readSecret(text string) {
+	l.secrets = append(l.secrets, text)
+	l.touched = true
+	if l.current != nil {
+		l.current.secret.Store(true)
+	}
+}
+
 // fileFunc returns file(path): the UTF-8 contents of a regular file of at most MaxFileSize,
-// inside the configuration's directory.
+// inside the configuration's directory. A credential file (credentialFile: a private key, a
+// name such files have) is sensitive; a file the configuration also names as an engine's TLS
+// material is refused once that is known (checkCredentialReads).
 func (l *loader) fileFunc() function.Function {
 	return function.New(&function.Spec{
 		Params: []function.Parameter{{Name: "path", Type: cty.String}},
 		Type:   function.StaticReturnType(cty.String),
 		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
 			p := args[0].AsString()
-			b, err := l.fs.read(p, MaxFileSize)
+			if rel, err := l.fs.clean(p); err == nil {
+				if real, err := l.fs.resolve(p, rel); err == nil && l.tlsPaths[real] != "" {
+					return cty.NilVal, refuse("%q is the file the configuration names as %s: an engine's TLS material is read by the deployer alone, never into the configuration", p, l.tlsPaths[real])
+				}
+			}
+			b, real, err := l.fs.readResolved(p, MaxFileSize)
 			if err != nil {
 				return cty.NilVal, err
 			}
 			if !utf8.Valid(b) {
 				return cty.NilVal, fmt.Errorf("%q is not UTF-8 text", p)
 			}
-			return cty.StringVal(string(b)), nil
+			val := cty.StringVal(string(b))
+			if credentialFile(real, b) {
+				l.readSecret(string(b))
+				val = val.Mark(sensitiveMark)
+			}
+			if l.current != nil {
+				l.fileReads = append(l.fileReads, fileRead{path: p, real: real, at: l.current.r})
+			}
+			return val, nil
 		},
 	})
 }

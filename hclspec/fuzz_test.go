@@ -8,8 +8,9 @@ import (
 	"time"
 )
 
-// FuzzLoad feeds arbitrary bytes to the loader as a native-syntax and as a JSON file. Whatever the
-// input, it must return diagnostics or a project, never panic or hang.
+// FuzzLoad feeds arbitrary bytes to the loader as a native-syntax and as a JSON file, with
+// secrets in the environment. Whatever the input, it must return diagnostics or a project,
+// never panic or hang, and never show a secret the input does not hold itself.
 func FuzzLoad(f *testing.F) {
 	seeds, _ := filepath.Glob("testdata/*/*.hcl*")
 	seeds = append(seeds, "../examples/quickstart/deployer.hcl", "../examples/manual-generator/deployer.hcl")
@@ -32,6 +33,12 @@ func FuzzLoad(f *testing.F) {
 		f.Add([]byte(src), false)
 	}
 	f.Add([]byte(`{"project": "x", "locals": {"a": `+strings.Repeat("[", 1200)+strings.Repeat("]", 1200)+`}}`), true)
+	// The review's shapes: a secret rebuilt through HCL's errors, a JSON key from a secret, a
+	// number JSON's decoder cannot hold, a lexical error after deep nesting.
+	f.Add([]byte(`project = "x"`+"\n"+`locals { d = { for i in [1, 2] : join(" ", split("", env("AWS_SECRET_ACCESS_KEY"))) => i } }`), false)
+	f.Add([]byte(`{"project":"x","locals":{"o":{"${env(\"AWS_SECRET_ACCESS_KEY\")}":1}}}`), true)
+	f.Add([]byte(`{"project":"x","service":{"w":{"image":"i","engines":["${{\"A\"=\"A\"}[substr(env(\"AWS_SECRET_ACCESS_KEY\"),0,1)]}", 1e400]}}}`), true)
+	f.Add([]byte("x = "+strings.Repeat("[", 1200)+strings.Repeat("]", 1200)+"\n\x01\n"), false)
 	f.Fuzz(func(t *testing.T, src []byte, json bool) {
 		dir := t.TempDir()
 		name := "main.hcl"
@@ -43,14 +50,18 @@ func FuzzLoad(f *testing.F) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		res, diags := Load(Options{Dir: dir, Env: []string{"DEPLOYER_VAR_x=1"}})
+		const secret = "AKIAq8ZxW77889900w"
+		res, diags := Load(Options{Dir: dir, Env: []string{"DEPLOYER_VAR_x=1", "AWS_SECRET_ACCESS_KEY=" + secret, "DEPLOYER_VAR_token=" + secret}})
 		if d := time.Since(start); d > 5*time.Second {
 			t.Fatalf("loading took %s", d)
 		}
 		if res == nil {
 			t.Fatal("nil result")
 		}
-		_ = res.DiagnosticsText(diags)
+		text := res.DiagnosticsText(diags)
+		if !strings.Contains(string(src), "q8Zx") && strings.Contains(text, "q8Zx") {
+			t.Fatalf("the diagnostics show the secret:\n%s", text)
+		}
 		if !diags.HasErrors() && res.Project == nil {
 			t.Fatal("no errors and no project")
 		}

@@ -75,12 +75,10 @@ func checkNesting(tokens hclsyntax.Tokens) hcl.Diagnostics {
 	return nil
 }
 
-// checkNestingHCL checks a native-syntax file.
+// checkNestingHCL checks a native-syntax file, whether or not it has lexical errors (which the
+// parser reports with their places): the parser recurses as deep on a file that has some.
 func checkNestingHCL(src []byte, filename string) hcl.Diagnostics {
-	tokens, diags := hclsyntax.LexConfig(src, filename, hcl.Pos{Line: 1, Column: 1, Byte: 0})
-	if diags.HasErrors() {
-		return nil // the parser reports lexical errors with their places
-	}
+	tokens, _ := hclsyntax.LexConfig(src, filename, hcl.Pos{Line: 1, Column: 1, Byte: 0})
 	return checkNesting(tokens)
 }
 
@@ -91,8 +89,13 @@ func checkNestingJSON(src []byte, filename string) hcl.Diagnostics {
 	depth := 0
 	for {
 		tok, err := dec.Token()
-		if err == io.EOF || err != nil {
-			return nil // the parser reports malformed JSON with its place
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			// Malformed JSON, which the parser reports with its place; it may parse on past
+			// the error, so the brackets are counted without the decoder.
+			return checkBracketsJSON(src, filename)
 		}
 		switch v := tok.(type) {
 		case json.Delim:
@@ -108,17 +111,44 @@ func checkNestingJSON(src []byte, filename string) hcl.Diagnostics {
 					Subject: &hcl.Range{Filename: filename, Start: pos, End: pos}}}
 			}
 		case string:
-			tokens, diags := hclsyntax.LexTemplate([]byte(v), filename, hcl.Pos{Line: 1, Column: 1})
-			if !diags.HasErrors() {
-				if d := checkNesting(tokens); d.HasErrors() {
-					pos := posAt(src, int(dec.InputOffset()))
-					d[0].Subject = &hcl.Range{Filename: filename, Start: pos, End: pos}
-					d[0].Detail += " (in the string that ends here)"
-					return d
-				}
+			tokens, _ := hclsyntax.LexTemplate([]byte(v), filename, hcl.Pos{Line: 1, Column: 1})
+			if d := checkNesting(tokens); d.HasErrors() {
+				pos := posAt(src, int(dec.InputOffset()))
+				d[0].Subject = &hcl.Range{Filename: filename, Start: pos, End: pos}
+				d[0].Detail += " (in the string that ends here)"
+				return d
 			}
 		}
 	}
+}
+
+// checkBracketsJSON counts the brackets of malformed JSON outside its strings.
+func checkBracketsJSON(src []byte, filename string) hcl.Diagnostics {
+	depth, inString, escaped := 0, false, false
+	for i, c := range src {
+		switch {
+		case inString && escaped:
+			escaped = false
+		case inString && c == '\\':
+			escaped = true
+		case inString && c == '"':
+			inString = false
+		case inString:
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+			if depth > MaxNesting {
+				pos := posAt(src, i)
+				return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "JSON nested too deep",
+					Detail:  fmt.Sprintf("The configuration nests more than %d levels deep here.", MaxNesting),
+					Subject: &hcl.Range{Filename: filename, Start: pos, End: pos}}}
+			}
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return nil
 }
 
 // posAt is the line and column of a byte offset.
@@ -132,10 +162,29 @@ func posAt(src []byte, off int) hcl.Pos {
 }
 
 // evaluating is the expression being evaluated now, for the watch to name it when evaluation
-// takes too much memory or time.
-var evaluating atomic.Pointer[hcl.Range]
+// takes too much memory or time, unless it depends on a secret: then which expression was too
+// large would tell something of the secret.
+var evaluating atomic.Pointer[evalState]
 
-func track(r hcl.Range) { evaluating.Store(&r) }
+type evalState struct {
+	r      hcl.Range
+	secret atomic.Bool // the expression depends on a secret (set early, or when it reads one)
+}
 
-// Evaluating returns the range of the expression being evaluated now (nil before the first).
-func Evaluating() *hcl.Range { return evaluating.Load() }
+func track(r hcl.Range, secret bool) *evalState {
+	s := &evalState{r: r}
+	s.secret.Store(secret)
+	evaluating.Store(s)
+	return s
+}
+
+// Evaluating returns the range of the expression being evaluated now: nil before the first,
+// and while it is one that depends on a secret.
+func Evaluating() *hcl.Range {
+	s := evaluating.Load()
+	if s == nil || s.secret.Load() {
+		return nil
+	}
+	r := s.r
+	return &r
+}

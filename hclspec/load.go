@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -35,12 +36,14 @@ type Options struct {
 	Dir   string   // the configuration directory
 	Files []string // -f: exactly these files instead of the directory's *.hcl
 	Vars  []VarArg
-	// Env is the process environment as KEY=VALUE (os.Environ()); it feeds DEPLOYER_VAR_* and env().
+	// Env is the process environment as KEY=VALUE (os.Environ()); it feeds DEPLOYER_VAR_* and
+	// env(), whose values are all sensitive.
 	Env []string
 	// Unknown is for validate: a required variable without a value is an unknown value of its
 	// type instead of an error, so that types and references are checked without the values
 	// (CI validates a pull request without its secrets). Whatever depends on it is unknown:
 	// validation rules and semantic checks that need it are skipped. Plan and apply need values.
+	// The environment is not read at all: DEPLOYER_VAR_* set nothing, env() is unknown.
 	Unknown bool
 }
 
@@ -63,23 +66,47 @@ type VarValue struct {
 	Value     string
 }
 
+// afterParse is called once the files are parsed: tests make it panic, standing for a defect
+// anywhere in loading.
+var afterParse = func() {}
+
 // Load reads, evaluates, defaults and validates a configuration. The Result is non-nil even when
-// there are errors, so that the diagnostics can be rendered with their source lines.
-func Load(opts Options) (*Result, hcl.Diagnostics) {
+// there are errors, so that the diagnostics can be rendered with their source lines. Whatever
+// the input, it returns: a panic anywhere in loading becomes an error.
+func Load(opts Options) (res *Result, diags hcl.Diagnostics) {
 	l := &loader{
 		opts:   opts,
 		parser: hclparse.NewParser(),
-		env:    envMap(opts.Env),
 	}
-	res := &Result{}
+	if !opts.Unknown { // validate reads nothing from the environment
+		l.env = envMap(opts.Env)
+	}
+	res = &Result{}
+	defer func() {
+		if r := recover(); r != nil {
+			l.fs.close()
+			// Nothing of what was being loaded is shown: it may hold a secret.
+			res, diags = &Result{}, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Internal error while loading the configuration",
+				Detail: "The deployer failed while reading the configuration (a defect of the deployer: please report it, with the configuration if you can share it). Nothing was changed."}}
+		}
+	}()
 	project, diags := l.load()
 	l.fs.close()
 	res.files, res.hidden = l.parser.Files(), l.hidden
+	if l.credential != nil {
+		return res, l.credential
+	}
 	if diags = l.sanitize(diags, project); project == nil || diags.HasErrors() {
 		return res, diags
 	}
 	config.Defaults(project)
 	for _, e := range config.Validate(project) {
+		if within(hclRange(e.Range), l.secretRanges) {
+			// About a value computed from a secret: whether, where and why it is invalid
+			// would tell something of the secret.
+			l.failSecret()
+			continue
+		}
 		d := &hcl.Diagnostic{
 			Severity: hcl.DiagError,
 			Summary:  e.Summary,
@@ -116,13 +143,24 @@ type loader struct {
 	fs     *confined // the directory, through which its files are read
 	funcs  map[string]function.Function
 
-	// secrets are sensitive texts met while loading (env() values read, sensitive variables'
-	// values), masked in diagnostics; sensitiveRanges and unknownRanges are the expressions whose
-	// values are sensitive or unknown: errors about them do not quote them, or are not errors.
+	// secrets are the secrets read while loading (env() values, credential files), masked in
+	// diagnostics with the sensitive variables' values; sensitiveRanges and unknownRanges are the
+	// expressions whose values are sensitive or unknown: errors about them do not quote them, or
+	// are not errors; secretRanges are those whose values hold a known secret: an error about
+	// them depends on it.
 	secrets         []string
 	sensitiveRanges []hcl.Range
+	secretRanges    []hcl.Range
 	unknownRanges   []hcl.Range
 	hidden          map[string]bool
+
+	touched      bool              // the expression being evaluated read a secret (env(), a credential file)
+	current      *evalState        // the expression being evaluated
+	secretFailed bool              // something that depends on a secret's value failed (failSecret)
+	fileReads    []fileRead        // what file() read
+	tlsPaths     map[string]string // the engines' TLS files written as constants: what names them
+	// credential is the error of a file() that read TLS material: loading reports only it.
+	credential hcl.Diagnostics
 
 	bodies   []hcl.Body
 	vars     []*variable
@@ -172,6 +210,7 @@ func configFiles(dir string) ([]string, []string, error) {
 
 // parse reads one file in the syntax its name says: a regular file of at most MaxFileSize,
 // nested no deeper than MaxNesting.
+// Files are known by their display name (displayName), in ranges and so in every message.
 func (l *loader) parse(path string) (*hcl.File, hcl.Diagnostics) {
 	src, err := l.readFile(path)
 	if err != nil {
@@ -181,17 +220,29 @@ func (l *loader) parse(path string) (*hcl.File, hcl.Diagnostics) {
 			Detail:   fmt.Sprintf("%v. Configuration and variables files are regular files inside the configuration's directory (or named on the command line).", err),
 		}}
 	}
+	name := displayName(path)
 	if strings.HasSuffix(path, ".json") {
-		if d := checkNestingJSON(src, path); d.HasErrors() {
+		if d := checkNestingJSON(src, name); d.HasErrors() {
 			return nil, d
 		}
-		return l.parser.ParseJSON(src, path)
+		return l.parser.ParseJSON(src, name)
 	}
-	if d := checkNestingHCL(src, path); d.HasErrors() {
-		l.parser.AddFile(path, &hcl.File{Bytes: src})
+	if d := checkNestingHCL(src, name); d.HasErrors() {
+		l.parser.AddFile(name, &hcl.File{Bytes: src})
 		return nil, d
 	}
-	return l.parser.ParseHCL(src, path)
+	return l.parser.ParseHCL(src, name)
+}
+
+// displayName is how a file's name is shown: as it is, or, when it holds anything a terminal
+// or a CI log would act on (an escape sequence, a new line that starts a workflow command,
+// invalid UTF-8), escaped as in a Go string, which no other name is shown as.
+func displayName(path string) string {
+	q := strconv.Quote(path)
+	if q[1:len(q)-1] == path {
+		return path
+	}
+	return q[1 : len(q)-1]
 }
 
 // readFile reads a configuration or variables file: through the directory when it is in it.
@@ -205,7 +256,7 @@ func (l *loader) readFile(path string) ([]byte, error) {
 	}
 	b, err := readBounded(path, MaxFileSize)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v", path, unwrapPathErr(err))
+		return nil, fmt.Errorf("%s: %v", displayName(path), unwrapPathErr(err))
 	}
 	return b, nil
 }
@@ -293,6 +344,7 @@ func (l *loader) load() (*config.Project, hcl.Diagnostics) {
 	if diags.HasErrors() {
 		return nil, diags
 	}
+	afterParse()
 
 	top, d := l.topLevel()
 	diags = append(diags, d...)
@@ -300,6 +352,7 @@ func (l *loader) load() (*config.Project, hcl.Diagnostics) {
 		return nil, diags
 	}
 
+	l.tlsPaths = l.staticTLSPaths(top.engines)
 	diags = append(diags, l.declareVariables(top.variables)...)
 	diags = append(diags, l.assignVariables(autoVars)...)
 	diags = append(diags, l.checkShortSecrets()...)
@@ -319,12 +372,17 @@ func (l *loader) load() (*config.Project, hcl.Diagnostics) {
 	if !d.HasErrors() {
 		diags = append(diags, l.checkPaths(p)...)
 	}
+	if d := l.checkCredentialReads(p); d.HasErrors() {
+		l.credential = d
+		return nil, d
+	}
 	for _, v := range l.vars {
 		p.Variables = append(p.Variables, &config.Variable{Name: v.name, Description: v.description, Sensitive: v.sensitive, Source: v.source})
 		if v.sensitive {
 			p.Secrets = appendSecrets(p.Secrets, v.value, true)
 		}
 	}
+	p.Secrets = append(p.Secrets, l.secrets...)
 	return p, diags
 }
 

@@ -160,11 +160,13 @@ func TestVariablePrecedence(t *testing.T) {
 	}{
 		{"auto vars file beats default", nil, nil, "from-auto", "1"},
 		{"auto vars file beats environment", []string{"DEPLOYER_VAR_tag=from-env"}, nil, "from-auto", "1"},
-		{"environment beats default", []string{"DEPLOYER_VAR_replicas=2"}, nil, "from-auto", "2"},
+		// A value from the environment is sensitive whatever the variable declares.
+		{"environment beats default", []string{"DEPLOYER_VAR_replicas=2345"}, nil, "from-auto", "2345"},
 		{"var-file beats auto vars", nil, []VarArg{{File: "testdata/vars/prod.vars.hcl"}}, "from-var-file", "3"},
 		{"later -var beats earlier -var-file", nil, []VarArg{{File: "testdata/vars/prod.vars.hcl"}, {Name: "tag", Value: "from-flag"}}, "from-flag", "3"},
 		{"later -var-file beats earlier -var", nil, []VarArg{{Name: "tag", Value: "from-flag"}, {File: "testdata/vars/prod.vars.hcl"}}, "from-var-file", "3"},
 		{"-var number parsed as HCL", nil, []VarArg{{Name: "replicas", Value: "7"}}, "from-auto", "7"},
+		{"-var beats environment", []string{"DEPLOYER_VAR_replicas=2345"}, []VarArg{{Name: "replicas", Value: "7"}}, "from-auto", "7"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -175,6 +177,9 @@ func TestVariablePrecedence(t *testing.T) {
 			}
 			if s.Env["REPLICAS"] != c.replicas {
 				t.Errorf("REPLICAS %q, want %q", s.Env["REPLICAS"], c.replicas)
+			}
+			if fromEnv := len(c.env) > 0 && strings.Contains(c.env[0], "replicas") && len(c.vars) == 0; p.IsSensitive("web", "env.REPLICAS") != fromEnv {
+				t.Errorf("env.REPLICAS sensitive %v, want %v (from the environment)", p.IsSensitive("web", "env.REPLICAS"), fromEnv)
 			}
 		})
 	}
@@ -193,13 +198,14 @@ func TestFunctionsAndSensitivity(t *testing.T) {
 			t.Errorf("env %s = %q, want %q", k, s.Env[k], v)
 		}
 	}
-	// A sensitive variable, and anything derived from it, is marked; nothing else is.
-	for _, k := range []string{"env.TOKEN", "env.DERIVED"} {
+	// A sensitive variable, anything derived from it, and what env() reads, are marked; nothing
+	// else is, merge() or not.
+	for _, k := range []string{"env.TOKEN", "env.DERIVED", "env.HOME_ENV"} {
 		if !p.IsSensitive("web", k) {
 			t.Errorf("%s is not marked sensitive", k)
 		}
 	}
-	for _, k := range []string{"env.UPPER", "env.team", "image"} {
+	for _, k := range []string{"env.UPPER", "env.team", "env.GREETING", "env.REPLICAS", "image"} {
 		if p.IsSensitive("web", k) {
 			t.Errorf("%s is marked sensitive", k)
 		}

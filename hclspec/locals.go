@@ -90,15 +90,14 @@ func (ev *localsEval) visit(name string) bool {
 		ev.bad[name] = true
 		return false
 	}
-	track(attr.Expr.Range())
 	ctx := ev.l.evalContext(false)
-	val, d := attr.Expr.Value(ctx)
+	val, d := ev.l.evaluate(attr.Expr, ctx)
 	ev.diags = append(ev.diags, d...)
 	if d.HasErrors() {
 		ev.bad[name] = true
 		return false
 	}
-	ev.l.locals[name] = ev.l.markIfTainted(val, attr.Expr, ctx)
+	ev.l.locals[name] = ev.l.markSensitive(val, attr.Expr, ctx)
 	return true
 }
 

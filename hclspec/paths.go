@@ -1,6 +1,7 @@
 package hclspec
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
 
 	"github.com/deployer-dev/deployer/config"
 )
@@ -100,19 +102,75 @@ func (c *confined) stat(p, rel string) (fs.FileInfo, error) {
 }
 
 // why explains an error of the root: a symbolic link out of the directory, or one with an
-// absolute target (which the root does not follow even when it points inside).
+// absolute target (which the root does not follow even when it points inside). It looks only
+// inside the directory (resolve): what is outside, and whether it exists, is never described.
 func (c *confined) why(p, rel string, err error) error {
-	if real, e := filepath.EvalSymlinks(filepath.Join(c.real, rel)); e == nil {
-		if _, ok := inside(c.real, real); !ok {
-			return refuse("%q leads out of the configuration's directory (%s) through a symbolic link (to %s); paths in a configuration stay inside it", p, c.dir, real)
+	if _, e := c.resolve(p, rel); e != nil {
+		var pe *pathError
+		if errors.As(e, &pe) {
+			return e
 		}
-		return refuse("%q is reached through a symbolic link with an absolute target; the deployer follows only relative links that stay inside the configuration's directory (%s): make the link relative", p, c.dir)
 	}
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
 		err = pe.Err
 	}
 	return refuse("%q cannot be read: %v", p, err)
+}
+
+// maxLinks bounds the symbolic links followed to resolve one path, as the kernel does.
+const maxLinks = 40
+
+// resolve follows rel (clean, relative) inside the directory one element at a time, reading
+// symbolic links through the root and never looking outside: it returns the path rel leads to,
+// relative to the directory (up to a missing name, followed by the rest as written), or why it
+// leads out: a link with an absolute target, or a ".." that leaves, through a link or not.
+func (c *confined) resolve(p, rel string) (string, error) {
+	todo := strings.Split(filepath.ToSlash(rel), "/")
+	var done []string
+	via, links := "", 0
+	for len(todo) > 0 {
+		part := todo[0]
+		todo = todo[1:]
+		switch part {
+		case "", ".":
+			continue
+		case "..":
+			if len(done) == 0 {
+				if via != "" {
+					return "", refuse("%q leads out of the configuration's directory (%s) through a symbolic link (%s); paths in a configuration stay inside it", p, c.dir, via)
+				}
+				return "", refuse("%q leaves the configuration's directory (%s) through \"..\"; paths in a configuration stay inside it: put the file in the directory", p, c.dir)
+			}
+			done = done[:len(done)-1]
+			continue
+		}
+		cur := filepath.Join(append(append([]string{}, done...), part)...)
+		st, err := c.root.Lstat(cur)
+		if errors.Is(err, fs.ErrNotExist) {
+			return filepath.Join(append(append(done, part), todo...)...), nil
+		}
+		if err != nil {
+			return "", err
+		}
+		if st.Mode()&fs.ModeSymlink == 0 {
+			done = append(done, part)
+			continue
+		}
+		if links++; links > maxLinks {
+			return "", refuse("%q goes through more than %d symbolic links", p, maxLinks)
+		}
+		target, err := c.root.Readlink(cur)
+		if err != nil {
+			return "", err
+		}
+		if filepath.IsAbs(target) || strings.HasPrefix(target, "/") || filepath.VolumeName(target) != "" {
+			return "", refuse("%q is reached through a symbolic link with an absolute target (%q -> %q); the deployer follows only relative links that stay inside the configuration's directory (%s): make the link relative", p, cur, target, c.dir)
+		}
+		via = fmt.Sprintf("%q -> %q", cur, target)
+		todo = append(strings.Split(filepath.ToSlash(target), "/"), todo...)
+	}
+	return filepath.Join(done...), nil
 }
 
 // kind names what a non-regular file is.
@@ -139,6 +197,24 @@ func (c *confined) read(p string, max int64) ([]byte, error) {
 		return nil, err
 	}
 	return c.readRel(p, rel, max)
+}
+
+// readResolved is read that also returns the path read, its links resolved, relative to the
+// directory.
+func (c *confined) readResolved(p string, max int64) ([]byte, string, error) {
+	rel, err := c.clean(p)
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := c.readRel(p, rel, max)
+	if err != nil {
+		return nil, "", err
+	}
+	real, err := c.resolve(p, rel)
+	if err != nil {
+		return nil, "", err
+	}
+	return b, real, nil
 }
 
 func (c *confined) readRel(p, rel string, max int64) ([]byte, error) {
@@ -199,11 +275,11 @@ func (c *confined) check(p string, w expect) (string, error) {
 	case w == wantDir && !st.IsDir():
 		return "", refuse("%q is %s, not a directory", p, kind(st.Mode()))
 	}
-	real, err := filepath.EvalSymlinks(filepath.Join(c.real, rel))
+	real, err := c.resolve(p, rel)
 	if err != nil {
 		return "", c.why(p, rel, err)
 	}
-	return real, nil
+	return filepath.Join(c.real, real), nil
 }
 
 // named resolves a file named on the command line (-f FILE, -var-file FILE). A file inside the
@@ -221,13 +297,19 @@ func (c *confined) named(path string) (string, bool, error) {
 		return rel, true, nil
 	}
 	real, err := filepath.EvalSymlinks(abs)
-	if err != nil || real == abs {
-		return "", false, nil // missing (the read says so), or no link on the way
+	if err == nil && real == abs {
+		return "", false, nil // no link on the way
 	}
-	if rel, ok := inside(c.real, real); ok {
-		return rel, true, nil
+	if err == nil {
+		if rel, ok := inside(c.real, real); ok {
+			return rel, true, nil
+		}
+	} else if st, e := os.Lstat(abs); e != nil || st.Mode()&fs.ModeSymlink == 0 {
+		return "", false, nil // missing (the read says so)
 	}
-	return "", false, refuse("%s leads through a symbolic link to %s, outside the configuration's directory (%s); name the file itself", path, real, c.dir)
+	// Where the link leads is not said: whether something exists there is not the
+	// configuration's business.
+	return "", false, refuse("%s is a symbolic link, or is reached through one, that does not lead inside the configuration's directory (%s); name the file itself", displayName(path), c.dir)
 }
 
 // checkPaths checks every path attribute of a decoded project that the deployer reads later:
@@ -293,4 +375,98 @@ func (l *loader) checkPaths(p *config.Project) hcl.Diagnostics {
 		}
 	}
 	return diags
+}
+
+// credentialFile reports whether a file read with file() holds credentials, so that its content
+// is sensitive: a private key (PEM, OpenSSH, PuTTY), or a file named as credentials are (a key or
+// keystore, an ssh identity, .netrc, .pgpass, .npmrc, .pypirc, .git-credentials, .env,
+// .dockercfg, a cloud CLI's credentials). real is its path inside the directory, links resolved.
+func credentialFile(real string, content []byte) bool {
+	if bytes.Contains(content, []byte("PRIVATE KEY")) || bytes.Contains(content, []byte("PuTTY-User-Key-File")) {
+		return true
+	}
+	base := strings.ToLower(filepath.Base(real))
+	switch filepath.Ext(base) {
+	case ".pem", ".key", ".p8", ".p12", ".pfx", ".jks", ".keystore", ".ppk", ".kdbx", ".gpg", ".asc":
+		return true
+	}
+	switch base {
+	case ".netrc", "_netrc", ".pgpass", ".npmrc", ".pypirc", ".git-credentials", ".dockercfg", "credentials", ".env":
+		return true
+	}
+	if strings.HasPrefix(base, ".env.") || strings.HasPrefix(base, "id_") && !strings.HasSuffix(base, ".pub") {
+		return true
+	}
+	return false
+}
+
+// fileRead is a file read with file(), for checkCredentialReads.
+type fileRead struct {
+	path string    // as written
+	real string    // inside the directory, links resolved
+	at   hcl.Range // the expression that read it
+}
+
+// staticTLSPaths are the engines' TLS files written as constants, resolved inside the directory:
+// file() refuses them before reading (checkCredentialReads catches those computed).
+func (l *loader) staticTLSPaths(engines []*hcl.Block) map[string]string {
+	out := map[string]string{}
+	for _, b := range engines {
+		c, _ := b.Body.Content(engineSchema)
+		for _, t := range c.Blocks {
+			if t.Type != "tls" {
+				continue
+			}
+			a, _ := t.Body.Content(engineTLSSchema)
+			for _, key := range []string{"ca", "cert", "key"} {
+				attr := a.Attributes[key]
+				if attr == nil {
+					continue
+				}
+				v, d := attr.Expr.Value(nil)
+				if d.HasErrors() || !v.IsKnown() || v.IsNull() || v.Type() != cty.String {
+					continue
+				}
+				if rel, err := l.fs.clean(v.AsString()); err == nil {
+					if real, err := l.fs.resolve(v.AsString(), rel); err == nil {
+						out[real] = fmt.Sprintf("engine %q tls.%s", b.Labels[0], key)
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// checkCredentialReads refuses a file() that reads a file the configuration names as an
+// engine's TLS material (a key CI writes into the directory before plan). Its content may be
+// in the values and errors of everything evaluated since, so loading reports only this error.
+func (l *loader) checkCredentialReads(p *config.Project) hcl.Diagnostics {
+	tls := map[string]string{}
+	for _, name := range slices.Sorted(maps.Keys(p.Engines)) {
+		e := p.Engines[name]
+		if e.TLS == nil {
+			continue
+		}
+		for key, path := range map[string]string{"tls.ca": e.TLS.CA, "tls.cert": e.TLS.Cert, "tls.key": e.TLS.Key} {
+			if path == "" {
+				continue
+			}
+			if rel, ok := inside(l.fs.real, path); ok { // checkPaths made it the real path
+				tls[rel] = fmt.Sprintf("engine %q %s", name, key)
+			} else if rel, err := l.fs.clean(path); err == nil {
+				if real, err := l.fs.resolve(path, rel); err == nil {
+					tls[real] = fmt.Sprintf("engine %q %s", name, key)
+				}
+			}
+		}
+	}
+	for _, r := range l.fileReads {
+		if what, ok := tls[r.real]; ok {
+			return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "file() reads TLS material",
+				Detail:  fmt.Sprintf("file(%q) reads the file the configuration names as %s: an engine's TLS material is read by the deployer alone, never into the configuration. Remove the call.", r.path, what),
+				Subject: r.at.Ptr(), Extra: safeDetail{}}}
+		}
+	}
+	return nil
 }

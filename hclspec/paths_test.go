@@ -46,6 +46,8 @@ func hostileTree(t *testing.T) (root, cfg string) {
 		"loop1":        "loop2",
 		"loop2":        "loop1",
 		"sub/up-out":   "../../outside.txt",
+		"rel-dangling": "../nonexistent/x",
+		"out-and-back": "../cfg/sub/inner.txt",
 		"link-fifo":    "fifo",
 	}
 	for name, target := range links {
@@ -116,16 +118,19 @@ func TestFileStaysInside(t *testing.T) {
 		{"sub/../../outside.txt", `leaves the configuration's directory`},
 		{"sub/../../../../../../../etc/passwd", `leaves the configuration's directory`},
 		{"..", `leaves the configuration's directory`},
-		{"link-passwd", "through a symbolic link (to /etc/passwd)"},
+		{"link-passwd", `symbolic link with an absolute target ("link-passwd" -> "/etc/passwd")`},
 		{"link-outside", "through a symbolic link"},
-		{"linkdir/passwd", "through a symbolic link"},
+		{"linkdir/passwd", `absolute target ("linkdir" -> "/etc")`},
 		{"linkdir-rel/outside.txt", "through a symbolic link"},
 		{"sub/up-out", "through a symbolic link"},
 		{"link-devzero", "through a symbolic link"},
 		{"link-environ", "through a symbolic link"},
 		{"abs-inside", "make the link relative"},
-		{"dangling", "cannot be read"},
-		{"loop1", "cannot be read"},
+		{"dangling", `absolute target ("dangling" -> "/nonexistent/x")`}, // as a link to what exists: nothing says what is outside
+		{"rel-dangling", `leads out of the configuration's directory`},
+		{"out-and-back", `through a symbolic link ("out-and-back" -> "../cfg/sub/inner.txt")`},
+		{"sub/../out-and-back", `through a symbolic link`},
+		{"loop1", "goes through more than 40 symbolic links"},
 		{"fifo", "is a named pipe, not a regular file"},
 		{"link-fifo", "is a named pipe, not a regular file"},
 		{"sock", "is a socket, not a regular file"},
@@ -226,6 +231,7 @@ func TestConfigFilesStayInside(t *testing.T) {
 	other := filepath.Join(root, "other")
 	os.Mkdir(other, 0o755)
 	os.Symlink("../outside.hcl", filepath.Join(other, "link.vars.hcl"))
+	os.Symlink("../nonexistent.hcl", filepath.Join(other, "dangling.vars.hcl"))
 	os.WriteFile(filepath.Join(root, "plain.vars.hcl"), []byte("v = \"from-outside\"\n"), 0o644)
 	os.Symlink("../outside.hcl", filepath.Join(cfg, "link.hcl.vars"))
 	syscall.Mkfifo(filepath.Join(root, "outside-fifo"), 0o644)
@@ -243,7 +249,8 @@ func TestConfigFilesStayInside(t *testing.T) {
 		{"an auto vars file linked to passwd", func() { os.Symlink("/etc/passwd", filepath.Join(cfg, "evil.auto.vars.hcl")) }, Options{}, "through a symbolic link"},
 		{"-f a link out", func() { os.Symlink("../outside.hcl", filepath.Join(cfg, "evil.hcl.f")) }, Options{Files: []string{filepath.Join(cfg, "evil.hcl.f")}}, "through a symbolic link"},
 		{"-var-file a link out", nil, Options{Vars: []VarArg{{File: filepath.Join(cfg, "link.hcl.vars")}}}, "through a symbolic link"},
-		{"-var-file outside through a link", nil, Options{Vars: []VarArg{{File: filepath.Join(other, "link.vars.hcl")}}}, "leads through a symbolic link"},
+		{"-var-file outside through a link", nil, Options{Vars: []VarArg{{File: filepath.Join(other, "link.vars.hcl")}}}, "is a symbolic link, or is reached through one"},
+		{"-var-file outside through a dangling link", nil, Options{Vars: []VarArg{{File: filepath.Join(other, "dangling.vars.hcl")}}}, "is a symbolic link, or is reached through one"},
 		{"-var-file a fifo inside", nil, Options{Vars: []VarArg{{File: filepath.Join(cfg, "fifo")}}}, "named pipe"},
 		{"-var-file a fifo outside", nil, Options{Vars: []VarArg{{File: filepath.Join(root, "outside-fifo")}}}, "named pipe"},
 		{"-var-file /dev/zero", nil, Options{Vars: []VarArg{{File: "/dev/zero"}}}, "not a regular file"},

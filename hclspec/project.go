@@ -114,8 +114,8 @@ func decodeRegistry(d *decoder, b *hcl.Block) *config.Registry {
 	d.prefix, d.ranges = "registry."+r.Host+".", r.Ranges
 	defer func() { d.prefix, d.ranges = "", nil }()
 	a := d.content(b.Body, registrySchema).Attributes
-	d.str(a, "username", "username", &r.Username)
-	d.str(a, "password", "password", &r.Password)
+	d.secretStr(a, "username", "username", &r.Username)
+	d.secretStr(a, "password", "password", &r.Password)
 	return r
 }
 
@@ -148,9 +148,9 @@ func decodeStore(d *decoder, b *hcl.Block) *config.Store {
 	d.str(a, "endpoint", "endpoint", &st.Endpoint)
 	d.boolean(a, "path_style", "path_style", &st.PathStyle)
 	d.str(a, "directory", "directory", &st.Directory)
-	d.str(a, "signing_key", "signing_key", &st.SigningKey)
+	d.secretStr(a, "signing_key", "signing_key", &st.SigningKey)
 	d.str(a, "sse", "sse", &st.SSE)
-	d.str(a, "kms_key_id", "kms_key_id", &st.KMSKeyID)
+	d.secretStr(a, "kms_key_id", "kms_key_id", &st.KMSKeyID)
 	single, diags := singleBlocks(c.Blocks, "encryption")
 	d.diags = append(d.diags, diags...)
 	if e := single["encryption"]; e != nil {
@@ -179,7 +179,7 @@ func decodeNotify(d *decoder, b *hcl.Block) *config.Notify {
 	d.prefix, d.ranges = "notify."+b.Labels[0]+"."+n.Name+".", nil
 	defer func() { d.prefix = "" }()
 	a := d.content(b.Body, notifySchema).Attributes
-	d.str(a, "url", "url", &n.URL)
+	d.secretStr(a, "url", "url", &n.URL)
 	d.strList(a, "on", "on", &n.On)
 	return n
 }

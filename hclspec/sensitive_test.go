@@ -43,6 +43,7 @@ variable "token" {
   sensitive = true
 }
 variable "tag" { default = "v1" }
+variable "public" { default = "public-default" }
 locals {
   chars = { for c in split("", "abcdefghijklmnopqrstuvwxyz0123456789-ABCDEFGHIJKLMNOPQRSTUVWXYZ") : c => c }
   key   = substr(var.token, 0, 1)
@@ -109,6 +110,9 @@ var leaks = map[string]string{
 	"ENVCHARS":    `join("", [for i in range(4) : local.chars[substr(env("AWS_SECRET_ACCESS_KEY"), i, 1)]])`,
 	"ENVGITHUB":   `env("GITHUB_TOKEN")`,
 	"LOCALURL":    `local.cfg.url`,
+	"PORTOFCFG":   `tostring(local.cfg.port)`,   // computed from an object that holds a secret: as a whole
+	"ENVPUBLIC":   `env("DEPLOYER_VAR_public")`, // the environment is sensitive, whatever it holds
+	"VARFROMENV":  `var.public`,                 // so is a variable's value read from it
 }
 
 // The attack that matters: these come out as the secret's text, unmarked by cty alone.
@@ -119,7 +123,7 @@ var leakValues = map[string]string{
 }
 
 func leakEnv() []string {
-	return []string{"AWS_SECRET_ACCESS_KEY=" + testAWS, "DEPLOYER_VAR_token=" + testToken, "GITHUB_TOKEN=ghp-CI-token-0099", "DEPLOYER_VAR_tag=v2"}
+	return []string{"AWS_SECRET_ACCESS_KEY=" + testAWS, "DEPLOYER_VAR_token=" + testToken, "GITHUB_TOKEN=ghp-CI-token-0099", "DEPLOYER_VAR_public=public-from-env"}
 }
 
 // Every value computed from a secret, by any of the functions, expressions and tricks above, is
@@ -131,21 +135,21 @@ func TestSensitiveThroughEveryPath(t *testing.T) {
 		src += "    " + k + " = " + expr + "\n"
 	}
 	src += `    PLAIN = "plain-value"
-    PUBLIC = env("DEPLOYER_VAR_tag")
-    PORT = tostring(local.cfg.port)
+    PUBLIC = var.tag
+    PORT = local.cfg.port
     CHARPLAIN = local.chars["a"]
   }
 }
 `
 	os.WriteFile(filepath.Join(dir, "main.hcl"), []byte(src), 0o644)
-	p := load(t, Options{Dir: dir, Env: leakEnv()})
+	p := load(t, Options{Dir: dir, Env: leakEnv(), Vars: []VarArg{{Name: "tag", Value: "v2"}}})
 	s := p.Service("web")
 	for k := range leaks {
 		if !p.IsSensitive("web", "env."+k) {
 			t.Errorf("env.%s = %s (%q) is not sensitive", k, leaks[k], s.Env[k])
 		}
-		if v := s.Env[k]; !slices.Contains(p.Secrets, v) {
-			t.Errorf("env.%s = %q is not among the texts masked in output", k, v)
+		if v := s.Env[k]; !slices.Contains(p.Derived, v) {
+			t.Errorf("env.%s = %q is not among the texts masked in what comes from outside", k, v)
 		}
 	}
 	for k, want := range leakValues {
@@ -158,7 +162,7 @@ func TestSensitiveThroughEveryPath(t *testing.T) {
 			t.Errorf("env.%s = %q is marked sensitive", k, s.Env[k])
 		}
 	}
-	if s.Env["PUBLIC"] != "v2" || s.Env["PORT"] != "8080" || p.IsSensitive("web", "image") {
+	if s.Env["PUBLIC"] != "v2" || s.Env["PORT"] != "8080" || s.Env["ENVPUBLIC"] != "public-from-env" || p.IsSensitive("web", "image") {
 		t.Errorf("public values: %v, image sensitive %v", s.Env, p.IsSensitive("web", "image"))
 	}
 	t.Logf("%d derivations tried", len(leaks))
@@ -169,27 +173,35 @@ func TestSensitiveThroughEveryPath(t *testing.T) {
 // conversion and parse errors of a sensitive variable's value, and the source line of a
 // variables file that holds one.
 func TestSensitiveNeverInErrors(t *testing.T) {
+	const (
+		// Evaluating something computed from a secret failed: one error, naming nothing.
+		collapsed = "A value computed from a secret is invalid"
+		// A sensitive variable's value fails its rules: named, nothing more.
+		failsRules = "does not pass its validation rules. It is sensitive"
+		notAllowed = "Sensitive value not allowed here"
+		inAddress  = "Sensitive value in an address"
+	)
 	cases := []struct {
 		name, src string
 		vars      []VarArg
 		files     map[string]string
 		want      string // a piece of the error that must show
 	}{
-		{"parseint", `locals { a = parseint(var.token, 10) }`, nil, nil, "parseint() failed on an argument computed from a sensitive value"},
-		{"tonumber", `locals { a = tonumber(var.token) }`, nil, nil, "tonumber() failed"},
-		{"tobool", `locals { a = tobool(var.token) }`, nil, nil, "tobool() failed"},
-		{"jsondecode", `locals { a = jsondecode(var.token) }`, nil, nil, "jsondecode() failed"},
-		{"jsondecode upper", `locals { a = jsondecode(upper(var.token)) }`, nil, nil, "jsondecode() failed"},
-		{"regex_replace pattern", `locals { a = regex_replace("x", "(${var.token}", "y") }`, nil, nil, "regex_replace() failed"},
-		{"chunklist size", `locals { a = chunklist(split("", var.token), -1) }`, nil, nil, "chunklist() failed"},
-		{"regex without a match", `locals { a = regex("^(x)$", var.token) }`, nil, nil, "regex() failed"},
-		{"regex pattern", `locals { a = regex(var.token, "x") }`, nil, nil, "regex() failed"},
-		{"file of a secret", `locals { a = file(var.token) }`, nil, nil, "file() failed"},
-		{"file of env", `locals { a = file(env("AWS_SECRET_ACCESS_KEY")) }`, nil, nil, "file() failed"},
-		{"format verb", `locals { a = format("%d", var.token) }`, nil, nil, "format() failed"},
-		{"index", `locals { a = index(["a"], var.token) }`, nil, nil, "index() failed"},
-		{"object index", `locals { a = { a = 1 }[var.token] }`, nil, nil, "Invalid index"},
-		{"map index", `locals { a = tomap({ a = 1 })[var.token] }`, nil, nil, "Invalid index"},
+		{"parseint", `locals { a = parseint(var.token, 10) }`, nil, nil, collapsed},
+		{"tonumber", `locals { a = tonumber(var.token) }`, nil, nil, collapsed},
+		{"tobool", `locals { a = tobool(var.token) }`, nil, nil, collapsed},
+		{"jsondecode", `locals { a = jsondecode(var.token) }`, nil, nil, collapsed},
+		{"jsondecode upper", `locals { a = jsondecode(upper(var.token)) }`, nil, nil, collapsed},
+		{"regex_replace pattern", `locals { a = regex_replace("x", "(${var.token}", "y") }`, nil, nil, collapsed},
+		{"chunklist size", `locals { a = chunklist(split("", var.token), -1) }`, nil, nil, collapsed},
+		{"regex without a match", `locals { a = regex("^(x)$", var.token) }`, nil, nil, collapsed},
+		{"regex pattern", `locals { a = regex(var.token, "x") }`, nil, nil, collapsed},
+		{"file of a secret", `locals { a = file(var.token) }`, nil, nil, collapsed},
+		{"file of env", `locals { a = file(env("AWS_SECRET_ACCESS_KEY")) }`, nil, nil, collapsed},
+		{"format verb", `locals { a = format("%d", var.token) }`, nil, nil, collapsed},
+		{"index", `locals { a = index(["a"], var.token) }`, nil, nil, collapsed},
+		{"object index", `locals { a = { a = 1 }[var.token] }`, nil, nil, collapsed},
+		{"map index", `locals { a = tomap({ a = 1 })[var.token] }`, nil, nil, collapsed},
 		{"validation message", `variable "v" {
   type = string
   default = "x"
@@ -198,7 +210,7 @@ func TestSensitiveNeverInErrors(t *testing.T) {
     condition     = var.v == "never"
     error_message = "bad value ${var.v}"
   }
-}`, []VarArg{{Name: "v", Value: testToken}}, nil, "The error message refers to a sensitive value and is not shown"},
+}`, []VarArg{{Name: "v", Value: testToken}}, nil, failsRules},
 		{"validation message rebuilt", `variable "v" {
   type = string
   default = "x"
@@ -207,7 +219,7 @@ func TestSensitiveNeverInErrors(t *testing.T) {
     condition     = false
     error_message = join("", [for i in range(16) : { for c in split("", "abcdefghijklmnopqrstuvwxyz0123456789-") : c => c }[substr(var.v, i, 1)]])
   }
-}`, []VarArg{{Name: "v", Value: testToken}}, nil, "The error message refers to a sensitive value and is not shown"},
+}`, []VarArg{{Name: "v", Value: testToken}}, nil, failsRules},
 		{"validation message upper", `variable "v" {
   type = string
   default = "x"
@@ -216,7 +228,7 @@ func TestSensitiveNeverInErrors(t *testing.T) {
     condition     = false
     error_message = upper(var.v)
   }
-}`, []VarArg{{Name: "v", Value: testToken}}, nil, "not shown"},
+}`, []VarArg{{Name: "v", Value: testToken}}, nil, failsRules},
 		{"validation condition error", `variable "v" {
   type = string
   default = "x"
@@ -225,7 +237,7 @@ func TestSensitiveNeverInErrors(t *testing.T) {
     condition     = parseint(var.v, 10) > 0
     error_message = "not a number"
   }
-}`, []VarArg{{Name: "v", Value: testToken}}, nil, "parseint() failed"},
+}`, []VarArg{{Name: "v", Value: testToken}}, nil, failsRules},
 		{"validation of a value from a vars file", `variable "v" {
   type = string
   sensitive = true
@@ -233,24 +245,24 @@ func TestSensitiveNeverInErrors(t *testing.T) {
     condition     = length(var.v) > 100
     error_message = "too short"
   }
-}`, nil, map[string]string{"s.auto.vars.hcl": "v = \"" + testToken + "\"\n"}, "too short"},
+}`, nil, map[string]string{"s.auto.vars.hcl": "v = \"" + testToken + "\"\n"}, failsRules},
 		{"duration", `service "a" {
   image = "a"
   deploy { drain = var.token }
-}`, nil, nil, "Invalid duration"},
+}`, nil, nil, notAllowed},
 		{"size", `service "a" {
   image = "a"
   resources { memory = upper(var.token) }
-}`, nil, nil, "Invalid size"},
-		{"image", `service "a" { image = "bad image ${var.token}" }`, nil, nil, "Invalid image"},
+}`, nil, nil, notAllowed},
+		{"image", `service "a" { image = "bad image ${var.token}" }`, nil, nil, inAddress},
 		{"container name", `service "a" {
   image = "a"
   container_name = "Bad Name ${var.token}"
-}`, nil, nil, "Invalid container name"},
+}`, nil, nil, notAllowed},
 		{"env key", `service "a" {
   image = "a"
   env = { (var.token) = "xxxxx" }
-}`, nil, nil, "Invalid environment variable name"},
+}`, nil, nil, notAllowed},
 		{"sqlite path", `service "a" {
   image = "a"
   volume "data" { target = "/data" }
@@ -258,7 +270,7 @@ func TestSensitiveNeverInErrors(t *testing.T) {
     volume = "data"
     path = "/${var.token}"
   }
-}`, nil, nil, "Invalid database path"},
+}`, nil, nil, notAllowed},
 		{"sensitive map of the wrong type", `variable "m" {
   type = map(number)
   sensitive = true
@@ -298,7 +310,7 @@ func TestSensitiveNeverInErrors(t *testing.T) {
 			src := leakHeader + c.src + "\n"
 			os.WriteFile(filepath.Join(dir, "main.hcl"), []byte(src), 0o644)
 			res, diags := Load(Options{Dir: dir, Env: env, Vars: c.vars})
-			text := res.DiagnosticsText(diags)
+			text := strings.ReplaceAll(res.DiagnosticsText(diags), dir, "DIR") // a temporary name may hold a piece
 			if !diags.HasErrors() || !strings.Contains(text, c.want) {
 				t.Fatalf("want an error with %q, got:\n%s", c.want, text)
 			}
@@ -360,7 +372,7 @@ func TestSensitiveAddressRefused(t *testing.T) {
 			}
 			os.WriteFile(filepath.Join(dir, "main.hcl"), []byte(src), 0o644)
 			res, diags := Load(Options{Dir: dir, Env: leakEnv()})
-			text := res.DiagnosticsText(diags)
+			text := strings.ReplaceAll(res.DiagnosticsText(diags), dir, "DIR")
 			if !strings.Contains(text, "Sensitive value in an address") || !strings.Contains(text, c.path+" is computed from a sensitive value") {
 				t.Fatalf("want the address %s refused, got:\n%s", c.path, text)
 			}
@@ -410,22 +422,6 @@ func TestShortSensitiveValueRefused(t *testing.T) {
 		{"a short number", "", []VarArg{{Name: "pin", Value: "42"}}, nil, nil, "var.pin is sensitive"},
 		{"a short element of a list", "", []VarArg{{Name: "pin", Value: `["long-enough", "xy"]`}}, nil, nil, "var.pin is sensitive"},
 		{"a short default", strings.Replace(decl, "long-enough-default", "q7", 1), nil, nil, nil, "var.pin is sensitive, but its value (from default)"},
-		{"a short value computed from a long one", `service "a" {
-  image = "a"
-  env = { X = substr(var.pin, 0, 2) }
-}`, nil, nil, nil, "service.a.env.X is computed from a sensitive value"},
-		{"a short value computed from env()", `service "a" {
-  image = "a"
-  env = { X = env("RUNNER_DEBUG") }
-}`, nil, []string{"RUNNER_DEBUG=1"}, nil, "service.a.env.X is computed from a sensitive value"},
-		{"a short number computed", `service "a" {
-  image = "a"
-  backup {
-    volumes = ["data"]
-    keep = length(var.pin)
-  }
-  volume "data" { target = "/data" }
-}`, nil, nil, nil, "service.a.backup.keep is computed from a sensitive value"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -439,7 +435,7 @@ func TestShortSensitiveValueRefused(t *testing.T) {
 			}
 			os.WriteFile(filepath.Join(dir, "main.hcl"), []byte(src), 0o644)
 			res, diags := Load(Options{Dir: dir, Vars: c.vars, Env: c.env})
-			text := res.DiagnosticsText(diags)
+			text := strings.ReplaceAll(res.DiagnosticsText(diags), dir, "DIR")
 			if !strings.Contains(text, "Sensitive value too short") || !strings.Contains(text, c.want) || !strings.Contains(text, "main.hcl:") {
 				t.Fatalf("want the short value refused with %q, got:\n%s", c.want, text)
 			}
@@ -451,8 +447,37 @@ func TestShortSensitiveValueRefused(t *testing.T) {
 		})
 	}
 	t.Logf("%d short values tried", len(cases))
-	// The empty value (an optional secret not set), a bool, and 4 characters are fine.
+	// A short value computed from a secret is fine: the deployer shows it as (sensitive) by where
+	// it is, never by searching for its text; and a number computed from one is refused where
+	// numbers are (it is no secret's place).
 	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "main.hcl"), []byte("project = \"x\"\n"+decl+`service "a" {
+  image = "a"
+  env = {
+    X = substr(var.pin, 0, 2)
+    Y = env("RUNNER_DEBUG")
+  }
+}
+`), 0o644)
+	p := load(t, Options{Dir: dir, Env: []string{"RUNNER_DEBUG=1"}})
+	if s := p.Service("a"); s.Env["X"] != "lo" || s.Env["Y"] != "1" || !p.IsSensitive("a", "env.X") || !p.IsSensitive("a", "env.Y") {
+		t.Errorf("short values computed from secrets: %v, sensitive %v", s.Env, p.Sensitive)
+	}
+	os.WriteFile(filepath.Join(dir, "main.hcl"), []byte("project = \"x\"\n"+decl+`service "a" {
+  image = "a"
+  backup {
+    volumes = ["data"]
+    keep = length(var.pin)
+  }
+  volume "data" { target = "/data" }
+}
+`), 0o644)
+	res, diags := Load(Options{Dir: dir})
+	if text := res.DiagnosticsText(diags); !strings.Contains(text, "Sensitive value not allowed here") || !strings.Contains(text, "service.a.backup.keep is computed from a sensitive value") {
+		t.Errorf("a number computed from a secret: %s", text)
+	}
+	// The empty value (an optional secret not set), a bool, and 4 characters are fine.
+	dir = t.TempDir()
 	os.WriteFile(filepath.Join(dir, "main.hcl"), []byte(`project = "x"
 variable "hook" {
   type      = string
@@ -470,8 +495,11 @@ variable "pin" {
 }
 service "a" {
   image = "a"
-  init  = var.flag
-  env   = { PIN = var.pin }
+  env   = {
+    PIN  = var.pin
+    FLAG = tostring(var.flag)
+    HOOK = var.hook
+  }
 }
 `), 0o644)
 	load(t, Options{Dir: dir, Vars: []VarArg{{Name: "pin", Value: "abcd"}}})
@@ -502,7 +530,7 @@ func TestSensitiveThroughJSONSyntax(t *testing.T) {
 		t.Fatalf("the attack does not do what the test thinks: %v", s.Env)
 	}
 	for _, k := range []string{"LOCAL", "INLINE"} {
-		if !p.IsSensitive("web", "env."+k) || !slices.Contains(p.Secrets, s.Env[k]) {
+		if !p.IsSensitive("web", "env."+k) || !slices.Contains(p.Derived, s.Env[k]) {
 			t.Errorf("env.%s is not sensitive", k)
 		}
 	}

@@ -42,7 +42,7 @@ func (d *decoder) service(b *hcl.Block) *config.Service {
 	a := c.Attributes
 	d.str(a, "container_name", config.AttrContainerName, &s.ContainerName)
 	d.str(a, "image", config.AttrImage, &s.Image)
-	d.strList(a, "command", config.AttrCommand, &s.Command)
+	d.command(a, "command", config.AttrCommand, &s.Command)
 	d.strMap(a, "env", config.AttrEnv, &s.Env)
 	d.boolean(a, "init", config.AttrInit, &s.Init)
 	d.strList(a, "engines", config.AttrEngines, &s.Engines)
@@ -78,7 +78,7 @@ func decodeBuild(d *decoder, s *config.Service, b *hcl.Block) {
 	d.str(a, "context", config.AttrBuildContext, &s.Build.Context)
 	d.str(a, "dockerfile", config.AttrBuildDockerfile, &s.Build.Dockerfile)
 	d.strMap(a, "args", config.AttrBuildArgs, &s.Build.Args)
-	d.strList(a, "before", config.AttrBuildBefore, &s.Build.Before)
+	d.command(a, "before", config.AttrBuildBefore, &s.Build.Before)
 }
 
 var portSchema = &hcl.BodySchema{
@@ -163,7 +163,7 @@ func decodeSQLite(d *decoder, s *config.Service, b *hcl.Block) {
 	d.str(a, "volume", config.SQLiteAttr(db.Name, config.SQLiteVolume), &db.Volume)
 	d.str(a, "path", config.SQLiteAttr(db.Name, config.SQLitePath), &db.Path)
 	d.boolean(a, "quick_check", config.SQLiteAttr(db.Name, config.SQLiteQuickCheck), &db.QuickCheck)
-	d.strList(a, "seed_if_empty", config.SQLiteAttr(db.Name, config.SQLiteSeedIfEmpty), &db.SeedIfEmpty)
+	d.command(a, "seed_if_empty", config.SQLiteAttr(db.Name, config.SQLiteSeedIfEmpty), &db.SeedIfEmpty)
 	s.SQLite = append(s.SQLite, db)
 }
 
@@ -250,7 +250,7 @@ var hookSchema = &hcl.BodySchema{
 func decodeHook(d *decoder, s *config.Service, b *hcl.Block) {
 	h := &config.Hook{When: b.Labels[0]}
 	s.Ranges[config.HookAttr(h.When, "")] = cfgRange(b.LabelRanges[0])
-	d.strList(d.content(b.Body, hookSchema).Attributes, "command", config.HookAttr(h.When, config.HookCommand), &h.Command)
+	d.command(d.content(b.Body, hookSchema).Attributes, "command", config.HookAttr(h.When, config.HookCommand), &h.Command)
 	s.Hooks = append(s.Hooks, h)
 }
 
@@ -263,7 +263,7 @@ func decodeMigration(d *decoder, s *config.Service, b *hcl.Block) {
 	m := config.NewMigration()
 	s.Ranges[config.AttrMigration] = cfgRange(b.DefRange)
 	a := d.content(b.Body, migrationSchema).Attributes
-	d.strList(a, "command", config.AttrMigrationCommand, &m.Command)
+	d.command(a, "command", config.AttrMigrationCommand, &m.Command)
 	d.str(a, "sqlite", config.AttrMigrationSQLite, &m.SQLite)
 	d.duration(a, "deadline", config.AttrMigrationDeadline, &m.Deadline)
 	d.boolean(a, "dry_run", config.AttrMigrationDryRun, &m.DryRun)

@@ -17,7 +17,10 @@ import (
 // load reads the configuration named by the arguments and flags. Errors are rendered on stderr
 // with their source lines; the returned error then only sets the exit code.
 func (g *globals) load(args []string) (*hclspec.Result, error) {
-	opts := hclspec.Options{Files: g.files, Env: os.Environ(), Unknown: g.unknownVars}
+	opts := hclspec.Options{Files: g.files, Unknown: g.unknownVars}
+	if !g.unknownVars { // validate reads nothing from the environment
+		opts.Env = os.Environ()
+	}
 	if len(args) > 0 {
 		opts.Dir = args[0]
 	}
@@ -107,28 +110,41 @@ func plural(n int, word string) string {
 // Evaluating a configuration is bounded in memory and time: a configuration from a pull request
 // runs in CI, where it must not be able to take the runner down. Functions and nesting are
 // bounded where the value is built (hclspec); what is left, an expression that iterates over
-// large collections, is watched here.
-const (
-	evalMemoryLimit = 1 << 30
-	evalTimeLimit   = 30 * time.Second
+// large collections, is watched here, as is fmt. (Variables, so that a test can lower them.)
+var (
+	evalMemoryLimit int64 = 1 << 30
+	evalTimeLimit         = 30 * time.Second
 )
 
 // watchedLoad loads the configuration while watching the memory it takes and the time. Past
-// either limit it gives up with an error that names the expression being evaluated; the process
+// either limit it gives up with an error that names the expression being evaluated, unless that
+// one depends on a secret (which one was too large would tell something of it); the process
 // then exits, which ends the evaluation.
 func watchedLoad(opts hclspec.Options) (*hclspec.Result, hcl.Diagnostics) {
-	type loaded struct {
-		res   *hclspec.Result
-		diags hcl.Diagnostics
+	var res *hclspec.Result
+	var diags hcl.Diagnostics
+	if d := watch("Evaluating the configuration", func() { res, diags = hclspec.Load(opts) }); d != nil {
+		d.Detail += " an expression builds a collection or a string that large (a for expression over large collections, or nested ones). Nothing was changed."
+		if r := hclspec.Evaluating(); r != nil {
+			d.Subject = r
+		}
+		return &hclspec.Result{}, hcl.Diagnostics{d}
 	}
-	done := make(chan loaded, 1)
-	// Collect hard near the limit, so that what is measured is what the evaluation holds: a
-	// heap past 90% of it, even so, is live data.
+	return res, diags
+}
+
+// watch runs f, which reads a configuration (Load, or fmt's Format), while watching the memory
+// it takes and the time: past either limit it returns an error saying which (what took more
+// than ...:), and f is left to the process's exit. A panic in f is an error too.
+func watch(what string, f func()) *hcl.Diagnostic {
+	done := make(chan any, 1)
+	// Collect hard near the limit, so that what is measured is what f holds: a heap past 90%
+	// of it, even so, is live data.
 	prev := debug.SetMemoryLimit(evalMemoryLimit)
 	defer debug.SetMemoryLimit(prev)
 	go func() {
-		res, diags := hclspec.Load(opts)
-		done <- loaded{res, diags}
+		defer func() { done <- recover() }()
+		f()
 	}()
 	start := time.Now()
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -136,27 +152,26 @@ func watchedLoad(opts hclspec.Options) (*hclspec.Result, hcl.Diagnostics) {
 	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
 	for {
 		select {
-		case l := <-done:
-			return l.res, l.diags
+		case p := <-done:
+			if p != nil {
+				return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Internal error",
+					Detail: what + " failed (a defect of the deployer: please report it, with the configuration if you can share it). Nothing was changed."}
+			}
+			return nil
 		case <-tick.C:
 			metrics.Read(sample)
 			heap := sample[0].Value.Uint64()
 			over := ""
 			switch {
-			case heap > evalMemoryLimit/10*9:
+			case heap > uint64(evalMemoryLimit)/10*9:
 				over = fmt.Sprintf("more than %d MiB of memory", evalMemoryLimit>>20)
 			case time.Since(start) > evalTimeLimit:
 				over = fmt.Sprintf("more than %s", evalTimeLimit)
 			}
-			if over == "" {
-				continue
+			if over != "" {
+				return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Configuration too large to evaluate",
+					Detail: what + " took " + over + ":"}
 			}
-			d := &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Configuration too large to evaluate",
-				Detail: "Evaluating the configuration took " + over + ": an expression builds a collection or a string that large (a for expression over large collections, or nested ones). Nothing was changed."}
-			if r := hclspec.Evaluating(); r != nil {
-				d.Subject = r
-			}
-			return &hclspec.Result{}, hcl.Diagnostics{d}
 		}
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 
+	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
 
 	"github.com/deployer-dev/deployer/hclspec"
@@ -26,7 +27,16 @@ in canonical HCL style, and list those it changed. -check only lists them (CI).`
 				if err != nil {
 					return err
 				}
-				out, diags := hclspec.Format(src, f)
+				// Bounded as validate is: fmt -check runs on pull requests from forks.
+				var out []byte
+				var diags hcl.Diagnostics
+				if d := watch("Formatting "+hclspec.DisplayName(f), func() { out, diags = hclspec.Format(src, f) }); d != nil {
+					// The formatting goes on until the process exits: stop here.
+					d.Summary = "File too large to format"
+					d.Detail += " the file nests or repeats too much. Nothing more was written."
+					hclspec.NewSourceResult(nil).WriteDiagnostics(g.stderr, hcl.Diagnostics{d}, g.color(g.stderr))
+					return failed
+				}
 				if diags.HasErrors() {
 					hclspec.NewSourceResult(map[string][]byte{f: src}).WriteDiagnostics(g.stderr, diags, g.color(g.stderr))
 					broken++
@@ -36,7 +46,7 @@ in canonical HCL style, and list those it changed. -check only lists them (CI).`
 					continue
 				}
 				changed++
-				fmt.Fprintln(g.stdout, f)
+				fmt.Fprintln(g.stdout, hclspec.DisplayName(f))
 				if check {
 					continue
 				}

@@ -16,23 +16,7 @@ import (
 // secret would leave in the connection, or in a DNS query for a name built from it. The same
 // address written plainly is contacted by plan, which shows the listener would see it.
 func TestSensitiveAddressNeverContacted(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var accepted atomic.Int32
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	port, accepted := countingListener(t)
 	const secret = "tok-QzWxRvPsYuMn"
 	t.Setenv("DEPLOYER_VAR_token", secret)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "AKIAqRzXwVtYuPsN")
@@ -79,4 +63,26 @@ func TestSensitiveAddressNeverContacted(t *testing.T) {
 	if accepted.Load() == 0 {
 		t.Errorf("plan did not contact the plain address, so the test sees nothing:\n%s", out.String())
 	}
+}
+
+// countingListener listens on a free port of 127.0.0.1 until the test ends, counting the
+// connections it accepts: whatever would contact it is seen.
+func countingListener(t *testing.T) (int, *atomic.Int32) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted := new(atomic.Int32)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port, accepted
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -30,10 +31,10 @@ func WalkContext(dir, dockerfile string, visit func(ContextFile) error) error {
 		patterns, err := ignorefile.ReadAll(f)
 		f.Close()
 		if err != nil {
-			return fmt.Errorf("%s: %w", filepath.Join(dir, ".dockerignore"), err)
+			return fmt.Errorf("%q: %w", filepath.Join(dir, ".dockerignore"), err)
 		}
 		if pm, err = patternmatcher.New(patterns); err != nil {
-			return fmt.Errorf("%s: %w", filepath.Join(dir, ".dockerignore"), err)
+			return fmt.Errorf("%q: %w", filepath.Join(dir, ".dockerignore"), err)
 		}
 	}
 	always := map[string]bool{filepath.ToSlash(filepath.Clean(dockerfile)): true, ".dockerignore": true}
@@ -77,7 +78,7 @@ func WalkContext(dir, dockerfile string, visit func(ContextFile) error) error {
 // in every CI run.
 func ContextHash(dir, dockerfile string) (string, error) {
 	if _, err := os.Stat(filepath.Join(dir, dockerfile)); err != nil {
-		return "", fmt.Errorf("build context %s: dockerfile %s: %w", dir, dockerfile, unwrapPath(err))
+		return "", fmt.Errorf("build context %q: dockerfile %q: %w", dir, dockerfile, unwrapPath(err))
 	}
 	h := sha256.New()
 	err := WalkContext(dir, dockerfile, func(f ContextFile) error {
@@ -95,14 +96,17 @@ func ContextHash(dir, dockerfile string) (string, error) {
 		return err
 	})
 	if err != nil {
-		return "", fmt.Errorf("build context %s: %w", dir, err)
+		return "", fmt.Errorf("build context %q: %w", dir, unwrapPath(err))
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// unwrapPath names the file of a path error quoted: a build context is a pull request's
+// checkout, whose file names may hold new lines and escape sequences.
 func unwrapPath(err error) error {
-	if pe, ok := err.(*fs.PathError); ok {
-		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%q: %w", pe.Path, pe.Err)
 	}
 	return err
 }
