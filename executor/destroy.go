@@ -289,9 +289,19 @@ func describeTeardown(c *Container) string {
 // WriteText shows what destroy will do.
 func (dp *DestroyPlan) WriteText(w io.Writer) error {
 	fmt.Fprintf(w, "Project %q on %s\n", dp.Project, dp.Engine)
-	if dp.Empty() && len(dp.Kept) == 0 {
-		_, err := fmt.Fprintf(w, "\nNothing to destroy: the project has nothing on this engine.\n")
-		return err
+	if dp.Empty() {
+		if len(dp.Kept) == 0 {
+			_, err := fmt.Fprintf(w, "\nNothing to destroy: the project has nothing on this engine.\n")
+			return err
+		}
+		// A destroy before this one kept the data: say so again, and that nothing else is left.
+		fmt.Fprintf(w, "\nNothing to destroy: the project has nothing else on this engine.\n")
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "\nKept:\n")
+		for _, k := range dp.Kept {
+			fmt.Fprintf(tw, "      %s\t%s\n", k.Name, k.Detail)
+		}
+		return tw.Flush()
 	}
 	if dp.Lock != "" {
 		fmt.Fprintf(w, "\nThe deploy lock is held by %s: destroy waits for it as apply does.\n", dp.Lock)

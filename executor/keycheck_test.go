@@ -19,6 +19,9 @@ type fixedKey struct {
 
 func (f fixedKey) ProjectKey(context.Context, string) ([]byte, error) { return f.key, nil }
 
+// ReadProjectKey is what plan reads (it makes no key): the same key.
+func (f fixedKey) ReadProjectKey(context.Context, string) ([]byte, error) { return f.key, nil }
+
 // A project key that is no random key (32 zero bytes, too short, one byte repeated) is refused
 // by plan and apply with an error that says what to do: hashes of sensitive values under it
 // could be checked against guesses offline. A random key passes (every other test).
@@ -28,7 +31,7 @@ func TestDegenerateProjectKeyRefused(t *testing.T) {
 		"32 zero bytes": make([]byte, 32),
 		"one byte":      bytes.Repeat([]byte{0x5a}, 32),
 		"too short":     []byte("0123456789"),
-		"empty":         nil,
+		"empty":         {},
 		"two bytes":     bytes.Repeat([]byte{1, 2}, 16),
 	} {
 		t.Run(name, func(t *testing.T) {
