@@ -477,4 +477,3 @@ func TestInitResourcesAndLog(t *testing.T) {
 	}
 	check("release 3, rolled back to")
 }
-
