@@ -184,6 +184,30 @@ func (e *Engine) ImageLabels(ctx context.Context, ref string) (map[string]string
 	return img.Config.Labels, nil
 }
 
+// ImageContent reports an image's layers and configuration.
+func (e *Engine) ImageContent(ctx context.Context, ref string) (*engine.ImageContent, error) {
+	img, err := e.cli.ImageInspect(ctx, ref)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil, fmt.Errorf("image %s: %w", ref, engine.ErrNotFound)
+		}
+		return nil, fmt.Errorf("docker engine at %s: inspect image %s: %w", e.host, ref, err)
+	}
+	out := &engine.ImageContent{ID: img.ID, Layers: img.RootFS.Layers, OS: img.Os, Arch: img.Architecture, Labels: map[string]string{}}
+	if c := img.Config; c != nil {
+		out.Entrypoint, out.Cmd, out.Env, out.User, out.WorkingDir = c.Entrypoint, c.Cmd, c.Env, c.User, c.WorkingDir
+		for v := range c.Volumes {
+			out.Volumes = append(out.Volumes, v)
+		}
+		sort.Strings(out.Volumes)
+		for k, v := range c.Labels {
+			out.Labels[k] = v
+		}
+		out.Other = c.Healthcheck != nil || len(c.OnBuild) > 0 || len(c.Shell) > 0 || c.StopSignal != "" || len(c.ExposedPorts) > 0
+	}
+	return out, nil
+}
+
 // ImageEnv is the environment an image sets.
 func (e *Engine) ImageEnv(ctx context.Context, image string) (map[string]string, error) {
 	img, err := e.cli.ImageInspect(ctx, image)
