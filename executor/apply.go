@@ -48,7 +48,7 @@ func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 	if err := rn.makeVolumes(ctx, services); err != nil {
 		return out, err
 	}
-	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
+	obs, err := Observe(ctx, a.Runtime, a.Project)
 	if err != nil {
 		return out, err
 	}

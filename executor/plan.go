@@ -47,14 +47,17 @@ func (a Action) Symbol() string {
 // Plan is what apply will do, as a value: it is rendered as text or JSON, saved with -out, and
 // drives apply. It never holds a sensitive value.
 type Plan struct {
-	FormatVersion string      `json:"format_version"`
-	Project       string      `json:"project"`
-	Engine        string      `json:"engine"`
-	Changes       []*Change   `json:"changes"`
-	Steps         []*Step     `json:"steps"`
-	Leftovers     []Leftover  `json:"leftovers,omitempty"`
-	Summary       Summary     `json:"summary"`
-	Fingerprint   Fingerprint `json:"fingerprint"`
+	FormatVersion string     `json:"format_version"`
+	Project       string     `json:"project"`
+	Engine        string     `json:"engine"`
+	Changes       []*Change  `json:"changes"`
+	Steps         []*Step    `json:"steps"`
+	Leftovers     []Leftover `json:"leftovers,omitempty"`
+	// Ignored are containers labelled for the project that are none of its own: apply leaves
+	// them as they are.
+	Ignored     []Ignored   `json:"ignored,omitempty"`
+	Summary     Summary     `json:"summary"`
+	Fingerprint Fingerprint `json:"fingerprint"`
 
 	hasher *Hasher // the project's key, never saved
 }
@@ -258,6 +261,9 @@ func (plan *Plan) redact(red *Redactor) {
 	}
 	for i := range plan.Leftovers {
 		plan.Leftovers[i].Detail = red.Redact(plan.Leftovers[i].Detail)
+	}
+	for i := range plan.Ignored {
+		plan.Ignored[i].Reason = red.Redact(plan.Ignored[i].Reason)
 	}
 }
 

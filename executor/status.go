@@ -32,6 +32,10 @@ type Status struct {
 	Lock          string           `json:"lock,omitempty"`
 	Proxy         *ProxyState      `json:"proxy,omitempty"`
 	Services      []*ServiceStatus `json:"services"`
+	// Ignored are containers labelled for the project that are none of its own.
+	Ignored []Ignored `json:"ignored,omitempty"`
+	// Conflicts are roles of the project that several containers claim: plan and apply stop.
+	Conflicts []string `json:"conflicts,omitempty"`
 }
 
 // ProxyState is the project's proxy and its routes.
@@ -49,7 +53,7 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 	if err := eng.Ping(ctx); err != nil {
 		return nil, err
 	}
-	obs, err := Observe(ctx, eng, p.Name)
+	obs, err := Observe(ctx, eng, p)
 	if err != nil {
 		return nil, err
 	}
@@ -79,6 +83,13 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 	}
 	leftovers := leftovers(obs, p, func(string) bool { return true })
 	red := NewRedactor(p)
+	for _, ig := range obs.Ignored {
+		ig.Reason = red.Redact(ig.Reason)
+		out.Ignored = append(out.Ignored, ig)
+	}
+	for _, c := range obs.conflicts {
+		out.Conflicts = append(out.Conflicts, red.Redact(c))
+	}
 	for i := range leftovers {
 		leftovers[i].Detail = red.Redact(leftovers[i].Detail)
 	}

@@ -38,7 +38,7 @@ func TestExamplesApplied(t *testing.T) {
 	} {
 		t.Run(c.dir, func(t *testing.T) {
 			ctx := context.Background()
-			if obs, err := executor.Observe(ctx, eng, c.project); err != nil || len(obs.All) > 0 {
+			if obs, err := executor.Observe(ctx, eng, projectOnly(c.project)); err != nil || len(obs.All) > 0 {
 				if os.Getenv("CI") != "" {
 					t.Fatalf("project %q exists on this engine: the example's own names are taken", c.project)
 				}
