@@ -160,7 +160,7 @@ func (ap *applyRun) putBackSafety(ctx context.Context, s *config.Service, safety
 			target = v.Labels[LabelVolume]
 		}
 	}
-	if target == "" || s.Volume(target) == nil {
+	if target == "" || s.Volume(target) == nil || safety != safetyVolume(ap.Project, s) {
 		return fmt.Errorf("the safety copy %s names volume %q, which service.%s does not mount: copy it back by hand, then remove it", safety, target, s.Name)
 	}
 	helper, err := ap.helperImage(ctx)

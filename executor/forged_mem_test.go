@@ -643,3 +643,52 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
+
+// Volumes labelled as a service's scratch volume or safety copy under names the deployer does
+// not give them: the next apply neither removes them nor puts one back into the service's data
+// (a safety copy is put back when the live release is found stopped after a held migration).
+func TestMemForgedScratchAndSafety(t *testing.T) {
+	r := newMemRig(t, config.CutoverRestart)
+	ctx := context.Background()
+	r.deploy("v1")
+	data := r.project + "-data"
+	forged := map[string]map[string]string{
+		"attacker-scratch":         {engine.LabelProject: r.project, engine.LabelService: "app", engine.LabelRole: executor.RoleScratch},
+		"attacker-safety":          {engine.LabelProject: r.project, engine.LabelService: "app", engine.LabelRole: executor.RoleSafety, executor.LabelVolume: data, engine.LabelRelease: "1"},
+		r.project + "-x-snapshots": {engine.LabelProject: r.project, engine.LabelService: "../x", engine.LabelRole: executor.RoleScratch},
+	}
+	for name, labels := range forged {
+		forgeries.Add(1)
+		if err := r.eng.CreateVolume(ctx, name, labels); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(r.eng.VolumeDir(name), "history"), []byte("started PWNED\n"), 0o644)
+	}
+	r.eng.StopContainer(ctx, r.project+"-app", 0) // as a crash in a held migration leaves it
+	plan := r.plan(r.config("v1", nil))
+	for _, step := range plan.Steps {
+		if step.Volume != "" {
+			t.Errorf("the plan acts on a volume: %s %s", step.Name, step.Detail)
+		}
+	}
+	n := 0
+	for _, ig := range plan.Ignored {
+		if forged[ig.Volume] != nil {
+			n++
+		}
+	}
+	if n != len(forged) {
+		t.Errorf("ignored: %+v", plan.Ignored)
+	}
+	if out := r.applyAll(r.config("v1", nil)); out.Failed() || !r.serves("v1") {
+		t.Fatalf("apply: %s", errorsOf(out))
+	}
+	for name := range forged {
+		if _, err := r.eng.InspectVolume(ctx, name); err != nil {
+			t.Errorf("the volume %s is gone: %v", name, err)
+		}
+	}
+	if h := r.get("/history"); strings.Contains(h, "PWNED") || !strings.Contains(h, "started v1") {
+		t.Errorf("the service's data: %q", h)
+	}
+}

@@ -27,7 +27,7 @@ func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptio
 	if err != nil {
 		return nil, err
 	}
-	if err := obs.readScratch(ctx, eng, p.Name); err != nil {
+	if err := obs.readScratch(ctx, eng, p); err != nil {
 		return nil, err
 	}
 	all, err := eng.AllContainers(ctx)

@@ -88,8 +88,9 @@ type Observed struct {
 
 // Ignored is a container labelled for the project that is not its own.
 type Ignored struct {
-	ID        string `json:"id"`
-	Container string `json:"container"`
+	ID        string `json:"id,omitempty"`
+	Container string `json:"container,omitempty"`
+	Volume    string `json:"volume,omitempty"`  // a volume labelled as a scratch volume or safety copy
 	Service   string `json:"service,omitempty"` // the configured service its labels name, if any
 	// Reason says what it claims to be and why it is not: "x-evil claims to be a release of
 	// service.web (role "live", release "50"), but its name is none of those service.web's
@@ -191,20 +192,40 @@ func Observe(ctx context.Context, eng Engine, p *config.Project) (*Observed, err
 
 // readScratch lists the scratch volumes interrupted backups left: only plan and status show
 // them, so the many Observe calls of a run (the lock's polling among them) do not list volumes.
-func (o *Observed) readScratch(ctx context.Context, eng Engine, project string) error {
-	vols, err := eng.Volumes(ctx, project)
+// As for containers, a volume is a service's scratch volume or safety copy only when it bears
+// the name the deployer gives it (<project>-<service>-snapshots, -migration, -safety) and its
+// labels agree: the next apply removes a scratch volume and puts a safety copy back into the
+// service's data. Anything else labelled so is ignored.
+func (o *Observed) readScratch(ctx context.Context, eng Engine, p *config.Project) error {
+	vols, err := eng.Volumes(ctx, p.Name)
 	if err != nil {
 		return err
 	}
 	for _, v := range vols {
-		if v.Labels[LabelRole] == RoleSafety && v.Labels[LabelService] != "" {
-			o.Safety = append(o.Safety, v)
+		role, svc := v.Labels[LabelRole], v.Labels[LabelService]
+		if role != RoleSafety && role != RoleScratch || svc == "" {
+			continue
 		}
-		if v.Labels[LabelRole] == RoleScratch && v.Labels[LabelService] != "" {
+		h := p.Name + "-" + svc
+		switch {
+		case !serviceNameRE.MatchString(svc):
+			o.ignoreVolume(v, fmt.Sprintf("its service label %q is no service name", svc))
+		case role == RoleSafety && v.Name != h+"-safety":
+			o.ignoreVolume(v, fmt.Sprintf("a safety copy of service.%s is named %s", svc, h+"-safety"))
+		case role == RoleScratch && v.Name != h+"-snapshots" && v.Name != h+"-migration":
+			o.ignoreVolume(v, fmt.Sprintf("a scratch volume of service.%s is named %s or %s", svc, h+"-snapshots", h+"-migration"))
+		case role == RoleSafety:
+			o.Safety = append(o.Safety, v)
+		default:
 			o.Scratch = append(o.Scratch, v)
 		}
 	}
 	return nil
+}
+
+// ignoreVolume records a volume labelled as one of the project's own that is not.
+func (o *Observed) ignoreVolume(v Volume, why string) {
+	o.Ignored = append(o.Ignored, Ignored{Volume: v.Name, Reason: fmt.Sprintf("the volume %s claims to be a %s volume of service %q, but %s", v.Name, v.Labels[LabelRole], v.Labels[LabelService], why)})
 }
 
 // observe sorts the containers labelled for the project (list may hold others: they are

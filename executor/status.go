@@ -57,7 +57,7 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 	if err != nil {
 		return nil, err
 	}
-	if err := obs.readScratch(ctx, eng, p.Name); err != nil {
+	if err := obs.readScratch(ctx, eng, p); err != nil {
 		return nil, err
 	}
 	out := &Status{FormatVersion: FormatVersion, Project: p.Name, Engine: eng.Host(), Services: []*ServiceStatus{}}
