@@ -20,12 +20,15 @@ import (
 // Such names collide by construction: project "a" service "b-c" and project "a-b" service "c"
 // both run a container "a-b-c"; project "x"'s candidate of service "web" is "x-web-green", the
 // live container of its service "web-green"; anyone may name a volume "x-data". A name alone
-// therefore never says whose an object is: its labels do. An object whose deployer.project
-// label is not the project's is never the project's, whatever its name; within the project, a
-// name derived for a service is that service's only when the object's deployer.service says
-// so. An object without the deployer's labels is the project's only where the deployer takes
-// over what it finds: a container bearing a service's container_name (see takeover.go), an
-// image tag the operator built by hand, a volume that nothing of anyone else mounts.
+// therefore never says whose an object is; nor do labels alone, which anyone who can use the
+// engine writes as they please (and a container inherits its image's). A container is the
+// project's (a release, its candidate, a one-off or helper container, the proxy, the lock) only
+// when it bears the name the deployer derives for that and its labels agree with the name
+// (serviceNames.agrees); anything else labelled for the project is ignored (state.go). An
+// object whose deployer.project label is not the project's is never the project's, whatever
+// its name. An object without the deployer's labels is the project's only where the deployer
+// takes over what it finds: a container bearing a service's container_name (see takeover.go),
+// an image tag the operator built by hand, a volume that nothing of anyone else mounts.
 //
 // Plan and apply (and rollback, backup and restore) check every name before anything changes:
 // one held by anything else stops the run at once, naming what holds it, before anything is
@@ -240,7 +243,7 @@ func (o *ownership) check(services []*config.Service) error {
 		return nil
 	}
 	sort.Strings(problems)
-	return fmt.Errorf("project %q: %s; nothing was changed. Labels, not names, say whose an object is (deployer.project, deployer.service): remove or rename what holds the name, or rename the project, the service or its container_name", o.p.Name, strings.Join(dedupe(problems), "; "))
+	return fmt.Errorf("project %q: %s; nothing was changed. An object is the project's when it bears a name the project derives and labels that agree (deployer.project, deployer.service, the role and release the name is for): remove or rename what holds the name, or rename the project, the service or its container_name", o.p.Name, strings.Join(dedupe(problems), "; "))
 }
 
 // object checks the volume, network or image a claim names.
@@ -336,7 +339,7 @@ func volumeProblem(p *config.Project, s *config.Service, v *config.Volume, vol *
 		owner, who := c.Labels[LabelProject], whose(c)
 		if owner == p.Name && !obs.own(c.ID) {
 			// Labelled for the project, but none of its own: as if made without the deployer.
-			owner, who = "", fmt.Sprintf("container %s (labelled for this project, but none of its own: plan shows why)", c.Name)
+			owner, who = "", obs.notOwn(c)
 		}
 		switch {
 		case owner == p.Name:
@@ -393,6 +396,16 @@ func (o *Observed) own(id string) bool {
 		}
 	}
 	return false
+}
+
+// notOwn names a container labelled for the project that is none of its own, saying why.
+func (o *Observed) notOwn(c Container) string {
+	for _, ig := range o.Ignored {
+		if ig.ID == c.ID {
+			return fmt.Sprintf("container %s (labelled for this project, but none of its own: %s)", c.Name, strings.TrimPrefix(ig.Reason, c.Name+" "))
+		}
+	}
+	return fmt.Sprintf("container %s (labelled for this project, but none of its own)", c.Name)
 }
 
 // takenOver reports whether a container the deployer did not make is one that a service of

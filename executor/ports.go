@@ -69,7 +69,7 @@ func portConflicts(p *config.Project, services []string, all []Container) error 
 					}
 					who := describeOwner(cl.owner)
 					if cl.owner.Labels[LabelProject] == p.Name {
-						who = fmt.Sprintf("container %s (labelled for this project, but none of its own)", cl.owner.Name)
+						who = obs.notOwn(cl.owner)
 					}
 					problems = append(problems, fmt.Sprintf("%s port %d of service.%s is taken: %s %s", use.what, use.n, s.Name, who, cl.via))
 				}
