@@ -230,3 +230,35 @@ func TestForgedOnTheEngine(t *testing.T) {
 		}
 	}
 }
+
+// A bind mount of a volume's directory on the host (docker run -v
+// /var/lib/docker/volumes/DATA/_data:/data) reaches the volume's files as a mount of the volume
+// does: plan refuses the volume while it is so bound, naming the container, and a restore would
+// refuse it while that container runs.
+func TestBindOfAVolumeIsAMount(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	if so := r.apply(r.config("v1", nil)); so.Error != "" {
+		t.Fatal(so.Error)
+	}
+	info, err := r.eng.Client().Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := r.project + "-data"
+	forgeries.Add(1)
+	cfg := &container.Config{Image: r.image, Env: []string{"APP_VERSION=PWNED", "APP_DATA=/data"}}
+	host := &container.HostConfig{Binds: []string{info.DockerRootDir + "/volumes/" + data + "/_data:/data"}}
+	resp, err := r.eng.Client().ContainerCreate(ctx, cfg, host, nil, nil, r.project+"-binder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		r.eng.Client().ContainerRemove(context.Background(), resp.ID, container.RemoveOptions{Force: true})
+	})
+	if err := r.eng.Client().ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = executor.MakePlan(ctx, r.config("v2", nil), r.eng, executor.PlanOptions{})
+	wantRefused(t, "a bind of the volume's directory", err, "the volume "+data+" (mounted by service.app) is in use by container "+r.project+"-binder", "not made by the deployer")
+}

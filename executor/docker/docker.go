@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -32,6 +34,9 @@ const PingTimeout = 5 * time.Second
 type Engine struct {
 	cli  *client.Client
 	host string
+
+	rootOnce sync.Once
+	root     string // the engine's data directory (DockerRootDir), "" when it does not say
 }
 
 // New connects to the engine at host; an empty host means DOCKER_HOST, then the local socket.
@@ -113,7 +118,7 @@ func (e *Engine) Containers(ctx context.Context, project string) ([]engine.Conta
 	if err != nil {
 		return nil, fmt.Errorf("docker engine at %s: list containers of project %q: %w", e.host, project, err)
 	}
-	return containers(list), nil
+	return e.containers(ctx, list), nil
 }
 
 // AllContainers lists every container on the engine, with the ports they publish.
@@ -122,10 +127,29 @@ func (e *Engine) AllContainers(ctx context.Context) ([]engine.Container, error) 
 	if err != nil {
 		return nil, fmt.Errorf("docker engine at %s: list containers: %w", e.host, err)
 	}
-	return containers(list), nil
+	return e.containers(ctx, list), nil
 }
 
-func containers(list []container.Summary) []engine.Container {
+// volumeOfBind is the volume whose files a bind mount of source reaches (a bind of
+// <root>/volumes/NAME/_data, or of a directory in it, mounts volume NAME's files), "" for none.
+func (e *Engine) volumeOfBind(ctx context.Context, source string) string {
+	e.rootOnce.Do(func() {
+		if info, err := e.cli.Info(ctx); err == nil {
+			e.root = info.DockerRootDir
+		}
+	})
+	if e.root == "" {
+		return ""
+	}
+	rest, ok := strings.CutPrefix(path.Clean(source), path.Join(e.root, "volumes")+"/")
+	if !ok {
+		return ""
+	}
+	name, _, _ := strings.Cut(rest, "/")
+	return name
+}
+
+func (e *Engine) containers(ctx context.Context, list []container.Summary) []engine.Container {
 	out := make([]engine.Container, 0, len(list))
 	for _, c := range list {
 		name := ""
@@ -149,8 +173,14 @@ func containers(list []container.Summary) []engine.Container {
 			}
 		}
 		for _, m := range c.Mounts {
-			if m.Type == mount.TypeVolume && m.Name != "" {
+			switch {
+			case m.Type == mount.TypeVolume && m.Name != "":
 				last.Mounts = append(last.Mounts, m.Name)
+			case m.Type == mount.TypeBind:
+				// A bind of the volume's directory on the host mounts its files as well.
+				if name := e.volumeOfBind(ctx, m.Source); name != "" {
+					last.Mounts = append(last.Mounts, name)
+				}
 			}
 		}
 	}
