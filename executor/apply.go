@@ -48,7 +48,7 @@ func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 	if err := rn.makeVolumes(ctx, services); err != nil {
 		return out, err
 	}
-	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
+	obs, err := Observe(ctx, a.Runtime, a.Project)
 	if err != nil {
 		return out, err
 	}
@@ -169,7 +169,7 @@ func (ap *applyRun) putBackSafety(ctx context.Context, s *config.Service, safety
 			target = v.Labels[LabelVolume]
 		}
 	}
-	if target == "" || s.Volume(target) == nil {
+	if target == "" || s.Volume(target) == nil || safety != safetyVolume(ap.Project, s) {
 		return fmt.Errorf("the safety copy %s names volume %q, which service.%s does not mount: copy it back by hand, then remove it", safety, target, s.Name)
 	}
 	helper, err := ap.helperImage(ctx)

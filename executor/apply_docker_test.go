@@ -133,7 +133,7 @@ func TestApplyCreateReplaceRollback(t *testing.T) {
 		}
 	}
 	// After the rollback to 1, releases 3, 4 and 5 are v3..v5 (2 is taken by the rolled-back v2).
-	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
 	st := obs.Services["app"]
 	if st.Live.Release() != 5 || len(st.Previous) != 2 || st.Previous[0].Release() != 4 || st.Previous[1].Release() != 3 {
 		t.Errorf("want live 5 and previous 4, 3; got %s", r.state())

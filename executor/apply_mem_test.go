@@ -220,7 +220,7 @@ func TestMemResume(t *testing.T) {
 	forCutovers(t, func(t *testing.T, r *memRig) {
 		ctx := context.Background()
 		stopLive := func() {
-			obs, _ := executor.Observe(ctx, r.eng, r.project)
+			obs, _ := executor.Observe(ctx, r.eng, projectOnly(r.project))
 			if err := r.eng.StopContainer(ctx, obs.Services["app"].Live.ID, 0); err != nil {
 				t.Fatal(err)
 			}

@@ -127,7 +127,7 @@ func (r *rig) volumeHashes(id, dir string) map[string]string {
 }
 
 func (r *rig) liveID() string {
-	obs, err := executor.Observe(context.Background(), r.eng, r.project)
+	obs, err := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
 	if err != nil || obs.Services["app"] == nil || obs.Services["app"].Live == nil {
 		r.t.Fatalf("no live release: %v", err)
 	}

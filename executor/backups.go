@@ -216,7 +216,7 @@ func (a *Applier) Backup(ctx context.Context, service string) (*backup.Manifest,
 	if err := rn.checkOwnership(ctx, []*config.Service{s}); err != nil {
 		return nil, err
 	}
-	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
+	obs, err := Observe(ctx, a.Runtime, a.Project)
 	if err != nil {
 		return nil, err
 	}

@@ -308,7 +308,7 @@ func proxiedRelease(b *testing.B) (*rig, string) {
 	if so := r.apply(r.config("v1", func(s *config.Service) { s.Deploy.Cutover = "proxy" })); so.Error != "" {
 		b.Fatal(so.Error)
 	}
-	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
 	live, _ := r.eng.Inspect(context.Background(), obs.Services["app"].Live.ID)
 	return r, live.IPs[executor.NetworkName(r.project)] + ":8080"
 }

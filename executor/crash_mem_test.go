@@ -52,7 +52,7 @@ func TestMemCrashWhileResuming(t *testing.T) {
 		p := r.config("v1", nil)
 		r.apply(p)
 		stopLive := func() {
-			obs, _ := executor.Observe(t.Context(), r.eng, r.project)
+			obs, _ := executor.Observe(t.Context(), r.eng, projectOnly(r.project))
 			r.eng.StopContainer(t.Context(), obs.Services["app"].Live.ID, 0)
 		}
 		stopLive()
@@ -99,7 +99,7 @@ func TestMemCrashWhileResumingUnhealthy(t *testing.T) {
 			if so := r.apply(p); so.Error != "" || !r.serves("v2") {
 				t.Fatalf("deploy of v2: %+v", so)
 			}
-			obs, _ := executor.Observe(t.Context(), r.eng, r.project)
+			obs, _ := executor.Observe(t.Context(), r.eng, projectOnly(r.project))
 			r.eng.StopContainer(t.Context(), obs.Services["app"].Live.ID, 0)
 			if !r.crashAt(p, point) {
 				t.Fatalf("never reached %s", point)
@@ -118,7 +118,7 @@ func TestMemCrashWhileResumingUnhealthy(t *testing.T) {
 // nothing is left over and the plan has nothing to do.
 func assertConverged(t *testing.T, r *memRig, p *config.Project, point string) {
 	t.Helper()
-	obs, err := executor.Observe(t.Context(), r.eng, r.project)
+	obs, err := executor.Observe(t.Context(), r.eng, projectOnly(r.project))
 	if err != nil {
 		t.Fatal(err)
 	}

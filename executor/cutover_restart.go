@@ -78,6 +78,7 @@ func (c *restartCutover) switchTo(ctx context.Context, r *release, old, cand *Co
 			rn.crash(PointCutoverCreated)
 			err = rn.Runtime.StartContainer(ctx, id)
 			if err != nil {
+				err = rn.addressHint(ctx, id, err)
 				rn.Runtime.RemoveContainer(ctx, id)
 				err = portHint(err, r.ports, false)
 			}

@@ -299,6 +299,7 @@ func (d *deployment) createCandidate(ctx context.Context, spec ContainerSpec) (s
 func (d *deployment) startCreated(ctx context.Context, id string) (*ContainerState, error) {
 	rn := d.rn
 	if err := rn.Runtime.StartContainer(ctx, id); err != nil {
+		err = rn.addressHint(ctx, id, err)
 		rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
 		return nil, portHint(err, d.r.ports, true)
 	}

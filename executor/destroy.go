@@ -90,7 +90,7 @@ func PlanDestroy(ctx context.Context, p *config.Project, eng Runtime, opts Destr
 	if err := eng.Ping(ctx); err != nil {
 		return nil, err
 	}
-	obs, err := Observe(ctx, eng, p.Name)
+	obs, err := Observe(ctx, eng, p)
 	if err != nil {
 		return nil, err
 	}
@@ -380,7 +380,7 @@ func (a *Applier) Destroy(ctx context.Context, dp *DestroyPlan) (*DestroyOutcome
 	}
 	// Nothing below is left half-done by an interruption: each removal finishes.
 	ctx = context.WithoutCancel(ctx)
-	obs, err := Observe(ctx, rn.Runtime, rn.Project.Name)
+	obs, err := Observe(ctx, rn.Runtime, rn.Project)
 	if err != nil {
 		return out, err
 	}
@@ -518,7 +518,7 @@ func (rn *run) destroyBackups(ctx context.Context, dp *DestroyPlan, out *Destroy
 	if len(dp.backups) == 0 {
 		return nil
 	}
-	obs, err := Observe(ctx, rn.Runtime, rn.Project.Name)
+	obs, err := Observe(ctx, rn.Runtime, rn.Project)
 	if err != nil {
 		return err
 	}

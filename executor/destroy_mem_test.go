@@ -33,14 +33,14 @@ func TestMemDestroy(t *testing.T) {
 			t.Fatal(err)
 		}
 		if _, err := r.eng.CreateContainer(ctx, engine.ContainerSpec{Name: other + "-app", Image: memApp,
-			Labels: map[string]string{engine.LabelProject: other, engine.LabelService: "app", engine.LabelRole: executor.RoleLive}}); err != nil {
+			Labels: map[string]string{engine.LabelProject: other, engine.LabelService: "app", engine.LabelRole: executor.RoleLive, engine.LabelRelease: "1"}}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := r.eng.ProjectKey(ctx, other); err != nil {
 			t.Fatal(err)
 		}
 		defer func() {
-			obs, _ := executor.Observe(ctx, r.eng, other)
+			obs, _ := executor.Observe(ctx, r.eng, projectOnly(other))
 			nets, _ := r.eng.Networks(ctx, other)
 			key, _ := r.eng.ReadProjectKey(ctx, other)
 			if obs == nil || len(obs.All) != 1 || len(nets) != 1 || key == nil || !r.eng.HasVolume(other+"-scratch") {
@@ -160,7 +160,7 @@ func TestMemDestroy(t *testing.T) {
 // expectGone checks that nothing the deployer made for the project is left.
 func (r *memRig) expectGone(ctx context.Context) {
 	r.t.Helper()
-	if obs, err := executor.Observe(ctx, r.eng, r.project); err != nil || len(obs.All) != 0 {
+	if obs, err := executor.Observe(ctx, r.eng, projectOnly(r.project)); err != nil || len(obs.All) != 0 {
 		r.t.Errorf("containers left: %s (%v)", releaseState(r.t, r.eng, r.project, false), err)
 	}
 	if nets, err := r.eng.Networks(ctx, r.project); err != nil || len(nets) != 0 {
@@ -221,7 +221,7 @@ func TestMemFleetDestroy(t *testing.T) {
 		if out := outs[n]; out == nil || out.Removed < 4 {
 			t.Errorf("%s: %+v", n, out)
 		}
-		if obs, err := executor.Observe(ctx, eng, r.project); err != nil || len(obs.All) != 0 {
+		if obs, err := executor.Observe(ctx, eng, projectOnly(r.project)); err != nil || len(obs.All) != 0 {
 			t.Errorf("%s: containers left (%v)", n, err)
 		}
 		if nets, _ := eng.Networks(ctx, r.project); len(nets) != 0 {

@@ -31,7 +31,7 @@ func TestProxyRouteSurvivesRestart(t *testing.T) {
 			t.Fatal(so.Error)
 		}
 	}
-	obs, _ := executor.Observe(ctx, r.eng, r.project)
+	obs, _ := executor.Observe(ctx, r.eng, projectOnly(r.project))
 	live, err := r.eng.Inspect(ctx, obs.Services["app"].Live.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +86,7 @@ func TestProxyOnNetworkWithoutFixedRange(t *testing.T) {
 	if got := r.get("/"); got != "version=v2" {
 		t.Errorf("through the proxy: %q", got)
 	}
-	obs, _ := executor.Observe(ctx, r.eng, r.project)
+	obs, _ := executor.Observe(ctx, r.eng, projectOnly(r.project))
 	if a := obs.Services["app"].Live.Labels[executor.LabelAddress]; a != "" {
 		t.Errorf("a fixed address on a network without a fixed range: %s", a)
 	}

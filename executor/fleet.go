@@ -386,7 +386,7 @@ func (f *Fleet) Rollback(ctx context.Context, service string, to int) (*Outcome,
 		if err := eng.Ping(ctx); err != nil {
 			return out, fmt.Errorf("engine %s: %w; nothing was changed (a rollback changes every engine or none)", name, err)
 		}
-		obs, err := Observe(ctx, eng, f.Base.Project.Name)
+		obs, err := Observe(ctx, eng, f.Base.Project)
 		if err != nil {
 			return out, fmt.Errorf("engine %s: %w", name, err)
 		}

@@ -33,6 +33,11 @@ func (d *deployment) image(ctx context.Context) error {
 	}
 	doc := SpecDoc(rn.Project, s, rn.hasher)
 	r.labels = rn.labels(s, RoleCandidate, r.number, doc, r.imageID, contextHash, r.origin)
+	if t := d.ch.Takeover; d.adopting && t != nil {
+		// Should the cutover be interrupted once it set the container aside, the next apply
+		// knows it by this (and no other container of that name is taken over).
+		r.labels[LabelTakeoverOf] = t.ID
+	}
 	if st.Live != nil && st.Live.Labels[LabelSpec] == r.labels[LabelSpec] && st.Live.Running() {
 		// The build produced the image that runs already, and nothing else changed.
 		rn.log(s.Name, "", "the new image is the live one (%s) and the spec is unchanged: nothing to deploy", short(r.imageID))
@@ -161,7 +166,9 @@ func (d *deployment) build(ctx context.Context) (string, error) {
 	}
 	id, err := rn.Runtime.BuildImage(ctx, BuildOptions{
 		Dir: dir, Dockerfile: s.Build.Dockerfile, Tag: s.Image, Args: s.Build.Args,
-		Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelContextHash: hash},
+		// Not deployer.project and deployer.service: every container run from the image would
+		// carry them, and an operator's `docker run` of it is no release.
+		Labels: map[string]string{LabelImageProject: rn.Project.Name, LabelImageService: s.Name, LabelContextHash: hash},
 	}) // the builder's output is quiet; its last lines come with a failure
 	r.imageID = id
 	return hash, err

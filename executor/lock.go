@@ -99,8 +99,12 @@ func (rn *run) lock(ctx context.Context) (func(), error) {
 // released meanwhile). A container of that name that is not the project's lock is an error
 // naming it, at once: no wait ends it (a lock is a container the deployer labelled as such).
 func (rn *run) lockHolder(ctx context.Context) (*Container, error) {
-	name := LockName(rn.Project.Name)
-	st, err := rn.Runtime.Inspect(ctx, name)
+	return lockHolder(ctx, rn.Runtime, rn.Project.Name)
+}
+
+func lockHolder(ctx context.Context, rt Runtime, project string) (*Container, error) {
+	name := LockName(project)
+	st, err := rt.Inspect(ctx, name)
 	if errors.Is(err, ErrNotFound) {
 		return nil, nil
 	}
@@ -108,9 +112,9 @@ func (rn *run) lockHolder(ctx context.Context) (*Container, error) {
 		return nil, fmt.Errorf("deploy lock: %w", err)
 	}
 	c := &Container{ID: st.ID, Name: st.Name, Image: st.Spec.Image, Labels: st.Spec.Labels}
-	if c.Labels[LabelProject] != rn.Project.Name || c.Role() != RoleLock {
+	if c.Labels[LabelProject] != project || c.Role() != RoleLock {
 		return nil, fmt.Errorf("the deploy lock's name %s is taken by %s, so project %q cannot take its lock: remove or rename that container, or rename the project; nothing was changed",
-			name, whose(*c), rn.Project.Name)
+			name, whose(*c), project)
 	}
 	return c, nil
 }
@@ -169,16 +173,16 @@ func staleLock(c *Container, host string) bool {
 	return now == "" || now != l[LabelLockStart]
 }
 
-// Unlock breaks the project's deploy lock and returns who held it (nil when nobody did).
+// Unlock breaks the project's deploy lock and returns who held it (nil when nobody did). Only
+// the container bearing the lock's name and labelled as the project's lock is removed: one of
+// another name labelled so is not the lock, and one of that name labelled otherwise is an
+// error naming it.
 func Unlock(ctx context.Context, rt Runtime, project string) (*Container, error) {
-	obs, err := Observe(ctx, rt, project)
-	if err != nil {
+	held, err := lockHolder(ctx, rt, project)
+	if err != nil || held == nil {
 		return nil, err
 	}
-	if obs.Lock == nil {
-		return nil, nil
-	}
-	return obs.Lock, rt.RemoveContainer(ctx, obs.Lock.ID)
+	return held, rt.RemoveContainer(ctx, held.ID)
 }
 
 // DescribeLock says who holds a lock and since when.

@@ -195,3 +195,7 @@ func forCutovers(t *testing.T, test func(t *testing.T, r *memRig)) {
 		})
 	}
 }
+
+// projectOnly is a project without its configuration, for tests that look at what runs: each
+// service's names are read from what its releases recorded (see executor.Observe).
+func projectOnly(name string) *config.Project { return &config.Project{Name: name} }

@@ -149,7 +149,7 @@ func TestMigrationAdditive(t *testing.T) {
 			if m := l.Complete[0].Migration; m == nil || !slices.Contains(m.Changes, tc.want) || !strings.Contains(m.Output, "testapp: ran") {
 				t.Errorf("the backup's manifest does not keep the migration: %+v", m)
 			}
-			obs, err := executor.Observe(context.Background(), r.eng, r.project)
+			obs, err := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -129,7 +129,7 @@ func (d *deployment) markMigrated(ctx context.Context) {
 // dropMarks removes the marks of migrations once a deploy ended well: its release keeps the
 // record.
 func (d *deployment) dropMarks(ctx context.Context) {
-	obs, err := Observe(ctx, d.rn.Runtime, d.rn.Project.Name)
+	obs, err := Observe(ctx, d.rn.Runtime, d.rn.Project)
 	if err != nil || obs.Services[d.s.Name] == nil {
 		return
 	}
@@ -317,7 +317,7 @@ func (d *deployment) dryRun(ctx context.Context) error {
 func (a *Applier) DryRunMigrations(ctx context.Context, plan *Plan) ([]*DryRunResult, error) {
 	var out []*DryRunResult
 	rn := a.newRun()
-	obs, err := Observe(ctx, a.Runtime, a.Project.Name)
+	obs, err := Observe(ctx, a.Runtime, a.Project)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"regexp"
 	"slices"
 	"sort"
@@ -19,12 +20,15 @@ import (
 // Such names collide by construction: project "a" service "b-c" and project "a-b" service "c"
 // both run a container "a-b-c"; project "x"'s candidate of service "web" is "x-web-green", the
 // live container of its service "web-green"; anyone may name a volume "x-data". A name alone
-// therefore never says whose an object is: its labels do. An object whose deployer.project
-// label is not the project's is never the project's, whatever its name; within the project, a
-// name derived for a service is that service's only when the object's deployer.service says
-// so. An object without the deployer's labels is the project's only where the deployer takes
-// over what it finds: a container bearing a service's container_name (see takeover.go), an
-// image tag the operator built by hand, a volume that nothing of anyone else mounts.
+// therefore never says whose an object is; nor do labels alone, which anyone who can use the
+// engine writes as they please (and a container inherits its image's). A container is the
+// project's (a release, its candidate, a one-off or helper container, the proxy, the lock) only
+// when it bears the name the deployer derives for that and its labels agree with the name
+// (serviceNames.agrees); anything else labelled for the project is ignored (state.go). An
+// object whose deployer.project label is not the project's is never the project's, whatever
+// its name. An object without the deployer's labels is the project's only where the deployer
+// takes over what it finds: a container bearing a service's container_name (see takeover.go),
+// an image tag the operator built by hand, a volume that nothing of anyone else mounts.
 //
 // Plan and apply (and rollback, backup and restore) check every name before anything changes:
 // one held by anything else stops the run at once, naming what holds it, before anything is
@@ -98,6 +102,7 @@ func claims(p *config.Project, services []*config.Service, proxy bool) []claim {
 	out := []claim{
 		{kind: kindContainer, name: LockName(p.Name), what: "the project's deploy lock", role: RoleLock},
 		{kind: kindNetwork, name: NetworkName(p.Name), what: "the project's network"},
+		{kind: kindNetwork, name: NetworkName(p.Name) + "-subnet-probe", what: "the network the project's network is measured with"},
 		{kind: kindVolume, name: p.Name + "-deployer-key", what: "the project's key"},
 	}
 	if proxy {
@@ -187,13 +192,29 @@ type ownership struct {
 	proxy bool // the project needs its proxy on this engine
 }
 
-// check returns an error naming every name that is taken, and by what.
+// check returns an error naming every name that is taken, and by what, and every role of the
+// project that several containers claim.
 func (o *ownership) check(services []*config.Service) error {
 	cl := claims(o.p, services, o.proxy)
 	problems := configCollisions(o.p, cl)
+	obs := observe(o.p, o.all)
+	problems = append(problems, obs.conflicts...)
+	ignored := map[string]string{}
+	for _, ig := range obs.Ignored {
+		ignored[ig.ID] = ig.Reason
+	}
 	for _, c := range o.all {
 		for _, want := range cl {
-			if want.kind == kindContainer && want.matches(c.Name) && !want.ours(o.p.Name, c.Labels) {
+			if want.kind != kindContainer || !want.matches(c.Name) {
+				continue
+			}
+			switch why, isIgnored := ignored[c.ID]; {
+			case isIgnored:
+				// Labelled for the project, and not what the name is for: not its own to remove.
+				problems = append(problems, fmt.Sprintf("the container name %s (%s) is taken by a container labelled for this project that is not it: %s", c.Name, want.what, why))
+			case c.Labels[LabelProject] == "" && want.family != nil && want.found && !obs.setAsideByTakeover(c):
+				problems = append(problems, fmt.Sprintf("the container name %s (%s) is taken by %s, and no interrupted takeover of the deployer set it aside: rename it back to %s to take it over, or remove or rename it", c.Name, want.what, whose(c), strings.TrimSuffix(want.name, "-old-N")))
+			case !want.ours(o.p.Name, c.Labels):
 				problems = append(problems, fmt.Sprintf("the container name %s (%s) is taken by %s", c.Name, want.what, whose(c)))
 			}
 		}
@@ -213,7 +234,7 @@ func (o *ownership) check(services []*config.Service) error {
 			if err != nil && !errors.Is(err, ErrNotFound) {
 				return err
 			}
-			if p := volumeProblem(o.p, s, v, vol, o.all); p != "" {
+			if p := volumeProblem(o.p, s, v, vol, o.all, obs); p != "" {
 				problems = append(problems, p)
 			}
 		}
@@ -222,7 +243,7 @@ func (o *ownership) check(services []*config.Service) error {
 		return nil
 	}
 	sort.Strings(problems)
-	return fmt.Errorf("project %q: %s; nothing was changed. Labels, not names, say whose an object is (deployer.project, deployer.service): remove or rename what holds the name, or rename the project, the service or its container_name", o.p.Name, strings.Join(dedupe(problems), "; "))
+	return fmt.Errorf("project %q: %s; nothing was changed. An object is the project's when it bears a name the project derives and labels that agree (deployer.project, deployer.service, the role and release the name is for): remove or rename what holds the name, or rename the project, the service or its container_name", o.p.Name, strings.Join(dedupe(problems), "; "))
 }
 
 // object checks the volume, network or image a claim names.
@@ -238,7 +259,9 @@ func (o *ownership) object(want claim) (string, error) {
 	case kindNetwork:
 		labels, err = o.eng.NetworkLabels(o.ctx, want.name)
 	case kindImage:
-		labels, err = o.eng.ImageLabels(o.ctx, want.name)
+		if labels, err = o.eng.ImageLabels(o.ctx, want.name); err == nil {
+			labels = imageOwner(labels)
+		}
 	default:
 		return "", nil
 	}
@@ -249,7 +272,7 @@ func (o *ownership) object(want claim) (string, error) {
 		return "", err
 	}
 	if !want.ours(o.p.Name, labels) {
-		return fmt.Sprintf("the %s name %s (%s) is taken by a %s %s", want.kind, want.name, want.what, want.kind, whoseLabels(labels)), nil
+		return fmt.Sprintf("the %s name %s (%s) is taken by %s %s", want.kind, want.name, want.what, article(want.kind), whoseLabels(labels)), nil
 	}
 	if want.kind == kindVolume {
 		for _, c := range o.all {
@@ -261,12 +284,43 @@ func (o *ownership) object(want claim) (string, error) {
 	return "", nil
 }
 
+// imageOwner reads whose an image is as the labels of containers say it: the deployer labels
+// the images it builds deployer.image-project and -service; those it built before 2026-12
+// carry deployer.project and deployer.service (which their containers inherit).
+func imageOwner(labels map[string]string) map[string]string {
+	if labels[LabelImageProject] == "" {
+		return labels
+	}
+	return map[string]string{LabelProject: labels[LabelImageProject], LabelService: labels[LabelImageService]}
+}
+
+// article is "a" or "an" before a kind of object.
+func article(kind string) string {
+	if strings.ContainsRune("aeiou", rune(kind[0])) {
+		return "an " + kind
+	}
+	return "a " + kind
+}
+
+// setAsideByTakeover reports whether a container the deployer did not make, bearing a
+// set-aside name (<name>-old-N), is the one an interrupted takeover set aside: a release of the
+// service recorded its ID when it was made to replace it (LabelTakeoverOf), and its name says
+// the release before that one.
+func (o *Observed) setAsideByTakeover(c Container) bool {
+	for _, st := range o.Services {
+		if by := st.takeoverBy(c.ID); by != nil && c.Labels[LabelProject] == "" && strings.HasSuffix(c.Name, fmt.Sprintf("-old-%d", by.Release()-1)) {
+			return true
+		}
+	}
+	return false
+}
+
 // volumeProblem says why service s may not mount volume v of the engine (vol, nil when it
 // does not exist yet), "" when it may. A volume is another project's when it is labelled for
 // it or one of its containers mounts it: refused unless both declare it shared. A container
 // the deployer did not make that mounts it makes it refused too, unless the configuration
 // declares it shared, or the container is the one a service of the project takes over.
-func volumeProblem(p *config.Project, s *config.Service, v *config.Volume, vol *Volume, all []Container) string {
+func volumeProblem(p *config.Project, s *config.Service, v *config.Volume, vol *Volume, all []Container, obs *Observed) string {
 	ref := fmt.Sprintf("the volume %s (mounted by service.%s)", v.Name, s.Name)
 	var labels map[string]string
 	if vol != nil {
@@ -282,12 +336,17 @@ func volumeProblem(p *config.Project, s *config.Service, v *config.Volume, vol *
 		if !contains(c.Mounts, v.Name) {
 			continue
 		}
-		switch owner := c.Labels[LabelProject]; {
+		owner, who := c.Labels[LabelProject], whose(c)
+		if owner == p.Name && !obs.own(c.ID) {
+			// Labelled for the project, but none of its own: as if made without the deployer.
+			owner, who = "", obs.notOwn(c)
+		}
+		switch {
 		case owner == p.Name:
-		case owner == "" && takenOver(p, c):
+		case owner == "" && takenOver(p, c, obs):
 		case owner == "" && v.Shared:
 		case owner == "":
-			return fmt.Sprintf("%s is in use by %s: set shared = true in the volume block if it is meant to be shared with it", ref, whose(c))
+			return fmt.Sprintf("%s is in use by %s: set shared = true in the volume block if it is meant to be shared with it", ref, who)
 		case !(v.Shared && consents(owner, v.Name, labels, all)):
 			return fmt.Sprintf("%s is in use by %s%s", ref, whose(c), sharedHint(v, owner))
 		}
@@ -329,15 +388,36 @@ func consents(project, volume string, labels map[string]string, all []Container)
 	return labels[LabelProject] == project && labels[LabelShared] == "true"
 }
 
-// takenOver reports whether a container the deployer did not make is one that a service of
-// the project takes over (it bears the service's container_name, or was set aside from it).
-func takenOver(p *config.Project, c Container) bool {
-	for _, s := range p.Services {
-		if c.Name == s.ContainerName || family(kindContainer, s.ContainerName, "", "", true, "old-").matches(c.Name) {
+// own reports whether a container is one of the project's own (not merely labelled for it).
+func (o *Observed) own(id string) bool {
+	for _, c := range o.All {
+		if c.ID == id {
 			return true
 		}
 	}
 	return false
+}
+
+// notOwn names a container labelled for the project that is none of its own, saying why.
+func (o *Observed) notOwn(c Container) string {
+	for _, ig := range o.Ignored {
+		if ig.ID == c.ID {
+			return fmt.Sprintf("container %s (labelled for this project, but none of its own: %s)", c.Name, strings.TrimPrefix(ig.Reason, c.Name+" "))
+		}
+	}
+	return fmt.Sprintf("container %s (labelled for this project, but none of its own)", c.Name)
+}
+
+// takenOver reports whether a container the deployer did not make is one that a service of
+// the project takes over: it bears the service's container_name, or an interrupted takeover
+// set it aside (setAsideByTakeover).
+func takenOver(p *config.Project, c Container, obs *Observed) bool {
+	for _, s := range p.Services {
+		if c.Name == s.ContainerName {
+			return true
+		}
+	}
+	return obs.setAsideByTakeover(c)
 }
 
 // whose names what holds a container name, by its labels.
@@ -473,4 +553,154 @@ func (rn *run) removeOwnVolume(ctx context.Context, name, service, role string) 
 		return fmt.Errorf("a volume named %s exists, %s, that is not service.%s's %s volume: it is left as it is; rename or remove it", name, whoseLabels(l), service, role)
 	}
 	return rn.Runtime.RemoveVolume(ctx, name)
+}
+
+// What a name the deployer derives for a service is given to.
+type nameKind int
+
+const (
+	nameNone      nameKind = iota
+	nameLive               // C, the container_name
+	nameCandidate          // C-green (the candidate, and a migration's trial)
+	namePrevious           // C-rN
+	nameSetAside           // C-old-N: a live release a cutover set aside
+	nameOneOff             // C-<word>N: hooks, the seed, a migration and its dry-run
+	nameMigrated           // C-migrated-N: the mark of a migration that ran
+	nameHelper             // <project>-<service>-<helper>
+)
+
+// serviceNameRE is the configuration's rule for service names (config validates it): a label
+// that breaks it names no service of any configuration.
+var serviceNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
+
+// containerNameRE is the engine's rule for container names.
+var containerNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+
+// serviceNames are the names the deployer gives one service's containers.
+type serviceNames struct {
+	project, service string
+	container        string   // C: the container_name
+	words            []string // the one-off words (oneOffWords), without "migrated-"
+	configured       bool     // from the configuration, not from what a release recorded
+}
+
+// namesFor derives the names of a service's containers: from the configuration, or for a
+// service it no longer has, from the container name a release recorded (c's).
+func namesFor(p *config.Project, service string, c *Container) (serviceNames, string) {
+	if s := p.Service(service); s != nil {
+		return serviceNames{project: p.Name, service: s.Name, container: s.ContainerName, words: oneOffWords(s)[1:] /* without "migrated-" */, configured: true}, ""
+	}
+	if !serviceNameRE.MatchString(service) {
+		return serviceNames{}, fmt.Sprintf("its service label %q is no service name", service)
+	}
+	name := c.Labels[LabelLiveName]
+	if name == "" {
+		name = p.Name + "-" + service // the default container_name, for releases from before the label
+	}
+	if !containerNameRE.MatchString(name) {
+		return serviceNames{}, fmt.Sprintf("its live-name label %q is no container name", name)
+	}
+	words := []string{"migration-", "migration-dry-run-", "seed-"}
+	for _, h := range config.HookPoints {
+		words = append(words, strings.ReplaceAll(h, "_", "-")+"-")
+	}
+	return serviceNames{project: p.Name, service: service, container: name, words: words}, ""
+}
+
+// kind says which of the service's names a container name is, and its number for a numbered one.
+func (n serviceNames) kind(name string) (nameKind, int) {
+	switch name {
+	case n.container:
+		return nameLive, 0
+	case n.container + candidateSuffix:
+		return nameCandidate, 0
+	}
+	if rest, ok := strings.CutPrefix(name, n.container+"-"); ok {
+		for _, k := range []struct {
+			word string
+			kind nameKind
+		}{{"r", namePrevious}, {"old-", nameSetAside}, {"migrated-", nameMigrated}} {
+			if num, ok := numbered(rest, k.word); ok {
+				return k.kind, num
+			}
+		}
+		for _, w := range n.words {
+			if num, ok := numbered(rest, w); ok {
+				return nameOneOff, num
+			}
+		}
+	}
+	if rest, ok := strings.CutPrefix(name, n.project+"-"+n.service+"-"); ok {
+		if slices.Contains(helperNames, rest) || strings.HasPrefix(rest, "restore-") && len(rest) > len("restore-") {
+			return nameHelper, 0
+		}
+	}
+	return nameNone, 0
+}
+
+// numbered reads rest as word followed by a release number.
+func numbered(rest, word string) (int, bool) {
+	num, ok := strings.CutPrefix(rest, word)
+	if !ok {
+		return 0, false
+	}
+	return ParseRelease(num)
+}
+
+// roles are the roles a container bearing each kind of name may have.
+var roles = map[nameKind][]string{
+	nameLive:      {RoleLive, RoleCandidate}, // a proxied release goes live as the candidate it was made as
+	nameCandidate: {RoleCandidate},
+	namePrevious:  {RolePrevious},
+	nameSetAside:  {RoleLive, RoleCandidate},
+	nameOneOff:    {RoleOneOff},
+	nameMigrated:  {RoleMigrated},
+	nameHelper:    {RoleOneOff},
+}
+
+// agrees says why a container's labels disagree with the service's name it bears, "" when they
+// agree: the role its name is for, a release number (the one its name carries), and labels the
+// deployer reads that are of its own form. The container name a release recorded (live-name)
+// may differ: releases renamed by hand after container_name changed are the service's.
+func (n serviceNames) agrees(c *Container, kind nameKind, num int) string {
+	l := c.Labels
+	if !slices.Contains(roles[kind], c.Role()) {
+		if c.Role() == "" {
+			return "it has no role (a container run by hand from an image the deployer built before 2026-12 inherits its labels: it is left alone)"
+		}
+		return fmt.Sprintf("its name %s is for a container of the role %s, not %q", c.Name, strings.Join(roles[kind], " or "), c.Role())
+	}
+	if kind != nameHelper {
+		rel, ok := ParseRelease(l[LabelRelease])
+		switch {
+		case !ok:
+			return fmt.Sprintf("its release label %q is not a number from 1 to %d", l[LabelRelease], MaxRelease)
+		case num != 0 && num != rel:
+			return fmt.Sprintf("its name says release %d and its label %d", num, rel)
+		}
+	}
+	if doc := l[LabelSpecDoc]; doc != "" {
+		var m map[string]string
+		if json.Unmarshal([]byte(doc), &m) != nil {
+			return "its spec-doc label is not one the deployer writes"
+		}
+	}
+	if a := l[LabelAddress]; a != "" {
+		if _, err := netip.ParseAddr(a); err != nil {
+			return fmt.Sprintf("its address label %q is no address", a)
+		}
+	}
+	return ""
+}
+
+// notDerived says why a container labelled for a service is not one of its own by its name.
+func (n serviceNames) notDerived(p *config.Project, c *Container) string {
+	if !n.configured {
+		return fmt.Sprintf("its name is none of those the container name %s it records gives", n.container)
+	}
+	hint := ""
+	if ln := c.Labels[LabelLiveName]; ln != "" && ln != n.container && (c.Name == ln || strings.HasPrefix(c.Name, ln+"-")) {
+		hint = fmt.Sprintf(" (made when the container_name was %q? the deployer follows no name but the configured one: to keep it as the service's, rename it to the name %s gives, as docker rename %s %s%s)", ln, n.container, c.Name, n.container, strings.TrimPrefix(c.Name, ln))
+	}
+	return fmt.Sprintf("its name is none of those service.%s's container_name %s gives%s", n.service, n.container, hint)
 }

@@ -98,7 +98,7 @@ func TestProjectsCollideOnOneEngine(t *testing.T) {
 
 	// B's service goes (as `docker rm` would); A deploys v2, so that A-app-r1 is A's previous
 	// release.
-	obs, _ := executor.Observe(ctx, b.eng, b.project)
+	obs, _ := executor.Observe(ctx, b.eng, projectOnly(b.project))
 	for _, x := range obs.All {
 		b.eng.RemoveContainer(ctx, x.ID)
 	}
@@ -180,7 +180,7 @@ func TestSharedVolumeAndRestore(t *testing.T) {
 	}
 	// A container the deployer did not make, running on the volume, is refused the same way.
 	bLive := func() string {
-		obs, _ := executor.Observe(ctx, b.eng, b.project)
+		obs, _ := executor.Observe(ctx, b.eng, projectOnly(b.project))
 		return obs.Services["app"].Live.ID
 	}
 	if err := b.eng.StopContainer(ctx, bLive(), 2*time.Second); err != nil {

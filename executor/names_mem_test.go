@@ -101,11 +101,12 @@ func squatters(project string) []squatter {
 	none := map[string]string{}
 	c := project + "-app"
 	var out []squatter
-	// The container_name and the names cutovers set it aside under: a container the deployer did
-	// not make under them is taken over, not refused (takeover.go); another project's is refused.
-	for _, n := range []string{c, c + "-old-2"} {
-		out = append(out, squatter{"container", n, other})
-	}
+	// The container_name: a container the deployer did not make under it is taken over, not
+	// refused (takeover.go); another project's is refused. A name cutovers set the live release
+	// aside under is taken over only when an interrupted takeover set it aside (the release that
+	// replaced it recorded it): anything else is refused.
+	out = append(out, squatter{"container", c, other})
+	out = append(out, squatter{"container", c + "-old-2", other}, squatter{"container", c + "-old-2", none})
 	for _, n := range []string{
 		executor.LockName(project), executor.ProxyName(project), executor.ProxyName(project) + "-next",
 		c + "-green", c + "-r1", c + "-r7", c + "-migrated-3", c + "-migration-3", c + "-migration-dry-run-3",
@@ -129,6 +130,8 @@ func squatters(project string) []squatter {
 	out = append(out,
 		squatter{"network", executor.NetworkName(project), other},
 		squatter{"network", executor.NetworkName(project), none},
+		squatter{"network", executor.NetworkName(project) + "-subnet-probe", other},
+		squatter{"network", executor.NetworkName(project) + "-subnet-probe", none},
 		squatter{"image", project + "-app:latest", other})
 	return out
 }
@@ -164,7 +167,7 @@ func TestMemNameTakenStopsPlan(t *testing.T) {
 					t.Errorf("the error does not say %q:\n%v", want, err)
 				}
 			}
-			if obs, _ := executor.Observe(context.Background(), r.eng, r.project); len(obs.All) != 0 {
+			if obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project)); len(obs.All) != 0 {
 				t.Errorf("the plan made containers: %+v", obs.All)
 			}
 		})
@@ -322,7 +325,7 @@ func TestMemLockNameSquatted(t *testing.T) {
 		if _, err := r.eng.Inspect(ctx, id); err != nil {
 			t.Errorf("the squatter is gone: %v", err)
 		}
-		if obs, _ := executor.Observe(ctx, r.eng, r.project); len(obs.Services) != 0 {
+		if obs, _ := executor.Observe(ctx, r.eng, projectOnly(r.project)); len(obs.Services) != 0 {
 			t.Errorf("apply changed the project: %+v", obs.All)
 		}
 		r.eng.RemoveContainer(ctx, id)
@@ -435,7 +438,7 @@ func TestMemRestoreRefusesVolumeInUse(t *testing.T) {
 		t.Fatalf("restore beside another project's running container: %v, want %q", err, want)
 	}
 	// Checked again in the lock: a plan prepared before the other started is refused too.
-	obs, _ := executor.Observe(ctx, r.eng, qp.Name)
+	obs, _ := executor.Observe(ctx, r.eng, projectOnly(qp.Name))
 	id := obs.Services["web"].Live.ID
 	r.eng.StopContainer(ctx, id, time.Second)
 	rp, err := a.PrepareRestore(ctx, "app", m.ID, executor.RestoreOptions{})
@@ -476,7 +479,7 @@ func TestMemPreviousNameTakenMidApply(t *testing.T) {
 	if !r.serves("v2") {
 		t.Fatalf("release 2 does not serve: %+v", so)
 	}
-	obs, err := executor.Observe(ctx, r.eng, r.project)
+	obs, err := executor.Observe(ctx, r.eng, projectOnly(r.project))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // The proxy reaches releases by their address on the project's network, and keeps its routes
@@ -54,22 +55,55 @@ func (rn *run) createRelease(ctx context.Context, spec ContainerSpec) (string, e
 	return rn.Runtime.CreateContainer(ctx, spec)
 }
 
-// freeAddress is the lowest address of the fixed range that no container of the project holds,
+// freeAddress is the lowest address of the fixed range that nothing holds: no container
+// connected to the network now, whoever connected it (anyone may connect a container to the
+// project's network with an address of its choice), and no container labelled for the project,
 // running or not (a stopped release keeps its address for when it is started again).
 func (rn *run) freeAddress(ctx context.Context) (string, error) {
+	name := NetworkName(rn.Project.Name)
 	fixed, err := netip.ParsePrefix(rn.net.fixed)
 	if err != nil {
-		return "", fmt.Errorf("network %s: fixed range %q: %v", NetworkName(rn.Project.Name), rn.net.fixed, err)
+		return "", fmt.Errorf("network %s: fixed range %q: %v", name, rn.net.fixed, err)
 	}
-	obs, err := Observe(ctx, rn.Runtime, rn.Project.Name)
+	obs, err := Observe(ctx, rn.Runtime, rn.Project)
 	if err != nil {
 		return "", err
 	}
 	used := map[string]bool{}
-	for _, c := range obs.All {
+	for _, c := range obs.labelled {
 		used[c.Labels[LabelAddress]] = true
 	}
+	connected, err := rn.Runtime.NetworkAddresses(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	for addr := range connected {
+		used[addr] = true
+	}
 	return pickAddress(fixed, used)
+}
+
+// addressHint names what holds a release's address when the engine refused to start it for
+// that ("Address already in use": something was connected to the network with that address
+// after the deployer chose it).
+func (rn *run) addressHint(ctx context.Context, id string, err error) error {
+	if err == nil || !strings.Contains(err.Error(), "ddress already in use") {
+		return err
+	}
+	st, ierr := rn.Runtime.Inspect(ctx, id)
+	if ierr != nil || st.Spec.IP == "" {
+		return err
+	}
+	name, addr := NetworkName(rn.Project.Name), st.Spec.IP
+	holder, who := "something connected to the network meanwhile", "CONTAINER"
+	if connected, cerr := rn.Runtime.NetworkAddresses(ctx, name); cerr == nil && connected[addr] != "" {
+		who = connected[addr]
+		holder = "container " + who
+		if other, oerr := rn.Runtime.Inspect(ctx, who); oerr == nil {
+			holder = containerOwner(other)
+		}
+	}
+	return fmt.Errorf("the address %s on network %s, given to %s, is taken by %s: disconnect it (docker network disconnect %s %s), or run apply again, which picks another address (%v)", addr, name, st.Name, holder, name, who, err)
 }
 
 // pickAddress returns the lowest address of the range not in used, skipping the range's first

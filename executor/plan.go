@@ -47,14 +47,17 @@ func (a Action) Symbol() string {
 // Plan is what apply will do, as a value: it is rendered as text or JSON, saved with -out, and
 // drives apply. It never holds a sensitive value.
 type Plan struct {
-	FormatVersion string      `json:"format_version"`
-	Project       string      `json:"project"`
-	Engine        string      `json:"engine"`
-	Changes       []*Change   `json:"changes"`
-	Steps         []*Step     `json:"steps"`
-	Leftovers     []Leftover  `json:"leftovers,omitempty"`
-	Summary       Summary     `json:"summary"`
-	Fingerprint   Fingerprint `json:"fingerprint"`
+	FormatVersion string     `json:"format_version"`
+	Project       string     `json:"project"`
+	Engine        string     `json:"engine"`
+	Changes       []*Change  `json:"changes"`
+	Steps         []*Step    `json:"steps"`
+	Leftovers     []Leftover `json:"leftovers,omitempty"`
+	// Ignored are containers labelled for the project that are none of its own: apply leaves
+	// them as they are.
+	Ignored     []Ignored   `json:"ignored,omitempty"`
+	Summary     Summary     `json:"summary"`
+	Fingerprint Fingerprint `json:"fingerprint"`
 	// Warnings are what apply may stop at that plan could not settle (a backup store it
 	// cannot reach from here): printed on stderr, the plan stands.
 	Warnings []string `json:"warnings,omitempty"`
@@ -275,6 +278,9 @@ func (plan *Plan) redact(red *Redactor) {
 	}
 	for i := range plan.Leftovers {
 		plan.Leftovers[i].Detail = red.Redact(plan.Leftovers[i].Detail)
+	}
+	for i := range plan.Ignored {
+		plan.Ignored[i].Reason = red.Redact(plan.Ignored[i].Reason)
 	}
 }
 

@@ -38,9 +38,13 @@ func createReleased(t *testing.T, eng *docker.Engine, p *config.Project, service
 	}
 	doc := executor.SpecDoc(p, s, dockertest.Hasher(t, eng, p.Name))
 	raw, _ := json.Marshal(doc)
+	// The names the deployer gives them: a container is a release of the service only under one.
 	name := s.ContainerName
-	if role != executor.RoleLive {
-		name = fmt.Sprintf("%s-%s-%d", s.ContainerName, role, release)
+	switch role {
+	case executor.RoleCandidate:
+		name = s.ContainerName + "-green"
+	case executor.RolePrevious:
+		name = fmt.Sprintf("%s-r%d", s.ContainerName, release)
 	}
 	id, err := eng.CreateContainer(ctx, executor.ContainerSpec{
 		Name: name, Image: s.Image, Env: s.Env,

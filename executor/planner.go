@@ -23,11 +23,11 @@ func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptio
 			return nil, fmt.Errorf("-target service.%s: no service %q in the configuration", t, t)
 		}
 	}
-	obs, err := Observe(ctx, eng, p.Name)
+	obs, err := Observe(ctx, eng, p)
 	if err != nil {
 		return nil, err
 	}
-	if err := obs.readScratch(ctx, eng, p.Name); err != nil {
+	if err := obs.readScratch(ctx, eng, p); err != nil {
 		return nil, err
 	}
 	all, err := eng.AllContainers(ctx)
@@ -78,15 +78,7 @@ type planner struct {
 func (pl *planner) nextRelease(s *config.Service, st *ServiceState) int {
 	next := st.MaxRelease() + 1
 	want := pl.release[s.Name]
-	kept := 0
-	for _, list := range [][]*Container{{st.Live}, st.Previous, st.Others} {
-		for _, c := range list {
-			if c != nil {
-				kept = max(kept, c.Release())
-			}
-		}
-	}
-	if want > kept {
+	if kept := st.keptRelease(); want > kept {
 		return want
 	}
 	return max(next, want)
@@ -126,6 +118,17 @@ func (pl *planner) plan(opts PlanOptions) (*Plan, error) {
 		plan.Changes = append(plan.Changes, removal(obs.Services[name]))
 	}
 	plan.Leftovers = leftovers(obs, p, targeted)
+	for _, ch := range plan.Changes {
+		if t := ch.Takeover; t != nil && t.SetAside {
+			what := fmt.Sprintf("apply keeps it as release %d", t.Release)
+			if t.Kept {
+				what = fmt.Sprintf("apply removes it: it is kept as release %d already", t.Release)
+			}
+			plan.Leftovers = append(plan.Leftovers, Leftover{Service: ch.Service, Kind: LeftoverExtra,
+				Detail: fmt.Sprintf("container %s (%s), which an interrupted takeover set aside; %s", t.Name, t.Made, what)})
+		}
+	}
+	plan.Ignored = obs.Ignored
 	sq := &sequencer{p: p, local: LocalEngine(plan.Engine) && !opts.Remote, red: pl.red}
 	plan.Steps = sq.plan(plan, obs)
 	for _, c := range plan.Changes {
@@ -167,6 +170,9 @@ func removal(st *ServiceState) *Change {
 func (pl *planner) service(s *config.Service, st *ServiceState) (*Change, error) {
 	p := pl.p
 	ch := &Change{Service: s.Name, Container: s.ContainerName, Image: s.Image, NextRelease: pl.nextRelease(s, st)}
+	if ch.NextRelease > MaxRelease {
+		return nil, fmt.Errorf("service.%s: its next release would be %d, beyond the last release number (%d); nothing was changed", s.Name, ch.NextRelease, MaxRelease)
+	}
 	live := st.Live
 	doc := SpecDoc(p, s, pl.hasher)
 	var oldDoc map[string]string
@@ -191,21 +197,32 @@ func (pl *planner) service(s *config.Service, st *ServiceState) (*Change, error)
 		return nil, err
 	}
 	if foreign != nil {
-		release := st.MaxRelease() + 1
-		if live != nil && live.Release() > 1 && !st.hasRelease(live.Release()-1) {
-			release = live.Release() - 1 // the number the interrupted takeover gave it
+		// A container of the live name is taken over as the release before the next one. One
+		// an interrupted takeover set aside keeps the number it was given then: the one
+		// before the release that replaced it (which recorded it), never the next one's.
+		release, setAside := st.keptRelease()+1, false
+		if by := st.takeoverBy(foreign.ID); foreign.Name != s.ContainerName && by != nil {
+			release, setAside = by.Release()-1, true
+		}
+		if release > MaxRelease {
+			return nil, fmt.Errorf("service.%s: release numbers are used up (%d): remove old releases", s.Name, MaxRelease)
 		}
 		if ch.Takeover, err = pl.takeover(s, foreign, release); err != nil {
 			return nil, err
 		}
-		if live == nil {
+		if !setAside || live == nil {
+			// Nothing is live: the container (set aside by a restart cutover that stopped
+			// before it started the new release) is started again and replaced.
 			return pl.takeoverChange(s, ch, doc)
 		}
 		ch.Takeover.SetAside = true
 		for _, c := range st.Previous {
-			if c.Labels[LabelTakenOver] != "" && c.ImageID == foreign.ImageID {
-				ch.Takeover.Release, ch.Takeover.Kept = c.Release(), true // copied before the interruption
+			if c.Labels[LabelTakenOver] != "" && c.Release() == release {
+				ch.Takeover.Kept = true // copied before the interruption
 			}
+		}
+		if !ch.Takeover.Kept && st.hasRelease(release) {
+			return nil, fmt.Errorf("service.%s: container %s, set aside by an interrupted takeover as release %d, cannot be kept as that release: another container of the service has its number; nothing was changed", s.Name, foreign.Name, release)
 		}
 	}
 	ch.Attributes = diffAttrs(p, s, oldDoc, doc, live == nil, pl.hasher)

@@ -35,6 +35,7 @@ func checkPorts(ctx context.Context, eng Engine, p *config.Project, services []s
 }
 
 func portConflicts(p *config.Project, services []string, all []Container) error {
+	obs := observe(p, all)
 	claims := map[int][]portClaim{}
 	for _, c := range all {
 		if c.Running() {
@@ -63,10 +64,14 @@ func portConflicts(p *config.Project, services []string, all []Container) error 
 					continue
 				}
 				for _, cl := range claims[use.n] {
-					if ownedBy(p, s, cl.owner) {
+					if ownedBy(p, s, cl.owner, obs) {
 						continue
 					}
-					problems = append(problems, fmt.Sprintf("%s port %d of service.%s is taken: %s %s", use.what, use.n, s.Name, describeOwner(cl.owner), cl.via))
+					who := describeOwner(cl.owner)
+					if cl.owner.Labels[LabelProject] == p.Name {
+						who = obs.notOwn(cl.owner)
+					}
+					problems = append(problems, fmt.Sprintf("%s port %d of service.%s is taken: %s %s", use.what, use.n, s.Name, who, cl.via))
 				}
 			}
 		}
@@ -80,10 +85,11 @@ func portConflicts(p *config.Project, services []string, all []Container) error 
 
 // ownedBy reports whether a container holding a port is the service's own: one of its releases,
 // candidates or one-off containers, the project's proxy, or the running container the service
-// takes over (named as its container_name, made by someone else).
-func ownedBy(p *config.Project, s *config.Service, c Container) bool {
+// takes over (named as its container_name, made by someone else). A container labelled for the
+// project that is none of its own (Observed.Ignored) is named like anything else.
+func ownedBy(p *config.Project, s *config.Service, c Container, obs *Observed) bool {
 	if c.Labels[LabelProject] == p.Name {
-		return c.Labels[LabelService] == s.Name || c.Role() == RoleProxy
+		return obs.own(c.ID) && (c.Labels[LabelService] == s.Name || c.Role() == RoleProxy)
 	}
 	return c.Labels[LabelProject] == "" && c.Name == s.ContainerName
 }

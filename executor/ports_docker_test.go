@@ -67,7 +67,7 @@ func TestProxyFixedCandidatePort(t *testing.T) {
 		r.noPublished(cand)
 		// deployer releases says what each release is now: the live one was created as the
 		// candidate, and is live.
-		obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+		obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
 		if rel := executor.Releases(obs, "app"); rel[0].Release != i+1 || rel[0].Role != executor.RoleLive || (i > 0 && rel[1].Role != executor.RolePrevious) {
 			t.Errorf("releases after %s: %+v", v, rel)
 		}

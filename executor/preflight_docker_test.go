@@ -44,7 +44,7 @@ func TestPreflightAsksTheEngine(t *testing.T) {
 	if got := strings.Join(steps, " "); got != "lock:ok preflight:failed unlock:ok" {
 		t.Errorf("steps: %s", got)
 	}
-	if obs, _ := executor.Observe(ctx, r.eng, r.project); len(obs.All) != 0 {
+	if obs, _ := executor.Observe(ctx, r.eng, projectOnly(r.project)); len(obs.All) != 0 {
 		t.Errorf("left on the engine: %d containers (the helper, a candidate?)", len(obs.All))
 	}
 	r.events = nil

@@ -60,7 +60,7 @@ func TestProxyCutover(t *testing.T) {
 	// A proxy's deployer from before sessions fails on "-" as this one fails on a bad request:
 	// the session's reads end at once with what it said, and the deployer falls back to one
 	// exec per request.
-	if obs, _ := executor.Observe(context.Background(), r.eng, r.project); obs.Proxy != nil {
+	if obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project)); obs.Proxy != nil {
 		sess, err := r.eng.ExecSession(context.Background(), obs.Proxy.ID, []string{"/deployer", "proxy", "ctl", "{"})
 		if err != nil {
 			t.Fatal(err)
@@ -71,11 +71,11 @@ func TestProxyCutover(t *testing.T) {
 			t.Errorf("a session that fails at once: read %q, %v", b, err)
 		}
 	}
-	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
 	if obs.Proxy == nil || !obs.Proxy.Running() || obs.Services["app"].Live.Release() != 2 || len(obs.Services["app"].Previous) != 1 {
 		t.Errorf("state: proxy %v, %s", obs.Proxy, r.state())
 	}
-	routes, err := executor.ProxyStatus(context.Background(), r.eng, r.project)
+	routes, err := executor.ProxyStatus(context.Background(), r.eng, projectOnly(r.project))
 	if err != nil || len(routes) != 1 || routes[0].Requests < 2 {
 		t.Errorf("proxy status: %+v %v", routes, err)
 	}
@@ -91,7 +91,7 @@ func TestProxyCutover(t *testing.T) {
 func proxyExecs(t testing.TB, r *rig, since time.Time) []string {
 	t.Helper()
 	ctx := context.Background()
-	obs, err := executor.Observe(ctx, r.eng, r.project)
+	obs, err := executor.Observe(ctx, r.eng, projectOnly(r.project))
 	if err != nil || obs.Proxy == nil {
 		t.Fatalf("the proxy: %v %v", obs, err)
 	}
@@ -264,7 +264,7 @@ func TestProxyKilled(t *testing.T) {
 	if so := r.apply(p); so.Error != "" {
 		t.Fatal(so.Error)
 	}
-	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
 	r.eng.RemoveContainer(context.Background(), obs.Proxy.ID)
 	if got := r.get("/"); !strings.HasPrefix(got, "error") {
 		t.Fatalf("the proxy is gone but %q answers", got)
@@ -348,7 +348,7 @@ func TestProxyUpgradeUnderLoad(t *testing.T) {
 	if so := r.apply(r.config("v1", proxyMode(nil))); so.Error != "" {
 		t.Fatal(so.Error)
 	}
-	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
 	before := obs.Proxy.ImageID
 	r.self = otherDeployer(t)
 	l := startLoad(r.port, 200)
@@ -358,7 +358,7 @@ func TestProxyUpgradeUnderLoad(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	sent, failed, gap := l.stop()
-	obs, _ = executor.Observe(context.Background(), r.eng, r.project)
+	obs, _ = executor.Observe(context.Background(), r.eng, projectOnly(r.project))
 	if obs.Proxy == nil || obs.Proxy.ImageID == before || obs.Proxy.Name != executor.ProxyName(r.project) || !obs.Proxy.Running() {
 		t.Fatalf("the proxy was not upgraded: %+v", obs.Proxy)
 	}
@@ -395,7 +395,7 @@ func TestProxyTCPService(t *testing.T) {
 	if got := r.get("/"); got != "version=v2" {
 		t.Errorf("after the switch: %q", got)
 	}
-	routes, _ := executor.ProxyStatus(context.Background(), r.eng, r.project)
+	routes, _ := executor.ProxyStatus(context.Background(), r.eng, projectOnly(r.project))
 	if len(routes) != 1 || routes[0].Protocol != "tcp" {
 		t.Errorf("routes: %+v", routes)
 	}
@@ -467,7 +467,7 @@ func TestProxyImageFromConfiguration(t *testing.T) {
 	if got := r.get("/"); got != "version=v2" {
 		t.Errorf("through the proxy: %q", got)
 	}
-	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
 	if obs.Proxy == nil || obs.Proxy.ImageID != id {
 		t.Errorf("the proxy does not run docker.proxy_image (%s): %+v", id, obs.Proxy)
 	}

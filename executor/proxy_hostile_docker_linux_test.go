@@ -50,7 +50,7 @@ func TestProxyHostileClients(t *testing.T) {
 		t.Fatal(so.Error)
 	}
 	ctx := context.Background()
-	obs, err := executor.Observe(ctx, r.eng, r.project)
+	obs, err := executor.Observe(ctx, r.eng, projectOnly(r.project))
 	if err != nil || obs.Proxy == nil {
 		t.Fatalf("the proxy: %v %v", obs, err)
 	}

@@ -283,7 +283,7 @@ func (px *proxyControl) ensure(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		obs, err := Observe(ctx, rn.Runtime, rn.Project.Name)
+		obs, err := Observe(ctx, rn.Runtime, rn.Project)
 		if err != nil {
 			return err
 		}
@@ -610,8 +610,8 @@ func (px *proxyControl) drain(ctx context.Context, s *config.Service, old *Conta
 }
 
 // ProxyStatus reports the proxy's routes with their counters (nil without a proxy).
-func ProxyStatus(ctx context.Context, rt Runtime, project string) ([]proxy.RouteStatus, error) {
-	obs, err := Observe(ctx, rt, project)
+func ProxyStatus(ctx context.Context, rt Runtime, p *config.Project) ([]proxy.RouteStatus, error) {
+	obs, err := Observe(ctx, rt, p)
 	if err != nil || obs.Proxy == nil || !obs.Proxy.Running() {
 		return nil, err
 	}

@@ -191,7 +191,7 @@ func TestSecretsRebuiltNeverShown(t *testing.T) {
 	if !strings.Contains(out.Services[0].Error, "(sensitive)") {
 		t.Errorf("the error does not show where the secret was: %v", out.Services[0].Error)
 	}
-	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
 	for _, c := range obs.All {
 		for k, v := range c.Labels {
 			check("label "+k, v)

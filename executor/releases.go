@@ -32,7 +32,7 @@ func (rn *run) resume(ctx context.Context, s *config.Service, cut cutover, st *S
 		rn.crash(PointResumeAside)
 		if !live.Running() {
 			if err := rn.Runtime.StartContainer(ctx, live.ID); err != nil {
-				return portHint(err, s.Ports, false)
+				return portHint(rn.addressHint(ctx, live.ID, err), s.Ports, false)
 			}
 		}
 		return nil
@@ -95,7 +95,10 @@ func (rn *run) retire(ctx context.Context, s *config.Service, old *ContainerStat
 // keepAsPrevious recreates a release as a stopped previous release, and removes the original.
 func (rn *run) keepAsPrevious(ctx context.Context, s *config.Service, old *ContainerState) error {
 	spec := old.Spec
-	n, _ := strconv.Atoi(spec.Labels[LabelRelease])
+	n, ok := ParseRelease(spec.Labels[LabelRelease])
+	if !ok {
+		return fmt.Errorf("keep %s as a previous release: its release label %q is not a release number; it stays as it is", old.Name, spec.Labels[LabelRelease])
+	}
 	spec.Name = fmt.Sprintf("%s-r%d", s.ContainerName, n)
 	spec.Labels = withRole(spec.Labels, RolePrevious)
 	spec.Restart = ""
@@ -119,7 +122,7 @@ func (rn *run) keepAsPrevious(ctx context.Context, s *config.Service, old *Conta
 // deployer made for them (an image that was on the engine before stays: the operator may have
 // built it and have no registry to pull it back from).
 func (rn *run) prune(ctx context.Context, s *config.Service) error {
-	obs, err := Observe(ctx, rn.Runtime, rn.Project.Name)
+	obs, err := Observe(ctx, rn.Runtime, rn.Project)
 	if err != nil {
 		return err
 	}
@@ -134,9 +137,20 @@ func (rn *run) prune(ctx context.Context, s *config.Service) error {
 		if err := rn.Runtime.RemoveContainer(ctx, c.ID); err != nil {
 			return err
 		}
-		if imageOwned(c) && (st.Live == nil || c.ImageID != st.Live.ImageID) {
+		if imageOwned(c) && (st.Live == nil || c.ImageID != st.Live.ImageID) && rn.imageMayGo(ctx, c) {
 			rn.Runtime.RemoveImage(ctx, c.ImageID) // kept while another container uses it
 		}
 	}
 	return nil
+}
+
+// imageMayGo reports whether the image of a pruned release is the project's to remove: one it
+// pulled, or one it built, whose labels say so (those built before 2026-12 with the labels
+// their containers inherit). A release's labels alone never make another's image removable.
+func (rn *run) imageMayGo(ctx context.Context, c *Container) bool {
+	if c.Labels[LabelImageOrigin] == OriginPulled {
+		return true
+	}
+	labels, err := rn.Runtime.ImageLabels(ctx, c.ImageID)
+	return err == nil && imageOwner(labels)[LabelProject] == rn.Project.Name
 }

@@ -48,6 +48,7 @@ func (p *Plan) WriteText(w io.Writer, o RenderOptions) error {
 			ew.printf("  ! %s%s\n", who, l.Detail)
 		}
 	}
+	writeIgnored(ew, p.Ignored)
 	if !p.HasChanges() {
 		ew.printf("\nNo changes. What runs matches the configuration.\n")
 		if len(p.Steps) > 0 {
@@ -87,6 +88,25 @@ func (p *Plan) WriteText(w io.Writer, o RenderOptions) error {
 		ew.printf(", %d to take over", p.Summary.TakeOver)
 	}
 	ew.printf(".\n")
+	return ew.err
+}
+
+// writeIgnored lists the containers labelled for the project that are none of its own.
+func writeIgnored(ew *errWriter, list []Ignored) {
+	if len(list) == 0 {
+		return
+	}
+	ew.printf("\nLabelled for this project, but none of its own (left as they are: never removed, started or routed to):\n")
+	for _, ig := range list {
+		ew.printf("  ? ignored: %s\n", ig.Reason)
+	}
+}
+
+// WriteIgnored lists, for status, the containers labelled for the project that are none of its
+// own.
+func WriteIgnored(w io.Writer, list []Ignored) error {
+	ew := &errWriter{w: w}
+	writeIgnored(ew, list)
 	return ew.err
 }
 

@@ -127,7 +127,7 @@ func (rs restorer) prepare(ctx context.Context, service, id string, opts Restore
 	for i := range rp.Volumes {
 		rp.Volumes[i].Disk = disk[rp.Volumes[i].From]
 	}
-	obs, err := Observe(ctx, rs.Runtime, rs.Project.Name)
+	obs, err := Observe(ctx, rs.Runtime, rs.Project)
 	if err != nil {
 		return nil, err
 	}
@@ -269,7 +269,7 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 		return nil, err
 	}
 	defer unlock()
-	obs, err := Observe(ctx, rs.Runtime, rs.Project.Name)
+	obs, err := Observe(ctx, rs.Runtime, rs.Project)
 	if err != nil {
 		return nil, err
 	}
@@ -365,7 +365,7 @@ func (rs restorer) safetyBackup(ctx context.Context, s *config.Service, live *Co
 func (rn *run) oneOffContainer(ctx context.Context, spec ContainerSpec) (string, error) {
 	id, err := rn.Runtime.CreateContainer(ctx, spec)
 	if errors.Is(err, ErrNameTaken) {
-		obs, oerr := Observe(ctx, rn.Runtime, rn.Project.Name)
+		obs, oerr := Observe(ctx, rn.Runtime, rn.Project)
 		if oerr != nil {
 			return "", oerr
 		}

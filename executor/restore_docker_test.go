@@ -101,7 +101,7 @@ func TestRestoreWhateverTheLiveReleaseIs(t *testing.T) {
 			case "stopped":
 				r.eng.StopContainer(ctx, r.liveID(), 0)
 			case "gone":
-				obs, _ := executor.Observe(ctx, r.eng, r.project)
+				obs, _ := executor.Observe(ctx, r.eng, projectOnly(r.project))
 				for _, c := range obs.All {
 					r.eng.RemoveContainer(ctx, c.ID)
 				}

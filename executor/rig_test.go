@@ -33,7 +33,7 @@ func getPath(port int, path string) string {
 // releaseState lists a project's containers (only the services' when servicesOnly) as
 // "role:release:state", oldest release first; the live release is the one bearing the live name.
 func releaseState(t testing.TB, eng executor.Engine, project string, servicesOnly bool) string {
-	obs, err := executor.Observe(context.Background(), eng, project)
+	obs, err := executor.Observe(context.Background(), eng, projectOnly(project))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,7 +94,7 @@ func (a *Applier) Rollback(ctx context.Context, service string, to int) (*Servic
 
 // rollback brings an earlier release back.
 func (rn *run) rollback(ctx context.Context, s *config.Service, to int, so *ServiceOutcome) error {
-	obs, err := Observe(ctx, rn.Runtime, rn.Project.Name)
+	obs, err := Observe(ctx, rn.Runtime, rn.Project)
 	if err != nil {
 		return err
 	}

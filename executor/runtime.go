@@ -16,6 +16,7 @@ type (
 	Volume         = engine.Volume
 	BuildOptions   = engine.BuildOptions
 	RegistryAuth   = engine.RegistryAuth
+	ImageContent   = engine.ImageContent
 )
 
 // Errors of the engine port.
@@ -42,4 +43,13 @@ const (
 	LabelAddress     = engine.LabelAddress
 	LabelImageOrigin = engine.LabelImageOrigin
 	LabelKey         = engine.LabelKey
+	// Labels of built images, and of a release that takes a container over (package engine).
+	LabelImageProject = engine.LabelImageProject
+	LabelImageService = engine.LabelImageService
+	LabelTakeoverOf   = engine.LabelTakeoverOf
+	// MaxRelease bounds release numbers (ParseRelease).
+	MaxRelease = engine.MaxRelease
 )
+
+// ParseRelease reads a release label strictly (package engine).
+func ParseRelease(s string) (int, bool) { return engine.ParseRelease(s) }

@@ -1,18 +1,25 @@
 package executor
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"time"
 )
 
 // The proxy and restores run the deployer itself in a container built FROM scratch. A deployer
@@ -202,59 +209,193 @@ func (rn *run) helperImage(ctx context.Context) (string, error) {
 			"  docker { proxy_image = \"deployer-proxy:%s\" }   # in the configuration (push it to your registry for a remote engine)\n"+
 			"%s", why, osName, arch, rn.versionTag(), rn.versionTag(), alt)
 	}
-	id, err := rn.buildSelfImage(ctx, self)
+	id, err := rn.loadSelfImage(ctx, self, arch)
 	if err == nil {
 		rn.helper = id
 	}
 	return id, err
 }
 
-// buildSelfImage builds (once per binary and libraries: the tag is named after them) the image
-// of the deployer FROM scratch.
-func (rn *run) buildSelfImage(ctx context.Context, self *selfImage) (string, error) {
-	df := "FROM scratch\nCOPY rootfs/ /\nENTRYPOINT [\"/deployer\"]\n"
+// The helper image is loaded, not built: its archive (docker save's format) is a function of
+// the files alone (one layer holding them in name order, owned by root and dated 1970, and a
+// configuration without a date), so the digest of its layer is known here before the engine is
+// asked. An image is used as the helper only when it is made of exactly that layer and that
+// configuration: its tag (deployer-helper:<digest>) can be moved by anyone who can use the
+// engine, and the proxy and restores run it with the host's network and the services' data.
+
+// helperLayer is the helper image's one layer, as a list of entries.
+type helperLayer struct {
+	files  []helperFile
+	diffID string // "sha256:<hex>" of the layer's tar
+	size   int64
+}
+
+type helperFile struct {
+	path string // in the image, without the leading slash
+	src  string // on this machine; "" for a directory
+}
+
+// epoch dates everything in the helper image: its digest depends on its content alone, so the
+// same binary gives the same image from any machine.
+var epoch = time.Unix(0, 0).UTC()
+
+// newHelperLayer lists the layer's entries (each directory before what it holds) and digests it.
+func newHelperLayer(self *selfImage) (*helperLayer, error) {
+	srcs := map[string]string{"deployer": self.binary}
+	for p, src := range self.files {
+		srcs[strings.TrimPrefix(filepath.ToSlash(p), "/")] = src
+	}
+	dirs := map[string]bool{}
+	for p := range srcs {
+		for d := path.Dir(p); d != "." && d != "/"; d = path.Dir(d) {
+			dirs[d] = true
+		}
+	}
+	l := &helperLayer{}
+	for d := range dirs {
+		l.files = append(l.files, helperFile{path: d})
+	}
+	for p, src := range srcs {
+		l.files = append(l.files, helperFile{path: p, src: src})
+	}
+	sort.Slice(l.files, func(i, j int) bool { return l.files[i].path < l.files[j].path })
 	h := sha256.New()
-	h.Write([]byte(df))
-	paths := sortedKeys(self.files)
-	contents := map[string][]byte{}
-	for _, p := range append([]string{""}, paths...) {
-		src := self.binary
-		if p != "" {
-			src = self.files[p]
+	cw := &countingWriter{w: h}
+	if err := l.write(cw); err != nil {
+		return nil, err
+	}
+	l.diffID, l.size = "sha256:"+hex.EncodeToString(h.Sum(nil)), cw.n
+	return l, nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// write writes the layer's tar.
+func (l *helperLayer) write(w io.Writer) error {
+	tw := tar.NewWriter(w)
+	for _, f := range l.files {
+		if f.src == "" {
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: f.path + "/", Mode: 0o755, ModTime: epoch, Format: tar.FormatUSTAR}); err != nil {
+				return err
+			}
+			continue
 		}
-		b, err := os.ReadFile(src)
+		file, err := os.Open(f.src)
 		if err != nil {
-			return "", err
+			return err
 		}
-		contents[p] = b
-		fmt.Fprintf(h, "%s %d\n", p, len(b))
-		h.Write(b)
+		info, err := file.Stat()
+		if err == nil {
+			err = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.path, Mode: 0o755, Size: info.Size(), ModTime: epoch, Format: tar.FormatUSTAR})
+		}
+		if err == nil {
+			_, err = io.Copy(tw, file)
+		}
+		file.Close()
+		if err != nil {
+			return fmt.Errorf("the helper image's file %s: %w", f.src, err)
+		}
 	}
-	tag := "deployer-helper:" + hex.EncodeToString(h.Sum(nil))[:12]
-	if id, err := rn.Runtime.ImageID(ctx, tag); err == nil {
-		return id, nil
-	}
-	dir, err := os.MkdirTemp(rn.TempDir, "deployer-helper-")
+	return tw.Close()
+}
+
+// helperConfig is the helper image's configuration, byte for byte.
+func helperConfig(diffID, arch string) []byte {
+	b, _ := json.Marshal(map[string]any{
+		"architecture": arch, "os": "linux", "created": epoch.Format(time.RFC3339),
+		"config":  map[string]any{"Entrypoint": helperEntrypoint, "Labels": helperLabels},
+		"rootfs":  map[string]any{"type": "layers", "diff_ids": []string{diffID}},
+		"history": []map[string]string{{"created": epoch.Format(time.RFC3339), "created_by": "the deployer's own binary"}},
+	})
+	return b
+}
+
+var (
+	helperEntrypoint = []string{"/deployer"}
+	helperLabels     = map[string]string{"deployer.image": "helper"}
+)
+
+// isHelper reports whether an image is exactly the helper image of that layer: that one layer,
+// and nothing in its configuration but the deployer's entrypoint and label.
+func isHelper(c *ImageContent, diffID, arch string) bool {
+	return slices.Equal(c.Layers, []string{diffID}) && c.OS == "linux" && c.Arch == arch && slices.Equal(c.Entrypoint, helperEntrypoint) &&
+		len(c.Cmd) == 0 && len(c.Env) == 0 && c.User == "" && c.WorkingDir == "" && len(c.Volumes) == 0 && !c.Other && maps.Equal(c.Labels, helperLabels)
+}
+
+// loadSelfImage makes sure the engine has the helper image of this deployer (loading it when
+// the engine has none that is exactly it) and returns its ID.
+func (rn *run) loadSelfImage(ctx context.Context, self *selfImage, arch string) (string, error) {
+	layer, err := newHelperLayer(self)
 	if err != nil {
 		return "", err
 	}
-	defer os.RemoveAll(dir)
-	for p, b := range contents {
-		dst := filepath.Join(dir, "rootfs", "deployer")
-		if p != "" {
-			dst = filepath.Join(dir, "rootfs", p)
-		}
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return "", err
-		}
-		if err := os.WriteFile(dst, b, 0o755); err != nil {
-			return "", err
-		}
-	}
-	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
+	tag := "deployer-helper:" + strings.TrimPrefix(layer.diffID, "sha256:")[:12]
+	if c, err := rn.Runtime.ImageContent(ctx, tag); err == nil && isHelper(c, layer.diffID, arch) {
+		return c.ID, nil
+	} else if err != nil && !errors.Is(err, ErrNotFound) {
 		return "", err
 	}
-	return rn.Runtime.BuildImage(ctx, BuildOptions{Dir: dir, Dockerfile: "Dockerfile", Tag: tag, Labels: map[string]string{"deployer.image": "helper"}})
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(layer.archive(pw, arch, tag)) }()
+	err = rn.Runtime.LoadImage(ctx, pr)
+	pr.Close()
+	if err != nil {
+		return "", fmt.Errorf("load the helper image %s: %w", tag, err)
+	}
+	c, err := rn.Runtime.ImageContent(ctx, tag)
+	if err != nil {
+		return "", fmt.Errorf("the helper image %s: %w", tag, err)
+	}
+	if !isHelper(c, layer.diffID, arch) {
+		return "", fmt.Errorf("the tag %s was moved to another image right after the deployer loaded its helper image there: something on the engine moves it; run again, and find out what", tag)
+	}
+	return c.ID, nil
+}
+
+// archive writes the helper image as docker save does.
+func (l *helperLayer) archive(w io.Writer, arch, tag string) error {
+	cfg := helperConfig(l.diffID, arch)
+	sum := sha256.Sum256(cfg)
+	cfgName := hex.EncodeToString(sum[:]) + ".json"
+	layerName := strings.TrimPrefix(l.diffID, "sha256:") + "/layer.tar"
+	manifest, _ := json.Marshal([]map[string]any{{"Config": cfgName, "RepoTags": []string{tag}, "Layers": []string{layerName}}})
+	tw := tar.NewWriter(w)
+	put := func(name string, b []byte) error {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(b)), ModTime: epoch}); err != nil {
+			return err
+		}
+		_, err := tw.Write(b)
+		return err
+	}
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: path.Dir(layerName) + "/", Mode: 0o755, ModTime: epoch}); err != nil {
+		return err
+	}
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: layerName, Mode: 0o644, Size: l.size, ModTime: epoch}); err != nil {
+		return err
+	}
+	cw := &countingWriter{w: tw}
+	if err := l.write(cw); err != nil {
+		return err
+	}
+	if cw.n != l.size {
+		return fmt.Errorf("the helper image's files changed while it was loaded (%d bytes, then %d): run again", l.size, cw.n)
+	}
+	if err := put(cfgName, cfg); err != nil {
+		return err
+	}
+	if err := put("manifest.json", manifest); err != nil {
+		return err
+	}
+	return tw.Close()
 }
 
 // versionTag is the deployer's version as an image tag.

@@ -52,7 +52,7 @@ func (r *rig) watchPaused(id string) (stop func() bool) {
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
-			obs, err := executor.Observe(context.Background(), r.eng, r.project)
+			obs, err := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
 			if err != nil {
 				continue
 			}

@@ -33,6 +33,10 @@ type Status struct {
 	Lock          string           `json:"lock,omitempty"`
 	Proxy         *ProxyState      `json:"proxy,omitempty"`
 	Services      []*ServiceStatus `json:"services"`
+	// Ignored are containers labelled for the project that are none of its own.
+	Ignored []Ignored `json:"ignored,omitempty"`
+	// Conflicts are roles of the project that several containers claim: plan and apply stop.
+	Conflicts []string `json:"conflicts,omitempty"`
 }
 
 // ProxyState is the project's proxy and its routes.
@@ -52,11 +56,11 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 	if err := eng.Ping(ctx); err != nil {
 		return nil, err
 	}
-	obs, err := Observe(ctx, eng, p.Name)
+	obs, err := Observe(ctx, eng, p)
 	if err != nil {
 		return nil, err
 	}
-	if err := obs.readScratch(ctx, eng, p.Name); err != nil {
+	if err := obs.readScratch(ctx, eng, p); err != nil {
 		return nil, err
 	}
 	out := &Status{FormatVersion: FormatVersion, Project: p.Name, Engine: eng.Host(), Services: []*ServiceStatus{}}
@@ -85,6 +89,13 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 	}
 	leftovers := leftovers(obs, p, func(string) bool { return true })
 	red := NewRedactor(p)
+	for _, ig := range obs.Ignored {
+		ig.Reason = red.Redact(ig.Reason)
+		out.Ignored = append(out.Ignored, ig)
+	}
+	for _, c := range obs.conflicts {
+		out.Conflicts = append(out.Conflicts, red.Redact(c))
+	}
 	for i := range leftovers {
 		leftovers[i].Detail = red.Redact(leftovers[i].Detail)
 	}

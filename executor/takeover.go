@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -42,24 +41,26 @@ type Takeover struct {
 	doc map[string]string // its spec, as the deployer records specs
 }
 
-// foreign finds a container of the service's name (or set aside under <name>-old-N by an
-// interrupted takeover) that no deployer project made. A container of that name made by
-// another project is an error: container names are the engine's, not the project's.
+// foreign finds a container of the service's name that no deployer project made, or the one an
+// interrupted takeover set aside under <name>-old-N: the release made to replace it recorded
+// its ID (LabelTakeoverOf), and its number is the one before that release's. Any other
+// container of a set-aside name is not taken over (the name checks refuse it). A container of
+// the service's name made by another project is an error: container names are the engine's,
+// not the project's.
 func (pl *planner) foreign(s *config.Service) (*Container, error) {
-	setAside := regexp.MustCompile("^" + regexp.QuoteMeta(s.ContainerName) + `-old-[0-9]+$`)
 	var found *Container
 	for i := range pl.all {
 		c := &pl.all[i]
-		if c.Name != s.ContainerName && !setAside.MatchString(c.Name) {
-			continue
-		}
 		switch proj := c.Labels[LabelProject]; {
 		case proj == pl.p.Name:
 			continue
-		case proj != "":
+		case c.Name == s.ContainerName && proj != "":
 			return nil, fmt.Errorf("service.%s: the container name %s is taken by project %q's service.%s: set another container_name", s.Name, c.Name, proj, c.Labels[LabelService])
-		}
-		if found == nil || c.Name == s.ContainerName {
+		case proj != "":
+			continue
+		case c.Name == s.ContainerName:
+			return c, nil
+		case found == nil && strings.HasPrefix(c.Name, s.ContainerName+"-old-") && pl.obs.setAsideByTakeover(*c):
 			found = c
 		}
 	}

@@ -95,7 +95,7 @@ func TestTakeOverDockerRun(t *testing.T) {
 			if l := r.backups(store, mod, ""); len(l.Complete) != 1 || l.Complete[0].Release != 1 {
 				t.Errorf("backups: %+v", l)
 			}
-			obs, _ := executor.Observe(ctx, r.eng, r.project)
+			obs, _ := executor.Observe(ctx, r.eng, projectOnly(r.project))
 			prev := obs.Services["app"].Previous[0]
 			if prev.Name != name+"-r1" || prev.Labels[executor.LabelTakenOver] != "docker run" {
 				t.Errorf("the previous release: %s %v", prev.Name, prev.Labels)

@@ -467,7 +467,7 @@ func liveNow(ctx context.Context, p *config.Project, engines []namedEngine) stri
 	defer cancel()
 	var parts, left []string
 	for _, ne := range engines {
-		obs, err := executor.Observe(ctx, ne.eng, p.Name)
+		obs, err := executor.Observe(ctx, ne.eng, p)
 		if err != nil {
 			parts = append(parts, fmt.Sprintf("engine %s cannot be read (%v)", ne.eng.Host(), err))
 			continue

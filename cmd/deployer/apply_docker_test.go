@@ -166,7 +166,7 @@ func (r *cliRig) get(path string) string {
 
 // containers lists the project's containers as role:release:state, newest release first.
 func (r *cliRig) containers() string {
-	obs, err := executor.Observe(context.Background(), r.eng, r.project)
+	obs, err := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func crashAtEveryStep(t *testing.T, cutover string) {
 			}
 			// Nothing left over: one live release, previous ones within keep_releases, no
 			// candidate, no lock, no stray containers.
-			obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+			obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
 			st := obs.Services["app"]
 			if obs.Lock != nil || len(st.Candidates) > 0 || len(st.Others) > 0 || len(st.Previous) > 2 || !st.Live.Running() {
 				t.Errorf("left over: %s", r.containers())
@@ -255,7 +255,7 @@ func TestCrashWhileResuming(t *testing.T) {
 			}
 			ctx := context.Background()
 			live := func() *executor.Container {
-				obs, err := executor.Observe(ctx, r.eng, r.project)
+				obs, err := executor.Observe(ctx, r.eng, projectOnly(r.project))
 				if err != nil || obs.Services["app"] == nil || obs.Services["app"].Live == nil {
 					t.Fatalf("no live release: %v %s", err, r.containers())
 				}
@@ -324,7 +324,7 @@ func TestCrashDuringProxyUpgrade(t *testing.T) {
 		bin := builds[(i+1)%2] // another build than the one whose proxy runs
 		version := fmt.Sprintf("v%d", i+2)
 		t.Run(point, func(t *testing.T) {
-			obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+			obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
 			before := obs.Proxy.ImageID
 			out, code := r.runWith(bin, []string{"DEPLOYER_TEST_KILL_AT=" + point}, "apply", "-auto-approve", "-var", "version="+version)
 			if code != -int(syscall.SIGKILL) {
@@ -340,7 +340,7 @@ func TestCrashDuringProxyUpgrade(t *testing.T) {
 			if got := r.get("/"); got != "version="+version {
 				t.Errorf("serving %q after converging, want %s", got, version)
 			}
-			obs, _ = executor.Observe(context.Background(), r.eng, r.project)
+			obs, _ = executor.Observe(context.Background(), r.eng, projectOnly(r.project))
 			proxies := 0
 			for _, c := range obs.All {
 				if c.Role() == executor.RoleProxy {
@@ -499,7 +499,7 @@ func TestApplyCLIBehaviour(t *testing.T) {
 		t.Errorf("stale configuration: exit %d\n%s", code, out)
 	}
 	os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), cfg, 0o644)
-	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
 	r.eng.StopContainer(context.Background(), obs.Services["app"].Live.ID, time.Second)
 	out, code = r.run(nil, "apply", "v3b.plan")
 	if code != 1 || !strings.Contains(out, "plan v3b.plan is stale: what runs on") {

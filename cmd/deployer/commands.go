@@ -183,6 +183,10 @@ func printStatus(g *globals, st *executor.Status, engine string) {
 			fmt.Fprintf(g.stdout, "  ! %s\n", l.Detail)
 		}
 	}
+	for _, c := range st.Conflicts {
+		fmt.Fprintf(g.stdout, "\n! %s\n", c)
+	}
+	executor.WriteIgnored(g.stdout, st.Ignored)
 }
 
 func newReleases(g *globals) *cobra.Command {
@@ -227,7 +231,7 @@ made, and what a migration that came with it did. It changes nothing.`,
 				var list []executor.ReleaseInfo
 				if err == nil {
 					var obs *executor.Observed
-					if obs, err = executor.Observe(cmd.Context(), eng, res.Project.Name); err == nil {
+					if obs, err = executor.Observe(cmd.Context(), eng, res.Project); err == nil {
 						list = executor.Releases(obs, service)
 					}
 				}

@@ -45,7 +45,7 @@ func TestLockFromAnotherPIDNamespace(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	var lock *executor.Container
 	for lock == nil && time.Now().Before(deadline) {
-		obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+		obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
 		lock = obs.Lock
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -62,7 +62,7 @@ func TestLockFromAnotherPIDNamespace(t *testing.T) {
 	if code != 1 || !strings.Contains(got, "is held by") || !strings.Contains(got, fmt.Sprintf("pid %d", last+1)) || strings.Contains(got, "breaking the deploy lock") {
 		t.Errorf("second apply: %d\n%s", code, got)
 	}
-	obs, _ := executor.Observe(context.Background(), r.eng, r.project)
+	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
 	if obs.Lock == nil || obs.Lock.ID != lock.ID {
 		t.Errorf("the lock of the running deploy was broken")
 	}

@@ -196,7 +196,7 @@ func watchCreates(t *testing.T, r *cliRig, names *[]string) (stop func()) {
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
-			if obs, err := executor.Observe(ctx, r.eng, r.project); err == nil {
+			if obs, err := executor.Observe(ctx, r.eng, projectOnly(r.project)); err == nil {
 				for _, c := range obs.All {
 					if c.Role() != executor.RoleLock && !contains(*names, c.Name) {
 						*names = append(*names, c.Name)

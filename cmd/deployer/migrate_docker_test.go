@@ -141,7 +141,7 @@ func TestMigrationCLI(t *testing.T) {
 			if after.Count != after.Max || after.Max < mid.Max {
 				t.Errorf("rows lost or added: %+v (after the kill %+v)", after, mid)
 			}
-			if obs, err := executor.Observe(t.Context(), r.eng, r.project); err != nil || len(obs.Services["app"].Candidates) > 0 || obs.Lock != nil {
+			if obs, err := executor.Observe(t.Context(), r.eng, projectOnly(r.project)); err != nil || len(obs.Services["app"].Candidates) > 0 || obs.Lock != nil {
 				t.Errorf("left over (%v): %s", err, r.containers())
 			}
 			vols, _ := r.eng.Volumes(t.Context(), r.project)

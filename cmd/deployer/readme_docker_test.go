@@ -97,7 +97,7 @@ func TestReadmeTryIt(t *testing.T) {
 
 	first := slices.Clone(try.commands[0])
 	url := try.url
-	before, err := executor.Observe(ctx, eng, qs.Name)
+	before, err := executor.Observe(ctx, eng, projectOnly(qs.Name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func portFree(port int) bool {
 // sameDeployment fails the test unless the project's containers are the ones it had, in the
 // same states.
 func sameDeployment(t *testing.T, eng *docker.Engine, project string, before *executor.Observed) {
-	after, err := executor.Observe(context.Background(), eng, project)
+	after, err := executor.Observe(context.Background(), eng, projectOnly(project))
 	if err != nil {
 		t.Error(err)
 		return
@@ -215,7 +215,7 @@ func removeAfter(t *testing.T, eng *docker.Engine, project, dir string) {
 		}
 	}
 	t.Cleanup(func() {
-		obs, _ := executor.Observe(ctx, eng, project)
+		obs, _ := executor.Observe(ctx, eng, projectOnly(project))
 		if obs != nil {
 			for _, c := range obs.All {
 				eng.RemoveContainer(ctx, c.ID)

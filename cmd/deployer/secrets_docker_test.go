@@ -178,7 +178,7 @@ func TestSecretsNeverShown(t *testing.T) {
 	}
 	mu.Unlock()
 	// The labels hold keyed hashes only.
-	obs, _ := executor.Observe(context.Background(), eng, project)
+	obs, _ := executor.Observe(context.Background(), eng, projectOnly(project))
 	for _, c := range obs.All {
 		for k, v := range c.Labels {
 			check("label "+k, v)

@@ -60,7 +60,7 @@ func TestCrashDuringTakeover(t *testing.T) {
 			if h := r.get("/history"); !strings.Contains(h, "started seed") {
 				t.Errorf("the taken-over service's data: %q", h)
 			}
-			obs, _ := executor.Observe(ctx, r.eng, r.project)
+			obs, _ := executor.Observe(ctx, r.eng, projectOnly(r.project))
 			st := obs.Services["app"]
 			if len(st.Previous) != 1 || st.Previous[0].Labels[executor.LabelTakenOver] == "" {
 				t.Errorf("the taken-over container is not kept as the previous release: %s", r.containers())

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/docker/docker/api/types/build"
@@ -179,18 +180,51 @@ func (e *Engine) SaveImage(ctx context.Context, ref string) (io.ReadCloser, erro
 // LockImage is the image lock containers are created from: no layers, never started.
 const LockImage = "deployer-lock:1"
 
+// lockImageCmd is what the lock image would run (it never runs): a path in no image.
+var lockImageCmd = []string{"/deployer-lock"}
+
 // EnsureLockImage builds the lock image when the engine lacks it. It has no layers, so it costs
-// nothing and needs no registry.
+// nothing and needs no registry. Its tag can be moved by anyone: an image of that tag is used
+// only when it is the one the deployer builds (no layers, no volume, only its label and
+// command); otherwise the tag is built again (a volume in it would leak an anonymous volume
+// per lock, its labels would be every lock's).
 func (e *Engine) EnsureLockImage(ctx context.Context) (string, error) {
-	if id, err := e.ImageID(ctx, LockImage); err == nil {
-		return id, nil
+	if c, err := e.ImageContent(ctx, LockImage); err == nil && isLockImage(c) {
+		return c.ID, nil
 	}
+	id, err := e.buildLockImage(ctx)
+	if err != nil {
+		return "", err
+	}
+	if c, err := e.ImageContent(ctx, id); err != nil || !isLockImage(c) {
+		return "", fmt.Errorf("the lock image %s built by the deployer is not what it built (moved meanwhile?): run again", LockImage)
+	}
+	return id, nil
+}
+
+// isLockImage reports whether an image is exactly the lock image the deployer builds.
+func isLockImage(c *engine.ImageContent) bool {
+	return len(c.Layers) == 0 && len(c.Entrypoint) == 0 && slices.Equal(c.Cmd, lockImageCmd) && len(c.Volumes) == 0 &&
+		c.User == "" && c.WorkingDir == "" && !c.Other && len(c.Labels) == 1 && c.Labels["deployer.image"] == "lock" && onlyPath(c.Env)
+}
+
+// onlyPath reports whether an image's environment is at most the PATH a builder sets.
+func onlyPath(env []string) bool {
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "PATH=") {
+			return false
+		}
+	}
+	return true
+}
+
+func (e *Engine) buildLockImage(ctx context.Context) (string, error) {
 	dir, err := os.MkdirTemp("", "deployer-lock")
 	if err != nil {
 		return "", err
 	}
 	defer os.RemoveAll(dir)
-	df := "FROM scratch\nLABEL deployer.image=lock\nCMD [\"/deployer-lock\"]\n"
+	df := "FROM scratch\nLABEL deployer.image=lock\nCMD [\"" + lockImageCmd[0] + "\"]\n"
 	if err := os.WriteFile(dir+"/Dockerfile", []byte(df), 0o644); err != nil {
 		return "", err
 	}

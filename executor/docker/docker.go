@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -35,6 +37,9 @@ type Engine struct {
 	host string
 	// watchdog fails the calls to a tcp:// engine that stops answering (watchdog.go).
 	watchdog *watchdog
+
+	rootOnce sync.Once
+	root     string // the engine's data directory (DockerRootDir), "" when it does not say
 }
 
 // New connects to the engine at host; an empty host means DOCKER_HOST, then the local socket.
@@ -134,7 +139,7 @@ func (e *Engine) Containers(ctx context.Context, project string) ([]engine.Conta
 	if err != nil {
 		return nil, fmt.Errorf("docker engine at %s: list containers of project %q: %w", e.host, project, err)
 	}
-	return containers(list), nil
+	return e.containers(ctx, list), nil
 }
 
 // AllContainers lists every container on the engine, with the ports they publish.
@@ -143,10 +148,29 @@ func (e *Engine) AllContainers(ctx context.Context) ([]engine.Container, error) 
 	if err != nil {
 		return nil, fmt.Errorf("docker engine at %s: list containers: %w", e.host, err)
 	}
-	return containers(list), nil
+	return e.containers(ctx, list), nil
 }
 
-func containers(list []container.Summary) []engine.Container {
+// volumeOfBind is the volume whose files a bind mount of source reaches (a bind of
+// <root>/volumes/NAME/_data, or of a directory in it, mounts volume NAME's files), "" for none.
+func (e *Engine) volumeOfBind(ctx context.Context, source string) string {
+	e.rootOnce.Do(func() {
+		if info, err := e.cli.Info(ctx); err == nil {
+			e.root = info.DockerRootDir
+		}
+	})
+	if e.root == "" {
+		return ""
+	}
+	rest, ok := strings.CutPrefix(path.Clean(source), path.Join(e.root, "volumes")+"/")
+	if !ok {
+		return ""
+	}
+	name, _, _ := strings.Cut(rest, "/")
+	return name
+}
+
+func (e *Engine) containers(ctx context.Context, list []container.Summary) []engine.Container {
 	out := make([]engine.Container, 0, len(list))
 	for _, c := range list {
 		name := ""
@@ -170,8 +194,14 @@ func containers(list []container.Summary) []engine.Container {
 			}
 		}
 		for _, m := range c.Mounts {
-			if m.Type == mount.TypeVolume && m.Name != "" {
+			switch {
+			case m.Type == mount.TypeVolume && m.Name != "":
 				last.Mounts = append(last.Mounts, m.Name)
+			case m.Type == mount.TypeBind:
+				// A bind of the volume's directory on the host mounts its files as well.
+				if name := e.volumeOfBind(ctx, m.Source); name != "" {
+					last.Mounts = append(last.Mounts, name)
+				}
 			}
 		}
 	}
@@ -203,6 +233,30 @@ func (e *Engine) ImageLabels(ctx context.Context, ref string) (map[string]string
 		return map[string]string{}, nil
 	}
 	return img.Config.Labels, nil
+}
+
+// ImageContent reports an image's layers and configuration.
+func (e *Engine) ImageContent(ctx context.Context, ref string) (*engine.ImageContent, error) {
+	img, err := e.cli.ImageInspect(ctx, ref)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil, fmt.Errorf("image %s: %w", ref, engine.ErrNotFound)
+		}
+		return nil, fmt.Errorf("docker engine at %s: inspect image %s: %w", e.host, ref, err)
+	}
+	out := &engine.ImageContent{ID: img.ID, Layers: img.RootFS.Layers, OS: img.Os, Arch: img.Architecture, Labels: map[string]string{}}
+	if c := img.Config; c != nil {
+		out.Entrypoint, out.Cmd, out.Env, out.User, out.WorkingDir = c.Entrypoint, c.Cmd, c.Env, c.User, c.WorkingDir
+		for v := range c.Volumes {
+			out.Volumes = append(out.Volumes, v)
+		}
+		sort.Strings(out.Volumes)
+		for k, v := range c.Labels {
+			out.Labels[k] = v
+		}
+		out.Other = c.Healthcheck != nil || len(c.OnBuild) > 0 || len(c.Shell) > 0 || c.StopSignal != "" || len(c.ExposedPorts) > 0
+	}
+	return out, nil
 }
 
 // ImageEnv is the environment an image sets.

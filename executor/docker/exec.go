@@ -111,6 +111,30 @@ func (e *Engine) NetworkLabels(ctx context.Context, name string) (map[string]str
 	return n.Labels, nil
 }
 
+// NetworkAddresses lists the IPv4 addresses of the containers connected to a network now.
+func (e *Engine) NetworkAddresses(ctx context.Context, name string) (map[string]string, error) {
+	n, err := e.cli.NetworkInspect(ctx, name, network.InspectOptions{})
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil, fmt.Errorf("network %s: %w", name, engine.ErrNotFound)
+		}
+		return nil, fmt.Errorf("docker engine at %s: inspect network %s: %w", e.host, name, err)
+	}
+	out := map[string]string{}
+	for id, ep := range n.Containers {
+		who := ep.Name
+		if who == "" {
+			who = id
+		}
+		if p, err := netip.ParsePrefix(ep.IPv4Address); err == nil {
+			out[p.Addr().String()] = who
+		} else if a, err := netip.ParseAddr(ep.IPv4Address); err == nil {
+			out[a.String()] = who
+		}
+	}
+	return out, nil
+}
+
 // hasLabels reports whether have carries every label of want.
 func hasLabels(have, want map[string]string) bool {
 	for k, v := range want {

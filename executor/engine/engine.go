@@ -41,7 +41,21 @@ const (
 	LabelEngines = "deployer.engines"
 	// LabelKey holds a project's random key (hex), on the volume that keeps it.
 	LabelKey = "deployer.key"
+	// LabelImageProject and LabelImageService are on the images the deployer builds: whose
+	// they are. Not deployer.project and deployer.service, which every container run from an
+	// image inherits: an operator's `docker run` of a service's image is not one of its
+	// releases. (Images built before 2026-12 carry those; they are read as well.)
+	LabelImageProject = "deployer.image-project"
+	LabelImageService = "deployer.image-service"
+	// LabelTakeoverOf is on a release that replaces a container made without the deployer:
+	// that container's ID. A cutover interrupted after it set the container aside under
+	// <name>-old-N is finished by the next apply for that container only.
+	LabelTakeoverOf = "deployer.takeover-of"
 )
+
+// MaxRelease is the highest release number the deployer gives or reads: a release label
+// beyond it, or one that is not a plain positive number, is no release of the deployer's.
+const MaxRelease = 1_000_000_000
 
 // ErrNotFound is returned by an Engine for an image or container that does not exist.
 var ErrNotFound = errors.New("not found")
@@ -80,10 +94,29 @@ func (c *Container) ImageRef() string {
 func (c *Container) Service() string { return c.Labels[LabelService] }
 func (c *Container) Running() bool   { return c.State == "running" || c.State == "restarting" }
 
-// Release is the container's release number, 0 when it has none.
+// Release is the container's release number, 0 when it has none (or one that is not a
+// release number: ParseRelease).
 func (c *Container) Release() int {
-	n, _ := strconv.Atoi(c.Labels[LabelRelease])
+	n, _ := ParseRelease(c.Labels[LabelRelease])
 	return n
+}
+
+// ParseRelease reads a release label strictly: decimal digits without a leading zero, from 1
+// to MaxRelease. Anything else (a sign, spaces, 20 digits) is not a release.
+func ParseRelease(s string) (int, bool) {
+	if s == "" || len(s) > 10 || s[0] == '0' {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > MaxRelease {
+		return 0, false
+	}
+	return n, true
 }
 
 // Engine is what planning needs of a Docker engine.
@@ -182,8 +215,37 @@ type Runtime interface {
 	// Reads end (an error naming what it wrote on stderr) once the command has exited.
 	ExecSession(ctx context.Context, id string, cmd []string) (io.ReadWriteCloser, error)
 	SetRestart(ctx context.Context, id, policy string) error
+	// NetworkAddresses lists the addresses of the containers connected to a network now
+	// (address -> container name), whoever connected them: what a fixed address must avoid.
+	// ErrNotFound when there is no network of that name.
+	NetworkAddresses(ctx context.Context, name string) (map[string]string, error)
+	// ImageContent reports what an image is made of (by reference or ID): its layers' content
+	// digests and the configuration its containers start with. ErrNotFound when the engine
+	// does not have it. A tag can be moved by anyone: the deployer checks the content of the
+	// images it runs as its own helpers.
+	ImageContent(ctx context.Context, ref string) (*ImageContent, error)
 	// Platform is the engine's OS and architecture, as Go names them ("linux", "amd64").
 	Platform(ctx context.Context) (os, arch string, err error)
+}
+
+// ImageContent is what an image is made of. Layers are the digests of the layers' uncompressed
+// content (diff IDs), which the engine computes itself: two images with the same layers and
+// configuration run the same.
+type ImageContent struct {
+	ID         string
+	Layers     []string
+	OS, Arch   string
+	Entrypoint []string
+	Cmd        []string
+	Env        []string
+	User       string
+	WorkingDir string
+	Volumes    []string
+	Labels     map[string]string
+	// Other is set when the configuration holds anything else a container would start with
+	// (a health check, on-build triggers, a stop signal, a shell): such an image is no helper
+	// of the deployer's.
+	Other bool
 }
 
 // RegistryAuth is what a registry block gives to pull with.

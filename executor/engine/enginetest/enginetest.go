@@ -209,6 +209,19 @@ func fixedAddresses(t *testing.T, f Fixture) {
 	if got := waitGetAddr(t, net.JoinHostPort(addr, strconv.Itoa(f.port())), "/"); got != "version=v1" {
 		t.Errorf("at its address: %q", got)
 	}
+	// What holds an address: every container connected to the network, whoever made it.
+	if got, err := f.Engine.NetworkAddresses(ctx, name); err != nil || !strings.HasSuffix(got[addr], f.Project+"-web") {
+		t.Errorf("the network's addresses: %v %v, want %s held by %s-web", got, err, addr, f.Project)
+	}
+	// A second container given the same address does not start.
+	s2 := f.spec("web2", map[string]string{"APP_VERSION": "v2"})
+	s2.Network, s2.IP = name, addr
+	if err := f.Engine.StartContainer(ctx, f.create(t, s2)); err == nil || !strings.Contains(err.Error(), "ddress already in use") {
+		t.Errorf("a second container at %s: %v, want \"Address already in use\"", addr, err)
+	}
+	if _, err := f.Engine.NetworkAddresses(ctx, f.Project+"-no-net"); !errors.Is(err, engine.ErrNotFound) {
+		t.Errorf("the addresses of a network that does not exist: %v, want ErrNotFound", err)
+	}
 }
 
 // volumes: what the app writes to its volume is copied out as a tar named after the path's base,
@@ -339,6 +352,13 @@ func owners(t *testing.T, f Fixture) {
 	}
 	if _, err := f.Engine.ImageLabels(ctx, f.Project+"-no-such-image:1"); !errors.Is(err, engine.ErrNotFound) {
 		t.Errorf("an image that does not exist: %v, want ErrNotFound", err)
+	}
+	id, err = f.Engine.ImageID(ctx, f.App)
+	if c, cerr := f.Engine.ImageContent(ctx, f.App); err != nil || cerr != nil || c.ID != id || c.OS != "linux" {
+		t.Errorf("the app image's content: %+v %v (ID %s %v)", c, cerr, id, err)
+	}
+	if _, err := f.Engine.ImageContent(ctx, f.Project+"-no-such-image:1"); !errors.Is(err, engine.ErrNotFound) {
+		t.Errorf("the content of an image that does not exist: %v, want ErrNotFound", err)
 	}
 }
 

@@ -78,7 +78,11 @@ func (e *Engine) CreateContainer(_ context.Context, s engine.ContainerSpec) (str
 		return "", fmt.Errorf("create %s: network %s not found", s.Name, s.Network)
 	}
 	c := &container{e: e, name: s.Name, spec: s, image: img, created: time.Now(), state: "created", mounts: map[string]string{}}
-	c.spec.Labels, c.spec.Env = copyMap(s.Labels), copyMap(s.Env)
+	// A container inherits its image's labels, under its own, as Docker's do.
+	c.spec.Labels, c.spec.Env = copyMap(img.labels), copyMap(s.Env)
+	for k, v := range s.Labels {
+		c.spec.Labels[k] = v
+	}
 	e.nextID++
 	c.id = fmt.Sprintf("%064x", 1<<40+e.nextID)
 	for _, v := range s.Volumes {
@@ -126,6 +130,9 @@ func (e *Engine) StartContainer(_ context.Context, id string) error {
 	}
 	if c.state == "running" || c.state == "paused" {
 		return nil
+	}
+	if holder := e.holder(c.spec.Network, c.addr, c); holder != nil {
+		return fmt.Errorf("start %s: Address already in use (%s on network %s, held by %s)", c.name, c.addr, c.spec.Network, holder.name)
 	}
 	if err := c.publish(); err != nil {
 		return err

@@ -397,6 +397,56 @@ func (e *Engine) EnsureNetwork(_ context.Context, name string, labels map[string
 	return e.netRanges[name], nil
 }
 
+// holder is the running container other than c that holds addr on network, as the engine's
+// address allocator sees it; called with e.mu held.
+func (e *Engine) holder(network, addr string, c *container) *container {
+	if network == "" {
+		return nil
+	}
+	for _, o := range e.containers {
+		if o != c && o.spec.Network == network && o.addr == addr && (o.state == "running" || o.state == "paused") {
+			return o
+		}
+	}
+	return nil
+}
+
+// NetworkAddresses lists the addresses of the running containers on a network.
+func (e *Engine) NetworkAddresses(_ context.Context, name string) (map[string]string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check("network", name); err != nil {
+		return nil, err
+	}
+	if _, ok := e.networks[name]; !ok {
+		return nil, fmt.Errorf("network %s: %w", name, engine.ErrNotFound)
+	}
+	out := map[string]string{}
+	for _, c := range e.containers {
+		if c.spec.Network == name && (c.state == "running" || c.state == "paused") {
+			out[c.addr] = c.name
+		}
+	}
+	return out, nil
+}
+
+// ImageContent reports an image: an in-memory image has no layers; its labels and
+// environment are what it was made with.
+func (e *Engine) ImageContent(_ context.Context, ref string) (*engine.ImageContent, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	img := e.image(ref)
+	if img == nil {
+		return nil, fmt.Errorf("image %s: %w", ref, engine.ErrNotFound)
+	}
+	out := &engine.ImageContent{ID: img.id, OS: "linux", Arch: runtime.GOARCH, Labels: copyMap(img.labels)}
+	for k, v := range img.env {
+		out.Env = append(out.Env, k+"="+v)
+	}
+	sort.Strings(out.Env)
+	return out, nil
+}
+
 // NetworkLabels are a network's labels.
 func (e *Engine) NetworkLabels(_ context.Context, name string) (map[string]string, error) {
 	e.mu.Lock()
