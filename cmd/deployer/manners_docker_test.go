@@ -77,7 +77,9 @@ func TestInterruptSaysInterrupted(t *testing.T) {
 	if strings.Contains(stdout.String()+stderr.String(), "context canceled") {
 		t.Errorf("says context canceled:\nstdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
 	}
-	if !regexp.MustCompile(`(?m)^  FAILED  app: check.health .*interrupted$`).MatchString(stdout.String()) {
+	// The interrupted step (the health check, or under load the one before it) says so, and
+	// nothing of the engine call it cut.
+	if !regexp.MustCompile(`(?m)^  FAILED  app: check\.\S+ +[0-9.]+s  interrupted$`).MatchString(stdout.String()) {
 		t.Errorf("the interrupted step does not say so on stdout:\n%s", stdout.String())
 	}
 	if !strings.Contains(stderr.String(), "\nInterrupted.\n") {

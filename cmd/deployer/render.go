@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -82,6 +83,11 @@ func stepName(e executor.Event) string {
 func (r *renderer) event(e executor.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.g.signal() != 0 && e.Outcome == executor.OutcomeFailed && strings.Contains(e.Detail, context.Canceled.Error()) {
+		// The step was cut short by the interruption: what the engine call that was cut was
+		// ("inspect container ...: Get http://...") says nothing to the user.
+		e.Detail = "interrupted"
+	}
 	e.Detail = r.g.say(e.Detail)
 	if r.json {
 		b, _ := json.Marshal(e)
