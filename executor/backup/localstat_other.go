@@ -1,0 +1,9 @@
+//go:build !darwin
+
+package backup
+
+import "golang.org/x/sys/unix"
+
+func statMtime(st *unix.Stat_t) (sec, nsec int64) {
+	return int64(st.Mtim.Sec), int64(st.Mtim.Nsec)
+}
