@@ -464,17 +464,3 @@ func ReadFiles(r io.Reader) (map[string]int64, error) {
 		}
 	}
 }
-
-// VerifyDisk is Download, saying what each volume's files take on a disk.
-func VerifyDisk(ctx context.Context, store Store, m *Manifest, keys *Keys, tempDir string) (map[string]int64, error) {
-	v, err := Download(ctx, store, m, keys, tempDir)
-	if err != nil {
-		return nil, err
-	}
-	defer v.Close()
-	out := map[string]int64{}
-	for name, n := range v.Needs {
-		out[name] = n.Bytes
-	}
-	return out, nil
-}
