@@ -561,7 +561,4 @@ func (l *Local) shrinkAt(dir *os.File, name string, before *unix.Stat_t) {
 }
 
 // mtime is a file's modification time.
-func mtime(st *unix.Stat_t) time.Time {
-	sec, nsec := statMtime(st)
-	return time.Unix(sec, nsec)
-}
+func mtime(st *unix.Stat_t) time.Time { return time.Unix(int64(st.Mtim.Sec), int64(st.Mtim.Nsec)) }

@@ -1,9 +1,0 @@
-//go:build !darwin
-
-package backup
-
-import "golang.org/x/sys/unix"
-
-func statMtime(st *unix.Stat_t) (sec, nsec int64) {
-	return int64(st.Mtim.Sec), int64(st.Mtim.Nsec)
-}
