@@ -72,6 +72,32 @@ func OpenBackups(ctx context.Context, p *config.Project, s *config.Service, iden
 	return sb, nil
 }
 
+// StoreWarnings says, for each S3 store a service backs up to without a signing_key, what that
+// lets anyone who can write to its bucket do.
+func StoreWarnings(p *config.Project) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range p.Services {
+		if s.Backup == nil || seen[s.Backup.Store] {
+			continue
+		}
+		seen[s.Backup.Store] = true
+		if w := unsignedStoreWarning(p.Stores[s.Backup.Store]); w != "" {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+func unsignedStoreWarning(st *config.Store) string {
+	if st == nil || st.Kind != config.StoreS3 || st.SigningKey != "" {
+		return ""
+	}
+	return fmt.Sprintf("backup_store.%s (s3://%s) has no signing_key: anyone who can write to the bucket can write backups the deployer cannot tell from its own; "+
+		"a prune after them deletes your genuine backups, and a restore of one writes their data into your volumes. Set signing_key, from a sensitive variable",
+		st.Name, st.Bucket)
+}
+
 // List lists the service's backups, checked against the configuration.
 func (b *ServiceBackups) List(ctx context.Context) (*backup.Listing, error) {
 	return backup.List(ctx, b.Store, b.Expect, b.Keys)
@@ -89,6 +115,9 @@ type backupSource struct {
 	// still: nothing writes to the volumes (a copy set aside): read as they are, with no
 	// online snapshot (which would read the service's volume of the same name).
 	still bool
+	// copyDir, when set, also gets each volume's archive, on this machine (a restore's safety
+	// backup, put back from there).
+	copyDir string
 }
 
 // liveSource reads a live release's backup volumes as the configuration says; a stopped one is
@@ -141,6 +170,7 @@ func (b backups) from(ctx context.Context, s *config.Service, src backupSource, 
 		Image: src.image, ImageID: src.imageID, ContainerID: src.id, Consistency: string(src.consistency), Volumes: src.volumes,
 		Warn: func(msg string) { rn.warn(s.Name, "%s", msg) },
 		Logs: src.logs, Keep: keep, DeployerVersion: rn.Version, Reason: reason, TempDir: rn.TempDir, Lenient: lenient, Keys: sb.Keys, Migration: src.migration,
+		CopyDir: src.copyDir,
 		Progress: func(p backup.Progress) {
 			rn.emit(Event{Type: EventProgress, Service: s.Name, Step: StepBackup, Detail: p.Volume + " " + p.Phase, Bytes: p.Bytes, Total: p.Total})
 		},
@@ -225,6 +255,11 @@ func (a *Applier) Backup(ctx context.Context, service string) (*backup.Manifest,
 		return nil, fmt.Errorf("service.%s has no live release to back up", service)
 	}
 	var m *backup.Manifest
+	if s.Backup != nil {
+		if w := unsignedStoreWarning(a.Project.Stores[s.Backup.Store]); w != "" {
+			rn.warn(service, "%s", w)
+		}
+	}
 	err = rn.step(service, StepBackup, fmt.Sprintf("back up release %d", st.Live.Release()), func() error {
 		var err error
 		if s.Backup == nil {

@@ -218,10 +218,14 @@ func (rn *run) readSchema(ctx context.Context, s *config.Service, helper, vol, p
 }
 
 // lastJSONLine is the last line of a helper's output that is a JSON object.
-func lastJSONLine(logs string) string {
+func lastJSONLine(logs string) string { return lastLineStarting(logs, "{") }
+
+// lastLineStarting is the last line of a helper's output that starts with prefix (a JSON
+// array's "[").
+func lastLineStarting(logs, prefix string) string {
 	lines := strings.Split(strings.TrimSpace(logs), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
-		if l := strings.TrimSpace(lines[i]); strings.HasPrefix(l, "{") {
+		if l := strings.TrimSpace(lines[i]); strings.HasPrefix(l, prefix) {
 			return l
 		}
 	}

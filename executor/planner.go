@@ -57,6 +57,7 @@ func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptio
 		return nil, err
 	}
 	plan.keyless = keyless
+	plan.Warnings = append(plan.Warnings, StoreWarnings(p)...)
 	return plan, preflightPlan(ctx, p, plan, all, opts)
 }
 

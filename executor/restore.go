@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,6 +33,8 @@ type RestoreVolume struct {
 	// Disk is what its files take once made (4 KiB blocks, as verify counted them): the
 	// volume must have room for the larger of Bytes and Disk before it is emptied.
 	Disk int64 `json:"disk_bytes,omitempty"`
+	// Inodes is how many files the archive makes: the volume's filesystem must have them free.
+	Inodes int64 `json:"inodes,omitempty"`
 }
 
 // RestorePlan is what a restore will do, shown to the operator before it asks.
@@ -46,6 +49,18 @@ type RestorePlan struct {
 	LiveState   string // running, exited, ... ("" without a live release)
 	How         string // what happens to the service, and why
 	Warnings    []string
+	// verified holds the backup's archives, downloaded and checked by the verify: the restore
+	// reads them, never the store again. Close removes them.
+	verified *backup.Verified
+}
+
+// Close removes the archives the plan's verify downloaded (a restore closes its plan itself;
+// a plan never restored must be closed by its caller).
+func (rp *RestorePlan) Close() error {
+	if rp == nil {
+		return nil
+	}
+	return rp.verified.Close()
 }
 
 // restorer verifies and restores a service's backups, in one run.
@@ -61,18 +76,20 @@ func (a *Applier) VerifyBackup(ctx context.Context, service, id string) (*backup
 	if err != nil {
 		return nil, err
 	}
-	_, err = rs.verifyBackup(ctx, sb, m)
+	v, err := rs.verifyBackup(ctx, sb, m)
+	v.Close()
 	return m, err
 }
 
-// verifyBackup verifies a backup, and says what each volume's files take on a disk.
-func (rs restorer) verifyBackup(ctx context.Context, sb *ServiceBackups, m *backup.Manifest) (disk map[string]int64, err error) {
+// verifyBackup downloads and verifies a backup, keeping its archives for a restore to read, and
+// says what each volume's files take on a disk. The caller closes what it returns.
+func (rs restorer) verifyBackup(ctx context.Context, sb *ServiceBackups, m *backup.Manifest) (v *backup.Verified, err error) {
 	err = rs.step(sb.Expect.Service, StepVerifyBackup, "download "+m.ID+" and check it against its manifest", func() error {
 		var verr error
-		disk, verr = backup.VerifyDisk(ctx, sb.Store, m, sb.Keys, rs.TempDir)
+		v, verr = backup.Download(ctx, sb.Store, m, sb.Keys, rs.TempDir)
 		return verr
 	})
-	return disk, err
+	return v, err
 }
 
 // findBackup opens a service's backups and finds one, checked against the configuration.
@@ -111,21 +128,26 @@ func (rs restorer) prepare(ctx context.Context, service, id string, opts Restore
 		return nil, err
 	}
 	rp := &RestorePlan{Manifest: m, Store: sb.Store.String()}
-	if m.Signed == backup.Unsigned {
-		if !opts.AllowUnsigned {
-			return nil, fmt.Errorf("backup %s has no signature, and backup_store.%s has a signing_key: it was made before the key was set, or by someone without it. Restore it only if you trust it, with -allow-unsigned", m.ID, s.Backup.Store)
-		}
-		rp.Warnings = append(rp.Warnings, fmt.Sprintf("backup %s is not signed: restoring it because -allow-unsigned was given", m.ID))
+	if warning, err := unsignedRestore(m, s, opts.AllowUnsigned); err != nil {
+		return nil, err
+	} else if warning != "" {
+		rp.Warnings = append(rp.Warnings, warning)
 	}
 	if rp.Volumes, rp.Untouched, err = restoreVolumes(s, m, opts.Map); err != nil {
 		return nil, err
 	}
-	disk, err := rs.verifyBackup(ctx, sb, m)
-	if err != nil {
+	if rp.verified, err = rs.verifyBackup(ctx, sb, m); err != nil {
 		return nil, err
 	}
+	ok := false
+	defer func() {
+		if !ok {
+			rp.Close()
+		}
+	}()
 	for i := range rp.Volumes {
-		rp.Volumes[i].Disk = disk[rp.Volumes[i].From]
+		n := rp.verified.Needs[rp.Volumes[i].From]
+		rp.Volumes[i].Disk, rp.Volumes[i].Inodes = n.Bytes, n.Inodes
 	}
 	obs, err := Observe(ctx, rs.Runtime, rs.Project)
 	if err != nil {
@@ -159,7 +181,26 @@ func (rs restorer) prepare(ctx context.Context, service, id string, opts Restore
 	if len(rp.Untouched) > 0 {
 		rp.How += fmt.Sprintf(" The backup does not hold %s: left as it is.", strings.Join(rp.Untouched, ", "))
 	}
+	ok = true
 	return rp, nil
+}
+
+// unsignedRestore refuses a backup that is not signed for this store when the store has a
+// signing key, unless allowed; allowed, it says so.
+func unsignedRestore(m *backup.Manifest, s *config.Service, allow bool) (warning string, err error) {
+	var why string
+	switch m.Signed {
+	case backup.Unsigned:
+		why = fmt.Sprintf("has no signature, and backup_store.%s has a signing_key: it was made before the key was set, or by someone without it", s.Backup.Store)
+	case backup.OtherStore:
+		why = fmt.Sprintf("was signed for another store (%s) than backup_store.%s, with the same key: a copy from there, genuine in that store, not in this one", m.Store, s.Backup.Store)
+	default:
+		return "", nil
+	}
+	if !allow {
+		return "", fmt.Errorf("backup %s %s. Restore it only if you trust it, with -allow-unsigned", m.ID, why)
+	}
+	return fmt.Sprintf("backup %s is %s: restoring it because -allow-unsigned was given", m.ID, m.Signed), nil
 }
 
 // mayRestore refuses a restore into volumes that are not the service's to replace: names of
@@ -247,19 +288,27 @@ type RestoreResult struct {
 	Started bool
 }
 
-// Restore replaces the volumes of the plan with the backup. The current data is backed up
-// first, whether the live release runs, is stopped or is gone; if the replacement fails, that
-// backup is put back and the release started on it.
+// Restore replaces the volumes of the plan with the backup, read from the archives its verify
+// downloaded and checked (the store is not read again). Inside the deploy lock, before
+// anything is backed up or stopped, a helper on the engine checks that every volume's
+// filesystem has the room and the inodes the backup's files take. The current data is then
+// backed up, whether the live release runs, is stopped or is gone, to the store and to this
+// machine. If the replacement fails, the volumes that were emptied are put back from that local
+// copy (none that was never emptied) and the release started again. It closes the plan.
 func (a *Applier) Restore(ctx context.Context, service string, rp *RestorePlan) (*RestoreResult, error) {
+	defer rp.Close()
 	return a.restorer().restore(ctx, service, rp)
 }
 
 func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan) (*RestoreResult, error) {
-	s, sb, err := rs.serviceBackups(ctx, service)
+	s, _, err := rs.serviceBackups(ctx, service)
 	if err != nil {
 		return nil, err
 	}
 	m := rp.Manifest
+	if rp.verified == nil {
+		return nil, fmt.Errorf("backup %s was not verified (its archives are not on this machine): prepare the restore first", m.ID)
+	}
 	helper, err := rs.helperImage(ctx)
 	if err != nil {
 		return nil, err
@@ -281,11 +330,26 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 	if err := rs.mayRestore(ctx, s, live, rp.Volumes); err != nil {
 		return nil, err
 	}
+	if err := rs.step(service, StepCheckRoom, "check that every volume's filesystem has room for the backup's files", func() error {
+		return rs.checkRoom(ctx, s, rp.Volumes, helper)
+	}); err != nil {
+		return nil, fmt.Errorf("nothing was changed: %w", err)
+	}
 	res := &RestoreResult{Tamed: map[string][]string{}}
+	copies, err := os.MkdirTemp(rs.TempDir, "deployer-safety-")
+	if err != nil {
+		return nil, err
+	}
+	keepCopies := false
+	defer func() {
+		if !keepCopies {
+			os.RemoveAll(copies)
+		}
+	}()
 	if err := rs.step(service, StepBackup, "back up the current data before replacing it", func() error {
 		// The current data may be the damage being undone: a failed quick_check is recorded.
 		var err error
-		res.Safety, err = rs.safetyBackup(ctx, s, live, rp, helper)
+		res.Safety, err = rs.safetyBackup(ctx, s, live, rp, helper, copies)
 		return err
 	}); err != nil {
 		return res, fmt.Errorf("the current data could not be backed up, so nothing was restored: %w", err)
@@ -299,15 +363,23 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 		live.State = "exited"
 	}
 	ctx = context.WithoutCancel(ctx) // once stopped, the restore finishes: half a volume is worse
-	var touched []RestoreVolume
+	var emptied []RestoreVolume
 	for _, v := range rp.Volumes {
-		touched = append(touched, v)
 		var rep *backup.TameReport
+		var touched bool
 		err := rs.step(service, stepName(StepRestore, v.To), fmt.Sprintf("replace the files of volume %s with %s of backup %s", v.To, v.From, m.ID), func() error {
 			var err error
-			rep, err = rs.fillVolume(ctx, s, sb, m, v.From, v.To, v.Bytes, max(v.Bytes, v.Disk), helper)
+			open := func() (io.ReadCloser, error) { return rp.verified.Open(v.From) }
+			rep, touched, err = rs.fillVolume(ctx, s, open, backup.Tame, v.To, v.Bytes, max(v.Bytes, v.Disk), v.Inodes, helper)
+			var u untouched
+			if err != nil && !errors.As(err, &u) {
+				err = fmt.Errorf("backup %s: volume %s: %w", m.ID, v.From, err)
+			}
 			return err
 		})
+		if touched {
+			emptied = append(emptied, v)
+		}
 		if rep != nil {
 			if lines := rep.Lines(); len(lines) > 0 {
 				res.Tamed[v.To] = lines
@@ -317,7 +389,13 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 			}
 		}
 		if err != nil {
-			return res, rs.putBack(ctx, s, sb, st, touched, res, helper, fmt.Errorf("restore of volume %s failed: %w", v.To, err))
+			cause := fmt.Errorf("restore of volume %s failed: %w", v.To, err)
+			if len(emptied) == 0 {
+				return res, rs.restart(ctx, s, st, res, cause, "its data was left as it was")
+			}
+			err := rs.putBack(ctx, s, st, emptied, res, helper, copies, cause)
+			keepCopies = errors.Is(err, errPutBackFailed)
+			return res, err
 		}
 	}
 	if live == nil {
@@ -332,8 +410,9 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 
 // safetyBackup backs up the volumes a restore replaces: from the live release (paused as the
 // configuration says when it runs), or, with no live release, from a helper container that
-// mounts them and never starts.
-func (rs restorer) safetyBackup(ctx context.Context, s *config.Service, live *Container, rp *RestorePlan, helper string) (*backup.Manifest, error) {
+// mounts them and never starts. Each volume's archive is also kept in copies, on this machine,
+// for a put-back that does not depend on what the store holds by then.
+func (rs restorer) safetyBackup(ctx context.Context, s *config.Service, live *Container, rp *RestorePlan, helper, copies string) (*backup.Manifest, error) {
 	var names []string
 	for _, v := range rp.Volumes {
 		names = append(names, v.To)
@@ -341,11 +420,13 @@ func (rs restorer) safetyBackup(ctx context.Context, s *config.Service, live *Co
 	reason := "before restoring " + rp.Manifest.ID
 	if live != nil {
 		// keep 0: pruning now could delete the very backup being restored.
-		return rs.backups().from(ctx, s, liveSource(s, live, names), reason, 0, true)
+		src := liveSource(s, live, names)
+		src.copyDir = copies
+		return rs.backups().from(ctx, s, src, reason, 0, true)
 	}
 	spec := ContainerSpec{Name: rs.Project.Name + "-" + s.Name + "-restore-source", Image: helper, Cmd: []string{"version"},
 		Labels: map[string]string{LabelProject: rs.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
-	src := backupSource{consistency: config.ConsistencyNone}
+	src := backupSource{consistency: config.ConsistencyNone, copyDir: copies}
 	for _, name := range names {
 		v := s.Volume(name)
 		spec.Volumes = append(spec.Volumes, VolumeMount{Name: v.Name, Target: v.Target})
@@ -380,15 +461,20 @@ func (rn *run) oneOffContainer(ctx context.Context, spec ContainerSpec) (string,
 	return id, err
 }
 
-// putBack restores the volumes a failed restore touched from the safety backup, then starts the
-// release again. If that fails too, the service is left stopped and the error says how to
-// finish by hand.
-func (rs restorer) putBack(ctx context.Context, s *config.Service, sb *ServiceBackups, st *ServiceState, touched []RestoreVolume, res *RestoreResult, helper string, cause error) error {
+// errPutBackFailed marks a restore whose put-back failed too: the service is left stopped.
+var errPutBackFailed = errors.New("the put-back failed")
+
+// putBack puts the volumes a failed restore emptied back from the safety backup's copy on this
+// machine (as the engine gave them: modes, devices and capabilities kept), then starts the
+// release again. If that fails too, the service is left stopped, the copy is kept, and the
+// error says how to finish by hand.
+func (rs restorer) putBack(ctx context.Context, s *config.Service, st *ServiceState, emptied []RestoreVolume, res *RestoreResult, helper, copies string, cause error) error {
 	safety := res.Safety
 	var failed error
-	for _, v := range touched {
+	for _, v := range emptied {
 		err := rs.step(s.Name, stepName(StepPutBack, v.To), fmt.Sprintf("put volume %s back from the safety backup %s", v.To, safety.ID), func() error {
-			_, err := rs.fillVolume(ctx, s, sb, safety, v.To, v.To, safetyBytes(safety, v.To), safetyBytes(safety, v.To), helper)
+			open := func() (io.ReadCloser, error) { return backup.OpenCopy(copies, v.To, safetyBytes(safety, v.To)) }
+			_, _, err := rs.fillVolume(ctx, s, open, backup.Replay, v.To, safetyBytes(safety, v.To), 0, 0, helper)
 			return err
 		})
 		if err != nil {
@@ -397,10 +483,18 @@ func (rs restorer) putBack(ctx context.Context, s *config.Service, sb *ServiceBa
 		}
 	}
 	if failed != nil {
-		return fmt.Errorf("%v; putting the data back from the safety backup %s failed too (%v), so the service is left stopped. "+
-			"To finish by hand: `deployer backups restore service.%s %s -auto-approve`, then `deployer apply`", cause, safety.ID, failed, s.Name, safety.ID)
+		return fmt.Errorf("%v; putting the data back from the safety backup %s failed too (%v), so the service is left stopped: %w. "+
+			"The data before the restore is in backup %s (`deployer backups restore service.%s %s -auto-approve`, then `deployer apply`) and, "+
+			"should the store have changed it since, in %s on this machine (a zstd-compressed tar of each volume), kept for that",
+			cause, safety.ID, failed, errPutBackFailed, safety.ID, s.Name, safety.ID, copies)
 	}
-	msg := fmt.Sprintf("%v; the data was put back from the safety backup %s", cause, safety.ID)
+	return rs.restart(ctx, s, st, res, cause, "the data was put back from the safety backup "+safety.ID)
+}
+
+// restart starts the live release again after a restore that failed, on its data as it is
+// now (what says how it got there), and says so after why it failed.
+func (rs restorer) restart(ctx context.Context, s *config.Service, st *ServiceState, res *RestoreResult, cause error, what string) error {
+	msg := fmt.Sprintf("%v; %s", cause, what)
 	if st == nil || st.Live == nil {
 		return errors.New(msg)
 	}
@@ -408,7 +502,7 @@ func (rs restorer) putBack(ctx context.Context, s *config.Service, sb *ServiceBa
 	if err := rs.resume(ctx, s, rs.cutover(s, false), st, &ServiceOutcome{Service: s.Name}); err != nil {
 		return fmt.Errorf("%s, but release %d does not start healthy on it: %v", msg, st.Live.Release(), err)
 	}
-	return fmt.Errorf("%s and release %d was started on it", msg, st.Live.Release())
+	return fmt.Errorf("%s, and release %d was started on it", msg, st.Live.Release())
 }
 
 func safetyBytes(m *backup.Manifest, volume string) int64 {
@@ -420,52 +514,64 @@ func safetyBytes(m *backup.Manifest, volume string) int64 {
 	return 0
 }
 
-// fillVolume replaces the files of volume to with the archive of volume from in backup m: a
-// helper container checks the space (need bytes) and empties the volume, then the archive,
-// tamed, is extracted into it through the engine, no more than the bytes it declares.
-func (rs restorer) fillVolume(ctx context.Context, s *config.Service, sb *ServiceBackups, m *backup.Manifest, from, to string, bytes, need int64, helper string) (*backup.TameReport, error) {
-	rc, err := backup.OpenVolume(ctx, sb.Store, m, from, sb.Keys, rs.TempDir)
+// untouched marks a volume that a restore's helper refused to empty (it has not the room):
+// nothing in it was removed, so nothing is put back into it.
+type untouched struct{ error }
+
+func (u untouched) Unwrap() error { return u.error }
+
+// fillVolume replaces the files of volume to with an archive (open gives its tar stream, tame
+// what reaches the engine): a helper container checks the space (need bytes, inodes files;
+// 0 checks nothing) and empties the volume, then the archive is extracted into it through the
+// engine, no more than bytes. touched says whether anything in the volume may have been removed:
+// false when the helper did not run, or said it removed nothing (the error is then untouched).
+func (rs restorer) fillVolume(ctx context.Context, s *config.Service, open func() (io.ReadCloser, error),
+	tame func(io.Reader, io.Writer, string, int64) (*backup.TameReport, error), to string, bytes, need, inodes int64, helper string) (rep *backup.TameReport, touched bool, err error) {
+	rc, err := open()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer rc.Close()
 	spec := ContainerSpec{Name: fmt.Sprintf("%s-%s-restore-%s", rs.Project.Name, s.Name, to), Image: helper,
-		Cmd:     []string{"internal", "prepare-volume", "/volume", strconv.FormatInt(need, 10)},
+		Cmd:     []string{"internal", "prepare-volume", "/volume", strconv.FormatInt(need, 10), strconv.FormatInt(inodes, 10)},
 		Volumes: []VolumeMount{{Name: to, Target: "/volume"}}, Labels: map[string]string{LabelProject: rs.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
 	id, err := rs.oneOffContainer(ctx, spec)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer rs.Runtime.RemoveContainer(ctx, id)
 	if err := rs.Runtime.StartContainer(ctx, id); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	code, err := rs.Runtime.Wait(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, true, err
 	}
 	if code != 0 {
 		logs, _ := rs.Runtime.Logs(ctx, id, logLines)
-		return nil, fmt.Errorf("preparing the volume failed (exit %d): %s", code, strings.TrimSpace(logs))
+		msg := strings.TrimSpace(strings.ReplaceAll(logs, `{"untouched":true}`, ""))
+		if lastJSONLine(logs) == `{"untouched":true}` {
+			return nil, false, untouched{fmt.Errorf("preparing the volume failed (exit %d): %s", code, msg)}
+		}
+		return nil, true, fmt.Errorf("preparing the volume failed (exit %d): %s", code, msg)
 	}
 	// The archive's entries start with the base name of the mount point (the engine's copy API
 	// names them so); they go under /volume in the helper.
 	pr, pw := io.Pipe()
-	var rep *backup.TameReport
 	var tameErr error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		rep, tameErr = backup.Tame(rc, pw, "volume", bytes) // nothing past the declared size reaches the volume
+		rep, tameErr = tame(rc, pw, "volume", bytes) // nothing past the declared size reaches the volume
 		pw.CloseWithError(tameErr)
 	}()
 	err = rs.Runtime.CopyTo(ctx, id, "/", pr)
 	pr.CloseWithError(errExtractionEnded)
 	<-done
 	if tameErr != nil && !errors.Is(tameErr, errExtractionEnded) {
-		return rep, fmt.Errorf("backup %s: volume %s: %w", m.ID, from, tameErr) // the archive itself is broken: that is the cause
+		return rep, true, tameErr // the archive itself is broken: that is the cause
 	}
-	return rep, err
+	return rep, true, err
 }
 
 var errExtractionEnded = errors.New("the engine stopped reading the archive")

@@ -68,7 +68,8 @@ func TestRestoreRefusesExpandingArchive(t *testing.T) {
 
 // An archive of 2000 empty directories declares 1 MB (512 bytes each, as its tar takes) and
 // takes 8 MB of 4 KiB blocks: the restore checks the volume's filesystem for the larger, and
-// refuses a 4 MiB one before it removes anything.
+// refuses a 4 MiB one in the deploy lock before anything is backed up or stopped: the live
+// release was never stopped, and no safety backup was taken.
 func TestRestoreChecksTheSpaceFilesTake(t *testing.T) {
 	r := newRig(t)
 	store := localStore(t)
@@ -93,12 +94,20 @@ func TestRestoreChecksTheSpaceFilesTake(t *testing.T) {
 	if v := rp.Volumes[0]; v.Bytes > 2<<20 || v.Disk < 2000*4096 {
 		t.Errorf("plan: %d bytes declared, %d on disk", v.Bytes, v.Disk)
 	}
+	live := r.liveID()
+	r.forget()
 	_, err = a.Restore(ctx, "app", rp)
-	if err == nil || !strings.Contains(err.Error(), "nothing was removed") {
+	if err == nil || !strings.Contains(err.Error(), "nothing was changed: volume "+small+" needs 7.8 MiB") {
 		t.Fatalf("restore: %v", err)
 	}
 	if got := r.dataFiles(r.liveID()); fmt.Sprint(got) != fmt.Sprint(before) {
 		t.Errorf("after the refusal: %v, want %v", got, before)
+	}
+	if id := r.liveID(); id != live {
+		t.Errorf("the live release changed: %s, was %s", id, live)
+	}
+	if ran := r.stepsRun(executor.StepBackup, executor.StepStop); len(ran) != 0 {
+		t.Errorf("the restore ran %v before it refused", ran)
 	}
 	if got := r.get("/"); got != "version=v3" {
 		t.Errorf("serving %q", got)
@@ -108,6 +117,13 @@ func TestRestoreChecksTheSpaceFilesTake(t *testing.T) {
 // onSmallVolume deploys version v with its data on a volume of a small tmpfs of the engine's
 // host (mounted with opts, e.g. "size=4m"), and returns the volume's name and the configuration.
 func (r *rig) onSmallVolume(store *config.Store, v, opts string) (string, *config.Project) {
+	name, p, _ := r.onTmpfs(store, v, opts)
+	return name, p
+}
+
+// onTmpfs is onSmallVolume, the volume a directory of the tmpfs, whose root it also returns:
+// what is written there takes the volume's room without being in it.
+func (r *rig) onTmpfs(store *config.Store, v, opts string) (string, *config.Project, string) {
 	t := r.t
 	small := r.project + "-small"
 	dir := t.TempDir()
@@ -118,8 +134,12 @@ func (r *rig) onSmallVolume(store *config.Store, v, opts string) (string, *confi
 		t.Skipf("cannot mount a tmpfs: %v", err)
 	}
 	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	vol := filepath.Join(dir, "volume")
+	if err := os.Mkdir(vol, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := r.eng.Client().VolumeCreate(context.Background(), volume.CreateOptions{Name: small, Driver: "local",
-		DriverOpts: map[string]string{"type": "none", "o": "bind", "device": dir}}); err != nil {
+		DriverOpts: map[string]string{"type": "none", "o": "bind", "device": vol}}); err != nil {
 		t.Fatal(err)
 	}
 	onSmall := func(s *config.Service) {
@@ -133,5 +153,5 @@ func (r *rig) onSmallVolume(store *config.Store, v, opts string) (string, *confi
 	if so := r.apply(p); so.Error != "" {
 		t.Fatal(so.Error)
 	}
-	return small, p
+	return small, p, dir
 }

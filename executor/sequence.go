@@ -45,6 +45,7 @@ const (
 	StepRollback     = "rollback" // switch back after a failed verification
 	StepDrain        = "drain"    // the old release's requests in flight finish
 	StepVerifyBackup = "verify-backup"
+	StepCheckRoom    = "check-room" // a restore: every volume's filesystem has room for the backup
 	StepStop         = "stop"
 	StepRestore      = "restore"  // + "." + volume
 	StepPutBack      = "put-back" // + "." + volume

@@ -97,3 +97,39 @@ func TestBackupTextIsEscaped(t *testing.T) {
 		t.Errorf("bad -map: %d %s", code, out)
 	}
 }
+
+// With a signing_key, verify is a gate: a backup that is intact but not signed (made before
+// the key was set, or forged by someone without it) fails it with exit 1 and says why;
+// -allow-unsigned lets it pass, and a signed backup passes.
+func TestVerifyRefusesUnsigned(t *testing.T) {
+	r := newCLIRig(t)
+	r.addBackup("")
+	if out, code := r.run(nil, "apply", "-auto-approve"); code != 0 {
+		t.Fatalf("apply: %s", out)
+	}
+	out, _ := r.run(nil, "backup", "service.app")
+	unsigned := regexp.MustCompile(`backup (\S+-r1) of release 1 is complete`).FindStringSubmatch(out)
+	if unsigned == nil {
+		t.Fatalf("backup: %s", out)
+	}
+	cfg, _ := os.ReadFile(filepath.Join(r.dir, "deployer.hcl"))
+	keyed := "variable \"backup_key\" {\n  type      = string\n  sensitive = true\n}\n" +
+		strings.Replace(string(cfg), "backup_store \"local\" {\n", "backup_store \"local\" {\n  signing_key = var.backup_key\n", 1)
+	os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), []byte(keyed), 0o644)
+	env := []string{"DEPLOYER_VAR_backup_key=0123456789abcdef-signing"}
+	out, code := r.run(env, "backups", "verify", "service.app", unsigned[1])
+	if code != 1 || !strings.Contains(out, "is intact") || !strings.Contains(out, "NOT signed, and the store has a signing_key: it is not a genuine backup") {
+		t.Errorf("verify of an unsigned backup: %d\n%s", code, out)
+	}
+	if out, code := r.run(env, "backups", "verify", "service.app", unsigned[1], "-allow-unsigned"); code != 0 || !strings.Contains(out, "NOT signed") {
+		t.Errorf("verify -allow-unsigned: %d\n%s", code, out)
+	}
+	out, _ = r.run(env, "backup", "service.app")
+	signed := regexp.MustCompile(`backup (\S+-r1) of release 1 is complete`).FindStringSubmatch(out)
+	if signed == nil {
+		t.Fatalf("backup with the key: %s", out)
+	}
+	if out, code := r.run(env, "backups", "verify", "service.app", signed[1]); code != 0 || !strings.Contains(out, ", signed.") {
+		t.Errorf("verify of a signed backup: %d\n%s", code, out)
+	}
+}

@@ -145,7 +145,7 @@ release, size and what was verified), incomplete ones, and those refused (never 
 					out = append(out, listed{m, m.Signed})
 				}
 				return writeJSON(g, map[string]any{"format_version": executor.FormatVersion, "service": service, "store": sb.Store.String(),
-					"backups": out, "incomplete": l.Incomplete, "refused": l.Refused})
+					"backups": out, "incomplete": l.Incomplete, "refused": l.Refused, "warnings": l.Warnings})
 			}
 			if len(l.Complete) == 0 {
 				fmt.Fprintf(g.stdout, "service.%s has no complete backup in %s.\n", service, sb.Store)
@@ -167,6 +167,9 @@ release, size and what was verified), incomplete ones, and those refused (never 
 			for _, r := range l.Refused {
 				fmt.Fprintf(g.stdout, "refused (never restored): %s: %s\n", r.ID, backup.Printable(r.Reason))
 			}
+			for _, w := range l.Warnings {
+				fmt.Fprintf(g.stderr, "warning: %s\n", backup.Printable(w))
+			}
 			return nil
 		},
 	}
@@ -177,12 +180,14 @@ release, size and what was verified), incomplete ones, and those refused (never 
 // newBackupsVerify is `deployer backups verify`.
 func newBackupsVerify(g *globals) *cobra.Command {
 	var identity string
+	var allowUnsigned bool
 	verify := &cobra.Command{
 		Use:   "verify [DIR] service.NAME ID [-identity FILE]",
 		Short: "Download a backup and check it: signature, checksums, archives, SQLite quick_check",
 		Long: `Download backup ID of service.NAME (deployer backups list shows the IDs) and check it: its
 signature, the checksums of its archives, that they unpack, and quick_check of its SQLite
-databases. Nothing on the engine changes.`,
+databases. Nothing on the engine changes. When the store has a signing_key, a backup that is
+not signed for it fails the check (exit 1), intact or not, unless -allow-unsigned.`,
 		Args: argsBetween(2, 3, "the service (service.NAME) and the backup's ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dirArgs, service, id, err := backupArgs(args)
@@ -195,13 +200,19 @@ databases. Nothing on the engine changes.`,
 				if err != nil {
 					return err
 				}
+				intact := fmt.Sprintf("backup %s is intact: %s match their checksums%s%s", m.ID, plural(len(m.Volumes), "archive"), dbNote(m), signedNote(m))
+				if (m.Signed == backup.Unsigned || m.Signed == backup.OtherStore) && !allowUnsigned {
+					// A gate that passes what the store's key does not vouch for is no gate.
+					return fmt.Errorf("%s, and the store has a signing_key: it is not a genuine backup of this store (made before the key was set, by someone without it, or for another store); pass -allow-unsigned to accept it", intact)
+				}
 				r.close()
-				r.final(fmt.Sprintf("backup %s is intact: %s match their checksums%s%s.", m.ID, plural(len(m.Volumes), "archive"), dbNote(m), signedNote(m)))
+				r.final(intact + ".")
 				return nil
 			})
 		},
 	}
 	verify.Flags().StringVar(&identity, "identity", "", "the age identity `FILE` that decrypts encrypted backups (default: DEPLOYER_AGE_IDENTITY)")
+	verify.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "exit 0 for an intact backup that is not signed although the store has a signing_key")
 	return exitCodes(verify, exitPlain)
 }
 
@@ -236,6 +247,7 @@ health-checked again. It asks for 'yes' on the terminal unless -auto-approve.`,
 				if err != nil {
 					return err
 				}
+				defer rp.Close() // the archives the verify downloaded
 				m := rp.Manifest
 				var vols []string
 				for _, v := range rp.Volumes {
@@ -294,6 +306,8 @@ func signedNote(m *backup.Manifest) string {
 		return ", signed"
 	case backup.Unsigned:
 		return ", NOT signed"
+	case backup.OtherStore:
+		return ", signed for ANOTHER STORE (" + m.Store + ")"
 	}
 	return ""
 }
@@ -317,6 +331,8 @@ func verified(m *backup.Manifest) string {
 		v += ", signed"
 	case backup.Unsigned:
 		v += ", UNSIGNED"
+	case backup.OtherStore:
+		v += ", SIGNED FOR ANOTHER STORE"
 	}
 	return v
 }

@@ -47,14 +47,29 @@ func newInternal(g *globals) *cobra.Command {
 		},
 	})
 	cmd.AddCommand(&cobra.Command{
-		Use:  "prepare-volume DIR BYTES",
-		Args: cobra.ExactArgs(2),
+		// A restore's look at the volumes it will fill, before anything is backed up or
+		// stopped: the room of their filesystems and what their files take. It only looks.
+		Use:  "volume-room DIR...",
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return json.NewEncoder(g.stdout).Encode(executor.MeasureVolumes(args))
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:  "prepare-volume DIR BYTES [INODES]",
+		Args: cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			need, err := strconv.ParseInt(args[1], 10, 64)
 			if err != nil || need < 0 {
 				return fmt.Errorf("prepare-volume: %q is not a byte count", args[1])
 			}
-			return prepareVolume(g, args[0], need)
+			var inodes int64
+			if len(args) == 3 {
+				if inodes, err = strconv.ParseInt(args[2], 10, 64); err != nil || inodes < 0 {
+					return fmt.Errorf("prepare-volume: %q is not a count of inodes", args[2])
+				}
+			}
+			return prepareVolume(g, args[0], need, inodes)
 		},
 	})
 	cmd.AddCommand(&cobra.Command{
@@ -85,33 +100,29 @@ func newInternal(g *globals) *cobra.Command {
 }
 
 // prepareVolume makes room for a restore: it fails, touching nothing, unless the volume's
-// filesystem can hold need bytes once its current files are gone; then it removes them.
-func prepareVolume(g *globals, dir string, need int64) error {
-	var used int64
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		if info, err := d.Info(); err == nil {
-			if st, ok := info.Sys().(*syscall.Stat_t); ok {
-				used += st.Blocks * 512
-			}
-		}
-		return nil
-	})
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return fmt.Errorf("volume %s: %w", dir, err)
+// filesystem can hold need bytes and inodes files once its current files are gone; then it
+// removes them. A refusal says, on a line of its own, that nothing was removed
+// ({"untouched":true}): the restore then puts nothing back into a volume it never emptied.
+func prepareVolume(g *globals, dir string, need, inodes int64) error {
+	r := executor.MeasureVolume(dir)
+	refuse := func(format string, args ...any) error {
+		fmt.Fprintln(g.stdout, `{"untouched":true}`)
+		return fmt.Errorf(format, args...)
 	}
-	free := int64(st.Bavail) * int64(st.Bsize)
-	if free+used < need {
-		return fmt.Errorf("the volume's filesystem has %d bytes free and %d used by its current files, and the backup needs %d: nothing was removed; make room on the engine's disk", free, used, need)
+	if r.Error != "" {
+		return refuse("volume %s: %s", dir, r.Error)
+	}
+	if r.FreeBytes+r.UsedBytes < need {
+		return refuse("the volume's filesystem has %d bytes free and %d used by its current files, and the backup needs %d: nothing was removed; make room on the engine's disk", r.FreeBytes, r.UsedBytes, need)
+	}
+	if r.FreeInodes >= 0 && r.FreeInodes+r.UsedInodes < inodes {
+		return refuse("the volume's filesystem has %d inodes free and %d used by its current files, and the backup makes %d files: nothing was removed; make room on the engine's disk", r.FreeInodes, r.UsedInodes, inodes)
 	}
 	n, err := clearDir(dir)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stdout, "removed %d entries from %s; %d bytes free for %d\n", n, dir, free+used, need)
+	fmt.Fprintf(g.stdout, "removed %d entries from %s; %d bytes free for %d\n", n, dir, r.FreeBytes+r.UsedBytes, need)
 	return nil
 }
 

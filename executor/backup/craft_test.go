@@ -85,6 +85,20 @@ func planted(t *testing.T, store backup.Store, stored []byte, declared int64, db
 	return store, m
 }
 
+// manifestAs is a genuine backup's manifest made to name another ID (its signature, if any, no
+// longer matches), with edit applied, as someone with write access to the store would write it.
+func manifestAs(g *backup.Manifest, id string, edit func(m map[string]any)) []byte {
+	b, _ := json.Marshal(g)
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	m["id"] = id
+	if edit != nil {
+		edit(m)
+	}
+	b, _ = json.Marshal(m)
+	return b
+}
+
 // memStore is a store in memory, for the logic that does not depend on a store's kind; like a
 // bucket it takes any key.
 type memStore struct {
@@ -151,6 +165,7 @@ type logical struct {
 	entries, bytes, fileBytes int64
 	names                     []string
 	links                     int
+	xattrs                    int
 }
 
 // restoreThrough runs an opened volume through Tame as a restore does, reading what it hands
@@ -203,6 +218,9 @@ func readTamed(t *testing.T, r io.Reader) logical {
 			t.Errorf("entry %q keeps mode %o", h.Name, h.Mode)
 		}
 		for k := range h.PAXRecords {
+			if strings.HasPrefix(k, "SCHILY.xattr.") {
+				l.xattrs++
+			}
 			if strings.HasPrefix(k, "SCHILY.xattr.security.") {
 				t.Errorf("entry %q keeps %s", h.Name, k)
 			}

@@ -22,8 +22,10 @@ const (
 	MaxVolumeBytes int64 = 1 << 40
 	// spaceMargin is kept free on any disk the deployer writes to.
 	spaceMargin int64 = 64 << 20
-	// maxNameBytes bounds an entry's name and link target: longer ones cannot be made on Linux.
-	maxNameBytes = 4096
+	// maxNameBytes bounds an entry's path in the volume and a link's target: Linux makes none of
+	// PATH_MAX (4096) bytes with its terminating NUL, nor a name (one component) over NAME_MAX.
+	maxNameBytes = 4095
+	maxComponent = 255
 	// maxWindowBytes bounds the zstd window an archive may ask for (the decoder's memory); the
 	// deployer writes 4 MiB windows.
 	maxWindowBytes = 32 << 20
@@ -44,6 +46,9 @@ var (
 	// maxArchiveEntries bounds the entries of one volume's archive that a restore or a verify
 	// reads (what remembering them costs: about 40 bytes each, 200 MB at the bound).
 	maxArchiveEntries int64 = 5_000_000
+	// pruneDeadline bounds the prune after a backup (listing, manifests, deletes): the backup
+	// is complete whatever it finds, and the deploy goes on.
+	pruneDeadline = 5 * time.Minute
 )
 
 // ErrTooManyObjects is returned by a listing that would go past maxListObjects.

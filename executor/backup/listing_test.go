@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/deployer-dev/deployer/executor/backup"
+	"github.com/deployer-dev/deployer/executor/backup/s3test"
 )
 
 // A listing reads a bounded number of keys and manifest bytes, whatever the store holds: a
@@ -321,5 +323,152 @@ func TestClockSkew(t *testing.T) {
 	}
 	if len(l.Complete) != 2 || l.Complete[0].ID != ahead || len(l.Refused) != 1 || l.Refused[0].ID != far || !strings.Contains(l.Refused[0].Reason, "dated in the future") {
 		t.Errorf("listing: %d complete (%v), refused %+v", len(l.Complete), l.Complete[0].ID, l.Refused)
+	}
+}
+
+// A whole ID finds its backup whatever else the store holds: a copy of it under the ID with a
+// digit more ("...-r3" and "...-r31"), in every kind of store, signed or not. A part of an ID
+// that matches both is still ambiguous.
+func TestFindByWholeID(t *testing.T) {
+	ctx := context.Background()
+	key := &backup.Keys{SigningKey: []byte("0123456789abcdef-signing")}
+	stores := map[string]func(t *testing.T) backup.Store{
+		"local": func(t *testing.T) backup.Store { return &backup.Local{Dir: t.TempDir()} },
+		"mem":   func(t *testing.T) backup.Store { return newMemStore() },
+		"s3":    func(t *testing.T) backup.Store { return s3test.Store(t, "find/") },
+	}
+	for _, kind := range []string{"local", "mem", "s3"} {
+		for _, keys := range []*backup.Keys{nil, key} {
+			t.Run(fmt.Sprintf("%s/signed=%v", kind, keys != nil), func(t *testing.T) {
+				store := stores[kind](t)
+				g, _ := takeKeep(t, store, keys, 0)
+				copyBackup(t, store, g, g.ID+"1", func(m map[string]any) { delete(m, "signature") })
+				found, err := backup.Find(ctx, store, want, keys, g.ID)
+				if err != nil || found.ID != g.ID {
+					t.Fatalf("find %s: %+v %v", g.ID, found, err)
+				}
+				if _, err := backup.Find(ctx, store, want, keys, g.ID[:20]); err == nil || !strings.Contains(err.Error(), "matches 2 backups") {
+					t.Errorf("a part of both IDs: %v", err)
+				}
+			})
+		}
+	}
+}
+
+// copyBackup writes backup g again under another ID, as someone with write access to the store
+// would, with edit applied to its manifest.
+func copyBackup(t *testing.T, store backup.Store, g *backup.Manifest, id string, edit func(m map[string]any)) {
+	t.Helper()
+	ctx := context.Background()
+	dir := backup.Dir("proj", "web")
+	for _, key := range []string{g.Volumes[0].Key, backup.ManifestName} {
+		rc, err := store.Get(ctx, dir+g.ID+"/"+key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		if key == backup.ManifestName {
+			b = manifestAs(g, id, edit)
+		}
+		if err := store.Put(ctx, dir+id+"/"+key, bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// With a signing key, junk manifests never keep a signed backup from being read: 65 of 1 MiB,
+// dated after the genuine backups and before now, use up the listing's budget, and every signed
+// backup is still listed, found and counted, and a prune with keep = 2 deletes exactly the
+// oldest genuine one.
+func TestJunkDoesNotStarveSignedBackups(t *testing.T) {
+	ctx := context.Background()
+	keys := &backup.Keys{SigningKey: []byte("0123456789abcdef-signing")}
+	for _, kind := range []string{"local", "mem"} {
+		t.Run(kind, func(t *testing.T) {
+			var store backup.Store = newMemStore()
+			if kind == "local" {
+				store = &backup.Local{Dir: t.TempDir()}
+			}
+			var genuine []*backup.Manifest
+			for i := 0; i < 3; i++ {
+				m, _ := takeKeep(t, store, keys, 0)
+				genuine = append(genuine, m)
+			}
+			junk := bytes.Repeat([]byte(" "), 1<<20)
+			now := time.Now()
+			for i := 0; i < 65; i++ {
+				id := idAt(now.Add(time.Duration(i+1)*time.Second), 900+i)
+				if err := store.Put(ctx, backup.Dir("proj", "web")+id+"/"+backup.ManifestName, bytes.NewReader(junk)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			l, err := backup.List(ctx, store, want, keys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(l.Complete) != 3 {
+				t.Errorf("%d complete backups listed, want the 3 signed ones", len(l.Complete))
+			}
+			for _, g := range genuine {
+				if m, err := backup.Find(ctx, store, want, keys, g.ID); err != nil || m.Signed != backup.SignedOK {
+					t.Errorf("find %s: %v", g.ID, err)
+				}
+			}
+			newest, _ := takeKeep(t, store, keys, 2)
+			for i, g := range append(genuine, newest) {
+				_, err := store.Get(ctx, backup.Dir("proj", "web")+g.ID+"/"+backup.ManifestName)
+				if (i < 2) != (err != nil) {
+					t.Errorf("genuine backup %d (%s) after a prune with keep = 2: %v", i, g.ID, err)
+				}
+			}
+		})
+	}
+}
+
+// unreadable is a store that will not give some objects (an S3 object of the GLACIER class,
+// an SSE-C object without its key, a local file the deployer cannot read).
+type unreadable struct {
+	backup.Store
+	bad string
+}
+
+func (u unreadable) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	if strings.Contains(key, u.bad) {
+		return nil, errors.New("InvalidObjectState: The operation is not valid for the object's storage class")
+	}
+	return u.Store.Get(ctx, key)
+}
+
+// A manifest the store will not give refuses its own backup, not the listing: the others are
+// listed, found and pruned. A store that gives none fails, naming why.
+func TestUnreadableManifest(t *testing.T) {
+	ctx := context.Background()
+	keys := &backup.Keys{SigningKey: []byte("0123456789abcdef-signing")}
+	mem := newMemStore()
+	var genuine []*backup.Manifest
+	for i := 0; i < 2; i++ {
+		m, _ := takeKeep(t, mem, keys, 0)
+		genuine = append(genuine, m)
+	}
+	junk := idAt(time.Now().Add(-time.Hour), 5)
+	mem.Put(ctx, backup.Dir("proj", "web")+junk+"/"+backup.ManifestName, strings.NewReader("{}"))
+	store := unreadable{mem, junk}
+	l, err := backup.List(ctx, store, want, keys)
+	if err != nil {
+		t.Fatalf("list: %v", err)
+	}
+	if len(l.Complete) != 2 || len(l.Refused) != 1 || !strings.Contains(l.Refused[0].Reason, "could not be read (InvalidObjectState") {
+		t.Errorf("listing: %d complete, refused %+v", len(l.Complete), l.Refused)
+	}
+	if _, err := backup.Find(ctx, store, want, keys, genuine[1].ID); err != nil {
+		t.Errorf("find: %v", err)
+	}
+	rep, err := backup.Prune(ctx, store, want, keys, 1, "")
+	if err != nil || fmt.Sprint(rep.Deleted) != "["+genuine[0].ID+"]" {
+		t.Errorf("prune: %+v %v", rep, err)
+	}
+	if _, err := backup.List(ctx, unreadable{mem, "proj/"}, want, keys); err == nil || !strings.Contains(err.Error(), "InvalidObjectState") {
+		t.Errorf("a store that gives nothing: %v", err)
 	}
 }

@@ -54,6 +54,10 @@ type Manifest struct {
 	// Encryption is "age" when every archive and the logs are encrypted to the store's
 	// recipients, "" when they are plain.
 	Encryption string `json:"encryption,omitempty"`
+	// Store is the store the backup was taken into (an S3 bucket and prefix; empty for a local
+	// directory): the signature binds it, so a backup copied from another store with the same
+	// key is not genuine here.
+	Store string `json:"store,omitempty"`
 	// Signature is "hmac-sha256:<hex>" of the manifest without it, under the store's
 	// signing key; empty when the store has none.
 	Signature string `json:"signature,omitempty"`
@@ -81,7 +85,15 @@ const (
 	SignedOK   Signed = "signed"
 	Unsigned   Signed = "unsigned"
 	NotChecked Signed = "" // the store has no signing key
+	// OtherStore is a manifest signed with the store's key for another store (staging's
+	// backups copied into production's bucket): genuine there, not here. It is treated as
+	// unsigned: never counted or deleted by retention, restored only with -allow-unsigned.
+	OtherStore Signed = "signed for another store"
 )
+
+// Trusted reports whether a backup with this signature status is genuine for a store that
+// has a signing key.
+func (s Signed) Trusted() bool { return s == SignedOK }
 
 // VolumeArchive is one volume's archive: a zstd-compressed tar of the volume's files.
 type VolumeArchive struct {
@@ -153,15 +165,30 @@ func (m *Manifest) sign(key []byte) string {
 	return "hmac-sha256:" + hex.EncodeToString(mac.Sum(nil))
 }
 
-// readManifest reads and checks the manifest of backup id. Every field is checked against the
-// configuration (want) and against what the deployer itself would have written; with a
-// signing key the signature must match, or be absent (a backup made before the key was set).
-// It reads no more than left bytes (errNotRead beyond) and returns how many it read.
-func readManifest(ctx context.Context, store Store, want Expect, keys *Keys, id string, left int64) (*Manifest, int64, error) {
+// tagPrefix starts the name of the empty object that marks a backup as signed with the
+// store's key, for listings: see tagName.
+const tagPrefix = "signed-"
+
+// tagName is the name of the object that says, from a listing alone, that backup id was taken
+// with the store's signing key: 128 bits of an HMAC of the store, the project, the service and
+// the ID. A listing reads the manifests of backups so marked first, within a budget of their
+// own: junk that someone without the key writes can never keep them from being read.
+func tagName(key []byte, store, project, service, id string) string {
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte("deployer backup tag\x00" + store + "\x00" + project + "\x00" + service + "\x00" + id))
+	return tagPrefix + hex.EncodeToString(mac.Sum(nil)[:16])
+}
+
+// readManifest reads and checks the manifest of backup id, listed as obj. Every field is
+// checked against the configuration (want) and against what the deployer itself would have
+// written; with a signing key the signature must match, or be absent (a backup made before the
+// key was set). It reads no more than left bytes (errNotRead beyond) and returns how many it
+// read.
+func readManifest(ctx context.Context, store Store, want Expect, keys *Keys, id string, obj Object, left int64) (*Manifest, int64, error) {
 	if left <= 0 {
 		return nil, 0, errNotRead
 	}
-	rc, err := store.Get(ctx, Dir(want.Project, want.Service)+id+"/"+ManifestName)
+	rc, err := getObject(ctx, store, obj)
 	if errors.Is(err, ErrNotFound) {
 		return nil, 0, err
 	}
@@ -181,12 +208,13 @@ func readManifest(ctx context.Context, store Store, want Expect, keys *Keys, id 
 	if n > limit {
 		return nil, n, errNotRead
 	}
-	m, err := parseManifest(raw, want, keys, id)
+	m, err := parseManifest(raw, want, keys, id, storeIdentity(store))
 	return m, n, err
 }
 
-// parseManifest checks a manifest's bytes as readManifest does.
-func parseManifest(raw []byte, want Expect, keys *Keys, id string) (*Manifest, error) {
+// parseManifest checks a manifest's bytes as readManifest does, for the store whose identity
+// is given.
+func parseManifest(raw []byte, want Expect, keys *Keys, id, store string) (*Manifest, error) {
 	var m Manifest
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, fmt.Errorf("backup %s: unreadable manifest: %v; it is refused", id, Printable(truncate(err.Error())))
@@ -201,6 +229,8 @@ func parseManifest(raw []byte, want Expect, keys *Keys, id string) (*Manifest, e
 			m.Signed = Unsigned
 		case !hmac.Equal([]byte(m.Signature), []byte(m.sign(key))):
 			return nil, fmt.Errorf("backup %s: the manifest's signature does not match the store's signing key: it was changed by someone without the key, or signed with another key; it is refused", id)
+		case m.Store != "" && m.Store != store:
+			m.Signed = OtherStore
 		default:
 			m.Signed = SignedOK
 		}
@@ -312,7 +342,7 @@ func Printable(s string) string {
 
 // printableManifest escapes every free-text field, for everything that shows a manifest.
 func (m *Manifest) printable() {
-	for _, f := range []*string{&m.Image, &m.ImageID, &m.DeployerVersion, &m.Reason, &m.Consistency} {
+	for _, f := range []*string{&m.Image, &m.ImageID, &m.DeployerVersion, &m.Reason, &m.Consistency, &m.Store} {
 		*f = Printable(*f)
 	}
 	for i := range m.Volumes {

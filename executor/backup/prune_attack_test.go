@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -51,17 +50,7 @@ func attack(t *testing.T, store backup.Store, genuine, oldest *backup.Manifest, 
 			t.Fatalf("put %q: %v", key, err)
 		}
 	}
-	manifest := func(id string, edit func(m map[string]any)) []byte {
-		b, _ := json.Marshal(genuine)
-		var m map[string]any
-		json.Unmarshal(b, &m)
-		m["id"] = id
-		if edit != nil {
-			edit(m)
-		}
-		b, _ = json.Marshal(m)
-		return b
-	}
+	manifest := func(id string, edit func(m map[string]any)) []byte { return manifestAs(genuine, id, edit) }
 	// forge writes a manifest like the genuine one under another ID (its signature, if any,
 	// no longer matches), with the archive beside it.
 	forge := func(id string, edit func(m map[string]any)) {

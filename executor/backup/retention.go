@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"crypto/hmac"
 	"errors"
 	"fmt"
 	"sort"
@@ -23,23 +24,31 @@ type PruneReport struct {
 	// (refused manifests, IDs dated in the future, unsigned ones when the store has a signing
 	// key, names that are not backup IDs): never counted, never deleted.
 	Ignored []Refused
+	// Warnings are what the operator should know about the store (directories others can
+	// change, a backup renamed while the prune ran).
+	Warnings []string
 }
 
-// Summary says in one line what a prune left alone, for the operator ("" when nothing).
+// Summary says in one line what a prune left alone, for the operator ("" when nothing), and
+// what it warns about, a line each.
 func (r *PruneReport) Summary() string {
-	if r == nil || len(r.Ignored) == 0 {
+	if r == nil {
 		return ""
 	}
-	var ids []string
-	for _, x := range r.Ignored {
-		if len(ids) == 3 {
-			ids = append(ids, fmt.Sprintf("and %d more", len(r.Ignored)-3))
-			break
+	lines := append([]string(nil), r.Warnings...)
+	if len(r.Ignored) > 0 {
+		var ids []string
+		for _, x := range r.Ignored {
+			if len(ids) == 3 {
+				ids = append(ids, fmt.Sprintf("and %d more", len(r.Ignored)-3))
+				break
+			}
+			ids = append(ids, x.ID)
 		}
-		ids = append(ids, x.ID)
+		lines = append(lines, fmt.Sprintf("retention ignored %d entries of the backup store that are not genuine backups of this service (%s): they were neither counted nor deleted; `deployer backups list` says why",
+			len(r.Ignored), strings.Join(ids, ", ")))
 	}
-	return fmt.Sprintf("retention ignored %d entries of the backup store that are not genuine backups of this service (%s): they were neither counted nor deleted; `deployer backups list` says why",
-		len(r.Ignored), strings.Join(ids, ", "))
+	return strings.Join(lines, "\n")
 }
 
 // Prune deletes the genuine complete backups beyond keep (oldest first) and incomplete ones
@@ -49,18 +58,19 @@ func (r *PruneReport) Summary() string {
 // counted or deleted: junk, forged or future-dated "backups" written by someone else never push
 // a genuine backup out, and anything not named like a backup ID directly under the service's
 // directory (another store nested inside this one, files an operator put there) is not the
-// deployer's to delete.
+// deployer's to delete. In a local store, a backup's objects are deleted only from the very
+// directory the listing read (renamed since, it is left, with a warning).
 func Prune(ctx context.Context, store Store, want Expect, keys *Keys, keep int, current string) (*PruneReport, error) {
 	sc, err := scan(ctx, store, want, keys, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	rep := &PruneReport{Ignored: sc.listing.Refused}
+	rep := &PruneReport{Ignored: sc.listing.Refused, Warnings: sc.listing.Warnings}
 	var drop []string
 	kept := 0
 	for _, m := range sc.listing.Complete { // newest first
-		if keys.signingKey() != nil && m.Signed != SignedOK {
-			rep.Ignored = append(rep.Ignored, Refused{ID: m.ID, Reason: "not signed, and the store has a signing key: not counted by retention, never deleted by it"})
+		if keys.signingKey() != nil && !m.Signed.Trusted() {
+			rep.Ignored = append(rep.Ignored, Refused{ID: m.ID, Reason: fmt.Sprintf("%s, and the store has a signing key: not counted by retention, never deleted by it", m.Signed)})
 			continue
 		}
 		if kept++; kept > keep {
@@ -76,13 +86,13 @@ func Prune(ctx context.Context, store Store, want Expect, keys *Keys, keep int, 
 		if id == current {
 			continue
 		}
-		var objs []string
-		for _, o := range sc.dirs[id].objects {
-			objs = append(objs, o.Key)
-		}
+		objs := append([]Object(nil), sc.dirs[id].objects...)
 		// The manifest goes first, so a half-deleted backup is never offered.
-		sort.SliceStable(objs, func(i, j int) bool { return strings.HasSuffix(objs[i], "/"+ManifestName) })
-		if err := store.Delete(ctx, objs...); err != nil {
+		sort.SliceStable(objs, func(i, j int) bool { return strings.HasSuffix(objs[i].Key, "/"+ManifestName) })
+		if err := deleteObjects(ctx, store, objs); errors.Is(err, errChanged) {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("backup %s was not deleted: %v", id, err))
+			continue
+		} else if err != nil {
 			return rep, err
 		}
 		rep.Deleted = append(rep.Deleted, id)
@@ -92,8 +102,10 @@ func Prune(ctx context.Context, store Store, want Expect, keys *Keys, keep int, 
 
 type backupDir struct {
 	complete bool
+	manifest Object // when complete
 	objects  []Object
 	newest   time.Time
+	tags     []string // objects named like a signing tag
 }
 
 // holds checks that the objects a manifest names are in its directory with the sizes it
@@ -152,13 +164,7 @@ func listDirs(ctx context.Context, store Store, project, service string) (map[st
 			d = &backupDir{}
 			out[id] = d
 		}
-		d.objects = append(d.objects, o)
-		if o.Modified.After(d.newest) {
-			d.newest = o.Modified
-		}
-		if name == ManifestName {
-			d.complete = true
-		}
+		d.add(o, name)
 	}
 	var names []string
 	for n := range other {
@@ -174,6 +180,36 @@ func listDirs(ctx context.Context, store Store, project, service string) (map[st
 		ignored = append(ignored, Refused{ID: Printable(truncate(n)), Reason: "not a backup: its name is not a backup ID; never read, counted or deleted"})
 	}
 	return out, ignored, nil
+}
+
+// add files an object directly inside the backup's directory.
+func (d *backupDir) add(o Object, name string) {
+	d.objects = append(d.objects, o)
+	if o.Modified.After(d.newest) {
+		d.newest = o.Modified
+	}
+	switch {
+	case name == ManifestName:
+		d.complete = true
+		d.manifest = o
+	case strings.HasPrefix(name, tagPrefix):
+		d.tags = append(d.tags, name)
+	}
+}
+
+// tagged reports whether the backup's directory holds the object that only a holder of the
+// signing key can name (tagName).
+func (d *backupDir) tagged(key []byte, store string, want Expect, id string) bool {
+	if key == nil {
+		return false
+	}
+	t := tagName(key, store, want.Project, want.Service, id)
+	for _, x := range d.tags {
+		if hmac.Equal([]byte(x), []byte(t)) {
+			return true
+		}
+	}
+	return false
 }
 
 // sortedIDs orders backup IDs newest first (they start with a UTC timestamp).
@@ -205,56 +241,116 @@ type scanned struct {
 // errNotRead marks a manifest left unread because the listing's budget was spent.
 var errNotRead = errors.New("not read")
 
-// scan lists a service's backups and reads their manifests, newest first, within the bounds
-// the deployer sets: the keys listed, the manifest bytes read, the IDs dated no later than
-// now and a small skew.
+// scan lists a service's backups and reads their manifests within the bounds the deployer
+// sets: the keys listed, the manifest bytes read, the IDs dated no later than now and a small
+// skew. With a signing key, the backups whose directory holds the tag only the key's holder can
+// name (tagName) are read first, newest first, within a budget of their own; then the others,
+// newest first, within the listing's budget. Junk someone writes into the store can use up the
+// second budget, never the first: it never keeps a signed backup from being read. A manifest
+// that cannot be read refuses its backup, not the listing (unless none could be read at all:
+// then the store is what fails).
 func scan(ctx context.Context, store Store, want Expect, keys *Keys, now time.Time) (*scanned, error) {
 	dirs, ignored, err := listDirs(ctx, store, want.Project, want.Service)
 	if err != nil {
 		return nil, err
 	}
 	out := &Listing{}
-	left := int64(maxManifestsBytes)
-	for _, id := range sortedIDs(dirs) {
-		d := dirs[id]
-		if !d.complete {
-			out.Incomplete = append(out.Incomplete, id)
-			continue
+	if ex, ok := store.(exposer); ok {
+		out.Warnings = ex.exposed(Dir(want.Project, want.Service))
+	}
+	identity := storeIdentity(store)
+	key := keys.signingKey()
+	type result struct {
+		m          *Manifest
+		incomplete bool
+		refused    string
+		storeErr   error
+	}
+	results := map[string]result{}
+	ids := sortedIDs(dirs)
+	var first, rest []string
+	for _, id := range ids {
+		if dirs[id].tagged(key, identity, want, id) {
+			first = append(first, id)
+		} else {
+			rest = append(rest, id)
 		}
-		t, ok := idTime(id)
-		if !ok {
-			out.Refused = append(out.Refused, Refused{ID: id, Reason: fmt.Sprintf("backup %s: its ID is not a date the deployer writes; it is not offered, counted or deleted", id)})
-			continue
+	}
+	read, failed := 0, 0
+	var firstErr error
+	for _, group := range [][]string{first, rest} {
+		left := maxManifestsBytes
+		for _, id := range group {
+			m, n, err := examine(ctx, store, want, keys, id, dirs[id], now, left)
+			left -= n
+			if cerr := ctx.Err(); cerr != nil {
+				return nil, cerr
+			}
+			var r result
+			var se *storeError
+			switch {
+			case err == nil:
+				r.m = m
+			case errors.Is(err, ErrNotFound):
+				r.incomplete = true
+			case errors.As(err, &se):
+				r.storeErr = err
+				r.refused = fmt.Sprintf("backup %s: its manifest could not be read (%v); it is not offered, counted or deleted", id, Printable(truncate(err.Error())))
+				failed++
+				if firstErr == nil {
+					firstErr = err
+				}
+			default:
+				r.refused = err.Error()
+			}
+			if n > 0 && r.storeErr == nil {
+				read++
+			}
+			results[id] = r
 		}
-		if t.After(now.Add(futureSkew)) {
-			out.Refused = append(out.Refused, Refused{ID: id, Reason: fmt.Sprintf("backup %s is dated in the future (this machine's clock says %s): a clock far ahead, or not the deployer's; it is not offered, counted or deleted before then",
-				id, now.UTC().Format("2006-01-02 15:04:05Z"))})
-			continue
-		}
-		m, n, err := readManifest(ctx, store, want, keys, id, left)
-		left -= n
+	}
+	if failed > 0 && read == 0 {
+		return nil, firstErr // nothing could be read: the store fails, not every backup in it
+	}
+	for _, id := range ids {
+		r := results[id]
 		switch {
-		case errors.Is(err, ErrNotFound):
-			out.Incomplete = append(out.Incomplete, id) // removed meanwhile
-			continue
-		case errors.Is(err, errNotRead):
-			out.Refused = append(out.Refused, Refused{ID: id, Reason: fmt.Sprintf("backup %s was not read: the newer manifests listed before it add up to %s, the most one listing reads; it is not offered, counted or deleted",
-				id, HumanBytes(maxManifestsBytes))})
-			continue
+		case r.m != nil:
+			out.Complete = append(out.Complete, r.m)
+		case r.incomplete:
+			out.Incomplete = append(out.Incomplete, id)
+		default:
+			out.Refused = append(out.Refused, Refused{ID: id, Reason: r.refused})
 		}
-		var se *storeError
-		if errors.As(err, &se) {
-			return nil, err // the store cannot be read: say so, do not call every backup bad
-		}
-		if err == nil {
-			err = d.holds(m)
-		}
-		if err != nil {
-			out.Refused = append(out.Refused, Refused{ID: id, Reason: err.Error()})
-			continue
-		}
-		out.Complete = append(out.Complete, m)
 	}
 	out.Refused = append(out.Refused, ignored...)
 	return &scanned{dirs: dirs, listing: out}, nil
+}
+
+// examine classifies one backup's directory: its manifest read (no more than left bytes, and
+// how many it read) and checked, or why it is not offered (ErrNotFound: it has no manifest).
+func examine(ctx context.Context, store Store, want Expect, keys *Keys, id string, d *backupDir, now time.Time, left int64) (*Manifest, int64, error) {
+	if !d.complete {
+		return nil, 0, ErrNotFound
+	}
+	t, ok := idTime(id)
+	if !ok {
+		return nil, 0, fmt.Errorf("backup %s: its ID is not a date the deployer writes; it is not offered, counted or deleted", id)
+	}
+	if t.After(now.Add(futureSkew)) {
+		return nil, 0, fmt.Errorf("backup %s is dated in the future (this machine's clock says %s): a clock far ahead, or not the deployer's; it is not offered, counted or deleted before then",
+			id, now.UTC().Format("2006-01-02 15:04:05Z"))
+	}
+	if d.manifest.Size > maxManifestBytes {
+		return nil, 0, fmt.Errorf("backup %s: the manifest is larger than %d bytes: it was not written by the deployer; it is refused", id, maxManifestBytes)
+	}
+	m, n, err := readManifest(ctx, store, want, keys, id, d.manifest, left)
+	if errors.Is(err, errNotRead) {
+		return nil, n, fmt.Errorf("backup %s was not read: the manifests listed before it add up to %s, the most one listing reads; it is not offered, counted or deleted: %w",
+			id, HumanBytes(maxManifestsBytes), errNotRead)
+	}
+	if err != nil {
+		return nil, n, err
+	}
+	return m, n, d.holds(m)
 }

@@ -12,12 +12,14 @@ import (
 	"syscall"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	tmtypes "github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
 )
 
 // S3Config says which bucket to use and how to reach it. Credentials come from the default
@@ -55,11 +57,19 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	if region == "" {
 		region = "us-east-1" // S3-compatible stores ignore it; AWS needs one
 	}
-	opts = append(opts, awsconfig.WithRegion(region))
+	opts = append(opts, awsconfig.WithRegion(region),
+		awsconfig.WithLogger(logging.Nop{})) // what goes wrong is returned, never printed by the SDK
 	ac, err := awsconfig.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("backup store s3://%s: %w", cfg.Bucket, err)
 	}
+	// A store that stops sending (or reading) mid-request fails the request once it has been
+	// silent for storeIdle, instead of holding a listing, a restore or a deploy's lock forever.
+	inner := ac.HTTPClient
+	if inner == nil {
+		inner = awshttp.NewBuildableClient()
+	}
+	ac.HTTPClient = &idleClient{inner: inner, idle: storeIdle}
 	client := s3.NewFromConfig(ac, func(o *s3.Options) {
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
@@ -81,6 +91,9 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 }
 
 func (s *S3) String() string { return "s3://" + s.cfg.Bucket + "/" + s.prefix }
+
+// identity is what a manifest's signature binds of the store: its bucket and prefix.
+func (s *S3) identity() string { return s.String() }
 
 // Bucket is the bucket's name.
 func (s *S3) Bucket() string { return s.cfg.Bucket }

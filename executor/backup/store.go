@@ -35,6 +35,57 @@ type Object struct {
 	Key      string
 	Size     int64
 	Modified time.Time
+	// listed is where a local store found it (nil for other stores): a prune reads the
+	// manifest and deletes the objects of a backup only there.
+	listed *listedAt
+}
+
+// listedStore is a store that can read and delete an object where its listing found it, and
+// refuses to when something else is at its key now (a local store, whose directories someone
+// may rename between the listing and the delete).
+type listedStore interface {
+	getListed(ctx context.Context, o Object) (io.ReadCloser, error)
+	deleteListed(ctx context.Context, objs []Object) error
+}
+
+// getObject opens a listed object: where it was listed, when the store can tell.
+func getObject(ctx context.Context, store Store, o Object) (io.ReadCloser, error) {
+	if ls, ok := store.(listedStore); ok {
+		return ls.getListed(ctx, o)
+	}
+	return store.Get(ctx, o.Key)
+}
+
+// deleteObjects deletes listed objects: where they were listed, when the store can tell.
+func deleteObjects(ctx context.Context, store Store, objs []Object) error {
+	if ls, ok := store.(listedStore); ok {
+		return ls.deleteListed(ctx, objs)
+	}
+	keys := make([]string, len(objs))
+	for i, o := range objs {
+		keys[i] = o.Key
+	}
+	return store.Delete(ctx, keys...)
+}
+
+// exposer is a store that can say which of its directories others can change.
+type exposer interface {
+	exposed(prefix string) []string
+}
+
+// identified is a store with an identity a signature binds (an S3 bucket and prefix): a
+// backup signed for one store is not genuine in another that has the same signing key.
+type identified interface {
+	identity() string
+}
+
+// storeIdentity is what a manifest's signature binds of its store: an S3 bucket and prefix,
+// "local" for a local directory (which may move with the project).
+func storeIdentity(store Store) string {
+	if s, ok := store.(identified); ok {
+		return s.identity()
+	}
+	return ""
 }
 
 // ErrNotFound is returned for a key that does not exist.

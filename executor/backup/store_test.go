@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -258,4 +260,154 @@ func TestS3PrefixJoin(t *testing.T) {
 	if _, err := raw.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(cfg.Bucket), Key: aws.String("backupsproj/web/old.txt")}); err == nil {
 		t.Error("the old object was not deleted")
 	}
+}
+
+// slowBody is a response body from the store that gives its first bytes, then nothing (stall)
+// or one byte at a time, every tick (trickle), until the client goes away.
+type slowBody struct {
+	r     io.ReadCloser
+	ctx   context.Context
+	first int
+	tick  time.Duration // 0: nothing after the first bytes
+	sent  int
+}
+
+func (s *slowBody) Read(p []byte) (int, error) {
+	if s.sent >= s.first {
+		if s.tick == 0 {
+			<-s.ctx.Done()
+			return 0, s.ctx.Err()
+		}
+		select {
+		case <-time.After(s.tick):
+		case <-s.ctx.Done():
+			return 0, s.ctx.Err()
+		}
+		p = p[:1]
+	} else if len(p) > s.first-s.sent {
+		p = p[:s.first-s.sent]
+	}
+	n, err := s.r.Read(p)
+	s.sent += n
+	return n, err
+}
+
+func (s *slowBody) Close() error { return s.r.Close() }
+
+// slowStore is the test's S3 server behind a proxy that slows the answers slow picks.
+func slowStore(t *testing.T, cfg backup.S3Config, slow func(r *http.Request) *slowBody) *backup.S3 {
+	t.Helper()
+	u, _ := url.Parse(cfg.Endpoint)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.FlushInterval = -1
+	rp.ModifyResponse = func(resp *http.Response) error {
+		if s := slow(resp.Request); s != nil {
+			s.r, s.ctx = resp.Body, resp.Request.Context()
+			resp.Body = s
+		}
+		return nil
+	}
+	srv := httptest.NewServer(rp)
+	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
+	cfg.Endpoint = srv.URL
+	st, err := backup.NewS3(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// within runs fn and fails the test with what it returns, or if it has not returned in a
+// minute: what would hang. fn never touches t (it may outlive the test).
+func within(t *testing.T, what string, fn func() error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("%s: %v", what, err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("%s still runs after a minute", what)
+	}
+}
+
+// A store that stops sending (part of a manifest, then nothing; part of a listing, then
+// nothing) fails the read once it has been silent for the store's idle bound, and one that
+// trickles a byte at a time is stopped by the prune's deadline: a listing, a backup's prune and
+// the deploy lock are never held by a store that does not answer.
+func TestStoreThatStalls(t *testing.T) {
+	ctx := context.Background()
+	defer backup.SetStoreIdle(time.Second)()
+	cfg := s3test.Config(t)
+	direct, err := backup.NewS3(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stalled, _ := takeKeep(t, direct, nil, 0)
+	takeKeep(t, direct, nil, 0)
+	manifestOf := func(id string) func(r *http.Request) *slowBody {
+		return func(r *http.Request) *slowBody {
+			if r.Method == "GET" && strings.HasSuffix(r.URL.Path, id+"/"+backup.ManifestName) {
+				return &slowBody{first: 10}
+			}
+			return nil
+		}
+	}
+	t.Run("a manifest", func(t *testing.T) {
+		store := slowStore(t, cfg, manifestOf(stalled.ID))
+		within(t, "the listing", func() error {
+			l, err := backup.List(ctx, store, want, nil)
+			if err != nil {
+				return err
+			}
+			if len(l.Complete) != 1 || len(l.Refused) != 1 || l.Refused[0].ID != stalled.ID || !strings.Contains(l.Refused[0].Reason, "the store sent nothing for 1s") {
+				return fmt.Errorf("%d complete, refused %+v", len(l.Complete), l.Refused)
+			}
+			return nil
+		})
+		within(t, "the lookup", func() error {
+			if _, err := backup.Find(ctx, store, want, nil, stalled.ID); err == nil || !strings.Contains(err.Error(), "the store sent nothing") {
+				return fmt.Errorf("find: %v", err)
+			}
+			return nil
+		})
+	})
+	t.Run("a listing", func(t *testing.T) {
+		store := slowStore(t, cfg, func(r *http.Request) *slowBody {
+			if r.Method == "GET" && r.URL.Query().Get("list-type") == "2" {
+				return &slowBody{first: 10}
+			}
+			return nil
+		})
+		within(t, "the listing", func() error {
+			if _, err := backup.List(ctx, store, want, nil); err == nil || !strings.Contains(err.Error(), "the store sent nothing for 1s") {
+				return fmt.Errorf("list: %v", err)
+			}
+			return nil
+		})
+	})
+	t.Run("a manifest a byte at a time", func(t *testing.T) {
+		defer backup.SetPruneDeadline(2 * time.Second)()
+		store := slowStore(t, cfg, func(r *http.Request) *slowBody {
+			if r.Method == "GET" && strings.HasSuffix(r.URL.Path, backup.ManifestName) {
+				return &slowBody{first: 1, tick: 200 * time.Millisecond}
+			}
+			return nil
+		})
+		within(t, "the backup", func() error {
+			var warned []string
+			m, err := backup.Take(ctx, backup.Request{Store: store, Source: &memSource{map[string][]byte{"/data": tarOf(t, entry{name: "data/f.txt", body: "genuine"})}},
+				Project: "proj", Service: "web", Release: 3, ContainerID: "c", Consistency: "none", Keep: 1,
+				Volumes: []backup.Volume{{Name: "data", Target: "/data"}}, Warn: func(s string) { warned = append(warned, s) }})
+			if err != nil {
+				return err
+			}
+			if text := strings.Join(warned, "\n"); !strings.Contains(text, "backup "+m.ID+" is complete, but old backups were not removed: the prune did not finish within 2s") {
+				return fmt.Errorf("warnings: %q", warned)
+			}
+			return nil
+		})
+	})
 }

@@ -94,6 +94,10 @@ type Request struct {
 	// Migration is the record of the migration this backup is taken before, kept in the
 	// manifest (nil for none).
 	Migration *MigrationRecord
+	// CopyDir, when set, is a directory of the deployer's where each volume's archive is also
+	// written, compressed and never encrypted (OpenCopy reads it): a restore puts the data back
+	// from this copy, not from the store, which others may have changed since.
+	CopyDir string
 }
 
 // Progress reports bytes moved for one volume.
@@ -115,7 +119,8 @@ func Take(ctx context.Context, req Request) (*Manifest, error) {
 	now := time.Now().UTC()
 	m := &Manifest{FormatVersion: FormatVersion, ID: now.Format("20060102T150405.000Z") + "-r" + strconv.Itoa(req.Release),
 		Project: req.Project, Service: req.Service, Release: req.Release, Image: req.Image, ImageID: req.ImageID, Created: now,
-		DeployerVersion: req.DeployerVersion, Reason: req.Reason, Consistency: req.Consistency, Migration: req.Migration}
+		DeployerVersion: req.DeployerVersion, Reason: req.Reason, Consistency: req.Consistency, Migration: req.Migration,
+		Store: storeIdentity(req.Store)}
 	if req.Keys.encrypts() {
 		m.Encryption = "age"
 	}
@@ -143,6 +148,10 @@ func Take(ctx context.Context, req Request) (*Manifest, error) {
 		return nil, err
 	}
 	if key := req.Keys.signingKey(); key != nil {
+		// The tag that lets a listing tell this backup from junk before reading anything.
+		if err := req.Store.Put(ctx, t.dir+tagName(key, m.Store, m.Project, m.Service, m.ID), strings.NewReader("")); err != nil {
+			return nil, fmt.Errorf("signing tag: %w", err)
+		}
 		m.Signature = m.sign(key)
 	}
 	b, _ := json.MarshalIndent(m, "", "  ")
@@ -152,7 +161,12 @@ func Take(ctx context.Context, req Request) (*Manifest, error) {
 	if req.Keep > 0 {
 		// Retention is housekeeping: the backup is complete whatever it finds, so what stops
 		// it (a store flooded past the listing bound, say) is said, and the backup stands.
-		rep, err := Prune(ctx, req.Store, Expect{Project: req.Project, Service: req.Service, DBs: req.SQLite}, req.Keys, req.Keep, m.ID)
+		pctx, cancel := context.WithTimeout(ctx, pruneDeadline)
+		rep, err := Prune(pctx, req.Store, Expect{Project: req.Project, Service: req.Service, DBs: req.SQLite}, req.Keys, req.Keep, m.ID)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = fmt.Errorf("the prune did not finish within %s (a store that answers that slowly is not answering), and was stopped", pruneDeadline)
+		}
 		if err != nil {
 			req.Warn(fmt.Sprintf("backup %s is complete, but old backups were not removed: %v", m.ID, err))
 		} else if s := rep.Summary(); s != "" {
@@ -363,8 +377,20 @@ func (t *taking) volumes(ctx context.Context) error {
 		key := archiveKey(v.Name, encrypted)
 		total := t.totals[i]
 		counted := &CountingReader{R: rc, Report: func(n int64) { req.Progress(Progress{Volume: v.Name, Phase: "upload", Bytes: n, Total: total}) }}
-		f, raw, err := putCompressed(ctx, req.Store, t.dir+key, counted, req.Keys, extracted, extract)
+		var copyTo io.WriteCloser
+		if req.CopyDir != "" {
+			if copyTo, err = os.OpenFile(filepath.Join(req.CopyDir, archiveKey(v.Name, false)), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
+				rc.Close()
+				return fmt.Errorf("volume %s: the local copy: %w", v.Name, err)
+			}
+		}
+		f, raw, err := putCompressed(ctx, req.Store, t.dir+key, counted, req.Keys, extracted, extract, copyTo)
 		rc.Close()
+		if copyTo != nil {
+			if cerr := copyTo.Close(); err == nil && cerr != nil {
+				err = fmt.Errorf("the local copy: %w", cerr)
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("volume %s: %w", v.Name, err)
 		}
@@ -414,7 +440,7 @@ func (t *taking) logs(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("logs: %w", err)
 	}
-	f, _, err := putCompressed(ctx, req.Store, t.dir+logsKey(encrypted), rc, req.Keys, nil, "")
+	f, _, err := putCompressed(ctx, req.Store, t.dir+logsKey(encrypted), rc, req.Keys, nil, "", nil)
 	rc.Close()
 	if err != nil {
 		return fmt.Errorf("logs: %w", err)
@@ -472,8 +498,9 @@ func pauseAndSpool(ctx context.Context, req Request, vols []spooled, progress fu
 
 // putCompressed compresses r with zstd (and encrypts it, when the keys say so) into the store
 // at key, hashing what is stored, and extracts the declared databases from the tar stream as it
-// passes. It returns the stored file and the uncompressed byte count.
-func putCompressed(ctx context.Context, store Store, key string, r io.Reader, keys *Keys, dbs []DB, extractDir string) (*File, int64, error) {
+// passes. When copyTo is set, the compressed stream (never encrypted) is written to it too. It
+// returns the stored file and the uncompressed byte count.
+func putCompressed(ctx context.Context, store Store, key string, r io.Reader, keys *Keys, dbs []DB, extractDir string, copyTo io.Writer) (*File, int64, error) {
 	pr, pw := io.Pipe()
 	h := sha256.New()
 	stored := &countingWriter{}
@@ -502,7 +529,11 @@ func putCompressed(ctx context.Context, store Store, key string, r io.Reader, ke
 			pw.CloseWithError(err)
 			return
 		}
-		zw, err := zstd.NewWriter(enc, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(2))
+		var compressed io.Writer = enc
+		if copyTo != nil {
+			compressed = io.MultiWriter(enc, copyTo)
+		}
+		zw, err := zstd.NewWriter(compressed, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(2))
 		if err != nil {
 			pw.CloseWithError(err)
 			return

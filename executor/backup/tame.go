@@ -15,6 +15,9 @@ import (
 // small).
 type TameReport struct {
 	Files int // entries written
+	// Inodes is how many files the entries make (hard links make none; directories the
+	// archive needs but did not hold count): what the volume's filesystem must have free.
+	Inodes int64
 	// DiskBytes is what the entries take once made, in 4 KiB blocks: every directory, every
 	// file's size rounded up, a long symbolic link, extended attributes. An archive of
 	// directories declares 512 bytes for each, and takes 4 KiB: the space a restore checks is
@@ -100,6 +103,11 @@ func (r *TameReport) Lines() []string {
 // and an entry whose path would leave the volume or pass through a symbolic link is skipped.
 // The stream an archive holds is data from a store that others may write to.
 //
+// Extended attributes are dropped: the engine's copy of a volume carries none but file
+// capabilities (dropped above), and one Linux would refuse (too long, malformed) would fail
+// the restore after the live release was stopped. Names Linux cannot make (a path of 4096
+// bytes or more, a name over 255) are skipped.
+//
 // What it writes is bounded by limit, the uncompressed size the manifest declares, counted as
 // logical sizes: every entry costs 512 bytes (its header) plus its file's size (a sparse
 // file's full size), the part of a name or link target beyond 256 bytes and its extended
@@ -107,8 +115,20 @@ func (r *TameReport) Lines() []string {
 // fails with ErrTooLarge once the entry that would cross it is reached, before that entry is
 // written.
 func Tame(r io.Reader, w io.Writer, base string, limit int64) (*TameReport, error) {
+	return tameTo(r, w, base, limit, false)
+}
+
+// Replay writes back an archive the deployer made itself in this run, from the engine, and
+// kept on its own disk (a restore's safety copy, never read from a store): as Tame, but what
+// the volume held is kept as it was: setuid and setgid bits, device nodes, extended attributes.
+// Paths are checked as in Tame.
+func Replay(r io.Reader, w io.Writer, base string, limit int64) (*TameReport, error) {
+	return tameTo(r, w, base, limit, true)
+}
+
+func tameTo(r io.Reader, w io.Writer, base string, limit int64, own bool) (*TameReport, error) {
 	tw := tar.NewWriter(w)
-	rep, err := tameEntries(r, base, limit, func(h *tar.Header, rel string, data io.Reader) error {
+	rep, err := tameEntries(r, base, limit, own, func(h *tar.Header, rel string, data io.Reader, made bool) error {
 		if err := tw.WriteHeader(h); err != nil {
 			return err
 		}
@@ -128,11 +148,11 @@ func Tame(r io.Reader, w io.Writer, base string, limit int64) (*TameReport, erro
 // tameEntries reads a volume's tar stream and calls emit, in order, for each entry Tame keeps,
 // its header rewritten under base (rel is its path in the volume). data is the file's contents
 // for a regular file (exactly h.Size bytes), nil otherwise. Directories an entry needs that the
-// archive did not hold before it are emitted first, counted like entries, so that nothing
-// creates directories the count does not see. Restore and verify both read archives through
-// it: verify refuses what restore would.
-func tameEntries(r io.Reader, base string, limit int64, emit func(h *tar.Header, rel string, data io.Reader) error) (*TameReport, error) {
-	t := &tamer{rep: &TameReport{}, base: base, left: limit, limit: limit, seed: maphash.MakeSeed(),
+// archive did not hold before it are emitted first (with made set), counted like entries, so
+// that nothing creates directories the count does not see. Restore and verify both read
+// archives through it: verify refuses what restore would.
+func tameEntries(r io.Reader, base string, limit int64, own bool, emit func(h *tar.Header, rel string, data io.Reader, made bool) error) (*TameReport, error) {
+	t := &tamer{rep: &TameReport{}, base: base, left: limit, limit: limit, seed: maphash.MakeSeed(), own: own,
 		files: map[uint64]struct{}{}, symlinks: map[uint64]struct{}{}, dirs: map[uint64]struct{}{}}
 	tr := tar.NewReader(r)
 	for {
@@ -167,10 +187,13 @@ func tameEntries(r io.Reader, base string, limit int64, emit func(h *tar.Header,
 		if h.Typeflag == tar.TypeReg {
 			data = io.LimitReader(tr, h.Size)
 		}
-		if err := emit(h, a.rel, data); err != nil {
+		if err := emit(h, a.rel, data, false); err != nil {
 			return t.rep, err
 		}
 		t.rep.DiskBytes += onDisk(h)
+		if h.Typeflag != tar.TypeLink && a.rel != "" {
+			t.rep.Inodes++
+		}
 		t.record(h.Typeflag, a.key)
 		t.rep.Files++
 	}
@@ -187,6 +210,7 @@ type tamer struct {
 	files       map[uint64]struct{} // regular files (and hard links to them) written
 	symlinks    map[uint64]struct{} // symbolic links written: nothing goes through them
 	dirs        map[uint64]struct{} // directories written
+	own         bool                // the deployer's own archive (Replay): modes, devices, xattrs kept
 }
 
 func (t *tamer) key(rel string) uint64 { return maphash.String(t.seed, rel) }
@@ -253,12 +277,20 @@ func truncate(s string) string {
 // !ok when it is skipped (and reported).
 func (t *tamer) header(hdr *tar.Header) (*tar.Header, *ancestry, bool) {
 	if len(hdr.Name) > maxNameBytes || len(hdr.Linkname) > maxNameBytes {
-		t.rep.skip(hdr.Name, fmt.Sprintf("a name or link target longer than %d bytes", maxNameBytes))
+		t.rep.skip(hdr.Name, fmt.Sprintf("a name or link target of %d bytes or more", maxNameBytes+1))
 		return nil, nil, false
 	}
 	rel, ok := inVolume(hdr.Name)
 	if !ok {
 		t.rep.skip(hdr.Name, "outside the volume")
+		return nil, nil, false
+	}
+	if len(t.base)+1+len(rel)+1 > maxNameBytes || longComponent(rel) || hdr.Typeflag == tar.TypeLink && longComponent(hdr.Linkname) {
+		t.rep.skip(hdr.Name, fmt.Sprintf("a path of %d bytes or more, or a name over %d bytes, which Linux does not make", maxNameBytes+1, maxComponent))
+		return nil, nil, false
+	}
+	if hdr.Uid < 0 || hdr.Gid < 0 || int64(hdr.Uid) > maxID || int64(hdr.Gid) > maxID {
+		t.rep.skip(hdr.Name, "an owner that is not a user or group ID")
 		return nil, nil, false
 	}
 	a := t.ancestors(rel)
@@ -276,11 +308,14 @@ func (t *tamer) header(hdr *tar.Header) (*tar.Header, *ancestry, bool) {
 		t.rep.skip(hdr.Name, "a directory where the archive made a file")
 		return nil, nil, false
 	}
-	pax, dropped := xattrs(hdr.PAXRecords)
-	if dropped {
+	pax, dropped := xattrs(hdr.PAXRecords, t.own)
+	switch dropped {
+	case "security":
 		t.rep.change(hdr.Name, "security extended attributes (file capabilities) dropped")
+	case "other":
+		t.rep.change(hdr.Name, "extended attributes dropped")
 	}
-	h := &tar.Header{Name: t.base, Mode: hdr.Mode, Uid: hdr.Uid, Gid: hdr.Gid, ModTime: hdr.ModTime, Typeflag: hdr.Typeflag,
+	h := &tar.Header{Name: t.base, Mode: hdr.Mode & 0o7777, Uid: hdr.Uid, Gid: hdr.Gid, ModTime: hdr.ModTime, Typeflag: hdr.Typeflag,
 		PAXRecords: pax, Format: tar.FormatPAX}
 	if rel != "" {
 		h.Name = t.base + "/" + rel
@@ -301,8 +336,11 @@ func (t *tamer) header(hdr *tar.Header) (*tar.Header, *ancestry, bool) {
 		h.Linkname = t.base + "/" + target
 	case tar.TypeFifo:
 	case tar.TypeChar, tar.TypeBlock:
-		t.rep.skip(hdr.Name, "a device node")
-		return nil, nil, false
+		if !t.own {
+			t.rep.skip(hdr.Name, "a device node")
+			return nil, nil, false
+		}
+		h.Devmajor, h.Devminor = hdr.Devmajor, hdr.Devminor
 	default:
 		t.rep.skip(hdr.Name, fmt.Sprintf("entry type %q", hdr.Typeflag))
 		return nil, nil, false
@@ -311,7 +349,7 @@ func (t *tamer) header(hdr *tar.Header) (*tar.Header, *ancestry, bool) {
 		t.rep.skip(hdr.Name, "the volume itself must be a directory")
 		return nil, nil, false
 	}
-	if h.Mode&0o6000 != 0 {
+	if h.Mode&0o6000 != 0 && !t.own {
 		h.Mode &^= 0o6000
 		t.rep.change(hdr.Name, "setuid/setgid bit cleared")
 	}
@@ -371,7 +409,7 @@ func (t *tamer) ancestors(rel string) ancestry {
 
 // parents emits the directories on the way to an entry that the archive has not made,
 // outermost first, each counted as an entry.
-func (t *tamer) parents(a *ancestry, emit func(*tar.Header, string, io.Reader) error) error {
+func (t *tamer) parents(a *ancestry, emit func(*tar.Header, string, io.Reader, bool) error) error {
 	for i, p := range a.missing {
 		if err := t.count(); err != nil {
 			return err
@@ -380,7 +418,7 @@ func (t *tamer) parents(a *ancestry, emit func(*tar.Header, string, io.Reader) e
 			return err
 		}
 		h := &tar.Header{Name: t.base + "/" + p + "/", Typeflag: tar.TypeDir, Mode: 0o755, Format: tar.FormatPAX}
-		if err := emit(h, p, nil); err != nil {
+		if err := emit(h, p, nil, true); err != nil {
 			return err
 		}
 		t.rep.DiskBytes += onDisk(h)
@@ -426,21 +464,39 @@ func inVolume(name string) (string, bool) {
 	return clean, !strings.HasPrefix(clean, "../") && clean != ".."
 }
 
-// xattrs keeps the extended attributes an archive carries, except the security ones (file
-// capabilities among them), which would raise what a file may do.
-func xattrs(pax map[string]string) (out map[string]string, dropped bool) {
+// maxID is the largest user or group ID an entry may name.
+const maxID = 1<<31 - 1
+
+// longComponent reports whether a path has a name Linux does not make (over NAME_MAX).
+func longComponent(p string) bool {
+	for _, c := range strings.Split(p, "/") {
+		if len(c) > maxComponent {
+			return true
+		}
+	}
+	return false
+}
+
+// xattrs is the extended attributes an entry keeps: all of them in the deployer's own archive
+// (own), none otherwise. dropped says what was dropped: "security" when file capabilities (or
+// another security attribute) were among them, "other" for the rest.
+func xattrs(pax map[string]string, own bool) (out map[string]string, dropped string) {
 	for k, v := range pax {
 		if !strings.HasPrefix(k, "SCHILY.xattr.") {
 			continue
 		}
-		if strings.HasPrefix(k, "SCHILY.xattr.security.") {
-			dropped = true
+		if own {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = v
 			continue
 		}
-		if out == nil {
-			out = map[string]string{}
+		if strings.HasPrefix(k, "SCHILY.xattr.security.") {
+			dropped = "security"
+		} else if dropped == "" {
+			dropped = "other"
 		}
-		out[k] = v
 	}
 	return out, dropped
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/deployer-dev/deployer/executor/backup"
+	"github.com/deployer-dev/deployer/executor/backup/s3test"
 )
 
 // memSource is a container whose volumes are tar streams in memory.
@@ -439,5 +440,83 @@ func TestEmptyDatabase(t *testing.T) {
 		if got, err := backup.Empty(ctx, p); err != nil || got != c.empty {
 			t.Errorf("%s: empty = %v, %v; want %v", c.name, got, err, c.empty)
 		}
+	}
+}
+
+// A signature binds the store: staging's signed backups copied into production's bucket (the
+// same signing key in both) are listed there as signed for another store, neither counted nor
+// deleted by retention, and a prune with keep = 2 keeps both of production's own. A manifest
+// made before the binding (no store in it) still verifies.
+func TestSignedForAnotherStore(t *testing.T) {
+	ctx := context.Background()
+	keys := &backup.Keys{SigningKey: []byte("0123456789abcdef-signing")}
+	cfg := s3test.Config(t)
+	open := func(prefix string) *backup.S3 {
+		c := cfg
+		c.Prefix = prefix
+		st, err := backup.NewS3(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	prod, staging := open("prod"), open("staging/")
+	var own, theirs []*backup.Manifest
+	for i := 0; i < 2; i++ {
+		m, _ := takeKeep(t, prod, keys, 0)
+		own = append(own, m)
+		m, _ = takeKeep(t, staging, keys, 0)
+		theirs = append(theirs, m)
+	}
+	// Copied byte for byte, by someone who can write to both.
+	list, err := staging.List(ctx, "proj/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range list {
+		rc, err := staging.Get(ctx, o.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		if err := prod.Put(ctx, o.Key, bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := backup.Find(ctx, prod, want, keys, theirs[1].ID)
+	if err != nil || m.Signed != backup.OtherStore || m.Store != "s3://"+cfg.Bucket+"/staging/" {
+		t.Fatalf("staging's backup in production's store: %+v %v", m, err)
+	}
+	if m, err := backup.Find(ctx, staging, want, keys, theirs[1].ID); err != nil || m.Signed != backup.SignedOK {
+		t.Errorf("in its own store: %+v %v", m, err)
+	}
+	rep, err := backup.Prune(ctx, prod, want, keys, 2, "")
+	if err != nil || len(rep.Deleted) != 0 {
+		t.Errorf("prune with keep = 2: %+v %v", rep, err)
+	}
+	if !strings.Contains(rep.Summary(), "retention ignored 2 entries") {
+		t.Errorf("summary: %s", rep.Summary())
+	}
+	for _, g := range own {
+		if _, err := backup.Find(ctx, prod, want, keys, g.ID); err != nil {
+			t.Errorf("production's %s: %v", g.ID, err)
+		}
+	}
+	// A manifest signed before the store was bound (no "store" field) verifies as it did.
+	old := own[0]
+	old.Store = ""
+	old.Signature = ""
+	b, _ := json.Marshal(old)
+	var raw map[string]any
+	json.Unmarshal(b, &raw)
+	delete(raw, "store")
+	raw["signature"] = backup.SignLegacy(raw, keys.SigningKey)
+	b, _ = json.Marshal(raw)
+	if err := prod.Put(ctx, backup.Dir("proj", "web")+old.ID+"/"+backup.ManifestName, bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := backup.Find(ctx, prod, want, keys, old.ID); err != nil || m.Signed != backup.SignedOK {
+		t.Errorf("a manifest signed before the binding: %+v %v", m, err)
 	}
 }
