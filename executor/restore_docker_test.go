@@ -433,7 +433,7 @@ func TestSignedManifests(t *testing.T) {
 	a = r.applier(p)
 	a.SelfBinary = staticDeployer(t)
 	rp, err := a.PrepareRestore(context.Background(), "app", m.ID, executor.RestoreOptions{AllowUnsigned: true})
-	if err != nil || len(rp.Warnings) != 1 || !strings.Contains(rp.Warnings[0], "is not signed") {
+	if err != nil || len(rp.Warnings) != 1 || !strings.Contains(rp.Warnings[0], "is unsigned: restoring it because -allow-unsigned was given") {
 		t.Fatalf("with -allow-unsigned: %+v %v", rp, err)
 	}
 	if _, err := a.Restore(context.Background(), "app", rp); err != nil {
