@@ -93,7 +93,7 @@ type applyRun struct {
 // need it, which fail with its error if it cannot be.
 func (ap *applyRun) project(ctx context.Context, steps []*Step) error {
 	for _, st := range steps {
-		switch st.Kind() {
+		switch st.Kind {
 		case StepPreflight:
 			if err := ap.preflight(ctx, ap.plan, st); err != nil {
 				return err
@@ -131,14 +131,14 @@ func (ap *applyRun) service(ctx context.Context, steps []*Step) {
 // set aside becomes a previous one. Its failure is the step's: the change goes on.
 func (ap *applyRun) leftover(ctx context.Context, s *config.Service, ch *Change, st *ServiceState, step *Step) {
 	switch {
-	case step.Kind() == StepPutBack && step.Volume != "":
-		ap.step(s.Name, step.Name, step.Detail, func() error { return ap.putBackSafety(ctx, s, step.Volume) })
-	case step.Kind() == StepClean && step.Volume != "":
-		ap.step(s.Name, step.Name, step.Detail, func() error {
+	case step.Kind == StepPutBack && step.Volume != "":
+		ap.step(s.Name, step.Kind, step.Arg, step.Detail, func() error { return ap.putBackSafety(ctx, s, step.Volume) })
+	case step.Kind == StepClean && step.Volume != "":
+		ap.step(s.Name, step.Kind, step.Arg, step.Detail, func() error {
 			return ap.Runtime.RemoveVolume(context.WithoutCancel(ctx), step.Volume)
 		})
-	case step.Kind() == StepClean:
-		ap.step(s.Name, step.Name, step.Detail, func() error {
+	case step.Kind == StepClean:
+		ap.step(s.Name, step.Kind, step.Arg, step.Detail, func() error {
 			return ap.Runtime.RemoveContainer(context.WithoutCancel(ctx), step.ContainerID)
 		})
 	case ch.Takeover != nil && ch.Takeover.ID == step.ContainerID:
@@ -223,7 +223,7 @@ func (ap *applyRun) update(ctx context.Context, s *config.Service, st *ServiceSt
 
 // remove stops and removes every container of a service no longer configured. Volumes stay.
 func (ap *applyRun) remove(ctx context.Context, ch *Change, step *Step) error {
-	return ap.step(ch.Service, step.Name, fmt.Sprintf("stop and remove %s (volumes are kept)", plural(len(ch.RemoveIDs), "container")), func() error {
+	return ap.step(ch.Service, step.Kind, step.Arg, fmt.Sprintf("stop and remove %s (volumes are kept)", plural(len(ch.RemoveIDs), "container")), func() error {
 		if ro := ap.rollouts[ch.Service]; ro != nil {
 			// The service left this engine's list: it goes once the engines it runs on now
 			// have switched, and stays if their rollout fails.

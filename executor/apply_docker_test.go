@@ -398,7 +398,7 @@ func TestApplyBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ch := plan.Change("app"); ch.ImageID == "" || !hasStep(plan, executor.StepImage) || hasStep(plan, executor.StepBuild) {
+	if ch := plan.Change("app"); ch.ImageID == "" || !hasStep(plan, string(executor.StepImage)) || hasStep(plan, string(executor.StepBuild)) {
 		t.Errorf("unchanged context: the plan builds again: %+v", plan.Steps)
 	}
 	// A broken Dockerfile fails the build; live serves on.

@@ -144,7 +144,7 @@ func TestMemRollbackFails(t *testing.T) {
 			t.Fatal(so.Error)
 		}
 		r.crash = func(point string) {
-			if point != executor.StepRollback {
+			if point != string(executor.StepRollback) {
 				return
 			}
 			if r.cutover == config.CutoverProxy {
@@ -177,10 +177,10 @@ func TestMemInterrupt(t *testing.T) {
 		point string
 		want  string
 	}{
-		{executor.StepHealth, "context canceled; release 1"},
+		{string(executor.StepHealth), "context canceled; release 1"},
 		{"hook.before_cutover", "context canceled; release 1"},
-		{executor.StepBackup, "context canceled; release 1"},
-		{executor.StepCutover, "rolled back to release 1"},
+		{string(executor.StepBackup), "context canceled; release 1"},
+		{string(executor.StepCutover), "rolled back to release 1"},
 	} {
 		t.Run(c.point, func(t *testing.T) {
 			forCutovers(t, func(t *testing.T, r *memRig) {
@@ -237,7 +237,7 @@ func TestMemResume(t *testing.T) {
 		// Stopped, and replaced at once: the live release is started first.
 		stopLive()
 		plan = r.plan(r.config("v2", nil))
-		if plan.Steps[0].Name != executor.StepLock || !hasStep(plan, executor.StepResume) {
+		if plan.Steps[0].Name != string(executor.StepLock) || !hasStep(plan, string(executor.StepResume)) {
 			t.Errorf("the plan does not start the stopped live release first: %+v", plan.Steps)
 		}
 		if so := r.apply(r.config("v2", nil)); so.Error != "" || r.get("/") != "version=v2" {
@@ -269,7 +269,7 @@ func hasStep(plan *executor.Plan, name string) bool {
 // Apply runs the plan's steps, in the plan's order, by their names: every step it reports
 // starting is the plan's next one, or a step inside it.
 func TestMemApplyRunsThePlan(t *testing.T) {
-	inside := map[string]bool{executor.StepDrain: true, executor.StepVerify: true, executor.StepProxy: true, executor.StepRollback: true}
+	inside := map[string]bool{string(executor.StepDrain): true, string(executor.StepVerify): true, string(executor.StepProxy): true, string(executor.StepRollback): true}
 	forCutovers(t, func(t *testing.T, r *memRig) {
 		for i, mod := range []func(s *config.Service){nil, nil, func(s *config.Service) {
 			s.Canaries = []*config.Canary{{Name: "home", Path: "/"}}
@@ -321,7 +321,7 @@ func TestMemScratchLeftover(t *testing.T) {
 	}
 	var clean *executor.Step
 	for _, s := range plan.Steps {
-		if s.Name == executor.StepClean && s.Volume == scratch {
+		if s.Name == string(executor.StepClean) && s.Volume == scratch {
 			clean = s
 		}
 	}
@@ -330,7 +330,7 @@ func TestMemScratchLeftover(t *testing.T) {
 	}
 	r.steps()
 	r.applyAll(p)
-	if steps := strings.Join(r.steps(), " "); !strings.Contains(steps, executor.StepClean+":ok") {
+	if steps := strings.Join(r.steps(), " "); !strings.Contains(steps, string(executor.StepClean)+":ok") {
 		t.Errorf("apply's steps: %s", steps)
 	}
 	// What stays labelled with the project is its data volume, made by the first apply.

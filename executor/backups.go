@@ -172,7 +172,7 @@ func (b backups) from(ctx context.Context, s *config.Service, src backupSource, 
 		Logs: src.logs, Keep: keep, DeployerVersion: rn.Version, Reason: reason, TempDir: rn.TempDir, Lenient: lenient, Keys: sb.Keys, Migration: src.migration,
 		CopyDir: src.copyDir,
 		Progress: func(p backup.Progress) {
-			rn.emit(Event{Type: EventProgress, Service: s.Name, Step: StepBackup, Detail: p.Volume + " " + p.Phase, Bytes: p.Bytes, Total: p.Total})
+			rn.emit(Event{Type: EventProgress, Service: s.Name, Step: string(StepBackup), Detail: p.Volume + " " + p.Phase, Bytes: p.Bytes, Total: p.Total})
 		},
 	}
 	req.SQLite = sb.Expect.DBs
@@ -260,7 +260,7 @@ func (a *Applier) Backup(ctx context.Context, service string) (*backup.Manifest,
 			rn.warn(service, "%s", w)
 		}
 	}
-	err = rn.step(service, StepBackup, fmt.Sprintf("back up release %d", st.Live.Release()), func() error {
+	err = rn.step(service, StepBackup, "", fmt.Sprintf("back up release %d", st.Live.Release()), func() error {
 		var err error
 		if s.Backup == nil {
 			return fmt.Errorf("service.%s has no backup block: add one naming the volumes to back up", s.Name)

@@ -53,7 +53,7 @@ func BenchmarkApplyOverhead(b *testing.B) {
 					if testing.Verbose() { // -v: each step's time, to see where it goes
 						b.Logf("%-20s %.3fs", e.Service+" "+e.Step, e.Seconds)
 					}
-					if e.Step == executor.StepHealth || e.Step == executor.StepVerify || e.Step == executor.StepRunning {
+					if e.Step == string(executor.StepHealth) || e.Step == string(executor.StepVerify) || e.Step == string(executor.StepRunning) {
 						waiting += time.Duration(e.Seconds * float64(time.Second))
 					}
 				}

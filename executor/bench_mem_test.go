@@ -31,7 +31,7 @@ func BenchmarkMemApply(b *testing.B) {
 					b.Fatal(so.Error)
 				}
 				for _, e := range r.events {
-					if e.Type == executor.EventStep && e.Phase == "end" && (e.Step == executor.StepHealth || e.Step == executor.StepVerify || e.Step == executor.StepRunning) {
+					if e.Type == executor.EventStep && e.Phase == "end" && (e.Step == string(executor.StepHealth) || e.Step == string(executor.StepVerify) || e.Step == string(executor.StepRunning)) {
 						waiting += time.Duration(e.Seconds * float64(time.Second))
 					}
 				}

@@ -17,7 +17,7 @@ import (
 // checkRunning fails when the candidate stopped (without a health check: within a short while).
 func (d *deployment) checkRunning(ctx context.Context) error {
 	alive := func() error { return d.rn.alive(ctx, d.cand) }
-	err := d.rn.step(d.s.Name, StepRunning, "the candidate keeps running", func() error {
+	err := d.rn.step(d.s.Name, StepRunning, "", "the candidate keeps running", func() error {
 		if d.s.HealthCheck != nil {
 			return alive() // the health check keeps watching
 		}
@@ -33,7 +33,7 @@ func (d *deployment) checkRunning(ctx context.Context) error {
 func (d *deployment) checkHealth(ctx context.Context) error {
 	h, pr := d.s.HealthCheck, d.cut.probes()
 	url := pr.candidateURL(d.cand, d.s.HTTPPort(), h.Path)
-	err := d.rn.step(d.s.Name, StepHealth, "GET "+url, func() error { return d.healthOf(ctx, d.cand) })
+	err := d.rn.step(d.s.Name, StepHealth, "", "GET "+url, func() error { return d.healthOf(ctx, d.cand) })
 	if err != nil {
 		return fmt.Errorf("candidate %q: health check GET %s: %s; %s", d.cand.Name, h.Path, err, d.stillServing())
 	}
@@ -66,7 +66,7 @@ func (d *deployment) canaryOf(ctx context.Context, c *ContainerState, cn *config
 func (d *deployment) checkCanary(ctx context.Context, step *Step) error {
 	var c *config.Canary
 	for _, x := range d.s.Canaries {
-		if x.Name == step.Arg() {
+		if x.Name == step.Arg {
 			c = x
 		}
 	}
@@ -74,7 +74,7 @@ func (d *deployment) checkCanary(ctx context.Context, step *Step) error {
 		return notConfigured(d.s, step)
 	}
 	url := d.cut.probes().candidateURL(d.cand, d.s.HTTPPort(), c.Path)
-	err := d.rn.step(d.s.Name, step.Name, "GET "+url, func() error { return d.canaryOf(ctx, d.cand, c) })
+	err := d.rn.step(d.s.Name, step.Kind, step.Arg, "GET "+url, func() error { return d.canaryOf(ctx, d.cand, c) })
 	if err != nil {
 		return fmt.Errorf("candidate %q: canary %q GET %s: %s; %s", d.cand.Name, c.Name, c.Path, err, d.stillServing())
 	}
@@ -88,13 +88,13 @@ func (d *deployment) checkSmoke(ctx context.Context) error {
 	base := strings.TrimSuffix(pr.candidateURL(d.cand, d.s.HTTPPort(), "/"), "/")
 	load := probe.Load{Base: base, Paths: sm.Paths, Requests: sm.Requests, Duration: sm.Duration, Concurrency: sm.Concurrency}
 	var res *probe.LoadResult
-	err := d.rn.step(d.s.Name, StepSmoke, smokeText(sm), func() error {
+	err := d.rn.step(d.s.Name, StepSmoke, "", smokeText(sm), func() error {
 		var err error
 		if res, err = pr.load(ctx, load); err != nil {
 			return err
 		}
 		d.so.Smoke = res
-		d.rn.emit(Event{Type: EventSmoke, Service: d.s.Name, Step: StepSmoke, Detail: res.String(), Smoke: res})
+		d.rn.emit(Event{Type: EventSmoke, Service: d.s.Name, Step: string(StepSmoke), Detail: res.String(), Smoke: res})
 		if err := d.rn.alive(ctx, d.cand); err != nil {
 			return err
 		}
@@ -142,7 +142,7 @@ func (d *deployment) hook(ctx context.Context, step *Step) error {
 	var h *config.Hook
 	n := d.seen[step.Name]
 	for _, x := range d.s.Hooks {
-		if x.When == step.Arg() {
+		if x.When == step.Arg {
 			if n--; n == 0 {
 				h = x
 			}
@@ -152,7 +152,7 @@ func (d *deployment) hook(ctx context.Context, step *Step) error {
 		return notConfigured(d.s, step)
 	}
 	attr := config.HookAttr(h.When, config.HookCommand)
-	err := d.rn.step(d.s.Name, step.Name, "run `"+d.rn.red.Command(d.s.Name, attr, h.Command)+"`", func() error {
+	err := d.rn.step(d.s.Name, step.Kind, step.Arg, "run `"+d.rn.red.Command(d.s.Name, attr, h.Command)+"`", func() error {
 		_, err := d.oneOff(ctx, StepKind(stepName(StepHook, h.When)), h.When, attr, h.Command, hookTimeout)
 		return err
 	})

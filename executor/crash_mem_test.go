@@ -89,7 +89,7 @@ func TestMemCrashWhileResuming(t *testing.T) {
 // and brings the release before it back (auto_rollback). The release here is healthy only on
 // its first start (APP_MODE=once), which the proxy cutover's candidate was.
 func TestMemCrashWhileResumingUnhealthy(t *testing.T) {
-	for _, point := range []string{executor.PointResumeAside, executor.PointResumeStarted, executor.StepVerify} {
+	for _, point := range []string{executor.PointResumeAside, executor.PointResumeStarted, string(executor.StepVerify)} {
 		t.Run(point, func(t *testing.T) {
 			t.Parallel()
 			r := newMemRig(t, config.CutoverProxy)

@@ -59,7 +59,7 @@ func (c *restartCutover) switchTo(ctx context.Context, r *release, old, cand *Co
 		name, detail = StepStart, fmt.Sprintf("start release %d as %s", r.number, s.ContainerName)
 	}
 	var liveID string
-	err := rn.step(s.Name, string(name), detail, func() error {
+	err := rn.step(s.Name, name, "", detail, func() error {
 		if old != nil {
 			if err := rn.stopRelease(ctx, s, old.ID, "release "+old.Spec.Labels[LabelRelease]); err != nil {
 				return err

@@ -87,7 +87,7 @@ func (d *deployment) run(ctx context.Context, steps []*Step, started notify.Noti
 	}
 	for _, step := range steps {
 		sctx, cancel := ctx, context.CancelFunc(func() {})
-		if d.held() && step.Kind() != StepCutover {
+		if d.held() && step.Kind != StepCutover {
 			sctx, cancel = context.WithDeadline(ctx, d.holdUntil) // hold_timeout bounds the hold
 		}
 		err := d.do(sctx, step)
@@ -136,7 +136,7 @@ func (d *deployment) prepare(ctx context.Context) error {
 // do runs one step of the sequence.
 func (d *deployment) do(ctx context.Context, step *Step) error {
 	d.seen[step.Name]++
-	switch step.Kind() {
+	switch step.Kind {
 	case StepResume:
 		return d.resume(ctx)
 	case StepBuild, StepImage:
@@ -244,7 +244,7 @@ func (d *deployment) resume(ctx context.Context) error {
 func (d *deployment) candidate(ctx context.Context) error {
 	rn, s, r := d.rn, d.s, d.r
 	name := s.ContainerName + candidateSuffix
-	return rn.step(s.Name, StepCandidate, fmt.Sprintf("create and start %s (release %d)", name, r.number), func() error {
+	return rn.step(s.Name, StepCandidate, "", fmt.Sprintf("create and start %s (release %d)", name, r.number), func() error {
 		id := d.created
 		if id == "" {
 			var err error
@@ -313,7 +313,7 @@ func (d *deployment) startCreated(ctx context.Context, id string) (*ContainerSta
 // backup backs up the live release's volumes right before the cutover.
 func (d *deployment) backup(ctx context.Context) error {
 	s, live := d.s, d.st.Live
-	err := d.rn.step(s.Name, StepBackup, fmt.Sprintf("back up %s of release %d to backup_store.%s", strings.Join(s.Backup.Volumes, ", "), live.Release(), s.Backup.Store), func() error {
+	err := d.rn.step(s.Name, StepBackup, "", fmt.Sprintf("back up %s of release %d to backup_store.%s", strings.Join(s.Backup.Volumes, ", "), live.Release(), s.Backup.Store), func() error {
 		m, err := d.rn.backups().takeWith(ctx, s, live, "before the cutover to release "+strconv.Itoa(d.r.number), s.Backup.Keep, migrationRecord(d.mig))
 		if m != nil {
 			d.backupID = m.ID
@@ -407,7 +407,7 @@ func (d *deployment) watch(ctx context.Context) error {
 		return nil
 	}
 	rn := d.rn
-	return rn.step(d.s.Name, StepVerify, fmt.Sprintf("watch release %d for %s (rollout.wait) before the rollout goes on", d.r.number, dur(d.ro.wait)), func() error {
+	return rn.step(d.s.Name, StepVerify, "", fmt.Sprintf("watch release %d for %s (rollout.wait) before the rollout goes on", d.r.number, dur(d.ro.wait)), func() error {
 		rn.quiet++
 		defer func() { rn.quiet-- }()
 		until := time.Now().Add(d.ro.wait)
@@ -430,7 +430,7 @@ func (d *deployment) switchBack(ctx context.Context, reason string) error {
 	rn, s, r := d.rn, d.s, d.r
 	prev := d.old.Spec.Labels[LabelRelease]
 	var logs string
-	err := rn.step(s.Name, StepRollback, fmt.Sprintf("switch back from release %d to release %s", r.number, prev), func() error {
+	err := rn.step(s.Name, StepRollback, "", fmt.Sprintf("switch back from release %d to release %s", r.number, prev), func() error {
 		logs, _ = rn.Runtime.Logs(ctx, d.liveID, logLines)
 		return d.cut.switchBack(ctx, r, d.liveID, d.old)
 	})
@@ -458,7 +458,7 @@ func (d *deployment) cleanup(ctx context.Context) error {
 	wctx := context.WithoutCancel(ctx)
 	d.uploadSafety(wctx) // the new release serves: the hold is over
 	d.dropSafety(wctx)
-	err := rn.step(s.Name, StepCleanup, fmt.Sprintf("retire the old release, keep %s", plural(s.Deploy.KeepReleases, "previous release")), func() error {
+	err := rn.step(s.Name, StepCleanup, "", fmt.Sprintf("retire the old release, keep %s", plural(s.Deploy.KeepReleases, "previous release")), func() error {
 		if d.old != nil {
 			d.cut.retire(wctx, d.old)
 		}

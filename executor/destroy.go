@@ -23,11 +23,11 @@ import (
 
 // Steps of destroy.
 const (
-	StepDestroyProxy   = "proxy"
-	StepDestroyNetwork = "network"
-	StepDestroyImages  = "images"
-	StepDestroyVolumes = "volumes"
-	StepDestroyKey     = "key"
+	StepDestroyProxy   StepKind = "proxy"
+	StepDestroyNetwork StepKind = "network"
+	StepDestroyImages  StepKind = "images"
+	StepDestroyVolumes StepKind = "volumes"
+	StepDestroyKey     StepKind = "key"
 )
 
 // proxyStopGrace is how long the proxy's requests in flight may finish when destroy stops it.
@@ -391,7 +391,7 @@ func (a *Applier) Destroy(ctx context.Context, dp *DestroyPlan) (*DestroyOutcome
 		}
 	}
 	if obs.Proxy != nil {
-		note(rn.step("", StepDestroyProxy, "stop the proxy (its requests in flight finish) and remove it with its routes", func() error {
+		note(rn.step("", StepDestroyProxy, "", "stop the proxy (its requests in flight finish) and remove it with its routes", func() error {
 			for _, px := range []*Container{obs.Proxy, obs.ProxyNext} {
 				if px != nil {
 					rn.Runtime.StopContainer(ctx, px.ID, proxyStopGrace)
@@ -417,7 +417,7 @@ func (a *Applier) Destroy(ctx context.Context, dp *DestroyPlan) (*DestroyOutcome
 		if s := rn.Project.Service(svc); s != nil {
 			stop = s.Deploy.StopTimeout
 		}
-		note(rn.step(svc, StepRemove, fmt.Sprintf("stop and remove %s", plural(len(list), "container")), func() error {
+		note(rn.step(svc, StepRemove, "", fmt.Sprintf("stop and remove %s", plural(len(list), "container")), func() error {
 			for _, c := range list {
 				if c.Running() {
 					rn.Runtime.StopContainer(ctx, c.ID, stop)
@@ -431,7 +431,7 @@ func (a *Applier) Destroy(ctx context.Context, dp *DestroyPlan) (*DestroyOutcome
 		}))
 	}
 	if len(dp.Images) > 0 {
-		note(rn.step("", StepDestroyImages, fmt.Sprintf("remove %s the deployer made for the releases", plural(len(dp.Images), "image")), func() error {
+		note(rn.step("", StepDestroyImages, "", fmt.Sprintf("remove %s the deployer made for the releases", plural(len(dp.Images), "image")), func() error {
 			for _, img := range dp.Images {
 				if err := rn.Runtime.RemoveImage(ctx, img.id); err != nil {
 					return err
@@ -446,7 +446,7 @@ func (a *Applier) Destroy(ctx context.Context, dp *DestroyPlan) (*DestroyOutcome
 		}))
 	}
 	if len(dp.Networks) > 0 {
-		note(rn.step("", StepDestroyNetwork, "remove "+strings.Join(dp.Networks, ", "), func() error {
+		note(rn.step("", StepDestroyNetwork, "", "remove "+strings.Join(dp.Networks, ", "), func() error {
 			for _, n := range dp.Networks {
 				if err := rn.Runtime.RemoveNetwork(ctx, n); err != nil {
 					return err
@@ -457,12 +457,12 @@ func (a *Applier) Destroy(ctx context.Context, dp *DestroyPlan) (*DestroyOutcome
 		}))
 	}
 	if vols := dp.removableVolumes(); len(vols) > 0 {
-		note(rn.step("", StepDestroyVolumes, "remove volumes "+strings.Join(vols, ", "), func() error {
+		note(rn.step("", StepDestroyVolumes, "", "remove volumes "+strings.Join(vols, ", "), func() error {
 			return rn.removeVolumes(ctx, dp, vols, out)
 		}))
 	}
 	if dp.Key {
-		note(rn.step("", StepDestroyKey, "remove the project's key", func() error {
+		note(rn.step("", StepDestroyKey, "", "remove the project's key", func() error {
 			out.Removed++
 			return rn.Runtime.RemoveProjectKey(ctx, rn.Project.Name)
 		}))
@@ -529,7 +529,7 @@ func (rn *run) destroyBackups(ctx context.Context, dp *DestroyPlan, out *Destroy
 				from = &obs.All[i]
 			}
 		}
-		err := rn.step(b.service, StepBackup, fmt.Sprintf("back up volumes %s before they are deleted", strings.Join(b.volumes, ", ")), func() error {
+		err := rn.step(b.service, StepBackup, "", fmt.Sprintf("back up volumes %s before they are deleted", strings.Join(b.volumes, ", ")), func() error {
 			if from == nil {
 				return fmt.Errorf("the container %s to back up from is gone since destroy read the engine", short(b.from))
 			}

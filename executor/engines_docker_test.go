@@ -149,7 +149,7 @@ func TestRemoteEngineChecksFromProxy(t *testing.T) {
 	}
 	ranProxy := false
 	for _, e := range r.events {
-		ranProxy = ranProxy || e.Type == executor.EventStep && e.Step == executor.StepProxy && e.Phase == "end"
+		ranProxy = ranProxy || e.Type == executor.EventStep && e.Step == string(executor.StepProxy) && e.Phase == "end"
 	}
 	if !ranProxy {
 		t.Error("no proxy step")

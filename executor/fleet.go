@@ -254,7 +254,7 @@ func (f *Fleet) describe(fp *FleetPlan) {
 				continue
 			}
 			for _, st := range ep.Plan.Steps {
-				if st.Service == s.Name && (st.Kind() == StepBuild || st.Kind() == StepImage) {
+				if st.Service == s.Name && (st.Kind == StepBuild || st.Kind == StepImage) {
 					st.Detail = fmt.Sprintf("use the image %s of engine %s, sent here if this engine lacks it", s.Image, ro.imageFrom)
 				}
 			}

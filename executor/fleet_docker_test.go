@@ -494,7 +494,7 @@ func fleetEngineHangs(t *testing.T, via func(r *dockerFleet) (host string, freez
 	r.via = map[string]executor.Runtime{"web3": web3}
 	var thaw func()
 	r.crash = func(point string) {
-		if point == "web3/"+executor.StepHealth && thaw == nil {
+		if point == "web3/"+string(executor.StepHealth) && thaw == nil {
 			thaw = freeze()
 		}
 	}

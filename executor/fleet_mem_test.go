@@ -133,7 +133,7 @@ func cutoverOrder(mu *sync.Mutex, events *[]executor.Event) []string {
 	defer mu.Unlock()
 	var out []string
 	for _, e := range *events {
-		if e.Type == executor.EventStep && e.Step == executor.StepCutover && e.Phase == "end" && e.Outcome == executor.OutcomeOK {
+		if e.Type == executor.EventStep && e.Step == string(executor.StepCutover) && e.Phase == "end" && e.Outcome == executor.OutcomeOK {
 			out = append(out, e.Engine)
 		}
 	}
@@ -306,7 +306,7 @@ func (r *fleetRig) watches() []string {
 	var out []string
 	verifies := map[string]int{}
 	for _, e := range r.events {
-		if e.Type != executor.EventStep || e.Step != executor.StepVerify || e.Phase != "end" {
+		if e.Type != executor.EventStep || e.Step != string(executor.StepVerify) || e.Phase != "end" {
 			continue
 		}
 		verifies[e.Engine]++

@@ -384,8 +384,8 @@ func TestMemTakeoverInterrupted(t *testing.T) {
 		// release was live is left out: the container taken over cannot start again on its
 		// port, which the proxy holds.)
 		points := map[config.Cutover][]string{
-			config.CutoverRestart: {executor.PointCutoverStopped, executor.PointCutoverRenamed, executor.PointCutoverCreated, executor.StepVerify, executor.PointCleanupKept},
-			config.CutoverProxy:   {executor.StepVerify, executor.PointCleanupKept},
+			config.CutoverRestart: {executor.PointCutoverStopped, executor.PointCutoverRenamed, executor.PointCutoverCreated, string(executor.StepVerify), executor.PointCleanupKept},
+			config.CutoverProxy:   {string(executor.StepVerify), executor.PointCleanupKept},
 		}[r.cutover]
 		for _, point := range points {
 			t.Run(point, func(t *testing.T) {

@@ -163,7 +163,7 @@ func (d *deployment) putBack(ctx context.Context, cause error) error {
 	ctx = context.WithoutCancel(ctx)
 	d.awaitCheck() // nothing reads the volume while it is put back
 	d.dropCandidate(ctx)
-	err := rn.step(s.Name, StepPutBack+"."+db.Volume, fmt.Sprintf("put %s back from the safety copy and start release %d again", db.Volume, live.Release()), func() error {
+	err := rn.step(s.Name, StepPutBack, db.Volume, fmt.Sprintf("put %s back from the safety copy and start release %d again", db.Volume, live.Release()), func() error {
 		if d.copied {
 			if err := rn.putBackVolume(ctx, s, d.helper, d.safety, db.Volume); err != nil {
 				return err
@@ -218,7 +218,7 @@ func (d *deployment) uploadSafety(ctx context.Context) {
 		return
 	}
 	target := s.Volume(db.Volume).Target
-	err := rn.step(s.Name, StepBackup, fmt.Sprintf("back up the safety copy of %s, as the migration found it, to backup_store.%s", db.Volume, s.Backup.Store), func() error {
+	err := rn.step(s.Name, StepBackup, "", fmt.Sprintf("back up the safety copy of %s, as the migration found it, to backup_store.%s", db.Volume, s.Backup.Store), func() error {
 		spec := ContainerSpec{Name: rn.Project.Name + "-" + s.Name + "-safety-source", Image: d.helper, Cmd: []string{"version"},
 			Volumes: []VolumeMount{{Name: d.safety, Target: target}}, NoNetwork: true,
 			Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}

@@ -241,7 +241,7 @@ func (d *deployment) dryRun(ctx context.Context) error {
 		var rec backup.MigrationRecord
 		json.Unmarshal([]byte(mark.Labels[migrationLabel]), &rec)
 		rep.LiveOutput, rep.Output, rep.Diff, rep.Destructive, d.migrated = rec.LiveOutput, rec.Output, rec.Changes, false, true
-		return rn.step(s.Name, StepDryRun, "the migration ran on the live data already", func() error {
+		return rn.step(s.Name, StepDryRun, "", "the migration ran on the live data already", func() error {
 			return skipped(fmt.Sprintf("an interrupted apply ran `%s` on the live data at %s: it is not run again", rep.Command, mark.Labels[LabelCreatedAt]))
 		})
 	}
@@ -250,7 +250,7 @@ func (d *deployment) dryRun(ctx context.Context) error {
 		return d.refuseDestructive()
 	}
 	detail := fmt.Sprintf("clone %s, run `%s` on the clone, quick_check and diff sqlite %s", db.Volume, rep.Command, db.Name)
-	err := rn.step(s.Name, StepDryRun, detail, func() error {
+	err := rn.step(s.Name, StepDryRun, "", detail, func() error {
 		if err := d.cloneForMigration(ctx, db); err != nil {
 			return err
 		}
@@ -302,7 +302,7 @@ func (d *deployment) dryRun(ctx context.Context) error {
 		}
 		return nil
 	})
-	rn.emit(Event{Type: EventMigration, Service: s.Name, Step: StepDryRun, Detail: rep.Summary(), Migration: rep})
+	rn.emit(Event{Type: EventMigration, Service: s.Name, Step: string(StepDryRun), Detail: rep.Summary(), Migration: rep})
 	if err != nil {
 		d.removeScratch(ctx)
 		return fmt.Errorf("migration dry-run: %w; %s, its data untouched", err, d.stillServing())
@@ -479,7 +479,7 @@ func (d *deployment) trial(ctx context.Context) error {
 		return nil // no dry-run (dry_run = false): nothing to try on
 	}
 	name := s.ContainerName + candidateSuffix
-	err := rn.step(s.Name, StepTrial, fmt.Sprintf("start release %d on the migrated copy of %s and check it", d.r.number, db.Volume), func() error {
+	err := rn.step(s.Name, StepTrial, "", fmt.Sprintf("start release %d on the migrated copy of %s and check it", d.r.number, db.Volume), func() error {
 		spec := d.r.spec(name, RoleCandidate, true)
 		d.cut.candidateSpec(&spec)
 		for i, v := range spec.Ports {
@@ -544,7 +544,7 @@ func (d *deployment) migrateLive(ctx context.Context) error {
 		serving = fmt.Sprintf("held: release %d stopped, %s", d.st.Live.Release(), d.cut.holdText())
 	}
 	detail := fmt.Sprintf("run `%s` on the live data of sqlite %s (%s)", d.mig.Command, db.Name, serving)
-	err := rn.step(s.Name, StepMigrate, detail, func() error {
+	err := rn.step(s.Name, StepMigrate, "", detail, func() error {
 		if d.migrated {
 			return skipped("an interrupted apply ran it on the live data already")
 		}

@@ -467,7 +467,7 @@ func TestMemPreviousNameTakenMidApply(t *testing.T) {
 	}
 	name := r.project + "-app-r1"
 	r.crash = func(point string) {
-		if point == executor.StepCleanup {
+		if point == string(executor.StepCleanup) {
 			if _, err := r.eng.Inspect(ctx, name); err != nil {
 				squatter{"container", name, nil}.make(t, r.eng)
 			}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -361,14 +362,14 @@ func TestPlanProxyStep(t *testing.T) {
 			}
 			got := ""
 			for _, st := range plan.Steps {
-				if st.Kind() == StepProxy {
+				if st.Kind == StepProxy {
 					got = st.Detail
 				}
 			}
 			if c.want == "" && got != "" || !strings.Contains(got, c.want) {
 				t.Errorf("proxy step %q, want %q", got, c.want)
 			}
-			if c.want != "" && (plan.Steps[1].Kind() != StepPreflight || plan.Steps[2].Kind() != StepProxy) {
+			if c.want != "" && (plan.Steps[1].Kind != StepPreflight || plan.Steps[2].Kind != StepProxy) {
 				t.Errorf("the proxy step is not right after the lock and the preflight checks: %+v", plan.Steps[1:3])
 			}
 		})
@@ -470,6 +471,26 @@ func TestPlanMigrationSteps(t *testing.T) {
 		want := "lock preflight proxy image migrate.dry-run migrate.trial backup migrate candidate check.running check.health check.smoke check.sqlite.main cutover verify cleanup unlock"
 		if got := strings.Join(names, " "); got != want {
 			t.Errorf("steps:\n got %s\nwant %s", got, want)
+		}
+		// A saved plan's steps read back with their kinds and arguments, and the same JSON.
+		raw, err := json.Marshal(plan.Steps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back []*Step
+		if err := json.Unmarshal(raw, &back); err != nil {
+			t.Fatal(err)
+		}
+		for i, st := range back {
+			if *st != *plan.Steps[i] {
+				t.Errorf("step %d read back as %+v, was %+v", i, *st, *plan.Steps[i])
+			}
+		}
+		if again, _ := json.Marshal(back); !bytes.Equal(again, raw) {
+			t.Errorf("steps read back write other JSON:\n%s\n%s", again, raw)
+		}
+		if st := back[slices.Index(names, "check.sqlite.main")]; st.Kind != StepSQLite || st.Arg != "main" || strings.Contains(string(raw), `"kind"`) {
+			t.Errorf("check.sqlite.main: kind %q, arg %q; JSON %s", st.Kind, st.Arg, raw)
 		}
 		var text bytes.Buffer
 		plan.WriteText(&text, RenderOptions{})

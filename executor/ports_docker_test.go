@@ -39,7 +39,7 @@ func TestProxyFixedCandidatePort(t *testing.T) {
 		}
 		a := r.applier(p)
 		a.Events = func(e executor.Event) {
-			if e.Type == executor.EventStep && e.Step == executor.StepHealth && e.Phase == "end" {
+			if e.Type == executor.EventStep && e.Step == string(executor.StepHealth) && e.Phase == "end" {
 				mu.Lock()
 				seen[version] = getPath(cand, "/")
 				mu.Unlock()

@@ -30,7 +30,7 @@ import (
 // a plan in CI may run without the store's credentials.
 
 // StepPreflight is apply's step that runs these checks, after the lock.
-const StepPreflight = "preflight"
+const StepPreflight StepKind = "preflight"
 
 // preflightTimeout bounds the check of one store, and the helper that binds ports on a remote
 // engine's host.
@@ -142,7 +142,7 @@ func preflightPlan(ctx context.Context, p *config.Project, plan *Plan, all []Con
 
 // preflight runs apply's preflight step, before any candidate starts.
 func (rn *run) preflight(ctx context.Context, plan *Plan, step *Step) error {
-	return rn.step("", step.Name, step.Detail, func() error {
+	return rn.step("", step.Kind, step.Arg, step.Detail, func() error {
 		if needs := portNeeds(rn.Project, plan); len(needs) > 0 {
 			all, err := rn.Runtime.AllContainers(ctx)
 			if err != nil {

@@ -275,7 +275,7 @@ func (px *proxyControl) ensure(ctx context.Context) error {
 		return px.err
 	}
 	rn := px.rn
-	px.err = rn.step("", StepProxy, "make sure the project's proxy runs and routes to the live releases", func() error {
+	px.err = rn.step("", StepProxy, "", "make sure the project's proxy runs and routes to the live releases", func() error {
 		if err := rn.ensureNetwork(ctx); err != nil {
 			return err
 		}
@@ -589,7 +589,7 @@ func (px *proxyControl) routesOn(ctx context.Context, s *config.Service, id stri
 // drain lets a release finish what it has in flight, up to deploy.drain, then cuts the rest.
 func (px *proxyControl) drain(ctx context.Context, s *config.Service, old *ContainerState) error {
 	rn := px.rn
-	return rn.step(s.Name, StepDrain, fmt.Sprintf("let requests in flight on %s finish, up to %s", old.Name, s.Deploy.Drain), func() error {
+	return rn.step(s.Name, StepDrain, "", fmt.Sprintf("let requests in flight on %s finish, up to %s", old.Name, s.Deploy.Drain), func() error {
 		cut := 0
 		for _, p := range s.Ports {
 			addr, err := rn.backendAddr(old, p.Container)

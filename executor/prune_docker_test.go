@@ -20,7 +20,7 @@ func (r *rig) cleanupStep(p *config.Project) string {
 		r.t.Fatal(err)
 	}
 	for _, st := range plan.Steps {
-		if st.Name == executor.StepCleanup {
+		if st.Name == string(executor.StepCleanup) {
 			return st.Detail
 		}
 	}

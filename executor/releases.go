@@ -22,7 +22,7 @@ func (rn *run) resume(ctx context.Context, s *config.Service, cut cutover, st *S
 	if live.Running() {
 		detail = fmt.Sprintf("health-check the live release %d (%s) again: an interrupted apply started it", live.Release(), live.Name)
 	}
-	err := rn.step(s.Name, StepResume, detail, func() error {
+	err := rn.step(s.Name, StepResume, "", detail, func() error {
 		if live.Name != aside {
 			if err := rn.Runtime.RenameContainer(ctx, live.ID, aside); err != nil {
 				return err
@@ -69,7 +69,7 @@ func (rn *run) tidy(ctx context.Context, s *config.Service, st *ServiceState) {
 
 // keepOther keeps a container an interrupted cutover set aside as a previous release.
 func (rn *run) keepOther(ctx context.Context, s *config.Service, id, detail string) error {
-	return rn.step(s.Name, StepCleanup, detail, func() error {
+	return rn.step(s.Name, StepCleanup, "", detail, func() error {
 		old, err := rn.Runtime.Inspect(ctx, id)
 		if err != nil {
 			return err

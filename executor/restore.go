@@ -84,7 +84,7 @@ func (a *Applier) VerifyBackup(ctx context.Context, service, id string) (*backup
 // verifyBackup downloads and verifies a backup, keeping its archives for a restore to read, and
 // says what each volume's files take on a disk. The caller closes what it returns.
 func (rs restorer) verifyBackup(ctx context.Context, sb *ServiceBackups, m *backup.Manifest) (v *backup.Verified, err error) {
-	err = rs.step(sb.Expect.Service, StepVerifyBackup, "download "+m.ID+" and check it against its manifest", func() error {
+	err = rs.step(sb.Expect.Service, StepVerifyBackup, "", "download "+m.ID+" and check it against its manifest", func() error {
 		var verr error
 		v, verr = backup.Download(ctx, sb.Store, m, sb.Keys, rs.TempDir)
 		return verr
@@ -330,7 +330,7 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 	if err := rs.mayRestore(ctx, s, live, rp.Volumes); err != nil {
 		return nil, err
 	}
-	if err := rs.step(service, StepCheckRoom, "check that every volume's filesystem has room for the backup's files", func() error {
+	if err := rs.step(service, StepCheckRoom, "", "check that every volume's filesystem has room for the backup's files", func() error {
 		return rs.checkRoom(ctx, s, rp.Volumes, helper)
 	}); err != nil {
 		return nil, fmt.Errorf("nothing was changed: %w", err)
@@ -346,7 +346,7 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 			os.RemoveAll(copies)
 		}
 	}()
-	if err := rs.step(service, StepBackup, "back up the current data before replacing it", func() error {
+	if err := rs.step(service, StepBackup, "", "back up the current data before replacing it", func() error {
 		// The current data may be the damage being undone: a failed quick_check is recorded.
 		var err error
 		res.Safety, err = rs.safetyBackup(ctx, s, live, rp, helper, copies)
@@ -355,7 +355,7 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 		return res, fmt.Errorf("the current data could not be backed up, so nothing was restored: %w", err)
 	}
 	if live != nil && live.Running() {
-		if err := rs.step(service, StepStop, fmt.Sprintf("stop release %d", live.Release()), func() error {
+		if err := rs.step(service, StepStop, "", fmt.Sprintf("stop release %d", live.Release()), func() error {
 			return rs.stopRelease(context.WithoutCancel(ctx), s, live.ID, fmt.Sprintf("release %d", live.Release()))
 		}); err != nil {
 			return res, err
@@ -367,7 +367,7 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 	for _, v := range rp.Volumes {
 		var rep *backup.TameReport
 		var touched bool
-		err := rs.step(service, stepName(StepRestore, v.To), fmt.Sprintf("replace the files of volume %s with %s of backup %s", v.To, v.From, m.ID), func() error {
+		err := rs.step(service, StepRestore, v.To, fmt.Sprintf("replace the files of volume %s with %s of backup %s", v.To, v.From, m.ID), func() error {
 			var err error
 			open := func() (io.ReadCloser, error) { return rp.verified.Open(v.From) }
 			rep, touched, err = rs.fillVolume(ctx, s, open, backup.Tame, v.To, v.Bytes, max(v.Bytes, v.Disk), v.Inodes, helper)
@@ -472,7 +472,7 @@ func (rs restorer) putBack(ctx context.Context, s *config.Service, st *ServiceSt
 	safety := res.Safety
 	var failed error
 	for _, v := range emptied {
-		err := rs.step(s.Name, stepName(StepPutBack, v.To), fmt.Sprintf("put volume %s back from the safety backup %s", v.To, safety.ID), func() error {
+		err := rs.step(s.Name, StepPutBack, v.To, fmt.Sprintf("put volume %s back from the safety backup %s", v.To, safety.ID), func() error {
 			open := func() (io.ReadCloser, error) { return backup.OpenCopy(copies, v.To, safetyBytes(safety, v.To)) }
 			_, _, err := rs.fillVolume(ctx, s, open, backup.Replay, v.To, safetyBytes(safety, v.To), 0, 0, helper)
 			return err

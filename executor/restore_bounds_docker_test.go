@@ -106,7 +106,7 @@ func TestRestoreChecksTheSpaceFilesTake(t *testing.T) {
 	if id := r.liveID(); id != live {
 		t.Errorf("the live release changed: %s, was %s", id, live)
 	}
-	if ran := r.stepsRun(executor.StepBackup, executor.StepStop); len(ran) != 0 {
+	if ran := r.stepsRun(string(executor.StepBackup), string(executor.StepStop)); len(ran) != 0 {
 		t.Errorf("the restore ran %v before it refused", ran)
 	}
 	if got := r.get("/"); got != "version=v3" {

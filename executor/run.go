@@ -86,7 +86,8 @@ func (rn *run) log(service string, step StepKind, format string, args ...any) {
 
 // step runs fn as one named step, reporting its start, end and duration (not inside a quiet
 // step: rn.quiet). Its start is a kill point.
-func (rn *run) step(service, name, detail string, fn func() error) error {
+func (rn *run) step(service string, kind StepKind, arg, detail string, fn func() error) error {
+	name := stepName(kind, arg)
 	rn.crash(name)
 	start := time.Now()
 	if rn.quiet == 0 {

@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -8,47 +9,47 @@ import (
 	"github.com/deployer-dev/deployer/config"
 )
 
-// StepKind is what a step does. A step's name is its kind, followed for checks and hooks by
-// the name of the check or the hook ("check.canary.home", "hook.before_cutover"). The kinds are
-// untyped constants, so that they compare with the names in events.
+// StepKind is what a step does. A step's name is its kind, followed for checks, hooks and
+// volumes by its argument ("check.canary.home", "hook.before_cutover"): Step keeps the two
+// apart (Kind, Arg), and events carry the name.
 type StepKind string
 
 // Steps of plans, in the order of the apply sequence.
 const (
-	StepLock      = "lock"
-	StepProxy     = "proxy"           // the project's proxy: cutovers and checks on the engine's host
-	StepClean     = "clean"           // remove a candidate an interrupted apply left
-	StepResume    = "resume"          // start a stopped live release, and health-check it
-	StepBuild     = "build"           // build.before, then an image build
-	StepImage     = "image"           // use (or pull) a named image
-	StepDryRun    = "migrate.dry-run" // clone the database, migrate the clone, diff the schemas
-	StepTrial     = "migrate.trial"   // the new release on the migrated clone
-	StepMigrate   = "migrate"         // the migration on the live data
-	StepCandidate = "candidate"
-	StepRunning   = "check.running"
-	StepHealth    = "check.health"
-	StepCanary    = "check.canary" // + "." + name
-	StepSmoke     = "check.smoke"
-	StepSQLite    = "check.sqlite" // + "." + name
-	StepHook      = "hook"         // + "." + when
-	StepBackup    = "backup"
-	StepCutover   = "cutover"
-	StepStart     = "start" // first release of a new service
-	StepVerify    = "verify"
-	StepCleanup   = "cleanup"
-	StepRemove    = "remove"
-	StepUnlock    = "unlock"
+	StepLock      StepKind = "lock"
+	StepProxy     StepKind = "proxy"           // the project's proxy: cutovers and checks on the engine's host
+	StepClean     StepKind = "clean"           // remove a candidate an interrupted apply left
+	StepResume    StepKind = "resume"          // start a stopped live release, and health-check it
+	StepBuild     StepKind = "build"           // build.before, then an image build
+	StepImage     StepKind = "image"           // use (or pull) a named image
+	StepDryRun    StepKind = "migrate.dry-run" // clone the database, migrate the clone, diff the schemas
+	StepTrial     StepKind = "migrate.trial"   // the new release on the migrated clone
+	StepMigrate   StepKind = "migrate"         // the migration on the live data
+	StepCandidate StepKind = "candidate"
+	StepRunning   StepKind = "check.running"
+	StepHealth    StepKind = "check.health"
+	StepCanary    StepKind = "check.canary" // + "." + name
+	StepSmoke     StepKind = "check.smoke"
+	StepSQLite    StepKind = "check.sqlite" // + "." + name
+	StepHook      StepKind = "hook"         // + "." + when
+	StepBackup    StepKind = "backup"
+	StepCutover   StepKind = "cutover"
+	StepStart     StepKind = "start" // first release of a new service
+	StepVerify    StepKind = "verify"
+	StepCleanup   StepKind = "cleanup"
+	StepRemove    StepKind = "remove"
+	StepUnlock    StepKind = "unlock"
 )
 
 // Steps that happen inside others, or outside plans (rollback, backups, restores).
 const (
-	StepRollback     = "rollback" // switch back after a failed verification
-	StepDrain        = "drain"    // the old release's requests in flight finish
-	StepVerifyBackup = "verify-backup"
-	StepCheckRoom    = "check-room" // a restore: every volume's filesystem has room for the backup
-	StepStop         = "stop"
-	StepRestore      = "restore"  // + "." + volume
-	StepPutBack      = "put-back" // + "." + volume
+	StepRollback     StepKind = "rollback" // switch back after a failed verification
+	StepDrain        StepKind = "drain"    // the old release's requests in flight finish
+	StepVerifyBackup StepKind = "verify-backup"
+	StepCheckRoom    StepKind = "check-room" // a restore: every volume's filesystem has room for the backup
+	StepStop         StepKind = "stop"
+	StepRestore      StepKind = "restore"  // + "." + volume
+	StepPutBack      StepKind = "put-back" // + "." + volume
 )
 
 // Kill points inside steps, where a crash leaves the engine half-way through one.
@@ -61,7 +62,7 @@ const (
 	PointCleanupKept     = "cleanup.kept"          // the old release copied as a previous one
 	PointHeldCopied      = "migrate.held-copied"   // a held migration: the old release stopped, its data copied aside
 	PointHeldMigrated    = "migrate.held-migrated" // a held migration ran on the live data
-	PointDrain           = StepDrain
+	PointDrain           = string(StepDrain)
 	// A resumed live release waits under its set-aside name until it is verified.
 	PointResumeAside    = "resume.set-aside" // renamed aside, not started yet
 	PointResumeStarted  = "resume.started"   // started, its verification not begun
@@ -70,7 +71,7 @@ const (
 
 // ResumePoints are the kill points of a resume, in order: its step's start, and the points
 // inside it and its verification.
-var ResumePoints = []string{StepResume, PointResumeAside, PointResumeStarted, StepVerify, PointResumeVerified}
+var ResumePoints = []string{string(StepResume), PointResumeAside, PointResumeStarted, string(StepVerify), PointResumeVerified}
 
 // ProxyUpgradePoints are the kill points of an upgrade of the proxy, which happens in the proxy
 // step when the proxy runs another deployer version than this one.
@@ -87,27 +88,34 @@ func stepName(kind StepKind, arg string) string {
 // Step is one thing apply will do, in order.
 type Step struct {
 	Service string `json:"service,omitempty"`
-	Name    string `json:"name"`
-	Detail  string `json:"detail"`
+	// Kind is what the step does, Arg the check, hook or volume it is for ("" for most); Name,
+	// the two together, is what plans, events and kill points call it.
+	Kind   StepKind `json:"-"`
+	Arg    string   `json:"-"`
+	Name   string   `json:"name"`
+	Detail string   `json:"detail"`
 	// ContainerID is the container a step about something left over acts on; Volume the
 	// scratch volume.
 	ContainerID string `json:"container_id,omitempty"`
 	Volume      string `json:"volume,omitempty"`
 }
 
-// Kind is what the step does, read from its name.
-func (s *Step) Kind() StepKind {
-	for _, k := range []StepKind{StepCanary, StepSQLite, StepHook, StepRestore, StepPutBack} {
-		if strings.HasPrefix(s.Name, string(k)+".") {
-			return k
+// argKinds are the kinds whose steps are for one check, hook or volume.
+var argKinds = []StepKind{StepCanary, StepSQLite, StepHook, StepRestore, StepPutBack}
+
+// UnmarshalJSON reads a step of a saved plan, whose name holds its kind and argument.
+func (s *Step) UnmarshalJSON(b []byte) error {
+	type plain Step
+	if err := json.Unmarshal(b, (*plain)(s)); err != nil {
+		return err
+	}
+	s.Kind, s.Arg = StepKind(s.Name), ""
+	for _, k := range argKinds {
+		if arg, ok := strings.CutPrefix(s.Name, string(k)+"."); ok {
+			s.Kind, s.Arg = k, arg
 		}
 	}
-	return StepKind(s.Name)
-}
-
-// Arg is the check, hook or volume the step is for ("" for most).
-func (s *Step) Arg() string {
-	return strings.TrimPrefix(strings.TrimPrefix(s.Name, string(s.Kind())), ".")
+	return nil
 }
 
 // leftover reports whether the step deals with something an interrupted apply left, before the
@@ -118,7 +126,7 @@ func (s *Step) leftover() bool { return s.ContainerID != "" || s.Volume != "" }
 type steps []*Step
 
 func (l *steps) add(service string, kind StepKind, arg, detail string, args ...any) *Step {
-	st := &Step{Service: service, Name: stepName(kind, arg), Detail: fmt.Sprintf(detail, args...)}
+	st := &Step{Service: service, Kind: kind, Arg: arg, Name: stepName(kind, arg), Detail: fmt.Sprintf(detail, args...)}
 	*l = append(*l, st)
 	return st
 }
@@ -409,7 +417,7 @@ func KillPoints(p *config.Project, plan *Plan) []string {
 			continue
 		}
 		cut := newCutover(s, local, nil)
-		switch k := st.Kind(); {
+		switch k := st.Kind; {
 		case k == StepResume:
 			add(ResumePoints...)
 		case k == StepCutover || k == StepStart:

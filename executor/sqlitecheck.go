@@ -18,14 +18,14 @@ import (
 func (d *deployment) checkSQLite(ctx context.Context, step *Step) error {
 	var db *config.SQLite
 	for _, x := range d.s.SQLite {
-		if x.Name == step.Arg() {
+		if x.Name == step.Arg {
 			db = x
 		}
 	}
 	if db == nil {
 		return notConfigured(d.s, step)
 	}
-	err := d.rn.step(d.s.Name, step.Name, db.Volume+"/"+db.Path, func() error {
+	err := d.rn.step(d.s.Name, step.Kind, step.Arg, db.Volume+"/"+db.Path, func() error {
 		if d.heldCheck != nil && db == d.s.MigrationDB() {
 			return d.awaitCheck() // checked on the engine after the held migration
 		}

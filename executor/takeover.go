@@ -198,7 +198,7 @@ func (rn *run) adopt(ctx context.Context, s *config.Service, t *Takeover) (*Serv
 // keepSetAside keeps a taken-over container that an interrupted takeover left set aside as the
 // previous release; one kept already goes.
 func (rn *run) keepSetAside(ctx context.Context, s *config.Service, t *Takeover, detail string) error {
-	return rn.step(s.Name, StepCleanup, detail, func() error {
+	return rn.step(s.Name, StepCleanup, "", detail, func() error {
 		if t.Kept {
 			return rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), t.ID)
 		}

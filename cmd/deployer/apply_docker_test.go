@@ -414,7 +414,7 @@ func TestInterruptAndConcurrentApply(t *testing.T) {
 	}
 	cmd, events, stderr := startJSON(t, r, "apply", "-auto-approve", "-json", "-var", "version=v2", "-var", "mode=slow")
 	waitFor(t, events, "the health check of the slow candidate", func(e executor.Event) bool {
-		return e.Step == executor.StepHealth && e.Phase == "start"
+		return e.Step == string(executor.StepHealth) && e.Phase == "start"
 	})
 
 	out, code := r.run(nil, "apply", "-auto-approve", "-var", "version=v3")
@@ -480,7 +480,7 @@ func TestApplyCLIBehaviour(t *testing.T) {
 		}
 		last = e
 	}
-	if last.Type != executor.EventStep || last.Step != executor.StepUnlock {
+	if last.Type != executor.EventStep || last.Step != string(executor.StepUnlock) {
 		t.Errorf("last event: %+v", last)
 	}
 
