@@ -84,6 +84,37 @@ func TestMemCrashWhileResuming(t *testing.T) {
 	})
 }
 
+// A live release started by an apply killed before it verified it runs under its set-aside
+// name; the next apply deploys a new release: it health-checks the old one first (and gives it
+// its name back), so that nothing counts on a release no one checked, then deploys.
+func TestMemCrashWhileResumingThenDeploy(t *testing.T) {
+	forCutovers(t, func(t *testing.T, r *memRig) {
+		p := r.config("v1", nil)
+		r.apply(p)
+		for i, point := range []string{executor.PointResumeStarted, string(executor.StepVerify), executor.PointResumeVerified} {
+			obs, _ := executor.Observe(t.Context(), r.eng, projectOnly(r.project))
+			r.eng.StopContainer(t.Context(), obs.Services["app"].Live.ID, 0)
+			if !r.crashAt(p, point) {
+				t.Fatalf("never reached %s", point)
+			}
+			version := fmt.Sprintf("v%d", i+2)
+			next := r.config(version, nil)
+			if names := stepNames(r.plan(next)); !regexp.MustCompile(`app:resume .*app:candidate`).MatchString(names) {
+				t.Errorf("the plan of %s after the crash at %s does not check the live release first: %s", version, point, names)
+			}
+			r.steps()
+			if out := r.applyAll(next); out.Failed() || !r.serves(version) {
+				t.Fatalf("apply of %s after the crash at %s: %s, serving %q", version, point, errorsOf(out), r.get("/"))
+			}
+			if steps := strings.Join(r.steps(), " "); !regexp.MustCompile(`resume:ok .*verify:ok .*candidate:ok`).MatchString(steps) {
+				t.Errorf("the apply after the crash at %s did not verify the live release before the deploy: %s", point, steps)
+			}
+			assertConverged(t, r, next, point)
+			p = next
+		}
+	})
+}
+
 // A release that does not come back healthy, and an apply killed after starting it, before its
 // verification ended: the next apply does not call it live. It checks it, finds it failing,
 // and brings the release before it back (auto_rollback). The release here is healthy only on

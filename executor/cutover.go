@@ -57,6 +57,8 @@ type cutover interface {
 	resumed(ctx context.Context, live *Container) error
 	// holdText says what users see during a held migration.
 	holdText() string
+	// takingOver reports whether the live release is a container being taken over.
+	takingOver() bool
 }
 
 func (c *proxyCutover) holdText() string {
@@ -100,6 +102,8 @@ type cutoverBase struct {
 	// the project and publishes its ports itself.
 	adopting bool
 }
+
+func (c *cutoverBase) takingOver() bool { return c.adopting }
 
 func (c *cutoverBase) probes() prober { return prober{rn: c.rn, inside: c.inside} }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -376,35 +377,44 @@ func TestMemSetAsideNameSquatted(t *testing.T) {
 // A takeover interrupted once the container taken over was set aside (at every kill point of
 // the cutover) is finished by the next apply: the container is kept as the release before the
 // one that replaced it, under its own number (never the next release's), and later deploys and
-// a rollback number and find every release.
+// a rollback number and find every release. With the proxy cutover, every kill point of the
+// takeover leaves the service served (by the container taken over, or the new release through
+// the proxy), and the next apply converges with the container's data.
 func TestMemTakeoverInterrupted(t *testing.T) {
 	forCutovers(t, func(t *testing.T, r *memRig) {
 		ctx, cutover := context.Background(), r.cutover
-		// (With the proxy, a kill after the host port went to the proxy and before the new
-		// release was live is left out: the container taken over cannot start again on its
-		// port, which the proxy holds.)
-		points := map[config.Cutover][]string{
-			config.CutoverRestart: {executor.PointCutoverStopped, executor.PointCutoverRenamed, executor.PointCutoverCreated, string(executor.StepVerify), executor.PointCleanupKept},
-			config.CutoverProxy:   {string(executor.StepVerify), executor.PointCleanupKept},
-		}[r.cutover]
+		// The restart cutover stops the container before the new release starts: only the
+		// points from its stop on are of interest, and nothing serves at the first three.
+		// With the proxy, the container taken over publishes the host port itself: the switch
+		// stops it and gives the port to the proxy, routed to the new release. A kill there
+		// (cutover.switched, cutover.set-aside) leaves the new release serving through the
+		// proxy; the next apply gives the port back to the container taken over, starts it, and
+		// takes it over again.
+		points := []string{executor.PointCutoverStopped, executor.PointCutoverRenamed, executor.PointCutoverCreated, string(executor.StepVerify), executor.PointCleanupKept}
+		if cutover == config.CutoverProxy {
+			runByHand(t, r)
+			points = executor.KillPoints(r.config("v1", nil), r.plan(r.config("v1", nil)))
+			for _, want := range []string{executor.PointCutoverSwitched, executor.PointCutoverSetAside, string(executor.StepVerify), executor.PointCleanupKept} {
+				if !slices.Contains(points, want) {
+					t.Fatalf("the kill points of a takeover %q lack %s", points, want)
+				}
+			}
+		}
 		for _, point := range points {
 			t.Run(point, func(t *testing.T) {
 				r := newMemRig(t, cutover)
-				// docker run -d --name NAME -p PORT -v DATA:/data app (what the operator had)
-				name := r.project + "-app"
-				id, err := r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: name, Image: memApp,
-					Env:     map[string]string{"APP_VERSION": "by-hand", "APP_DATA": "/data", "APP_PORT": strconv.Itoa(r.appPort)},
-					Ports:   []executor.PortBinding{{Container: r.appPort, HostPort: r.port}},
-					Volumes: []executor.VolumeMount{{Name: r.project + "-data", Target: "/data"}}})
-				if err != nil {
-					t.Fatal(err)
-				}
-				r.eng.StartContainer(ctx, id)
+				runByHand(t, r)
 				if !r.crashAt(r.config("v1", nil), point) {
 					t.Fatalf("the takeover never reached %s: %v %s", point, r.steps(), r.state())
 				}
+				if body := r.get("/"); cutover == config.CutoverProxy && body != "version=by-hand" && body != "version=v1" && !r.serves("v1") && !r.serves("by-hand") {
+					t.Errorf("after the crash at %s, nothing serves: %q, %s", point, r.get("/"), r.state())
+				}
 				if out := r.applyAll(r.config("v1", nil)); out.Failed() || !r.serves("v1") {
-					t.Fatalf("apply after the crash at %s: %s, serving %q, %s", point, errorsOf(out), r.get("/"), r.state())
+					t.Fatalf("apply after the crash at %s: %s, serving %q, %s\n%s", point, errorsOf(out), r.get("/"), r.state(), strings.Join(r.steps(), " "))
+				}
+				if h := r.get("/history"); !strings.Contains(h, "started by-hand") {
+					t.Errorf("after the crash at %s and an apply, the data of the container taken over is gone: %q", point, h)
 				}
 				if got := r.state(); got != "previous:1:created live:2:running" {
 					t.Errorf("after the crash at %s and an apply: %s", point, got)
@@ -418,6 +428,52 @@ func TestMemTakeoverInterrupted(t *testing.T) {
 				if got := r.state(); got != "live:1:running previous:2:created previous:3:created" {
 					t.Errorf("after the rollback: %s", got)
 				}
+			})
+		}
+	})
+}
+
+// runByHand runs what the operator had: docker run -d --name NAME -p PORT -v DATA:/data app.
+func runByHand(t *testing.T, r *memRig) {
+	ctx := context.Background()
+	id, err := r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: r.project + "-app", Image: memApp,
+		Env:     map[string]string{"APP_VERSION": "by-hand", "APP_DATA": "/data", "APP_PORT": strconv.Itoa(r.appPort)},
+		Ports:   []executor.PortBinding{{Container: r.appPort, HostPort: r.port}},
+		Volumes: []executor.VolumeMount{{Name: r.project + "-data", Target: "/data"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.eng.StartContainer(ctx, id)
+}
+
+// A takeover killed where the container taken over is stopped, then the apply that recovers
+// it killed at every point of starting it again: the container keeps its name (set aside with
+// no release recording it, the next plan would refuse it as a stranger's), and the next apply
+// takes it over with its data.
+func TestMemTakeoverResumeInterrupted(t *testing.T) {
+	forCutovers(t, func(t *testing.T, r *memRig) {
+		first := map[config.Cutover]string{config.CutoverRestart: executor.PointCutoverStopped, config.CutoverProxy: executor.PointCutoverSwitched}[r.cutover]
+		for _, point := range executor.ResumePoints {
+			t.Run(point, func(t *testing.T) {
+				r := newMemRig(t, r.cutover)
+				runByHand(t, r)
+				p := r.config("v1", nil)
+				if !r.crashAt(p, first) {
+					t.Fatalf("the takeover never reached %s: %s", first, r.state())
+				}
+				if !r.crashAt(p, point) {
+					t.Fatalf("the apply after the crash at %s never reached %s: %s", first, point, r.state())
+				}
+				if out := r.applyAll(p); out.Failed() || !r.serves("v1") {
+					t.Fatalf("apply after the crashes at %s and %s: %s, serving %q, %s\n%s", first, point, errorsOf(out), r.get("/"), r.state(), strings.Join(r.steps(), " "))
+				}
+				if h := r.get("/history"); !strings.Contains(h, "started by-hand") {
+					t.Errorf("the data of the container taken over is gone: %q", h)
+				}
+				if got := r.state(); got != "previous:1:created live:2:running" {
+					t.Errorf("after the crashes and an apply: %s", got)
+				}
+				assertConverged(t, r, p, first+"+"+point)
 			})
 		}
 	})

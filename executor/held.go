@@ -169,10 +169,21 @@ func (d *deployment) putBack(ctx context.Context, cause error) error {
 				return err
 			}
 		}
+		rn.crash(PointPutBackCopied)
+		// As a resume does (rn.resume), the old release waits under its set-aside name until
+		// it is verified: killed before that, the next plan health-checks it again instead of
+		// calling it live.
+		if aside := oldName(s, live.Release()); live.Name != aside {
+			if err := rn.Runtime.RenameContainer(ctx, live.ID, aside); err != nil {
+				return err
+			}
+			live.Name = aside
+		}
 		if err := rn.Runtime.StartContainer(ctx, live.ID); err != nil {
 			return err
 		}
 		d.stopped = false
+		rn.crash(PointPutBackStarted)
 		if d.holding {
 			// Healthy first, then the held requests go to it.
 			started, err := rn.Runtime.Inspect(ctx, live.ID)
@@ -184,7 +195,15 @@ func (d *deployment) putBack(ctx context.Context, cause error) error {
 				return err
 			}
 		}
-		return d.cut.resumed(ctx, live)
+		if err := d.cut.resumed(ctx, live); err != nil {
+			return err
+		}
+		rn.crash(PointPutBackVerified)
+		if err := rn.Runtime.RenameContainer(ctx, live.ID, s.ContainerName); err != nil {
+			return fmt.Errorf("release %d is healthy but keeps the name %s (the next apply checks it again): %w", live.Release(), live.Name, err)
+		}
+		live.Name = s.ContainerName
+		return nil
 	})
 	held := time.Since(d.holdStart).Round(time.Millisecond)
 	if err != nil {

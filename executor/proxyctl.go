@@ -553,6 +553,43 @@ func (px *proxyControl) sync(ctx context.Context, obs *Observed) error {
 	return nil
 }
 
+// giveBackPorts removes the service's routes on the host ports that a stopped release
+// publishes itself (a container being taken over, or a release of the restart cutover), so
+// that it can start on them again: a switch to the proxy that was interrupted left them to the
+// proxy, routed to a candidate that the next apply removes.
+func (px *proxyControl) giveBackPorts(ctx context.Context, s *config.Service, id string) error {
+	if px.id == "" {
+		return nil // no proxy runs in this apply: it holds no port
+	}
+	c, err := px.rn.Runtime.Inspect(ctx, id)
+	if err != nil {
+		return err
+	}
+	published := map[int]bool{}
+	for _, p := range c.Spec.Ports {
+		published[p.HostPort] = true
+	}
+	if len(published) == 0 {
+		return nil
+	}
+	st, err := px.ctl(ctx, proxy.Request{Op: "status"})
+	if err != nil {
+		return err
+	}
+	for _, p := range s.Ports {
+		for _, r := range st.Routes {
+			if r.Name != routeName(s, p) || !published[p.Host] {
+				continue
+			}
+			px.rn.warn(s.Name, "the proxy holds host port %d for the service, as an interrupted switch to the proxy left it: it goes back to %s, which publishes it itself", p.Host, c.Name)
+			if _, err := px.ctl(ctx, proxy.Request{Op: "remove", Name: r.Name}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // routesMatch reports whether the proxy has every route of a service leading to c already.
 func (px *proxyControl) routesMatch(s *config.Service, c *ContainerState, have map[string]proxy.Route) bool {
 	for _, p := range s.Ports {

@@ -23,7 +23,10 @@ func (rn *run) resume(ctx context.Context, s *config.Service, cut cutover, st *S
 		detail = fmt.Sprintf("health-check the live release %d (%s) again: an interrupted apply started it", live.Release(), live.Name)
 	}
 	err := rn.step(s.Name, StepResume, "", detail, func() error {
-		if live.Name != aside {
+		// A container being taken over keeps its name: set aside, with no release of the
+		// service recording it, the next plan would not know it (setAsideByTakeover). Under
+		// its name, the next plan takes it over again, whether it runs or not.
+		if live.Name != aside && !cut.takingOver() {
 			if err := rn.Runtime.RenameContainer(ctx, live.ID, aside); err != nil {
 				return err
 			}
@@ -31,6 +34,11 @@ func (rn *run) resume(ctx context.Context, s *config.Service, cut cutover, st *S
 		}
 		rn.crash(PointResumeAside)
 		if !live.Running() {
+			if cut.servedByProxy() {
+				if err := rn.proxy.giveBackPorts(ctx, s, live.ID); err != nil {
+					return err
+				}
+			}
 			if err := rn.Runtime.StartContainer(ctx, live.ID); err != nil {
 				return portHint(rn.addressHint(ctx, live.ID, err), s.Ports, false)
 			}
@@ -46,7 +54,9 @@ func (rn *run) resume(ctx context.Context, s *config.Service, cut cutover, st *S
 		return fmt.Errorf("release %d was started but is not healthy: %w", live.Release(), err)
 	}
 	rn.crash(PointResumeVerified)
-	if err := rn.Runtime.RenameContainer(ctx, live.ID, s.ContainerName); err != nil {
+	if live.Name == s.ContainerName {
+		// taken over: it kept its name
+	} else if err := rn.Runtime.RenameContainer(ctx, live.ID, s.ContainerName); err != nil {
 		return fmt.Errorf("release %d is healthy but keeps the name %s (the next apply checks it again): %w", live.Release(), live.Name, err)
 	}
 	live.Name = s.ContainerName

@@ -62,6 +62,11 @@ const (
 	PointCleanupKept     = "cleanup.kept"          // the old release copied as a previous one
 	PointHeldCopied      = "migrate.held-copied"   // a held migration: the old release stopped, its data copied aside
 	PointHeldMigrated    = "migrate.held-migrated" // a held migration ran on the live data
+	// A held migration that failed puts the old data back (PutBackPoints); the old release
+	// waits under its set-aside name until it is verified, as a resumed one does.
+	PointPutBackCopied   = "migrate.put-back-copied"   // the data put back, the old release still stopped
+	PointPutBackStarted  = "migrate.put-back-started"  // the old release started aside, not verified
+	PointPutBackVerified = "migrate.put-back-verified" // verified, the live name not given back yet
 	PointDrain           = string(StepDrain)
 	// A resumed live release waits under its set-aside name until it is verified.
 	PointResumeAside    = "resume.set-aside" // renamed aside, not started yet
@@ -72,6 +77,9 @@ const (
 // ResumePoints are the kill points of a resume, in order: its step's start, and the points
 // inside it and its verification.
 var ResumePoints = []string{string(StepResume), PointResumeAside, PointResumeStarted, string(StepVerify), PointResumeVerified}
+
+// PutBackPoints are the kill points inside the put-back of a held migration that failed.
+var PutBackPoints = []string{PointPutBackCopied, PointPutBackStarted, PointPutBackVerified}
 
 // ProxyUpgradePoints are the kill points of an upgrade of the proxy, which happens in the proxy
 // step when the proxy runs another deployer version than this one.
@@ -172,6 +180,8 @@ func (sq *sequencer) plan(plan *Plan, obs *Observed) []*Step {
 			}
 			if l := st.Live; l != nil && !l.Running() && strconv.Itoa(l.Release()) == v.Labels[LabelRelease] {
 				out.add(s.Name, StepPutBack, "", "put volume %s back from the safety copy %s: an interrupted held migration stopped release %d and may have migrated it", v.Labels[LabelVolume], v.Name, l.Release()).Volume = v.Name
+			} else if l != nil && strconv.Itoa(l.Release()) == v.Labels[LabelRelease] {
+				out.add(s.Name, StepClean, "", "remove the safety copy %s: release %d runs again on the data put back from it", v.Name, l.Release()).Volume = v.Name
 			} else {
 				out.add(s.Name, StepClean, "", "remove the safety copy %s of a held migration that went through", v.Name).Volume = v.Name
 			}
@@ -253,6 +263,10 @@ func (sq *sequencer) deploy(out *steps, s *config.Service, ch *Change, st *Servi
 		out.add(s.Name, StepResume, "", "start the stopped container %s, then health-check it", t.Name)
 	} else if st.Live != nil && !st.Live.Running() && ch.Action == ActionReplace {
 		out.add(s.Name, StepResume, "", "start the stopped live release %d (%s), then health-check it", st.Live.Release(), st.Live.Name)
+	} else if st.Live != nil && st.Live.Name != s.ContainerName && ch.Action == ActionReplace {
+		// Started by an apply killed before it verified it (a resume, a put-back): checked
+		// before anything counts on it.
+		out.add(s.Name, StepResume, "", "health-check the live release %d again (an interrupted apply started it), then give it the name %s back", st.Live.Release(), s.ContainerName)
 	}
 	switch {
 	case s.Build != nil && ch.ImageID == "":

@@ -227,3 +227,63 @@ func TestHeldMigrationCrash(t *testing.T) {
 		})
 	}
 }
+
+// A held migration whose new release fails puts the old data back and starts the old release
+// again; the deployer killed at every point of that put-back: the next apply (of the old
+// configuration) does not call the old release live unchecked. Stopped, it is started; started
+// (it waits under its set-aside name until verified), it is health-checked; in both cases
+// before it is live again, on the data from before the migration, with no row lost.
+func TestHeldMigrationPutBackCrash(t *testing.T) {
+	for _, point := range executor.PutBackPoints {
+		t.Run(point, func(t *testing.T) {
+			eng := dockertest.Engine(t)
+			r := &cliRig{t: t, eng: eng, dir: t.TempDir(), project: dockertest.Project(t, eng), port: dockertest.FreePort(t)}
+			image := dockertest.AppImage(t, eng)
+			cfg := fmt.Sprintf(migrationConfig, r.project, image, r.port, dockertest.FreePort(t), r.project, r.project, r.project)
+			cfg = strings.Replace(cfg, `    deadline = "30s"`, "    deadline = \"30s\"\n    allow_destructive = true\n    dry_run = false", 1)
+			cfg = strings.Replace(cfg, `    deadline = "20s"`, `    deadline = "3s"`, 1)
+			cfg = strings.Replace(cfg, "    APP_VERSION      = var.version", "    APP_VERSION      = var.version\n    APP_MODE         = var.mode", 1)
+			cfg = strings.Replace(cfg, `variable "version" { default = "v1" }`, "variable \"version\" { default = \"v1\" }\nvariable \"mode\" { default = \"healthy\" }", 1)
+			if err := os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), []byte(cfg), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if out, code := r.run(nil, "apply", "-auto-approve"); code != 0 {
+				t.Fatalf("first deploy: %d\n%s", code, out)
+			}
+			before := r.schema()
+			sql := "CREATE TABLE rows2 (n INTEGER PRIMARY KEY, at BLOB); INSERT INTO rows2 SELECT n, at FROM rows; DROP TABLE rows; ALTER TABLE rows2 RENAME TO rows"
+			out, code := r.run([]string{"DEPLOYER_TEST_KILL_AT=" + point}, "apply", "-auto-approve", "-var", "version=v2", "-var", "mode=unhealthy", "-var", "sql="+sql)
+			if code != -int(syscall.SIGKILL) {
+				t.Fatalf("the deployer was not killed at %s (exit %d):\n%s", point, code, out)
+			}
+			plan, code := r.run(nil, "plan")
+			if code != 0 {
+				t.Fatalf("plan after the kill: %d\n%s", code, plan)
+			}
+			if !strings.Contains(plan, "health-check") {
+				t.Errorf("the plan after the kill at %s does not check release 1 again:\n%s", point, plan)
+			}
+			out, code = r.run(nil, "apply", "-auto-approve")
+			t.Logf("plan:\n%s\napply:\n%s", plan, out)
+			if code != 0 || r.get("/") != "version=v1" {
+				t.Fatalf("apply after the kill at %s: %d, / answers %q\nplan:\n%s\napply:\n%s\ncontainers: %s", point, code, r.get("/"), plan, out, r.containers())
+			}
+			if !strings.Contains(out, "verify") && !strings.Contains(out, "health-check") {
+				t.Errorf("the apply after the kill at %s did not check release 1:\n%s", point, out)
+			}
+			after := r.schema()
+			if !slices.Equal(after.Columns, before.Columns) || after.Count != after.Max || after.Max < before.Max {
+				t.Errorf("the data was not put back whole: %+v (before %+v)", after, before)
+			}
+			vols, _ := r.eng.Volumes(t.Context(), r.project)
+			for _, v := range vols {
+				if v.Labels[executor.LabelRole] == executor.RoleSafety {
+					t.Errorf("the safety copy %s is left", v.Name)
+				}
+			}
+			if out, code := r.run(nil, "plan", "-detailed-exitcode"); code != 0 {
+				t.Errorf("plan after converging: %d\n%s", code, out)
+			}
+		})
+	}
+}

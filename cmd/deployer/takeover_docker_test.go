@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -70,6 +71,47 @@ func TestCrashDuringTakeover(t *testing.T) {
 				if strings.HasPrefix(c.Name, name) && c.Labels[executor.LabelProject] == "" {
 					t.Errorf("%s is left without the deployer's labels", c.Name)
 				}
+			}
+			if out, code := r.run(nil, "plan", "-detailed-exitcode"); code != 0 {
+				t.Errorf("plan after converging: %d\n%s", code, out)
+			}
+		})
+	}
+}
+
+// A takeover with the proxy cutover killed once the container taken over stopped and gave the
+// host port to the proxy (cutover.switched, cutover.set-aside): the new release serves through
+// the proxy meanwhile, and the next apply gives the port back to the container taken over,
+// starts it and takes it over again, with its data.
+func TestCrashDuringProxyTakeover(t *testing.T) {
+	for _, point := range []string{executor.PointCutoverSwitched, executor.PointCutoverSetAside} {
+		t.Run(point, func(t *testing.T) {
+			r := takeoverRig(t)
+			r.useProxy()
+			if points := r.killPoints(); !slices.Contains(points, point) {
+				t.Fatalf("the kill points of the takeover, %q, lack %s", points, point)
+			}
+			out, code := r.run([]string{"DEPLOYER_TEST_KILL_AT=" + point}, "apply", "-auto-approve")
+			if code != -int(syscall.SIGKILL) {
+				t.Fatalf("not killed at %s (exit %d):\n%s", point, code, out)
+			}
+			if got := r.get("/"); got != "version=v1" && got != "version=seed" {
+				t.Errorf("after the kill at %s, nothing serves: %q, %s", point, got, r.containers())
+			}
+			plan, code := r.run(nil, "plan")
+			if code != 0 {
+				t.Fatalf("plan after the crash: %d\n%s", code, plan)
+			}
+			out, code = r.run(nil, "apply", "-auto-approve")
+			if code != 0 || r.get("/") != "version=v1" {
+				t.Fatalf("apply after the crash at %s: %d\nplan:\n%s\napply:\n%s\ncontainers: %s", point, code, plan, out, r.containers())
+			}
+			if h := r.get("/history"); !strings.Contains(h, "started seed") {
+				t.Errorf("the taken-over service's data: %q", h)
+			}
+			obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+			if st := obs.Services["app"]; len(st.Previous) != 1 || st.Previous[0].Labels[executor.LabelTakenOver] == "" {
+				t.Errorf("the taken-over container is not kept as the previous release: %s", r.containers())
 			}
 			if out, code := r.run(nil, "plan", "-detailed-exitcode"); code != 0 {
 				t.Errorf("plan after converging: %d\n%s", code, out)
