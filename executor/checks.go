@@ -46,7 +46,7 @@ func (d *deployment) healthOf(ctx context.Context, c *ContainerState) error {
 	h, pr := d.s.HealthCheck, d.cut.probes()
 	check := probe.Check{URL: pr.candidateURL(c, d.s.HTTPPort(), h.Path), Status: h.Status, Timeout: h.Timeout}
 	interval := h.Interval
-	if d.held() && interval > heldPoll {
+	if d.hd.held() && interval > heldPoll {
 		interval = heldPoll // every moment of a hold is a moment of the service's requests
 	}
 	return pr.until(ctx, check, interval, h.Healthy, h.Deadline, func() error { return d.rn.alive(ctx, c) })

@@ -34,23 +34,9 @@ type deployment struct {
 	liveID  string
 	seen    map[string]int // steps of each name run so far (two hooks may share a name)
 
-	// The migration: what its dry-run found, the helper image and the clone's volume, and the
-	// backup taken before it ran on the live data.
-	mig      *MigrationReport
-	helper   string
-	scratch  string
-	backupID string
-	// onlyDryRun: plan -migrations, which reports a destructive change instead of refusing it.
-	onlyDryRun bool
-	// migrated: an interrupted apply ran this migration on the live data already.
-	migrated bool
-	// A held migration (held.go): when the hold began and must end by, whether the proxy holds
-	// requests, the old release is stopped, the safety copy (its volume) is taken.
-	holdStart, holdUntil time.Time
-	holding, stopped     bool
-	copied               bool
-	safety               string
-	heldCheck            chan heldCheck // the held migration's quick_check, on the engine
+	// mg is the service's migration, hd its hold when a destructive one runs held.
+	mg *migration
+	hd *hold
 	// ro is the service's rollout when it deploys on several engines (rollout.go).
 	ro *rollout
 }
@@ -65,7 +51,9 @@ type reported struct{ error }
 func (r reported) Unwrap() error { return r.error }
 
 func (rn *run) deployment(s *config.Service, ch *Change, st *ServiceState, so *ServiceOutcome, adopting bool) *deployment {
-	return &deployment{rn: rn, s: s, ch: ch, st: st, so: so, cut: rn.cutover(s, adopting), adopting: adopting, seen: map[string]int{}, ro: rn.rollouts[s.Name]}
+	d := &deployment{rn: rn, s: s, ch: ch, st: st, so: so, cut: rn.cutover(s, adopting), adopting: adopting, seen: map[string]int{}, ro: rn.rollouts[s.Name]}
+	d.mg, d.hd = &migration{d: d}, &hold{d: d}
+	return d
 }
 
 // run runs the steps. prepare, when given, runs after the started notice and before the steps.
@@ -79,7 +67,7 @@ func (d *deployment) run(ctx context.Context, steps []*Step, started notify.Noti
 			d.cut.deployEnded(context.WithoutCancel(ctx))
 		}
 	}()
-	defer d.removeScratch(ctx)
+	defer d.mg.removeScratch(ctx)
 	if prepare != nil {
 		if err := prepare(ctx); err != nil {
 			return d.fail(ctx, err)
@@ -87,12 +75,12 @@ func (d *deployment) run(ctx context.Context, steps []*Step, started notify.Noti
 	}
 	for _, step := range steps {
 		sctx, cancel := ctx, context.CancelFunc(func() {})
-		if d.held() && step.Kind != StepCutover {
-			sctx, cancel = context.WithDeadline(ctx, d.holdUntil) // hold_timeout bounds the hold
+		if d.hd.held() && step.Kind != StepCutover {
+			sctx, cancel = context.WithDeadline(ctx, d.hd.holdUntil) // hold_timeout bounds the hold
 		}
 		err := d.do(sctx, step)
 		cancel()
-		if err != nil && d.held() && !time.Now().Before(d.holdUntil) && ctx.Err() == nil {
+		if err != nil && d.hd.held() && !time.Now().Before(d.hd.holdUntil) && ctx.Err() == nil {
 			err = fmt.Errorf("the held migration outlasted hold_timeout (%s) at step %s: %w", d.s.Migration.HoldTimeout, step.Name, err)
 		}
 		switch {
@@ -113,8 +101,8 @@ func (d *deployment) run(ctx context.Context, steps []*Step, started notify.Noti
 
 // withFigures adds the migration's diff and the smoke load's figures to a notice.
 func (d *deployment) withFigures(n *notify.Notice) {
-	if d.mig != nil {
-		n.Migration = append([]string(nil), d.mig.recorded()...)
+	if d.mg.mig != nil {
+		n.Migration = append([]string(nil), d.mg.mig.recorded()...)
 	}
 	if d.so.Smoke != nil {
 		n.Smoke = d.so.Smoke.String()
@@ -152,11 +140,11 @@ func (d *deployment) do(ctx context.Context, step *Step) error {
 	case StepSmoke:
 		return d.checkSmoke(ctx)
 	case StepDryRun:
-		return d.dryRun(ctx)
+		return d.mg.dryRun(ctx)
 	case StepTrial:
-		return d.trial(ctx)
+		return d.mg.trial(ctx)
 	case StepMigrate:
-		return d.migrateLive(ctx)
+		return d.mg.migrateLive(ctx)
 	case StepSQLite:
 		return d.checkSQLite(ctx, step)
 	case StepHook:
@@ -184,14 +172,14 @@ func (d *deployment) fail(ctx context.Context, err error) error {
 	if errors.As(err, &rep) {
 		return rep.error
 	}
-	if d.held() {
-		err = d.putBack(ctx, err)
+	if d.hd.held() {
+		err = d.hd.putBack(ctx, err)
 	} else {
 		// A held migration that failed before the old release stopped: its requests go on,
 		// and the safety copy's volume, still empty, goes.
-		d.release(ctx)
-		if !d.copied {
-			d.dropSafety(ctx)
+		d.hd.release(ctx)
+		if !d.hd.copied {
+			d.hd.dropSafety(ctx)
 		}
 	}
 	d.dropCandidate(ctx)
@@ -314,9 +302,9 @@ func (d *deployment) startCreated(ctx context.Context, id string) (*ContainerSta
 func (d *deployment) backup(ctx context.Context) error {
 	s, live := d.s, d.st.Live
 	err := d.rn.step(s.Name, StepBackup, "", fmt.Sprintf("back up %s of release %d to backup_store.%s", strings.Join(s.Backup.Volumes, ", "), live.Release(), s.Backup.Store), func() error {
-		m, err := d.rn.backups().takeWith(ctx, s, live, "before the cutover to release "+strconv.Itoa(d.r.number), s.Backup.Keep, migrationRecord(d.mig))
+		m, err := d.rn.backups().takeWith(ctx, s, live, "before the cutover to release "+strconv.Itoa(d.r.number), s.Backup.Keep, migrationRecord(d.mg.mig))
 		if m != nil {
-			d.backupID = m.ID
+			d.mg.backupID = m.ID
 		}
 		return err
 	})
@@ -346,7 +334,7 @@ func (d *deployment) switchOver(ctx context.Context) error {
 		return err
 	}
 	d.liveID = liveID
-	d.holdEnded()
+	d.hd.holdEnded()
 	if liveID == d.cand.ID {
 		d.cand = nil // it is the live release now
 	}
@@ -384,10 +372,10 @@ func (d *deployment) verify(ctx context.Context) error {
 		d.so.Release = 0
 		return fmt.Errorf("release %d is live but failed verification: %w", d.r.number, err)
 	}
-	if d.mig != nil && d.mig.HeldSeconds > 0 {
+	if d.mg.mig != nil && d.mg.mig.HeldSeconds > 0 {
 		// The old release cannot run on the schema the held migration made, and the new one
 		// took requests since: neither going back nor putting the old data back is safe.
-		return fmt.Errorf("release %d is live but failed verification: %w; release %d is not brought back, it cannot run on the migrated schema: the data from before the migration is kept in volume %s and backup %s", d.r.number, err, d.st.Live.Release(), d.safety, d.backupID)
+		return fmt.Errorf("release %d is live but failed verification: %w; release %d is not brought back, it cannot run on the migrated schema: the data from before the migration is kept in volume %s and backup %s", d.r.number, err, d.st.Live.Release(), d.hd.safety, d.mg.backupID)
 	}
 	wctx := context.WithoutCancel(ctx)
 	d.dropCandidate(wctx)
@@ -456,8 +444,8 @@ func (d *deployment) switchBack(ctx context.Context, reason string) error {
 func (d *deployment) cleanup(ctx context.Context) error {
 	rn, s := d.rn, d.s
 	wctx := context.WithoutCancel(ctx)
-	d.uploadSafety(wctx) // the new release serves: the hold is over
-	d.dropSafety(wctx)
+	d.hd.uploadSafety(wctx) // the new release serves: the hold is over
+	d.hd.dropSafety(wctx)
 	err := rn.step(s.Name, StepCleanup, "", fmt.Sprintf("retire the old release, keep %s", plural(s.Deploy.KeepReleases, "previous release")), func() error {
 		if d.old != nil {
 			d.cut.retire(wctx, d.old)
@@ -472,7 +460,7 @@ func (d *deployment) cleanup(ctx context.Context) error {
 		rn.Runtime.RemoveContainer(wctx, d.rollback.ID)
 	}
 	if d.s.Migration != nil {
-		d.dropMarks(wctx)
+		d.mg.dropMarks(wctx)
 	}
 	return nil
 }

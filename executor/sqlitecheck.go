@@ -26,8 +26,8 @@ func (d *deployment) checkSQLite(ctx context.Context, step *Step) error {
 		return notConfigured(d.s, step)
 	}
 	err := d.rn.step(d.s.Name, step.Kind, step.Arg, db.Volume+"/"+db.Path, func() error {
-		if d.heldCheck != nil && db == d.s.MigrationDB() {
-			return d.awaitCheck() // checked on the engine after the held migration
+		if d.hd.heldCheck != nil && db == d.s.MigrationDB() {
+			return d.hd.awaitCheck() // checked on the engine after the held migration
 		}
 		return d.sqlite(ctx, db)
 	})
