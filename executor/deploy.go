@@ -34,7 +34,9 @@ type deployment struct {
 	liveID  string
 	seen    map[string]int // steps of each name run so far (two hooks may share a name)
 
-	// mg is the service's migration, hd its hold when a destructive one runs held.
+	// ck runs the candidate's checks; mg is the service's migration, hd its hold when a
+	// destructive one runs held.
+	ck *checks
 	mg *migration
 	hd *hold
 	// ro is the service's rollout when it deploys on several engines (rollout.go).
@@ -52,7 +54,7 @@ func (r reported) Unwrap() error { return r.error }
 
 func (rn *run) deployment(s *config.Service, ch *Change, st *ServiceState, so *ServiceOutcome, adopting bool) *deployment {
 	d := &deployment{rn: rn, s: s, ch: ch, st: st, so: so, cut: rn.cutover(s, adopting), adopting: adopting, seen: map[string]int{}, ro: rn.rollouts[s.Name]}
-	d.mg, d.hd = &migration{d: d}, &hold{d: d}
+	d.ck, d.mg, d.hd = &checks{d: d}, &migration{d: d}, &hold{d: d}
 	return d
 }
 
@@ -132,13 +134,13 @@ func (d *deployment) do(ctx context.Context, step *Step) error {
 	case StepCandidate:
 		return d.candidate(ctx)
 	case StepRunning:
-		return d.checkRunning(ctx)
+		return d.ck.checkRunning(ctx)
 	case StepHealth:
-		return d.checkHealth(ctx)
+		return d.ck.checkHealth(ctx)
 	case StepCanary:
-		return d.checkCanary(ctx, step)
+		return d.ck.checkCanary(ctx, step)
 	case StepSmoke:
-		return d.checkSmoke(ctx)
+		return d.ck.checkSmoke(ctx)
 	case StepDryRun:
 		return d.mg.dryRun(ctx)
 	case StepTrial:
@@ -146,9 +148,9 @@ func (d *deployment) do(ctx context.Context, step *Step) error {
 	case StepMigrate:
 		return d.mg.migrateLive(ctx)
 	case StepSQLite:
-		return d.checkSQLite(ctx, step)
+		return d.ck.checkSQLite(ctx, step)
 	case StepHook:
-		return d.hook(ctx, step)
+		return d.ck.hook(ctx, step)
 	case StepBackup:
 		return d.backup(ctx)
 	case StepCutover, StepStart:

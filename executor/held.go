@@ -206,7 +206,7 @@ func (hd *hold) putBack(ctx context.Context, cause error) error {
 			// Healthy first, then the held requests go to it.
 			started, err := rn.Runtime.Inspect(ctx, live.ID)
 			if err == nil && d.s.HealthCheck != nil && d.s.HTTPPort() != nil {
-				err = d.healthOf(ctx, started)
+				err = d.ck.healthOf(ctx, started)
 			}
 			hd.release(ctx)
 			if err != nil {

@@ -542,11 +542,11 @@ func (d *deployment) probeRelease(ctx context.Context, c *ContainerState) error 
 	if h == nil || port == nil {
 		return settled(ctx, alive)
 	}
-	if err := d.healthOf(ctx, c); err != nil {
+	if err := d.ck.healthOf(ctx, c); err != nil {
 		return fmt.Errorf("health check GET %s: %w", h.Path, err)
 	}
 	for _, cn := range d.s.Canaries {
-		if err := d.canaryOf(ctx, c, cn); err != nil {
+		if err := d.ck.canaryOf(ctx, c, cn); err != nil {
 			return fmt.Errorf("canary %q GET %s: %w", cn.Name, cn.Path, err)
 		}
 	}
@@ -603,7 +603,7 @@ func (mg *migration) migrateLive(ctx context.Context) error {
 // new image, with the service's env and volumes.
 func (mg *migration) runMigration(ctx context.Context) error {
 	d := mg.d
-	logs, err := d.oneOff(ctx, StepMigrate, "migration", config.AttrMigrationCommand, d.s.Migration.Command, d.s.Migration.Deadline)
+	logs, err := d.ck.oneOff(ctx, StepMigrate, "migration", config.AttrMigrationCommand, d.s.Migration.Command, d.s.Migration.Deadline)
 	mg.mig.LiveOutput = tail(d.rn.red.Output(logs), maxMigrationOutput)
 	return err
 }

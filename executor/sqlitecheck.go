@@ -15,7 +15,8 @@ import (
 )
 
 // checkSQLite runs one sqlite check of the candidate.
-func (d *deployment) checkSQLite(ctx context.Context, step *Step) error {
+func (ck *checks) checkSQLite(ctx context.Context, step *Step) error {
+	d := ck.d
 	var db *config.SQLite
 	for _, x := range d.s.SQLite {
 		if x.Name == step.Arg {
@@ -29,7 +30,7 @@ func (d *deployment) checkSQLite(ctx context.Context, step *Step) error {
 		if d.hd.heldCheck != nil && db == d.s.MigrationDB() {
 			return d.hd.awaitCheck() // checked on the engine after the held migration
 		}
-		return d.sqlite(ctx, db)
+		return ck.sqlite(ctx, db)
 	})
 	if err != nil {
 		return fmt.Errorf("candidate %q: sqlite %q: %s; %s", d.cand.Name, db.Name, err, d.stillServing())
@@ -39,7 +40,8 @@ func (d *deployment) checkSQLite(ctx context.Context, step *Step) error {
 
 // sqlite seeds the candidate's database when it is empty, then runs quick_check on a copy of
 // it, taken while the candidate is paused so that the copy is consistent.
-func (d *deployment) sqlite(ctx context.Context, db *config.SQLite) error {
+func (ck *checks) sqlite(ctx context.Context, db *config.SQLite) error {
+	d := ck.d
 	rn, cand := d.rn, d.cand
 	file := path.Join(d.s.Volume(db.Volume).Target, db.Path)
 	dir, err := os.MkdirTemp(rn.TempDir, "deployer-sqlite-")
@@ -80,7 +82,7 @@ func (d *deployment) sqlite(ctx context.Context, db *config.SQLite) error {
 		}
 		seed := config.SQLiteAttr(db.Name, config.SQLiteSeedIfEmpty)
 		rn.log(d.s.Name, StepKind(stepName(StepSQLite, db.Name)), "%s is empty: seeding with `%s`", file, rn.red.Command(d.s.Name, seed, db.SeedIfEmpty))
-		if _, err := d.oneOff(ctx, StepKind(stepName(StepHook, "seed")), "seed", seed, db.SeedIfEmpty, hookTimeout); err != nil {
+		if _, err := ck.oneOff(ctx, StepKind(stepName(StepHook, "seed")), "seed", seed, db.SeedIfEmpty, hookTimeout); err != nil {
 			return fmt.Errorf("seed_if_empty: %w", err)
 		}
 		os.Remove(filepath.Join(dir, "db-wal"))
