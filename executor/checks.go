@@ -230,7 +230,7 @@ func (ck *checks) oneOff(ctx context.Context, step StepKind, what, attr string, 
 	rn, s, r := d.rn, d.s, d.r
 	spec := r.spec(fmt.Sprintf("%s-%s-%d", s.ContainerName, strings.ReplaceAll(what, "_", "-"), r.number), RoleOneOff, true)
 	spec.Cmd, spec.Ports = cmd, nil
-	code, logs, err := rn.helperRun(ctx, spec, timeout)
+	code, logs, err := rn.hp.helperRun(ctx, spec, timeout)
 	last := rn.red.Output(lastLines(logs, logLines))
 	for _, l := range strings.Split(strings.TrimRight(last, "\n"), "\n") {
 		if l != "" {

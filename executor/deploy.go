@@ -114,7 +114,7 @@ func (d *deployment) withFigures(n *notify.Notice) {
 // prepare readies what a deploy needs before its steps: the project's network, and the proxy
 // when the cutover or the checks need it.
 func (d *deployment) prepare(ctx context.Context) error {
-	if err := d.rn.ensureNetwork(ctx); err != nil {
+	if err := d.rn.own.ensureNetwork(ctx); err != nil {
 		return err
 	}
 	if d.cut.needsProxy() {
@@ -221,7 +221,7 @@ func stillServingOld(old *ContainerState) string {
 // resume starts the live release when it is stopped: the service must not stay down while the
 // new release is prepared, nor if it fails. A rollback goes on without it.
 func (d *deployment) resume(ctx context.Context) error {
-	err := d.rn.resume(ctx, d.s, d.cut, d.st, d.so)
+	err := d.rn.rel.resume(ctx, d.s, d.cut, d.st, d.so)
 	if err != nil && d.rollback != nil {
 		d.rn.warn(d.s.Name, "the live release does not start (%v); rolling back anyway", err)
 		return nil
@@ -280,7 +280,7 @@ func (d *deployment) createCandidate(ctx context.Context, spec ContainerSpec) (s
 	id, err := d.rn.createRelease(ctx, spec)
 	if errors.Is(err, ErrNameTaken) {
 		// Not ours to remove blindly: say what holds it.
-		return "", d.rn.nameTaken(ctx, spec.Name, "service."+d.s.Name+"'s candidate")
+		return "", d.rn.own.nameTaken(ctx, spec.Name, "service."+d.s.Name+"'s candidate")
 	}
 	return id, err
 }
@@ -289,7 +289,7 @@ func (d *deployment) createCandidate(ctx context.Context, spec ContainerSpec) (s
 func (d *deployment) startCreated(ctx context.Context, id string) (*ContainerState, error) {
 	rn := d.rn
 	if err := rn.Runtime.StartContainer(ctx, id); err != nil {
-		err = rn.addressHint(ctx, id, err)
+		err = rn.own.addressHint(ctx, id, err)
 		rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
 		return nil, portHint(err, d.r.ports, true)
 	}
@@ -453,7 +453,7 @@ func (d *deployment) cleanup(ctx context.Context) error {
 			d.cut.retire(wctx, d.old)
 		}
 		d.dropCandidate(wctx)
-		return rn.retire(wctx, s, d.old)
+		return rn.rel.retire(wctx, s, d.old)
 	})
 	if err != nil {
 		return reported{err} // the new release is live: no failure to notify

@@ -75,14 +75,14 @@ func (hd *hold) heldMigration(ctx context.Context) error {
 			}
 		}
 	}
-	if err := rn.stopRelease(ctx, s, live.ID, fmt.Sprintf("release %d", live.Release())); err != nil {
+	if err := rn.rel.stopRelease(ctx, s, live.ID, fmt.Sprintf("release %d", live.Release())); err != nil {
 		return err
 	}
 	hd.stopped = true
 	safety, helper := hd.safety, d.mg.helper
 	// The database's owner is stopped: its files (with any -wal) are copied as they are, which
 	// is consistent and faster than a snapshot.
-	if _, err := rn.runHelper(ctx, s, "safety", helper, []VolumeMount{{Name: db.Volume, Target: "/src"}, {Name: safety, Target: "/dst"}},
+	if _, err := rn.hp.runHelper(ctx, s, "safety", helper, []VolumeMount{{Name: db.Volume, Target: "/src"}, {Name: safety, Target: "/dst"}},
 		"clone-volume", "/src", "/dst"); err != nil {
 		return fmt.Errorf("the safety copy of %s: %w", db.Volume, err)
 	}
@@ -99,7 +99,7 @@ func (hd *hold) heldMigration(ctx context.Context) error {
 		// shorter by the copy.
 		hd.heldCheck = make(chan heldCheck, 1)
 		go func() {
-			rep, err := rn.readSchema(context.WithoutCancel(ctx), s, helper, db.Volume, db.Path)
+			rep, err := rn.hp.readSchema(context.WithoutCancel(ctx), s, helper, db.Volume, db.Path)
 			hd.heldCheck <- heldCheck{rep, err}
 		}()
 	}
@@ -112,7 +112,7 @@ func (hd *hold) beforeHold(ctx context.Context) error {
 	d := hd.d
 	rn, s, db, live := d.rn, d.s, d.s.MigrationDB(), d.st.Live
 	safety := safetyVolume(rn.Project, s)
-	if err := rn.removeOwnVolume(ctx, safety, s.Name, RoleSafety); err != nil { // one a kill left is older
+	if err := rn.own.removeOwnVolume(ctx, safety, s.Name, RoleSafety); err != nil { // one a kill left is older
 		return err
 	}
 	if err := rn.Runtime.CreateVolume(ctx, safety, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleSafety,
@@ -120,7 +120,7 @@ func (hd *hold) beforeHold(ctx context.Context) error {
 		return fmt.Errorf("the safety copy's volume: %w", err)
 	}
 	hd.safety = safety
-	helper, err := rn.helperImage(ctx)
+	helper, err := rn.hp.helperImage(ctx)
 	if err != nil {
 		return err
 	}
@@ -183,7 +183,7 @@ func (hd *hold) putBack(ctx context.Context, cause error) error {
 	d.dropCandidate(ctx)
 	err := rn.step(s.Name, StepPutBack, db.Volume, fmt.Sprintf("put %s back from the safety copy and start release %d again", db.Volume, live.Release()), func() error {
 		if hd.copied {
-			if err := rn.putBackVolume(ctx, s, d.mg.helper, hd.safety, db.Volume); err != nil {
+			if err := rn.hp.putBackVolume(ctx, s, d.mg.helper, hd.safety, db.Volume); err != nil {
 				return err
 			}
 		}
@@ -261,7 +261,7 @@ func (hd *hold) uploadSafety(ctx context.Context) {
 		spec := ContainerSpec{Name: rn.Project.Name + "-" + s.Name + "-safety-source", Image: d.mg.helper, Cmd: []string{"version"},
 			Volumes: []VolumeMount{{Name: hd.safety, Target: target}}, NoNetwork: true,
 			Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
-		id, err := rn.oneOffContainer(ctx, spec) // never started: it only holds the mount
+		id, err := rn.hp.oneOffContainer(ctx, spec) // never started: it only holds the mount
 		if err != nil {
 			return err
 		}

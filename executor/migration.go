@@ -165,8 +165,9 @@ func migrationScratch(p *config.Project, s *config.Service) string {
 
 // helperRun runs a helper or one-off container to its end within deadline and removes it. It
 // returns the exit code and the container's last output.
-func (rn *run) helperRun(ctx context.Context, spec ContainerSpec, deadline time.Duration) (int, string, error) {
-	id, err := rn.oneOffContainer(ctx, spec)
+func (hp *helpers) helperRun(ctx context.Context, spec ContainerSpec, deadline time.Duration) (int, string, error) {
+	rn := hp.rn
+	id, err := hp.oneOffContainer(ctx, spec)
 	if err != nil {
 		return 0, "", err
 	}
@@ -191,8 +192,8 @@ func (rn *run) helperRun(ctx context.Context, spec ContainerSpec, deadline time.
 
 // runHelper runs a helper container of the deployer for a service to its end and returns its
 // output; a non-zero exit is an error with the helper's first line of output.
-func (rn *run) runHelper(ctx context.Context, s *config.Service, name, image string, vols []VolumeMount, cmd ...string) (string, error) {
-	code, logs, err := rn.helperRun(ctx, rn.helperSpec(s, name, image, vols, cmd...), snapshotDeadline)
+func (hp *helpers) runHelper(ctx context.Context, s *config.Service, name, image string, vols []VolumeMount, cmd ...string) (string, error) {
+	code, logs, err := hp.helperRun(ctx, hp.helperSpec(s, name, image, vols, cmd...), snapshotDeadline)
 	if err == nil && code != 0 {
 		err = fmt.Errorf("the helper exited with code %d: %s", code, firstLine(strings.TrimSpace(logs)))
 	}
@@ -200,8 +201,8 @@ func (rn *run) runHelper(ctx context.Context, s *config.Service, name, image str
 }
 
 // putBackVolume makes a database's volume again from its safety copy.
-func (rn *run) putBackVolume(ctx context.Context, s *config.Service, helper, safety, volume string) error {
-	if _, err := rn.runHelper(ctx, s, "put-back", helper, []VolumeMount{{Name: safety, Target: "/safety"}, {Name: volume, Target: "/db"}}, "restore-volume", "/safety", "/db"); err != nil {
+func (hp *helpers) putBackVolume(ctx context.Context, s *config.Service, helper, safety, volume string) error {
+	if _, err := hp.runHelper(ctx, s, "put-back", helper, []VolumeMount{{Name: safety, Target: "/safety"}, {Name: volume, Target: "/db"}}, "restore-volume", "/safety", "/db"); err != nil {
 		return fmt.Errorf("put %s back from %s: %w", volume, safety, err)
 	}
 	return nil
@@ -209,7 +210,8 @@ func (rn *run) putBackVolume(ctx context.Context, s *config.Service, helper, saf
 
 // helperSpec is a helper container of the deployer for a service: no network, the volumes
 // given, the deployer's labels so that one a kill leaves is removed by the next apply.
-func (rn *run) helperSpec(s *config.Service, name, image string, vols []VolumeMount, cmd ...string) ContainerSpec {
+func (hp *helpers) helperSpec(s *config.Service, name, image string, vols []VolumeMount, cmd ...string) ContainerSpec {
+	rn := hp.rn
 	return ContainerSpec{Name: rn.Project.Name + "-" + s.Name + "-" + name, Image: image, Cmd: append([]string{"internal"}, cmd...),
 		Volumes: vols, NoNetwork: true, Memory: rn.HelperMemory,
 		Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
@@ -225,8 +227,8 @@ type schemaReport struct {
 }
 
 // readSchema runs the helper's sqlite-schema on a database of a volume.
-func (rn *run) readSchema(ctx context.Context, s *config.Service, helper, vol, path string) (*schemaReport, error) {
-	logs, err := rn.runHelper(ctx, s, "schema", helper, []VolumeMount{{Name: vol, Target: "/db"}}, "sqlite-schema", "/db/"+path)
+func (hp *helpers) readSchema(ctx context.Context, s *config.Service, helper, vol, path string) (*schemaReport, error) {
+	logs, err := hp.runHelper(ctx, s, "schema", helper, []VolumeMount{{Name: vol, Target: "/db"}}, "sqlite-schema", "/db/"+path)
 	if err != nil {
 		return nil, fmt.Errorf("schema helper: %w", err)
 	}
@@ -275,7 +277,7 @@ func (mg *migration) dryRun(ctx context.Context) error {
 		if err := mg.cloneForMigration(ctx, db); err != nil {
 			return err
 		}
-		before, err := rn.readSchema(ctx, s, mg.helper, mg.scratch, db.Path)
+		before, err := rn.hp.readSchema(ctx, s, mg.helper, mg.scratch, db.Path)
 		if err != nil {
 			return err
 		}
@@ -287,7 +289,7 @@ func (mg *migration) dryRun(ctx context.Context) error {
 		spec := d.r.spec(fmt.Sprintf("%s-migration-dry-run-%d", s.ContainerName, d.r.number), RoleOneOff, true)
 		spec.Cmd, spec.Ports = m.Command, nil
 		spec.Volumes = []VolumeMount{{Name: mg.scratch, Target: s.Volume(db.Volume).Target}} // the clone only: live data is never touched
-		code, logs, err := rn.helperRun(ctx, spec, m.Deadline)
+		code, logs, err := rn.hp.helperRun(ctx, spec, m.Deadline)
 		rep.MigrateSeconds = time.Since(t0).Seconds()
 		rep.Output = tail(rn.red.Output(logs), maxMigrationOutput)
 		if err != nil {
@@ -297,7 +299,7 @@ func (mg *migration) dryRun(ctx context.Context) error {
 			return fmt.Errorf("migration `%s` exited with code %d on the copy; last output:\n%s", rep.Command, code, indent(lastLines(logs, logLines)))
 		}
 		t0 = time.Now()
-		after, err := rn.readSchema(ctx, s, mg.helper, mg.scratch, db.Path)
+		after, err := rn.hp.readSchema(ctx, s, mg.helper, mg.scratch, db.Path)
 		if err != nil {
 			return err
 		}
@@ -360,7 +362,7 @@ func (a *Applier) DryRunMigrations(ctx context.Context, plan *Plan) ([]*DryRunRe
 			}
 			defer unlock()
 		}
-		if err := rn.checkOwnership(ctx, []*config.Service{s}); err != nil {
+		if err := rn.own.checkOwnership(ctx, []*config.Service{s}); err != nil {
 			return nil, err
 		}
 		st := obs.Services[s.Name]
@@ -444,7 +446,7 @@ func (mg *migration) refuseDestructive() error {
 func (mg *migration) cloneForMigration(ctx context.Context, db *config.SQLite) error {
 	d := mg.d
 	rn, s := d.rn, d.s
-	helper, err := rn.helperImage(ctx)
+	helper, err := rn.hp.helperImage(ctx)
 	if err != nil {
 		return fmt.Errorf("the dry-run clones the database in a helper container: %w", err)
 	}
@@ -456,7 +458,7 @@ func (mg *migration) cloneForMigration(ctx context.Context, db *config.SQLite) e
 		}
 	}
 	// An earlier dry-run's clone (a kill) is not reused: it may be half-written.
-	if err := rn.removeOwnVolume(ctx, scratch, s.Name, RoleScratch); err != nil {
+	if err := rn.own.removeOwnVolume(ctx, scratch, s.Name, RoleScratch); err != nil {
 		return err
 	}
 	err = rn.Runtime.CreateVolume(ctx, scratch, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleScratch})
@@ -468,7 +470,7 @@ func (mg *migration) cloneForMigration(ctx context.Context, db *config.SQLite) e
 	}
 	mg.scratch = scratch
 	t0 := time.Now()
-	logs, err := rn.runHelper(ctx, s, "clone", helper, []VolumeMount{{Name: db.Volume, Target: "/src"}, {Name: scratch, Target: "/dst"}},
+	logs, err := rn.hp.runHelper(ctx, s, "clone", helper, []VolumeMount{{Name: db.Volume, Target: "/src"}, {Name: scratch, Target: "/dst"}},
 		"clone-volume", "--missing-ok", "/src", "/dst", db.Path)
 	if err != nil {
 		return fmt.Errorf("clone %s: %w", db.Volume, err)

@@ -55,11 +55,11 @@ func (ck *checks) sqlite(ctx context.Context, db *config.SQLite) error {
 		}
 		defer rn.Runtime.Unpause(context.WithoutCancel(ctx), cand.ID)
 		local := filepath.Join(dir, "db")
-		found, err := rn.copyFile(ctx, cand.ID, file, local)
+		found, err := rn.hp.copyFile(ctx, cand.ID, file, local)
 		if err != nil || !found {
 			return "", err
 		}
-		if _, err := rn.copyFile(ctx, cand.ID, file+"-wal", local+"-wal"); err != nil {
+		if _, err := rn.hp.copyFile(ctx, cand.ID, file+"-wal", local+"-wal"); err != nil {
 			return "", err
 		}
 		return local, nil
@@ -104,7 +104,8 @@ func (ck *checks) sqlite(ctx context.Context, db *config.SQLite) error {
 
 // openFile streams one regular file out of a container (the engine's copy API sends a tar of
 // it); ErrNotFound when it does not exist.
-func (rn *run) openFile(ctx context.Context, id, file string) (io.ReadCloser, error) {
+func (hp *helpers) openFile(ctx context.Context, id, file string) (io.ReadCloser, error) {
+	rn := hp.rn
 	rc, err := rn.Runtime.CopyFrom(ctx, id, file)
 	if err != nil {
 		return nil, err
@@ -126,8 +127,8 @@ func (rn *run) openFile(ctx context.Context, id, file string) (io.ReadCloser, er
 }
 
 // copyFile copies one file out of a container; found is false when it does not exist.
-func (rn *run) copyFile(ctx context.Context, id, file, local string) (bool, error) {
-	rc, err := rn.openFile(ctx, id, file)
+func (hp *helpers) copyFile(ctx context.Context, id, file, local string) (bool, error) {
+	rc, err := hp.openFile(ctx, id, file)
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
 	}
