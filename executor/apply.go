@@ -42,10 +42,10 @@ func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 			services = append(services, s)
 		}
 	}
-	if err := rn.checkOwnership(ctx, services); err != nil {
+	if err := rn.own.checkOwnership(ctx, services); err != nil {
 		return out, err
 	}
-	if err := rn.makeVolumes(ctx, services); err != nil {
+	if err := rn.own.makeVolumes(ctx, services); err != nil {
 		return out, err
 	}
 	obs, err := Observe(ctx, a.Runtime, a.Project)
@@ -142,10 +142,10 @@ func (ap *applyRun) leftover(ctx context.Context, s *config.Service, ch *Change,
 			return ap.Runtime.RemoveContainer(context.WithoutCancel(ctx), step.ContainerID)
 		})
 	case ch.Takeover != nil && ch.Takeover.ID == step.ContainerID:
-		ap.keepSetAside(ctx, s, ch.Takeover, step.Detail)
+		ap.rel.keepSetAside(ctx, s, ch.Takeover, step.Detail)
 	default:
-		ap.keepOther(ctx, s, step.ContainerID, step.Detail)
-		ap.prune(context.WithoutCancel(ctx), s)
+		ap.rel.keepOther(ctx, s, step.ContainerID, step.Detail)
+		ap.rel.prune(context.WithoutCancel(ctx), s)
 	}
 	for i, c := range st.Others {
 		if c.ID == step.ContainerID {
@@ -172,11 +172,11 @@ func (ap *applyRun) putBackSafety(ctx context.Context, s *config.Service, safety
 	if target == "" || s.Volume(target) == nil || safety != safetyVolume(ap.Project, s) {
 		return fmt.Errorf("the safety copy %s names volume %q, which service.%s does not mount: copy it back by hand, then remove it", safety, target, s.Name)
 	}
-	helper, err := ap.helperImage(ctx)
+	helper, err := ap.hp.helperImage(ctx)
 	if err != nil {
 		return err
 	}
-	if err := ap.putBackVolume(ctx, s, helper, safety, target); err != nil {
+	if err := ap.hp.putBackVolume(ctx, s, helper, safety, target); err != nil {
 		return err
 	}
 	return ap.Runtime.RemoveVolume(ctx, safety)
@@ -190,7 +190,7 @@ func (ap *applyRun) change(ctx context.Context, s *config.Service, ch *Change, s
 	case ActionUpdate:
 		return ap.update(ctx, s, st, so)
 	case ActionTakeover:
-		adopted, err := ap.adopt(ctx, s, ch.Takeover)
+		adopted, err := ap.rel.adopt(ctx, s, ch.Takeover)
 		if err != nil {
 			return err
 		}
@@ -209,7 +209,7 @@ func (ap *applyRun) deploy(ctx context.Context, s *config.Service, ch *Change, s
 // update starts a stopped live release. If it does not come back healthy, the release before it
 // is brought back (auto_rollback), through the same checks and cutover as deployer rollback.
 func (ap *applyRun) update(ctx context.Context, s *config.Service, st *ServiceState, so *ServiceOutcome) error {
-	err := ap.resume(ctx, s, ap.cutover(s, false), st, so)
+	err := ap.rel.resume(ctx, s, ap.cutover(s, false), st, so)
 	if err == nil || !s.Deploy.AutoRollback || len(st.Previous) == 0 || ctx.Err() != nil {
 		return err
 	}

@@ -197,7 +197,7 @@ func (b backups) from(ctx context.Context, s *config.Service, src backupSource, 
 // helper container of the deployer. Without a helper image its snapshots cannot run, and Take
 // copies the databases with their volumes, as the volumes' consistency says, and says so.
 func (b backups) snapshotter(ctx context.Context, s *config.Service) *snapshotter {
-	helper, err := b.rn.helperImage(ctx)
+	helper, err := b.rn.hp.helperImage(ctx)
 	if err != nil {
 		return &snapshotter{rn: b.rn, s: s, unavailable: fmt.Errorf("%w: %s", backup.ErrNoSnapshots, firstLine(err.Error()))}
 	}
@@ -243,7 +243,7 @@ func (a *Applier) Backup(ctx context.Context, service string) (*backup.Manifest,
 		return nil, err
 	}
 	defer unlock()
-	if err := rn.checkOwnership(ctx, []*config.Service{s}); err != nil {
+	if err := rn.own.checkOwnership(ctx, []*config.Service{s}); err != nil {
 		return nil, err
 	}
 	obs, err := Observe(ctx, a.Runtime, a.Project)

@@ -14,8 +14,14 @@ import (
 
 // A failed check of the candidate leaves the live release serving; its error says so.
 
+// checks are a deployment's checks of its candidate, in the order of the sequence: it keeps
+// running, its health check, canaries, the smoke load, SQLite quick_checks, and the hooks; and
+// the health and canaries of any release (a trial, a release put back).
+type checks struct{ d *deployment }
+
 // checkRunning fails when the candidate stopped (without a health check: within a short while).
-func (d *deployment) checkRunning(ctx context.Context) error {
+func (ck *checks) checkRunning(ctx context.Context) error {
+	d := ck.d
 	alive := func() error { return d.rn.alive(ctx, d.cand) }
 	err := d.rn.step(d.s.Name, StepRunning, "", "the candidate keeps running", func() error {
 		if d.s.HealthCheck != nil {
@@ -30,10 +36,11 @@ func (d *deployment) checkRunning(ctx context.Context) error {
 }
 
 // checkHealth probes the candidate's health check until it passes often enough in a row.
-func (d *deployment) checkHealth(ctx context.Context) error {
+func (ck *checks) checkHealth(ctx context.Context) error {
+	d := ck.d
 	h, pr := d.s.HealthCheck, d.cut.probes()
 	url := pr.candidateURL(d.cand, d.s.HTTPPort(), h.Path)
-	err := d.rn.step(d.s.Name, StepHealth, "", "GET "+url, func() error { return d.healthOf(ctx, d.cand) })
+	err := d.rn.step(d.s.Name, StepHealth, "", "GET "+url, func() error { return ck.healthOf(ctx, d.cand) })
 	if err != nil {
 		return fmt.Errorf("candidate %q: health check GET %s: %s; %s", d.cand.Name, h.Path, err, d.stillServing())
 	}
@@ -42,18 +49,20 @@ func (d *deployment) checkHealth(ctx context.Context) error {
 
 // healthOf probes a started release's health check until it passes often enough in a row,
 // failing at once if the release stops.
-func (d *deployment) healthOf(ctx context.Context, c *ContainerState) error {
+func (ck *checks) healthOf(ctx context.Context, c *ContainerState) error {
+	d := ck.d
 	h, pr := d.s.HealthCheck, d.cut.probes()
 	check := probe.Check{URL: pr.candidateURL(c, d.s.HTTPPort(), h.Path), Status: h.Status, Timeout: h.Timeout}
 	interval := h.Interval
-	if d.held() && interval > heldPoll {
+	if d.hd.held() && interval > heldPoll {
 		interval = heldPoll // every moment of a hold is a moment of the service's requests
 	}
 	return pr.until(ctx, check, interval, h.Healthy, h.Deadline, func() error { return d.rn.alive(ctx, c) })
 }
 
 // canaryOf makes one request of a canary to a started release.
-func (d *deployment) canaryOf(ctx context.Context, c *ContainerState, cn *config.Canary) error {
+func (ck *checks) canaryOf(ctx context.Context, c *ContainerState, cn *config.Canary) error {
+	d := ck.d
 	pr := d.cut.probes()
 	check := probe.Check{URL: pr.candidateURL(c, d.s.HTTPPort(), cn.Path), Status: cn.Status, BodyContains: cn.BodyContains, Timeout: 10 * time.Second}
 	if res := pr.get(ctx, check); !check.OK(res) {
@@ -63,7 +72,8 @@ func (d *deployment) canaryOf(ctx context.Context, c *ContainerState, cn *config
 }
 
 // checkCanary makes one request of a canary to the candidate.
-func (d *deployment) checkCanary(ctx context.Context, step *Step) error {
+func (ck *checks) checkCanary(ctx context.Context, step *Step) error {
+	d := ck.d
 	var c *config.Canary
 	for _, x := range d.s.Canaries {
 		if x.Name == step.Arg {
@@ -74,7 +84,7 @@ func (d *deployment) checkCanary(ctx context.Context, step *Step) error {
 		return notConfigured(d.s, step)
 	}
 	url := d.cut.probes().candidateURL(d.cand, d.s.HTTPPort(), c.Path)
-	err := d.rn.step(d.s.Name, step.Kind, step.Arg, "GET "+url, func() error { return d.canaryOf(ctx, d.cand, c) })
+	err := d.rn.step(d.s.Name, step.Kind, step.Arg, "GET "+url, func() error { return ck.canaryOf(ctx, d.cand, c) })
 	if err != nil {
 		return fmt.Errorf("candidate %q: canary %q GET %s: %s; %s", d.cand.Name, c.Name, c.Path, err, d.stillServing())
 	}
@@ -83,7 +93,8 @@ func (d *deployment) checkCanary(ctx context.Context, step *Step) error {
 
 // checkSmoke sends the smoke load to the candidate: a miss of its error rate or p95 bound
 // fails the deploy with the live release serving.
-func (d *deployment) checkSmoke(ctx context.Context) error {
+func (ck *checks) checkSmoke(ctx context.Context) error {
+	d := ck.d
 	sm, pr := d.s.Smoke, d.cut.probes()
 	base := strings.TrimSuffix(pr.candidateURL(d.cand, d.s.HTTPPort(), "/"), "/")
 	load := probe.Load{Base: base, Paths: sm.Paths, Requests: sm.Requests, Duration: sm.Duration, Concurrency: sm.Concurrency}
@@ -138,7 +149,8 @@ func smokeText(sm *config.Smoke) string {
 }
 
 // hook runs a hook in a one-off container of the new release.
-func (d *deployment) hook(ctx context.Context, step *Step) error {
+func (ck *checks) hook(ctx context.Context, step *Step) error {
+	d := ck.d
 	var h *config.Hook
 	n := d.seen[step.Name]
 	for _, x := range d.s.Hooks {
@@ -153,7 +165,7 @@ func (d *deployment) hook(ctx context.Context, step *Step) error {
 	}
 	attr := config.HookAttr(h.When, config.HookCommand)
 	err := d.rn.step(d.s.Name, step.Kind, step.Arg, "run `"+d.rn.red.Command(d.s.Name, attr, h.Command)+"`", func() error {
-		_, err := d.oneOff(ctx, StepKind(stepName(StepHook, h.When)), h.When, attr, h.Command, hookTimeout)
+		_, err := ck.oneOff(ctx, StepKind(stepName(StepHook, h.When)), h.When, attr, h.Command, hookTimeout)
 		return err
 	})
 	if err != nil {
@@ -213,11 +225,12 @@ func indent(s string) string {
 // oneOff runs a command (the service's attribute attr) in a one-off container of the new
 // image, with the service's env and volumes, within timeout; its last lines are logged under
 // step, masked as output. It returns the output, and fails unless the command exits 0.
-func (d *deployment) oneOff(ctx context.Context, step StepKind, what, attr string, cmd []string, timeout time.Duration) (string, error) {
+func (ck *checks) oneOff(ctx context.Context, step StepKind, what, attr string, cmd []string, timeout time.Duration) (string, error) {
+	d := ck.d
 	rn, s, r := d.rn, d.s, d.r
 	spec := r.spec(fmt.Sprintf("%s-%s-%d", s.ContainerName, strings.ReplaceAll(what, "_", "-"), r.number), RoleOneOff, true)
 	spec.Cmd, spec.Ports = cmd, nil
-	code, logs, err := rn.helperRun(ctx, spec, timeout)
+	code, logs, err := rn.hp.helperRun(ctx, spec, timeout)
 	last := rn.red.Output(lastLines(logs, logLines))
 	for _, l := range strings.Split(strings.TrimRight(last, "\n"), "\n") {
 		if l != "" {

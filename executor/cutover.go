@@ -239,7 +239,7 @@ func (p prober) load(ctx context.Context, l probe.Load) (*probe.LoadResult, erro
 // candidateURL is where the candidate's HTTP port answers a check.
 func (p prober) candidateURL(cand *ContainerState, port *config.Port, path string) string {
 	if p.viaProxy() {
-		if addr, err := p.rn.backendAddr(cand, port.Container); err == nil {
+		if addr, err := p.rn.own.backendAddr(cand, port.Container); err == nil {
 			return "http://" + addr + path
 		}
 	}
@@ -282,7 +282,8 @@ func oldName(s *config.Service, release int) string {
 // stopRelease stops a container of the service (SIGTERM, then SIGKILL after stop_timeout), and
 // says so when it had to be killed: every stop of it then waits the whole stop_timeout, which
 // is what a shell script as PID 1 does, since PID 1 ignores SIGTERM without a handler.
-func (rn *run) stopRelease(ctx context.Context, s *config.Service, id, what string) error {
+func (rl *releases) stopRelease(ctx context.Context, s *config.Service, id, what string) error {
+	rn := rl.rn
 	start := time.Now()
 	if err := rn.Runtime.StopContainer(ctx, id, s.Deploy.StopTimeout); err != nil {
 		return err
@@ -303,7 +304,8 @@ func (rn *run) stopRelease(ctx context.Context, s *config.Service, id, what stri
 }
 
 // startAgain puts a release back under the live name and starts it.
-func (rn *run) startAgain(ctx context.Context, s *config.Service, old *ContainerState) error {
+func (rl *releases) startAgain(ctx context.Context, s *config.Service, old *ContainerState) error {
+	rn := rl.rn
 	if err := rn.Runtime.RenameContainer(ctx, old.ID, s.ContainerName); err != nil && !strings.Contains(err.Error(), "same name") {
 		return err
 	}

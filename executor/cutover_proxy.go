@@ -108,7 +108,7 @@ func (c *proxyCutover) route(ctx context.Context, old, cand *ContainerState, ch 
 	}
 	rn.warn(s.Name, "%s: stopping it so the proxy can take the port; this one switch has a window without service, as long as a restart's", who)
 	c.portMoved = true
-	if err := rn.stopRelease(ctx, s, old.ID, "release "+old.Spec.Labels[LabelRelease]); err != nil {
+	if err := rn.rel.stopRelease(ctx, s, old.ID, "release "+old.Spec.Labels[LabelRelease]); err != nil {
 		return err
 	}
 	if _, err := rn.proxy.setRoutes(ctx, s, cand); err != nil {
@@ -154,7 +154,7 @@ func (c *proxyCutover) switchBack(ctx context.Context, r *release, liveID string
 			rn.proxy.ctl(ctx, proxy.Request{Op: "remove", Name: routeName(s, p)})
 		}
 		rn.Runtime.RemoveContainer(ctx, liveID)
-		if err := rn.startAgain(ctx, s, old); err != nil {
+		if err := rn.rel.startAgain(ctx, s, old); err != nil {
 			return err
 		}
 		return c.verifyHostPort(ctx, old.ID)
@@ -177,7 +177,7 @@ func (c *proxyCutover) retire(ctx context.Context, old *ContainerState) {
 	if err := c.rn.proxy.drain(ctx, c.s, old); err != nil {
 		c.rn.warn(c.s.Name, "drain: %v", err)
 	}
-	c.rn.stopRelease(ctx, c.s, old.ID, "release "+old.Spec.Labels[LabelRelease])
+	c.rn.rel.stopRelease(ctx, c.s, old.ID, "release "+old.Spec.Labels[LabelRelease])
 }
 
 // resumed points the routes at a live release started again (its address may have changed with

@@ -53,7 +53,7 @@ func (c *restartCutover) switchTo(ctx context.Context, r *release, old, cand *Co
 	rn, s := c.rn, c.s
 	// The candidate shares the volumes: stop it before the new live release starts, so that
 	// one copy of the new release writes to them.
-	rn.stopRelease(ctx, s, cand.ID, "the candidate")
+	rn.rel.stopRelease(ctx, s, cand.ID, "the candidate")
 	name, detail := StepCutover, fmt.Sprintf("restart: stop release %d, start release %d as %s", ch.LiveRelease, r.number, s.ContainerName)
 	if old == nil {
 		name, detail = StepStart, fmt.Sprintf("start release %d as %s", r.number, s.ContainerName)
@@ -61,7 +61,7 @@ func (c *restartCutover) switchTo(ctx context.Context, r *release, old, cand *Co
 	var liveID string
 	err := rn.step(s.Name, name, "", detail, func() error {
 		if old != nil {
-			if err := rn.stopRelease(ctx, s, old.ID, "release "+old.Spec.Labels[LabelRelease]); err != nil {
+			if err := rn.rel.stopRelease(ctx, s, old.ID, "release "+old.Spec.Labels[LabelRelease]); err != nil {
 				return err
 			}
 			rn.crash(PointCutoverStopped)
@@ -78,14 +78,14 @@ func (c *restartCutover) switchTo(ctx context.Context, r *release, old, cand *Co
 			rn.crash(PointCutoverCreated)
 			err = rn.Runtime.StartContainer(ctx, id)
 			if err != nil {
-				err = rn.addressHint(ctx, id, err)
+				err = rn.own.addressHint(ctx, id, err)
 				rn.Runtime.RemoveContainer(ctx, id)
 				err = portHint(err, r.ports, false)
 			}
 		}
 		if err != nil {
 			if old != nil {
-				rn.startAgain(ctx, s, old)
+				rn.rel.startAgain(ctx, s, old)
 			}
 			return err
 		}
@@ -104,11 +104,11 @@ func (c *restartCutover) verify(ctx context.Context, liveID string) error {
 
 // switchBack stops the failed release and starts the old one again under the live name.
 func (c *restartCutover) switchBack(ctx context.Context, r *release, liveID string, old *ContainerState) error {
-	c.rn.stopRelease(ctx, c.s, liveID, fmt.Sprintf("release %d", r.number))
+	c.rn.rel.stopRelease(ctx, c.s, liveID, fmt.Sprintf("release %d", r.number))
 	if err := c.rn.Runtime.RemoveContainer(ctx, liveID); err != nil {
 		return err
 	}
-	if err := c.rn.startAgain(ctx, c.s, old); err != nil {
+	if err := c.rn.rel.startAgain(ctx, c.s, old); err != nil {
 		return err
 	}
 	return c.verifyHostPort(ctx, old.ID)

@@ -34,23 +34,11 @@ type deployment struct {
 	liveID  string
 	seen    map[string]int // steps of each name run so far (two hooks may share a name)
 
-	// The migration: what its dry-run found, the helper image and the clone's volume, and the
-	// backup taken before it ran on the live data.
-	mig      *MigrationReport
-	helper   string
-	scratch  string
-	backupID string
-	// onlyDryRun: plan -migrations, which reports a destructive change instead of refusing it.
-	onlyDryRun bool
-	// migrated: an interrupted apply ran this migration on the live data already.
-	migrated bool
-	// A held migration (held.go): when the hold began and must end by, whether the proxy holds
-	// requests, the old release is stopped, the safety copy (its volume) is taken.
-	holdStart, holdUntil time.Time
-	holding, stopped     bool
-	copied               bool
-	safety               string
-	heldCheck            chan heldCheck // the held migration's quick_check, on the engine
+	// ck runs the candidate's checks; mg is the service's migration, hd its hold when a
+	// destructive one runs held.
+	ck *checks
+	mg *migration
+	hd *hold
 	// ro is the service's rollout when it deploys on several engines (rollout.go).
 	ro *rollout
 }
@@ -65,7 +53,9 @@ type reported struct{ error }
 func (r reported) Unwrap() error { return r.error }
 
 func (rn *run) deployment(s *config.Service, ch *Change, st *ServiceState, so *ServiceOutcome, adopting bool) *deployment {
-	return &deployment{rn: rn, s: s, ch: ch, st: st, so: so, cut: rn.cutover(s, adopting), adopting: adopting, seen: map[string]int{}, ro: rn.rollouts[s.Name]}
+	d := &deployment{rn: rn, s: s, ch: ch, st: st, so: so, cut: rn.cutover(s, adopting), adopting: adopting, seen: map[string]int{}, ro: rn.rollouts[s.Name]}
+	d.ck, d.mg, d.hd = &checks{d: d}, &migration{d: d}, &hold{d: d}
+	return d
 }
 
 // run runs the steps. prepare, when given, runs after the started notice and before the steps.
@@ -79,7 +69,7 @@ func (d *deployment) run(ctx context.Context, steps []*Step, started notify.Noti
 			d.cut.deployEnded(context.WithoutCancel(ctx))
 		}
 	}()
-	defer d.removeScratch(ctx)
+	defer d.mg.removeScratch(ctx)
 	if prepare != nil {
 		if err := prepare(ctx); err != nil {
 			return d.fail(ctx, err)
@@ -87,12 +77,12 @@ func (d *deployment) run(ctx context.Context, steps []*Step, started notify.Noti
 	}
 	for _, step := range steps {
 		sctx, cancel := ctx, context.CancelFunc(func() {})
-		if d.held() && step.Kind != StepCutover {
-			sctx, cancel = context.WithDeadline(ctx, d.holdUntil) // hold_timeout bounds the hold
+		if d.hd.held() && step.Kind != StepCutover {
+			sctx, cancel = context.WithDeadline(ctx, d.hd.holdUntil) // hold_timeout bounds the hold
 		}
 		err := d.do(sctx, step)
 		cancel()
-		if err != nil && d.held() && !time.Now().Before(d.holdUntil) && ctx.Err() == nil {
+		if err != nil && d.hd.held() && !time.Now().Before(d.hd.holdUntil) && ctx.Err() == nil {
 			err = fmt.Errorf("the held migration outlasted hold_timeout (%s) at step %s: %w", d.s.Migration.HoldTimeout, step.Name, err)
 		}
 		switch {
@@ -113,8 +103,8 @@ func (d *deployment) run(ctx context.Context, steps []*Step, started notify.Noti
 
 // withFigures adds the migration's diff and the smoke load's figures to a notice.
 func (d *deployment) withFigures(n *notify.Notice) {
-	if d.mig != nil {
-		n.Migration = append([]string(nil), d.mig.recorded()...)
+	if d.mg.mig != nil {
+		n.Migration = append([]string(nil), d.mg.mig.recorded()...)
 	}
 	if d.so.Smoke != nil {
 		n.Smoke = d.so.Smoke.String()
@@ -124,7 +114,7 @@ func (d *deployment) withFigures(n *notify.Notice) {
 // prepare readies what a deploy needs before its steps: the project's network, and the proxy
 // when the cutover or the checks need it.
 func (d *deployment) prepare(ctx context.Context) error {
-	if err := d.rn.ensureNetwork(ctx); err != nil {
+	if err := d.rn.own.ensureNetwork(ctx); err != nil {
 		return err
 	}
 	if d.cut.needsProxy() {
@@ -144,23 +134,23 @@ func (d *deployment) do(ctx context.Context, step *Step) error {
 	case StepCandidate:
 		return d.candidate(ctx)
 	case StepRunning:
-		return d.checkRunning(ctx)
+		return d.ck.checkRunning(ctx)
 	case StepHealth:
-		return d.checkHealth(ctx)
+		return d.ck.checkHealth(ctx)
 	case StepCanary:
-		return d.checkCanary(ctx, step)
+		return d.ck.checkCanary(ctx, step)
 	case StepSmoke:
-		return d.checkSmoke(ctx)
+		return d.ck.checkSmoke(ctx)
 	case StepDryRun:
-		return d.dryRun(ctx)
+		return d.mg.dryRun(ctx)
 	case StepTrial:
-		return d.trial(ctx)
+		return d.mg.trial(ctx)
 	case StepMigrate:
-		return d.migrateLive(ctx)
+		return d.mg.migrateLive(ctx)
 	case StepSQLite:
-		return d.checkSQLite(ctx, step)
+		return d.ck.checkSQLite(ctx, step)
 	case StepHook:
-		return d.hook(ctx, step)
+		return d.ck.hook(ctx, step)
 	case StepBackup:
 		return d.backup(ctx)
 	case StepCutover, StepStart:
@@ -184,14 +174,14 @@ func (d *deployment) fail(ctx context.Context, err error) error {
 	if errors.As(err, &rep) {
 		return rep.error
 	}
-	if d.held() {
-		err = d.putBack(ctx, err)
+	if d.hd.held() {
+		err = d.hd.putBack(ctx, err)
 	} else {
 		// A held migration that failed before the old release stopped: its requests go on,
 		// and the safety copy's volume, still empty, goes.
-		d.release(ctx)
-		if !d.copied {
-			d.dropSafety(ctx)
+		d.hd.release(ctx)
+		if !d.hd.copied {
+			d.hd.dropSafety(ctx)
 		}
 	}
 	d.dropCandidate(ctx)
@@ -231,7 +221,7 @@ func stillServingOld(old *ContainerState) string {
 // resume starts the live release when it is stopped: the service must not stay down while the
 // new release is prepared, nor if it fails. A rollback goes on without it.
 func (d *deployment) resume(ctx context.Context) error {
-	err := d.rn.resume(ctx, d.s, d.cut, d.st, d.so)
+	err := d.rn.rel.resume(ctx, d.s, d.cut, d.st, d.so)
 	if err != nil && d.rollback != nil {
 		d.rn.warn(d.s.Name, "the live release does not start (%v); rolling back anyway", err)
 		return nil
@@ -290,7 +280,7 @@ func (d *deployment) createCandidate(ctx context.Context, spec ContainerSpec) (s
 	id, err := d.rn.createRelease(ctx, spec)
 	if errors.Is(err, ErrNameTaken) {
 		// Not ours to remove blindly: say what holds it.
-		return "", d.rn.nameTaken(ctx, spec.Name, "service."+d.s.Name+"'s candidate")
+		return "", d.rn.own.nameTaken(ctx, spec.Name, "service."+d.s.Name+"'s candidate")
 	}
 	return id, err
 }
@@ -299,7 +289,7 @@ func (d *deployment) createCandidate(ctx context.Context, spec ContainerSpec) (s
 func (d *deployment) startCreated(ctx context.Context, id string) (*ContainerState, error) {
 	rn := d.rn
 	if err := rn.Runtime.StartContainer(ctx, id); err != nil {
-		err = rn.addressHint(ctx, id, err)
+		err = rn.own.addressHint(ctx, id, err)
 		rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
 		return nil, portHint(err, d.r.ports, true)
 	}
@@ -314,9 +304,9 @@ func (d *deployment) startCreated(ctx context.Context, id string) (*ContainerSta
 func (d *deployment) backup(ctx context.Context) error {
 	s, live := d.s, d.st.Live
 	err := d.rn.step(s.Name, StepBackup, "", fmt.Sprintf("back up %s of release %d to backup_store.%s", strings.Join(s.Backup.Volumes, ", "), live.Release(), s.Backup.Store), func() error {
-		m, err := d.rn.backups().takeWith(ctx, s, live, "before the cutover to release "+strconv.Itoa(d.r.number), s.Backup.Keep, migrationRecord(d.mig))
+		m, err := d.rn.backups().takeWith(ctx, s, live, "before the cutover to release "+strconv.Itoa(d.r.number), s.Backup.Keep, migrationRecord(d.mg.mig))
 		if m != nil {
-			d.backupID = m.ID
+			d.mg.backupID = m.ID
 		}
 		return err
 	})
@@ -346,7 +336,7 @@ func (d *deployment) switchOver(ctx context.Context) error {
 		return err
 	}
 	d.liveID = liveID
-	d.holdEnded()
+	d.hd.holdEnded()
 	if liveID == d.cand.ID {
 		d.cand = nil // it is the live release now
 	}
@@ -384,10 +374,10 @@ func (d *deployment) verify(ctx context.Context) error {
 		d.so.Release = 0
 		return fmt.Errorf("release %d is live but failed verification: %w", d.r.number, err)
 	}
-	if d.mig != nil && d.mig.HeldSeconds > 0 {
+	if d.mg.mig != nil && d.mg.mig.HeldSeconds > 0 {
 		// The old release cannot run on the schema the held migration made, and the new one
 		// took requests since: neither going back nor putting the old data back is safe.
-		return fmt.Errorf("release %d is live but failed verification: %w; release %d is not brought back, it cannot run on the migrated schema: the data from before the migration is kept in volume %s and backup %s", d.r.number, err, d.st.Live.Release(), d.safety, d.backupID)
+		return fmt.Errorf("release %d is live but failed verification: %w; release %d is not brought back, it cannot run on the migrated schema: the data from before the migration is kept in volume %s and backup %s", d.r.number, err, d.st.Live.Release(), d.hd.safety, d.mg.backupID)
 	}
 	wctx := context.WithoutCancel(ctx)
 	d.dropCandidate(wctx)
@@ -456,14 +446,14 @@ func (d *deployment) switchBack(ctx context.Context, reason string) error {
 func (d *deployment) cleanup(ctx context.Context) error {
 	rn, s := d.rn, d.s
 	wctx := context.WithoutCancel(ctx)
-	d.uploadSafety(wctx) // the new release serves: the hold is over
-	d.dropSafety(wctx)
+	d.hd.uploadSafety(wctx) // the new release serves: the hold is over
+	d.hd.dropSafety(wctx)
 	err := rn.step(s.Name, StepCleanup, "", fmt.Sprintf("retire the old release, keep %s", plural(s.Deploy.KeepReleases, "previous release")), func() error {
 		if d.old != nil {
 			d.cut.retire(wctx, d.old)
 		}
 		d.dropCandidate(wctx)
-		return rn.retire(wctx, s, d.old)
+		return rn.rel.retire(wctx, s, d.old)
 	})
 	if err != nil {
 		return reported{err} // the new release is live: no failure to notify
@@ -472,7 +462,7 @@ func (d *deployment) cleanup(ctx context.Context) error {
 		rn.Runtime.RemoveContainer(wctx, d.rollback.ID)
 	}
 	if d.s.Migration != nil {
-		d.dropMarks(wctx)
+		d.mg.dropMarks(wctx)
 	}
 	return nil
 }

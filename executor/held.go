@@ -36,20 +36,35 @@ func safetyVolume(p *config.Project, s *config.Service) string {
 	return p.Name + "-" + s.Name + "-safety"
 }
 
+// hold is a held migration: a destructive change runs with the old release stopped (and new
+// requests held by the proxy when it serves the service), its data copied aside first, until the
+// new release takes over, or the copy is put back. When the hold began and must end by, whether
+// the proxy holds requests, whether the old release is stopped, the safety copy (its volume) is
+// taken.
+type hold struct {
+	d                    *deployment
+	holdStart, holdUntil time.Time
+	holding, stopped     bool
+	copied               bool
+	safety               string
+	heldCheck            chan heldCheck // the held migration's quick_check, on the engine
+}
+
 // heldMigration stops the live release (holding its requests in proxy mode), copies the
 // database's volume aside and runs the migration on the live data.
-func (d *deployment) heldMigration(ctx context.Context) error {
+func (hd *hold) heldMigration(ctx context.Context) error {
+	d := hd.d
 	rn, s, m, db := d.rn, d.s, d.s.Migration, d.s.MigrationDB()
 	live := d.st.Live
 	// What does not need the old release stopped is done before the hold, so that the hold
 	// has only what must be in it. A failure before the old release stops is undone by fail.
-	if err := d.beforeHold(ctx); err != nil {
+	if err := hd.beforeHold(ctx); err != nil {
 		return err
 	}
-	d.holdStart = time.Now()
-	d.holdUntil = d.holdStart.Add(m.HoldTimeout)
+	hd.holdStart = time.Now()
+	hd.holdUntil = hd.holdStart.Add(m.HoldTimeout)
 	if d.cut.servedByProxy() {
-		d.holding = true
+		hd.holding = true
 		for _, p := range s.Ports {
 			resp, err := rn.proxy.ctl(ctx, proxy.Request{Op: "hold", Name: routeName(s, p), Timeout: m.HoldTimeout + heldMargin, Wait: s.Deploy.Drain})
 			if err != nil {
@@ -60,21 +75,21 @@ func (d *deployment) heldMigration(ctx context.Context) error {
 			}
 		}
 	}
-	if err := rn.stopRelease(ctx, s, live.ID, fmt.Sprintf("release %d", live.Release())); err != nil {
+	if err := rn.rel.stopRelease(ctx, s, live.ID, fmt.Sprintf("release %d", live.Release())); err != nil {
 		return err
 	}
-	d.stopped = true
-	safety, helper := d.safety, d.helper
+	hd.stopped = true
+	safety, helper := hd.safety, d.mg.helper
 	// The database's owner is stopped: its files (with any -wal) are copied as they are, which
 	// is consistent and faster than a snapshot.
-	if _, err := rn.runHelper(ctx, s, "safety", helper, []VolumeMount{{Name: db.Volume, Target: "/src"}, {Name: safety, Target: "/dst"}},
+	if _, err := rn.hp.runHelper(ctx, s, "safety", helper, []VolumeMount{{Name: db.Volume, Target: "/src"}, {Name: safety, Target: "/dst"}},
 		"clone-volume", "/src", "/dst"); err != nil {
 		return fmt.Errorf("the safety copy of %s: %w", db.Volume, err)
 	}
-	d.copied = true
+	hd.copied = true
 	rn.crash(PointHeldCopied)
-	rn.log(s.Name, StepMigrate, "release %d stopped%s, %s copied aside to %s", live.Release(), map[bool]string{true: " with new requests held", false: ""}[d.holding], db.Volume, safety)
-	if err := d.runMigration(ctx); err != nil {
+	rn.log(s.Name, StepMigrate, "release %d stopped%s, %s copied aside to %s", live.Release(), map[bool]string{true: " with new requests held", false: ""}[hd.holding], db.Volume, safety)
+	if err := d.mg.runMigration(ctx); err != nil {
 		return err
 	}
 	rn.crash(PointHeldMigrated)
@@ -82,10 +97,10 @@ func (d *deployment) heldMigration(ctx context.Context) error {
 		// The quick_check of the migrated database runs on the engine while the candidate
 		// starts, instead of on a copy out of the candidate after its health check: the hold is
 		// shorter by the copy.
-		d.heldCheck = make(chan heldCheck, 1)
+		hd.heldCheck = make(chan heldCheck, 1)
 		go func() {
-			rep, err := rn.readSchema(context.WithoutCancel(ctx), s, helper, db.Volume, db.Path)
-			d.heldCheck <- heldCheck{rep, err}
+			rep, err := rn.hp.readSchema(context.WithoutCancel(ctx), s, helper, db.Volume, db.Path)
+			hd.heldCheck <- heldCheck{rep, err}
 		}()
 	}
 	return nil
@@ -93,22 +108,23 @@ func (d *deployment) heldMigration(ctx context.Context) error {
 
 // beforeHold prepares a held migration with the old release still serving: the safety copy's
 // (empty) volume, the helper image, and the candidate's container, created but not started.
-func (d *deployment) beforeHold(ctx context.Context) error {
+func (hd *hold) beforeHold(ctx context.Context) error {
+	d := hd.d
 	rn, s, db, live := d.rn, d.s, d.s.MigrationDB(), d.st.Live
 	safety := safetyVolume(rn.Project, s)
-	if err := rn.removeOwnVolume(ctx, safety, s.Name, RoleSafety); err != nil { // one a kill left is older
+	if err := rn.own.removeOwnVolume(ctx, safety, s.Name, RoleSafety); err != nil { // one a kill left is older
 		return err
 	}
 	if err := rn.Runtime.CreateVolume(ctx, safety, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleSafety,
 		LabelRelease: fmt.Sprint(live.Release()), LabelVolume: db.Volume}); err != nil {
 		return fmt.Errorf("the safety copy's volume: %w", err)
 	}
-	d.safety = safety
-	helper, err := rn.helperImage(ctx)
+	hd.safety = safety
+	helper, err := rn.hp.helperImage(ctx)
 	if err != nil {
 		return err
 	}
-	d.helper = helper
+	d.mg.helper = helper
 	id, err := d.createCandidate(ctx, d.candidateSpec())
 	if err != nil {
 		return err
@@ -124,12 +140,12 @@ type heldCheck struct {
 }
 
 // awaitCheck waits for the held migration's quick_check, if one runs: nil when it passed.
-func (d *deployment) awaitCheck() error {
-	if d.heldCheck == nil {
+func (hd *hold) awaitCheck() error {
+	if hd.heldCheck == nil {
 		return nil
 	}
-	res := <-d.heldCheck
-	d.heldCheck = nil
+	res := <-hd.heldCheck
+	hd.heldCheck = nil
 	switch {
 	case res.err != nil:
 		return res.err
@@ -142,11 +158,12 @@ func (d *deployment) awaitCheck() error {
 }
 
 // release opens the proxy's hold (the routes' backend of the moment gets the held requests).
-func (d *deployment) release(ctx context.Context) {
-	if !d.holding {
+func (hd *hold) release(ctx context.Context) {
+	d := hd.d
+	if !hd.holding {
 		return
 	}
-	d.holding = false
+	hd.holding = false
 	if live, err := d.rn.Runtime.Inspect(context.WithoutCancel(ctx), d.st.Live.ID); err == nil {
 		d.rn.proxy.setRoutes(context.WithoutCancel(ctx), d.s, live)
 	}
@@ -154,18 +171,19 @@ func (d *deployment) release(ctx context.Context) {
 
 // held reports whether a held migration is under way: the old release is stopped and the data
 // may be migrated.
-func (d *deployment) held() bool { return d.stopped }
+func (hd *hold) held() bool { return hd.stopped }
 
 // putBack undoes a held migration that failed before its cutover: the database's volume from
 // the safety copy, the old release started again, the held requests sent to it.
-func (d *deployment) putBack(ctx context.Context, cause error) error {
+func (hd *hold) putBack(ctx context.Context, cause error) error {
+	d := hd.d
 	rn, s, db, live := d.rn, d.s, d.s.MigrationDB(), d.st.Live
 	ctx = context.WithoutCancel(ctx)
-	d.awaitCheck() // nothing reads the volume while it is put back
+	hd.awaitCheck() // nothing reads the volume while it is put back
 	d.dropCandidate(ctx)
 	err := rn.step(s.Name, StepPutBack, db.Volume, fmt.Sprintf("put %s back from the safety copy and start release %d again", db.Volume, live.Release()), func() error {
-		if d.copied {
-			if err := rn.putBackVolume(ctx, s, d.helper, d.safety, db.Volume); err != nil {
+		if hd.copied {
+			if err := rn.hp.putBackVolume(ctx, s, d.mg.helper, hd.safety, db.Volume); err != nil {
 				return err
 			}
 		}
@@ -182,15 +200,15 @@ func (d *deployment) putBack(ctx context.Context, cause error) error {
 		if err := rn.Runtime.StartContainer(ctx, live.ID); err != nil {
 			return err
 		}
-		d.stopped = false
+		hd.stopped = false
 		rn.crash(PointPutBackStarted)
-		if d.holding {
+		if hd.holding {
 			// Healthy first, then the held requests go to it.
 			started, err := rn.Runtime.Inspect(ctx, live.ID)
 			if err == nil && d.s.HealthCheck != nil && d.s.HTTPPort() != nil {
-				err = d.healthOf(ctx, started)
+				err = d.ck.healthOf(ctx, started)
 			}
-			d.release(ctx)
+			hd.release(ctx)
 			if err != nil {
 				return err
 			}
@@ -205,22 +223,23 @@ func (d *deployment) putBack(ctx context.Context, cause error) error {
 		live.Name = s.ContainerName
 		return nil
 	})
-	held := time.Since(d.holdStart).Round(time.Millisecond)
+	held := time.Since(hd.holdStart).Round(time.Millisecond)
 	if err != nil {
-		return fmt.Errorf("%v; putting the old data back failed too: %v. Release %d is stopped and the safety copy is kept in volume %s: copy it into %s and run `docker start %s`", cause, err, live.Release(), d.safety, db.Volume, live.Name)
+		return fmt.Errorf("%v; putting the old data back failed too: %v. Release %d is stopped and the safety copy is kept in volume %s: copy it into %s and run `docker start %s`", cause, err, live.Release(), hd.safety, db.Volume, live.Name)
 	}
-	d.dropSafety(ctx)
+	hd.dropSafety(ctx)
 	return fmt.Errorf("%v; the migration was undone from the safety copy and release %d (%s) serves again after %s, on the data it had", cause, live.Release(), live.Name, held)
 }
 
 // holdEnded reports how long the hold lasted, once the new release took the requests.
-func (d *deployment) holdEnded() {
-	if !d.held() {
+func (hd *hold) holdEnded() {
+	d := hd.d
+	if !hd.held() {
 		return
 	}
-	d.stopped, d.holding = false, false
-	held := time.Since(d.holdStart)
-	d.mig.HeldSeconds = held.Seconds()
+	hd.stopped, hd.holding = false, false
+	held := time.Since(hd.holdStart)
+	d.mg.mig.HeldSeconds = held.Seconds()
 	what := "the service was down"
 	if d.cut.servedByProxy() {
 		what = "new requests were held"
@@ -231,23 +250,24 @@ func (d *deployment) holdEnded() {
 // uploadSafety backs up the safety copy, the database exactly as the migration found it, to
 // the store once the hold is over (the backup before the hold was taken with the old release
 // serving). A failure is a warning: the deploy is done, and that earlier backup exists.
-func (d *deployment) uploadSafety(ctx context.Context) {
+func (hd *hold) uploadSafety(ctx context.Context) {
+	d := hd.d
 	rn, s, db := d.rn, d.s, d.s.MigrationDB()
-	if d.safety == "" || d.mig == nil || d.mig.HeldSeconds == 0 || s.Backup == nil {
+	if hd.safety == "" || d.mg.mig == nil || d.mg.mig.HeldSeconds == 0 || s.Backup == nil {
 		return
 	}
 	target := s.Volume(db.Volume).Target
 	err := rn.step(s.Name, StepBackup, "", fmt.Sprintf("back up the safety copy of %s, as the migration found it, to backup_store.%s", db.Volume, s.Backup.Store), func() error {
-		spec := ContainerSpec{Name: rn.Project.Name + "-" + s.Name + "-safety-source", Image: d.helper, Cmd: []string{"version"},
-			Volumes: []VolumeMount{{Name: d.safety, Target: target}}, NoNetwork: true,
+		spec := ContainerSpec{Name: rn.Project.Name + "-" + s.Name + "-safety-source", Image: d.mg.helper, Cmd: []string{"version"},
+			Volumes: []VolumeMount{{Name: hd.safety, Target: target}}, NoNetwork: true,
 			Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
-		id, err := rn.oneOffContainer(ctx, spec) // never started: it only holds the mount
+		id, err := rn.hp.oneOffContainer(ctx, spec) // never started: it only holds the mount
 		if err != nil {
 			return err
 		}
 		defer rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), id)
 		src := backupSource{id: id, release: d.st.Live.Release(), image: d.st.Live.ImageRef(), imageID: d.st.Live.ImageID,
-			consistency: config.ConsistencyNone, still: true, migration: migrationRecord(d.mig),
+			consistency: config.ConsistencyNone, still: true, migration: migrationRecord(d.mg.mig),
 			volumes: []backup.Volume{{Name: db.Volume, Target: target, Consistency: string(config.ConsistencyNone)}}}
 		_, err = rn.backups().from(ctx, s, src, fmt.Sprintf("the data release %d's held migration started from", d.r.number), s.Backup.Keep, false)
 		return err
@@ -258,13 +278,14 @@ func (d *deployment) uploadSafety(ctx context.Context) {
 }
 
 // dropSafety removes the safety copy once it is not needed.
-func (d *deployment) dropSafety(ctx context.Context) {
-	if d.safety == "" {
+func (hd *hold) dropSafety(ctx context.Context) {
+	d := hd.d
+	if hd.safety == "" {
 		return
 	}
-	if err := d.rn.Runtime.RemoveVolume(context.WithoutCancel(ctx), d.safety); err != nil {
-		d.rn.warn(d.s.Name, "the safety copy %s is left: %v", d.safety, err)
+	if err := d.rn.Runtime.RemoveVolume(context.WithoutCancel(ctx), hd.safety); err != nil {
+		d.rn.warn(d.s.Name, "the safety copy %s is left: %v", hd.safety, err)
 		return
 	}
-	d.safety = ""
+	hd.safety = ""
 }

@@ -97,9 +97,27 @@ func migrationKey(imageID string, m *config.Migration, db *config.SQLite) string
 	return hex.EncodeToString(sum[:12])
 }
 
+// migration is one deploy's migration of its database (Service.Migration): the dry-run on a
+// clone and what it found, the trial of the new release on the clone, and the run on the live
+// data after the backup. A destructive change runs held (hold, held.go).
+type migration struct {
+	d *deployment
+	// mig is what the dry-run found; helper the helper image and scratch the clone's volume;
+	// backupID the backup taken before the run on the live data.
+	mig      *MigrationReport
+	helper   string
+	scratch  string
+	backupID string
+	// onlyDryRun: plan -migrations, which reports a destructive change instead of refusing it.
+	onlyDryRun bool
+	// migrated: an interrupted apply ran this migration on the live data already.
+	migrated bool
+}
+
 // ranAlready finds the mark an interrupted apply left of this very migration having run on
 // the live data: it is not run again (migrations need not be idempotent).
-func (d *deployment) ranAlready() *Container {
+func (mg *migration) ranAlready() *Container {
+	d := mg.d
 	key := migrationKey(d.r.imageID, d.s.Migration, d.s.MigrationDB())
 	for _, c := range d.st.Migrated {
 		if c.Labels[LabelMigrationKey] == key {
@@ -111,11 +129,12 @@ func (d *deployment) ranAlready() *Container {
 
 // markMigrated records on the engine that the migration ran on the live data, until the deploy
 // ends well.
-func (d *deployment) markMigrated(ctx context.Context) {
+func (mg *migration) markMigrated(ctx context.Context) {
+	d := mg.d
 	rn, s := d.rn, d.s
 	image, err := rn.Runtime.EnsureLockImage(ctx)
 	if err == nil {
-		raw, _ := json.Marshal(migrationRecord(d.mig))
+		raw, _ := json.Marshal(migrationRecord(mg.mig))
 		_, err = rn.Runtime.CreateContainer(ctx, ContainerSpec{Name: fmt.Sprintf("%s-migrated-%d", s.ContainerName, d.r.number), Image: image, NoNetwork: true,
 			Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleMigrated, LabelRelease: strconv.Itoa(d.r.number),
 				LabelMigrationKey: migrationKey(d.r.imageID, s.Migration, s.MigrationDB()), migrationLabel: string(raw),
@@ -128,7 +147,8 @@ func (d *deployment) markMigrated(ctx context.Context) {
 
 // dropMarks removes the marks of migrations once a deploy ended well: its release keeps the
 // record.
-func (d *deployment) dropMarks(ctx context.Context) {
+func (mg *migration) dropMarks(ctx context.Context) {
+	d := mg.d
 	obs, err := Observe(ctx, d.rn.Runtime, d.rn.Project)
 	if err != nil || obs.Services[d.s.Name] == nil {
 		return
@@ -145,8 +165,9 @@ func migrationScratch(p *config.Project, s *config.Service) string {
 
 // helperRun runs a helper or one-off container to its end within deadline and removes it. It
 // returns the exit code and the container's last output.
-func (rn *run) helperRun(ctx context.Context, spec ContainerSpec, deadline time.Duration) (int, string, error) {
-	id, err := rn.oneOffContainer(ctx, spec)
+func (hp *helpers) helperRun(ctx context.Context, spec ContainerSpec, deadline time.Duration) (int, string, error) {
+	rn := hp.rn
+	id, err := hp.oneOffContainer(ctx, spec)
 	if err != nil {
 		return 0, "", err
 	}
@@ -171,8 +192,8 @@ func (rn *run) helperRun(ctx context.Context, spec ContainerSpec, deadline time.
 
 // runHelper runs a helper container of the deployer for a service to its end and returns its
 // output; a non-zero exit is an error with the helper's first line of output.
-func (rn *run) runHelper(ctx context.Context, s *config.Service, name, image string, vols []VolumeMount, cmd ...string) (string, error) {
-	code, logs, err := rn.helperRun(ctx, rn.helperSpec(s, name, image, vols, cmd...), snapshotDeadline)
+func (hp *helpers) runHelper(ctx context.Context, s *config.Service, name, image string, vols []VolumeMount, cmd ...string) (string, error) {
+	code, logs, err := hp.helperRun(ctx, hp.helperSpec(s, name, image, vols, cmd...), snapshotDeadline)
 	if err == nil && code != 0 {
 		err = fmt.Errorf("the helper exited with code %d: %s", code, firstLine(strings.TrimSpace(logs)))
 	}
@@ -180,8 +201,8 @@ func (rn *run) runHelper(ctx context.Context, s *config.Service, name, image str
 }
 
 // putBackVolume makes a database's volume again from its safety copy.
-func (rn *run) putBackVolume(ctx context.Context, s *config.Service, helper, safety, volume string) error {
-	if _, err := rn.runHelper(ctx, s, "put-back", helper, []VolumeMount{{Name: safety, Target: "/safety"}, {Name: volume, Target: "/db"}}, "restore-volume", "/safety", "/db"); err != nil {
+func (hp *helpers) putBackVolume(ctx context.Context, s *config.Service, helper, safety, volume string) error {
+	if _, err := hp.runHelper(ctx, s, "put-back", helper, []VolumeMount{{Name: safety, Target: "/safety"}, {Name: volume, Target: "/db"}}, "restore-volume", "/safety", "/db"); err != nil {
 		return fmt.Errorf("put %s back from %s: %w", volume, safety, err)
 	}
 	return nil
@@ -189,7 +210,8 @@ func (rn *run) putBackVolume(ctx context.Context, s *config.Service, helper, saf
 
 // helperSpec is a helper container of the deployer for a service: no network, the volumes
 // given, the deployer's labels so that one a kill leaves is removed by the next apply.
-func (rn *run) helperSpec(s *config.Service, name, image string, vols []VolumeMount, cmd ...string) ContainerSpec {
+func (hp *helpers) helperSpec(s *config.Service, name, image string, vols []VolumeMount, cmd ...string) ContainerSpec {
+	rn := hp.rn
 	return ContainerSpec{Name: rn.Project.Name + "-" + s.Name + "-" + name, Image: image, Cmd: append([]string{"internal"}, cmd...),
 		Volumes: vols, NoNetwork: true, Memory: rn.HelperMemory,
 		Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
@@ -205,8 +227,8 @@ type schemaReport struct {
 }
 
 // readSchema runs the helper's sqlite-schema on a database of a volume.
-func (rn *run) readSchema(ctx context.Context, s *config.Service, helper, vol, path string) (*schemaReport, error) {
-	logs, err := rn.runHelper(ctx, s, "schema", helper, []VolumeMount{{Name: vol, Target: "/db"}}, "sqlite-schema", "/db/"+path)
+func (hp *helpers) readSchema(ctx context.Context, s *config.Service, helper, vol, path string) (*schemaReport, error) {
+	logs, err := hp.runHelper(ctx, s, "schema", helper, []VolumeMount{{Name: vol, Target: "/db"}}, "sqlite-schema", "/db/"+path)
 	if err != nil {
 		return nil, fmt.Errorf("schema helper: %w", err)
 	}
@@ -234,27 +256,28 @@ func lastLineStarting(logs, prefix string) string {
 
 // dryRun is the migration's dry-run: clone, migrate the clone, check and diff. The clone stays
 // for the trial (removeScratch removes it).
-func (d *deployment) dryRun(ctx context.Context) error {
+func (mg *migration) dryRun(ctx context.Context) error {
+	d := mg.d
 	rn, s, m, db := d.rn, d.s, d.s.Migration, d.s.MigrationDB()
-	rep := d.report()
-	if mark := d.ranAlready(); mark != nil {
+	rep := mg.report()
+	if mark := mg.ranAlready(); mark != nil {
 		var rec backup.MigrationRecord
 		json.Unmarshal([]byte(mark.Labels[migrationLabel]), &rec)
-		rep.LiveOutput, rep.Output, rep.Diff, rep.Destructive, d.migrated = rec.LiveOutput, rec.Output, rec.Changes, false, true
+		rep.LiveOutput, rep.Output, rep.Diff, rep.Destructive, mg.migrated = rec.LiveOutput, rec.Output, rec.Changes, false, true
 		return rn.step(s.Name, StepDryRun, "", "the migration ran on the live data already", func() error {
 			return skipped(fmt.Sprintf("an interrupted apply ran `%s` on the live data at %s: it is not run again", rep.Command, mark.Labels[LabelCreatedAt]))
 		})
 	}
 	if !m.DryRun {
 		rep.Destructive = true
-		return d.refuseDestructive()
+		return mg.refuseDestructive()
 	}
 	detail := fmt.Sprintf("clone %s, run `%s` on the clone, quick_check and diff sqlite %s", db.Volume, rep.Command, db.Name)
 	err := rn.step(s.Name, StepDryRun, "", detail, func() error {
-		if err := d.cloneForMigration(ctx, db); err != nil {
+		if err := mg.cloneForMigration(ctx, db); err != nil {
 			return err
 		}
-		before, err := rn.readSchema(ctx, s, d.helper, d.scratch, db.Path)
+		before, err := rn.hp.readSchema(ctx, s, mg.helper, mg.scratch, db.Path)
 		if err != nil {
 			return err
 		}
@@ -265,8 +288,8 @@ func (d *deployment) dryRun(ctx context.Context) error {
 		t0 := time.Now()
 		spec := d.r.spec(fmt.Sprintf("%s-migration-dry-run-%d", s.ContainerName, d.r.number), RoleOneOff, true)
 		spec.Cmd, spec.Ports = m.Command, nil
-		spec.Volumes = []VolumeMount{{Name: d.scratch, Target: s.Volume(db.Volume).Target}} // the clone only: live data is never touched
-		code, logs, err := rn.helperRun(ctx, spec, m.Deadline)
+		spec.Volumes = []VolumeMount{{Name: mg.scratch, Target: s.Volume(db.Volume).Target}} // the clone only: live data is never touched
+		code, logs, err := rn.hp.helperRun(ctx, spec, m.Deadline)
 		rep.MigrateSeconds = time.Since(t0).Seconds()
 		rep.Output = tail(rn.red.Output(logs), maxMigrationOutput)
 		if err != nil {
@@ -276,7 +299,7 @@ func (d *deployment) dryRun(ctx context.Context) error {
 			return fmt.Errorf("migration `%s` exited with code %d on the copy; last output:\n%s", rep.Command, code, indent(lastLines(logs, logLines)))
 		}
 		t0 = time.Now()
-		after, err := rn.readSchema(ctx, s, d.helper, d.scratch, db.Path)
+		after, err := rn.hp.readSchema(ctx, s, mg.helper, mg.scratch, db.Path)
 		if err != nil {
 			return err
 		}
@@ -304,13 +327,13 @@ func (d *deployment) dryRun(ctx context.Context) error {
 	})
 	rn.emit(Event{Type: EventMigration, Service: s.Name, Step: string(StepDryRun), Detail: rep.Summary(), Migration: rep})
 	if err != nil {
-		d.removeScratch(ctx)
+		mg.removeScratch(ctx)
 		return fmt.Errorf("migration dry-run: %w; %s, its data untouched", err, d.stillServing())
 	}
-	if d.onlyDryRun {
+	if mg.onlyDryRun {
 		return nil
 	}
-	return d.refuseDestructive()
+	return mg.refuseDestructive()
 }
 
 // DryRunMigrations runs the migration dry-run of every service the plan deploys that has a
@@ -339,7 +362,7 @@ func (a *Applier) DryRunMigrations(ctx context.Context, plan *Plan) ([]*DryRunRe
 			}
 			defer unlock()
 		}
-		if err := rn.checkOwnership(ctx, []*config.Service{s}); err != nil {
+		if err := rn.own.checkOwnership(ctx, []*config.Service{s}); err != nil {
 			return nil, err
 		}
 		st := obs.Services[s.Name]
@@ -351,20 +374,20 @@ func (a *Applier) DryRunMigrations(ctx context.Context, plan *Plan) ([]*DryRunRe
 		}
 		so := &ServiceOutcome{Service: s.Name, Action: ch.Action}
 		d := rn.deployment(s, ch, st, so, ch.Action == ActionTakeover)
-		d.r, d.onlyDryRun = newRelease(a.Project, s, ch.NextRelease), true
+		d.r, d.mg.onlyDryRun = newRelease(a.Project, s, ch.NextRelease), true
 		res := &DryRunResult{Service: s.Name}
 		err := d.image(ctx)
 		if errors.Is(err, errNothingToDeploy) {
 			continue
 		}
 		if err == nil {
-			err = d.dryRun(ctx)
+			err = d.mg.dryRun(ctx)
 		}
-		d.removeScratch(ctx)
-		res.Report = d.mig
+		d.mg.removeScratch(ctx)
+		res.Report = d.mg.mig
 		if err != nil {
 			res.Error = rn.red.Redact(err.Error())
-		} else if d.mig.Destructive && d.st.Live != nil {
+		} else if d.mg.mig.Destructive && d.st.Live != nil {
 			res.Refused = "apply would refuse it: the change breaks the live release while both run (allow_destructive = true runs it held)"
 			if s.Migration.AllowDestructive {
 				res.Refused = ""
@@ -389,24 +412,26 @@ type DryRunResult struct {
 }
 
 // report is the deploy's migration report, made on first use.
-func (d *deployment) report() *MigrationReport {
-	if d.mig == nil {
+func (mg *migration) report() *MigrationReport {
+	d := mg.d
+	if mg.mig == nil {
 		m, db := d.s.Migration, d.s.MigrationDB()
-		d.mig = &MigrationReport{Service: d.s.Name, Database: db.Volume + "/" + db.Path, Command: d.rn.red.Command(d.s.Name, config.AttrMigrationCommand, m.Command), DryRun: m.DryRun}
-		d.so.Migration = d.mig
+		mg.mig = &MigrationReport{Service: d.s.Name, Database: db.Volume + "/" + db.Path, Command: d.rn.red.Command(d.s.Name, config.AttrMigrationCommand, m.Command), DryRun: m.DryRun}
+		d.so.Migration = mg.mig
 	}
-	return d.mig
+	return mg.mig
 }
 
 // refuseDestructive stops a deploy whose migration would break the live release, unless the
 // configuration allows it: then it runs held.
-func (d *deployment) refuseDestructive() error {
-	rep, m := d.mig, d.s.Migration
+func (mg *migration) refuseDestructive() error {
+	d := mg.d
+	rep, m := mg.mig, d.s.Migration
 	if !rep.Destructive || d.st.Live == nil {
 		return nil
 	}
 	if !m.AllowDestructive {
-		d.removeScratch(context.Background())
+		mg.removeScratch(context.Background())
 		why := "the dry-run found a change that breaks the live release:\n" + indent(strings.Join(rep.Lines(), "\n"))
 		if !rep.DryRun {
 			why = "dry_run = false, so nothing is known of the change and it counts as destructive"
@@ -418,13 +443,14 @@ func (d *deployment) refuseDestructive() error {
 }
 
 // cloneForMigration clones the database's volume into the dry-run's scratch volume.
-func (d *deployment) cloneForMigration(ctx context.Context, db *config.SQLite) error {
+func (mg *migration) cloneForMigration(ctx context.Context, db *config.SQLite) error {
+	d := mg.d
 	rn, s := d.rn, d.s
-	helper, err := rn.helperImage(ctx)
+	helper, err := rn.hp.helperImage(ctx)
 	if err != nil {
 		return fmt.Errorf("the dry-run clones the database in a helper container: %w", err)
 	}
-	d.helper = helper
+	mg.helper = helper
 	scratch := migrationScratch(rn.Project, s)
 	for _, svc := range rn.Project.Services {
 		if svc.Volume(scratch) != nil {
@@ -432,7 +458,7 @@ func (d *deployment) cloneForMigration(ctx context.Context, db *config.SQLite) e
 		}
 	}
 	// An earlier dry-run's clone (a kill) is not reused: it may be half-written.
-	if err := rn.removeOwnVolume(ctx, scratch, s.Name, RoleScratch); err != nil {
+	if err := rn.own.removeOwnVolume(ctx, scratch, s.Name, RoleScratch); err != nil {
 		return err
 	}
 	err = rn.Runtime.CreateVolume(ctx, scratch, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleScratch})
@@ -442,9 +468,9 @@ func (d *deployment) cloneForMigration(ctx context.Context, db *config.SQLite) e
 	if err != nil {
 		return err
 	}
-	d.scratch = scratch
+	mg.scratch = scratch
 	t0 := time.Now()
-	logs, err := rn.runHelper(ctx, s, "clone", helper, []VolumeMount{{Name: db.Volume, Target: "/src"}, {Name: scratch, Target: "/dst"}},
+	logs, err := rn.hp.runHelper(ctx, s, "clone", helper, []VolumeMount{{Name: db.Volume, Target: "/src"}, {Name: scratch, Target: "/dst"}},
 		"clone-volume", "--missing-ok", "/src", "/dst", db.Path)
 	if err != nil {
 		return fmt.Errorf("clone %s: %w", db.Volume, err)
@@ -453,29 +479,31 @@ func (d *deployment) cloneForMigration(ctx context.Context, db *config.SQLite) e
 		Bytes int64 `json:"bytes"`
 	}
 	json.Unmarshal([]byte(lastJSONLine(logs)), &out)
-	d.mig.CloneBytes, d.mig.CloneSeconds = out.Bytes, time.Since(t0).Seconds()
-	rn.log(s.Name, StepDryRun, "cloned %s (%s) in %.1fs", db.Volume, HumanBytes(out.Bytes), d.mig.CloneSeconds)
+	mg.mig.CloneBytes, mg.mig.CloneSeconds = out.Bytes, time.Since(t0).Seconds()
+	rn.log(s.Name, StepDryRun, "cloned %s (%s) in %.1fs", db.Volume, HumanBytes(out.Bytes), mg.mig.CloneSeconds)
 	return nil
 }
 
 // removeScratch removes the dry-run's clone, once nothing mounts it.
-func (d *deployment) removeScratch(ctx context.Context) {
-	if d.scratch == "" {
+func (mg *migration) removeScratch(ctx context.Context) {
+	d := mg.d
+	if mg.scratch == "" {
 		return
 	}
-	if err := d.rn.Runtime.RemoveVolume(context.WithoutCancel(ctx), d.scratch); err != nil {
-		d.rn.warn(d.s.Name, "the migration dry-run's volume %s is left: %v; the next apply removes it", d.scratch, err)
+	if err := d.rn.Runtime.RemoveVolume(context.WithoutCancel(ctx), mg.scratch); err != nil {
+		d.rn.warn(d.s.Name, "the migration dry-run's volume %s is left: %v; the next apply removes it", mg.scratch, err)
 		return
 	}
-	d.scratch = ""
+	mg.scratch = ""
 }
 
 // trial starts the new release on the migrated clone and checks it as a candidate (running,
 // health check, canaries), then removes it and the clone.
-func (d *deployment) trial(ctx context.Context) error {
+func (mg *migration) trial(ctx context.Context) error {
+	d := mg.d
 	rn, s, db := d.rn, d.s, d.s.MigrationDB()
-	defer d.removeScratch(ctx)
-	if d.scratch == "" {
+	defer mg.removeScratch(ctx)
+	if mg.scratch == "" {
 		return nil // no dry-run (dry_run = false): nothing to try on
 	}
 	name := s.ContainerName + candidateSuffix
@@ -488,7 +516,7 @@ func (d *deployment) trial(ctx context.Context) error {
 		vols := make([]VolumeMount, len(spec.Volumes))
 		for i, v := range spec.Volumes {
 			if v.Name == db.Volume {
-				v.Name = d.scratch
+				v.Name = mg.scratch
 			}
 			vols[i] = v
 		}
@@ -516,11 +544,11 @@ func (d *deployment) probeRelease(ctx context.Context, c *ContainerState) error 
 	if h == nil || port == nil {
 		return settled(ctx, alive)
 	}
-	if err := d.healthOf(ctx, c); err != nil {
+	if err := d.ck.healthOf(ctx, c); err != nil {
 		return fmt.Errorf("health check GET %s: %w", h.Path, err)
 	}
 	for _, cn := range d.s.Canaries {
-		if err := d.canaryOf(ctx, c, cn); err != nil {
+		if err := d.ck.canaryOf(ctx, c, cn); err != nil {
 			return fmt.Errorf("canary %q GET %s: %w", cn.Name, cn.Path, err)
 		}
 	}
@@ -529,9 +557,10 @@ func (d *deployment) probeRelease(ctx context.Context, c *ContainerState) error 
 
 // migrateLive runs the migration on the live data, after the backup: the live release keeps
 // serving when the change is additive; a destructive one that is allowed runs held.
-func (d *deployment) migrateLive(ctx context.Context) error {
+func (mg *migration) migrateLive(ctx context.Context) error {
+	d := mg.d
 	rn, s, m, db := d.rn, d.s, d.s.Migration, d.s.MigrationDB()
-	d.report()
+	mg.report()
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted before the migration; %s, its data untouched", d.stillServing())
 	}
@@ -539,34 +568,34 @@ func (d *deployment) migrateLive(ctx context.Context) error {
 	if d.st.Live != nil {
 		serving = fmt.Sprintf("release %d keeps serving", d.st.Live.Release())
 	}
-	heldRun := d.mig.Destructive && m.AllowDestructive && d.st.Live != nil && !d.migrated
+	heldRun := mg.mig.Destructive && m.AllowDestructive && d.st.Live != nil && !mg.migrated
 	if heldRun {
 		serving = fmt.Sprintf("held: release %d stopped, %s", d.st.Live.Release(), d.cut.holdText())
 	}
-	detail := fmt.Sprintf("run `%s` on the live data of sqlite %s (%s)", d.mig.Command, db.Name, serving)
+	detail := fmt.Sprintf("run `%s` on the live data of sqlite %s (%s)", mg.mig.Command, db.Name, serving)
 	err := rn.step(s.Name, StepMigrate, "", detail, func() error {
-		if d.migrated {
+		if mg.migrated {
 			return skipped("an interrupted apply ran it on the live data already")
 		}
 		if heldRun {
-			return d.heldMigration(ctx)
+			return d.hd.heldMigration(ctx)
 		}
-		return d.runMigration(ctx)
+		return mg.runMigration(ctx)
 	})
 	if err != nil {
-		if d.held() {
+		if d.hd.held() {
 			return err // fail puts the old data back
 		}
 		restore := ""
-		if d.backupID != "" {
-			restore = fmt.Sprintf("; backup %s holds the data from before it (`deployer backups restore service.%s %s`)", d.backupID, s.Name, d.backupID)
+		if mg.backupID != "" {
+			restore = fmt.Sprintf("; backup %s holds the data from before it (`deployer backups restore service.%s %s`)", mg.backupID, s.Name, mg.backupID)
 		}
 		return fmt.Errorf("migration on the live data failed after it passed on the copy: %w; %s, on the data as the migration left it%s", err, d.stillServing(), restore)
 	}
-	if !d.migrated && !heldRun { // a kill in a hold puts the old data back: the next apply runs it again
-		d.markMigrated(context.WithoutCancel(ctx))
+	if !mg.migrated && !heldRun { // a kill in a hold puts the old data back: the next apply runs it again
+		mg.markMigrated(context.WithoutCancel(ctx))
 	}
-	if raw, err := json.Marshal(migrationRecord(d.mig)); err == nil {
+	if raw, err := json.Marshal(migrationRecord(mg.mig)); err == nil {
 		d.r.labels[migrationLabel] = string(raw)
 	}
 	return nil
@@ -574,9 +603,10 @@ func (d *deployment) migrateLive(ctx context.Context) error {
 
 // runMigration runs the migration's command on the live data in a one-off container of the
 // new image, with the service's env and volumes.
-func (d *deployment) runMigration(ctx context.Context) error {
-	logs, err := d.oneOff(ctx, StepMigrate, "migration", config.AttrMigrationCommand, d.s.Migration.Command, d.s.Migration.Deadline)
-	d.mig.LiveOutput = tail(d.rn.red.Output(logs), maxMigrationOutput)
+func (mg *migration) runMigration(ctx context.Context) error {
+	d := mg.d
+	logs, err := d.ck.oneOff(ctx, StepMigrate, "migration", config.AttrMigrationCommand, d.s.Migration.Command, d.s.Migration.Deadline)
+	mg.mig.LiveOutput = tail(d.rn.red.Output(logs), maxMigrationOutput)
 	return err
 }
 

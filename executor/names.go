@@ -462,9 +462,14 @@ func containerOwner(st *ContainerState) string {
 	return whose(Container{ID: st.ID, Name: st.Name, Image: st.Spec.Image, Labels: st.Spec.Labels})
 }
 
+// owned is what a run makes and checks of the project's own on the engine: the names it
+// derives (taken by something else: stop), its volumes, and its network and the addresses on it.
+type owned struct{ rn *run }
+
 // nameTaken explains a creation the engine refused because the name is taken (a race with
 // the checks before, or something the checks do not see): it names what holds it.
-func (rn *run) nameTaken(ctx context.Context, name, what string) error {
+func (own *owned) nameTaken(ctx context.Context, name, what string) error {
+	rn := own.rn
 	holder := "something else"
 	if st, err := rn.Runtime.Inspect(ctx, name); err == nil {
 		holder = containerOwner(st)
@@ -485,7 +490,8 @@ func needsProxy(p *config.Project, local bool) bool {
 
 // checkOwnership checks, in a run, that the names of the services given and the project's are
 // its own (ownership.check), right before it changes anything.
-func (rn *run) checkOwnership(ctx context.Context, services []*config.Service) error {
+func (own *owned) checkOwnership(ctx context.Context, services []*config.Service) error {
+	rn := own.rn
 	all, err := rn.Runtime.AllContainers(ctx)
 	if err != nil {
 		return err
@@ -497,10 +503,11 @@ func (rn *run) checkOwnership(ctx context.Context, services []*config.Service) e
 // makeVolumes creates the services' volumes that do not exist yet, with the project's labels
 // (and shared, as the configuration says), before any container mounts them: the engine
 // would make them without. One that exists is kept as it is (ownership.check judged it).
-func (rn *run) makeVolumes(ctx context.Context, services []*config.Service) error {
+func (own *owned) makeVolumes(ctx context.Context, services []*config.Service) error {
+	rn := own.rn
 	for _, s := range services {
 		for _, v := range s.Volumes {
-			if err := rn.makeVolume(ctx, v.Name, dataLabels(rn.Project, v)); err != nil {
+			if err := own.makeVolume(ctx, v.Name, dataLabels(rn.Project, v)); err != nil {
 				return fmt.Errorf("service.%s: %w", s.Name, err)
 			}
 		}
@@ -509,7 +516,8 @@ func (rn *run) makeVolumes(ctx context.Context, services []*config.Service) erro
 }
 
 // makeVolume creates a volume with labels unless one of the name exists.
-func (rn *run) makeVolume(ctx context.Context, name string, labels map[string]string) error {
+func (own *owned) makeVolume(ctx context.Context, name string, labels map[string]string) error {
+	rn := own.rn
 	if _, err := rn.Runtime.InspectVolume(ctx, name); !errors.Is(err, ErrNotFound) {
 		return err
 	}
@@ -540,7 +548,8 @@ func dataLabels(p *config.Project, v *config.Volume) map[string]string {
 // removeOwnVolume removes a volume the deployer made for a service (role: its scratch space, a
 // safety copy) that an interrupted run left; one of that name that is not that (another
 // project's, a service's, one the deployer did not make) is never removed: an error names it.
-func (rn *run) removeOwnVolume(ctx context.Context, name, service, role string) error {
+func (own *owned) removeOwnVolume(ctx context.Context, name, service, role string) error {
+	rn := own.rn
 	v, err := rn.Runtime.InspectVolume(ctx, name)
 	if errors.Is(err, ErrNotFound) {
 		return nil

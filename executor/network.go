@@ -18,7 +18,8 @@ type network struct {
 }
 
 // ensureNetwork makes sure the project's network exists and learns its fixed range.
-func (rn *run) ensureNetwork(ctx context.Context) error {
+func (own *owned) ensureNetwork(ctx context.Context) error {
+	rn := own.rn
 	fixed, err := rn.Runtime.EnsureNetwork(ctx, NetworkName(rn.Project.Name), map[string]string{LabelProject: rn.Project.Name})
 	if err != nil {
 		return err
@@ -28,7 +29,8 @@ func (rn *run) ensureNetwork(ctx context.Context) error {
 }
 
 // backendAddr is where the proxy reaches a release's port: its address on the project network.
-func (rn *run) backendAddr(c *ContainerState, port int) (string, error) {
+func (own *owned) backendAddr(c *ContainerState, port int) (string, error) {
+	rn := own.rn
 	ip := c.IPs[NetworkName(rn.Project.Name)]
 	if ip == "" {
 		return "", fmt.Errorf("container %s is not on network %s", c.Name, NetworkName(rn.Project.Name))
@@ -40,7 +42,7 @@ func (rn *run) backendAddr(c *ContainerState, port int) (string, error) {
 // has a fixed range (one made by an earlier version has none: the engine picks the address).
 func (rn *run) createRelease(ctx context.Context, spec ContainerSpec) (string, error) {
 	if rn.net.fixed != "" && spec.Network == NetworkName(rn.Project.Name) && spec.IP == "" {
-		addr, err := rn.freeAddress(ctx)
+		addr, err := rn.own.freeAddress(ctx)
 		if err != nil {
 			return "", err
 		}
@@ -59,7 +61,8 @@ func (rn *run) createRelease(ctx context.Context, spec ContainerSpec) (string, e
 // connected to the network now, whoever connected it (anyone may connect a container to the
 // project's network with an address of its choice), and no container labelled for the project,
 // running or not (a stopped release keeps its address for when it is started again).
-func (rn *run) freeAddress(ctx context.Context) (string, error) {
+func (own *owned) freeAddress(ctx context.Context) (string, error) {
+	rn := own.rn
 	name := NetworkName(rn.Project.Name)
 	fixed, err := netip.ParsePrefix(rn.net.fixed)
 	if err != nil {
@@ -86,7 +89,8 @@ func (rn *run) freeAddress(ctx context.Context) (string, error) {
 // addressHint names what holds a release's address when the engine refused to start it for
 // that ("Address already in use": something was connected to the network with that address
 // after the deployer chose it).
-func (rn *run) addressHint(ctx context.Context, id string, err error) error {
+func (own *owned) addressHint(ctx context.Context, id string, err error) error {
+	rn := own.rn
 	if err == nil || !strings.Contains(err.Error(), "ddress already in use") {
 		return err
 	}

@@ -283,7 +283,7 @@ func CheckBinds(addrs []string) BindCheck {
 // bindOnEngine asks the engine's host which ports are in use: a helper container of the
 // deployer on the host's network tries to listen on them.
 func (rn *run) bindOnEngine(ctx context.Context, needs []portNeed) (func(portNeed) bool, error) {
-	helper, err := rn.helperImage(ctx)
+	helper, err := rn.hp.helperImage(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -293,7 +293,7 @@ func (rn *run) bindOnEngine(ctx context.Context, needs []portNeed) (func(portNee
 	}
 	spec := ContainerSpec{Name: rn.Project.Name + "-deployer-preflight", Image: helper, Cmd: cmd, HostNetwork: true,
 		Labels: map[string]string{LabelProject: rn.Project.Name, LabelRole: RoleOneOff}}
-	code, logs, err := rn.helperRun(ctx, spec, preflightTimeout)
+	code, logs, err := rn.hp.helperRun(ctx, spec, preflightTimeout)
 	if err != nil {
 		return nil, err
 	}

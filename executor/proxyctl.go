@@ -276,10 +276,10 @@ func (px *proxyControl) ensure(ctx context.Context) error {
 	}
 	rn := px.rn
 	px.err = rn.step("", StepProxy, "", "make sure the project's proxy runs and routes to the live releases", func() error {
-		if err := rn.ensureNetwork(ctx); err != nil {
+		if err := rn.own.ensureNetwork(ctx); err != nil {
 			return err
 		}
-		image, err := rn.helperImage(ctx)
+		image, err := rn.hp.helperImage(ctx)
 		if err != nil {
 			return err
 		}
@@ -340,12 +340,12 @@ func (px *proxyControl) start(ctx context.Context, image string, old *Container)
 	spec := ContainerSpec{Name: name, Image: image, Cmd: cmd, HostNetwork: true, Restart: "unless-stopped",
 		Labels:  map[string]string{LabelProject: rn.Project.Name, LabelRole: RoleProxy, LabelCreatedAt: time.Now().UTC().Format(time.RFC3339)},
 		Volumes: []VolumeMount{{Name: proxyStateVolume(rn.Project), Target: "/state"}}}
-	if err := rn.makeVolume(ctx, proxyStateVolume(rn.Project), map[string]string{LabelProject: rn.Project.Name, LabelRole: RoleProxy}); err != nil {
+	if err := rn.own.makeVolume(ctx, proxyStateVolume(rn.Project), map[string]string{LabelProject: rn.Project.Name, LabelRole: RoleProxy}); err != nil {
 		return err
 	}
 	id, err := rn.Runtime.CreateContainer(ctx, spec)
 	if errors.Is(err, ErrNameTaken) {
-		return rn.nameTaken(ctx, name, "the project's proxy")
+		return rn.own.nameTaken(ctx, name, "the project's proxy")
 	}
 	if err != nil {
 		return err
@@ -457,7 +457,7 @@ func (px *proxyControl) showCandidate(ctx context.Context, s *config.Service, ca
 		if p.Candidate == 0 {
 			continue
 		}
-		addr, err := px.rn.backendAddr(cand, p.Container)
+		addr, err := px.rn.own.backendAddr(cand, p.Container)
 		if err != nil {
 			continue
 		}
@@ -484,7 +484,7 @@ func (px *proxyControl) hideCandidate(ctx context.Context, s *config.Service) {
 func (px *proxyControl) setRoutes(ctx context.Context, s *config.Service, c *ContainerState) (map[string]string, error) {
 	prev := map[string]string{}
 	for _, p := range s.Ports {
-		addr, err := px.rn.backendAddr(c, p.Container)
+		addr, err := px.rn.own.backendAddr(c, p.Container)
 		if err != nil {
 			return prev, err
 		}
@@ -593,7 +593,7 @@ func (px *proxyControl) giveBackPorts(ctx context.Context, s *config.Service, id
 // routesMatch reports whether the proxy has every route of a service leading to c already.
 func (px *proxyControl) routesMatch(s *config.Service, c *ContainerState, have map[string]proxy.Route) bool {
 	for _, p := range s.Ports {
-		addr, err := px.rn.backendAddr(c, p.Container)
+		addr, err := px.rn.own.backendAddr(c, p.Container)
 		r, ok := have[routeName(s, p)]
 		if err != nil || !ok || r.Backend != addr || r.Listen != fmt.Sprintf(":%d", p.Host) || r.Protocol != p.Protocol {
 			return false
@@ -613,7 +613,7 @@ func (px *proxyControl) routesOn(ctx context.Context, s *config.Service, id stri
 		return err
 	}
 	for _, p := range s.Ports {
-		want, _ := px.rn.backendAddr(live, p.Container)
+		want, _ := px.rn.own.backendAddr(live, p.Container)
 		for _, r := range st.Routes {
 			if r.Name == routeName(s, p) && (r.FailedOver || r.Backend != want) {
 				return fmt.Errorf("the proxy could not reach the new release and sent requests back to the previous one")
@@ -629,7 +629,7 @@ func (px *proxyControl) drain(ctx context.Context, s *config.Service, old *Conta
 	return rn.step(s.Name, StepDrain, "", fmt.Sprintf("let requests in flight on %s finish, up to %s", old.Name, s.Deploy.Drain), func() error {
 		cut := 0
 		for _, p := range s.Ports {
-			addr, err := rn.backendAddr(old, p.Container)
+			addr, err := rn.own.backendAddr(old, p.Container)
 			if err != nil {
 				continue // it never was behind the proxy
 			}

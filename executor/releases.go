@@ -9,13 +9,20 @@ import (
 	"github.com/deployer-dev/deployer/config"
 )
 
+// releases is what a run does to a service's releases on the engine beside a deploy's own
+// sequence: start one again (resume) or stop one, keep those an interrupted apply set aside,
+// retire the old one after a cutover and prune beyond keep_releases, and adopt a container taken
+// over as a release (takeover.go).
+type releases struct{ rn *run }
+
 // resume starts a live release that is not running (stopped by a crash, a reboot, or by hand)
 // and health-checks it; then what an interrupted cutover left beside it is kept as previous
 // releases. Until it is verified the release waits under its set-aside name (<name>-old-N,
 // which the state reads as a live release set aside): it takes its live name back only once
 // healthy, so an apply killed anywhere before that leaves it running under the other name, and
 // the next plan health-checks it again (Change.Unverified) instead of calling it live.
-func (rn *run) resume(ctx context.Context, s *config.Service, cut cutover, st *ServiceState, so *ServiceOutcome) error {
+func (rl *releases) resume(ctx context.Context, s *config.Service, cut cutover, st *ServiceState, so *ServiceOutcome) error {
+	rn := rl.rn
 	live := st.Live
 	aside := oldName(s, live.Release())
 	detail := fmt.Sprintf("start the stopped live release %d (%s)", live.Release(), live.Name)
@@ -40,7 +47,7 @@ func (rn *run) resume(ctx context.Context, s *config.Service, cut cutover, st *S
 				}
 			}
 			if err := rn.Runtime.StartContainer(ctx, live.ID); err != nil {
-				return portHint(rn.addressHint(ctx, live.ID, err), s.Ports, false)
+				return portHint(rn.own.addressHint(ctx, live.ID, err), s.Ports, false)
 			}
 		}
 		return nil
@@ -61,49 +68,51 @@ func (rn *run) resume(ctx context.Context, s *config.Service, cut cutover, st *S
 	}
 	live.Name = s.ContainerName
 	so.Release, so.ImageID = live.Release(), live.ImageID
-	rn.tidy(ctx, s, st)
+	rl.tidy(ctx, s, st)
 	return nil
 }
 
 // tidy keeps the containers an interrupted cutover set aside as previous releases.
-func (rn *run) tidy(ctx context.Context, s *config.Service, st *ServiceState) {
+func (rl *releases) tidy(ctx context.Context, s *config.Service, st *ServiceState) {
 	if len(st.Others) == 0 {
 		return
 	}
 	for _, c := range st.Others {
-		rn.keepOther(ctx, s, c.ID, fmt.Sprintf("keep %s (release %d) as a previous release", c.Name, c.Release()))
+		rl.keepOther(ctx, s, c.ID, fmt.Sprintf("keep %s (release %d) as a previous release", c.Name, c.Release()))
 	}
 	st.Others = nil
-	rn.prune(context.WithoutCancel(ctx), s)
+	rl.prune(context.WithoutCancel(ctx), s)
 }
 
 // keepOther keeps a container an interrupted cutover set aside as a previous release.
-func (rn *run) keepOther(ctx context.Context, s *config.Service, id, detail string) error {
+func (rl *releases) keepOther(ctx context.Context, s *config.Service, id, detail string) error {
+	rn := rl.rn
 	return rn.step(s.Name, StepCleanup, "", detail, func() error {
 		old, err := rn.Runtime.Inspect(ctx, id)
 		if err != nil {
 			return err
 		}
 		if old.Running {
-			rn.stopRelease(ctx, s, id, old.Name)
+			rl.stopRelease(ctx, s, id, old.Name)
 		}
-		return rn.keepAsPrevious(context.WithoutCancel(ctx), s, old)
+		return rl.keepAsPrevious(context.WithoutCancel(ctx), s, old)
 	})
 }
 
 // retire keeps the old live release as a stopped previous release (a new container: labels
 // cannot change) and removes releases beyond keep_releases, with their images.
-func (rn *run) retire(ctx context.Context, s *config.Service, old *ContainerState) error {
+func (rl *releases) retire(ctx context.Context, s *config.Service, old *ContainerState) error {
 	if old != nil {
-		if err := rn.keepAsPrevious(ctx, s, old); err != nil {
+		if err := rl.keepAsPrevious(ctx, s, old); err != nil {
 			return err
 		}
 	}
-	return rn.prune(ctx, s)
+	return rl.prune(ctx, s)
 }
 
 // keepAsPrevious recreates a release as a stopped previous release, and removes the original.
-func (rn *run) keepAsPrevious(ctx context.Context, s *config.Service, old *ContainerState) error {
+func (rl *releases) keepAsPrevious(ctx context.Context, s *config.Service, old *ContainerState) error {
+	rn := rl.rn
 	spec := old.Spec
 	n, ok := ParseRelease(spec.Labels[LabelRelease])
 	if !ok {
@@ -119,7 +128,7 @@ func (rn *run) keepAsPrevious(ctx context.Context, s *config.Service, old *Conta
 		// original stays, since removing it would lose the release.
 		if kept, ierr := rn.Runtime.Inspect(ctx, spec.Name); ierr != nil || kept.Spec.Labels[LabelProject] != rn.Project.Name ||
 			kept.Spec.Labels[LabelService] != s.Name || kept.Spec.Labels[LabelRelease] != strconv.Itoa(n) {
-			return fmt.Errorf("keep release %d as previous: %w; %s stays as it is", n, rn.nameTaken(ctx, spec.Name, "service."+s.Name+"'s previous release"), old.Name)
+			return fmt.Errorf("keep release %d as previous: %w; %s stays as it is", n, rn.own.nameTaken(ctx, spec.Name, "service."+s.Name+"'s previous release"), old.Name)
 		}
 	} else if err != nil {
 		return fmt.Errorf("keep release %d as previous: %w", n, err)
@@ -131,7 +140,8 @@ func (rn *run) keepAsPrevious(ctx context.Context, s *config.Service, old *Conta
 // prune removes previous releases beyond keep_releases, oldest first, with the images the
 // deployer made for them (an image that was on the engine before stays: the operator may have
 // built it and have no registry to pull it back from).
-func (rn *run) prune(ctx context.Context, s *config.Service) error {
+func (rl *releases) prune(ctx context.Context, s *config.Service) error {
+	rn := rl.rn
 	obs, err := Observe(ctx, rn.Runtime, rn.Project)
 	if err != nil {
 		return err
@@ -147,7 +157,7 @@ func (rn *run) prune(ctx context.Context, s *config.Service) error {
 		if err := rn.Runtime.RemoveContainer(ctx, c.ID); err != nil {
 			return err
 		}
-		if imageOwned(c) && (st.Live == nil || c.ImageID != st.Live.ImageID) && rn.imageMayGo(ctx, c) {
+		if imageOwned(c) && (st.Live == nil || c.ImageID != st.Live.ImageID) && rl.imageMayGo(ctx, c) {
 			rn.Runtime.RemoveImage(ctx, c.ImageID) // kept while another container uses it
 		}
 	}
@@ -157,7 +167,8 @@ func (rn *run) prune(ctx context.Context, s *config.Service) error {
 // imageMayGo reports whether the image of a pruned release is the project's to remove: one it
 // pulled, or one it built, whose labels say so (those built before 2026-12 with the labels
 // their containers inherit). A release's labels alone never make another's image removable.
-func (rn *run) imageMayGo(ctx context.Context, c *Container) bool {
+func (rl *releases) imageMayGo(ctx context.Context, c *Container) bool {
+	rn := rl.rn
 	if c.Labels[LabelImageOrigin] == OriginPulled {
 		return true
 	}

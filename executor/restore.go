@@ -209,7 +209,7 @@ func unsignedRestore(m *backup.Manifest, s *config.Service, allow bool) (warning
 // only the live release): another project's, a leftover candidate, anything not made by the
 // deployer. Files replaced under a running program corrupt its data, shared or not.
 func (rs restorer) mayRestore(ctx context.Context, s *config.Service, live *Container, vols []RestoreVolume) error {
-	if err := rs.checkOwnership(ctx, []*config.Service{s}); err != nil {
+	if err := rs.own.checkOwnership(ctx, []*config.Service{s}); err != nil {
 		return err
 	}
 	all, err := rs.Runtime.AllContainers(ctx)
@@ -309,7 +309,7 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 	if rp.verified == nil {
 		return nil, fmt.Errorf("backup %s was not verified (its archives are not on this machine): prepare the restore first", m.ID)
 	}
-	helper, err := rs.helperImage(ctx)
+	helper, err := rs.hp.helperImage(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -356,7 +356,7 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 	}
 	if live != nil && live.Running() {
 		if err := rs.step(service, StepStop, "", fmt.Sprintf("stop release %d", live.Release()), func() error {
-			return rs.stopRelease(context.WithoutCancel(ctx), s, live.ID, fmt.Sprintf("release %d", live.Release()))
+			return rs.rel.stopRelease(context.WithoutCancel(ctx), s, live.ID, fmt.Sprintf("release %d", live.Release()))
 		}); err != nil {
 			return res, err
 		}
@@ -402,7 +402,7 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 		return res, nil
 	}
 	res.Started = true
-	if err := rs.resume(ctx, s, rs.cutover(s, false), st, &ServiceOutcome{Service: s.Name}); err != nil {
+	if err := rs.rel.resume(ctx, s, rs.cutover(s, false), st, &ServiceOutcome{Service: s.Name}); err != nil {
 		return res, fmt.Errorf("the volumes were restored from %s, but release %d is not healthy on them: %w; to go back, run `deployer backups restore service.%s %s`", m.ID, live.Release(), err, s.Name, res.Safety.ID)
 	}
 	return res, nil
@@ -432,7 +432,7 @@ func (rs restorer) safetyBackup(ctx context.Context, s *config.Service, live *Co
 		spec.Volumes = append(spec.Volumes, VolumeMount{Name: v.Name, Target: v.Target})
 		src.volumes = append(src.volumes, backup.Volume{Name: v.Name, Target: v.Target})
 	}
-	id, err := rs.oneOffContainer(ctx, spec)
+	id, err := rs.hp.oneOffContainer(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -443,7 +443,8 @@ func (rs restorer) safetyBackup(ctx context.Context, s *config.Service, live *Co
 
 // oneOffContainer creates a helper container of the deployer, replacing one of the same name
 // that an interrupted run left.
-func (rn *run) oneOffContainer(ctx context.Context, spec ContainerSpec) (string, error) {
+func (hp *helpers) oneOffContainer(ctx context.Context, spec ContainerSpec) (string, error) {
+	rn := hp.rn
 	id, err := rn.Runtime.CreateContainer(ctx, spec)
 	if errors.Is(err, ErrNameTaken) {
 		obs, oerr := Observe(ctx, rn.Runtime, rn.Project)
@@ -456,7 +457,7 @@ func (rn *run) oneOffContainer(ctx context.Context, spec ContainerSpec) (string,
 				return rn.Runtime.CreateContainer(ctx, spec)
 			}
 		}
-		return "", rn.nameTaken(ctx, spec.Name, fmt.Sprintf("a one-off container of service.%s", spec.Labels[LabelService]))
+		return "", rn.own.nameTaken(ctx, spec.Name, fmt.Sprintf("a one-off container of service.%s", spec.Labels[LabelService]))
 	}
 	return id, err
 }
@@ -499,7 +500,7 @@ func (rs restorer) restart(ctx context.Context, s *config.Service, st *ServiceSt
 		return errors.New(msg)
 	}
 	res.Started = true
-	if err := rs.resume(ctx, s, rs.cutover(s, false), st, &ServiceOutcome{Service: s.Name}); err != nil {
+	if err := rs.rel.resume(ctx, s, rs.cutover(s, false), st, &ServiceOutcome{Service: s.Name}); err != nil {
 		return fmt.Errorf("%s, but release %d does not start healthy on it: %v", msg, st.Live.Release(), err)
 	}
 	return fmt.Errorf("%s, and release %d was started on it", msg, st.Live.Release())
@@ -535,7 +536,7 @@ func (rs restorer) fillVolume(ctx context.Context, s *config.Service, open func(
 	spec := ContainerSpec{Name: fmt.Sprintf("%s-%s-restore-%s", rs.Project.Name, s.Name, to), Image: helper,
 		Cmd:     []string{"internal", "prepare-volume", "/volume", strconv.FormatInt(need, 10), strconv.FormatInt(inodes, 10)},
 		Volumes: []VolumeMount{{Name: to, Target: "/volume"}}, Labels: map[string]string{LabelProject: rs.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
-	id, err := rs.oneOffContainer(ctx, spec)
+	id, err := rs.hp.oneOffContainer(ctx, spec)
 	if err != nil {
 		return nil, false, err
 	}

@@ -82,7 +82,7 @@ func (a *Applier) Rollback(ctx context.Context, service string, to int) (*Servic
 		return nil, err
 	}
 	defer unlock()
-	if err := rn.checkOwnership(ctx, []*config.Service{s}); err != nil {
+	if err := rn.own.checkOwnership(ctx, []*config.Service{s}); err != nil {
 		return nil, err
 	}
 	so := &ServiceOutcome{Service: service, Action: "rollback"}

@@ -96,7 +96,7 @@ func (rs restorer) checkRoom(ctx context.Context, s *config.Service, vols []Rest
 	}
 	// The name of the helper that reads the volumes when no release is live: the two never run
 	// together, and it is one the deployer knows as its own.
-	logs, err := rs.runHelper(ctx, s, "restore-source", helper, mounts, cmd...)
+	logs, err := rs.hp.runHelper(ctx, s, "restore-source", helper, mounts, cmd...)
 	if err != nil {
 		return fmt.Errorf("measuring the volumes: %w", err)
 	}

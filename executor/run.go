@@ -20,13 +20,16 @@ type run struct {
 	hasher *Hasher // the project's key, once read
 	net    network
 	proxy  *proxyControl
-	helper string // the helper image's ID, once found or built
-	quiet  int    // inside a step whose inner steps are not shown (a rollout's watch)
+	hp     *helpers
+	own    *owned
+	rel    *releases
+	quiet  int // inside a step whose inner steps are not shown (a rollout's watch)
 }
 
 func (a *Applier) newRun() *run {
 	rn := &run{Applier: a, red: NewRedactor(a.Project)}
 	rn.proxy = &proxyControl{rn: rn}
+	rn.hp, rn.own, rn.rel = &helpers{rn: rn}, &owned{rn: rn}, &releases{rn: rn}
 	return rn
 }
 

@@ -171,12 +171,21 @@ func runsOn(p, osName, arch string) error {
 	return err
 }
 
+// helpers run the deployer's helper image in one-off containers on the engine: snapshots,
+// clones and copies of volumes, schema reads, file reads and writes in a volume. image is the
+// helper image's ID, once found or built.
+type helpers struct {
+	rn    *run
+	image string
+}
+
 // helperImage is the image the proxy and restores run in: docker.proxy_image when the
 // configuration names one, else one built (once per binary) from the deployer's own binary,
 // FROM scratch, when that binary can run on the engine.
-func (rn *run) helperImage(ctx context.Context) (string, error) {
-	if rn.helper != "" {
-		return rn.helper, nil
+func (hp *helpers) helperImage(ctx context.Context) (string, error) {
+	rn := hp.rn
+	if hp.image != "" {
+		return hp.image, nil
 	}
 	if ref := rn.Project.Docker.ProxyImage; ref != "" {
 		if id, err := rn.Runtime.ImageID(ctx, ref); err == nil {
@@ -207,11 +216,11 @@ func (rn *run) helperImage(ctx context.Context) (string, error) {
 			"  GOOS=%s GOARCH=%s CGO_ENABLED=0 go build -o deployer ./cmd/deployer\n"+
 			"  printf 'FROM scratch\\nCOPY deployer /deployer\\nENTRYPOINT [\"/deployer\"]\\n' | docker build -t deployer-proxy:%s -f - .\n"+
 			"  docker { proxy_image = \"deployer-proxy:%s\" }   # in the configuration (push it to your registry for a remote engine)\n"+
-			"%s", why, osName, arch, rn.versionTag(), rn.versionTag(), alt)
+			"%s", why, osName, arch, hp.versionTag(), hp.versionTag(), alt)
 	}
-	id, err := rn.loadSelfImage(ctx, self, arch)
+	id, err := hp.loadSelfImage(ctx, self, arch)
 	if err == nil {
-		rn.helper = id
+		hp.image = id
 	}
 	return id, err
 }
@@ -333,7 +342,8 @@ func isHelper(c *ImageContent, diffID, arch string) bool {
 
 // loadSelfImage makes sure the engine has the helper image of this deployer (loading it when
 // the engine has none that is exactly it) and returns its ID.
-func (rn *run) loadSelfImage(ctx context.Context, self *selfImage, arch string) (string, error) {
+func (hp *helpers) loadSelfImage(ctx context.Context, self *selfImage, arch string) (string, error) {
+	rn := hp.rn
 	layer, err := newHelperLayer(self)
 	if err != nil {
 		return "", err
@@ -399,7 +409,8 @@ func (l *helperLayer) archive(w io.Writer, arch, tag string) error {
 }
 
 // versionTag is the deployer's version as an image tag.
-func (rn *run) versionTag() string {
+func (hp *helpers) versionTag() string {
+	rn := hp.rn
 	v := strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_' {
 			return r

@@ -75,7 +75,7 @@ func (sn *snapshotter) Snapshot(ctx context.Context, vols []backup.Volume, dbs [
 			spec.Cmd = append(spec.Cmd, dir, "") // sized, no database
 		}
 	}
-	id, err := rn.oneOffContainer(ctx, spec)
+	id, err := rn.hp.oneOffContainer(ctx, spec)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot helper: %w", err)
 	}
@@ -109,7 +109,7 @@ func (sn *snapshotter) Snapshot(ctx context.Context, vols []backup.Volume, dbs [
 
 // Open streams one file the helper wrote.
 func (sn *snapshotter) Open(ctx context.Context, file string) (io.ReadCloser, error) {
-	rc, err := sn.rn.openFile(ctx, sn.id, "/snapshots/"+file)
+	rc, err := sn.rn.hp.openFile(ctx, sn.id, "/snapshots/"+file)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot helper: %w", err)
 	}

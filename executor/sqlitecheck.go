@@ -15,7 +15,8 @@ import (
 )
 
 // checkSQLite runs one sqlite check of the candidate.
-func (d *deployment) checkSQLite(ctx context.Context, step *Step) error {
+func (ck *checks) checkSQLite(ctx context.Context, step *Step) error {
+	d := ck.d
 	var db *config.SQLite
 	for _, x := range d.s.SQLite {
 		if x.Name == step.Arg {
@@ -26,10 +27,10 @@ func (d *deployment) checkSQLite(ctx context.Context, step *Step) error {
 		return notConfigured(d.s, step)
 	}
 	err := d.rn.step(d.s.Name, step.Kind, step.Arg, db.Volume+"/"+db.Path, func() error {
-		if d.heldCheck != nil && db == d.s.MigrationDB() {
-			return d.awaitCheck() // checked on the engine after the held migration
+		if d.hd.heldCheck != nil && db == d.s.MigrationDB() {
+			return d.hd.awaitCheck() // checked on the engine after the held migration
 		}
-		return d.sqlite(ctx, db)
+		return ck.sqlite(ctx, db)
 	})
 	if err != nil {
 		return fmt.Errorf("candidate %q: sqlite %q: %s; %s", d.cand.Name, db.Name, err, d.stillServing())
@@ -39,7 +40,8 @@ func (d *deployment) checkSQLite(ctx context.Context, step *Step) error {
 
 // sqlite seeds the candidate's database when it is empty, then runs quick_check on a copy of
 // it, taken while the candidate is paused so that the copy is consistent.
-func (d *deployment) sqlite(ctx context.Context, db *config.SQLite) error {
+func (ck *checks) sqlite(ctx context.Context, db *config.SQLite) error {
+	d := ck.d
 	rn, cand := d.rn, d.cand
 	file := path.Join(d.s.Volume(db.Volume).Target, db.Path)
 	dir, err := os.MkdirTemp(rn.TempDir, "deployer-sqlite-")
@@ -53,11 +55,11 @@ func (d *deployment) sqlite(ctx context.Context, db *config.SQLite) error {
 		}
 		defer rn.Runtime.Unpause(context.WithoutCancel(ctx), cand.ID)
 		local := filepath.Join(dir, "db")
-		found, err := rn.copyFile(ctx, cand.ID, file, local)
+		found, err := rn.hp.copyFile(ctx, cand.ID, file, local)
 		if err != nil || !found {
 			return "", err
 		}
-		if _, err := rn.copyFile(ctx, cand.ID, file+"-wal", local+"-wal"); err != nil {
+		if _, err := rn.hp.copyFile(ctx, cand.ID, file+"-wal", local+"-wal"); err != nil {
 			return "", err
 		}
 		return local, nil
@@ -80,7 +82,7 @@ func (d *deployment) sqlite(ctx context.Context, db *config.SQLite) error {
 		}
 		seed := config.SQLiteAttr(db.Name, config.SQLiteSeedIfEmpty)
 		rn.log(d.s.Name, StepKind(stepName(StepSQLite, db.Name)), "%s is empty: seeding with `%s`", file, rn.red.Command(d.s.Name, seed, db.SeedIfEmpty))
-		if _, err := d.oneOff(ctx, StepKind(stepName(StepHook, "seed")), "seed", seed, db.SeedIfEmpty, hookTimeout); err != nil {
+		if _, err := ck.oneOff(ctx, StepKind(stepName(StepHook, "seed")), "seed", seed, db.SeedIfEmpty, hookTimeout); err != nil {
 			return fmt.Errorf("seed_if_empty: %w", err)
 		}
 		os.Remove(filepath.Join(dir, "db-wal"))
@@ -102,7 +104,8 @@ func (d *deployment) sqlite(ctx context.Context, db *config.SQLite) error {
 
 // openFile streams one regular file out of a container (the engine's copy API sends a tar of
 // it); ErrNotFound when it does not exist.
-func (rn *run) openFile(ctx context.Context, id, file string) (io.ReadCloser, error) {
+func (hp *helpers) openFile(ctx context.Context, id, file string) (io.ReadCloser, error) {
+	rn := hp.rn
 	rc, err := rn.Runtime.CopyFrom(ctx, id, file)
 	if err != nil {
 		return nil, err
@@ -124,8 +127,8 @@ func (rn *run) openFile(ctx context.Context, id, file string) (io.ReadCloser, er
 }
 
 // copyFile copies one file out of a container; found is false when it does not exist.
-func (rn *run) copyFile(ctx context.Context, id, file, local string) (bool, error) {
-	rc, err := rn.openFile(ctx, id, file)
+func (hp *helpers) copyFile(ctx context.Context, id, file, local string) (bool, error) {
+	rc, err := hp.openFile(ctx, id, file)
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
 	}

@@ -162,7 +162,8 @@ func takeoverKey(k string) bool {
 
 // adoptedLabels are the labels a taken-over container gets when it is recreated as the previous
 // release: the deployer's, without compose's (compose would take it back as its own).
-func (rn *run) adoptedLabels(s *config.Service, t *Takeover, original map[string]string) map[string]string {
+func (rl *releases) adoptedLabels(s *config.Service, t *Takeover, original map[string]string) map[string]string {
+	rn := rl.rn
 	l := map[string]string{}
 	for k, v := range original {
 		if !strings.HasPrefix(k, "com.docker.compose.") {
@@ -182,7 +183,8 @@ func (rn *run) adoptedLabels(s *config.Service, t *Takeover, original map[string
 
 // adopt returns the taken-over container as the service's live release, for the deploy that
 // replaces it.
-func (rn *run) adopt(ctx context.Context, s *config.Service, t *Takeover) (*ServiceState, error) {
+func (rl *releases) adopt(ctx context.Context, s *config.Service, t *Takeover) (*ServiceState, error) {
+	rn := rl.rn
 	st, err := rn.Runtime.Inspect(ctx, t.ID)
 	if err != nil {
 		return nil, fmt.Errorf("the container %s to take over: %w; run plan again", t.Name, err)
@@ -191,13 +193,14 @@ func (rn *run) adopt(ctx context.Context, s *config.Service, t *Takeover) (*Serv
 	if st.Running {
 		state = "running"
 	}
-	c := &Container{ID: st.ID, Name: st.Name, Image: t.Image, ImageID: st.ImageID, State: state, Labels: rn.adoptedLabels(s, t, st.Spec.Labels)}
+	c := &Container{ID: st.ID, Name: st.Name, Image: t.Image, ImageID: st.ImageID, State: state, Labels: rl.adoptedLabels(s, t, st.Spec.Labels)}
 	return &ServiceState{Name: s.Name, Live: c}, nil
 }
 
 // keepSetAside keeps a taken-over container that an interrupted takeover left set aside as the
 // previous release; one kept already goes.
-func (rn *run) keepSetAside(ctx context.Context, s *config.Service, t *Takeover, detail string) error {
+func (rl *releases) keepSetAside(ctx context.Context, s *config.Service, t *Takeover, detail string) error {
+	rn := rl.rn
 	return rn.step(s.Name, StepCleanup, "", detail, func() error {
 		if t.Kept {
 			return rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), t.ID)
@@ -207,9 +210,9 @@ func (rn *run) keepSetAside(ctx context.Context, s *config.Service, t *Takeover,
 			return err
 		}
 		if old.Running {
-			rn.stopRelease(ctx, s, old.ID, old.Name)
+			rl.stopRelease(ctx, s, old.ID, old.Name)
 		}
-		old.Spec.Labels = rn.adoptedLabels(s, t, old.Spec.Labels)
-		return rn.keepAsPrevious(context.WithoutCancel(ctx), s, old)
+		old.Spec.Labels = rl.adoptedLabels(s, t, old.Spec.Labels)
+		return rl.keepAsPrevious(context.WithoutCancel(ctx), s, old)
 	})
 }
