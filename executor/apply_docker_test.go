@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -416,6 +417,66 @@ func TestApplyBuild(t *testing.T) {
 	}
 	if got := r.state(); got != "live:1:running" {
 		t.Errorf("containers: %s", got)
+	}
+}
+
+// The live image is reused only when a build would make the same one: a changed build arg is
+// built with, and a new image name (a CI's tag for its commit) is built and tagged, never
+// answered with the live image under a tag that does not exist (a new user found both).
+func TestApplyBuildInputs(t *testing.T) {
+	r := newRig(t)
+	dir := t.TempDir()
+	dockertest.AppContext(t, dir)
+	df, err := os.ReadFile(filepath.Join(dir, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), append(df, "ARG FLAVOUR\nENV BUILT_FLAVOUR=$FLAVOUR\n"...), 0o644)
+	withBuild := func(tag, flavour string) *config.Project {
+		p := r.config("v1", nil)
+		p.Dir = dir
+		s := p.Services[0]
+		s.Image = r.project + "-app:" + tag
+		s.Build = config.NewBuild()
+		s.Build.Args = map[string]string{"FLAVOUR": flavour}
+		return p
+	}
+	flavour := func(tag string) string {
+		env, err := r.eng.ImageEnv(context.Background(), r.project+"-app:"+tag)
+		if err != nil {
+			t.Fatalf("image %s: %v", tag, err)
+		}
+		return env["BUILT_FLAVOUR"]
+	}
+	builds := func(p *config.Project) bool {
+		plan, err := executor.MakePlan(context.Background(), p, r.eng, executor.PlanOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hasStep(plan, string(executor.StepBuild))
+	}
+	if so := r.apply(withBuild("a", "plain")); so.Error != "" || flavour("a") != "plain" {
+		t.Fatalf("first build: %+v", so)
+	}
+	if builds(withBuild("a", "plain")) {
+		t.Error("nothing changed, yet the plan builds")
+	}
+	// The same context, another arg: built again, with it.
+	if !builds(withBuild("a", "spicy")) {
+		t.Error("a changed build arg: the plan reuses the live image")
+	}
+	if so := r.apply(withBuild("a", "spicy")); so.Error != "" || flavour("a") != "spicy" {
+		t.Errorf("a changed build arg: %+v, the image was built with %q", so, flavour("a"))
+	}
+	// The same context and args, another name: built (from the cache) and tagged.
+	if !builds(withBuild("b", "spicy")) {
+		t.Error("a new image name: the plan reuses the live image")
+	}
+	if so := r.apply(withBuild("b", "spicy")); so.Error != "" || flavour("b") != "spicy" {
+		t.Errorf("a new image name: %+v", so)
+	}
+	if r.get("/") != "version=v1" {
+		t.Errorf("serving %q", r.get("/"))
 	}
 }
 

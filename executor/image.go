@@ -2,6 +2,8 @@ package executor
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -154,14 +156,15 @@ func (d *deployment) build(ctx context.Context) (string, error) {
 			return "", err
 		}
 	}
-	hash, err := engine.ContextHash(dir, s.Build.Dockerfile)
+	content, err := engine.ContextHash(dir, s.Build.Dockerfile)
 	if err != nil {
 		return "", err
 	}
+	hash := buildHash(rn.Project, s, content, rn.hasher)
 	if st.Live != nil && st.Live.Labels[LabelContextHash] == hash {
 		if _, err := rn.Runtime.ImageID(ctx, st.Live.ImageID); err == nil {
 			r.imageID = st.Live.ImageID
-			return hash, skipped(fmt.Sprintf("build context unchanged (%s): using the live image %s", short(hash), short(r.imageID)))
+			return hash, skipped(fmt.Sprintf("build context and inputs unchanged (%s): using the live image %s", short(hash), short(r.imageID)))
 		}
 	}
 	id, err := rn.Runtime.BuildImage(ctx, BuildOptions{
@@ -224,4 +227,25 @@ func (w *lineWriter) tail() string {
 		return "(none)"
 	}
 	return strings.Join(w.last, " | ")
+}
+
+// buildHash is what an image built for a service is known by (the deployer.context-hash label
+// of the image and its releases): the content of its build context and every other input of the
+// build, the Dockerfile, the build args (a sensitive one by its keyed hash) and the image name it
+// is tagged with. The live image is reused only when a build would get all of them the same: a
+// changed arg is built with, and a new tag (a CI's commit, say) is made.
+func buildHash(p *config.Project, s *config.Service, content string, hs *Hasher) string {
+	if hs == nil {
+		hs = NewHasher(nil)
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "context %s\ndockerfile %q\nimage %q\n", content, s.Build.Dockerfile, s.Image)
+	for _, k := range sortedKeys(s.Build.Args) {
+		v := s.Build.Args[k]
+		if p.IsSensitive(s.Name, config.BuildArgAttr(k)) {
+			v = hs.Sensitive(v)
+		}
+		fmt.Fprintf(h, "arg %q %q\n", k, v)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }

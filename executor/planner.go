@@ -300,18 +300,19 @@ func pruned(s *config.Service, st *ServiceState, newImage string) []Pruned {
 func (pl *planner) image(s *config.Service, live *Container, ch *Change) (bool, error) {
 	if s.Build != nil {
 		dir := filepath.Join(pl.p.Dir, s.Build.Context)
-		hash, err := engine.ContextHash(dir, s.Build.Dockerfile)
+		content, err := engine.ContextHash(dir, s.Build.Dockerfile)
 		if err != nil {
 			return false, fmt.Errorf("service.%s: %w", s.Name, err)
 		}
+		hash := buildHash(pl.p, s, content, pl.hasher)
 		ch.ContextHash = hash
 		pl.contextHashes[s.Name] = hash
 		if live != nil && live.Labels[LabelContextHash] == hash {
-			ch.ImageID = live.ImageID // unchanged context: apply reuses the live image, no rebuild
+			ch.ImageID = live.ImageID // the same build: apply reuses the live image, no rebuild
 			return false, nil
 		}
 		if live != nil {
-			ch.Reasons = append(ch.Reasons, "build context changed")
+			ch.Reasons = append(ch.Reasons, "build context, Dockerfile, args or image name changed")
 		}
 		return live != nil, nil
 	}
