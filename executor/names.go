@@ -272,7 +272,12 @@ func (o *ownership) object(want claim) (string, error) {
 		return "", err
 	}
 	if !want.ours(o.p.Name, labels) {
-		return fmt.Sprintf("the %s name %s (%s) is taken by %s %s", want.kind, want.name, want.what, article(want.kind), whoseLabels(labels)), nil
+		fix := ""
+		if want.kind == kindImage {
+			// The image name is the configuration's own choice (image = ...): change it.
+			fix = ": give this project's build another image name (image = ...)"
+		}
+		return fmt.Sprintf("the %s name %s (%s) is taken by %s %s%s", want.kind, want.name, want.what, article(want.kind), whoseLabels(labels), fix), nil
 	}
 	if want.kind == kindVolume {
 		for _, c := range o.all {
