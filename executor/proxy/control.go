@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/deployer-dev/deployer/executor/probe"
@@ -201,8 +203,64 @@ func (s *Server) handle(ctx context.Context, req Request) Response {
 }
 
 var probeClient = &http.Client{
-	Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
+	Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil, DialContext: dialOwn},
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+// dialOwn connects as one of the proxy's own connections: its port is bound and known before
+// it connects, so that a route it reaches admits it whatever the caps (a flood of clients must
+// not fail the deployer's health checks of the live release).
+func dialOwn(ctx context.Context, network, addr string) (net.Conn, error) {
+	port := 0
+	d := net.Dialer{Control: func(network, address string, rc syscall.RawConn) error {
+		var berr error
+		err := rc.Control(func(fd uintptr) {
+			var sa syscall.Sockaddr = &syscall.SockaddrInet4{}
+			if network == "tcp6" {
+				sa = &syscall.SockaddrInet6{}
+			}
+			if berr = syscall.Bind(int(fd), sa); berr != nil {
+				return
+			}
+			got, err := syscall.Getsockname(int(fd))
+			if err != nil {
+				berr = err
+				return
+			}
+			switch a := got.(type) {
+			case *syscall.SockaddrInet4:
+				port = a.Port
+			case *syscall.SockaddrInet6:
+				port = a.Port
+			}
+			ownConns.Store(port, struct{}{})
+		})
+		if err != nil {
+			return err
+		}
+		return berr
+	}}
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		if port != 0 {
+			ownConns.Delete(port)
+		}
+		return nil, err
+	}
+	return &ownConn{Conn: c, port: port}, nil
+}
+
+// ownConn is one of the proxy's own connections; closing it forgets its port.
+type ownConn struct {
+	net.Conn
+	port int
+	once sync.Once
+}
+
+func (c *ownConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { ownConns.Delete(c.port) })
+	return err
 }
 
 // probeOnce runs one HTTP GET from inside the proxy's network, for health checks.

@@ -397,6 +397,9 @@ func (r *route) cutConns(b *backend) int {
 }
 
 func (r *route) trackConn(c net.Conn, st fasthttp.ConnState) {
+	if cc, ok := c.(*clientConn); ok && st != fasthttp.StateNew {
+		cc.a.setIdle(cc, st == fasthttp.StateIdle)
+	}
 	switch st {
 	case fasthttp.StateNew:
 		cs := &connState{since: time.Now()}
