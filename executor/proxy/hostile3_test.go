@@ -6,6 +6,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -63,9 +68,7 @@ func TestProbeAdmittedAtTheCap(t *testing.T) {
 			t.Errorf("the proxy's own probe via %s at the cap: %+v", host, r)
 		}
 	}
-	if n := countOwn(); n != 0 {
-		t.Errorf("%d of the proxy's own ports still registered", n)
-	}
+	waitFor(t, 5*time.Second, "the proxy's own ports forgotten once closed", func() bool { return countOwn() == 0 })
 }
 
 func countOwn() int {
@@ -114,5 +117,78 @@ func TestTCPRouteHoldsHalfTheCap(t *testing.T) {
 		if resp, _ := c.response(t); resp.StatusCode != 200 {
 			t.Fatalf("HTTP connection %d beside the TCP route's: %d", i, resp.StatusCode)
 		}
+	}
+}
+
+// A connection to the app that fails for want of the proxy's own resources (out of ephemeral
+// ports: EADDRNOTAVAIL; out of descriptors) is not the release failing: no fail-back to the
+// previous release, no release error (which the deployer reads as the release's), a 503 to
+// the client. (Only EMFILE and ENFILE were told apart: out of ports, the proxy failed back and
+// counted the new release's errors.)
+func TestShortOfPortsIsNotTheRelease(t *testing.T) {
+	blue, _ := hostileApp(t, "blue")
+	green, _ := hostileApp(t, "green")
+	for _, errno := range []syscall.Errno{syscall.EADDRNOTAVAIL, syscall.EADDRINUSE, syscall.EMFILE, syscall.ENOBUFS} {
+		t.Run(errno.Error(), func(t *testing.T) {
+			defer func(d func(string, string, time.Duration) (net.Conn, error)) { dialTCP = d }(dialTCP)
+			dialTCP = func(network, a string, d time.Duration) (net.Conn, error) {
+				if a == addr(green) {
+					return nil, &net.OpError{Op: "dial", Net: network, Err: os.NewSyscallError("connect", errno)}
+				}
+				return net.DialTimeout(network, a, d)
+			}
+			s, listen := hostileProxy(t, Limits{}, addr(blue))
+			if _, err := s.Set(Route{Name: "web", Listen: listen, Backend: addr(green)}); err != nil {
+				t.Fatal(err)
+			}
+			for _, req := range []string{
+				"GET /who HTTP/1.1\r\nHost: app\r\n\r\n",
+				"POST /count HTTP/1.1\r\nHost: app\r\nContent-Length: 3\r\n\r\nabc",
+				"GET /ws HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+			} {
+				c := dialRaw(t, listen)
+				c.send(t, req)
+				if resp, body := c.response(t); resp.StatusCode != http.StatusServiceUnavailable {
+					t.Errorf("%.30q: %d %q", req, resp.StatusCode, body)
+				}
+			}
+			st := routeStatus(s)
+			if st.FailedOver || st.Backend != addr(green) || st.Errors != 0 || st.ProxyErrors != 3 || !strings.Contains(st.LastProxyError, errno.Error()) {
+				t.Errorf("status: %+v", st)
+			}
+		})
+	}
+}
+
+// Requests one after another reuse the proxy's kept-alive connections to the app: no
+// connection (and no ephemeral port in TIME_WAIT) each.
+func TestUpstreamConnectionsReused(t *testing.T) {
+	var opened atomic.Int64
+	app := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "ok")
+	}))
+	app.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			opened.Add(1)
+		}
+	}
+	app.Start()
+	defer app.Close()
+	_, listen := hostileProxy(t, Limits{}, addr(app))
+	for i := range 200 {
+		c := dialRaw(t, listen) // a new client connection each, closed by the client
+		req := "GET / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n"
+		if i%2 == 1 {
+			req = "POST / HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi"
+		}
+		c.send(t, req)
+		if resp, _ := c.response(t); resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d", i, resp.StatusCode)
+		}
+		c.Close()
+	}
+	if n := opened.Load(); n > 2 {
+		t.Errorf("200 requests one after another opened %d connections to the app", n)
 	}
 }

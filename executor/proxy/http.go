@@ -25,14 +25,23 @@ type dialError struct{ err error }
 func (e dialError) Error() string { return e.err.Error() }
 func (e dialError) Unwrap() error { return e.err }
 
+// shortage marks a connection to the app that failed for want of the proxy's own resources
+// (descriptors, ephemeral ports, kernel memory): nothing of the release's. No fail-back (the
+// deployer would take it for the new release failing), and not counted as the release's error.
+type shortage struct{ err error }
+
+func (e shortage) Error() string { return e.err.Error() }
+func (e shortage) Unwrap() error { return e.err }
+
+// dialTCP connects to an app; a variable for the tests.
+var dialTCP = net.DialTimeout
+
 func dialBackend(addr string) (net.Conn, error) {
 	yieldToControl()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	c, err := dialTCP("tcp", addr, 5*time.Second)
 	if err != nil {
-		if outOfDescriptors(err) {
-			// The proxy's own shortage, not the release's: no fail-back to the previous
-			// release (the deployer would take it for the new one failing).
-			return nil, err
+		if shortOfResources(err) {
+			return nil, shortage{err}
 		}
 		return nil, dialError{err}
 	}
@@ -41,6 +50,19 @@ func dialBackend(addr string) (net.Conn, error) {
 
 func outOfDescriptors(err error) bool {
 	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+}
+
+// shortOfResources says whether a dial failed for want of the proxy's own resources: out of
+// descriptors, out of ephemeral ports (EADDRNOTAVAIL, or EADDRINUSE from an implicit bind), out
+// of kernel buffers or memory.
+func shortOfResources(err error) bool {
+	return outOfDescriptors(err) || errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EADDRINUSE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
+}
+
+func isShortage(err error) bool {
+	var sh shortage
+	return errors.As(err, &sh)
 }
 
 // failBack moves the route off b, which could not be dialled, to the previous release while it
@@ -170,8 +192,22 @@ func (r *route) fail(ctx *fasthttp.RequestCtx, err error, body *clientBody) {
 		}
 		return
 	}
+	if isShortage(err) {
+		r.proxyShortage(err)
+		ctx.Response.Header.Set("Retry-After", "1")
+		ctx.Error("deployer proxy: too busy to reach the release.\n", fasthttp.StatusServiceUnavailable)
+		return
+	}
 	r.releaseError(err)
 	ctx.Error("deployer proxy: the release did not answer.\n", fasthttp.StatusBadGateway)
+}
+
+// proxyShortage counts a request the proxy could not forward for want of its own resources,
+// and keeps why for the operator: not the release's error.
+func (r *route) proxyShortage(err error) {
+	r.proxyErrors.Add(1)
+	msg := err.Error()
+	r.lastProxyError.Store(&msg)
 }
 
 // releaseError counts an error of the release's, and keeps it for the operator.

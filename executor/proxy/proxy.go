@@ -45,6 +45,11 @@ type RouteStatus struct {
 	// ClientErrors counts requests the client broke (a malformed or too slow body, a head
 	// that never ended): answered with a 4xx, not the release's errors.
 	ClientErrors int64 `json:"client_errors,omitempty"`
+	// ProxyErrors counts requests and connections the proxy could not forward for want of
+	// its own resources (descriptors, ephemeral ports): answered 503, not the release's
+	// errors; LastProxyError says why.
+	ProxyErrors    int64  `json:"proxy_errors,omitempty"`
+	LastProxyError string `json:"last_proxy_error,omitempty"`
 	// LastError is the release's last error, for the operator: clients are told nothing of it.
 	LastError string `json:"last_error,omitempty"`
 	// AcceptError is set while the route cannot accept connections (out of descriptors): the
@@ -81,24 +86,26 @@ func NewServer() *Server { return &Server{routes: map[string]*route{}} }
 
 type route struct {
 	Route
-	lim          Limits
-	adm          *admission
-	ln           net.Listener
-	srv          *fasthttp.Server
-	accept       acceptHealth
-	refused      atomic.Int64
-	open         atomic.Int64 // client connections
-	closed       atomic.Bool  // by the deployer: its listener's end is no failure
-	lastError    atomic.Pointer[string]
-	clientErrors atomic.Int64
-	current      atomic.Pointer[backend]
-	previous     atomic.Pointer[backend]
-	failed       atomic.Bool
-	requests     atomic.Int64
-	errors       atomic.Int64
-	backends     sync.Map // addr -> *backend
-	conns        sync.Map // net.Conn -> connState, for HTTP routes
-	hold         atomic.Pointer[gate]
+	lim            Limits
+	adm            *admission
+	ln             net.Listener
+	srv            *fasthttp.Server
+	accept         acceptHealth
+	refused        atomic.Int64
+	open           atomic.Int64 // client connections
+	closed         atomic.Bool  // by the deployer: its listener's end is no failure
+	lastError      atomic.Pointer[string]
+	clientErrors   atomic.Int64
+	proxyErrors    atomic.Int64
+	lastProxyError atomic.Pointer[string]
+	current        atomic.Pointer[backend]
+	previous       atomic.Pointer[backend]
+	failed         atomic.Bool
+	requests       atomic.Int64
+	errors         atomic.Int64
+	backends       sync.Map // addr -> *backend
+	conns          sync.Map // net.Conn -> connState, for HTTP routes
+	hold           atomic.Pointer[gate]
 }
 
 // gate holds a route's new requests and connections until it opens: when the route is set
@@ -327,6 +334,10 @@ func (s *Server) Status() []RouteStatus {
 		if e := r.lastError.Load(); e != nil {
 			st.LastError = *e
 		}
+		st.ProxyErrors = r.proxyErrors.Load()
+		if e := r.lastProxyError.Load(); e != nil {
+			st.LastProxyError = *e
+		}
 		st.Backend = r.current.Load().addr
 		if p := r.previous.Load(); p != nil {
 			st.Previous = p.addr
@@ -529,6 +540,10 @@ func (r *route) serveTCP(ln net.Listener) {
 		go func() {
 			defer c.Close()
 			u, b, err := r.dial(r.pick())
+			if isShortage(err) {
+				r.proxyShortage(err)
+				return
+			}
 			if err != nil {
 				r.releaseError(err)
 				return
