@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -190,5 +191,158 @@ func TestUpstreamConnectionsReused(t *testing.T) {
 	}
 	if n := opened.Load(); n > 2 {
 		t.Errorf("200 requests one after another opened %d connections to the app", n)
+	}
+}
+
+// What a client breaks is not the release's error (the deployer rolls back on those): a body
+// cut short by a client that goes away, an app that answers before it has read the body (a
+// 413, a 401), an Expect: 100-continue exchange.
+func TestClientFaultsAreNotReleaseErrors(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/count", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "counted %d", n)
+	})
+	mux.HandleFunc("/early", func(w http.ResponseWriter, r *http.Request) {
+		// Answers without reading the body: net/http then closes the connection.
+		w.Header().Set("Connection", "close")
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	})
+	app := httptest.NewServer(mux)
+	defer app.Close()
+	s, listen := hostileProxy(t, Limits{}, addr(app))
+	check := func(what string) {
+		t.Helper()
+		if st := routeStatus(s); st.Errors != 0 {
+			t.Errorf("%s: counted as the release's error: %+v", what, st)
+		}
+	}
+
+	// A client that goes away halfway through its body.
+	c := dialRaw(t, listen)
+	c.send(t, "POST /count HTTP/1.1\r\nHost: app\r\nContent-Length: 1000000\r\n\r\n"+strings.Repeat("x", 100000))
+	c.Close()
+	waitForStatus(t, 5*time.Second, "the cut body counted", func() RouteStatus { return routeStatus(s) }, func(st RouteStatus) bool { return st.ClientErrors+st.Errors >= 1 && st.InFlight == 0 })
+	check("a body cut short by the client")
+
+	// Chunked, cut short.
+	c = dialRaw(t, listen)
+	c.send(t, "POST /count HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n10000\r\n"+strings.Repeat("x", 1000))
+	c.Close()
+	waitForStatus(t, 5*time.Second, "the cut chunked body counted", func() RouteStatus { return routeStatus(s) }, func(st RouteStatus) bool { return st.ClientErrors+st.Errors >= 2 && st.InFlight == 0 })
+	check("a chunked body cut short by the client")
+
+	// The app answers before it has read a large body, and closes.
+	for _, chunked := range []bool{false, true} {
+		c = dialRaw(t, listen)
+		const size = 16 << 20
+		head := fmt.Sprintf("POST /early HTTP/1.1\r\nHost: app\r\nContent-Length: %d\r\n\r\n", size)
+		if chunked {
+			head = "POST /early HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n"
+		}
+		c.send(t, head)
+		go func() {
+			chunk := strings.Repeat("x", 64<<10)
+			for n := 0; n < size; n += len(chunk) {
+				c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				s := chunk
+				if chunked {
+					s = fmt.Sprintf("%x\r\n%s\r\n", len(chunk), chunk)
+				}
+				if _, err := io.WriteString(c, s); err != nil {
+					return
+				}
+			}
+		}()
+		resp, body, err := c.tryResponse(10 * time.Second)
+		if err != nil || resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Errorf("an early answer (chunked %v): %v %v %q", chunked, resp, err, body)
+		}
+		c.Close()
+		waitForStatus(t, 5*time.Second, "nothing in flight", func() RouteStatus { return routeStatus(s) }, func(st RouteStatus) bool { return st.InFlight == 0 })
+		check(fmt.Sprintf("an early answer (chunked %v)", chunked))
+	}
+
+	// Expect: 100-continue: the client waits for 100 Continue before its body.
+	c = dialRaw(t, listen)
+	c.send(t, "POST /count HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := c.br.ReadString('\n')
+	if !strings.HasPrefix(line, "HTTP/1.1 100") {
+		t.Fatalf("Expect: 100-continue: %q %v", line, err)
+	}
+	for line != "\r\n" && err == nil {
+		line, err = c.br.ReadString('\n')
+	}
+	c.send(t, "hello")
+	if resp, body := c.response(t); resp.StatusCode != 200 || body != "counted 5" {
+		t.Errorf("Expect: 100-continue: %d %q", resp.StatusCode, body)
+	}
+	// ... and goes away instead of sending it.
+	c = dialRaw(t, listen)
+	c.send(t, "POST /count HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.br.ReadString('\n')
+	c.Close()
+	waitForStatus(t, 5*time.Second, "nothing in flight", func() RouteStatus { return routeStatus(s) }, func(st RouteStatus) bool { return st.InFlight == 0 && st.Conns <= 1 })
+	check("Expect: 100-continue, then gone")
+}
+
+// An app that switches protocols (101) on a request that did not ask to (the proxy asks only
+// on a connection of its own) never gets that connection back in the pool: what it sends next
+// on it is no other client's answer. (The connection went back to the pool, and the next
+// request read the switched protocol's bytes as its answer.)
+func TestSwitchedConnectionNotPooled(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					if req.URL.Path == "/switch" {
+						io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nSTOLEN")
+						io.Copy(io.Discard, c)
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
+				}
+			}()
+		}
+	}()
+	s, listen := hostileProxy(t, Limits{}, ln.Addr().String())
+	for _, req := range []string{
+		"GET /switch HTTP/1.1\r\nHost: app\r\n\r\n",
+		"POST /switch HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: x\r\nContent-Length: 2\r\n\r\nhi",
+	} {
+		c := dialRaw(t, listen)
+		c.send(t, req)
+		if resp, body := c.response(t); resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("%.30q: %d %q", req, resp.StatusCode, body)
+		}
+		for i := range 3 {
+			c := dialRaw(t, listen)
+			c.send(t, "GET /next HTTP/1.1\r\nHost: app\r\n\r\n")
+			if resp, body := c.response(t); resp.StatusCode != 200 || body != "fresh" {
+				t.Errorf("request %d after a switch: %d %q", i, resp.StatusCode, body)
+			}
+		}
+	}
+	if st := routeStatus(s); st.Errors != 2 {
+		t.Errorf("status: %+v", st)
 	}
 }

@@ -108,6 +108,7 @@ func newClient(addr string) *fasthttp.HostClient {
 		DisableHeaderNamesNormalizing: true, // the app sees the headers as the client wrote them
 		DisablePathNormalizing:        true,
 		NoDefaultUserAgentHeader:      true,
+		Transport:                     appTransport{},
 		// A kept-alive connection the app closed while idle fails the next request on it before
 		// anything was answered: a request without a streamed body is sent again once, as
 		// net/http does. A backend that cannot be dialled is the fail-back's business.
@@ -148,7 +149,7 @@ func (r *route) serveHTTP(ctx *fasthttp.RequestCtx) {
 	if hasBody && req.IsBodyStream() {
 		// Read from the client under its deadlines, and so that its faults are told apart
 		// from the release's.
-		body = &clientBody{r: req.BodyStream(), ctx: ctx, lim: &r.lim}
+		body = &clientBody{r: req.BodyStream(), size: int64(cl), ctx: ctx, lim: &r.lim}
 		req.SetBodyStream(body, cl)
 	}
 	// In flight on b until answered: the drain waits for it, and at its deadline closes the
@@ -172,6 +173,19 @@ func (r *route) serveHTTP(ctx *fasthttp.RequestCtx) {
 		end()
 		r.fail(ctx, err, body)
 		return
+	}
+	if up.StatusCode() == fasthttp.StatusSwitchingProtocols {
+		// Switched without being asked (the proxy asks only on a connection of its own): the
+		// connection was not put back in the pool, and the client is told the release failed.
+		releaseApp(up)
+		end()
+		r.fail(ctx, errors.New("the app switched protocols on a request that did not ask to"), nil)
+		return
+	}
+	if body != nil && body.stopped.Load() {
+		// The app answered before the body was all read: the client's connection cannot
+		// carry another request (where its next one starts is not known).
+		clientClose = true
 	}
 	r.relay(ctx, up, b, end, nil, clientClose, http10)
 }
@@ -227,7 +241,7 @@ func isTimeout(err error) bool {
 // its own, nil for the backend's client) is closed and end is called.
 func (r *route) relay(ctx *fasthttp.RequestCtx, up *fasthttp.Response, b *backend, end func(), app io.Closer, clientClose, http10 bool) {
 	release := func() {
-		fasthttp.ReleaseResponse(up)
+		releaseApp(up)
 		if app != nil {
 			app.Close()
 		}
@@ -240,18 +254,19 @@ func (r *route) relay(ctx *fasthttp.RequestCtx, up *fasthttp.Response, b *backen
 	if clientClose {
 		resp.SetConnectionClose()
 	}
-	if stream := up.BodyStream(); stream != nil && http10 && up.Header.ContentLength() < 0 && !req.Header.IsHead() {
+	stream := appStream(up)
+	if stream != nil && http10 && up.Header.ContentLength() < 0 && !req.Header.IsHead() {
 		r.streamToHTTP10(ctx, up, stream, b, end, release)
 		return
 	}
-	if stream := up.BodyStream(); stream != nil && !smallBody(up) {
+	if stream != nil && !smallBody(up) {
 		// The response is in flight until its last byte is written.
 		resp.SetBodyStream(&trackedBody{r: stream, up: up, release: release, end: end, ctx: ctx, idle: writeIdle{idle: r.lim.WriteIdle}}, up.Header.ContentLength())
 		return
 	}
-	if up.IsBodyStream() {
+	if stream != nil {
 		// A small body of known length is read whole: written with the header in one go.
-		_, err := io.CopyN(resp.BodyWriter(), up.BodyStream(), int64(up.Header.ContentLength()))
+		_, err := io.CopyN(resp.BodyWriter(), stream, int64(up.Header.ContentLength()))
 		if err != nil {
 			release()
 			end()
@@ -319,7 +334,7 @@ func (t *trackedBody) Read(p []byte) (int, error) {
 func (t *trackedBody) Close() error {
 	var err error
 	t.once.Do(func() {
-		err = t.up.CloseBodyStream()
+		err = closeApp(t.up)
 		t.release()
 		t.end()
 	})
@@ -344,7 +359,7 @@ func (r *route) streamToHTTP10(ctx *fasthttp.RequestCtx, up *fasthttp.Response, 
 		defer func() {
 			done()
 			c.Close()
-			up.CloseBodyStream()
+			closeApp(up)
 			release()
 		}()
 		w := &clientWriter{c: c, idle: writeIdle{idle: r.lim.WriteIdle}}

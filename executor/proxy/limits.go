@@ -558,6 +558,9 @@ func (s semaphore) TryAcquire() bool {
 
 func (s semaphore) Release() { <-s }
 
+// errStopped ends a request body the app answered before it had it all.
+var errStopped = errors.New("the app answered before the request's body was all sent")
+
 // errBodyTooSlow cuts a request body that came slower than the limits allow.
 var errBodyTooSlow = timeoutError("the request's body came slower than the proxy's minimum rate")
 
@@ -573,12 +576,31 @@ func (e timeoutError) Temporary() bool { return false }
 // did wrong (a malformed chunk, a body cut short, too slow), nil when it did nothing wrong.
 type clientBody struct {
 	r      io.Reader
+	size   int64 // its Content-Length, -1 when chunked
 	ctx    *fasthttp.RequestCtx
 	lim    *Limits
 	n      int64
 	waited time.Duration
 	err    error
+	// Set once the body was read to its end; stopped, once the app answered before it
+	// had it all (no more is read, and what the read then meets is no fault of the client's).
+	eof, stopped atomic.Bool
 }
+
+// stop makes the body's reads end at once (a read under way, by its deadline moved to now).
+func (b *clientBody) stop() {
+	if b == nil {
+		return
+	}
+	b.stopped.Store(true)
+	b.ctx.SetReadDeadline(time.Now())
+}
+
+// ended says whether the body was read to its end.
+func (b *clientBody) ended() bool { return b != nil && b.eof.Load() }
+
+// failed says whether the client broke its body (read by the one reading it).
+func (b *clientBody) failed() bool { return b != nil && b.err != nil }
 
 func (b *clientBody) Read(p []byte) (int, error) {
 	if b.err != nil {
@@ -592,9 +614,22 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	}
 	start := time.Now()
 	b.ctx.SetReadDeadline(start.Add(wait)) // a timer moved: little beside a read
+	if b.stopped.Load() {                  // after the deadline is set: a stop meanwhile has set its own
+		return 0, errStopped
+	}
 	n, err := b.r.Read(p)
+	if b.stopped.Load() {
+		return 0, errStopped
+	}
 	b.waited += time.Since(start)
 	b.n += int64(n)
+	if err == io.EOF && b.size >= 0 && b.n < b.size {
+		// The client went away before the end of its body: its fault, not the app's.
+		err = io.ErrUnexpectedEOF
+	}
+	if err == io.EOF {
+		b.eof.Store(true)
+	}
 	if err != nil && err != io.EOF {
 		b.err = err
 	}
