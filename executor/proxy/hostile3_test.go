@@ -346,3 +346,81 @@ func TestSwitchedConnectionNotPooled(t *testing.T) {
 		t.Errorf("status: %+v", st)
 	}
 }
+
+// A Host that is not a host name or address (';', '@', a quote, a slash...) is refused with a
+// 400, the client's error: it never reaches the app, nor the proxy's own Forwarded header.
+func TestHostMustBeAHost(t *testing.T) {
+	app, served := hostileApp(t, "blue")
+	s, listen := hostileProxy(t, Limits{}, addr(app))
+	for _, host := range []string{"app;evil", "user@app", "app/x", `app"x`, "app\\x", "app,evil", "app%00", "app x", "app<x>"} {
+		c := dialRaw(t, listen)
+		c.send(t, "GET /who HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+		resp, body, err := c.tryResponse(5 * time.Second)
+		if err == nil && resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("Host %q: %d %q", host, resp.StatusCode, body)
+		}
+		if strings.Contains(host, "/") {
+			continue // http://app/x/who is app's /x/who
+		}
+		c = dialRaw(t, listen)
+		c.send(t, "GET http://"+host+"/who HTTP/1.1\r\nHost: app\r\n\r\n")
+		if resp, body, err := c.tryResponse(5 * time.Second); err == nil && resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("absolute URI with host %q: %d %q", host, resp.StatusCode, body)
+		}
+	}
+	if n := served.Load(); n != 0 {
+		t.Errorf("the app got %d requests with a bad host", n)
+	}
+	for _, host := range []string{"app", "app.example.com:8080", "my_host", "127.0.0.1:80", "[::1]:8080", "APP-1.Example"} {
+		c := dialRaw(t, listen)
+		c.send(t, "GET /who HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+		if w := c.who(t); !strings.EqualFold(w.Host, host) {
+			t.Errorf("Host %q: the app got %q", host, w.Host)
+		}
+	}
+	if st := routeStatus(s); st.Errors != 0 || st.ClientErrors == 0 {
+		t.Errorf("status: %+v", st)
+	}
+}
+
+// The other headers apps read the client's address from are dropped too; a head with many
+// spellings of them (dropped in one pass, not one by one), or a Connection header that names
+// them among many tokens, leaves the proxy's own.
+func TestMoreSpoofedHeaders(t *testing.T) {
+	app, _ := hostileApp(t, "blue")
+	_, listen := hostileProxy(t, Limits{}, addr(app))
+	var many strings.Builder
+	for i := range 40 {
+		name := []byte("x-forwarded-for")
+		for j := range name {
+			if i>>(j%6)&1 == 1 && name[j] != '-' {
+				name[j] -= 'a' - 'A'
+			}
+		}
+		fmt.Fprintf(&many, "%s: 6.6.6.%d\r\nCookie: c%d=v; d=\"x y\"\r\n", name, i, i)
+	}
+	spoofs := []string{
+		"Client-IP: 6.6.6.6", "X-Forwarded: for=6.6.6.6", "Forwarded-For: 6.6.6.6", "X-Originating-IP: 6.6.6.6",
+		"X-Remote-IP: 6.6.6.6", "X-Remote-Addr: 6.6.6.6", "X-Host: evil", "Proxy-Client-IP: 6.6.6.6",
+		"WL-Proxy-Client-IP: 6.6.6.6", "X-ProxyUser-Ip: 6.6.6.6", "X-Envoy-External-Address: 6.6.6.6",
+		strings.TrimSuffix(many.String(), "\r\n"),
+		"Connection: a, b, c, d, e, f, X-Forwarded-For, X-Real-IP, Forwarded, X-Forwarded-Host" + strings.Repeat(", x", 2000),
+	}
+	for _, spoof := range spoofs {
+		c := dialRaw(t, listen)
+		c.send(t, "GET /who HTTP/1.1\r\nHost: app\r\nX-Kept: yes\r\n"+spoof+"\r\nX-Kept-Too: yes\r\n\r\n")
+		w := c.who(t)
+		for k, v := range w.Header {
+			if strings.Contains(strings.Join(v, ","), "6.6.6") || strings.Contains(strings.Join(v, ","), "evil") {
+				t.Errorf("%.40q: the app got %s: %q", spoof, k, v)
+			}
+		}
+		if w.Header.Get("X-Forwarded-For") != "127.0.0.1" || w.Header.Get("X-Real-Ip") != "127.0.0.1" || w.Header.Get("X-Forwarded-Host") != "app" ||
+			w.Header.Get("X-Kept") != "yes" || w.Header.Get("X-Kept-Too") != "yes" {
+			t.Errorf("%.40q: the app got %v", spoof, w.Header)
+		}
+		if strings.HasPrefix(spoof, "x-forwarded-for") && len(w.Header.Values("Cookie")) != 40 {
+			t.Errorf("the cookies of a head rebuilt: %q", w.Header.Values("Cookie"))
+		}
+	}
+}

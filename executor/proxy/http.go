@@ -130,7 +130,13 @@ func (r *route) serveHTTP(ctx *fasthttp.RequestCtx) {
 	req := &ctx.Request
 	clientClose := req.Header.ConnectionClose()
 	http10 := !req.Header.IsHTTP11()
-	upgrade := forwardHeaders(ctx)
+	upgrade, err := forwardHeaders(ctx)
+	if err != nil {
+		r.clientErrors.Add(1)
+		ctx.SetConnectionClose()
+		ctx.Error("deployer proxy: malformed request.\n", fasthttp.StatusBadRequest)
+		return
+	}
 	cl := req.Header.ContentLength()
 	hasBody := cl > 0 || cl == -1
 	if upgrade != nil && !hasBody {
@@ -159,7 +165,7 @@ func (r *route) serveHTTP(ctx *fasthttp.RequestCtx) {
 	// The app's response is read into its own object: its body stream then passes to the
 	// client's response whole, and is closed (the connection to the app freed) once written.
 	up := fasthttp.AcquireResponse()
-	err := b.client.Do(req, up)
+	err = b.client.Do(req, up)
 	if err != nil && isDialError(err) {
 		if prev := r.failBack(b); prev != nil {
 			end()
