@@ -424,3 +424,48 @@ func TestMoreSpoofedHeaders(t *testing.T) {
 		}
 	}
 }
+
+// An app that closes each kept-alive connection once it has answered (its idle timeout, at
+// once): the request that meets such a connection in the pool is sent again on a new one, not
+// answered 502.
+func TestAppClosedIdleConnectionRetried(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	closed := make(chan struct{}, 100)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer func() { c.Close(); closed <- struct{}{} }()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}()
+		}
+	}()
+	s, listen := hostileProxy(t, Limits{}, ln.Addr().String())
+	c := dialRaw(t, listen)
+	for i := range 20 {
+		c.send(t, "GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+		if resp, body := c.response(t); resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+		select { // closed while idle in the proxy's pool
+		case <-closed:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the app did not close its connection")
+		}
+	}
+	if st := routeStatus(s); st.Errors != 0 {
+		t.Errorf("status: %+v", st)
+	}
+}

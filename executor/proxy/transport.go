@@ -99,7 +99,9 @@ func (appTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 		finishWrite(0)
 		hc.ReleaseReader(br)
 		hc.CloseConn(cc)
-		return false, err
+		// As fasthttp's: a kept-alive connection the app closed while idle is found out here
+		// (the request was written into it); RetryIfErr says whether to send it again.
+		return true, err
 	}
 	takeWrite()
 	if !written {
