@@ -469,3 +469,51 @@ func TestAppClosedIdleConnectionRetried(t *testing.T) {
 		t.Errorf("status: %+v", st)
 	}
 }
+
+// Requests with large heads (held several times over while in flight) are bounded in number at
+// once: beyond, a 503 that is not the release's error; small heads are not held back.
+func TestLargeHeadsInFlightBounded(t *testing.T) {
+	defer func(s semaphore) { bigHeads = s }(bigHeads)
+	bigHeads = newSemaphore(2)
+	gate := make(chan struct{})
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-gate
+		io.WriteString(w, "ok")
+	}))
+	defer app.Close()
+	defer close(gate)
+	s, listen := hostileProxy(t, Limits{}, addr(app))
+	big := "GET / HTTP/1.1\r\nHost: app\r\nX-Big: " + strings.Repeat("x", 10<<10) + "\r\n\r\n"
+	var held []*rawClient
+	for range 2 {
+		c := dialRaw(t, listen)
+		c.send(t, big)
+		held = append(held, c)
+	}
+	waitForStatus(t, 5*time.Second, "2 in flight", func() RouteStatus { return routeStatus(s) }, func(st RouteStatus) bool { return st.InFlight == 2 })
+	c := dialRaw(t, listen)
+	c.send(t, big)
+	if resp, body := c.response(t); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a third large head in flight: %d %q", resp.StatusCode, body)
+	}
+	small := dialRaw(t, listen)
+	small.send(t, "GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+	waitForStatus(t, 5*time.Second, "a small head in flight beside them", func() RouteStatus { return routeStatus(s) }, func(st RouteStatus) bool { return st.InFlight == 3 })
+	gate <- struct{}{}
+	gate <- struct{}{}
+	gate <- struct{}{}
+	for _, h := range append(held, small) {
+		if resp, _ := h.response(t); resp.StatusCode != 200 {
+			t.Errorf("held: %d", resp.StatusCode)
+		}
+	}
+	c = dialRaw(t, listen)
+	c.send(t, big)
+	gate <- struct{}{}
+	if resp, _ := c.response(t); resp.StatusCode != 200 {
+		t.Errorf("a large head once the others are answered: %d", resp.StatusCode)
+	}
+	if st := routeStatus(s); st.Errors != 0 || st.ProxyErrors != 1 {
+		t.Errorf("status: %+v", st)
+	}
+}

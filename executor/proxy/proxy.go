@@ -481,7 +481,7 @@ func (r *route) start() {
 		StreamRequestBody:             true, // an upload of any size is passed on as it comes
 		MaxRequestBodySize:            1 << 62,
 		ReadBufferSize:                bufferSize,
-		WriteBufferSize:               bufferSize,
+		WriteBufferSize:               writeBufferSize,
 		// A request's head must come within ReadTimeout (from the connection's opening to its
 		// first byte, then from its first byte); its body is read under clientBody's deadlines.
 		ReadTimeout:  r.lim.HeaderTimeout,
