@@ -211,7 +211,8 @@ var probeClient = &http.Client{
 // it connects, so that a route it reaches admits it whatever the caps (a flood of clients must
 // not fail the deployer's health checks of the live release).
 func dialOwn(ctx context.Context, network, addr string) (net.Conn, error) {
-	port := 0
+	var mu sync.Mutex
+	var ports []int // one for each address tried ("localhost": ::1, then 127.0.0.1)
 	d := net.Dialer{Control: func(network, address string, rc syscall.RawConn) error {
 		var berr error
 		err := rc.Control(func(fd uintptr) {
@@ -227,6 +228,7 @@ func dialOwn(ctx context.Context, network, addr string) (net.Conn, error) {
 				berr = err
 				return
 			}
+			port := 0
 			switch a := got.(type) {
 			case *syscall.SockaddrInet4:
 				port = a.Port
@@ -234,6 +236,9 @@ func dialOwn(ctx context.Context, network, addr string) (net.Conn, error) {
 				port = a.Port
 			}
 			ownConns.Store(port, struct{}{})
+			mu.Lock()
+			ports = append(ports, port)
+			mu.Unlock()
 		})
 		if err != nil {
 			return err
@@ -241,13 +246,23 @@ func dialOwn(ctx context.Context, network, addr string) (net.Conn, error) {
 		return berr
 	}}
 	c, err := d.DialContext(ctx, network, addr)
-	if err != nil {
-		if port != 0 {
-			ownConns.Delete(port)
+	kept := 0
+	if err == nil {
+		if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+			kept = a.Port
 		}
+	}
+	mu.Lock()
+	for _, p := range ports {
+		if p != kept {
+			ownConns.Delete(p) // an address tried and given up
+		}
+	}
+	mu.Unlock()
+	if err != nil {
 		return nil, err
 	}
-	return &ownConn{Conn: c, port: port}, nil
+	return &ownConn{Conn: c, port: kept}, nil
 }
 
 // ownConn is one of the proxy's own connections; closing it forgets its port.
