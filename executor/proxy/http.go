@@ -146,6 +146,12 @@ func (r *route) serveHTTP(ctx *fasthttp.RequestCtx) {
 	b := r.pick()
 	req := &ctx.Request
 	clientClose := req.Header.ConnectionClose()
+	if r.draining.Load() {
+		// Shutting down: the client's next request goes to a new connection, which the proxy
+		// that took over the listening socket accepts.
+		clientClose = true
+		ctx.SetConnectionClose()
+	}
 	http10 := !req.Header.IsHTTP11()
 	upgrade, err := forwardHeaders(ctx)
 	if err != nil {

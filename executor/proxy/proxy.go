@@ -94,6 +94,7 @@ type route struct {
 	refused        atomic.Int64
 	open           atomic.Int64 // client connections
 	closed         atomic.Bool  // by the deployer: its listener's end is no failure
+	draining       atomic.Bool  // shutting down: each answer closes its connection
 	lastError      atomic.Pointer[string]
 	clientErrors   atomic.Int64
 	proxyErrors    atomic.Int64
@@ -349,10 +350,17 @@ func (s *Server) Status() []RouteStatus {
 	return out
 }
 
+// idleGrace is how long, once a proxy shuts down, a kept-alive connection between requests is
+// left open for its client's next request (answered, and the connection closed after it): a
+// connection closed while idle fails a request its client sent that moment, which a client
+// sends again only when it may (not a POST).
+var idleGrace = time.Second
+
 // Shutdown stops accepting on every route and lets the connections it has finish: each is
-// closed once its response is written, idle keep-alive connections at once; a request that
-// arrived on a connection is always answered. It returns when nothing is in flight any more, or
-// when ctx ends.
+// closed once its response is written; one idle between requests is closed after its next
+// one, or once it has been idle for idleGrace (the listening sockets, handed over, go on
+// accepting in the proxy that replaces this one). A request that arrived on a connection is
+// always answered. It returns when nothing is in flight any more, or when ctx ends.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.mu.Lock()
 	routes := make([]*route, 0, len(s.routes))
@@ -362,20 +370,27 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.mu.Unlock()
 	for _, r := range routes {
 		r.closed.Store(true)
+		r.draining.Store(true)
 		r.ln.Close()
-		if r.srv != nil {
-			// Answers what each connection has sent, then closes it (Connection: close), and
-			// closes idle ones at once.
-			go r.srv.ShutdownWithContext(ctx)
-		}
 	}
+	start := time.Now()
 	for {
 		busy := int64(0)
+		closeIdle := time.Since(start) >= idleGrace
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 100*time.Millisecond {
+			closeIdle = true
+		}
 		for _, r := range routes {
 			busy += r.busyConns()
 			r.backends.Range(func(_, v any) bool { busy += v.(*backend).inflight.Load(); return true })
+			busy += r.idleConns(closeIdle)
 		}
 		if busy == 0 {
+			for _, r := range routes {
+				if r.srv != nil {
+					go r.srv.ShutdownWithContext(ctx) // what is left: nothing in flight
+				}
+			}
 			return
 		}
 		select {
@@ -423,6 +438,23 @@ func (r *route) trackConn(c net.Conn, st fasthttp.ConnState) {
 			v.(*connState).state.Store(int32(st))
 		}
 	}
+}
+
+// idleConns counts the route's connections idle between requests, and closes them when
+// closeThem says so.
+func (r *route) idleConns(closeThem bool) int64 {
+	var n int64
+	r.conns.Range(func(c, v any) bool {
+		if fasthttp.ConnState(v.(*connState).state.Load()) == fasthttp.StateIdle {
+			if closeThem {
+				c.(net.Conn).Close()
+			} else {
+				n++
+			}
+		}
+		return true
+	})
+	return n
 }
 
 // busyConns counts the connections with a request under way, or opened in the last 2 s and
