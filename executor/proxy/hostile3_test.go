@@ -236,7 +236,7 @@ func TestClientFaultsAreNotReleaseErrors(t *testing.T) {
 
 	// The app answers before it has read a large body, and closes.
 	for _, chunked := range []bool{false, true} {
-		c = dialRaw(t, listen)
+		c := dialRaw(t, listen) // its own: the writer below may outlive the iteration
 		const size = 16 << 20
 		head := fmt.Sprintf("POST /early HTTP/1.1\r\nHost: app\r\nContent-Length: %d\r\n\r\n", size)
 		if chunked {
