@@ -93,10 +93,18 @@ func BenchmarkHostileFigures(b *testing.B) {
 			{"halfhead", 20, "GET / HTTP/1.1\r\nHost: "},
 			{"fullhead", 20, "GET / HTTP/1.1\r\nX: " + strings.Repeat("x", 60<<10)},
 			{"oneaddr", 1, ""},
+			// Each asks for 64 MiB and reads none of it: the app's answer fills what the
+			// proxy holds for it, and the kernel's buffers on both sides.
+			{"slowreader", 20, "GET /big?n=67108864 HTTP/1.1\r\nHost: app\r\n\r\n"},
+			// The same with heads of 8 KiB (as large as a head may be without counting as a
+			// large one), and of 60 KiB (only 256 of those are let in flight at once).
+			{"head8k-slowreader", 20, "GET /big?n=67108864 HTTP/1.1\r\nHost: app\r\nX: " + strings.Repeat("x", 8<<10-64) + "\r\n\r\n"},
+			{"fullhead-slowreader", 20, "GET /big?n=67108864 HTTP/1.1\r\nHost: app\r\nX: " + strings.Repeat("x", 60<<10) + "\r\n\r\n"},
 		} {
 			sock, listen, pid := startChild(b, 0, 0, 0, addr(app))
 			status := func() RouteStatus { return childStatus(b, sock) }
 			rss, _ := procStatus(b, pid)
+			kernel := tcpKernelMem(b)
 			resetPeak(pid)
 			conns := make([]*rawClient, 0, 4000)
 			for i := range 4000 {
@@ -110,7 +118,26 @@ func BenchmarkHostileFigures(b *testing.B) {
 			if v.addrs == 1 {
 				want = int64(DefaultLimits.MaxConnsPerAddr)
 			}
-			waitForStatus(b, 5*time.Second, "the connections held", status, func(st RouteStatus) bool { return st.Conns == want })
+			inFlight := want
+			if v.name == "fullhead-slowreader" {
+				inFlight = int64(cap(bigHeads)) // the others are answered 503 and closed
+			} else {
+				waitForStatus(b, 5*time.Second, "the connections held", status, func(st RouteStatus) bool { return st.Conns == want })
+			}
+			if strings.HasSuffix(v.name, "slowreader") {
+				// Until the answers have filled every buffer: the memory stops growing.
+				waitForStatus(b, time.Minute, "every answer under way", status, func(st RouteStatus) bool { return st.InFlight == inFlight })
+				last := int64(-1 << 40)
+				for range 60 {
+					time.Sleep(500 * time.Millisecond)
+					now, _ := procStatus(b, pid)
+					if now-last < 1<<20 {
+						break
+					}
+					last = now
+				}
+				b.ReportMetric(mib(tcpKernelMem(b)-kernel), v.name+"-4000-kernel-tcp-MiB")
+			}
 			held, peak := procStatus(b, pid)
 			b.ReportMetric(mib(held-rss), v.name+"-4000-rss-MiB")
 			b.ReportMetric(mib(peak-rss), v.name+"-4000-peak-MiB")
@@ -160,6 +187,28 @@ func BenchmarkHostileFigures(b *testing.B) {
 			b.ReportMetric(l[1].(time.Duration).Seconds(), l[0].(string)+"-lived-s")
 		}
 	}
+}
+
+// tcpKernelMem is the memory the kernel's TCP sockets hold, all processes together
+// (/proc/net/sockstat, "TCP: ... mem" in pages).
+func tcpKernelMem(t testing.TB) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/sockstat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 && f[0] == "TCP:" {
+			for i := 1; i+1 < len(f); i++ {
+				if f[i] == "mem" {
+					n, _ := strconv.ParseInt(f[i+1], 10, 64)
+					return n * int64(os.Getpagesize())
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // procStatus reads a process's resident memory and its peak (VmRSS, VmHWM), in bytes.

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/deployer-dev/deployer/executor/probe"
@@ -201,8 +203,79 @@ func (s *Server) handle(ctx context.Context, req Request) Response {
 }
 
 var probeClient = &http.Client{
-	Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
+	Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil, DialContext: dialOwn},
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+// dialOwn connects as one of the proxy's own connections: its port is bound and known before
+// it connects, so that a route it reaches admits it whatever the caps (a flood of clients must
+// not fail the deployer's health checks of the live release).
+func dialOwn(ctx context.Context, network, addr string) (net.Conn, error) {
+	var mu sync.Mutex
+	var ports []int // one for each address tried ("localhost": ::1, then 127.0.0.1)
+	d := net.Dialer{Control: func(network, address string, rc syscall.RawConn) error {
+		var berr error
+		err := rc.Control(func(fd uintptr) {
+			var sa syscall.Sockaddr = &syscall.SockaddrInet4{}
+			if network == "tcp6" {
+				sa = &syscall.SockaddrInet6{}
+			}
+			if berr = syscall.Bind(int(fd), sa); berr != nil {
+				return
+			}
+			got, err := syscall.Getsockname(int(fd))
+			if err != nil {
+				berr = err
+				return
+			}
+			port := 0
+			switch a := got.(type) {
+			case *syscall.SockaddrInet4:
+				port = a.Port
+			case *syscall.SockaddrInet6:
+				port = a.Port
+			}
+			ownConns.Store(port, struct{}{})
+			mu.Lock()
+			ports = append(ports, port)
+			mu.Unlock()
+		})
+		if err != nil {
+			return err
+		}
+		return berr
+	}}
+	c, err := d.DialContext(ctx, network, addr)
+	kept := 0
+	if err == nil {
+		if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+			kept = a.Port
+		}
+	}
+	mu.Lock()
+	for _, p := range ports {
+		if p != kept {
+			ownConns.Delete(p) // an address tried and given up
+		}
+	}
+	mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return &ownConn{Conn: c, port: kept}, nil
+}
+
+// ownConn is one of the proxy's own connections; closing it forgets its port.
+type ownConn struct {
+	net.Conn
+	port int
+	once sync.Once
+}
+
+func (c *ownConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { ownConns.Delete(c.port) })
+	return err
 }
 
 // probeOnce runs one HTTP GET from inside the proxy's network, for health checks.

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
 	"iter"
 	"net"
 	"net/netip"
@@ -25,7 +27,9 @@ func isDropped(name []byte) bool {
 		"x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "forwarded",
 		"x-forwarded-port", "x-forwarded-prefix", "x-forwarded-ssl", "x-forwarded-scheme",
 		"x-forwarded-server", "x-url-scheme", "front-end-https", "x-client-ip", "true-client-ip",
-		"x-cluster-client-ip", "cf-connecting-ip", "fastly-client-ip", "x-original-forwarded-for":
+		"x-cluster-client-ip", "cf-connecting-ip", "fastly-client-ip", "x-original-forwarded-for",
+		"client-ip", "x-forwarded", "forwarded-for", "x-originating-ip", "x-remote-ip", "x-remote-addr",
+		"x-host", "proxy-client-ip", "wl-proxy-client-ip", "x-proxyuser-ip", "x-envoy-external-address":
 		return true
 	}
 	return false
@@ -80,11 +84,11 @@ func tokens(v []byte, f func(tok []byte)) {
 // an HTTP/1.0 request without a Host gets the address it connected to as its Host) and the
 // scheme. It returns the Upgrade header's value when the request asks to switch protocols,
 // nil otherwise.
-func forwardHeaders(ctx *fasthttp.RequestCtx) (upgrade []byte) {
+func forwardHeaders(ctx *fasthttp.RequestCtx) (upgrade []byte, err error) {
 	h := &ctx.Request.Header
 	var (
 		fb       [32]byte
-		delBuf   [16][]byte
+		delBuf   [maxDeletes][]byte
 		del      = delBuf[:0]
 		named    [4][]byte // names the Connection header lists, beyond close, keep-alive and upgrade
 		nNamed   int
@@ -132,6 +136,29 @@ func forwardHeaders(ctx *fasthttp.RequestCtx) (upgrade []byte) {
 			}
 		}
 	}
+	if len(del) > maxDeletes {
+		// Each deletion is a pass over the headers: so many are rebuilt in one pass instead.
+		var nb [32]byte
+		dropped := func(k []byte) bool {
+			name := fold(fb[:], k)
+			if isDropped(name) {
+				return true
+			}
+			for _, n := range named[:nNamed] {
+				if string(name) == string(fold(nb[:], n)) && !isFramingHeader(name) {
+					return true
+				}
+			}
+			return false
+		}
+		if upgrade != nil {
+			upgrade = append([]byte(nil), upgrade...) // raw's bytes are gone once rebuilt
+		}
+		if err := rebuild(h, raw, dropped); err != nil {
+			return nil, err
+		}
+		del = del[:0]
+	}
 	if !askedUpg {
 		upgrade = nil
 	}
@@ -146,6 +173,9 @@ func forwardHeaders(ctx *fasthttp.RequestCtx) (upgrade []byte) {
 	// absolute URI). HTTP/1.0 needs none: such a request gets the address the client
 	// connected to, where the app would get nothing (and refuse it) or its own address.
 	host := ctx.Request.URI().Host()
+	if !validHost(host) || !validHost(h.Host()) || hasUserinfo(h.RequestURI()) {
+		return nil, errBadHost
+	}
 	if len(host) == 0 {
 		ctx.Request.URI().SetHost(localAddr(ctx.LocalAddr()))
 		host = ctx.Request.URI().Host()
@@ -167,7 +197,77 @@ func forwardHeaders(ctx *fasthttp.RequestCtx) (upgrade []byte) {
 	f = appendQuoted(append(f, ";host="...), host)
 	f = append(f, ";proto=http"...)
 	h.AddBytesV("Forwarded", f)
-	return upgrade
+	return upgrade, nil
+}
+
+// hasUserinfo says whether a request's target is an absolute URI with userinfo ("user@host"),
+// which a server must take for an error (RFC 9110 4.2.4): fasthttp would make it the request's
+// Authorization.
+func hasUserinfo(target []byte) bool {
+	i := bytes.Index(target, []byte("://"))
+	if i < 0 || bytes.IndexByte(target[:i], '/') >= 0 {
+		return false
+	}
+	auth := target[i+3:]
+	if j := bytes.IndexAny(auth, "/?#"); j >= 0 {
+		auth = auth[:j]
+	}
+	return bytes.IndexByte(auth, '@') >= 0
+}
+
+var errBadHost = errors.New("the request's host is not a host name or address")
+
+// validHost says whether a Host (empty, or a name or an address, with a port or not) has only
+// what a host may: letters, digits, '-', '.', '_', and ':' '[' ']' for a port or an IPv6
+// address. Anything else (';', '@', '/', quotes, spaces) is a client playing on how the app or
+// what it passes the host on to reads it (the proxy's Forwarded header quotes it).
+func validHost(h []byte) bool {
+	for _, c := range h {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '-', c == '.', c == '_', c == ':', c == '[', c == ']':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// maxDeletes is how many headers forwardHeaders deletes one by one (each a pass over the
+// others); beyond, the head is rebuilt without them in one pass.
+const maxDeletes = 16
+
+// rebuild makes h the head it was less the header lines (and the lines that continue them)
+// whose names dropped says are dropped: the head kept is parsed again, as it came.
+func rebuild(h *fasthttp.RequestHeader, raw []byte, dropped func(name []byte) bool) error {
+	buf := make([]byte, 0, len(raw)+len(h.RequestURI())+len(h.Method())+len(h.Protocol())+8)
+	buf = append(append(append(append(append(buf, h.Method()...), ' '), h.RequestURI()...), ' '), h.Protocol()...)
+	buf = append(buf, "\r\n"...)
+	keep := true
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if len(line) == 0 {
+			break
+		}
+		if line[0] != ' ' && line[0] != '\t' {
+			colon := bytes.IndexByte(line, ':')
+			keep = colon <= 0 || !dropped(bytes.TrimRight(line[:colon], " \t"))
+		}
+		if keep {
+			buf = append(append(buf, line...), "\r\n"...)
+		}
+	}
+	buf = append(buf, "\r\n"...)
+	h.Reset()
+	h.DisableNormalizing()
+	// The head parsed before: it parses again (its lines are the same, fewer).
+	return h.Read(bufio.NewReaderSize(bytes.NewReader(buf), len(buf)+16))
 }
 
 // rawHeaders yields the name and value of each header line of a raw head that fasthttp has

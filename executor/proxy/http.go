@@ -18,6 +18,23 @@ import (
 // bufferSize bounds a request's or response's header (cookies included) on both sides.
 const bufferSize = 64 << 10
 
+// bigHeadBytes is the size of a request's head beyond which it is a large one, and bigHeads
+// bounds how many such requests are in flight at once: a head is held about four times over
+// while its request is (4000 requests with 60 KiB heads whose clients did not read the answers
+// held 1.28 GiB; 844 MiB with this bound, what reading and parsing the heads costs).
+const bigHeadBytes = 8 << 10
+
+var (
+	bigHeads           = newSemaphore(256)
+	errTooManyBigHeads = errors.New("too many requests with heads over 8 KiB in flight at once")
+)
+
+// writeBufferSize is what a connection's writes are gathered in, to the client or the app: a
+// head larger goes in pieces. Small, as a client that does not read holds it full (with the
+// app's 64 KiB read buffer) until WriteIdle cuts it: 4000 such clients held 474 MiB with
+// 64 KiB, 300-325 MiB with 16 KiB (BENCHMARKS.md).
+const writeBufferSize = 16 << 10
+
 // dialError marks a backend that could not be reached at all: nothing was sent, so the request
 // can go to the previous release instead.
 type dialError struct{ err error }
@@ -25,14 +42,23 @@ type dialError struct{ err error }
 func (e dialError) Error() string { return e.err.Error() }
 func (e dialError) Unwrap() error { return e.err }
 
+// shortage marks a connection to the app that failed for want of the proxy's own resources
+// (descriptors, ephemeral ports, kernel memory): nothing of the release's. No fail-back (the
+// deployer would take it for the new release failing), and not counted as the release's error.
+type shortage struct{ err error }
+
+func (e shortage) Error() string { return e.err.Error() }
+func (e shortage) Unwrap() error { return e.err }
+
+// dialTCP connects to an app; a variable for the tests.
+var dialTCP = net.DialTimeout
+
 func dialBackend(addr string) (net.Conn, error) {
 	yieldToControl()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	c, err := dialTCP("tcp", addr, 5*time.Second)
 	if err != nil {
-		if outOfDescriptors(err) {
-			// The proxy's own shortage, not the release's: no fail-back to the previous
-			// release (the deployer would take it for the new one failing).
-			return nil, err
+		if shortOfResources(err) {
+			return nil, shortage{err}
 		}
 		return nil, dialError{err}
 	}
@@ -41,6 +67,19 @@ func dialBackend(addr string) (net.Conn, error) {
 
 func outOfDescriptors(err error) bool {
 	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+}
+
+// shortOfResources says whether a dial failed for want of the proxy's own resources: out of
+// descriptors, out of ephemeral ports (EADDRNOTAVAIL, or EADDRINUSE from an implicit bind), out
+// of kernel buffers or memory.
+func shortOfResources(err error) bool {
+	return outOfDescriptors(err) || errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EADDRINUSE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
+}
+
+func isShortage(err error) bool {
+	var sh shortage
+	return errors.As(err, &sh)
 }
 
 // failBack moves the route off b, which could not be dialled, to the previous release while it
@@ -81,11 +120,12 @@ func newClient(addr string) *fasthttp.HostClient {
 		MaxConns:                      4096,
 		MaxIdleConnDuration:           90 * time.Second,
 		ReadBufferSize:                bufferSize,
-		WriteBufferSize:               bufferSize,
+		WriteBufferSize:               writeBufferSize,
 		StreamResponseBody:            true, // a stream or a large file is never held in memory
 		DisableHeaderNamesNormalizing: true, // the app sees the headers as the client wrote them
 		DisablePathNormalizing:        true,
 		NoDefaultUserAgentHeader:      true,
+		Transport:                     appTransport{},
 		// A kept-alive connection the app closed while idle fails the next request on it before
 		// anything was answered: a request without a streamed body is sent again once, as
 		// net/http does. A backend that cannot be dialled is the fail-back's business.
@@ -106,13 +146,39 @@ func (r *route) serveHTTP(ctx *fasthttp.RequestCtx) {
 	b := r.pick()
 	req := &ctx.Request
 	clientClose := req.Header.ConnectionClose()
+	if r.draining.Load() {
+		// Shutting down: the client's next request goes to a new connection, which the proxy
+		// that took over the listening socket accepts.
+		clientClose = true
+		ctx.SetConnectionClose()
+	}
 	http10 := !req.Header.IsHTTP11()
-	upgrade := forwardHeaders(ctx)
+	upgrade, err := forwardHeaders(ctx)
+	if err != nil {
+		r.clientErrors.Add(1)
+		ctx.SetConnectionClose()
+		ctx.Error("deployer proxy: malformed request.\n", fasthttp.StatusBadRequest)
+		return
+	}
 	cl := req.Header.ContentLength()
 	hasBody := cl > 0 || cl == -1
 	if upgrade != nil && !hasBody {
 		r.serveUpgrade(ctx, b, upgrade, clientClose, http10)
 		return
+	}
+	var bigDone func()
+	if len(req.Header.RawHeaders()) > bigHeadBytes {
+		// A large head is held several times over while its request is in flight (as read,
+		// parsed, written to the app): only so many at once.
+		if !bigHeads.TryAcquire() {
+			r.proxyShortage(errTooManyBigHeads)
+			ctx.SetConnectionClose()
+			ctx.Response.Header.Set("Retry-After", "1")
+			ctx.Error("deployer proxy: too many requests with large heads at once.\n", fasthttp.StatusServiceUnavailable)
+			return
+		}
+		var once sync.Once
+		bigDone = func() { once.Do(bigHeads.Release) }
 	}
 	// A request with a body that asks to switch protocols goes to the app as a plain request
 	// (a server may ignore an upgrade), its body streamed like any other.
@@ -126,7 +192,7 @@ func (r *route) serveHTTP(ctx *fasthttp.RequestCtx) {
 	if hasBody && req.IsBodyStream() {
 		// Read from the client under its deadlines, and so that its faults are told apart
 		// from the release's.
-		body = &clientBody{r: req.BodyStream(), ctx: ctx, lim: &r.lim}
+		body = &clientBody{r: req.BodyStream(), size: int64(cl), ctx: ctx, lim: &r.lim}
 		req.SetBodyStream(body, cl)
 	}
 	// In flight on b until answered: the drain waits for it, and at its deadline closes the
@@ -136,7 +202,7 @@ func (r *route) serveHTTP(ctx *fasthttp.RequestCtx) {
 	// The app's response is read into its own object: its body stream then passes to the
 	// client's response whole, and is closed (the connection to the app freed) once written.
 	up := fasthttp.AcquireResponse()
-	err := b.client.Do(req, up)
+	err = b.client.Do(req, up)
 	if err != nil && isDialError(err) {
 		if prev := r.failBack(b); prev != nil {
 			end()
@@ -145,11 +211,28 @@ func (r *route) serveHTTP(ctx *fasthttp.RequestCtx) {
 			err = b.client.Do(req, up)
 		}
 	}
+	if bigDone != nil {
+		e := end
+		end = func() { e(); bigDone() }
+	}
 	if err != nil {
 		fasthttp.ReleaseResponse(up)
 		end()
 		r.fail(ctx, err, body)
 		return
+	}
+	if up.StatusCode() == fasthttp.StatusSwitchingProtocols {
+		// Switched without being asked (the proxy asks only on a connection of its own): the
+		// connection was not put back in the pool, and the client is told the release failed.
+		releaseApp(up)
+		end()
+		r.fail(ctx, errors.New("the app switched protocols on a request that did not ask to"), nil)
+		return
+	}
+	if body != nil && body.stopped.Load() {
+		// The app answered before the body was all read: the client's connection cannot
+		// carry another request (where its next one starts is not known).
+		clientClose = true
 	}
 	r.relay(ctx, up, b, end, nil, clientClose, http10)
 }
@@ -170,8 +253,22 @@ func (r *route) fail(ctx *fasthttp.RequestCtx, err error, body *clientBody) {
 		}
 		return
 	}
+	if isShortage(err) {
+		r.proxyShortage(err)
+		ctx.Response.Header.Set("Retry-After", "1")
+		ctx.Error("deployer proxy: too busy to reach the release.\n", fasthttp.StatusServiceUnavailable)
+		return
+	}
 	r.releaseError(err)
 	ctx.Error("deployer proxy: the release did not answer.\n", fasthttp.StatusBadGateway)
+}
+
+// proxyShortage counts a request the proxy could not forward for want of its own resources,
+// and keeps why for the operator: not the release's error.
+func (r *route) proxyShortage(err error) {
+	r.proxyErrors.Add(1)
+	msg := err.Error()
+	r.lastProxyError.Store(&msg)
 }
 
 // releaseError counts an error of the release's, and keeps it for the operator.
@@ -191,7 +288,7 @@ func isTimeout(err error) bool {
 // its own, nil for the backend's client) is closed and end is called.
 func (r *route) relay(ctx *fasthttp.RequestCtx, up *fasthttp.Response, b *backend, end func(), app io.Closer, clientClose, http10 bool) {
 	release := func() {
-		fasthttp.ReleaseResponse(up)
+		releaseApp(up)
 		if app != nil {
 			app.Close()
 		}
@@ -204,18 +301,19 @@ func (r *route) relay(ctx *fasthttp.RequestCtx, up *fasthttp.Response, b *backen
 	if clientClose {
 		resp.SetConnectionClose()
 	}
-	if stream := up.BodyStream(); stream != nil && http10 && up.Header.ContentLength() < 0 && !req.Header.IsHead() {
+	stream := appStream(up)
+	if stream != nil && http10 && up.Header.ContentLength() < 0 && !req.Header.IsHead() {
 		r.streamToHTTP10(ctx, up, stream, b, end, release)
 		return
 	}
-	if stream := up.BodyStream(); stream != nil && !smallBody(up) {
+	if stream != nil && !smallBody(up) {
 		// The response is in flight until its last byte is written.
 		resp.SetBodyStream(&trackedBody{r: stream, up: up, release: release, end: end, ctx: ctx, idle: writeIdle{idle: r.lim.WriteIdle}}, up.Header.ContentLength())
 		return
 	}
-	if up.IsBodyStream() {
+	if stream != nil {
 		// A small body of known length is read whole: written with the header in one go.
-		_, err := io.CopyN(resp.BodyWriter(), up.BodyStream(), int64(up.Header.ContentLength()))
+		_, err := io.CopyN(resp.BodyWriter(), stream, int64(up.Header.ContentLength()))
 		if err != nil {
 			release()
 			end()
@@ -283,7 +381,7 @@ func (t *trackedBody) Read(p []byte) (int, error) {
 func (t *trackedBody) Close() error {
 	var err error
 	t.once.Do(func() {
-		err = t.up.CloseBodyStream()
+		err = closeApp(t.up)
 		t.release()
 		t.end()
 	})
@@ -308,7 +406,7 @@ func (r *route) streamToHTTP10(ctx *fasthttp.RequestCtx, up *fasthttp.Response, 
 		defer func() {
 			done()
 			c.Close()
-			up.CloseBodyStream()
+			closeApp(up)
 			release()
 		}()
 		w := &clientWriter{c: c, idle: writeIdle{idle: r.lim.WriteIdle}}

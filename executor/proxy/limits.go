@@ -105,16 +105,103 @@ func openFilesLimit() uint64 {
 }
 
 // admission counts the proxy's client connections, in all and by address, and admits a new
-// one only within the caps.
+// one only within the caps. At the cap in all, a new connection takes the place of the one that
+// has been idle longest between requests (kept-alive, nothing in flight): idle connections,
+// from one client or many, never lock others out. A TCP route's connections (whose idleness
+// the proxy cannot see) hold at most half the cap, so that they cannot starve HTTP routes; and
+// the proxy's own probes (the deployer's health checks of the live release) are admitted
+// whatever the caps.
 type admission struct {
 	max, perAddr int
 	mu           sync.Mutex
 	total        int
+	tunnels      int // a TCP route's connections
 	byAddr       map[netip.Addr]int
+	idle         idleList // HTTP connections between requests, the longest idle first
+	evicted      atomic.Int64
 }
 
 func newAdmission(l Limits) *admission {
 	return &admission{max: l.MaxConns, perAddr: l.MaxConnsPerAddr, byAddr: map[netip.Addr]int{}}
+}
+
+// idleList is a list of connections, in the order they went idle (O(1) to add, remove, evict).
+type idleList struct{ head, tail *clientConn }
+
+func (l *idleList) push(c *clientConn) {
+	c.prev, c.next = l.tail, nil
+	if l.tail != nil {
+		l.tail.next = c
+	} else {
+		l.head = c
+	}
+	l.tail = c
+	c.listed = true
+}
+
+func (l *idleList) remove(c *clientConn) {
+	if !c.listed {
+		return
+	}
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		l.head = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else {
+		l.tail = c.prev
+	}
+	c.prev, c.next, c.listed = nil, nil, false
+}
+
+// setIdle records that an HTTP connection waits for its next request (idle) or not.
+func (a *admission) setIdle(c *clientConn, idle bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if c.gone {
+		return
+	}
+	a.idle.remove(c)
+	if idle {
+		a.idle.push(c)
+	}
+}
+
+// evictIdle closes the connection idle longest, and says whether there was one. Its client
+// meets what a server's idle timeout does to a kept-alive connection, which HTTP clients
+// expect (they retry a request that found its connection closed).
+func (a *admission) evictIdle() bool {
+	a.mu.Lock()
+	c := a.idle.head
+	if c != nil {
+		a.idle.remove(c)
+		c.gone = true
+	}
+	a.mu.Unlock()
+	if c == nil {
+		return false
+	}
+	a.evicted.Add(1)
+	c.Close()
+	return true
+}
+
+// ownConns are the ports of the proxy's own connections to its routes (its probes, bound to
+// every address): admitted whatever the caps.
+var ownConns sync.Map // int -> struct{}
+
+// isOwn says whether c is one of the proxy's own connections: from a port of those, and from
+// this host (its source is the address it came to, which no other host can claim).
+func isOwn(c net.Conn) bool {
+	from, err1 := netip.ParseAddrPort(c.RemoteAddr().String())
+	to, err2 := netip.ParseAddrPort(c.LocalAddr().String())
+	if err1 != nil || err2 != nil || from.Addr().Unmap() != to.Addr().Unmap() {
+		return false
+	}
+	_, ok := ownConns.Load(int(from.Port()))
+	return ok
 }
 
 // addrKey is what a client is counted by: its address, an IPv6 one by its /64.
@@ -141,27 +228,50 @@ const (
 	tooManyFromAddr
 )
 
-// admit counts c in (and in open, its route's count), or says why not.
-func (a *admission) admit(c net.Conn, open *atomic.Int64) (net.Conn, refusal) {
+// admit counts c in (and in open, its route's count), or says why not; tunnel says c is a TCP
+// route's.
+func (a *admission) admit(c net.Conn, open *atomic.Int64, tunnel bool) (net.Conn, refusal) {
 	key := addrKey(c.RemoteAddr())
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.total >= a.max {
-		return nil, tooManyConns
+	own := isOwn(c)
+	for try := 0; ; try++ {
+		a.mu.Lock()
+		switch {
+		case own:
+		case a.byAddr[key] >= a.perAddr:
+			a.mu.Unlock()
+			return nil, tooManyFromAddr
+		case tunnel && a.tunnels >= max(a.max/2, 1):
+			a.mu.Unlock()
+			return nil, tooManyConns
+		case a.total >= a.max:
+			a.mu.Unlock()
+			// An idle connection makes room; a few tries, as another new one may take it.
+			if try < 4 && a.evictIdle() {
+				continue
+			}
+			return nil, tooManyConns
+		}
+		a.total++
+		a.byAddr[key]++
+		if tunnel {
+			a.tunnels++
+		}
+		a.mu.Unlock()
+		open.Add(1)
+		return &clientConn{Conn: c, a: a, key: key, open: open, tunnel: tunnel}, admitted
 	}
-	if a.byAddr[key] >= a.perAddr {
-		return nil, tooManyFromAddr
-	}
-	a.total++
-	a.byAddr[key]++
-	open.Add(1)
-	return &clientConn{Conn: c, a: a, key: key, open: open}, admitted
 }
 
-func (a *admission) release(key netip.Addr) {
+func (a *admission) release(c *clientConn) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.idle.remove(c)
+	c.gone = true
+	key := c.key
 	a.total--
+	if c.tunnel {
+		a.tunnels--
+	}
 	if n := a.byAddr[key] - 1; n > 0 {
 		a.byAddr[key] = n
 	} else {
@@ -180,15 +290,19 @@ func (a *admission) open() int {
 // its place.
 type clientConn struct {
 	net.Conn
-	a    *admission
-	key  netip.Addr
-	open *atomic.Int64
-	once sync.Once
+	a      *admission
+	key    netip.Addr
+	open   *atomic.Int64
+	once   sync.Once
+	tunnel bool
+	// Under a.mu: its place in the idle list, and whether it is closed.
+	prev, next   *clientConn
+	listed, gone bool
 }
 
 func (c *clientConn) Close() error {
 	c.once.Do(func() {
-		c.a.release(c.key)
+		c.a.release(c)
 		c.open.Add(-1)
 	})
 	return c.Conn.Close()
@@ -395,7 +509,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		cc, why := l.adm.admit(c, l.open)
+		cc, why := l.adm.admit(c, l.open, !l.http)
 		if why == admitted {
 			return cc, nil
 		}
@@ -444,6 +558,9 @@ func (s semaphore) TryAcquire() bool {
 
 func (s semaphore) Release() { <-s }
 
+// errStopped ends a request body the app answered before it had it all.
+var errStopped = errors.New("the app answered before the request's body was all sent")
+
 // errBodyTooSlow cuts a request body that came slower than the limits allow.
 var errBodyTooSlow = timeoutError("the request's body came slower than the proxy's minimum rate")
 
@@ -459,12 +576,31 @@ func (e timeoutError) Temporary() bool { return false }
 // did wrong (a malformed chunk, a body cut short, too slow), nil when it did nothing wrong.
 type clientBody struct {
 	r      io.Reader
+	size   int64 // its Content-Length, -1 when chunked
 	ctx    *fasthttp.RequestCtx
 	lim    *Limits
 	n      int64
 	waited time.Duration
 	err    error
+	// Set once the body was read to its end; stopped, once the app answered before it
+	// had it all (no more is read, and what the read then meets is no fault of the client's).
+	eof, stopped atomic.Bool
 }
+
+// stop makes the body's reads end at once (a read under way, by its deadline moved to now).
+func (b *clientBody) stop() {
+	if b == nil {
+		return
+	}
+	b.stopped.Store(true)
+	b.ctx.SetReadDeadline(time.Now())
+}
+
+// ended says whether the body was read to its end.
+func (b *clientBody) ended() bool { return b != nil && b.eof.Load() }
+
+// failed says whether the client broke its body (read by the one reading it).
+func (b *clientBody) failed() bool { return b != nil && b.err != nil }
 
 func (b *clientBody) Read(p []byte) (int, error) {
 	if b.err != nil {
@@ -478,9 +614,22 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	}
 	start := time.Now()
 	b.ctx.SetReadDeadline(start.Add(wait)) // a timer moved: little beside a read
+	if b.stopped.Load() {                  // after the deadline is set: a stop meanwhile has set its own
+		return 0, errStopped
+	}
 	n, err := b.r.Read(p)
+	if b.stopped.Load() {
+		return 0, errStopped
+	}
 	b.waited += time.Since(start)
 	b.n += int64(n)
+	if err == io.EOF && b.size >= 0 && b.n < b.size {
+		// The client went away before the end of its body: its fault, not the app's.
+		err = io.ErrUnexpectedEOF
+	}
+	if err == io.EOF {
+		b.eof.Store(true)
+	}
 	if err != nil && err != io.EOF {
 		b.err = err
 	}

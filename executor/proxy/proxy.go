@@ -45,6 +45,11 @@ type RouteStatus struct {
 	// ClientErrors counts requests the client broke (a malformed or too slow body, a head
 	// that never ended): answered with a 4xx, not the release's errors.
 	ClientErrors int64 `json:"client_errors,omitempty"`
+	// ProxyErrors counts requests and connections the proxy could not forward for want of
+	// its own resources (descriptors, ephemeral ports): answered 503, not the release's
+	// errors; LastProxyError says why.
+	ProxyErrors    int64  `json:"proxy_errors,omitempty"`
+	LastProxyError string `json:"last_proxy_error,omitempty"`
 	// LastError is the release's last error, for the operator: clients are told nothing of it.
 	LastError string `json:"last_error,omitempty"`
 	// AcceptError is set while the route cannot accept connections (out of descriptors): the
@@ -81,24 +86,27 @@ func NewServer() *Server { return &Server{routes: map[string]*route{}} }
 
 type route struct {
 	Route
-	lim          Limits
-	adm          *admission
-	ln           net.Listener
-	srv          *fasthttp.Server
-	accept       acceptHealth
-	refused      atomic.Int64
-	open         atomic.Int64 // client connections
-	closed       atomic.Bool  // by the deployer: its listener's end is no failure
-	lastError    atomic.Pointer[string]
-	clientErrors atomic.Int64
-	current      atomic.Pointer[backend]
-	previous     atomic.Pointer[backend]
-	failed       atomic.Bool
-	requests     atomic.Int64
-	errors       atomic.Int64
-	backends     sync.Map // addr -> *backend
-	conns        sync.Map // net.Conn -> connState, for HTTP routes
-	hold         atomic.Pointer[gate]
+	lim            Limits
+	adm            *admission
+	ln             net.Listener
+	srv            *fasthttp.Server
+	accept         acceptHealth
+	refused        atomic.Int64
+	open           atomic.Int64 // client connections
+	closed         atomic.Bool  // by the deployer: its listener's end is no failure
+	draining       atomic.Bool  // shutting down: each answer closes its connection
+	lastError      atomic.Pointer[string]
+	clientErrors   atomic.Int64
+	proxyErrors    atomic.Int64
+	lastProxyError atomic.Pointer[string]
+	current        atomic.Pointer[backend]
+	previous       atomic.Pointer[backend]
+	failed         atomic.Bool
+	requests       atomic.Int64
+	errors         atomic.Int64
+	backends       sync.Map // addr -> *backend
+	conns          sync.Map // net.Conn -> connState, for HTTP routes
+	hold           atomic.Pointer[gate]
 }
 
 // gate holds a route's new requests and connections until it opens: when the route is set
@@ -327,6 +335,10 @@ func (s *Server) Status() []RouteStatus {
 		if e := r.lastError.Load(); e != nil {
 			st.LastError = *e
 		}
+		st.ProxyErrors = r.proxyErrors.Load()
+		if e := r.lastProxyError.Load(); e != nil {
+			st.LastProxyError = *e
+		}
 		st.Backend = r.current.Load().addr
 		if p := r.previous.Load(); p != nil {
 			st.Previous = p.addr
@@ -338,10 +350,17 @@ func (s *Server) Status() []RouteStatus {
 	return out
 }
 
+// idleGrace is how long, once a proxy shuts down, a kept-alive connection between requests is
+// left open for its client's next request (answered, and the connection closed after it): a
+// connection closed while idle fails a request its client sent that moment, which a client
+// sends again only when it may (not a POST).
+var idleGrace = time.Second
+
 // Shutdown stops accepting on every route and lets the connections it has finish: each is
-// closed once its response is written, idle keep-alive connections at once; a request that
-// arrived on a connection is always answered. It returns when nothing is in flight any more, or
-// when ctx ends.
+// closed once its response is written; one idle between requests is closed after its next
+// one, or once it has been idle for idleGrace (the listening sockets, handed over, go on
+// accepting in the proxy that replaces this one). A request that arrived on a connection is
+// always answered. It returns when nothing is in flight any more, or when ctx ends.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.mu.Lock()
 	routes := make([]*route, 0, len(s.routes))
@@ -351,20 +370,27 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.mu.Unlock()
 	for _, r := range routes {
 		r.closed.Store(true)
+		r.draining.Store(true)
 		r.ln.Close()
-		if r.srv != nil {
-			// Answers what each connection has sent, then closes it (Connection: close), and
-			// closes idle ones at once.
-			go r.srv.ShutdownWithContext(ctx)
-		}
 	}
+	start := time.Now()
 	for {
 		busy := int64(0)
+		closeIdle := time.Since(start) >= idleGrace
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 100*time.Millisecond {
+			closeIdle = true
+		}
 		for _, r := range routes {
 			busy += r.busyConns()
 			r.backends.Range(func(_, v any) bool { busy += v.(*backend).inflight.Load(); return true })
+			busy += r.idleConns(closeIdle)
 		}
 		if busy == 0 {
+			for _, r := range routes {
+				if r.srv != nil {
+					go r.srv.ShutdownWithContext(ctx) // what is left: nothing in flight
+				}
+			}
 			return
 		}
 		select {
@@ -397,6 +423,9 @@ func (r *route) cutConns(b *backend) int {
 }
 
 func (r *route) trackConn(c net.Conn, st fasthttp.ConnState) {
+	if cc, ok := c.(*clientConn); ok && st != fasthttp.StateNew {
+		cc.a.setIdle(cc, st == fasthttp.StateIdle)
+	}
 	switch st {
 	case fasthttp.StateNew:
 		cs := &connState{since: time.Now()}
@@ -409,6 +438,23 @@ func (r *route) trackConn(c net.Conn, st fasthttp.ConnState) {
 			v.(*connState).state.Store(int32(st))
 		}
 	}
+}
+
+// idleConns counts the route's connections idle between requests, and closes them when
+// closeThem says so.
+func (r *route) idleConns(closeThem bool) int64 {
+	var n int64
+	r.conns.Range(func(c, v any) bool {
+		if fasthttp.ConnState(v.(*connState).state.Load()) == fasthttp.StateIdle {
+			if closeThem {
+				c.(net.Conn).Close()
+			} else {
+				n++
+			}
+		}
+		return true
+	})
+	return n
 }
 
 // busyConns counts the connections with a request under way, or opened in the last 2 s and
@@ -467,7 +513,7 @@ func (r *route) start() {
 		StreamRequestBody:             true, // an upload of any size is passed on as it comes
 		MaxRequestBodySize:            1 << 62,
 		ReadBufferSize:                bufferSize,
-		WriteBufferSize:               bufferSize,
+		WriteBufferSize:               writeBufferSize,
 		// A request's head must come within ReadTimeout (from the connection's opening to its
 		// first byte, then from its first byte); its body is read under clientBody's deadlines.
 		ReadTimeout:  r.lim.HeaderTimeout,
@@ -526,6 +572,10 @@ func (r *route) serveTCP(ln net.Listener) {
 		go func() {
 			defer c.Close()
 			u, b, err := r.dial(r.pick())
+			if isShortage(err) {
+				r.proxyShortage(err)
+				return
+			}
 			if err != nil {
 				r.releaseError(err)
 				return
