@@ -251,8 +251,39 @@ func (pl *planner) service(s *config.Service, st *ServiceState) (*Change, error)
 	}
 	if ch.Action == ActionReplace {
 		ch.Prune = pruned(s, st, ch.ImageID)
+		ch.PortHandover = portHandover(s, oldDoc)
 	}
 	return ch, nil
+}
+
+// recordedCutover reports whether a release was deployed with the proxy cutover, as its
+// recorded spec says; def when it records none.
+func recordedCutover(c Container, def bool) bool {
+	var doc map[string]string
+	if json.Unmarshal([]byte(c.Labels[LabelSpecDoc]), &doc) != nil || doc[config.AttrDeployCutover] == "" {
+		return def
+	}
+	return doc[config.AttrDeployCutover] == `"proxy"`
+}
+
+// portHandover says whether replacing a live release, recorded as oldDoc, moves the service's
+// host ports between it and the proxy: its cutover publishes them itself and the service's
+// goes through the proxy, or the other way round.
+func portHandover(s *config.Service, oldDoc map[string]string) string {
+	published := false
+	for k := range oldDoc {
+		if strings.HasPrefix(k, "port.") && strings.HasSuffix(k, ".host") {
+			published = true
+		}
+	}
+	wasProxy := oldDoc[config.AttrDeployCutover] == `"proxy"`
+	switch proxy := s.Deploy.Cutover == config.CutoverProxy; {
+	case !published || len(s.Ports) == 0 || proxy == wasProxy:
+		return ""
+	case proxy:
+		return HandoverToProxy
+	}
+	return HandoverFromProxy
 }
 
 // takeoverChange plans the replacement of a container the deployer did not make: blue-green as
@@ -418,7 +449,9 @@ func leftovers(o *Observed, p *config.Project, targeted func(string) bool) []Lef
 		out = append(out, Leftover{Kind: LeftoverProxyUpgrade, Detail: fmt.Sprintf("an interrupted upgrade of the proxy left %s serving under its temporary name; apply renames it", o.Proxy.Name)})
 	}
 	for _, s := range p.Services {
-		if st := o.Services[s.Name]; newCutover(s, true, nil).servedByProxy() && st != nil && st.Live != nil && st.Live.Running() && (o.Proxy == nil || !o.Proxy.Running()) {
+		// Served by the proxy as it was deployed: a live release of the restart cutover
+		// publishes its ports itself, whatever the configuration says now.
+		if st := o.Services[s.Name]; st != nil && st.Live != nil && recordedCutover(*st.Live, newCutover(s, true, nil).servedByProxy()) && st.Live.Running() && (o.Proxy == nil || !o.Proxy.Running()) {
 			out = append(out, Leftover{Kind: LeftoverProxy, Detail: "the proxy is not running, so proxied services get no traffic: apply starts it and restores its routes"})
 			break
 		}
