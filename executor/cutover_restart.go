@@ -134,6 +134,12 @@ func (c *restartCutover) switchBack(ctx context.Context, r *release, liveID stri
 	return c.verifyHostPort(ctx, old.ID)
 }
 
+// publishes reports whether a release publishes a host port of the service itself.
+func (c *restartCutover) publishes(ctx context.Context, id string) bool {
+	st, err := c.rn.Runtime.Inspect(ctx, id)
+	return err != nil || publishesItself(c.s, st)
+}
+
 // routeBack gives the proxy the host ports back, routed to the old release started again, when
 // the cutover took them from it.
 func (c *restartCutover) routeBack(ctx context.Context, old *ContainerState) error {
@@ -152,9 +158,9 @@ func (c *restartCutover) routeBack(ctx context.Context, old *ContainerState) err
 func (c *restartCutover) retire(context.Context, *ContainerState) {}
 
 func (c *restartCutover) resumed(ctx context.Context, live *Container) error {
-	if recordedCutover(*live, false) {
-		// A release of the proxy cutover, which the proxy serves until a cutover gives its
-		// ports to the next release: routed to again (its address may have changed).
+	if len(c.s.Ports) > 0 && (recordedCutover(*live, false) || c.rn.proxy.id != "") && !c.publishes(ctx, live.ID) {
+		// A release the proxy serves (of the proxy cutover) until a cutover gives its ports
+		// to the next release: routed to again (its address may have changed).
 		if err := c.rn.proxy.resync(ctx); err != nil {
 			return err
 		}

@@ -72,6 +72,10 @@ func TestMemCutoverSwitch(t *testing.T) {
 				t.Errorf("after the switch, the data volume lost its history: %q", h)
 			}
 			assertConverged(t, r, p, "the switch")
+			// A rollback to the release from before the switch goes through the new cutover.
+			if so, err := r.applier(p).Rollback(t.Context(), "app", 1); err != nil || so.Error != "" || !r.serves("v1") {
+				t.Fatalf("rollback across the switch: %+v %v, serving %q\n%s", so, err, r.get("/"), strings.Join(r.steps(), " "))
+			}
 			next := switchCutover(r, "v3", sw.to, nil)
 			if ch := r.plan(next).Change("app"); ch.PortHandover != "" {
 				t.Errorf("the deploy after the switch hands the port over again: %q", ch.PortHandover)

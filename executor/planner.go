@@ -251,7 +251,7 @@ func (pl *planner) service(s *config.Service, st *ServiceState) (*Change, error)
 	}
 	if ch.Action == ActionReplace {
 		ch.Prune = pruned(s, st, ch.ImageID)
-		ch.PortHandover = portHandover(s, oldDoc)
+		ch.PortHandover = pl.portHandover(s, live)
 	}
 	return ch, nil
 }
@@ -266,24 +266,27 @@ func recordedCutover(c Container, def bool) bool {
 	return doc[config.AttrDeployCutover] == `"proxy"`
 }
 
-// portHandover says whether replacing a live release, recorded as oldDoc, moves the service's
-// host ports between it and the proxy: its cutover publishes them itself and the service's
-// goes through the proxy, or the other way round.
-func portHandover(s *config.Service, oldDoc map[string]string) string {
-	published := false
-	for k := range oldDoc {
-		if strings.HasPrefix(k, "port.") && strings.HasSuffix(k, ".host") {
-			published = true
-		}
-	}
-	wasProxy := oldDoc[config.AttrDeployCutover] == `"proxy"`
-	switch proxy := s.Deploy.Cutover == config.CutoverProxy; {
-	case !published || len(s.Ports) == 0 || proxy == wasProxy:
+// portHandover says whether replacing the live release moves the service's host ports between
+// it and the proxy, as the container is (its recorded spec says how it was first deployed; a
+// rollback goes through the cutover of its time): it publishes them itself and the service's
+// cutover goes through the proxy, or it publishes none, the project has a proxy, and the
+// service's cutover is the restart one.
+func (pl *planner) portHandover(s *config.Service, live *Container) string {
+	if len(s.Ports) == 0 {
 		return ""
-	case proxy:
-		return HandoverToProxy
 	}
-	return HandoverFromProxy
+	st, err := pl.eng.Inspect(pl.ctx, live.ID)
+	if err != nil {
+		return "" // gone meanwhile: apply says so
+	}
+	proxied := s.Deploy.Cutover == config.CutoverProxy
+	switch {
+	case proxied && publishesItself(s, st):
+		return HandoverToProxy
+	case !proxied && len(st.Spec.Ports) == 0 && pl.obs.Proxy != nil:
+		return HandoverFromProxy
+	}
+	return ""
 }
 
 // takeoverChange plans the replacement of a container the deployer did not make: blue-green as

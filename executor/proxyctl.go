@@ -536,9 +536,9 @@ func (px *proxyControl) sync(ctx context.Context, obs *Observed) error {
 		if st == nil || st.Live == nil || !st.Live.Running() {
 			continue
 		}
-		// A live release of the proxy cutover is routed to, whatever the configuration
-		// says now, until a restart cutover gives its ports to the new release.
-		if !rn.cutover(s, false).servedByProxy() && !recordedCutover(*st.Live, false) {
+		// A live release the proxy serves is routed to, whatever the configuration says now,
+		// until a restart cutover gives its ports to the new release.
+		if !rn.cutover(s, false).servedByProxy() && !recordedCutover(*st.Live, false) && !hasRoute(s, have) {
 			continue
 		}
 		live, err := rn.Runtime.Inspect(ctx, st.Live.ID)
@@ -606,6 +606,16 @@ func publishesItself(s *config.Service, c *ContainerState) bool {
 			if b.HostPort == p.Host {
 				return true
 			}
+		}
+	}
+	return false
+}
+
+// hasRoute reports whether the proxy has a route of the service.
+func hasRoute(s *config.Service, have map[string]proxy.Route) bool {
+	for _, p := range s.Ports {
+		if _, ok := have[routeName(s, p)]; ok {
+			return true
 		}
 	}
 	return false
