@@ -41,6 +41,9 @@ func (c *proxyCutover) switchText(ch *Change) string {
 	case ActionTakeover:
 		return fmt.Sprintf("stop %s, which publishes %s itself, and give the port to the proxy, routed to release %d: this one switch has a window without service, as long as a restart's", ch.Takeover.Name, hostPortList(s), ch.NextRelease)
 	}
+	if ch.PortHandover == HandoverToProxy {
+		return fmt.Sprintf("stop release %d (%s), which publishes %s itself (restart cutover), and give the port to the proxy, routed to release %d: this one switch to the proxy has a window without service, as long as a restart's", ch.LiveRelease, ch.Container, hostPortList(s), ch.NextRelease)
+	}
 	return fmt.Sprintf("proxy: route new requests on %s to release %d, drain release %d for up to %s, then stop it", hostPortList(s), ch.NextRelease, ch.LiveRelease, dur(s.Deploy.Drain))
 }
 

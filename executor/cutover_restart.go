@@ -7,7 +7,12 @@ import (
 
 // restartCutover stops the live release and starts the new one under its name and ports: a
 // window without service, as long as the new release takes to start.
-type restartCutover struct{ cutoverBase }
+type restartCutover struct {
+	cutoverBase
+	// proxied: the old release was served by the proxy (the proxy cutover), which gave its
+	// host ports to the new release in this deploy; going back routes them to it again.
+	proxied bool
+}
 
 func (c *restartCutover) servedByProxy() bool { return false }
 func (c *restartCutover) needsProxy() bool    { return c.inside }
@@ -30,6 +35,9 @@ func (c *restartCutover) switchText(ch *Change) string {
 		return fmt.Sprintf("start release %d as %s on %s", ch.NextRelease, s.ContainerName, hostPortList(s))
 	case ActionTakeover:
 		return fmt.Sprintf("restart: stop %s (up to %s), start release %d as %s on %s", ch.Takeover.Name, dur(s.Deploy.StopTimeout), ch.NextRelease, s.ContainerName, hostPortList(s))
+	}
+	if ch.PortHandover == HandoverFromProxy {
+		return fmt.Sprintf("restart: stop release %d (%s, up to %s), which the proxy serves, take %s from the proxy, start release %d as %s on it, publishing it itself", ch.LiveRelease, ch.Container, dur(s.Deploy.StopTimeout), hostPortList(s), ch.NextRelease, s.ContainerName)
 	}
 	return fmt.Sprintf("restart: stop release %d (%s, up to %s), start release %d as %s on %s", ch.LiveRelease, ch.Container, dur(s.Deploy.StopTimeout), ch.NextRelease, s.ContainerName, hostPortList(s))
 }
@@ -59,7 +67,7 @@ func (c *restartCutover) switchTo(ctx context.Context, r *release, old, cand *Co
 		name, detail = StepStart, fmt.Sprintf("start release %d as %s", r.number, s.ContainerName)
 	}
 	var liveID string
-	err := rn.step(s.Name, name, "", detail, func() error {
+	err := rn.step(s.Name, name, "", detail, func() (err error) {
 		if old != nil {
 			if err := rn.rel.stopRelease(ctx, s, old.ID, "release "+old.Spec.Labels[LabelRelease]); err != nil {
 				return err
@@ -72,6 +80,14 @@ func (c *restartCutover) switchTo(ctx context.Context, r *release, old, cand *Co
 				}
 			}
 			rn.crash(PointCutoverRenamed)
+			// A release of the proxy cutover: the proxy holds its host ports, which the new
+			// release publishes itself.
+			if !publishesItself(s, old) {
+				if c.proxied, err = rn.proxy.takePorts(ctx, s); err != nil {
+					rn.rel.startAgain(ctx, s, old)
+					return err
+				}
+			}
 		}
 		id, err := rn.createRelease(ctx, r.spec(s.ContainerName, RoleLive, false))
 		if err == nil {
@@ -86,6 +102,7 @@ func (c *restartCutover) switchTo(ctx context.Context, r *release, old, cand *Co
 		if err != nil {
 			if old != nil {
 				rn.rel.startAgain(ctx, s, old)
+				c.routeBack(ctx, old)
 			}
 			return err
 		}
@@ -111,14 +128,43 @@ func (c *restartCutover) switchBack(ctx context.Context, r *release, liveID stri
 	if err := c.rn.rel.startAgain(ctx, c.s, old); err != nil {
 		return err
 	}
+	if err := c.routeBack(ctx, old); err != nil {
+		return err
+	}
 	return c.verifyHostPort(ctx, old.ID)
+}
+
+// publishes reports whether a release publishes a host port of the service itself.
+func (c *restartCutover) publishes(ctx context.Context, id string) bool {
+	st, err := c.rn.Runtime.Inspect(ctx, id)
+	return err != nil || publishesItself(c.s, st)
+}
+
+// routeBack gives the proxy the host ports back, routed to the old release started again, when
+// the cutover took them from it.
+func (c *restartCutover) routeBack(ctx context.Context, old *ContainerState) error {
+	if !c.proxied {
+		return nil
+	}
+	again, err := c.rn.Runtime.Inspect(ctx, old.ID) // its address may have changed
+	if err != nil {
+		return err
+	}
+	_, err = c.rn.proxy.setRoutes(ctx, c.s, again)
+	return err
 }
 
 // retire has nothing to do: the cutover stopped the old release already.
 func (c *restartCutover) retire(context.Context, *ContainerState) {}
 
 func (c *restartCutover) resumed(ctx context.Context, live *Container) error {
-	if c.needsProxy() {
+	if len(c.s.Ports) > 0 && (recordedCutover(*live, false) || c.rn.proxy.id != "") && !c.publishes(ctx, live.ID) {
+		// A release the proxy serves (of the proxy cutover) until a cutover gives its ports
+		// to the next release: routed to again (its address may have changed).
+		if err := c.rn.proxy.resync(ctx); err != nil {
+			return err
+		}
+	} else if c.needsProxy() {
 		if err := c.rn.proxy.ensure(ctx); err != nil {
 			return err
 		}

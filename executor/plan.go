@@ -112,7 +112,19 @@ type Change struct {
 	// verified: an apply started it and was interrupted before its health check passed. The
 	// update health-checks it again before it takes its live name back.
 	Unverified bool `json:"unverified,omitempty"`
+	// PortHandover: the cutover moves the host ports between the live release and the proxy,
+	// as the service's cutover changed: HandoverToProxy, HandoverFromProxy, or "".
+	PortHandover string `json:"port_handover,omitempty"`
 }
+
+// The port handovers of a change of cutover: the live release of the restart cutover publishes
+// the host ports itself, and the proxy takes them when it stops (to_proxy); the proxy holds
+// them for a live release of the proxy cutover, and gives them to the new release, which
+// publishes them itself (from_proxy). Either is a restart's window without service, once.
+const (
+	HandoverToProxy   = "to_proxy"
+	HandoverFromProxy = "from_proxy"
+)
 
 // Pruned is a release the clean-up removes, and whether its image goes with it: only an image
 // the deployer built or pulled itself does.

@@ -251,8 +251,42 @@ func (pl *planner) service(s *config.Service, st *ServiceState) (*Change, error)
 	}
 	if ch.Action == ActionReplace {
 		ch.Prune = pruned(s, st, ch.ImageID)
+		ch.PortHandover = pl.portHandover(s, live)
 	}
 	return ch, nil
+}
+
+// recordedCutover reports whether a release was deployed with the proxy cutover, as its
+// recorded spec says; def when it records none.
+func recordedCutover(c Container, def bool) bool {
+	var doc map[string]string
+	if json.Unmarshal([]byte(c.Labels[LabelSpecDoc]), &doc) != nil || doc[config.AttrDeployCutover] == "" {
+		return def
+	}
+	return doc[config.AttrDeployCutover] == `"proxy"`
+}
+
+// portHandover says whether replacing the live release moves the service's host ports between
+// it and the proxy, as the container is (its recorded spec says how it was first deployed; a
+// rollback goes through the cutover of its time): it publishes them itself and the service's
+// cutover goes through the proxy, or it publishes none, the project has a proxy, and the
+// service's cutover is the restart one.
+func (pl *planner) portHandover(s *config.Service, live *Container) string {
+	if len(s.Ports) == 0 {
+		return ""
+	}
+	st, err := pl.eng.Inspect(pl.ctx, live.ID)
+	if err != nil {
+		return "" // gone meanwhile: apply says so
+	}
+	proxied := s.Deploy.Cutover == config.CutoverProxy
+	switch {
+	case proxied && publishesItself(s, st):
+		return HandoverToProxy
+	case !proxied && len(st.Spec.Ports) == 0 && pl.obs.Proxy != nil:
+		return HandoverFromProxy
+	}
+	return ""
 }
 
 // takeoverChange plans the replacement of a container the deployer did not make: blue-green as
@@ -418,7 +452,9 @@ func leftovers(o *Observed, p *config.Project, targeted func(string) bool) []Lef
 		out = append(out, Leftover{Kind: LeftoverProxyUpgrade, Detail: fmt.Sprintf("an interrupted upgrade of the proxy left %s serving under its temporary name; apply renames it", o.Proxy.Name)})
 	}
 	for _, s := range p.Services {
-		if st := o.Services[s.Name]; newCutover(s, true, nil).servedByProxy() && st != nil && st.Live != nil && st.Live.Running() && (o.Proxy == nil || !o.Proxy.Running()) {
+		// Served by the proxy as it was deployed: a live release of the restart cutover
+		// publishes its ports itself, whatever the configuration says now.
+		if st := o.Services[s.Name]; st != nil && st.Live != nil && recordedCutover(*st.Live, newCutover(s, true, nil).servedByProxy()) && st.Live.Running() && (o.Proxy == nil || !o.Proxy.Running()) {
 			out = append(out, Leftover{Kind: LeftoverProxy, Detail: "the proxy is not running, so proxied services get no traffic: apply starts it and restores its routes"})
 			break
 		}

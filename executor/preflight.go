@@ -211,7 +211,15 @@ func heldOutside(p *config.Project, needs []portNeed, all []Container, free func
 		}
 	}
 	if proxies[p.Name] {
+		obs := observe(p, all)
 		for _, s := range p.Services {
+			// A live release of the proxy cutover, set aside or stopped by an interrupted
+			// switch to the restart cutover, still has its ports held by the proxy.
+			if st := obs.Services[s.Name]; st != nil && st.Live != nil {
+				for _, port := range proxiedPorts(*st.Live) {
+					accounted[port] = true
+				}
+			}
 			if s.Deploy.Cutover == config.CutoverProxy {
 				for _, port := range s.Ports {
 					accounted[port.Host], accounted[port.Candidate] = true, true

@@ -533,15 +533,22 @@ func (px *proxyControl) sync(ctx context.Context, obs *Observed) error {
 	}
 	for _, s := range rn.Project.Services {
 		st := obs.Services[s.Name]
-		if !rn.cutover(s, false).servedByProxy() || st == nil || st.Live == nil || !st.Live.Running() {
+		if st == nil || st.Live == nil || !st.Live.Running() {
+			continue
+		}
+		// A live release the proxy serves is routed to, whatever the configuration says now,
+		// until a restart cutover gives its ports to the new release.
+		if !rn.cutover(s, false).servedByProxy() && !recordedCutover(*st.Live, false) && !hasRoute(s, have) {
 			continue
 		}
 		live, err := rn.Runtime.Inspect(ctx, st.Live.ID)
 		if err != nil {
 			return err
 		}
-		if _, ok := live.IPs[NetworkName(rn.Project.Name)]; !ok {
-			continue // a release from restart mode: the switch to the proxy happens at its next cutover
+		if _, ok := live.IPs[NetworkName(rn.Project.Name)]; !ok || publishesItself(s, live) {
+			// A container being taken over, or a release of the restart cutover: it holds the
+			// host port, which the proxy takes at its next cutover.
+			continue
 		}
 		if px.routesMatch(s, live, have) {
 			continue
@@ -588,6 +595,55 @@ func (px *proxyControl) giveBackPorts(ctx context.Context, s *config.Service, id
 		}
 	}
 	return nil
+}
+
+// publishesItself reports whether a container publishes one of the service's host ports
+// itself, as a release of the restart cutover or a container being taken over does: the proxy
+// cannot listen there while it runs.
+func publishesItself(s *config.Service, c *ContainerState) bool {
+	for _, b := range c.Spec.Ports {
+		for _, p := range s.Ports {
+			if b.HostPort == p.Host {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// hasRoute reports whether the proxy has a route of the service.
+func hasRoute(s *config.Service, have map[string]proxy.Route) bool {
+	for _, p := range s.Ports {
+		if _, ok := have[routeName(s, p)]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// takePorts removes the service's routes, so that a release of the restart cutover can publish
+// its host ports itself; it reports whether the proxy had any.
+func (px *proxyControl) takePorts(ctx context.Context, s *config.Service) (bool, error) {
+	if px.id == "" {
+		return false, nil // no proxy runs in this apply: it holds no port
+	}
+	st, err := px.ctl(ctx, proxy.Request{Op: "status"})
+	if err != nil {
+		return false, err
+	}
+	had := false
+	for _, p := range s.Ports {
+		for _, r := range st.Routes {
+			if r.Name != routeName(s, p) {
+				continue
+			}
+			if _, err := px.ctl(ctx, proxy.Request{Op: "remove", Name: r.Name}); err != nil {
+				return had, err
+			}
+			had = true
+		}
+	}
+	return had, nil
 }
 
 // routesMatch reports whether the proxy has every route of a service leading to c already.

@@ -224,6 +224,9 @@ func (sq *sequencer) proxyFor(plan *Plan, obs *Observed) string {
 	}
 	for _, ch := range plan.Changes {
 		s := sq.p.Service(ch.Service)
+		if ch.PortHandover == HandoverFromProxy && why == "" {
+			why = "route to the live releases" // until it gives their ports back
+		}
 		if s == nil || ch.Action == ActionNone || ch.Action == ActionDelete || !sq.cutover(s).needsProxy() {
 			continue
 		}
