@@ -121,7 +121,7 @@ func (c *cutoverBase) port() *config.Port {
 func (c *cutoverBase) verifyHostPort(ctx context.Context, liveID string) error {
 	s, rn := c.s, c.rn
 	port := s.HTTPPort()
-	return rn.step(s.Name, StepVerify, "", "health-check the new live release through its host port", func() error {
+	return rn.step(s.Name, StepVerify, "", "", func() error {
 		live := &ContainerState{ID: liveID, Name: s.ContainerName}
 		alive := func() error { return rn.alive(ctx, live) }
 		if s.HealthCheck == nil || port == nil {

@@ -71,7 +71,7 @@ func (c *proxyCutover) switchTo(ctx context.Context, r *release, old, cand *Cont
 	if old == nil {
 		name = StepStart
 	}
-	err := rn.step(s.Name, name, "", fmt.Sprintf("proxy: route new requests to release %d", r.number), func() error {
+	err := rn.step(s.Name, name, "", "", func() error {
 		if err := c.route(ctx, old, cand, ch); err != nil {
 			return err
 		}
@@ -125,7 +125,7 @@ func (c *proxyCutover) route(ctx context.Context, old, cand *ContainerState, ch 
 // back to the old release (which happens when the new one cannot be reached).
 func (c *proxyCutover) verify(ctx context.Context, liveID string) error {
 	rn, s := c.rn, c.s
-	return rn.step(s.Name, StepVerify, "", "health-check the new live release through the proxy", func() error {
+	return rn.step(s.Name, StepVerify, "", "", func() error {
 		live := &ContainerState{ID: liveID, Name: s.ContainerName}
 		alive := func() error {
 			if err := rn.alive(ctx, live); err != nil {

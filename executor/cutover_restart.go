@@ -62,12 +62,12 @@ func (c *restartCutover) switchTo(ctx context.Context, r *release, old, cand *Co
 	// The candidate shares the volumes: stop it before the new live release starts, so that
 	// one copy of the new release writes to them.
 	rn.rel.stopRelease(ctx, s, cand.ID, "the candidate")
-	name, detail := StepCutover, fmt.Sprintf("restart: stop release %d, start release %d as %s", ch.LiveRelease, r.number, s.ContainerName)
+	name := StepCutover
 	if old == nil {
-		name, detail = StepStart, fmt.Sprintf("start release %d as %s", r.number, s.ContainerName)
+		name = StepStart
 	}
 	var liveID string
-	err := rn.step(s.Name, name, "", detail, func() (err error) {
+	err := rn.step(s.Name, name, "", "", func() (err error) {
 		if old != nil {
 			if err := rn.rel.stopRelease(ctx, s, old.ID, "release "+old.Spec.Labels[LabelRelease]); err != nil {
 				return err

@@ -126,6 +126,8 @@ func (d *deployment) prepare(ctx context.Context) error {
 // do runs one step of the sequence.
 func (d *deployment) do(ctx context.Context, step *Step) error {
 	d.seen[step.Name]++
+	d.rn.cur = step
+	defer func() { d.rn.cur = nil }()
 	switch step.Kind {
 	case StepResume:
 		return d.resume(ctx)
@@ -232,9 +234,8 @@ func (d *deployment) resume(ctx context.Context) error {
 // candidate creates and starts <container_name>-green with the new release (a held migration
 // created it before its hold).
 func (d *deployment) candidate(ctx context.Context) error {
-	rn, s, r := d.rn, d.s, d.r
-	name := s.ContainerName + candidateSuffix
-	return rn.step(s.Name, StepCandidate, "", fmt.Sprintf("create and start %s (release %d)", name, r.number), func() error {
+	rn, s := d.rn, d.s
+	return rn.step(s.Name, StepCandidate, "", "", func() error {
 		id := d.created
 		if id == "" {
 			var err error
@@ -303,7 +304,7 @@ func (d *deployment) startCreated(ctx context.Context, id string) (*ContainerSta
 // backup backs up the live release's volumes right before the cutover.
 func (d *deployment) backup(ctx context.Context) error {
 	s, live := d.s, d.st.Live
-	err := d.rn.step(s.Name, StepBackup, "", fmt.Sprintf("back up %s of release %d to backup_store.%s", strings.Join(s.Backup.Volumes, ", "), live.Release(), s.Backup.Store), func() error {
+	err := d.rn.step(s.Name, StepBackup, "", "", func() error {
 		m, err := d.rn.backups().takeWith(ctx, s, live, "before the cutover to release "+strconv.Itoa(d.r.number), s.Backup.Keep, migrationRecord(d.mg.mig))
 		if m != nil {
 			d.mg.backupID = m.ID
@@ -448,7 +449,7 @@ func (d *deployment) cleanup(ctx context.Context) error {
 	wctx := context.WithoutCancel(ctx)
 	d.hd.uploadSafety(wctx) // the new release serves: the hold is over
 	d.hd.dropSafety(wctx)
-	err := rn.step(s.Name, StepCleanup, "", fmt.Sprintf("retire the old release, keep %s", plural(s.Deploy.KeepReleases, "previous release")), func() error {
+	err := rn.step(s.Name, StepCleanup, "", "", func() error {
 		if d.old != nil {
 			d.cut.retire(wctx, d.old)
 		}

@@ -275,7 +275,7 @@ func (px *proxyControl) ensure(ctx context.Context) error {
 		return px.err
 	}
 	rn := px.rn
-	px.err = rn.step("", StepProxy, "", "make sure the project's proxy runs and routes to the live releases", func() error {
+	px.err = rn.step("", StepProxy, "", rn.plannedOr("", StepProxy, "make sure the project's proxy runs and routes to the live releases"), func() error {
 		if err := rn.own.ensureNetwork(ctx); err != nil {
 			return err
 		}

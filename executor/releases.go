@@ -25,11 +25,12 @@ func (rl *releases) resume(ctx context.Context, s *config.Service, cut cutover, 
 	rn := rl.rn
 	live := st.Live
 	aside := oldName(s, live.Release())
-	detail := fmt.Sprintf("start the stopped live release %d (%s)", live.Release(), live.Name)
+	// A restore starts the release again outside any plan: its own words then.
+	own := fmt.Sprintf("start the stopped live release %d (%s)", live.Release(), live.Name)
 	if live.Running() {
-		detail = fmt.Sprintf("health-check the live release %d (%s) again: an interrupted apply started it", live.Release(), live.Name)
+		own = fmt.Sprintf("health-check the live release %d (%s) again: an interrupted apply started it", live.Release(), live.Name)
 	}
-	err := rn.step(s.Name, StepResume, "", detail, func() error {
+	err := rn.step(s.Name, StepResume, "", rn.plannedOr(s.Name, StepResume, own), func() error {
 		// A container being taken over keeps its name: set aside, with no release of the
 		// service recording it, the next plan would not know it (setAsideByTakeover). Under
 		// its name, the next plan takes it over again, whether it runs or not.

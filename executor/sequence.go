@@ -85,6 +85,13 @@ var PutBackPoints = []string{PointPutBackCopied, PointPutBackStarted, PointPutBa
 // step when the proxy runs another deployer version than this one.
 var ProxyUpgradePoints = []string{"proxy.next-started", "proxy.old-stopped", "proxy.old-removed"}
 
+// The lock's words, in a plan and in a backup's, a restore's or destroy's output.
+func lockWords(project string) string {
+	return fmt.Sprintf("take the deploy lock of project %q", project)
+}
+
+const unlockWords = "release the deploy lock"
+
 // stepName names a step of a kind for one check, hook or volume.
 func stepName(kind StepKind, arg string) string {
 	if arg == "" {
@@ -156,7 +163,7 @@ func (sq *sequencer) plan(plan *Plan, obs *Observed) []*Step {
 		return []*Step{}
 	}
 	var out steps
-	out.add("", StepLock, "", "take the deploy lock of project %q", sq.p.Name)
+	out.add("", StepLock, "", "%s", lockWords(sq.p.Name))
 	if detail := preflightDetail(sq.p, plan, sq.local); detail != "" {
 		out.add("", StepPreflight, "", "%s", detail)
 	}
@@ -200,7 +207,7 @@ func (sq *sequencer) plan(plan *Plan, obs *Observed) []*Step {
 			sq.deploy(&out, s, ch, st)
 		}
 	}
-	out.add("", StepUnlock, "", "release the deploy lock")
+	out.add("", StepUnlock, "", "%s", unlockWords)
 	return out
 }
 
