@@ -210,7 +210,7 @@ func (ap *applyRun) deploy(ctx context.Context, s *config.Service, ch *Change, s
 // update starts a stopped live release. If it does not come back healthy, the release before it
 // is brought back (auto_rollback), through the same checks and cutover as deployer rollback.
 func (ap *applyRun) update(ctx context.Context, s *config.Service, st *ServiceState, so *ServiceOutcome) error {
-	err := ap.rel.resume(ctx, s, ap.cutover(s, false), st, so)
+	err := ap.rel.resume(ctx, s, ap.cutover(s, false), planCutover(s, !ap.remote(), false), st, so)
 	if err == nil || !s.Deploy.AutoRollback || len(st.Previous) == 0 || ctx.Err() != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ type deployment struct {
 	st  *ServiceState
 	so  *ServiceOutcome
 	cut cutover
+	how cutoverPlan // what is known of the cutover before it runs
 	r   *release
 	// rollback is the stopped release a rollback brings back (nil for a deploy).
 	rollback *Container
@@ -53,7 +54,7 @@ type reported struct{ error }
 func (r reported) Unwrap() error { return r.error }
 
 func (rn *run) deployment(s *config.Service, ch *Change, st *ServiceState, so *ServiceOutcome, adopting bool) *deployment {
-	d := &deployment{rn: rn, s: s, ch: ch, st: st, so: so, cut: rn.cutover(s, adopting), adopting: adopting, seen: map[string]int{}, ro: rn.rollouts[s.Name]}
+	d := &deployment{rn: rn, s: s, ch: ch, st: st, so: so, cut: rn.cutover(s, adopting), how: planCutover(s, !rn.remote(), adopting), adopting: adopting, seen: map[string]int{}, ro: rn.rollouts[s.Name]}
 	d.ck, d.mg, d.hd = &checks{d: d}, &migration{d: d}, &hold{d: d}
 	return d
 }
@@ -117,7 +118,7 @@ func (d *deployment) prepare(ctx context.Context) error {
 	if err := d.rn.own.ensureNetwork(ctx); err != nil {
 		return err
 	}
-	if d.cut.needsProxy() {
+	if d.how.needsProxy() {
 		return d.rn.proxy.ensure(ctx)
 	}
 	return nil
@@ -223,7 +224,7 @@ func stillServingOld(old *ContainerState) string {
 // resume starts the live release when it is stopped: the service must not stay down while the
 // new release is prepared, nor if it fails. A rollback goes on without it.
 func (d *deployment) resume(ctx context.Context) error {
-	err := d.rn.rel.resume(ctx, d.s, d.cut, d.st, d.so)
+	err := d.rn.rel.resume(ctx, d.s, d.cut, d.how, d.st, d.so)
 	if err != nil && d.rollback != nil {
 		d.rn.warn(d.s.Name, "the live release does not start (%v); rolling back anyway", err)
 		return nil

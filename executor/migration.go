@@ -391,7 +391,7 @@ func (a *Applier) DryRunMigrations(ctx context.Context, plan *Plan) ([]*DryRunRe
 			res.Refused = "apply would refuse it: the change breaks the live release while both run (allow_destructive = true runs it held)"
 			if s.Migration.AllowDestructive {
 				res.Refused = ""
-				res.Held = "apply would run it held: the live release stopped, " + d.cut.holdText() + ", until the new release is checked"
+				res.Held = "apply would run it held: the live release stopped, " + d.how.holdText() + ", until the new release is checked"
 			}
 		}
 		out = append(out, res)
@@ -570,7 +570,7 @@ func (mg *migration) migrateLive(ctx context.Context) error {
 	}
 	heldRun := mg.mig.Destructive && m.AllowDestructive && d.st.Live != nil && !mg.migrated
 	if heldRun {
-		serving = fmt.Sprintf("held: release %d stopped, %s", d.st.Live.Release(), d.cut.holdText())
+		serving = fmt.Sprintf("held: release %d stopped, %s", d.st.Live.Release(), d.how.holdText())
 	}
 	err := rn.step(s.Name, StepMigrate, "", "", func() error {
 		// What the dry-run decided, which the plan could not know.

@@ -538,7 +538,7 @@ func (px *proxyControl) sync(ctx context.Context, obs *Observed) error {
 		}
 		// A live release the proxy serves is routed to, whatever the configuration says now,
 		// until a restart cutover gives its ports to the new release.
-		if !rn.cutover(s, false).servedByProxy() && !recordedCutover(*st.Live, false) && !hasRoute(s, have) {
+		if !planCutover(s, !rn.remote(), false).servedByProxy() && !recordedCutover(*st.Live, false) && !hasRoute(s, have) {
 			continue
 		}
 		live, err := rn.Runtime.Inspect(ctx, st.Live.ID)

@@ -21,7 +21,7 @@ type releases struct{ rn *run }
 // which the state reads as a live release set aside): it takes its live name back only once
 // healthy, so an apply killed anywhere before that leaves it running under the other name, and
 // the next plan health-checks it again (Change.Unverified) instead of calling it live.
-func (rl *releases) resume(ctx context.Context, s *config.Service, cut cutover, st *ServiceState, so *ServiceOutcome) error {
+func (rl *releases) resume(ctx context.Context, s *config.Service, cut cutover, how cutoverPlan, st *ServiceState, so *ServiceOutcome) error {
 	rn := rl.rn
 	live := st.Live
 	aside := oldName(s, live.Release())
@@ -34,7 +34,7 @@ func (rl *releases) resume(ctx context.Context, s *config.Service, cut cutover, 
 		// A container being taken over keeps its name: set aside, with no release of the
 		// service recording it, the next plan would not know it (setAsideByTakeover). Under
 		// its name, the next plan takes it over again, whether it runs or not.
-		if live.Name != aside && !cut.takingOver() {
+		if live.Name != aside && !how.takingOver() {
 			if err := rn.Runtime.RenameContainer(ctx, live.ID, aside); err != nil {
 				return err
 			}
@@ -42,7 +42,7 @@ func (rl *releases) resume(ctx context.Context, s *config.Service, cut cutover, 
 		}
 		rn.crash(PointResumeAside)
 		if !live.Running() {
-			if cut.servedByProxy() {
+			if how.servedByProxy() {
 				if err := rn.proxy.giveBackPorts(ctx, s, live.ID); err != nil {
 					return err
 				}

@@ -154,7 +154,7 @@ type sequencer struct {
 	red   *Redactor
 }
 
-func (sq *sequencer) cutover(s *config.Service) cutover { return newCutover(s, sq.local, nil) }
+func (sq *sequencer) cutover(s *config.Service) cutoverPlan { return planCutover(s, sq.local, false) }
 
 // plan orders everything apply will do: the lock, the proxy when one is needed, each service's
 // sequence (what an interrupted apply left of it first), the removals, the unlock.
@@ -406,7 +406,7 @@ func (sq *sequencer) checks(out *steps, s *config.Service, newRelease bool) {
 }
 
 // switchOver is the cutover (the start, for a service's first release) and its verification.
-func (sq *sequencer) switchOver(out *steps, s *config.Service, ch *Change, cut cutover) {
+func (sq *sequencer) switchOver(out *steps, s *config.Service, ch *Change, cut cutoverPlan) {
 	kind := StepKind(StepCutover)
 	if ch.Action == ActionCreate {
 		kind = StepStart
@@ -440,7 +440,7 @@ func KillPoints(p *config.Project, plan *Plan) []string {
 		if s == nil || ch == nil {
 			continue
 		}
-		cut := newCutover(s, local, nil)
+		cut := planCutover(s, local, false)
 		switch k := st.Kind; {
 		case k == StepResume:
 			add(ResumePoints...)
