@@ -20,6 +20,7 @@ func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 		return out, nil
 	}
 	rn := a.newRun()
+	rn.planned = plan.Steps
 	unlock, err := rn.begin(ctx, true)
 	if err != nil {
 		return out, err
@@ -209,7 +210,7 @@ func (ap *applyRun) deploy(ctx context.Context, s *config.Service, ch *Change, s
 // update starts a stopped live release. If it does not come back healthy, the release before it
 // is brought back (auto_rollback), through the same checks and cutover as deployer rollback.
 func (ap *applyRun) update(ctx context.Context, s *config.Service, st *ServiceState, so *ServiceOutcome) error {
-	err := ap.rel.resume(ctx, s, ap.cutover(s, false), st, so)
+	err := ap.rel.resume(ctx, s, ap.cutover(s, false), planCutover(s, !ap.remote(), false), st, so)
 	if err == nil || !s.Deploy.AutoRollback || len(st.Previous) == 0 || ctx.Err() != nil {
 		return err
 	}
@@ -223,7 +224,7 @@ func (ap *applyRun) update(ctx context.Context, s *config.Service, st *ServiceSt
 
 // remove stops and removes every container of a service no longer configured. Volumes stay.
 func (ap *applyRun) remove(ctx context.Context, ch *Change, step *Step) error {
-	return ap.step(ch.Service, step.Kind, step.Arg, fmt.Sprintf("stop and remove %s (volumes are kept)", plural(len(ch.RemoveIDs), "container")), func() error {
+	return ap.step(ch.Service, step.Kind, step.Arg, step.Detail, func() error {
 		if ro := ap.rollouts[ch.Service]; ro != nil {
 			// The service left this engine's list: it goes once the engines it runs on now
 			// have switched, and stays if their rollout fails.

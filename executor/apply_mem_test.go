@@ -267,7 +267,7 @@ func hasStep(plan *executor.Plan, name string) bool {
 }
 
 // Apply runs the plan's steps, in the plan's order, by their names: every step it reports
-// starting is the plan's next one, or a step inside it.
+// starting is the plan's next one, in the plan's own words, or a step inside it.
 func TestMemApplyRunsThePlan(t *testing.T) {
 	inside := map[string]bool{string(executor.StepDrain): true, string(executor.StepVerify): true, string(executor.StepProxy): true, string(executor.StepRollback): true}
 	forCutovers(t, func(t *testing.T, r *memRig) {
@@ -282,15 +282,20 @@ func TestMemApplyRunsThePlan(t *testing.T) {
 				t.Fatalf("apply: %v %+v", err, out)
 			}
 			var started []string
+			said := map[int]string{}
 			for _, e := range r.events {
 				if e.Type == executor.EventStep && e.Phase == "start" {
+					said[len(started)] = e.Detail
 					started = append(started, e.Step)
 				}
 			}
 			next := 0
-			for _, name := range started {
+			for i, name := range started {
 				switch {
 				case next < len(plan.Steps) && name == plan.Steps[next].Name:
+					if said[i] != plan.Steps[next].Detail {
+						t.Errorf("apply says of %s %q, the plan %q", name, said[i], plan.Steps[next].Detail)
+					}
 					next++
 				case !inside[name]:
 					t.Errorf("apply ran %s, not the plan's next step (%d of %v): %v", name, next, plan.Steps, started)

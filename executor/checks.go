@@ -23,7 +23,7 @@ type checks struct{ d *deployment }
 func (ck *checks) checkRunning(ctx context.Context) error {
 	d := ck.d
 	alive := func() error { return d.rn.alive(ctx, d.cand) }
-	err := d.rn.step(d.s.Name, StepRunning, "", "the candidate keeps running", func() error {
+	err := d.rn.step(d.s.Name, StepRunning, "", "", func() error {
 		if d.s.HealthCheck != nil {
 			return alive() // the health check keeps watching
 		}
@@ -40,7 +40,10 @@ func (ck *checks) checkHealth(ctx context.Context) error {
 	d := ck.d
 	h, pr := d.s.HealthCheck, d.cut.probes()
 	url := pr.candidateURL(d.cand, d.s.HTTPPort(), h.Path)
-	err := d.rn.step(d.s.Name, StepHealth, "", "GET "+url, func() error { return ck.healthOf(ctx, d.cand) })
+	err := d.rn.step(d.s.Name, StepHealth, "", "", func() error {
+		d.rn.log(d.s.Name, StepHealth, "GET %s", url)
+		return ck.healthOf(ctx, d.cand)
+	})
 	if err != nil {
 		return fmt.Errorf("candidate %q: health check GET %s: %s; %s", d.cand.Name, h.Path, err, d.stillServing())
 	}
@@ -84,7 +87,10 @@ func (ck *checks) checkCanary(ctx context.Context, step *Step) error {
 		return notConfigured(d.s, step)
 	}
 	url := d.cut.probes().candidateURL(d.cand, d.s.HTTPPort(), c.Path)
-	err := d.rn.step(d.s.Name, step.Kind, step.Arg, "GET "+url, func() error { return ck.canaryOf(ctx, d.cand, c) })
+	err := d.rn.step(d.s.Name, step.Kind, step.Arg, step.Detail, func() error {
+		d.rn.log(d.s.Name, step.Kind, "GET %s", url)
+		return ck.canaryOf(ctx, d.cand, c)
+	})
 	if err != nil {
 		return fmt.Errorf("candidate %q: canary %q GET %s: %s; %s", d.cand.Name, c.Name, c.Path, err, d.stillServing())
 	}
@@ -99,7 +105,7 @@ func (ck *checks) checkSmoke(ctx context.Context) error {
 	base := strings.TrimSuffix(pr.candidateURL(d.cand, d.s.HTTPPort(), "/"), "/")
 	load := probe.Load{Base: base, Paths: sm.Paths, Requests: sm.Requests, Duration: sm.Duration, Concurrency: sm.Concurrency}
 	var res *probe.LoadResult
-	err := d.rn.step(d.s.Name, StepSmoke, "", smokeText(sm), func() error {
+	err := d.rn.step(d.s.Name, StepSmoke, "", "", func() error {
 		var err error
 		if res, err = pr.load(ctx, load); err != nil {
 			return err
@@ -164,7 +170,7 @@ func (ck *checks) hook(ctx context.Context, step *Step) error {
 		return notConfigured(d.s, step)
 	}
 	attr := config.HookAttr(h.When, config.HookCommand)
-	err := d.rn.step(d.s.Name, step.Kind, step.Arg, "run `"+d.rn.red.Command(d.s.Name, attr, h.Command)+"`", func() error {
+	err := d.rn.step(d.s.Name, step.Kind, step.Arg, step.Detail, func() error {
 		_, err := ck.oneOff(ctx, StepKind(stepName(StepHook, h.When)), h.When, attr, h.Command, hookTimeout)
 		return err
 	})

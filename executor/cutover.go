@@ -21,20 +21,10 @@ import (
 // name and ports, with a window without service; the proxy cutover switches the project's
 // proxy from one release to the other, without one. Everything that differs between the two is
 // in their implementations: nothing else asks which one a service uses.
+// What is known of a cutover before anything runs (what plan says of it, its kill points,
+// whether it needs the proxy) is a cutoverPlan, built from the service alone (cutover_plan.go);
+// the interface has the actions.
 type cutover interface {
-	// servedByProxy reports whether the live release's traffic comes through the project's
-	// proxy; needsProxy whether a deploy needs the proxy running, for that or for its health
-	// checks (those of a remote engine run from the proxy, on the engine's host).
-	servedByProxy() bool
-	needsProxy() bool
-	// candidateWhere and switchText are what the plan says of the candidate and the cutover.
-	candidateWhere() string
-	switchText(ch *Change) string
-	// points are the kill points inside the cutover step; retirePoints those inside the
-	// clean-up before the old release is kept.
-	points(ch *Change) []string
-	retirePoints() []string
-
 	// probes makes the HTTP checks of the service's releases.
 	probes() prober
 	// candidateSpec adapts the candidate's container; candidateStarted and deployEnded show
@@ -55,18 +45,6 @@ type cutover interface {
 	retire(ctx context.Context, old *ContainerState)
 	// resumed health-checks a live release that was started again.
 	resumed(ctx context.Context, live *Container) error
-	// holdText says what users see during a held migration.
-	holdText() string
-	// takingOver reports whether the live release is a container being taken over.
-	takingOver() bool
-}
-
-func (c *proxyCutover) holdText() string {
-	return fmt.Sprintf("new requests held by the proxy (up to hold_timeout, %s)", dur(c.s.Migration.HoldTimeout))
-}
-
-func (c *restartCutover) holdText() string {
-	return fmt.Sprintf("the service down (up to hold_timeout, %s)", dur(c.s.Migration.HoldTimeout))
 }
 
 // newCutover returns the cutover of a service. rn is nil at plan time, when only the plan's
@@ -78,8 +56,8 @@ func newCutover(s *config.Service, local bool, rn *run) cutover {
 // newCutoverOf returns the cutover of a service whose live release may be a container being
 // taken over (adopting), which publishes its ports itself.
 func newCutoverOf(s *config.Service, local bool, rn *run, adopting bool) cutover {
-	base := cutoverBase{rn: rn, s: s, local: local, adopting: adopting}
-	if s.Deploy.Cutover == config.CutoverProxy {
+	base := cutoverBase{cutoverPlan: planCutover(s, local, adopting), rn: rn}
+	if base.proxy {
 		base.inside = true
 		return &proxyCutover{cutoverBase: base}
 	}
@@ -92,36 +70,24 @@ func (rn *run) cutover(s *config.Service, adopting bool) cutover {
 	return newCutoverOf(s, !rn.remote(), rn, adopting)
 }
 
-// cutoverBase is what both cutovers share: the service, and where its checks run from.
+// cutoverBase is what both cutovers share: what is known of them before they run (the
+// service, the engine, a takeover), and where the checks run from.
 type cutoverBase struct {
+	cutoverPlan
 	rn     *run
-	s      *config.Service
-	local  bool
 	inside bool // the checks run from inside the proxy
-	// adopting: the live release is a container being taken over; it is on no network of
-	// the project and publishes its ports itself.
-	adopting bool
 }
 
 func (c *cutoverBase) takingOver() bool { return c.adopting }
 
 func (c *cutoverBase) probes() prober { return prober{rn: c.rn, inside: c.inside} }
 
-// port is the port the plan shows the candidate on: the HTTP one, else the first.
-func (c *cutoverBase) port() *config.Port {
-	port := c.s.HTTPPort()
-	if port == nil && len(c.s.Ports) > 0 {
-		port = c.s.Ports[0]
-	}
-	return port
-}
-
 // verifyHostPort health-checks a live release through its host port (a release that has no
 // health check must keep running).
 func (c *cutoverBase) verifyHostPort(ctx context.Context, liveID string) error {
 	s, rn := c.s, c.rn
 	port := s.HTTPPort()
-	return rn.step(s.Name, StepVerify, "", "health-check the new live release through its host port", func() error {
+	return rn.step(s.Name, StepVerify, "", "", func() error {
 		live := &ContainerState{ID: liveID, Name: s.ContainerName}
 		alive := func() error { return rn.alive(ctx, live) }
 		if s.HealthCheck == nil || port == nil {

@@ -19,40 +19,6 @@ type proxyCutover struct {
 	portMoved bool
 }
 
-func (c *proxyCutover) servedByProxy() bool { return true }
-func (c *proxyCutover) needsProxy() bool    { return true }
-
-func (c *proxyCutover) candidateWhere() string {
-	port := c.port()
-	switch {
-	case port == nil:
-		return ", no published port"
-	case port.Candidate == 0:
-		return ", reached through the proxy"
-	}
-	return fmt.Sprintf("; the proxy shows it on 127.0.0.1:%d until the deploy ends", port.Candidate)
-}
-
-func (c *proxyCutover) switchText(ch *Change) string {
-	s := c.s
-	switch ch.Action {
-	case ActionCreate:
-		return fmt.Sprintf("start release %d as %s on %s", ch.NextRelease, s.ContainerName, hostPortList(s))
-	case ActionTakeover:
-		return fmt.Sprintf("stop %s, which publishes %s itself, and give the port to the proxy, routed to release %d: this one switch has a window without service, as long as a restart's", ch.Takeover.Name, hostPortList(s), ch.NextRelease)
-	}
-	if ch.PortHandover == HandoverToProxy {
-		return fmt.Sprintf("stop release %d (%s), which publishes %s itself (restart cutover), and give the port to the proxy, routed to release %d: this one switch to the proxy has a window without service, as long as a restart's", ch.LiveRelease, ch.Container, hostPortList(s), ch.NextRelease)
-	}
-	return fmt.Sprintf("proxy: route new requests on %s to release %d, drain release %d for up to %s, then stop it", hostPortList(s), ch.NextRelease, ch.LiveRelease, dur(s.Deploy.Drain))
-}
-
-func (c *proxyCutover) points(*Change) []string {
-	return []string{PointCutoverSwitched, PointCutoverSetAside}
-}
-
-func (c *proxyCutover) retirePoints() []string { return []string{PointDrain} }
-
 // candidateSpec publishes nothing: published ports outlive the deploy on the container that
 // becomes live. The proxy shows the candidate on its port instead, for the deploy's length.
 func (c *proxyCutover) candidateSpec(spec *ContainerSpec) { spec.Ports = nil }
@@ -71,7 +37,7 @@ func (c *proxyCutover) switchTo(ctx context.Context, r *release, old, cand *Cont
 	if old == nil {
 		name = StepStart
 	}
-	err := rn.step(s.Name, name, "", fmt.Sprintf("proxy: route new requests to release %d", r.number), func() error {
+	err := rn.step(s.Name, name, "", "", func() error {
 		if err := c.route(ctx, old, cand, ch); err != nil {
 			return err
 		}
@@ -125,7 +91,7 @@ func (c *proxyCutover) route(ctx context.Context, old, cand *ContainerState, ch 
 // back to the old release (which happens when the new one cannot be reached).
 func (c *proxyCutover) verify(ctx context.Context, liveID string) error {
 	rn, s := c.rn, c.s
-	return rn.step(s.Name, StepVerify, "", "health-check the new live release through the proxy", func() error {
+	return rn.step(s.Name, StepVerify, "", "", func() error {
 		live := &ContainerState{ID: liveID, Name: s.ContainerName}
 		alive := func() error {
 			if err := rn.alive(ctx, live); err != nil {

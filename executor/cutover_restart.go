@@ -14,43 +14,6 @@ type restartCutover struct {
 	proxied bool
 }
 
-func (c *restartCutover) servedByProxy() bool { return false }
-func (c *restartCutover) needsProxy() bool    { return c.inside }
-
-func (c *restartCutover) candidateWhere() string {
-	port := c.port()
-	switch {
-	case port == nil:
-		return ", no published port"
-	case port.Candidate == 0:
-		return " on 127.0.0.1:(a free port)"
-	}
-	return fmt.Sprintf(" on 127.0.0.1:%d", port.Candidate)
-}
-
-func (c *restartCutover) switchText(ch *Change) string {
-	s := c.s
-	switch ch.Action {
-	case ActionCreate:
-		return fmt.Sprintf("start release %d as %s on %s", ch.NextRelease, s.ContainerName, hostPortList(s))
-	case ActionTakeover:
-		return fmt.Sprintf("restart: stop %s (up to %s), start release %d as %s on %s", ch.Takeover.Name, dur(s.Deploy.StopTimeout), ch.NextRelease, s.ContainerName, hostPortList(s))
-	}
-	if ch.PortHandover == HandoverFromProxy {
-		return fmt.Sprintf("restart: stop release %d (%s, up to %s), which the proxy serves, take %s from the proxy, start release %d as %s on it, publishing it itself", ch.LiveRelease, ch.Container, dur(s.Deploy.StopTimeout), hostPortList(s), ch.NextRelease, s.ContainerName)
-	}
-	return fmt.Sprintf("restart: stop release %d (%s, up to %s), start release %d as %s on %s", ch.LiveRelease, ch.Container, dur(s.Deploy.StopTimeout), ch.NextRelease, s.ContainerName, hostPortList(s))
-}
-
-func (c *restartCutover) points(ch *Change) []string {
-	if ch.Action == ActionCreate {
-		return []string{PointCutoverCreated}
-	}
-	return []string{PointCutoverStopped, PointCutoverRenamed, PointCutoverCreated}
-}
-
-func (c *restartCutover) retirePoints() []string { return nil }
-
 func (c *restartCutover) candidateSpec(*ContainerSpec)                      {}
 func (c *restartCutover) candidateStarted(context.Context, *ContainerState) {}
 func (c *restartCutover) deployEnded(context.Context)                       {}
@@ -62,12 +25,12 @@ func (c *restartCutover) switchTo(ctx context.Context, r *release, old, cand *Co
 	// The candidate shares the volumes: stop it before the new live release starts, so that
 	// one copy of the new release writes to them.
 	rn.rel.stopRelease(ctx, s, cand.ID, "the candidate")
-	name, detail := StepCutover, fmt.Sprintf("restart: stop release %d, start release %d as %s", ch.LiveRelease, r.number, s.ContainerName)
+	name := StepCutover
 	if old == nil {
-		name, detail = StepStart, fmt.Sprintf("start release %d as %s", r.number, s.ContainerName)
+		name = StepStart
 	}
 	var liveID string
-	err := rn.step(s.Name, name, "", detail, func() (err error) {
+	err := rn.step(s.Name, name, "", "", func() (err error) {
 		if old != nil {
 			if err := rn.rel.stopRelease(ctx, s, old.ID, "release "+old.Spec.Labels[LabelRelease]); err != nil {
 				return err

@@ -21,6 +21,7 @@ type deployment struct {
 	st  *ServiceState
 	so  *ServiceOutcome
 	cut cutover
+	how cutoverPlan // what is known of the cutover before it runs
 	r   *release
 	// rollback is the stopped release a rollback brings back (nil for a deploy).
 	rollback *Container
@@ -53,7 +54,7 @@ type reported struct{ error }
 func (r reported) Unwrap() error { return r.error }
 
 func (rn *run) deployment(s *config.Service, ch *Change, st *ServiceState, so *ServiceOutcome, adopting bool) *deployment {
-	d := &deployment{rn: rn, s: s, ch: ch, st: st, so: so, cut: rn.cutover(s, adopting), adopting: adopting, seen: map[string]int{}, ro: rn.rollouts[s.Name]}
+	d := &deployment{rn: rn, s: s, ch: ch, st: st, so: so, cut: rn.cutover(s, adopting), how: planCutover(s, !rn.remote(), adopting), adopting: adopting, seen: map[string]int{}, ro: rn.rollouts[s.Name]}
 	d.ck, d.mg, d.hd = &checks{d: d}, &migration{d: d}, &hold{d: d}
 	return d
 }
@@ -117,7 +118,7 @@ func (d *deployment) prepare(ctx context.Context) error {
 	if err := d.rn.own.ensureNetwork(ctx); err != nil {
 		return err
 	}
-	if d.cut.needsProxy() {
+	if d.how.needsProxy() {
 		return d.rn.proxy.ensure(ctx)
 	}
 	return nil
@@ -126,6 +127,8 @@ func (d *deployment) prepare(ctx context.Context) error {
 // do runs one step of the sequence.
 func (d *deployment) do(ctx context.Context, step *Step) error {
 	d.seen[step.Name]++
+	d.rn.cur = step
+	defer func() { d.rn.cur = nil }()
 	switch step.Kind {
 	case StepResume:
 		return d.resume(ctx)
@@ -221,7 +224,7 @@ func stillServingOld(old *ContainerState) string {
 // resume starts the live release when it is stopped: the service must not stay down while the
 // new release is prepared, nor if it fails. A rollback goes on without it.
 func (d *deployment) resume(ctx context.Context) error {
-	err := d.rn.rel.resume(ctx, d.s, d.cut, d.st, d.so)
+	err := d.rn.rel.resume(ctx, d.s, d.cut, d.how, d.st, d.so)
 	if err != nil && d.rollback != nil {
 		d.rn.warn(d.s.Name, "the live release does not start (%v); rolling back anyway", err)
 		return nil
@@ -232,9 +235,8 @@ func (d *deployment) resume(ctx context.Context) error {
 // candidate creates and starts <container_name>-green with the new release (a held migration
 // created it before its hold).
 func (d *deployment) candidate(ctx context.Context) error {
-	rn, s, r := d.rn, d.s, d.r
-	name := s.ContainerName + candidateSuffix
-	return rn.step(s.Name, StepCandidate, "", fmt.Sprintf("create and start %s (release %d)", name, r.number), func() error {
+	rn, s := d.rn, d.s
+	return rn.step(s.Name, StepCandidate, "", "", func() error {
 		id := d.created
 		if id == "" {
 			var err error
@@ -303,7 +305,7 @@ func (d *deployment) startCreated(ctx context.Context, id string) (*ContainerSta
 // backup backs up the live release's volumes right before the cutover.
 func (d *deployment) backup(ctx context.Context) error {
 	s, live := d.s, d.st.Live
-	err := d.rn.step(s.Name, StepBackup, "", fmt.Sprintf("back up %s of release %d to backup_store.%s", strings.Join(s.Backup.Volumes, ", "), live.Release(), s.Backup.Store), func() error {
+	err := d.rn.step(s.Name, StepBackup, "", "", func() error {
 		m, err := d.rn.backups().takeWith(ctx, s, live, "before the cutover to release "+strconv.Itoa(d.r.number), s.Backup.Keep, migrationRecord(d.mg.mig))
 		if m != nil {
 			d.mg.backupID = m.ID
@@ -448,7 +450,7 @@ func (d *deployment) cleanup(ctx context.Context) error {
 	wctx := context.WithoutCancel(ctx)
 	d.hd.uploadSafety(wctx) // the new release serves: the hold is over
 	d.hd.dropSafety(wctx)
-	err := rn.step(s.Name, StepCleanup, "", fmt.Sprintf("retire the old release, keep %s", plural(s.Deploy.KeepReleases, "previous release")), func() error {
+	err := rn.step(s.Name, StepCleanup, "", "", func() error {
 		if d.old != nil {
 			d.cut.retire(wctx, d.old)
 		}

@@ -364,12 +364,16 @@ type DestroyOutcome struct {
 	Error   string   `json:"error,omitempty"`
 }
 
+// destroyRun is a run of destroy: what only destroy does (the backups of the volumes it deletes,
+// the volumes) beside what every run does.
+type destroyRun struct{ *run }
+
 // Destroy carries out a destroy plan under the project's deploy lock: the backups first (a
 // failed one stops it before anything is removed), then the proxy, the containers, the images,
 // the networks, the volumes and the key; the lock goes last.
 func (a *Applier) Destroy(ctx context.Context, dp *DestroyPlan) (*DestroyOutcome, error) {
 	out := &DestroyOutcome{Engine: a.engine}
-	rn := a.newRun()
+	rn := destroyRun{a.newRun()}
 	unlock, err := rn.begin(ctx, false)
 	if err != nil {
 		return out, err
@@ -487,7 +491,7 @@ func (dp *DestroyPlan) removableVolumes() []string {
 
 // removeVolumes removes the plan's volumes once the project's containers are gone. A data
 // volume that a container of anything else mounts now (made since the plan) stays.
-func (rn *run) removeVolumes(ctx context.Context, dp *DestroyPlan, vols []string, out *DestroyOutcome) error {
+func (rn destroyRun) removeVolumes(ctx context.Context, dp *DestroyPlan, vols []string, out *DestroyOutcome) error {
 	all, err := rn.Runtime.AllContainers(ctx)
 	if err != nil {
 		return err
@@ -514,7 +518,7 @@ func (rn *run) removeVolumes(ctx context.Context, dp *DestroyPlan, vols []string
 }
 
 // destroyBackups takes the backups of the data volumes destroy deletes.
-func (rn *run) destroyBackups(ctx context.Context, dp *DestroyPlan, out *DestroyOutcome) error {
+func (rn destroyRun) destroyBackups(ctx context.Context, dp *DestroyPlan, out *DestroyOutcome) error {
 	if len(dp.backups) == 0 {
 		return nil
 	}
@@ -537,7 +541,7 @@ func (rn *run) destroyBackups(ctx context.Context, dp *DestroyPlan, out *Destroy
 			if err != nil {
 				return err
 			}
-			brn := *rn
+			brn := *rn.run
 			a := *rn.Applier
 			a.Project = p
 			brn.Applier = &a
@@ -562,7 +566,7 @@ func (rn *run) destroyBackups(ctx context.Context, dp *DestroyPlan, out *Destroy
 // backupService is the service a destroy backup is taken as: the configured one's backup
 // settings (or the embedded store's defaults) over the volumes the container mounts, with the
 // project's stores (and the embedded one).
-func (rn *run) backupService(ctx context.Context, b destroyBackup, from *Container) (*config.Service, *config.Project, error) {
+func (rn destroyRun) backupService(ctx context.Context, b destroyBackup, from *Container) (*config.Service, *config.Project, error) {
 	st, err := rn.Runtime.Inspect(ctx, from.ID)
 	if err != nil {
 		return nil, nil, err

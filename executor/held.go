@@ -63,7 +63,7 @@ func (hd *hold) heldMigration(ctx context.Context) error {
 	}
 	hd.holdStart = time.Now()
 	hd.holdUntil = hd.holdStart.Add(m.HoldTimeout)
-	if d.cut.servedByProxy() {
+	if d.how.servedByProxy() {
 		hd.holding = true
 		for _, p := range s.Ports {
 			resp, err := rn.proxy.ctl(ctx, proxy.Request{Op: "hold", Name: routeName(s, p), Timeout: m.HoldTimeout + heldMargin, Wait: s.Deploy.Drain})
@@ -241,7 +241,7 @@ func (hd *hold) holdEnded() {
 	held := time.Since(hd.holdStart)
 	d.mg.mig.HeldSeconds = held.Seconds()
 	what := "the service was down"
-	if d.cut.servedByProxy() {
+	if d.how.servedByProxy() {
 		what = "new requests were held"
 	}
 	d.rn.log(d.s.Name, StepCutover, "held migration: %s for %s", what, held.Round(time.Millisecond))

@@ -62,7 +62,7 @@ func (d *deployment) resolveImage(ctx context.Context) (string, error) {
 			} else if o := originOf(d.st, ch.ImageID); o != "" {
 				r.origin = o // pulled by an earlier deploy
 			}
-			return ch.ContextHash, rn.step(s.Name, StepImage, "", fmt.Sprintf("use %s (%s)", s.Image, short(ch.ImageID)), func() error {
+			return ch.ContextHash, rn.step(s.Name, StepImage, "", "", func() error {
 				// By ID: the tag may have moved since the plan was made.
 				id, err := rn.Runtime.ImageID(ctx, ch.ImageID)
 				if errors.Is(err, ErrNotFound) {
@@ -73,7 +73,7 @@ func (d *deployment) resolveImage(ctx context.Context) (string, error) {
 			})
 		}
 		r.origin = OriginPulled
-		return "", rn.step(s.Name, StepImage, "", "pull "+s.Image, func() error {
+		return "", rn.step(s.Name, StepImage, "", "", func() error {
 			id, err := rn.Runtime.PullImage(ctx, s.Image, rn.registries(), nil)
 			r.imageID = id
 			return err
@@ -81,7 +81,7 @@ func (d *deployment) resolveImage(ctx context.Context) (string, error) {
 	}
 	r.origin = OriginBuilt
 	hash := ""
-	err := rn.step(s.Name, StepBuild, "", fmt.Sprintf("build %s", s.Image), func() error {
+	err := rn.step(s.Name, StepBuild, "", "", func() error {
 		var err error
 		hash, err = d.build(ctx)
 		return err
@@ -101,7 +101,7 @@ func (d *deployment) receiveImage(ctx context.Context) (string, error) {
 	}
 	from := d.ro.imageFrom
 	hash := ""
-	err := rn.step(s.Name, name, "", fmt.Sprintf("use the image %s of engine %s, sent here if this engine lacks it", s.Image, from), func() error {
+	err := rn.step(s.Name, name, "", "", func() error {
 		img, err := d.ro.awaitImage(ctx)
 		if err != nil {
 			return err

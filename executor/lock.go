@@ -32,7 +32,7 @@ const lockPoll = 500 * time.Millisecond
 // function releases the lock; it works after ctx is cancelled.
 func (rn *run) lock(ctx context.Context) (func(), error) {
 	var release func()
-	err := rn.step("", StepLock, "", fmt.Sprintf("take the deploy lock of project %q", rn.Project.Name), func() error {
+	err := rn.step("", StepLock, "", rn.plannedOr("", StepLock, lockWords(rn.Project.Name)), func() error {
 		image, err := rn.Runtime.EnsureLockImage(ctx)
 		if err != nil {
 			return fmt.Errorf("deploy lock: %w", err)
@@ -52,7 +52,7 @@ func (rn *run) lock(ctx context.Context) (func(), error) {
 				release = func() {
 					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 					defer cancel()
-					rn.step("", StepUnlock, "", "release the deploy lock", func() error { return rn.Runtime.RemoveContainer(ctx, id) })
+					rn.step("", StepUnlock, "", rn.plannedOr("", StepUnlock, unlockWords), func() error { return rn.Runtime.RemoveContainer(ctx, id) })
 				}
 				return nil
 			}

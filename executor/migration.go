@@ -264,7 +264,7 @@ func (mg *migration) dryRun(ctx context.Context) error {
 		var rec backup.MigrationRecord
 		json.Unmarshal([]byte(mark.Labels[migrationLabel]), &rec)
 		rep.LiveOutput, rep.Output, rep.Diff, rep.Destructive, mg.migrated = rec.LiveOutput, rec.Output, rec.Changes, false, true
-		return rn.step(s.Name, StepDryRun, "", "the migration ran on the live data already", func() error {
+		return rn.step(s.Name, StepDryRun, "", "", func() error {
 			return skipped(fmt.Sprintf("an interrupted apply ran `%s` on the live data at %s: it is not run again", rep.Command, mark.Labels[LabelCreatedAt]))
 		})
 	}
@@ -272,8 +272,7 @@ func (mg *migration) dryRun(ctx context.Context) error {
 		rep.Destructive = true
 		return mg.refuseDestructive()
 	}
-	detail := fmt.Sprintf("clone %s, run `%s` on the clone, quick_check and diff sqlite %s", db.Volume, rep.Command, db.Name)
-	err := rn.step(s.Name, StepDryRun, "", detail, func() error {
+	err := rn.step(s.Name, StepDryRun, "", "", func() error {
 		if err := mg.cloneForMigration(ctx, db); err != nil {
 			return err
 		}
@@ -344,6 +343,7 @@ func (mg *migration) dryRun(ctx context.Context) error {
 func (a *Applier) DryRunMigrations(ctx context.Context, plan *Plan) ([]*DryRunResult, error) {
 	var out []*DryRunResult
 	rn := a.newRun()
+	rn.planned = plan.Steps // the image's and the dry-run's steps say what the plan said of them
 	obs, err := Observe(ctx, a.Runtime, a.Project)
 	if err != nil {
 		return nil, err
@@ -391,7 +391,7 @@ func (a *Applier) DryRunMigrations(ctx context.Context, plan *Plan) ([]*DryRunRe
 			res.Refused = "apply would refuse it: the change breaks the live release while both run (allow_destructive = true runs it held)"
 			if s.Migration.AllowDestructive {
 				res.Refused = ""
-				res.Held = "apply would run it held: the live release stopped, " + d.cut.holdText() + ", until the new release is checked"
+				res.Held = "apply would run it held: the live release stopped, " + d.how.holdText() + ", until the new release is checked"
 			}
 		}
 		out = append(out, res)
@@ -507,7 +507,7 @@ func (mg *migration) trial(ctx context.Context) error {
 		return nil // no dry-run (dry_run = false): nothing to try on
 	}
 	name := s.ContainerName + candidateSuffix
-	err := rn.step(s.Name, StepTrial, "", fmt.Sprintf("start release %d on the migrated copy of %s and check it", d.r.number, db.Volume), func() error {
+	err := rn.step(s.Name, StepTrial, "", "", func() error {
 		spec := d.r.spec(name, RoleCandidate, true)
 		d.cut.candidateSpec(&spec)
 		for i, v := range spec.Ports {
@@ -570,10 +570,11 @@ func (mg *migration) migrateLive(ctx context.Context) error {
 	}
 	heldRun := mg.mig.Destructive && m.AllowDestructive && d.st.Live != nil && !mg.migrated
 	if heldRun {
-		serving = fmt.Sprintf("held: release %d stopped, %s", d.st.Live.Release(), d.cut.holdText())
+		serving = fmt.Sprintf("held: release %d stopped, %s", d.st.Live.Release(), d.how.holdText())
 	}
-	detail := fmt.Sprintf("run `%s` on the live data of sqlite %s (%s)", mg.mig.Command, db.Name, serving)
-	err := rn.step(s.Name, StepMigrate, "", detail, func() error {
+	err := rn.step(s.Name, StepMigrate, "", "", func() error {
+		// What the dry-run decided, which the plan could not know.
+		rn.log(s.Name, StepMigrate, "on the live data of sqlite %s: %s", db.Name, serving)
 		if mg.migrated {
 			return skipped("an interrupted apply ran it on the live data already")
 		}

@@ -486,7 +486,7 @@ func (own *owned) nameTaken(ctx context.Context, name, what string) error {
 // through it, or checks that run from it (an engine that is not local).
 func needsProxy(p *config.Project, local bool) bool {
 	for _, s := range p.Services {
-		if newCutover(s, local, nil).needsProxy() {
+		if planCutover(s, local, false).needsProxy() {
 			return true
 		}
 	}

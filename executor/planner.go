@@ -454,7 +454,7 @@ func leftovers(o *Observed, p *config.Project, targeted func(string) bool) []Lef
 	for _, s := range p.Services {
 		// Served by the proxy as it was deployed: a live release of the restart cutover
 		// publishes its ports itself, whatever the configuration says now.
-		if st := o.Services[s.Name]; st != nil && st.Live != nil && recordedCutover(*st.Live, newCutover(s, true, nil).servedByProxy()) && st.Live.Running() && (o.Proxy == nil || !o.Proxy.Running()) {
+		if st := o.Services[s.Name]; st != nil && st.Live != nil && recordedCutover(*st.Live, planCutover(s, true, false).servedByProxy()) && st.Live.Running() && (o.Proxy == nil || !o.Proxy.Running()) {
 			out = append(out, Leftover{Kind: LeftoverProxy, Detail: "the proxy is not running, so proxied services get no traffic: apply starts it and restores its routes"})
 			break
 		}

@@ -275,7 +275,7 @@ func (px *proxyControl) ensure(ctx context.Context) error {
 		return px.err
 	}
 	rn := px.rn
-	px.err = rn.step("", StepProxy, "", "make sure the project's proxy runs and routes to the live releases", func() error {
+	px.err = rn.step("", StepProxy, "", rn.plannedOr("", StepProxy, "make sure the project's proxy runs and routes to the live releases"), func() error {
 		if err := rn.own.ensureNetwork(ctx); err != nil {
 			return err
 		}
@@ -538,7 +538,7 @@ func (px *proxyControl) sync(ctx context.Context, obs *Observed) error {
 		}
 		// A live release the proxy serves is routed to, whatever the configuration says now,
 		// until a restart cutover gives its ports to the new release.
-		if !rn.cutover(s, false).servedByProxy() && !recordedCutover(*st.Live, false) && !hasRoute(s, have) {
+		if !planCutover(s, !rn.remote(), false).servedByProxy() && !recordedCutover(*st.Live, false) && !hasRoute(s, have) {
 			continue
 		}
 		live, err := rn.Runtime.Inspect(ctx, st.Live.ID)

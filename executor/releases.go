@@ -21,19 +21,20 @@ type releases struct{ rn *run }
 // which the state reads as a live release set aside): it takes its live name back only once
 // healthy, so an apply killed anywhere before that leaves it running under the other name, and
 // the next plan health-checks it again (Change.Unverified) instead of calling it live.
-func (rl *releases) resume(ctx context.Context, s *config.Service, cut cutover, st *ServiceState, so *ServiceOutcome) error {
+func (rl *releases) resume(ctx context.Context, s *config.Service, cut cutover, how cutoverPlan, st *ServiceState, so *ServiceOutcome) error {
 	rn := rl.rn
 	live := st.Live
 	aside := oldName(s, live.Release())
-	detail := fmt.Sprintf("start the stopped live release %d (%s)", live.Release(), live.Name)
+	// A restore starts the release again outside any plan: its own words then.
+	own := fmt.Sprintf("start the stopped live release %d (%s)", live.Release(), live.Name)
 	if live.Running() {
-		detail = fmt.Sprintf("health-check the live release %d (%s) again: an interrupted apply started it", live.Release(), live.Name)
+		own = fmt.Sprintf("health-check the live release %d (%s) again: an interrupted apply started it", live.Release(), live.Name)
 	}
-	err := rn.step(s.Name, StepResume, "", detail, func() error {
+	err := rn.step(s.Name, StepResume, "", rn.plannedOr(s.Name, StepResume, own), func() error {
 		// A container being taken over keeps its name: set aside, with no release of the
 		// service recording it, the next plan would not know it (setAsideByTakeover). Under
 		// its name, the next plan takes it over again, whether it runs or not.
-		if live.Name != aside && !cut.takingOver() {
+		if live.Name != aside && !how.takingOver() {
 			if err := rn.Runtime.RenameContainer(ctx, live.ID, aside); err != nil {
 				return err
 			}
@@ -41,7 +42,7 @@ func (rl *releases) resume(ctx context.Context, s *config.Service, cut cutover, 
 		}
 		rn.crash(PointResumeAside)
 		if !live.Running() {
-			if cut.servedByProxy() {
+			if how.servedByProxy() {
 				if err := rn.proxy.giveBackPorts(ctx, s, live.ID); err != nil {
 					return err
 				}

@@ -402,7 +402,7 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 		return res, nil
 	}
 	res.Started = true
-	if err := rs.rel.resume(ctx, s, rs.cutover(s, false), st, &ServiceOutcome{Service: s.Name}); err != nil {
+	if err := rs.rel.resume(ctx, s, rs.cutover(s, false), planCutover(s, !rs.remote(), false), st, &ServiceOutcome{Service: s.Name}); err != nil {
 		return res, fmt.Errorf("the volumes were restored from %s, but release %d is not healthy on them: %w; to go back, run `deployer backups restore service.%s %s`", m.ID, live.Release(), err, s.Name, res.Safety.ID)
 	}
 	return res, nil
@@ -500,7 +500,7 @@ func (rs restorer) restart(ctx context.Context, s *config.Service, st *ServiceSt
 		return errors.New(msg)
 	}
 	res.Started = true
-	if err := rs.rel.resume(ctx, s, rs.cutover(s, false), st, &ServiceOutcome{Service: s.Name}); err != nil {
+	if err := rs.rel.resume(ctx, s, rs.cutover(s, false), planCutover(s, !rs.remote(), false), st, &ServiceOutcome{Service: s.Name}); err != nil {
 		return fmt.Errorf("%s, but release %d does not start healthy on it: %v", msg, st.Live.Release(), err)
 	}
 	return fmt.Errorf("%s, and release %d was started on it", msg, st.Live.Release())

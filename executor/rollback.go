@@ -124,6 +124,7 @@ func (rn *run) rollback(ctx context.Context, s *config.Service, to int, so *Serv
 	}
 	sq := &sequencer{p: rn.Project, local: !rn.remote(), red: rn.red}
 	steps := sq.rollback(s, ch, st.Live)
+	rn.planned = steps
 	return d.run(ctx, steps, notify.Notice{Release: d.r.number, Reason: fmt.Sprintf("rollback from release %d", ch.LiveRelease)}, nil)
 }
 

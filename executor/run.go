@@ -24,6 +24,10 @@ type run struct {
 	own    *owned
 	rel    *releases
 	quiet  int // inside a step whose inner steps are not shown (a rollout's watch)
+	// planned are the steps this run carries out (an apply's plan, a rollback's sequence) and
+	// cur the one running: a step's events carry the plan's own words for it (words).
+	planned []*Step
+	cur     *Step
 }
 
 func (a *Applier) newRun() *run {
@@ -91,6 +95,7 @@ func (rn *run) log(service string, step StepKind, format string, args ...any) {
 // step: rn.quiet). Its start is a kill point.
 func (rn *run) step(service string, kind StepKind, arg, detail string, fn func() error) error {
 	name := stepName(kind, arg)
+	detail = rn.words(service, kind, arg, detail)
 	rn.crash(name)
 	start := time.Now()
 	if rn.quiet == 0 {
@@ -109,6 +114,36 @@ func (rn *run) step(service string, kind StepKind, arg, detail string, fn func()
 		rn.emit(e)
 	}
 	return err
+}
+
+// words are what a step's events say of it. A step of the plan is run with no words of its own
+// (detail ""): its events carry the plan's description of it (the step running, else the first
+// of its service, kind and argument), so that what apply prints is what plan promised, written
+// once, in sequence.go. A step inside another or outside any plan (a rollback's switch back, a
+// rollout's watch, a drain, a restore's and destroy's steps) says its own detail.
+func (rn *run) words(service string, kind StepKind, arg, detail string) string {
+	if detail != "" {
+		return detail
+	}
+	match := func(st *Step) bool { return st != nil && st.Service == service && st.Kind == kind && st.Arg == arg }
+	if match(rn.cur) {
+		return rn.cur.Detail
+	}
+	for _, st := range rn.planned {
+		if match(st) {
+			return st.Detail
+		}
+	}
+	return stepName(kind, arg)
+}
+
+// plannedOr is the plan's words for a step that also runs outside plans (the lock, the
+// proxy), or else its own.
+func (rn *run) plannedOr(service string, kind StepKind, own string) string {
+	if w := rn.words(service, kind, "", ""); w != string(kind) {
+		return w
+	}
+	return own
 }
 
 // skipped ends a step as skipped, with the reason, without failing it.

@@ -85,6 +85,13 @@ var PutBackPoints = []string{PointPutBackCopied, PointPutBackStarted, PointPutBa
 // step when the proxy runs another deployer version than this one.
 var ProxyUpgradePoints = []string{"proxy.next-started", "proxy.old-stopped", "proxy.old-removed"}
 
+// The lock's words, in a plan and in a backup's, a restore's or destroy's output.
+func lockWords(project string) string {
+	return fmt.Sprintf("take the deploy lock of project %q", project)
+}
+
+const unlockWords = "release the deploy lock"
+
 // stepName names a step of a kind for one check, hook or volume.
 func stepName(kind StepKind, arg string) string {
 	if arg == "" {
@@ -147,7 +154,7 @@ type sequencer struct {
 	red   *Redactor
 }
 
-func (sq *sequencer) cutover(s *config.Service) cutover { return newCutover(s, sq.local, nil) }
+func (sq *sequencer) cutover(s *config.Service) cutoverPlan { return planCutover(s, sq.local, false) }
 
 // plan orders everything apply will do: the lock, the proxy when one is needed, each service's
 // sequence (what an interrupted apply left of it first), the removals, the unlock.
@@ -156,7 +163,7 @@ func (sq *sequencer) plan(plan *Plan, obs *Observed) []*Step {
 		return []*Step{}
 	}
 	var out steps
-	out.add("", StepLock, "", "take the deploy lock of project %q", sq.p.Name)
+	out.add("", StepLock, "", "%s", lockWords(sq.p.Name))
 	if detail := preflightDetail(sq.p, plan, sq.local); detail != "" {
 		out.add("", StepPreflight, "", "%s", detail)
 	}
@@ -200,7 +207,7 @@ func (sq *sequencer) plan(plan *Plan, obs *Observed) []*Step {
 			sq.deploy(&out, s, ch, st)
 		}
 	}
-	out.add("", StepUnlock, "", "release the deploy lock")
+	out.add("", StepUnlock, "", "%s", unlockWords)
 	return out
 }
 
@@ -399,7 +406,7 @@ func (sq *sequencer) checks(out *steps, s *config.Service, newRelease bool) {
 }
 
 // switchOver is the cutover (the start, for a service's first release) and its verification.
-func (sq *sequencer) switchOver(out *steps, s *config.Service, ch *Change, cut cutover) {
+func (sq *sequencer) switchOver(out *steps, s *config.Service, ch *Change, cut cutoverPlan) {
 	kind := StepKind(StepCutover)
 	if ch.Action == ActionCreate {
 		kind = StepStart
@@ -433,7 +440,7 @@ func KillPoints(p *config.Project, plan *Plan) []string {
 		if s == nil || ch == nil {
 			continue
 		}
-		cut := newCutover(s, local, nil)
+		cut := planCutover(s, local, false)
 		switch k := st.Kind; {
 		case k == StepResume:
 			add(ResumePoints...)

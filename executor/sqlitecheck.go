@@ -26,7 +26,7 @@ func (ck *checks) checkSQLite(ctx context.Context, step *Step) error {
 	if db == nil {
 		return notConfigured(d.s, step)
 	}
-	err := d.rn.step(d.s.Name, step.Kind, step.Arg, db.Volume+"/"+db.Path, func() error {
+	err := d.rn.step(d.s.Name, step.Kind, step.Arg, step.Detail, func() error {
 		if d.hd.heldCheck != nil && db == d.s.MigrationDB() {
 			return d.hd.awaitCheck() // checked on the engine after the held migration
 		}
