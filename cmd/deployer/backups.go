@@ -20,16 +20,18 @@ import (
 // withApplier loads the configuration and runs fn with an applier on its engine: with engine
 // blocks, the one engine the service runs on.
 func (g *globals) withApplier(cmd *cobra.Command, dirArgs []string, service string, asJSON bool, fn func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error) error {
-	res, err := g.load(dirArgs)
+	sn, err := g.open(cmd, dirArgs)
 	if err != nil {
 		return err
 	}
-	return g.withLoaded(cmd, res, service, asJSON, fn)
+	defer sn.close()
+	return g.withLoaded(sn, service, asJSON, fn)
 }
 
-// withLoaded is withApplier with the configuration loaded.
-func (g *globals) withLoaded(cmd *cobra.Command, res *hclspec.Result, service string, asJSON bool, fn func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error) error {
+// withLoaded is withApplier in a session.
+func (g *globals) withLoaded(sn *session, service string, asJSON bool, fn func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error) error {
 	var err error
+	ctx, res := sn.ctx, sn.res
 	p, remote := res.Project, false
 	var eng *docker.Engine
 	if executor.MultiEngine(p) {
@@ -45,8 +47,6 @@ func (g *globals) withLoaded(cmd *cobra.Command, res *hclspec.Result, service st
 		return err
 	}
 	defer eng.Close()
-	ctx, stop := g.interruptible(cmd.Context())
-	defer stop()
 	r := newRenderer(g, asJSON)
 	defer r.close()
 	a, err := g.applier(p, eng, r.event)
@@ -116,19 +116,21 @@ release, size and what was verified), incomplete ones, and those refused (never 
 			if err != nil {
 				return err
 			}
-			res, err := g.load(dirArgs)
+			sn, err := g.open(cmd, dirArgs)
 			if err != nil {
 				return err
 			}
+			defer sn.close()
+			res := sn.res
 			s := res.Project.Service(service)
 			if s == nil || s.Backup == nil {
 				return fmt.Errorf("service.%s has no backup block in the configuration", service)
 			}
-			sb, err := executor.OpenBackups(cmd.Context(), res.Project, s, "")
+			sb, err := executor.OpenBackups(sn.ctx, res.Project, s, "")
 			if err != nil {
 				return err
 			}
-			l, err := sb.List(cmd.Context())
+			l, err := sb.List(sn.ctx)
 			if err != nil {
 				return err
 			}

@@ -18,23 +18,6 @@ import (
 	"github.com/deployer-dev/deployer/hclspec"
 )
 
-// connect loads the configuration and connects to its engine, which must answer.
-func (g *globals) connect(cmd *cobra.Command, dirArgs []string) (*hclspec.Result, *docker.Engine, error) {
-	res, err := g.load(dirArgs)
-	if err != nil {
-		return nil, nil, err
-	}
-	eng, err := g.engine(res.Project)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := eng.Ping(cmd.Context()); err != nil {
-		eng.Close()
-		return nil, nil, err
-	}
-	return res, eng, nil
-}
-
 // serviceArg splits [DIR] service.NAME.
 func serviceArg(args []string) ([]string, string, error) {
 	if len(args) == 0 {
@@ -68,10 +51,12 @@ service's live release, its image, ports and health now, its previous releases, 
 routes, the deploy lock, and anything an interrupted apply left. It changes nothing.`,
 		Args: argsBetween(0, 1, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, err := g.load(args)
+			sn, err := g.open(cmd, args)
 			if err != nil {
 				return err
 			}
+			defer sn.close()
+			res := sn.res
 			es, err := g.engines(res.Project, only)
 			if err != nil {
 				return err
@@ -86,8 +71,8 @@ routes, the deploy lock, and anything an interrupted apply left. It changes noth
 			bad := false
 			for i, name := range es.names {
 				eng := es.engines[name]
-				st, err := executor.GetStatus(cmd.Context(), es.projects[name], eng, docker.ProbeHost(eng.Host()), es.remote[name]) // pings first
-				if name == "" {                                                                                                     // one engine: as it always was
+				st, err := executor.GetStatus(sn.ctx, es.projects[name], eng, docker.ProbeHost(eng.Host()), es.remote[name]) // pings first
+				if name == "" {                                                                                              // one engine: as it always was
 					if err != nil {
 						return err
 					}
@@ -206,10 +191,12 @@ made, and what a migration that came with it did. It changes nothing.`,
 			if err != nil {
 				return err
 			}
-			res, err := g.load(dirArgs)
+			sn, err := g.open(cmd, dirArgs)
 			if err != nil {
 				return err
 			}
+			defer sn.close()
+			res := sn.res
 			es, err := g.engines(res.Project, only)
 			if err != nil {
 				return err
@@ -227,11 +214,11 @@ made, and what a migration that came with it did. It changes nothing.`,
 					continue // the service does not run there
 				}
 				eng := es.engines[name]
-				err := eng.Ping(cmd.Context())
+				err := eng.Ping(sn.ctx)
 				var list []executor.ReleaseInfo
 				if err == nil {
 					var obs *executor.Observed
-					if obs, err = executor.Observe(cmd.Context(), eng, res.Project); err == nil {
+					if obs, err = executor.Observe(sn.ctx, eng, res.Project); err == nil {
 						list = executor.Releases(obs, service)
 					}
 				}
@@ -324,14 +311,15 @@ engines, all of them switch or none.`,
 			if err != nil {
 				return err
 			}
-			res, err := g.load(dirArgs)
+			sn, err := g.open(cmd, dirArgs)
 			if err != nil {
 				return err
 			}
-			if s := res.Project.Service(service); s != nil && len(s.EngineNames()) > 1 {
-				return g.rollbackFleet(cmd, res.Project, service, to, asJSON)
+			defer sn.close()
+			if s := sn.res.Project.Service(service); s != nil && len(s.EngineNames()) > 1 {
+				return g.rollbackFleet(sn, service, to, asJSON)
 			}
-			return g.withLoaded(cmd, res, service, asJSON, func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error {
+			return g.withLoaded(sn, service, asJSON, func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error {
 				so, err := a.Rollback(ctx, service, to)
 				out := &executor.Outcome{}
 				if so != nil {
@@ -367,10 +355,12 @@ runs would go on without it. -force is required.`,
 			if !force {
 				return fmt.Errorf("unlock breaks the lock of a deploy that may still run: pass -force if that deploy is gone")
 			}
-			res, err := g.load(args)
+			sn, err := g.open(cmd, args)
 			if err != nil {
 				return err
 			}
+			defer sn.close()
+			res := sn.res
 			es, err := g.engines(res.Project, only)
 			if err != nil {
 				return err
@@ -383,10 +373,10 @@ runs would go on without it. -force is required.`,
 					where = " on engine " + name
 				}
 				eng := es.engines[name]
-				err := eng.Ping(cmd.Context())
+				err := eng.Ping(sn.ctx)
 				var held *executor.Container
 				if err == nil {
-					held, err = executor.Unlock(cmd.Context(), eng, res.Project.Name)
+					held, err = executor.Unlock(sn.ctx, eng, res.Project.Name)
 				}
 				switch {
 				case err != nil && name == "":

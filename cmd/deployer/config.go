@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"runtime/debug"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/spf13/cobra"
 
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/hclspec"
@@ -49,6 +51,25 @@ func (g *globals) load(args []string) (*hclspec.Result, error) {
 		return nil, failed
 	}
 	return res, nil
+}
+
+// session is what every command that reads a configuration starts from: the configuration
+// loaded (its errors rendered), and a context that Ctrl-C or SIGTERM cancels, after which the
+// command says it was interrupted and exits 128+signal. close releases the signal.
+type session struct {
+	ctx   context.Context
+	res   *hclspec.Result
+	close func()
+}
+
+// open is the commands' one preamble: load, then become interruptible.
+func (g *globals) open(cmd *cobra.Command, dirArgs []string) (*session, error) {
+	res, err := g.load(dirArgs)
+	if err != nil {
+		return nil, err
+	}
+	ctx, stop := g.interruptible(cmd.Context())
+	return &session{ctx: ctx, res: res, close: stop}, nil
 }
 
 // varArgs keeps -var and -var-file in command-line order, since later ones win. pflag keeps

@@ -33,13 +33,12 @@ Destroy first shows what it will remove and keep, then asks for 'yes' on the ter
 a terminal (CI) it refuses unless -auto-approve. It takes the deploy lock, as apply does.`,
 		Args: argsBetween(0, 1, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, err := g.load(args)
+			sn, err := g.open(cmd, args)
 			if err != nil {
 				return err
 			}
-			ctx, stop := g.interruptible(cmd.Context())
-			defer stop()
-			return g.destroy(ctx, res.Project, executor.DestroyOptions{DeleteVolumes: deleteVolumes}, autoApprove, asJSON)
+			defer sn.close()
+			return g.destroy(sn.ctx, sn.res.Project, executor.DestroyOptions{DeleteVolumes: deleteVolumes}, autoApprove, asJSON)
 		},
 	}
 	f := cmd.Flags()

@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/spf13/cobra"
-
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker"
@@ -244,9 +242,8 @@ func (g *globals) applyEngines(ctx context.Context, p *config.Project, targets [
 }
 
 // rollbackFleet is rollback for a service on several engines: all of them or none.
-func (g *globals) rollbackFleet(cmd *cobra.Command, p *config.Project, service string, to int, asJSON bool) error {
-	ctx, stop := g.interruptible(cmd.Context())
-	defer stop()
+func (g *globals) rollbackFleet(sn *session, service string, to int, asJSON bool) error {
+	ctx, p := sn.ctx, sn.res.Project
 	return g.onFleet(ctx, p, asJSON, func(f *executor.Fleet) (*executor.Outcome, error) { return f.Rollback(ctx, service, to) })
 }
 

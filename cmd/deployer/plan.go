@@ -37,12 +37,12 @@ the configuration or what runs changed (a saved plan makes the project's key on 
 when it has none: its sensitive values are hashed under it).`,
 		Args: argsBetween(0, 1, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, err := g.load(args)
+			sn, err := g.open(cmd, args)
 			if err != nil {
 				return err
 			}
-			ctx, stop := g.interruptible(cmd.Context())
-			defer stop()
+			defer sn.close()
+			ctx, res := sn.ctx, sn.res
 			if executor.MultiEngine(res.Project) {
 				return g.planEngines(ctx, res, targets, out, asJSON, detailed, dryRun)
 			}
