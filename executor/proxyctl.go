@@ -723,7 +723,7 @@ func (px *proxyControl) drainLeftover(ctx context.Context, s *config.Service, id
 		rn.warn(s.Name, "the proxy's routes were not read (%v): %s goes without a drain", err, c.Name)
 		return
 	}
-	start, cut, drained := time.Now(), 0, false
+	start, cut := time.Now(), 0
 	for _, p := range s.Ports {
 		addr, err := rn.own.backendAddr(c, p.Container)
 		if err != nil {
@@ -732,10 +732,6 @@ func (px *proxyControl) drainLeftover(ctx context.Context, s *config.Service, id
 		for _, r := range st.Routes {
 			if r.Name != routeName(s, p) || r.Backend == addr {
 				continue
-			}
-			if !drained {
-				rn.log(s.Name, StepDrain, "let requests in flight on %s finish, up to %s, before it goes", c.Name, s.Deploy.Drain)
-				drained = true
 			}
 			resp, err := px.ctl(ctx, proxy.Request{Op: "drain", Name: r.Name, Backend: addr, Timeout: s.Deploy.Drain})
 			if err != nil {
@@ -747,8 +743,8 @@ func (px *proxyControl) drainLeftover(ctx context.Context, s *config.Service, id
 	}
 	if cut > 0 {
 		rn.warn(s.Name, "%s still in flight on %s at the drain deadline (%s) were cut", plural(cut, "request or connection"), c.Name, s.Deploy.Drain)
-	} else if drained {
-		rn.log(s.Name, StepDrain, "%s has nothing in flight (%s)", c.Name, time.Since(start).Round(time.Millisecond))
+	} else if took := time.Since(start); took > 100*time.Millisecond {
+		rn.log(s.Name, StepDrain, "the requests in flight on %s finished (%s)", c.Name, took.Round(time.Millisecond))
 	}
 }
 

@@ -12,20 +12,20 @@ import (
 
 // ServiceStatus is what runs of one service now.
 type ServiceStatus struct {
-	Service     string   `json:"service"`
-	Configured  bool     `json:"configured"`
-	LiveRelease int      `json:"live_release,omitempty"`
-	Container   string   `json:"container,omitempty"`
-	Image       string   `json:"image,omitempty"`
-	ImageID     string   `json:"image_id,omitempty"`
-	State       string   `json:"state"` // running, exited, ... or "not deployed"
-	Ports       []string `json:"ports,omitempty"`
-	Health      string   `json:"health"` // healthy, unhealthy: ..., unchecked
+	Service     string     `json:"service"`
+	Configured  bool       `json:"configured"`
+	LiveRelease int        `json:"live_release,omitempty"`
+	Container   string     `json:"container,omitempty"`
+	Image       string     `json:"image,omitempty"`
+	ImageID     string     `json:"image_id,omitempty"`
+	State       string     `json:"state"` // running, exited, ... or "not deployed"
+	Ports       []string   `json:"ports,omitempty"`
+	Health      string     `json:"health"` // healthy, unhealthy: ..., unchecked
+	Previous    []int      `json:"previous_releases,omitempty"`
+	Leftovers   []Leftover `json:"leftovers,omitempty"`
 	// Serving says what the proxy routes the service's requests to when it is not the live
 	// release: the candidate of a proxy cutover an apply was killed in.
-	Serving   string     `json:"serving,omitempty"`
-	Previous  []int      `json:"previous_releases,omitempty"`
-	Leftovers []Leftover `json:"leftovers,omitempty"`
+	Serving string `json:"serving,omitempty"`
 }
 
 // Status reports every configured or running service, the lock, and leftovers.
