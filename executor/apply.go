@@ -140,6 +140,9 @@ func (ap *applyRun) leftover(ctx context.Context, s *config.Service, ch *Change,
 		})
 	case step.Kind == StepClean:
 		ap.step(s.Name, step.Kind, step.Arg, step.Detail, func() error {
+			// A candidate the proxy served (a cutover killed after its switch) finishes its
+			// requests in flight first.
+			ap.proxy.drainLeftover(ctx, s, step.ContainerID)
 			return ap.Runtime.RemoveContainer(context.WithoutCancel(ctx), step.ContainerID)
 		})
 	case ch.Takeover != nil && ch.Takeover.ID == step.ContainerID:

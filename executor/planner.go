@@ -30,6 +30,7 @@ func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptio
 	if err := obs.readScratch(ctx, eng, p); err != nil {
 		return nil, err
 	}
+	obs.readRoutes(ctx, eng, p)
 	all, err := eng.AllContainers(ctx)
 	if err != nil {
 		return nil, err
@@ -465,7 +466,11 @@ func leftovers(o *Observed, p *config.Project, targeted func(string) bool) []Lef
 		}
 		st := o.Services[name]
 		for _, c := range st.Candidates {
-			out = append(out, Leftover{Service: name, Kind: LeftoverCandidate, Detail: fmt.Sprintf("candidate %s (release %d, %s) from an interrupted apply; apply removes it", c.Name, c.Release(), c.State)})
+			detail := fmt.Sprintf("candidate %s (release %d, %s) from an interrupted apply; apply removes it", c.Name, c.Release(), c.State)
+			if o.Routed[name] == c {
+				detail = servedCandidate(p.Service(name), st, c)
+			}
+			out = append(out, Leftover{Service: name, Kind: LeftoverCandidate, Detail: detail})
 		}
 		if st.Live != nil && !st.Live.Running() {
 			out = append(out, Leftover{Service: name, Kind: LeftoverStoppedLive, Detail: fmt.Sprintf("live container %s (release %d) is %s", st.Live.Name, st.Live.Release(), st.Live.State)})
@@ -483,4 +488,16 @@ func leftovers(o *Observed, p *config.Project, targeted func(string) bool) []Lef
 		}
 	}
 	return out
+}
+
+// servedCandidate is what the plan says of a leftover candidate the proxy routes the service's
+// requests to, which an interrupted cutover switched to: the next apply routes them back to the
+// live release (the proxy step) and lets the candidate finish what it has in flight (the clean
+// step) before it removes it.
+func servedCandidate(s *config.Service, st *ServiceState, c *Container) string {
+	detail := fmt.Sprintf("candidate %s (release %d, %s) serves: an interrupted cutover left the proxy routing the service's requests to it", c.Name, c.Release(), c.State)
+	if l := st.Live; l != nil && l.Running() {
+		return detail + fmt.Sprintf(", not to the live release %d (%s); apply routes them back to release %d, lets the candidate finish its requests in flight (deploy.drain, up to %s), then removes it", l.Release(), l.Name, l.Release(), dur(s.Deploy.Drain))
+	}
+	return detail + "; apply removes it"
 }

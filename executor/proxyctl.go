@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -702,6 +703,51 @@ func (px *proxyControl) drain(ctx context.Context, s *config.Service, old *Conta
 	})
 }
 
+// drainLeftover lets a running container that an interrupted apply left (a candidate the proxy
+// routed to after a killed cutover, an old release set aside before its drain) finish its
+// requests in flight, up to deploy.drain, before it is removed or stopped; the proxy step routed
+// the service back to its live release first. The proxy then forgets the container's address:
+// its kept-alive connections would otherwise meet the next release given that address. A route
+// that still leads to the container (no live release runs to route to) is left as it is.
+func (px *proxyControl) drainLeftover(ctx context.Context, s *config.Service, id string) {
+	rn := px.rn
+	if px.id == "" {
+		return // no proxy runs in this apply
+	}
+	c, err := rn.Runtime.Inspect(ctx, id)
+	if err != nil || !c.Running {
+		return
+	}
+	st, err := px.ctl(ctx, proxy.Request{Op: "status"})
+	if err != nil {
+		rn.warn(s.Name, "the proxy's routes were not read (%v): %s goes without a drain", err, c.Name)
+		return
+	}
+	start, cut := time.Now(), 0
+	for _, p := range s.Ports {
+		addr, err := rn.own.backendAddr(c, p.Container)
+		if err != nil {
+			continue // it never was behind the proxy
+		}
+		for _, r := range st.Routes {
+			if r.Name != routeName(s, p) || r.Backend == addr {
+				continue
+			}
+			resp, err := px.ctl(ctx, proxy.Request{Op: "drain", Name: r.Name, Backend: addr, Timeout: s.Deploy.Drain})
+			if err != nil {
+				rn.warn(s.Name, "drain of %s: %v", c.Name, err)
+				continue
+			}
+			cut += resp.Cut
+		}
+	}
+	if cut > 0 {
+		rn.warn(s.Name, "%s still in flight on %s at the drain deadline (%s) were cut", plural(cut, "request or connection"), c.Name, s.Deploy.Drain)
+	} else if took := time.Since(start); took > 100*time.Millisecond {
+		rn.log(s.Name, StepDrain, "the requests in flight on %s finished (%s)", c.Name, took.Round(time.Millisecond))
+	}
+}
+
 // ProxyStatus reports the proxy's routes with their counters (nil without a proxy).
 func ProxyStatus(ctx context.Context, rt Runtime, p *config.Project) ([]proxy.RouteStatus, error) {
 	obs, err := Observe(ctx, rt, p)
@@ -709,6 +755,46 @@ func ProxyStatus(ctx context.Context, rt Runtime, p *config.Project) ([]proxy.Ro
 		return nil, err
 	}
 	return proxyRoutes(ctx, rt, obs.Proxy.ID)
+}
+
+// readRoutes finds the leftover candidates the project's proxy routes a service's requests to
+// (Observed.Routed): a proxy cutover killed after its switch leaves the candidate serving while
+// the old release still runs under the live name. The proxy is asked only when a candidate
+// runs; a proxy that does not answer is status's to report, and plan's to start again.
+func (o *Observed) readRoutes(ctx context.Context, eng Engine, p *config.Project) {
+	rt, ok := eng.(Runtime)
+	if !ok || o.Proxy == nil || !o.Proxy.Running() {
+		return
+	}
+	var routes []proxy.RouteStatus
+	read := false
+	for _, name := range o.ServiceNames() {
+		for _, c := range o.Services[name].Candidates {
+			if !c.Running() {
+				continue
+			}
+			if !read {
+				var err error
+				if routes, err = proxyRoutes(ctx, rt, o.Proxy.ID); err != nil {
+					return
+				}
+				read = true
+			}
+			st, err := eng.Inspect(ctx, c.ID)
+			if err != nil || st.IPs[NetworkName(p.Name)] == "" {
+				continue
+			}
+			for _, r := range routes {
+				host, _, err := net.SplitHostPort(r.Backend)
+				if err == nil && host == st.IPs[NetworkName(p.Name)] && strings.HasPrefix(r.Name, name+"/") && !strings.HasSuffix(r.Name, candidateRouteSuffix) {
+					if o.Routed == nil {
+						o.Routed = map[string]*Container{}
+					}
+					o.Routed[name] = c
+				}
+			}
+		}
+	}
 }
 
 // proxyRoutes asks a running proxy container for its routes and counters.

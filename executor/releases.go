@@ -94,6 +94,8 @@ func (rl *releases) keepOther(ctx context.Context, s *config.Service, id, detail
 			return err
 		}
 		if old.Running {
+			// Set aside by a cutover killed before its drain: what it has in flight finishes.
+			rn.proxy.drainLeftover(ctx, s, id)
 			rl.stopRelease(ctx, s, id, old.Name)
 		}
 		return rl.keepAsPrevious(context.WithoutCancel(ctx), s, old)

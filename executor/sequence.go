@@ -180,7 +180,7 @@ func (sq *sequencer) plan(plan *Plan, obs *Observed) []*Step {
 			continue
 		}
 		s := sq.p.Service(ch.Service)
-		sq.leftovers(&out, s, ch, st)
+		sq.leftovers(&out, s, ch, st, obs.Routed[s.Name])
 		for _, v := range obs.Safety { // after the candidate that may mount the volume
 			if v.Labels[LabelService] != s.Name {
 				continue
@@ -251,8 +251,12 @@ func (sq *sequencer) proxyFor(plan *Plan, obs *Observed) string {
 
 // leftovers are the steps that deal with what an interrupted apply left of a service, before
 // its change: candidates go, releases set aside become previous ones.
-func (sq *sequencer) leftovers(out *steps, s *config.Service, ch *Change, st *ServiceState) {
+func (sq *sequencer) leftovers(out *steps, s *config.Service, ch *Change, st *ServiceState, routed *Container) {
 	for _, c := range st.Candidates {
+		if l := st.Live; routed == c && l != nil && l.Running() {
+			out.add(s.Name, StepClean, "", "let the leftover candidate %s (release %d), which an interrupted cutover left serving, finish its requests in flight (up to %s) once the proxy routes to release %d again, then remove it", c.Name, c.Release(), dur(s.Deploy.Drain), l.Release()).ContainerID = c.ID
+			continue
+		}
 		out.add(s.Name, StepClean, "", "remove the leftover candidate %s (release %d, %s)", c.Name, c.Release(), c.State).ContainerID = c.ID
 	}
 	if t := ch.Takeover; t != nil && t.SetAside && t.Kept {
@@ -261,6 +265,10 @@ func (sq *sequencer) leftovers(out *steps, s *config.Service, ch *Change, st *Se
 		out.add(s.Name, StepCleanup, "", "keep %s (taken over: %s) as release %d, with the deployer's labels", t.Name, t.Made, t.Release).ContainerID = t.ID
 	}
 	for _, c := range st.Others {
+		if c.Running() && sq.cutover(s).servedByProxy() {
+			out.add(s.Name, StepCleanup, "", "let the container %s (role %q, release %d, running) finish its requests in flight (up to %s), then keep it as a previous release", c.Name, c.Role(), c.Release(), dur(s.Deploy.Drain)).ContainerID = c.ID
+			continue
+		}
 		out.add(s.Name, StepCleanup, "", "keep the container %s (role %q, release %d) as a previous release", c.Name, c.Role(), c.Release()).ContainerID = c.ID
 	}
 }

@@ -79,6 +79,10 @@ type Observed struct {
 	Scratch []Volume
 	// Safety lists the safety copies an interrupted held migration left (readScratch).
 	Safety []Volume
+	// Routed are the leftover candidates the proxy routes a service's requests to, by service:
+	// a proxy cutover killed after its switch left them serving (readRoutes, for plan and
+	// status only).
+	Routed map[string]*Container
 	// labelled is every container labelled for the project, its own or not (the addresses
 	// they were given stay theirs).
 	labelled []Container

@@ -23,6 +23,9 @@ type ServiceStatus struct {
 	Health      string     `json:"health"` // healthy, unhealthy: ..., unchecked
 	Previous    []int      `json:"previous_releases,omitempty"`
 	Leftovers   []Leftover `json:"leftovers,omitempty"`
+	// Serving says what the proxy routes the service's requests to when it is not the live
+	// release: the candidate of a proxy cutover an apply was killed in.
+	Serving string `json:"serving,omitempty"`
 }
 
 // Status reports every configured or running service, the lock, and leftovers.
@@ -63,6 +66,7 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 	if err := obs.readScratch(ctx, eng, p); err != nil {
 		return nil, err
 	}
+	obs.readRoutes(ctx, eng, p)
 	out := &Status{FormatVersion: FormatVersion, Project: p.Name, Engine: eng.Host(), Services: []*ServiceStatus{}}
 	if obs.Lock != nil {
 		out.Lock = "held by " + describeLock(obs.Lock)
@@ -106,6 +110,9 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 		if st != nil && st.Live != nil {
 			l := st.Live
 			ss.LiveRelease, ss.Container, ss.Image, ss.ImageID, ss.State = l.Release(), l.Name, l.ImageRef(), l.ImageID, l.State
+			if c := obs.Routed[name]; c != nil {
+				ss.Serving = red.Redact(fmt.Sprintf("candidate %s (release %d) of an interrupted cutover: the proxy routes the service's requests to it, not to release %d; the next apply routes them back, then deploys", c.Name, c.Release(), l.Release()))
+			}
 			if s != nil {
 				for _, port := range s.Ports {
 					ss.Ports = append(ss.Ports, fmt.Sprintf("%d->%d/%s", port.Host, port.Container, port.Protocol))

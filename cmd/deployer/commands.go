@@ -151,7 +151,14 @@ func printStatus(g *globals, st *executor.Status, engine string) {
 		if s.LiveRelease == 0 {
 			fmt.Fprintf(g.stdout, "  %s\n", s.State)
 		} else {
-			fmt.Fprintf(g.stdout, "  live      release %d, %s (%s), %s\n", s.LiveRelease, s.Container, s.State, s.Image+" "+executor.ShortID(s.ImageID))
+			notServing := ""
+			if s.Serving != "" {
+				notServing = ", not serving"
+			}
+			fmt.Fprintf(g.stdout, "  live      release %d, %s (%s), %s%s\n", s.LiveRelease, s.Container, s.State, s.Image+" "+executor.ShortID(s.ImageID), notServing)
+			if s.Serving != "" {
+				fmt.Fprintf(g.stdout, "  serving   %s\n", s.Serving)
+			}
 			if len(s.Ports) > 0 {
 				fmt.Fprintf(g.stdout, "  ports     %s\n", strings.Join(s.Ports, ", "))
 			}

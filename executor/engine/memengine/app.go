@@ -58,6 +58,12 @@ func App(ctx context.Context, p *Process) int {
 	}
 	select {
 	case <-stop:
+		select {
+		case <-p.Killed(): // a kill cancels the context too: it ends nothing gracefully
+			srv.Close()
+			return 137
+		default:
+		}
 		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(c)

@@ -273,8 +273,8 @@ func (c *container) kill() {
 	defer c.e.mu.Unlock()
 	c.stopping = true
 	if p := c.proc; p != nil {
+		p.markKilled() // first: a program sees a kill, not a stop (SIGKILL, no graceful end)
 		p.cancel()
-		p.markKilled()
 		p.closeListeners()
 		c.proc, c.state, c.exitCode = nil, "exited", 137
 	}
