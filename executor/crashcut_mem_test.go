@@ -184,3 +184,76 @@ func (r *memRig) slowGet(t *testing.T, d time.Duration) <-chan string {
 		}
 	}
 }
+
+// A rollback right after a proxy cutover was killed after its switch (the candidate serving, a
+// plausible first reaction to a crashed deploy) routes back to the live release before the
+// candidate goes, and lets the candidate's requests in flight finish: no request fails, and
+// the rollback lands on the release before the live one.
+func TestMemRollbackAfterProxySwitchCrash(t *testing.T) {
+	r := newMemRig(t, config.CutoverProxy)
+	drain := func(s *config.Service) {
+		s.Deploy.Drain = 10 * time.Second
+		s.Env["APP_AS_SHELL"] = "1" // a stop ends its requests in flight too, as a kill does
+	}
+	for _, v := range []string{"v1", "v2"} {
+		if so := r.apply(r.config(v, drain)); so.Error != "" {
+			t.Fatal(so.Error)
+		}
+	}
+	p := r.config("v3", drain)
+	if !r.crashAt(p, executor.PointCutoverSwitched) || !r.serves("v3") {
+		t.Fatalf("after the kill: serving %q, want the candidate (v3)", r.get("/"))
+	}
+	slow := r.slowGet(t, 1500*time.Millisecond) // in flight on the candidate
+	var sent, bad atomic.Int64
+	var firstBad atomic.Pointer[string]
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c := &http.Client{Timeout: 10 * time.Second}
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			sent.Add(1)
+			resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/", r.port))
+			msg := ""
+			if err != nil {
+				msg = err.Error()
+			} else {
+				if resp.StatusCode != http.StatusOK {
+					msg = resp.Status
+				}
+				resp.Body.Close()
+			}
+			if msg != "" {
+				bad.Add(1)
+				firstBad.CompareAndSwap(nil, &msg)
+			}
+		}
+	}()
+	so, err := r.applier(r.config("v2", drain)).Rollback(context.Background(), "app", 0)
+	close(stop)
+	wg.Wait()
+	if err != nil || so == nil || so.Error != "" || !r.serves("v1") {
+		t.Fatalf("rollback after the kill: %v %+v, serving %q", err, so, r.get("/"))
+	}
+	if got := <-slow; got != "version=v3" {
+		t.Errorf("the request in flight on the candidate got %q", got)
+	}
+	if n := bad.Load(); n > 0 || sent.Load() == 0 {
+		t.Errorf("%d of %d requests failed during the rollback; the first: %v", n, sent.Load(), firstBad.Load())
+	}
+	obs, err := executor.Observe(t.Context(), r.eng, projectOnly(r.project))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := obs.Services["app"]; len(st.Candidates) != 0 {
+		t.Errorf("%d candidates left after the rollback", len(st.Candidates))
+	}
+	t.Logf("%d requests during the rollback, %d failed", sent.Load(), bad.Load())
+}

@@ -102,9 +102,6 @@ func (rn *run) rollback(ctx context.Context, s *config.Service, to int, so *Serv
 	if st == nil || st.Live == nil {
 		return fmt.Errorf("service.%s has no live release on %s: deploy it with apply first", s.Name, rn.Runtime.Host())
 	}
-	for _, c := range st.Candidates {
-		rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), c.ID)
-	}
 	target, err := rollbackTarget(s, st, to)
 	if err != nil {
 		return err
@@ -121,6 +118,13 @@ func (rn *run) rollback(ctx context.Context, s *config.Service, to int, so *Serv
 	d.r, d.rollback = earlierRelease(rn.Project, s, target, prev), target
 	if err := d.prepare(ctx); err != nil {
 		return err
+	}
+	// What an interrupted apply left goes, once the proxy (made ready above) routes to the live
+	// release again: a candidate it served (a cutover killed after its switch) first finishes
+	// its requests in flight.
+	for _, c := range st.Candidates {
+		rn.proxy.drainLeftover(ctx, s, c.ID)
+		rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), c.ID)
 	}
 	sq := &sequencer{p: rn.Project, local: !rn.remote(), red: rn.red}
 	steps := sq.rollback(s, ch, st.Live)
