@@ -91,37 +91,7 @@ func TestMemCrashInProxyCutoverServes(t *testing.T) {
 				slow = r.slowGet(t, 1500*time.Millisecond) // in flight on the candidate
 			}
 			// Requests all along the next apply.
-			var sent, bad atomic.Int64
-			var firstBad atomic.Pointer[string]
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c := &http.Client{Timeout: 10 * time.Second}
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					sent.Add(1)
-					resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/", r.port))
-					msg := ""
-					if err != nil {
-						msg = err.Error()
-					} else {
-						if resp.StatusCode != http.StatusOK {
-							msg = resp.Status
-						}
-						resp.Body.Close()
-					}
-					if msg != "" {
-						bad.Add(1)
-						firstBad.CompareAndSwap(nil, &msg)
-					}
-				}
-			}()
+			stopRequests := r.requestsAlong()
 			// When the apply removes the candidate, no route leads to it.
 			var removedWhileRouted atomic.Pointer[string]
 			a := r.applier(p)
@@ -139,8 +109,7 @@ func TestMemCrashInProxyCutoverServes(t *testing.T) {
 				events(e)
 			}
 			out, err := a.Apply(context.Background(), r.plan(p))
-			close(stop)
-			wg.Wait()
+			sent, bad, firstBad := stopRequests()
 			if err != nil || out.Failed() || !r.serves("v2") {
 				t.Fatalf("the apply after the kill at %s: %v %s, serving %q\n%s", point, err, errorsOf(out), r.get("/"), strings.Join(r.steps(), " "))
 			}
@@ -154,15 +123,61 @@ func TestMemCrashInProxyCutoverServes(t *testing.T) {
 			if got := <-slow; got != want {
 				t.Errorf("the request in flight across the apply after the kill at %s got %q, want %q", point, got, want)
 			}
-			if sent.Load() == 0 {
+			if sent == 0 {
 				t.Errorf("no request was sent during the apply after the kill at %s", point)
 			}
-			if n := bad.Load(); n > 0 {
-				t.Errorf("%d of %d requests failed during the apply after the kill at %s; the first: %s", n, sent.Load(), point, *firstBad.Load())
+			if bad > 0 {
+				t.Errorf("%d of %d requests failed during the apply after the kill at %s; the first: %s", bad, sent, point, firstBad)
 			}
-			t.Logf("%d requests during the apply after the kill at %s, %d failed", sent.Load(), point, bad.Load())
+			t.Logf("%d requests during the apply after the kill at %s, %d failed", sent, point, bad)
 			assertConverged(t, r, p, point)
 		})
+	}
+}
+
+// requestsAlong sends GET / to the service, one after another, until stop is called; stop
+// waits for the last and says how many were sent, how many failed (an error or a status other
+// than 200), and what the first failure was.
+func (r *memRig) requestsAlong() (stop func() (sent, bad int64, first string)) {
+	var nSent, nBad atomic.Int64
+	var firstBad atomic.Pointer[string]
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c := &http.Client{Timeout: 10 * time.Second}
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			nSent.Add(1)
+			resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/", r.port))
+			msg := ""
+			if err != nil {
+				msg = err.Error()
+			} else {
+				if resp.StatusCode != http.StatusOK {
+					msg = resp.Status
+				}
+				resp.Body.Close()
+			}
+			if msg != "" {
+				nBad.Add(1)
+				firstBad.CompareAndSwap(nil, &msg)
+			}
+		}
+	}()
+	return func() (int64, int64, string) {
+		close(done)
+		wg.Wait()
+		first := ""
+		if p := firstBad.Load(); p != nil {
+			first = *p
+		}
+		return nSent.Load(), nBad.Load(), first
 	}
 }
 
@@ -205,48 +220,17 @@ func TestMemRollbackAfterProxySwitchCrash(t *testing.T) {
 		t.Fatalf("after the kill: serving %q, want the candidate (v3)", r.get("/"))
 	}
 	slow := r.slowGet(t, 1500*time.Millisecond) // in flight on the candidate
-	var sent, bad atomic.Int64
-	var firstBad atomic.Pointer[string]
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c := &http.Client{Timeout: 10 * time.Second}
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			sent.Add(1)
-			resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/", r.port))
-			msg := ""
-			if err != nil {
-				msg = err.Error()
-			} else {
-				if resp.StatusCode != http.StatusOK {
-					msg = resp.Status
-				}
-				resp.Body.Close()
-			}
-			if msg != "" {
-				bad.Add(1)
-				firstBad.CompareAndSwap(nil, &msg)
-			}
-		}
-	}()
+	stopRequests := r.requestsAlong()
 	so, err := r.applier(r.config("v2", drain)).Rollback(context.Background(), "app", 0)
-	close(stop)
-	wg.Wait()
+	sent, bad, firstBad := stopRequests()
 	if err != nil || so == nil || so.Error != "" || !r.serves("v1") {
 		t.Fatalf("rollback after the kill: %v %+v, serving %q", err, so, r.get("/"))
 	}
 	if got := <-slow; got != "version=v3" {
 		t.Errorf("the request in flight on the candidate got %q", got)
 	}
-	if n := bad.Load(); n > 0 || sent.Load() == 0 {
-		t.Errorf("%d of %d requests failed during the rollback; the first: %v", n, sent.Load(), firstBad.Load())
+	if bad > 0 || sent == 0 {
+		t.Errorf("%d of %d requests failed during the rollback; the first: %s", bad, sent, firstBad)
 	}
 	obs, err := executor.Observe(t.Context(), r.eng, projectOnly(r.project))
 	if err != nil {
@@ -255,5 +239,5 @@ func TestMemRollbackAfterProxySwitchCrash(t *testing.T) {
 	if st := obs.Services["app"]; len(st.Candidates) != 0 {
 		t.Errorf("%d candidates left after the rollback", len(st.Candidates))
 	}
-	t.Logf("%d requests during the rollback, %d failed", sent.Load(), bad.Load())
+	t.Logf("%d requests during the rollback, %d failed", sent, bad)
 }
