@@ -244,17 +244,7 @@ func rebuild(h *fasthttp.RequestHeader, raw []byte, dropped func(name []byte) bo
 	buf = append(append(append(append(append(buf, h.Method()...), ' '), h.RequestURI()...), ' '), h.Protocol()...)
 	buf = append(buf, "\r\n"...)
 	keep := true
-	for len(raw) > 0 {
-		line := raw
-		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
-			line, raw = raw[:i], raw[i+1:]
-		} else {
-			raw = nil
-		}
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(line) == 0 {
-			break
-		}
+	for line := range headLines(raw) {
 		if line[0] != ' ' && line[0] != '\t' {
 			colon := bytes.IndexByte(line, ':')
 			keep = colon <= 0 || !dropped(bytes.TrimRight(line[:colon], " \t"))
@@ -276,17 +266,7 @@ func rebuild(h *fasthttp.RequestHeader, raw []byte, dropped func(name []byte) bo
 // of its own.
 func rawHeaders(raw []byte) iter.Seq2[[]byte, []byte] {
 	return func(yield func([]byte, []byte) bool) {
-		for len(raw) > 0 {
-			line := raw
-			if i := bytes.IndexByte(raw, '\n'); i >= 0 {
-				line, raw = raw[:i], raw[i+1:]
-			} else {
-				raw = nil
-			}
-			line = bytes.TrimSuffix(line, []byte("\r"))
-			if len(line) == 0 {
-				return // the end of the head
-			}
+		for line := range headLines(raw) {
 			if line[0] == ' ' || line[0] == '\t' {
 				continue
 			}
@@ -298,6 +278,25 @@ func rawHeaders(raw []byte) iter.Seq2[[]byte, []byte] {
 			value := bytes.Trim(line[colon+1:], " \t")
 			if !yield(name, value) {
 				return
+			}
+		}
+	}
+}
+
+// headLines yields the lines of a raw head, without their line ends, up to the empty line that
+// ends it (or the end of raw).
+func headLines(raw []byte) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		for len(raw) > 0 {
+			line := raw
+			if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+				line, raw = raw[:i], raw[i+1:]
+			} else {
+				raw = nil
+			}
+			line = bytes.TrimSuffix(line, []byte("\r"))
+			if len(line) == 0 || !yield(line) {
+				return // the end of the head
 			}
 		}
 	}
