@@ -84,21 +84,11 @@ func countOwn() int {
 // an HTTP route beside it still takes new clients.
 func TestTCPRouteHoldsHalfTheCap(t *testing.T) {
 	app, _ := hostileApp(t, "blue")
-	echo, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer echo.Close()
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
+	echo := tcpEcho(t)
 	s := NewServer()
 	s.Limits = Limits{MaxConns: 8, MaxConnsPerAddr: 100}
 	tl, hl := freeAddr(t), freeAddr(t)
-	if _, err := s.Set(Route{Name: "db", Listen: tl, Protocol: "tcp", Backend: echo.Addr().String()}); err != nil {
+	if _, err := s.Set(Route{Name: "db", Listen: tl, Protocol: "tcp", Backend: echo}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Set(Route{Name: "web", Listen: hl, Backend: addr(app)}); err != nil {

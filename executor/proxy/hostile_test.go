@@ -603,21 +603,11 @@ func TestConnectionCaps(t *testing.T) {
 	}
 
 	// A TCP route: the connection beyond the cap is closed at once.
-	echo, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer echo.Close()
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
+	echo := tcpEcho(t)
 	ts := NewServer()
 	ts.Limits = Limits{MaxConnsPerAddr: 3}
 	tl := freeAddr(t)
-	if _, err := ts.Set(Route{Name: "db", Listen: tl, Protocol: "tcp", Backend: echo.Addr().String()}); err != nil {
+	if _, err := ts.Set(Route{Name: "db", Listen: tl, Protocol: "tcp", Backend: echo}); err != nil {
 		t.Fatal(err)
 	}
 	defer ts.Close()
@@ -878,4 +868,24 @@ func FuzzRawHeaders(f *testing.F) {
 			}
 		}
 	})
+}
+
+// tcpEcho is a TCP server that sends back what it gets, for TCP routes; its address.
+func tcpEcho(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	return ln.Addr().String()
 }
