@@ -125,23 +125,32 @@ func (rn *run) words(service string, kind StepKind, arg, detail string) string {
 	if detail != "" {
 		return detail
 	}
-	match := func(st *Step) bool { return st != nil && st.Service == service && st.Kind == kind && st.Arg == arg }
-	if match(rn.cur) {
-		return rn.cur.Detail
-	}
-	for _, st := range rn.planned {
-		if match(st) {
-			return st.Detail
-		}
+	if st := rn.plannedStep(service, kind, arg); st != nil {
+		return st.Detail
 	}
 	return stepName(kind, arg)
 }
 
+// plannedStep is the plan's step of a service, kind and argument: the one running, else the
+// first; nil outside a plan, or for a step the plan does not have.
+func (rn *run) plannedStep(service string, kind StepKind, arg string) *Step {
+	match := func(st *Step) bool { return st != nil && st.Service == service && st.Kind == kind && st.Arg == arg }
+	if match(rn.cur) {
+		return rn.cur
+	}
+	for _, st := range rn.planned {
+		if match(st) {
+			return st
+		}
+	}
+	return nil
+}
+
 // plannedOr is the plan's words for a step that also runs outside plans (the lock, the
-// proxy), or else its own.
+// proxy, a resume), or else its own.
 func (rn *run) plannedOr(service string, kind StepKind, own string) string {
-	if w := rn.words(service, kind, "", ""); w != string(kind) {
-		return w
+	if st := rn.plannedStep(service, kind, ""); st != nil {
+		return st.Detail
 	}
 	return own
 }
