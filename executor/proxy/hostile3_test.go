@@ -30,6 +30,10 @@ func TestIdleConnectionsDoNotLockOut(t *testing.T) {
 		c.send(t, "GET /who HTTP/1.1\r\nHost: app\r\n\r\n")
 		c.who(t)
 		held = append(held, c)
+		// The proxy counts a connection idle once it has sent the answer, which the client may
+		// read first: each one idle before the next opens, so that held[0] is the one idle
+		// longest by the proxy's count too (it was not, now and then, under load).
+		waitFor(t, 5*time.Second, "the connection counted idle", func() bool { return idleConns(s) == i+1 })
 	}
 	waitFor(t, 5*time.Second, "20 connections open", func() bool { return routeStatus(s).Conns == 20 })
 	for i := range 5 {
@@ -72,6 +76,23 @@ func TestProbeAdmittedAtTheCap(t *testing.T) {
 		}
 	}
 	waitFor(t, 5*time.Second, "the proxy's own ports forgotten once closed", func() bool { return countOwn() == 0 })
+}
+
+// idleConns is how many client connections the proxy counts idle between requests.
+func idleConns(s *Server) int {
+	s.mu.Lock()
+	a := s.adm
+	s.mu.Unlock()
+	if a == nil {
+		return 0
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for c := a.idle.head; c != nil; c = c.next {
+		n++
+	}
+	return n
 }
 
 func countOwn() int {
