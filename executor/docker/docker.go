@@ -365,12 +365,58 @@ func (e *Engine) Networks(ctx context.Context, project string) ([]string, error)
 	return out, nil
 }
 
-// RemoveNetwork removes a network; one that is gone already is not an error.
+// networkSettleTimeout bounds how long RemoveNetwork waits for the engine to let go of the
+// endpoints of containers that are gone already.
+const networkSettleTimeout = 20 * time.Second
+
+// RemoveNetwork removes a network; one that is gone already is not an error. Right after its
+// containers are removed the engine may still report "active endpoints" while it tears their
+// endpoints down: the removal is then tried again, for a bounded time, as long as no container
+// that still exists is connected. One that is connected is an error at once, naming it.
 func (e *Engine) RemoveNetwork(ctx context.Context, name string) error {
-	if err := e.cli.NetworkRemove(ctx, name); err != nil && !isNotFound(err) {
-		return fmt.Errorf("remove network %s: %w", name, err)
+	deadline := time.Now().Add(networkSettleTimeout)
+	wait := 50 * time.Millisecond
+	for {
+		err := e.cli.NetworkRemove(ctx, name)
+		if err == nil || isNotFound(err) {
+			return nil
+		}
+		if !strings.Contains(err.Error(), "active endpoints") || time.Now().After(deadline) {
+			return fmt.Errorf("remove network %s: %w", name, err)
+		}
+		if held := e.networkHolders(ctx, name); len(held) > 0 {
+			return fmt.Errorf("remove network %s: containers %s are still connected to it: %w", name, strings.Join(held, ", "), err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("remove network %s: %w", name, err)
+		case <-time.After(wait):
+		}
+		if wait < time.Second {
+			wait *= 2
+		}
 	}
-	return nil
+}
+
+// networkHolders names the containers connected to a network that still exist; an endpoint
+// whose container is gone is one the engine has yet to tear down.
+func (e *Engine) networkHolders(ctx context.Context, name string) []string {
+	n, err := e.cli.NetworkInspect(ctx, name, network.InspectOptions{})
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for id, c := range n.Containers {
+		if _, err := e.cli.ContainerInspect(ctx, id); err == nil {
+			label := c.Name
+			if label == "" {
+				label = short(id)
+			}
+			out = append(out, label)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Volumes lists the volumes labelled with the project (its key's, the deployer's scratch
