@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -187,7 +188,18 @@ type PlanOptions struct {
 	// engine, plan checks there that no process outside Docker holds the ports it needs. ""
 	// skips that check.
 	ProbeHost string
+	// CheckStore checks that a backup store answers, without writing; ProxyRoutes asks the
+	// project's running proxy for its routes. Both reach past the engine, so the executor
+	// supplies them (executor.MakePlan); a nil one skips its check.
+	CheckStore  func(ctx context.Context, p *config.Project, store string) error
+	ProxyRoutes RouteReader
 }
+
+// RouteReader asks a project's proxy container for its routes.
+type RouteReader func(ctx context.Context, eng Engine, proxyID string) ([]Route, error)
+
+// Route is one route of a project's proxy: its name and the backend it sends requests to.
+type Route struct{ Name, Backend string }
 
 // HasChanges reports whether applying the plan would do anything.
 func (p *Plan) HasChanges() bool {

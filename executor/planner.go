@@ -12,9 +12,9 @@ import (
 	"github.com/deployer-dev/deployer/executor/engine"
 )
 
-// MakePlan reads the observed state of the project from the engine and diffs it against the
+// Make reads the observed state of the project from the engine and diffs it against the
 // configuration.
-func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptions) (*Plan, error) {
+func Make(ctx context.Context, p *config.Project, eng Engine, opts PlanOptions) (*Plan, error) {
 	if err := eng.Ping(ctx); err != nil {
 		return nil, err
 	}
@@ -30,7 +30,7 @@ func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptio
 	if err := obs.readScratch(ctx, eng, p); err != nil {
 		return nil, err
 	}
-	obs.readRoutes(ctx, eng, p)
+	obs.readRoutes(ctx, eng, p, opts.ProxyRoutes)
 	all, err := eng.AllContainers(ctx)
 	if err != nil {
 		return nil, err

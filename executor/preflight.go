@@ -133,7 +133,10 @@ func preflightPlan(ctx context.Context, p *config.Project, plan *Plan, all []Con
 	}
 	stores := storeNeeds(p, plan)
 	for _, name := range sortedKeys(stores) {
-		if err := checkStore(ctx, p, name, false); err != nil {
+		if opts.CheckStore == nil {
+			break
+		}
+		if err := opts.CheckStore(ctx, p, name); err != nil {
 			plan.Warnings = append(plan.Warnings, fmt.Sprintf("%s (for %s): apply would stop before starting a candidate", err, addresses(stores[name])))
 		}
 	}

@@ -761,12 +761,11 @@ func ProxyStatus(ctx context.Context, rt Runtime, p *config.Project) ([]proxy.Ro
 // (Observed.Routed): a proxy cutover killed after its switch leaves the candidate serving while
 // the old release still runs under the live name. The proxy is asked only when a candidate
 // runs; a proxy that does not answer is status's to report, and plan's to start again.
-func (o *Observed) readRoutes(ctx context.Context, eng Engine, p *config.Project) {
-	rt, ok := eng.(Runtime)
-	if !ok || o.Proxy == nil || !o.Proxy.Running() {
+func (o *Observed) readRoutes(ctx context.Context, eng Engine, p *config.Project, proxyRoutes RouteReader) {
+	if proxyRoutes == nil || o.Proxy == nil || !o.Proxy.Running() {
 		return
 	}
-	var routes []proxy.RouteStatus
+	var routes []Route
 	read := false
 	for _, name := range o.ServiceNames() {
 		for _, c := range o.Services[name].Candidates {
@@ -775,7 +774,7 @@ func (o *Observed) readRoutes(ctx context.Context, eng Engine, p *config.Project
 			}
 			if !read {
 				var err error
-				if routes, err = proxyRoutes(ctx, rt, o.Proxy.ID); err != nil {
+				if routes, err = proxyRoutes(ctx, eng, o.Proxy.ID); err != nil {
 					return
 				}
 				read = true
@@ -795,6 +794,20 @@ func (o *Observed) readRoutes(ctx context.Context, eng Engine, p *config.Project
 			}
 		}
 	}
+}
+
+// readProxyRoutes is plan's and status's RouteReader: the routes of a running proxy container.
+func readProxyRoutes(ctx context.Context, eng Engine, proxyID string) ([]Route, error) {
+	rt, ok := eng.(Runtime)
+	if !ok {
+		return nil, nil
+	}
+	list, err := proxyRoutes(ctx, rt, proxyID)
+	var out []Route
+	for _, r := range list {
+		out = append(out, Route{Name: r.Name, Backend: r.Backend})
+	}
+	return out, err
 }
 
 // proxyRoutes asks a running proxy container for its routes and counters.

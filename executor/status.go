@@ -66,7 +66,7 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 	if err := obs.readScratch(ctx, eng, p); err != nil {
 		return nil, err
 	}
-	obs.readRoutes(ctx, eng, p)
+	obs.readRoutes(ctx, eng, p, readProxyRoutes)
 	out := &Status{FormatVersion: FormatVersion, Project: p.Name, Engine: eng.Host(), Services: []*ServiceStatus{}}
 	if obs.Lock != nil {
 		out.Lock = "held by " + describeLock(obs.Lock)
