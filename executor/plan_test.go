@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 )
 
@@ -143,7 +145,7 @@ func explicit(s *config.Service, keys ...string) {
 
 // live is a container as an earlier apply of p would have left it.
 func live(p *config.Project, imageID string, release int, state string) Container {
-	return liveWith(p, imageID, release, state, SpecDoc(p, p.Services[0], NewHasher(testKey)))
+	return liveWith(p, imageID, release, state, plan.SpecDoc(p, p.Services[0], plan.NewHasher(testKey)))
 }
 
 // liveWith is live with a spec doc of one's own (as an earlier version recorded it).
@@ -154,8 +156,8 @@ func liveWith(p *config.Project, imageID string, release int, state string, spec
 		ID: fmt.Sprintf("c%d", release), Name: s.ContainerName, Image: s.Image, ImageID: imageID, State: state,
 		Created: time.Unix(1700000000, 0),
 		Labels: map[string]string{
-			LabelProject: p.Name, LabelService: s.Name, LabelRole: RoleLive, LabelRelease: fmt.Sprint(release),
-			LabelSpecDoc: string(doc), LabelSpec: SpecHash(specDoc, imageID),
+			LabelProject: p.Name, LabelService: s.Name, LabelRole: plan.RoleLive, LabelRelease: fmt.Sprint(release),
+			LabelSpecDoc: string(doc), LabelSpec: plan.SpecHash(specDoc, imageID),
 		},
 	}
 }
@@ -166,37 +168,37 @@ func TestPlanActions(t *testing.T) {
 		name    string
 		p       *config.Project
 		eng     *fakeEngine
-		action  Action
+		action  plan.Action
 		reasons string
 		attrs   string
 	}{
-		{"new service", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}}, ActionCreate, "no live release", ""},
-		{"nothing changed", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, ActionNone, "", ""},
-		{"image ID changed", base, &fakeEngine{images: map[string]string{"web:1": "sha256:bbb"}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "image changed: aaa -> bbb", ""},
-		{"env changed", project(func(s *config.Service) { s.Env["MODE"] = "debug" }), &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "spec changed (1 attribute)", `env.MODE "prod"->"debug"`},
-		{"secret changed", project(func(s *config.Service) { s.Env["TOKEN"] = "new-token" }), &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "spec changed (1 attribute)", `env.TOKEN "(sensitive)"->"(sensitive)"`},
-		{"secret hashed by an earlier version, unchanged", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{liveWith(base, "sha256:aaa", 3, "running", legacyDoc(base))}}, ActionNone, "", ""},
-		{"secret hashed by an earlier version, changed", project(func(s *config.Service) { s.Env["TOKEN"] = "new-token" }), &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{liveWith(base, "sha256:aaa", 3, "running", legacyDoc(base))}}, ActionReplace, "spec changed (1 attribute)", `env.TOKEN "(sensitive)"->"(sensitive)"`},
-		{"live stopped", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(base, "sha256:aaa", 3, "exited")}}, ActionUpdate, "live release 3 is exited: apply starts it", ""},
-		{"image missing locally", base, &fakeEngine{images: map[string]string{}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "image web:1 is not on the engine: apply pulls it", ""},
+		{"new service", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}}, plan.ActionCreate, "no live release", ""},
+		{"nothing changed", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, plan.ActionNone, "", ""},
+		{"image ID changed", base, &fakeEngine{images: map[string]string{"web:1": "sha256:bbb"}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, plan.ActionReplace, "image changed: aaa -> bbb", ""},
+		{"env changed", project(func(s *config.Service) { s.Env["MODE"] = "debug" }), &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, plan.ActionReplace, "spec changed (1 attribute)", `env.MODE "prod"->"debug"`},
+		{"secret changed", project(func(s *config.Service) { s.Env["TOKEN"] = "new-token" }), &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, plan.ActionReplace, "spec changed (1 attribute)", `env.TOKEN "(sensitive)"->"(sensitive)"`},
+		{"secret hashed by an earlier version, unchanged", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{liveWith(base, "sha256:aaa", 3, "running", legacyDoc(base))}}, plan.ActionNone, "", ""},
+		{"secret hashed by an earlier version, changed", project(func(s *config.Service) { s.Env["TOKEN"] = "new-token" }), &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{liveWith(base, "sha256:aaa", 3, "running", legacyDoc(base))}}, plan.ActionReplace, "spec changed (1 attribute)", `env.TOKEN "(sensitive)"->"(sensitive)"`},
+		{"live stopped", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(base, "sha256:aaa", 3, "exited")}}, plan.ActionUpdate, "live release 3 is exited: apply starts it", ""},
+		{"image missing locally", base, &fakeEngine{images: map[string]string{}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, plan.ActionReplace, "image web:1 is not on the engine: apply pulls it", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			plan, err := MakePlan(context.Background(), c.p, c.eng, PlanOptions{})
+			pl, err := MakePlan(context.Background(), c.p, c.eng, plan.PlanOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if c.eng.lists != 1 {
 				t.Errorf("%d list calls; the observed state must come from one", c.eng.lists)
 			}
-			ch := plan.Change("web")
+			ch := pl.Change("web")
 			if ch.Action != c.action {
 				t.Fatalf("action %s, want %s (reasons %v)", ch.Action, c.action, ch.Reasons)
 			}
 			if got := strings.Join(ch.Reasons, "; "); got != c.reasons {
 				t.Errorf("reasons %q, want %q", got, c.reasons)
 			}
-			if ch.Action == ActionReplace && c.attrs != "" {
+			if ch.Action == plan.ActionReplace && c.attrs != "" {
 				var got []string
 				for _, a := range ch.Attributes {
 					got = append(got, a.Path+" "+string(a.Old)+"->"+string(a.New))
@@ -205,12 +207,12 @@ func TestPlanActions(t *testing.T) {
 					t.Errorf("attributes %q, want %q", got, c.attrs)
 				}
 			}
-			if ch.Action == ActionReplace && ch.NextRelease != 4 {
+			if ch.Action == plan.ActionReplace && ch.NextRelease != 4 {
 				t.Errorf("next release %d, want 4", ch.NextRelease)
 			}
 			var text bytes.Buffer
-			plan.WriteText(&text, RenderOptions{})
-			plan.WriteJSON(&text)
+			pl.WriteText(&text, plan.RenderOptions{})
+			pl.WriteJSON(&text)
 			if strings.Contains(text.String(), "s3cr3t") || strings.Contains(text.String(), "new-token") {
 				t.Errorf("a sensitive value is in the plan output:\n%s", text.String())
 			}
@@ -223,43 +225,43 @@ func TestPlanDeleteLeftoversAndTarget(t *testing.T) {
 	old := live(p, "sha256:aaa", 2, "running")
 	old.Labels[LabelService], old.ID, old.Name = "legacy", "c-legacy", "shop-legacy"
 	cand := live(p, "sha256:bbb", 4, "running")
-	cand.Labels[LabelRole], cand.ID, cand.Name = RoleCandidate, "c-cand", "shop-web-green"
+	cand.Labels[LabelRole], cand.ID, cand.Name = plan.RoleCandidate, "c-cand", "shop-web-green"
 	lock := Container{ID: "c-lock", Name: "shop-deployer-lock", State: "created", Labels: map[string]string{
-		LabelProject: "shop", LabelRole: RoleLock, LabelHolder: "ci@runner-7 pid 4242", LabelCreatedAt: "2026-11-27T10:00:00Z"}}
+		LabelProject: "shop", LabelRole: plan.RoleLock, LabelHolder: "ci@runner-7 pid 4242", LabelCreatedAt: "2026-11-27T10:00:00Z"}}
 	eng := &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(p, "sha256:aaa", 3, "running"), old, cand, lock}}
 
-	plan, err := MakePlan(context.Background(), p, eng, PlanOptions{})
+	pl, err := MakePlan(context.Background(), p, eng, plan.PlanOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ch := plan.Change("legacy"); ch == nil || ch.Action != ActionDelete || len(ch.RemoveIDs) != 1 {
+	if ch := pl.Change("legacy"); ch == nil || ch.Action != plan.ActionDelete || len(ch.RemoveIDs) != 1 {
 		t.Fatalf("legacy: %+v", ch)
 	}
-	kinds := map[LeftoverKind]bool{}
-	for _, l := range plan.Leftovers {
+	kinds := map[plan.LeftoverKind]bool{}
+	for _, l := range pl.Leftovers {
 		kinds[l.Kind] = true
 	}
-	if !kinds[LeftoverLock] || !kinds[LeftoverCandidate] {
-		t.Errorf("leftovers %+v", plan.Leftovers)
+	if !kinds[plan.LeftoverLock] || !kinds[plan.LeftoverCandidate] {
+		t.Errorf("leftovers %+v", pl.Leftovers)
 	}
-	if next := plan.Change("web").NextRelease; next != 0 {
+	if next := pl.Change("web").NextRelease; next != 0 {
 		t.Errorf("no-op has next release %d", next)
 	}
 
-	targeted, err := MakePlan(context.Background(), p, eng, PlanOptions{Targets: []string{"web"}})
+	targeted, err := MakePlan(context.Background(), p, eng, plan.PlanOptions{Targets: []string{"web"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(targeted.Changes) != 1 || targeted.Change("legacy") != nil {
 		t.Errorf("-target web planned %d changes", len(targeted.Changes))
 	}
-	if _, err := MakePlan(context.Background(), p, eng, PlanOptions{Targets: []string{"nope"}}); err == nil || !strings.Contains(err.Error(), `no service "nope"`) {
+	if _, err := MakePlan(context.Background(), p, eng, plan.PlanOptions{Targets: []string{"nope"}}); err == nil || !strings.Contains(err.Error(), `no service "nope"`) {
 		t.Errorf("unknown target: %v", err)
 	}
 }
 
 func TestPlanEngineDown(t *testing.T) {
-	_, err := MakePlan(context.Background(), project(nil), &fakeEngine{down: true}, PlanOptions{})
+	_, err := MakePlan(context.Background(), project(nil), &fakeEngine{down: true}, plan.PlanOptions{})
 	if err == nil || !strings.Contains(err.Error(), "does not answer") {
 		t.Fatalf("err = %v", err)
 	}
@@ -268,18 +270,18 @@ func TestPlanEngineDown(t *testing.T) {
 func TestPlanFingerprints(t *testing.T) {
 	p := project(nil)
 	eng := &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(p, "sha256:aaa", 3, "running")}}
-	a, _ := MakePlan(context.Background(), p, eng, PlanOptions{})
-	b, _ := MakePlan(context.Background(), p, eng, PlanOptions{})
+	a, _ := MakePlan(context.Background(), p, eng, plan.PlanOptions{})
+	b, _ := MakePlan(context.Background(), p, eng, plan.PlanOptions{})
 	if a.Fingerprint != b.Fingerprint {
 		t.Fatal("fingerprints differ for the same state and configuration")
 	}
 	eng.containers[0].State = "exited"
-	c, _ := MakePlan(context.Background(), p, eng, PlanOptions{})
+	c, _ := MakePlan(context.Background(), p, eng, plan.PlanOptions{})
 	if c.Fingerprint.State == a.Fingerprint.State || c.Fingerprint.Config != a.Fingerprint.Config {
 		t.Error("a stopped container must change the state fingerprint only")
 	}
 	p2 := project(func(s *config.Service) { s.Env["TOKEN"] = "rotated" })
-	d, _ := MakePlan(context.Background(), p2, eng, PlanOptions{})
+	d, _ := MakePlan(context.Background(), p2, eng, plan.PlanOptions{})
 	if d.Fingerprint.Config == c.Fingerprint.Config {
 		t.Error("a changed secret must change the configuration fingerprint")
 	}
@@ -302,15 +304,15 @@ func TestPlanGolden(t *testing.T) {
 	gone := live(orig, "sha256:aaa", 2, "running")
 	gone.Labels[LabelService], gone.ID, gone.Name = "legacy", "c-legacy", "shop-legacy"
 	eng := &fakeEngine{images: map[string]string{"web:1": "sha256:bbbbbbbbbbbbbbbb"}, containers: []Container{live(orig, "sha256:aaaaaaaaaaaaaaaa", 3, "running"), gone}}
-	plan, err := MakePlan(context.Background(), p, eng, PlanOptions{})
+	pl, err := MakePlan(context.Background(), p, eng, plan.PlanOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var text, js bytes.Buffer
-	if err := plan.WriteText(&text, RenderOptions{}); err != nil {
+	if err := pl.WriteText(&text, plan.RenderOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := plan.WriteJSON(&js); err != nil {
+	if err := pl.WriteJSON(&js); err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "plan.txt", text.Bytes())
@@ -356,21 +358,21 @@ func TestPlanProxyStep(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			p := project(c.mod)
 			eng := &fakeEngine{host: c.host, images: map[string]string{"web:1": "sha256:aaa"}}
-			plan, err := MakePlan(context.Background(), p, eng, PlanOptions{})
+			pl, err := MakePlan(context.Background(), p, eng, plan.PlanOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			got := ""
-			for _, st := range plan.Steps {
-				if st.Kind == StepProxy {
+			for _, st := range pl.Steps {
+				if st.Kind == plan.StepProxy {
 					got = st.Detail
 				}
 			}
 			if c.want == "" && got != "" || !strings.Contains(got, c.want) {
 				t.Errorf("proxy step %q, want %q", got, c.want)
 			}
-			if c.want != "" && (plan.Steps[1].Kind != StepPreflight || plan.Steps[2].Kind != StepProxy) {
-				t.Errorf("the proxy step is not right after the lock and the preflight checks: %+v", plan.Steps[1:3])
+			if c.want != "" && (pl.Steps[1].Kind != plan.StepPreflight || pl.Steps[2].Kind != plan.StepProxy) {
+				t.Errorf("the proxy step is not right after the lock and the preflight checks: %+v", pl.Steps[1:3])
 			}
 		})
 	}
@@ -402,7 +404,7 @@ func TestPlanPortOwners(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			eng := &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{ours, c.other}}
-			_, err := MakePlan(context.Background(), p, eng, PlanOptions{})
+			_, err := MakePlan(context.Background(), p, eng, plan.PlanOptions{})
 			switch {
 			case c.want == "" && err != nil:
 				t.Errorf("plan failed: %v", err)
@@ -423,15 +425,15 @@ func TestBackupHow(t *testing.T) {
 	s.SQLite = []*config.SQLite{db}
 	s.Backup = config.NewBackup()
 	s.Backup.Volumes = []string{"db", "uploads"}
-	if got, want := backupHow(s), ": sqlite main snapshotted online, the live release paused while any other files of db, the files of uploads are read"; got != want {
+	if got, want := plan.BackupHow(s), ": sqlite main snapshotted online, the live release paused while any other files of db, the files of uploads are read"; got != want {
 		t.Errorf("pause:\n got %q\nwant %q", got, want)
 	}
 	s.Backup.VolumeConsistency = map[string]config.Consistency{"uploads": config.ConsistencyNone}
-	if got, want := backupHow(s), ": sqlite main snapshotted online, the live release paused while any other files of db are read"; got != want {
+	if got, want := plan.BackupHow(s), ": sqlite main snapshotted online, the live release paused while any other files of db are read"; got != want {
 		t.Errorf("uploads none:\n got %q\nwant %q", got, want)
 	}
 	s.Backup.Consistency = config.ConsistencyNone
-	if got, want := backupHow(s), ": sqlite main snapshotted online, the live release never paused"; got != want {
+	if got, want := plan.BackupHow(s), ": sqlite main snapshotted online, the live release never paused"; got != want {
 		t.Errorf("none:\n got %q\nwant %q", got, want)
 	}
 }
@@ -460,12 +462,12 @@ func TestPlanMigrationSteps(t *testing.T) {
 		p.Sensitive["service.web.migration.command"] = true // as hclspec marks a value from a sensitive variable
 		orig := project(nil)
 		eng := &fakeEngine{images: map[string]string{"web:1": "sha256:bbbbbbbbbbbbbbbb"}, containers: []Container{live(orig, "sha256:aaaaaaaaaaaaaaaa", 3, "running")}}
-		plan, err := MakePlan(context.Background(), p, eng, PlanOptions{})
+		pl, err := MakePlan(context.Background(), p, eng, plan.PlanOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		var names []string
-		for _, st := range plan.Steps {
+		for _, st := range pl.Steps {
 			names = append(names, st.Name)
 		}
 		want := "lock preflight proxy image migrate.dry-run migrate.trial backup migrate candidate check.running check.health check.smoke check.sqlite.main cutover verify cleanup unlock"
@@ -473,27 +475,27 @@ func TestPlanMigrationSteps(t *testing.T) {
 			t.Errorf("steps:\n got %s\nwant %s", got, want)
 		}
 		// A saved plan's steps read back with their kinds and arguments, and the same JSON.
-		raw, err := json.Marshal(plan.Steps)
+		raw, err := json.Marshal(pl.Steps)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var back []*Step
+		var back []*plan.Step
 		if err := json.Unmarshal(raw, &back); err != nil {
 			t.Fatal(err)
 		}
 		for i, st := range back {
-			if *st != *plan.Steps[i] {
-				t.Errorf("step %d read back as %+v, was %+v", i, *st, *plan.Steps[i])
+			if *st != *pl.Steps[i] {
+				t.Errorf("step %d read back as %+v, was %+v", i, *st, *pl.Steps[i])
 			}
 		}
 		if again, _ := json.Marshal(back); !bytes.Equal(again, raw) {
 			t.Errorf("steps read back write other JSON:\n%s\n%s", again, raw)
 		}
-		if st := back[slices.Index(names, "check.sqlite.main")]; st.Kind != StepSQLite || st.Arg != "main" || strings.Contains(string(raw), `"kind"`) {
+		if st := back[slices.Index(names, "check.sqlite.main")]; st.Kind != plan.StepSQLite || st.Arg != "main" || strings.Contains(string(raw), `"kind"`) {
 			t.Errorf("check.sqlite.main: kind %q, arg %q; JSON %s", st.Kind, st.Arg, raw)
 		}
 		var text bytes.Buffer
-		plan.WriteText(&text, RenderOptions{})
+		pl.WriteText(&text, plan.RenderOptions{})
 		if strings.Contains(text.String(), "s3cr3t-token") {
 			t.Errorf("the plan shows the secret:\n%s", text.String())
 		}

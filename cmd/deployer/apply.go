@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -46,12 +48,12 @@ verify, and roll back by itself when anything fails. The last line says what is 
 			ctx, stop := g.interruptible(cmd.Context())
 			defer stop()
 			var (
-				res  *hclspec.Result
-				plan *executor.Plan
-				err  error
+				res *hclspec.Result
+				pl  *plan.Plan
+				err error
 			)
 			if len(args) == 1 && isPlanFile(args[0]) {
-				var sp *executor.SavedPlan
+				var sp *plan.SavedPlan
 				if res, sp, err = g.loadPlanFile(ctx, args[0]); err != nil {
 					if res != nil {
 						return g.liveAfter(ctx, res.Project, asJSON, err)
@@ -61,24 +63,24 @@ verify, and roll back by itself when anything fails. The last line says what is 
 				if sp.Fleet != nil {
 					return g.applyFleet(ctx, res.Project, sp.Fleet, asJSON)
 				}
-				plan = sp.Plan
+				pl = sp.Plan
 			} else {
 				if res, err = g.load(args); err != nil {
 					return err
 				}
-				if executor.MultiEngine(res.Project) {
+				if plan.MultiEngine(res.Project) {
 					return g.liveAfter(ctx, res.Project, asJSON, g.applyEngines(ctx, res.Project, targets, asJSON, autoApprove))
 				}
-				if plan, err = g.makePlan(ctx, res.Project, targets, false); err != nil {
+				if pl, err = g.makePlan(ctx, res.Project, targets, false); err != nil {
 					return g.liveAfter(ctx, res.Project, asJSON, err)
 				}
 				if !asJSON {
-					if err := plan.WriteText(g.stdout, executor.RenderOptions{Color: g.color(g.stdout)}); err != nil {
+					if err := pl.WriteText(g.stdout, plan.RenderOptions{Color: g.color(g.stdout)}); err != nil {
 						return err
 					}
 				}
-				g.planWarnings(plan.Warnings)
-				if len(plan.Steps) == 0 {
+				g.planWarnings(pl.Warnings)
+				if len(pl.Steps) == 0 {
 					return nil
 				}
 				if !autoApprove {
@@ -87,7 +89,7 @@ verify, and roll back by itself when anything fails. The last line says what is 
 					}
 				}
 			}
-			return g.apply(ctx, res.Project, plan, asJSON)
+			return g.apply(ctx, res.Project, pl, asJSON)
 		},
 	}
 	f := cmd.Flags()
@@ -103,7 +105,7 @@ func isPlanFile(path string) bool {
 	if err != nil || st.IsDir() || strings.HasSuffix(path, ".hcl") || strings.HasSuffix(path, ".hcl.json") {
 		return false
 	}
-	_, err = executor.ReadPlanFile(path)
+	_, err = plan.ReadPlanFile(path)
 	return err == nil || strings.HasSuffix(path, ".plan")
 }
 
@@ -126,8 +128,8 @@ func (g *globals) confirm(what string) error {
 // loadPlanFile reads a saved plan, loads the configuration it was made from with the same
 // variable values, and refuses it when the configuration or what runs changed since (on any
 // engine, for a configuration with engine blocks).
-func (g *globals) loadPlanFile(ctx context.Context, path string) (*hclspec.Result, *executor.SavedPlan, error) {
-	sp, err := executor.ReadPlanFile(path)
+func (g *globals) loadPlanFile(ctx context.Context, path string) (*hclspec.Result, *plan.SavedPlan, error) {
+	sp, err := plan.ReadPlanFile(path)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -145,7 +147,7 @@ func (g *globals) loadPlanFile(ctx context.Context, path string) (*hclspec.Resul
 	opts := hclspec.Options{Dir: sp.Dir, Files: sp.Files, Env: os.Environ(), Vars: append(more, vars...)}
 	res, diags := hclspec.Load(opts)
 	if res.Project != nil {
-		g.red = executor.NewRedactor(res.Project)
+		g.red = plan.NewRedactor(res.Project)
 	}
 	if diags.HasErrors() {
 		g.writeDiagnostics(res, diags)
@@ -155,11 +157,11 @@ func (g *globals) loadPlanFile(ctx context.Context, path string) (*hclspec.Resul
 	// The saved plans, each beside the one made now: one, or one per engine.
 	type pair struct {
 		engine       string
-		saved, fresh *executor.Plan
+		saved, fresh *plan.Plan
 	}
 	var pairs []pair
 	if sp.Fleet != nil {
-		if !executor.MultiEngine(res.Project) {
+		if !plan.MultiEngine(res.Project) {
 			return res, nil, fmt.Errorf("plan %s is stale: it was made for engine blocks, which the configuration no longer has; %s", path, again)
 		}
 		fresh, err := g.planFleet(ctx, res.Project, nil, false)
@@ -182,7 +184,7 @@ func (g *globals) loadPlanFile(ctx context.Context, path string) (*hclspec.Resul
 			return res, nil, fmt.Errorf("plan %s is stale: the configuration's engines changed since it was made; %s", path, again)
 		}
 	} else {
-		if executor.MultiEngine(res.Project) {
+		if plan.MultiEngine(res.Project) {
 			return res, nil, fmt.Errorf("plan %s is stale: the configuration has engine blocks now; %s", path, again)
 		}
 		fresh, err := g.makePlan(ctx, res.Project, nil, false)
@@ -216,7 +218,7 @@ func (g *globals) loadPlanFile(ctx context.Context, path string) (*hclspec.Resul
 }
 
 // stateDiff names the services whose planned action changed.
-func stateDiff(old, now *executor.Plan) string {
+func stateDiff(old, now *plan.Plan) string {
 	var diffs []string
 	for _, c := range now.Changes {
 		o := old.Change(c.Service)
@@ -236,7 +238,7 @@ func stateDiff(old, now *executor.Plan) string {
 // replanAdvice says how to make a stale plan again: the command, with the configuration and
 // the variables the plan was made with, as they were given. A sensitive value is never in it:
 // it is named as -var NAME=..., to be given again.
-func replanAdvice(sp *executor.SavedPlan, path string) string {
+func replanAdvice(sp *plan.SavedPlan, path string) string {
 	cmd := []string{"deployer", "plan"}
 	wd, _ := os.Getwd()
 	rel := func(p string) string {
@@ -372,7 +374,7 @@ func killAt(point string) func(string) {
 	}
 }
 
-func (g *globals) apply(ctx context.Context, p *config.Project, plan *executor.Plan, asJSON bool) error {
+func (g *globals) apply(ctx context.Context, p *config.Project, pl *plan.Plan, asJSON bool) error {
 	eng, err := g.engine(p)
 	if err != nil {
 		return err
@@ -384,7 +386,7 @@ func (g *globals) apply(ctx context.Context, p *config.Project, plan *executor.P
 	if err != nil {
 		return err
 	}
-	out, err := a.Apply(ctx, plan)
+	out, err := a.Apply(ctx, pl)
 	r.close()
 	return g.finish(ctx, r, out, err, func(ctx context.Context) string {
 		return liveNow(ctx, p, []namedEngine{{"", eng}})
@@ -402,10 +404,10 @@ func (g *globals) finish(ctx context.Context, r *renderer, out *executor.Outcome
 			r.problem(fmt.Sprintf("%s: %s", name, s.Error))
 		case s.Error != "":
 			r.problem(fmt.Sprintf("%s: failed: %s", name, s.Error))
-		case s.Action == executor.ActionDelete:
+		case s.Action == plan.ActionDelete:
 			r.final(fmt.Sprintf("%s: removed (volumes kept), %.1fs", name, s.Seconds))
 		default:
-			r.final(fmt.Sprintf("%s: release %d live (image %s), %.1fs", name, s.Release, executor.ShortID(s.ImageID), s.Seconds))
+			r.final(fmt.Sprintf("%s: release %d live (image %s), %.1fs", name, s.Release, plan.ShortID(s.ImageID), s.Seconds))
 		}
 	}
 	if err != nil {
@@ -435,7 +437,7 @@ func (g *globals) liveAfter(ctx context.Context, p *config.Project, asJSON bool,
 	}
 	r := newRenderer(g, asJSON)
 	defer r.close()
-	if executor.MultiEngine(p) {
+	if plan.MultiEngine(p) {
 		f, closeAll, cerr := g.connectFleet(p, nil)
 		if cerr == nil {
 			defer closeAll()
@@ -467,7 +469,7 @@ func liveNow(ctx context.Context, p *config.Project, engines []namedEngine) stri
 	defer cancel()
 	var parts, left []string
 	for _, ne := range engines {
-		obs, err := executor.Observe(ctx, ne.eng, p)
+		obs, err := plan.Observe(ctx, ne.eng, p)
 		if err != nil {
 			parts = append(parts, fmt.Sprintf("engine %s cannot be read (%v)", ne.eng.Host(), err))
 			continue

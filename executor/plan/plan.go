@@ -1,4 +1,4 @@
-package executor
+package plan
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/deployer-dev/deployer/executor/engine"
 
 	"github.com/deployer-dev/deployer/config"
 )
@@ -196,7 +198,7 @@ type PlanOptions struct {
 }
 
 // RouteReader asks a project's proxy container for its routes.
-type RouteReader func(ctx context.Context, eng Engine, proxyID string) ([]Route, error)
+type RouteReader func(ctx context.Context, eng engine.Engine, proxyID string) ([]Route, error)
 
 // Route is one route of a project's proxy: its name and the backend it sends requests to.
 type Route struct{ Name, Backend string }
@@ -252,7 +254,7 @@ func ConfigFingerprint(p *config.Project, contextHashes map[string]string, hs *H
 		b, _ := json.Marshal(SpecDoc(p, s, hs))
 		fmt.Fprintf(h, "service %s %s %s\n", s.Name, b, contextHashes[s.Name])
 	}
-	for _, name := range sortedKeys(p.Stores) {
+	for _, name := range SortedKeys(p.Stores) {
 		st := *p.Stores[name]
 		st.SigningKey = hs.Sensitive(st.SigningKey)
 		st.Ranges = nil
@@ -269,7 +271,7 @@ func ConfigFingerprint(p *config.Project, contextHashes map[string]string, hs *H
 func StateFingerprint(o *Observed, imageIDs map[string]string) string {
 	var lines []string
 	for _, c := range o.All {
-		lines = append(lines, strings.Join([]string{c.ID, c.ImageID, c.State, c.Labels[LabelRole], c.Labels[LabelSpec]}, " "))
+		lines = append(lines, strings.Join([]string{c.ID, c.ImageID, c.State, c.Labels[engine.LabelRole], c.Labels[engine.LabelSpec]}, " "))
 	}
 	for ref, id := range imageIDs {
 		lines = append(lines, "image "+ref+" "+id)
@@ -279,7 +281,7 @@ func StateFingerprint(o *Observed, imageIDs map[string]string) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-func sortedKeys[V any](m map[string]V) []string {
+func SortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -316,7 +318,7 @@ func (plan *Plan) HashSensitive(v string) string { return plan.hasher.Sensitive(
 // fingerprint and hashes cannot be compared with those of another plan.
 func (plan *Plan) Keyless() bool { return plan.keyless }
 
-func contains(list []string, s string) bool {
+func Contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
 			return true
