@@ -154,85 +154,27 @@ func (g *globals) loadPlanFile(ctx context.Context, path string) (*hclspec.Resul
 		g.fail(fmt.Errorf("the configuration of the plan in %s no longer loads; nothing was changed", path))
 		return nil, nil, failed
 	}
-	// The saved plans, each beside the one made now: one, or one per engine.
-	type pair struct {
-		engine       string
-		saved, fresh *plan.Plan
+	// What runs now, planned again: one plan, or one per engine; plan.Verify compares.
+	now := plan.Fresh{Values: map[string]string{}}
+	for _, v := range res.Variables {
+		now.Values[v.Name] = v.Value
 	}
-	var pairs []pair
-	if sp.Fleet != nil {
-		if !plan.MultiEngine(res.Project) {
-			return res, nil, fmt.Errorf("plan %s is stale: it was made for engine blocks, which the configuration no longer has; %s", path, again)
-		}
-		fresh, err := g.planFleet(ctx, res.Project, nil, false)
-		if err != nil {
+	switch multi := plan.MultiEngine(res.Project); {
+	case multi && sp.Fleet != nil:
+		if now.Fleet, err = g.planFleet(ctx, res.Project, nil, false); err != nil {
 			return res, nil, err
 		}
-		if bad := fresh.Unreachable(); len(bad) > 0 {
-			return res, nil, fmt.Errorf("%s; nothing was changed (apply changes every engine or none)", strings.Join(bad, "; "))
-		}
-		for _, ep := range sp.Fleet.Engines {
-			now := fresh.Engine(ep.Engine)
-			if now == nil || ep.Plan != nil && now.Plan == nil {
-				return res, nil, fmt.Errorf("plan %s is stale: the configuration's engines changed since it was made; %s", path, again)
-			}
-			if ep.Plan != nil {
-				pairs = append(pairs, pair{ep.Engine, ep.Plan, now.Plan})
-			}
-		}
-		if len(fresh.Engines) != len(sp.Fleet.Engines) {
-			return res, nil, fmt.Errorf("plan %s is stale: the configuration's engines changed since it was made; %s", path, again)
-		}
-	} else {
-		if plan.MultiEngine(res.Project) {
-			return res, nil, fmt.Errorf("plan %s is stale: the configuration has engine blocks now; %s", path, again)
-		}
-		fresh, err := g.makePlan(ctx, res.Project, nil, false)
-		if err != nil {
+	case !multi && sp.Fleet == nil:
+		if now.Plan, err = g.makePlan(ctx, res.Project, nil, false); err != nil {
 			return res, nil, err
 		}
-		pairs = append(pairs, pair{"", sp.Plan, fresh})
+	case multi:
+		now.Fleet = &plan.FleetPlan{} // engine blocks now, none in the saved plan
 	}
-	for _, v := range sp.Variables {
-		if !v.Sensitive || len(pairs) == 0 {
-			continue
-		}
-		for _, now := range res.Variables {
-			if now.Name == v.Name && pairs[0].fresh.HashSensitive(now.Value) != v.Hash {
-				return res, nil, fmt.Errorf("plan %s: the sensitive variable %s has another value than when the plan was made; give it the same value (its value is never saved), or %s", path, v.Name, again)
-			}
-		}
-	}
-	for _, pr := range pairs {
-		if pr.fresh.Keyless() {
-			return res, nil, fmt.Errorf("plan %s is stale: the project's key on %s, which the plan's hashes were made with, is gone (its volume was removed); %s", path, pr.fresh.Engine, again)
-		}
-		if pr.fresh.Fingerprint.Config != pr.saved.Fingerprint.Config {
-			return res, nil, fmt.Errorf("plan %s is stale: the configuration (files, variables or build contexts) changed since it was made; %s", path, again)
-		}
-		if pr.fresh.Fingerprint.State != pr.saved.Fingerprint.State {
-			return res, nil, fmt.Errorf("plan %s is stale: what runs on %s changed since it was made (%s); %s", path, pr.fresh.Engine, stateDiff(pr.saved, pr.fresh), again)
-		}
+	if err := sp.Verify(path, again, now); err != nil {
+		return res, nil, err
 	}
 	return res, sp, nil
-}
-
-// stateDiff names the services whose planned action changed.
-func stateDiff(old, now *plan.Plan) string {
-	var diffs []string
-	for _, c := range now.Changes {
-		o := old.Change(c.Service)
-		switch {
-		case o == nil:
-			diffs = append(diffs, fmt.Sprintf("service.%s is new", c.Service))
-		case o.Action != c.Action || o.LiveRelease != c.LiveRelease:
-			diffs = append(diffs, fmt.Sprintf("service.%s: was %s of release %d, now %s of release %d", c.Service, o.Action, o.LiveRelease, c.Action, c.LiveRelease))
-		}
-	}
-	if len(diffs) == 0 {
-		return "containers or images were replaced, started or stopped"
-	}
-	return strings.Join(diffs, "; ")
 }
 
 // replanAdvice says how to make a stale plan again: the command, with the configuration and

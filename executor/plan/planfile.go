@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // SavedPlan is the file `plan -out` writes and `apply PLANFILE` reads: the plan, with what it was
@@ -61,4 +62,90 @@ func ReadPlanFile(path string) (*SavedPlan, error) {
 		return nil, fmt.Errorf("%s has plan format %q; this deployer reads %q: run `deployer plan -out` again", path, sp.FormatVersion, FormatVersion)
 	}
 	return &sp, nil
+}
+
+// Fresh is what runs now, planned again from the configuration a saved plan was made from:
+// Plan for a configuration without engine blocks, Fleet for one with them. Values are the
+// variables' values now, by name (sensitive ones included: only their hashes are compared).
+type Fresh struct {
+	Plan   *Plan
+	Fleet  *FleetPlan
+	Values map[string]string
+}
+
+// Verify refuses a saved plan that no longer says what apply would do: the configuration has
+// or lacks engine blocks now, its engines changed, a sensitive variable has another value, the
+// project's key is gone, or the configuration or what runs changed since it was made. path
+// names the plan file; again says how to make it again, and ends each error.
+func (sp *SavedPlan) Verify(path, again string, now Fresh) error {
+	stale := func(format string, args ...any) error {
+		return fmt.Errorf("plan %s is stale: %s; %s", path, fmt.Sprintf(format, args...), again)
+	}
+	type pair struct{ saved, fresh *Plan }
+	var pairs []pair
+	switch {
+	case sp.Fleet != nil && now.Fleet == nil:
+		return stale("it was made for engine blocks, which the configuration no longer has")
+	case sp.Fleet == nil && now.Fleet != nil:
+		return stale("the configuration has engine blocks now")
+	case sp.Fleet != nil:
+		if bad := now.Fleet.Unreachable(); len(bad) > 0 {
+			return fmt.Errorf("%s; nothing was changed (apply changes every engine or none)", strings.Join(bad, "; "))
+		}
+		for _, ep := range sp.Fleet.Engines {
+			fresh := now.Fleet.Engine(ep.Engine)
+			if fresh == nil || ep.Plan != nil && fresh.Plan == nil {
+				return stale("the configuration's engines changed since it was made")
+			}
+			if ep.Plan != nil {
+				pairs = append(pairs, pair{ep.Plan, fresh.Plan})
+			}
+		}
+		if len(now.Fleet.Engines) != len(sp.Fleet.Engines) {
+			return stale("the configuration's engines changed since it was made")
+		}
+	default:
+		if sp.Plan == nil || now.Plan == nil {
+			return stale("it holds no plan")
+		}
+		pairs = append(pairs, pair{sp.Plan, now.Plan})
+	}
+	for _, v := range sp.Variables {
+		if !v.Sensitive || len(pairs) == 0 {
+			continue
+		}
+		if value, ok := now.Values[v.Name]; ok && pairs[0].fresh.HashSensitive(value) != v.Hash {
+			return fmt.Errorf("plan %s: the sensitive variable %s has another value than when the plan was made; give it the same value (its value is never saved), or %s", path, v.Name, again)
+		}
+	}
+	for _, pr := range pairs {
+		if pr.fresh.Keyless() {
+			return stale("the project's key on %s, which the plan's hashes were made with, is gone (its volume was removed)", pr.fresh.Engine)
+		}
+		if pr.fresh.Fingerprint.Config != pr.saved.Fingerprint.Config {
+			return stale("the configuration (files, variables or build contexts) changed since it was made")
+		}
+		if pr.fresh.Fingerprint.State != pr.saved.Fingerprint.State {
+			return stale("what runs on %s changed since it was made (%s)", pr.fresh.Engine, stateDiff(pr.saved, pr.fresh))
+		}
+	}
+	return nil
+}
+
+// stateDiff names the services whose planned action changed.
+func stateDiff(old, now *Plan) string {
+	var diffs []string
+	for _, c := range now.Changes {
+		o := old.Change(c.Service)
+		switch {
+		case o == nil:
+			diffs = append(diffs, fmt.Sprintf("service.%s is new", c.Service))
+		case o.Action != c.Action || o.LiveRelease != c.LiveRelease:
+			diffs = append(diffs, fmt.Sprintf("service.%s: was %s of release %d, now %s of release %d", c.Service, o.Action, o.LiveRelease, c.Action, c.LiveRelease))
+		}
+	}
+	if len(diffs) == 0 {
+		return "containers or images were replaced, started or stopped"
+	}
+	return strings.Join(diffs, "; ")
 }
