@@ -230,12 +230,10 @@ func (ap *applyRun) update(ctx context.Context, s *config.Service, st *plan.Serv
 // remove stops and removes every container of a service no longer configured. Volumes stay.
 func (ap *applyRun) remove(ctx context.Context, ch *plan.Change, step *plan.Step) error {
 	return ap.step(ch.Service, step.Kind, step.Arg, step.Detail, func() error {
-		if ro := ap.rollouts[ch.Service]; ro != nil {
-			// The service left this engine's list: it goes once the engines it runs on now
-			// have switched, and stays if their rollout fails.
-			if err := ro.settled(ctx); err != nil {
-				return fmt.Errorf("kept on this engine: %w", err)
-			}
+		// The service left this engine's list: it goes once the engines it runs on now have
+		// switched, and stays if their rollout fails.
+		if err := ap.gateOf(ch.Service).settled(ctx); err != nil {
+			return fmt.Errorf("kept on this engine: %w", err)
 		}
 		for _, id := range ch.RemoveIDs {
 			if err := ap.Runtime.RemoveContainer(context.WithoutCancel(ctx), id); err != nil {

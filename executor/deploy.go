@@ -42,8 +42,9 @@ type deployment struct {
 	ck *checks
 	mg *migration
 	hd *hold
-	// ro is the service's rollout when it deploys on several engines (rollout.go).
-	ro *rollout
+	// gate is where the deployment waits for the service's other engines (rollout.go): its
+	// rollout, or solo when it deploys on this engine alone.
+	gate gate
 }
 
 // errNothingToDeploy ends a deploy early and well: the new image is the live one, and nothing
@@ -56,16 +57,14 @@ type reported struct{ error }
 func (r reported) Unwrap() error { return r.error }
 
 func (rn *run) deployment(s *config.Service, ch *plan.Change, st *plan.ServiceState, so *ServiceOutcome, adopting bool) *deployment {
-	d := &deployment{rn: rn, s: s, ch: ch, st: st, so: so, cut: rn.cutover(s, adopting), how: plan.PlanCutover(s, !rn.remote(), adopting), adopting: adopting, seen: map[string]int{}, ro: rn.rollouts[s.Name]}
+	d := &deployment{rn: rn, s: s, ch: ch, st: st, so: so, cut: rn.cutover(s, adopting), how: plan.PlanCutover(s, !rn.remote(), adopting), adopting: adopting, seen: map[string]int{}, gate: rn.gateOf(s.Name)}
 	d.ck, d.mg, d.hd = &checks{d: d}, &migration{d: d}, &hold{d: d}
 	return d
 }
 
 // run runs the steps. prepare, when given, runs after the started notice and before the steps.
 func (d *deployment) run(ctx context.Context, steps []*plan.Step, started notify.Notice, prepare func(context.Context) error) (err error) {
-	if d.ro != nil {
-		defer func() { d.ro.endedOn(d.rn.engine, err) }()
-	}
+	defer func() { d.gate.ended(err) }()
 	d.rn.notify(ctx, "started", d.s, started)
 	defer func() {
 		if d.shown {
@@ -159,10 +158,8 @@ func (d *deployment) do(ctx context.Context, step *plan.Step) error {
 	case plan.StepBackup:
 		return d.backup(ctx)
 	case plan.StepCutover, plan.StepStart:
-		if d.ro != nil {
-			if err := d.ro.mayCutover(ctx, d.rn.engine); err != nil {
-				return fmt.Errorf("%w; %s", err, d.stillServing())
-			}
+		if err := d.gate.mayCutover(ctx); err != nil {
+			return fmt.Errorf("%w; %s", err, d.stillServing())
 		}
 		return d.switchOver(ctx)
 	case plan.StepVerify:
@@ -355,14 +352,12 @@ func (d *deployment) switchOver(ctx context.Context) error {
 // (auto_rollback), or says that the failed release is live.
 func (d *deployment) verify(ctx context.Context) error {
 	err := d.cut.verify(ctx, d.liveID)
-	var others error // another engine of the rollout failed
-	if d.ro != nil {
-		if err == nil {
-			err = d.watch(ctx)
-		}
-		if others = d.ro.verifiedOn(ctx, d.rn.engine, err); err == nil {
-			err = others
-		}
+	if err == nil {
+		err = d.watch(ctx)
+	}
+	others := d.gate.verified(ctx, err) // another engine of the rollout failed
+	if err == nil {
+		err = others
 	}
 	if err == nil {
 		return nil
@@ -397,17 +392,18 @@ func (d *deployment) verify(ctx context.Context) error {
 // and every engine switched goes back. The watch is one step; its checks, one verify
 // each, are not steps of their own (a 30s wait would print a line per check).
 func (d *deployment) watch(ctx context.Context) error {
-	if d.ro.wait <= 0 {
+	wait := d.gate.watchFor()
+	if wait <= 0 {
 		return nil
 	}
 	rn := d.rn
-	return rn.step(d.s.Name, plan.StepVerify, "", fmt.Sprintf("watch release %d for %s (rollout.wait) before the rollout goes on", d.r.number, plan.Dur(d.ro.wait)), func() error {
+	return rn.step(d.s.Name, plan.StepVerify, "", fmt.Sprintf("watch release %d for %s (rollout.wait) before the rollout goes on", d.r.number, plan.Dur(wait)), func() error {
 		rn.quiet++
 		defer func() { rn.quiet-- }()
-		until := time.Now().Add(d.ro.wait)
+		until := time.Now().Add(wait)
 		for time.Now().Before(until) {
 			if err := d.cut.verify(ctx, d.liveID); err != nil {
-				return fmt.Errorf("while watched for %s: %w", plan.Dur(d.ro.wait), err)
+				return fmt.Errorf("while watched for %s: %w", plan.Dur(wait), err)
 			}
 			select {
 			case <-ctx.Done():

@@ -22,13 +22,11 @@ func (d *deployment) image(ctx context.Context) error {
 	rn, s, r, st := d.rn, d.s, d.r, d.st
 	var contextHash string
 	var err error
-	if d.ro != nil && d.ro.imageFrom != "" && d.ro.imageFrom != rn.engine {
-		contextHash, err = d.receiveImage(ctx)
+	if from := d.gate.receivesFrom(); from != "" {
+		contextHash, err = d.receiveImage(ctx, from)
 	} else {
 		contextHash, err = d.resolveImage(ctx)
-		if d.ro != nil && d.ro.imageFrom == rn.engine {
-			d.ro.publishImage(r.imageID, contextHash, err)
-		}
+		d.gate.publishImage(r.imageID, contextHash, err)
 	}
 	if err != nil {
 		return err
@@ -92,17 +90,16 @@ func (d *deployment) resolveImage(ctx context.Context) (string, error) {
 // receiveImage takes the image another engine of the rollout built or holds: the same image
 // on every engine, built once, sent through the engines' APIs (no registry) to an engine that
 // lacks it.
-func (d *deployment) receiveImage(ctx context.Context) (string, error) {
+func (d *deployment) receiveImage(ctx context.Context, from string) (string, error) {
 	rn, s, r := d.rn, d.s, d.r
 	name := plan.StepImage
 	r.origin = plan.OriginPulled // put here by the deployer: a clean-up may remove it
 	if s.Build != nil {
 		name, r.origin = plan.StepBuild, plan.OriginBuilt
 	}
-	from := d.ro.imageFrom
 	hash := ""
 	err := rn.step(s.Name, name, "", "", func() error {
-		img, err := d.ro.awaitImage(ctx)
+		img, err := d.gate.awaitImage(ctx)
 		if err != nil {
 			return err
 		}
