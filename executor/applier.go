@@ -3,6 +3,8 @@ package executor
 import (
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/probe"
 )
@@ -56,15 +58,15 @@ type Applier struct {
 
 // ServiceOutcome is what apply did to one service.
 type ServiceOutcome struct {
-	Service      string  `json:"service"`
-	Engine       string  `json:"engine,omitempty"` // as Event.Engine
-	Action       Action  `json:"action"`
-	Release      int     `json:"release,omitempty"` // live after apply
-	ImageID      string  `json:"image_id,omitempty"`
-	Seconds      float64 `json:"seconds"`
-	RolledBack   bool    `json:"rolled_back,omitempty"`
-	RolledBackTo int     `json:"rolled_back_to,omitempty"`
-	Error        string  `json:"error,omitempty"`
+	Service      string      `json:"service"`
+	Engine       string      `json:"engine,omitempty"` // as Event.Engine
+	Action       plan.Action `json:"action"`
+	Release      int         `json:"release,omitempty"` // live after apply
+	ImageID      string      `json:"image_id,omitempty"`
+	Seconds      float64     `json:"seconds"`
+	RolledBack   bool        `json:"rolled_back,omitempty"`
+	RolledBackTo int         `json:"rolled_back_to,omitempty"`
+	Error        string      `json:"error,omitempty"`
 	// Migration is what the service's migration did; Smoke the smoke load's figures.
 	Migration *MigrationReport  `json:"migration,omitempty"`
 	Smoke     *probe.LoadResult `json:"smoke,omitempty"`
@@ -87,7 +89,6 @@ func (o *Outcome) Failed() bool {
 
 // Names and timings of the sequence.
 const (
-	candidateSuffix = "-green"
 	// hookTimeout bounds one hook (a migration may take long, but not forever).
 	hookTimeout = 30 * time.Minute
 	// settle is how long a service without a health check must keep running to pass.

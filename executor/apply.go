@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/notify"
 	"github.com/deployer-dev/deployer/executor/proxy"
@@ -14,13 +16,13 @@ import (
 // Apply carries out the plan: it runs the plan's steps, in their order, by their names. It
 // returns an error for failures outside one service (the lock, the engine); failures of
 // services are in the Outcome, after the live release was kept or restored.
-func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
+func (a *Applier) Apply(ctx context.Context, pl *plan.Plan) (*Outcome, error) {
 	out := &Outcome{}
-	if len(plan.Steps) == 0 {
+	if len(pl.Steps) == 0 {
 		return out, nil
 	}
 	rn := a.newRun()
-	rn.planned = plan.Steps
+	rn.planned = pl.Steps
 	unlock, err := rn.begin(ctx, true)
 	if err != nil {
 		return out, err
@@ -28,12 +30,12 @@ func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 	defer unlock()
 	// What holds the ports may have changed since the plan was made (a saved plan).
 	var changing []string
-	for _, ch := range plan.Changes {
-		if ch.Action != ActionNone && ch.Action != ActionDelete {
+	for _, ch := range pl.Changes {
+		if ch.Action != plan.ActionNone && ch.Action != plan.ActionDelete {
 			changing = append(changing, ch.Service)
 		}
 	}
-	if err := checkPorts(ctx, a.Runtime, a.Project, changing); err != nil {
+	if err := plan.CheckPorts(ctx, a.Runtime, a.Project, changing); err != nil {
 		return out, err
 	}
 	// So may what bears the names it uses; the services' volumes are made with its labels.
@@ -49,12 +51,12 @@ func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 	if err := rn.own.makeVolumes(ctx, services); err != nil {
 		return out, err
 	}
-	obs, err := Observe(ctx, a.Runtime, a.Project)
+	obs, err := plan.Observe(ctx, a.Runtime, a.Project)
 	if err != nil {
 		return out, err
 	}
-	ap := &applyRun{run: rn, plan: plan, obs: obs, out: out}
-	for _, group := range byService(plan.Steps) {
+	ap := &applyRun{run: rn, plan: pl, obs: obs, out: out}
+	for _, group := range byService(pl.Steps) {
 		if group[0].Service == "" {
 			if err := ap.project(ctx, group); err != nil {
 				return out, err
@@ -70,8 +72,8 @@ func (a *Applier) Apply(ctx context.Context, plan *Plan) (*Outcome, error) {
 }
 
 // byService cuts a plan's steps into runs of one service's steps, and of the project's.
-func byService(list []*Step) [][]*Step {
-	var out [][]*Step
+func byService(list []*plan.Step) [][]*plan.Step {
+	var out [][]*plan.Step
 	for i, st := range list {
 		if i == 0 || st.Service != list[i-1].Service {
 			out = append(out, nil)
@@ -84,22 +86,22 @@ func byService(list []*Step) [][]*Step {
 // applyRun is one apply of a plan.
 type applyRun struct {
 	*run
-	plan *Plan
-	obs  *Observed
+	plan *plan.Plan
+	obs  *plan.Observed
 	out  *Outcome
 }
 
 // project runs the project's steps: the lock and unlock are the run's (begin); the preflight
 // checks stop the apply before anything starts; the proxy is made ready for the services that
 // need it, which fail with its error if it cannot be.
-func (ap *applyRun) project(ctx context.Context, steps []*Step) error {
+func (ap *applyRun) project(ctx context.Context, steps []*plan.Step) error {
 	for _, st := range steps {
 		switch st.Kind {
-		case StepPreflight:
+		case plan.StepPreflight:
 			if err := ap.preflight(ctx, ap.plan, st); err != nil {
 				return err
 			}
-		case StepProxy:
+		case plan.StepProxy:
 			ap.proxy.ensure(ctx)
 		}
 	}
@@ -107,18 +109,18 @@ func (ap *applyRun) project(ctx context.Context, steps []*Step) error {
 }
 
 // service runs one service's steps: first what an interrupted apply left of it, then its change.
-func (ap *applyRun) service(ctx context.Context, steps []*Step) {
+func (ap *applyRun) service(ctx context.Context, steps []*plan.Step) {
 	name := steps[0].Service
 	s, ch := ap.Project.Service(name), ap.plan.Change(name)
 	st := ap.obs.Services[name]
 	if st == nil {
-		st = &ServiceState{Name: name}
+		st = &plan.ServiceState{Name: name}
 	}
-	for len(steps) > 0 && steps[0].leftover() {
+	for len(steps) > 0 && steps[0].Leftover() {
 		ap.leftover(ctx, s, ch, st, steps[0])
 		steps = steps[1:]
 	}
-	if ch == nil || ch.Action == ActionNone || len(steps) == 0 {
+	if ch == nil || ch.Action == plan.ActionNone || len(steps) == 0 {
 		return
 	}
 	so := &ServiceOutcome{Service: name, Action: ch.Action}
@@ -130,15 +132,15 @@ func (ap *applyRun) service(ctx context.Context, steps []*Step) {
 
 // leftover runs a step about something an interrupted apply left: a candidate goes, a release
 // set aside becomes a previous one. Its failure is the step's: the change goes on.
-func (ap *applyRun) leftover(ctx context.Context, s *config.Service, ch *Change, st *ServiceState, step *Step) {
+func (ap *applyRun) leftover(ctx context.Context, s *config.Service, ch *plan.Change, st *plan.ServiceState, step *plan.Step) {
 	switch {
-	case step.Kind == StepPutBack && step.Volume != "":
+	case step.Kind == plan.StepPutBack && step.Volume != "":
 		ap.step(s.Name, step.Kind, step.Arg, step.Detail, func() error { return ap.putBackSafety(ctx, s, step.Volume) })
-	case step.Kind == StepClean && step.Volume != "":
+	case step.Kind == plan.StepClean && step.Volume != "":
 		ap.step(s.Name, step.Kind, step.Arg, step.Detail, func() error {
 			return ap.Runtime.RemoveVolume(context.WithoutCancel(ctx), step.Volume)
 		})
-	case step.Kind == StepClean:
+	case step.Kind == plan.StepClean:
 		ap.step(s.Name, step.Kind, step.Arg, step.Detail, func() error {
 			// A candidate the proxy served (a cutover killed after its switch) finishes its
 			// requests in flight first.
@@ -169,11 +171,11 @@ func (ap *applyRun) putBackSafety(ctx context.Context, s *config.Service, safety
 		return err
 	}
 	for _, v := range vols {
-		if v.Name == safety && v.Labels[LabelRole] == RoleSafety {
-			target = v.Labels[LabelVolume]
+		if v.Name == safety && v.Labels[LabelRole] == plan.RoleSafety {
+			target = v.Labels[plan.LabelVolume]
 		}
 	}
-	if target == "" || s.Volume(target) == nil || safety != safetyVolume(ap.Project, s) {
+	if target == "" || s.Volume(target) == nil || safety != plan.SafetyVolume(ap.Project, s) {
 		return fmt.Errorf("the safety copy %s names volume %q, which service.%s does not mount: copy it back by hand, then remove it", safety, target, s.Name)
 	}
 	helper, err := ap.hp.helperImage(ctx)
@@ -187,13 +189,13 @@ func (ap *applyRun) putBackSafety(ctx context.Context, s *config.Service, safety
 }
 
 // change carries out one service's change.
-func (ap *applyRun) change(ctx context.Context, s *config.Service, ch *Change, st *ServiceState, so *ServiceOutcome, steps []*Step) error {
+func (ap *applyRun) change(ctx context.Context, s *config.Service, ch *plan.Change, st *plan.ServiceState, so *ServiceOutcome, steps []*plan.Step) error {
 	switch ch.Action {
-	case ActionDelete:
+	case plan.ActionDelete:
 		return ap.remove(ctx, ch, steps[0])
-	case ActionUpdate:
+	case plan.ActionUpdate:
 		return ap.update(ctx, s, st, so)
-	case ActionTakeover:
+	case plan.ActionTakeover:
 		adopted, err := ap.rel.adopt(ctx, s, ch.Takeover)
 		if err != nil {
 			return err
@@ -204,7 +206,7 @@ func (ap *applyRun) change(ctx context.Context, s *config.Service, ch *Change, s
 }
 
 // deploy runs a service's blue-green sequence.
-func (ap *applyRun) deploy(ctx context.Context, s *config.Service, ch *Change, st *ServiceState, so *ServiceOutcome, steps []*Step, adopting bool) error {
+func (ap *applyRun) deploy(ctx context.Context, s *config.Service, ch *plan.Change, st *plan.ServiceState, so *ServiceOutcome, steps []*plan.Step, adopting bool) error {
 	d := ap.deployment(s, ch, st, so, adopting)
 	d.r = newRelease(ap.Project, s, ch.NextRelease)
 	return d.run(ctx, steps, notify.Notice{Release: ch.NextRelease}, d.prepare)
@@ -212,8 +214,8 @@ func (ap *applyRun) deploy(ctx context.Context, s *config.Service, ch *Change, s
 
 // update starts a stopped live release. If it does not come back healthy, the release before it
 // is brought back (auto_rollback), through the same checks and cutover as deployer rollback.
-func (ap *applyRun) update(ctx context.Context, s *config.Service, st *ServiceState, so *ServiceOutcome) error {
-	err := ap.rel.resume(ctx, s, ap.cutover(s, false), planCutover(s, !ap.remote(), false), st, so)
+func (ap *applyRun) update(ctx context.Context, s *config.Service, st *plan.ServiceState, so *ServiceOutcome) error {
+	err := ap.rel.resume(ctx, s, ap.cutover(s, false), plan.PlanCutover(s, !ap.remote(), false), st, so)
 	if err == nil || !s.Deploy.AutoRollback || len(st.Previous) == 0 || ctx.Err() != nil {
 		return err
 	}
@@ -226,14 +228,12 @@ func (ap *applyRun) update(ctx context.Context, s *config.Service, st *ServiceSt
 }
 
 // remove stops and removes every container of a service no longer configured. Volumes stay.
-func (ap *applyRun) remove(ctx context.Context, ch *Change, step *Step) error {
+func (ap *applyRun) remove(ctx context.Context, ch *plan.Change, step *plan.Step) error {
 	return ap.step(ch.Service, step.Kind, step.Arg, step.Detail, func() error {
-		if ro := ap.rollouts[ch.Service]; ro != nil {
-			// The service left this engine's list: it goes once the engines it runs on now
-			// have switched, and stays if their rollout fails.
-			if err := ro.settled(ctx); err != nil {
-				return fmt.Errorf("kept on this engine: %w", err)
-			}
+		// The service left this engine's list: it goes once the engines it runs on now have
+		// switched, and stays if their rollout fails.
+		if err := ap.gateOf(ch.Service).settled(ctx); err != nil {
+			return fmt.Errorf("kept on this engine: %w", err)
 		}
 		for _, id := range ch.RemoveIDs {
 			if err := ap.Runtime.RemoveContainer(context.WithoutCancel(ctx), id); err != nil {

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker"
@@ -73,11 +75,11 @@ func (r *rig) applier(p *config.Project) *executor.Applier {
 func (r *rig) apply(p *config.Project) *executor.ServiceOutcome {
 	r.t.Helper()
 	ctx := context.Background()
-	plan, err := executor.MakePlan(ctx, p, r.eng, executor.PlanOptions{Remote: r.remote})
+	pl, err := executor.MakePlan(ctx, p, r.eng, plan.PlanOptions{Remote: r.remote})
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	out, err := r.applier(p).Apply(ctx, plan)
+	out, err := r.applier(p).Apply(ctx, pl)
 	if err != nil {
 		// Stopped before any service's sequence (the lock, the preflight checks): the tests
 		// read it as the service's error, with nothing changed.
@@ -134,7 +136,7 @@ func TestApplyCreateReplaceRollback(t *testing.T) {
 		}
 	}
 	// After the rollback to 1, releases 3, 4 and 5 are v3..v5 (2 is taken by the rolled-back v2).
-	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+	obs, _ := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 	st := obs.Services["app"]
 	if st.Live.Release() != 5 || len(st.Previous) != 2 || st.Previous[0].Release() != 4 || st.Previous[1].Release() != 3 {
 		t.Errorf("want live 5 and previous 4, 3; got %s", r.state())
@@ -250,19 +252,19 @@ func TestApplyLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lockID, err := r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: executor.LockName(r.project), Image: image, Labels: map[string]string{
-		executor.LabelProject: r.project, executor.LabelRole: executor.RoleLock, executor.LabelHolder: "ci@runner-7 pid 4242",
-		executor.LabelCreatedAt: "2026-11-27T10:00:00Z", executor.LabelLockHost: "another-host", executor.LabelLockPID: "4242"}})
+	lockID, err := r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: plan.LockName(r.project), Image: image, Labels: map[string]string{
+		executor.LabelProject: r.project, executor.LabelRole: plan.RoleLock, executor.LabelHolder: "ci@runner-7 pid 4242",
+		executor.LabelCreatedAt: "2026-11-27T10:00:00Z", plan.LabelLockHost: "another-host", plan.LabelLockPID: "4242"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	so, err := func() (*executor.ServiceOutcome, error) {
 		p := r.config("v1", nil)
-		plan, err := executor.MakePlan(ctx, p, r.eng, executor.PlanOptions{})
+		pl, err := executor.MakePlan(ctx, p, r.eng, plan.PlanOptions{})
 		if err != nil {
 			return nil, err
 		}
-		_, err = r.applier(p).Apply(ctx, plan)
+		_, err = r.applier(p).Apply(ctx, pl)
 		return nil, err
 	}()
 	if err == nil || !strings.Contains(err.Error(), "held by ci@runner-7 pid 4242 since 2026-11-27T10:00:00Z") || !strings.Contains(err.Error(), "deployer unlock -force") {
@@ -274,10 +276,10 @@ func TestApplyLock(t *testing.T) {
 		r.eng.RemoveContainer(ctx, lockID)
 	}()
 	p := r.config("v1", nil)
-	plan, _ := executor.MakePlan(ctx, p, r.eng, executor.PlanOptions{})
+	pl, _ := executor.MakePlan(ctx, p, r.eng, plan.PlanOptions{})
 	a := r.applier(p)
 	a.LockTimeout = 20 * time.Second
-	if out, err := a.Apply(ctx, plan); err != nil || out.Failed() {
+	if out, err := a.Apply(ctx, pl); err != nil || out.Failed() {
 		t.Fatalf("waiting for the lock: %v %+v", err, out)
 	}
 	// A lock left by a dead deployer process on this host, in this boot and PID namespace, is
@@ -285,9 +287,9 @@ func TestApplyLock(t *testing.T) {
 	host, _ := os.Hostname()
 	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	pidns, _ := os.Readlink("/proc/self/ns/pid")
-	_, err = r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: executor.LockName(r.project), Image: image, Labels: map[string]string{
-		executor.LabelProject: r.project, executor.LabelRole: executor.RoleLock, executor.LabelHolder: "dead", executor.LabelLockHost: host, executor.LabelLockPID: "3999999",
-		executor.LabelLockBoot: strings.TrimSpace(string(boot)), executor.LabelLockPIDNS: pidns, executor.LabelLockStart: "12345"}})
+	_, err = r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: plan.LockName(r.project), Image: image, Labels: map[string]string{
+		executor.LabelProject: r.project, executor.LabelRole: plan.RoleLock, executor.LabelHolder: "dead", plan.LabelLockHost: host, plan.LabelLockPID: "3999999",
+		plan.LabelLockBoot: strings.TrimSpace(string(boot)), plan.LabelLockPIDNS: pidns, plan.LabelLockStart: "12345"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,12 +397,12 @@ func TestApplyBuild(t *testing.T) {
 		t.Errorf("build.before did not run in the project directory: %v", err)
 	}
 	// Same context, new spec: the plan reuses the live image, nothing is built.
-	plan, err := executor.MakePlan(context.Background(), withBuild(r.config("v2", nil), "true"), r.eng, executor.PlanOptions{})
+	pl, err := executor.MakePlan(context.Background(), withBuild(r.config("v2", nil), "true"), r.eng, plan.PlanOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ch := plan.Change("app"); ch.ImageID == "" || !hasStep(plan, string(executor.StepImage)) || hasStep(plan, string(executor.StepBuild)) {
-		t.Errorf("unchanged context: the plan builds again: %+v", plan.Steps)
+	if ch := pl.Change("app"); ch.ImageID == "" || !hasStep(pl, string(plan.StepImage)) || hasStep(pl, string(plan.StepBuild)) {
+		t.Errorf("unchanged context: the plan builds again: %+v", pl.Steps)
 	}
 	// A broken Dockerfile fails the build; live serves on.
 	good, _ := os.ReadFile(dir + "/Dockerfile")
@@ -449,11 +451,11 @@ func TestApplyBuildInputs(t *testing.T) {
 		return env["BUILT_FLAVOUR"]
 	}
 	builds := func(p *config.Project) bool {
-		plan, err := executor.MakePlan(context.Background(), p, r.eng, executor.PlanOptions{})
+		pl, err := executor.MakePlan(context.Background(), p, r.eng, plan.PlanOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return hasStep(plan, string(executor.StepBuild))
+		return hasStep(pl, string(plan.StepBuild))
 	}
 	if so := r.apply(withBuild("a", "plain")); so.Error != "" || flavour("a") != "plain" {
 		t.Fatalf("first build: %+v", so)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 )
@@ -144,11 +146,11 @@ func TestMemRollbackFails(t *testing.T) {
 			t.Fatal(so.Error)
 		}
 		r.crash = func(point string) {
-			if point != string(executor.StepRollback) {
+			if point != string(plan.StepRollback) {
 				return
 			}
 			if r.cutover == config.CutoverProxy {
-				r.eng.Fail("exec", executor.ProxyName(r.project), 1, errors.New("the proxy does not answer"))
+				r.eng.Fail("exec", plan.ProxyName(r.project), 1, errors.New("the proxy does not answer"))
 			} else {
 				r.eng.Fail("start", r.project+"-app", 1, errors.New("no space left on device"))
 			}
@@ -177,10 +179,10 @@ func TestMemInterrupt(t *testing.T) {
 		point string
 		want  string
 	}{
-		{string(executor.StepHealth), "context canceled; release 1"},
+		{string(plan.StepHealth), "context canceled; release 1"},
 		{"hook.before_cutover", "context canceled; release 1"},
-		{string(executor.StepBackup), "context canceled; release 1"},
-		{string(executor.StepCutover), "rolled back to release 1"},
+		{string(plan.StepBackup), "context canceled; release 1"},
+		{string(plan.StepCutover), "rolled back to release 1"},
 	} {
 		t.Run(c.point, func(t *testing.T) {
 			forCutovers(t, func(t *testing.T, r *memRig) {
@@ -220,25 +222,25 @@ func TestMemResume(t *testing.T) {
 	forCutovers(t, func(t *testing.T, r *memRig) {
 		ctx := context.Background()
 		stopLive := func() {
-			obs, _ := executor.Observe(ctx, r.eng, projectOnly(r.project))
+			obs, _ := plan.Observe(ctx, r.eng, projectOnly(r.project))
 			if err := r.eng.StopContainer(ctx, obs.Services["app"].Live.ID, 0); err != nil {
 				t.Fatal(err)
 			}
 		}
 		r.apply(r.config("v1", nil))
 		stopLive()
-		plan := r.plan(r.config("v1", nil))
-		if ch := plan.Change("app"); ch.Action != executor.ActionUpdate {
+		pl := r.plan(r.config("v1", nil))
+		if ch := pl.Change("app"); ch.Action != plan.ActionUpdate {
 			t.Fatalf("plan: %+v", ch)
 		}
-		if so := r.apply(r.config("v1", nil)); so.Error != "" || so.Action != executor.ActionUpdate || r.get("/") != "version=v1" {
+		if so := r.apply(r.config("v1", nil)); so.Error != "" || so.Action != plan.ActionUpdate || r.get("/") != "version=v1" {
 			t.Fatalf("resume: %+v", so)
 		}
 		// Stopped, and replaced at once: the live release is started first.
 		stopLive()
-		plan = r.plan(r.config("v2", nil))
-		if plan.Steps[0].Name != string(executor.StepLock) || !hasStep(plan, string(executor.StepResume)) {
-			t.Errorf("the plan does not start the stopped live release first: %+v", plan.Steps)
+		pl = r.plan(r.config("v2", nil))
+		if pl.Steps[0].Name != string(plan.StepLock) || !hasStep(pl, string(plan.StepResume)) {
+			t.Errorf("the plan does not start the stopped live release first: %+v", pl.Steps)
 		}
 		if so := r.apply(r.config("v2", nil)); so.Error != "" || r.get("/") != "version=v2" {
 			t.Fatalf("replace of a stopped live release: %+v", so)
@@ -257,8 +259,8 @@ func TestMemResume(t *testing.T) {
 	})
 }
 
-func hasStep(plan *executor.Plan, name string) bool {
-	for _, s := range plan.Steps {
+func hasStep(pl *plan.Plan, name string) bool {
+	for _, s := range pl.Steps {
 		if s.Name == name {
 			return true
 		}
@@ -269,16 +271,16 @@ func hasStep(plan *executor.Plan, name string) bool {
 // Apply runs the plan's steps, in the plan's order, by their names: every step it reports
 // starting is the plan's next one, in the plan's own words, or a step inside it.
 func TestMemApplyRunsThePlan(t *testing.T) {
-	inside := map[string]bool{string(executor.StepDrain): true, string(executor.StepVerify): true, string(executor.StepProxy): true, string(executor.StepRollback): true}
+	inside := map[string]bool{string(plan.StepDrain): true, string(plan.StepVerify): true, string(plan.StepProxy): true, string(plan.StepRollback): true}
 	forCutovers(t, func(t *testing.T, r *memRig) {
 		for i, mod := range []func(s *config.Service){nil, nil, func(s *config.Service) {
 			s.Canaries = []*config.Canary{{Name: "home", Path: "/"}}
 			s.Hooks = append(s.Hooks, &config.Hook{When: "before_cutover", Command: []string{"exit", "0"}})
 		}} {
 			p := r.config(fmt.Sprintf("v%d", i+1), mod)
-			plan := r.plan(p)
+			pl := r.plan(p)
 			r.steps()
-			if out, err := r.applier(p).Apply(context.Background(), plan); err != nil || out.Failed() {
+			if out, err := r.applier(p).Apply(context.Background(), pl); err != nil || out.Failed() {
 				t.Fatalf("apply: %v %+v", err, out)
 			}
 			var started []string
@@ -292,17 +294,17 @@ func TestMemApplyRunsThePlan(t *testing.T) {
 			next := 0
 			for i, name := range started {
 				switch {
-				case next < len(plan.Steps) && name == plan.Steps[next].Name:
-					if said[i] != plan.Steps[next].Detail {
-						t.Errorf("apply says of %s %q, the plan %q", name, said[i], plan.Steps[next].Detail)
+				case next < len(pl.Steps) && name == pl.Steps[next].Name:
+					if said[i] != pl.Steps[next].Detail {
+						t.Errorf("apply says of %s %q, the plan %q", name, said[i], pl.Steps[next].Detail)
 					}
 					next++
 				case !inside[name]:
-					t.Errorf("apply ran %s, not the plan's next step (%d of %v): %v", name, next, plan.Steps, started)
+					t.Errorf("apply ran %s, not the plan's next step (%d of %v): %v", name, next, pl.Steps, started)
 				}
 			}
-			if next != len(plan.Steps) {
-				t.Errorf("apply ran %d of the plan's %d steps: %v", next, len(plan.Steps), started)
+			if next != len(pl.Steps) {
+				t.Errorf("apply ran %d of the plan's %d steps: %v", next, len(pl.Steps), started)
 			}
 		}
 	})
@@ -317,32 +319,32 @@ func TestMemScratchLeftover(t *testing.T) {
 	p := r.config("v1", nil)
 	r.apply(p)
 	scratch := r.project + "-app-snapshots"
-	if err := r.eng.CreateVolume(ctx, scratch, map[string]string{executor.LabelProject: r.project, executor.LabelService: "app", executor.LabelRole: executor.RoleScratch}); err != nil {
+	if err := r.eng.CreateVolume(ctx, scratch, map[string]string{executor.LabelProject: r.project, executor.LabelService: "app", executor.LabelRole: plan.RoleScratch}); err != nil {
 		t.Fatal(err)
 	}
-	plan := r.plan(p)
-	if plan.HasChanges() || len(plan.Leftovers) != 1 || plan.Leftovers[0].Kind != executor.LeftoverScratch || !strings.Contains(plan.Leftovers[0].Detail, scratch) {
-		t.Fatalf("leftovers: %+v", plan.Leftovers)
+	pl := r.plan(p)
+	if pl.HasChanges() || len(pl.Leftovers) != 1 || pl.Leftovers[0].Kind != plan.LeftoverScratch || !strings.Contains(pl.Leftovers[0].Detail, scratch) {
+		t.Fatalf("leftovers: %+v", pl.Leftovers)
 	}
-	var clean *executor.Step
-	for _, s := range plan.Steps {
-		if s.Name == string(executor.StepClean) && s.Volume == scratch {
+	var clean *plan.Step
+	for _, s := range pl.Steps {
+		if s.Name == string(plan.StepClean) && s.Volume == scratch {
 			clean = s
 		}
 	}
 	if clean == nil || !strings.Contains(clean.Detail, "remove the scratch volume "+scratch) {
-		t.Fatalf("no step removes the scratch volume: %+v", plan.Steps)
+		t.Fatalf("no step removes the scratch volume: %+v", pl.Steps)
 	}
 	r.steps()
 	r.applyAll(p)
-	if steps := strings.Join(r.steps(), " "); !strings.Contains(steps, string(executor.StepClean)+":ok") {
+	if steps := strings.Join(r.steps(), " "); !strings.Contains(steps, string(plan.StepClean)+":ok") {
 		t.Errorf("apply's steps: %s", steps)
 	}
 	// What stays labelled with the project is its data volume, made by the first apply.
-	if vols, _ := r.eng.Volumes(ctx, r.project); len(vols) != 1 || vols[0].Name != r.project+"-data" || vols[0].Labels[executor.LabelRole] != executor.RoleData {
+	if vols, _ := r.eng.Volumes(ctx, r.project); len(vols) != 1 || vols[0].Name != r.project+"-data" || vols[0].Labels[executor.LabelRole] != plan.RoleData {
 		t.Errorf("after apply: %+v", vols)
 	}
-	if plan := r.plan(p); plan.HasChanges() || len(plan.Leftovers) != 0 {
-		t.Errorf("after apply the plan still has work: %+v", plan.Leftovers)
+	if pl := r.plan(p); pl.HasChanges() || len(pl.Leftovers) != 0 {
+		t.Errorf("after apply the plan still has work: %+v", pl.Leftovers)
 	}
 }

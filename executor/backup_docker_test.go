@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	_ "modernc.org/sqlite"
 
 	"github.com/deployer-dev/deployer/config"
@@ -127,7 +129,7 @@ func (r *rig) volumeHashes(id, dir string) map[string]string {
 }
 
 func (r *rig) liveID() string {
-	obs, err := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+	obs, err := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 	if err != nil || obs.Services["app"] == nil || obs.Services["app"].Live == nil {
 		r.t.Fatalf("no live release: %v", err)
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/backup"
 )
@@ -70,32 +72,6 @@ func OpenBackups(ctx context.Context, p *config.Project, s *config.Service, iden
 		sb.Expect.DBs = append(sb.Expect.DBs, backup.DB{Name: db.Name, Volume: db.Volume, Path: db.Path, Check: db.QuickCheck})
 	}
 	return sb, nil
-}
-
-// StoreWarnings says, for each S3 store a service backs up to without a signing_key, what that
-// lets anyone who can write to its bucket do.
-func StoreWarnings(p *config.Project) []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, s := range p.Services {
-		if s.Backup == nil || seen[s.Backup.Store] {
-			continue
-		}
-		seen[s.Backup.Store] = true
-		if w := unsignedStoreWarning(p.Stores[s.Backup.Store]); w != "" {
-			out = append(out, w)
-		}
-	}
-	return out
-}
-
-func unsignedStoreWarning(st *config.Store) string {
-	if st == nil || st.Kind != config.StoreS3 || st.SigningKey != "" {
-		return ""
-	}
-	return fmt.Sprintf("backup_store.%s (s3://%s) has no signing_key: anyone who can write to the bucket can write backups the deployer cannot tell from its own; "+
-		"a prune after them deletes your genuine backups, and a restore of one writes their data into your volumes. Set signing_key, from a sensitive variable",
-		st.Name, st.Bucket)
 }
 
 // List lists the service's backups, checked against the configuration.
@@ -172,7 +148,7 @@ func (b backups) from(ctx context.Context, s *config.Service, src backupSource, 
 		Logs: src.logs, Keep: keep, DeployerVersion: rn.Version, Reason: reason, TempDir: rn.TempDir, Lenient: lenient, Keys: sb.Keys, Migration: src.migration,
 		CopyDir: src.copyDir,
 		Progress: func(p backup.Progress) {
-			rn.emit(Event{Type: EventProgress, Service: s.Name, Step: string(StepBackup), Detail: p.Volume + " " + p.Phase, Bytes: p.Bytes, Total: p.Total})
+			rn.emit(Event{Type: EventProgress, Service: s.Name, Step: string(plan.StepBackup), Detail: p.Volume + " " + p.Phase, Bytes: p.Bytes, Total: p.Total})
 		},
 	}
 	req.SQLite = sb.Expect.DBs
@@ -189,7 +165,7 @@ func (b backups) from(ctx context.Context, s *config.Service, src backupSource, 
 	if d := sn.describe(); d != "" {
 		detail += ", " + d
 	}
-	rn.log(s.Name, StepBackup, "%s", detail)
+	rn.log(s.Name, plan.StepBackup, "%s", detail)
 	return m, nil
 }
 
@@ -210,7 +186,7 @@ func describeBackup(m *backup.Manifest, store backup.Store) string {
 	for _, v := range m.Volumes {
 		size += v.Size
 	}
-	detail := fmt.Sprintf("backup %s in %s: %s, %s stored", m.ID, store, plural(len(m.Volumes), "volume"), HumanBytes(size))
+	detail := fmt.Sprintf("backup %s in %s: %s, %s stored", m.ID, store, plan.Plural(len(m.Volumes), "volume"), HumanBytes(size))
 	if m.Encryption != "" {
 		detail += ", encrypted (age)"
 	}
@@ -223,7 +199,7 @@ func describeBackup(m *backup.Manifest, store backup.Store) string {
 		detail += ", live not paused"
 	}
 	if len(m.SQLite) > 0 {
-		detail += fmt.Sprintf(", %s quick_check ok", plural(len(m.SQLite), "database"))
+		detail += fmt.Sprintf(", %s quick_check ok", plan.Plural(len(m.SQLite), "database"))
 	}
 	return detail
 }
@@ -246,7 +222,7 @@ func (a *Applier) Backup(ctx context.Context, service string) (*backup.Manifest,
 	if err := rn.own.checkOwnership(ctx, []*config.Service{s}); err != nil {
 		return nil, err
 	}
-	obs, err := Observe(ctx, a.Runtime, a.Project)
+	obs, err := plan.Observe(ctx, a.Runtime, a.Project)
 	if err != nil {
 		return nil, err
 	}
@@ -256,11 +232,11 @@ func (a *Applier) Backup(ctx context.Context, service string) (*backup.Manifest,
 	}
 	var m *backup.Manifest
 	if s.Backup != nil {
-		if w := unsignedStoreWarning(a.Project.Stores[s.Backup.Store]); w != "" {
+		if w := plan.UnsignedStoreWarning(a.Project.Stores[s.Backup.Store]); w != "" {
 			rn.warn(service, "%s", w)
 		}
 	}
-	err = rn.step(service, StepBackup, "", fmt.Sprintf("back up release %d", st.Live.Release()), func() error {
+	err = rn.step(service, plan.StepBackup, "", fmt.Sprintf("back up release %d", st.Live.Release()), func() error {
 		var err error
 		if s.Backup == nil {
 			return fmt.Errorf("service.%s has no backup block: add one naming the volumes to back up", s.Name)

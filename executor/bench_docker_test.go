@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 )
@@ -53,7 +55,7 @@ func BenchmarkApplyOverhead(b *testing.B) {
 					if testing.Verbose() { // -v: each step's time, to see where it goes
 						b.Logf("%-20s %.3fs", e.Service+" "+e.Step, e.Seconds)
 					}
-					if e.Step == string(executor.StepHealth) || e.Step == string(executor.StepVerify) || e.Step == string(executor.StepRunning) {
+					if e.Step == string(plan.StepHealth) || e.Step == string(plan.StepVerify) || e.Step == string(plan.StepRunning) {
 						waiting += time.Duration(e.Seconds * float64(time.Second))
 					}
 				}
@@ -308,7 +310,7 @@ func proxiedRelease(b *testing.B) (*rig, string) {
 	if so := r.apply(r.config("v1", func(s *config.Service) { s.Deploy.Cutover = "proxy" })); so.Error != "" {
 		b.Fatal(so.Error)
 	}
-	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+	obs, _ := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 	live, _ := r.eng.Inspect(context.Background(), obs.Services["app"].Live.ID)
-	return r, live.IPs[executor.NetworkName(r.project)] + ":8080"
+	return r, live.IPs[plan.NetworkName(r.project)] + ":8080"
 }

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 )
@@ -31,7 +33,7 @@ func BenchmarkMemApply(b *testing.B) {
 					b.Fatal(so.Error)
 				}
 				for _, e := range r.events {
-					if e.Type == executor.EventStep && e.Phase == "end" && (e.Step == string(executor.StepHealth) || e.Step == string(executor.StepVerify) || e.Step == string(executor.StepRunning)) {
+					if e.Type == executor.EventStep && e.Phase == "end" && (e.Step == string(plan.StepHealth) || e.Step == string(plan.StepVerify) || e.Step == string(plan.StepRunning)) {
 						waiting += time.Duration(e.Seconds * float64(time.Second))
 					}
 				}

@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/deployer-dev/deployer/executor/plan"
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/probe"
@@ -23,7 +24,7 @@ type checks struct{ d *deployment }
 func (ck *checks) checkRunning(ctx context.Context) error {
 	d := ck.d
 	alive := func() error { return d.rn.alive(ctx, d.cand) }
-	err := d.rn.step(d.s.Name, StepRunning, "", "", func() error {
+	err := d.rn.step(d.s.Name, plan.StepRunning, "", "", func() error {
 		if d.s.HealthCheck != nil {
 			return alive() // the health check keeps watching
 		}
@@ -40,8 +41,8 @@ func (ck *checks) checkHealth(ctx context.Context) error {
 	d := ck.d
 	h, pr := d.s.HealthCheck, d.cut.probes()
 	url := pr.candidateURL(d.cand, d.s.HTTPPort(), h.Path)
-	err := d.rn.step(d.s.Name, StepHealth, "", "", func() error {
-		d.rn.log(d.s.Name, StepHealth, "GET %s", url)
+	err := d.rn.step(d.s.Name, plan.StepHealth, "", "", func() error {
+		d.rn.log(d.s.Name, plan.StepHealth, "GET %s", url)
 		return ck.healthOf(ctx, d.cand)
 	})
 	if err != nil {
@@ -75,7 +76,7 @@ func (ck *checks) canaryOf(ctx context.Context, c *ContainerState, cn *config.Ca
 }
 
 // checkCanary makes one request of a canary to the candidate.
-func (ck *checks) checkCanary(ctx context.Context, step *Step) error {
+func (ck *checks) checkCanary(ctx context.Context, step *plan.Step) error {
 	d := ck.d
 	var c *config.Canary
 	for _, x := range d.s.Canaries {
@@ -105,13 +106,13 @@ func (ck *checks) checkSmoke(ctx context.Context) error {
 	base := strings.TrimSuffix(pr.candidateURL(d.cand, d.s.HTTPPort(), "/"), "/")
 	load := probe.Load{Base: base, Paths: sm.Paths, Requests: sm.Requests, Duration: sm.Duration, Concurrency: sm.Concurrency}
 	var res *probe.LoadResult
-	err := d.rn.step(d.s.Name, StepSmoke, "", "", func() error {
+	err := d.rn.step(d.s.Name, plan.StepSmoke, "", "", func() error {
 		var err error
 		if res, err = pr.load(ctx, load); err != nil {
 			return err
 		}
 		d.so.Smoke = res
-		d.rn.emit(Event{Type: EventSmoke, Service: d.s.Name, Step: string(StepSmoke), Detail: res.String(), Smoke: res})
+		d.rn.emit(Event{Type: EventSmoke, Service: d.s.Name, Step: string(plan.StepSmoke), Detail: res.String(), Smoke: res})
 		if err := d.rn.alive(ctx, d.cand); err != nil {
 			return err
 		}
@@ -141,21 +142,8 @@ func smokeMiss(sm *config.Smoke, res *probe.LoadResult) error {
 	return fmt.Errorf("%s (%s)", strings.Join(miss, "; "), res)
 }
 
-// smokeText is what the plan says of a smoke load.
-func smokeText(sm *config.Smoke) string {
-	what := plural(sm.Requests, "request")
-	switch {
-	case sm.Duration > 0 && sm.Requests > 0:
-		what += " or " + dur(sm.Duration) + ", whichever ends first"
-	case sm.Duration > 0:
-		what = "requests for " + dur(sm.Duration)
-	}
-	return fmt.Sprintf("smoke: %s, %d at once, to %s; at most %s failed, p95 under %s", what, sm.Concurrency, strings.Join(sm.Paths, ", "),
-		strconv.FormatFloat(100*sm.MaxErrorRate, 'f', -1, 64)+"%", dur(sm.P95))
-}
-
 // hook runs a hook in a one-off container of the new release.
-func (ck *checks) hook(ctx context.Context, step *Step) error {
+func (ck *checks) hook(ctx context.Context, step *plan.Step) error {
 	d := ck.d
 	var h *config.Hook
 	n := d.seen[step.Name]
@@ -171,7 +159,7 @@ func (ck *checks) hook(ctx context.Context, step *Step) error {
 	}
 	attr := config.HookAttr(h.When, config.HookCommand)
 	err := d.rn.step(d.s.Name, step.Kind, step.Arg, step.Detail, func() error {
-		_, err := ck.oneOff(ctx, StepKind(stepName(StepHook, h.When)), h.When, attr, h.Command, hookTimeout)
+		_, err := ck.oneOff(ctx, plan.StepKind(plan.StepName(plan.StepHook, h.When)), h.When, attr, h.Command, hookTimeout)
 		return err
 	})
 	if err != nil {
@@ -182,7 +170,7 @@ func (ck *checks) hook(ctx context.Context, step *Step) error {
 
 // notConfigured is the error of a step that names a check or hook the configuration lacks: a
 // saved plan of another configuration (its fingerprint prevents that) or a bug.
-func notConfigured(s *config.Service, step *Step) error {
+func notConfigured(s *config.Service, step *plan.Step) error {
 	return fmt.Errorf("step %s: service.%s has no such check or hook: make the plan again", step.Name, s.Name)
 }
 
@@ -199,7 +187,7 @@ func (rn *run) alive(ctx context.Context, c *ContainerState) error {
 	why := fmt.Sprintf("exited with code %d", st.ExitCode)
 	if st.Running {
 		// The engine's restart policy brought it back; a crash is a failure all the same.
-		why = fmt.Sprintf("crashed and was restarted by the engine (%s, last exit code %d)", plural(st.Restarts, "time"), st.ExitCode)
+		why = fmt.Sprintf("crashed and was restarted by the engine (%s, last exit code %d)", plan.Plural(st.Restarts, "time"), st.ExitCode)
 	}
 	if st.OOM {
 		why += " (out of memory)"
@@ -231,10 +219,10 @@ func indent(s string) string {
 // oneOff runs a command (the service's attribute attr) in a one-off container of the new
 // image, with the service's env and volumes, within timeout; its last lines are logged under
 // step, masked as output. It returns the output, and fails unless the command exits 0.
-func (ck *checks) oneOff(ctx context.Context, step StepKind, what, attr string, cmd []string, timeout time.Duration) (string, error) {
+func (ck *checks) oneOff(ctx context.Context, step plan.StepKind, what, attr string, cmd []string, timeout time.Duration) (string, error) {
 	d := ck.d
 	rn, s, r := d.rn, d.s, d.r
-	spec := r.spec(fmt.Sprintf("%s-%s-%d", s.ContainerName, strings.ReplaceAll(what, "_", "-"), r.number), RoleOneOff, true)
+	spec := r.spec(fmt.Sprintf("%s-%s-%d", s.ContainerName, strings.ReplaceAll(what, "_", "-"), r.number), plan.RoleOneOff, true)
 	spec.Cmd, spec.Ports = cmd, nil
 	code, logs, err := rn.hp.helperRun(ctx, spec, timeout)
 	last := rn.red.Output(lastLines(logs, logLines))

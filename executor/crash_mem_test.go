@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 )
@@ -20,7 +22,7 @@ func TestMemCrashAtEveryStep(t *testing.T) {
 		if so := r.apply(r.config("v1", nil)); so.Error != "" {
 			t.Fatal(so.Error)
 		}
-		points := executor.KillPoints(r.config("v2", nil), r.plan(r.config("v2", nil)))
+		points := plan.KillPoints(r.config("v2", nil), r.plan(r.config("v2", nil)))
 		t.Logf("kill points: %s", strings.Join(points, " "))
 		for i, point := range points {
 			version := fmt.Sprintf("v%d", i+2)
@@ -28,9 +30,9 @@ func TestMemCrashAtEveryStep(t *testing.T) {
 			if !r.crashAt(p, point) {
 				t.Fatalf("apply of %s never reached %s", version, point)
 			}
-			plan := r.plan(p)
+			pl := r.plan(p)
 			if out := r.applyAll(p); out.Failed() || !r.serves(version) {
-				t.Fatalf("apply after the crash at %s: %s, serving %q\nplan: %s\ncontainers: %s\n%s", point, errorsOf(out), r.get("/"), stepNames(plan), r.state(), strings.Join(r.steps(), " "))
+				t.Fatalf("apply after the crash at %s: %s, serving %q\nplan: %s\ncontainers: %s\n%s", point, errorsOf(out), r.get("/"), stepNames(pl), r.state(), strings.Join(r.steps(), " "))
 			}
 			hist := r.get("/history") + "\n"
 			for j := 1; j <= i+2; j++ {
@@ -52,23 +54,23 @@ func TestMemCrashWhileResuming(t *testing.T) {
 		p := r.config("v1", nil)
 		r.apply(p)
 		stopLive := func() {
-			obs, _ := executor.Observe(t.Context(), r.eng, projectOnly(r.project))
+			obs, _ := plan.Observe(t.Context(), r.eng, projectOnly(r.project))
 			r.eng.StopContainer(t.Context(), obs.Services["app"].Live.ID, 0)
 		}
 		stopLive()
-		points := executor.KillPoints(p, r.plan(p))
-		for _, point := range executor.ResumePoints {
+		points := plan.KillPoints(p, r.plan(p))
+		for _, point := range plan.ResumePoints {
 			if !slices.Contains(points, point) {
 				t.Errorf("the kill points of a resume %q lack %s", points, point)
 			}
 		}
 		r.steps()
-		for _, point := range executor.ResumePoints {
+		for _, point := range plan.ResumePoints {
 			if !r.crashAt(p, point) {
 				t.Fatalf("never reached %s", point)
 			}
 			ch := r.plan(p).Change("app")
-			if ch.Action != executor.ActionUpdate {
+			if ch.Action != plan.ActionUpdate {
 				t.Errorf("the plan after the crash at %s: %s %v, want the live release started or checked", point, ch.Action, ch.Reasons)
 			}
 			r.steps()
@@ -91,8 +93,8 @@ func TestMemCrashWhileResumingThenDeploy(t *testing.T) {
 	forCutovers(t, func(t *testing.T, r *memRig) {
 		p := r.config("v1", nil)
 		r.apply(p)
-		for i, point := range []string{executor.PointResumeStarted, string(executor.StepVerify), executor.PointResumeVerified} {
-			obs, _ := executor.Observe(t.Context(), r.eng, projectOnly(r.project))
+		for i, point := range []string{plan.PointResumeStarted, string(plan.StepVerify), plan.PointResumeVerified} {
+			obs, _ := plan.Observe(t.Context(), r.eng, projectOnly(r.project))
 			r.eng.StopContainer(t.Context(), obs.Services["app"].Live.ID, 0)
 			if !r.crashAt(p, point) {
 				t.Fatalf("never reached %s", point)
@@ -120,7 +122,7 @@ func TestMemCrashWhileResumingThenDeploy(t *testing.T) {
 // and brings the release before it back (auto_rollback). The release here is healthy only on
 // its first start (APP_MODE=once), which the proxy cutover's candidate was.
 func TestMemCrashWhileResumingUnhealthy(t *testing.T) {
-	for _, point := range []string{executor.PointResumeAside, executor.PointResumeStarted, string(executor.StepVerify)} {
+	for _, point := range []string{plan.PointResumeAside, plan.PointResumeStarted, string(plan.StepVerify)} {
 		t.Run(point, func(t *testing.T) {
 			t.Parallel()
 			r := newMemRig(t, config.CutoverProxy)
@@ -130,7 +132,7 @@ func TestMemCrashWhileResumingUnhealthy(t *testing.T) {
 			if so := r.apply(p); so.Error != "" || !r.serves("v2") {
 				t.Fatalf("deploy of v2: %+v", so)
 			}
-			obs, _ := executor.Observe(t.Context(), r.eng, projectOnly(r.project))
+			obs, _ := plan.Observe(t.Context(), r.eng, projectOnly(r.project))
 			r.eng.StopContainer(t.Context(), obs.Services["app"].Live.ID, 0)
 			if !r.crashAt(p, point) {
 				t.Fatalf("never reached %s", point)
@@ -149,7 +151,7 @@ func TestMemCrashWhileResumingUnhealthy(t *testing.T) {
 // nothing is left over and the plan has nothing to do.
 func assertConverged(t *testing.T, r *memRig, p *config.Project, point string) {
 	t.Helper()
-	obs, err := executor.Observe(t.Context(), r.eng, projectOnly(r.project))
+	obs, err := plan.Observe(t.Context(), r.eng, projectOnly(r.project))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,14 +159,14 @@ func assertConverged(t *testing.T, r *memRig, p *config.Project, point string) {
 	if obs.Lock != nil || len(st.Candidates) > 0 || len(st.Others) > 0 || len(st.Previous) > p.Services[0].Deploy.KeepReleases || !st.Live.Running() {
 		t.Errorf("after the crash at %s, left over: %s", point, r.state())
 	}
-	if plan := r.plan(p); plan.HasChanges() || len(plan.Leftovers) > 0 {
-		t.Errorf("after the crash at %s and an apply, the plan still has work: %+v %+v", point, plan.Changes[0], plan.Leftovers)
+	if pl := r.plan(p); pl.HasChanges() || len(pl.Leftovers) > 0 {
+		t.Errorf("after the crash at %s and an apply, the plan still has work: %+v %+v", point, pl.Changes[0], pl.Leftovers)
 	}
 }
 
-func stepNames(plan *executor.Plan) string {
+func stepNames(pl *plan.Plan) string {
 	var names []string
-	for _, s := range plan.Steps {
+	for _, s := range pl.Steps {
 		names = append(names, s.Service+":"+s.Name)
 	}
 	return strings.Join(names, " ")

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 )
@@ -21,7 +23,7 @@ import (
 // release) has in flight finish before it removes (or stops) it, then deploys: a slow request in
 // flight across the apply and a client's requests all along it get their answers.
 func TestMemCrashInProxyCutoverServes(t *testing.T) {
-	for _, point := range []string{executor.PointCutoverSwitched, executor.PointCutoverSetAside, executor.PointDrain} {
+	for _, point := range []string{plan.PointCutoverSwitched, plan.PointCutoverSetAside, plan.PointDrain} {
 		t.Run(point, func(t *testing.T) {
 			t.Parallel()
 			r := newMemRig(t, config.CutoverProxy)
@@ -34,21 +36,21 @@ func TestMemCrashInProxyCutoverServes(t *testing.T) {
 			}
 			p := r.config("v2", drain)
 			var slow <-chan string
-			if point == executor.PointDrain {
+			if point == plan.PointDrain {
 				// In flight on release 1 across the switch, the kill and the next apply.
 				slow = r.slowGet(t, 3*time.Second)
 			}
 			if !r.crashAt(p, point) {
 				t.Fatalf("never reached %s", point)
 			}
-			obs, err := executor.Observe(t.Context(), r.eng, projectOnly(r.project))
+			obs, err := plan.Observe(t.Context(), r.eng, projectOnly(r.project))
 			if err != nil {
 				t.Fatal(err)
 			}
 			st := obs.Services["app"]
 			var cand *executor.Container
 			candAddr := ""
-			if point != executor.PointDrain {
+			if point != plan.PointDrain {
 				if len(st.Candidates) != 1 || !strings.Contains(r.get("/"), "version=v2") {
 					t.Fatalf("after the kill at %s: candidates %d, serving %q, want the candidate serving", point, len(st.Candidates), r.get("/"))
 				}
@@ -57,11 +59,11 @@ func TestMemCrashInProxyCutoverServes(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				candAddr = fmt.Sprintf("%s:%d", ins.IPs[executor.NetworkName(r.project)], r.appPort)
+				candAddr = fmt.Sprintf("%s:%d", ins.IPs[plan.NetworkName(r.project)], r.appPort)
 				// What plan and status say: the candidate serves, release 1 does not.
 				var detail string
 				for _, l := range r.plan(p).Leftovers {
-					if l.Kind == executor.LeftoverCandidate {
+					if l.Kind == plan.LeftoverCandidate {
 						detail = l.Detail
 					}
 				}
@@ -97,7 +99,7 @@ func TestMemCrashInProxyCutoverServes(t *testing.T) {
 			a := r.applier(p)
 			events := a.Events
 			a.Events = func(e executor.Event) {
-				if cand != nil && e.Type == executor.EventStep && e.Step == string(executor.StepClean) && e.Phase == "start" {
+				if cand != nil && e.Type == executor.EventStep && e.Step == string(plan.StepClean) && e.Phase == "start" {
 					routes, err := executor.ProxyStatus(context.Background(), r.eng, projectOnly(r.project))
 					for _, rt := range routes {
 						if err == nil && rt.Backend == candAddr {
@@ -117,7 +119,7 @@ func TestMemCrashInProxyCutoverServes(t *testing.T) {
 				t.Error(*msg)
 			}
 			want := "version=v2"
-			if point == executor.PointDrain {
+			if point == plan.PointDrain {
 				want = "version=v1"
 			}
 			if got := <-slow; got != want {
@@ -216,7 +218,7 @@ func TestMemRollbackAfterProxySwitchCrash(t *testing.T) {
 		}
 	}
 	p := r.config("v3", drain)
-	if !r.crashAt(p, executor.PointCutoverSwitched) || !r.serves("v3") {
+	if !r.crashAt(p, plan.PointCutoverSwitched) || !r.serves("v3") {
 		t.Fatalf("after the kill: serving %q, want the candidate (v3)", r.get("/"))
 	}
 	slow := r.slowGet(t, 1500*time.Millisecond) // in flight on the candidate
@@ -232,7 +234,7 @@ func TestMemRollbackAfterProxySwitchCrash(t *testing.T) {
 	if bad > 0 || sent == 0 {
 		t.Errorf("%d of %d requests failed during the rollback; the first: %s", bad, sent, firstBad)
 	}
-	obs, err := executor.Observe(t.Context(), r.eng, projectOnly(r.project))
+	obs, err := plan.Observe(t.Context(), r.eng, projectOnly(r.project))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/deployer-dev/deployer/executor/plan"
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/probe"
@@ -22,7 +22,7 @@ import (
 // proxy from one release to the other, without one. Everything that differs between the two is
 // in their implementations: nothing else asks which one a service uses.
 // What is known of a cutover before anything runs (what plan says of it, its kill points,
-// whether it needs the proxy) is a cutoverPlan, built from the service alone (cutover_plan.go);
+// whether it needs the proxy) is a plan.CutoverPlan, built from the service alone (plan/cutover_plan.go);
 // the interface has the actions.
 type cutover interface {
 	// probes makes the HTTP checks of the service's releases.
@@ -35,7 +35,7 @@ type cutover interface {
 	// switchTo makes the candidate's release live, and returns the live container. On failure
 	// the old release serves again and the error says so; the candidate is the caller's to
 	// remove.
-	switchTo(ctx context.Context, r *release, old, cand *ContainerState, ch *Change) (liveID string, err error)
+	switchTo(ctx context.Context, r *release, old, cand *ContainerState, ch *plan.Change) (liveID string, err error)
 	// verify health-checks the new live release where its users reach it.
 	verify(ctx context.Context, liveID string) error
 	// switchBack makes the old release live again after the new one failed verification.
@@ -56,8 +56,8 @@ func newCutover(s *config.Service, local bool, rn *run) cutover {
 // newCutoverOf returns the cutover of a service whose live release may be a container being
 // taken over (adopting), which publishes its ports itself.
 func newCutoverOf(s *config.Service, local bool, rn *run, adopting bool) cutover {
-	base := cutoverBase{cutoverPlan: planCutover(s, local, adopting), rn: rn}
-	if base.proxy {
+	base := cutoverBase{CutoverPlan: plan.PlanCutover(s, local, adopting), rn: rn}
+	if base.Proxy {
 		base.inside = true
 		return &proxyCutover{cutoverBase: base}
 	}
@@ -73,21 +73,21 @@ func (rn *run) cutover(s *config.Service, adopting bool) cutover {
 // cutoverBase is what both cutovers share: what is known of them before they run (the
 // service, the engine, a takeover), and where the checks run from.
 type cutoverBase struct {
-	cutoverPlan
+	plan.CutoverPlan
 	rn     *run
 	inside bool // the checks run from inside the proxy
 }
 
-func (c *cutoverBase) takingOver() bool { return c.adopting }
+func (c *cutoverBase) takingOver() bool { return c.Adopting }
 
 func (c *cutoverBase) probes() prober { return prober{rn: c.rn, inside: c.inside} }
 
 // verifyHostPort health-checks a live release through its host port (a release that has no
 // health check must keep running).
 func (c *cutoverBase) verifyHostPort(ctx context.Context, liveID string) error {
-	s, rn := c.s, c.rn
+	s, rn := c.Service, c.rn
 	port := s.HTTPPort()
-	return rn.step(s.Name, StepVerify, "", "", func() error {
+	return rn.step(s.Name, plan.StepVerify, "", "", func() error {
 		live := &ContainerState{ID: liveID, Name: s.ContainerName}
 		alive := func() error { return rn.alive(ctx, live) }
 		if s.HealthCheck == nil || port == nil {
@@ -221,23 +221,9 @@ func (p prober) liveURL(port *config.Port, path string) string {
 	return fmt.Sprintf("http://%s:%d%s", host, port.Host, path)
 }
 
-// LocalEngine reports whether an engine address is on this machine, where the deployer reaches
-// the ports candidates publish on 127.0.0.1.
-func LocalEngine(host string) bool {
-	u, err := url.Parse(host)
-	if err != nil || host == "" || u.Scheme == "unix" || u.Scheme == "npipe" {
-		return true
-	}
-	h := u.Hostname()
-	if ip, err := netip.ParseAddr(h); err == nil && ip.IsLoopback() {
-		return true
-	}
-	return h == "" || h == "localhost"
-}
-
 // remote reports whether the engine is on another machine than the deployer.
 func (rn *run) remote() bool {
-	return rn.Remote || !LocalEngine("tcp://"+net.JoinHostPort(rn.probeHost(), "0"))
+	return rn.Remote || !plan.LocalEngine("tcp://"+net.JoinHostPort(rn.probeHost(), "0"))
 }
 
 // oldName is where the previous live container waits during a cutover, until it is retired.
@@ -297,15 +283,4 @@ func portHint(err error, ports []*config.Port, candidate bool) error {
 		list = append(list, strconv.Itoa(n))
 	}
 	return fmt.Errorf("%s port %s is taken by another process or container: free it or choose another port (%v)", which, strings.Join(list, ", "), err)
-}
-
-func hostPortList(s *config.Service) string {
-	if len(s.Ports) == 0 {
-		return "no published port"
-	}
-	var parts []string
-	for _, p := range s.Ports {
-		parts = append(parts, fmt.Sprintf(":%d", p.Host))
-	}
-	return strings.Join(parts, ", ")
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/executor/probe"
 	"github.com/deployer-dev/deployer/executor/proxy"
 )
@@ -24,30 +26,30 @@ type proxyCutover struct {
 func (c *proxyCutover) candidateSpec(spec *ContainerSpec) { spec.Ports = nil }
 
 func (c *proxyCutover) candidateStarted(ctx context.Context, cand *ContainerState) {
-	c.rn.proxy.showCandidate(ctx, c.s, cand)
+	c.rn.proxy.showCandidate(ctx, c.Service, cand)
 }
 
-func (c *proxyCutover) deployEnded(ctx context.Context) { c.rn.proxy.hideCandidate(ctx, c.s) }
+func (c *proxyCutover) deployEnded(ctx context.Context) { c.rn.proxy.hideCandidate(ctx, c.Service) }
 
 // switchTo routes the service to the candidate, which takes the live name; the old release
 // keeps its requests in flight until it is drained after verification.
-func (c *proxyCutover) switchTo(ctx context.Context, r *release, old, cand *ContainerState, ch *Change) (string, error) {
-	rn, s := c.rn, c.s
-	name := StepCutover
+func (c *proxyCutover) switchTo(ctx context.Context, r *release, old, cand *ContainerState, ch *plan.Change) (string, error) {
+	rn, s := c.rn, c.Service
+	name := plan.StepCutover
 	if old == nil {
-		name = StepStart
+		name = plan.StepStart
 	}
 	err := rn.step(s.Name, name, "", "", func() error {
 		if err := c.route(ctx, old, cand, ch); err != nil {
 			return err
 		}
-		rn.crash(PointCutoverSwitched)
+		rn.crash(plan.PointCutoverSwitched)
 		if old != nil && old.Name != oldName(s, ch.LiveRelease) {
 			if err := rn.Runtime.RenameContainer(ctx, old.ID, oldName(s, ch.LiveRelease)); err != nil {
 				return err
 			}
 		}
-		rn.crash(PointCutoverSetAside)
+		rn.crash(plan.PointCutoverSetAside)
 		if err := rn.Runtime.RenameContainer(ctx, cand.ID, s.ContainerName); err != nil {
 			return err
 		}
@@ -65,14 +67,14 @@ func (c *proxyCutover) switchTo(ctx context.Context, r *release, old, cand *Cont
 // route points the service's routes at the candidate. When the old release publishes the host
 // port itself (deployed with the restart cutover, or a container being taken over), this one
 // switch to the proxy is a restart: the old release stops so that the proxy can take the port.
-func (c *proxyCutover) route(ctx context.Context, old, cand *ContainerState, ch *Change) error {
-	rn, s := c.rn, c.s
+func (c *proxyCutover) route(ctx context.Context, old, cand *ContainerState, ch *plan.Change) error {
+	rn, s := c.rn, c.Service
 	_, err := rn.proxy.setRoutes(ctx, s, cand)
 	if err == nil || old == nil || !strings.Contains(err.Error(), "is taken") || len(old.Ports) == 0 {
 		return err
 	}
 	who := fmt.Sprintf("release %d publishes the host port itself (restart cutover)", ch.LiveRelease)
-	if c.adopting {
+	if c.Adopting {
 		who = fmt.Sprintf("the container being taken over (%s) publishes the host port itself", old.Name)
 	}
 	rn.warn(s.Name, "%s: stopping it so the proxy can take the port; this one switch has a window without service, as long as a restart's", who)
@@ -90,8 +92,8 @@ func (c *proxyCutover) route(ctx context.Context, old, cand *ContainerState, ch 
 // verify checks the new live release through the proxy's port, and that the proxy did not fail
 // back to the old release (which happens when the new one cannot be reached).
 func (c *proxyCutover) verify(ctx context.Context, liveID string) error {
-	rn, s := c.rn, c.s
-	return rn.step(s.Name, StepVerify, "", "", func() error {
+	rn, s := c.rn, c.Service
+	return rn.step(s.Name, plan.StepVerify, "", "", func() error {
 		live := &ContainerState{ID: liveID, Name: s.ContainerName}
 		alive := func() error {
 			if err := rn.alive(ctx, live); err != nil {
@@ -117,7 +119,7 @@ func (c *proxyCutover) verify(ctx context.Context, liveID string) error {
 // after verification); one that gave its host port to the proxy in this deploy gets it back,
 // as in a restart.
 func (c *proxyCutover) switchBack(ctx context.Context, r *release, liveID string, old *ContainerState) error {
-	rn, s := c.rn, c.s
+	rn, s := c.rn, c.Service
 	if c.portMoved {
 		for _, p := range s.Ports {
 			rn.proxy.ctl(ctx, proxy.Request{Op: "remove", Name: routeName(s, p)})
@@ -143,17 +145,17 @@ func (c *proxyCutover) switchBack(ctx context.Context, r *release, liveID string
 
 // retire lets the old release finish its requests in flight, then stops it.
 func (c *proxyCutover) retire(ctx context.Context, old *ContainerState) {
-	if err := c.rn.proxy.drain(ctx, c.s, old); err != nil {
-		c.rn.warn(c.s.Name, "drain: %v", err)
+	if err := c.rn.proxy.drain(ctx, c.Service, old); err != nil {
+		c.rn.warn(c.Service.Name, "drain: %v", err)
 	}
-	c.rn.rel.stopRelease(ctx, c.s, old.ID, "release "+old.Spec.Labels[LabelRelease])
+	c.rn.rel.stopRelease(ctx, c.Service, old.ID, "release "+old.Spec.Labels[LabelRelease])
 }
 
 // resumed points the routes at a live release started again (its address may have changed with
 // the restart) and checks it through the proxy. A container being taken over publishes its
 // port itself: it is checked there.
 func (c *proxyCutover) resumed(ctx context.Context, live *Container) error {
-	if c.adopting {
+	if c.Adopting {
 		if err := c.rn.proxy.ensure(ctx); err != nil {
 			return err
 		}

@@ -3,6 +3,8 @@ package executor
 import (
 	"context"
 	"fmt"
+
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // restartCutover stops the live release and starts the new one under its name and ports: a
@@ -20,14 +22,14 @@ func (c *restartCutover) deployEnded(context.Context)                       {}
 
 // switchTo stops the old live release and starts the new one under the live name. Each part is
 // idempotent, so an apply interrupted here is finished by the next one.
-func (c *restartCutover) switchTo(ctx context.Context, r *release, old, cand *ContainerState, ch *Change) (string, error) {
-	rn, s := c.rn, c.s
+func (c *restartCutover) switchTo(ctx context.Context, r *release, old, cand *ContainerState, ch *plan.Change) (string, error) {
+	rn, s := c.rn, c.Service
 	// The candidate shares the volumes: stop it before the new live release starts, so that
 	// one copy of the new release writes to them.
 	rn.rel.stopRelease(ctx, s, cand.ID, "the candidate")
-	name := StepCutover
+	name := plan.StepCutover
 	if old == nil {
-		name = StepStart
+		name = plan.StepStart
 	}
 	var liveID string
 	err := rn.step(s.Name, name, "", "", func() (err error) {
@@ -35,26 +37,26 @@ func (c *restartCutover) switchTo(ctx context.Context, r *release, old, cand *Co
 			if err := rn.rel.stopRelease(ctx, s, old.ID, "release "+old.Spec.Labels[LabelRelease]); err != nil {
 				return err
 			}
-			rn.crash(PointCutoverStopped)
+			rn.crash(plan.PointCutoverStopped)
 			if old.Name != oldName(s, ch.LiveRelease) {
 				if err := rn.Runtime.RenameContainer(ctx, old.ID, oldName(s, ch.LiveRelease)); err != nil {
 					rn.Runtime.StartContainer(ctx, old.ID)
 					return err
 				}
 			}
-			rn.crash(PointCutoverRenamed)
+			rn.crash(plan.PointCutoverRenamed)
 			// A release of the proxy cutover: the proxy holds its host ports, which the new
 			// release publishes itself.
-			if !publishesItself(s, old) {
+			if !plan.PublishesItself(s, old) {
 				if c.proxied, err = rn.proxy.takePorts(ctx, s); err != nil {
 					rn.rel.startAgain(ctx, s, old)
 					return err
 				}
 			}
 		}
-		id, err := rn.createRelease(ctx, r.spec(s.ContainerName, RoleLive, false))
+		id, err := rn.createRelease(ctx, r.spec(s.ContainerName, plan.RoleLive, false))
 		if err == nil {
-			rn.crash(PointCutoverCreated)
+			rn.crash(plan.PointCutoverCreated)
 			err = rn.Runtime.StartContainer(ctx, id)
 			if err != nil {
 				err = rn.own.addressHint(ctx, id, err)
@@ -84,11 +86,11 @@ func (c *restartCutover) verify(ctx context.Context, liveID string) error {
 
 // switchBack stops the failed release and starts the old one again under the live name.
 func (c *restartCutover) switchBack(ctx context.Context, r *release, liveID string, old *ContainerState) error {
-	c.rn.rel.stopRelease(ctx, c.s, liveID, fmt.Sprintf("release %d", r.number))
+	c.rn.rel.stopRelease(ctx, c.Service, liveID, fmt.Sprintf("release %d", r.number))
 	if err := c.rn.Runtime.RemoveContainer(ctx, liveID); err != nil {
 		return err
 	}
-	if err := c.rn.rel.startAgain(ctx, c.s, old); err != nil {
+	if err := c.rn.rel.startAgain(ctx, c.Service, old); err != nil {
 		return err
 	}
 	if err := c.routeBack(ctx, old); err != nil {
@@ -100,7 +102,7 @@ func (c *restartCutover) switchBack(ctx context.Context, r *release, liveID stri
 // publishes reports whether a release publishes a host port of the service itself.
 func (c *restartCutover) publishes(ctx context.Context, id string) bool {
 	st, err := c.rn.Runtime.Inspect(ctx, id)
-	return err != nil || publishesItself(c.s, st)
+	return err != nil || plan.PublishesItself(c.Service, st)
 }
 
 // routeBack gives the proxy the host ports back, routed to the old release started again, when
@@ -113,7 +115,7 @@ func (c *restartCutover) routeBack(ctx context.Context, old *ContainerState) err
 	if err != nil {
 		return err
 	}
-	_, err = c.rn.proxy.setRoutes(ctx, c.s, again)
+	_, err = c.rn.proxy.setRoutes(ctx, c.Service, again)
 	return err
 }
 
@@ -121,13 +123,13 @@ func (c *restartCutover) routeBack(ctx context.Context, old *ContainerState) err
 func (c *restartCutover) retire(context.Context, *ContainerState) {}
 
 func (c *restartCutover) resumed(ctx context.Context, live *Container) error {
-	if len(c.s.Ports) > 0 && (recordedCutover(*live, false) || c.rn.proxy.id != "") && !c.publishes(ctx, live.ID) {
+	if len(c.Service.Ports) > 0 && (plan.RecordedCutover(*live, false) || c.rn.proxy.id != "") && !c.publishes(ctx, live.ID) {
 		// A release the proxy serves (of the proxy cutover) until a cutover gives its ports
 		// to the next release: routed to again (its address may have changed).
 		if err := c.rn.proxy.resync(ctx); err != nil {
 			return err
 		}
-	} else if c.needsProxy() {
+	} else if c.NeedsProxy() {
 		if err := c.rn.proxy.ensure(ctx); err != nil {
 			return err
 		}

@@ -6,8 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
-	"github.com/deployer-dev/deployer/executor"
 )
 
 // switchCutover is the configuration of version v with the service's cutover set to c.
@@ -27,8 +28,8 @@ var cutoverSwitches = []struct {
 	from, to config.Cutover
 	handover string
 }{
-	{config.CutoverRestart, config.CutoverProxy, executor.HandoverToProxy},
-	{config.CutoverProxy, config.CutoverRestart, executor.HandoverFromProxy},
+	{config.CutoverRestart, config.CutoverProxy, plan.HandoverToProxy},
+	{config.CutoverProxy, config.CutoverRestart, plan.HandoverFromProxy},
 }
 
 // A service switched from one cutover to the other: the plan says the port changes hands with a
@@ -43,14 +44,14 @@ func TestMemCutoverSwitch(t *testing.T) {
 				t.Fatal(so.Error)
 			}
 			p := switchCutover(r, "v2", sw.to, nil)
-			plan := r.plan(p)
-			ch := plan.Change("app")
-			if ch.Action != executor.ActionReplace || ch.PortHandover != sw.handover {
+			pl := r.plan(p)
+			ch := pl.Change("app")
+			if ch.Action != plan.ActionReplace || ch.PortHandover != sw.handover {
 				t.Fatalf("the plan of the switch: %s, port handover %q, want %q", ch.Action, ch.PortHandover, sw.handover)
 			}
 			var cutover string
-			for _, st := range plan.Steps {
-				if st.Kind == executor.StepCutover {
+			for _, st := range pl.Steps {
+				if st.Kind == plan.StepCutover {
 					cutover = st.Detail
 				}
 			}
@@ -62,7 +63,7 @@ func TestMemCutoverSwitch(t *testing.T) {
 			if sw.to == config.CutoverProxy && !strings.Contains(cutover, "window without service") {
 				t.Errorf("the plan's cutover %q does not say the switch has a window without service", cutover)
 			}
-			for _, l := range plan.Leftovers {
+			for _, l := range pl.Leftovers {
 				t.Errorf("the plan of the switch shows a leftover: %s", l.Detail)
 			}
 			if so := r.apply(p); so.Error != "" || so.Release != 2 || !r.serves("v2") {
@@ -134,10 +135,10 @@ func TestMemCutoverSwitchInterrupted(t *testing.T) {
 			t.Parallel()
 			r := newMemRig(t, sw.from)
 			r.apply(r.config("v1", nil))
-			points := executor.KillPoints(switchCutover(r, "v2", sw.to, nil), r.plan(switchCutover(r, "v2", sw.to, nil)))
-			want := []string{executor.PointCutoverSwitched, executor.PointCutoverSetAside, string(executor.StepVerify), string(executor.StepCleanup)}
+			points := plan.KillPoints(switchCutover(r, "v2", sw.to, nil), r.plan(switchCutover(r, "v2", sw.to, nil)))
+			want := []string{plan.PointCutoverSwitched, plan.PointCutoverSetAside, string(plan.StepVerify), string(plan.StepCleanup)}
 			if sw.to == config.CutoverRestart {
-				want = []string{executor.PointCutoverStopped, executor.PointCutoverRenamed, executor.PointCutoverCreated, string(executor.StepVerify), string(executor.StepCleanup)}
+				want = []string{plan.PointCutoverStopped, plan.PointCutoverRenamed, plan.PointCutoverCreated, string(plan.StepVerify), string(plan.StepCleanup)}
 			}
 			for _, pt := range want {
 				if !slices.Contains(points, pt) {
@@ -155,12 +156,12 @@ func TestMemCutoverSwitchInterrupted(t *testing.T) {
 					if !r.crashAt(p, point) {
 						t.Fatalf("the switch never reached %s: %s", point, r.state())
 					}
-					if before := slices.Index(points, executor.PointCutoverSwitched); sw.to == config.CutoverProxy && slices.Index(points, point) < before && !r.serves("v1") {
+					if before := slices.Index(points, plan.PointCutoverSwitched); sw.to == config.CutoverProxy && slices.Index(points, point) < before && !r.serves("v1") {
 						t.Errorf("killed at %s, before the cutover, release 1 does not serve: %q, %s", point, r.get("/"), r.state())
 					}
-					plan := r.plan(p)
+					pl := r.plan(p)
 					if out := r.applyAll(p); out.Failed() || !r.serves("v2") {
-						t.Fatalf("apply after the crash at %s: %s, serving %q\nplan: %s\ncontainers: %s\n%s", point, errorsOf(out), r.get("/"), stepNames(plan), r.state(), strings.Join(r.steps(), " "))
+						t.Fatalf("apply after the crash at %s: %s, serving %q\nplan: %s\ncontainers: %s\n%s", point, errorsOf(out), r.get("/"), stepNames(pl), r.state(), strings.Join(r.steps(), " "))
 					}
 					if h := r.get("/history") + "\n"; !strings.Contains(h, "started v1\n") || !strings.Contains(h, "started v2\n") {
 						t.Errorf("after the crash at %s and an apply, the data volume lost its history: %q", point, h)

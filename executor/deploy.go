@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/notify"
 )
@@ -17,11 +19,11 @@ import (
 type deployment struct {
 	rn  *run
 	s   *config.Service
-	ch  *Change
-	st  *ServiceState
+	ch  *plan.Change
+	st  *plan.ServiceState
 	so  *ServiceOutcome
 	cut cutover
-	how cutoverPlan // what is known of the cutover before it runs
+	how plan.CutoverPlan // what is known of the cutover before it runs
 	r   *release
 	// rollback is the stopped release a rollback brings back (nil for a deploy).
 	rollback *Container
@@ -40,8 +42,9 @@ type deployment struct {
 	ck *checks
 	mg *migration
 	hd *hold
-	// ro is the service's rollout when it deploys on several engines (rollout.go).
-	ro *rollout
+	// gate is where the deployment waits for the service's other engines (rollout.go): its
+	// rollout, or solo when it deploys on this engine alone.
+	gate gate
 }
 
 // errNothingToDeploy ends a deploy early and well: the new image is the live one, and nothing
@@ -53,17 +56,15 @@ type reported struct{ error }
 
 func (r reported) Unwrap() error { return r.error }
 
-func (rn *run) deployment(s *config.Service, ch *Change, st *ServiceState, so *ServiceOutcome, adopting bool) *deployment {
-	d := &deployment{rn: rn, s: s, ch: ch, st: st, so: so, cut: rn.cutover(s, adopting), how: planCutover(s, !rn.remote(), adopting), adopting: adopting, seen: map[string]int{}, ro: rn.rollouts[s.Name]}
+func (rn *run) deployment(s *config.Service, ch *plan.Change, st *plan.ServiceState, so *ServiceOutcome, adopting bool) *deployment {
+	d := &deployment{rn: rn, s: s, ch: ch, st: st, so: so, cut: rn.cutover(s, adopting), how: plan.PlanCutover(s, !rn.remote(), adopting), adopting: adopting, seen: map[string]int{}, gate: rn.gateOf(s.Name)}
 	d.ck, d.mg, d.hd = &checks{d: d}, &migration{d: d}, &hold{d: d}
 	return d
 }
 
 // run runs the steps. prepare, when given, runs after the started notice and before the steps.
-func (d *deployment) run(ctx context.Context, steps []*Step, started notify.Notice, prepare func(context.Context) error) (err error) {
-	if d.ro != nil {
-		defer func() { d.ro.endedOn(d.rn.engine, err) }()
-	}
+func (d *deployment) run(ctx context.Context, steps []*plan.Step, started notify.Notice, prepare func(context.Context) error) (err error) {
+	defer func() { d.gate.ended(err) }()
 	d.rn.notify(ctx, "started", d.s, started)
 	defer func() {
 		if d.shown {
@@ -78,7 +79,7 @@ func (d *deployment) run(ctx context.Context, steps []*Step, started notify.Noti
 	}
 	for _, step := range steps {
 		sctx, cancel := ctx, context.CancelFunc(func() {})
-		if d.hd.held() && step.Kind != StepCutover {
+		if d.hd.held() && step.Kind != plan.StepCutover {
 			sctx, cancel = context.WithDeadline(ctx, d.hd.holdUntil) // hold_timeout bounds the hold
 		}
 		err := d.do(sctx, step)
@@ -93,7 +94,7 @@ func (d *deployment) run(ctx context.Context, steps []*Step, started notify.Noti
 			return d.fail(ctx, err)
 		}
 	}
-	n := notify.Notice{Release: d.r.number, LiveRelease: d.r.number, Image: d.s.Image + " (" + short(d.r.imageID) + ")"}
+	n := notify.Notice{Release: d.r.number, LiveRelease: d.r.number, Image: d.s.Image + " (" + plan.Short(d.r.imageID) + ")"}
 	if d.rollback != nil {
 		n = notify.Notice{Release: d.r.number, LiveRelease: d.r.number, Reason: fmt.Sprintf("rolled back from release %d", d.ch.LiveRelease)}
 	}
@@ -118,54 +119,52 @@ func (d *deployment) prepare(ctx context.Context) error {
 	if err := d.rn.own.ensureNetwork(ctx); err != nil {
 		return err
 	}
-	if d.how.needsProxy() {
+	if d.how.NeedsProxy() {
 		return d.rn.proxy.ensure(ctx)
 	}
 	return nil
 }
 
 // do runs one step of the sequence.
-func (d *deployment) do(ctx context.Context, step *Step) error {
+func (d *deployment) do(ctx context.Context, step *plan.Step) error {
 	d.seen[step.Name]++
 	d.rn.cur = step
 	defer func() { d.rn.cur = nil }()
 	switch step.Kind {
-	case StepResume:
+	case plan.StepResume:
 		return d.resume(ctx)
-	case StepBuild, StepImage:
+	case plan.StepBuild, plan.StepImage:
 		return d.image(ctx)
-	case StepCandidate:
+	case plan.StepCandidate:
 		return d.candidate(ctx)
-	case StepRunning:
+	case plan.StepRunning:
 		return d.ck.checkRunning(ctx)
-	case StepHealth:
+	case plan.StepHealth:
 		return d.ck.checkHealth(ctx)
-	case StepCanary:
+	case plan.StepCanary:
 		return d.ck.checkCanary(ctx, step)
-	case StepSmoke:
+	case plan.StepSmoke:
 		return d.ck.checkSmoke(ctx)
-	case StepDryRun:
+	case plan.StepDryRun:
 		return d.mg.dryRun(ctx)
-	case StepTrial:
+	case plan.StepTrial:
 		return d.mg.trial(ctx)
-	case StepMigrate:
+	case plan.StepMigrate:
 		return d.mg.migrateLive(ctx)
-	case StepSQLite:
+	case plan.StepSQLite:
 		return d.ck.checkSQLite(ctx, step)
-	case StepHook:
+	case plan.StepHook:
 		return d.ck.hook(ctx, step)
-	case StepBackup:
+	case plan.StepBackup:
 		return d.backup(ctx)
-	case StepCutover, StepStart:
-		if d.ro != nil {
-			if err := d.ro.mayCutover(ctx, d.rn.engine); err != nil {
-				return fmt.Errorf("%w; %s", err, d.stillServing())
-			}
+	case plan.StepCutover, plan.StepStart:
+		if err := d.gate.mayCutover(ctx); err != nil {
+			return fmt.Errorf("%w; %s", err, d.stillServing())
 		}
 		return d.switchOver(ctx)
-	case StepVerify:
+	case plan.StepVerify:
 		return d.verify(ctx)
-	case StepCleanup:
+	case plan.StepCleanup:
 		return d.cleanup(ctx)
 	}
 	return fmt.Errorf("the plan has a step %q that this deployer does not run: make the plan again with this version", step.Name)
@@ -236,7 +235,7 @@ func (d *deployment) resume(ctx context.Context) error {
 // created it before its hold).
 func (d *deployment) candidate(ctx context.Context) error {
 	rn, s := d.rn, d.s
-	return rn.step(s.Name, StepCandidate, "", "", func() error {
+	return rn.step(s.Name, plan.StepCandidate, "", "", func() error {
 		id := d.created
 		if id == "" {
 			var err error
@@ -257,7 +256,7 @@ func (d *deployment) candidate(ctx context.Context) error {
 
 // candidateSpec is the candidate's container.
 func (d *deployment) candidateSpec() ContainerSpec {
-	spec := d.r.spec(d.s.ContainerName+candidateSuffix, RoleCandidate, true)
+	spec := d.r.spec(d.s.ContainerName+plan.CandidateSuffix, plan.RoleCandidate, true)
 	d.cut.candidateSpec(&spec)
 	return spec
 }
@@ -305,7 +304,7 @@ func (d *deployment) startCreated(ctx context.Context, id string) (*ContainerSta
 // backup backs up the live release's volumes right before the cutover.
 func (d *deployment) backup(ctx context.Context) error {
 	s, live := d.s, d.st.Live
-	err := d.rn.step(s.Name, StepBackup, "", "", func() error {
+	err := d.rn.step(s.Name, plan.StepBackup, "", "", func() error {
 		m, err := d.rn.backups().takeWith(ctx, s, live, "before the cutover to release "+strconv.Itoa(d.r.number), s.Backup.Keep, migrationRecord(d.mg.mig))
 		if m != nil {
 			d.mg.backupID = m.ID
@@ -353,14 +352,12 @@ func (d *deployment) switchOver(ctx context.Context) error {
 // (auto_rollback), or says that the failed release is live.
 func (d *deployment) verify(ctx context.Context) error {
 	err := d.cut.verify(ctx, d.liveID)
-	var others error // another engine of the rollout failed
-	if d.ro != nil {
-		if err == nil {
-			err = d.watch(ctx)
-		}
-		if others = d.ro.verifiedOn(ctx, d.rn.engine, err); err == nil {
-			err = others
-		}
+	if err == nil {
+		err = d.watch(ctx)
+	}
+	others := d.gate.verified(ctx, err) // another engine of the rollout failed
+	if err == nil {
+		err = others
 	}
 	if err == nil {
 		return nil
@@ -395,17 +392,18 @@ func (d *deployment) verify(ctx context.Context) error {
 // and every engine switched goes back. The watch is one step; its checks, one verify
 // each, are not steps of their own (a 30s wait would print a line per check).
 func (d *deployment) watch(ctx context.Context) error {
-	if d.ro.wait <= 0 {
+	wait := d.gate.watchFor()
+	if wait <= 0 {
 		return nil
 	}
 	rn := d.rn
-	return rn.step(d.s.Name, StepVerify, "", fmt.Sprintf("watch release %d for %s (rollout.wait) before the rollout goes on", d.r.number, dur(d.ro.wait)), func() error {
+	return rn.step(d.s.Name, plan.StepVerify, "", fmt.Sprintf("watch release %d for %s (rollout.wait) before the rollout goes on", d.r.number, plan.Dur(wait)), func() error {
 		rn.quiet++
 		defer func() { rn.quiet-- }()
-		until := time.Now().Add(d.ro.wait)
+		until := time.Now().Add(wait)
 		for time.Now().Before(until) {
 			if err := d.cut.verify(ctx, d.liveID); err != nil {
-				return fmt.Errorf("while watched for %s: %w", dur(d.ro.wait), err)
+				return fmt.Errorf("while watched for %s: %w", plan.Dur(wait), err)
 			}
 			select {
 			case <-ctx.Done():
@@ -422,7 +420,7 @@ func (d *deployment) switchBack(ctx context.Context, reason string) error {
 	rn, s, r := d.rn, d.s, d.r
 	prev := d.old.Spec.Labels[LabelRelease]
 	var logs string
-	err := rn.step(s.Name, StepRollback, "", fmt.Sprintf("switch back from release %d to release %s", r.number, prev), func() error {
+	err := rn.step(s.Name, plan.StepRollback, "", fmt.Sprintf("switch back from release %d to release %s", r.number, prev), func() error {
 		logs, _ = rn.Runtime.Logs(ctx, d.liveID, logLines)
 		return d.cut.switchBack(ctx, r, d.liveID, d.old)
 	})
@@ -450,7 +448,7 @@ func (d *deployment) cleanup(ctx context.Context) error {
 	wctx := context.WithoutCancel(ctx)
 	d.hd.uploadSafety(wctx) // the new release serves: the hold is over
 	d.hd.dropSafety(wctx)
-	err := rn.step(s.Name, StepCleanup, "", "", func() error {
+	err := rn.step(s.Name, plan.StepCleanup, "", "", func() error {
 		if d.old != nil {
 			d.cut.retire(wctx, d.old)
 		}

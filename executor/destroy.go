@@ -11,6 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 )
 
@@ -23,11 +25,11 @@ import (
 
 // Steps of destroy.
 const (
-	StepDestroyProxy   StepKind = "proxy"
-	StepDestroyNetwork StepKind = "network"
-	StepDestroyImages  StepKind = "images"
-	StepDestroyVolumes StepKind = "volumes"
-	StepDestroyKey     StepKind = "key"
+	StepDestroyProxy   plan.StepKind = "proxy"
+	StepDestroyNetwork plan.StepKind = "network"
+	StepDestroyImages  plan.StepKind = "images"
+	StepDestroyVolumes plan.StepKind = "volumes"
+	StepDestroyKey     plan.StepKind = "key"
 )
 
 // proxyStopGrace is how long the proxy's requests in flight may finish when destroy stops it.
@@ -90,7 +92,7 @@ func PlanDestroy(ctx context.Context, p *config.Project, eng Runtime, opts Destr
 	if err := eng.Ping(ctx); err != nil {
 		return nil, err
 	}
-	obs, err := Observe(ctx, eng, p)
+	obs, err := plan.Observe(ctx, eng, p)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +112,7 @@ func PlanDestroy(ctx context.Context, p *config.Project, eng Runtime, opts Destr
 	if err != nil {
 		return nil, err
 	}
-	dp := &DestroyPlan{FormatVersion: FormatVersion, Project: p.Name, Engine: eng.Host(), DeleteVolumes: opts.DeleteVolumes,
+	dp := &DestroyPlan{FormatVersion: plan.FormatVersion, Project: p.Name, Engine: eng.Host(), DeleteVolumes: opts.DeleteVolumes,
 		Containers: []Teardown{}, Images: []Teardown{}, Networks: nets, Volumes: []Teardown{}, Kept: []Teardown{}, Key: key != nil}
 	if dp.Networks == nil {
 		dp.Networks = []string{}
@@ -122,7 +124,7 @@ func PlanDestroy(ctx context.Context, p *config.Project, eng Runtime, opts Destr
 	mounted := map[string][]*Container{} // volume -> the project's containers that mount it
 	for i := range obs.All {
 		c := &obs.All[i]
-		if c.Role() == RoleLock {
+		if c.Role() == plan.RoleLock {
 			continue
 		}
 		dp.Containers = append(dp.Containers, Teardown{Name: c.Name, id: c.ID, service: c.Service(), Detail: describeTeardown(c)})
@@ -143,12 +145,12 @@ func PlanDestroy(ctx context.Context, p *config.Project, eng Runtime, opts Destr
 		}
 		others[c.ImageID] = c.Name
 		for _, v := range c.Mounts {
-			users[v] = append(users[v], describeOwner(c))
+			users[v] = append(users[v], plan.DescribeOwner(c))
 		}
 	}
 	seen := map[string]bool{}
 	for _, c := range obs.All {
-		if c.Service() == "" || !imageOwned(&c) || seen[c.ImageID] {
+		if c.Service() == "" || !plan.ImageOwned(&c) || seen[c.ImageID] {
 			continue
 		}
 		seen[c.ImageID] = true
@@ -156,12 +158,12 @@ func PlanDestroy(ctx context.Context, p *config.Project, eng Runtime, opts Destr
 			dp.Kept = append(dp.Kept, Teardown{Name: "image " + c.ImageRef(), Detail: "container " + user + " runs it too"})
 			continue
 		}
-		dp.Images = append(dp.Images, Teardown{Name: c.ImageRef(), id: c.ImageID, Detail: short(c.ImageID)})
+		dp.Images = append(dp.Images, Teardown{Name: c.ImageRef(), id: c.ImageID, Detail: plan.Short(c.ImageID)})
 	}
 	// The deployer's own volumes, by their labels.
 	ownVolume := map[string]bool{}
 	for _, v := range labelled {
-		if v.Labels[LabelKey] == "" && (v.Labels[LabelRole] == RoleData || v.Labels[LabelRole] == RoleProxy) {
+		if v.Labels[LabelKey] == "" && (v.Labels[LabelRole] == plan.RoleData || v.Labels[LabelRole] == plan.RoleProxy) {
 			if _, ok := mounted[v.Name]; ok {
 				continue // the services' data and the proxy's state: below, by who mounts them
 			}
@@ -171,27 +173,27 @@ func PlanDestroy(ctx context.Context, p *config.Project, eng Runtime, opts Destr
 		case v.Labels[LabelKey] != "":
 			// the key: removed with RemoveProjectKey, named here
 			dp.Volumes = append(dp.Volumes, Teardown{Name: v.Name, Detail: "the project's key"})
-		case v.Labels[LabelRole] == RoleScratch:
+		case v.Labels[LabelRole] == plan.RoleScratch:
 			dp.Volumes = append(dp.Volumes, Teardown{Name: v.Name, id: v.Name, Detail: "scratch space an interrupted backup or migration left"})
-		case v.Labels[LabelRole] == RoleSafety:
-			dp.Kept = append(dp.Kept, Teardown{Name: "volume " + v.Name, Detail: fmt.Sprintf("the safety copy of volume %s that an interrupted migration of service.%s made: remove it by hand once its data is not needed", v.Labels[LabelVolume], v.Labels[LabelService])})
-		case v.Labels[LabelRole] == RoleProxy && v.Name == proxyStateVolume(p):
+		case v.Labels[LabelRole] == plan.RoleSafety:
+			dp.Kept = append(dp.Kept, Teardown{Name: "volume " + v.Name, Detail: fmt.Sprintf("the safety copy of volume %s that an interrupted migration of service.%s made: remove it by hand once its data is not needed", v.Labels[plan.LabelVolume], v.Labels[LabelService])})
+		case v.Labels[LabelRole] == plan.RoleProxy && v.Name == plan.ProxyStateVolume(p):
 			// an interrupted destroy removed the proxy before its state
 			dp.Volumes = append(dp.Volumes, Teardown{Name: v.Name, id: v.Name, Detail: "the proxy's routes"})
-		case v.Labels[LabelRole] == RoleData:
+		case v.Labels[LabelRole] == plan.RoleData:
 			dp.Kept = append(dp.Kept, Teardown{Name: "volume " + v.Name, Detail: "data the project's services used, mounted by no container now: remove it by hand (`docker volume rm`) once its data is not needed"})
 		default:
 			dp.Kept = append(dp.Kept, Teardown{Name: "volume " + v.Name, Detail: fmt.Sprintf("labelled for the project with role %q, which this deployer does not know", v.Labels[LabelRole])})
 		}
 	}
 	// The volumes the containers mount: the proxy's state, and the services' data.
-	for _, name := range sortedKeys(mounted) {
+	for _, name := range plan.SortedKeys(mounted) {
 		if ownVolume[name] {
 			continue
 		}
 		byProxy, services := false, map[string]bool{}
 		for _, c := range mounted[name] {
-			if c.Role() == RoleProxy {
+			if c.Role() == plan.RoleProxy {
 				byProxy = true
 			} else if c.Service() != "" {
 				services[c.Service()] = true
@@ -200,22 +202,22 @@ func PlanDestroy(ctx context.Context, p *config.Project, eng Runtime, opts Destr
 		switch {
 		case len(users[name]) > 0:
 			dp.Kept = append(dp.Kept, Teardown{Name: "volume " + name, Detail: "also mounted by " + strings.Join(users[name], ", ")})
-		case byProxy && len(services) == 0 && name == ProxyName(p.Name)+"-state":
+		case byProxy && len(services) == 0 && name == plan.ProxyName(p.Name)+"-state":
 			dp.Volumes = append(dp.Volumes, Teardown{Name: name, id: name, Detail: "the proxy's routes"})
 		case len(services) != 1:
 			dp.Kept = append(dp.Kept, Teardown{Name: "volume " + name, Detail: "mounted by the proxy and by services, or by more than one service: remove it by hand"})
 		case !opts.DeleteVolumes:
-			svc := sortedKeys(services)[0]
+			svc := plan.SortedKeys(services)[0]
 			dp.Kept = append(dp.Kept, Teardown{Name: "volume " + name, service: svc, data: true, Detail: fmt.Sprintf("data of service.%s (destroy -delete-volumes removes it, after a backup)", svc)})
 		default:
-			svc := sortedKeys(services)[0]
+			svc := plan.SortedKeys(services)[0]
 			dp.Volumes = append(dp.Volumes, Teardown{Name: name, id: name, service: svc, data: true, Detail: fmt.Sprintf("data of service.%s, after its backup", svc)})
 		}
 	}
 	if opts.DeleteVolumes {
 		dp.planBackups(p, obs)
 	}
-	red := NewRedactor(p)
+	red := plan.NewRedactor(p)
 	for _, list := range [][]Teardown{dp.Containers, dp.Images, dp.Volumes, dp.Backups, dp.Kept} {
 		for i := range list {
 			list[i].Name, list[i].Detail = red.Redact(list[i].Name), red.Redact(list[i].Detail)
@@ -226,14 +228,14 @@ func PlanDestroy(ctx context.Context, p *config.Project, eng Runtime, opts Destr
 
 // planBackups decides the backups that come before the data volumes go: for each service, from
 // its live release (else the newest container of it) that mounts them.
-func (dp *DestroyPlan) planBackups(p *config.Project, obs *Observed) {
+func (dp *DestroyPlan) planBackups(p *config.Project, obs *plan.Observed) {
 	byService := map[string][]string{}
 	for _, v := range dp.Volumes {
 		if v.data {
 			byService[v.service] = append(byService[v.service], v.Name)
 		}
 	}
-	for _, svc := range sortedKeys(byService) {
+	for _, svc := range plan.SortedKeys(byService) {
 		st := obs.Services[svc]
 		var order []*Container
 		if st != nil {
@@ -249,7 +251,7 @@ func (dp *DestroyPlan) planBackups(p *config.Project, obs *Observed) {
 			}
 			var these, rest []string
 			for _, v := range left {
-				if contains(c.Mounts, v) {
+				if plan.Contains(c.Mounts, v) {
 					these = append(these, v)
 				} else {
 					rest = append(rest, v)
@@ -274,14 +276,14 @@ func (dp *DestroyPlan) planBackups(p *config.Project, obs *Observed) {
 // describeTeardown says what a container of the project is.
 func describeTeardown(c *Container) string {
 	switch c.Role() {
-	case RoleProxy:
+	case plan.RoleProxy:
 		return fmt.Sprintf("the project's proxy and its routes (%s)", c.State)
-	case RoleOneOff:
+	case plan.RoleOneOff:
 		return fmt.Sprintf("a one-off container of service.%s (%s)", c.Service(), c.State)
 	}
 	role := c.Role()
 	if ln := c.Labels[LabelLiveName]; ln != "" && c.Name == ln {
-		role = RoleLive
+		role = plan.RoleLive
 	}
 	return fmt.Sprintf("release %d of service.%s (%s, %s)", c.Release(), c.Service(), role, c.State)
 }
@@ -341,8 +343,8 @@ func (dp *DestroyPlan) WriteText(w io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(w, "\nBackups in the backup stores are kept.\n")
-	_, err := fmt.Fprintf(w, "Destroy: %s, %s, %s, %s to remove; %s kept.\n", plural(len(dp.Containers), "container"),
-		plural(len(dp.Images), "image"), plural(len(dp.Networks), "network"), plural(len(dp.Volumes), "volume"), plural(len(dp.Kept), "thing"))
+	_, err := fmt.Fprintf(w, "Destroy: %s, %s, %s, %s to remove; %s kept.\n", plan.Plural(len(dp.Containers), "container"),
+		plan.Plural(len(dp.Images), "image"), plan.Plural(len(dp.Networks), "network"), plan.Plural(len(dp.Volumes), "volume"), plan.Plural(len(dp.Kept), "thing"))
 	return err
 }
 
@@ -384,7 +386,7 @@ func (a *Applier) Destroy(ctx context.Context, dp *DestroyPlan) (*DestroyOutcome
 	}
 	// Nothing below is left half-done by an interruption: each removal finishes.
 	ctx = context.WithoutCancel(ctx)
-	obs, err := Observe(ctx, rn.Runtime, rn.Project)
+	obs, err := plan.Observe(ctx, rn.Runtime, rn.Project)
 	if err != nil {
 		return out, err
 	}
@@ -411,17 +413,17 @@ func (a *Applier) Destroy(ctx context.Context, dp *DestroyPlan) (*DestroyOutcome
 	byService := map[string][]*Container{}
 	for i := range obs.All {
 		c := &obs.All[i]
-		if c.Role() != RoleLock && c.Role() != RoleProxy {
+		if c.Role() != plan.RoleLock && c.Role() != plan.RoleProxy {
 			byService[c.Service()] = append(byService[c.Service()], c)
 		}
 	}
-	for _, svc := range sortedKeys(byService) {
+	for _, svc := range plan.SortedKeys(byService) {
 		list := byService[svc]
 		stop := config.DefaultStopTimeout
 		if s := rn.Project.Service(svc); s != nil {
 			stop = s.Deploy.StopTimeout
 		}
-		note(rn.step(svc, StepRemove, "", fmt.Sprintf("stop and remove %s", plural(len(list), "container")), func() error {
+		note(rn.step(svc, plan.StepRemove, "", fmt.Sprintf("stop and remove %s", plan.Plural(len(list), "container")), func() error {
 			for _, c := range list {
 				if c.Running() {
 					rn.Runtime.StopContainer(ctx, c.ID, stop)
@@ -435,7 +437,7 @@ func (a *Applier) Destroy(ctx context.Context, dp *DestroyPlan) (*DestroyOutcome
 		}))
 	}
 	if len(dp.Images) > 0 {
-		note(rn.step("", StepDestroyImages, "", fmt.Sprintf("remove %s the deployer made for the releases", plural(len(dp.Images), "image")), func() error {
+		note(rn.step("", StepDestroyImages, "", fmt.Sprintf("remove %s the deployer made for the releases", plan.Plural(len(dp.Images), "image")), func() error {
 			for _, img := range dp.Images {
 				if err := rn.Runtime.RemoveImage(ctx, img.id); err != nil {
 					return err
@@ -499,7 +501,7 @@ func (rn destroyRun) removeVolumes(ctx context.Context, dp *DestroyPlan, vols []
 	users := map[string]string{}
 	for _, c := range all {
 		for _, v := range c.Mounts {
-			users[v] = describeOwner(c)
+			users[v] = plan.DescribeOwner(c)
 		}
 	}
 	var errs []error
@@ -522,7 +524,7 @@ func (rn destroyRun) destroyBackups(ctx context.Context, dp *DestroyPlan, out *D
 	if len(dp.backups) == 0 {
 		return nil
 	}
-	obs, err := Observe(ctx, rn.Runtime, rn.Project)
+	obs, err := plan.Observe(ctx, rn.Runtime, rn.Project)
 	if err != nil {
 		return err
 	}
@@ -533,9 +535,9 @@ func (rn destroyRun) destroyBackups(ctx context.Context, dp *DestroyPlan, out *D
 				from = &obs.All[i]
 			}
 		}
-		err := rn.step(b.service, StepBackup, "", fmt.Sprintf("back up volumes %s before they are deleted", strings.Join(b.volumes, ", ")), func() error {
+		err := rn.step(b.service, plan.StepBackup, "", fmt.Sprintf("back up volumes %s before they are deleted", strings.Join(b.volumes, ", ")), func() error {
 			if from == nil {
-				return fmt.Errorf("the container %s to back up from is gone since destroy read the engine", short(b.from))
+				return fmt.Errorf("the container %s to back up from is gone since destroy read the engine", plan.Short(b.from))
 			}
 			s, p, err := rn.backupService(ctx, b, from)
 			if err != nil {
@@ -597,7 +599,7 @@ func (rn destroyRun) backupService(ctx context.Context, b destroyBackup, from *C
 	}
 	var dbs []*config.SQLite
 	for _, db := range s.SQLite {
-		if contains(b.volumes, db.Volume) {
+		if plan.Contains(b.volumes, db.Volume) {
 			dbs = append(dbs, db)
 		}
 	}
@@ -610,7 +612,7 @@ func (rn destroyRun) backupService(ctx context.Context, b destroyBackup, from *C
 func (f *Fleet) Destroy(ctx context.Context, plans map[string]*DestroyPlan) (map[string]*DestroyOutcome, error) {
 	var mu sync.Mutex
 	outs := map[string]*DestroyOutcome{}
-	_, err := f.onEngines(ctx, sortedKeys(plans), nil, func(a *Applier) ([]*ServiceOutcome, error) {
+	_, err := f.onEngines(ctx, plan.SortedKeys(plans), nil, func(a *Applier) ([]*ServiceOutcome, error) {
 		out, err := a.Destroy(ctx, plans[a.engine])
 		mu.Lock()
 		outs[a.engine] = out
@@ -624,12 +626,12 @@ func (f *Fleet) Destroy(ctx context.Context, plans map[string]*DestroyPlan) (map
 // an error (destroy changes every engine or none).
 func (f *Fleet) DestroyPlans(ctx context.Context, opts DestroyOptions) (map[string]*DestroyPlan, error) {
 	out := map[string]*DestroyPlan{}
-	for _, name := range EngineNames(f.Base.Project) {
+	for _, name := range plan.EngineNames(f.Base.Project) {
 		eng := f.Engines[name]
 		if eng == nil {
 			return nil, fmt.Errorf("engine %s is not connected; nothing was changed", name)
 		}
-		dp, err := PlanDestroy(ctx, ProjectOn(f.Base.Project, name), eng, opts)
+		dp, err := PlanDestroy(ctx, plan.ProjectOn(f.Base.Project, name), eng, opts)
 		if err != nil {
 			return nil, fmt.Errorf("engine %s: %w; nothing was changed (destroy changes every engine or none)", name, err)
 		}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/engine"
@@ -26,21 +28,21 @@ func TestMemDestroy(t *testing.T) {
 
 		// Another project whose name starts with this one's, on the same engine: nothing of it goes.
 		other := r.project + "-proxy"
-		if err := r.eng.CreateVolume(ctx, other+"-scratch", map[string]string{engine.LabelProject: other, engine.LabelRole: executor.RoleScratch}); err != nil {
+		if err := r.eng.CreateVolume(ctx, other+"-scratch", map[string]string{engine.LabelProject: other, engine.LabelRole: plan.RoleScratch}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := r.eng.EnsureNetwork(ctx, other+"-net", map[string]string{engine.LabelProject: other}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := r.eng.CreateContainer(ctx, engine.ContainerSpec{Name: other + "-app", Image: memApp,
-			Labels: map[string]string{engine.LabelProject: other, engine.LabelService: "app", engine.LabelRole: executor.RoleLive, engine.LabelRelease: "1"}}); err != nil {
+			Labels: map[string]string{engine.LabelProject: other, engine.LabelService: "app", engine.LabelRole: plan.RoleLive, engine.LabelRelease: "1"}}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := r.eng.ProjectKey(ctx, other); err != nil {
 			t.Fatal(err)
 		}
 		defer func() {
-			obs, _ := executor.Observe(ctx, r.eng, projectOnly(other))
+			obs, _ := plan.Observe(ctx, r.eng, projectOnly(other))
 			nets, _ := r.eng.Networks(ctx, other)
 			key, _ := r.eng.ReadProjectKey(ctx, other)
 			if obs == nil || len(obs.All) != 1 || len(nets) != 1 || key == nil || !r.eng.HasVolume(other+"-scratch") {
@@ -49,8 +51,8 @@ func TestMemDestroy(t *testing.T) {
 		}()
 
 		// Destroy takes the deploy lock: while an apply elsewhere holds it, nothing goes.
-		lock, err := r.eng.CreateContainer(ctx, engine.ContainerSpec{Name: executor.LockName(r.project), Image: "deployer-lock",
-			Labels: map[string]string{engine.LabelProject: r.project, engine.LabelRole: executor.RoleLock, engine.LabelHolder: "ci@runner-7 pid 4242"}})
+		lock, err := r.eng.CreateContainer(ctx, engine.ContainerSpec{Name: plan.LockName(r.project), Image: "deployer-lock",
+			Labels: map[string]string{engine.LabelProject: r.project, engine.LabelRole: plan.RoleLock, engine.LabelHolder: "ci@runner-7 pid 4242"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -160,7 +162,7 @@ func TestMemDestroy(t *testing.T) {
 // expectGone checks that nothing the deployer made for the project is left.
 func (r *memRig) expectGone(ctx context.Context) {
 	r.t.Helper()
-	if obs, err := executor.Observe(ctx, r.eng, projectOnly(r.project)); err != nil || len(obs.All) != 0 {
+	if obs, err := plan.Observe(ctx, r.eng, projectOnly(r.project)); err != nil || len(obs.All) != 0 {
 		r.t.Errorf("containers left: %s (%v)", releaseState(r.t, r.eng, r.project, false), err)
 	}
 	if nets, err := r.eng.Networks(ctx, r.project); err != nil || len(nets) != 0 {
@@ -171,14 +173,14 @@ func (r *memRig) expectGone(ctx context.Context) {
 		r.t.Errorf("volumes: %v", err)
 	}
 	for _, v := range vols {
-		if v.Labels[executor.LabelRole] != executor.RoleData { // the services' data stays
+		if v.Labels[executor.LabelRole] != plan.RoleData { // the services' data stays
 			r.t.Errorf("the deployer's volume %s is left (%v)", v.Name, v.Labels)
 		}
 	}
 	if key, err := r.eng.ReadProjectKey(ctx, r.project); key != nil || err != nil {
 		r.t.Errorf("the project's key is left (%v)", err)
 	}
-	if r.eng.HasVolume(executor.ProxyName(r.project) + "-state") {
+	if r.eng.HasVolume(plan.ProxyName(r.project) + "-state") {
 		r.t.Errorf("the proxy's state volume is left")
 	}
 }
@@ -221,7 +223,7 @@ func TestMemFleetDestroy(t *testing.T) {
 		if out := outs[n]; out == nil || out.Removed < 4 {
 			t.Errorf("%s: %+v", n, out)
 		}
-		if obs, err := executor.Observe(ctx, eng, projectOnly(r.project)); err != nil || len(obs.All) != 0 {
+		if obs, err := plan.Observe(ctx, eng, projectOnly(r.project)); err != nil || len(obs.All) != 0 {
 			t.Errorf("%s: containers left (%v)", n, err)
 		}
 		if nets, _ := eng.Networks(ctx, r.project); len(nets) != 0 {

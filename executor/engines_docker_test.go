@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker"
@@ -31,12 +33,12 @@ func TestProxyRouteSurvivesRestart(t *testing.T) {
 			t.Fatal(so.Error)
 		}
 	}
-	obs, _ := executor.Observe(ctx, r.eng, projectOnly(r.project))
+	obs, _ := plan.Observe(ctx, r.eng, projectOnly(r.project))
 	live, err := r.eng.Inspect(ctx, obs.Services["app"].Live.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	network := executor.NetworkName(r.project)
+	network := plan.NetworkName(r.project)
 	before := live.IPs[network]
 	if before == "" || live.Spec.Labels[executor.LabelAddress] != before || live.Spec.IP != before {
 		t.Fatalf("the live release has no fixed address: %v, label %q, spec %q", live.IPs, live.Spec.Labels[executor.LabelAddress], live.Spec.IP)
@@ -86,7 +88,7 @@ func TestProxyOnNetworkWithoutFixedRange(t *testing.T) {
 	if got := r.get("/"); got != "version=v2" {
 		t.Errorf("through the proxy: %q", got)
 	}
-	obs, _ := executor.Observe(ctx, r.eng, projectOnly(r.project))
+	obs, _ := plan.Observe(ctx, r.eng, projectOnly(r.project))
 	if a := obs.Services["app"].Live.Labels[executor.LabelAddress]; a != "" {
 		t.Errorf("a fixed address on a network without a fixed range: %s", a)
 	}
@@ -149,7 +151,7 @@ func TestRemoteEngineChecksFromProxy(t *testing.T) {
 	}
 	ranProxy := false
 	for _, e := range r.events {
-		ranProxy = ranProxy || e.Type == executor.EventStep && e.Step == string(executor.StepProxy) && e.Phase == "end"
+		ranProxy = ranProxy || e.Type == executor.EventStep && e.Step == string(plan.StepProxy) && e.Phase == "end"
 	}
 	if !ranProxy {
 		t.Error("no proxy step")

@@ -3,10 +3,11 @@ package executor
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/deployer-dev/deployer/executor/plan"
 
 	"github.com/deployer-dev/deployer/config"
 )
@@ -28,84 +29,18 @@ type Fleet struct {
 	Remote     map[string]bool
 }
 
-// FleetPlan is a plan for each engine, and what the engines disagree on.
-type FleetPlan struct {
-	FormatVersion string        `json:"format_version"`
-	Project       string        `json:"project"`
-	Engines       []*EnginePlan `json:"engines"`
-	// Rollouts are the services that deploy on several engines, with their batches.
-	Rollouts []*RolloutPlan `json:"rollouts,omitempty"`
-	// OutOfStep names the services whose engines run different releases (a failed or
-	// interrupted rollout), with what each runs.
-	OutOfStep []string `json:"out_of_step,omitempty"`
-	// Undeclared names the engines a service's live releases were deployed to that the
-	// configuration no longer declares: the deployer does not reach them, and says what to do.
-	Undeclared []string `json:"undeclared_engines,omitempty"`
-}
-
-// EnginePlan is one engine's plan, or why there is none.
-type EnginePlan struct {
-	Engine string `json:"engine"`
-	Host   string `json:"host,omitempty"`
-	Plan   *Plan  `json:"plan,omitempty"`
-	Error  string `json:"error,omitempty"` // the engine could not be read
-}
-
-// RolloutPlan is how one service switches on its engines.
-type RolloutPlan struct {
-	Service   string     `json:"service"`
-	Release   int        `json:"release"`
-	Batches   [][]string `json:"batches"`
-	Wait      string     `json:"wait,omitempty"`
-	ImageFrom string     `json:"image_from,omitempty"` // the engine whose image the others get
-}
-
-// EngineNames are the engines of a project, sorted: every engine block's, and the project's own
-// when a service runs there.
-func EngineNames(p *config.Project) []string {
-	var out []string
-	for name := range p.Engines {
-		out = append(out, name)
-	}
-	for _, s := range p.Services {
-		for _, e := range s.EngineNames() {
-			if !slices.Contains(out, e) {
-				out = append(out, e)
-			}
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
-// MultiEngine reports whether the project names engines: then plans and apply go through a
-// Fleet.
-func MultiEngine(p *config.Project) bool { return len(p.Engines) > 0 }
-
-// ProjectOn is the project as one engine holds it: the services that run there.
-func ProjectOn(p *config.Project, engine string) *config.Project {
-	cp := *p
-	cp.Services = nil
-	for _, s := range p.Services {
-		if slices.Contains(s.EngineNames(), engine) {
-			cp.Services = append(cp.Services, s)
-		}
-	}
-	return &cp
-}
-
 // Plan reads every engine in parallel and plans each. An engine that cannot be read is in the
 // plan with its error; the others are planned all the same.
-func (f *Fleet) Plan(ctx context.Context, opts PlanOptions) (*FleetPlan, error) {
+func (f *Fleet) Plan(ctx context.Context, opts plan.PlanOptions) (*plan.FleetPlan, error) {
 	p := f.Base.Project
 	for _, t := range opts.Targets {
 		if p.Service(t) == nil {
 			return nil, fmt.Errorf("-target service.%s: no service %q in the configuration", t, t)
 		}
 	}
-	fp := &FleetPlan{FormatVersion: FormatVersion, Project: p.Name}
-	for _, name := range EngineNames(p) {
-		fp.Engines = append(fp.Engines, &EnginePlan{Engine: name})
+	fp := &plan.FleetPlan{FormatVersion: plan.FormatVersion, Project: p.Name}
+	for _, name := range plan.EngineNames(p) {
+		fp.Engines = append(fp.Engines, &plan.EnginePlan{Engine: name})
 	}
 	// One release number on every engine: the one an engine already runs with this
 	// configuration (after an interrupted rollout), else the highest any engine would give.
@@ -116,12 +51,12 @@ func (f *Fleet) Plan(ctx context.Context, opts PlanOptions) (*FleetPlan, error) 
 		for _, s := range f.Base.Project.Services {
 			none, dep, agree := 0, 0, true
 			for _, ep := range fp.Engines {
-				ch := changeOf(ep, s.Name)
+				ch := plan.ChangeOf(ep, s.Name)
 				switch {
 				case ch == nil:
-				case ch.Action == ActionNone && pass == 0:
+				case ch.Action == plan.ActionNone && pass == 0:
 					none = max(none, ch.LiveRelease)
-				case deploys(ch):
+				case plan.Deploys(ch):
 					agree = agree && (dep == 0 || dep == ch.NextRelease)
 					dep = max(dep, ch.NextRelease)
 				}
@@ -146,10 +81,10 @@ func (f *Fleet) Plan(ctx context.Context, opts PlanOptions) (*FleetPlan, error) 
 	return fp, nil
 }
 
-func (f *Fleet) planEach(ctx context.Context, fp *FleetPlan, opts PlanOptions, release map[string]int) {
+func (f *Fleet) planEach(ctx context.Context, fp *plan.FleetPlan, opts plan.PlanOptions, release map[string]int) {
 	var wg sync.WaitGroup
 	for _, ep := range fp.Engines {
-		sub := ProjectOn(f.Base.Project, ep.Engine)
+		sub := plan.ProjectOn(f.Base.Project, ep.Engine)
 		var targets []string
 		for _, t := range opts.Targets {
 			if sub.Service(t) != nil {
@@ -168,9 +103,9 @@ func (f *Fleet) planEach(ctx context.Context, fp *FleetPlan, opts PlanOptions, r
 		go func() {
 			defer wg.Done()
 			ep.Host = eng.Host()
-			plan, err := MakePlan(ctx, sub, eng, PlanOptions{Targets: targets, Remote: f.Remote[ep.Engine], Release: release,
+			pl, err := MakePlan(ctx, sub, eng, plan.PlanOptions{Targets: targets, Remote: f.Remote[ep.Engine], Release: release,
 				MakeKey: opts.MakeKey, ProbeHost: f.ProbeHosts[ep.Engine]})
-			ep.Plan, ep.Error = plan, ""
+			ep.Plan, ep.Error = pl, ""
 			if err != nil {
 				ep.Plan, ep.Error = nil, err.Error()
 			}
@@ -179,32 +114,13 @@ func (f *Fleet) planEach(ctx context.Context, fp *FleetPlan, opts PlanOptions, r
 	wg.Wait()
 }
 
-// changesOf is an engine's changes; none without its plan.
-func changesOf(ep *EnginePlan) []*Change {
-	if ep.Plan == nil {
-		return nil
-	}
-	return ep.Plan.Changes
-}
-
-// changeOf is a service's change in an engine's plan; nil without one (or without the plan).
-func changeOf(ep *EnginePlan, service string) *Change {
-	if ep == nil || ep.Plan == nil {
-		return nil
-	}
-	return ep.Plan.Change(service)
-}
-
-// deploys reports whether a change starts a new release (and so takes part in a rollout).
-func deploys(ch *Change) bool { return ch.Action == ActionCreate || ch.Action == ActionReplace }
-
 // describe adds the rollouts and the engines out of step, and says in each engine's steps where
 // its image comes from.
-func (f *Fleet) describe(fp *FleetPlan) {
+func (f *Fleet) describe(fp *plan.FleetPlan) {
 	p := f.Base.Project
 	for _, ep := range fp.Engines {
-		for _, ch := range changesOf(ep) {
-			if ch.Action == ActionDelete && p.Service(ch.Service) != nil {
+		for _, ch := range plan.ChangesOf(ep) {
+			if ch.Action == plan.ActionDelete && p.Service(ch.Service) != nil {
 				ch.Reasons = []string{fmt.Sprintf("engine %s is no longer in its engines: removed here once the engines it runs on have switched", ep.Engine)}
 			}
 		}
@@ -212,13 +128,13 @@ func (f *Fleet) describe(fp *FleetPlan) {
 	for _, s := range p.Services {
 		recorded := map[string]string{}
 		for _, ep := range fp.Engines {
-			if ch := changeOf(ep, s.Name); ch != nil {
+			if ch := plan.ChangeOf(ep, s.Name); ch != nil {
 				for name, host := range ch.Engines {
 					recorded[name] = host
 				}
 			}
 		}
-		for _, name := range sortedKeys(recorded) {
+		for _, name := range plan.SortedKeys(recorded) {
 			if _, declared := p.Engines[name]; !declared && name != config.DefaultEngine {
 				fp.Undeclared = append(fp.Undeclared, fmt.Sprintf("service.%s was deployed to engine %s (%s), which the configuration no longer declares: if it still runs there, declare the engine again and apply removes it there, or remove its containers there by hand (label %s=%s)", s.Name, name, recorded[name], LabelProject, p.Name))
 			}
@@ -228,13 +144,13 @@ func (f *Fleet) describe(fp *FleetPlan) {
 		}
 		live := map[int][]string{}
 		for _, e := range s.EngineNames() {
-			if ch := changeOf(fp.Engine(e), s.Name); ch != nil && ch.LiveRelease > 0 {
+			if ch := plan.ChangeOf(fp.Engine(e), s.Name); ch != nil && ch.LiveRelease > 0 {
 				live[ch.LiveRelease] = append(live[ch.LiveRelease], e)
 			}
 		}
 		if len(live) > 1 {
 			var parts []string
-			for _, r := range sortedInts(live) {
+			for _, r := range plan.SortedInts(live) {
 				parts = append(parts, fmt.Sprintf("%s: release %d", strings.Join(live[r], ", "), r))
 			}
 			fp.OutOfStep = append(fp.OutOfStep, fmt.Sprintf("service.%s runs different releases (%s), after a failed or interrupted rollout: apply brings every engine to the configuration", s.Name, strings.Join(parts, "; ")))
@@ -243,18 +159,18 @@ func (f *Fleet) describe(fp *FleetPlan) {
 		if ro == nil {
 			continue
 		}
-		rp := &RolloutPlan{Service: s.Name, Batches: ro.batches(), ImageFrom: ro.imageFrom}
+		rp := &plan.RolloutPlan{Service: s.Name, Batches: ro.batches(), ImageFrom: ro.imageFrom}
 		if s.Rollout.Wait > 0 {
-			rp.Wait = dur(s.Rollout.Wait)
+			rp.Wait = plan.Dur(s.Rollout.Wait)
 		}
 		for _, e := range ro.order {
 			ep := fp.Engine(e)
-			rp.Release = changeOf(ep, s.Name).NextRelease
+			rp.Release = plan.ChangeOf(ep, s.Name).NextRelease
 			if ro.imageFrom == "" || e == ro.imageFrom {
 				continue
 			}
 			for _, st := range ep.Plan.Steps {
-				if st.Service == s.Name && (st.Kind == StepBuild || st.Kind == StepImage) {
+				if st.Service == s.Name && (st.Kind == plan.StepBuild || st.Kind == plan.StepImage) {
 					st.Detail = fmt.Sprintf("use the image %s of engine %s, sent here if this engine lacks it", s.Image, ro.imageFrom)
 				}
 			}
@@ -265,12 +181,12 @@ func (f *Fleet) describe(fp *FleetPlan) {
 
 // rolloutOf is a service's rollout in this plan: the engines that deploy a new release, in
 // the service's order; nil when fewer than two do.
-func (f *Fleet) rolloutOf(s *config.Service, fp *FleetPlan) *rollout {
+func (f *Fleet) rolloutOf(s *config.Service, fp *plan.FleetPlan) *rollout {
 	var order []string
 	imageFrom, lacking := "", false
 	for _, e := range s.EngineNames() {
-		ch := changeOf(fp.Engine(e), s.Name)
-		if ch == nil || !deploys(ch) {
+		ch := plan.ChangeOf(fp.Engine(e), s.Name)
+		if ch == nil || !plan.Deploys(ch) {
 			continue
 		}
 		order = append(order, e)
@@ -292,40 +208,10 @@ func (f *Fleet) rolloutOf(s *config.Service, fp *FleetPlan) *rollout {
 	return newRollout(s, order, imageFrom)
 }
 
-func sortedInts(m map[int][]string) []int {
-	var out []int
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Ints(out)
-	return out
-}
-
-// HasChanges reports whether applying the plan would do anything on any engine.
-func (fp *FleetPlan) HasChanges() bool {
-	for _, ep := range fp.Engines {
-		if ep.Plan != nil && (ep.Plan.HasChanges() || len(ep.Plan.Steps) > 0) {
-			return true
-		}
-	}
-	return false
-}
-
-// Unreachable names the engines that could not be read, with their errors.
-func (fp *FleetPlan) Unreachable() []string {
-	var out []string
-	for _, ep := range fp.Engines {
-		if ep.Error != "" {
-			out = append(out, fmt.Sprintf("engine %s: %s", ep.Engine, ep.Error))
-		}
-	}
-	return out
-}
-
 // applier is the Applier of one engine.
 func (f *Fleet) applier(name string, rollouts map[string]*rollout) *Applier {
 	a := f.Base
-	a.Project = ProjectOn(f.Base.Project, name)
+	a.Project = plan.ProjectOn(f.Base.Project, name)
 	a.Runtime = f.Engines[name]
 	a.ProbeHost = f.ProbeHosts[name]
 	a.Remote = f.Remote[name]
@@ -337,13 +223,13 @@ func (f *Fleet) applier(name string, rollouts map[string]*rollout) *Applier {
 
 // Apply carries out a fleet plan: the lock on every engine that changes (all or none), then
 // every engine's plan at once, the services on several engines rolled out together.
-func (f *Fleet) Apply(ctx context.Context, fp *FleetPlan) (*Outcome, error) {
+func (f *Fleet) Apply(ctx context.Context, fp *plan.FleetPlan) (*Outcome, error) {
 	out := &Outcome{}
 	if bad := fp.Unreachable(); len(bad) > 0 {
 		return out, fmt.Errorf("nothing was changed: %s; apply changes every engine or none", strings.Join(bad, "; "))
 	}
 	var names []string
-	plans := map[string]*Plan{}
+	plans := map[string]*plan.Plan{}
 	for _, ep := range fp.Engines {
 		if ep.Plan != nil && len(ep.Plan.Steps) > 0 {
 			names = append(names, ep.Engine)
@@ -386,7 +272,7 @@ func (f *Fleet) Rollback(ctx context.Context, service string, to int) (*Outcome,
 		if err := eng.Ping(ctx); err != nil {
 			return out, fmt.Errorf("engine %s: %w; nothing was changed (a rollback changes every engine or none)", name, err)
 		}
-		obs, err := Observe(ctx, eng, f.Base.Project)
+		obs, err := plan.Observe(ctx, eng, f.Base.Project)
 		if err != nil {
 			return out, fmt.Errorf("engine %s: %w", name, err)
 		}
@@ -402,7 +288,7 @@ func (f *Fleet) Rollback(ctx context.Context, service string, to int) (*Outcome,
 	}
 	if len(targets) > 1 {
 		var parts []string
-		for _, r := range sortedInts(targets) {
+		for _, r := range plan.SortedInts(targets) {
 			parts = append(parts, fmt.Sprintf("%s: release %d", strings.Join(targets[r], ", "), r))
 		}
 		return out, fmt.Errorf("the engines' releases before the live one differ (%s): name the release with -to; nothing was changed", strings.Join(parts, "; "))
@@ -498,7 +384,7 @@ func (f *Fleet) lockAll(ctx context.Context, names []string, rollouts map[string
 // DryRunMigrations runs the migrations' dry-runs (plan -migrations) of every engine's plan: a
 // service with a migration runs on one engine (it has a database), so each runs where its
 // service does, under that engine's lock.
-func (f *Fleet) DryRunMigrations(ctx context.Context, fp *FleetPlan) ([]*DryRunResult, error) {
+func (f *Fleet) DryRunMigrations(ctx context.Context, fp *plan.FleetPlan) ([]*DryRunResult, error) {
 	var out []*DryRunResult
 	for _, ep := range fp.Engines {
 		if ep.Plan == nil {
@@ -515,25 +401,4 @@ func (f *Fleet) DryRunMigrations(ctx context.Context, fp *FleetPlan) ([]*DryRunR
 		out = append(out, res...)
 	}
 	return out, nil
-}
-
-// KeyPlan is the engine plan whose project key hashes the sensitive values of a saved fleet
-// plan (each engine keeps its own key): the first engine, by name, that was planned.
-func (fp *FleetPlan) KeyPlan() *EnginePlan {
-	for _, ep := range fp.Engines {
-		if ep.Plan != nil {
-			return ep
-		}
-	}
-	return nil
-}
-
-// Engine is the plan of the engine named, or nil.
-func (fp *FleetPlan) Engine(name string) *EnginePlan {
-	for _, ep := range fp.Engines {
-		if ep.Engine == name {
-			return ep
-		}
-	}
-	return nil
 }

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker"
@@ -84,10 +86,10 @@ func (r *dockerFleet) fleet(p *config.Project) *executor.Fleet {
 	return f
 }
 
-func (r *dockerFleet) apply(p *config.Project) (*executor.FleetPlan, map[string]*executor.ServiceOutcome, error) {
+func (r *dockerFleet) apply(p *config.Project) (*plan.FleetPlan, map[string]*executor.ServiceOutcome, error) {
 	r.t.Helper()
 	ctx := context.Background()
-	fp, err := r.fleet(p).Plan(ctx, executor.PlanOptions{})
+	fp, err := r.fleet(p).Plan(ctx, plan.PlanOptions{})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -201,7 +203,7 @@ func TestFleetDocker(t *testing.T) {
 	if got := r.cutovers(); !slices.Equal(got, []string{"web1", "web2", "web3"}) {
 		t.Errorf("cutovers in the order %v", got)
 	}
-	fp, err = r.fleet(r.config("v2", nil)).Plan(context.Background(), executor.PlanOptions{})
+	fp, err = r.fleet(r.config("v2", nil)).Plan(context.Background(), plan.PlanOptions{})
 	if err != nil || fp.HasChanges() {
 		t.Errorf("a second plan: %v, changes %v", err, fp.HasChanges())
 	}
@@ -254,7 +256,7 @@ func TestFleetDocker(t *testing.T) {
 					tc.check(t, h.Name, so)
 				}
 			}
-			fp, err := r.fleet(r.config("v2", nil)).Plan(context.Background(), executor.PlanOptions{})
+			fp, err := r.fleet(r.config("v2", nil)).Plan(context.Background(), plan.PlanOptions{})
 			if err != nil || fp.HasChanges() {
 				t.Errorf("v2 runs everywhere, yet its plan: %v, changes %v", err, fp.HasChanges())
 			}
@@ -362,7 +364,7 @@ func BenchmarkFleetRollout(b *testing.B) {
 			time.Sleep(time.Second)
 			loadAlone, _ := quiet.since()
 			start, cpu := time.Now(), readCPU()
-			fp, err := r.fleet(p).Plan(context.Background(), executor.PlanOptions{})
+			fp, err := r.fleet(p).Plan(context.Background(), plan.PlanOptions{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -494,7 +496,7 @@ func fleetEngineHangs(t *testing.T, via func(r *dockerFleet) (host string, freez
 	r.via = map[string]executor.Runtime{"web3": web3}
 	var thaw func()
 	r.crash = func(point string) {
-		if point == "web3/"+string(executor.StepHealth) && thaw == nil {
+		if point == "web3/"+string(plan.StepHealth) && thaw == nil {
 			thaw = freeze()
 		}
 	}

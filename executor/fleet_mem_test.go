@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/engine/memengine"
@@ -87,9 +89,9 @@ func (r *fleetRig) fleet(p *config.Project) *executor.Fleet {
 	return f
 }
 
-func (r *fleetRig) plan(p *config.Project) *executor.FleetPlan {
+func (r *fleetRig) plan(p *config.Project) *plan.FleetPlan {
 	r.t.Helper()
-	fp, err := r.fleet(p).Plan(context.Background(), executor.PlanOptions{})
+	fp, err := r.fleet(p).Plan(context.Background(), plan.PlanOptions{})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -133,7 +135,7 @@ func cutoverOrder(mu *sync.Mutex, events *[]executor.Event) []string {
 	defer mu.Unlock()
 	var out []string
 	for _, e := range *events {
-		if e.Type == executor.EventStep && e.Step == string(executor.StepCutover) && e.Phase == "end" && e.Outcome == executor.OutcomeOK {
+		if e.Type == executor.EventStep && e.Step == string(plan.StepCutover) && e.Phase == "end" && e.Outcome == executor.OutcomeOK {
 			out = append(out, e.Engine)
 		}
 	}
@@ -179,7 +181,7 @@ func TestFleetRollout(t *testing.T) {
 	}
 }
 
-// All or nothing: a candidate failing on web3 switches no engine; a new release failing its
+// all or nothing: a candidate failing on web3 switches no engine; a new release failing its
 // verification on web3, in the last batch, brings web1 and web2 back to the release before.
 func TestFleetAllOrNothing(t *testing.T) {
 	r := newFleetRig(t, config.CutoverProxy)
@@ -306,7 +308,7 @@ func (r *fleetRig) watches() []string {
 	var out []string
 	verifies := map[string]int{}
 	for _, e := range r.events {
-		if e.Type != executor.EventStep || e.Step != string(executor.StepVerify) || e.Phase != "end" {
+		if e.Type != executor.EventStep || e.Step != string(plan.StepVerify) || e.Phase != "end" {
 			continue
 		}
 		verifies[e.Engine]++
@@ -415,14 +417,14 @@ func TestFleetEngineRemoved(t *testing.T) {
 		t.Errorf("plan with web3 undeclared: %q, changes %v", fp.Undeclared, fp.HasChanges())
 	}
 	var text strings.Builder
-	fp.WriteText(&text, executor.RenderOptions{})
+	fp.WriteText(&text, plan.RenderOptions{})
 	if !strings.Contains(text.String(), "which the configuration no longer declares") {
 		t.Errorf("plan text:\n%s", text.String())
 	}
 	off := r.config("v1", func(s *config.Service) { s.Engines = []string{"web1", "web2"} })
 	fp = r.plan(off)
 	ch := fp.Engines[2].Plan.Change("app")
-	if fp.Engines[2].Engine != "web3" || ch == nil || ch.Action != executor.ActionDelete || !strings.Contains(strings.Join(ch.Reasons, " "), "engine web3 is no longer in its engines") {
+	if fp.Engines[2].Engine != "web3" || ch == nil || ch.Action != plan.ActionDelete || !strings.Contains(strings.Join(ch.Reasons, " "), "engine web3 is no longer in its engines") {
 		t.Fatalf("plan with app off web3: %+v", ch)
 	}
 	if _, err := r.apply(off); err != nil {

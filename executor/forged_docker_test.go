@@ -8,12 +8,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/engine"
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
-	"github.com/deployer-dev/deployer/executor/docker"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 )
 
@@ -124,19 +126,19 @@ func TestForgedOnTheEngine(t *testing.T) {
 	}
 	// Finding 6: an -old-N name, without labels, on the service's data.
 	old7 := r.forge(live+"-old-7", nil, "PWNED", r.project+"-data", false)
-	_, err = executor.MakePlan(ctx, cfg("v3"), r.eng, executor.PlanOptions{})
+	_, err = executor.MakePlan(ctx, cfg("v3"), r.eng, plan.PlanOptions{})
 	wantRefused(t, "a squatted -old-7", err, live+"-old-7", "no interrupted takeover of the deployer set it aside")
 	cli.ContainerRemove(ctx, old7, container.RemoveOptions{Force: true})
 
 	// Finding 9: the next free fixed addresses, taken with docker network connect --ip.
-	netName := executor.NetworkName(r.project)
+	netName := plan.NetworkName(r.project)
 	n, err := cli.NetworkInspect(ctx, netName, network.InspectOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fixed := netip.MustParsePrefix(n.Labels[docker.LabelFixedRange])
+	fixed := netip.MustParsePrefix(n.Labels[engine.LabelFixedRange])
 	used := map[string]bool{}
-	obs, _ := executor.Observe(ctx, r.eng, cfg("v2"))
+	obs, _ := plan.Observe(ctx, r.eng, cfg("v2"))
 	for _, c := range obs.All {
 		used[c.Labels[executor.LabelAddress]] = true
 	}
@@ -153,7 +155,7 @@ func TestForgedOnTheEngine(t *testing.T) {
 		squatted = append(squatted, a.String())
 	}
 	// Finding 7: the helper image's tag moved to another image.
-	px, err := r.eng.Inspect(ctx, executor.ProxyName(r.project))
+	px, err := r.eng.Inspect(ctx, plan.ProxyName(r.project))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,19 +178,19 @@ func TestForgedOnTheEngine(t *testing.T) {
 	}
 	ignoredSays(t, st.Ignored, r.project+"-attacker-live", `release "50"`)
 	ignoredSays(t, st.Ignored, r.project+"-attacker-prev", `a previous release of service.app (release "9")`)
-	plan, err := executor.MakePlan(ctx, p, r.eng, executor.PlanOptions{})
+	pl, err := executor.MakePlan(ctx, p, r.eng, plan.PlanOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(plan.Ignored) != 2 || plan.Changes[0].Takeover != nil || plan.Changes[0].LiveRelease != 2 {
-		t.Errorf("plan: ignored %+v, change %+v", plan.Ignored, plan.Changes[0])
+	if len(pl.Ignored) != 2 || pl.Changes[0].Takeover != nil || pl.Changes[0].LiveRelease != 2 {
+		t.Errorf("plan: ignored %+v, change %+v", pl.Ignored, pl.Changes[0])
 	}
-	for _, step := range plan.Steps {
+	for _, step := range pl.Steps {
 		if step.ContainerID != "" {
 			t.Errorf("the plan acts on a container: %s %s", step.Name, step.Detail)
 		}
 	}
-	out, err := r.applier(p).Apply(ctx, plan)
+	out, err := r.applier(p).Apply(ctx, pl)
 	if err != nil || out.Failed() || r.get("/") != "version=v3" {
 		t.Fatalf("apply beside the forgeries: %v %s, serving %q", err, errorsOf(out), r.get("/"))
 	}
@@ -198,7 +200,7 @@ func TestForgedOnTheEngine(t *testing.T) {
 			t.Errorf("the new release was given %s, which a container connected to the network holds", a)
 		}
 	}
-	if px2, err := r.eng.Inspect(ctx, executor.ProxyName(r.project)); err != nil || px2.ImageID != px.ImageID || !px2.Running {
+	if px2, err := r.eng.Inspect(ctx, plan.ProxyName(r.project)); err != nil || px2.ImageID != px.ImageID || !px2.Running {
 		t.Errorf("the proxy after the helper tag was moved: %+v %v (its image was %s)", px2, err, px.ImageID)
 	}
 	if id, err := r.eng.ImageID(ctx, img.RepoTags[0]); err != nil || id != px.ImageID {
@@ -220,7 +222,7 @@ func TestForgedOnTheEngine(t *testing.T) {
 	if got := r.fileIn(evilLive, "/data/secret.txt"); got != "PWNED" {
 		t.Errorf("the attacker's volume: %q", got)
 	}
-	// Rollback brings back the genuine release 2.
+	// rollback brings back the genuine release 2.
 	if so, err := r.applier(p).Rollback(ctx, "app", 0); err != nil || so.Error != "" || so.Release != 2 || r.get("/") != "version=v2" {
 		t.Fatalf("rollback: %+v %v, serving %q", so, err, r.get("/"))
 	}
@@ -259,6 +261,6 @@ func TestBindOfAVolumeIsAMount(t *testing.T) {
 	if err := r.eng.Client().ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = executor.MakePlan(ctx, r.config("v2", nil), r.eng, executor.PlanOptions{})
+	_, err = executor.MakePlan(ctx, r.config("v2", nil), r.eng, plan.PlanOptions{})
 	wantRefused(t, "a bind of the volume's directory", err, "the volume "+data+" (mounted by service.app) is in use by container "+r.project+"-binder", "not made by the deployer")
 }

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/engine"
@@ -108,7 +110,7 @@ func (r *memRig) stillThere(state string, ids ...string) {
 }
 
 // ignoredSays fails unless the plan shows a container as ignored with every part of want.
-func ignoredSays(t testing.TB, list []executor.Ignored, name string, want ...string) {
+func ignoredSays(t testing.TB, list []plan.Ignored, name string, want ...string) {
 	t.Helper()
 	for _, ig := range list {
 		if ig.Container != name {
@@ -134,10 +136,10 @@ func TestMemForgedPreviousRelease(t *testing.T) {
 		r.deploy("v1", "v2")
 		prev := r.project + "-app-r1"
 		evil := r.forge("attacker-evil-prev", labelsOf(t, r.eng, prev, map[string]string{engine.LabelRelease: "9", engine.LabelAddress: ""}), "PWNED", false)
-		plan := r.plan(r.config("v2", nil))
-		ignoredSays(t, plan.Ignored, "attacker-evil-prev", `a previous release of service.app (release "9")`, "its name is none of those service.app's container_name "+r.project+"-app gives")
-		if plan.HasChanges() {
-			t.Errorf("the forged release makes a change: %+v", plan.Changes[0])
+		pl := r.plan(r.config("v2", nil))
+		ignoredSays(t, pl.Ignored, "attacker-evil-prev", `a previous release of service.app (release "9")`, "its name is none of those service.app's container_name "+r.project+"-app gives")
+		if pl.HasChanges() {
+			t.Errorf("the forged release makes a change: %+v", pl.Changes[0])
 		}
 		so, err := r.applier(r.config("v2", nil)).Rollback(ctx, "app", 0)
 		if err != nil || so.Error != "" || so.Release != 1 || !r.serves("v1") {
@@ -150,7 +152,7 @@ func TestMemForgedPreviousRelease(t *testing.T) {
 
 		// Under the name of a previous release, with another number on its label.
 		wrong := r.forge(r.project+"-app-r60", labelsOf(t, r.eng, r.project+"-app-r2", map[string]string{engine.LabelRelease: "53"}), "PWNED", false)
-		_, err = executor.MakePlan(ctx, r.config("v3", nil), r.eng, executor.PlanOptions{})
+		_, err = executor.MakePlan(ctx, r.config("v3", nil), r.eng, plan.PlanOptions{})
 		wantRefused(t, "a derived name with another release", err, r.project+"-app-r60", "labelled for this project that is not it", "its name says release 60 and its label 53")
 		r.stillThere("created", wrong)
 		if !r.serves("v1") {
@@ -182,8 +184,8 @@ func TestMemForgedLiveRelease(t *testing.T) {
 			t.Errorf("status shows release %d (%s) as live", s.LiveRelease, s.Container)
 		}
 		ignoredSays(t, st.Ignored, "attacker-evil-live", `release "50"`, "none of those service.app's container_name")
-		plan := r.plan(r.config("v2", nil))
-		for _, step := range plan.Steps {
+		pl := r.plan(r.config("v2", nil))
+		for _, step := range pl.Steps {
 			if step.ContainerID != "" {
 				t.Errorf("the plan acts on a container: %s %s", step.Name, step.Detail)
 			}
@@ -235,15 +237,15 @@ func TestMemGarbageLabels(t *testing.T) {
 		} {
 			name := fmt.Sprintf("%s-app-old-%d", r.project, 70+i)
 			ids = append(ids, r.forge(name, base(changes), "PWNED", false))
-			_, err := executor.MakePlan(ctx, r.config("v2", nil), r.eng, executor.PlanOptions{})
+			_, err := executor.MakePlan(ctx, r.config("v2", nil), r.eng, plan.PlanOptions{})
 			wantRefused(t, "garbage under "+name, err, name, "labelled for this project that is not it")
 			r.eng.RenameContainer(ctx, name, fmt.Sprintf("attacker-garbage-renamed-%d", i))
 		}
-		plan := r.plan(r.config("v2", nil))
-		if len(plan.Ignored) != len(ids) {
-			t.Errorf("%d ignored, want %d: %+v", len(plan.Ignored), len(ids), plan.Ignored)
+		pl := r.plan(r.config("v2", nil))
+		if len(pl.Ignored) != len(ids) {
+			t.Errorf("%d ignored, want %d: %+v", len(pl.Ignored), len(ids), pl.Ignored)
 		}
-		for _, ig := range plan.Ignored {
+		for _, ig := range pl.Ignored {
 			if strings.ContainsRune(ig.Reason, 0x1b) {
 				t.Errorf("an escape sequence of a label reaches the output: %q", ig.Reason)
 			}
@@ -258,7 +260,7 @@ func TestMemGarbageLabels(t *testing.T) {
 		}
 		// The service leaves the configuration: its own containers go, nothing forged does.
 		other := r.withoutApp()
-		obs, _ := executor.Observe(ctx, r.eng, other)
+		obs, _ := plan.Observe(ctx, r.eng, other)
 		if obs.Services["app"] != nil {
 			t.Errorf("service.app's containers stay: %s", r.state())
 		}
@@ -319,11 +321,11 @@ func TestMemHandRunFromTheImage(t *testing.T) {
 	r.eng.StartContainer(ctx, debugOld)
 	// Both mount the service's volume: that is refused, naming them, unless it is declared
 	// shared (as for any container that is not one of the project's).
-	_, err = executor.MakePlan(ctx, cfg("v2"), r.eng, executor.PlanOptions{})
+	_, err = executor.MakePlan(ctx, cfg("v2"), r.eng, plan.PlanOptions{})
 	wantRefused(t, "a volume the hand-run containers mount", err, "is in use by container operator-debug", "set shared = true")
 	r.eng.StopContainer(ctx, debug, 0)
 	r.eng.RemoveContainer(ctx, debug)
-	_, err = executor.MakePlan(ctx, cfg("v2"), r.eng, executor.PlanOptions{})
+	_, err = executor.MakePlan(ctx, cfg("v2"), r.eng, plan.PlanOptions{})
 	wantRefused(t, "a volume the hand-run container of an older image mounts", err, "is in use by container operator-debug-old (labelled for this project, but none of its own", "set shared = true")
 	shared = true
 	debug, err = r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: "operator-debug", Image: r.project + "-app:latest",
@@ -332,12 +334,12 @@ func TestMemHandRunFromTheImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.eng.StartContainer(ctx, debug)
-	plan := r.plan(cfg("v2"))
-	if len(plan.Ignored) != 1 {
-		t.Errorf("ignored: %+v", plan.Ignored)
+	pl := r.plan(cfg("v2"))
+	if len(pl.Ignored) != 1 {
+		t.Errorf("ignored: %+v", pl.Ignored)
 	}
-	ignoredSays(t, plan.Ignored, "operator-debug-old", "has no role", "it is left alone")
-	if ch := plan.Changes[0]; ch.Takeover != nil || ch.Action != executor.ActionReplace {
+	ignoredSays(t, pl.Ignored, "operator-debug-old", "has no role", "it is left alone")
+	if ch := pl.Changes[0]; ch.Takeover != nil || ch.Action != plan.ActionReplace {
 		t.Errorf("the plan: %+v", ch)
 	}
 	if so := r.apply(cfg("v2")); so.Error != "" || !r.serves("v2") {
@@ -363,7 +365,7 @@ func TestMemSetAsideNameSquatted(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = executor.MakePlan(ctx, r.config("v3", nil), r.eng, executor.PlanOptions{})
+		_, err = executor.MakePlan(ctx, r.config("v3", nil), r.eng, plan.PlanOptions{})
 		wantRefused(t, "plan", err, name, "not made by the deployer", "no interrupted takeover of the deployer set it aside", "rename it back to "+r.project+"-app")
 		_, err = r.applier(r.config("v2", nil)).Rollback(ctx, "app", 0)
 		wantRefused(t, "rollback", err, name, "no interrupted takeover")
@@ -390,11 +392,11 @@ func TestMemTakeoverInterrupted(t *testing.T) {
 		// (cutover.switched, cutover.set-aside) leaves the new release serving through the
 		// proxy; the next apply gives the port back to the container taken over, starts it, and
 		// takes it over again.
-		points := []string{executor.PointCutoverStopped, executor.PointCutoverRenamed, executor.PointCutoverCreated, string(executor.StepVerify), executor.PointCleanupKept}
+		points := []string{plan.PointCutoverStopped, plan.PointCutoverRenamed, plan.PointCutoverCreated, string(plan.StepVerify), plan.PointCleanupKept}
 		if cutover == config.CutoverProxy {
 			runByHand(t, r)
-			points = executor.KillPoints(r.config("v1", nil), r.plan(r.config("v1", nil)))
-			for _, want := range []string{executor.PointCutoverSwitched, executor.PointCutoverSetAside, string(executor.StepVerify), executor.PointCleanupKept} {
+			points = plan.KillPoints(r.config("v1", nil), r.plan(r.config("v1", nil)))
+			for _, want := range []string{plan.PointCutoverSwitched, plan.PointCutoverSetAside, string(plan.StepVerify), plan.PointCleanupKept} {
 				if !slices.Contains(points, want) {
 					t.Fatalf("the kill points of a takeover %q lack %s", points, want)
 				}
@@ -452,8 +454,8 @@ func runByHand(t *testing.T, r *memRig) {
 // takes it over with its data.
 func TestMemTakeoverResumeInterrupted(t *testing.T) {
 	forCutovers(t, func(t *testing.T, r *memRig) {
-		first := map[config.Cutover]string{config.CutoverRestart: executor.PointCutoverStopped, config.CutoverProxy: executor.PointCutoverSwitched}[r.cutover]
-		for _, point := range executor.ResumePoints {
+		first := map[config.Cutover]string{config.CutoverRestart: plan.PointCutoverStopped, config.CutoverProxy: plan.PointCutoverSwitched}[r.cutover]
+		for _, point := range plan.ResumePoints {
 			t.Run(point, func(t *testing.T) {
 				r := newMemRig(t, r.cutover)
 				runByHand(t, r)
@@ -491,15 +493,15 @@ func TestMemForgedProxy(t *testing.T) {
 	}
 	forgeries.Add(1)
 	fake, err := r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: "attacker-fakeproxy", Image: memProxy, Cmd: []string{"proxy", "serve"}, HostNetwork: true,
-		Labels: map[string]string{engine.LabelProject: r.project, engine.LabelRole: executor.RoleProxy, engine.LabelRelease: "-1"}})
+		Labels: map[string]string{engine.LabelProject: r.project, engine.LabelRole: plan.RoleProxy, engine.LabelRelease: "-1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	st, err := executor.GetStatus(ctx, p, r.eng, "", false)
-	if err != nil || st.Proxy == nil || st.Proxy.Container != executor.ProxyName(r.project) {
+	if err != nil || st.Proxy == nil || st.Proxy.Container != plan.ProxyName(r.project) {
 		t.Fatalf("status shows the proxy %+v (%v)", st.Proxy, err)
 	}
-	ignoredSays(t, st.Ignored, "attacker-fakeproxy", "the project's proxy", "is named "+executor.ProxyName(r.project))
+	ignoredSays(t, st.Ignored, "attacker-fakeproxy", "the project's proxy", "is named "+plan.ProxyName(r.project))
 	if so := r.apply(r.config("v2", nil)); so.Error != "" || !r.serves("v2") {
 		t.Fatalf("apply: %+v", so)
 	}
@@ -508,7 +510,7 @@ func TestMemForgedProxy(t *testing.T) {
 	// wait for it, and unlock -force leaves it.
 	forgeries.Add(1)
 	lock, err := r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: "attacker-lock", Image: memApp,
-		Labels: map[string]string{engine.LabelProject: r.project, engine.LabelRole: executor.RoleLock, executor.LabelHolder: "attacker"}})
+		Labels: map[string]string{engine.LabelProject: r.project, engine.LabelRole: plan.RoleLock, executor.LabelHolder: "attacker"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -521,7 +523,7 @@ func TestMemForgedProxy(t *testing.T) {
 	r.stillThere("created", lock)
 }
 
-// Addresses on the project's network (finding 9): a container anyone connected with the lowest
+// addresses on the project's network (finding 9): a container anyone connected with the lowest
 // free fixed addresses does not stop a deploy (they are counted as taken); one that takes a
 // release's address after it was chosen is named in the error, and the live release serves on.
 func TestMemAddressSquat(t *testing.T) {
@@ -530,7 +532,7 @@ func TestMemAddressSquat(t *testing.T) {
 	if so := r.apply(r.config("v1", nil)); so.Error != "" {
 		t.Fatal(so.Error)
 	}
-	net := executor.NetworkName(r.project)
+	net := plan.NetworkName(r.project)
 	fixed, err := r.eng.EnsureNetwork(ctx, net, map[string]string{engine.LabelProject: r.project})
 	if err != nil || fixed == "" {
 		t.Fatalf("the network's fixed range: %q %v", fixed, err)
@@ -557,7 +559,7 @@ func TestMemAddressSquat(t *testing.T) {
 	// the restart cutover created it.
 	squatted := ""
 	r.crash = func(point string) {
-		if point != executor.PointCutoverCreated || squatted != "" {
+		if point != plan.PointCutoverCreated || squatted != "" {
 			return
 		}
 		st, err := r.eng.Inspect(ctx, r.project+"-app")
@@ -603,7 +605,7 @@ func TestMemTwoClaimsToLive(t *testing.T) {
 	}
 	evil := r.forge(live+"-old-9", labels, "PWNED", false)
 	p := r.config("v3", nil)
-	_, err := executor.MakePlan(ctx, p, r.eng, executor.PlanOptions{})
+	_, err := executor.MakePlan(ctx, p, r.eng, plan.PlanOptions{})
 	wantRefused(t, "plan", err, "2 containers claim to be service.app's live release", live+"-old-9 (release 9", live+"-old-2 (release 2", "none of them is acted on")
 	_, err = r.applier(p).Rollback(ctx, "app", 0)
 	wantRefused(t, "rollback", err, "2 containers claim to be service.app's live release")
@@ -632,9 +634,9 @@ func TestMemContainerNameChanged(t *testing.T) {
 	r.deploy("v1", "v2")
 	old, renamed := r.project+"-app", r.project+"-renamed"
 	p := r.config("v3", func(s *config.Service) { s.ContainerName = renamed })
-	_, err := executor.MakePlan(ctx, p, r.eng, executor.PlanOptions{})
+	_, err := executor.MakePlan(ctx, p, r.eng, plan.PlanOptions{})
 	wantRefused(t, "plan under the new name", err, "is in use by container "+old+" (labelled for this project, but none of its own")
-	obs, _ := executor.Observe(ctx, r.eng, p)
+	obs, _ := plan.Observe(ctx, r.eng, p)
 	ignoredSays(t, obs.Ignored, old, "made when the container_name was \""+old+"\"", "docker rename "+old+" "+renamed)
 	ignoredSays(t, obs.Ignored, old+"-r1", "docker rename "+old+"-r1 "+renamed+"-r1")
 	for _, n := range []string{"", "-r1"} {
@@ -642,9 +644,9 @@ func TestMemContainerNameChanged(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	plan := r.plan(p)
-	if ch := plan.Changes[0]; ch.Action != executor.ActionReplace || ch.LiveRelease != 2 || ch.NextRelease != 3 || len(plan.Ignored) != 0 {
-		t.Errorf("the plan after the renames: %+v, ignored %+v", ch, plan.Ignored)
+	pl := r.plan(p)
+	if ch := pl.Changes[0]; ch.Action != plan.ActionReplace || ch.LiveRelease != 2 || ch.NextRelease != 3 || len(pl.Ignored) != 0 {
+		t.Errorf("the plan after the renames: %+v, ignored %+v", ch, pl.Ignored)
 	}
 	if so := r.apply(p); so.Error != "" || so.Release != 3 || !r.serves("v3") {
 		t.Fatalf("apply under the new name: %+v", so)
@@ -662,10 +664,10 @@ func TestMemForgedMarks(t *testing.T) {
 		t.Fatal(so.Error)
 	}
 	live := r.project + "-app"
-	r.forge("attacker-migrated", labelsOf(t, r.eng, live, map[string]string{engine.LabelRole: executor.RoleMigrated, "deployer.migration-key": "0123456789abcdef01234567"}), "PWNED", false)
-	r.forge(live+"-migrated-5", labelsOf(t, r.eng, live, map[string]string{engine.LabelRole: executor.RoleMigrated, engine.LabelRelease: "4"}), "PWNED", false)
-	r.forge("attacker-noservice", map[string]string{engine.LabelProject: r.project, engine.LabelRole: executor.RoleLive, engine.LabelRelease: "3"}, "PWNED", false)
-	obs, err := executor.Observe(context.Background(), r.eng, r.config("v1", nil))
+	r.forge("attacker-migrated", labelsOf(t, r.eng, live, map[string]string{engine.LabelRole: plan.RoleMigrated, "deployer.migration-key": "0123456789abcdef01234567"}), "PWNED", false)
+	r.forge(live+"-migrated-5", labelsOf(t, r.eng, live, map[string]string{engine.LabelRole: plan.RoleMigrated, engine.LabelRelease: "4"}), "PWNED", false)
+	r.forge("attacker-noservice", map[string]string{engine.LabelProject: r.project, engine.LabelRole: plan.RoleLive, engine.LabelRelease: "3"}, "PWNED", false)
+	obs, err := plan.Observe(context.Background(), r.eng, r.config("v1", nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -709,9 +711,9 @@ func TestMemForgedScratchAndSafety(t *testing.T) {
 	r.deploy("v1")
 	data := r.project + "-data"
 	forged := map[string]map[string]string{
-		"attacker-scratch":         {engine.LabelProject: r.project, engine.LabelService: "app", engine.LabelRole: executor.RoleScratch},
-		"attacker-safety":          {engine.LabelProject: r.project, engine.LabelService: "app", engine.LabelRole: executor.RoleSafety, executor.LabelVolume: data, engine.LabelRelease: "1"},
-		r.project + "-x-snapshots": {engine.LabelProject: r.project, engine.LabelService: "../x", engine.LabelRole: executor.RoleScratch},
+		"attacker-scratch":         {engine.LabelProject: r.project, engine.LabelService: "app", engine.LabelRole: plan.RoleScratch},
+		"attacker-safety":          {engine.LabelProject: r.project, engine.LabelService: "app", engine.LabelRole: plan.RoleSafety, plan.LabelVolume: data, engine.LabelRelease: "1"},
+		r.project + "-x-snapshots": {engine.LabelProject: r.project, engine.LabelService: "../x", engine.LabelRole: plan.RoleScratch},
 	}
 	for name, labels := range forged {
 		forgeries.Add(1)
@@ -721,20 +723,20 @@ func TestMemForgedScratchAndSafety(t *testing.T) {
 		os.WriteFile(filepath.Join(r.eng.VolumeDir(name), "history"), []byte("started PWNED\n"), 0o644)
 	}
 	r.eng.StopContainer(ctx, r.project+"-app", 0) // as a crash in a held migration leaves it
-	plan := r.plan(r.config("v1", nil))
-	for _, step := range plan.Steps {
+	pl := r.plan(r.config("v1", nil))
+	for _, step := range pl.Steps {
 		if step.Volume != "" {
 			t.Errorf("the plan acts on a volume: %s %s", step.Name, step.Detail)
 		}
 	}
 	n := 0
-	for _, ig := range plan.Ignored {
+	for _, ig := range pl.Ignored {
 		if forged[ig.Volume] != nil {
 			n++
 		}
 	}
 	if n != len(forged) {
-		t.Errorf("ignored: %+v", plan.Ignored)
+		t.Errorf("ignored: %+v", pl.Ignored)
 	}
 	if out := r.applyAll(r.config("v1", nil)); out.Failed() || !r.serves("v1") {
 		t.Fatalf("apply: %s", errorsOf(out))

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/backup"
 	"github.com/deployer-dev/deployer/executor/proxy"
@@ -18,23 +20,12 @@ import (
 // or hold_timeout passes, the safety copy is put back, the old release starts again and the
 // held requests go to it. With cutover = "restart" the same runs with the service down.
 
-// RoleSafety labels the safety copy of a held migration's database volume; LabelVolume on it
-// names the volume it is a copy of.
-const (
-	RoleSafety  = "safety"
-	LabelVolume = "deployer.volume"
-)
-
 // heldMargin is how much longer than hold_timeout the proxy holds requests, so that the
 // deployer's put-back, not the proxy's own timeout, decides where they go.
 const heldMargin = 30 * time.Second
 
 // heldPoll is how often health checks inside a hold try (the configured interval when shorter).
 const heldPoll = 20 * time.Millisecond
-
-func safetyVolume(p *config.Project, s *config.Service) string {
-	return p.Name + "-" + s.Name + "-safety"
-}
 
 // hold is a held migration: a destructive change runs with the old release stopped (and new
 // requests held by the proxy when it serves the service), its data copied aside first, until the
@@ -63,7 +54,7 @@ func (hd *hold) heldMigration(ctx context.Context) error {
 	}
 	hd.holdStart = time.Now()
 	hd.holdUntil = hd.holdStart.Add(m.HoldTimeout)
-	if d.how.servedByProxy() {
+	if d.how.ServedByProxy() {
 		hd.holding = true
 		for _, p := range s.Ports {
 			resp, err := rn.proxy.ctl(ctx, proxy.Request{Op: "hold", Name: routeName(s, p), Timeout: m.HoldTimeout + heldMargin, Wait: s.Deploy.Drain})
@@ -71,7 +62,7 @@ func (hd *hold) heldMigration(ctx context.Context) error {
 				return fmt.Errorf("hold the requests of release %d: %w", live.Release(), err)
 			}
 			if resp.Cut > 0 {
-				rn.warn(s.Name, "%s still in flight on release %d after drain (%s) are cut by its stop", plural(resp.Cut, "request"), live.Release(), s.Deploy.Drain)
+				rn.warn(s.Name, "%s still in flight on release %d after drain (%s) are cut by its stop", plan.Plural(resp.Cut, "request"), live.Release(), s.Deploy.Drain)
 			}
 		}
 	}
@@ -87,12 +78,12 @@ func (hd *hold) heldMigration(ctx context.Context) error {
 		return fmt.Errorf("the safety copy of %s: %w", db.Volume, err)
 	}
 	hd.copied = true
-	rn.crash(PointHeldCopied)
-	rn.log(s.Name, StepMigrate, "release %d stopped%s, %s copied aside to %s", live.Release(), map[bool]string{true: " with new requests held", false: ""}[hd.holding], db.Volume, safety)
+	rn.crash(plan.PointHeldCopied)
+	rn.log(s.Name, plan.StepMigrate, "release %d stopped%s, %s copied aside to %s", live.Release(), map[bool]string{true: " with new requests held", false: ""}[hd.holding], db.Volume, safety)
 	if err := d.mg.runMigration(ctx); err != nil {
 		return err
 	}
-	rn.crash(PointHeldMigrated)
+	rn.crash(plan.PointHeldMigrated)
 	if db.QuickCheck {
 		// The quick_check of the migrated database runs on the engine while the candidate
 		// starts, instead of on a copy out of the candidate after its health check: the hold is
@@ -111,12 +102,12 @@ func (hd *hold) heldMigration(ctx context.Context) error {
 func (hd *hold) beforeHold(ctx context.Context) error {
 	d := hd.d
 	rn, s, db, live := d.rn, d.s, d.s.MigrationDB(), d.st.Live
-	safety := safetyVolume(rn.Project, s)
-	if err := rn.own.removeOwnVolume(ctx, safety, s.Name, RoleSafety); err != nil { // one a kill left is older
+	safety := plan.SafetyVolume(rn.Project, s)
+	if err := rn.own.removeOwnVolume(ctx, safety, s.Name, plan.RoleSafety); err != nil { // one a kill left is older
 		return err
 	}
-	if err := rn.Runtime.CreateVolume(ctx, safety, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleSafety,
-		LabelRelease: fmt.Sprint(live.Release()), LabelVolume: db.Volume}); err != nil {
+	if err := rn.Runtime.CreateVolume(ctx, safety, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: plan.RoleSafety,
+		LabelRelease: fmt.Sprint(live.Release()), plan.LabelVolume: db.Volume}); err != nil {
 		return fmt.Errorf("the safety copy's volume: %w", err)
 	}
 	hd.safety = safety
@@ -181,13 +172,13 @@ func (hd *hold) putBack(ctx context.Context, cause error) error {
 	ctx = context.WithoutCancel(ctx)
 	hd.awaitCheck() // nothing reads the volume while it is put back
 	d.dropCandidate(ctx)
-	err := rn.step(s.Name, StepPutBack, db.Volume, fmt.Sprintf("put %s back from the safety copy and start release %d again", db.Volume, live.Release()), func() error {
+	err := rn.step(s.Name, plan.StepPutBack, db.Volume, fmt.Sprintf("put %s back from the safety copy and start release %d again", db.Volume, live.Release()), func() error {
 		if hd.copied {
 			if err := rn.hp.putBackVolume(ctx, s, d.mg.helper, hd.safety, db.Volume); err != nil {
 				return err
 			}
 		}
-		rn.crash(PointPutBackCopied)
+		rn.crash(plan.PointPutBackCopied)
 		// As a resume does (rn.resume), the old release waits under its set-aside name until
 		// it is verified: killed before that, the next plan health-checks it again instead of
 		// calling it live.
@@ -201,7 +192,7 @@ func (hd *hold) putBack(ctx context.Context, cause error) error {
 			return err
 		}
 		hd.stopped = false
-		rn.crash(PointPutBackStarted)
+		rn.crash(plan.PointPutBackStarted)
 		if hd.holding {
 			// Healthy first, then the held requests go to it.
 			started, err := rn.Runtime.Inspect(ctx, live.ID)
@@ -216,7 +207,7 @@ func (hd *hold) putBack(ctx context.Context, cause error) error {
 		if err := d.cut.resumed(ctx, live); err != nil {
 			return err
 		}
-		rn.crash(PointPutBackVerified)
+		rn.crash(plan.PointPutBackVerified)
 		if err := rn.Runtime.RenameContainer(ctx, live.ID, s.ContainerName); err != nil {
 			return fmt.Errorf("release %d is healthy but keeps the name %s (the next apply checks it again): %w", live.Release(), live.Name, err)
 		}
@@ -241,10 +232,10 @@ func (hd *hold) holdEnded() {
 	held := time.Since(hd.holdStart)
 	d.mg.mig.HeldSeconds = held.Seconds()
 	what := "the service was down"
-	if d.how.servedByProxy() {
+	if d.how.ServedByProxy() {
 		what = "new requests were held"
 	}
-	d.rn.log(d.s.Name, StepCutover, "held migration: %s for %s", what, held.Round(time.Millisecond))
+	d.rn.log(d.s.Name, plan.StepCutover, "held migration: %s for %s", what, held.Round(time.Millisecond))
 }
 
 // uploadSafety backs up the safety copy, the database exactly as the migration found it, to
@@ -257,10 +248,10 @@ func (hd *hold) uploadSafety(ctx context.Context) {
 		return
 	}
 	target := s.Volume(db.Volume).Target
-	err := rn.step(s.Name, StepBackup, "", fmt.Sprintf("back up the safety copy of %s, as the migration found it, to backup_store.%s", db.Volume, s.Backup.Store), func() error {
+	err := rn.step(s.Name, plan.StepBackup, "", fmt.Sprintf("back up the safety copy of %s, as the migration found it, to backup_store.%s", db.Volume, s.Backup.Store), func() error {
 		spec := ContainerSpec{Name: rn.Project.Name + "-" + s.Name + "-safety-source", Image: d.mg.helper, Cmd: []string{"version"},
 			Volumes: []VolumeMount{{Name: hd.safety, Target: target}}, NoNetwork: true,
-			Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
+			Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: plan.RoleOneOff}}
 		id, err := rn.hp.oneOffContainer(ctx, spec) // never started: it only holds the mount
 		if err != nil {
 			return err

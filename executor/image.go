@@ -2,14 +2,14 @@ package executor
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/deployer-dev/deployer/executor/plan"
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/backup"
@@ -22,19 +22,17 @@ func (d *deployment) image(ctx context.Context) error {
 	rn, s, r, st := d.rn, d.s, d.r, d.st
 	var contextHash string
 	var err error
-	if d.ro != nil && d.ro.imageFrom != "" && d.ro.imageFrom != rn.engine {
-		contextHash, err = d.receiveImage(ctx)
+	if from := d.gate.receivesFrom(); from != "" {
+		contextHash, err = d.receiveImage(ctx, from)
 	} else {
 		contextHash, err = d.resolveImage(ctx)
-		if d.ro != nil && d.ro.imageFrom == rn.engine {
-			d.ro.publishImage(r.imageID, contextHash, err)
-		}
+		d.gate.publishImage(r.imageID, contextHash, err)
 	}
 	if err != nil {
 		return err
 	}
-	doc := SpecDoc(rn.Project, s, rn.hasher)
-	r.labels = rn.labels(s, RoleCandidate, r.number, doc, r.imageID, contextHash, r.origin)
+	doc := plan.SpecDoc(rn.Project, s, rn.hasher)
+	r.labels = rn.labels(s, plan.RoleCandidate, r.number, doc, r.imageID, contextHash, r.origin)
 	if t := d.ch.Takeover; d.adopting && t != nil {
 		// Should the cutover be interrupted once it set the container aside, the next apply
 		// knows it by this (and no other container of that name is taken over).
@@ -42,7 +40,7 @@ func (d *deployment) image(ctx context.Context) error {
 	}
 	if st.Live != nil && st.Live.Labels[LabelSpec] == r.labels[LabelSpec] && st.Live.Running() {
 		// The build produced the image that runs already, and nothing else changed.
-		rn.log(s.Name, "", "the new image is the live one (%s) and the spec is unchanged: nothing to deploy", short(r.imageID))
+		rn.log(s.Name, "", "the new image is the live one (%s) and the spec is unchanged: nothing to deploy", plan.Short(r.imageID))
 		d.so.Release, d.so.ImageID = st.Live.Release(), r.imageID
 		return errNothingToDeploy
 	}
@@ -56,32 +54,32 @@ func (d *deployment) resolveImage(ctx context.Context) (string, error) {
 	rn, s, r, ch := d.rn, d.s, d.r, d.ch
 	if s.Build == nil || ch.ImageID != "" {
 		if ch.ImageID != "" {
-			r.origin = OriginFound
+			r.origin = plan.OriginFound
 			if s.Build != nil {
-				r.origin = OriginBuilt // the live image, built from the same context
-			} else if o := originOf(d.st, ch.ImageID); o != "" {
+				r.origin = plan.OriginBuilt // the live image, built from the same context
+			} else if o := plan.OriginOf(d.st, ch.ImageID); o != "" {
 				r.origin = o // pulled by an earlier deploy
 			}
-			return ch.ContextHash, rn.step(s.Name, StepImage, "", "", func() error {
+			return ch.ContextHash, rn.step(s.Name, plan.StepImage, "", "", func() error {
 				// By ID: the tag may have moved since the plan was made.
 				id, err := rn.Runtime.ImageID(ctx, ch.ImageID)
 				if errors.Is(err, ErrNotFound) {
-					return fmt.Errorf("image %s (%s) is gone from the engine; run plan again", s.Image, short(ch.ImageID))
+					return fmt.Errorf("image %s (%s) is gone from the engine; run plan again", s.Image, plan.Short(ch.ImageID))
 				}
 				r.imageID = id
 				return err
 			})
 		}
-		r.origin = OriginPulled
-		return "", rn.step(s.Name, StepImage, "", "", func() error {
+		r.origin = plan.OriginPulled
+		return "", rn.step(s.Name, plan.StepImage, "", "", func() error {
 			id, err := rn.Runtime.PullImage(ctx, s.Image, rn.registries(), nil)
 			r.imageID = id
 			return err
 		})
 	}
-	r.origin = OriginBuilt
+	r.origin = plan.OriginBuilt
 	hash := ""
-	err := rn.step(s.Name, StepBuild, "", "", func() error {
+	err := rn.step(s.Name, plan.StepBuild, "", "", func() error {
 		var err error
 		hash, err = d.build(ctx)
 		return err
@@ -92,17 +90,16 @@ func (d *deployment) resolveImage(ctx context.Context) (string, error) {
 // receiveImage takes the image another engine of the rollout built or holds: the same image
 // on every engine, built once, sent through the engines' APIs (no registry) to an engine that
 // lacks it.
-func (d *deployment) receiveImage(ctx context.Context) (string, error) {
+func (d *deployment) receiveImage(ctx context.Context, from string) (string, error) {
 	rn, s, r := d.rn, d.s, d.r
-	name := StepImage
-	r.origin = OriginPulled // put here by the deployer: a clean-up may remove it
+	name := plan.StepImage
+	r.origin = plan.OriginPulled // put here by the deployer: a clean-up may remove it
 	if s.Build != nil {
-		name, r.origin = StepBuild, OriginBuilt
+		name, r.origin = plan.StepBuild, plan.OriginBuilt
 	}
-	from := d.ro.imageFrom
 	hash := ""
 	err := rn.step(s.Name, name, "", "", func() error {
-		img, err := d.ro.awaitImage(ctx)
+		img, err := d.gate.awaitImage(ctx)
 		if err != nil {
 			return err
 		}
@@ -111,7 +108,7 @@ func (d *deployment) receiveImage(ctx context.Context) (string, error) {
 		}
 		r.imageID, hash = img.id, img.contextHash
 		if _, err := rn.Runtime.ImageID(ctx, img.id); err == nil {
-			return skipped(fmt.Sprintf("this engine has %s (%s) already", s.Image, short(img.id)))
+			return skipped(fmt.Sprintf("this engine has %s (%s) already", s.Image, plan.Short(img.id)))
 		}
 		return rn.sendImage(ctx, s.Name, from, s.Image, img.id)
 	})
@@ -139,10 +136,10 @@ func (rn *run) sendImage(ctx context.Context, service, from, ref, id string) err
 		return fmt.Errorf("send %s from engine %s: %w", ref, from, err)
 	}
 	if got != id {
-		return fmt.Errorf("engine %s sent %s as %s, not %s (was it built again meanwhile?); run apply again", from, ref, short(got), short(id))
+		return fmt.Errorf("engine %s sent %s as %s, not %s (was it built again meanwhile?); run apply again", from, ref, plan.Short(got), plan.Short(id))
 	}
 	secs := time.Since(start).Seconds()
-	rn.log(service, StepImage, "%s (%s) sent from engine %s: %s in %.2fs (%s/s)", ref, short(id), from, HumanBytes(cr.N), secs, HumanBytes(int64(float64(cr.N)/max(secs, 0.001))))
+	rn.log(service, plan.StepImage, "%s (%s) sent from engine %s: %s in %.2fs (%s/s)", ref, plan.Short(id), from, HumanBytes(cr.N), secs, HumanBytes(int64(float64(cr.N)/max(secs, 0.001))))
 	return nil
 }
 
@@ -160,11 +157,11 @@ func (d *deployment) build(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	hash := buildHash(rn.Project, s, content, rn.hasher)
+	hash := plan.BuildHash(rn.Project, s, content, rn.hasher)
 	if st.Live != nil && st.Live.Labels[LabelContextHash] == hash {
 		if _, err := rn.Runtime.ImageID(ctx, st.Live.ImageID); err == nil {
 			r.imageID = st.Live.ImageID
-			return hash, skipped(fmt.Sprintf("build context and inputs unchanged (%s): using the live image %s", short(hash), short(r.imageID)))
+			return hash, skipped(fmt.Sprintf("build context and inputs unchanged (%s): using the live image %s", plan.Short(hash), plan.Short(r.imageID)))
 		}
 	}
 	id, err := rn.Runtime.BuildImage(ctx, BuildOptions{
@@ -182,7 +179,7 @@ func (d *deployment) runBefore(ctx context.Context) error {
 	rn, s := d.rn, d.s
 	cmd := exec.CommandContext(ctx, s.Build.Before[0], s.Build.Before[1:]...)
 	cmd.Dir = rn.Project.Dir
-	w := &lineWriter{emit: func(l string) { rn.log(s.Name, StepBuild, "%s", rn.red.Output(l)) }}
+	w := &lineWriter{emit: func(l string) { rn.log(s.Name, plan.StepBuild, "%s", rn.red.Output(l)) }}
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Run(); err != nil {
@@ -227,25 +224,4 @@ func (w *lineWriter) tail() string {
 		return "(none)"
 	}
 	return strings.Join(w.last, " | ")
-}
-
-// buildHash is what an image built for a service is known by (the deployer.context-hash label
-// of the image and its releases): the content of its build context and every other input of the
-// build, the Dockerfile, the build args (a sensitive one by its keyed hash) and the image name it
-// is tagged with. The live image is reused only when a build would get all of them the same: a
-// changed arg is built with, and a new tag (a CI's commit, say) is made.
-func buildHash(p *config.Project, s *config.Service, content string, hs *Hasher) string {
-	if hs == nil {
-		hs = NewHasher(nil)
-	}
-	h := sha256.New()
-	fmt.Fprintf(h, "context %s\ndockerfile %q\nimage %q\n", content, s.Build.Dockerfile, s.Image)
-	for _, k := range sortedKeys(s.Build.Args) {
-		v := s.Build.Args[k]
-		if p.IsSensitive(s.Name, config.BuildArgAttr(k)) {
-			v = hs.Sensitive(v)
-		}
-		fmt.Fprintf(h, "arg %q %q\n", k, v)
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }

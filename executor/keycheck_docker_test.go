@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/docker/docker/api/types/volume"
 
 	"github.com/deployer-dev/deployer/executor"
@@ -21,7 +23,7 @@ func TestDegenerateProjectKeyOnDocker(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.VolumeRemove(context.Background(), key, false) })
-	_, err := executor.MakePlan(ctx, r.config("v1", nil), r.eng, executor.PlanOptions{})
+	_, err := executor.MakePlan(ctx, r.config("v1", nil), r.eng, plan.PlanOptions{})
 	if err == nil || !strings.Contains(err.Error(), "is not a random key") || !strings.Contains(err.Error(), "docker volume rm "+key) {
 		t.Fatalf("plan with a key of zeros: %v", err)
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/engine/memengine"
@@ -37,7 +39,7 @@ func TestDegenerateProjectKeyRefused(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			eng := fixedKey{r.eng, key}
 			p := r.config("v1", nil)
-			_, err := executor.MakePlan(context.Background(), p, eng, executor.PlanOptions{})
+			_, err := executor.MakePlan(context.Background(), p, eng, plan.PlanOptions{})
 			if err == nil || !strings.Contains(err.Error(), "is not a random key") || !strings.Contains(err.Error(), r.project+"-deployer-key") {
 				t.Fatalf("plan: %v", err)
 			}

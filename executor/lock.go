@@ -8,21 +8,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// Labels of the lock container: who holds it, precisely enough to tell later whether that
-// process is provably gone.
-const (
-	LabelLockHost  = "deployer.lock-host"
-	LabelLockPID   = "deployer.lock-pid"
-	LabelLockBoot  = "deployer.lock-boot"  // the kernel's boot ID when the lock was taken
-	LabelLockPIDNS = "deployer.lock-pidns" // the PID namespace the PID is in
-	LabelLockStart = "deployer.lock-start" // the process's start time, in clock ticks since boot
+	"github.com/deployer-dev/deployer/executor/plan"
 )
-
-// LockName is the name of a project's deploy lock: a container, because the engine creates a
-// container name exactly once, atomically, on any host.
-func LockName(project string) string { return project + "-deployer-lock" }
 
 // lockPoll is how often a held lock is tried again while waiting for it.
 const lockPoll = 500 * time.Millisecond
@@ -32,17 +20,17 @@ const lockPoll = 500 * time.Millisecond
 // function releases the lock; it works after ctx is cancelled.
 func (rn *run) lock(ctx context.Context) (func(), error) {
 	var release func()
-	err := rn.step("", StepLock, "", rn.plannedOr("", StepLock, lockWords(rn.Project.Name)), func() error {
+	err := rn.step("", plan.StepLock, "", rn.plannedOr("", plan.StepLock, plan.LockWords(rn.Project.Name)), func() error {
 		image, err := rn.Runtime.EnsureLockImage(ctx)
 		if err != nil {
 			return fmt.Errorf("deploy lock: %w", err)
 		}
 		host, _ := os.Hostname()
 		me := thisProcess()
-		spec := ContainerSpec{Name: LockName(rn.Project.Name), Image: image, Labels: map[string]string{
-			LabelProject: rn.Project.Name, LabelRole: RoleLock, LabelHolder: rn.Holder,
-			LabelCreatedAt: time.Now().UTC().Format(time.RFC3339), LabelLockHost: host, LabelLockPID: strconv.Itoa(os.Getpid()),
-			LabelLockBoot: me.boot, LabelLockPIDNS: me.pidns, LabelLockStart: me.start,
+		spec := ContainerSpec{Name: plan.LockName(rn.Project.Name), Image: image, Labels: map[string]string{
+			LabelProject: rn.Project.Name, LabelRole: plan.RoleLock, LabelHolder: rn.Holder,
+			LabelCreatedAt: time.Now().UTC().Format(time.RFC3339), plan.LabelLockHost: host, plan.LabelLockPID: strconv.Itoa(os.Getpid()),
+			plan.LabelLockBoot: me.boot, plan.LabelLockPIDNS: me.pidns, plan.LabelLockStart: me.start,
 		}}
 		deadline := time.Now().Add(rn.LockTimeout)
 		broken := 0
@@ -52,7 +40,7 @@ func (rn *run) lock(ctx context.Context) (func(), error) {
 				release = func() {
 					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 					defer cancel()
-					rn.step("", StepUnlock, "", rn.plannedOr("", StepUnlock, unlockWords), func() error { return rn.Runtime.RemoveContainer(ctx, id) })
+					rn.step("", plan.StepUnlock, "", rn.plannedOr("", plan.StepUnlock, plan.UnlockWords), func() error { return rn.Runtime.RemoveContainer(ctx, id) })
 				}
 				return nil
 			}
@@ -68,7 +56,7 @@ func (rn *run) lock(ctx context.Context) (func(), error) {
 				// Released between our attempt and the look: try again, within the deadline.
 			case staleLock(held, host) && broken < 3: // a lock that comes back stale again and again is not left by a crash
 				broken++
-				rn.warn("", "breaking the deploy lock of %s: that deployer process is gone (same machine, boot and PID namespace, and PID %s runs no more or is another process)", describeLock(held), held.Labels[LabelLockPID])
+				rn.warn("", "breaking the deploy lock of %s: that deployer process is gone (same machine, boot and PID namespace, and PID %s runs no more or is another process)", describeLock(held), held.Labels[plan.LabelLockPID])
 				if err := rn.Runtime.RemoveContainer(ctx, held.ID); err != nil {
 					return err
 				}
@@ -103,7 +91,7 @@ func (rn *run) lockHolder(ctx context.Context) (*Container, error) {
 }
 
 func lockHolder(ctx context.Context, rt Runtime, project string) (*Container, error) {
-	name := LockName(project)
+	name := plan.LockName(project)
 	st, err := rt.Inspect(ctx, name)
 	if errors.Is(err, ErrNotFound) {
 		return nil, nil
@@ -112,15 +100,15 @@ func lockHolder(ctx context.Context, rt Runtime, project string) (*Container, er
 		return nil, fmt.Errorf("deploy lock: %w", err)
 	}
 	c := &Container{ID: st.ID, Name: st.Name, Image: st.Spec.Image, Labels: st.Spec.Labels}
-	if c.Labels[LabelProject] != project || c.Role() != RoleLock {
+	if c.Labels[LabelProject] != project || c.Role() != plan.RoleLock {
 		return nil, fmt.Errorf("the deploy lock's name %s is taken by %s, so project %q cannot take its lock: remove or rename that container, or rename the project; nothing was changed",
-			name, whose(*c), project)
+			name, plan.Whose(*c), project)
 	}
 	return c, nil
 }
 
 func describeLock(c *Container) string {
-	return fmt.Sprintf("%s since %s", orUnknown(c.Labels[LabelHolder]), orUnknown(c.Labels[LabelCreatedAt]))
+	return fmt.Sprintf("%s since %s", plan.OrUnknown(c.Labels[LabelHolder]), plan.OrUnknown(c.Labels[LabelCreatedAt]))
 }
 
 // process identifies a process beyond its PID, which is reused and means nothing outside its
@@ -162,15 +150,15 @@ func startTime(pid string) string {
 func staleLock(c *Container, host string) bool {
 	l := c.Labels
 	me := thisProcess()
-	if l[LabelLockHost] != host || l[LabelLockBoot] == "" || l[LabelLockBoot] != me.boot || l[LabelLockPIDNS] == "" || l[LabelLockPIDNS] != me.pidns || l[LabelLockStart] == "" {
+	if l[plan.LabelLockHost] != host || l[plan.LabelLockBoot] == "" || l[plan.LabelLockBoot] != me.boot || l[plan.LabelLockPIDNS] == "" || l[plan.LabelLockPIDNS] != me.pidns || l[plan.LabelLockStart] == "" {
 		return false
 	}
-	pid, err := strconv.Atoi(l[LabelLockPID])
+	pid, err := strconv.Atoi(l[plan.LabelLockPID])
 	if err != nil || pid <= 0 || pid == os.Getpid() {
 		return false
 	}
 	now := startTime(strconv.Itoa(pid))
-	return now == "" || now != l[LabelLockStart]
+	return now == "" || now != l[plan.LabelLockStart]
 }
 
 // Unlock breaks the project's deploy lock and returns who held it (nil when nobody did). Only

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
@@ -91,13 +93,13 @@ func (r *memRig) applier(p *config.Project) *executor.Applier {
 }
 
 // plan makes the plan of p.
-func (r *memRig) plan(p *config.Project) *executor.Plan {
+func (r *memRig) plan(p *config.Project) *plan.Plan {
 	r.t.Helper()
-	plan, err := executor.MakePlan(context.Background(), p, r.eng, executor.PlanOptions{})
+	pl, err := executor.MakePlan(context.Background(), p, r.eng, plan.PlanOptions{})
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	return plan
+	return pl
 }
 
 // apply plans and applies p, failing the test on errors outside the service.
@@ -128,7 +130,7 @@ func (r *memRig) applyAll(p *config.Project) *executor.Outcome {
 // further. It reports whether the point was reached.
 func (r *memRig) crashAt(p *config.Project, point string) bool {
 	r.t.Helper()
-	plan := r.plan(p)
+	pl := r.plan(p)
 	reached := false
 	r.crash = func(at string) {
 		if at == point && !reached {
@@ -141,7 +143,7 @@ func (r *memRig) crashAt(p *config.Project, point string) bool {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		r.applier(p).Apply(context.Background(), plan)
+		r.applier(p).Apply(context.Background(), pl)
 	}()
 	<-done
 	r.eng.Thaw()

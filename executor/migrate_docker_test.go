@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 )
@@ -149,7 +151,7 @@ func TestMigrationAdditive(t *testing.T) {
 			if m := l.Complete[0].Migration; m == nil || !slices.Contains(m.Changes, tc.want) || !strings.Contains(m.Output, "testapp: ran") {
 				t.Errorf("the backup's manifest does not keep the migration: %+v", m)
 			}
-			obs, err := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+			obs, err := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -165,9 +167,9 @@ func TestMigrationAdditive(t *testing.T) {
 			}
 			r.noScratchLeft()
 			// Applied again: nothing to do.
-			plan, err := executor.MakePlan(context.Background(), p, r.eng, executor.PlanOptions{})
-			if err != nil || plan.HasChanges() {
-				t.Errorf("the plan after the deploy has changes (%v): %+v", err, plan.Changes)
+			pl, err := executor.MakePlan(context.Background(), p, r.eng, plan.PlanOptions{})
+			if err != nil || pl.HasChanges() {
+				t.Errorf("the plan after the deploy has changes (%v): %+v", err, pl.Changes)
 			}
 		})
 	}
@@ -239,7 +241,7 @@ func (r *rig) noScratchLeft() {
 		r.t.Fatal(err)
 	}
 	for _, v := range vols {
-		if v.Labels[executor.LabelRole] == executor.RoleScratch {
+		if v.Labels[executor.LabelRole] == plan.RoleScratch {
 			r.t.Errorf("scratch volume %s is left", v.Name)
 		}
 	}
@@ -403,7 +405,7 @@ func TestMigrationHeld(t *testing.T) {
 				}
 				vols, _ := r.eng.Volumes(context.Background(), r.project)
 				for _, v := range vols {
-					if v.Labels[executor.LabelRole] == executor.RoleSafety {
+					if v.Labels[executor.LabelRole] == plan.RoleSafety {
 						t.Errorf("the safety copy %s is left after a deploy that succeeded", v.Name)
 					}
 				}
@@ -530,12 +532,12 @@ func BenchmarkMigrationDryRun(b *testing.B) {
 			var size int64
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				plan, err := executor.MakePlan(ctx, p, r.eng, executor.PlanOptions{})
+				pl, err := executor.MakePlan(ctx, p, r.eng, plan.PlanOptions{})
 				if err != nil {
 					b.Fatal(err)
 				}
 				t0 := time.Now()
-				res, err := r.applier(p).DryRunMigrations(ctx, plan)
+				res, err := r.applier(p).DryRunMigrations(ctx, pl)
 				if err != nil || len(res) != 1 || res[0].Error != "" || res[0].Report == nil || len(res[0].Report.Changes) != 2 {
 					b.Fatalf("dry-run: %v %+v", err, res)
 				}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/backup"
 	"github.com/deployer-dev/deployer/executor/migrate"
@@ -75,20 +77,13 @@ func (m *MigrationReport) Summary() string {
 	case len(m.Changes) == 0:
 		return "no schema change"
 	case m.Destructive:
-		return plural(len(m.Changes), "schema change") + ", destructive"
+		return plan.Plural(len(m.Changes), "schema change") + ", destructive"
 	}
-	return plural(len(m.Changes), "schema change") + ", all additive"
+	return plan.Plural(len(m.Changes), "schema change") + ", all additive"
 }
-
-// migrationLabel is the label a release made after a migration keeps its report in, for
-// `deployer releases` (bounded: labels are not a store).
-const migrationLabel = "deployer.migration"
 
 // maxMigrationOutput bounds the output a report keeps of each run.
 const maxMigrationOutput = 4 << 10
-
-// LabelMigrationKey is on a migration's mark: which migration ran (migrationKey).
-const LabelMigrationKey = "deployer.migration-key"
 
 // migrationKey names one migration of one image on one database.
 func migrationKey(imageID string, m *config.Migration, db *config.SQLite) string {
@@ -120,7 +115,7 @@ func (mg *migration) ranAlready() *Container {
 	d := mg.d
 	key := migrationKey(d.r.imageID, d.s.Migration, d.s.MigrationDB())
 	for _, c := range d.st.Migrated {
-		if c.Labels[LabelMigrationKey] == key {
+		if c.Labels[plan.LabelMigrationKey] == key {
 			return c
 		}
 	}
@@ -136,8 +131,8 @@ func (mg *migration) markMigrated(ctx context.Context) {
 	if err == nil {
 		raw, _ := json.Marshal(migrationRecord(mg.mig))
 		_, err = rn.Runtime.CreateContainer(ctx, ContainerSpec{Name: fmt.Sprintf("%s-migrated-%d", s.ContainerName, d.r.number), Image: image, NoNetwork: true,
-			Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleMigrated, LabelRelease: strconv.Itoa(d.r.number),
-				LabelMigrationKey: migrationKey(d.r.imageID, s.Migration, s.MigrationDB()), migrationLabel: string(raw),
+			Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: plan.RoleMigrated, LabelRelease: strconv.Itoa(d.r.number),
+				plan.LabelMigrationKey: migrationKey(d.r.imageID, s.Migration, s.MigrationDB()), plan.LabelMigration: string(raw),
 				LabelCreatedAt: time.Now().UTC().Format(time.RFC3339)}})
 	}
 	if err != nil {
@@ -149,18 +144,13 @@ func (mg *migration) markMigrated(ctx context.Context) {
 // record.
 func (mg *migration) dropMarks(ctx context.Context) {
 	d := mg.d
-	obs, err := Observe(ctx, d.rn.Runtime, d.rn.Project)
+	obs, err := plan.Observe(ctx, d.rn.Runtime, d.rn.Project)
 	if err != nil || obs.Services[d.s.Name] == nil {
 		return
 	}
 	for _, c := range obs.Services[d.s.Name].Migrated {
 		d.rn.Runtime.RemoveContainer(ctx, c.ID)
 	}
-}
-
-// migrationScratch names the scratch volume of a service's dry-run.
-func migrationScratch(p *config.Project, s *config.Service) string {
-	return p.Name + "-" + s.Name + "-migration"
 }
 
 // helperRun runs a helper or one-off container to its end within deadline and removes it. It
@@ -214,7 +204,7 @@ func (hp *helpers) helperSpec(s *config.Service, name, image string, vols []Volu
 	rn := hp.rn
 	return ContainerSpec{Name: rn.Project.Name + "-" + s.Name + "-" + name, Image: image, Cmd: append([]string{"internal"}, cmd...),
 		Volumes: vols, NoNetwork: true, Memory: rn.HelperMemory,
-		Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
+		Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: plan.RoleOneOff}}
 }
 
 // schemaReport is what the helper's sqlite-schema says of one file.
@@ -262,9 +252,9 @@ func (mg *migration) dryRun(ctx context.Context) error {
 	rep := mg.report()
 	if mark := mg.ranAlready(); mark != nil {
 		var rec backup.MigrationRecord
-		json.Unmarshal([]byte(mark.Labels[migrationLabel]), &rec)
+		json.Unmarshal([]byte(mark.Labels[plan.LabelMigration]), &rec)
 		rep.LiveOutput, rep.Output, rep.Diff, rep.Destructive, mg.migrated = rec.LiveOutput, rec.Output, rec.Changes, false, true
-		return rn.step(s.Name, StepDryRun, "", "", func() error {
+		return rn.step(s.Name, plan.StepDryRun, "", "", func() error {
 			return skipped(fmt.Sprintf("an interrupted apply ran `%s` on the live data at %s: it is not run again", rep.Command, mark.Labels[LabelCreatedAt]))
 		})
 	}
@@ -272,7 +262,7 @@ func (mg *migration) dryRun(ctx context.Context) error {
 		rep.Destructive = true
 		return mg.refuseDestructive()
 	}
-	err := rn.step(s.Name, StepDryRun, "", "", func() error {
+	err := rn.step(s.Name, plan.StepDryRun, "", "", func() error {
 		if err := mg.cloneForMigration(ctx, db); err != nil {
 			return err
 		}
@@ -285,7 +275,7 @@ func (mg *migration) dryRun(ctx context.Context) error {
 		}
 		rep.Missing = before.Missing
 		t0 := time.Now()
-		spec := d.r.spec(fmt.Sprintf("%s-migration-dry-run-%d", s.ContainerName, d.r.number), RoleOneOff, true)
+		spec := d.r.spec(fmt.Sprintf("%s-migration-dry-run-%d", s.ContainerName, d.r.number), plan.RoleOneOff, true)
 		spec.Cmd, spec.Ports = m.Command, nil
 		spec.Volumes = []VolumeMount{{Name: mg.scratch, Target: s.Volume(db.Volume).Target}} // the clone only: live data is never touched
 		code, logs, err := rn.hp.helperRun(ctx, spec, m.Deadline)
@@ -320,11 +310,11 @@ func (mg *migration) dryRun(ctx context.Context) error {
 		rep.DiffSeconds = time.Since(t0).Seconds()
 		rep.Diff = rep.Lines()
 		for _, l := range rep.Diff {
-			rn.log(s.Name, StepDryRun, "%s", l)
+			rn.log(s.Name, plan.StepDryRun, "%s", l)
 		}
 		return nil
 	})
-	rn.emit(Event{Type: EventMigration, Service: s.Name, Step: string(StepDryRun), Detail: rep.Summary(), Migration: rep})
+	rn.emit(Event{Type: EventMigration, Service: s.Name, Step: string(plan.StepDryRun), Detail: rep.Summary(), Migration: rep})
 	if err != nil {
 		mg.removeScratch(ctx)
 		return fmt.Errorf("migration dry-run: %w; %s, its data untouched", err, d.stillServing())
@@ -340,18 +330,18 @@ func (mg *migration) dryRun(ctx context.Context) error {
 // migrated, the schemas diffed, and the clone removed. It runs the new image against a copy of
 // production data, so it is never part of a plain plan. A service's failure is in its report's
 // error; the returned error is for failures outside the services (the engine, the lock).
-func (a *Applier) DryRunMigrations(ctx context.Context, plan *Plan) ([]*DryRunResult, error) {
+func (a *Applier) DryRunMigrations(ctx context.Context, pl *plan.Plan) ([]*DryRunResult, error) {
 	var out []*DryRunResult
 	rn := a.newRun()
-	rn.planned = plan.Steps // the image's and the dry-run's steps say what the plan said of them
-	obs, err := Observe(ctx, a.Runtime, a.Project)
+	rn.planned = pl.Steps // the image's and the dry-run's steps say what the plan said of them
+	obs, err := plan.Observe(ctx, a.Runtime, a.Project)
 	if err != nil {
 		return nil, err
 	}
 	locked := false
-	for _, ch := range plan.Changes {
+	for _, ch := range pl.Changes {
 		s := a.Project.Service(ch.Service)
-		if s == nil || s.Migration == nil || (ch.Action != ActionCreate && ch.Action != ActionReplace && ch.Action != ActionTakeover) {
+		if s == nil || s.Migration == nil || (ch.Action != plan.ActionCreate && ch.Action != plan.ActionReplace && ch.Action != plan.ActionTakeover) {
 			continue
 		}
 		if !locked {
@@ -367,13 +357,13 @@ func (a *Applier) DryRunMigrations(ctx context.Context, plan *Plan) ([]*DryRunRe
 		}
 		st := obs.Services[s.Name]
 		if st == nil {
-			st = &ServiceState{Name: s.Name}
+			st = &plan.ServiceState{Name: s.Name}
 		}
-		if ch.Action == ActionTakeover {
-			st = &ServiceState{Name: s.Name, Live: &Container{ID: ch.Takeover.ID, Name: ch.Takeover.Name}}
+		if ch.Action == plan.ActionTakeover {
+			st = &plan.ServiceState{Name: s.Name, Live: &Container{ID: ch.Takeover.ID, Name: ch.Takeover.Name}}
 		}
 		so := &ServiceOutcome{Service: s.Name, Action: ch.Action}
-		d := rn.deployment(s, ch, st, so, ch.Action == ActionTakeover)
+		d := rn.deployment(s, ch, st, so, ch.Action == plan.ActionTakeover)
 		d.r, d.mg.onlyDryRun = newRelease(a.Project, s, ch.NextRelease), true
 		res := &DryRunResult{Service: s.Name}
 		err := d.image(ctx)
@@ -391,7 +381,7 @@ func (a *Applier) DryRunMigrations(ctx context.Context, plan *Plan) ([]*DryRunRe
 			res.Refused = "apply would refuse it: the change breaks the live release while both run (allow_destructive = true runs it held)"
 			if s.Migration.AllowDestructive {
 				res.Refused = ""
-				res.Held = "apply would run it held: the live release stopped, " + d.how.holdText() + ", until the new release is checked"
+				res.Held = "apply would run it held: the live release stopped, " + d.how.HoldText() + ", until the new release is checked"
 			}
 		}
 		out = append(out, res)
@@ -438,7 +428,7 @@ func (mg *migration) refuseDestructive() error {
 		}
 		return fmt.Errorf("migration refused: %s; make the change additive (add the new, remove the old in a later release), or set allow_destructive = true in the migration block to run it held, with the live release stopped; %s, its data untouched", why, d.stillServing())
 	}
-	d.rn.log(d.s.Name, StepDryRun, "destructive, allowed: the migration runs held, release %d stopped from the migration until release %d takes over", d.st.Live.Release(), d.r.number)
+	d.rn.log(d.s.Name, plan.StepDryRun, "destructive, allowed: the migration runs held, release %d stopped from the migration until release %d takes over", d.st.Live.Release(), d.r.number)
 	return nil
 }
 
@@ -451,17 +441,17 @@ func (mg *migration) cloneForMigration(ctx context.Context, db *config.SQLite) e
 		return fmt.Errorf("the dry-run clones the database in a helper container: %w", err)
 	}
 	mg.helper = helper
-	scratch := migrationScratch(rn.Project, s)
+	scratch := plan.MigrationScratch(rn.Project, s)
 	for _, svc := range rn.Project.Services {
 		if svc.Volume(scratch) != nil {
 			return fmt.Errorf("service.%s mounts a volume named %s, the dry-run's scratch volume: rename that volume", svc.Name, scratch)
 		}
 	}
 	// An earlier dry-run's clone (a kill) is not reused: it may be half-written.
-	if err := rn.own.removeOwnVolume(ctx, scratch, s.Name, RoleScratch); err != nil {
+	if err := rn.own.removeOwnVolume(ctx, scratch, s.Name, plan.RoleScratch); err != nil {
 		return err
 	}
-	err = rn.Runtime.CreateVolume(ctx, scratch, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleScratch})
+	err = rn.Runtime.CreateVolume(ctx, scratch, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: plan.RoleScratch})
 	if errors.Is(err, ErrNameTaken) {
 		return fmt.Errorf("a volume named %s exists and is not the deployer's: remove or rename it", scratch)
 	}
@@ -480,7 +470,7 @@ func (mg *migration) cloneForMigration(ctx context.Context, db *config.SQLite) e
 	}
 	json.Unmarshal([]byte(lastJSONLine(logs)), &out)
 	mg.mig.CloneBytes, mg.mig.CloneSeconds = out.Bytes, time.Since(t0).Seconds()
-	rn.log(s.Name, StepDryRun, "cloned %s (%s) in %.1fs", db.Volume, HumanBytes(out.Bytes), mg.mig.CloneSeconds)
+	rn.log(s.Name, plan.StepDryRun, "cloned %s (%s) in %.1fs", db.Volume, HumanBytes(out.Bytes), mg.mig.CloneSeconds)
 	return nil
 }
 
@@ -506,9 +496,9 @@ func (mg *migration) trial(ctx context.Context) error {
 	if mg.scratch == "" {
 		return nil // no dry-run (dry_run = false): nothing to try on
 	}
-	name := s.ContainerName + candidateSuffix
-	err := rn.step(s.Name, StepTrial, "", "", func() error {
-		spec := d.r.spec(name, RoleCandidate, true)
+	name := s.ContainerName + plan.CandidateSuffix
+	err := rn.step(s.Name, plan.StepTrial, "", "", func() error {
+		spec := d.r.spec(name, plan.RoleCandidate, true)
 		d.cut.candidateSpec(&spec)
 		for i, v := range spec.Ports {
 			spec.Ports[i] = PortBinding{Container: v.Container, HostIP: "127.0.0.1"} // a free port: the candidate's is for the candidate
@@ -570,11 +560,11 @@ func (mg *migration) migrateLive(ctx context.Context) error {
 	}
 	heldRun := mg.mig.Destructive && m.AllowDestructive && d.st.Live != nil && !mg.migrated
 	if heldRun {
-		serving = fmt.Sprintf("held: release %d stopped, %s", d.st.Live.Release(), d.how.holdText())
+		serving = fmt.Sprintf("held: release %d stopped, %s", d.st.Live.Release(), d.how.HoldText())
 	}
-	err := rn.step(s.Name, StepMigrate, "", "", func() error {
+	err := rn.step(s.Name, plan.StepMigrate, "", "", func() error {
 		// What the dry-run decided, which the plan could not know.
-		rn.log(s.Name, StepMigrate, "on the live data of sqlite %s: %s", db.Name, serving)
+		rn.log(s.Name, plan.StepMigrate, "on the live data of sqlite %s: %s", db.Name, serving)
 		if mg.migrated {
 			return skipped("an interrupted apply ran it on the live data already")
 		}
@@ -597,7 +587,7 @@ func (mg *migration) migrateLive(ctx context.Context) error {
 		mg.markMigrated(context.WithoutCancel(ctx))
 	}
 	if raw, err := json.Marshal(migrationRecord(mg.mig)); err == nil {
-		d.r.labels[migrationLabel] = string(raw)
+		d.r.labels[plan.LabelMigration] = string(raw)
 	}
 	return nil
 }
@@ -606,7 +596,7 @@ func (mg *migration) migrateLive(ctx context.Context) error {
 // new image, with the service's env and volumes.
 func (mg *migration) runMigration(ctx context.Context) error {
 	d := mg.d
-	logs, err := d.ck.oneOff(ctx, StepMigrate, "migration", config.AttrMigrationCommand, d.s.Migration.Command, d.s.Migration.Deadline)
+	logs, err := d.ck.oneOff(ctx, plan.StepMigrate, "migration", config.AttrMigrationCommand, d.s.Migration.Command, d.s.Migration.Deadline)
 	mg.mig.LiveOutput = tail(d.rn.red.Output(logs), maxMigrationOutput)
 	return err
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
 
@@ -63,16 +65,16 @@ func TestProjectsCollideOnOneEngine(t *testing.T) {
 	if so := a.apply(a.config("v1", nil)); so.Error != "" {
 		t.Fatal(so.Error)
 	}
-	if v, err := a.eng.InspectVolume(ctx, data); err != nil || v.Labels[executor.LabelProject] != a.project || v.Labels[executor.LabelRole] != executor.RoleData {
+	if v, err := a.eng.InspectVolume(ctx, data); err != nil || v.Labels[executor.LabelProject] != a.project || v.Labels[executor.LabelRole] != plan.RoleData {
 		t.Fatalf("the data volume's labels: %+v %v", v, err)
 	}
 	v2 := a.config("v2", nil)
-	saved, err := executor.MakePlan(ctx, v2, a.eng, executor.PlanOptions{})
+	saved, err := executor.MakePlan(ctx, v2, a.eng, plan.PlanOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	// Project "A-app" with a service "green": its live container is A's next candidate. Its
+	// project "A-app" with a service "green": its live container is A's next candidate. Its
 	// own volume, as A's is A's: declared for it too, its plan is refused first.
 	b := a.besides(a.project + "-app")
 	green := func(vol string) func(s *config.Service) {
@@ -80,7 +82,7 @@ func TestProjectsCollideOnOneEngine(t *testing.T) {
 	}
 	bp := b.config("b1", green(data))
 	bp.Services[0].Name, bp.Services[0].ContainerName = "green", b.project+"-green"
-	_, err = executor.MakePlan(ctx, bp, b.eng, executor.PlanOptions{})
+	_, err = executor.MakePlan(ctx, bp, b.eng, plan.PlanOptions{})
 	wantRefused(t, "project B mounting A's volume", err, "the volume "+data+" (mounted by service.green) is labelled for project \""+a.project+"\"", "shared = true")
 	bp = b.config("b1", green(b.project+"-data"))
 	bp.Services[0].ContainerName = b.project + "-green"
@@ -93,42 +95,42 @@ func TestProjectsCollideOnOneEngine(t *testing.T) {
 	if len(out.Services) != 0 || a.get("/") != "version=v1" || b.get("/") != "version=b1" {
 		t.Fatalf("after the refused apply: %+v, A serves %q, B serves %q", out, a.get("/"), b.get("/"))
 	}
-	_, err = executor.MakePlan(ctx, v2, a.eng, executor.PlanOptions{})
+	_, err = executor.MakePlan(ctx, v2, a.eng, plan.PlanOptions{})
 	wantRefused(t, "A's plan", err, a.project+"-app-green", "project \""+b.project+"\"")
 
 	// B's service goes (as `docker rm` would); A deploys v2, so that A-app-r1 is A's previous
 	// release.
-	obs, _ := executor.Observe(ctx, b.eng, projectOnly(b.project))
+	obs, _ := plan.Observe(ctx, b.eng, projectOnly(b.project))
 	for _, x := range obs.All {
 		b.eng.RemoveContainer(ctx, x.ID)
 	}
 	if so := a.apply(v2); so.Error != "" || so.Release != 2 {
 		t.Fatalf("A v2: %+v", so)
 	}
-	// Project "A-app" now names a service "r1": its container would be A's previous release.
+	// project "A-app" now names a service "r1": its container would be A's previous release.
 	r1 := b.config("b2", func(s *config.Service) {
 		s.Name, s.Volumes = "r1", []*config.Volume{{Name: b.project + "-data", Target: "/data"}}
 	})
 	r1.Services[0].ContainerName = b.project + "-r1"
-	_, err = executor.MakePlan(ctx, r1, b.eng, executor.PlanOptions{})
+	_, err = executor.MakePlan(ctx, r1, b.eng, plan.PlanOptions{})
 	wantRefused(t, "B's service r1", err, "the container name "+a.project+"-app-r1 (service.r1's live release) is taken by project \""+a.project+"\"'s service.app")
 
 	// A container the deployer did not make under a name A derives, and its lock's name.
 	r7 := a.squat(a.project + "-app-r7")
 	v3 := a.config("v3", nil)
-	_, err = executor.MakePlan(ctx, v3, a.eng, executor.PlanOptions{})
+	_, err = executor.MakePlan(ctx, v3, a.eng, plan.PlanOptions{})
 	wantRefused(t, "A-app-r7 from docker run", err, a.project+"-app-r7 (service.app's previous releases) is taken by container "+a.project+"-app-r7", "not made by the deployer")
 	a.eng.RemoveContainer(ctx, r7)
-	saved, err = executor.MakePlan(ctx, v3, a.eng, executor.PlanOptions{})
+	saved, err = executor.MakePlan(ctx, v3, a.eng, plan.PlanOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	lock := a.squat(executor.LockName(a.project))
+	lock := a.squat(plan.LockName(a.project))
 	app := a.applier(v3)
 	app.LockTimeout = time.Minute
 	start := time.Now()
 	_, err = app.Apply(ctx, saved)
-	wantRefused(t, "the lock's name", err, "the deploy lock's name "+executor.LockName(a.project)+" is taken by container "+executor.LockName(a.project), "not made by the deployer")
+	wantRefused(t, "the lock's name", err, "the deploy lock's name "+plan.LockName(a.project)+" is taken by container "+plan.LockName(a.project), "not made by the deployer")
 	took := time.Since(start)
 	if took > 15*time.Second {
 		t.Errorf("apply took %s to refuse the squatted lock, within -lock-timeout %s", took, app.LockTimeout)
@@ -163,7 +165,7 @@ func TestSharedVolumeAndRestore(t *testing.T) {
 	b := a.besides(a.project + "-b")
 	unshared := b.config("b1", nil)
 	unshared.Services[0].Volumes[0].Name = data
-	_, err := executor.MakePlan(ctx, unshared, b.eng, executor.PlanOptions{})
+	_, err := executor.MakePlan(ctx, unshared, b.eng, plan.PlanOptions{})
 	wantRefused(t, "B without shared", err, "the volume "+data+" (mounted by service.app) is labelled for project \""+a.project+"\"", "set shared = true in the volume")
 	bp := b.config("b1", func(s *config.Service) { s.Volumes[0].Name, s.Volumes[0].Shared = data, true })
 	if so := b.apply(bp); so.Error != "" {
@@ -180,7 +182,7 @@ func TestSharedVolumeAndRestore(t *testing.T) {
 	}
 	// A container the deployer did not make, running on the volume, is refused the same way.
 	bLive := func() string {
-		obs, _ := executor.Observe(ctx, b.eng, projectOnly(b.project))
+		obs, _ := plan.Observe(ctx, b.eng, projectOnly(b.project))
 		return obs.Services["app"].Live.ID
 	}
 	if err := b.eng.StopContainer(ctx, bLive(), 2*time.Second); err != nil {
@@ -208,13 +210,13 @@ func TestNetworkAndKeySquatted(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
 	cli := r.eng.Client()
-	netName := executor.NetworkName(r.project)
+	netName := plan.NetworkName(r.project)
 	n, err := cli.NetworkCreate(ctx, netName, network.CreateOptions{Driver: "bridge"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.NetworkRemove(context.Background(), n.ID) })
-	_, err = executor.MakePlan(ctx, r.config("v1", nil), r.eng, executor.PlanOptions{})
+	_, err = executor.MakePlan(ctx, r.config("v1", nil), r.eng, plan.PlanOptions{})
 	wantRefused(t, "the network", err, "the network name "+netName+" (the project's network) is taken by a network not made by the deployer")
 	if _, err := r.eng.EnsureNetwork(ctx, netName, map[string]string{executor.LabelProject: r.project}); err == nil || !strings.Contains(err.Error(), "not made by the deployer") {
 		t.Errorf("the engine joined a network it did not make: %v", err)
@@ -224,7 +226,7 @@ func TestNetworkAndKeySquatted(t *testing.T) {
 	if _, err := cli.VolumeCreate(ctx, volume.CreateOptions{Name: key, Labels: map[string]string{executor.LabelProject: "someone-else", "deployer.key": strings.Repeat("ab", 32)}}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = executor.MakePlan(ctx, r.config("v1", nil), r.eng, executor.PlanOptions{})
+	_, err = executor.MakePlan(ctx, r.config("v1", nil), r.eng, plan.PlanOptions{})
 	wantRefused(t, "the key's volume", err, "the volume name "+key+" (the project's key) is taken by a volume labelled for project \"someone-else\"")
 	_, err = r.eng.ProjectKey(ctx, r.project)
 	wantRefused(t, "the key call", err, key, `labelled for project "someone-else"`)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/engine"
@@ -108,7 +110,7 @@ func squatters(project string) []squatter {
 	out = append(out, squatter{"container", c, other})
 	out = append(out, squatter{"container", c + "-old-2", other}, squatter{"container", c + "-old-2", none})
 	for _, n := range []string{
-		executor.LockName(project), executor.ProxyName(project), executor.ProxyName(project) + "-next",
+		plan.LockName(project), plan.ProxyName(project), plan.ProxyName(project) + "-next",
 		c + "-green", c + "-r1", c + "-r7", c + "-migrated-3", c + "-migration-3", c + "-migration-dry-run-3",
 		c + "-before-cutover-3", c + "-seed-3",
 		c + "-snapshot", c + "-schema", c + "-clone", c + "-safety", c + "-put-back", c + "-safety-source",
@@ -116,7 +118,7 @@ func squatters(project string) []squatter {
 	} {
 		out = append(out, squatter{"container", n, other}, squatter{"container", n, none})
 	}
-	for _, n := range []string{project + "-deployer-key", executor.ProxyName(project) + "-state", c + "-snapshots", c + "-migration", c + "-safety", project + "-data"} {
+	for _, n := range []string{project + "-deployer-key", plan.ProxyName(project) + "-state", c + "-snapshots", c + "-migration", c + "-safety", project + "-data"} {
 		out = append(out, squatter{"volume", n, other})
 	}
 	for _, n := range []string{project + "-deployer-key", c + "-snapshots", c + "-migration", c + "-safety"} {
@@ -124,14 +126,14 @@ func squatters(project string) []squatter {
 	}
 	// A volume without labels that something else mounts: another project's container, or one
 	// the deployer did not make.
-	for _, n := range []string{executor.ProxyName(project) + "-state", project + "-data"} {
+	for _, n := range []string{plan.ProxyName(project) + "-state", project + "-data"} {
 		out = append(out, squatter{"mounted", n, other}, squatter{"mounted", n, none})
 	}
 	out = append(out,
-		squatter{"network", executor.NetworkName(project), other},
-		squatter{"network", executor.NetworkName(project), none},
-		squatter{"network", executor.NetworkName(project) + "-subnet-probe", other},
-		squatter{"network", executor.NetworkName(project) + "-subnet-probe", none},
+		squatter{"network", plan.NetworkName(project), other},
+		squatter{"network", plan.NetworkName(project), none},
+		squatter{"network", plan.NetworkName(project) + "-subnet-probe", other},
+		squatter{"network", plan.NetworkName(project) + "-subnet-probe", none},
 		squatter{"image", project + "-app:latest", other})
 	return out
 }
@@ -141,7 +143,7 @@ func squatters(project string) []squatter {
 func TestMemNameTakenStopsPlan(t *testing.T) {
 	probe := newMemRig(t, config.CutoverProxy)
 	// With nothing in the way, the same configuration plans.
-	if _, err := executor.MakePlan(context.Background(), probe.fullConfig("v1", nil), probe.eng, executor.PlanOptions{}); err != nil {
+	if _, err := executor.MakePlan(context.Background(), probe.fullConfig("v1", nil), probe.eng, plan.PlanOptions{}); err != nil {
 		t.Fatalf("on an engine of its own: %v", err)
 	}
 	for _, sq := range squatters(probe.project) {
@@ -155,7 +157,7 @@ func TestMemNameTakenStopsPlan(t *testing.T) {
 			r.project = probe.project // the names of the table
 			sq.make(t, r.eng)
 			collisions.Add(1)
-			_, err := executor.MakePlan(context.Background(), r.fullConfig("v1", nil), r.eng, executor.PlanOptions{})
+			_, err := executor.MakePlan(context.Background(), r.fullConfig("v1", nil), r.eng, plan.PlanOptions{})
 			if err == nil {
 				t.Fatalf("the plan went ahead with %s %s taken", sq.kind, sq.name)
 			}
@@ -167,7 +169,7 @@ func TestMemNameTakenStopsPlan(t *testing.T) {
 					t.Errorf("the error does not say %q:\n%v", want, err)
 				}
 			}
-			if obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project)); len(obs.All) != 0 {
+			if obs, _ := plan.Observe(context.Background(), r.eng, projectOnly(r.project)); len(obs.All) != 0 {
 				t.Errorf("the plan made containers: %+v", obs.All)
 			}
 		})
@@ -204,7 +206,7 @@ func TestMemNamesCollideInTheConfiguration(t *testing.T) {
 			p := r.config("v1", nil)
 			c.mod(p)
 			collisions.Add(1)
-			_, err := executor.MakePlan(context.Background(), p, r.eng, executor.PlanOptions{})
+			_, err := executor.MakePlan(context.Background(), p, r.eng, plan.PlanOptions{})
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("plan: %v, want %q", err, c.want)
 			}
@@ -229,7 +231,7 @@ func TestMemProjectsCollideByConstruction(t *testing.T) {
 		t.Fatal(so.Error)
 	}
 	collisions.Add(1)
-	_, err := executor.MakePlan(context.Background(), r.config("v2", nil), r.eng, executor.PlanOptions{})
+	_, err := executor.MakePlan(context.Background(), r.config("v2", nil), r.eng, plan.PlanOptions{})
 	want := "the container name " + r.project + "-app-green (service.app's candidate) is taken by project \"" + r.project + "-app\"'s service.green"
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("plan beside project %s: %v, want %q", other.Name, err, want)
@@ -246,7 +248,7 @@ func TestMemProjectsCollideByConstruction(t *testing.T) {
 		s.Volumes = []*config.Volume{{Name: x + "-c-data", Target: "/data"}}
 	})
 	collisions.Add(1)
-	_, err = executor.MakePlan(context.Background(), c, r.eng, executor.PlanOptions{})
+	_, err = executor.MakePlan(context.Background(), c, r.eng, plan.PlanOptions{})
 	want = "the container name " + x + "-b-c (service.c's live release) is taken by project \"" + x + "\"'s service.b-c"
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("plan of %s: %v, want %q", c.Name, err, want)
@@ -279,11 +281,11 @@ func TestMemNameTakenStopsApply(t *testing.T) {
 			}
 			before := r.state()
 			p := r.config("v2", nil)
-			plan := r.plan(p)
+			pl := r.plan(p)
 			sq := c.sq(r)
 			sq.make(t, r.eng)
 			collisions.Add(1)
-			out, err := r.applier(p).Apply(context.Background(), plan)
+			out, err := r.applier(p).Apply(context.Background(), pl)
 			if err == nil || !strings.Contains(err.Error(), sq.name) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("apply: %v %+v, want an error naming %s and %s", err, out, sq.name, c.want)
 			}
@@ -302,10 +304,10 @@ func TestMemNameTakenStopsApply(t *testing.T) {
 func TestMemLockNameSquatted(t *testing.T) {
 	r := newMemRig(t, config.CutoverRestart)
 	p := r.config("v1", nil)
-	plan := r.plan(p)
-	for _, labels := range []map[string]string{nil, {engine.LabelProject: "squatter-q", engine.LabelRole: executor.RoleLock}} {
+	pl := r.plan(p)
+	for _, labels := range []map[string]string{nil, {engine.LabelProject: "squatter-q", engine.LabelRole: plan.RoleLock}} {
 		ctx := context.Background()
-		id, err := r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: executor.LockName(r.project), Image: memApp, Labels: labels})
+		id, err := r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: plan.LockName(r.project), Image: memApp, Labels: labels})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -313,8 +315,8 @@ func TestMemLockNameSquatted(t *testing.T) {
 		a.LockTimeout = time.Minute
 		start := time.Now()
 		collisions.Add(1)
-		_, err = a.Apply(ctx, plan)
-		if err == nil || !strings.Contains(err.Error(), "the deploy lock's name "+executor.LockName(r.project)+" is taken by") {
+		_, err = a.Apply(ctx, pl)
+		if err == nil || !strings.Contains(err.Error(), "the deploy lock's name "+plan.LockName(r.project)+" is taken by") {
 			t.Fatalf("apply: %v", err)
 		}
 		took := time.Since(start)
@@ -325,18 +327,18 @@ func TestMemLockNameSquatted(t *testing.T) {
 		if _, err := r.eng.Inspect(ctx, id); err != nil {
 			t.Errorf("the squatter is gone: %v", err)
 		}
-		if obs, _ := executor.Observe(ctx, r.eng, projectOnly(r.project)); len(obs.Services) != 0 {
+		if obs, _ := plan.Observe(ctx, r.eng, projectOnly(r.project)); len(obs.Services) != 0 {
 			t.Errorf("apply changed the project: %+v", obs.All)
 		}
 		r.eng.RemoveContainer(ctx, id)
 	}
 	// A lock released and taken again without end (here: always taken when looked for, gone
 	// when looked at) stops at the lock timeout instead of spinning.
-	r.eng.Fail("create", executor.LockName(r.project), 1<<30, engine.ErrNameTaken)
+	r.eng.Fail("create", plan.LockName(r.project), 1<<30, engine.ErrNameTaken)
 	a := r.applier(p)
 	a.LockTimeout = 300 * time.Millisecond
 	start := time.Now()
-	if _, err := a.Apply(context.Background(), plan); err == nil || !strings.Contains(err.Error(), "taken and released again and again") {
+	if _, err := a.Apply(context.Background(), pl); err == nil || !strings.Contains(err.Error(), "taken and released again and again") {
 		t.Fatalf("apply with a lock name that flickers: %v", err)
 	}
 	if took := time.Since(start); took > 5*time.Second {
@@ -356,7 +358,7 @@ func TestMemSharedVolume(t *testing.T) {
 	if so := r.apply(r.config("v1", nil)); so.Error != "" {
 		t.Fatal(so.Error)
 	}
-	if v, err := r.eng.InspectVolume(ctx, data); err != nil || v.Labels[engine.LabelProject] != r.project || v.Labels[engine.LabelRole] != executor.RoleData {
+	if v, err := r.eng.InspectVolume(ctx, data); err != nil || v.Labels[engine.LabelProject] != r.project || v.Labels[engine.LabelRole] != plan.RoleData {
 		t.Fatalf("the data volume's labels: %+v %v", v, err)
 	}
 	q := r.project + "-q"
@@ -368,7 +370,7 @@ func TestMemSharedVolume(t *testing.T) {
 		{false, true, "the volume " + data + " (mounted by service.web) is labelled for project \"" + r.project + "\" (role \"data\"), and project \"" + r.project + "\" does not declare it shared"},
 	} {
 		collisions.Add(1)
-		_, err := executor.MakePlan(ctx, r.projectOf(q, "web", "q1", shared(c.theirs)), r.eng, executor.PlanOptions{})
+		_, err := executor.MakePlan(ctx, r.projectOf(q, "web", "q1", shared(c.theirs)), r.eng, plan.PlanOptions{})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Fatalf("mine shared %v, theirs %v: %v, want %q", c.mine, c.theirs, err, c.want)
 		}
@@ -386,7 +388,7 @@ func TestMemSharedVolume(t *testing.T) {
 	}
 	// The first project stops sharing it: its own plan is refused while the other mounts it.
 	collisions.Add(1)
-	_, err := executor.MakePlan(ctx, r.config("v3", nil), r.eng, executor.PlanOptions{})
+	_, err := executor.MakePlan(ctx, r.config("v3", nil), r.eng, plan.PlanOptions{})
 	if err == nil || !strings.Contains(err.Error(), "is in use by project \""+q+"\"'s service.web") {
 		t.Fatalf("unshared while the other mounts it: %v", err)
 	}
@@ -400,10 +402,10 @@ func TestMemSharedVolume(t *testing.T) {
 		}
 	}
 	collisions.Add(1)
-	if _, err := executor.MakePlan(ctx, r.config("v3", two(false)), r.eng, executor.PlanOptions{}); err == nil || !strings.Contains(err.Error(), "not made by the deployer: set shared = true") {
+	if _, err := executor.MakePlan(ctx, r.config("v3", two(false)), r.eng, plan.PlanOptions{}); err == nil || !strings.Contains(err.Error(), "not made by the deployer: set shared = true") {
 		t.Fatalf("a volume a foreign container mounts: %v", err)
 	}
-	if _, err := executor.MakePlan(ctx, r.config("v3", two(true)), r.eng, executor.PlanOptions{}); err != nil {
+	if _, err := executor.MakePlan(ctx, r.config("v3", two(true)), r.eng, plan.PlanOptions{}); err != nil {
 		t.Fatalf("declared shared: %v", err)
 	}
 }
@@ -438,7 +440,7 @@ func TestMemRestoreRefusesVolumeInUse(t *testing.T) {
 		t.Fatalf("restore beside another project's running container: %v, want %q", err, want)
 	}
 	// Checked again in the lock: a plan prepared before the other started is refused too.
-	obs, _ := executor.Observe(ctx, r.eng, projectOnly(qp.Name))
+	obs, _ := plan.Observe(ctx, r.eng, projectOnly(qp.Name))
 	id := obs.Services["web"].Live.ID
 	r.eng.StopContainer(ctx, id, time.Second)
 	rp, err := a.PrepareRestore(ctx, "app", m.ID, executor.RestoreOptions{})
@@ -467,7 +469,7 @@ func TestMemPreviousNameTakenMidApply(t *testing.T) {
 	}
 	name := r.project + "-app-r1"
 	r.crash = func(point string) {
-		if point == string(executor.StepCleanup) {
+		if point == string(plan.StepCleanup) {
 			if _, err := r.eng.Inspect(ctx, name); err != nil {
 				squatter{"container", name, nil}.make(t, r.eng)
 			}
@@ -479,7 +481,7 @@ func TestMemPreviousNameTakenMidApply(t *testing.T) {
 	if !r.serves("v2") {
 		t.Fatalf("release 2 does not serve: %+v", so)
 	}
-	obs, err := executor.Observe(ctx, r.eng, projectOnly(r.project))
+	obs, err := plan.Observe(ctx, r.eng, projectOnly(r.project))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -502,7 +504,7 @@ func TestMemPreviousNameTakenMidApply(t *testing.T) {
 	}
 }
 
-// Rollback and an on-demand backup check the names they use too: another project's container
+// rollback and an on-demand backup check the names they use too: another project's container
 // under the candidate's name stops the rollback, another project's volume under the backup's
 // scratch name stops the backup, each naming it, with the live release untouched.
 func TestMemNameTakenStopsRollbackAndBackup(t *testing.T) {

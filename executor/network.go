@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // The proxy reaches releases by their address on the project's network, and keeps its routes
@@ -20,7 +22,7 @@ type network struct {
 // ensureNetwork makes sure the project's network exists and learns its fixed range.
 func (own *owned) ensureNetwork(ctx context.Context) error {
 	rn := own.rn
-	fixed, err := rn.Runtime.EnsureNetwork(ctx, NetworkName(rn.Project.Name), map[string]string{LabelProject: rn.Project.Name})
+	fixed, err := rn.Runtime.EnsureNetwork(ctx, plan.NetworkName(rn.Project.Name), map[string]string{LabelProject: rn.Project.Name})
 	if err != nil {
 		return err
 	}
@@ -31,9 +33,9 @@ func (own *owned) ensureNetwork(ctx context.Context) error {
 // backendAddr is where the proxy reaches a release's port: its address on the project network.
 func (own *owned) backendAddr(c *ContainerState, port int) (string, error) {
 	rn := own.rn
-	ip := c.IPs[NetworkName(rn.Project.Name)]
+	ip := c.IPs[plan.NetworkName(rn.Project.Name)]
 	if ip == "" {
-		return "", fmt.Errorf("container %s is not on network %s", c.Name, NetworkName(rn.Project.Name))
+		return "", fmt.Errorf("container %s is not on network %s", c.Name, plan.NetworkName(rn.Project.Name))
 	}
 	return fmt.Sprintf("%s:%d", ip, port), nil
 }
@@ -41,7 +43,7 @@ func (own *owned) backendAddr(c *ContainerState, port int) (string, error) {
 // createRelease creates a release's container at a fixed address of its own when the network
 // has a fixed range (one made by an earlier version has none: the engine picks the address).
 func (rn *run) createRelease(ctx context.Context, spec ContainerSpec) (string, error) {
-	if rn.net.fixed != "" && spec.Network == NetworkName(rn.Project.Name) && spec.IP == "" {
+	if rn.net.fixed != "" && spec.Network == plan.NetworkName(rn.Project.Name) && spec.IP == "" {
 		addr, err := rn.own.freeAddress(ctx)
 		if err != nil {
 			return "", err
@@ -63,17 +65,17 @@ func (rn *run) createRelease(ctx context.Context, spec ContainerSpec) (string, e
 // running or not (a stopped release keeps its address for when it is started again).
 func (own *owned) freeAddress(ctx context.Context) (string, error) {
 	rn := own.rn
-	name := NetworkName(rn.Project.Name)
+	name := plan.NetworkName(rn.Project.Name)
 	fixed, err := netip.ParsePrefix(rn.net.fixed)
 	if err != nil {
 		return "", fmt.Errorf("network %s: fixed range %q: %v", name, rn.net.fixed, err)
 	}
-	obs, err := Observe(ctx, rn.Runtime, rn.Project)
+	obs, err := plan.Observe(ctx, rn.Runtime, rn.Project)
 	if err != nil {
 		return "", err
 	}
 	used := map[string]bool{}
-	for _, c := range obs.labelled {
+	for _, c := range obs.Labelled {
 		used[c.Labels[LabelAddress]] = true
 	}
 	connected, err := rn.Runtime.NetworkAddresses(ctx, name)
@@ -98,13 +100,13 @@ func (own *owned) addressHint(ctx context.Context, id string, err error) error {
 	if ierr != nil || st.Spec.IP == "" {
 		return err
 	}
-	name, addr := NetworkName(rn.Project.Name), st.Spec.IP
+	name, addr := plan.NetworkName(rn.Project.Name), st.Spec.IP
 	holder, who := "something connected to the network meanwhile", "CONTAINER"
 	if connected, cerr := rn.Runtime.NetworkAddresses(ctx, name); cerr == nil && connected[addr] != "" {
 		who = connected[addr]
 		holder = "container " + who
 		if other, oerr := rn.Runtime.Inspect(ctx, who); oerr == nil {
-			holder = containerOwner(other)
+			holder = plan.ContainerOwner(other)
 		}
 	}
 	return fmt.Errorf("the address %s on network %s, given to %s, is taken by %s: disconnect it (docker network disconnect %s %s), or run apply again, which picks another address (%v)", addr, name, st.Name, holder, name, who, err)

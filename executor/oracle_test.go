@@ -9,8 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
-	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/hclspec"
 )
 
@@ -74,12 +75,12 @@ func TestPlanTextDoesNotDependOnSecrets(t *testing.T) {
 		if got := p.Service("app").Env["B0"]; (secret[0] == 'a') != (got == "candidate") {
 			t.Fatalf("the attack does not do what the test thinks: B0 = %q", got)
 		}
-		plan := r.plan(p)
+		pl := r.plan(p)
 		var text, js bytes.Buffer
-		if err := plan.WriteText(&text, executor.RenderOptions{}); err != nil {
+		if err := pl.WriteText(&text, plan.RenderOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		if err := plan.WriteJSON(&js); err != nil {
+		if err := pl.WriteJSON(&js); err != nil {
 			t.Fatal(err)
 		}
 		for _, w := range []string{"candidate", "deploy lock", r.project, "create and start", "health-check", "exit (sensitive)"} {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker"
@@ -36,14 +38,14 @@ func createReleased(t *testing.T, eng *docker.Engine, p *config.Project, service
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc := executor.SpecDoc(p, s, dockertest.Hasher(t, eng, p.Name))
+	doc := plan.SpecDoc(p, s, dockertest.Hasher(t, eng, p.Name))
 	raw, _ := json.Marshal(doc)
 	// The names the deployer gives them: a container is a release of the service only under one.
 	name := s.ContainerName
 	switch role {
-	case executor.RoleCandidate:
+	case plan.RoleCandidate:
 		name = s.ContainerName + "-green"
-	case executor.RolePrevious:
+	case plan.RolePrevious:
 		name = fmt.Sprintf("%s-r%d", s.ContainerName, release)
 	}
 	id, err := eng.CreateContainer(ctx, executor.ContainerSpec{
@@ -51,7 +53,7 @@ func createReleased(t *testing.T, eng *docker.Engine, p *config.Project, service
 		Labels: map[string]string{
 			executor.LabelProject: p.Name, executor.LabelService: service, executor.LabelRole: role,
 			executor.LabelRelease: fmt.Sprint(release), executor.LabelSpecDoc: string(raw),
-			executor.LabelSpec: executor.SpecHash(doc, imageID),
+			executor.LabelSpec: plan.SpecHash(doc, imageID),
 		},
 	})
 	if err != nil {
@@ -73,30 +75,30 @@ func TestPlanAgainstEngine(t *testing.T) {
 	port := dockertest.FreePort(t)
 	p := testProject(name, image, port, map[string]string{"APP_VERSION": "v1"})
 
-	plan, err := executor.MakePlan(ctx, p, eng, executor.PlanOptions{})
+	pl, err := executor.MakePlan(ctx, p, eng, plan.PlanOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ch := plan.Change("api"); ch.Action != executor.ActionCreate || ch.NextRelease != 1 {
+	if ch := pl.Change("api"); ch.Action != plan.ActionCreate || ch.NextRelease != 1 {
 		t.Fatalf("empty engine: %+v", ch)
 	}
 
-	liveID := createReleased(t, eng, p, "api", executor.RoleLive, 4, true)
-	plan, err = executor.MakePlan(ctx, p, eng, executor.PlanOptions{})
+	liveID := createReleased(t, eng, p, "api", plan.RoleLive, 4, true)
+	pl, err = executor.MakePlan(ctx, p, eng, plan.PlanOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if plan.HasChanges() {
-		t.Fatalf("a live release matching the configuration must plan no changes: %+v", plan.Changes[0])
+	if pl.HasChanges() {
+		t.Fatalf("a live release matching the configuration must plan no changes: %+v", pl.Changes[0])
 	}
 
 	changed := testProject(name, image, port, map[string]string{"APP_VERSION": "v2"})
-	plan, err = executor.MakePlan(ctx, changed, eng, executor.PlanOptions{})
+	pl, err = executor.MakePlan(ctx, changed, eng, plan.PlanOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch := plan.Change("api")
-	if ch.Action != executor.ActionReplace || ch.LiveRelease != 4 || ch.NextRelease != 5 {
+	ch := pl.Change("api")
+	if ch.Action != plan.ActionReplace || ch.LiveRelease != 4 || ch.NextRelease != 5 {
 		t.Fatalf("changed env: %+v", ch)
 	}
 	if len(ch.Attributes) != 1 || ch.Attributes[0].Path != "env.APP_VERSION" || string(ch.Attributes[0].Old) != `"v1"` {
@@ -106,23 +108,23 @@ func TestPlanAgainstEngine(t *testing.T) {
 	if err := eng.StopContainer(ctx, liveID, 0); err != nil {
 		t.Fatal(err)
 	}
-	createReleased(t, eng, p, "api", executor.RoleCandidate, 5, false)
+	createReleased(t, eng, p, "api", plan.RoleCandidate, 5, false)
 	other := testProject(name, image, port, nil)
 	other.Services[0].Name, other.Services[0].ContainerName = "worker", name+"-worker"
-	createReleased(t, eng, other, "worker", executor.RoleLive, 1, false)
+	createReleased(t, eng, other, "worker", plan.RoleLive, 1, false)
 
-	plan, err = executor.MakePlan(ctx, p, eng, executor.PlanOptions{})
+	pl, err = executor.MakePlan(ctx, p, eng, plan.PlanOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ch := plan.Change("api"); ch.Action != executor.ActionUpdate {
+	if ch := pl.Change("api"); ch.Action != plan.ActionUpdate {
 		t.Errorf("stopped live: %+v", ch)
 	}
-	if ch := plan.Change("worker"); ch == nil || ch.Action != executor.ActionDelete {
+	if ch := pl.Change("worker"); ch == nil || ch.Action != plan.ActionDelete {
 		t.Errorf("service gone from the configuration: %+v", ch)
 	}
 	var kinds []string
-	for _, l := range plan.Leftovers {
+	for _, l := range pl.Leftovers {
 		kinds = append(kinds, string(l.Kind))
 	}
 	if got := strings.Join(kinds, ","); got != "candidate,stopped-live" {
@@ -136,7 +138,7 @@ func TestPlanEngineNotAnswering(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = executor.MakePlan(context.Background(), testProject("x", "x", dockertest.FreePort(t), nil), eng, executor.PlanOptions{})
+	_, err = executor.MakePlan(context.Background(), testProject("x", "x", dockertest.FreePort(t), nil), eng, plan.PlanOptions{})
 	if err == nil || !strings.Contains(err.Error(), "does not answer") {
 		t.Fatalf("err = %v", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
@@ -33,19 +35,19 @@ func TestProxyFixedCandidatePort(t *testing.T) {
 	seen := map[string]string{}
 	var mu sync.Mutex
 	watch := func(p *config.Project, version string) *executor.ServiceOutcome {
-		plan, err := executor.MakePlan(context.Background(), p, r.eng, executor.PlanOptions{})
+		pl, err := executor.MakePlan(context.Background(), p, r.eng, plan.PlanOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		a := r.applier(p)
 		a.Events = func(e executor.Event) {
-			if e.Type == executor.EventStep && e.Step == string(executor.StepHealth) && e.Phase == "end" {
+			if e.Type == executor.EventStep && e.Step == string(plan.StepHealth) && e.Phase == "end" {
 				mu.Lock()
 				seen[version] = getPath(cand, "/")
 				mu.Unlock()
 			}
 		}
-		out, err := a.Apply(context.Background(), plan)
+		out, err := a.Apply(context.Background(), pl)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,8 +69,8 @@ func TestProxyFixedCandidatePort(t *testing.T) {
 		r.noPublished(cand)
 		// deployer releases says what each release is now: the live one was created as the
 		// candidate, and is live.
-		obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
-		if rel := executor.Releases(obs, "app"); rel[0].Release != i+1 || rel[0].Role != executor.RoleLive || (i > 0 && rel[1].Role != executor.RolePrevious) {
+		obs, _ := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
+		if rel := executor.Releases(obs, "app"); rel[0].Release != i+1 || rel[0].Role != plan.RoleLive || (i > 0 && rel[1].Role != plan.RolePrevious) {
 			t.Errorf("releases after %s: %+v", v, rel)
 		}
 	}
@@ -110,13 +112,13 @@ func TestPortBelongsToOneProject(t *testing.T) {
 	second := proxyRig(t)
 	second.port = first.port
 	p := second.config("second", proxyMode(nil))
-	_, err := executor.MakePlan(context.Background(), p, second.eng, executor.PlanOptions{})
+	_, err := executor.MakePlan(context.Background(), p, second.eng, plan.PlanOptions{})
 	want := fmt.Sprintf("host port %d of service.app is taken: project %q's service.app", first.port, first.project)
 	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "routes it through its proxy") {
 		t.Fatalf("plan of the second project: %v", err)
 	}
 	// A saved plan made before the first project took the port is refused by apply all the same.
-	empty := &executor.Plan{Changes: []*executor.Change{{Service: "app", Action: executor.ActionCreate, NextRelease: 1}}, Steps: []*executor.Step{{Name: "lock"}}}
+	empty := &plan.Plan{Changes: []*plan.Change{{Service: "app", Action: plan.ActionCreate, NextRelease: 1}}, Steps: []*plan.Step{{Name: "lock"}}}
 	if _, err := second.applier(p).Apply(context.Background(), empty); err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("apply of the second project: %v", err)
 	}
@@ -135,7 +137,7 @@ func TestPortBelongsToOneProject(t *testing.T) {
 	}
 	fourth := proxyRig(t)
 	fourth.port = third.port
-	_, err = executor.MakePlan(context.Background(), fourth.config("x", proxyMode(nil)), fourth.eng, executor.PlanOptions{})
+	_, err = executor.MakePlan(context.Background(), fourth.config("x", proxyMode(nil)), fourth.eng, plan.PlanOptions{})
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("project %q's service.app (container %s-app, release 1) publishes it", third.project, third.project)) {
 		t.Errorf("port published by another container: %v", err)
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/executor"
 )
 
@@ -19,7 +21,7 @@ func TestPreflightAsksTheEngine(t *testing.T) {
 	r.self, r.remote = staticDeployer(t), true
 	ctx := context.Background()
 	p := r.config("v1", nil)
-	plan, err := executor.MakePlan(ctx, p, r.eng, executor.PlanOptions{Remote: true})
+	pl, err := executor.MakePlan(ctx, p, r.eng, plan.PlanOptions{Remote: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +29,7 @@ func TestPreflightAsksTheEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = r.applier(p).Apply(ctx, plan)
+	_, err = r.applier(p).Apply(ctx, pl)
 	l.Close()
 	if err == nil || !strings.Contains(err.Error(), "host port "+strconv.Itoa(r.port)+" of service.app is held by a process outside Docker") {
 		t.Fatalf("apply with the port held on the engine's host: %v", err)
@@ -44,7 +46,7 @@ func TestPreflightAsksTheEngine(t *testing.T) {
 	if got := strings.Join(steps, " "); got != "lock:ok preflight:failed unlock:ok" {
 		t.Errorf("steps: %s", got)
 	}
-	if obs, _ := executor.Observe(ctx, r.eng, projectOnly(r.project)); len(obs.All) != 0 {
+	if obs, _ := plan.Observe(ctx, r.eng, projectOnly(r.project)); len(obs.All) != 0 {
 		t.Errorf("left on the engine: %d containers (the helper, a candidate?)", len(obs.All))
 	}
 	r.events = nil

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 
@@ -60,7 +62,7 @@ func TestProxyCutover(t *testing.T) {
 	// A proxy's deployer from before sessions fails on "-" as this one fails on a bad request:
 	// the session's reads end at once with what it said, and the deployer falls back to one
 	// exec per request.
-	if obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project)); obs.Proxy != nil {
+	if obs, _ := plan.Observe(context.Background(), r.eng, projectOnly(r.project)); obs.Proxy != nil {
 		sess, err := r.eng.ExecSession(context.Background(), obs.Proxy.ID, []string{"/deployer", "proxy", "ctl", "{"})
 		if err != nil {
 			t.Fatal(err)
@@ -71,7 +73,7 @@ func TestProxyCutover(t *testing.T) {
 			t.Errorf("a session that fails at once: read %q, %v", b, err)
 		}
 	}
-	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+	obs, _ := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 	if obs.Proxy == nil || !obs.Proxy.Running() || obs.Services["app"].Live.Release() != 2 || len(obs.Services["app"].Previous) != 1 {
 		t.Errorf("state: proxy %v, %s", obs.Proxy, r.state())
 	}
@@ -91,7 +93,7 @@ func TestProxyCutover(t *testing.T) {
 func proxyExecs(t testing.TB, r *rig, since time.Time) []string {
 	t.Helper()
 	ctx := context.Background()
-	obs, err := executor.Observe(ctx, r.eng, projectOnly(r.project))
+	obs, err := plan.Observe(ctx, r.eng, projectOnly(r.project))
 	if err != nil || obs.Proxy == nil {
 		t.Fatalf("the proxy: %v %v", obs, err)
 	}
@@ -264,16 +266,16 @@ func TestProxyKilled(t *testing.T) {
 	if so := r.apply(p); so.Error != "" {
 		t.Fatal(so.Error)
 	}
-	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+	obs, _ := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 	r.eng.RemoveContainer(context.Background(), obs.Proxy.ID)
 	if got := r.get("/"); !strings.HasPrefix(got, "error") {
 		t.Fatalf("the proxy is gone but %q answers", got)
 	}
-	plan, err := executor.MakePlan(context.Background(), p, r.eng, executor.PlanOptions{})
-	if err != nil || len(plan.Leftovers) != 1 || plan.Leftovers[0].Kind != "proxy" {
-		t.Fatalf("plan: %+v %v", plan.Leftovers, err)
+	pl, err := executor.MakePlan(context.Background(), p, r.eng, plan.PlanOptions{})
+	if err != nil || len(pl.Leftovers) != 1 || pl.Leftovers[0].Kind != "proxy" {
+		t.Fatalf("plan: %+v %v", pl.Leftovers, err)
 	}
-	if _, err := r.applier(p).Apply(context.Background(), plan); err != nil {
+	if _, err := r.applier(p).Apply(context.Background(), pl); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.get("/"); got != "version=v1" {
@@ -348,7 +350,7 @@ func TestProxyUpgradeUnderLoad(t *testing.T) {
 	if so := r.apply(r.config("v1", proxyMode(nil))); so.Error != "" {
 		t.Fatal(so.Error)
 	}
-	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+	obs, _ := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 	before := obs.Proxy.ImageID
 	r.self = otherDeployer(t)
 	l := startLoad(r.port, 200)
@@ -358,8 +360,8 @@ func TestProxyUpgradeUnderLoad(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	sent, failed, gap := l.stop()
-	obs, _ = executor.Observe(context.Background(), r.eng, projectOnly(r.project))
-	if obs.Proxy == nil || obs.Proxy.ImageID == before || obs.Proxy.Name != executor.ProxyName(r.project) || !obs.Proxy.Running() {
+	obs, _ = plan.Observe(context.Background(), r.eng, projectOnly(r.project))
+	if obs.Proxy == nil || obs.Proxy.ImageID == before || obs.Proxy.Name != plan.ProxyName(r.project) || !obs.Proxy.Running() {
 		t.Fatalf("the proxy was not upgraded: %+v", obs.Proxy)
 	}
 	if logs, _ := r.eng.Logs(context.Background(), obs.Proxy.ID, 20); !strings.Contains(logs, "took over the listening sockets of the proxy before this one") {
@@ -415,7 +417,7 @@ func TestResumeUnhealthyRollsBack(t *testing.T) {
 	}
 	r.eng.StopContainer(context.Background(), r.liveID(), time.Second)
 	so := r.apply(r.config("v2", once))
-	if so.Action != executor.ActionUpdate || !so.RolledBack || so.RolledBackTo != 1 || !strings.Contains(so.Error, "release 2 did not come back healthy") {
+	if so.Action != plan.ActionUpdate || !so.RolledBack || so.RolledBackTo != 1 || !strings.Contains(so.Error, "release 2 did not come back healthy") {
 		t.Fatalf("outcome: %+v", so)
 	}
 	if got := r.get("/"); got != "version=v1" {
@@ -467,7 +469,7 @@ func TestProxyImageFromConfiguration(t *testing.T) {
 	if got := r.get("/"); got != "version=v2" {
 		t.Errorf("through the proxy: %q", got)
 	}
-	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+	obs, _ := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 	if obs.Proxy == nil || obs.Proxy.ImageID != id {
 		t.Errorf("the proxy does not run docker.proxy_image (%s): %+v", id, obs.Proxy)
 	}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/deployer-dev/deployer/executor"
@@ -50,7 +52,7 @@ func TestProxyHostileClients(t *testing.T) {
 		t.Fatal(so.Error)
 	}
 	ctx := context.Background()
-	obs, err := executor.Observe(ctx, r.eng, projectOnly(r.project))
+	obs, err := plan.Observe(ctx, r.eng, projectOnly(r.project))
 	if err != nil || obs.Proxy == nil {
 		t.Fatalf("the proxy: %v %v", obs, err)
 	}

@@ -7,27 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/proxy"
 )
-
-// NetworkName is the project's private network: releases join it, the proxy reaches them on it.
-func NetworkName(project string) string { return project + "-net" }
-
-// ProxyName is the project's proxy container.
-func ProxyName(project string) string { return project + "-proxy" }
-
-// proxyNextSuffix names the new proxy of an upgrade while the old one still bears the name.
-const proxyNextSuffix = "-next"
-
-// candidateRouteSuffix names the temporary route that shows a candidate on its fixed port.
-const candidateRouteSuffix = "@candidate"
 
 // proxyControl is the project's proxy for one run. It owns the proxy container's identity: it
 // finds, starts or upgrades the proxy (ensure), and every request to the proxy goes through it.
@@ -276,7 +265,7 @@ func (px *proxyControl) ensure(ctx context.Context) error {
 		return px.err
 	}
 	rn := px.rn
-	px.err = rn.step("", StepProxy, "", rn.plannedOr("", StepProxy, "make sure the project's proxy runs and routes to the live releases"), func() error {
+	px.err = rn.step("", plan.StepProxy, "", rn.plannedOr("", plan.StepProxy, "make sure the project's proxy runs and routes to the live releases"), func() error {
 		if err := rn.own.ensureNetwork(ctx); err != nil {
 			return err
 		}
@@ -284,7 +273,7 @@ func (px *proxyControl) ensure(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		obs, err := Observe(ctx, rn.Runtime, rn.Project)
+		obs, err := plan.Observe(ctx, rn.Runtime, rn.Project)
 		if err != nil {
 			return err
 		}
@@ -330,18 +319,18 @@ func (px *proxyControl) resync(ctx context.Context) error {
 // before the old one stops.
 func (px *proxyControl) start(ctx context.Context, image string, old *Container) error {
 	rn := px.rn
-	name := ProxyName(rn.Project.Name)
+	name := plan.ProxyName(rn.Project.Name)
 	cmd := []string{"proxy", "serve"}
 	if old != nil {
-		name += proxyNextSuffix
+		name += plan.ProxyNextSuffix
 		// The proxy it replaces may be too old to hand its sockets over; then, and only for
 		// it, the new one shares its ports (they were opened for sharing) until it stops.
 		cmd = append(cmd, "--reuse-port")
 	}
 	spec := ContainerSpec{Name: name, Image: image, Cmd: cmd, HostNetwork: true, Restart: "unless-stopped",
-		Labels:  map[string]string{LabelProject: rn.Project.Name, LabelRole: RoleProxy, LabelCreatedAt: time.Now().UTC().Format(time.RFC3339)},
-		Volumes: []VolumeMount{{Name: proxyStateVolume(rn.Project), Target: "/state"}}}
-	if err := rn.own.makeVolume(ctx, proxyStateVolume(rn.Project), map[string]string{LabelProject: rn.Project.Name, LabelRole: RoleProxy}); err != nil {
+		Labels:  map[string]string{LabelProject: rn.Project.Name, LabelRole: plan.RoleProxy, LabelCreatedAt: time.Now().UTC().Format(time.RFC3339)},
+		Volumes: []VolumeMount{{Name: plan.ProxyStateVolume(rn.Project), Target: "/state"}}}
+	if err := rn.own.makeVolume(ctx, plan.ProxyStateVolume(rn.Project), map[string]string{LabelProject: rn.Project.Name, LabelRole: plan.RoleProxy}); err != nil {
 		return err
 	}
 	id, err := rn.Runtime.CreateContainer(ctx, spec)
@@ -366,11 +355,11 @@ func (px *proxyControl) start(ctx context.Context, image string, old *Container)
 // (letting its requests finish) and goes, and the new one takes the name.
 func (px *proxyControl) takeOver(ctx context.Context, id string, old *Container) error {
 	rn := px.rn
-	rn.log("", StepProxy, "upgrading the proxy %s: the new one takes over its ports first", old.Name)
+	rn.log("", plan.StepProxy, "upgrading the proxy %s: the new one takes over its ports first", old.Name)
 	if err := px.wait(ctx); err != nil {
 		return err
 	}
-	rn.crash(ProxyUpgradePoints[0])
+	rn.crash(plan.ProxyUpgradePoints[0])
 	if old.Running() {
 		// Copy the old proxy's routes, so both serve the same before the old one stops.
 		if st, err := proxyCtl(ctx, rn.Runtime, old.ID, proxy.Request{Op: "status"}); err == nil {
@@ -382,21 +371,21 @@ func (px *proxyControl) takeOver(ctx context.Context, id string, old *Container)
 			}
 		}
 		rn.Runtime.StopContainer(ctx, old.ID, 30*time.Second) // stops accepting, lets requests finish
-		rn.crash(ProxyUpgradePoints[1])
+		rn.crash(plan.ProxyUpgradePoints[1])
 	}
 	if err := rn.Runtime.RemoveContainer(ctx, old.ID); err != nil {
 		return err
 	}
-	rn.crash(ProxyUpgradePoints[2])
-	return rn.Runtime.RenameContainer(ctx, id, ProxyName(rn.Project.Name))
+	rn.crash(plan.ProxyUpgradePoints[2])
+	return rn.Runtime.RenameContainer(ctx, id, plan.ProxyName(rn.Project.Name))
 }
 
 // finishUpgrade deals with what an upgrade of the proxy left when it was interrupted: a new
 // proxy that serves alone takes the name; one beside an old proxy that still serves is removed,
 // and the upgrade starts over.
-func (px *proxyControl) finishUpgrade(ctx context.Context, obs *Observed) error {
+func (px *proxyControl) finishUpgrade(ctx context.Context, obs *plan.Observed) error {
 	rn := px.rn
-	name := ProxyName(rn.Project.Name)
+	name := plan.ProxyName(rn.Project.Name)
 	if n := obs.ProxyNext; n != nil {
 		if obs.Proxy.Running() || !n.Running() {
 			rn.warn("", "an interrupted upgrade of the proxy left %s beside %s, which still serves: removing it; the upgrade starts over", n.Name, obs.Proxy.Name)
@@ -413,7 +402,7 @@ func (px *proxyControl) finishUpgrade(ctx context.Context, obs *Observed) error 
 		}
 		obs.Proxy, obs.ProxyNext = n, nil
 	}
-	if p := obs.Proxy; p != nil && strings.HasSuffix(p.Name, proxyNextSuffix) {
+	if p := obs.Proxy; p != nil && strings.HasSuffix(p.Name, plan.ProxyNextSuffix) {
 		if err := rn.Runtime.RenameContainer(ctx, p.ID, name); err != nil {
 			return err
 		}
@@ -447,7 +436,7 @@ func routeName(s *config.Service, p *config.Port) string {
 }
 
 func candidateRouteName(s *config.Service, p *config.Port) string {
-	return routeName(s, p) + candidateRouteSuffix
+	return routeName(s, p) + plan.CandidateRouteSuffix
 }
 
 // showCandidate shows the candidate on 127.0.0.1:<candidate> for each fixed candidate port, as
@@ -504,7 +493,7 @@ func (px *proxyControl) setRoutes(ctx context.Context, s *config.Service, c *Con
 // sync points the routes of every service the proxy serves at its running live release,
 // setting only those that differ from what the proxy has (each control request is a docker
 // exec), and removes the candidate routes a killed apply left.
-func (px *proxyControl) sync(ctx context.Context, obs *Observed) error {
+func (px *proxyControl) sync(ctx context.Context, obs *plan.Observed) error {
 	rn := px.rn
 	st, err := px.ctl(ctx, proxy.Request{Op: "status"})
 	if err != nil {
@@ -523,7 +512,7 @@ func (px *proxyControl) sync(ctx context.Context, obs *Observed) error {
 				return err
 			}
 		}
-		if strings.HasSuffix(r.Name, candidateRouteSuffix) {
+		if strings.HasSuffix(r.Name, plan.CandidateRouteSuffix) {
 			// Left by an apply that was killed: the candidate is gone, its port must be free.
 			if _, err := px.ctl(ctx, proxy.Request{Op: "remove", Name: r.Name}); err != nil {
 				return err
@@ -539,14 +528,14 @@ func (px *proxyControl) sync(ctx context.Context, obs *Observed) error {
 		}
 		// A live release the proxy serves is routed to, whatever the configuration says now,
 		// until a restart cutover gives its ports to the new release.
-		if !planCutover(s, !rn.remote(), false).servedByProxy() && !recordedCutover(*st.Live, false) && !hasRoute(s, have) {
+		if !plan.PlanCutover(s, !rn.remote(), false).ServedByProxy() && !plan.RecordedCutover(*st.Live, false) && !hasRoute(s, have) {
 			continue
 		}
 		live, err := rn.Runtime.Inspect(ctx, st.Live.ID)
 		if err != nil {
 			return err
 		}
-		if _, ok := live.IPs[NetworkName(rn.Project.Name)]; !ok || publishesItself(s, live) {
+		if _, ok := live.IPs[plan.NetworkName(rn.Project.Name)]; !ok || plan.PublishesItself(s, live) {
 			// A container being taken over, or a release of the restart cutover: it holds the
 			// host port, which the proxy takes at its next cutover.
 			continue
@@ -596,20 +585,6 @@ func (px *proxyControl) giveBackPorts(ctx context.Context, s *config.Service, id
 		}
 	}
 	return nil
-}
-
-// publishesItself reports whether a container publishes one of the service's host ports
-// itself, as a release of the restart cutover or a container being taken over does: the proxy
-// cannot listen there while it runs.
-func publishesItself(s *config.Service, c *ContainerState) bool {
-	for _, b := range c.Spec.Ports {
-		for _, p := range s.Ports {
-			if b.HostPort == p.Host {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // hasRoute reports whether the proxy has a route of the service.
@@ -683,7 +658,7 @@ func (px *proxyControl) routesOn(ctx context.Context, s *config.Service, id stri
 // drain lets a release finish what it has in flight, up to deploy.drain, then cuts the rest.
 func (px *proxyControl) drain(ctx context.Context, s *config.Service, old *ContainerState) error {
 	rn := px.rn
-	return rn.step(s.Name, StepDrain, "", fmt.Sprintf("let requests in flight on %s finish, up to %s", old.Name, s.Deploy.Drain), func() error {
+	return rn.step(s.Name, plan.StepDrain, "", fmt.Sprintf("let requests in flight on %s finish, up to %s", old.Name, s.Deploy.Drain), func() error {
 		cut := 0
 		for _, p := range s.Ports {
 			addr, err := rn.own.backendAddr(old, p.Container)
@@ -697,7 +672,7 @@ func (px *proxyControl) drain(ctx context.Context, s *config.Service, old *Conta
 			cut += resp.Cut
 		}
 		if cut > 0 {
-			rn.warn(s.Name, "%s still in flight on the old release at the drain deadline (%s) were cut", plural(cut, "request or connection"), s.Deploy.Drain)
+			rn.warn(s.Name, "%s still in flight on the old release at the drain deadline (%s) were cut", plan.Plural(cut, "request or connection"), s.Deploy.Drain)
 		}
 		return nil
 	})
@@ -742,59 +717,33 @@ func (px *proxyControl) drainLeftover(ctx context.Context, s *config.Service, id
 		}
 	}
 	if cut > 0 {
-		rn.warn(s.Name, "%s still in flight on %s at the drain deadline (%s) were cut", plural(cut, "request or connection"), c.Name, s.Deploy.Drain)
+		rn.warn(s.Name, "%s still in flight on %s at the drain deadline (%s) were cut", plan.Plural(cut, "request or connection"), c.Name, s.Deploy.Drain)
 	} else if took := time.Since(start); took > 100*time.Millisecond {
-		rn.log(s.Name, StepDrain, "the requests in flight on %s finished (%s)", c.Name, took.Round(time.Millisecond))
+		rn.log(s.Name, plan.StepDrain, "the requests in flight on %s finished (%s)", c.Name, took.Round(time.Millisecond))
 	}
 }
 
 // ProxyStatus reports the proxy's routes with their counters (nil without a proxy).
 func ProxyStatus(ctx context.Context, rt Runtime, p *config.Project) ([]proxy.RouteStatus, error) {
-	obs, err := Observe(ctx, rt, p)
+	obs, err := plan.Observe(ctx, rt, p)
 	if err != nil || obs.Proxy == nil || !obs.Proxy.Running() {
 		return nil, err
 	}
 	return proxyRoutes(ctx, rt, obs.Proxy.ID)
 }
 
-// readRoutes finds the leftover candidates the project's proxy routes a service's requests to
-// (Observed.Routed): a proxy cutover killed after its switch leaves the candidate serving while
-// the old release still runs under the live name. The proxy is asked only when a candidate
-// runs; a proxy that does not answer is status's to report, and plan's to start again.
-func (o *Observed) readRoutes(ctx context.Context, eng Engine, p *config.Project) {
+// readProxyRoutes is plan's and status's RouteReader: the routes of a running proxy container.
+func readProxyRoutes(ctx context.Context, eng Engine, proxyID string) ([]plan.Route, error) {
 	rt, ok := eng.(Runtime)
-	if !ok || o.Proxy == nil || !o.Proxy.Running() {
-		return
+	if !ok {
+		return nil, nil
 	}
-	var routes []proxy.RouteStatus
-	read := false
-	for _, name := range o.ServiceNames() {
-		for _, c := range o.Services[name].Candidates {
-			if !c.Running() {
-				continue
-			}
-			if !read {
-				var err error
-				if routes, err = proxyRoutes(ctx, rt, o.Proxy.ID); err != nil {
-					return
-				}
-				read = true
-			}
-			st, err := eng.Inspect(ctx, c.ID)
-			if err != nil || st.IPs[NetworkName(p.Name)] == "" {
-				continue
-			}
-			for _, r := range routes {
-				host, _, err := net.SplitHostPort(r.Backend)
-				if err == nil && host == st.IPs[NetworkName(p.Name)] && strings.HasPrefix(r.Name, name+"/") && !strings.HasSuffix(r.Name, candidateRouteSuffix) {
-					if o.Routed == nil {
-						o.Routed = map[string]*Container{}
-					}
-					o.Routed[name] = c
-				}
-			}
-		}
+	list, err := proxyRoutes(ctx, rt, proxyID)
+	var out []plan.Route
+	for _, r := range list {
+		out = append(out, plan.Route{Name: r.Name, Backend: r.Backend})
 	}
+	return out, err
 }
 
 // proxyRoutes asks a running proxy container for its routes and counters.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
@@ -15,12 +17,12 @@ import (
 // cleanupStep is the detail of the plan's clean-up step.
 func (r *rig) cleanupStep(p *config.Project) string {
 	r.t.Helper()
-	plan, err := executor.MakePlan(context.Background(), p, r.eng, executor.PlanOptions{})
+	pl, err := executor.MakePlan(context.Background(), p, r.eng, plan.PlanOptions{})
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	for _, st := range plan.Steps {
-		if st.Name == string(executor.StepCleanup) {
+	for _, st := range pl.Steps {
+		if st.Name == string(plan.StepCleanup) {
 			return st.Detail
 		}
 	}

@@ -11,8 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
-	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/hclspec"
 )
 
@@ -134,28 +135,28 @@ func TestSecretsRebuiltNeverShown(t *testing.T) {
 		}
 	}
 
-	plan := r.plan(p)
+	pl := r.plan(p)
 	var text, js bytes.Buffer
-	if err := plan.WriteText(&text, executor.RenderOptions{}); err != nil {
+	if err := pl.WriteText(&text, plan.RenderOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(text.String(), "(sensitive)") || !strings.Contains(text.String(), "APP_VERSION") {
 		t.Fatalf("the plan shows no attributes to check:\n%s", text.String())
 	}
 	check("plan", text.String())
-	if err := plan.WriteJSON(&js); err != nil {
+	if err := pl.WriteJSON(&js); err != nil {
 		t.Fatal(err)
 	}
 	check("plan -json", js.String())
 	saved := filepath.Join(t.TempDir(), "plan.json")
-	sp := &executor.SavedPlan{Plan: plan, Dir: dir, Variables: []executor.SavedVariable{{Name: "token", Sensitive: true, Hash: plan.HashSensitive(`"` + leakToken + `"`), Source: "environment"}}}
-	if err := executor.WritePlanFile(saved, sp); err != nil {
+	sp := &plan.SavedPlan{Plan: pl, Dir: dir, Variables: []plan.SavedVariable{{Name: "token", Sensitive: true, Hash: pl.HashSensitive(`"` + leakToken + `"`), Source: "environment"}}}
+	if err := plan.WritePlanFile(saved, sp); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(saved)
 	check("the saved plan", string(b))
 
-	out, err := r.applier(p).Apply(context.Background(), plan)
+	out, err := r.applier(p).Apply(context.Background(), pl)
 	if err != nil || len(out.Services) != 1 || out.Services[0].Error != "" {
 		t.Fatalf("apply: %v %+v", err, out)
 	}
@@ -191,7 +192,7 @@ func TestSecretsRebuiltNeverShown(t *testing.T) {
 	if !strings.Contains(out.Services[0].Error, "(sensitive)") {
 		t.Errorf("the error does not show where the secret was: %v", out.Services[0].Error)
 	}
-	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+	obs, _ := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 	for _, c := range obs.All {
 		for k, v := range c.Labels {
 			check("label "+k, v)

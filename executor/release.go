@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 )
 
@@ -29,7 +31,7 @@ type release struct {
 // newRelease is the release a deploy makes of the configuration; its image and labels come
 // with the image step.
 func newRelease(p *config.Project, s *config.Service, number int) *release {
-	r := &release{number: number, image: s.Image, cmd: s.Command, env: s.Env, ports: s.Ports, network: NetworkName(p.Name), host: hostSettings(s)}
+	r := &release{number: number, image: s.Image, cmd: s.Command, env: s.Env, ports: s.Ports, network: plan.NetworkName(p.Name), host: hostSettings(s)}
 	for _, v := range s.Volumes {
 		r.volumes = append(r.volumes, VolumeMount{Name: v.Name, Target: v.Target})
 	}
@@ -39,7 +41,7 @@ func newRelease(p *config.Project, s *config.Service, number int) *release {
 // earlierRelease is the release a rollback brings back, from its stopped container.
 func earlierRelease(p *config.Project, s *config.Service, c *Container, prev *ContainerState) *release {
 	r := &release{number: c.Release(), imageID: prev.ImageID, image: c.Image, cmd: prev.Spec.Cmd, env: prev.Spec.Env,
-		volumes: prev.Spec.Volumes, ports: s.Ports, labels: withRole(prev.Spec.Labels, RoleCandidate), network: NetworkName(p.Name),
+		volumes: prev.Spec.Volumes, ports: s.Ports, labels: withRole(prev.Spec.Labels, plan.RoleCandidate), network: plan.NetworkName(p.Name),
 		host: ContainerSpec{Init: prev.Spec.Init, Memory: prev.Spec.Memory, NanoCPUs: prev.Spec.NanoCPUs, LogOpts: prev.Spec.LogOpts}}
 	r.labels[LabelLiveName] = s.ContainerName
 	r.labels[LabelCreatedAt] = time.Now().UTC().Format(time.RFC3339)
@@ -69,7 +71,7 @@ func (rn *run) labels(s *config.Service, role string, number int, doc map[string
 	raw, _ := json.Marshal(doc)
 	l := map[string]string{
 		LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: role, LabelRelease: strconv.Itoa(number),
-		LabelSpecDoc: string(raw), LabelSpec: SpecHash(doc, imageID), LabelCreatedAt: time.Now().UTC().Format(time.RFC3339),
+		LabelSpecDoc: string(raw), LabelSpec: plan.SpecHash(doc, imageID), LabelCreatedAt: time.Now().UTC().Format(time.RFC3339),
 		LabelImage: s.Image, LabelLiveName: s.ContainerName,
 	}
 	if contextHash != "" {
@@ -115,7 +117,7 @@ func (r *release) spec(name, role string, candidate bool) ContainerSpec {
 			cs.Ports = append(cs.Ports, PortBinding{Container: p.Container, HostPort: p.Host})
 		}
 	}
-	if role == RoleLive {
+	if role == plan.RoleLive {
 		cs.Restart = "unless-stopped"
 	}
 	return cs

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 )
 
@@ -21,7 +23,7 @@ type releases struct{ rn *run }
 // which the state reads as a live release set aside): it takes its live name back only once
 // healthy, so an apply killed anywhere before that leaves it running under the other name, and
 // the next plan health-checks it again (Change.Unverified) instead of calling it live.
-func (rl *releases) resume(ctx context.Context, s *config.Service, cut cutover, how cutoverPlan, st *ServiceState, so *ServiceOutcome) error {
+func (rl *releases) resume(ctx context.Context, s *config.Service, cut cutover, how plan.CutoverPlan, st *plan.ServiceState, so *ServiceOutcome) error {
 	rn := rl.rn
 	live := st.Live
 	aside := oldName(s, live.Release())
@@ -30,19 +32,19 @@ func (rl *releases) resume(ctx context.Context, s *config.Service, cut cutover, 
 	if live.Running() {
 		own = fmt.Sprintf("health-check the live release %d (%s) again: an interrupted apply started it", live.Release(), live.Name)
 	}
-	err := rn.step(s.Name, StepResume, "", rn.plannedOr(s.Name, StepResume, own), func() error {
+	err := rn.step(s.Name, plan.StepResume, "", rn.plannedOr(s.Name, plan.StepResume, own), func() error {
 		// A container being taken over keeps its name: set aside, with no release of the
 		// service recording it, the next plan would not know it (setAsideByTakeover). Under
 		// its name, the next plan takes it over again, whether it runs or not.
-		if live.Name != aside && !how.takingOver() {
+		if live.Name != aside && !how.TakingOver() {
 			if err := rn.Runtime.RenameContainer(ctx, live.ID, aside); err != nil {
 				return err
 			}
 			live.Name = aside
 		}
-		rn.crash(PointResumeAside)
+		rn.crash(plan.PointResumeAside)
 		if !live.Running() {
-			if how.servedByProxy() {
+			if how.ServedByProxy() {
 				if err := rn.proxy.giveBackPorts(ctx, s, live.ID); err != nil {
 					return err
 				}
@@ -57,11 +59,11 @@ func (rl *releases) resume(ctx context.Context, s *config.Service, cut cutover, 
 		return fmt.Errorf("start release %d: %w", live.Release(), err)
 	}
 	live.State = "running"
-	rn.crash(PointResumeStarted)
+	rn.crash(plan.PointResumeStarted)
 	if err := cut.resumed(ctx, live); err != nil {
 		return fmt.Errorf("release %d was started but is not healthy: %w", live.Release(), err)
 	}
-	rn.crash(PointResumeVerified)
+	rn.crash(plan.PointResumeVerified)
 	if live.Name == s.ContainerName {
 		// taken over: it kept its name
 	} else if err := rn.Runtime.RenameContainer(ctx, live.ID, s.ContainerName); err != nil {
@@ -74,7 +76,7 @@ func (rl *releases) resume(ctx context.Context, s *config.Service, cut cutover, 
 }
 
 // tidy keeps the containers an interrupted cutover set aside as previous releases.
-func (rl *releases) tidy(ctx context.Context, s *config.Service, st *ServiceState) {
+func (rl *releases) tidy(ctx context.Context, s *config.Service, st *plan.ServiceState) {
 	if len(st.Others) == 0 {
 		return
 	}
@@ -88,7 +90,7 @@ func (rl *releases) tidy(ctx context.Context, s *config.Service, st *ServiceStat
 // keepOther keeps a container an interrupted cutover set aside as a previous release.
 func (rl *releases) keepOther(ctx context.Context, s *config.Service, id, detail string) error {
 	rn := rl.rn
-	return rn.step(s.Name, StepCleanup, "", detail, func() error {
+	return rn.step(s.Name, plan.StepCleanup, "", detail, func() error {
 		old, err := rn.Runtime.Inspect(ctx, id)
 		if err != nil {
 			return err
@@ -122,7 +124,7 @@ func (rl *releases) keepAsPrevious(ctx context.Context, s *config.Service, old *
 		return fmt.Errorf("keep %s as a previous release: its release label %q is not a release number; it stays as it is", old.Name, spec.Labels[LabelRelease])
 	}
 	spec.Name = fmt.Sprintf("%s-r%d", s.ContainerName, n)
-	spec.Labels = withRole(spec.Labels, RolePrevious)
+	spec.Labels = withRole(spec.Labels, plan.RolePrevious)
 	spec.Restart = ""
 	spec.Image = old.ImageID
 	_, err := rn.Runtime.CreateContainer(ctx, spec)
@@ -136,7 +138,7 @@ func (rl *releases) keepAsPrevious(ctx context.Context, s *config.Service, old *
 	} else if err != nil {
 		return fmt.Errorf("keep release %d as previous: %w", n, err)
 	}
-	rn.crash(PointCleanupKept)
+	rn.crash(plan.PointCleanupKept)
 	return rn.Runtime.RemoveContainer(ctx, old.ID)
 }
 
@@ -145,7 +147,7 @@ func (rl *releases) keepAsPrevious(ctx context.Context, s *config.Service, old *
 // built it and have no registry to pull it back from).
 func (rl *releases) prune(ctx context.Context, s *config.Service) error {
 	rn := rl.rn
-	obs, err := Observe(ctx, rn.Runtime, rn.Project)
+	obs, err := plan.Observe(ctx, rn.Runtime, rn.Project)
 	if err != nil {
 		return err
 	}
@@ -160,7 +162,7 @@ func (rl *releases) prune(ctx context.Context, s *config.Service) error {
 		if err := rn.Runtime.RemoveContainer(ctx, c.ID); err != nil {
 			return err
 		}
-		if imageOwned(c) && (st.Live == nil || c.ImageID != st.Live.ImageID) && rl.imageMayGo(ctx, c) {
+		if plan.ImageOwned(c) && (st.Live == nil || c.ImageID != st.Live.ImageID) && rl.imageMayGo(ctx, c) {
 			rn.Runtime.RemoveImage(ctx, c.ImageID) // kept while another container uses it
 		}
 	}
@@ -172,9 +174,9 @@ func (rl *releases) prune(ctx context.Context, s *config.Service) error {
 // their containers inherit). A release's labels alone never make another's image removable.
 func (rl *releases) imageMayGo(ctx context.Context, c *Container) bool {
 	rn := rl.rn
-	if c.Labels[LabelImageOrigin] == OriginPulled {
+	if c.Labels[LabelImageOrigin] == plan.OriginPulled {
 		return true
 	}
 	labels, err := rn.Runtime.ImageLabels(ctx, c.ImageID)
-	return err == nil && imageOwner(labels)[LabelProject] == rn.Project.Name
+	return err == nil && plan.ImageOwner(labels)[LabelProject] == rn.Project.Name
 }

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/backup"
 )
@@ -84,7 +86,7 @@ func (a *Applier) VerifyBackup(ctx context.Context, service, id string) (*backup
 // verifyBackup downloads and verifies a backup, keeping its archives for a restore to read, and
 // says what each volume's files take on a disk. The caller closes what it returns.
 func (rs restorer) verifyBackup(ctx context.Context, sb *ServiceBackups, m *backup.Manifest) (v *backup.Verified, err error) {
-	err = rs.step(sb.Expect.Service, StepVerifyBackup, "", "download "+m.ID+" and check it against its manifest", func() error {
+	err = rs.step(sb.Expect.Service, plan.StepVerifyBackup, "", "download "+m.ID+" and check it against its manifest", func() error {
 		var verr error
 		v, verr = backup.Download(ctx, sb.Store, m, sb.Keys, rs.TempDir)
 		return verr
@@ -149,7 +151,7 @@ func (rs restorer) prepare(ctx context.Context, service, id string, opts Restore
 		n := rp.verified.Needs[rp.Volumes[i].From]
 		rp.Volumes[i].Disk, rp.Volumes[i].Inodes = n.Bytes, n.Inodes
 	}
-	obs, err := Observe(ctx, rs.Runtime, rs.Project)
+	obs, err := plan.Observe(ctx, rs.Runtime, rs.Project)
 	if err != nil {
 		return nil, err
 	}
@@ -219,8 +221,8 @@ func (rs restorer) mayRestore(ctx context.Context, s *config.Service, live *Cont
 	var problems []string
 	for _, v := range vols {
 		for _, c := range all {
-			if (c.Running() || c.State == "paused") && contains(c.Mounts, v.To) && (live == nil || c.ID != live.ID) {
-				problems = append(problems, fmt.Sprintf("volume %s is mounted by %s, which runs", v.To, whose(c)))
+			if (c.Running() || c.State == "paused") && plan.Contains(c.Mounts, v.To) && (live == nil || c.ID != live.ID) {
+				problems = append(problems, fmt.Sprintf("volume %s is mounted by %s, which runs", v.To, plan.Whose(c)))
 			}
 		}
 	}
@@ -240,7 +242,7 @@ func restoreVolumes(s *config.Service, m *backup.Manifest, mapping map[string]st
 		if !inBackup[from] {
 			return nil, nil, fmt.Errorf("-map %s=%s: backup %s has no volume %q (it holds %s)", from, to, m.ID, from, volumeList(m))
 		}
-		if !contains(s.Backup.Volumes, to) {
+		if !plan.Contains(s.Backup.Volumes, to) {
 			return nil, nil, fmt.Errorf("-map %s=%s: service.%s does not back up a volume %q (backup.volumes = %s)", from, to, s.Name, to, strings.Join(s.Backup.Volumes, ", "))
 		}
 	}
@@ -251,7 +253,7 @@ func restoreVolumes(s *config.Service, m *backup.Manifest, mapping map[string]st
 		if mapped, ok := mapping[v.Name]; ok {
 			to = mapped
 		}
-		if !contains(s.Backup.Volumes, to) {
+		if !plan.Contains(s.Backup.Volumes, to) {
 			return nil, nil, fmt.Errorf("backup %s holds volume %q, which service.%s does not back up (backup.volumes = %s): nothing was restored. If it was renamed since, say where it goes with -map %s=NEW_NAME",
 				m.ID, v.Name, s.Name, strings.Join(s.Backup.Volumes, ", "), v.Name)
 		}
@@ -318,11 +320,11 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 		return nil, err
 	}
 	defer unlock()
-	obs, err := Observe(ctx, rs.Runtime, rs.Project)
+	obs, err := plan.Observe(ctx, rs.Runtime, rs.Project)
 	if err != nil {
 		return nil, err
 	}
-	var st *ServiceState
+	var st *plan.ServiceState
 	var live *Container
 	if st = obs.Services[service]; st != nil {
 		live = st.Live
@@ -330,7 +332,7 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 	if err := rs.mayRestore(ctx, s, live, rp.Volumes); err != nil {
 		return nil, err
 	}
-	if err := rs.step(service, StepCheckRoom, "", "check that every volume's filesystem has room for the backup's files", func() error {
+	if err := rs.step(service, plan.StepCheckRoom, "", "check that every volume's filesystem has room for the backup's files", func() error {
 		return rs.checkRoom(ctx, s, rp.Volumes, helper)
 	}); err != nil {
 		return nil, fmt.Errorf("nothing was changed: %w", err)
@@ -346,7 +348,7 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 			os.RemoveAll(copies)
 		}
 	}()
-	if err := rs.step(service, StepBackup, "", "back up the current data before replacing it", func() error {
+	if err := rs.step(service, plan.StepBackup, "", "back up the current data before replacing it", func() error {
 		// The current data may be the damage being undone: a failed quick_check is recorded.
 		var err error
 		res.Safety, err = rs.safetyBackup(ctx, s, live, rp, helper, copies)
@@ -355,7 +357,7 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 		return res, fmt.Errorf("the current data could not be backed up, so nothing was restored: %w", err)
 	}
 	if live != nil && live.Running() {
-		if err := rs.step(service, StepStop, "", fmt.Sprintf("stop release %d", live.Release()), func() error {
+		if err := rs.step(service, plan.StepStop, "", fmt.Sprintf("stop release %d", live.Release()), func() error {
 			return rs.rel.stopRelease(context.WithoutCancel(ctx), s, live.ID, fmt.Sprintf("release %d", live.Release()))
 		}); err != nil {
 			return res, err
@@ -367,7 +369,7 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 	for _, v := range rp.Volumes {
 		var rep *backup.TameReport
 		var touched bool
-		err := rs.step(service, StepRestore, v.To, fmt.Sprintf("replace the files of volume %s with %s of backup %s", v.To, v.From, m.ID), func() error {
+		err := rs.step(service, plan.StepRestore, v.To, fmt.Sprintf("replace the files of volume %s with %s of backup %s", v.To, v.From, m.ID), func() error {
 			var err error
 			open := func() (io.ReadCloser, error) { return rp.verified.Open(v.From) }
 			rep, touched, err = rs.fillVolume(ctx, s, open, backup.Tame, v.To, v.Bytes, max(v.Bytes, v.Disk), v.Inodes, helper)
@@ -402,7 +404,7 @@ func (rs restorer) restore(ctx context.Context, service string, rp *RestorePlan)
 		return res, nil
 	}
 	res.Started = true
-	if err := rs.rel.resume(ctx, s, rs.cutover(s, false), planCutover(s, !rs.remote(), false), st, &ServiceOutcome{Service: s.Name}); err != nil {
+	if err := rs.rel.resume(ctx, s, rs.cutover(s, false), plan.PlanCutover(s, !rs.remote(), false), st, &ServiceOutcome{Service: s.Name}); err != nil {
 		return res, fmt.Errorf("the volumes were restored from %s, but release %d is not healthy on them: %w; to go back, run `deployer backups restore service.%s %s`", m.ID, live.Release(), err, s.Name, res.Safety.ID)
 	}
 	return res, nil
@@ -425,7 +427,7 @@ func (rs restorer) safetyBackup(ctx context.Context, s *config.Service, live *Co
 		return rs.backups().from(ctx, s, src, reason, 0, true)
 	}
 	spec := ContainerSpec{Name: rs.Project.Name + "-" + s.Name + "-restore-source", Image: helper, Cmd: []string{"version"},
-		Labels: map[string]string{LabelProject: rs.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
+		Labels: map[string]string{LabelProject: rs.Project.Name, LabelService: s.Name, LabelRole: plan.RoleOneOff}}
 	src := backupSource{consistency: config.ConsistencyNone, copyDir: copies}
 	for _, name := range names {
 		v := s.Volume(name)
@@ -447,12 +449,12 @@ func (hp *helpers) oneOffContainer(ctx context.Context, spec ContainerSpec) (str
 	rn := hp.rn
 	id, err := rn.Runtime.CreateContainer(ctx, spec)
 	if errors.Is(err, ErrNameTaken) {
-		obs, oerr := Observe(ctx, rn.Runtime, rn.Project)
+		obs, oerr := plan.Observe(ctx, rn.Runtime, rn.Project)
 		if oerr != nil {
 			return "", oerr
 		}
 		for _, c := range obs.All {
-			if c.Name == spec.Name && c.Role() == RoleOneOff && c.Service() == spec.Labels[LabelService] {
+			if c.Name == spec.Name && c.Role() == plan.RoleOneOff && c.Service() == spec.Labels[LabelService] {
 				rn.Runtime.RemoveContainer(ctx, c.ID)
 				return rn.Runtime.CreateContainer(ctx, spec)
 			}
@@ -469,11 +471,11 @@ var errPutBackFailed = errors.New("the put-back failed")
 // machine (as the engine gave them: modes, devices and capabilities kept), then starts the
 // release again. If that fails too, the service is left stopped, the copy is kept, and the
 // error says how to finish by hand.
-func (rs restorer) putBack(ctx context.Context, s *config.Service, st *ServiceState, emptied []RestoreVolume, res *RestoreResult, helper, copies string, cause error) error {
+func (rs restorer) putBack(ctx context.Context, s *config.Service, st *plan.ServiceState, emptied []RestoreVolume, res *RestoreResult, helper, copies string, cause error) error {
 	safety := res.Safety
 	var failed error
 	for _, v := range emptied {
-		err := rs.step(s.Name, StepPutBack, v.To, fmt.Sprintf("put volume %s back from the safety backup %s", v.To, safety.ID), func() error {
+		err := rs.step(s.Name, plan.StepPutBack, v.To, fmt.Sprintf("put volume %s back from the safety backup %s", v.To, safety.ID), func() error {
 			open := func() (io.ReadCloser, error) { return backup.OpenCopy(copies, v.To, safetyBytes(safety, v.To)) }
 			_, _, err := rs.fillVolume(ctx, s, open, backup.Replay, v.To, safetyBytes(safety, v.To), 0, 0, helper)
 			return err
@@ -494,13 +496,13 @@ func (rs restorer) putBack(ctx context.Context, s *config.Service, st *ServiceSt
 
 // restart starts the live release again after a restore that failed, on its data as it is
 // now (what says how it got there), and says so after why it failed.
-func (rs restorer) restart(ctx context.Context, s *config.Service, st *ServiceState, res *RestoreResult, cause error, what string) error {
+func (rs restorer) restart(ctx context.Context, s *config.Service, st *plan.ServiceState, res *RestoreResult, cause error, what string) error {
 	msg := fmt.Sprintf("%v; %s", cause, what)
 	if st == nil || st.Live == nil {
 		return errors.New(msg)
 	}
 	res.Started = true
-	if err := rs.rel.resume(ctx, s, rs.cutover(s, false), planCutover(s, !rs.remote(), false), st, &ServiceOutcome{Service: s.Name}); err != nil {
+	if err := rs.rel.resume(ctx, s, rs.cutover(s, false), plan.PlanCutover(s, !rs.remote(), false), st, &ServiceOutcome{Service: s.Name}); err != nil {
 		return fmt.Errorf("%s, but release %d does not start healthy on it: %v", msg, st.Live.Release(), err)
 	}
 	return fmt.Errorf("%s, and release %d was started on it", msg, st.Live.Release())
@@ -535,7 +537,7 @@ func (rs restorer) fillVolume(ctx context.Context, s *config.Service, open func(
 	defer rc.Close()
 	spec := ContainerSpec{Name: fmt.Sprintf("%s-%s-restore-%s", rs.Project.Name, s.Name, to), Image: helper,
 		Cmd:     []string{"internal", "prepare-volume", "/volume", strconv.FormatInt(need, 10), strconv.FormatInt(inodes, 10)},
-		Volumes: []VolumeMount{{Name: to, Target: "/volume"}}, Labels: map[string]string{LabelProject: rs.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
+		Volumes: []VolumeMount{{Name: to, Target: "/volume"}}, Labels: map[string]string{LabelProject: rs.Project.Name, LabelService: s.Name, LabelRole: plan.RoleOneOff}}
 	id, err := rs.hp.oneOffContainer(ctx, spec)
 	if err != nil {
 		return nil, false, err

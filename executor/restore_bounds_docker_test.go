@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/docker/docker/api/types/volume"
 	"github.com/klauspost/compress/zstd"
 
@@ -106,7 +108,7 @@ func TestRestoreChecksTheSpaceFilesTake(t *testing.T) {
 	if id := r.liveID(); id != live {
 		t.Errorf("the live release changed: %s, was %s", id, live)
 	}
-	if ran := r.stepsRun(string(executor.StepBackup), string(executor.StepStop)); len(ran) != 0 {
+	if ran := r.stepsRun(string(plan.StepBackup), string(plan.StepStop)); len(ran) != 0 {
 		t.Errorf("the restore ran %v before it refused", ran)
 	}
 	if got := r.get("/"); got != "version=v3" {

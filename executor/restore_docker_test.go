@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
 
@@ -101,7 +103,7 @@ func TestRestoreWhateverTheLiveReleaseIs(t *testing.T) {
 			case "stopped":
 				r.eng.StopContainer(ctx, r.liveID(), 0)
 			case "gone":
-				obs, _ := executor.Observe(ctx, r.eng, projectOnly(r.project))
+				obs, _ := plan.Observe(ctx, r.eng, projectOnly(r.project))
 				for _, c := range obs.All {
 					r.eng.RemoveContainer(ctx, c.ID)
 				}

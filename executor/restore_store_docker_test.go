@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/deployer-dev/deployer/config"
@@ -142,7 +144,7 @@ func TestRestoreReadsWhatItVerified(t *testing.T) {
 	p := r.configWithStore("v2", store, noDB)
 	backupDir := storeDir(store, r.project, m)
 	a := r.hooked(p, func(e executor.Event) {
-		if e.Type == executor.EventStep && e.Step == string(executor.StepBackup) && e.Phase == "end" {
+		if e.Type == executor.EventStep && e.Step == string(plan.StepBackup) && e.Phase == "end" {
 			garble(t, backupDir)
 		}
 	})
@@ -206,9 +208,9 @@ func TestRestoreFailsHalfWay(t *testing.T) {
 			return
 		}
 		switch {
-		case e.Step == string(executor.StepBackup) && e.Phase == "end":
+		case e.Step == string(plan.StepBackup) && e.Phase == "end":
 			garble(t, newestBackupDir(t, store, r.project)) // the safety backup's archive
-		case strings.HasPrefix(e.Step, string(executor.StepRestore)+".") && e.Phase == "start":
+		case strings.HasPrefix(e.Step, string(plan.StepRestore)+".") && e.Phase == "start":
 			cut.armed.Store(true)
 		}
 	})
@@ -280,7 +282,7 @@ func TestRestoreDiskFillsAfterTheCheck(t *testing.T) {
 	r.putModes(r.liveID(), "/data", map[string]int64{"tool": 0o4755})
 	before, modes := r.dataFiles(r.liveID()), r.modes(r.liveID(), "/data")
 	a := r.hooked(p, func(e executor.Event) {
-		if e.Type == executor.EventStep && strings.HasPrefix(e.Step, string(executor.StepRestore)+".") && e.Phase == "start" {
+		if e.Type == executor.EventStep && strings.HasPrefix(e.Step, string(plan.StepRestore)+".") && e.Phase == "start" {
 			fill(t, root, 1<<20)
 		}
 	})
@@ -293,7 +295,7 @@ func TestRestoreDiskFillsAfterTheCheck(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "nothing was removed") || !strings.Contains(err.Error(), "its data was left as it was, and release 3 was started on it") {
 		t.Fatalf("restore: %v", err)
 	}
-	if ran := r.stepsRun(string(executor.StepPutBack)); len(ran) != 0 {
+	if ran := r.stepsRun(string(plan.StepPutBack)); len(ran) != 0 {
 		t.Errorf("put back %v, which was never emptied", ran)
 	}
 	if got := r.dataFiles(r.liveID()); fmt.Sprint(got) != fmt.Sprint(before) {
@@ -331,7 +333,7 @@ func TestRestoreChecksInodes(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("nothing was changed: volume %s needs %d inodes", small, rp.Volumes[0].Inodes)) {
 		t.Fatalf("restore: %v", err)
 	}
-	if ran := r.stepsRun(string(executor.StepBackup), string(executor.StepStop)); len(ran) != 0 {
+	if ran := r.stepsRun(string(plan.StepBackup), string(plan.StepStop)); len(ran) != 0 {
 		t.Errorf("the restore ran %v before it refused", ran)
 	}
 	if got := r.dataFiles(r.liveID()); fmt.Sprint(got) != fmt.Sprint(before) || r.liveID() != live {

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/notify"
 )
@@ -33,7 +35,7 @@ func getPath(port int, path string) string {
 // releaseState lists a project's containers (only the services' when servicesOnly) as
 // "role:release:state", oldest release first; the live release is the one bearing the live name.
 func releaseState(t testing.TB, eng executor.Engine, project string, servicesOnly bool) string {
-	obs, err := executor.Observe(context.Background(), eng, projectOnly(project))
+	obs, err := plan.Observe(context.Background(), eng, projectOnly(project))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +47,7 @@ func releaseState(t testing.TB, eng executor.Engine, project string, servicesOnl
 		}
 		role := c.Role() // as created
 		if st := obs.Services[c.Service()]; st != nil && st.Live != nil && st.Live.ID == c.ID {
-			role = executor.RoleLive
+			role = plan.RoleLive
 		}
 		parts = append(parts, fmt.Sprintf("%s:%d:%s", role, c.Release(), c.State))
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/backup"
 	"github.com/deployer-dev/deployer/executor/notify"
@@ -32,7 +34,7 @@ type ReleaseInfo struct {
 // Releases lists a service's releases, newest first: the live one and the previous ones kept.
 // Role says what each is now (labels say what it was created as: a proxied release goes live
 // as the candidate it was created as).
-func Releases(obs *Observed, service string) []ReleaseInfo {
+func Releases(obs *plan.Observed, service string) []ReleaseInfo {
 	st := obs.Services[service]
 	if st == nil {
 		return nil
@@ -45,7 +47,7 @@ func Releases(obs *Observed, service string) []ReleaseInfo {
 		}
 		info := ReleaseInfo{Release: c.Release(), Role: role, Container: c.Name, Image: c.ImageRef(), ImageID: c.ImageID,
 			Created: created, Source: c.Labels[LabelSource], State: c.State}
-		if raw := c.Labels[migrationLabel]; raw != "" {
+		if raw := c.Labels[plan.LabelMigration]; raw != "" {
 			var m backup.MigrationRecord
 			if json.Unmarshal([]byte(raw), &m) == nil {
 				info.Migration = &m
@@ -54,10 +56,10 @@ func Releases(obs *Observed, service string) []ReleaseInfo {
 		out = append(out, info)
 	}
 	if st.Live != nil {
-		add(st.Live, RoleLive)
+		add(st.Live, plan.RoleLive)
 	}
 	for _, c := range st.Previous {
-		add(c, RolePrevious)
+		add(c, plan.RolePrevious)
 	}
 	for _, c := range st.Candidates {
 		add(c, "left over")
@@ -94,7 +96,7 @@ func (a *Applier) Rollback(ctx context.Context, service string, to int) (*Servic
 
 // rollback brings an earlier release back.
 func (rn *run) rollback(ctx context.Context, s *config.Service, to int, so *ServiceOutcome) error {
-	obs, err := Observe(ctx, rn.Runtime, rn.Project)
+	obs, err := plan.Observe(ctx, rn.Runtime, rn.Project)
 	if err != nil {
 		return err
 	}
@@ -111,9 +113,9 @@ func (rn *run) rollback(ctx context.Context, s *config.Service, to int, so *Serv
 		return err
 	}
 	if _, err := rn.Runtime.ImageID(ctx, prev.ImageID); errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("the image of release %d (%s) is gone from the engine: it cannot be rolled back to", target.Release(), short(prev.ImageID))
+		return fmt.Errorf("the image of release %d (%s) is gone from the engine: it cannot be rolled back to", target.Release(), plan.Short(prev.ImageID))
 	}
-	ch := &Change{Service: s.Name, Action: ActionReplace, Container: st.Live.Name, LiveRelease: st.Live.Release(), NextRelease: target.Release()}
+	ch := &plan.Change{Service: s.Name, Action: plan.ActionReplace, Container: st.Live.Name, LiveRelease: st.Live.Release(), NextRelease: target.Release()}
 	d := rn.deployment(s, ch, st, so, false)
 	d.r, d.rollback = earlierRelease(rn.Project, s, target, prev), target
 	if err := d.prepare(ctx); err != nil {
@@ -126,14 +128,14 @@ func (rn *run) rollback(ctx context.Context, s *config.Service, to int, so *Serv
 		rn.proxy.drainLeftover(ctx, s, c.ID)
 		rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), c.ID)
 	}
-	sq := &sequencer{p: rn.Project, local: !rn.remote(), red: rn.red}
-	steps := sq.rollback(s, ch, st.Live)
+	sq := &plan.Sequencer{Project: rn.Project, Local: !rn.remote(), Redactor: rn.red}
+	steps := sq.Rollback(s, ch, st.Live)
 	rn.planned = steps
 	return d.run(ctx, steps, notify.Notice{Release: d.r.number, Reason: fmt.Sprintf("rollback from release %d", ch.LiveRelease)}, nil)
 }
 
 // rollbackTarget is the kept release a rollback goes to: release to, or the newest kept one.
-func rollbackTarget(s *config.Service, st *ServiceState, to int) (*Container, error) {
+func rollbackTarget(s *config.Service, st *plan.ServiceState, to int) (*Container, error) {
 	var target *Container
 	var kept []string
 	for _, c := range st.Previous {

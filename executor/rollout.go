@@ -39,6 +39,61 @@ type rollout struct {
 	img      *sharedImage
 }
 
+// gate is what a service's deployment on one engine asks of the other engines that deploy it
+// in the same apply, at the points where a rollout makes them wait for each other. A rollout
+// answers as one of its engines (rolloutOn); a service that deploys on this engine alone has
+// the solo gate, which answers at once.
+type gate interface {
+	// receivesFrom is the engine whose image this one receives, "" when it resolves its own.
+	receivesFrom() string
+	awaitImage(ctx context.Context) (*sharedImage, error)
+	publishImage(id, contextHash string, err error)
+	mayCutover(ctx context.Context) error
+	// watchFor is how long a switched release is watched before the rollout goes on.
+	watchFor() time.Duration
+	verified(ctx context.Context, verr error) error
+	ended(err error)
+	settled(ctx context.Context) error
+}
+
+// gateOf is the gate of a service's deployment on this engine: its rollout, or solo (never a
+// nil *rollout, which in a gate would not be nil).
+func (a *Applier) gateOf(service string) gate {
+	if ro := a.rollouts[service]; ro != nil {
+		return rolloutOn{ro, a.engine}
+	}
+	return solo{}
+}
+
+// solo is the gate of a service that deploys on this engine alone: nothing to wait for.
+type solo struct{}
+
+func (solo) receivesFrom() string { return "" }
+func (solo) awaitImage(context.Context) (*sharedImage, error) {
+	return nil, errors.New("no other engine deploys the service")
+}
+func (solo) publishImage(string, string, error)    {}
+func (solo) mayCutover(context.Context) error      { return nil }
+func (solo) watchFor() time.Duration               { return 0 }
+func (solo) verified(context.Context, error) error { return nil }
+func (solo) ended(error)                           {}
+func (solo) settled(context.Context) error         { return nil }
+
+// rolloutOn is a rollout as one of its engines asks it.
+type rolloutOn struct {
+	ro     *rollout
+	engine string
+}
+
+func (g rolloutOn) receivesFrom() string {
+	if g.ro.imageFrom == g.engine {
+		return ""
+	}
+	return g.ro.imageFrom
+}
+
+func (g rolloutOn) watchFor() time.Duration { return g.ro.wait }
+
 // sharedImage is the image the source engine resolved.
 type sharedImage struct {
 	id, contextHash string
@@ -124,7 +179,8 @@ func (ro *rollout) fail(engine, what string, err error) {
 
 // mayCutover blocks until the engine's batch may switch: every candidate is checked and every
 // earlier batch verified. An error means it must not switch.
-func (ro *rollout) mayCutover(ctx context.Context, engine string) error {
+func (g rolloutOn) mayCutover(ctx context.Context) error {
+	ro, engine := g.ro, g.engine
 	ro.mu.Lock()
 	ro.ready[engine] = true
 	ro.broadcast()
@@ -140,10 +196,11 @@ func (ro *rollout) mayCutover(ctx context.Context, engine string) error {
 	return nil
 }
 
-// verifiedOn reports an engine's verification (and watch); when it passed, it blocks until every
+// verified reports an engine's verification (and watch); when it passed, it blocks until every
 // engine has verified, and returns an error when another failed meanwhile: this engine must
 // go back to its previous release.
-func (ro *rollout) verifiedOn(ctx context.Context, engine string, verr error) error {
+func (g rolloutOn) verified(ctx context.Context, verr error) error {
+	ro, engine := g.ro, g.engine
 	ro.mu.Lock()
 	if verr != nil {
 		ro.fail(engine, "release failed after cutover", verr)
@@ -161,7 +218,8 @@ func (ro *rollout) verifiedOn(ctx context.Context, engine string, verr error) er
 }
 
 // settled waits until every engine of the rollout has verified: nil then, else the failure.
-func (ro *rollout) settled(ctx context.Context) error {
+func (g rolloutOn) settled(ctx context.Context) error {
+	ro := g.ro
 	abort, err := ro.until(ctx, func(e string) bool { return ro.verified[e] || ro.ended[e] })
 	if err != nil {
 		return err
@@ -169,10 +227,11 @@ func (ro *rollout) settled(ctx context.Context) error {
 	return abort
 }
 
-// endedOn records the end of an engine's sequence for the service: one that ends with an error
+// ended records the end of an engine's sequence for the service: one that ends with an error
 // before its cutover fails the rollout; one that ends well without reaching it had nothing to
 // deploy, and counts as switched and verified.
-func (ro *rollout) endedOn(engine string, err error) {
+func (g rolloutOn) ended(err error) {
+	ro, engine := g.ro, g.engine
 	ro.mu.Lock()
 	defer ro.mu.Unlock()
 	if ro.ended[engine] || !slices.Contains(ro.order, engine) {
@@ -199,8 +258,12 @@ func (ro *rollout) endedOn(engine string, err error) {
 	ro.broadcast()
 }
 
-// publishImage is the source engine's image, for the others.
-func (ro *rollout) publishImage(id, contextHash string, err error) {
+// publishImage is the source engine's image, for the others (nothing on another engine).
+func (g rolloutOn) publishImage(id, contextHash string, err error) {
+	ro := g.ro
+	if g.engine != ro.imageFrom {
+		return
+	}
 	ro.mu.Lock()
 	defer ro.mu.Unlock()
 	if ro.img == nil {
@@ -210,7 +273,8 @@ func (ro *rollout) publishImage(id, contextHash string, err error) {
 }
 
 // awaitImage waits for the source engine's image.
-func (ro *rollout) awaitImage(ctx context.Context) (*sharedImage, error) {
+func (g rolloutOn) awaitImage(ctx context.Context) (*sharedImage, error) {
+	ro := g.ro
 	var img *sharedImage
 	err := ro.await(ctx, func() bool {
 		img = ro.img
@@ -225,5 +289,5 @@ func (ro *rollout) engineDone(engine string, err error) {
 	if err == nil {
 		err = fmt.Errorf("its apply ended before the service")
 	}
-	ro.endedOn(engine, err) // nothing when the engine's sequence ended itself
+	rolloutOn{ro, engine}.ended(err) // nothing when the engine's sequence ended itself
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/notify"
 )
@@ -16,8 +18,8 @@ import (
 // proxy and helper image). Each operation makes a new one.
 type run struct {
 	*Applier
-	red    *Redactor
-	hasher *Hasher // the project's key, once read
+	red    *plan.Redactor
+	hasher *plan.Hasher // the project's key, once read
 	net    network
 	proxy  *proxyControl
 	hp     *helpers
@@ -26,12 +28,12 @@ type run struct {
 	quiet  int // inside a step whose inner steps are not shown (a rollout's watch)
 	// planned are the steps this run carries out (an apply's plan, a rollback's sequence) and
 	// cur the one running: a step's events carry the plan's own words for it (words).
-	planned []*Step
-	cur     *Step
+	planned []*plan.Step
+	cur     *plan.Step
 }
 
 func (a *Applier) newRun() *run {
-	rn := &run{Applier: a, red: NewRedactor(a.Project)}
+	rn := &run{Applier: a, red: plan.NewRedactor(a.Project)}
 	rn.proxy = &proxyControl{rn: rn}
 	rn.hp, rn.own, rn.rel = &helpers{rn: rn}, &owned{rn: rn}, &releases{rn: rn}
 	return rn
@@ -54,13 +56,13 @@ func (rn *run) begin(ctx context.Context, withKey bool) (func(), error) {
 	if withKey {
 		key, err := rn.Runtime.ProjectKey(ctx, rn.Project.Name)
 		if err == nil {
-			err = checkProjectKey(rn.Project.Name, key)
+			err = plan.CheckProjectKey(rn.Project.Name, key)
 		}
 		if err != nil {
 			unlock()
 			return nil, err
 		}
-		rn.hasher = NewHasher(key)
+		rn.hasher = plan.NewHasher(key)
 	}
 	return func() {
 		rn.proxy.close()
@@ -72,7 +74,7 @@ func (rn *run) emit(e Event) {
 	if rn.Events == nil {
 		return
 	}
-	e.FormatVersion = FormatVersion
+	e.FormatVersion = plan.FormatVersion
 	if e.Engine == "" {
 		e.Engine = rn.engine
 	}
@@ -87,14 +89,14 @@ func (rn *run) warn(service, format string, args ...any) {
 	rn.emit(Event{Type: EventWarning, Service: service, Detail: fmt.Sprintf(format, args...)})
 }
 
-func (rn *run) log(service string, step StepKind, format string, args ...any) {
+func (rn *run) log(service string, step plan.StepKind, format string, args ...any) {
 	rn.emit(Event{Type: EventLog, Service: service, Step: string(step), Detail: fmt.Sprintf(format, args...)})
 }
 
 // step runs fn as one named step, reporting its start, end and duration (not inside a quiet
 // step: rn.quiet). Its start is a kill point.
-func (rn *run) step(service string, kind StepKind, arg, detail string, fn func() error) error {
-	name := stepName(kind, arg)
+func (rn *run) step(service string, kind plan.StepKind, arg, detail string, fn func() error) error {
+	name := plan.StepName(kind, arg)
 	detail = rn.words(service, kind, arg, detail)
 	rn.crash(name)
 	start := time.Now()
@@ -121,20 +123,22 @@ func (rn *run) step(service string, kind StepKind, arg, detail string, fn func()
 // of its service, kind and argument), so that what apply prints is what plan promised, written
 // once, in sequence.go. A step inside another or outside any plan (a rollback's switch back, a
 // rollout's watch, a drain, a restore's and destroy's steps) says its own detail.
-func (rn *run) words(service string, kind StepKind, arg, detail string) string {
+func (rn *run) words(service string, kind plan.StepKind, arg, detail string) string {
 	if detail != "" {
 		return detail
 	}
 	if st := rn.plannedStep(service, kind, arg); st != nil {
 		return st.Detail
 	}
-	return stepName(kind, arg)
+	return plan.StepName(kind, arg)
 }
 
 // plannedStep is the plan's step of a service, kind and argument: the one running, else the
 // first; nil outside a plan, or for a step the plan does not have.
-func (rn *run) plannedStep(service string, kind StepKind, arg string) *Step {
-	match := func(st *Step) bool { return st != nil && st.Service == service && st.Kind == kind && st.Arg == arg }
+func (rn *run) plannedStep(service string, kind plan.StepKind, arg string) *plan.Step {
+	match := func(st *plan.Step) bool {
+		return st != nil && st.Service == service && st.Kind == kind && st.Arg == arg
+	}
 	if match(rn.cur) {
 		return rn.cur
 	}
@@ -148,7 +152,7 @@ func (rn *run) plannedStep(service string, kind StepKind, arg string) *Step {
 
 // plannedOr is the plan's words for a step that also runs outside plans (the lock, the
 // proxy, a resume), or else its own.
-func (rn *run) plannedOr(service string, kind StepKind, own string) string {
+func (rn *run) plannedOr(service string, kind plan.StepKind, own string) string {
 	if st := rn.plannedStep(service, kind, ""); st != nil {
 		return st.Detail
 	}

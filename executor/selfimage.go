@@ -330,7 +330,7 @@ func helperConfig(diffID, arch string) []byte {
 
 var (
 	helperEntrypoint = []string{"/deployer"}
-	helperLabels     = map[string]string{"deployer.image": "helper"}
+	helperLabels     = map[string]string{LabelImage: "helper"}
 )
 
 // isHelper reports whether an image is exactly the helper image of that layer: that one layer,

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/backup"
 )
@@ -48,7 +50,7 @@ func (sn *snapshotter) Snapshot(ctx context.Context, vols []backup.Volume, dbs [
 	}
 	// Made with labels, so that one left by a kill is in the plan and the next apply removes it.
 	// One of that name the deployer did not make is never used, let alone removed.
-	err := rn.Runtime.CreateVolume(ctx, scratch, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleScratch})
+	err := rn.Runtime.CreateVolume(ctx, scratch, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: plan.RoleScratch})
 	if errors.Is(err, ErrNameTaken) {
 		return nil, fmt.Errorf("%w: %v (remove it with `docker volume rm %s` if it is a leftover of an older deployer)", backup.ErrNoSnapshots, err, scratch)
 	}
@@ -60,7 +62,7 @@ func (sn *snapshotter) Snapshot(ctx context.Context, vols []backup.Volume, dbs [
 		Cmd:       []string{"internal", "sqlite-snapshot", "/snapshots"},
 		Volumes:   []VolumeMount{{Name: sn.scratch, Target: "/snapshots"}},
 		NoNetwork: true, // it reads volumes and writes one; it has nothing to reach
-		Labels:    map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleOneOff}}
+		Labels:    map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: plan.RoleOneOff}}
 	for i, v := range vols {
 		dir := "/volumes/" + strconv.Itoa(i)
 		spec.Volumes = append(spec.Volumes, VolumeMount{Name: v.Name, Target: dir})
@@ -156,7 +158,7 @@ func (sn *snapshotter) describe() string {
 	if n == 0 {
 		return ""
 	}
-	out := plural(n, "database") + " snapshotted online"
+	out := plan.Plural(n, "database") + " snapshotted online"
 	if len(parts) > 0 {
 		out += " (" + strings.Join(parts, "; ") + ")"
 	}

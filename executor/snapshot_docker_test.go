@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/backup"
@@ -52,7 +54,7 @@ func (r *rig) watchPaused(id string) (stop func() bool) {
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
-			obs, err := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+			obs, err := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 			if err != nil {
 				continue
 			}
@@ -251,27 +253,27 @@ func TestScratchLeftoverRemoved(t *testing.T) {
 		t.Fatal(so.Error)
 	}
 	scratch := r.project + "-app-snapshots"
-	if err := r.eng.CreateVolume(ctx, scratch, map[string]string{executor.LabelProject: r.project, executor.LabelService: "app", executor.LabelRole: executor.RoleScratch}); err != nil {
+	if err := r.eng.CreateVolume(ctx, scratch, map[string]string{executor.LabelProject: r.project, executor.LabelService: "app", executor.LabelRole: plan.RoleScratch}); err != nil {
 		t.Fatal(err)
 	}
 	helper, err := r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: r.project + "-app-snapshot", Image: r.image,
 		Volumes: []executor.VolumeMount{{Name: scratch, Target: "/snapshots"}}, NoNetwork: true,
-		Labels: map[string]string{executor.LabelProject: r.project, executor.LabelService: "app", executor.LabelRole: executor.RoleOneOff}})
+		Labels: map[string]string{executor.LabelProject: r.project, executor.LabelService: "app", executor.LabelRole: plan.RoleOneOff}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := executor.MakePlan(ctx, p, r.eng, executor.PlanOptions{})
+	pl, err := executor.MakePlan(ctx, p, r.eng, plan.PlanOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var kinds []string
-	for _, l := range plan.Leftovers {
+	for _, l := range pl.Leftovers {
 		kinds = append(kinds, string(l.Kind))
 	}
-	if plan.HasChanges() || strings.Join(kinds, " ") != "candidate scratch" {
-		t.Fatalf("leftovers: %+v", plan.Leftovers)
+	if pl.HasChanges() || strings.Join(kinds, " ") != "candidate scratch" {
+		t.Fatalf("leftovers: %+v", pl.Leftovers)
 	}
-	if _, err := r.applier(p).Apply(ctx, plan); err != nil {
+	if _, err := r.applier(p).Apply(ctx, pl); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.eng.Inspect(ctx, helper); err == nil {
@@ -279,7 +281,7 @@ func TestScratchLeftoverRemoved(t *testing.T) {
 	}
 	if vols, err := r.eng.Volumes(ctx, r.project); err != nil || len(vols) != 0 {
 		for _, v := range vols {
-			if v.Labels[executor.LabelRole] == executor.RoleScratch {
+			if v.Labels[executor.LabelRole] == plan.RoleScratch {
 				t.Errorf("the scratch volume is still there: %+v %v", vols, err)
 			}
 		}

@@ -10,12 +10,14 @@ import (
 	"path"
 	"path/filepath"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/backup"
 )
 
 // checkSQLite runs one sqlite check of the candidate.
-func (ck *checks) checkSQLite(ctx context.Context, step *Step) error {
+func (ck *checks) checkSQLite(ctx context.Context, step *plan.Step) error {
 	d := ck.d
 	var db *config.SQLite
 	for _, x := range d.s.SQLite {
@@ -81,8 +83,8 @@ func (ck *checks) sqlite(ctx context.Context, db *config.SQLite) error {
 			return nil // empty and nothing to seed it with: a new database is ok
 		}
 		seed := config.SQLiteAttr(db.Name, config.SQLiteSeedIfEmpty)
-		rn.log(d.s.Name, StepKind(stepName(StepSQLite, db.Name)), "%s is empty: seeding with `%s`", file, rn.red.Command(d.s.Name, seed, db.SeedIfEmpty))
-		if _, err := ck.oneOff(ctx, StepKind(stepName(StepHook, "seed")), "seed", seed, db.SeedIfEmpty, hookTimeout); err != nil {
+		rn.log(d.s.Name, plan.StepKind(plan.StepName(plan.StepSQLite, db.Name)), "%s is empty: seeding with `%s`", file, rn.red.Command(d.s.Name, seed, db.SeedIfEmpty))
+		if _, err := ck.oneOff(ctx, plan.StepKind(plan.StepName(plan.StepHook, "seed")), "seed", seed, db.SeedIfEmpty, hookTimeout); err != nil {
 			return fmt.Errorf("seed_if_empty: %w", err)
 		}
 		os.Remove(filepath.Join(dir, "db-wal"))

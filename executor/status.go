@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/probe"
 	"github.com/deployer-dev/deployer/executor/proxy"
@@ -12,17 +14,17 @@ import (
 
 // ServiceStatus is what runs of one service now.
 type ServiceStatus struct {
-	Service     string     `json:"service"`
-	Configured  bool       `json:"configured"`
-	LiveRelease int        `json:"live_release,omitempty"`
-	Container   string     `json:"container,omitempty"`
-	Image       string     `json:"image,omitempty"`
-	ImageID     string     `json:"image_id,omitempty"`
-	State       string     `json:"state"` // running, exited, ... or "not deployed"
-	Ports       []string   `json:"ports,omitempty"`
-	Health      string     `json:"health"` // healthy, unhealthy: ..., unchecked
-	Previous    []int      `json:"previous_releases,omitempty"`
-	Leftovers   []Leftover `json:"leftovers,omitempty"`
+	Service     string          `json:"service"`
+	Configured  bool            `json:"configured"`
+	LiveRelease int             `json:"live_release,omitempty"`
+	Container   string          `json:"container,omitempty"`
+	Image       string          `json:"image,omitempty"`
+	ImageID     string          `json:"image_id,omitempty"`
+	State       string          `json:"state"` // running, exited, ... or "not deployed"
+	Ports       []string        `json:"ports,omitempty"`
+	Health      string          `json:"health"` // healthy, unhealthy: ..., unchecked
+	Previous    []int           `json:"previous_releases,omitempty"`
+	Leftovers   []plan.Leftover `json:"leftovers,omitempty"`
 	// Serving says what the proxy routes the service's requests to when it is not the live
 	// release: the candidate of a proxy cutover an apply was killed in.
 	Serving string `json:"serving,omitempty"`
@@ -37,7 +39,7 @@ type Status struct {
 	Proxy         *ProxyState      `json:"proxy,omitempty"`
 	Services      []*ServiceStatus `json:"services"`
 	// Ignored are containers labelled for the project that are none of its own.
-	Ignored []Ignored `json:"ignored,omitempty"`
+	Ignored []plan.Ignored `json:"ignored,omitempty"`
 	// Conflicts are roles of the project that several containers claim: plan and apply stop.
 	Conflicts []string `json:"conflicts,omitempty"`
 }
@@ -59,15 +61,15 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 	if err := eng.Ping(ctx); err != nil {
 		return nil, err
 	}
-	obs, err := Observe(ctx, eng, p)
+	obs, err := plan.Observe(ctx, eng, p)
 	if err != nil {
 		return nil, err
 	}
-	if err := obs.readScratch(ctx, eng, p); err != nil {
+	if err := obs.ReadScratch(ctx, eng, p); err != nil {
 		return nil, err
 	}
-	obs.readRoutes(ctx, eng, p)
-	out := &Status{FormatVersion: FormatVersion, Project: p.Name, Engine: eng.Host(), Services: []*ServiceStatus{}}
+	obs.ReadRoutes(ctx, eng, p, readProxyRoutes)
+	out := &Status{FormatVersion: plan.FormatVersion, Project: p.Name, Engine: eng.Host(), Services: []*ServiceStatus{}}
 	if obs.Lock != nil {
 		out.Lock = "held by " + describeLock(obs.Lock)
 	}
@@ -91,19 +93,19 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 	for _, n := range obs.ServiceNames() {
 		names[n] = true
 	}
-	leftovers := leftovers(obs, p, func(string) bool { return true })
-	red := NewRedactor(p)
+	leftovers := plan.Leftovers(obs, p, func(string) bool { return true })
+	red := plan.NewRedactor(p)
 	for _, ig := range obs.Ignored {
 		ig.Reason = red.Redact(ig.Reason)
 		out.Ignored = append(out.Ignored, ig)
 	}
-	for _, c := range obs.conflicts {
+	for _, c := range obs.Conflicts {
 		out.Conflicts = append(out.Conflicts, red.Redact(c))
 	}
 	for i := range leftovers {
 		leftovers[i].Detail = red.Redact(leftovers[i].Detail)
 	}
-	for _, name := range sortedKeys(names) {
+	for _, name := range plan.SortedKeys(names) {
 		s := p.Service(name)
 		ss := &ServiceStatus{Service: name, Configured: s != nil, State: "not deployed", Health: "unchecked"}
 		st := obs.Services[name]

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 )
 
@@ -17,152 +19,9 @@ import (
 // release (its volumes backed up before cutover), and keeps it, recreated with the deployer's
 // labels, as the previous release: `deployer rollback` returns to it.
 
-// LabelTakenOver marks a release that was a container the deployer took over, with how it had
-// been made.
-const LabelTakenOver = "deployer.taken-over"
-
-// Takeover is a container of the service's name that the deployer did not make.
-type Takeover struct {
-	ID      string   `json:"id"`
-	Name    string   `json:"container"`
-	Image   string   `json:"image"`
-	ImageID string   `json:"image_id"`
-	State   string   `json:"state"`
-	Made    string   `json:"made_by"` // docker-compose project "x" service "y", or docker run
-	Ports   []string `json:"ports,omitempty"`
-	Volumes []string `json:"volumes,omitempty"`
-	Release int      `json:"release"` // the release number it is kept as
-	// SetAside: a takeover interrupted after the new release went live left it under its
-	// set-aside name; apply keeps it as the previous release, or removes it when its copy was
-	// kept already (Kept).
-	SetAside bool `json:"set_aside,omitempty"`
-	Kept     bool `json:"kept,omitempty"`
-
-	doc map[string]string // its spec, as the deployer records specs
-}
-
-// foreign finds a container of the service's name that no deployer project made, or the one an
-// interrupted takeover set aside under <name>-old-N: the release made to replace it recorded
-// its ID (LabelTakeoverOf), and its number is the one before that release's. Any other
-// container of a set-aside name is not taken over (the name checks refuse it). A container of
-// the service's name made by another project is an error: container names are the engine's,
-// not the project's.
-func (pl *planner) foreign(s *config.Service) (*Container, error) {
-	var found *Container
-	for i := range pl.all {
-		c := &pl.all[i]
-		switch proj := c.Labels[LabelProject]; {
-		case proj == pl.p.Name:
-			continue
-		case c.Name == s.ContainerName && proj != "":
-			return nil, fmt.Errorf("service.%s: the container name %s is taken by project %q's service.%s: set another container_name", s.Name, c.Name, proj, c.Labels[LabelService])
-		case proj != "":
-			continue
-		case c.Name == s.ContainerName:
-			return c, nil
-		case found == nil && strings.HasPrefix(c.Name, s.ContainerName+"-old-") && pl.obs.setAsideByTakeover(*c):
-			found = c
-		}
-	}
-	return found, nil
-}
-
-// takeover describes a foreign container for the plan and checks that it can be taken over: its
-// volumes must be the configured ones at the configured targets, or its data would be left
-// behind.
-func (pl *planner) takeover(s *config.Service, c *Container, release int) (*Takeover, error) {
-	st, err := pl.eng.Inspect(pl.ctx, c.ID)
-	if err != nil {
-		return nil, err
-	}
-	t := &Takeover{ID: st.ID, Name: st.Name, Image: c.Image, ImageID: st.ImageID, State: st.Status, Release: release, Made: madeBy(st.Spec.Labels)}
-	for _, p := range st.Spec.Ports {
-		t.Ports = append(t.Ports, fmt.Sprintf("%d->%d", p.HostPort, p.Container))
-	}
-	for _, v := range st.Spec.Volumes {
-		t.Volumes = append(t.Volumes, v.Name+":"+v.Target)
-	}
-	if err := volumesMatch(s, st); err != nil {
-		return nil, err
-	}
-	imageEnv, _ := pl.eng.ImageEnv(pl.ctx, st.ImageID)
-	t.doc = foreignDoc(s, st, c.Image, imageEnv)
-	return t, nil
-}
-
-// madeBy says how a container the deployer did not make was made.
-func madeBy(labels map[string]string) string {
-	if p := labels["com.docker.compose.project"]; p != "" {
-		return fmt.Sprintf("docker-compose project %q service %q", p, labels["com.docker.compose.service"])
-	}
-	return "docker run"
-}
-
-// volumesMatch refuses a takeover that would leave data behind: a configured target where the
-// container mounts another volume (compose prefixes volume names with its project) or a host
-// directory.
-func volumesMatch(s *config.Service, st *ContainerState) error {
-	var problems []string
-	for _, v := range s.Volumes {
-		for _, m := range st.Spec.Volumes {
-			if m.Target == v.Target && m.Name != v.Name {
-				problems = append(problems, fmt.Sprintf("it mounts volume %q at %s, where the configuration mounts %q: to keep its data, write volume %q { target = %q }", m.Name, v.Target, v.Name, m.Name, v.Target))
-			}
-		}
-		for _, b := range st.Binds {
-			if b.Target == v.Target {
-				problems = append(problems, fmt.Sprintf("it mounts the host directory %s at %s, where the configuration mounts volume %q: copy that directory into the volume first (the deployer deploys named volumes)", b.Name, v.Target, v.Name))
-			}
-		}
-	}
-	if len(problems) == 0 {
-		return nil
-	}
-	return fmt.Errorf("service.%s: container %s, which runs without the deployer, cannot be taken over as it is: %s; nothing was changed", s.Name, st.Name, strings.Join(problems, "; "))
-}
-
-// foreignDoc is a foreign container's spec in the attributes the deployer records, for the
-// plan's diff: image, command, environment (what the image does not set itself), ports and
-// volumes. Everything else the deployer adds is new.
-func foreignDoc(s *config.Service, st *ContainerState, image string, imageEnv map[string]string) map[string]string {
-	doc := map[string]string{"container_name": jsonString(st.Name), "image": jsonString(image)}
-	if len(st.Spec.Cmd) > 0 {
-		b, _ := json.Marshal(st.Spec.Cmd)
-		doc["command"] = string(b)
-	}
-	for k, v := range st.Spec.Env {
-		if iv, ok := imageEnv[k]; ok && iv == v {
-			continue
-		}
-		doc["env."+k] = jsonString(v)
-	}
-	for _, p := range st.Spec.Ports {
-		doc["port."+strconv.Itoa(p.Container)+".host"] = strconv.Itoa(p.HostPort)
-	}
-	for _, v := range st.Spec.Volumes {
-		doc["volume."+v.Name+".target"] = jsonString(v.Target)
-	}
-	return doc
-}
-
-func jsonString(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
-}
-
-// takeoverKeys are the attributes a foreign container's doc can say anything about.
-func takeoverKey(k string) bool {
-	for _, p := range []string{"container_name", "image", "command", "env.", "port.", "volume."} {
-		if strings.HasPrefix(k, p) {
-			return !strings.HasSuffix(k, ".candidate") && !strings.HasSuffix(k, ".protocol")
-		}
-	}
-	return false
-}
-
 // adoptedLabels are the labels a taken-over container gets when it is recreated as the previous
 // release: the deployer's, without compose's (compose would take it back as its own).
-func (rl *releases) adoptedLabels(s *config.Service, t *Takeover, original map[string]string) map[string]string {
+func (rl *releases) adoptedLabels(s *config.Service, t *plan.Takeover, original map[string]string) map[string]string {
 	rn := rl.rn
 	l := map[string]string{}
 	for k, v := range original {
@@ -170,10 +29,10 @@ func (rl *releases) adoptedLabels(s *config.Service, t *Takeover, original map[s
 			l[k] = v
 		}
 	}
-	doc, _ := json.Marshal(t.doc)
+	doc, _ := json.Marshal(t.Doc)
 	for k, v := range map[string]string{
-		LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: RoleLive, LabelRelease: strconv.Itoa(t.Release),
-		LabelLiveName: s.ContainerName, LabelImage: t.Image, LabelImageOrigin: OriginFound, LabelTakenOver: t.Made,
+		LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: plan.RoleLive, LabelRelease: strconv.Itoa(t.Release),
+		LabelLiveName: s.ContainerName, LabelImage: t.Image, LabelImageOrigin: plan.OriginFound, plan.LabelTakenOver: t.Made,
 		LabelSpecDoc: string(doc), LabelCreatedAt: time.Now().UTC().Format(time.RFC3339),
 	} {
 		l[k] = v
@@ -183,7 +42,7 @@ func (rl *releases) adoptedLabels(s *config.Service, t *Takeover, original map[s
 
 // adopt returns the taken-over container as the service's live release, for the deploy that
 // replaces it.
-func (rl *releases) adopt(ctx context.Context, s *config.Service, t *Takeover) (*ServiceState, error) {
+func (rl *releases) adopt(ctx context.Context, s *config.Service, t *plan.Takeover) (*plan.ServiceState, error) {
 	rn := rl.rn
 	st, err := rn.Runtime.Inspect(ctx, t.ID)
 	if err != nil {
@@ -194,14 +53,14 @@ func (rl *releases) adopt(ctx context.Context, s *config.Service, t *Takeover) (
 		state = "running"
 	}
 	c := &Container{ID: st.ID, Name: st.Name, Image: t.Image, ImageID: st.ImageID, State: state, Labels: rl.adoptedLabels(s, t, st.Spec.Labels)}
-	return &ServiceState{Name: s.Name, Live: c}, nil
+	return &plan.ServiceState{Name: s.Name, Live: c}, nil
 }
 
 // keepSetAside keeps a taken-over container that an interrupted takeover left set aside as the
 // previous release; one kept already goes.
-func (rl *releases) keepSetAside(ctx context.Context, s *config.Service, t *Takeover, detail string) error {
+func (rl *releases) keepSetAside(ctx context.Context, s *config.Service, t *plan.Takeover, detail string) error {
 	rn := rl.rn
-	return rn.step(s.Name, StepCleanup, "", detail, func() error {
+	return rn.step(s.Name, plan.StepCleanup, "", detail, func() error {
 		if t.Kept {
 			return rn.Runtime.RemoveContainer(context.WithoutCancel(ctx), t.ID)
 		}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/docker/docker/api/types/network"
 
 	"github.com/deployer-dev/deployer/config"
@@ -17,24 +19,24 @@ import (
 )
 
 // takeoverPlan plans p and checks that it takes over the container name, as the plan says it.
-func (r *rig) takeoverPlan(p *config.Project, name, made string) *executor.Plan {
+func (r *rig) takeoverPlan(p *config.Project, name, made string) *plan.Plan {
 	r.t.Helper()
-	plan, err := executor.MakePlan(context.Background(), p, r.eng, executor.PlanOptions{})
+	pl, err := executor.MakePlan(context.Background(), p, r.eng, plan.PlanOptions{})
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	ch := plan.Change("app")
-	if ch.Action != executor.ActionTakeover || ch.Takeover == nil || ch.Takeover.Name != name || ch.Takeover.Made != made || plan.Summary.TakeOver != 1 {
+	ch := pl.Change("app")
+	if ch.Action != plan.ActionTakeover || ch.Takeover == nil || ch.Takeover.Name != name || ch.Takeover.Made != made || pl.Summary.TakeOver != 1 {
 		r.t.Fatalf("plan: %+v %+v", ch, ch.Takeover)
 	}
 	var text strings.Builder
-	plan.WriteText(&text, executor.RenderOptions{})
+	pl.WriteText(&text, plan.RenderOptions{})
 	for _, want := range []string{"will be taken over (container " + name + " -> release 2)", "made by    " + made, fmt.Sprintf("ports      %d->8080", r.port), "1 to take over"} {
 		if !strings.Contains(text.String(), want) {
 			r.t.Errorf("plan text lacks %q:\n%s", want, text.String())
 		}
 	}
-	return plan
+	return pl
 }
 
 // A service started by the seed's shell steps (`docker run -d --name ... -p 8080:5000 -v
@@ -95,9 +97,9 @@ func TestTakeOverDockerRun(t *testing.T) {
 			if l := r.backups(store, mod, ""); len(l.Complete) != 1 || l.Complete[0].Release != 1 {
 				t.Errorf("backups: %+v", l)
 			}
-			obs, _ := executor.Observe(ctx, r.eng, projectOnly(r.project))
+			obs, _ := plan.Observe(ctx, r.eng, projectOnly(r.project))
 			prev := obs.Services["app"].Previous[0]
-			if prev.Name != name+"-r1" || prev.Labels[executor.LabelTakenOver] != "docker run" {
+			if prev.Name != name+"-r1" || prev.Labels[plan.LabelTakenOver] != "docker run" {
 				t.Errorf("the previous release: %s %v", prev.Name, prev.Labels)
 			}
 			if cutover == "proxy" {
@@ -174,7 +176,7 @@ volumes:
 	})
 	dockertest.WaitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/health", r.port))
 	wrong := func(s *config.Service) { s.ContainerName = name }
-	_, err = executor.MakePlan(ctx, r.config("v1", wrong), r.eng, executor.PlanOptions{})
+	_, err = executor.MakePlan(ctx, r.config("v1", wrong), r.eng, plan.PlanOptions{})
 	want := fmt.Sprintf(`it mounts volume "%s_instance" at /data, where the configuration mounts "%s-data": to keep its data, write volume "%s_instance" { target = "/data" }`, cp, r.project, cp)
 	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "nothing was changed") {
 		t.Fatalf("plan with compose's volume under another name: %v", err)

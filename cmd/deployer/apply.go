@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -46,12 +48,12 @@ verify, and roll back by itself when anything fails. The last line says what is 
 			ctx, stop := g.interruptible(cmd.Context())
 			defer stop()
 			var (
-				res  *hclspec.Result
-				plan *executor.Plan
-				err  error
+				res *hclspec.Result
+				pl  *plan.Plan
+				err error
 			)
 			if len(args) == 1 && isPlanFile(args[0]) {
-				var sp *executor.SavedPlan
+				var sp *plan.SavedPlan
 				if res, sp, err = g.loadPlanFile(ctx, args[0]); err != nil {
 					if res != nil {
 						return g.liveAfter(ctx, res.Project, asJSON, err)
@@ -61,24 +63,24 @@ verify, and roll back by itself when anything fails. The last line says what is 
 				if sp.Fleet != nil {
 					return g.applyFleet(ctx, res.Project, sp.Fleet, asJSON)
 				}
-				plan = sp.Plan
+				pl = sp.Plan
 			} else {
 				if res, err = g.load(args); err != nil {
 					return err
 				}
-				if executor.MultiEngine(res.Project) {
+				if plan.MultiEngine(res.Project) {
 					return g.liveAfter(ctx, res.Project, asJSON, g.applyEngines(ctx, res.Project, targets, asJSON, autoApprove))
 				}
-				if plan, err = g.makePlan(ctx, res.Project, targets, false); err != nil {
+				if pl, err = g.makePlan(ctx, res.Project, targets, false); err != nil {
 					return g.liveAfter(ctx, res.Project, asJSON, err)
 				}
 				if !asJSON {
-					if err := plan.WriteText(g.stdout, executor.RenderOptions{Color: g.color(g.stdout)}); err != nil {
+					if err := pl.WriteText(g.stdout, plan.RenderOptions{Color: g.color(g.stdout)}); err != nil {
 						return err
 					}
 				}
-				g.planWarnings(plan.Warnings)
-				if len(plan.Steps) == 0 {
+				g.planWarnings(pl.Warnings)
+				if len(pl.Steps) == 0 {
 					return nil
 				}
 				if !autoApprove {
@@ -87,7 +89,7 @@ verify, and roll back by itself when anything fails. The last line says what is 
 					}
 				}
 			}
-			return g.apply(ctx, res.Project, plan, asJSON)
+			return g.apply(ctx, res.Project, pl, asJSON)
 		},
 	}
 	f := cmd.Flags()
@@ -103,7 +105,7 @@ func isPlanFile(path string) bool {
 	if err != nil || st.IsDir() || strings.HasSuffix(path, ".hcl") || strings.HasSuffix(path, ".hcl.json") {
 		return false
 	}
-	_, err = executor.ReadPlanFile(path)
+	_, err = plan.ReadPlanFile(path)
 	return err == nil || strings.HasSuffix(path, ".plan")
 }
 
@@ -126,8 +128,8 @@ func (g *globals) confirm(what string) error {
 // loadPlanFile reads a saved plan, loads the configuration it was made from with the same
 // variable values, and refuses it when the configuration or what runs changed since (on any
 // engine, for a configuration with engine blocks).
-func (g *globals) loadPlanFile(ctx context.Context, path string) (*hclspec.Result, *executor.SavedPlan, error) {
-	sp, err := executor.ReadPlanFile(path)
+func (g *globals) loadPlanFile(ctx context.Context, path string) (*hclspec.Result, *plan.SavedPlan, error) {
+	sp, err := plan.ReadPlanFile(path)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -145,98 +147,40 @@ func (g *globals) loadPlanFile(ctx context.Context, path string) (*hclspec.Resul
 	opts := hclspec.Options{Dir: sp.Dir, Files: sp.Files, Env: os.Environ(), Vars: append(more, vars...)}
 	res, diags := hclspec.Load(opts)
 	if res.Project != nil {
-		g.red = executor.NewRedactor(res.Project)
+		g.red = plan.NewRedactor(res.Project)
 	}
 	if diags.HasErrors() {
 		g.writeDiagnostics(res, diags)
 		g.fail(fmt.Errorf("the configuration of the plan in %s no longer loads; nothing was changed", path))
 		return nil, nil, failed
 	}
-	// The saved plans, each beside the one made now: one, or one per engine.
-	type pair struct {
-		engine       string
-		saved, fresh *executor.Plan
+	// What runs now, planned again: one plan, or one per engine; plan.Verify compares.
+	now := plan.Fresh{Values: map[string]string{}}
+	for _, v := range res.Variables {
+		now.Values[v.Name] = v.Value
 	}
-	var pairs []pair
-	if sp.Fleet != nil {
-		if !executor.MultiEngine(res.Project) {
-			return res, nil, fmt.Errorf("plan %s is stale: it was made for engine blocks, which the configuration no longer has; %s", path, again)
-		}
-		fresh, err := g.planFleet(ctx, res.Project, nil, false)
-		if err != nil {
+	switch multi := plan.MultiEngine(res.Project); {
+	case multi && sp.Fleet != nil:
+		if now.Fleet, err = g.planFleet(ctx, res.Project, nil, false); err != nil {
 			return res, nil, err
 		}
-		if bad := fresh.Unreachable(); len(bad) > 0 {
-			return res, nil, fmt.Errorf("%s; nothing was changed (apply changes every engine or none)", strings.Join(bad, "; "))
-		}
-		for _, ep := range sp.Fleet.Engines {
-			now := fresh.Engine(ep.Engine)
-			if now == nil || ep.Plan != nil && now.Plan == nil {
-				return res, nil, fmt.Errorf("plan %s is stale: the configuration's engines changed since it was made; %s", path, again)
-			}
-			if ep.Plan != nil {
-				pairs = append(pairs, pair{ep.Engine, ep.Plan, now.Plan})
-			}
-		}
-		if len(fresh.Engines) != len(sp.Fleet.Engines) {
-			return res, nil, fmt.Errorf("plan %s is stale: the configuration's engines changed since it was made; %s", path, again)
-		}
-	} else {
-		if executor.MultiEngine(res.Project) {
-			return res, nil, fmt.Errorf("plan %s is stale: the configuration has engine blocks now; %s", path, again)
-		}
-		fresh, err := g.makePlan(ctx, res.Project, nil, false)
-		if err != nil {
+	case !multi && sp.Fleet == nil:
+		if now.Plan, err = g.makePlan(ctx, res.Project, nil, false); err != nil {
 			return res, nil, err
 		}
-		pairs = append(pairs, pair{"", sp.Plan, fresh})
+	case multi:
+		now.Fleet = &plan.FleetPlan{} // engine blocks now, none in the saved plan
 	}
-	for _, v := range sp.Variables {
-		if !v.Sensitive || len(pairs) == 0 {
-			continue
-		}
-		for _, now := range res.Variables {
-			if now.Name == v.Name && pairs[0].fresh.HashSensitive(now.Value) != v.Hash {
-				return res, nil, fmt.Errorf("plan %s: the sensitive variable %s has another value than when the plan was made; give it the same value (its value is never saved), or %s", path, v.Name, again)
-			}
-		}
-	}
-	for _, pr := range pairs {
-		if pr.fresh.Keyless() {
-			return res, nil, fmt.Errorf("plan %s is stale: the project's key on %s, which the plan's hashes were made with, is gone (its volume was removed); %s", path, pr.fresh.Engine, again)
-		}
-		if pr.fresh.Fingerprint.Config != pr.saved.Fingerprint.Config {
-			return res, nil, fmt.Errorf("plan %s is stale: the configuration (files, variables or build contexts) changed since it was made; %s", path, again)
-		}
-		if pr.fresh.Fingerprint.State != pr.saved.Fingerprint.State {
-			return res, nil, fmt.Errorf("plan %s is stale: what runs on %s changed since it was made (%s); %s", path, pr.fresh.Engine, stateDiff(pr.saved, pr.fresh), again)
-		}
+	if err := sp.Verify(path, again, now); err != nil {
+		return res, nil, err
 	}
 	return res, sp, nil
-}
-
-// stateDiff names the services whose planned action changed.
-func stateDiff(old, now *executor.Plan) string {
-	var diffs []string
-	for _, c := range now.Changes {
-		o := old.Change(c.Service)
-		switch {
-		case o == nil:
-			diffs = append(diffs, fmt.Sprintf("service.%s is new", c.Service))
-		case o.Action != c.Action || o.LiveRelease != c.LiveRelease:
-			diffs = append(diffs, fmt.Sprintf("service.%s: was %s of release %d, now %s of release %d", c.Service, o.Action, o.LiveRelease, c.Action, c.LiveRelease))
-		}
-	}
-	if len(diffs) == 0 {
-		return "containers or images were replaced, started or stopped"
-	}
-	return strings.Join(diffs, "; ")
 }
 
 // replanAdvice says how to make a stale plan again: the command, with the configuration and
 // the variables the plan was made with, as they were given. A sensitive value is never in it:
 // it is named as -var NAME=..., to be given again.
-func replanAdvice(sp *executor.SavedPlan, path string) string {
+func replanAdvice(sp *plan.SavedPlan, path string) string {
 	cmd := []string{"deployer", "plan"}
 	wd, _ := os.Getwd()
 	rel := func(p string) string {
@@ -372,7 +316,7 @@ func killAt(point string) func(string) {
 	}
 }
 
-func (g *globals) apply(ctx context.Context, p *config.Project, plan *executor.Plan, asJSON bool) error {
+func (g *globals) apply(ctx context.Context, p *config.Project, pl *plan.Plan, asJSON bool) error {
 	eng, err := g.engine(p)
 	if err != nil {
 		return err
@@ -384,7 +328,7 @@ func (g *globals) apply(ctx context.Context, p *config.Project, plan *executor.P
 	if err != nil {
 		return err
 	}
-	out, err := a.Apply(ctx, plan)
+	out, err := a.Apply(ctx, pl)
 	r.close()
 	return g.finish(ctx, r, out, err, func(ctx context.Context) string {
 		return liveNow(ctx, p, []namedEngine{{"", eng}})
@@ -402,10 +346,10 @@ func (g *globals) finish(ctx context.Context, r *renderer, out *executor.Outcome
 			r.problem(fmt.Sprintf("%s: %s", name, s.Error))
 		case s.Error != "":
 			r.problem(fmt.Sprintf("%s: failed: %s", name, s.Error))
-		case s.Action == executor.ActionDelete:
+		case s.Action == plan.ActionDelete:
 			r.final(fmt.Sprintf("%s: removed (volumes kept), %.1fs", name, s.Seconds))
 		default:
-			r.final(fmt.Sprintf("%s: release %d live (image %s), %.1fs", name, s.Release, executor.ShortID(s.ImageID), s.Seconds))
+			r.final(fmt.Sprintf("%s: release %d live (image %s), %.1fs", name, s.Release, plan.ShortID(s.ImageID), s.Seconds))
 		}
 	}
 	if err != nil {
@@ -435,7 +379,7 @@ func (g *globals) liveAfter(ctx context.Context, p *config.Project, asJSON bool,
 	}
 	r := newRenderer(g, asJSON)
 	defer r.close()
-	if executor.MultiEngine(p) {
+	if plan.MultiEngine(p) {
 		f, closeAll, cerr := g.connectFleet(p, nil)
 		if cerr == nil {
 			defer closeAll()
@@ -467,7 +411,7 @@ func liveNow(ctx context.Context, p *config.Project, engines []namedEngine) stri
 	defer cancel()
 	var parts, left []string
 	for _, ne := range engines {
-		obs, err := executor.Observe(ctx, ne.eng, p)
+		obs, err := plan.Observe(ctx, ne.eng, p)
 		if err != nil {
 			parts = append(parts, fmt.Sprintf("engine %s cannot be read (%v)", ne.eng.Host(), err))
 			continue

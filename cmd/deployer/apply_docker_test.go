@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
@@ -121,11 +123,11 @@ func (r *cliRig) killPoints(vars ...string) []string {
 	if diags.HasErrors() {
 		r.t.Fatal(diags)
 	}
-	plan, err := executor.MakePlan(context.Background(), res.Project, r.eng, executor.PlanOptions{})
+	pl, err := executor.MakePlan(context.Background(), res.Project, r.eng, plan.PlanOptions{})
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	return executor.KillPoints(res.Project, plan)
+	return plan.KillPoints(res.Project, pl)
 }
 
 // run runs the deployer in the rig's directory and returns its combined output and exit code.
@@ -166,7 +168,7 @@ func (r *cliRig) get(path string) string {
 
 // containers lists the project's containers as role:release:state, newest release first.
 func (r *cliRig) containers() string {
-	obs, err := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+	obs, err := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -208,13 +210,13 @@ func crashAtEveryStep(t *testing.T, cutover string) {
 			if code != -int(syscall.SIGKILL) {
 				t.Fatalf("the deployer was not killed at %s (exit %d):\n%s", point, code, out)
 			}
-			plan, code := r.run(nil, "plan", "-var", "version="+version)
+			pl, code := r.run(nil, "plan", "-var", "version="+version)
 			if code != 0 {
-				t.Fatalf("plan after the crash: exit %d\n%s", code, plan)
+				t.Fatalf("plan after the crash: exit %d\n%s", code, pl)
 			}
 			out, code = r.run(nil, "apply", "-auto-approve", "-var", "version="+version)
 			if code != 0 {
-				t.Fatalf("apply after the crash at %s: exit %d\nplan:\n%s\napply:\n%s\ncontainers: %s", point, code, plan, out, r.containers())
+				t.Fatalf("apply after the crash at %s: exit %d\nplan:\n%s\napply:\n%s\ncontainers: %s", point, code, pl, out, r.containers())
 			}
 			if got := r.get("/"); got != "version="+version {
 				t.Fatalf("serving %q after converging, want %s", got, version)
@@ -227,7 +229,7 @@ func crashAtEveryStep(t *testing.T, cutover string) {
 			}
 			// Nothing left over: one live release, previous ones within keep_releases, no
 			// candidate, no lock, no stray containers.
-			obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+			obs, _ := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 			st := obs.Services["app"]
 			if obs.Lock != nil || len(st.Candidates) > 0 || len(st.Others) > 0 || len(st.Previous) > 2 || !st.Live.Running() {
 				t.Errorf("left over: %s", r.containers())
@@ -255,13 +257,13 @@ func TestCrashWhileResuming(t *testing.T) {
 			}
 			ctx := context.Background()
 			live := func() *executor.Container {
-				obs, err := executor.Observe(ctx, r.eng, projectOnly(r.project))
+				obs, err := plan.Observe(ctx, r.eng, projectOnly(r.project))
 				if err != nil || obs.Services["app"] == nil || obs.Services["app"].Live == nil {
 					t.Fatalf("no live release: %v %s", err, r.containers())
 				}
 				return obs.Services["app"].Live
 			}
-			for _, point := range executor.ResumePoints {
+			for _, point := range plan.ResumePoints {
 				t.Run(point, func(t *testing.T) {
 					if err := r.eng.StopContainer(ctx, live().ID, time.Second); err != nil {
 						t.Fatal(err)
@@ -273,9 +275,9 @@ func TestCrashWhileResuming(t *testing.T) {
 					if code != -int(syscall.SIGKILL) {
 						t.Fatalf("the deployer was not killed at %s (exit %d):\n%s", point, code, out)
 					}
-					plan, code := r.run(nil, "plan", "-detailed-exitcode")
-					if code != 2 || !regexp.MustCompile(`service\.app will be (started|health-checked)`).MatchString(plan) {
-						t.Errorf("plan after the crash at %s: exit %d, want the release started or checked\n%s", point, code, plan)
+					pl, code := r.run(nil, "plan", "-detailed-exitcode")
+					if code != 2 || !regexp.MustCompile(`service\.app will be (started|health-checked)`).MatchString(pl) {
+						t.Errorf("plan after the crash at %s: exit %d, want the release started or checked\n%s", point, code, pl)
 					}
 					out, code = r.run(nil, "apply", "-auto-approve")
 					if code != 0 || !regexp.MustCompile(`(?s)app: resume.*app: verify`).MatchString(out) {
@@ -320,18 +322,18 @@ func TestCrashDuringProxyUpgrade(t *testing.T) {
 	if out, code := r.run(nil, "apply", "-auto-approve"); code != 0 {
 		t.Fatalf("first deploy: %d\n%s", code, out)
 	}
-	for i, point := range executor.ProxyUpgradePoints {
+	for i, point := range plan.ProxyUpgradePoints {
 		bin := builds[(i+1)%2] // another build than the one whose proxy runs
 		version := fmt.Sprintf("v%d", i+2)
 		t.Run(point, func(t *testing.T) {
-			obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+			obs, _ := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 			before := obs.Proxy.ImageID
 			out, code := r.runWith(bin, []string{"DEPLOYER_TEST_KILL_AT=" + point}, "apply", "-auto-approve", "-var", "version="+version)
 			if code != -int(syscall.SIGKILL) {
 				t.Fatalf("the deployer was not killed at %s (exit %d):\n%s", point, code, out)
 			}
-			if plan, code := r.runWith(bin, nil, "plan", "-var", "version="+version); code != 0 || !strings.Contains(plan, "proxy") {
-				t.Errorf("plan after the crash: exit %d\n%s", code, plan)
+			if pl, code := r.runWith(bin, nil, "plan", "-var", "version="+version); code != 0 || !strings.Contains(pl, "proxy") {
+				t.Errorf("plan after the crash: exit %d\n%s", code, pl)
 			}
 			out, code = r.runWith(bin, nil, "apply", "-auto-approve", "-var", "version="+version)
 			if code != 0 {
@@ -340,15 +342,15 @@ func TestCrashDuringProxyUpgrade(t *testing.T) {
 			if got := r.get("/"); got != "version="+version {
 				t.Errorf("serving %q after converging, want %s", got, version)
 			}
-			obs, _ = executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+			obs, _ = plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 			proxies := 0
 			for _, c := range obs.All {
-				if c.Role() == executor.RoleProxy {
+				if c.Role() == plan.RoleProxy {
 					proxies++
 				}
 			}
-			if proxies != 1 || obs.Proxy.Name != executor.ProxyName(r.project) || !obs.Proxy.Running() || obs.Proxy.ImageID == before {
-				t.Errorf("want one upgraded proxy named %s, running: %s (proxy %+v)", executor.ProxyName(r.project), r.containers(), obs.Proxy)
+			if proxies != 1 || obs.Proxy.Name != plan.ProxyName(r.project) || !obs.Proxy.Running() || obs.Proxy.ImageID == before {
+				t.Errorf("want one upgraded proxy named %s, running: %s (proxy %+v)", plan.ProxyName(r.project), r.containers(), obs.Proxy)
 			}
 			if out, code := r.runWith(bin, nil, "plan", "-detailed-exitcode", "-var", "version="+version); code != 0 {
 				t.Errorf("plan after converging: exit %d\n%s", code, out)
@@ -414,7 +416,7 @@ func TestInterruptAndConcurrentApply(t *testing.T) {
 	}
 	cmd, events, stderr := startJSON(t, r, "apply", "-auto-approve", "-json", "-var", "version=v2", "-var", "mode=slow")
 	waitFor(t, events, "the health check of the slow candidate", func(e executor.Event) bool {
-		return e.Step == string(executor.StepHealth) && e.Phase == "start"
+		return e.Step == string(plan.StepHealth) && e.Phase == "start"
 	})
 
 	out, code := r.run(nil, "apply", "-auto-approve", "-var", "version=v3")
@@ -480,7 +482,7 @@ func TestApplyCLIBehaviour(t *testing.T) {
 		}
 		last = e
 	}
-	if last.Type != executor.EventStep || last.Step != string(executor.StepUnlock) {
+	if last.Type != executor.EventStep || last.Step != string(plan.StepUnlock) {
 		t.Errorf("last event: %+v", last)
 	}
 
@@ -499,7 +501,7 @@ func TestApplyCLIBehaviour(t *testing.T) {
 		t.Errorf("stale configuration: exit %d\n%s", code, out)
 	}
 	os.WriteFile(filepath.Join(r.dir, "deployer.hcl"), cfg, 0o644)
-	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+	obs, _ := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 	r.eng.StopContainer(context.Background(), obs.Services["app"].Live.ID, time.Second)
 	out, code = r.run(nil, "apply", "v3b.plan")
 	if code != 1 || !strings.Contains(out, "plan v3b.plan is stale: what runs on") {

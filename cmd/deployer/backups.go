@@ -9,6 +9,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/spf13/cobra"
 
 	"github.com/deployer-dev/deployer/executor"
@@ -34,7 +36,7 @@ func (g *globals) withLoaded(sn *session, service string, asJSON bool, fn func(c
 	ctx, res := sn.ctx, sn.res
 	p, remote := res.Project, false
 	var eng *docker.Engine
-	if executor.MultiEngine(p) {
+	if plan.MultiEngine(p) {
 		var name string
 		if name, p, err = serviceEngine(p, service, "backups are of a service on one engine"); err != nil {
 			return err
@@ -146,7 +148,7 @@ release, size and what was verified), incomplete ones, and those refused (never 
 				for _, m := range l.Complete {
 					out = append(out, listed{m, m.Signed})
 				}
-				return writeJSON(g, map[string]any{"format_version": executor.FormatVersion, "service": service, "store": sb.Store.String(),
+				return writeJSON(g, map[string]any{"format_version": plan.FormatVersion, "service": service, "store": sb.Store.String(),
 					"backups": out, "incomplete": l.Incomplete, "refused": l.Refused, "warnings": l.Warnings})
 			}
 			if len(l.Complete) == 0 {

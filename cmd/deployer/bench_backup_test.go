@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"filippo.io/age"
 	_ "modernc.org/sqlite"
 
@@ -28,7 +30,7 @@ import (
 // fillVolume streams a tar of one file of n pseudo-random bytes (incompressible: the worst case
 // for size and the best for honesty) into the live container's /data.
 func fillVolume(b *testing.B, r *cliRig, name string, n int64) {
-	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+	obs, _ := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 	pr, pw := io.Pipe()
 	go func() {
 		tw := tar.NewWriter(pw)
@@ -117,7 +119,7 @@ func BenchmarkPlainCopy(b *testing.B) {
 			}
 			r := benchRig(b, hcl, nil)
 			fillVolume(b, r, "big.bin", size)
-			obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+			obs, _ := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 			b.SetBytes(size)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -229,7 +231,7 @@ func benchSQLiteBackup(b *testing.B, journal, sync string, size int64) {
 		}
 		pw.CloseWithError(err)
 	}()
-	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+	obs, _ := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 	if err := r.eng.CopyTo(context.Background(), obs.Services["app"].Live.ID, "/db", pr); err != nil {
 		b.Fatal(err)
 	}
@@ -242,7 +244,7 @@ func benchSQLiteBackup(b *testing.B, journal, sync string, size int64) {
 	if out, code := r.run(nil, "apply", "-auto-approve", "-var", "version=v2"); code != 0 {
 		b.Fatalf("apply with the writer: %s", out)
 	}
-	obs, _ = executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+	obs, _ = plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 	live := obs.Services["app"].Live.ID
 	var wall, plain time.Duration
 	var paused float64

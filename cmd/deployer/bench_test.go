@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 	"github.com/deployer-dev/deployer/hclspec"
@@ -83,11 +85,11 @@ func BenchmarkPlan(b *testing.B) {
 				b.Fatal(err)
 			}
 			for _, s := range p.Services {
-				doc := executor.SpecDoc(p, s, dockertest.Hasher(b, eng, p.Name))
+				doc := plan.SpecDoc(p, s, dockertest.Hasher(b, eng, p.Name))
 				raw, _ := json.Marshal(doc)
 				_, err := eng.CreateContainer(ctx, executor.ContainerSpec{Name: s.ContainerName, Image: image, Labels: map[string]string{
-					executor.LabelProject: p.Name, executor.LabelService: s.Name, executor.LabelRole: executor.RoleLive,
-					executor.LabelRelease: "1", executor.LabelSpecDoc: string(raw), executor.LabelSpec: executor.SpecHash(doc, imageID),
+					executor.LabelProject: p.Name, executor.LabelService: s.Name, executor.LabelRole: plan.RoleLive,
+					executor.LabelRelease: "1", executor.LabelSpecDoc: string(raw), executor.LabelSpec: plan.SpecHash(doc, imageID),
 				}})
 				if err != nil {
 					b.Fatal(err)
@@ -95,12 +97,12 @@ func BenchmarkPlan(b *testing.B) {
 			}
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				plan, err := executor.MakePlan(ctx, p, eng, executor.PlanOptions{})
+				pl, err := executor.MakePlan(ctx, p, eng, plan.PlanOptions{})
 				if err != nil {
 					b.Fatal(err)
 				}
 				// The live releases are created, not started: the plan starts them, and changes nothing else.
-				if s := plan.Summary; s.Create+s.Replace+s.Delete != 0 || s.Update != n {
+				if s := pl.Summary; s.Create+s.Replace+s.Delete != 0 || s.Update != n {
 					b.Fatalf("plan of an unchanged project: %+v", s)
 				}
 			}

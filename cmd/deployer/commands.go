@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/spf13/cobra"
 
 	"github.com/deployer-dev/deployer/executor"
@@ -100,7 +102,7 @@ routes, the deploy lock, and anything an interrupted apply left. It changes noth
 				printStatus(g, st, name)
 			}
 			if asJSON {
-				if err := writeJSON(g, map[string]any{"format_version": executor.FormatVersion, "engines": all}); err != nil {
+				if err := writeJSON(g, map[string]any{"format_version": plan.FormatVersion, "engines": all}); err != nil {
 					return err
 				}
 			}
@@ -155,7 +157,7 @@ func printStatus(g *globals, st *executor.Status, engine string) {
 			if s.Serving != "" {
 				notServing = ", not serving"
 			}
-			fmt.Fprintf(g.stdout, "  live      release %d, %s (%s), %s%s\n", s.LiveRelease, s.Container, s.State, s.Image+" "+executor.ShortID(s.ImageID), notServing)
+			fmt.Fprintf(g.stdout, "  live      release %d, %s (%s), %s%s\n", s.LiveRelease, s.Container, s.State, s.Image+" "+plan.ShortID(s.ImageID), notServing)
 			if s.Serving != "" {
 				fmt.Fprintf(g.stdout, "  serving   %s\n", s.Serving)
 			}
@@ -178,7 +180,7 @@ func printStatus(g *globals, st *executor.Status, engine string) {
 	for _, c := range st.Conflicts {
 		fmt.Fprintf(g.stdout, "\n! %s\n", c)
 	}
-	executor.WriteIgnored(g.stdout, st.Ignored)
+	plan.WriteIgnored(g.stdout, st.Ignored)
 }
 
 func newReleases(g *globals) *cobra.Command {
@@ -224,8 +226,8 @@ made, and what a migration that came with it did. It changes nothing.`,
 				err := eng.Ping(sn.ctx)
 				var list []executor.ReleaseInfo
 				if err == nil {
-					var obs *executor.Observed
-					if obs, err = executor.Observe(sn.ctx, eng, res.Project); err == nil {
+					var obs *plan.Observed
+					if obs, err = plan.Observe(sn.ctx, eng, res.Project); err == nil {
 						list = executor.Releases(obs, service)
 					}
 				}
@@ -237,7 +239,7 @@ made, and what a migration that came with it did. It changes nothing.`,
 						return err
 					}
 					if asJSON {
-						return writeJSON(g, map[string]any{"format_version": executor.FormatVersion, "service": service, "releases": list})
+						return writeJSON(g, map[string]any{"format_version": plan.FormatVersion, "service": service, "releases": list})
 					}
 				}
 				e := engineReleases{Engine: name, Releases: list}
@@ -260,7 +262,7 @@ made, and what a migration that came with it did. It changes nothing.`,
 				}
 			}
 			if asJSON {
-				if err := writeJSON(g, map[string]any{"format_version": executor.FormatVersion, "service": service, "engines": all}); err != nil {
+				if err := writeJSON(g, map[string]any{"format_version": plan.FormatVersion, "service": service, "engines": all}); err != nil {
 					return err
 				}
 			}
@@ -287,7 +289,7 @@ func printReleases(g *globals, service, host string, list []executor.ReleaseInfo
 	tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "RELEASE\tROLE\tSTATUS\tIMAGE\tCREATED\tSOURCE")
 	for _, r := range list {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s (%s)\t%s\t%s\n", r.Release, r.Role, r.State, r.Image, executor.ShortID(r.ImageID), r.Created.Local().Format(time.DateTime), r.Source)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s (%s)\t%s\t%s\n", r.Release, r.Role, r.State, r.Image, plan.ShortID(r.ImageID), r.Created.Local().Format(time.DateTime), r.Source)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -9,10 +9,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
 
-	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/hclspec"
 )
 
@@ -33,7 +34,7 @@ func (g *globals) load(args []string) (*hclspec.Result, error) {
 	opts.Vars = vars
 	res, diags := watchedLoad(opts)
 	if res.Project != nil {
-		g.red = executor.NewRedactor(res.Project)
+		g.red = plan.NewRedactor(res.Project)
 	}
 	if len(diags) > 0 {
 		g.writeDiagnostics(res, diags)

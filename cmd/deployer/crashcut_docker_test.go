@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/executor"
 )
 
@@ -30,7 +32,7 @@ func TestCrashAfterProxySwitch(t *testing.T) {
 	if out, code := r.run(nil, "apply", "-auto-approve"); code != 0 {
 		t.Fatalf("first deploy: %d\n%s", code, out)
 	}
-	for i, point := range []string{executor.PointCutoverSwitched, executor.PointCutoverSetAside} {
+	for i, point := range []string{plan.PointCutoverSwitched, plan.PointCutoverSetAside} {
 		version := fmt.Sprintf("v%d", i+2)
 		// Each kill leaves a candidate whose number the next apply gives again: the live
 		// release is 1, then 3.
@@ -46,9 +48,9 @@ func TestCrashAfterProxySwitch(t *testing.T) {
 		if code != 0 || !strings.Contains(status, ", not serving") || !strings.Contains(status, fmt.Sprintf("serving   candidate %s-app-green (release %d) of an interrupted cutover", r.project, cand)) || !strings.Contains(status, "not to "+live) {
 			t.Errorf("the status after the kill at %s does not say that the candidate serves: %d\n%s", point, code, status)
 		}
-		plan, code := r.run(nil, "plan", "-no-color", "-var", "version="+version)
-		if code != 0 || !strings.Contains(plan, "serves: an interrupted cutover left the proxy routing the service's requests to it") || !strings.Contains(plan, "routes them back to "+live) {
-			t.Errorf("the plan after the kill at %s does not say that the candidate serves: %d\n%s", point, code, plan)
+		pl, code := r.run(nil, "plan", "-no-color", "-var", "version="+version)
+		if code != 0 || !strings.Contains(pl, "serves: an interrupted cutover left the proxy routing the service's requests to it") || !strings.Contains(pl, "routes them back to "+live) {
+			t.Errorf("the plan after the kill at %s does not say that the candidate serves: %d\n%s", point, code, pl)
 		}
 
 		// Kept-alive connections from the proxy to the candidate, and a slow request on it.

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/spf13/cobra"
 
 	"github.com/deployer-dev/deployer/config"
@@ -57,7 +59,7 @@ func (g *globals) destroy(ctx context.Context, p *config.Project, opts executor.
 		engines []namedEngine
 		run     func() (map[string]*executor.DestroyOutcome, error)
 	)
-	if executor.MultiEngine(p) {
+	if plan.MultiEngine(p) {
 		f, closeAll, err := g.connectFleet(p, r.event)
 		if err != nil {
 			return err
@@ -97,7 +99,7 @@ func (g *globals) destroy(ctx context.Context, p *config.Project, opts executor.
 		for _, name := range sortedNames(plans) {
 			list = append(list, plans[name])
 		}
-		b, _ := json.Marshal(map[string]any{"format_version": executor.FormatVersion, "type": "destroy_plan", "engines": list})
+		b, _ := json.Marshal(map[string]any{"format_version": plan.FormatVersion, "type": "destroy_plan", "engines": list})
 		fmt.Fprintf(g.stdout, "%s\n", b)
 	} else {
 		for i, name := range sortedNames(plans) {

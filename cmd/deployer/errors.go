@@ -11,12 +11,13 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/agext/levenshtein"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/hclspec"
 )
 
@@ -67,7 +68,7 @@ func (g *globals) problem(severity, msg string) {
 }
 
 func (g *globals) writeDiagnostic(d diagnostic) {
-	d.FormatVersion, d.Type = executor.FormatVersion, "diagnostic"
+	d.FormatVersion, d.Type = plan.FormatVersion, "diagnostic"
 	b, _ := json.Marshal(d)
 	fmt.Fprintf(g.stderr, "%s\n", b)
 }

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker"
@@ -29,7 +31,7 @@ func (g *globals) connectFleet(p *config.Project, events func(executor.Event)) (
 			e.Close()
 		}
 	}
-	for _, name := range executor.EngineNames(p) {
+	for _, name := range plan.EngineNames(p) {
 		eng, remote, err := connectEngine(p, name)
 		if err != nil {
 			closeAll()
@@ -71,7 +73,7 @@ func serviceEngine(p *config.Project, service, what string) (string, *config.Pro
 	if len(names) != 1 {
 		return "", nil, fmt.Errorf("service.%s runs on %d engines (%s): %s", service, len(names), strings.Join(names, ", "), what)
 	}
-	return names[0], executor.ProjectOn(p, names[0]), nil
+	return names[0], plan.ProjectOn(p, names[0]), nil
 }
 
 // engineSet is what a per-engine command works on: the engines of the configuration (every
@@ -93,7 +95,7 @@ func (es *engineSet) close() {
 // engines connects to the engines a per-engine command reads.
 func (g *globals) engines(p *config.Project, only string) (*engineSet, error) {
 	es := &engineSet{engines: map[string]*docker.Engine{}, remote: map[string]bool{}, projects: map[string]*config.Project{}}
-	if !executor.MultiEngine(p) {
+	if !plan.MultiEngine(p) {
 		if only != "" && only != config.DefaultEngine {
 			return nil, fmt.Errorf("-engine %s: the configuration has no engine blocks", only)
 		}
@@ -104,7 +106,7 @@ func (g *globals) engines(p *config.Project, only string) (*engineSet, error) {
 		es.names, es.engines[""], es.projects[""] = []string{""}, eng, p
 		return es, nil
 	}
-	all := executor.EngineNames(p)
+	all := plan.EngineNames(p)
 	if only != "" {
 		if !slices.Contains(all, only) {
 			return nil, fmt.Errorf("-engine %s: no such engine; the configuration's are %s", only, strings.Join(all, ", "))
@@ -118,13 +120,13 @@ func (g *globals) engines(p *config.Project, only string) (*engineSet, error) {
 			return nil, err
 		}
 		es.names = append(es.names, name)
-		es.engines[name], es.remote[name], es.projects[name] = eng, remote, executor.ProjectOn(p, name)
+		es.engines[name], es.remote[name], es.projects[name] = eng, remote, plan.ProjectOn(p, name)
 	}
 	return es, nil
 }
 
 // planFleet makes the plan of every engine.
-func (g *globals) planFleet(ctx context.Context, p *config.Project, targets []string, makeKey bool) (*executor.FleetPlan, error) {
+func (g *globals) planFleet(ctx context.Context, p *config.Project, targets []string, makeKey bool) (*plan.FleetPlan, error) {
 	names, err := targetNames(targets)
 	if err != nil {
 		return nil, err
@@ -134,11 +136,11 @@ func (g *globals) planFleet(ctx context.Context, p *config.Project, targets []st
 		return nil, err
 	}
 	defer closeAll()
-	return f.Plan(ctx, executor.PlanOptions{Targets: names, MakeKey: makeKey})
+	return f.Plan(ctx, plan.PlanOptions{Targets: names, MakeKey: makeKey})
 }
 
 // applyFleet applies a fleet's plan, its events rendered as apply's.
-func (g *globals) applyFleet(ctx context.Context, p *config.Project, fp *executor.FleetPlan, asJSON bool) error {
+func (g *globals) applyFleet(ctx context.Context, p *config.Project, fp *plan.FleetPlan, asJSON bool) error {
 	return g.onFleet(ctx, p, asJSON, func(f *executor.Fleet) (*executor.Outcome, error) { return f.Apply(ctx, fp) })
 }
 
@@ -160,7 +162,7 @@ func (g *globals) onFleet(ctx context.Context, p *config.Project, asJSON bool, o
 // fleetEngines are a fleet's engines by name, in name order.
 func fleetEngines(f *executor.Fleet) []namedEngine {
 	var out []namedEngine
-	for _, name := range executor.EngineNames(f.Base.Project) {
+	for _, name := range plan.EngineNames(f.Base.Project) {
 		if eng := f.Engines[name]; eng != nil {
 			out = append(out, namedEngine{name, eng})
 		}
@@ -181,7 +183,7 @@ func (g *globals) planEngines(ctx context.Context, res *hclspec.Result, targets 
 			g.fail(fmt.Errorf("%s; no plan was saved", strings.Join(bad, "; ")))
 			return failed
 		}
-		if err := executor.WritePlanFile(out, savedFleetPlan(fp, res, g.files)); err != nil {
+		if err := plan.WritePlanFile(out, savedFleetPlan(fp, res, g.files)); err != nil {
 			return err
 		}
 	}
@@ -195,7 +197,7 @@ func (g *globals) planEngines(ctx context.Context, res *hclspec.Result, targets 
 	if asJSON {
 		err = fp.WriteJSON(g.stdout)
 	} else {
-		err = fp.WriteText(g.stdout, executor.RenderOptions{Color: g.color(g.stdout)})
+		err = fp.WriteText(g.stdout, plan.RenderOptions{Color: g.color(g.stdout)})
 	}
 	if err != nil {
 		return err
@@ -221,7 +223,7 @@ func (g *globals) applyEngines(ctx context.Context, p *config.Project, targets [
 		return err
 	}
 	if !asJSON {
-		if err := fp.WriteText(g.stdout, executor.RenderOptions{Color: g.color(g.stdout)}); err != nil {
+		if err := fp.WriteText(g.stdout, plan.RenderOptions{Color: g.color(g.stdout)}); err != nil {
 			return err
 		}
 	}
@@ -248,7 +250,7 @@ func (g *globals) rollbackFleet(sn *session, service string, to int, asJSON bool
 }
 
 // fleetWarnings are the warnings of every engine's plan, each once.
-func fleetWarnings(fp *executor.FleetPlan) []string {
+func fleetWarnings(fp *plan.FleetPlan) []string {
 	var out []string
 	for _, ep := range fp.Engines {
 		if ep.Plan != nil {

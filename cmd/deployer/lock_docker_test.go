@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/executor"
 )
 
@@ -45,7 +47,7 @@ func TestLockFromAnotherPIDNamespace(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	var lock *executor.Container
 	for lock == nil && time.Now().Before(deadline) {
-		obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+		obs, _ := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 		lock = obs.Lock
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -55,14 +57,14 @@ func TestLockFromAnotherPIDNamespace(t *testing.T) {
 		}
 		t.Skipf("cannot run a deploy in another PID namespace here:\n%s", out)
 	}
-	if pid := lock.Labels[executor.LabelLockPID]; pid != fmt.Sprint(last+1) {
+	if pid := lock.Labels[plan.LabelLockPID]; pid != fmt.Sprint(last+1) {
 		t.Fatalf("the lock records PID %s, want %d", pid, last+1)
 	}
 	got, code := r.run(nil, "apply", "-auto-approve", "-var", "version=v3")
 	if code != 1 || !strings.Contains(got, "is held by") || !strings.Contains(got, fmt.Sprintf("pid %d", last+1)) || strings.Contains(got, "breaking the deploy lock") {
 		t.Errorf("second apply: %d\n%s", code, got)
 	}
-	obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
+	obs, _ := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
 	if obs.Lock == nil || obs.Lock.ID != lock.ID {
 		t.Errorf("the lock of the running deploy was broken")
 	}

@@ -12,10 +12,10 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-
-	"github.com/deployer-dev/deployer/executor"
 )
 
 func main() { os.Exit(main1()) }
@@ -76,10 +76,10 @@ type globals struct {
 	lockTimeout string
 	version     bool
 
-	unknownVars    bool               // validate: required variables without a value are unknown
-	args           []string           // as given, for the order of -var and -var-file
-	red            *executor.Redactor // the loaded configuration's secrets, masked in what is printed
-	json           bool               // the command was given -json: errors are JSON objects too
+	unknownVars    bool           // validate: required variables without a value are unknown
+	args           []string       // as given, for the order of -var and -var-file
+	red            *plan.Redactor // the loaded configuration's secrets, masked in what is printed
+	json           bool           // the command was given -json: errors are JSON objects too
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	interrupted    atomic.Int32 // the signal that interrupted the command, 0 for none

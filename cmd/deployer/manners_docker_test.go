@@ -13,7 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 )
 
@@ -198,9 +199,9 @@ func watchCreates(t *testing.T, r *cliRig, names *[]string) (stop func()) {
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
-			if obs, err := executor.Observe(ctx, r.eng, projectOnly(r.project)); err == nil {
+			if obs, err := plan.Observe(ctx, r.eng, projectOnly(r.project)); err == nil {
 				for _, c := range obs.All {
-					if c.Role() != executor.RoleLock && !contains(*names, c.Name) {
+					if c.Role() != plan.RoleLock && !contains(*names, c.Name) {
 						*names = append(*names, c.Name)
 					}
 				}

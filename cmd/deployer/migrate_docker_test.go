@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 )
@@ -126,13 +128,13 @@ func TestMigrationCLI(t *testing.T) {
 			if got := r.get("/"); !strings.HasPrefix(got, "version=") || mid.Count != mid.Max || mid.Max < before.Max {
 				t.Fatalf("after the kill: / answers %q, rows %+v (before %+v)", got, mid, before)
 			}
-			plan, code := r.run(nil, append([]string{"plan"}, vars...)...)
+			pl, code := r.run(nil, append([]string{"plan"}, vars...)...)
 			if code != 0 {
-				t.Fatalf("plan after the kill: %d\n%s", code, plan)
+				t.Fatalf("plan after the kill: %d\n%s", code, pl)
 			}
 			out, code = r.run(nil, append([]string{"apply", "-auto-approve"}, vars...)...)
 			if code != 0 {
-				t.Fatalf("apply after the kill at %s: %d\nplan:\n%s\napply:\n%s", point, code, plan, out)
+				t.Fatalf("apply after the kill at %s: %d\nplan:\n%s\napply:\n%s", point, code, pl, out)
 			}
 			after := r.schema()
 			if got := r.get("/"); got != "version="+version || !slices.Contains(after.Columns, column) {
@@ -141,7 +143,7 @@ func TestMigrationCLI(t *testing.T) {
 			if after.Count != after.Max || after.Max < mid.Max {
 				t.Errorf("rows lost or added: %+v (after the kill %+v)", after, mid)
 			}
-			if obs, err := executor.Observe(t.Context(), r.eng, projectOnly(r.project)); err != nil || len(obs.Services["app"].Candidates) > 0 || obs.Lock != nil {
+			if obs, err := plan.Observe(t.Context(), r.eng, projectOnly(r.project)); err != nil || len(obs.Services["app"].Candidates) > 0 || obs.Lock != nil {
 				t.Errorf("left over (%v): %s", err, r.containers())
 			}
 			vols, _ := r.eng.Volumes(t.Context(), r.project)
@@ -194,16 +196,16 @@ func TestHeldMigrationCrash(t *testing.T) {
 			if code != -int(syscall.SIGKILL) {
 				t.Fatalf("the deployer was not killed at %s (exit %d):\n%s", point, code, out)
 			}
-			plan, code := r.run(nil, append([]string{"plan"}, vars...)...)
+			pl, code := r.run(nil, append([]string{"plan"}, vars...)...)
 			if code != 0 {
-				t.Fatalf("plan after the kill: %d\n%s", code, plan)
+				t.Fatalf("plan after the kill: %d\n%s", code, pl)
 			}
-			if point != "migrate" && !strings.Contains(plan, "put volume") {
-				t.Errorf("the plan after a kill in the hold does not put the safety copy back:\n%s", plan)
+			if point != "migrate" && !strings.Contains(pl, "put volume") {
+				t.Errorf("the plan after a kill in the hold does not put the safety copy back:\n%s", pl)
 			}
 			out, code = r.run(nil, append([]string{"apply", "-auto-approve"}, vars...)...)
 			if code != 0 {
-				t.Fatalf("apply after the kill at %s: %d\nplan:\n%s\napply:\n%s", point, code, plan, out)
+				t.Fatalf("apply after the kill at %s: %d\nplan:\n%s\napply:\n%s", point, code, pl, out)
 			}
 			if want := fmt.Sprintf("~ column rows.at: type %s -> %s", from, to); !strings.Contains(out, want) {
 				t.Errorf("the converging apply's diff lacks %q: the data was not put back before it\n%s", want, out)
@@ -217,7 +219,7 @@ func TestHeldMigrationCrash(t *testing.T) {
 			}
 			vols, _ := r.eng.Volumes(t.Context(), r.project)
 			for _, v := range vols {
-				if v.Labels[executor.LabelRole] == executor.RoleSafety || v.Labels[executor.LabelRole] == executor.RoleScratch {
+				if v.Labels[executor.LabelRole] == plan.RoleSafety || v.Labels[executor.LabelRole] == plan.RoleScratch {
 					t.Errorf("volume %s is left", v.Name)
 				}
 			}
@@ -234,7 +236,7 @@ func TestHeldMigrationCrash(t *testing.T) {
 // (it waits under its set-aside name until verified), it is health-checked; in both cases
 // before it is live again, on the data from before the migration, with no row lost.
 func TestHeldMigrationPutBackCrash(t *testing.T) {
-	for _, point := range executor.PutBackPoints {
+	for _, point := range plan.PutBackPoints {
 		t.Run(point, func(t *testing.T) {
 			eng := dockertest.Engine(t)
 			r := &cliRig{t: t, eng: eng, dir: t.TempDir(), project: dockertest.Project(t, eng), port: dockertest.FreePort(t)}
@@ -256,17 +258,17 @@ func TestHeldMigrationPutBackCrash(t *testing.T) {
 			if code != -int(syscall.SIGKILL) {
 				t.Fatalf("the deployer was not killed at %s (exit %d):\n%s", point, code, out)
 			}
-			plan, code := r.run(nil, "plan")
+			pl, code := r.run(nil, "plan")
 			if code != 0 {
-				t.Fatalf("plan after the kill: %d\n%s", code, plan)
+				t.Fatalf("plan after the kill: %d\n%s", code, pl)
 			}
-			if !strings.Contains(plan, "health-check") {
-				t.Errorf("the plan after the kill at %s does not check release 1 again:\n%s", point, plan)
+			if !strings.Contains(pl, "health-check") {
+				t.Errorf("the plan after the kill at %s does not check release 1 again:\n%s", point, pl)
 			}
 			out, code = r.run(nil, "apply", "-auto-approve")
-			t.Logf("plan:\n%s\napply:\n%s", plan, out)
+			t.Logf("plan:\n%s\napply:\n%s", pl, out)
 			if code != 0 || r.get("/") != "version=v1" {
-				t.Fatalf("apply after the kill at %s: %d, / answers %q\nplan:\n%s\napply:\n%s\ncontainers: %s", point, code, r.get("/"), plan, out, r.containers())
+				t.Fatalf("apply after the kill at %s: %d, / answers %q\nplan:\n%s\napply:\n%s\ncontainers: %s", point, code, r.get("/"), pl, out, r.containers())
 			}
 			if !strings.Contains(out, "verify") && !strings.Contains(out, "health-check") {
 				t.Errorf("the apply after the kill at %s did not check release 1:\n%s", point, out)
@@ -277,7 +279,7 @@ func TestHeldMigrationPutBackCrash(t *testing.T) {
 			}
 			vols, _ := r.eng.Volumes(t.Context(), r.project)
 			for _, v := range vols {
-				if v.Labels[executor.LabelRole] == executor.RoleSafety {
+				if v.Labels[executor.LabelRole] == plan.RoleSafety {
 					t.Errorf("the safety copy %s is left", v.Name)
 				}
 			}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/spf13/cobra"
 
 	"github.com/deployer-dev/deployer/config"
@@ -43,36 +45,36 @@ when it has none: its sensitive values are hashed under it).`,
 			}
 			defer sn.close()
 			ctx, res := sn.ctx, sn.res
-			if executor.MultiEngine(res.Project) {
+			if plan.MultiEngine(res.Project) {
 				return g.planEngines(ctx, res, targets, out, asJSON, detailed, dryRun)
 			}
-			plan, err := g.makePlan(ctx, res.Project, targets, out != "")
+			pl, err := g.makePlan(ctx, res.Project, targets, out != "")
 			if err != nil {
 				return err
 			}
 			if out != "" {
-				if err := executor.WritePlanFile(out, savedPlan(plan, res, g.files)); err != nil {
+				if err := plan.WritePlanFile(out, savedPlan(pl, res, g.files)); err != nil {
 					return err
 				}
 			}
 			if dryRun {
-				if err := g.planMigrations(ctx, res.Project, plan, asJSON); err != nil {
+				if err := g.planMigrations(ctx, res.Project, pl, asJSON); err != nil {
 					return err
 				}
 			} else if asJSON {
-				if err := plan.WriteJSON(g.stdout); err != nil {
+				if err := pl.WriteJSON(g.stdout); err != nil {
 					return err
 				}
 			} else {
-				if err := plan.WriteText(g.stdout, executor.RenderOptions{Color: g.color(g.stdout)}); err != nil {
+				if err := pl.WriteText(g.stdout, plan.RenderOptions{Color: g.color(g.stdout)}); err != nil {
 					return err
 				}
 				if out != "" {
 					fmt.Fprintf(g.stdout, "\nSaved the plan to %s. Apply exactly this plan with:\n    deployer apply %s\n", out, out)
 				}
 			}
-			g.planWarnings(plan.Warnings)
-			if detailed && plan.HasChanges() {
+			g.planWarnings(pl.Warnings)
+			if detailed && pl.HasChanges() {
 				return exitError{code: 2}
 			}
 			return nil
@@ -96,9 +98,9 @@ func (g *globals) planWarnings(warnings []string) {
 
 // planMigrations prints the plan, then runs the migrations' dry-runs and prints what each
 // found. With -json: one object, the plan with its "migrations".
-func (g *globals) planMigrations(ctx context.Context, p *config.Project, plan *executor.Plan, asJSON bool) error {
-	return g.dryRuns(asJSON, plan, func() error {
-		return plan.WriteText(g.stdout, executor.RenderOptions{Color: g.color(g.stdout)})
+func (g *globals) planMigrations(ctx context.Context, p *config.Project, pl *plan.Plan, asJSON bool) error {
+	return g.dryRuns(asJSON, pl, func() error {
+		return pl.WriteText(g.stdout, plan.RenderOptions{Color: g.color(g.stdout)})
 	}, func(events func(executor.Event)) ([]*executor.DryRunResult, error) {
 		eng, err := g.engine(p)
 		if err != nil {
@@ -109,15 +111,15 @@ func (g *globals) planMigrations(ctx context.Context, p *config.Project, plan *e
 		if err != nil {
 			return nil, err
 		}
-		return a.DryRunMigrations(ctx, plan)
+		return a.DryRunMigrations(ctx, pl)
 	})
 }
 
 // planMigrationsFleet is plan -migrations with engine blocks: each dry-run on its service's
 // engine.
-func (g *globals) planMigrationsFleet(ctx context.Context, p *config.Project, fp *executor.FleetPlan, asJSON bool) error {
+func (g *globals) planMigrationsFleet(ctx context.Context, p *config.Project, fp *plan.FleetPlan, asJSON bool) error {
 	return g.dryRuns(asJSON, fp, func() error {
-		return fp.WriteText(g.stdout, executor.RenderOptions{Color: g.color(g.stdout)})
+		return fp.WriteText(g.stdout, plan.RenderOptions{Color: g.color(g.stdout)})
 	}, func(events func(executor.Event)) ([]*executor.DryRunResult, error) {
 		f, closeAll, err := g.connectFleet(p, events)
 		if err != nil {
@@ -130,7 +132,7 @@ func (g *globals) planMigrationsFleet(ctx context.Context, p *config.Project, fp
 
 // dryRuns prints the plan (text), runs the dry-runs and prints what each found; with -json,
 // one object: the plan with its "migrations".
-func (g *globals) dryRuns(asJSON bool, plan any, writePlan func() error, run func(events func(executor.Event)) ([]*executor.DryRunResult, error)) error {
+func (g *globals) dryRuns(asJSON bool, pl any, writePlan func() error, run func(events func(executor.Event)) ([]*executor.DryRunResult, error)) error {
 	if !asJSON {
 		if err := writePlan(); err != nil {
 			return err
@@ -152,7 +154,7 @@ func (g *globals) dryRuns(asJSON bool, plan any, writePlan func() error, run fun
 		failed = failed || res.Error != ""
 	}
 	if asJSON {
-		raw, _ := json.Marshal(plan)
+		raw, _ := json.Marshal(pl)
 		var obj map[string]any
 		json.Unmarshal(raw, &obj)
 		if results == nil {
@@ -206,7 +208,7 @@ func printDryRun(g *globals, res *executor.DryRunResult) {
 
 // engine connects to the configured Docker engine.
 func (g *globals) engine(p *config.Project) (*docker.Engine, error) {
-	if executor.MultiEngine(p) {
+	if plan.MultiEngine(p) {
 		return nil, fmt.Errorf("the configuration has engine blocks, and this works on one engine: run it with a configuration of that engine alone")
 	}
 	return docker.New(p.Docker.Host)
@@ -214,7 +216,7 @@ func (g *globals) engine(p *config.Project) (*docker.Engine, error) {
 
 // makePlan plans on the project's engine; makeKey makes the project's key first when it has
 // none (a plan to save).
-func (g *globals) makePlan(ctx context.Context, p *config.Project, targets []string, makeKey bool) (*executor.Plan, error) {
+func (g *globals) makePlan(ctx context.Context, p *config.Project, targets []string, makeKey bool) (*plan.Plan, error) {
 	names, err := targetNames(targets)
 	if err != nil {
 		return nil, err
@@ -224,7 +226,7 @@ func (g *globals) makePlan(ctx context.Context, p *config.Project, targets []str
 		return nil, err
 	}
 	defer eng.Close()
-	return executor.MakePlan(ctx, p, eng, executor.PlanOptions{Targets: names, MakeKey: makeKey, ProbeHost: docker.ProbeHost(eng.Host())})
+	return executor.MakePlan(ctx, p, eng, plan.PlanOptions{Targets: names, MakeKey: makeKey, ProbeHost: docker.ProbeHost(eng.Host())})
 }
 
 func targetNames(targets []string) ([]string, error) {
@@ -239,15 +241,15 @@ func targetNames(targets []string) ([]string, error) {
 	return out, nil
 }
 
-func savedPlan(plan *executor.Plan, res *hclspec.Result, files []string) *executor.SavedPlan {
-	sp := savedOf(res, files, plan.HashSensitive)
-	sp.Plan = plan
+func savedPlan(pl *plan.Plan, res *hclspec.Result, files []string) *plan.SavedPlan {
+	sp := savedOf(res, files, pl.HashSensitive)
+	sp.Plan = pl
 	return sp
 }
 
 // savedFleetPlan is a fleet's plan to save; its sensitive values are hashed with the key of
 // its first engine.
-func savedFleetPlan(fp *executor.FleetPlan, res *hclspec.Result, files []string) *executor.SavedPlan {
+func savedFleetPlan(fp *plan.FleetPlan, res *hclspec.Result, files []string) *plan.SavedPlan {
 	hash := func(string) string { return "" }
 	if kp := fp.KeyPlan(); kp != nil {
 		hash = kp.Plan.HashSensitive
@@ -257,15 +259,15 @@ func savedFleetPlan(fp *executor.FleetPlan, res *hclspec.Result, files []string)
 	return sp
 }
 
-func savedOf(res *hclspec.Result, files []string, hash func(string) string) *executor.SavedPlan {
+func savedOf(res *hclspec.Result, files []string, hash func(string) string) *plan.SavedPlan {
 	dir, _ := filepath.Abs(res.Project.Dir)
-	sp := &executor.SavedPlan{Dir: dir}
+	sp := &plan.SavedPlan{Dir: dir}
 	for _, f := range files {
 		abs, _ := filepath.Abs(f)
 		sp.Files = append(sp.Files, abs)
 	}
 	for _, v := range res.Variables {
-		sv := executor.SavedVariable{Name: v.Name, Sensitive: v.Sensitive, Source: v.Source}
+		sv := plan.SavedVariable{Name: v.Name, Sensitive: v.Sensitive, Source: v.Source}
 		if v.Sensitive {
 			sv.Hash = hash(v.Value)
 		} else {

@@ -14,9 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/docker/docker/api/types/image"
 
-	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 )
@@ -97,7 +98,7 @@ func TestReadmeTryIt(t *testing.T) {
 
 	first := slices.Clone(try.commands[0])
 	url := try.url
-	before, err := executor.Observe(ctx, eng, projectOnly(qs.Name))
+	before, err := plan.Observe(ctx, eng, projectOnly(qs.Name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,13 +162,13 @@ func portFree(port int) bool {
 
 // sameDeployment fails the test unless the project's containers are the ones it had, in the
 // same states.
-func sameDeployment(t *testing.T, eng *docker.Engine, project string, before *executor.Observed) {
-	after, err := executor.Observe(context.Background(), eng, projectOnly(project))
+func sameDeployment(t *testing.T, eng *docker.Engine, project string, before *plan.Observed) {
+	after, err := plan.Observe(context.Background(), eng, projectOnly(project))
 	if err != nil {
 		t.Error(err)
 		return
 	}
-	list := func(o *executor.Observed) string {
+	list := func(o *plan.Observed) string {
 		var parts []string
 		for _, c := range o.All {
 			parts = append(parts, fmt.Sprintf("%s %s %s", c.Name, c.ID[:12], c.State))
@@ -215,13 +216,13 @@ func removeAfter(t *testing.T, eng *docker.Engine, project, dir string) {
 		}
 	}
 	t.Cleanup(func() {
-		obs, _ := executor.Observe(ctx, eng, projectOnly(project))
+		obs, _ := plan.Observe(ctx, eng, projectOnly(project))
 		if obs != nil {
 			for _, c := range obs.All {
 				eng.RemoveContainer(ctx, c.ID)
 			}
 		}
-		cli.NetworkRemove(ctx, executor.NetworkName(project))
+		cli.NetworkRemove(ctx, plan.NetworkName(project))
 		for _, v := range volumes {
 			cli.VolumeRemove(ctx, v, true)
 		}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/backup"
 )
@@ -29,7 +31,7 @@ type renderer struct {
 	done         sync.WaitGroup
 	rates        map[string]time.Time // when each transfer started
 	lastProgress time.Time            // when a progress line was last printed without a terminal
-	red          *executor.Redactor   // masks sensitive values in closing lines (events come masked)
+	red          *plan.Redactor       // masks sensitive values in closing lines (events come masked)
 }
 
 func newRenderer(g *globals, asJSON bool) *renderer {
@@ -234,7 +236,7 @@ func (r *renderer) live(line string) {
 	defer r.mu.Unlock()
 	line = r.red.Redact(line)
 	if r.json {
-		b, _ := json.Marshal(map[string]string{"format_version": executor.FormatVersion, "type": "live", "detail": line})
+		b, _ := json.Marshal(map[string]string{"format_version": plan.FormatVersion, "type": "live", "detail": line})
 		fmt.Fprintf(r.w, "%s\n", b)
 		return
 	}

@@ -16,7 +16,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 )
 
@@ -178,7 +179,7 @@ func TestSecretsNeverShown(t *testing.T) {
 	}
 	mu.Unlock()
 	// The labels hold keyed hashes only.
-	obs, _ := executor.Observe(context.Background(), eng, projectOnly(project))
+	obs, _ := plan.Observe(context.Background(), eng, projectOnly(project))
 	for _, c := range obs.All {
 		for k, v := range c.Labels {
 			check("label "+k, v)

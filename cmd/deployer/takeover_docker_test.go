@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/deployer-dev/deployer/executor/plan"
+
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 )
@@ -50,20 +52,20 @@ func TestCrashDuringTakeover(t *testing.T) {
 			if code != -int(syscall.SIGKILL) {
 				t.Fatalf("not killed at %s (exit %d):\n%s", point, code, out)
 			}
-			plan, code := r.run(nil, "plan")
+			pl, code := r.run(nil, "plan")
 			if code != 0 {
-				t.Fatalf("plan after the crash: %d\n%s", code, plan)
+				t.Fatalf("plan after the crash: %d\n%s", code, pl)
 			}
 			out, code = r.run(nil, "apply", "-auto-approve")
 			if code != 0 || r.get("/") != "version=v1" {
-				t.Fatalf("apply after the crash at %s: %d\nplan:\n%s\napply:\n%s\ncontainers: %s", point, code, plan, out, r.containers())
+				t.Fatalf("apply after the crash at %s: %d\nplan:\n%s\napply:\n%s\ncontainers: %s", point, code, pl, out, r.containers())
 			}
 			if h := r.get("/history"); !strings.Contains(h, "started seed") {
 				t.Errorf("the taken-over service's data: %q", h)
 			}
-			obs, _ := executor.Observe(ctx, r.eng, projectOnly(r.project))
+			obs, _ := plan.Observe(ctx, r.eng, projectOnly(r.project))
 			st := obs.Services["app"]
-			if len(st.Previous) != 1 || st.Previous[0].Labels[executor.LabelTakenOver] == "" {
+			if len(st.Previous) != 1 || st.Previous[0].Labels[plan.LabelTakenOver] == "" {
 				t.Errorf("the taken-over container is not kept as the previous release: %s", r.containers())
 			}
 			all, _ := r.eng.AllContainers(ctx)
@@ -84,7 +86,7 @@ func TestCrashDuringTakeover(t *testing.T) {
 // the proxy meanwhile, and the next apply gives the port back to the container taken over,
 // starts it and takes it over again, with its data.
 func TestCrashDuringProxyTakeover(t *testing.T) {
-	for _, point := range []string{executor.PointCutoverSwitched, executor.PointCutoverSetAside} {
+	for _, point := range []string{plan.PointCutoverSwitched, plan.PointCutoverSetAside} {
 		t.Run(point, func(t *testing.T) {
 			r := takeoverRig(t)
 			r.useProxy()
@@ -98,19 +100,19 @@ func TestCrashDuringProxyTakeover(t *testing.T) {
 			if got := r.get("/"); got != "version=v1" && got != "version=seed" {
 				t.Errorf("after the kill at %s, nothing serves: %q, %s", point, got, r.containers())
 			}
-			plan, code := r.run(nil, "plan")
+			pl, code := r.run(nil, "plan")
 			if code != 0 {
-				t.Fatalf("plan after the crash: %d\n%s", code, plan)
+				t.Fatalf("plan after the crash: %d\n%s", code, pl)
 			}
 			out, code = r.run(nil, "apply", "-auto-approve")
 			if code != 0 || r.get("/") != "version=v1" {
-				t.Fatalf("apply after the crash at %s: %d\nplan:\n%s\napply:\n%s\ncontainers: %s", point, code, plan, out, r.containers())
+				t.Fatalf("apply after the crash at %s: %d\nplan:\n%s\napply:\n%s\ncontainers: %s", point, code, pl, out, r.containers())
 			}
 			if h := r.get("/history"); !strings.Contains(h, "started seed") {
 				t.Errorf("the taken-over service's data: %q", h)
 			}
-			obs, _ := executor.Observe(context.Background(), r.eng, projectOnly(r.project))
-			if st := obs.Services["app"]; len(st.Previous) != 1 || st.Previous[0].Labels[executor.LabelTakenOver] == "" {
+			obs, _ := plan.Observe(context.Background(), r.eng, projectOnly(r.project))
+			if st := obs.Services["app"]; len(st.Previous) != 1 || st.Previous[0].Labels[plan.LabelTakenOver] == "" {
 				t.Errorf("the taken-over container is not kept as the previous release: %s", r.containers())
 			}
 			if out, code := r.run(nil, "plan", "-detailed-exitcode"); code != 0 {

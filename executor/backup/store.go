@@ -23,7 +23,7 @@ type Store interface {
 	List(ctx context.Context, prefix string) ([]Object, error)
 	// Delete removes keys; missing ones are not an error.
 	Delete(ctx context.Context, keys ...string) error
-	// Check fails when the store cannot be used (bucket missing, credentials refused, endpoint
+	// check fails when the store cannot be used (bucket missing, credentials refused, endpoint
 	// down), before anything is paused or written.
 	Check(ctx context.Context) error
 	// String names the store for messages, e.g. s3://bucket/prefix or /srv/backups.

@@ -205,7 +205,7 @@ func (e *Engine) EnsureLockImage(ctx context.Context) (string, error) {
 // isLockImage reports whether an image is exactly the lock image the deployer builds.
 func isLockImage(c *engine.ImageContent) bool {
 	return len(c.Layers) == 0 && len(c.Entrypoint) == 0 && slices.Equal(c.Cmd, lockImageCmd) && len(c.Volumes) == 0 &&
-		c.User == "" && c.WorkingDir == "" && !c.Other && len(c.Labels) == 1 && c.Labels["deployer.image"] == "lock" && onlyPath(c.Env)
+		c.User == "" && c.WorkingDir == "" && !c.Other && len(c.Labels) == 1 && c.Labels[engine.LabelImage] == "lock" && onlyPath(c.Env)
 }
 
 // onlyPath reports whether an image's environment is at most the PATH a builder sets.

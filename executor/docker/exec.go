@@ -19,11 +19,6 @@ import (
 	"github.com/deployer-dev/deployer/executor/engine"
 )
 
-// LabelFixedRange marks a network made with a range of fixed addresses: the deployer gives each
-// release one, which it keeps when it restarts (a host reboot), so the proxy's saved routes stay
-// right. The engine hands out the other half of the subnet to whatever else joins.
-const LabelFixedRange = "deployer.fixed-range"
-
 // networkAttempts bounds EnsureNetwork's tries: another deployer making the same network, or
 // a subnet taken between the probe and the creation, is a conflict worth a second look, not an
 // endless one.
@@ -39,7 +34,7 @@ func (e *Engine) EnsureNetwork(ctx context.Context, name string, labels map[stri
 			if !hasLabels(n.Labels, labels) {
 				return "", fmt.Errorf("%w: a network named %s exists that is %s", engine.ErrNameTaken, name, labelledFor(n.Labels))
 			}
-			return n.Labels[LabelFixedRange], nil
+			return n.Labels[engine.LabelFixedRange], nil
 		}
 		// Fixed addresses need a subnet given at creation. The engine picks a free one (it knows
 		// the host's routes and the other networks) for a network made without; that one is
@@ -52,7 +47,7 @@ func (e *Engine) EnsureNetwork(ctx context.Context, name string, labels map[stri
 		if err != nil {
 			return "", fmt.Errorf("create network %s: %w", name, err)
 		}
-		l := map[string]string{LabelFixedRange: fixed.String()}
+		l := map[string]string{engine.LabelFixedRange: fixed.String()}
 		for k, v := range labels {
 			l[k] = v
 		}

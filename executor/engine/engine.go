@@ -51,6 +51,10 @@ const (
 	// that container's ID. A cutover interrupted after it set the container aside under
 	// <name>-old-N is finished by the next apply for that container only.
 	LabelTakeoverOf = "deployer.takeover-of"
+	// LabelFixedRange marks a network made with a range of fixed addresses: the deployer gives
+	// each release one, which it keeps when it restarts (a host reboot), so the proxy's saved
+	// routes stay right. The engine hands out the other half of the subnet to whatever else joins.
+	LabelFixedRange = "deployer.fixed-range"
 )
 
 // MaxRelease is the highest release number the deployer gives or reads: a release label

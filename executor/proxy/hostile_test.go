@@ -647,7 +647,7 @@ func TestThousandsOfIdleConnections(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	// All are open until the first one's deadline, deadline after it opened.
+	// all are open until the first one's deadline, deadline after it opened.
 	left := deadline - time.Since(t0) - 500*time.Millisecond
 	if left <= 0 {
 		t.Fatalf("opening %d connections took %s: too long beside the proxy's %s deadline (a machine too loaded for this test)", n, time.Since(t0), deadline)

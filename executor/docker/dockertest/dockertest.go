@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/deployer-dev/deployer/executor/plan"
 	"net"
 	"net/http"
 	"os"
@@ -131,7 +132,7 @@ func Objects(eng *docker.Engine, project string) []string {
 // OldNetwork makes the project's network as a deployer before fixed addresses did: without a
 // subnet of its own choosing, so without a fixed range.
 func OldNetwork(t testing.TB, eng *docker.Engine, project string) {
-	_, err := eng.Client().NetworkCreate(context.Background(), executor.NetworkName(project), network.CreateOptions{Driver: "bridge",
+	_, err := eng.Client().NetworkCreate(context.Background(), plan.NetworkName(project), network.CreateOptions{Driver: "bridge",
 		Labels: map[string]string{executor.LabelProject: project}})
 	if err != nil {
 		t.Fatal(err)
@@ -227,13 +228,13 @@ func buildApp(eng *docker.Engine) (string, error) {
 }
 
 // Hasher hashes sensitive values with the project's key on the engine, as apply does.
-func Hasher(t testing.TB, eng *docker.Engine, project string) *executor.Hasher {
+func Hasher(t testing.TB, eng *docker.Engine, project string) *plan.Hasher {
 	t.Helper()
 	key, err := eng.ProjectKey(context.Background(), project)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return executor.NewHasher(key)
+	return plan.NewHasher(key)
 }
 
 // WaitHTTP waits until a GET of url answers 2xx, for up to 20 seconds.

@@ -1,9 +1,12 @@
-package executor
+package plan
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/deployer-dev/deployer/config"
 )
 
 // pruneText names the releases a clean-up removes, and which images go with them.
@@ -12,9 +15,9 @@ func pruneText(list []Pruned) string {
 	for _, p := range list {
 		what := fmt.Sprintf("release %d (%s)", p.Release, p.Container)
 		if p.RemoveImage {
-			what += fmt.Sprintf(" with its image %s (%s)", p.Image, short(p.ImageID))
+			what += fmt.Sprintf(" with its image %s (%s)", p.Image, Short(p.ImageID))
 		} else {
-			what += fmt.Sprintf(", keeping its image %s (%s): %s", p.Image, short(p.ImageID), p.KeptBecause)
+			what += fmt.Sprintf(", keeping its image %s (%s): %s", p.Image, Short(p.ImageID), p.KeptBecause)
 		}
 		parts = append(parts, what)
 	}
@@ -35,7 +38,7 @@ func statusText(codes []int) string {
 	return strings.Join(parts, " or ")
 }
 
-func dur(d time.Duration) string { return d.String() }
+func Dur(d time.Duration) string { return d.String() }
 
 // shellWords shows a command the way a shell would need it typed.
 func shellWords(argv []string) string {
@@ -50,7 +53,7 @@ func shellWords(argv []string) string {
 	return strings.Join(out, " ")
 }
 
-func orUnknown(s string) string {
+func OrUnknown(s string) string {
 	if s == "" {
 		return "(unknown)"
 	}
@@ -58,9 +61,9 @@ func orUnknown(s string) string {
 }
 
 // ShortID is the first 12 hex digits of an image or container ID, as docker shows them.
-func ShortID(id string) string { return short(id) }
+func ShortID(id string) string { return Short(id) }
 
-func short(id string) string {
+func Short(id string) string {
 	id = strings.TrimPrefix(id, "sha256:")
 	if len(id) > 12 {
 		id = id[:12]
@@ -68,9 +71,22 @@ func short(id string) string {
 	return id
 }
 
-func plural(n int, word string) string {
+func Plural(n int, word string) string {
 	if n == 1 {
 		return "1 " + word
 	}
 	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// smokeText is what the plan says of a smoke load.
+func smokeText(sm *config.Smoke) string {
+	what := Plural(sm.Requests, "request")
+	switch {
+	case sm.Duration > 0 && sm.Requests > 0:
+		what += " or " + Dur(sm.Duration) + ", whichever ends first"
+	case sm.Duration > 0:
+		what = "requests for " + Dur(sm.Duration)
+	}
+	return fmt.Sprintf("smoke: %s, %d at once, to %s; at most %s failed, p95 under %s", what, sm.Concurrency, strings.Join(sm.Paths, ", "),
+		strconv.FormatFloat(100*sm.MaxErrorRate, 'f', -1, 64)+"%", Dur(sm.P95))
 }

@@ -1,4 +1,4 @@
-package executor
+package plan
 
 import (
 	"context"
@@ -6,7 +6,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"strings"
+
+	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/engine"
 )
 
 // Sensitive values are recorded where they must be compared but never shown (the spec on a
@@ -56,7 +60,7 @@ func isSensitiveRecord(v string) bool { return strings.HasPrefix(v, sensitivePre
 // release), so the engine then holds no keyed record to compare with, only the unkeyed ones of
 // releases from before keys, which Matches compares without a key. Its hashes cannot be
 // compared with another plan's, which is why a saved plan makes the key.
-func planHasher(ctx context.Context, eng Engine, project string, makeKey bool) (h *Hasher, keyless bool, err error) {
+func planHasher(ctx context.Context, eng engine.Engine, project string, makeKey bool) (h *Hasher, keyless bool, err error) {
 	var key []byte
 	if makeKey {
 		key, err = eng.ProjectKey(ctx, project)
@@ -67,7 +71,7 @@ func planHasher(ctx context.Context, eng Engine, project string, makeKey bool) (
 		return nil, false, err
 	}
 	if key != nil {
-		if err := checkProjectKey(project, key); err != nil {
+		if err := CheckProjectKey(project, key); err != nil {
 			return nil, false, err
 		}
 	}
@@ -79,4 +83,25 @@ func planHasher(ctx context.Context, eng Engine, project string, makeKey bool) (
 		keyless = true
 	}
 	return NewHasher(key), keyless, nil
+}
+
+// BuildHash is what an image built for a service is known by (the deployer.context-hash label
+// of the image and its releases): the content of its build context and every other input of the
+// build, the Dockerfile, the build args (a sensitive one by its keyed hash) and the image name it
+// is tagged with. The live image is reused only when a build would get all of them the same: a
+// changed arg is built with, and a new tag (a CI's commit, say) is made.
+func BuildHash(p *config.Project, s *config.Service, content string, hs *Hasher) string {
+	if hs == nil {
+		hs = NewHasher(nil)
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "context %s\ndockerfile %q\nimage %q\n", content, s.Build.Dockerfile, s.Image)
+	for _, k := range SortedKeys(s.Build.Args) {
+		v := s.Build.Args[k]
+		if p.IsSensitive(s.Name, config.BuildArgAttr(k)) {
+			v = hs.Sensitive(v)
+		}
+		fmt.Fprintf(h, "arg %q %q\n", k, v)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }

@@ -1,4 +1,4 @@
-package executor
+package plan
 
 import "fmt"
 
@@ -9,10 +9,10 @@ const (
 	minKeyDistinct = 8
 )
 
-// checkProjectKey refuses a project key read from the engine that is no random key: too short,
+// CheckProjectKey refuses a project key read from the engine that is no random key: too short,
 // or nearly all one byte (32 zero bytes, as a hostile or broken engine may hand over). Hashes
 // under such a key could be checked against guesses offline, as if there were no key.
-func checkProjectKey(project string, key []byte) error {
+func CheckProjectKey(project string, key []byte) error {
 	seen := map[byte]bool{}
 	for _, b := range key {
 		seen[b] = true

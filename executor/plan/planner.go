@@ -1,4 +1,4 @@
-package executor
+package plan
 
 import (
 	"context"
@@ -12,9 +12,9 @@ import (
 	"github.com/deployer-dev/deployer/executor/engine"
 )
 
-// MakePlan reads the observed state of the project from the engine and diffs it against the
+// Make reads the observed state of the project from the engine and diffs it against the
 // configuration.
-func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptions) (*Plan, error) {
+func Make(ctx context.Context, p *config.Project, eng engine.Engine, opts PlanOptions) (*Plan, error) {
 	if err := eng.Ping(ctx); err != nil {
 		return nil, err
 	}
@@ -27,10 +27,10 @@ func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptio
 	if err != nil {
 		return nil, err
 	}
-	if err := obs.readScratch(ctx, eng, p); err != nil {
+	if err := obs.ReadScratch(ctx, eng, p); err != nil {
 		return nil, err
 	}
-	obs.readRoutes(ctx, eng, p)
+	obs.ReadRoutes(ctx, eng, p, opts.ProxyRoutes)
 	all, err := eng.AllContainers(ctx)
 	if err != nil {
 		return nil, err
@@ -39,12 +39,12 @@ func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptio
 	// read next), and every volume its services mount theirs to use: names.go.
 	var services []*config.Service
 	for _, s := range p.Services {
-		if len(opts.Targets) == 0 || contains(opts.Targets, s.Name) {
+		if len(opts.Targets) == 0 || Contains(opts.Targets, s.Name) {
 			services = append(services, s)
 		}
 	}
-	own := &ownership{ctx: ctx, eng: eng, p: p, all: all, proxy: needsProxy(p, LocalEngine(eng.Host()) && !opts.Remote)}
-	if err := own.check(services); err != nil {
+	own := &Ownership{Ctx: ctx, Eng: eng, Project: p, All: all, Proxy: NeedsProxy(p, LocalEngine(eng.Host()) && !opts.Remote)}
+	if err := own.Check(services); err != nil {
 		return nil, err
 	}
 	hasher, keyless, err := planHasher(ctx, eng, p.Name, opts.MakeKey)
@@ -66,9 +66,9 @@ func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts PlanOptio
 type planner struct {
 	ctx           context.Context
 	p             *config.Project
-	eng           Engine
+	eng           engine.Engine
 	obs           *Observed
-	all           []Container // every container on the engine: what holds ports, what to take over
+	all           []engine.Container // every container on the engine: what holds ports, what to take over
 	hasher        *Hasher
 	red           *Redactor
 	imageIDs      map[string]string // image reference -> ID, "" when the engine lacks it
@@ -89,7 +89,7 @@ func (pl *planner) nextRelease(s *config.Service, st *ServiceState) int {
 func (pl *planner) plan(opts PlanOptions) (*Plan, error) {
 	p, obs := pl.p, pl.obs
 	plan := &Plan{FormatVersion: FormatVersion, Project: p.Name, Engine: pl.eng.Host(), Changes: []*Change{}, Steps: []*Step{}, hasher: pl.hasher}
-	targeted := func(name string) bool { return len(opts.Targets) == 0 || contains(opts.Targets, name) }
+	targeted := func(name string) bool { return len(opts.Targets) == 0 || Contains(opts.Targets, name) }
 	var names []string
 	for _, s := range p.Services {
 		if targeted(s.Name) {
@@ -119,7 +119,7 @@ func (pl *planner) plan(opts PlanOptions) (*Plan, error) {
 		}
 		plan.Changes = append(plan.Changes, removal(obs.Services[name]))
 	}
-	plan.Leftovers = leftovers(obs, p, targeted)
+	plan.Leftovers = Leftovers(obs, p, targeted)
 	for _, ch := range plan.Changes {
 		if t := ch.Takeover; t != nil && t.SetAside {
 			what := fmt.Sprintf("apply keeps it as release %d", t.Release)
@@ -131,7 +131,7 @@ func (pl *planner) plan(opts PlanOptions) (*Plan, error) {
 		}
 	}
 	plan.Ignored = obs.Ignored
-	sq := &sequencer{p: p, local: LocalEngine(plan.Engine) && !opts.Remote, red: pl.red}
+	sq := &Sequencer{Project: p, Local: LocalEngine(plan.Engine) && !opts.Remote, Redactor: pl.red}
 	plan.Steps = sq.plan(plan, obs)
 	for _, c := range plan.Changes {
 		switch c.Action {
@@ -155,7 +155,7 @@ func (pl *planner) plan(opts PlanOptions) (*Plan, error) {
 // removal removes every container of a service no longer configured.
 func removal(st *ServiceState) *Change {
 	ch := &Change{Service: st.Name, Action: ActionDelete, Reasons: []string{"not in the configuration any more"}}
-	for _, list := range [][]*Container{{st.Live}, st.Candidates, st.Previous, st.Others, st.Migrated} {
+	for _, list := range [][]*engine.Container{{st.Live}, st.Candidates, st.Previous, st.Others, st.Migrated} {
 		for _, c := range list {
 			if c != nil {
 				ch.RemoveIDs = append(ch.RemoveIDs, c.ID)
@@ -172,18 +172,18 @@ func removal(st *ServiceState) *Change {
 func (pl *planner) service(s *config.Service, st *ServiceState) (*Change, error) {
 	p := pl.p
 	ch := &Change{Service: s.Name, Container: s.ContainerName, Image: s.Image, NextRelease: pl.nextRelease(s, st)}
-	if ch.NextRelease > MaxRelease {
-		return nil, fmt.Errorf("service.%s: its next release would be %d, beyond the last release number (%d); nothing was changed", s.Name, ch.NextRelease, MaxRelease)
+	if ch.NextRelease > engine.MaxRelease {
+		return nil, fmt.Errorf("service.%s: its next release would be %d, beyond the last release number (%d); nothing was changed", s.Name, ch.NextRelease, engine.MaxRelease)
 	}
 	live := st.Live
 	doc := SpecDoc(p, s, pl.hasher)
 	var oldDoc map[string]string
 	if live != nil {
 		ch.LiveRelease, ch.LiveImageID = live.Release(), live.ImageID
-		if raw := live.Labels[LabelEngines]; raw != "" {
+		if raw := live.Labels[engine.LabelEngines]; raw != "" {
 			_ = json.Unmarshal([]byte(raw), &ch.Engines) // unreadable: nothing recorded
 		}
-		if raw := live.Labels[LabelSpecDoc]; raw != "" {
+		if raw := live.Labels[engine.LabelSpecDoc]; raw != "" {
 			_ = json.Unmarshal([]byte(raw), &oldDoc) // an unreadable doc shows every attribute as new
 		}
 	}
@@ -206,8 +206,8 @@ func (pl *planner) service(s *config.Service, st *ServiceState) (*Change, error)
 		if by := st.takeoverBy(foreign.ID); foreign.Name != s.ContainerName && by != nil {
 			release, setAside = by.Release()-1, true
 		}
-		if release > MaxRelease {
-			return nil, fmt.Errorf("service.%s: release numbers are used up (%d): remove old releases", s.Name, MaxRelease)
+		if release > engine.MaxRelease {
+			return nil, fmt.Errorf("service.%s: release numbers are used up (%d): remove old releases", s.Name, engine.MaxRelease)
 		}
 		if ch.Takeover, err = pl.takeover(s, foreign, release); err != nil {
 			return nil, err
@@ -235,7 +235,7 @@ func (pl *planner) service(s *config.Service, st *ServiceState) (*Change, error)
 	case len(ch.Attributes) > 0 || imageChanged:
 		ch.Action = ActionReplace
 		if len(ch.Attributes) > 0 {
-			ch.Reasons = append(ch.Reasons, fmt.Sprintf("spec changed (%s)", plural(len(ch.Attributes), "attribute")))
+			ch.Reasons = append(ch.Reasons, fmt.Sprintf("spec changed (%s)", Plural(len(ch.Attributes), "attribute")))
 		}
 	case !live.Running():
 		ch.Action = ActionUpdate
@@ -257,11 +257,11 @@ func (pl *planner) service(s *config.Service, st *ServiceState) (*Change, error)
 	return ch, nil
 }
 
-// recordedCutover reports whether a release was deployed with the proxy cutover, as its
+// RecordedCutover reports whether a release was deployed with the proxy cutover, as its
 // recorded spec says; def when it records none.
-func recordedCutover(c Container, def bool) bool {
+func RecordedCutover(c engine.Container, def bool) bool {
 	var doc map[string]string
-	if json.Unmarshal([]byte(c.Labels[LabelSpecDoc]), &doc) != nil || doc[config.AttrDeployCutover] == "" {
+	if json.Unmarshal([]byte(c.Labels[engine.LabelSpecDoc]), &doc) != nil || doc[config.AttrDeployCutover] == "" {
 		return def
 	}
 	return doc[config.AttrDeployCutover] == `"proxy"`
@@ -272,7 +272,7 @@ func recordedCutover(c Container, def bool) bool {
 // rollback goes through the cutover of its time): it publishes them itself and the service's
 // cutover goes through the proxy, or it publishes none, the project has a proxy, and the
 // service's cutover is the restart one.
-func (pl *planner) portHandover(s *config.Service, live *Container) string {
+func (pl *planner) portHandover(s *config.Service, live *engine.Container) string {
 	if len(s.Ports) == 0 {
 		return ""
 	}
@@ -282,7 +282,7 @@ func (pl *planner) portHandover(s *config.Service, live *Container) string {
 	}
 	proxied := s.Deploy.Cutover == config.CutoverProxy
 	switch {
-	case proxied && publishesItself(s, st):
+	case proxied && PublishesItself(s, st):
 		return HandoverToProxy
 	case !proxied && len(st.Spec.Ports) == 0 && pl.obs.Proxy != nil:
 		return HandoverFromProxy
@@ -297,7 +297,7 @@ func (pl *planner) takeoverChange(s *config.Service, ch *Change, doc map[string]
 	ch.Action = ActionTakeover
 	ch.LiveRelease, ch.LiveImageID, ch.NextRelease = t.Release, t.ImageID, t.Release+1
 	ch.Reasons = append(ch.Reasons, fmt.Sprintf("container %s (%s, %s) runs without the deployer: it is replaced blue-green and kept as release %d, for rollback", t.Name, t.Made, t.State, t.Release))
-	for _, a := range diffAttrs(pl.p, s, t.doc, doc, false, pl.hasher) {
+	for _, a := range diffAttrs(pl.p, s, t.Doc, doc, false, pl.hasher) {
 		if takeoverKey(a.Path) {
 			ch.Attributes = append(ch.Attributes, a)
 		}
@@ -308,7 +308,7 @@ func (pl *planner) takeoverChange(s *config.Service, ch *Change, doc map[string]
 // pruned lists the releases the clean-up of a replace removes: after it, the old live release
 // is the newest previous one, and those beyond keep_releases go.
 func pruned(s *config.Service, st *ServiceState, newImage string) []Pruned {
-	after := append([]*Container{st.Live}, st.Previous...)
+	after := append([]*engine.Container{st.Live}, st.Previous...)
 	if len(after) <= s.Deploy.KeepReleases {
 		return nil
 	}
@@ -320,7 +320,7 @@ func pruned(s *config.Service, st *ServiceState, newImage string) []Pruned {
 	for _, c := range after[s.Deploy.KeepReleases:] {
 		p := Pruned{Release: c.Release(), Container: c.Name, Image: c.ImageRef(), ImageID: c.ImageID, RemoveImage: true}
 		switch {
-		case !imageOwned(c):
+		case !ImageOwned(c):
 			p.RemoveImage, p.KeptBecause = false, "the deployer did not make it"
 		case kept[c.ImageID]:
 			p.RemoveImage, p.KeptBecause = false, "a release that stays uses it"
@@ -332,17 +332,17 @@ func pruned(s *config.Service, st *ServiceState, newImage string) []Pruned {
 
 // image works out the service's image: built from a context (compare content hashes), or a
 // named image (compare IDs). It reports whether it differs from the live release's.
-func (pl *planner) image(s *config.Service, live *Container, ch *Change) (bool, error) {
+func (pl *planner) image(s *config.Service, live *engine.Container, ch *Change) (bool, error) {
 	if s.Build != nil {
 		dir := filepath.Join(pl.p.Dir, s.Build.Context)
 		content, err := engine.ContextHash(dir, s.Build.Dockerfile)
 		if err != nil {
 			return false, fmt.Errorf("service.%s: %w", s.Name, err)
 		}
-		hash := buildHash(pl.p, s, content, pl.hasher)
+		hash := BuildHash(pl.p, s, content, pl.hasher)
 		ch.ContextHash = hash
 		pl.contextHashes[s.Name] = hash
-		if live != nil && live.Labels[LabelContextHash] == hash {
+		if live != nil && live.Labels[engine.LabelContextHash] == hash {
 			ch.ImageID = live.ImageID // the same build: apply reuses the live image, no rebuild
 			return false, nil
 		}
@@ -355,13 +355,13 @@ func (pl *planner) image(s *config.Service, live *Container, ch *Change) (bool, 
 	if cached, ok := pl.imageIDs[s.Image]; ok { // services sharing an image cost one inspect
 		id = cached
 		if id == "" {
-			err = ErrNotFound
+			err = engine.ErrNotFound
 		}
 	} else {
 		id, err = pl.eng.ImageID(pl.ctx, s.Image)
 	}
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, engine.ErrNotFound):
 		pl.imageIDs[s.Image] = ""
 		if live != nil {
 			ch.Reasons = append(ch.Reasons, fmt.Sprintf("image %s is not on the engine: apply pulls it", s.Image))
@@ -373,7 +373,7 @@ func (pl *planner) image(s *config.Service, live *Container, ch *Change) (bool, 
 	pl.imageIDs[s.Image] = id
 	ch.ImageID = id
 	if live != nil && live.ImageID != id {
-		ch.Reasons = append(ch.Reasons, fmt.Sprintf("image changed: %s -> %s", short(live.ImageID), short(id)))
+		ch.Reasons = append(ch.Reasons, fmt.Sprintf("image changed: %s -> %s", Short(live.ImageID), Short(id)))
 		return true, nil
 	}
 	return false, nil
@@ -391,7 +391,7 @@ func diffAttrs(p *config.Project, s *config.Service, oldDoc, doc map[string]stri
 		keys[k] = true
 	}
 	var out []AttrChange
-	for _, k := range sortedKeys(keys) {
+	for _, k := range SortedKeys(keys) {
 		o, hasOld := oldDoc[k]
 		n, hasNew := doc[k]
 		sensitive := p.IsSensitive(s.Name, k) || isSensitiveRecord(o)
@@ -440,22 +440,22 @@ func rangeKey(k string) string {
 	return k
 }
 
-// leftovers lists what interrupted applies left, as the plan shows it.
-func leftovers(o *Observed, p *config.Project, targeted func(string) bool) []Leftover {
+// Leftovers lists what interrupted applies left, as the plan shows it.
+func Leftovers(o *Observed, p *config.Project, targeted func(string) bool) []Leftover {
 	var out []Leftover
 	if o.Lock != nil {
 		out = append(out, Leftover{Kind: LeftoverLock, Detail: fmt.Sprintf("deploy lock held by %s since %s; apply waits for it (-lock-timeout) or run `deployer unlock -force`",
-			orUnknown(o.Lock.Labels[LabelHolder]), orUnknown(o.Lock.Labels[LabelCreatedAt]))})
+			OrUnknown(o.Lock.Labels[engine.LabelHolder]), OrUnknown(o.Lock.Labels[engine.LabelCreatedAt]))})
 	}
 	if n := o.ProxyNext; n != nil {
 		out = append(out, Leftover{Kind: LeftoverProxyUpgrade, Detail: fmt.Sprintf("an interrupted upgrade of the proxy left %s (%s) beside %s (%s); apply finishes the upgrade", n.Name, n.State, o.Proxy.Name, o.Proxy.State)})
-	} else if o.Proxy != nil && strings.HasSuffix(o.Proxy.Name, proxyNextSuffix) {
+	} else if o.Proxy != nil && strings.HasSuffix(o.Proxy.Name, ProxyNextSuffix) {
 		out = append(out, Leftover{Kind: LeftoverProxyUpgrade, Detail: fmt.Sprintf("an interrupted upgrade of the proxy left %s serving under its temporary name; apply renames it", o.Proxy.Name)})
 	}
 	for _, s := range p.Services {
 		// Served by the proxy as it was deployed: a live release of the restart cutover
 		// publishes its ports itself, whatever the configuration says now.
-		if st := o.Services[s.Name]; st != nil && st.Live != nil && recordedCutover(*st.Live, planCutover(s, true, false).servedByProxy()) && st.Live.Running() && (o.Proxy == nil || !o.Proxy.Running()) {
+		if st := o.Services[s.Name]; st != nil && st.Live != nil && RecordedCutover(*st.Live, PlanCutover(s, true, false).ServedByProxy()) && st.Live.Running() && (o.Proxy == nil || !o.Proxy.Running()) {
 			out = append(out, Leftover{Kind: LeftoverProxy, Detail: "the proxy is not running, so proxied services get no traffic: apply starts it and restores its routes"})
 			break
 		}
@@ -476,8 +476,8 @@ func leftovers(o *Observed, p *config.Project, targeted func(string) bool) []Lef
 			out = append(out, Leftover{Service: name, Kind: LeftoverStoppedLive, Detail: fmt.Sprintf("live container %s (release %d) is %s", st.Live.Name, st.Live.Release(), st.Live.State)})
 		}
 		for _, v := range o.Safety {
-			if v.Labels[LabelService] == name {
-				out = append(out, Leftover{Service: name, Kind: LeftoverScratch, Detail: fmt.Sprintf("safety copy %s of an interrupted held migration (volume %s before it); apply puts it back if release %s is still the stopped live one, else removes it", v.Name, v.Labels[LabelVolume], v.Labels[LabelRelease])})
+			if v.Labels[engine.LabelService] == name {
+				out = append(out, Leftover{Service: name, Kind: LeftoverScratch, Detail: fmt.Sprintf("safety copy %s of an interrupted held migration (volume %s before it); apply puts it back if release %s is still the stopped live one, else removes it", v.Name, v.Labels[LabelVolume], v.Labels[engine.LabelRelease])})
 			}
 		}
 		for _, v := range o.ScratchOf(name) {
@@ -494,10 +494,10 @@ func leftovers(o *Observed, p *config.Project, targeted func(string) bool) []Lef
 // requests to, which an interrupted cutover switched to: the next apply routes them back to the
 // live release (the proxy step) and lets the candidate finish what it has in flight (the clean
 // step) before it removes it.
-func servedCandidate(s *config.Service, st *ServiceState, c *Container) string {
+func servedCandidate(s *config.Service, st *ServiceState, c *engine.Container) string {
 	detail := fmt.Sprintf("candidate %s (release %d, %s) serves: an interrupted cutover left the proxy routing the service's requests to it", c.Name, c.Release(), c.State)
 	if l := st.Live; l != nil && l.Running() {
-		return detail + fmt.Sprintf(", not to the live release %d (%s); apply routes them back to release %d, lets the candidate finish its requests in flight (deploy.drain, up to %s), then removes it", l.Release(), l.Name, l.Release(), dur(s.Deploy.Drain))
+		return detail + fmt.Sprintf(", not to the live release %d (%s); apply routes them back to release %d, lets the candidate finish its requests in flight (deploy.drain, up to %s), then removes it", l.Release(), l.Name, l.Release(), Dur(s.Deploy.Drain))
 	}
 	return detail + "; apply removes it"
 }

@@ -1,10 +1,12 @@
-package executor
+package plan
 
 import (
 	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/deployer-dev/deployer/executor/engine"
 
 	"github.com/deployer-dev/deployer/config"
 )
@@ -86,14 +88,14 @@ var PutBackPoints = []string{PointPutBackCopied, PointPutBackStarted, PointPutBa
 var ProxyUpgradePoints = []string{"proxy.next-started", "proxy.old-stopped", "proxy.old-removed"}
 
 // The lock's words, in a plan and in a backup's, a restore's or destroy's output.
-func lockWords(project string) string {
+func LockWords(project string) string {
 	return fmt.Sprintf("take the deploy lock of project %q", project)
 }
 
-const unlockWords = "release the deploy lock"
+const UnlockWords = "release the deploy lock"
 
-// stepName names a step of a kind for one check, hook or volume.
-func stepName(kind StepKind, arg string) string {
+// StepName names a step of a kind for one check, hook or volume.
+func StepName(kind StepKind, arg string) string {
 	if arg == "" {
 		return string(kind)
 	}
@@ -133,42 +135,42 @@ func (s *Step) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// leftover reports whether the step deals with something an interrupted apply left, before the
+// Leftover reports whether the step deals with something an interrupted apply left, before the
 // service's change.
-func (s *Step) leftover() bool { return s.ContainerID != "" || s.Volume != "" }
+func (s *Step) Leftover() bool { return s.ContainerID != "" || s.Volume != "" }
 
 // steps builds step lists.
 type steps []*Step
 
 func (l *steps) add(service string, kind StepKind, arg, detail string, args ...any) *Step {
-	st := &Step{Service: service, Kind: kind, Arg: arg, Name: stepName(kind, arg), Detail: fmt.Sprintf(detail, args...)}
+	st := &Step{Service: service, Kind: kind, Arg: arg, Name: StepName(kind, arg), Detail: fmt.Sprintf(detail, args...)}
 	*l = append(*l, st)
 	return st
 }
 
-// sequencer writes the one description of what apply does, in order: the plan renders its
+// Sequencer writes the one description of what apply does, in order: the plan renders its
 // steps, and apply runs them by their names. A rollback is written by it too.
-type sequencer struct {
-	p     *config.Project
-	local bool // the engine is on this machine
-	red   *Redactor
+type Sequencer struct {
+	Project  *config.Project
+	Local    bool // the engine is on this machine
+	Redactor *Redactor
 }
 
-func (sq *sequencer) cutover(s *config.Service) cutoverPlan { return planCutover(s, sq.local, false) }
+func (sq *Sequencer) cutover(s *config.Service) CutoverPlan { return PlanCutover(s, sq.Local, false) }
 
 // plan orders everything apply will do: the lock, the proxy when one is needed, each service's
 // sequence (what an interrupted apply left of it first), the removals, the unlock.
-func (sq *sequencer) plan(plan *Plan, obs *Observed) []*Step {
+func (sq *Sequencer) plan(plan *Plan, obs *Observed) []*Step {
 	if !plan.HasChanges() && len(plan.Leftovers) == 0 {
 		return []*Step{}
 	}
 	var out steps
-	out.add("", StepLock, "", "%s", lockWords(sq.p.Name))
-	if detail := preflightDetail(sq.p, plan, sq.local); detail != "" {
+	out.add("", StepLock, "", "%s", LockWords(sq.Project.Name))
+	if detail := preflightDetail(sq.Project, plan, sq.Local); detail != "" {
 		out.add("", StepPreflight, "", "%s", detail)
 	}
 	if why := sq.proxyFor(plan, obs); why != "" {
-		out.add("", StepProxy, "", "make sure %s runs this deployer and is ready to %s", ProxyName(sq.p.Name), why)
+		out.add("", StepProxy, "", "make sure %s runs this deployer and is ready to %s", ProxyName(sq.Project.Name), why)
 	}
 	for _, ch := range plan.Changes {
 		st := obs.Services[ch.Service]
@@ -176,18 +178,18 @@ func (sq *sequencer) plan(plan *Plan, obs *Observed) []*Step {
 			st = &ServiceState{Name: ch.Service}
 		}
 		if ch.Action == ActionDelete {
-			out.add(ch.Service, StepRemove, "", "stop and remove %s of service %q (its volumes are kept)", plural(len(ch.RemoveIDs), "container"), ch.Service)
+			out.add(ch.Service, StepRemove, "", "stop and remove %s of service %q (its volumes are kept)", Plural(len(ch.RemoveIDs), "container"), ch.Service)
 			continue
 		}
-		s := sq.p.Service(ch.Service)
+		s := sq.Project.Service(ch.Service)
 		sq.leftovers(&out, s, ch, st, obs.Routed[s.Name])
 		for _, v := range obs.Safety { // after the candidate that may mount the volume
-			if v.Labels[LabelService] != s.Name {
+			if v.Labels[engine.LabelService] != s.Name {
 				continue
 			}
-			if l := st.Live; l != nil && !l.Running() && strconv.Itoa(l.Release()) == v.Labels[LabelRelease] {
+			if l := st.Live; l != nil && !l.Running() && strconv.Itoa(l.Release()) == v.Labels[engine.LabelRelease] {
 				out.add(s.Name, StepPutBack, "", "put volume %s back from the safety copy %s: an interrupted held migration stopped release %d and may have migrated it", v.Labels[LabelVolume], v.Name, l.Release()).Volume = v.Name
-			} else if l != nil && strconv.Itoa(l.Release()) == v.Labels[LabelRelease] {
+			} else if l != nil && strconv.Itoa(l.Release()) == v.Labels[engine.LabelRelease] {
 				out.add(s.Name, StepClean, "", "remove the safety copy %s: release %d runs again on the data put back from it", v.Name, l.Release()).Volume = v.Name
 			} else {
 				out.add(s.Name, StepClean, "", "remove the safety copy %s of a held migration that went through", v.Name).Volume = v.Name
@@ -207,7 +209,7 @@ func (sq *sequencer) plan(plan *Plan, obs *Observed) []*Step {
 			sq.deploy(&out, s, ch, st)
 		}
 	}
-	out.add("", StepUnlock, "", "%s", unlockWords)
+	out.add("", StepUnlock, "", "%s", UnlockWords)
 	return out
 }
 
@@ -215,7 +217,7 @@ func (sq *sequencer) plan(plan *Plan, obs *Observed) []*Step {
 // to live releases when a service uses the proxy cutover and something runs (a proxy killed
 // since is started again, with its routes), and the health checks of every deploy on a remote
 // engine.
-func (sq *sequencer) proxyFor(plan *Plan, obs *Observed) string {
+func (sq *Sequencer) proxyFor(plan *Plan, obs *Observed) string {
 	why := ""
 	for _, l := range plan.Leftovers {
 		if l.Kind == LeftoverProxy || l.Kind == LeftoverProxyUpgrade {
@@ -223,24 +225,24 @@ func (sq *sequencer) proxyFor(plan *Plan, obs *Observed) string {
 		}
 	}
 	if obs.Proxy != nil || obs.hasLive() {
-		for _, s := range sq.p.Services {
-			if sq.cutover(s).servedByProxy() {
+		for _, s := range sq.Project.Services {
+			if sq.cutover(s).ServedByProxy() {
 				why = "route to the live releases"
 			}
 		}
 	}
 	for _, ch := range plan.Changes {
-		s := sq.p.Service(ch.Service)
+		s := sq.Project.Service(ch.Service)
 		if ch.PortHandover == HandoverFromProxy && why == "" {
 			why = "route to the live releases" // until it gives their ports back
 		}
-		if s == nil || ch.Action == ActionNone || ch.Action == ActionDelete || !sq.cutover(s).needsProxy() {
+		if s == nil || ch.Action == ActionNone || ch.Action == ActionDelete || !sq.cutover(s).NeedsProxy() {
 			continue
 		}
 		switch {
-		case sq.local:
+		case sq.Local:
 			why = "route to the live releases"
-		case sq.cutover(s).servedByProxy():
+		case sq.cutover(s).ServedByProxy():
 			why = "route to the live releases and run the health checks"
 		case why == "":
 			why = "run the health checks from the engine's host"
@@ -251,10 +253,10 @@ func (sq *sequencer) proxyFor(plan *Plan, obs *Observed) string {
 
 // leftovers are the steps that deal with what an interrupted apply left of a service, before
 // its change: candidates go, releases set aside become previous ones.
-func (sq *sequencer) leftovers(out *steps, s *config.Service, ch *Change, st *ServiceState, routed *Container) {
+func (sq *Sequencer) leftovers(out *steps, s *config.Service, ch *Change, st *ServiceState, routed *engine.Container) {
 	for _, c := range st.Candidates {
 		if l := st.Live; routed == c && l != nil && l.Running() {
-			out.add(s.Name, StepClean, "", "let the leftover candidate %s (release %d), which an interrupted cutover left serving, finish its requests in flight (up to %s) once the proxy routes to release %d again, then remove it", c.Name, c.Release(), dur(s.Deploy.Drain), l.Release()).ContainerID = c.ID
+			out.add(s.Name, StepClean, "", "let the leftover candidate %s (release %d), which an interrupted cutover left serving, finish its requests in flight (up to %s) once the proxy routes to release %d again, then remove it", c.Name, c.Release(), Dur(s.Deploy.Drain), l.Release()).ContainerID = c.ID
 			continue
 		}
 		out.add(s.Name, StepClean, "", "remove the leftover candidate %s (release %d, %s)", c.Name, c.Release(), c.State).ContainerID = c.ID
@@ -265,8 +267,8 @@ func (sq *sequencer) leftovers(out *steps, s *config.Service, ch *Change, st *Se
 		out.add(s.Name, StepCleanup, "", "keep %s (taken over: %s) as release %d, with the deployer's labels", t.Name, t.Made, t.Release).ContainerID = t.ID
 	}
 	for _, c := range st.Others {
-		if c.Running() && sq.cutover(s).servedByProxy() {
-			out.add(s.Name, StepCleanup, "", "let the container %s (role %q, release %d, running) finish its requests in flight (up to %s), then keep it as a previous release", c.Name, c.Role(), c.Release(), dur(s.Deploy.Drain)).ContainerID = c.ID
+		if c.Running() && sq.cutover(s).ServedByProxy() {
+			out.add(s.Name, StepCleanup, "", "let the container %s (role %q, release %d, running) finish its requests in flight (up to %s), then keep it as a previous release", c.Name, c.Role(), c.Release(), Dur(s.Deploy.Drain)).ContainerID = c.ID
 			continue
 		}
 		out.add(s.Name, StepCleanup, "", "keep the container %s (role %q, release %d) as a previous release", c.Name, c.Role(), c.Release()).ContainerID = c.ID
@@ -275,7 +277,7 @@ func (sq *sequencer) leftovers(out *steps, s *config.Service, ch *Change, st *Se
 
 // deploy is the blue-green sequence of the design: image, candidate, checks, backup, cutover,
 // verify, clean-up; a live release that is stopped is started first.
-func (sq *sequencer) deploy(out *steps, s *config.Service, ch *Change, st *ServiceState) {
+func (sq *Sequencer) deploy(out *steps, s *config.Service, ch *Change, st *ServiceState) {
 	cut := sq.cutover(s)
 	if t := ch.Takeover; ch.Action == ActionTakeover && t.State != "running" {
 		out.add(s.Name, StepResume, "", "start the stopped container %s, then health-check it", t.Name)
@@ -290,13 +292,13 @@ func (sq *sequencer) deploy(out *steps, s *config.Service, ch *Change, st *Servi
 	case s.Build != nil && ch.ImageID == "":
 		before := ""
 		if len(s.Build.Before) > 0 {
-			before = fmt.Sprintf("run `%s`, then ", sq.red.Command(s.Name, config.AttrBuildBefore, s.Build.Before))
+			before = fmt.Sprintf("run `%s`, then ", sq.Redactor.Command(s.Name, config.AttrBuildBefore, s.Build.Before))
 		}
 		out.add(s.Name, StepBuild, "", "%sbuild %s from %s (%s)", before, s.Image, s.Build.Context, s.Build.Dockerfile)
 	case ch.ImageID == "":
 		out.add(s.Name, StepImage, "", "pull %s", s.Image)
 	default:
-		out.add(s.Name, StepImage, "", "use %s (%s)", s.Image, short(ch.ImageID))
+		out.add(s.Name, StepImage, "", "use %s (%s)", s.Image, Short(ch.ImageID))
 	}
 	replacing := ch.Action == ActionReplace || ch.Action == ActionTakeover
 	if s.Migration != nil {
@@ -304,7 +306,7 @@ func (sq *sequencer) deploy(out *steps, s *config.Service, ch *Change, st *Servi
 		// live data: dry-run, trial, backup and migration come before the candidate.
 		sq.migration(out, s, ch, st, replacing)
 	}
-	out.add(s.Name, StepCandidate, "", "create and start %s%s (release %d)%s", s.ContainerName, candidateSuffix, ch.NextRelease, cut.candidateWhere())
+	out.add(s.Name, StepCandidate, "", "create and start %s%s (release %d)%s", s.ContainerName, CandidateSuffix, ch.NextRelease, cut.candidateWhere())
 	sq.checks(out, s, true)
 	if s.Migration == nil {
 		sq.backup(out, s, ch, replacing)
@@ -314,17 +316,17 @@ func (sq *sequencer) deploy(out *steps, s *config.Service, ch *Change, st *Servi
 	if ch.Action == ActionTakeover {
 		keep = fmt.Sprintf("; keep %s as release %d, with the deployer's labels, for rollback", ch.Takeover.Name, ch.LiveRelease)
 	}
-	out.add(s.Name, StepCleanup, "", "remove the candidate, keep %s%s%s", plural(s.Deploy.KeepReleases, "previous release"), keep, pruneText(ch.Prune))
+	out.add(s.Name, StepCleanup, "", "remove the candidate, keep %s%s%s", Plural(s.Deploy.KeepReleases, "previous release"), keep, pruneText(ch.Prune))
 }
 
 // migration is a migration's steps: the dry-run on a clone and the trial of the new release on
 // it, then (after the backup) the run on the live data.
-func (sq *sequencer) migration(out *steps, s *config.Service, ch *Change, st *ServiceState, replacing bool) {
+func (sq *Sequencer) migration(out *steps, s *config.Service, ch *Change, st *ServiceState, replacing bool) {
 	m, db := s.Migration, s.MigrationDB()
-	cmd := sq.red.Command(s.Name, config.AttrMigrationCommand, m.Command)
+	cmd := sq.Redactor.Command(s.Name, config.AttrMigrationCommand, m.Command)
 	gate := "; a destructive change stops the deploy here"
 	if m.AllowDestructive {
-		gate = "; a destructive change runs held (allow_destructive): the live release stopped, " + sq.cutover(s).holdText() + ", until the new release takes over"
+		gate = "; a destructive change runs held (allow_destructive): the live release stopped, " + sq.cutover(s).HoldText() + ", until the new release takes over"
 	}
 	if !replacing {
 		gate = ""
@@ -333,7 +335,7 @@ func (sq *sequencer) migration(out *steps, s *config.Service, ch *Change, st *Se
 		gate += fmt.Sprintf("; an interrupted apply ran a migration of release %d on the live data: if it is this one with this image, it is not run again", st.Migrated[0].Release())
 	}
 	if m.DryRun {
-		out.add(s.Name, StepDryRun, "", "clone volume %s, run `%s` on the clone (deadline %s), quick_check and diff the schema of sqlite %s%s", db.Volume, cmd, dur(m.Deadline), db.Name, gate)
+		out.add(s.Name, StepDryRun, "", "clone volume %s, run `%s` on the clone (deadline %s), quick_check and diff the schema of sqlite %s%s", db.Volume, cmd, Dur(m.Deadline), db.Name, gate)
 		out.add(s.Name, StepTrial, "", "start release %d on the migrated clone and check it; remove it and the clone", ch.NextRelease)
 	} else if replacing {
 		out.add(s.Name, StepDryRun, "", "dry_run = false: the change is unknown, so it counts as destructive%s", gate)
@@ -343,14 +345,14 @@ func (sq *sequencer) migration(out *steps, s *config.Service, ch *Change, st *Se
 	if replacing {
 		serving = fmt.Sprintf(" (release %d keeps serving: the change is additive)", ch.LiveRelease)
 	}
-	out.add(s.Name, StepMigrate, "", "run `%s` on the live data of sqlite %s (deadline %s)%s", cmd, db.Name, dur(m.Deadline), serving)
+	out.add(s.Name, StepMigrate, "", "run `%s` on the live data of sqlite %s (deadline %s)%s", cmd, db.Name, Dur(m.Deadline), serving)
 }
 
 // backup is the backup of the live release before the cutover (before the migration, when
 // there is one).
-func (sq *sequencer) backup(out *steps, s *config.Service, ch *Change, replacing bool) {
+func (sq *Sequencer) backup(out *steps, s *config.Service, ch *Change, replacing bool) {
 	if b := s.Backup; b != nil && replacing {
-		extra := backupHow(s)
+		extra := BackupHow(s)
 		if b.Logs {
 			extra += ", with its logs"
 		}
@@ -362,15 +364,15 @@ func (sq *sequencer) backup(out *steps, s *config.Service, ch *Change, replacing
 	}
 }
 
-// rollback is the sequence that brings an earlier release back: the same candidate, checks
+// Rollback is the sequence that brings an earlier release back: the same candidate, checks
 // (not the hooks and SQLite checks, which ran when it was new), cutover and verification as a
 // deploy.
-func (sq *sequencer) rollback(s *config.Service, ch *Change, live *Container) []*Step {
+func (sq *Sequencer) Rollback(s *config.Service, ch *Change, live *engine.Container) []*Step {
 	var out steps
 	if !live.Running() {
 		out.add(s.Name, StepResume, "", "start the stopped live release %d (%s), then health-check it", live.Release(), live.Name)
 	}
-	out.add(s.Name, StepCandidate, "", "create and start %s%s (release %d)%s", s.ContainerName, candidateSuffix, ch.NextRelease, sq.cutover(s).candidateWhere())
+	out.add(s.Name, StepCandidate, "", "create and start %s%s (release %d)%s", s.ContainerName, CandidateSuffix, ch.NextRelease, sq.cutover(s).candidateWhere())
 	sq.checks(&out, s, false)
 	sq.switchOver(&out, s, ch, sq.cutover(s))
 	out.add(s.Name, StepCleanup, "", "keep release %d as a previous release, remove the stopped copy of release %d", ch.LiveRelease, ch.NextRelease)
@@ -378,10 +380,10 @@ func (sq *sequencer) rollback(s *config.Service, ch *Change, live *Container) []
 }
 
 // checks are the candidate's checks; the SQLite checks and hooks only for a new release.
-func (sq *sequencer) checks(out *steps, s *config.Service, newRelease bool) {
+func (sq *Sequencer) checks(out *steps, s *config.Service, newRelease bool) {
 	out.add(s.Name, StepRunning, "", "the candidate keeps running")
 	if h := s.HealthCheck; h != nil && s.HTTPPort() != nil {
-		out.add(s.Name, StepHealth, "", "GET %s until %d consecutive %s, every %s, within %s", h.Path, h.Healthy, statusText(h.Status), dur(h.Interval), dur(h.Deadline))
+		out.add(s.Name, StepHealth, "", "GET %s until %d consecutive %s, every %s, within %s", h.Path, h.Healthy, statusText(h.Status), Dur(h.Interval), Dur(h.Deadline))
 	}
 	for _, c := range s.Canaries {
 		body := ""
@@ -399,7 +401,7 @@ func (sq *sequencer) checks(out *steps, s *config.Service, newRelease bool) {
 	for _, db := range s.SQLite {
 		what := ""
 		if len(db.SeedIfEmpty) > 0 {
-			what = fmt.Sprintf("seed with `%s` if empty, then ", sq.red.Command(s.Name, config.SQLiteAttr(db.Name, config.SQLiteSeedIfEmpty), db.SeedIfEmpty))
+			what = fmt.Sprintf("seed with `%s` if empty, then ", sq.Redactor.Command(s.Name, config.SQLiteAttr(db.Name, config.SQLiteSeedIfEmpty), db.SeedIfEmpty))
 		}
 		if db.QuickCheck {
 			what += "PRAGMA quick_check"
@@ -409,12 +411,12 @@ func (sq *sequencer) checks(out *steps, s *config.Service, newRelease bool) {
 		out.add(s.Name, StepSQLite, db.Name, "%s/%s: %s", db.Volume, db.Path, what)
 	}
 	for _, h := range s.Hooks {
-		out.add(s.Name, StepHook, h.When, "run `%s` in a one-off container of the new image", sq.red.Command(s.Name, config.HookAttr(h.When, config.HookCommand), h.Command))
+		out.add(s.Name, StepHook, h.When, "run `%s` in a one-off container of the new image", sq.Redactor.Command(s.Name, config.HookAttr(h.When, config.HookCommand), h.Command))
 	}
 }
 
 // switchOver is the cutover (the start, for a service's first release) and its verification.
-func (sq *sequencer) switchOver(out *steps, s *config.Service, ch *Change, cut cutoverPlan) {
+func (sq *Sequencer) switchOver(out *steps, s *config.Service, ch *Change, cut CutoverPlan) {
 	kind := StepKind(StepCutover)
 	if ch.Action == ActionCreate {
 		kind = StepStart
@@ -448,15 +450,15 @@ func KillPoints(p *config.Project, plan *Plan) []string {
 		if s == nil || ch == nil {
 			continue
 		}
-		cut := planCutover(s, local, false)
+		cut := PlanCutover(s, local, false)
 		switch k := st.Kind; {
 		case k == StepResume:
 			add(ResumePoints...)
 		case k == StepCutover || k == StepStart:
 			add(cut.points(ch)...)
-		case k == StepCleanup && st.leftover() && !(ch.Takeover != nil && ch.Takeover.Kept && st.ContainerID == ch.Takeover.ID):
+		case k == StepCleanup && st.Leftover() && !(ch.Takeover != nil && ch.Takeover.Kept && st.ContainerID == ch.Takeover.ID):
 			add(PointCleanupKept)
-		case k == StepCleanup && !st.leftover() && ch.Action != ActionCreate:
+		case k == StepCleanup && !st.Leftover() && ch.Action != ActionCreate:
 			add(cut.retirePoints()...)
 			add(PointCleanupKept)
 		}
@@ -464,9 +466,9 @@ func KillPoints(p *config.Project, plan *Plan) []string {
 	return out
 }
 
-// backupHow says how a backup reads the volumes: the databases snapshotted online, the volumes
+// BackupHow says how a backup reads the volumes: the databases snapshotted online, the volumes
 // whose other files are read with the live release paused.
-func backupHow(s *config.Service) string {
+func BackupHow(s *config.Service) string {
 	b := s.Backup
 	var dbs, paused []string
 	for _, v := range b.Volumes {

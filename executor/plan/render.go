@@ -1,4 +1,4 @@
-package executor
+package plan
 
 import (
 	"encoding/json"
@@ -63,7 +63,7 @@ func (p *Plan) WriteText(w io.Writer, o RenderOptions) error {
 		}
 		ew.printf("\n  %s %s %s\n", paint(colors[c.Action], fmt.Sprintf("%-3s", c.Action.Symbol())), o.address(c.Service), describe(c))
 		if t := c.Takeover; t != nil && c.Action == ActionTakeover {
-			ew.printf("        made by    %s\n        image      %s (%s)\n", t.Made, t.Image, short(t.ImageID))
+			ew.printf("        made by    %s\n        image      %s (%s)\n", t.Made, t.Image, Short(t.ImageID))
 			if len(t.Ports) > 0 {
 				ew.printf("        ports      %s\n", strings.Join(t.Ports, ", "))
 			}
@@ -236,7 +236,7 @@ func (fp *FleetPlan) WriteText(w io.Writer, o RenderOptions) error {
 		ew.printf("\n! %s\n", n)
 	}
 	if bad := fp.Unreachable(); len(bad) > 0 {
-		ew.printf("\n%s cannot be read: apply would change nothing until every engine answers.\n", plural(len(bad), "engine"))
+		ew.printf("\n%s cannot be read: apply would change nothing until every engine answers.\n", Plural(len(bad), "engine"))
 	}
 	return ew.err
 }

@@ -1,12 +1,15 @@
-package executor
+package plan
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/deployer-dev/deployer/executor/engine"
 
 	"github.com/deployer-dev/deployer/config"
 )
@@ -187,7 +190,18 @@ type PlanOptions struct {
 	// engine, plan checks there that no process outside Docker holds the ports it needs. ""
 	// skips that check.
 	ProbeHost string
+	// CheckStore checks that a backup store answers, without writing; ProxyRoutes asks the
+	// project's running proxy for its routes. Both reach past the engine, so the executor
+	// supplies them (executor.MakePlan); a nil one skips its check.
+	CheckStore  func(ctx context.Context, p *config.Project, store string) error
+	ProxyRoutes RouteReader
 }
+
+// RouteReader asks a project's proxy container for its routes.
+type RouteReader func(ctx context.Context, eng engine.Engine, proxyID string) ([]Route, error)
+
+// Route is one route of a project's proxy: its name and the backend it sends requests to.
+type Route struct{ Name, Backend string }
 
 // HasChanges reports whether applying the plan would do anything.
 func (p *Plan) HasChanges() bool {
@@ -240,7 +254,7 @@ func ConfigFingerprint(p *config.Project, contextHashes map[string]string, hs *H
 		b, _ := json.Marshal(SpecDoc(p, s, hs))
 		fmt.Fprintf(h, "service %s %s %s\n", s.Name, b, contextHashes[s.Name])
 	}
-	for _, name := range sortedKeys(p.Stores) {
+	for _, name := range SortedKeys(p.Stores) {
 		st := *p.Stores[name]
 		st.SigningKey = hs.Sensitive(st.SigningKey)
 		st.Ranges = nil
@@ -257,7 +271,7 @@ func ConfigFingerprint(p *config.Project, contextHashes map[string]string, hs *H
 func StateFingerprint(o *Observed, imageIDs map[string]string) string {
 	var lines []string
 	for _, c := range o.All {
-		lines = append(lines, strings.Join([]string{c.ID, c.ImageID, c.State, c.Labels[LabelRole], c.Labels[LabelSpec]}, " "))
+		lines = append(lines, strings.Join([]string{c.ID, c.ImageID, c.State, c.Labels[engine.LabelRole], c.Labels[engine.LabelSpec]}, " "))
 	}
 	for ref, id := range imageIDs {
 		lines = append(lines, "image "+ref+" "+id)
@@ -267,7 +281,7 @@ func StateFingerprint(o *Observed, imageIDs map[string]string) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-func sortedKeys[V any](m map[string]V) []string {
+func SortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -304,7 +318,7 @@ func (plan *Plan) HashSensitive(v string) string { return plan.hasher.Sensitive(
 // fingerprint and hashes cannot be compared with those of another plan.
 func (plan *Plan) Keyless() bool { return plan.keyless }
 
-func contains(list []string, s string) bool {
+func Contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
 			return true

@@ -1,4 +1,4 @@
-package executor
+package plan
 
 import (
 	"bytes"
@@ -17,13 +17,14 @@ import (
 	"time"
 
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/engine"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
 // fakeEngine is an engine with a fixed set of containers and images.
 type fakeEngine struct {
-	containers []Container
+	containers []engine.Container
 	images     map[string]string
 	down       bool
 	lists      int
@@ -42,9 +43,9 @@ func (f *fakeEngine) Ping(context.Context) error {
 	}
 	return nil
 }
-func (f *fakeEngine) Containers(_ context.Context, project string) ([]Container, error) {
+func (f *fakeEngine) Containers(_ context.Context, project string) ([]engine.Container, error) {
 	f.lists++
-	var out []Container
+	var out []engine.Container
 	for _, c := range f.containers {
 		if c.Labels[LabelProject] == project {
 			out = append(out, c)
@@ -59,47 +60,49 @@ var testKey = []byte("0123456789abcdef0123456789abcdef")
 func (f *fakeEngine) ProjectKey(context.Context, string) ([]byte, error)     { return testKey, nil }
 func (f *fakeEngine) ReadProjectKey(context.Context, string) ([]byte, error) { return testKey, nil }
 
-func (f *fakeEngine) AllContainers(context.Context) ([]Container, error) { return f.containers, nil }
+func (f *fakeEngine) AllContainers(context.Context) ([]engine.Container, error) {
+	return f.containers, nil
+}
 
-func (f *fakeEngine) Inspect(_ context.Context, id string) (*ContainerState, error) {
+func (f *fakeEngine) Inspect(_ context.Context, id string) (*engine.ContainerState, error) {
 	for _, c := range f.containers {
 		if c.ID == id || c.Name == id {
-			st := &ContainerState{ID: c.ID, Name: c.Name, ImageID: c.ImageID, Running: c.Running(), Status: c.State,
-				Spec: ContainerSpec{Name: c.Name, Labels: c.Labels, Env: map[string]string{}}}
+			st := &engine.ContainerState{ID: c.ID, Name: c.Name, ImageID: c.ImageID, Running: c.Running(), Status: c.State,
+				Spec: engine.ContainerSpec{Name: c.Name, Labels: c.Labels, Env: map[string]string{}}}
 			for _, p := range c.Published {
-				st.Spec.Ports = append(st.Spec.Ports, PortBinding{Container: 8080, HostPort: p.HostPort})
+				st.Spec.Ports = append(st.Spec.Ports, engine.PortBinding{Container: 8080, HostPort: p.HostPort})
 			}
 			return st, nil
 		}
 	}
-	return nil, fmt.Errorf("container %s: %w", id, ErrNotFound)
+	return nil, fmt.Errorf("container %s: %w", id, engine.ErrNotFound)
 }
 
 func (f *fakeEngine) ImageEnv(context.Context, string) (map[string]string, error) {
 	return map[string]string{}, nil
 }
-func (f *fakeEngine) Volumes(context.Context, string) ([]Volume, error) { return nil, nil }
+func (f *fakeEngine) Volumes(context.Context, string) ([]engine.Volume, error) { return nil, nil }
 
-func (f *fakeEngine) InspectVolume(_ context.Context, name string) (*Volume, error) {
-	return nil, fmt.Errorf("volume %s: %w", name, ErrNotFound)
+func (f *fakeEngine) InspectVolume(_ context.Context, name string) (*engine.Volume, error) {
+	return nil, fmt.Errorf("volume %s: %w", name, engine.ErrNotFound)
 }
 
 func (f *fakeEngine) NetworkLabels(_ context.Context, name string) (map[string]string, error) {
-	return nil, fmt.Errorf("network %s: %w", name, ErrNotFound)
+	return nil, fmt.Errorf("network %s: %w", name, engine.ErrNotFound)
 }
 
 func (f *fakeEngine) ImageLabels(_ context.Context, ref string) (map[string]string, error) {
 	if _, ok := f.images[ref]; ok {
 		return map[string]string{}, nil
 	}
-	return nil, fmt.Errorf("image %s: %w", ref, ErrNotFound)
+	return nil, fmt.Errorf("image %s: %w", ref, engine.ErrNotFound)
 }
 
 func (f *fakeEngine) ImageID(_ context.Context, ref string) (string, error) {
 	if id, ok := f.images[ref]; ok {
 		return id, nil
 	}
-	return "", fmt.Errorf("image %s: %w", ref, ErrNotFound)
+	return "", fmt.Errorf("image %s: %w", ref, engine.ErrNotFound)
 }
 
 // project builds a small project as hclspec would hand it over.
@@ -142,15 +145,15 @@ func explicit(s *config.Service, keys ...string) {
 }
 
 // live is a container as an earlier apply of p would have left it.
-func live(p *config.Project, imageID string, release int, state string) Container {
+func live(p *config.Project, imageID string, release int, state string) engine.Container {
 	return liveWith(p, imageID, release, state, SpecDoc(p, p.Services[0], NewHasher(testKey)))
 }
 
 // liveWith is live with a spec doc of one's own (as an earlier version recorded it).
-func liveWith(p *config.Project, imageID string, release int, state string, specDoc map[string]string) Container {
+func liveWith(p *config.Project, imageID string, release int, state string, specDoc map[string]string) engine.Container {
 	s := p.Services[0]
 	doc, _ := json.Marshal(specDoc)
-	return Container{
+	return engine.Container{
 		ID: fmt.Sprintf("c%d", release), Name: s.ContainerName, Image: s.Image, ImageID: imageID, State: state,
 		Created: time.Unix(1700000000, 0),
 		Labels: map[string]string{
@@ -171,25 +174,25 @@ func TestPlanActions(t *testing.T) {
 		attrs   string
 	}{
 		{"new service", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}}, ActionCreate, "no live release", ""},
-		{"nothing changed", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, ActionNone, "", ""},
-		{"image ID changed", base, &fakeEngine{images: map[string]string{"web:1": "sha256:bbb"}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "image changed: aaa -> bbb", ""},
-		{"env changed", project(func(s *config.Service) { s.Env["MODE"] = "debug" }), &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "spec changed (1 attribute)", `env.MODE "prod"->"debug"`},
-		{"secret changed", project(func(s *config.Service) { s.Env["TOKEN"] = "new-token" }), &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "spec changed (1 attribute)", `env.TOKEN "(sensitive)"->"(sensitive)"`},
-		{"secret hashed by an earlier version, unchanged", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{liveWith(base, "sha256:aaa", 3, "running", legacyDoc(base))}}, ActionNone, "", ""},
-		{"secret hashed by an earlier version, changed", project(func(s *config.Service) { s.Env["TOKEN"] = "new-token" }), &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{liveWith(base, "sha256:aaa", 3, "running", legacyDoc(base))}}, ActionReplace, "spec changed (1 attribute)", `env.TOKEN "(sensitive)"->"(sensitive)"`},
-		{"live stopped", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(base, "sha256:aaa", 3, "exited")}}, ActionUpdate, "live release 3 is exited: apply starts it", ""},
-		{"image missing locally", base, &fakeEngine{images: map[string]string{}, containers: []Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "image web:1 is not on the engine: apply pulls it", ""},
+		{"nothing changed", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []engine.Container{live(base, "sha256:aaa", 3, "running")}}, ActionNone, "", ""},
+		{"image ID changed", base, &fakeEngine{images: map[string]string{"web:1": "sha256:bbb"}, containers: []engine.Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "image changed: aaa -> bbb", ""},
+		{"env changed", project(func(s *config.Service) { s.Env["MODE"] = "debug" }), &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []engine.Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "spec changed (1 attribute)", `env.MODE "prod"->"debug"`},
+		{"secret changed", project(func(s *config.Service) { s.Env["TOKEN"] = "new-token" }), &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []engine.Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "spec changed (1 attribute)", `env.TOKEN "(sensitive)"->"(sensitive)"`},
+		{"secret hashed by an earlier version, unchanged", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []engine.Container{liveWith(base, "sha256:aaa", 3, "running", legacyDoc(base))}}, ActionNone, "", ""},
+		{"secret hashed by an earlier version, changed", project(func(s *config.Service) { s.Env["TOKEN"] = "new-token" }), &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []engine.Container{liveWith(base, "sha256:aaa", 3, "running", legacyDoc(base))}}, ActionReplace, "spec changed (1 attribute)", `env.TOKEN "(sensitive)"->"(sensitive)"`},
+		{"live stopped", base, &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []engine.Container{live(base, "sha256:aaa", 3, "exited")}}, ActionUpdate, "live release 3 is exited: apply starts it", ""},
+		{"image missing locally", base, &fakeEngine{images: map[string]string{}, containers: []engine.Container{live(base, "sha256:aaa", 3, "running")}}, ActionReplace, "image web:1 is not on the engine: apply pulls it", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			plan, err := MakePlan(context.Background(), c.p, c.eng, PlanOptions{})
+			pl, err := Make(context.Background(), c.p, c.eng, PlanOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if c.eng.lists != 1 {
 				t.Errorf("%d list calls; the observed state must come from one", c.eng.lists)
 			}
-			ch := plan.Change("web")
+			ch := pl.Change("web")
 			if ch.Action != c.action {
 				t.Fatalf("action %s, want %s (reasons %v)", ch.Action, c.action, ch.Reasons)
 			}
@@ -209,8 +212,8 @@ func TestPlanActions(t *testing.T) {
 				t.Errorf("next release %d, want 4", ch.NextRelease)
 			}
 			var text bytes.Buffer
-			plan.WriteText(&text, RenderOptions{})
-			plan.WriteJSON(&text)
+			pl.WriteText(&text, RenderOptions{})
+			pl.WriteJSON(&text)
 			if strings.Contains(text.String(), "s3cr3t") || strings.Contains(text.String(), "new-token") {
 				t.Errorf("a sensitive value is in the plan output:\n%s", text.String())
 			}
@@ -224,42 +227,42 @@ func TestPlanDeleteLeftoversAndTarget(t *testing.T) {
 	old.Labels[LabelService], old.ID, old.Name = "legacy", "c-legacy", "shop-legacy"
 	cand := live(p, "sha256:bbb", 4, "running")
 	cand.Labels[LabelRole], cand.ID, cand.Name = RoleCandidate, "c-cand", "shop-web-green"
-	lock := Container{ID: "c-lock", Name: "shop-deployer-lock", State: "created", Labels: map[string]string{
+	lock := engine.Container{ID: "c-lock", Name: "shop-deployer-lock", State: "created", Labels: map[string]string{
 		LabelProject: "shop", LabelRole: RoleLock, LabelHolder: "ci@runner-7 pid 4242", LabelCreatedAt: "2026-11-27T10:00:00Z"}}
-	eng := &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(p, "sha256:aaa", 3, "running"), old, cand, lock}}
+	eng := &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []engine.Container{live(p, "sha256:aaa", 3, "running"), old, cand, lock}}
 
-	plan, err := MakePlan(context.Background(), p, eng, PlanOptions{})
+	pl, err := Make(context.Background(), p, eng, PlanOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ch := plan.Change("legacy"); ch == nil || ch.Action != ActionDelete || len(ch.RemoveIDs) != 1 {
+	if ch := pl.Change("legacy"); ch == nil || ch.Action != ActionDelete || len(ch.RemoveIDs) != 1 {
 		t.Fatalf("legacy: %+v", ch)
 	}
 	kinds := map[LeftoverKind]bool{}
-	for _, l := range plan.Leftovers {
+	for _, l := range pl.Leftovers {
 		kinds[l.Kind] = true
 	}
 	if !kinds[LeftoverLock] || !kinds[LeftoverCandidate] {
-		t.Errorf("leftovers %+v", plan.Leftovers)
+		t.Errorf("leftovers %+v", pl.Leftovers)
 	}
-	if next := plan.Change("web").NextRelease; next != 0 {
+	if next := pl.Change("web").NextRelease; next != 0 {
 		t.Errorf("no-op has next release %d", next)
 	}
 
-	targeted, err := MakePlan(context.Background(), p, eng, PlanOptions{Targets: []string{"web"}})
+	targeted, err := Make(context.Background(), p, eng, PlanOptions{Targets: []string{"web"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(targeted.Changes) != 1 || targeted.Change("legacy") != nil {
 		t.Errorf("-target web planned %d changes", len(targeted.Changes))
 	}
-	if _, err := MakePlan(context.Background(), p, eng, PlanOptions{Targets: []string{"nope"}}); err == nil || !strings.Contains(err.Error(), `no service "nope"`) {
+	if _, err := Make(context.Background(), p, eng, PlanOptions{Targets: []string{"nope"}}); err == nil || !strings.Contains(err.Error(), `no service "nope"`) {
 		t.Errorf("unknown target: %v", err)
 	}
 }
 
 func TestPlanEngineDown(t *testing.T) {
-	_, err := MakePlan(context.Background(), project(nil), &fakeEngine{down: true}, PlanOptions{})
+	_, err := Make(context.Background(), project(nil), &fakeEngine{down: true}, PlanOptions{})
 	if err == nil || !strings.Contains(err.Error(), "does not answer") {
 		t.Fatalf("err = %v", err)
 	}
@@ -267,19 +270,19 @@ func TestPlanEngineDown(t *testing.T) {
 
 func TestPlanFingerprints(t *testing.T) {
 	p := project(nil)
-	eng := &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{live(p, "sha256:aaa", 3, "running")}}
-	a, _ := MakePlan(context.Background(), p, eng, PlanOptions{})
-	b, _ := MakePlan(context.Background(), p, eng, PlanOptions{})
+	eng := &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []engine.Container{live(p, "sha256:aaa", 3, "running")}}
+	a, _ := Make(context.Background(), p, eng, PlanOptions{})
+	b, _ := Make(context.Background(), p, eng, PlanOptions{})
 	if a.Fingerprint != b.Fingerprint {
 		t.Fatal("fingerprints differ for the same state and configuration")
 	}
 	eng.containers[0].State = "exited"
-	c, _ := MakePlan(context.Background(), p, eng, PlanOptions{})
+	c, _ := Make(context.Background(), p, eng, PlanOptions{})
 	if c.Fingerprint.State == a.Fingerprint.State || c.Fingerprint.Config != a.Fingerprint.Config {
 		t.Error("a stopped container must change the state fingerprint only")
 	}
 	p2 := project(func(s *config.Service) { s.Env["TOKEN"] = "rotated" })
-	d, _ := MakePlan(context.Background(), p2, eng, PlanOptions{})
+	d, _ := Make(context.Background(), p2, eng, PlanOptions{})
 	if d.Fingerprint.Config == c.Fingerprint.Config {
 		t.Error("a changed secret must change the configuration fingerprint")
 	}
@@ -301,16 +304,16 @@ func TestPlanGolden(t *testing.T) {
 	orig := project(nil)
 	gone := live(orig, "sha256:aaa", 2, "running")
 	gone.Labels[LabelService], gone.ID, gone.Name = "legacy", "c-legacy", "shop-legacy"
-	eng := &fakeEngine{images: map[string]string{"web:1": "sha256:bbbbbbbbbbbbbbbb"}, containers: []Container{live(orig, "sha256:aaaaaaaaaaaaaaaa", 3, "running"), gone}}
-	plan, err := MakePlan(context.Background(), p, eng, PlanOptions{})
+	eng := &fakeEngine{images: map[string]string{"web:1": "sha256:bbbbbbbbbbbbbbbb"}, containers: []engine.Container{live(orig, "sha256:aaaaaaaaaaaaaaaa", 3, "running"), gone}}
+	pl, err := Make(context.Background(), p, eng, PlanOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var text, js bytes.Buffer
-	if err := plan.WriteText(&text, RenderOptions{}); err != nil {
+	if err := pl.WriteText(&text, RenderOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := plan.WriteJSON(&js); err != nil {
+	if err := pl.WriteJSON(&js); err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "plan.txt", text.Bytes())
@@ -356,12 +359,12 @@ func TestPlanProxyStep(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			p := project(c.mod)
 			eng := &fakeEngine{host: c.host, images: map[string]string{"web:1": "sha256:aaa"}}
-			plan, err := MakePlan(context.Background(), p, eng, PlanOptions{})
+			pl, err := Make(context.Background(), p, eng, PlanOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			got := ""
-			for _, st := range plan.Steps {
+			for _, st := range pl.Steps {
 				if st.Kind == StepProxy {
 					got = st.Detail
 				}
@@ -369,8 +372,8 @@ func TestPlanProxyStep(t *testing.T) {
 			if c.want == "" && got != "" || !strings.Contains(got, c.want) {
 				t.Errorf("proxy step %q, want %q", got, c.want)
 			}
-			if c.want != "" && (plan.Steps[1].Kind != StepPreflight || plan.Steps[2].Kind != StepProxy) {
-				t.Errorf("the proxy step is not right after the lock and the preflight checks: %+v", plan.Steps[1:3])
+			if c.want != "" && (pl.Steps[1].Kind != StepPreflight || pl.Steps[2].Kind != StepProxy) {
+				t.Errorf("the proxy step is not right after the lock and the preflight checks: %+v", pl.Steps[1:3])
 			}
 		})
 	}
@@ -380,16 +383,16 @@ func TestPlanProxyStep(t *testing.T) {
 // service's own releases, the project's proxy and the container it takes over do not.
 func TestPlanPortOwners(t *testing.T) {
 	p := project(nil) // web: host 80, candidate 8081
-	published := func(name string, port int, labels map[string]string) Container {
-		return Container{ID: name, Name: name, Image: "img", State: "running", Labels: labels, Published: []Published{{HostIP: "0.0.0.0", HostPort: port}}}
+	published := func(name string, port int, labels map[string]string) engine.Container {
+		return engine.Container{ID: name, Name: name, Image: "img", State: "running", Labels: labels, Published: []engine.Published{{HostIP: "0.0.0.0", HostPort: port}}}
 	}
 	otherLive := live(project(func(s *config.Service) { s.Deploy.Cutover = "proxy" }), "sha256:o", 2, "running")
 	otherLive.Labels[LabelProject], otherLive.Name = "other", "other-web"
 	ours := live(p, "sha256:aaa", 3, "running")
-	ours.Published = []Published{{HostPort: 80}}
+	ours.Published = []engine.Published{{HostPort: 80}}
 	cases := []struct {
 		name  string
-		other Container
+		other engine.Container
 		want  string
 	}{
 		{"a plain container", published("nginx-1", 80, nil), "host port 80 of service.web is taken: container nginx-1 (image img) publishes it"},
@@ -397,12 +400,12 @@ func TestPlanPortOwners(t *testing.T) {
 			`candidate port 8081 of service.web is taken: docker-compose project "x"'s service "db" (container x_db_1) publishes it`},
 		{"another project's proxied service", otherLive, `host port 80 of service.web is taken: project "other"'s service.web (container other-web, release 2) routes it through its proxy`},
 		{"the container taken over", published("shop-web", 80, nil), ""},
-		{"another project's stopped container", func() Container { c := published("old", 80, nil); c.State = "exited"; return c }(), ""},
+		{"another project's stopped container", func() engine.Container { c := published("old", 80, nil); c.State = "exited"; return c }(), ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			eng := &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []Container{ours, c.other}}
-			_, err := MakePlan(context.Background(), p, eng, PlanOptions{})
+			eng := &fakeEngine{images: map[string]string{"web:1": "sha256:aaa"}, containers: []engine.Container{ours, c.other}}
+			_, err := Make(context.Background(), p, eng, PlanOptions{})
 			switch {
 			case c.want == "" && err != nil:
 				t.Errorf("plan failed: %v", err)
@@ -423,15 +426,15 @@ func TestBackupHow(t *testing.T) {
 	s.SQLite = []*config.SQLite{db}
 	s.Backup = config.NewBackup()
 	s.Backup.Volumes = []string{"db", "uploads"}
-	if got, want := backupHow(s), ": sqlite main snapshotted online, the live release paused while any other files of db, the files of uploads are read"; got != want {
+	if got, want := BackupHow(s), ": sqlite main snapshotted online, the live release paused while any other files of db, the files of uploads are read"; got != want {
 		t.Errorf("pause:\n got %q\nwant %q", got, want)
 	}
 	s.Backup.VolumeConsistency = map[string]config.Consistency{"uploads": config.ConsistencyNone}
-	if got, want := backupHow(s), ": sqlite main snapshotted online, the live release paused while any other files of db are read"; got != want {
+	if got, want := BackupHow(s), ": sqlite main snapshotted online, the live release paused while any other files of db are read"; got != want {
 		t.Errorf("uploads none:\n got %q\nwant %q", got, want)
 	}
 	s.Backup.Consistency = config.ConsistencyNone
-	if got, want := backupHow(s), ": sqlite main snapshotted online, the live release never paused"; got != want {
+	if got, want := BackupHow(s), ": sqlite main snapshotted online, the live release never paused"; got != want {
 		t.Errorf("none:\n got %q\nwant %q", got, want)
 	}
 }
@@ -459,13 +462,13 @@ func TestPlanMigrationSteps(t *testing.T) {
 		p.Secrets = []string{"s3cr3t-token"}
 		p.Sensitive["service.web.migration.command"] = true // as hclspec marks a value from a sensitive variable
 		orig := project(nil)
-		eng := &fakeEngine{images: map[string]string{"web:1": "sha256:bbbbbbbbbbbbbbbb"}, containers: []Container{live(orig, "sha256:aaaaaaaaaaaaaaaa", 3, "running")}}
-		plan, err := MakePlan(context.Background(), p, eng, PlanOptions{})
+		eng := &fakeEngine{images: map[string]string{"web:1": "sha256:bbbbbbbbbbbbbbbb"}, containers: []engine.Container{live(orig, "sha256:aaaaaaaaaaaaaaaa", 3, "running")}}
+		pl, err := Make(context.Background(), p, eng, PlanOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		var names []string
-		for _, st := range plan.Steps {
+		for _, st := range pl.Steps {
 			names = append(names, st.Name)
 		}
 		want := "lock preflight proxy image migrate.dry-run migrate.trial backup migrate candidate check.running check.health check.smoke check.sqlite.main cutover verify cleanup unlock"
@@ -473,7 +476,7 @@ func TestPlanMigrationSteps(t *testing.T) {
 			t.Errorf("steps:\n got %s\nwant %s", got, want)
 		}
 		// A saved plan's steps read back with their kinds and arguments, and the same JSON.
-		raw, err := json.Marshal(plan.Steps)
+		raw, err := json.Marshal(pl.Steps)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -482,8 +485,8 @@ func TestPlanMigrationSteps(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, st := range back {
-			if *st != *plan.Steps[i] {
-				t.Errorf("step %d read back as %+v, was %+v", i, *st, *plan.Steps[i])
+			if *st != *pl.Steps[i] {
+				t.Errorf("step %d read back as %+v, was %+v", i, *st, *pl.Steps[i])
 			}
 		}
 		if again, _ := json.Marshal(back); !bytes.Equal(again, raw) {
@@ -493,7 +496,7 @@ func TestPlanMigrationSteps(t *testing.T) {
 			t.Errorf("check.sqlite.main: kind %q, arg %q; JSON %s", st.Kind, st.Arg, raw)
 		}
 		var text bytes.Buffer
-		plan.WriteText(&text, RenderOptions{})
+		pl.WriteText(&text, RenderOptions{})
 		if strings.Contains(text.String(), "s3cr3t-token") {
 			t.Errorf("the plan shows the secret:\n%s", text.String())
 		}

@@ -1,4 +1,4 @@
-package executor
+package plan
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/deployer-dev/deployer/executor/engine"
 
 	"github.com/deployer-dev/deployer/config"
 )
@@ -21,12 +23,12 @@ import (
 // portClaim is something that holds, or will hold, a host port.
 type portClaim struct {
 	port  int
-	owner Container
+	owner engine.Container
 	via   string // "publishes it", "routes it through its proxy"
 }
 
-// checkPorts fails when a port the project's services need is held by something else.
-func checkPorts(ctx context.Context, eng Engine, p *config.Project, services []string) error {
+// CheckPorts fails when a port the project's services need is held by something else.
+func CheckPorts(ctx context.Context, eng engine.Engine, p *config.Project, services []string) error {
 	all, err := eng.AllContainers(ctx)
 	if err != nil {
 		return err
@@ -34,7 +36,7 @@ func checkPorts(ctx context.Context, eng Engine, p *config.Project, services []s
 	return portConflicts(p, services, all)
 }
 
-func portConflicts(p *config.Project, services []string, all []Container) error {
+func portConflicts(p *config.Project, services []string, all []engine.Container) error {
 	obs := observe(p, all)
 	claims := map[int][]portClaim{}
 	for _, c := range all {
@@ -43,7 +45,7 @@ func portConflicts(p *config.Project, services []string, all []Container) error 
 				claims[pub.HostPort] = append(claims[pub.HostPort], portClaim{pub.HostPort, c, "publishes it"})
 			}
 		}
-		if proj := c.Labels[LabelProject]; proj != "" && proj != p.Name && isLive(c) {
+		if proj := c.Labels[engine.LabelProject]; proj != "" && proj != p.Name && isLive(c) {
 			for _, port := range proxiedPorts(c) {
 				claims[port] = append(claims[port], portClaim{port, c, "routes it through its proxy"})
 			}
@@ -67,8 +69,8 @@ func portConflicts(p *config.Project, services []string, all []Container) error 
 					if ownedBy(p, s, cl.owner, obs) {
 						continue
 					}
-					who := describeOwner(cl.owner)
-					if cl.owner.Labels[LabelProject] == p.Name {
+					who := DescribeOwner(cl.owner)
+					if cl.owner.Labels[engine.LabelProject] == p.Name {
 						who = obs.notOwn(cl.owner)
 					}
 					problems = append(problems, fmt.Sprintf("%s port %d of service.%s is taken: %s %s", use.what, use.n, s.Name, who, cl.via))
@@ -87,25 +89,25 @@ func portConflicts(p *config.Project, services []string, all []Container) error 
 // candidates or one-off containers, the project's proxy, or the running container the service
 // takes over (named as its container_name, made by someone else). A container labelled for the
 // project that is none of its own (Observed.Ignored) is named like anything else.
-func ownedBy(p *config.Project, s *config.Service, c Container, obs *Observed) bool {
-	if c.Labels[LabelProject] == p.Name {
-		return obs.own(c.ID) && (c.Labels[LabelService] == s.Name || c.Role() == RoleProxy)
+func ownedBy(p *config.Project, s *config.Service, c engine.Container, obs *Observed) bool {
+	if c.Labels[engine.LabelProject] == p.Name {
+		return obs.own(c.ID) && (c.Labels[engine.LabelService] == s.Name || c.Role() == RoleProxy)
 	}
-	return c.Labels[LabelProject] == "" && c.Name == s.ContainerName
+	return c.Labels[engine.LabelProject] == "" && c.Name == s.ContainerName
 }
 
 // isLive reports whether a container of another project is its service's live release.
-func isLive(c Container) bool {
-	if ln := c.Labels[LabelLiveName]; ln != "" {
+func isLive(c engine.Container) bool {
+	if ln := c.Labels[engine.LabelLiveName]; ln != "" {
 		return c.Name == ln
 	}
 	return c.Role() == RoleLive
 }
 
 // proxiedPorts are the host ports a live release's proxy routes to it, from its recorded spec.
-func proxiedPorts(c Container) []int {
+func proxiedPorts(c engine.Container) []int {
 	var doc map[string]string
-	if json.Unmarshal([]byte(c.Labels[LabelSpecDoc]), &doc) != nil || doc["deploy.cutover"] != `"proxy"` {
+	if json.Unmarshal([]byte(c.Labels[engine.LabelSpecDoc]), &doc) != nil || doc["deploy.cutover"] != `"proxy"` {
 		return nil
 	}
 	var out []int
@@ -119,15 +121,15 @@ func proxiedPorts(c Container) []int {
 	return out
 }
 
-// describeOwner names a container for an operator: the deployer's by project and service, a
+// DescribeOwner names a container for an operator: the deployer's by project and service, a
 // compose service by its project, anything else by name and image.
-func describeOwner(c Container) string {
+func DescribeOwner(c engine.Container) string {
 	l := c.Labels
 	switch {
-	case l[LabelProject] != "" && c.Role() == RoleProxy:
-		return fmt.Sprintf("project %q's proxy (container %s)", l[LabelProject], c.Name)
-	case l[LabelProject] != "":
-		return fmt.Sprintf("project %q's service.%s (container %s, release %s)", l[LabelProject], l[LabelService], c.Name, l[LabelRelease])
+	case l[engine.LabelProject] != "" && c.Role() == RoleProxy:
+		return fmt.Sprintf("project %q's proxy (container %s)", l[engine.LabelProject], c.Name)
+	case l[engine.LabelProject] != "":
+		return fmt.Sprintf("project %q's service.%s (container %s, release %s)", l[engine.LabelProject], l[engine.LabelService], c.Name, l[engine.LabelRelease])
 	case l["com.docker.compose.project"] != "":
 		return fmt.Sprintf("docker-compose project %q's service %q (container %s)", l["com.docker.compose.project"], l["com.docker.compose.service"], c.Name)
 	}
@@ -142,4 +144,18 @@ func dedupe(list []string) []string {
 		}
 	}
 	return out
+}
+
+// PublishesItself reports whether a container publishes one of the service's host ports
+// itself, as a release of the restart cutover or a container being taken over does: the proxy
+// cannot listen there while it runs.
+func PublishesItself(s *config.Service, c *engine.ContainerState) bool {
+	for _, b := range c.Spec.Ports {
+		for _, p := range s.Ports {
+			if b.HostPort == p.Host {
+				return true
+			}
+		}
+	}
+	return false
 }

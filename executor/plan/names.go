@@ -1,4 +1,4 @@
-package executor
+package plan
 
 import (
 	"context"
@@ -11,10 +11,12 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/deployer-dev/deployer/executor/engine"
+
 	"github.com/deployer-dev/deployer/config"
 )
 
-// Whose a name is. The deployer derives the name of everything it makes on an engine from the
+// whose a name is. The deployer derives the name of everything it makes on an engine from the
 // project's name and its services' (the lock, the proxy, the network, releases, one-off and
 // helper containers, scratch volumes, built images), and the configuration names the volumes.
 // Such names collide by construction: project "a" service "b-c" and project "a-b" service "c"
@@ -35,13 +37,6 @@ import (
 // removed. The checks run again inside the deploy lock, since the engine may have changed since
 // the plan; what is created after them and still collides (a race) fails on the engine's own
 // refusal, which names the holder too.
-
-// RoleData labels a service's volume the deployer created; LabelShared on it says the project
-// that made it lets other projects mount it (its volume block says shared = true).
-const (
-	RoleData    = "data"
-	LabelShared = "deployer.shared"
-)
 
 // Kinds of object a name is given to: each kind has its own names on an engine.
 const (
@@ -72,11 +67,11 @@ func (c claim) matches(name string) bool {
 
 // ours reports whether an object with these labels may hold the claim's name.
 func (c claim) ours(project string, labels map[string]string) bool {
-	switch labels[LabelProject] {
+	switch labels[engine.LabelProject] {
 	case "":
 		return c.found
 	case project:
-		return (c.service == "" || labels[LabelService] == c.service) && (c.role == "" || labels[LabelRole] == c.role)
+		return (c.service == "" || labels[engine.LabelService] == c.service) && (c.role == "" || labels[engine.LabelRole] == c.role)
 	}
 	return false
 }
@@ -108,14 +103,14 @@ func claims(p *config.Project, services []*config.Service, proxy bool) []claim {
 	if proxy {
 		out = append(out,
 			claim{kind: kindContainer, name: ProxyName(p.Name), what: "the project's proxy", role: RoleProxy},
-			claim{kind: kindContainer, name: ProxyName(p.Name) + proxyNextSuffix, what: "the project's proxy during an upgrade", role: RoleProxy},
-			claim{kind: kindVolume, name: proxyStateVolume(p), what: "the project's proxy's routes", found: true})
+			claim{kind: kindContainer, name: ProxyName(p.Name) + ProxyNextSuffix, what: "the project's proxy during an upgrade", role: RoleProxy},
+			claim{kind: kindVolume, name: ProxyStateVolume(p), what: "the project's proxy's routes", found: true})
 	}
 	for _, s := range services {
 		c, h, svc := s.ContainerName, p.Name+"-"+s.Name, "service."+s.Name
 		out = append(out,
 			claim{kind: kindContainer, name: c, what: svc + "'s live release", service: s.Name, found: true},
-			claim{kind: kindContainer, name: c + candidateSuffix, what: svc + "'s candidate", service: s.Name},
+			claim{kind: kindContainer, name: c + CandidateSuffix, what: svc + "'s candidate", service: s.Name},
 			family(kindContainer, c, svc+"'s previous releases", s.Name, false, "r"),
 			family(kindContainer, c, svc+"'s releases set aside by a cutover", s.Name, true, "old-"),
 			family(kindContainer, c, svc+"'s one-off containers", s.Name, false, oneOffWords(s)...))
@@ -130,8 +125,8 @@ func claims(p *config.Project, services []*config.Service, proxy bool) []claim {
 		}
 		if s.Migration != nil {
 			out = append(out,
-				claim{kind: kindVolume, name: migrationScratch(p, s), what: svc + "'s migration dry-run volume", service: s.Name, role: RoleScratch},
-				claim{kind: kindVolume, name: safetyVolume(p, s), what: svc + "'s safety copy", service: s.Name, role: RoleSafety})
+				claim{kind: kindVolume, name: MigrationScratch(p, s), what: svc + "'s migration dry-run volume", service: s.Name, role: RoleScratch},
+				claim{kind: kindVolume, name: SafetyVolume(p, s), what: svc + "'s safety copy", service: s.Name, role: RoleSafety})
 		}
 		if s.Build != nil {
 			// An image tag the operator built by hand is taken over; another project's is not.
@@ -151,7 +146,7 @@ func oneOffWords(s *config.Service) []string {
 	return words
 }
 
-func proxyStateVolume(p *config.Project) string { return ProxyName(p.Name) + "-state" }
+func ProxyStateVolume(p *config.Project) string { return ProxyName(p.Name) + "-state" }
 
 // configCollisions finds names the configuration derives twice for different objects of the
 // same kind (service "a"'s candidate and service "a-green"'s live release; a service named
@@ -181,41 +176,41 @@ func configCollisions(p *config.Project, cl []claim) []string {
 	return out
 }
 
-// ownership checks, before anything changes, that every name the deployer would use for the
+// Ownership checks, before anything changes, that every name the deployer would use for the
 // services (and the project) is free or the project's own, and that every volume they mount is
 // theirs to use. all is every container on the engine.
-type ownership struct {
-	ctx   context.Context
-	eng   Engine
-	p     *config.Project
-	all   []Container
-	proxy bool // the project needs its proxy on this engine
+type Ownership struct {
+	Ctx     context.Context
+	Eng     engine.Engine
+	Project *config.Project
+	All     []engine.Container
+	Proxy   bool // the project needs its proxy on this engine
 }
 
-// check returns an error naming every name that is taken, and by what, and every role of the
+// Check returns an error naming every name that is taken, and by what, and every role of the
 // project that several containers claim.
-func (o *ownership) check(services []*config.Service) error {
-	cl := claims(o.p, services, o.proxy)
-	problems := configCollisions(o.p, cl)
-	obs := observe(o.p, o.all)
-	problems = append(problems, obs.conflicts...)
+func (o *Ownership) Check(services []*config.Service) error {
+	cl := claims(o.Project, services, o.Proxy)
+	problems := configCollisions(o.Project, cl)
+	obs := observe(o.Project, o.All)
+	problems = append(problems, obs.Conflicts...)
 	ignored := map[string]string{}
 	for _, ig := range obs.Ignored {
 		ignored[ig.ID] = ig.Reason
 	}
-	for _, c := range o.all {
+	for _, c := range o.All {
 		for _, want := range cl {
 			if want.kind != kindContainer || !want.matches(c.Name) {
 				continue
 			}
 			switch why, isIgnored := ignored[c.ID]; {
 			case isIgnored:
-				// Labelled for the project, and not what the name is for: not its own to remove.
+				// labelled for the project, and not what the name is for: not its own to remove.
 				problems = append(problems, fmt.Sprintf("the container name %s (%s) is taken by a container labelled for this project that is not it: %s", c.Name, want.what, why))
-			case c.Labels[LabelProject] == "" && want.family != nil && want.found && !obs.setAsideByTakeover(c):
-				problems = append(problems, fmt.Sprintf("the container name %s (%s) is taken by %s, and no interrupted takeover of the deployer set it aside: rename it back to %s to take it over, or remove or rename it", c.Name, want.what, whose(c), strings.TrimSuffix(want.name, "-old-N")))
-			case !want.ours(o.p.Name, c.Labels):
-				problems = append(problems, fmt.Sprintf("the container name %s (%s) is taken by %s", c.Name, want.what, whose(c)))
+			case c.Labels[engine.LabelProject] == "" && want.family != nil && want.found && !obs.setAsideByTakeover(c):
+				problems = append(problems, fmt.Sprintf("the container name %s (%s) is taken by %s, and no interrupted takeover of the deployer set it aside: rename it back to %s to take it over, or remove or rename it", c.Name, want.what, Whose(c), strings.TrimSuffix(want.name, "-old-N")))
+			case !want.ours(o.Project.Name, c.Labels):
+				problems = append(problems, fmt.Sprintf("the container name %s (%s) is taken by %s", c.Name, want.what, Whose(c)))
 			}
 		}
 	}
@@ -230,11 +225,11 @@ func (o *ownership) check(services []*config.Service) error {
 	}
 	for _, s := range services {
 		for _, v := range s.Volumes {
-			vol, err := o.eng.InspectVolume(o.ctx, v.Name)
-			if err != nil && !errors.Is(err, ErrNotFound) {
+			vol, err := o.Eng.InspectVolume(o.Ctx, v.Name)
+			if err != nil && !errors.Is(err, engine.ErrNotFound) {
 				return err
 			}
-			if p := volumeProblem(o.p, s, v, vol, o.all, obs); p != "" {
+			if p := volumeProblem(o.Project, s, v, vol, o.All, obs); p != "" {
 				problems = append(problems, p)
 			}
 		}
@@ -243,60 +238,60 @@ func (o *ownership) check(services []*config.Service) error {
 		return nil
 	}
 	sort.Strings(problems)
-	return fmt.Errorf("project %q: %s; nothing was changed. An object is the project's when it bears a name the project derives and labels that agree (deployer.project, deployer.service, the role and release the name is for): remove or rename what holds the name, or rename the project, the service or its container_name", o.p.Name, strings.Join(dedupe(problems), "; "))
+	return fmt.Errorf("project %q: %s; nothing was changed. An object is the project's when it bears a name the project derives and labels that agree (deployer.project, deployer.service, the role and release the name is for): remove or rename what holds the name, or rename the project, the service or its container_name", o.Project.Name, strings.Join(dedupe(problems), "; "))
 }
 
 // object checks the volume, network or image a claim names.
-func (o *ownership) object(want claim) (string, error) {
+func (o *Ownership) object(want claim) (string, error) {
 	var labels map[string]string
 	var err error
 	switch want.kind {
 	case kindVolume:
-		var v *Volume
-		if v, err = o.eng.InspectVolume(o.ctx, want.name); err == nil {
+		var v *engine.Volume
+		if v, err = o.Eng.InspectVolume(o.Ctx, want.name); err == nil {
 			labels = v.Labels
 		}
 	case kindNetwork:
-		labels, err = o.eng.NetworkLabels(o.ctx, want.name)
+		labels, err = o.Eng.NetworkLabels(o.Ctx, want.name)
 	case kindImage:
-		if labels, err = o.eng.ImageLabels(o.ctx, want.name); err == nil {
-			labels = imageOwner(labels)
+		if labels, err = o.Eng.ImageLabels(o.Ctx, want.name); err == nil {
+			labels = ImageOwner(labels)
 		}
 	default:
 		return "", nil
 	}
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, engine.ErrNotFound) {
 		return "", nil
 	}
 	if err != nil {
 		return "", err
 	}
-	if !want.ours(o.p.Name, labels) {
+	if !want.ours(o.Project.Name, labels) {
 		fix := ""
 		if want.kind == kindImage {
 			// The image name is the configuration's own choice (image = ...): change it.
 			fix = ": give this project's build another image name (image = ...)"
 		}
-		return fmt.Sprintf("the %s name %s (%s) is taken by %s %s%s", want.kind, want.name, want.what, article(want.kind), whoseLabels(labels), fix), nil
+		return fmt.Sprintf("the %s name %s (%s) is taken by %s %s%s", want.kind, want.name, want.what, article(want.kind), WhoseLabels(labels), fix), nil
 	}
 	if want.kind == kindVolume {
-		for _, c := range o.all {
-			if c.Labels[LabelProject] != o.p.Name && contains(c.Mounts, want.name) {
-				return fmt.Sprintf("the volume %s (%s) is mounted by %s", want.name, want.what, whose(c)), nil
+		for _, c := range o.All {
+			if c.Labels[engine.LabelProject] != o.Project.Name && Contains(c.Mounts, want.name) {
+				return fmt.Sprintf("the volume %s (%s) is mounted by %s", want.name, want.what, Whose(c)), nil
 			}
 		}
 	}
 	return "", nil
 }
 
-// imageOwner reads whose an image is as the labels of containers say it: the deployer labels
+// ImageOwner reads whose an image is as the labels of containers say it: the deployer labels
 // the images it builds deployer.image-project and -service; those it built before 2026-12
 // carry deployer.project and deployer.service (which their containers inherit).
-func imageOwner(labels map[string]string) map[string]string {
-	if labels[LabelImageProject] == "" {
+func ImageOwner(labels map[string]string) map[string]string {
+	if labels[engine.LabelImageProject] == "" {
 		return labels
 	}
-	return map[string]string{LabelProject: labels[LabelImageProject], LabelService: labels[LabelImageService]}
+	return map[string]string{engine.LabelProject: labels[engine.LabelImageProject], engine.LabelService: labels[engine.LabelImageService]}
 }
 
 // article is "a" or "an" before a kind of object.
@@ -311,9 +306,9 @@ func article(kind string) string {
 // set-aside name (<name>-old-N), is the one an interrupted takeover set aside: a release of the
 // service recorded its ID when it was made to replace it (LabelTakeoverOf), and its name says
 // the release before that one.
-func (o *Observed) setAsideByTakeover(c Container) bool {
+func (o *Observed) setAsideByTakeover(c engine.Container) bool {
 	for _, st := range o.Services {
-		if by := st.takeoverBy(c.ID); by != nil && c.Labels[LabelProject] == "" && strings.HasSuffix(c.Name, fmt.Sprintf("-old-%d", by.Release()-1)) {
+		if by := st.takeoverBy(c.ID); by != nil && c.Labels[engine.LabelProject] == "" && strings.HasSuffix(c.Name, fmt.Sprintf("-old-%d", by.Release()-1)) {
 			return true
 		}
 	}
@@ -325,25 +320,25 @@ func (o *Observed) setAsideByTakeover(c Container) bool {
 // it or one of its containers mounts it: refused unless both declare it shared. A container
 // the deployer did not make that mounts it makes it refused too, unless the configuration
 // declares it shared, or the container is the one a service of the project takes over.
-func volumeProblem(p *config.Project, s *config.Service, v *config.Volume, vol *Volume, all []Container, obs *Observed) string {
+func volumeProblem(p *config.Project, s *config.Service, v *config.Volume, vol *engine.Volume, all []engine.Container, obs *Observed) string {
 	ref := fmt.Sprintf("the volume %s (mounted by service.%s)", v.Name, s.Name)
 	var labels map[string]string
 	if vol != nil {
 		labels = vol.Labels
 	}
-	switch owner := labels[LabelProject]; {
-	case owner == p.Name && labels[LabelRole] != "" && labels[LabelRole] != RoleData:
-		return fmt.Sprintf("%s is one the deployer made for itself, %s: rename the service's volume", ref, whoseLabels(labels))
+	switch owner := labels[engine.LabelProject]; {
+	case owner == p.Name && labels[engine.LabelRole] != "" && labels[engine.LabelRole] != RoleData:
+		return fmt.Sprintf("%s is one the deployer made for itself, %s: rename the service's volume", ref, WhoseLabels(labels))
 	case owner != "" && owner != p.Name && !(v.Shared && consents(owner, v.Name, labels, all)):
-		return fmt.Sprintf("%s is %s%s", ref, whoseLabels(labels), sharedHint(v, owner))
+		return fmt.Sprintf("%s is %s%s", ref, WhoseLabels(labels), sharedHint(v, owner))
 	}
 	for _, c := range all {
-		if !contains(c.Mounts, v.Name) {
+		if !Contains(c.Mounts, v.Name) {
 			continue
 		}
-		owner, who := c.Labels[LabelProject], whose(c)
+		owner, who := c.Labels[engine.LabelProject], Whose(c)
 		if owner == p.Name && !obs.own(c.ID) {
-			// Labelled for the project, but none of its own: as if made without the deployer.
+			// labelled for the project, but none of its own: as if made without the deployer.
 			owner, who = "", obs.notOwn(c)
 		}
 		switch {
@@ -353,7 +348,7 @@ func volumeProblem(p *config.Project, s *config.Service, v *config.Volume, vol *
 		case owner == "":
 			return fmt.Sprintf("%s is in use by %s: set shared = true in the volume block if it is meant to be shared with it", ref, who)
 		case !(v.Shared && consents(owner, v.Name, labels, all)):
-			return fmt.Sprintf("%s is in use by %s%s", ref, whose(c), sharedHint(v, owner))
+			return fmt.Sprintf("%s is in use by %s%s", ref, Whose(c), sharedHint(v, owner))
 		}
 	}
 	return ""
@@ -369,14 +364,14 @@ func sharedHint(v *config.Volume, owner string) string {
 // consents reports whether another project declares a volume shared: its live releases that
 // mount it all say so in their spec (the current configuration), else any release of it that
 // mounts it does, else (nothing of it mounts the volume) the volume's labels do if it made it.
-func consents(project, volume string, labels map[string]string, all []Container) bool {
+func consents(project, volume string, labels map[string]string, all []engine.Container) bool {
 	var live, other []bool
 	for _, c := range all {
-		if c.Labels[LabelProject] != project || !contains(c.Mounts, volume) || c.Labels[LabelSpecDoc] == "" {
+		if c.Labels[engine.LabelProject] != project || !Contains(c.Mounts, volume) || c.Labels[engine.LabelSpecDoc] == "" {
 			continue
 		}
 		var doc map[string]string
-		json.Unmarshal([]byte(c.Labels[LabelSpecDoc]), &doc)
+		json.Unmarshal([]byte(c.Labels[engine.LabelSpecDoc]), &doc)
 		shared := doc[config.VolumeAttr(volume, config.VolumeShared)] == "true"
 		if isLive(c) {
 			live = append(live, shared)
@@ -390,7 +385,7 @@ func consents(project, volume string, labels map[string]string, all []Container)
 	case len(other) > 0:
 		return slices.Contains(other, true)
 	}
-	return labels[LabelProject] == project && labels[LabelShared] == "true"
+	return labels[engine.LabelProject] == project && labels[LabelShared] == "true"
 }
 
 // own reports whether a container is one of the project's own (not merely labelled for it).
@@ -404,7 +399,7 @@ func (o *Observed) own(id string) bool {
 }
 
 // notOwn names a container labelled for the project that is none of its own, saying why.
-func (o *Observed) notOwn(c Container) string {
+func (o *Observed) notOwn(c engine.Container) string {
 	for _, ig := range o.Ignored {
 		if ig.ID == c.ID {
 			return fmt.Sprintf("container %s (labelled for this project, but none of its own: %s)", c.Name, strings.TrimPrefix(ig.Reason, c.Name+" "))
@@ -416,7 +411,7 @@ func (o *Observed) notOwn(c Container) string {
 // takenOver reports whether a container the deployer did not make is one that a service of
 // the project takes over: it bears the service's container_name, or an interrupted takeover
 // set it aside (setAsideByTakeover).
-func takenOver(p *config.Project, c Container, obs *Observed) bool {
+func takenOver(p *config.Project, c engine.Container, obs *Observed) bool {
 	for _, s := range p.Services {
 		if c.Name == s.ContainerName {
 			return true
@@ -425,34 +420,34 @@ func takenOver(p *config.Project, c Container, obs *Observed) bool {
 	return obs.setAsideByTakeover(c)
 }
 
-// whose names what holds a container name, by its labels.
-func whose(c Container) string {
+// Whose names what holds a container name, by its labels.
+func Whose(c engine.Container) string {
 	l := c.Labels
 	switch {
-	case l[LabelProject] == "":
-		return describeOwner(c) + ", not made by the deployer"
+	case l[engine.LabelProject] == "":
+		return DescribeOwner(c) + ", not made by the deployer"
 	case c.Role() == RoleLock:
-		return fmt.Sprintf("project %q's deploy lock (container %s, held by %s)", l[LabelProject], c.Name, orUnknown(l[LabelHolder]))
-	case l[LabelService] == "" || c.Role() == RoleOneOff || c.Role() == RoleMigrated:
-		return fmt.Sprintf("a container of project %q (%s, role %q)", l[LabelProject], c.Name, c.Role())
-	case l[LabelRelease] == "":
-		return fmt.Sprintf("project %q's service.%s (container %s)", l[LabelProject], l[LabelService], c.Name)
+		return fmt.Sprintf("project %q's deploy lock (container %s, held by %s)", l[engine.LabelProject], c.Name, OrUnknown(l[engine.LabelHolder]))
+	case l[engine.LabelService] == "" || c.Role() == RoleOneOff || c.Role() == RoleMigrated:
+		return fmt.Sprintf("a container of project %q (%s, role %q)", l[engine.LabelProject], c.Name, c.Role())
+	case l[engine.LabelRelease] == "":
+		return fmt.Sprintf("project %q's service.%s (container %s)", l[engine.LabelProject], l[engine.LabelService], c.Name)
 	}
-	return describeOwner(c)
+	return DescribeOwner(c)
 }
 
-// whoseLabels says whose a volume, network or image is by its labels: "labelled for project
+// WhoseLabels says whose a volume, network or image is by its labels: "labelled for project
 // "x" (service.web, role "data")", or "not made by the deployer".
-func whoseLabels(labels map[string]string) string {
-	owner := labels[LabelProject]
+func WhoseLabels(labels map[string]string) string {
+	owner := labels[engine.LabelProject]
 	if owner == "" {
 		return "not made by the deployer"
 	}
 	var more []string
-	if s := labels[LabelService]; s != "" {
+	if s := labels[engine.LabelService]; s != "" {
 		more = append(more, "service."+s)
 	}
-	if r := labels[LabelRole]; r != "" {
+	if r := labels[engine.LabelRole]; r != "" {
 		more = append(more, fmt.Sprintf("role %q", r))
 	}
 	out := fmt.Sprintf("labelled for project %q", owner)
@@ -462,111 +457,29 @@ func whoseLabels(labels map[string]string) string {
 	return out
 }
 
-// containerOwner is whose a container found by name is, from its inspected state.
-func containerOwner(st *ContainerState) string {
-	return whose(Container{ID: st.ID, Name: st.Name, Image: st.Spec.Image, Labels: st.Spec.Labels})
+// ContainerOwner is whose a container found by name is, from its inspected state.
+func ContainerOwner(st *engine.ContainerState) string {
+	return Whose(engine.Container{ID: st.ID, Name: st.Name, Image: st.Spec.Image, Labels: st.Spec.Labels})
 }
 
-// owned is what a run makes and checks of the project's own on the engine: the names it
-// derives (taken by something else: stop), its volumes, and its network and the addresses on it.
-type owned struct{ rn *run }
-
-// nameTaken explains a creation the engine refused because the name is taken (a race with
-// the checks before, or something the checks do not see): it names what holds it.
-func (own *owned) nameTaken(ctx context.Context, name, what string) error {
-	rn := own.rn
-	holder := "something else"
-	if st, err := rn.Runtime.Inspect(ctx, name); err == nil {
-		holder = containerOwner(st)
-	}
-	return fmt.Errorf("the container name %s (%s) is taken by %s: remove or rename it", name, what, holder)
-}
-
-// needsProxy reports whether the project needs its proxy on an engine: a service routed
+// NeedsProxy reports whether the project needs its proxy on an engine: a service routed
 // through it, or checks that run from it (an engine that is not local).
-func needsProxy(p *config.Project, local bool) bool {
+func NeedsProxy(p *config.Project, local bool) bool {
 	for _, s := range p.Services {
-		if planCutover(s, local, false).needsProxy() {
+		if PlanCutover(s, local, false).NeedsProxy() {
 			return true
 		}
 	}
 	return false
 }
 
-// checkOwnership checks, in a run, that the names of the services given and the project's are
-// its own (ownership.check), right before it changes anything.
-func (own *owned) checkOwnership(ctx context.Context, services []*config.Service) error {
-	rn := own.rn
-	all, err := rn.Runtime.AllContainers(ctx)
-	if err != nil {
-		return err
-	}
-	o := &ownership{ctx: ctx, eng: rn.Runtime, p: rn.Project, all: all, proxy: needsProxy(rn.Project, !rn.remote())}
-	return o.check(services)
-}
-
-// makeVolumes creates the services' volumes that do not exist yet, with the project's labels
-// (and shared, as the configuration says), before any container mounts them: the engine
-// would make them without. One that exists is kept as it is (ownership.check judged it).
-func (own *owned) makeVolumes(ctx context.Context, services []*config.Service) error {
-	rn := own.rn
-	for _, s := range services {
-		for _, v := range s.Volumes {
-			if err := own.makeVolume(ctx, v.Name, dataLabels(rn.Project, v)); err != nil {
-				return fmt.Errorf("service.%s: %w", s.Name, err)
-			}
-		}
-	}
-	return nil
-}
-
-// makeVolume creates a volume with labels unless one of the name exists.
-func (own *owned) makeVolume(ctx context.Context, name string, labels map[string]string) error {
-	rn := own.rn
-	if _, err := rn.Runtime.InspectVolume(ctx, name); !errors.Is(err, ErrNotFound) {
-		return err
-	}
-	err := rn.Runtime.CreateVolume(ctx, name, labels)
-	if errors.Is(err, ErrNameTaken) {
-		v, ierr := rn.Runtime.InspectVolume(ctx, name)
-		if ierr == nil && v.Labels[LabelProject] == rn.Project.Name {
-			return nil // made meanwhile by another run of the project
-		}
-		holder := "something else"
-		if ierr == nil {
-			holder = whoseLabels(v.Labels)
-		}
-		return fmt.Errorf("the volume %s was made meanwhile, %s: run plan again", name, holder)
-	}
-	return err
-}
-
-// dataLabels are the labels of a service's volume the deployer creates.
-func dataLabels(p *config.Project, v *config.Volume) map[string]string {
-	l := map[string]string{LabelProject: p.Name, LabelRole: RoleData}
+// DataLabels are the labels of a service's volume the deployer creates.
+func DataLabels(p *config.Project, v *config.Volume) map[string]string {
+	l := map[string]string{engine.LabelProject: p.Name, engine.LabelRole: RoleData}
 	if v.Shared {
 		l[LabelShared] = "true"
 	}
 	return l
-}
-
-// removeOwnVolume removes a volume the deployer made for a service (role: its scratch space, a
-// safety copy) that an interrupted run left; one of that name that is not that (another
-// project's, a service's, one the deployer did not make) is never removed: an error names it.
-func (own *owned) removeOwnVolume(ctx context.Context, name, service, role string) error {
-	rn := own.rn
-	v, err := rn.Runtime.InspectVolume(ctx, name)
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	l := v.Labels
-	if l[LabelProject] != rn.Project.Name || l[LabelService] != service || l[LabelRole] != role {
-		return fmt.Errorf("a volume named %s exists, %s, that is not service.%s's %s volume: it is left as it is; rename or remove it", name, whoseLabels(l), service, role)
-	}
-	return rn.Runtime.RemoveVolume(ctx, name)
 }
 
 // What a name the deployer derives for a service is given to.
@@ -600,14 +513,14 @@ type serviceNames struct {
 
 // namesFor derives the names of a service's containers: from the configuration, or for a
 // service it no longer has, from the container name a release recorded (c's).
-func namesFor(p *config.Project, service string, c *Container) (serviceNames, string) {
+func namesFor(p *config.Project, service string, c *engine.Container) (serviceNames, string) {
 	if s := p.Service(service); s != nil {
 		return serviceNames{project: p.Name, service: s.Name, container: s.ContainerName, words: oneOffWords(s)[1:] /* without "migrated-" */, configured: true}, ""
 	}
 	if !serviceNameRE.MatchString(service) {
 		return serviceNames{}, fmt.Sprintf("its service label %q is no service name", service)
 	}
-	name := c.Labels[LabelLiveName]
+	name := c.Labels[engine.LabelLiveName]
 	if name == "" {
 		name = p.Name + "-" + service // the default container_name, for releases from before the label
 	}
@@ -626,7 +539,7 @@ func (n serviceNames) kind(name string) (nameKind, int) {
 	switch name {
 	case n.container:
 		return nameLive, 0
-	case n.container + candidateSuffix:
+	case n.container + CandidateSuffix:
 		return nameCandidate, 0
 	}
 	if rest, ok := strings.CutPrefix(name, n.container+"-"); ok {
@@ -658,7 +571,7 @@ func numbered(rest, word string) (int, bool) {
 	if !ok {
 		return 0, false
 	}
-	return ParseRelease(num)
+	return engine.ParseRelease(num)
 }
 
 // roles are the roles a container bearing each kind of name may have.
@@ -676,7 +589,7 @@ var roles = map[nameKind][]string{
 // agree: the role its name is for, a release number (the one its name carries), and labels the
 // deployer reads that are of its own form. The container name a release recorded (live-name)
 // may differ: releases renamed by hand after container_name changed are the service's.
-func (n serviceNames) agrees(c *Container, kind nameKind, num int) string {
+func (n serviceNames) agrees(c *engine.Container, kind nameKind, num int) string {
 	l := c.Labels
 	if !slices.Contains(roles[kind], c.Role()) {
 		if c.Role() == "" {
@@ -685,21 +598,21 @@ func (n serviceNames) agrees(c *Container, kind nameKind, num int) string {
 		return fmt.Sprintf("its name %s is for a container of the role %s, not %q", c.Name, strings.Join(roles[kind], " or "), c.Role())
 	}
 	if kind != nameHelper {
-		rel, ok := ParseRelease(l[LabelRelease])
+		rel, ok := engine.ParseRelease(l[engine.LabelRelease])
 		switch {
 		case !ok:
-			return fmt.Sprintf("its release label %q is not a number from 1 to %d", l[LabelRelease], MaxRelease)
+			return fmt.Sprintf("its release label %q is not a number from 1 to %d", l[engine.LabelRelease], engine.MaxRelease)
 		case num != 0 && num != rel:
 			return fmt.Sprintf("its name says release %d and its label %d", num, rel)
 		}
 	}
-	if doc := l[LabelSpecDoc]; doc != "" {
+	if doc := l[engine.LabelSpecDoc]; doc != "" {
 		var m map[string]string
 		if json.Unmarshal([]byte(doc), &m) != nil {
 			return "its spec-doc label is not one the deployer writes"
 		}
 	}
-	if a := l[LabelAddress]; a != "" {
+	if a := l[engine.LabelAddress]; a != "" {
 		if _, err := netip.ParseAddr(a); err != nil {
 			return fmt.Sprintf("its address label %q is no address", a)
 		}
@@ -708,13 +621,42 @@ func (n serviceNames) agrees(c *Container, kind nameKind, num int) string {
 }
 
 // notDerived says why a container labelled for a service is not one of its own by its name.
-func (n serviceNames) notDerived(p *config.Project, c *Container) string {
+func (n serviceNames) notDerived(p *config.Project, c *engine.Container) string {
 	if !n.configured {
 		return fmt.Sprintf("its name is none of those the container name %s it records gives", n.container)
 	}
 	hint := ""
-	if ln := c.Labels[LabelLiveName]; ln != "" && ln != n.container && (c.Name == ln || strings.HasPrefix(c.Name, ln+"-")) {
+	if ln := c.Labels[engine.LabelLiveName]; ln != "" && ln != n.container && (c.Name == ln || strings.HasPrefix(c.Name, ln+"-")) {
 		hint = fmt.Sprintf(" (made when the container_name was %q? the deployer follows no name but the configured one: to keep it as the service's, rename it to the name %s gives, as docker rename %s %s%s)", ln, n.container, c.Name, n.container, strings.TrimPrefix(c.Name, ln))
 	}
 	return fmt.Sprintf("its name is none of those service.%s's container_name %s gives%s", n.service, n.container, hint)
 }
+
+// CandidateSuffix names a release while it is the candidate, beside the live one.
+const CandidateSuffix = "-green"
+
+// MigrationScratch names the scratch volume of a service's dry-run.
+func MigrationScratch(p *config.Project, s *config.Service) string {
+	return p.Name + "-" + s.Name + "-migration"
+}
+
+// SafetyVolume names the safety copy of a held migration's database volume.
+func SafetyVolume(p *config.Project, s *config.Service) string {
+	return p.Name + "-" + s.Name + "-safety"
+}
+
+// LockName is the name of a project's deploy lock: a container, because the engine creates a
+// container name exactly once, atomically, on any host.
+func LockName(project string) string { return project + "-deployer-lock" }
+
+// NetworkName is the project's private network: releases join it, the proxy reaches them on it.
+func NetworkName(project string) string { return project + "-net" }
+
+// ProxyName is the project's proxy container.
+func ProxyName(project string) string { return project + "-proxy" }
+
+// ProxyNextSuffix names the new proxy of an upgrade while the old one still bears the name.
+const ProxyNextSuffix = "-next"
+
+// CandidateRouteSuffix names the temporary route that shows a candidate on its fixed port.
+const CandidateRouteSuffix = "@candidate"
