@@ -56,7 +56,7 @@ func TestMemDestroy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		held, err := executor.PlanDestroy(ctx, p, r.eng, executor.DestroyOptions{})
+		held, err := plan.PlanDestroy(ctx, p, r.eng, plan.DestroyOptions{})
 		if err != nil || held.Lock == "" {
 			t.Fatalf("the plan does not name the lock's holder: %+v %v", held, err)
 		}
@@ -68,7 +68,7 @@ func TestMemDestroy(t *testing.T) {
 		}
 		r.eng.RemoveContainer(ctx, lock)
 
-		dp, err := executor.PlanDestroy(ctx, p, r.eng, executor.DestroyOptions{})
+		dp, err := plan.PlanDestroy(ctx, p, r.eng, plan.DestroyOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,7 +91,7 @@ func TestMemDestroy(t *testing.T) {
 		if !r.eng.HasVolume(data) {
 			t.Fatalf("the data volume went without -delete-volumes")
 		}
-		if again, err := executor.PlanDestroy(ctx, p, r.eng, executor.DestroyOptions{}); err != nil || !again.Empty() {
+		if again, err := plan.PlanDestroy(ctx, p, r.eng, plan.DestroyOptions{}); err != nil || !again.Empty() {
 			t.Errorf("a second destroy finds %+v %v", again, err)
 		}
 
@@ -107,7 +107,7 @@ func TestMemDestroy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dp, err = executor.PlanDestroy(ctx, p, r.eng, executor.DestroyOptions{DeleteVolumes: true})
+		dp, err = plan.PlanDestroy(ctx, p, r.eng, plan.DestroyOptions{DeleteVolumes: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,7 +126,7 @@ func TestMemDestroy(t *testing.T) {
 
 		// -delete-volumes: backed up, named, then deleted.
 		r.apply(r.config("v4", nil))
-		dp, err = executor.PlanDestroy(ctx, p, r.eng, executor.DestroyOptions{DeleteVolumes: true})
+		dp, err = plan.PlanDestroy(ctx, p, r.eng, plan.DestroyOptions{DeleteVolumes: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,10 +202,10 @@ func TestMemFleetDestroy(t *testing.T) {
 		t.Fatalf("before destroy: %s", got)
 	}
 	r.engines["web2"].Fail("ping", "", 1, errors.New("engine gone"))
-	if _, err := r.fleet(p).DestroyPlans(ctx, executor.DestroyOptions{}); err == nil || !strings.Contains(err.Error(), "engine web2") {
+	if _, err := r.fleet(p).DestroyPlans(ctx, plan.DestroyOptions{}); err == nil || !strings.Contains(err.Error(), "engine web2") {
 		t.Fatalf("an engine that cannot be read: %v", err)
 	}
-	plans, err := r.fleet(p).DestroyPlans(ctx, executor.DestroyOptions{})
+	plans, err := r.fleet(p).DestroyPlans(ctx, plan.DestroyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

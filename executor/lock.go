@@ -56,7 +56,7 @@ func (rn *run) lock(ctx context.Context) (func(), error) {
 				// Released between our attempt and the look: try again, within the deadline.
 			case staleLock(held, host) && broken < 3: // a lock that comes back stale again and again is not left by a crash
 				broken++
-				rn.warn("", "breaking the deploy lock of %s: that deployer process is gone (same machine, boot and PID namespace, and PID %s runs no more or is another process)", describeLock(held), held.Labels[plan.LabelLockPID])
+				rn.warn("", "breaking the deploy lock of %s: that deployer process is gone (same machine, boot and PID namespace, and PID %s runs no more or is another process)", plan.DescribeLock(held), held.Labels[plan.LabelLockPID])
 				if err := rn.Runtime.RemoveContainer(ctx, held.ID); err != nil {
 					return err
 				}
@@ -71,7 +71,7 @@ func (rn *run) lock(ctx context.Context) (func(), error) {
 					wait = fmt.Sprintf("waited %s", rn.LockTimeout)
 				}
 				return fmt.Errorf("the deploy lock of project %q is held by %s; %s, or if that deploy is gone, run `deployer unlock -force`",
-					rn.Project.Name, describeLock(held), wait)
+					rn.Project.Name, plan.DescribeLock(held), wait)
 			}
 			select {
 			case <-ctx.Done():
@@ -105,10 +105,6 @@ func lockHolder(ctx context.Context, rt Runtime, project string) (*Container, er
 			name, plan.Whose(*c), project)
 	}
 	return c, nil
-}
-
-func describeLock(c *Container) string {
-	return fmt.Sprintf("%s since %s", plan.OrUnknown(c.Labels[LabelHolder]), plan.OrUnknown(c.Labels[LabelCreatedAt]))
 }
 
 // process identifies a process beyond its PID, which is reused and means nothing outside its
@@ -174,4 +170,4 @@ func Unlock(ctx context.Context, rt Runtime, project string) (*Container, error)
 }
 
 // DescribeLock says who holds a lock and since when.
-func DescribeLock(c *Container) string { return describeLock(c) }
+func DescribeLock(c *Container) string { return plan.DescribeLock(c) }

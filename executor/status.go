@@ -71,7 +71,7 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 	obs.ReadRoutes(ctx, eng, p, readProxyRoutes)
 	out := &Status{FormatVersion: plan.FormatVersion, Project: p.Name, Engine: eng.Host(), Services: []*ServiceStatus{}}
 	if obs.Lock != nil {
-		out.Lock = "held by " + describeLock(obs.Lock)
+		out.Lock = "held by " + plan.DescribeLock(obs.Lock)
 	}
 	if obs.Proxy != nil {
 		out.Proxy = &ProxyState{Container: obs.Proxy.Name, State: obs.Proxy.State}

@@ -40,7 +40,7 @@ a terminal (CI) it refuses unless -auto-approve. It takes the deploy lock, as ap
 				return err
 			}
 			defer sn.close()
-			return g.destroy(sn.ctx, sn.res.Project, executor.DestroyOptions{DeleteVolumes: deleteVolumes}, autoApprove, asJSON)
+			return g.destroy(sn.ctx, sn.res.Project, plan.DestroyOptions{DeleteVolumes: deleteVolumes}, autoApprove, asJSON)
 		},
 	}
 	f := cmd.Flags()
@@ -51,11 +51,11 @@ a terminal (CI) it refuses unless -auto-approve. It takes the deploy lock, as ap
 }
 
 // destroy shows what goes from every engine, asks, and removes it.
-func (g *globals) destroy(ctx context.Context, p *config.Project, opts executor.DestroyOptions, autoApprove, asJSON bool) error {
+func (g *globals) destroy(ctx context.Context, p *config.Project, opts plan.DestroyOptions, autoApprove, asJSON bool) error {
 	r := newRenderer(g, asJSON)
 	defer r.close()
 	var (
-		plans   map[string]*executor.DestroyPlan
+		plans   map[string]*plan.DestroyPlan
 		engines []namedEngine
 		run     func() (map[string]*executor.DestroyOutcome, error)
 	)
@@ -80,11 +80,11 @@ func (g *globals) destroy(ctx context.Context, p *config.Project, opts executor.
 		if err != nil {
 			return err
 		}
-		dp, err := executor.PlanDestroy(ctx, p, eng, opts)
+		dp, err := plan.PlanDestroy(ctx, p, eng, opts)
 		if err != nil {
 			return err
 		}
-		plans, engines = map[string]*executor.DestroyPlan{"": dp}, []namedEngine{{"", eng}}
+		plans, engines = map[string]*plan.DestroyPlan{"": dp}, []namedEngine{{"", eng}}
 		run = func() (map[string]*executor.DestroyOutcome, error) {
 			out, err := a.Destroy(ctx, dp)
 			return map[string]*executor.DestroyOutcome{"": out}, err
@@ -95,7 +95,7 @@ func (g *globals) destroy(ctx context.Context, p *config.Project, opts executor.
 		empty = empty && dp.Empty()
 	}
 	if asJSON {
-		list := []*executor.DestroyPlan{}
+		list := []*plan.DestroyPlan{}
 		for _, name := range sortedNames(plans) {
 			list = append(list, plans[name])
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/engine"
 )
 
 // pruneText names the releases a clean-up removes, and which images go with them.
@@ -89,4 +90,9 @@ func smokeText(sm *config.Smoke) string {
 	}
 	return fmt.Sprintf("smoke: %s, %d at once, to %s; at most %s failed, p95 under %s", what, sm.Concurrency, strings.Join(sm.Paths, ", "),
 		strconv.FormatFloat(100*sm.MaxErrorRate, 'f', -1, 64)+"%", Dur(sm.P95))
+}
+
+// DescribeLock says who holds a project's deploy lock, and since when.
+func DescribeLock(c *engine.Container) string {
+	return fmt.Sprintf("%s since %s", OrUnknown(c.Labels[engine.LabelHolder]), OrUnknown(c.Labels[engine.LabelCreatedAt]))
 }
