@@ -33,28 +33,37 @@ func (px *proxyControl) ctl(ctx context.Context, req proxy.Request) (*proxy.Resp
 	if px.id == "" {
 		return nil, errors.New("the proxy is not running")
 	}
-	s, err := px.sessions.take(ctx, px.rn.Runtime, px.id)
+	return px.sessions.send(ctx, px.rn.Runtime, px.id, req)
+}
+
+// close ends the run's sessions with the proxy; a request after it has an exec of its own.
+func (px *proxyControl) close() { px.sessions.close() }
+
+// send sends one request to the proxy in container id: on a session, or, to a proxy whose
+// deployer has none, through one docker exec of its own.
+func (cs *ctlSessions) send(ctx context.Context, rt Runtime, id string, req proxy.Request) (*proxy.Response, error) {
+	s, err := cs.take(ctx, rt, id)
 	if err != nil {
 		return nil, err
 	}
 	if s == nil {
-		return proxyCtl(ctx, px.rn.Runtime, px.id, req)
+		return proxyCtl(ctx, rt, id, req)
 	}
 	resp, err := s.do(ctx, req)
 	if err != nil {
 		s.Close()
 		return nil, err
 	}
-	px.sessions.put(px.id, s)
+	cs.put(id, s)
 	return failed(resp)
 }
 
-// close ends the run's sessions with the proxy; a request after it has an exec of its own.
-func (px *proxyControl) close() {
-	px.sessions.reset("")
-	px.sessions.mu.Lock()
-	px.sessions.closed = true
-	px.sessions.mu.Unlock()
+// close ends the sessions; a request after it has an exec of its own.
+func (cs *ctlSessions) close() {
+	cs.reset("")
+	cs.mu.Lock()
+	cs.closed = true
+	cs.mu.Unlock()
 }
 
 // ctlSessions are the open `deployer proxy ctl -` execs into one proxy container. Each docker
