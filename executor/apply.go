@@ -259,7 +259,7 @@ func (ap *applyRun) dropRoutes(ctx context.Context, service string) {
 	}
 	for _, r := range routes {
 		if strings.HasPrefix(r.Name, service+"/") {
-			if _, err := proxyCtl(ctx, ap.Runtime, px.ID, proxy.Request{Op: "remove", Name: r.Name}); err != nil {
+			if _, err := proxy.Exec(ctx, ap.Runtime, px.ID, proxy.Request{Op: "remove", Name: r.Name}); err != nil {
 				ap.warn(service, "the proxy's route %s was not removed: %v", r.Name, err)
 			}
 		}

@@ -1,15 +1,11 @@
 package executor
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/deployer-dev/deployer/executor/plan"
@@ -24,7 +20,7 @@ type proxyControl struct {
 	rn       *run
 	id       string // the proxy container, once ensured in this run
 	err      error  // why ensuring it failed in this run
-	sessions ctlSessions
+	sessions proxy.Sessions
 }
 
 // ctl sends one request to the proxy: on a session (one docker exec for the run's requests),
@@ -33,238 +29,11 @@ func (px *proxyControl) ctl(ctx context.Context, req proxy.Request) (*proxy.Resp
 	if px.id == "" {
 		return nil, errors.New("the proxy is not running")
 	}
-	return px.sessions.send(ctx, px.rn.Runtime, px.id, req)
+	return px.sessions.Send(ctx, px.rn.Runtime, px.id, req)
 }
 
 // close ends the run's sessions with the proxy; a request after it has an exec of its own.
-func (px *proxyControl) close() { px.sessions.close() }
-
-// send sends one request to the proxy in container id: on a session, or, to a proxy whose
-// deployer has none, through one docker exec of its own.
-func (cs *ctlSessions) send(ctx context.Context, rt Runtime, id string, req proxy.Request) (*proxy.Response, error) {
-	s, err := cs.take(ctx, rt, id)
-	if err != nil {
-		return nil, err
-	}
-	if s == nil {
-		return proxyCtl(ctx, rt, id, req)
-	}
-	resp, err := s.do(ctx, req)
-	if err != nil {
-		s.Close()
-		return nil, err
-	}
-	cs.put(id, s)
-	return failed(resp)
-}
-
-// close ends the sessions; a request after it has an exec of its own.
-func (cs *ctlSessions) close() {
-	cs.reset("")
-	cs.mu.Lock()
-	cs.closed = true
-	cs.mu.Unlock()
-}
-
-// ctlSessions are the open `deployer proxy ctl -` execs into one proxy container. Each docker
-// exec costs the engine a process start in the container (tens of milliseconds of CPU, more
-// on a busy host); a session pays it once per run. A request takes an idle session, or opens
-// one, and gives it back once answered; one that failed or was interrupted is closed.
-type ctlSessions struct {
-	mu     sync.Mutex
-	id     string // the proxy container the idle sessions run in
-	idle   []*ctlSession
-	none   bool // that proxy's deployer is too old for sessions: one exec per request
-	closed bool // the run has ended: no more sessions
-}
-
-// reset closes the idle sessions, and makes the next ones for container id.
-func (cs *ctlSessions) reset(id string) {
-	cs.mu.Lock()
-	idle := cs.idle
-	cs.id, cs.idle, cs.none = id, nil, false
-	cs.mu.Unlock()
-	for _, s := range idle {
-		s.Close()
-	}
-}
-
-// take returns an idle session into container id or a new one; nil (and no error) when that
-// proxy has no sessions.
-func (cs *ctlSessions) take(ctx context.Context, rt Runtime, id string) (*ctlSession, error) {
-	cs.mu.Lock()
-	if cs.id != id {
-		cs.mu.Unlock()
-		cs.reset(id)
-		cs.mu.Lock()
-	}
-	if cs.none || cs.closed {
-		cs.mu.Unlock()
-		return nil, nil
-	}
-	if n := len(cs.idle); n > 0 {
-		s := cs.idle[n-1]
-		cs.idle = cs.idle[:n-1]
-		cs.mu.Unlock()
-		if !s.ended() {
-			return s, nil
-		}
-		s.Close()
-		return cs.take(ctx, rt, id)
-	}
-	cs.mu.Unlock()
-	s, err := openCtlSession(ctx, rt, id)
-	if err != nil {
-		return nil, err
-	}
-	if s == nil {
-		cs.mu.Lock()
-		if cs.id == id {
-			cs.none = true
-		}
-		cs.mu.Unlock()
-	}
-	return s, nil
-}
-
-// put gives a session back for the next request (take checks it is still of use); one into
-// another container than the sessions' now is closed.
-func (cs *ctlSessions) put(id string, s *ctlSession) {
-	cs.mu.Lock()
-	if cs.id == id {
-		cs.idle = append(cs.idle, s)
-		s = nil
-	}
-	cs.mu.Unlock()
-	if s != nil {
-		s.Close()
-	}
-}
-
-// ctlSession is one `deployer proxy ctl -` in the proxy container: a request per line written,
-// an answer per line read.
-type ctlSession struct {
-	io.ReadWriteCloser
-	lines chan ctlLine // the answers, read as they come; closed when the exec ends
-	done  chan struct{}
-	once  sync.Once
-}
-
-// Close ends the exec's stdin (the proxy's side then exits) and the reading.
-func (s *ctlSession) Close() error {
-	s.once.Do(func() {
-		close(s.done)
-		s.ReadWriteCloser.Close()
-	})
-	return nil
-}
-
-type ctlLine struct {
-	b   []byte
-	err error
-}
-
-// openCtlSession starts a session and waits for its ready line. A proxy's deployer too old for
-// sessions exits without one: nil, and no error.
-func openCtlSession(ctx context.Context, rt Runtime, id string) (*ctlSession, error) {
-	rw, err := rt.ExecSession(ctx, id, []string{"/deployer", "proxy", "ctl", proxy.SessionArg})
-	if err != nil {
-		return nil, err
-	}
-	s := &ctlSession{ReadWriteCloser: rw, lines: make(chan ctlLine, 1), done: make(chan struct{})}
-	go func() {
-		defer close(s.lines)
-		r := bufio.NewReader(rw)
-		for {
-			b, err := r.ReadBytes('\n')
-			select {
-			case s.lines <- ctlLine{b: b, err: err}:
-			case <-s.done:
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	resp, err := s.answer(ctx)
-	if err != nil || !resp.OK {
-		s.Close()
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, nil
-	}
-	return s, nil
-}
-
-// do sends one request and waits for its answer.
-func (s *ctlSession) do(ctx context.Context, req proxy.Request) (*proxy.Response, error) {
-	b, _ := json.Marshal(req)
-	if _, err := s.Write(append(b, '\n')); err != nil {
-		return nil, fmt.Errorf("proxy: %w", err)
-	}
-	return s.answer(ctx)
-}
-
-func (s *ctlSession) answer(ctx context.Context) (*proxy.Response, error) {
-	select {
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case l, ok := <-s.lines:
-		if !ok || l.err != nil {
-			if !ok || l.err == io.EOF {
-				return nil, errors.New("proxy: the control session ended")
-			}
-			return nil, fmt.Errorf("proxy: %w", l.err)
-		}
-		return decodeAnswer(l.b)
-	}
-}
-
-// ended reports whether an idle session is of no more use: its exec has ended, or (which a
-// session used in turn never sees) it holds an answer nobody asked for.
-func (s *ctlSession) ended() bool {
-	select {
-	case <-s.lines:
-		return true
-	default:
-		return false
-	}
-}
-
-func proxyCtl(ctx context.Context, rt Runtime, id string, req proxy.Request) (*proxy.Response, error) {
-	b, _ := json.Marshal(req)
-	out, code, err := rt.Exec(ctx, id, []string{"/deployer", "proxy", "ctl", string(b)})
-	if err != nil {
-		return nil, err
-	}
-	if code != 0 {
-		return nil, fmt.Errorf("proxy: %s", strings.TrimSpace(out))
-	}
-	resp, err := decodeAnswer([]byte(out))
-	if err != nil {
-		return nil, err
-	}
-	return failed(resp)
-}
-
-// decodeAnswer reads the proxy's answer to one request, from an exec or a session.
-func decodeAnswer(b []byte) (*proxy.Response, error) {
-	var resp proxy.Response
-	if err := json.Unmarshal(b, &resp); err != nil {
-		return nil, fmt.Errorf("proxy answered %q: %w", strings.TrimSpace(string(b)), err)
-	}
-	return &resp, nil
-}
-
-// failed returns an answer that says its request failed with that as the error.
-func failed(resp *proxy.Response) (*proxy.Response, error) {
-	if !resp.OK && resp.Error != "" {
-		return resp, errors.New(resp.Error)
-	}
-	return resp, nil
-}
+func (px *proxyControl) close() { px.sessions.Close() }
 
 // ensure makes sure the project's proxy runs the current deployer, creating or upgrading it,
 // then points every route at the live release of its service. Once done (or failed) in a run,
@@ -319,7 +88,7 @@ func (px *proxyControl) ensure(ctx context.Context) error {
 // resync ensures the proxy again: a release started again may have another address.
 func (px *proxyControl) resync(ctx context.Context) error {
 	px.id, px.err = "", nil
-	px.sessions.reset("") // the proxy may have been restarted: its sessions with it
+	px.sessions.Reset("") // the proxy may have been restarted: its sessions with it
 	return px.ensure(ctx)
 }
 
@@ -371,7 +140,7 @@ func (px *proxyControl) takeOver(ctx context.Context, id string, old *Container)
 	rn.crash(plan.ProxyUpgradePoints[0])
 	if old.Running() {
 		// Copy the old proxy's routes, so both serve the same before the old one stops.
-		if st, err := proxyCtl(ctx, rn.Runtime, old.ID, proxy.Request{Op: "status"}); err == nil {
+		if st, err := proxy.Exec(ctx, rn.Runtime, old.ID, proxy.Request{Op: "status"}); err == nil {
 			for _, r := range st.Routes {
 				rt := r.Route
 				if _, err := px.ctl(ctx, proxy.Request{Op: "set", Route: &rt}); err != nil {
@@ -757,7 +526,7 @@ func readProxyRoutes(ctx context.Context, eng Engine, proxyID string) ([]plan.Ro
 
 // proxyRoutes asks a running proxy container for its routes and counters.
 func proxyRoutes(ctx context.Context, rt Runtime, proxyID string) ([]proxy.RouteStatus, error) {
-	resp, err := proxyCtl(ctx, rt, proxyID, proxy.Request{Op: "status"})
+	resp, err := proxy.Exec(ctx, rt, proxyID, proxy.Request{Op: "status"})
 	if err != nil {
 		return nil, err
 	}

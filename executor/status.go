@@ -125,7 +125,7 @@ func GetStatus(ctx context.Context, p *config.Project, eng Engine, probeHost str
 					if rt, ok := eng.(Runtime); ok && remote && obs.Proxy != nil && obs.Proxy.Running() {
 						c.URL = fmt.Sprintf("http://127.0.0.1:%d%s", port.Host, h.Path) // the proxy has the host's network
 						get = func(ctx context.Context, c probe.Check) probe.Result {
-							return probeResult(proxyCtl(ctx, rt, obs.Proxy.ID, proxy.Request{Op: "probe", URL: c.URL, Timeout: c.Timeout}))
+							return probeResult(proxy.Exec(ctx, rt, obs.Proxy.ID, proxy.Request{Op: "probe", URL: c.URL, Timeout: c.Timeout}))
 						}
 					}
 					if res := get(ctx, c); c.OK(res) {
