@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/deployer-dev/deployer/executor/selfimage"
 )
 
 // runsOn tells a deployer binary that can run FROM scratch on the engine from one that cannot.
@@ -31,7 +33,7 @@ func TestRunsOn(t *testing.T) {
 	script := filepath.Join(dir, "script")
 	os.WriteFile(script, []byte("#!/bin/sh\n"), 0o755)
 
-	if err := runsOn(static, "linux", runtime.GOARCH); err != nil {
+	if err := selfimage.RunsOn(static, "linux", runtime.GOARCH); err != nil {
 		t.Errorf("a static binary for the engine: %v", err)
 	}
 	// A binary built with cgo and the external linker, as `go install` builds the deployer on a
@@ -45,17 +47,17 @@ func TestRunsOn(t *testing.T) {
 		}
 		t.Logf("no cgo build here (%v: %s): the dynamic case is not checked", err, out)
 	} else {
-		img, err := imageOfSelf(dynamic, "linux", runtime.GOARCH)
+		img, err := selfimage.Of(dynamic, "linux", runtime.GOARCH)
 		if err != nil {
 			t.Fatalf("a dynamic binary: %v", err)
 		}
 		var libc, interp bool
-		for p := range img.files {
+		for p := range img.Files {
 			libc = libc || strings.Contains(p, "libc.so")
 			interp = interp || strings.Contains(p, "ld-linux")
 		}
 		if !libc || !interp {
-			t.Errorf("the image of a dynamic binary lacks libc or its interpreter: %v", img.files)
+			t.Errorf("the image of a dynamic binary lacks libc or its interpreter: %v", img.Files)
 		}
 	}
 	for _, c := range []struct {
@@ -65,7 +67,7 @@ func TestRunsOn(t *testing.T) {
 		{script, "linux", "is not a Linux binary"},
 		{static, "windows", "the engine runs windows containers"},
 	} {
-		err := runsOn(c.bin, c.os, runtime.GOARCH)
+		err := selfimage.RunsOn(c.bin, c.os, runtime.GOARCH)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s on %s: %v, want %q", filepath.Base(c.bin), c.os, err, c.want)
 		}
