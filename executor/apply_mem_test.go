@@ -8,10 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // Apply's failure matrix, on the in-memory engine, for each cutover: what the operator sees

@@ -17,14 +17,13 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	_ "modernc.org/sqlite"
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/backup"
 	"github.com/deployer-dev/deployer/executor/backup/s3test"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 var (

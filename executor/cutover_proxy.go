@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/executor/probe"
 	"github.com/deployer-dev/deployer/executor/proxy"
 )

@@ -6,9 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // switchCutover is the configuration of version v with the service's cutover set to c.

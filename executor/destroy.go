@@ -7,9 +7,8 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // destroy takes a project down on an engine: what the deployer made for it goes (its releases

@@ -6,12 +6,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/engine"
 	"github.com/deployer-dev/deployer/executor/engine/memengine"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // Destroy removes what the deployer made for the project (releases, proxy, network, key, the

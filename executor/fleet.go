@@ -7,9 +7,8 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // A Fleet is a project whose services run on several engines (engine blocks). Each engine is

@@ -8,15 +8,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/deployer-dev/deployer/executor/engine"
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
+	"github.com/deployer-dev/deployer/executor/engine"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // forge creates, with a plain engine call (docker create --name NAME --label ... -e ... -v

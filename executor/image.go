@@ -9,11 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/backup"
 	"github.com/deployer-dev/deployer/executor/engine"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // image builds, pulls or looks up the new release's image, and labels the release. When the

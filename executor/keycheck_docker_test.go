@@ -5,11 +5,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/docker/docker/api/types/volume"
 
 	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // On the real engine: a key volume of the project whose label holds 32 zero bytes (a broken or

@@ -6,11 +6,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/engine/memengine"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // fixedKey is an engine whose project key is whatever the test says (a hostile or broken engine).

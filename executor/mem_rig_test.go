@@ -10,12 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 	"github.com/deployer-dev/deployer/executor/engine/memengine"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // memRig is one project on the in-memory engine, with the test app as its service "app": the

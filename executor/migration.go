@@ -11,11 +11,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/backup"
 	"github.com/deployer-dev/deployer/executor/migrate"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // A service's migration runs in three steps. The dry-run clones the database's volume into a

@@ -9,12 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/engine"
 	"github.com/deployer-dev/deployer/executor/engine/memengine"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // Another project on the same engine cannot touch this one's names or volumes: every name the

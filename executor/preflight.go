@@ -14,11 +14,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"golang.org/x/sys/unix"
 
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // Before any candidate starts, apply checks what would otherwise fail only once a candidate
@@ -166,4 +165,18 @@ func localWritable(p *config.Project, cfg *config.Store) error {
 		return fmt.Errorf("backup store %s is not writable: %s: %w", dir, at, err)
 	}
 	return nil
+}
+
+// MakePlan makes the project's plan (Make) with the checks that reach past the engine: the
+// backup stores answer, and the routes of the project's proxy.
+func MakePlan(ctx context.Context, p *config.Project, eng Engine, opts plan.PlanOptions) (*plan.Plan, error) {
+	if opts.CheckStore == nil {
+		opts.CheckStore = func(ctx context.Context, p *config.Project, store string) error {
+			return checkStore(ctx, p, store, false)
+		}
+	}
+	if opts.ProxyRoutes == nil {
+		opts.ProxyRoutes = readProxyRoutes
+	}
+	return plan.Make(ctx, p, eng, opts)
 }

@@ -13,11 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"golang.org/x/sys/unix"
 
 	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // procMemory reads a process's resident memory and its peak (VmRSS, VmHWM), in bytes.

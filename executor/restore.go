@@ -10,10 +10,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/backup"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // RestoreOptions are what the operator says about a restore beyond the backup's ID.

@@ -12,8 +12,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/docker/docker/api/types/volume"
 	"github.com/klauspost/compress/zstd"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/backup"
 	"github.com/deployer-dev/deployer/executor/backup/tartest"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // plantArchive replaces a backup's archive with raw tar bytes, fixing the manifest's size,

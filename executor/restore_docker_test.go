@@ -14,14 +14,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/backup"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // noDB is a backup block without a database, for tests about volumes.

@@ -14,13 +14,12 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"golang.org/x/sys/unix"
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/backup"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // Restores against a store that changes under them (someone who can write to it overwrites an

@@ -12,10 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/notify"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // What both rigs (the real engine's and the in-memory one's) look at as a user would.

@@ -10,11 +10,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/backup"
 	"github.com/deployer-dev/deployer/executor/notify"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // ReleaseInfo is one release kept on the host.

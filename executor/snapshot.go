@@ -10,10 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/backup"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // snapshotter runs a backup's online SQLite snapshots, and sizes its volumes, in a helper

@@ -10,10 +10,9 @@ import (
 	"path"
 	"path/filepath"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor/backup"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // checkSQLite runs one sqlite check of the candidate.

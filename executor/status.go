@@ -5,9 +5,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/plan"
 	"github.com/deployer-dev/deployer/executor/probe"
 	"github.com/deployer-dev/deployer/executor/proxy"
 )

@@ -11,9 +11,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/deployer-dev/deployer/executor/engine"
-
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/engine"
 )
 
 // whose a name is. The deployer derives the name of everything it makes on an engine from the

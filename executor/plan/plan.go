@@ -9,9 +9,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/deployer-dev/deployer/executor/engine"
-
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/engine"
 )
 
 // FormatVersion is the version of the JSON form of plans and events. It changes only when a

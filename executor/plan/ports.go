@@ -8,9 +8,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/deployer-dev/deployer/executor/engine"
-
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/engine"
 )
 
 // A host port belongs to one project. Before anything changes, plan and apply look at what

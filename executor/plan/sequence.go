@@ -6,9 +6,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/deployer-dev/deployer/executor/engine"
-
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/engine"
 )
 
 // StepKind is what a step does. A step's name is its kind, followed for checks, hooks and

@@ -12,9 +12,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/deployer-dev/deployer/executor/engine"
-
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/engine"
 )
 
 // Image origins.
