@@ -442,27 +442,6 @@ func (rs restorer) safetyBackup(ctx context.Context, s *config.Service, live *Co
 	return rs.backups().from(ctx, s, src, reason, 0, true)
 }
 
-// oneOffContainer creates a helper container of the deployer, replacing one of the same name
-// that an interrupted run left.
-func (hp *helpers) oneOffContainer(ctx context.Context, spec ContainerSpec) (string, error) {
-	rn := hp.rn
-	id, err := rn.Runtime.CreateContainer(ctx, spec)
-	if errors.Is(err, ErrNameTaken) {
-		obs, oerr := plan.Observe(ctx, rn.Runtime, rn.Project)
-		if oerr != nil {
-			return "", oerr
-		}
-		for _, c := range obs.All {
-			if c.Name == spec.Name && c.Role() == plan.RoleOneOff && c.Service() == spec.Labels[LabelService] {
-				rn.Runtime.RemoveContainer(ctx, c.ID)
-				return rn.Runtime.CreateContainer(ctx, spec)
-			}
-		}
-		return "", rn.own.nameTaken(ctx, spec.Name, fmt.Sprintf("a one-off container of service.%s", spec.Labels[LabelService]))
-	}
-	return id, err
-}
-
 // errPutBackFailed marks a restore whose put-back failed too: the service is left stopped.
 var errPutBackFailed = errors.New("the put-back failed")
 
