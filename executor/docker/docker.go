@@ -28,8 +28,13 @@ import (
 	"github.com/deployer-dev/deployer/executor/engine"
 )
 
-// PingTimeout bounds how long an engine may take to answer before the deployer says it does not.
-const PingTimeout = 5 * time.Second
+// PingTimeout bounds how long an engine may take to answer before the deployer says it does not;
+// SSHPingTimeout an engine reached over ssh://, whose first answer includes starting ssh, its
+// handshake and `docker system dial-stdio` on the host (seconds on a busy or distant one).
+const (
+	PingTimeout    = 5 * time.Second
+	SSHPingTimeout = 20 * time.Second
+)
 
 // Engine talks to one Docker engine.
 type Engine struct {
@@ -116,14 +121,18 @@ func (e *Engine) Host() string { return e.host }
 // Client is the SDK client, for the packages that extend the engine (tests among them).
 func (e *Engine) Client() *client.Client { return e.cli }
 
-// Ping checks that the engine answers, within PingTimeout.
+// Ping checks that the engine answers, within PingTimeout (SSHPingTimeout over ssh://).
 func (e *Engine) Ping(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, PingTimeout)
+	limit := PingTimeout
+	if strings.HasPrefix(e.host, "ssh://") {
+		limit = SSHPingTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	if _, err := e.cli.Ping(ctx); err != nil {
 		msg := err.Error()
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			msg = fmt.Sprintf("no answer within %s", PingTimeout)
+			msg = fmt.Sprintf("no answer within %s", limit)
 		}
 		return fmt.Errorf("docker engine at %s does not answer: %s (is the engine running, and is DOCKER_HOST or docker.host right?)", e.host, msg)
 	}
