@@ -54,41 +54,14 @@ a terminal (CI) it refuses unless -auto-approve. It takes the deploy lock, as ap
 func (g *globals) destroy(ctx context.Context, p *config.Project, opts executor.DestroyOptions, autoApprove, asJSON bool) error {
 	r := newRenderer(g, asJSON)
 	defer r.close()
-	var (
-		plans   map[string]*executor.DestroyPlan
-		engines []namedEngine
-		run     func() (map[string]*executor.DestroyOutcome, error)
-	)
-	if plan.MultiEngine(p) {
-		f, closeAll, err := g.connectFleet(p, r.event)
-		if err != nil {
-			return err
-		}
-		defer closeAll()
-		if plans, err = f.DestroyPlans(ctx, opts); err != nil {
-			return err
-		}
-		engines = fleetEngines(f)
-		run = func() (map[string]*executor.DestroyOutcome, error) { return f.Destroy(ctx, plans) }
-	} else {
-		eng, err := g.engine(p)
-		if err != nil {
-			return err
-		}
-		defer eng.Close()
-		a, err := g.applier(p, eng, r.event)
-		if err != nil {
-			return err
-		}
-		dp, err := executor.PlanDestroy(ctx, p, eng, opts)
-		if err != nil {
-			return err
-		}
-		plans, engines = map[string]*executor.DestroyPlan{"": dp}, []namedEngine{{"", eng}}
-		run = func() (map[string]*executor.DestroyOutcome, error) {
-			out, err := a.Destroy(ctx, dp)
-			return map[string]*executor.DestroyOutcome{"": out}, err
-		}
+	f, closeAll, err := g.connectFleet(p, r.event, true)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	plans, err := f.PlanDestroys(ctx, opts)
+	if err != nil {
+		return err
 	}
 	empty := true
 	for _, dp := range plans {
@@ -124,7 +97,7 @@ func (g *globals) destroy(ctx context.Context, p *config.Project, opts executor.
 			return err
 		}
 	}
-	outs, err := run()
+	outs, err := f.Destroy(ctx, plans)
 	r.close()
 	for _, name := range sortedNames(outs) {
 		out := outs[name]
@@ -147,7 +120,7 @@ func (g *globals) destroy(ctx context.Context, p *config.Project, opts executor.
 	}
 	if err != nil {
 		r.fail(err)
-		r.live(liveNow(ctx, p, engines))
+		r.live(liveNow(ctx, p, fleetEngines(f)))
 		return failed
 	}
 	var kept []string
