@@ -274,6 +274,18 @@ func (f *Fleet) Destroy(ctx context.Context, plans map[string]*plan.DestroyPlan)
 // DestroyPlans plans destroy on every engine of the project; an engine that cannot be read is
 // an error (destroy changes every engine or none).
 func (f *Fleet) DestroyPlans(ctx context.Context, opts plan.DestroyOptions) (map[string]*plan.DestroyPlan, error) {
+	if f.implicit() {
+		// The implicit engine's plan is a single engine's: its errors its own.
+		eng := f.Engines[plan.Implicit]
+		if eng == nil {
+			return nil, fmt.Errorf("the engine is not connected; nothing was changed")
+		}
+		dp, err := plan.PlanDestroy(ctx, f.Base.Project, eng, opts)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]*plan.DestroyPlan{plan.Implicit: dp}, nil
+	}
 	out := map[string]*plan.DestroyPlan{}
 	for _, name := range plan.EngineNames(f.Base.Project) {
 		eng := f.Engines[name]

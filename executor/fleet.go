@@ -16,12 +16,16 @@ import (
 // the engines share is the deploy lock (taken on all of them, in name order, or on none), one
 // release number per service, the image (built once, sent to the engines that lack it) and,
 // for a service on several engines, its rollout (rollout.go): batches, all or nothing.
+//
+// A configuration without engine blocks is the fleet of one engine, the implicit one
+// (plan.Implicit): its plan, apply and errors are a single engine's, as they always were (no
+// lock taken ahead, no error named by an engine, no release agreed between engines).
 type Fleet struct {
 	// Base is the Applier of every engine: Project is the whole project; Runtime, ProbeHost
 	// and Remote are set per engine from the fields below.
 	Base Applier
-	// Engines are the connected engines by name (config.DefaultEngine for the project's own):
-	// at least every engine a service runs on.
+	// Engines are the connected engines by name (config.DefaultEngine for the project's own,
+	// plan.Implicit without engine blocks): at least every engine a service runs on.
 	Engines map[string]Runtime
 	// ProbeHosts and Remote are, by engine, the Applier fields of the same names.
 	ProbeHosts map[string]string
@@ -32,6 +36,14 @@ type Fleet struct {
 // plan with its error; the others are planned all the same.
 func (f *Fleet) Plan(ctx context.Context, opts plan.PlanOptions) (*plan.FleetPlan, error) {
 	p := f.Base.Project
+	if f.implicit() {
+		eng := f.Engines[plan.Implicit]
+		pl, err := MakePlan(ctx, p, eng, plan.PlanOptions{Targets: opts.Targets, MakeKey: opts.MakeKey, ProbeHost: f.ProbeHosts[plan.Implicit]})
+		if err != nil {
+			return nil, err
+		}
+		return plan.Alone(pl), nil
+	}
 	for _, t := range opts.Targets {
 		if p.Service(t) == nil {
 			return nil, fmt.Errorf("-target service.%s: no service %q in the configuration", t, t)
@@ -207,6 +219,9 @@ func (f *Fleet) rolloutOf(s *config.Service, fp *plan.FleetPlan) *rollout {
 	return newRollout(s, order, imageFrom)
 }
 
+// implicit reports whether the fleet is the implicit engine alone (no engine blocks).
+func (f *Fleet) implicit() bool { return !plan.MultiEngine(f.Base.Project) }
+
 // applier is the Applier of one engine.
 func (f *Fleet) applier(name string, rollouts map[string]*rollout) *Applier {
 	a := f.Base
@@ -311,6 +326,12 @@ func (f *Fleet) Rollback(ctx context.Context, service string, to int) (*Outcome,
 // outcomes come back named by engine, sorted by service, with every engine's error.
 func (f *Fleet) onEngines(ctx context.Context, names []string, rollouts map[string]*rollout, op func(a *Applier) ([]*ServiceOutcome, error)) (*Outcome, error) {
 	out := &Outcome{}
+	if f.implicit() {
+		// One engine: op takes its lock itself, and its outcome and error are its own.
+		var err error
+		out.Services, err = op(f.applier(plan.Implicit, rollouts))
+		return out, err
+	}
 	appliers, unlock, err := f.lockAll(ctx, names, rollouts)
 	if err != nil {
 		return out, err
@@ -391,8 +412,11 @@ func (f *Fleet) DryRunMigrations(ctx context.Context, fp *plan.FleetPlan) ([]*Dr
 		}
 		a := f.applier(ep.Engine, nil)
 		res, err := a.DryRunMigrations(ctx, ep.Plan)
+		if err != nil && ep.Engine != plan.Implicit {
+			err = fmt.Errorf("engine %s: %w", ep.Engine, err)
+		}
 		if err != nil {
-			return out, fmt.Errorf("engine %s: %w", ep.Engine, err)
+			return out, err
 		}
 		for _, r := range res {
 			r.Engine = ep.Engine

@@ -47,49 +47,21 @@ verify, and roll back by itself when anything fails. The last line says what is 
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := g.interruptible(cmd.Context())
 			defer stop()
-			var (
-				res *hclspec.Result
-				pl  *plan.Plan
-				err error
-			)
 			if len(args) == 1 && isPlanFile(args[0]) {
-				var sp *plan.SavedPlan
-				if res, sp, err = g.loadPlanFile(ctx, args[0]); err != nil {
+				res, sp, err := g.loadPlanFile(ctx, args[0])
+				if err != nil {
 					if res != nil {
 						return g.liveAfter(ctx, res.Project, asJSON, err)
 					}
 					return err
 				}
-				if sp.Fleet != nil {
-					return g.applyFleet(ctx, res.Project, sp.Fleet, asJSON)
-				}
-				pl = sp.Plan
-			} else {
-				if res, err = g.load(args); err != nil {
-					return err
-				}
-				if plan.MultiEngine(res.Project) {
-					return g.liveAfter(ctx, res.Project, asJSON, g.applyEngines(ctx, res.Project, targets, asJSON, autoApprove))
-				}
-				if pl, err = g.makePlan(ctx, res.Project, targets, false); err != nil {
-					return g.liveAfter(ctx, res.Project, asJSON, err)
-				}
-				if !asJSON {
-					if err := pl.WriteText(g.stdout, plan.RenderOptions{Color: g.color(g.stdout)}); err != nil {
-						return err
-					}
-				}
-				g.planWarnings(pl.Warnings)
-				if len(pl.Steps) == 0 {
-					return nil
-				}
-				if !autoApprove {
-					if err := g.confirm("apply these changes"); err != nil {
-						return g.liveAfter(ctx, res.Project, asJSON, err)
-					}
-				}
+				return g.applyFleet(ctx, res.Project, sp.Planned(), asJSON)
 			}
-			return g.apply(ctx, res.Project, pl, asJSON)
+			res, err := g.load(args)
+			if err != nil {
+				return err
+			}
+			return g.applyEngines(ctx, res.Project, targets, asJSON, autoApprove)
 		},
 	}
 	f := cmd.Flags()
@@ -154,22 +126,14 @@ func (g *globals) loadPlanFile(ctx context.Context, path string) (*hclspec.Resul
 		g.fail(fmt.Errorf("the configuration of the plan in %s no longer loads; nothing was changed", path))
 		return nil, nil, failed
 	}
-	// What runs now, planned again: one plan, or one per engine; plan.Verify compares.
-	now := plan.Fresh{Values: map[string]string{}}
+	// What runs now, planned again on every engine; plan.Verify compares.
+	values := map[string]string{}
 	for _, v := range res.Variables {
-		now.Values[v.Name] = v.Value
+		values[v.Name] = v.Value
 	}
-	switch multi := plan.MultiEngine(res.Project); {
-	case multi && sp.Fleet != nil:
-		if now.Fleet, err = g.planFleet(ctx, res.Project, nil, false); err != nil {
-			return res, nil, err
-		}
-	case !multi && sp.Fleet == nil:
-		if now.Plan, err = g.makePlan(ctx, res.Project, nil, false); err != nil {
-			return res, nil, err
-		}
-	case multi:
-		now.Fleet = &plan.FleetPlan{} // engine blocks now, none in the saved plan
+	now, err := sp.Fresh(res.Project, values, func() (*plan.FleetPlan, error) { return g.planFleet(ctx, res.Project, nil, false) })
+	if err != nil {
+		return res, nil, err
 	}
 	if err := sp.Verify(path, again, now); err != nil {
 		return res, nil, err
@@ -281,25 +245,37 @@ func holder() string {
 
 // applier wires the executor to this engine and this terminal.
 func (g *globals) applier(p *config.Project, eng *docker.Engine, events func(executor.Event)) (*executor.Applier, error) {
+	wait, err := g.lockWait()
+	if err != nil {
+		return nil, err
+	}
+	a := g.applierOf(p, wait, events)
+	a.Runtime = eng
+	a.ProbeHost = docker.ProbeHost(eng.Host())
+	return a, nil
+}
+
+// lockWait is -lock-timeout: how long to wait for the deploy lock.
+func (g *globals) lockWait() (time.Duration, error) {
 	timeout, err := time.ParseDuration(g.lockTimeout)
 	if err != nil || timeout < 0 {
-		return nil, fmt.Errorf("-lock-timeout %q: write a duration such as 30s or 5m", g.lockTimeout)
+		return 0, fmt.Errorf("-lock-timeout %q: write a duration such as 30s or 5m", g.lockTimeout)
 	}
-	a := &executor.Applier{
+	return timeout, nil
+}
+
+// applierOf is the Applier of this deployer and this terminal, on no engine yet.
+func (g *globals) applierOf(p *config.Project, wait time.Duration, events func(executor.Event)) *executor.Applier {
+	return &executor.Applier{
 		Project:     p,
-		Runtime:     eng,
 		Events:      events,
 		Holder:      holder(),
-		LockTimeout: timeout,
+		LockTimeout: wait,
 		Source:      source(p.Dir),
 		Crash:       killAt(os.Getenv("DEPLOYER_TEST_KILL_AT")),
 		Version:     versionString(),
 		SelfBinary:  selfBinary(),
 	}
-	if eng != nil {
-		a.ProbeHost = docker.ProbeHost(eng.Host())
-	}
-	return a, nil
 }
 
 // killAt makes the deployer kill itself (SIGKILL) at the named kill point: crash tests stop it
@@ -314,25 +290,6 @@ func killAt(point string) func(string) {
 			select {} // never reached
 		}
 	}
-}
-
-func (g *globals) apply(ctx context.Context, p *config.Project, pl *plan.Plan, asJSON bool) error {
-	eng, err := g.engine(p)
-	if err != nil {
-		return err
-	}
-	defer eng.Close()
-	r := newRenderer(g, asJSON)
-	defer r.close()
-	a, err := g.applier(p, eng, r.event)
-	if err != nil {
-		return err
-	}
-	out, err := a.Apply(ctx, pl)
-	r.close()
-	return g.finish(ctx, r, out, err, func(ctx context.Context) string {
-		return liveNow(ctx, p, []namedEngine{{"", eng}})
-	})
 }
 
 // finish ends an apply or a rollback: a line for each service, and, when anything failed or it
@@ -379,26 +336,23 @@ func (g *globals) liveAfter(ctx context.Context, p *config.Project, asJSON bool,
 	}
 	r := newRenderer(g, asJSON)
 	defer r.close()
-	if plan.MultiEngine(p) {
-		f, closeAll, cerr := g.connectFleet(p, nil)
-		if cerr == nil {
-			defer closeAll()
-			r.live(liveNow(ctx, p, fleetEngines(f)))
-		}
+	f, closeAll, cerr := g.connectFleet(p, nil, false)
+	if cerr != nil {
 		return failedLive
 	}
-	eng, cerr := g.engine(p)
-	if cerr != nil {
-		return failed
+	defer closeAll()
+	engines := fleetEngines(f)
+	// The implicit engine alone, not answering, has been named by the error; with engine
+	// blocks the line says which engines answer and which do not.
+	if len(engines) == 1 && engines[0].name == plan.Implicit && engines[0].eng.Ping(context.WithoutCancel(ctx)) != nil {
+		return failedLive
 	}
-	defer eng.Close()
-	if eng.Ping(context.WithoutCancel(ctx)) == nil {
-		r.live(liveNow(ctx, p, []namedEngine{{"", eng}}))
-	}
+	r.live(liveNow(ctx, p, engines))
 	return failedLive
 }
 
-// namedEngine is an engine and its name in a configuration with engine blocks ("" without).
+// namedEngine is an engine and its name in a configuration with engine blocks (plan.Implicit,
+// "", without).
 type namedEngine struct {
 	name string
 	eng  executor.Engine

@@ -15,7 +15,6 @@ import (
 
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/backup"
-	"github.com/deployer-dev/deployer/executor/docker"
 	"github.com/deployer-dev/deployer/hclspec"
 )
 
@@ -32,19 +31,12 @@ func (g *globals) withApplier(cmd *cobra.Command, dirArgs []string, service stri
 
 // withLoaded is withApplier in a session.
 func (g *globals) withLoaded(sn *session, service string, asJSON bool, fn func(ctx context.Context, res *hclspec.Result, a *executor.Applier, r *renderer) error) error {
-	var err error
 	ctx, res := sn.ctx, sn.res
-	p, remote := res.Project, false
-	var eng *docker.Engine
-	if plan.MultiEngine(p) {
-		var name string
-		if name, p, err = serviceEngine(p, service, "backups are of a service on one engine"); err != nil {
-			return err
-		}
-		eng, remote, err = connectEngine(res.Project, name)
-	} else {
-		eng, err = g.engine(p)
+	name, p, err := serviceEngine(res.Project, service, "backups are of a service on one engine")
+	if err != nil {
+		return err
 	}
+	eng, remote, err := connectEngine(res.Project, name)
 	if err != nil {
 		return err
 	}

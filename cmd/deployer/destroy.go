@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/deployer-dev/deployer/config"
-	"github.com/deployer-dev/deployer/executor"
 )
 
 func newDestroy(g *globals) *cobra.Command {
@@ -54,41 +53,14 @@ a terminal (CI) it refuses unless -auto-approve. It takes the deploy lock, as ap
 func (g *globals) destroy(ctx context.Context, p *config.Project, opts plan.DestroyOptions, autoApprove, asJSON bool) error {
 	r := newRenderer(g, asJSON)
 	defer r.close()
-	var (
-		plans   map[string]*plan.DestroyPlan
-		engines []namedEngine
-		run     func() (map[string]*executor.DestroyOutcome, error)
-	)
-	if plan.MultiEngine(p) {
-		f, closeAll, err := g.connectFleet(p, r.event)
-		if err != nil {
-			return err
-		}
-		defer closeAll()
-		if plans, err = f.DestroyPlans(ctx, opts); err != nil {
-			return err
-		}
-		engines = fleetEngines(f)
-		run = func() (map[string]*executor.DestroyOutcome, error) { return f.Destroy(ctx, plans) }
-	} else {
-		eng, err := g.engine(p)
-		if err != nil {
-			return err
-		}
-		defer eng.Close()
-		a, err := g.applier(p, eng, r.event)
-		if err != nil {
-			return err
-		}
-		dp, err := plan.PlanDestroy(ctx, p, eng, opts)
-		if err != nil {
-			return err
-		}
-		plans, engines = map[string]*plan.DestroyPlan{"": dp}, []namedEngine{{"", eng}}
-		run = func() (map[string]*executor.DestroyOutcome, error) {
-			out, err := a.Destroy(ctx, dp)
-			return map[string]*executor.DestroyOutcome{"": out}, err
-		}
+	f, closeAll, err := g.connectFleet(p, r.event, true)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	plans, err := f.DestroyPlans(ctx, opts)
+	if err != nil {
+		return err
 	}
 	empty := true
 	for _, dp := range plans {
@@ -124,7 +96,7 @@ func (g *globals) destroy(ctx context.Context, p *config.Project, opts plan.Dest
 			return err
 		}
 	}
-	outs, err := run()
+	outs, err := f.Destroy(ctx, plans)
 	r.close()
 	for _, name := range sortedNames(outs) {
 		out := outs[name]
@@ -147,7 +119,7 @@ func (g *globals) destroy(ctx context.Context, p *config.Project, opts plan.Dest
 	}
 	if err != nil {
 		r.fail(err)
-		r.live(liveNow(ctx, p, engines))
+		r.live(liveNow(ctx, p, fleetEngines(f)))
 		return failed
 	}
 	var kept []string

@@ -13,7 +13,6 @@ import (
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
-	"github.com/deployer-dev/deployer/executor/docker"
 	"github.com/deployer-dev/deployer/hclspec"
 )
 
@@ -45,39 +44,7 @@ when it has none: its sensitive values are hashed under it).`,
 			}
 			defer sn.close()
 			ctx, res := sn.ctx, sn.res
-			if plan.MultiEngine(res.Project) {
-				return g.planEngines(ctx, res, targets, out, asJSON, detailed, dryRun)
-			}
-			pl, err := g.makePlan(ctx, res.Project, targets, out != "")
-			if err != nil {
-				return err
-			}
-			if out != "" {
-				if err := plan.WritePlanFile(out, savedPlan(pl, res, g.files)); err != nil {
-					return err
-				}
-			}
-			if dryRun {
-				if err := g.planMigrations(ctx, res.Project, pl, asJSON); err != nil {
-					return err
-				}
-			} else if asJSON {
-				if err := pl.WriteJSON(g.stdout); err != nil {
-					return err
-				}
-			} else {
-				if err := pl.WriteText(g.stdout, plan.RenderOptions{Color: g.color(g.stdout)}); err != nil {
-					return err
-				}
-				if out != "" {
-					fmt.Fprintf(g.stdout, "\nSaved the plan to %s. Apply exactly this plan with:\n    deployer apply %s\n", out, out)
-				}
-			}
-			g.planWarnings(pl.Warnings)
-			if detailed && pl.HasChanges() {
-				return exitError{code: 2}
-			}
-			return nil
+			return g.planEngines(ctx, res, targets, out, asJSON, detailed, dryRun)
 		},
 	}
 	f := cmd.Flags()
@@ -96,32 +63,13 @@ func (g *globals) planWarnings(warnings []string) {
 	}
 }
 
-// planMigrations prints the plan, then runs the migrations' dry-runs and prints what each
-// found. With -json: one object, the plan with its "migrations".
-func (g *globals) planMigrations(ctx context.Context, p *config.Project, pl *plan.Plan, asJSON bool) error {
-	return g.dryRuns(asJSON, pl, func() error {
-		return pl.WriteText(g.stdout, plan.RenderOptions{Color: g.color(g.stdout)})
-	}, func(events func(executor.Event)) ([]*executor.DryRunResult, error) {
-		eng, err := g.engine(p)
-		if err != nil {
-			return nil, err
-		}
-		defer eng.Close()
-		a, err := g.applier(p, eng, events)
-		if err != nil {
-			return nil, err
-		}
-		return a.DryRunMigrations(ctx, pl)
-	})
-}
-
-// planMigrationsFleet is plan -migrations with engine blocks: each dry-run on its service's
-// engine.
-func (g *globals) planMigrationsFleet(ctx context.Context, p *config.Project, fp *plan.FleetPlan, asJSON bool) error {
-	return g.dryRuns(asJSON, fp, func() error {
+// planMigrations prints the plan, then runs the migrations' dry-runs, each on its service's
+// engine, and prints what each found. With -json: one object, the plan with its "migrations".
+func (g *globals) planMigrations(ctx context.Context, p *config.Project, fp *plan.FleetPlan, asJSON bool) error {
+	return g.dryRuns(asJSON, fp.Shown(), func() error {
 		return fp.WriteText(g.stdout, plan.RenderOptions{Color: g.color(g.stdout)})
 	}, func(events func(executor.Event)) ([]*executor.DryRunResult, error) {
-		f, closeAll, err := g.connectFleet(p, events)
+		f, closeAll, err := g.connectFleet(p, events, true)
 		if err != nil {
 			return nil, err
 		}
@@ -206,29 +154,6 @@ func printDryRun(g *globals, res *executor.DryRunResult) {
 	}
 }
 
-// engine connects to the configured Docker engine.
-func (g *globals) engine(p *config.Project) (*docker.Engine, error) {
-	if plan.MultiEngine(p) {
-		return nil, fmt.Errorf("the configuration has engine blocks, and this works on one engine: run it with a configuration of that engine alone")
-	}
-	return docker.New(p.Docker.Host)
-}
-
-// makePlan plans on the project's engine; makeKey makes the project's key first when it has
-// none (a plan to save).
-func (g *globals) makePlan(ctx context.Context, p *config.Project, targets []string, makeKey bool) (*plan.Plan, error) {
-	names, err := targetNames(targets)
-	if err != nil {
-		return nil, err
-	}
-	eng, err := g.engine(p)
-	if err != nil {
-		return nil, err
-	}
-	defer eng.Close()
-	return executor.MakePlan(ctx, p, eng, plan.PlanOptions{Targets: names, MakeKey: makeKey, ProbeHost: docker.ProbeHost(eng.Host())})
-}
-
 func targetNames(targets []string) ([]string, error) {
 	var out []string
 	for _, t := range targets {
@@ -241,12 +166,6 @@ func targetNames(targets []string) ([]string, error) {
 	return out, nil
 }
 
-func savedPlan(pl *plan.Plan, res *hclspec.Result, files []string) *plan.SavedPlan {
-	sp := savedOf(res, files, pl.HashSensitive)
-	sp.Plan = pl
-	return sp
-}
-
 // savedFleetPlan is a fleet's plan to save; its sensitive values are hashed with the key of
 // its first engine.
 func savedFleetPlan(fp *plan.FleetPlan, res *hclspec.Result, files []string) *plan.SavedPlan {
@@ -255,7 +174,7 @@ func savedFleetPlan(fp *plan.FleetPlan, res *hclspec.Result, files []string) *pl
 		hash = kp.Plan.HashSensitive
 	}
 	sp := savedOf(res, files, hash)
-	sp.Fleet = fp
+	sp.Hold(fp)
 	return sp
 }
 

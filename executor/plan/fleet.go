@@ -40,9 +40,17 @@ type RolloutPlan struct {
 	ImageFrom string     `json:"image_from,omitempty"` // the engine whose image the others get
 }
 
+// Implicit names the engine of a configuration without engine blocks: the project's own
+// (docker { host }), which output names nowhere. Such a configuration is a fleet of that engine
+// alone, planned, shown and saved as a single engine's plan (FleetPlan.Single).
+const Implicit = ""
+
 // EngineNames are the engines of a project, sorted: every engine block's, and the project's own
-// when a service runs there.
+// when a service runs there; without engine blocks, the implicit engine alone.
 func EngineNames(p *config.Project) []string {
+	if !MultiEngine(p) {
+		return []string{Implicit}
+	}
 	var out []string
 	for name := range p.Engines {
 		out = append(out, name)
@@ -58,12 +66,29 @@ func EngineNames(p *config.Project) []string {
 	return out
 }
 
-// MultiEngine reports whether the project names engines: then plans and apply go through a
-// Fleet.
+// MultiEngine reports whether the project names engines (engine blocks); without, it is the
+// fleet of the implicit engine alone.
 func MultiEngine(p *config.Project) bool { return len(p.Engines) > 0 }
 
-// ProjectOn is the project as one engine holds it: the services that run there.
+// ServiceEngines are the engines a service runs on: without engine blocks the implicit engine,
+// whatever the service (what works on it says what it lacks); else its engines, nil when it is
+// not in the configuration.
+func ServiceEngines(p *config.Project, service string) []string {
+	if !MultiEngine(p) {
+		return []string{Implicit}
+	}
+	if s := p.Service(service); s != nil {
+		return s.EngineNames()
+	}
+	return nil
+}
+
+// ProjectOn is the project as one engine holds it: the services that run there; the implicit
+// engine holds the whole project.
 func ProjectOn(p *config.Project, engine string) *config.Project {
+	if engine == Implicit {
+		return p
+	}
 	cp := *p
 	cp.Services = nil
 	for _, s := range p.Services {
@@ -102,8 +127,43 @@ func SortedInts(m map[int][]string) []int {
 	return out
 }
 
-// HasChanges reports whether applying the plan would do anything on any engine.
+// Single is the plan of a fleet that is the implicit engine alone (a configuration without
+// engine blocks), nil for any other: such a fleet is shown and saved as that plan, as a
+// configuration without engine blocks always was.
+func (fp *FleetPlan) Single() *Plan {
+	if len(fp.Engines) == 1 && fp.Engines[0].Engine == Implicit {
+		return fp.Engines[0].Plan
+	}
+	return nil
+}
+
+// Alone is the fleet plan of the implicit engine alone, with its plan.
+func Alone(pl *Plan) *FleetPlan {
+	return &FleetPlan{FormatVersion: pl.FormatVersion, Project: pl.Project, Engines: []*EnginePlan{{Engine: Implicit, Host: pl.Engine, Plan: pl}}}
+}
+
+// Shown is what a fleet's plan is in JSON: Single's plan for the implicit engine alone, else
+// the fleet's.
+func (fp *FleetPlan) Shown() any {
+	if pl := fp.Single(); pl != nil {
+		return pl
+	}
+	return fp
+}
+
+// HasChanges reports whether the plan changes what runs on any engine (plan
+// -detailed-exitcode). For the implicit engine alone: whether its plan has changes, as a single
+// engine's plan always said (steps that only clean up what an interrupted apply left are not
+// changes there); with engine blocks, any step counts too.
 func (fp *FleetPlan) HasChanges() bool {
+	if pl := fp.Single(); pl != nil {
+		return pl.HasChanges()
+	}
+	return fp.HasSteps()
+}
+
+// HasSteps reports whether applying the plan would do anything on any engine.
+func (fp *FleetPlan) HasSteps() bool {
 	for _, ep := range fp.Engines {
 		if ep.Plan != nil && (ep.Plan.HasChanges() || len(ep.Plan.Steps) > 0) {
 			return true
@@ -142,4 +202,45 @@ func (fp *FleetPlan) Engine(name string) *EnginePlan {
 		}
 	}
 	return nil
+}
+
+// Hold puts a fleet's plan in a saved plan: the implicit engine alone's as `plan`, as the plan
+// file of a configuration without engine blocks always held it; any other as `fleet`.
+func (sp *SavedPlan) Hold(fp *FleetPlan) {
+	if pl := fp.Single(); pl != nil {
+		sp.Plan = pl
+		return
+	}
+	sp.Fleet = fp
+}
+
+// Planned is the fleet's plan a saved plan holds: its `fleet`, or its `plan` as the implicit
+// engine's.
+func (sp *SavedPlan) Planned() *FleetPlan {
+	if sp.Fleet != nil {
+		return sp.Fleet
+	}
+	return Alone(sp.Plan)
+}
+
+// Fresh is what Verify compares a saved plan with, for the configuration p now: replan plans
+// every engine again, and is called only when the plan is of the configuration's kind (engine
+// blocks, or the implicit engine alone). A plan of the other kind is stale as it is: nothing is
+// read then. values are the variables' values now, by name.
+func (sp *SavedPlan) Fresh(p *config.Project, values map[string]string, replan func() (*FleetPlan, error)) (Fresh, error) {
+	now := Fresh{Values: values}
+	if multi := MultiEngine(p); multi != (sp.Fleet != nil) {
+		if multi {
+			now.Fleet = &FleetPlan{} // engine blocks now, none in the saved plan
+		}
+		return now, nil
+	}
+	fp, err := replan()
+	if err != nil {
+		return now, err
+	}
+	if now.Plan = fp.Single(); now.Plan == nil {
+		now.Fleet = fp
+	}
+	return now, nil
 }

@@ -191,8 +191,12 @@ func (e *errWriter) printf(format string, args ...any) {
 }
 
 // WriteText renders a fleet's plan: each engine's plan (or why it could not be read), the
-// rollouts with their batches, and the services whose engines are out of step.
+// rollouts with their batches, and the services whose engines are out of step; the implicit
+// engine alone's as a single engine's plan.
 func (fp *FleetPlan) WriteText(w io.Writer, o RenderOptions) error {
+	if pl := fp.Single(); pl != nil {
+		return pl.WriteText(w, o)
+	}
 	ew := &errWriter{w: w}
 	for i, ep := range fp.Engines {
 		if i > 0 {
@@ -241,10 +245,10 @@ func (fp *FleetPlan) WriteText(w io.Writer, o RenderOptions) error {
 	return ew.err
 }
 
-// WriteJSON writes the fleet's plan as one JSON object.
+// WriteJSON writes the fleet's plan as one JSON object (Shown).
 func (fp *FleetPlan) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
-	return enc.Encode(fp)
+	return enc.Encode(fp.Shown())
 }
