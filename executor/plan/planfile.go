@@ -55,13 +55,48 @@ func ReadPlanFile(path string) (*SavedPlan, error) {
 		return nil, fmt.Errorf("read plan file: %w", err)
 	}
 	var sp SavedPlan
-	if err := json.Unmarshal(b, &sp); err != nil || sp.Plan == nil && sp.Fleet == nil {
+	if err := json.Unmarshal(b, &sp); err != nil || sp.Plan == nil && sp.Fleet == nil || !sp.whole() {
 		return nil, fmt.Errorf("%s is not a plan file written by `deployer plan -out`", path)
 	}
 	if sp.FormatVersion != FormatVersion {
 		return nil, fmt.Errorf("%s has plan format %q; this deployer reads %q: run `deployer plan -out` again", path, sp.FormatVersion, FormatVersion)
 	}
 	return &sp, nil
+}
+
+// whole reports whether every entry the plan's lists hold is there: `plan -out` writes no null
+// change, step, engine or rollout, and one written by hand is refused rather than acted on.
+func (sp *SavedPlan) whole() bool {
+	plans := []*Plan{sp.Plan}
+	if sp.Fleet != nil {
+		for _, ep := range sp.Fleet.Engines {
+			if ep == nil {
+				return false
+			}
+			plans = append(plans, ep.Plan)
+		}
+		for _, ro := range sp.Fleet.Rollouts {
+			if ro == nil {
+				return false
+			}
+		}
+	}
+	for _, pl := range plans {
+		if pl == nil {
+			continue
+		}
+		for _, c := range pl.Changes {
+			if c == nil {
+				return false
+			}
+		}
+		for _, st := range pl.Steps {
+			if st == nil {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Fresh is what runs now, planned again from the configuration a saved plan was made from:

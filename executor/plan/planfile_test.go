@@ -2,6 +2,8 @@ package plan
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -69,5 +71,26 @@ func TestSavedPlanVerify(t *testing.T) {
 	}
 	if err := fleet.Verify("p.json", again, Fresh{Fleet: &FleetPlan{Engines: []*EnginePlan{{Engine: "a", Plan: fresh(nil)}}}}); err != nil {
 		t.Errorf("the same engine and plan: %v", err)
+	}
+}
+
+// A plan file written by hand with null entries is refused as no plan file, never acted on (a
+// crash before).
+func TestReadPlanFileRefusesNullEntries(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"null engine":  `{"format_version":"` + FormatVersion + `","fleet":{"engines":[null]}}`,
+		"null change":  `{"format_version":"` + FormatVersion + `","plan":{"changes":[null]}}`,
+		"null step":    `{"format_version":"` + FormatVersion + `","plan":{"steps":[null]}}`,
+		"null rollout": `{"format_version":"` + FormatVersion + `","fleet":{"engines":[],"rollouts":[null]}}`,
+		"engine step":  `{"format_version":"` + FormatVersion + `","fleet":{"engines":[{"engine":"a","plan":{"steps":[null]}}]}}`,
+	} {
+		path := filepath.Join(dir, strings.ReplaceAll(name, " ", "-")+".json")
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ReadPlanFile(path); err == nil || !strings.Contains(err.Error(), "is not a plan file written by `deployer plan -out`") {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }
