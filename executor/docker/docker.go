@@ -393,30 +393,29 @@ func (e *Engine) RemoveNetwork(ctx context.Context, name string) error {
 		if !strings.Contains(err.Error(), "active endpoints") || time.Now().After(deadline) {
 			return fmt.Errorf("remove network %s: %w", name, err)
 		}
-		if held := e.networkHolders(ctx, name); len(held) > 0 {
-			return fmt.Errorf("remove network %s: containers %s are still connected to it: %w", name, strings.Join(held, ", "), err)
+		if held := e.networkHolders(ctx, name); held != "" {
+			return fmt.Errorf("remove network %s: %s still connected to it: %w", name, held, err)
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("remove network %s: %w", name, err)
 		case <-time.After(wait):
 		}
-		if wait < time.Second {
-			wait *= 2
-		}
+		wait = min(wait*2, time.Second)
 	}
 }
 
-// networkHolders names the containers connected to a network that still exist; an endpoint
-// whose container is gone is one the engine has yet to tear down.
-func (e *Engine) networkHolders(ctx context.Context, name string) []string {
+// networkHolders names the containers connected to a network that still exist (or cannot be
+// told gone), as "container X" or "containers X, Y"; an endpoint whose container is gone is
+// one the engine has yet to tear down.
+func (e *Engine) networkHolders(ctx context.Context, name string) string {
 	n, err := e.cli.NetworkInspect(ctx, name, network.InspectOptions{})
 	if err != nil {
-		return nil
+		return ""
 	}
 	var out []string
 	for id, c := range n.Containers {
-		if _, err := e.cli.ContainerInspect(ctx, id); err == nil {
+		if _, err := e.cli.ContainerInspect(ctx, id); !isNotFound(err) {
 			label := c.Name
 			if label == "" {
 				label = short(id)
@@ -425,7 +424,13 @@ func (e *Engine) networkHolders(ctx context.Context, name string) []string {
 		}
 	}
 	sort.Strings(out)
-	return out
+	switch len(out) {
+	case 0:
+		return ""
+	case 1:
+		return "container " + out[0] + " is"
+	}
+	return "containers " + strings.Join(out, ", ") + " are"
 }
 
 // Volumes lists the volumes labelled with the project (its key's, the deployer's scratch
