@@ -513,7 +513,7 @@ func ProxyStatus(ctx context.Context, rt Runtime, p *config.Project) ([]proxy.Ro
 func readProxyRoutes(ctx context.Context, eng Engine, proxyID string) ([]plan.Route, error) {
 	rt, ok := eng.(Runtime)
 	if !ok {
-		return nil, nil
+		return nil, errors.New("the engine runs no commands in containers: the proxy's routes cannot be read")
 	}
 	list, err := proxyRoutes(ctx, rt, proxyID)
 	var out []plan.Route

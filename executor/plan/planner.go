@@ -13,7 +13,8 @@ import (
 )
 
 // Make reads the observed state of the project from the engine and diffs it against the
-// configuration.
+// configuration. The checks that reach past the engine run only when opts supplies them
+// (CheckStore, ProxyRoutes): the deployer's commands call executor.MakePlan, which does.
 func Make(ctx context.Context, p *config.Project, eng engine.Engine, opts PlanOptions) (*Plan, error) {
 	if err := eng.Ping(ctx); err != nil {
 		return nil, err
