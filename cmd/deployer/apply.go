@@ -15,14 +15,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker"
+	"github.com/deployer-dev/deployer/executor/plan"
 	"github.com/deployer-dev/deployer/hclspec"
 )
 

@@ -19,11 +19,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
+	"github.com/deployer-dev/deployer/executor/plan"
 	"github.com/deployer-dev/deployer/hclspec"
 )
 

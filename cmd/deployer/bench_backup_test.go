@@ -17,14 +17,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"filippo.io/age"
 	_ "modernc.org/sqlite"
 
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/backup"
 	"github.com/deployer-dev/deployer/executor/backup/s3test"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // fillVolume streams a tar of one file of n pseudo-random bytes (incompressible: the worst case

@@ -10,13 +10,12 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/spf13/cobra"
 
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/backup"
 	"github.com/deployer-dev/deployer/executor/docker"
+	"github.com/deployer-dev/deployer/executor/plan"
 	"github.com/deployer-dev/deployer/hclspec"
 )
 

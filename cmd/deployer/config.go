@@ -9,11 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
 
+	"github.com/deployer-dev/deployer/executor/plan"
 	"github.com/deployer-dev/deployer/hclspec"
 )
 

@@ -12,9 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // The deployer SIGKILLed in a proxy cutover after the switch (the proxy routes to the candidate,

@@ -8,11 +8,10 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/spf13/cobra"
 
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 func newDestroy(g *globals) *cobra.Command {

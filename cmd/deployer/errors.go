@@ -11,13 +11,12 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/agext/levenshtein"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/deployer-dev/deployer/executor/plan"
 	"github.com/deployer-dev/deployer/hclspec"
 )
 

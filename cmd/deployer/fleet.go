@@ -7,11 +7,10 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker"
+	"github.com/deployer-dev/deployer/executor/plan"
 	"github.com/deployer-dev/deployer/hclspec"
 )
 

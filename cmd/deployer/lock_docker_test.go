@@ -9,9 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // A deploy that runs in another PID namespace on this machine (a CI job in a container with the

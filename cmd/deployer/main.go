@@ -12,10 +12,10 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 func main() { os.Exit(main1()) }

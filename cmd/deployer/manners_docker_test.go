@@ -13,9 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // runSplit runs the deployer in the rig's directory and returns its stdout and stderr apart,

@@ -7,12 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/spf13/cobra"
 
 	"github.com/deployer-dev/deployer/config"
 	"github.com/deployer-dev/deployer/executor"
+	"github.com/deployer-dev/deployer/executor/plan"
 	"github.com/deployer-dev/deployer/hclspec"
 )
 

@@ -14,12 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/docker/docker/api/types/image"
 
 	"github.com/deployer-dev/deployer/executor/docker"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // tryIt is the README's "Try it" section: its commands, in order, and the URL it says to curl.

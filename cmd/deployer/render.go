@@ -9,10 +9,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/backup"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // renderer shows apply's events: on a terminal the running step with its elapsed seconds,

@@ -16,9 +16,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 const secretsConfig = `

@@ -10,10 +10,9 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/deployer-dev/deployer/executor/plan"
-
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
+	"github.com/deployer-dev/deployer/executor/plan"
 )
 
 // takeoverRig is a service that `docker run` made, with the configuration that takes it over.
