@@ -222,6 +222,12 @@ func (rl *releases) adopt(ctx context.Context, s *config.Service, t *plan.Takeov
 	if st.Running {
 		state = "running"
 	}
+	if t.Doc == nil {
+		// A saved plan keeps no spec of the container (it holds its raw environment): it is read
+		// again from the container being taken over.
+		imageEnv, _ := rn.Runtime.ImageEnv(ctx, st.ImageID)
+		t.Doc = plan.ForeignDoc(s, st, t.Image, imageEnv)
+	}
 	c := &Container{ID: st.ID, Name: st.Name, Image: t.Image, ImageID: st.ImageID, State: state, Labels: rl.adoptedLabels(s, t, st.Spec.Labels)}
 	return &plan.ServiceState{Name: s.Name, Live: c}, nil
 }

@@ -73,8 +73,27 @@ func TestTakeOverDockerRun(t *testing.T) {
 				r.self = staticDeployer(t)
 			}
 			p := r.configWithStore("v1", store, mod)
-			r.takeoverPlan(p, name, "docker run")
-			so := r.apply(p)
+			pl := r.takeoverPlan(p, name, "docker run")
+			var so *executor.ServiceOutcome
+			if cutover == "restart" {
+				// Through a saved plan, as `plan -out` then `apply PLANFILE` do: the file keeps
+				// no spec of the container (its raw environment), and apply reads it again.
+				path := filepath.Join(t.TempDir(), "plan.json")
+				if err := plan.WritePlanFile(path, &plan.SavedPlan{Plan: pl}); err != nil {
+					t.Fatal(err)
+				}
+				saved, err := plan.ReadPlanFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out, err := r.applier(p).Apply(ctx, saved.Plan)
+				if err != nil || len(out.Services) != 1 {
+					t.Fatalf("apply of the saved plan: %+v %v", out, err)
+				}
+				so = out.Services[0]
+			} else {
+				so = r.apply(p)
+			}
 			if so.Error != "" || so.Release != 2 {
 				t.Fatalf("apply: %+v", so)
 			}
@@ -100,6 +119,10 @@ func TestTakeOverDockerRun(t *testing.T) {
 			prev := obs.Services["app"].Previous[0]
 			if prev.Name != name+"-r1" || prev.Labels[plan.LabelTakenOver] != "docker run" {
 				t.Errorf("the previous release: %s %v", prev.Name, prev.Labels)
+			}
+			// It records what it ran, for the diff of a later plan (a saved plan too).
+			if doc := prev.Labels[plan.LabelSpecDoc]; !strings.Contains(doc, `"image"`) || !strings.Contains(doc, "APP_VERSION") {
+				t.Errorf("the taken-over release's spec doc: %q", doc)
 			}
 			if cutover == "proxy" {
 				warned := false

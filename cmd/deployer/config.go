@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -131,11 +132,24 @@ func plural(n int, word string) string {
 // Evaluating a configuration is bounded in memory and time: a configuration from a pull request
 // runs in CI, where it must not be able to take the runner down. Functions and nesting are
 // bounded where the value is built (hclspec); what is left, an expression that iterates over
-// large collections, is watched here, as is fmt. (Variables, so that a test can lower them.)
+// large collections, is watched here, as is fmt. Time is the process's CPU time, so that a
+// busy runner (which slows the evaluation, not the configuration) does not change which bound
+// a configuration meets; the wall clock is the backstop for one that blocks without computing.
+// (Variables, so that a test can lower them.)
 var (
 	evalMemoryLimit int64 = 1 << 30
 	evalTimeLimit         = 30 * time.Second
+	evalWallLimit         = 5 * time.Minute
 )
+
+// cpuTime is the CPU time this process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 // watchedLoad loads the configuration while watching the memory it takes and the time. Past
 // either limit it gives up with an error that names the expression being evaluated, unless that
@@ -167,7 +181,7 @@ func watch(what string, f func()) *hcl.Diagnostic {
 		defer func() { done <- recover() }()
 		f()
 	}()
-	start := time.Now()
+	start, cpuStart := time.Now(), cpuTime()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
@@ -186,8 +200,10 @@ func watch(what string, f func()) *hcl.Diagnostic {
 			switch {
 			case heap > uint64(evalMemoryLimit)/10*9:
 				over = fmt.Sprintf("more than %d MiB of memory", evalMemoryLimit>>20)
-			case time.Since(start) > evalTimeLimit:
-				over = fmt.Sprintf("more than %s", evalTimeLimit)
+			case cpuTime()-cpuStart > evalTimeLimit:
+				over = fmt.Sprintf("more than %s of CPU time", evalTimeLimit)
+			case time.Since(start) > evalWallLimit:
+				over = fmt.Sprintf("more than %s", evalWallLimit)
 			}
 			if over != "" {
 				return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Configuration too large to evaluate",

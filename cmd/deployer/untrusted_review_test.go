@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The reproductions of the adversarial review of issue 22 item 2 that need the command line
@@ -149,5 +150,35 @@ func TestFmtIsWatched(t *testing.T) {
 	code := run([]string{"fmt", "-check", dir}, nil, &out, &errOut)
 	if code != 1 || !strings.Contains(errOut.String(), "File too large to format") || !strings.Contains(errOut.String(), "more than 48 MiB of memory") {
 		t.Errorf("fmt exits %d:\n%s%s", code, out.String(), errOut.String())
+	}
+}
+
+// The evaluation's time bound counts the CPU time it takes, so a busy machine does not turn a
+// configuration that meets the memory bound into one that meets the time bound; one that blocks
+// without computing (reading a pipe) meets the wall clock's.
+func TestWatchBoundsCPUAndWallTime(t *testing.T) {
+	prevCPU, prevWall := evalTimeLimit, evalWallLimit
+	defer func() { evalTimeLimit, evalWallLimit = prevCPU, prevWall }()
+	evalTimeLimit, evalWallLimit = 300*time.Millisecond, time.Minute
+	stop := make(chan struct{})
+	d := watch("Evaluating the configuration", func() {
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+	})
+	close(stop)
+	if d == nil || d.Detail != "Evaluating the configuration took more than 300ms of CPU time:" {
+		t.Errorf("a spinning evaluation: %+v", d)
+	}
+	evalTimeLimit, evalWallLimit = time.Minute, 300*time.Millisecond
+	blocked := make(chan struct{})
+	defer close(blocked)
+	d = watch("Evaluating the configuration", func() { <-blocked })
+	if d == nil || d.Detail != "Evaluating the configuration took more than 300ms:" {
+		t.Errorf("a blocked evaluation: %+v", d)
 	}
 }

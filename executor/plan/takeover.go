@@ -61,10 +61,10 @@ func volumesMatch(s *config.Service, st *engine.ContainerState) error {
 	return fmt.Errorf("service.%s: container %s, which runs without the deployer, cannot be taken over as it is: %s; nothing was changed", s.Name, st.Name, strings.Join(problems, "; "))
 }
 
-// foreignDoc is a foreign container's spec in the attributes the deployer records, for the
+// ForeignDoc is a foreign container's spec in the attributes the deployer records, for the
 // plan's diff: image, command, environment (what the image does not set itself), ports and
 // volumes. Everything else the deployer adds is new.
-func foreignDoc(s *config.Service, st *engine.ContainerState, image string, imageEnv map[string]string) map[string]string {
+func ForeignDoc(s *config.Service, st *engine.ContainerState, image string, imageEnv map[string]string) map[string]string {
 	doc := map[string]string{"container_name": jsonString(st.Name), "image": jsonString(image)}
 	if len(st.Spec.Cmd) > 0 {
 		b, _ := json.Marshal(st.Spec.Cmd)
@@ -145,6 +145,6 @@ func (pl *planner) takeover(s *config.Service, c *engine.Container, release int)
 		return nil, err
 	}
 	imageEnv, _ := pl.eng.ImageEnv(pl.ctx, st.ImageID)
-	t.Doc = foreignDoc(s, st, c.Image, imageEnv)
+	t.Doc = ForeignDoc(s, st, c.Image, imageEnv)
 	return t, nil
 }
