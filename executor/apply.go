@@ -170,7 +170,7 @@ func (ap *applyRun) putBackSafety(ctx context.Context, s *config.Service, safety
 		return err
 	}
 	for _, v := range vols {
-		if v.Name == safety && v.Labels[LabelRole] == plan.RoleSafety {
+		if v.Name == safety && v.Labels[plan.LabelRole] == plan.RoleSafety {
 			target = v.Labels[plan.LabelVolume]
 		}
 	}

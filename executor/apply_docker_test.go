@@ -252,8 +252,8 @@ func TestApplyLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	lockID, err := r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: plan.LockName(r.project), Image: image, Labels: map[string]string{
-		executor.LabelProject: r.project, executor.LabelRole: plan.RoleLock, executor.LabelHolder: "ci@runner-7 pid 4242",
-		executor.LabelCreatedAt: "2026-11-27T10:00:00Z", plan.LabelLockHost: "another-host", plan.LabelLockPID: "4242"}})
+		plan.LabelProject: r.project, plan.LabelRole: plan.RoleLock, plan.LabelHolder: "ci@runner-7 pid 4242",
+		plan.LabelCreatedAt: "2026-11-27T10:00:00Z", plan.LabelLockHost: "another-host", plan.LabelLockPID: "4242"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +287,7 @@ func TestApplyLock(t *testing.T) {
 	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	pidns, _ := os.Readlink("/proc/self/ns/pid")
 	_, err = r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: plan.LockName(r.project), Image: image, Labels: map[string]string{
-		executor.LabelProject: r.project, executor.LabelRole: plan.RoleLock, executor.LabelHolder: "dead", plan.LabelLockHost: host, plan.LabelLockPID: "3999999",
+		plan.LabelProject: r.project, plan.LabelRole: plan.RoleLock, plan.LabelHolder: "dead", plan.LabelLockHost: host, plan.LabelLockPID: "3999999",
 		plan.LabelLockBoot: strings.TrimSpace(string(boot)), plan.LabelLockPIDNS: pidns, plan.LabelLockStart: "12345"}})
 	if err != nil {
 		t.Fatal(err)

@@ -318,7 +318,7 @@ func TestMemScratchLeftover(t *testing.T) {
 	p := r.config("v1", nil)
 	r.apply(p)
 	scratch := r.project + "-app-snapshots"
-	if err := r.eng.CreateVolume(ctx, scratch, map[string]string{executor.LabelProject: r.project, executor.LabelService: "app", executor.LabelRole: plan.RoleScratch}); err != nil {
+	if err := r.eng.CreateVolume(ctx, scratch, map[string]string{plan.LabelProject: r.project, plan.LabelService: "app", plan.LabelRole: plan.RoleScratch}); err != nil {
 		t.Fatal(err)
 	}
 	pl := r.plan(p)
@@ -340,7 +340,7 @@ func TestMemScratchLeftover(t *testing.T) {
 		t.Errorf("apply's steps: %s", steps)
 	}
 	// What stays labelled with the project is its data volume, made by the first apply.
-	if vols, _ := r.eng.Volumes(ctx, r.project); len(vols) != 1 || vols[0].Name != r.project+"-data" || vols[0].Labels[executor.LabelRole] != plan.RoleData {
+	if vols, _ := r.eng.Volumes(ctx, r.project); len(vols) != 1 || vols[0].Name != r.project+"-data" || vols[0].Labels[plan.LabelRole] != plan.RoleData {
 		t.Errorf("after apply: %+v", vols)
 	}
 	if pl := r.plan(p); pl.HasChanges() || len(pl.Leftovers) != 0 {

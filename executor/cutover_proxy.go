@@ -78,7 +78,7 @@ func (c *proxyCutover) route(ctx context.Context, old, cand *ContainerState, ch 
 	}
 	rn.warn(s.Name, "%s: stopping it so the proxy can take the port; this one switch has a window without service, as long as a restart's", who)
 	c.portMoved = true
-	if err := rn.rel.stopRelease(ctx, s, old.ID, "release "+old.Spec.Labels[LabelRelease]); err != nil {
+	if err := rn.rel.stopRelease(ctx, s, old.ID, "release "+old.Spec.Labels[plan.LabelRelease]); err != nil {
 		return err
 	}
 	if _, err := rn.proxy.setRoutes(ctx, s, cand); err != nil {
@@ -147,7 +147,7 @@ func (c *proxyCutover) retire(ctx context.Context, old *ContainerState) {
 	if err := c.rn.proxy.drain(ctx, c.Service, old); err != nil {
 		c.rn.warn(c.Service.Name, "drain: %v", err)
 	}
-	c.rn.rel.stopRelease(ctx, c.Service, old.ID, "release "+old.Spec.Labels[LabelRelease])
+	c.rn.rel.stopRelease(ctx, c.Service, old.ID, "release "+old.Spec.Labels[plan.LabelRelease])
 }
 
 // resumed points the routes at a live release started again (its address may have changed with

@@ -34,7 +34,7 @@ func (c *restartCutover) switchTo(ctx context.Context, r *release, old, cand *Co
 	var liveID string
 	err := rn.step(s.Name, name, "", "", func() (err error) {
 		if old != nil {
-			if err := rn.rel.stopRelease(ctx, s, old.ID, "release "+old.Spec.Labels[LabelRelease]); err != nil {
+			if err := rn.rel.stopRelease(ctx, s, old.ID, "release "+old.Spec.Labels[plan.LabelRelease]); err != nil {
 				return err
 			}
 			rn.crash(plan.PointCutoverStopped)

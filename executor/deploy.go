@@ -216,7 +216,7 @@ func stillServingOld(old *ContainerState) string {
 	if old == nil {
 		return "nothing was live before, and nothing is live now"
 	}
-	return fmt.Sprintf("release %s (%s) is still live", old.Spec.Labels[LabelRelease], old.Name)
+	return fmt.Sprintf("release %s (%s) is still live", old.Spec.Labels[plan.LabelRelease], old.Name)
 }
 
 // resume starts the live release when it is stopped: the service must not stay down while the
@@ -417,7 +417,7 @@ func (d *deployment) watch(ctx context.Context) error {
 // switchBack puts the previous release back after the new one failed verification.
 func (d *deployment) switchBack(ctx context.Context, reason string) error {
 	rn, s, r := d.rn, d.s, d.r
-	prev := d.old.Spec.Labels[LabelRelease]
+	prev := d.old.Spec.Labels[plan.LabelRelease]
 	var logs string
 	err := rn.step(s.Name, plan.StepRollback, "", fmt.Sprintf("switch back from release %d to release %s", r.number, prev), func() error {
 		logs, _ = rn.Runtime.Logs(ctx, d.liveID, logLines)

@@ -172,7 +172,7 @@ func (r *memRig) expectGone(ctx context.Context) {
 		r.t.Errorf("volumes: %v", err)
 	}
 	for _, v := range vols {
-		if v.Labels[executor.LabelRole] != plan.RoleData { // the services' data stays
+		if v.Labels[plan.LabelRole] != plan.RoleData { // the services' data stays
 			r.t.Errorf("the deployer's volume %s is left (%v)", v.Name, v.Labels)
 		}
 	}

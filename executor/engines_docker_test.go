@@ -39,8 +39,8 @@ func TestProxyRouteSurvivesRestart(t *testing.T) {
 	}
 	network := plan.NetworkName(r.project)
 	before := live.IPs[network]
-	if before == "" || live.Spec.Labels[executor.LabelAddress] != before || live.Spec.IP != before {
-		t.Fatalf("the live release has no fixed address: %v, label %q, spec %q", live.IPs, live.Spec.Labels[executor.LabelAddress], live.Spec.IP)
+	if before == "" || live.Spec.Labels[plan.LabelAddress] != before || live.Spec.IP != before {
+		t.Fatalf("the live release has no fixed address: %v, label %q, spec %q", live.IPs, live.Spec.Labels[plan.LabelAddress], live.Spec.IP)
 	}
 	r.eng.StopContainer(ctx, obs.Proxy.ID, 5*time.Second)
 	r.eng.StopContainer(ctx, live.ID, 5*time.Second)
@@ -88,7 +88,7 @@ func TestProxyOnNetworkWithoutFixedRange(t *testing.T) {
 		t.Errorf("through the proxy: %q", got)
 	}
 	obs, _ := plan.Observe(ctx, r.eng, projectOnly(r.project))
-	if a := obs.Services["app"].Live.Labels[executor.LabelAddress]; a != "" {
+	if a := obs.Services["app"].Live.Labels[plan.LabelAddress]; a != "" {
 		t.Errorf("a fixed address on a network without a fixed range: %s", a)
 	}
 }

@@ -147,7 +147,7 @@ func (f *Fleet) describe(fp *plan.FleetPlan) {
 		}
 		for _, name := range plan.SortedKeys(recorded) {
 			if _, declared := p.Engines[name]; !declared && name != config.DefaultEngine {
-				fp.Undeclared = append(fp.Undeclared, fmt.Sprintf("service.%s was deployed to engine %s (%s), which the configuration no longer declares: if it still runs there, declare the engine again and apply removes it there, or remove its containers there by hand (label %s=%s)", s.Name, name, recorded[name], LabelProject, p.Name))
+				fp.Undeclared = append(fp.Undeclared, fmt.Sprintf("service.%s was deployed to engine %s (%s), which the configuration no longer declares: if it still runs there, declare the engine again and apply removes it there, or remove its containers there by hand (label %s=%s)", s.Name, name, recorded[name], plan.LabelProject, p.Name))
 			}
 		}
 		if len(s.EngineNames()) < 2 {

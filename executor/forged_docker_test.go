@@ -108,10 +108,10 @@ func TestForgedOnTheEngine(t *testing.T) {
 
 	// Findings 2 and 3: labelled as the live release, naming itself as the live name, on a volume
 	// of the attacker's that holds its own secret.txt.
-	evilLive := r.forge(r.project+"-attacker-live", labels(live, map[string]string{executor.LabelRelease: "50", executor.LabelAddress: "", executor.LabelLiveName: r.project + "-attacker-live"}), "PWNED", attackerVol, true)
+	evilLive := r.forge(r.project+"-attacker-live", labels(live, map[string]string{plan.LabelRelease: "50", plan.LabelAddress: "", plan.LabelLiveName: r.project + "-attacker-live"}), "PWNED", attackerVol, true)
 	r.putFiles(evilLive, "/data", map[string][]byte{"secret.txt": []byte("PWNED")})
 	// Finding 1: labelled as a previous release.
-	evilPrev := r.forge(r.project+"-attacker-prev", labels(live+"-r1", map[string]string{executor.LabelRelease: "9", executor.LabelAddress: ""}), "PWNED", "", false)
+	evilPrev := r.forge(r.project+"-attacker-prev", labels(live+"-r1", map[string]string{plan.LabelRelease: "9", plan.LabelAddress: ""}), "PWNED", "", false)
 	// Finding 5: docker run -d IMAGE, from the service's built image.
 	forgeries.Add(1)
 	debug, err := cli.ContainerCreate(ctx, &container.Config{Image: r.project + "-app:latest", Env: []string{"APP_VERSION=debug"}}, nil, nil, nil, r.project+"-operator-debug")
@@ -120,7 +120,7 @@ func TestForgedOnTheEngine(t *testing.T) {
 	}
 	t.Cleanup(func() { cli.ContainerRemove(context.Background(), debug.ID, container.RemoveOptions{Force: true}) })
 	cli.ContainerStart(ctx, debug.ID, container.StartOptions{})
-	if st, err := r.eng.Inspect(ctx, debug.ID); err != nil || st.Spec.Labels[executor.LabelProject] != "" || st.Spec.Labels[executor.LabelImageProject] != r.project {
+	if st, err := r.eng.Inspect(ctx, debug.ID); err != nil || st.Spec.Labels[plan.LabelProject] != "" || st.Spec.Labels[plan.LabelImageProject] != r.project {
 		t.Errorf("a container run from the built image carries: %v %v", st.Spec.Labels, err)
 	}
 	// Finding 6: an -old-N name, without labels, on the service's data.
@@ -139,7 +139,7 @@ func TestForgedOnTheEngine(t *testing.T) {
 	used := map[string]bool{}
 	obs, _ := plan.Observe(ctx, r.eng, cfg("v2"))
 	for _, c := range obs.All {
-		used[c.Labels[executor.LabelAddress]] = true
+		used[c.Labels[plan.LabelAddress]] = true
 	}
 	var squatted []string
 	for a := fixed.Addr().Next().Next(); len(squatted) < 2; a = a.Next() {

@@ -291,7 +291,7 @@ func TestMemHandRunFromTheImage(t *testing.T) {
 		t.Fatal(so.Error)
 	}
 	labels, err := r.eng.ImageLabels(ctx, r.project+"-app:latest")
-	if err != nil || labels[executor.LabelImageProject] != r.project || labels[executor.LabelImageService] != "app" || labels[engine.LabelProject] != "" || labels[engine.LabelService] != "" {
+	if err != nil || labels[plan.LabelImageProject] != r.project || labels[plan.LabelImageService] != "app" || labels[engine.LabelProject] != "" || labels[engine.LabelService] != "" {
 		t.Fatalf("the built image's labels: %v %v", labels, err)
 	}
 	// docker run -d -v DATA:/data IMAGE
@@ -509,7 +509,7 @@ func TestMemForgedProxy(t *testing.T) {
 	// wait for it, and unlock -force leaves it.
 	forgeries.Add(1)
 	lock, err := r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: "attacker-lock", Image: memApp,
-		Labels: map[string]string{engine.LabelProject: r.project, engine.LabelRole: plan.RoleLock, executor.LabelHolder: "attacker"}})
+		Labels: map[string]string{engine.LabelProject: r.project, engine.LabelRole: plan.RoleLock, plan.LabelHolder: "attacker"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -105,8 +105,8 @@ func (hd *hold) beforeHold(ctx context.Context) error {
 	if err := rn.own.removeOwnVolume(ctx, safety, s.Name, plan.RoleSafety); err != nil { // one a kill left is older
 		return err
 	}
-	if err := rn.Runtime.CreateVolume(ctx, safety, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: plan.RoleSafety,
-		LabelRelease: fmt.Sprint(live.Release()), plan.LabelVolume: db.Volume}); err != nil {
+	if err := rn.Runtime.CreateVolume(ctx, safety, map[string]string{plan.LabelProject: rn.Project.Name, plan.LabelService: s.Name, plan.LabelRole: plan.RoleSafety,
+		plan.LabelRelease: fmt.Sprint(live.Release()), plan.LabelVolume: db.Volume}); err != nil {
 		return fmt.Errorf("the safety copy's volume: %w", err)
 	}
 	hd.safety = safety
@@ -250,7 +250,7 @@ func (hd *hold) uploadSafety(ctx context.Context) {
 	err := rn.step(s.Name, plan.StepBackup, "", fmt.Sprintf("back up the safety copy of %s, as the migration found it, to backup_store.%s", db.Volume, s.Backup.Store), func() error {
 		spec := ContainerSpec{Name: rn.Project.Name + "-" + s.Name + "-safety-source", Image: d.mg.helper, Cmd: []string{"version"},
 			Volumes: []VolumeMount{{Name: hd.safety, Target: target}}, NoNetwork: true,
-			Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: plan.RoleOneOff}}
+			Labels: map[string]string{plan.LabelProject: rn.Project.Name, plan.LabelService: s.Name, plan.LabelRole: plan.RoleOneOff}}
 		id, err := rn.hp.oneOffContainer(ctx, spec) // never started: it only holds the mount
 		if err != nil {
 			return err

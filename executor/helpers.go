@@ -173,7 +173,7 @@ func (hp *helpers) helperSpec(s *config.Service, name, image string, vols []Volu
 	rn := hp.rn
 	return ContainerSpec{Name: rn.Project.Name + "-" + s.Name + "-" + name, Image: image, Cmd: append([]string{"internal"}, cmd...),
 		Volumes: vols, NoNetwork: true, Memory: rn.HelperMemory,
-		Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: plan.RoleOneOff}}
+		Labels: map[string]string{plan.LabelProject: rn.Project.Name, plan.LabelService: s.Name, plan.LabelRole: plan.RoleOneOff}}
 }
 
 // schemaReport is what the helper's sqlite-schema says of one file.
@@ -224,12 +224,12 @@ func (hp *helpers) oneOffContainer(ctx context.Context, spec ContainerSpec) (str
 			return "", oerr
 		}
 		for _, c := range obs.All {
-			if c.Name == spec.Name && c.Role() == plan.RoleOneOff && c.Service() == spec.Labels[LabelService] {
+			if c.Name == spec.Name && c.Role() == plan.RoleOneOff && c.Service() == spec.Labels[plan.LabelService] {
 				rn.Runtime.RemoveContainer(ctx, c.ID)
 				return rn.Runtime.CreateContainer(ctx, spec)
 			}
 		}
-		return "", rn.own.nameTaken(ctx, spec.Name, fmt.Sprintf("a one-off container of service.%s", spec.Labels[LabelService]))
+		return "", rn.own.nameTaken(ctx, spec.Name, fmt.Sprintf("a one-off container of service.%s", spec.Labels[plan.LabelService]))
 	}
 	return id, err
 }

@@ -35,9 +35,9 @@ func (d *deployment) image(ctx context.Context) error {
 	if t := d.ch.Takeover; d.adopting && t != nil {
 		// Should the cutover be interrupted once it set the container aside, the next apply
 		// knows it by this (and no other container of that name is taken over).
-		r.labels[LabelTakeoverOf] = t.ID
+		r.labels[plan.LabelTakeoverOf] = t.ID
 	}
-	if st.Live != nil && st.Live.Labels[LabelSpec] == r.labels[LabelSpec] && st.Live.Running() {
+	if st.Live != nil && st.Live.Labels[plan.LabelSpec] == r.labels[plan.LabelSpec] && st.Live.Running() {
 		// The build produced the image that runs already, and nothing else changed.
 		rn.log(s.Name, "", "the new image is the live one (%s) and the spec is unchanged: nothing to deploy", plan.Short(r.imageID))
 		d.so.Release, d.so.ImageID = st.Live.Release(), r.imageID
@@ -157,7 +157,7 @@ func (d *deployment) build(ctx context.Context) (string, error) {
 		return "", err
 	}
 	hash := plan.BuildHash(rn.Project, s, content, rn.hasher)
-	if st.Live != nil && st.Live.Labels[LabelContextHash] == hash {
+	if st.Live != nil && st.Live.Labels[plan.LabelContextHash] == hash {
 		if _, err := rn.Runtime.ImageID(ctx, st.Live.ImageID); err == nil {
 			r.imageID = st.Live.ImageID
 			return hash, skipped(fmt.Sprintf("build context and inputs unchanged (%s): using the live image %s", plan.Short(hash), plan.Short(r.imageID)))
@@ -167,7 +167,7 @@ func (d *deployment) build(ctx context.Context) (string, error) {
 		Dir: dir, Dockerfile: s.Build.Dockerfile, Tag: s.Image, Args: s.Build.Args,
 		// Not deployer.project and deployer.service: every container run from the image would
 		// carry them, and an operator's `docker run` of it is no release.
-		Labels: map[string]string{LabelImageProject: rn.Project.Name, LabelImageService: s.Name, LabelContextHash: hash},
+		Labels: map[string]string{plan.LabelImageProject: rn.Project.Name, plan.LabelImageService: s.Name, plan.LabelContextHash: hash},
 	}) // the builder's output is quiet; its last lines come with a failure
 	r.imageID = id
 	return hash, err

@@ -18,7 +18,7 @@ func TestDegenerateProjectKeyOnDocker(t *testing.T) {
 	ctx := context.Background()
 	cli := r.eng.Client()
 	key := r.project + "-deployer-key"
-	if _, err := cli.VolumeCreate(ctx, volume.CreateOptions{Name: key, Labels: map[string]string{executor.LabelProject: r.project, "deployer.key": strings.Repeat("00", 32)}}); err != nil {
+	if _, err := cli.VolumeCreate(ctx, volume.CreateOptions{Name: key, Labels: map[string]string{plan.LabelProject: r.project, "deployer.key": strings.Repeat("00", 32)}}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.VolumeRemove(context.Background(), key, false) })

@@ -28,8 +28,8 @@ func (rn *run) lock(ctx context.Context) (func(), error) {
 		host, _ := os.Hostname()
 		me := thisProcess()
 		spec := ContainerSpec{Name: plan.LockName(rn.Project.Name), Image: image, Labels: map[string]string{
-			LabelProject: rn.Project.Name, LabelRole: plan.RoleLock, LabelHolder: rn.Holder,
-			LabelCreatedAt: time.Now().UTC().Format(time.RFC3339), plan.LabelLockHost: host, plan.LabelLockPID: strconv.Itoa(os.Getpid()),
+			plan.LabelProject: rn.Project.Name, plan.LabelRole: plan.RoleLock, plan.LabelHolder: rn.Holder,
+			plan.LabelCreatedAt: time.Now().UTC().Format(time.RFC3339), plan.LabelLockHost: host, plan.LabelLockPID: strconv.Itoa(os.Getpid()),
 			plan.LabelLockBoot: me.boot, plan.LabelLockPIDNS: me.pidns, plan.LabelLockStart: me.start,
 		}}
 		deadline := time.Now().Add(rn.LockTimeout)
@@ -100,7 +100,7 @@ func lockHolder(ctx context.Context, rt Runtime, project string) (*Container, er
 		return nil, fmt.Errorf("deploy lock: %w", err)
 	}
 	c := &Container{ID: st.ID, Name: st.Name, Image: st.Spec.Image, Labels: st.Spec.Labels}
-	if c.Labels[LabelProject] != project || c.Role() != plan.RoleLock {
+	if c.Labels[plan.LabelProject] != project || c.Role() != plan.RoleLock {
 		return nil, fmt.Errorf("the deploy lock's name %s is taken by %s, so project %q cannot take its lock: remove or rename that container, or rename the project; nothing was changed",
 			name, plan.Whose(*c), project)
 	}

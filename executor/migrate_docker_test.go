@@ -240,7 +240,7 @@ func (r *rig) noScratchLeft() {
 		r.t.Fatal(err)
 	}
 	for _, v := range vols {
-		if v.Labels[executor.LabelRole] == plan.RoleScratch {
+		if v.Labels[plan.LabelRole] == plan.RoleScratch {
 			r.t.Errorf("scratch volume %s is left", v.Name)
 		}
 	}
@@ -404,7 +404,7 @@ func TestMigrationHeld(t *testing.T) {
 				}
 				vols, _ := r.eng.Volumes(context.Background(), r.project)
 				for _, v := range vols {
-					if v.Labels[executor.LabelRole] == plan.RoleSafety {
+					if v.Labels[plan.LabelRole] == plan.RoleSafety {
 						t.Errorf("the safety copy %s is left after a deploy that succeeded", v.Name)
 					}
 				}

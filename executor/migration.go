@@ -130,9 +130,9 @@ func (mg *migration) markMigrated(ctx context.Context) {
 	if err == nil {
 		raw, _ := json.Marshal(migrationRecord(mg.mig))
 		_, err = rn.Runtime.CreateContainer(ctx, ContainerSpec{Name: fmt.Sprintf("%s-migrated-%d", s.ContainerName, d.r.number), Image: image, NoNetwork: true,
-			Labels: map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: plan.RoleMigrated, LabelRelease: strconv.Itoa(d.r.number),
+			Labels: map[string]string{plan.LabelProject: rn.Project.Name, plan.LabelService: s.Name, plan.LabelRole: plan.RoleMigrated, plan.LabelRelease: strconv.Itoa(d.r.number),
 				plan.LabelMigrationKey: migrationKey(d.r.imageID, s.Migration, s.MigrationDB()), plan.LabelMigration: string(raw),
-				LabelCreatedAt: time.Now().UTC().Format(time.RFC3339)}})
+				plan.LabelCreatedAt: time.Now().UTC().Format(time.RFC3339)}})
 	}
 	if err != nil {
 		rn.warn(s.Name, "could not record that the migration ran (%v): if this apply is interrupted, the next one runs it again", err)
@@ -163,7 +163,7 @@ func (mg *migration) dryRun(ctx context.Context) error {
 		json.Unmarshal([]byte(mark.Labels[plan.LabelMigration]), &rec)
 		rep.LiveOutput, rep.Output, rep.Diff, rep.Destructive, mg.migrated = rec.LiveOutput, rec.Output, rec.Changes, false, true
 		return rn.step(s.Name, plan.StepDryRun, "", "", func() error {
-			return skipped(fmt.Sprintf("an interrupted apply ran `%s` on the live data at %s: it is not run again", rep.Command, mark.Labels[LabelCreatedAt]))
+			return skipped(fmt.Sprintf("an interrupted apply ran `%s` on the live data at %s: it is not run again", rep.Command, mark.Labels[plan.LabelCreatedAt]))
 		})
 	}
 	if !m.DryRun {
@@ -359,7 +359,7 @@ func (mg *migration) cloneForMigration(ctx context.Context, db *config.SQLite) e
 	if err := rn.own.removeOwnVolume(ctx, scratch, s.Name, plan.RoleScratch); err != nil {
 		return err
 	}
-	err = rn.Runtime.CreateVolume(ctx, scratch, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: plan.RoleScratch})
+	err = rn.Runtime.CreateVolume(ctx, scratch, map[string]string{plan.LabelProject: rn.Project.Name, plan.LabelService: s.Name, plan.LabelRole: plan.RoleScratch})
 	if errors.Is(err, ErrNameTaken) {
 		return fmt.Errorf("a volume named %s exists and is not the deployer's: remove or rename it", scratch)
 	}

@@ -64,7 +64,7 @@ func TestProjectsCollideOnOneEngine(t *testing.T) {
 	if so := a.apply(a.config("v1", nil)); so.Error != "" {
 		t.Fatal(so.Error)
 	}
-	if v, err := a.eng.InspectVolume(ctx, data); err != nil || v.Labels[executor.LabelProject] != a.project || v.Labels[executor.LabelRole] != plan.RoleData {
+	if v, err := a.eng.InspectVolume(ctx, data); err != nil || v.Labels[plan.LabelProject] != a.project || v.Labels[plan.LabelRole] != plan.RoleData {
 		t.Fatalf("the data volume's labels: %+v %v", v, err)
 	}
 	v2 := a.config("v2", nil)
@@ -217,12 +217,12 @@ func TestNetworkAndKeySquatted(t *testing.T) {
 	t.Cleanup(func() { cli.NetworkRemove(context.Background(), n.ID) })
 	_, err = executor.MakePlan(ctx, r.config("v1", nil), r.eng, plan.PlanOptions{})
 	wantRefused(t, "the network", err, "the network name "+netName+" (the project's network) is taken by a network not made by the deployer")
-	if _, err := r.eng.EnsureNetwork(ctx, netName, map[string]string{executor.LabelProject: r.project}); err == nil || !strings.Contains(err.Error(), "not made by the deployer") {
+	if _, err := r.eng.EnsureNetwork(ctx, netName, map[string]string{plan.LabelProject: r.project}); err == nil || !strings.Contains(err.Error(), "not made by the deployer") {
 		t.Errorf("the engine joined a network it did not make: %v", err)
 	}
 	cli.NetworkRemove(ctx, n.ID)
 	key := r.project + "-deployer-key"
-	if _, err := cli.VolumeCreate(ctx, volume.CreateOptions{Name: key, Labels: map[string]string{executor.LabelProject: "someone-else", "deployer.key": strings.Repeat("ab", 32)}}); err != nil {
+	if _, err := cli.VolumeCreate(ctx, volume.CreateOptions{Name: key, Labels: map[string]string{plan.LabelProject: "someone-else", "deployer.key": strings.Repeat("ab", 32)}}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = executor.MakePlan(ctx, r.config("v1", nil), r.eng, plan.PlanOptions{})

@@ -62,7 +62,7 @@ func (own *owned) makeVolume(ctx context.Context, name string, labels map[string
 	err := rn.Runtime.CreateVolume(ctx, name, labels)
 	if errors.Is(err, ErrNameTaken) {
 		v, ierr := rn.Runtime.InspectVolume(ctx, name)
-		if ierr == nil && v.Labels[LabelProject] == rn.Project.Name {
+		if ierr == nil && v.Labels[plan.LabelProject] == rn.Project.Name {
 			return nil // made meanwhile by another run of the project
 		}
 		holder := "something else"
@@ -87,7 +87,7 @@ func (own *owned) removeOwnVolume(ctx context.Context, name, service, role strin
 		return err
 	}
 	l := v.Labels
-	if l[LabelProject] != rn.Project.Name || l[LabelService] != service || l[LabelRole] != role {
+	if l[plan.LabelProject] != rn.Project.Name || l[plan.LabelService] != service || l[plan.LabelRole] != role {
 		return fmt.Errorf("a volume named %s exists, %s, that is not service.%s's %s volume: it is left as it is; rename or remove it", name, plan.WhoseLabels(l), service, role)
 	}
 	return rn.Runtime.RemoveVolume(ctx, name)
@@ -106,7 +106,7 @@ type network struct {
 // ensureNetwork makes sure the project's network exists and learns its fixed range.
 func (own *owned) ensureNetwork(ctx context.Context) error {
 	rn := own.rn
-	fixed, err := rn.Runtime.EnsureNetwork(ctx, plan.NetworkName(rn.Project.Name), map[string]string{LabelProject: rn.Project.Name})
+	fixed, err := rn.Runtime.EnsureNetwork(ctx, plan.NetworkName(rn.Project.Name), map[string]string{plan.LabelProject: rn.Project.Name})
 	if err != nil {
 		return err
 	}
@@ -137,7 +137,7 @@ func (rn *run) createRelease(ctx context.Context, spec ContainerSpec) (string, e
 		for k, v := range spec.Labels {
 			labels[k] = v
 		}
-		labels[LabelAddress] = addr
+		labels[plan.LabelAddress] = addr
 		spec.Labels = labels
 	}
 	return rn.Runtime.CreateContainer(ctx, spec)
@@ -160,7 +160,7 @@ func (own *owned) freeAddress(ctx context.Context) (string, error) {
 	}
 	used := map[string]bool{}
 	for _, c := range obs.Labelled {
-		used[c.Labels[LabelAddress]] = true
+		used[c.Labels[plan.LabelAddress]] = true
 	}
 	connected, err := rn.Runtime.NetworkAddresses(ctx, name)
 	if err != nil {

@@ -50,9 +50,9 @@ func createReleased(t *testing.T, eng *docker.Engine, p *config.Project, service
 	id, err := eng.CreateContainer(ctx, executor.ContainerSpec{
 		Name: name, Image: s.Image, Env: s.Env,
 		Labels: map[string]string{
-			executor.LabelProject: p.Name, executor.LabelService: service, executor.LabelRole: role,
-			executor.LabelRelease: fmt.Sprint(release), executor.LabelSpecDoc: string(raw),
-			executor.LabelSpec: plan.SpecHash(doc, imageID),
+			plan.LabelProject: p.Name, plan.LabelService: service, plan.LabelRole: role,
+			plan.LabelRelease: fmt.Sprint(release), plan.LabelSpecDoc: string(raw),
+			plan.LabelSpec: plan.SpecHash(doc, imageID),
 		},
 	})
 	if err != nil {

@@ -94,8 +94,8 @@ func (r *rig) noPublished(port int) {
 	}
 	for _, c := range all {
 		for _, p := range c.Published {
-			if p.HostPort == port && c.Labels[executor.LabelProject] == r.project {
-				r.t.Errorf("%s (%s) publishes port %d", c.Name, c.Labels[executor.LabelRole], port)
+			if p.HostPort == port && c.Labels[plan.LabelProject] == r.project {
+				r.t.Errorf("%s (%s) publishes port %d", c.Name, c.Labels[plan.LabelRole], port)
 			}
 		}
 	}

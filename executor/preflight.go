@@ -95,7 +95,7 @@ func (rn *run) bindOnEngine(ctx context.Context, needs []plan.PortNeed) (func(pl
 		cmd = append(cmd, n.String())
 	}
 	spec := ContainerSpec{Name: rn.Project.Name + "-deployer-preflight", Image: helper, Cmd: cmd, HostNetwork: true,
-		Labels: map[string]string{LabelProject: rn.Project.Name, LabelRole: plan.RoleOneOff}}
+		Labels: map[string]string{plan.LabelProject: rn.Project.Name, plan.LabelRole: plan.RoleOneOff}}
 	code, logs, err := rn.hp.helperRun(ctx, spec, preflightTimeout)
 	if err != nil {
 		return nil, err

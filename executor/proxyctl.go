@@ -105,9 +105,9 @@ func (px *proxyControl) start(ctx context.Context, image string, old *Container)
 		cmd = append(cmd, "--reuse-port")
 	}
 	spec := ContainerSpec{Name: name, Image: image, Cmd: cmd, HostNetwork: true, Restart: "unless-stopped",
-		Labels:  map[string]string{LabelProject: rn.Project.Name, LabelRole: plan.RoleProxy, LabelCreatedAt: time.Now().UTC().Format(time.RFC3339)},
+		Labels:  map[string]string{plan.LabelProject: rn.Project.Name, plan.LabelRole: plan.RoleProxy, plan.LabelCreatedAt: time.Now().UTC().Format(time.RFC3339)},
 		Volumes: []VolumeMount{{Name: plan.ProxyStateVolume(rn.Project), Target: "/state"}}}
-	if err := rn.own.makeVolume(ctx, plan.ProxyStateVolume(rn.Project), map[string]string{LabelProject: rn.Project.Name, LabelRole: plan.RoleProxy}); err != nil {
+	if err := rn.own.makeVolume(ctx, plan.ProxyStateVolume(rn.Project), map[string]string{plan.LabelProject: rn.Project.Name, plan.LabelRole: plan.RoleProxy}); err != nil {
 		return err
 	}
 	id, err := rn.Runtime.CreateContainer(ctx, spec)

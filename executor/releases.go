@@ -121,9 +121,9 @@ func (rl *releases) retire(ctx context.Context, s *config.Service, old *Containe
 func (rl *releases) keepAsPrevious(ctx context.Context, s *config.Service, old *ContainerState) error {
 	rn := rl.rn
 	spec := old.Spec
-	n, ok := ParseRelease(spec.Labels[LabelRelease])
+	n, ok := ParseRelease(spec.Labels[plan.LabelRelease])
 	if !ok {
-		return fmt.Errorf("keep %s as a previous release: its release label %q is not a release number; it stays as it is", old.Name, spec.Labels[LabelRelease])
+		return fmt.Errorf("keep %s as a previous release: its release label %q is not a release number; it stays as it is", old.Name, spec.Labels[plan.LabelRelease])
 	}
 	spec.Name = fmt.Sprintf("%s-r%d", s.ContainerName, n)
 	spec.Labels = withRole(spec.Labels, plan.RolePrevious)
@@ -133,8 +133,8 @@ func (rl *releases) keepAsPrevious(ctx context.Context, s *config.Service, old *
 	if errors.Is(err, ErrNameTaken) {
 		// Kept already by a run a kill interrupted, or the name is someone else's: then the
 		// original stays, since removing it would lose the release.
-		if kept, ierr := rn.Runtime.Inspect(ctx, spec.Name); ierr != nil || kept.Spec.Labels[LabelProject] != rn.Project.Name ||
-			kept.Spec.Labels[LabelService] != s.Name || kept.Spec.Labels[LabelRelease] != strconv.Itoa(n) {
+		if kept, ierr := rn.Runtime.Inspect(ctx, spec.Name); ierr != nil || kept.Spec.Labels[plan.LabelProject] != rn.Project.Name ||
+			kept.Spec.Labels[plan.LabelService] != s.Name || kept.Spec.Labels[plan.LabelRelease] != strconv.Itoa(n) {
 			return fmt.Errorf("keep release %d as previous: %w; %s stays as it is", n, rn.own.nameTaken(ctx, spec.Name, "service."+s.Name+"'s previous release"), old.Name)
 		}
 	} else if err != nil {
@@ -176,11 +176,11 @@ func (rl *releases) prune(ctx context.Context, s *config.Service) error {
 // their containers inherit). A release's labels alone never make another's image removable.
 func (rl *releases) imageMayGo(ctx context.Context, c *Container) bool {
 	rn := rl.rn
-	if c.Labels[LabelImageOrigin] == plan.OriginPulled {
+	if c.Labels[plan.LabelImageOrigin] == plan.OriginPulled {
 		return true
 	}
 	labels, err := rn.Runtime.ImageLabels(ctx, c.ImageID)
-	return err == nil && plan.ImageOwner(labels)[LabelProject] == rn.Project.Name
+	return err == nil && plan.ImageOwner(labels)[plan.LabelProject] == rn.Project.Name
 }
 
 // Taking over what runs: operators come to the deployer with a service already running, made
@@ -201,9 +201,9 @@ func (rl *releases) adoptedLabels(s *config.Service, t *plan.Takeover, original 
 	}
 	doc, _ := json.Marshal(t.Doc)
 	for k, v := range map[string]string{
-		LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: plan.RoleLive, LabelRelease: strconv.Itoa(t.Release),
-		LabelLiveName: s.ContainerName, LabelImage: t.Image, LabelImageOrigin: plan.OriginFound, plan.LabelTakenOver: t.Made,
-		LabelSpecDoc: string(doc), LabelCreatedAt: time.Now().UTC().Format(time.RFC3339),
+		plan.LabelProject: rn.Project.Name, plan.LabelService: s.Name, plan.LabelRole: plan.RoleLive, plan.LabelRelease: strconv.Itoa(t.Release),
+		plan.LabelLiveName: s.ContainerName, plan.LabelImage: t.Image, plan.LabelImageOrigin: plan.OriginFound, plan.LabelTakenOver: t.Made,
+		plan.LabelSpecDoc: string(doc), plan.LabelCreatedAt: time.Now().UTC().Format(time.RFC3339),
 	} {
 		l[k] = v
 	}
@@ -285,8 +285,8 @@ func earlierRelease(p *config.Project, s *config.Service, c *Container, prev *Co
 	r := &release{number: c.Release(), imageID: prev.ImageID, image: c.Image, cmd: prev.Spec.Cmd, env: prev.Spec.Env,
 		volumes: prev.Spec.Volumes, ports: s.Ports, labels: withRole(prev.Spec.Labels, plan.RoleCandidate), network: plan.NetworkName(p.Name),
 		host: ContainerSpec{Init: prev.Spec.Init, Memory: prev.Spec.Memory, NanoCPUs: prev.Spec.NanoCPUs, LogOpts: prev.Spec.LogOpts}}
-	r.labels[LabelLiveName] = s.ContainerName
-	r.labels[LabelCreatedAt] = time.Now().UTC().Format(time.RFC3339)
+	r.labels[plan.LabelLiveName] = s.ContainerName
+	r.labels[plan.LabelCreatedAt] = time.Now().UTC().Format(time.RFC3339)
 	return r
 }
 
@@ -312,18 +312,18 @@ func hostSettings(s *config.Service) ContainerSpec {
 func (rn *run) labels(s *config.Service, role string, number int, doc map[string]string, imageID, contextHash, origin string) map[string]string {
 	raw, _ := json.Marshal(doc)
 	l := map[string]string{
-		LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: role, LabelRelease: strconv.Itoa(number),
-		LabelSpecDoc: string(raw), LabelSpec: plan.SpecHash(doc, imageID), LabelCreatedAt: time.Now().UTC().Format(time.RFC3339),
-		LabelImage: s.Image, LabelLiveName: s.ContainerName,
+		plan.LabelProject: rn.Project.Name, plan.LabelService: s.Name, plan.LabelRole: role, plan.LabelRelease: strconv.Itoa(number),
+		plan.LabelSpecDoc: string(raw), plan.LabelSpec: plan.SpecHash(doc, imageID), plan.LabelCreatedAt: time.Now().UTC().Format(time.RFC3339),
+		plan.LabelImage: s.Image, plan.LabelLiveName: s.ContainerName,
 	}
 	if contextHash != "" {
-		l[LabelContextHash] = contextHash
+		l[plan.LabelContextHash] = contextHash
 	}
 	if origin != "" {
-		l[LabelImageOrigin] = origin
+		l[plan.LabelImageOrigin] = origin
 	}
 	if rn.Source != "" {
-		l[LabelSource] = rn.Source
+		l[plan.LabelSource] = rn.Source
 	}
 	if rn.engine != "" {
 		engines := map[string]string{}
@@ -334,7 +334,7 @@ func (rn *run) labels(s *config.Service, role string, number int, doc map[string
 			}
 		}
 		raw, _ := json.Marshal(engines)
-		l[LabelEngines] = string(raw)
+		l[plan.LabelEngines] = string(raw)
 	}
 	return l
 }
@@ -344,7 +344,7 @@ func withRole(labels map[string]string, role string) map[string]string {
 	for k, v := range labels {
 		out[k] = v
 	}
-	out[LabelRole] = role
+	out[plan.LabelRole] = role
 	return out
 }
 

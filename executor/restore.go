@@ -426,7 +426,7 @@ func (rs restorer) safetyBackup(ctx context.Context, s *config.Service, live *Co
 		return rs.backups().from(ctx, s, src, reason, 0, true)
 	}
 	spec := ContainerSpec{Name: rs.Project.Name + "-" + s.Name + "-restore-source", Image: helper, Cmd: []string{"version"},
-		Labels: map[string]string{LabelProject: rs.Project.Name, LabelService: s.Name, LabelRole: plan.RoleOneOff}}
+		Labels: map[string]string{plan.LabelProject: rs.Project.Name, plan.LabelService: s.Name, plan.LabelRole: plan.RoleOneOff}}
 	src := backupSource{consistency: config.ConsistencyNone, copyDir: copies}
 	for _, name := range names {
 		v := s.Volume(name)
@@ -515,7 +515,7 @@ func (rs restorer) fillVolume(ctx context.Context, s *config.Service, open func(
 	defer rc.Close()
 	spec := ContainerSpec{Name: fmt.Sprintf("%s-%s-restore-%s", rs.Project.Name, s.Name, to), Image: helper,
 		Cmd:     []string{"internal", "prepare-volume", "/volume", strconv.FormatInt(need, 10), strconv.FormatInt(inodes, 10)},
-		Volumes: []VolumeMount{{Name: to, Target: "/volume"}}, Labels: map[string]string{LabelProject: rs.Project.Name, LabelService: s.Name, LabelRole: plan.RoleOneOff}}
+		Volumes: []VolumeMount{{Name: to, Target: "/volume"}}, Labels: map[string]string{plan.LabelProject: rs.Project.Name, plan.LabelService: s.Name, plan.LabelRole: plan.RoleOneOff}}
 	id, err := rs.hp.oneOffContainer(ctx, spec)
 	if err != nil {
 		return nil, false, err

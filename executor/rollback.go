@@ -41,11 +41,11 @@ func Releases(obs *plan.Observed, service string) []ReleaseInfo {
 	var out []ReleaseInfo
 	add := func(c *Container, role string) {
 		created := c.Created
-		if t, err := time.Parse(time.RFC3339, c.Labels[LabelCreatedAt]); err == nil {
+		if t, err := time.Parse(time.RFC3339, c.Labels[plan.LabelCreatedAt]); err == nil {
 			created = t
 		}
 		info := ReleaseInfo{Release: c.Release(), Role: role, Container: c.Name, Image: c.ImageRef(), ImageID: c.ImageID,
-			Created: created, Source: c.Labels[LabelSource], State: c.State}
+			Created: created, Source: c.Labels[plan.LabelSource], State: c.State}
 		if raw := c.Labels[plan.LabelMigration]; raw != "" {
 			var m backup.MigrationRecord
 			if json.Unmarshal([]byte(raw), &m) == nil {

@@ -49,7 +49,7 @@ func (sn *snapshotter) Snapshot(ctx context.Context, vols []backup.Volume, dbs [
 	}
 	// Made with labels, so that one left by a kill is in the plan and the next apply removes it.
 	// One of that name the deployer did not make is never used, let alone removed.
-	err := rn.Runtime.CreateVolume(ctx, scratch, map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: plan.RoleScratch})
+	err := rn.Runtime.CreateVolume(ctx, scratch, map[string]string{plan.LabelProject: rn.Project.Name, plan.LabelService: s.Name, plan.LabelRole: plan.RoleScratch})
 	if errors.Is(err, ErrNameTaken) {
 		return nil, fmt.Errorf("%w: %v (remove it with `docker volume rm %s` if it is a leftover of an older deployer)", backup.ErrNoSnapshots, err, scratch)
 	}
@@ -61,7 +61,7 @@ func (sn *snapshotter) Snapshot(ctx context.Context, vols []backup.Volume, dbs [
 		Cmd:       []string{"internal", "sqlite-snapshot", "/snapshots"},
 		Volumes:   []VolumeMount{{Name: sn.scratch, Target: "/snapshots"}},
 		NoNetwork: true, // it reads volumes and writes one; it has nothing to reach
-		Labels:    map[string]string{LabelProject: rn.Project.Name, LabelService: s.Name, LabelRole: plan.RoleOneOff}}
+		Labels:    map[string]string{plan.LabelProject: rn.Project.Name, plan.LabelService: s.Name, plan.LabelRole: plan.RoleOneOff}}
 	for i, v := range vols {
 		dir := "/volumes/" + strconv.Itoa(i)
 		spec.Volumes = append(spec.Volumes, VolumeMount{Name: v.Name, Target: dir})

@@ -252,12 +252,12 @@ func TestScratchLeftoverRemoved(t *testing.T) {
 		t.Fatal(so.Error)
 	}
 	scratch := r.project + "-app-snapshots"
-	if err := r.eng.CreateVolume(ctx, scratch, map[string]string{executor.LabelProject: r.project, executor.LabelService: "app", executor.LabelRole: plan.RoleScratch}); err != nil {
+	if err := r.eng.CreateVolume(ctx, scratch, map[string]string{plan.LabelProject: r.project, plan.LabelService: "app", plan.LabelRole: plan.RoleScratch}); err != nil {
 		t.Fatal(err)
 	}
 	helper, err := r.eng.CreateContainer(ctx, executor.ContainerSpec{Name: r.project + "-app-snapshot", Image: r.image,
 		Volumes: []executor.VolumeMount{{Name: scratch, Target: "/snapshots"}}, NoNetwork: true,
-		Labels: map[string]string{executor.LabelProject: r.project, executor.LabelService: "app", executor.LabelRole: plan.RoleOneOff}})
+		Labels: map[string]string{plan.LabelProject: r.project, plan.LabelService: "app", plan.LabelRole: plan.RoleOneOff}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +280,7 @@ func TestScratchLeftoverRemoved(t *testing.T) {
 	}
 	if vols, err := r.eng.Volumes(ctx, r.project); err != nil || len(vols) != 0 {
 		for _, v := range vols {
-			if v.Labels[executor.LabelRole] == plan.RoleScratch {
+			if v.Labels[plan.LabelRole] == plan.RoleScratch {
 				t.Errorf("the scratch volume is still there: %+v %v", vols, err)
 			}
 		}

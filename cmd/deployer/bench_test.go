@@ -87,8 +87,8 @@ func BenchmarkPlan(b *testing.B) {
 				doc := plan.SpecDoc(p, s, dockertest.Hasher(b, eng, p.Name))
 				raw, _ := json.Marshal(doc)
 				_, err := eng.CreateContainer(ctx, executor.ContainerSpec{Name: s.ContainerName, Image: image, Labels: map[string]string{
-					executor.LabelProject: p.Name, executor.LabelService: s.Name, executor.LabelRole: plan.RoleLive,
-					executor.LabelRelease: "1", executor.LabelSpecDoc: string(raw), executor.LabelSpec: plan.SpecHash(doc, imageID),
+					plan.LabelProject: p.Name, plan.LabelService: s.Name, plan.LabelRole: plan.RoleLive,
+					plan.LabelRelease: "1", plan.LabelSpecDoc: string(raw), plan.LabelSpec: plan.SpecHash(doc, imageID),
 				}})
 				if err != nil {
 					b.Fatal(err)

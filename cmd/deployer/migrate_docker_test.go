@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker/dockertest"
 	"github.com/deployer-dev/deployer/executor/plan"
 )
@@ -218,7 +217,7 @@ func TestHeldMigrationCrash(t *testing.T) {
 			}
 			vols, _ := r.eng.Volumes(t.Context(), r.project)
 			for _, v := range vols {
-				if v.Labels[executor.LabelRole] == plan.RoleSafety || v.Labels[executor.LabelRole] == plan.RoleScratch {
+				if v.Labels[plan.LabelRole] == plan.RoleSafety || v.Labels[plan.LabelRole] == plan.RoleScratch {
 					t.Errorf("volume %s is left", v.Name)
 				}
 			}
@@ -278,7 +277,7 @@ func TestHeldMigrationPutBackCrash(t *testing.T) {
 			}
 			vols, _ := r.eng.Volumes(t.Context(), r.project)
 			for _, v := range vols {
-				if v.Labels[executor.LabelRole] == plan.RoleSafety {
+				if v.Labels[plan.LabelRole] == plan.RoleSafety {
 					t.Errorf("the safety copy %s is left", v.Name)
 				}
 			}

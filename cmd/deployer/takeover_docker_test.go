@@ -69,7 +69,7 @@ func TestCrashDuringTakeover(t *testing.T) {
 			}
 			all, _ := r.eng.AllContainers(ctx)
 			for _, c := range all {
-				if strings.HasPrefix(c.Name, name) && c.Labels[executor.LabelProject] == "" {
+				if strings.HasPrefix(c.Name, name) && c.Labels[plan.LabelProject] == "" {
 					t.Errorf("%s is left without the deployer's labels", c.Name)
 				}
 			}

@@ -30,6 +30,7 @@ import (
 
 	"github.com/deployer-dev/deployer/executor"
 	"github.com/deployer-dev/deployer/executor/docker"
+	"github.com/deployer-dev/deployer/executor/engine"
 	"github.com/deployer-dev/deployer/executor/plan"
 )
 
@@ -78,11 +79,11 @@ func RemoveProject(eng *docker.Engine, project string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cli := eng.Client()
-	list, _ := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", executor.LabelProject+"="+project))})
+	list, _ := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", engine.LabelProject+"="+project))})
 	for _, c := range list {
 		cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
 	}
-	nets, _ := cli.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("label", executor.LabelProject+"="+project))})
+	nets, _ := cli.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("label", engine.LabelProject+"="+project))})
 	for _, n := range nets {
 		cli.NetworkRemove(ctx, n.ID)
 	}
@@ -110,7 +111,7 @@ func Objects(eng *docker.Engine, project string) []string {
 	ctx := context.Background()
 	cli := eng.Client()
 	var out []string
-	label := filters.NewArgs(filters.Arg("label", executor.LabelProject+"="+project))
+	label := filters.NewArgs(filters.Arg("label", engine.LabelProject+"="+project))
 	cs, _ := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: label})
 	for _, c := range cs {
 		out = append(out, "container "+strings.TrimPrefix(c.Names[0], "/"))
@@ -133,7 +134,7 @@ func Objects(eng *docker.Engine, project string) []string {
 // subnet of its own choosing, so without a fixed range.
 func OldNetwork(t testing.TB, eng *docker.Engine, project string) {
 	_, err := eng.Client().NetworkCreate(context.Background(), plan.NetworkName(project), network.CreateOptions{Driver: "bridge",
-		Labels: map[string]string{executor.LabelProject: project}})
+		Labels: map[string]string{engine.LabelProject: project}})
 	if err != nil {
 		t.Fatal(err)
 	}
