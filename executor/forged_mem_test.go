@@ -686,7 +686,7 @@ func TestParseRelease(t *testing.T) {
 		"99999999999999999999": 0, "١": 0, "1.0": 0,
 	} {
 		forgeries.Add(1)
-		got, ok := executor.ParseRelease(in)
+		got, ok := engine.ParseRelease(in)
 		if got != want || ok != (want != 0) {
 			t.Errorf("ParseRelease(%q) = %d, %v; want %d", in, got, ok, want)
 		}

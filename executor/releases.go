@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/deployer-dev/deployer/config"
+	"github.com/deployer-dev/deployer/executor/engine"
 	"github.com/deployer-dev/deployer/executor/plan"
 )
 
@@ -121,7 +122,7 @@ func (rl *releases) retire(ctx context.Context, s *config.Service, old *Containe
 func (rl *releases) keepAsPrevious(ctx context.Context, s *config.Service, old *ContainerState) error {
 	rn := rl.rn
 	spec := old.Spec
-	n, ok := ParseRelease(spec.Labels[plan.LabelRelease])
+	n, ok := engine.ParseRelease(spec.Labels[plan.LabelRelease])
 	if !ok {
 		return fmt.Errorf("keep %s as a previous release: its release label %q is not a release number; it stays as it is", old.Name, spec.Labels[plan.LabelRelease])
 	}

@@ -24,9 +24,3 @@ var (
 	ErrNotFound  = engine.ErrNotFound
 	ErrNameTaken = engine.ErrNameTaken
 )
-
-// MaxRelease bounds release numbers (ParseRelease).
-const MaxRelease = engine.MaxRelease
-
-// ParseRelease reads a release label strictly (package engine).
-func ParseRelease(s string) (int, bool) { return engine.ParseRelease(s) }
